@@ -1,0 +1,1 @@
+"""Discovery sources: adapters that turn an outside view (config, mDNS, Consul) into events."""

@@ -1,0 +1,80 @@
+"""Configuration of discovery sources, as frozen dataclasses decoded from the gateway config.
+
+These live in ``discovery`` (not ``gateway.config``) so that each source can be constructed
+from its own config without importing the gateway.  The gateway's TOML has one
+``[[sources]]`` table per source, discriminated by ``kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from discovery.names import label_problem
+from discovery.spiffe_id import SpiffeId
+
+Protocol = Literal["http1", "http2", "tcp", "tls"]
+
+
+def _label(value: str) -> str | None:
+    return label_problem(value)
+
+
+@dataclass(frozen=True)
+class StaticEndpointConfig:
+    """One endpoint listed by hand: ``service``/``namespace`` at ``address:port``."""
+
+    service: str = field(metadata={"check": _label})
+    address: str
+    port: int = field(metadata={"min": 1, "max": 65535})
+    namespace: str = field(default="default", metadata={"check": _label})
+    protocol: Protocol = "http1"
+    weight: int = field(default=1, metadata={"min": 1, "max": 65535})
+    spiffe_id: SpiffeId | None = None
+    locality: str = ""
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class StaticSourceConfig:
+    kind: Literal["static"]
+    name: str = field(metadata={"check": _label})
+    endpoints: tuple[StaticEndpointConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class MdnsSourceConfig:
+    """Browse DNS-SD service types on the local link (zeroconf); optionally announce some."""
+
+    kind: Literal["mdns"]
+    name: str = field(metadata={"check": _label})
+    service_types: tuple[str, ...] = ("_isthmus._tcp.local.",)
+    interfaces: tuple[str, ...] = ()  # IP addresses to bind; empty = all
+    default_namespace: str = field(default="default", metadata={"check": _label})
+
+
+@dataclass(frozen=True)
+class ConsulSourceConfig:
+    """Consul's HTTP API with blocking queries."""
+
+    kind: Literal["consul"]
+    name: str = field(metadata={"check": _label})
+    address: str = "http://127.0.0.1:8500"
+    token: str | None = None
+    token_file: Path | None = None
+    datacenter: str | None = None
+    namespace: str | None = None  # Consul Enterprise namespace (query parameter ``ns``)
+    partition: str | None = None
+    tags: tuple[str, ...] = ()  # only instances carrying all of these tags
+    node_meta: tuple[str, ...] = ()  # "key:value" filters
+    services: tuple[str, ...] = ()  # empty = every service in the catalog
+    target_namespace: str = field(default="default", metadata={"check": _label})
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    wait_s: float = field(default=60.0, metadata={"min": 1.0, "max": 600.0})
+    stale_grace_s: float = field(default=300.0, metadata={"min": 0.0})
+
+
+SourceConfig = StaticSourceConfig | MdnsSourceConfig | ConsulSourceConfig

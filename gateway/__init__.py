@@ -1,0 +1,1 @@
+"""Isthmus gateway: the process -- CLI, config, listeners, router, clusters, admin."""

@@ -1,0 +1,1 @@
+"""One module per ``isthmus`` command group; see :mod:`gateway.cli`."""

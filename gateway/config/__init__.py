@@ -1,0 +1,1 @@
+"""Gateway configuration: TOML in, frozen dataclasses out, every error with its exact path."""

@@ -1,0 +1,283 @@
+"""Decode plain TOML data into frozen dataclasses, collecting *every* problem with its path.
+
+Theory of operation
+-------------------
+The config schema *is* the dataclasses in :mod:`gateway.config.model` (and the source configs
+in :mod:`discovery.sources.config`).  This module walks a dataclass's type hints and the TOML
+value side by side:
+
+* ``bool``/``int``/``float``/``str`` are checked exactly (``true`` is not an int; an int is
+  accepted for a float); ``Literal[...]`` must be one of the listed values;
+* ``tuple[X, ...]`` takes a TOML array; ``Mapping[str, X]`` a table; ``X | None`` allows absence;
+* a class with a ``parse(str)`` classmethod (SPIFFE IDs, trust domains) or ``ipaddress`` types
+  take a string and turn the parser's error into a problem;
+* ``pathlib.Path`` is resolved relative to the config file's directory;
+* a union of dataclasses is discriminated by their ``kind: Literal[...]`` field;
+* dataclass fields may carry ``metadata={"min": .., "max": .., "check": fn, "unique": key}``
+  (``unique``: no two tables of the array share ``key``), and a dataclass
+  may define ``problems(self) -> list[tuple[str, str]]`` for cross-field rules (duplicate
+  names), returning paths relative to itself.
+
+Unknown keys are errors (a typo must never silently fall back to a default).  Decoding never
+stops at the first problem; the caller raises one :class:`ConfigInvalid` with all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+class _Fail(Exception):
+    """Internal: this value could not be decoded (the problem is already recorded)."""
+
+
+class Decoder:
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[tuple[str, str]] = []
+
+    def problem(self, path: str, message: str) -> _Fail:
+        self.problems.append((path, message))
+        return _Fail()
+
+    def decode_root(self, cls: type[T], data: Any) -> T | None:
+        try:
+            return typing.cast(T, self.decode(cls, data, ""))
+        except _Fail:
+            return None
+
+    # -- dispatch -------------------------------------------------------------------------
+    def decode(self, tp: Any, value: Any, path: str) -> Any:
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            return self._union(tp, value, path)
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed or type(value) is not type(allowed[0]):
+                raise self.problem(
+                    path, f"must be one of {', '.join(repr(a) for a in allowed)}, not {value!r}"
+                )
+            return value
+        if origin is tuple:
+            return self._tuple(tp, value, path)
+        if origin in (Mapping, dict, typing.Mapping):
+            return self._mapping(tp, value, path)
+        if callable(getattr(tp, "parse", None)):
+            return self._parsed(tp, value, path)
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            return self._dataclass(tp, value, path)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.problem(path, f"must be a boolean, not {_tname(value)}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.problem(path, f"must be an integer, not {_tname(value)}")
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.problem(path, f"must be a number, not {_tname(value)}")
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.problem(path, f"must be a string, not {_tname(value)}")
+            return value
+        if tp is Path:
+            if not isinstance(value, str) or not value:
+                raise self.problem(path, f"must be a non-empty path string, not {_tname(value)}")
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else (self.base_dir / p)
+        if tp in (ipaddress.IPv4Address, ipaddress.IPv6Address):
+            return self._ip(tp, value, path)
+        raise TypeError(f"config schema uses an unsupported type {tp!r} at {path!r}")
+
+    # -- containers -----------------------------------------------------------------------
+    def _union(self, tp: Any, value: Any, path: str) -> Any:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return self.decode(args[0], value, path)
+        if all(dataclasses.is_dataclass(a) and "kind" in typing.get_type_hints(a) for a in args):
+            return self._tagged(args, value, path)
+        if set(args) == {ipaddress.IPv4Address, ipaddress.IPv6Address}:
+            return self._ip(None, value, path)
+        raise TypeError(f"config schema uses an unsupported union {tp!r} at {path!r}")
+
+    def _parsed(self, tp: Any, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            raise self.problem(path, f"must be a string, not {_tname(value)}")
+        try:
+            return tp.parse(value)
+        except ValueError as exc:
+            raise self.problem(path, str(exc)) from None
+
+    def _ip(self, tp: Any, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            raise self.problem(path, f"must be an IP address string, not {_tname(value)}")
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            raise self.problem(path, f"{value!r} is not a valid IP address") from None
+        if tp is not None and not isinstance(addr, tp):
+            raise self.problem(path, f"{value!r} must be an {tp.__name__}")
+        return addr
+
+    def _tagged(self, classes: list[Any], value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise self.problem(path, f"must be a table, not {_tname(value)}")
+        by_kind: dict[str, Any] = {}
+        for cls in classes:
+            kind_tp = typing.get_type_hints(cls)["kind"]
+            for k in get_args(kind_tp):
+                by_kind[k] = cls
+        kind = value.get("kind", _MISSING)
+        if kind is _MISSING:
+            raise self.problem(
+                _join(path, "kind"), f"is required (one of {', '.join(map(repr, by_kind))})"
+            )
+        if kind not in by_kind:
+            raise self.problem(
+                _join(path, "kind"),
+                f"must be one of {', '.join(map(repr, by_kind))}, not {kind!r}",
+            )
+        return self._dataclass(by_kind[kind], value, path)
+
+    def _tuple(self, tp: Any, value: Any, path: str) -> tuple[Any, ...]:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise self.problem(path, f"must be an array, not {_tname(value)}")
+        item_tp = args[0]
+        out: list[Any] = []
+        failed = False
+        for i, item in enumerate(value):
+            try:
+                out.append(self.decode(item_tp, item, f"{path}[{i}]"))
+            except _Fail:
+                failed = True
+        if failed:
+            raise _Fail()
+        return tuple(out)
+
+    def _mapping(self, tp: Any, value: Any, path: str) -> Mapping[Any, Any]:
+        key_tp, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise self.problem(path, f"must be a table, not {_tname(value)}")
+        out: dict[Any, Any] = {}
+        failed = False
+        for k, v in value.items():
+            sub = _join(path, k)
+            try:
+                key = self.decode(key_tp, k, sub) if key_tp is not str else k
+                out[key] = self.decode(val_tp, v, sub)
+            except _Fail:
+                failed = True
+        if failed:
+            raise _Fail()
+        return types.MappingProxyType(out)
+
+    def _dataclass(self, cls: Any, value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise self.problem(path, f"must be a table, not {_tname(value)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        failed = False
+        for key in value:
+            if key not in fields:
+                self.problem(_join(path, key), _unknown_key(key, fields))
+                failed = True
+        kwargs: dict[str, Any] = {}
+        for name, field in fields.items():
+            sub = _join(path, name)
+            if name not in value:
+                if (
+                    field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING
+                ):
+                    self.problem(sub, "is required")
+                    failed = True
+                continue
+            unique = field.metadata.get("unique")
+            if unique and isinstance(value[name], list):
+                failed |= self._check_unique(value[name], unique, sub)
+            try:
+                decoded = self.decode(hints[name], value[name], sub)
+                self._check_field(field, decoded, sub)
+                kwargs[name] = decoded
+            except _Fail:
+                failed = True
+        if failed:
+            raise _Fail()
+        try:
+            obj = cls(**kwargs)
+        except ValueError as exc:
+            raise self.problem(path, str(exc)) from None
+        check = getattr(obj, "problems", None)
+        if callable(check):
+            found = list(check())
+            for rel, message in found:
+                self.problem(_join(path, rel) if rel else path, message)
+            if found:
+                raise _Fail()
+        return obj
+
+    def _check_unique(self, items: list[Any], key: str, path: str) -> bool:
+        """Report items of an array of tables that repeat ``key`` (checked on the raw data, so
+        a duplicate is reported even when another item fails to decode)."""
+        seen: set[Any] = set()
+        found = False
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and key in item:
+                marker = repr(item[key])
+                if marker in seen:
+                    self.problem(f"{path}[{i}].{key}", f"duplicate {key} {item[key]!r}")
+                    found = True
+                seen.add(marker)
+        return found
+
+    def _check_field(self, field: dataclasses.Field[Any], value: Any, path: str) -> None:
+        meta = field.metadata
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and isinstance(value, int | float) and value < lo:
+            raise self.problem(path, f"must be >= {lo}, not {value}")
+        if hi is not None and isinstance(value, int | float) and value > hi:
+            raise self.problem(path, f"must be <= {hi}, not {value}")
+        check: Callable[[Any], str | None] | None = meta.get("check")
+        if check is not None:
+            message = check(value)
+            if message:
+                raise self.problem(path, message)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _tname(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _unknown_key(key: str, fields: Mapping[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(fields), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key{hint}; allowed: {', '.join(sorted(fields))}"

@@ -1,0 +1,142 @@
+"""The gateway config schema: frozen dataclasses, decoded by :mod:`gateway.config.decode`.
+
+A gateway config says who this site is (``[site]``), how it proves it (``[identity]``), where it
+listens (``[[listeners]]``), which peers it links to (``[[peers]]``), where it learns its local
+services (``[[sources]]``) and its resource limits (``[limits]``).  Every field has the default a
+production gateway should run with; see ``configs/`` for examples that run as they are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from discovery.names import label_problem
+from discovery.sources.config import SourceConfig
+from discovery.spiffe_id import SpiffeId, TrustDomain
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _label(value: str) -> str | None:
+    return label_problem(value)
+
+
+def _mesh_domain(value: str) -> str | None:
+    for part in value.split("."):
+        problem = label_problem(part)
+        if problem:
+            return problem
+    return None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str = field(metadata={"check": _label})
+    trust_domain: TrustDomain
+    mesh_domain: str = field(default="isthmus", metadata={"check": _mesh_domain})
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """The trust bundle of one trust domain: PEM certificates or SPIFFE bundle JSON (JWKS)."""
+
+    trust_domain: TrustDomain
+    path: Path
+    format: Literal["auto", "pem", "spiffe-json"] = "auto"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Where this gateway's X509-SVID, key and trust bundles live (as SPIRE writes them).
+
+    Files are watched (polled every ``poll_interval_s``); a change rebuilds the TLS context for
+    new connections without a restart.
+    """
+
+    svid: Path
+    key: Path
+    bundles: tuple[BundleConfig, ...] = field(metadata={"unique": "trust_domain"})
+    poll_interval_s: float = field(default=1.0, metadata={"min": 0.05, "max": 3600.0})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not self.bundles:
+            return [("bundles", "at least one trust bundle is required")]
+        return []
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """A socket the gateway accepts on.
+
+    ``east-west`` is the mTLS listener for peer gateways; ``http`` takes local HTTP/1.1, h2c and
+    HTTP proxy callers; ``sni`` routes TLS by its SNI without terminating it; ``admin`` serves
+    the admin API.
+    """
+
+    name: str = field(metadata={"check": _label})
+    kind: Literal["east-west", "http", "sni", "admin"]
+    address: IPAddress
+    port: int = field(metadata={"min": 0, "max": 65535})
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A peer gateway this site dials, and the exact SPIFFE ID it must present."""
+
+    name: str = field(metadata={"check": _label})
+    address: str
+    port: int = field(metadata={"min": 1, "max": 65535})
+    spiffe_id: SpiffeId
+    priority: int = field(default=100, metadata={"min": 0, "max": 1_000_000})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not self.spiffe_id.path:
+            return [("spiffe_id", "a peer's SPIFFE ID needs a path (a workload, not a domain)")]
+        if not self.address or any(c.isspace() for c in self.address):
+            return [("address", f"{self.address!r} is not a host name or IP address")]
+        return []
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Resource limits; defaults are those in RELIABILITY.md."""
+
+    max_header_bytes: int = field(default=60 * 1024, metadata={"min": 1024})
+    max_headers: int = field(default=100, metadata={"min": 1})
+    h2_max_header_list_bytes: int = field(default=64 * 1024, metadata={"min": 1024})
+    h2_max_concurrent_streams: int = field(default=100, metadata={"min": 1})
+    h2_stream_window: int = field(default=64 * 1024, metadata={"min": 1024, "max": 2**31 - 1})
+    h2_connection_window: int = field(default=1024 * 1024, metadata={"min": 1024, "max": 2**31 - 1})
+    tunnel_buffer_bytes: int = field(default=64 * 1024, metadata={"min": 1024})
+    header_timeout_s: float = field(default=10.0, metadata={"min": 0.01})
+    idle_timeout_s: float = field(default=300.0, metadata={"min": 0.01})
+    tls_handshake_timeout_s: float = field(default=10.0, metadata={"min": 0.01})
+    max_connections: int = field(default=10_000, metadata={"min": 1})
+    route_timeout_s: float = field(default=15.0, metadata={"min": 0.01})
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    site: SiteConfig
+    identity: IdentityConfig
+    listeners: tuple[ListenerConfig, ...] = field(default=(), metadata={"unique": "name"})
+    peers: tuple[PeerConfig, ...] = field(default=(), metadata={"unique": "name"})
+    sources: tuple[SourceConfig, ...] = field(default=(), metadata={"unique": "name"})
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        binds = [f"{li.address}:{li.port}" for li in self.listeners if li.port != 0]
+        for i, bind in enumerate(binds):
+            if binds.index(bind) != i:
+                out.append((f"listeners[{i}].port", f"{bind} is already used by another listener"))
+        for i, peer in enumerate(self.peers):
+            if peer.name == self.site.name:
+                out.append((f"peers[{i}].name", "a peer must not have this site's own name"))
+        return out
+
+    def listener(self, kind: str) -> ListenerConfig | None:
+        return next((li for li in self.listeners if li.kind == kind), None)

@@ -1,0 +1,1 @@
+"""Isthmus overlay: SPIFFE identity, mTLS links between gateways, tunnels and federation."""
