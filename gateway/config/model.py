@@ -16,6 +16,7 @@ from typing import Literal
 from discovery.names import label_problem
 from discovery.sources.config import SourceConfig
 from discovery.spiffe_id import SpiffeId, TrustDomain
+from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -125,6 +126,7 @@ class GatewayConfig:
     listeners: tuple[ListenerConfig, ...] = field(default=(), metadata={"unique": "name"})
     peers: tuple[PeerConfig, ...] = field(default=(), metadata={"unique": "name"})
     sources: tuple[SourceConfig, ...] = field(default=(), metadata={"unique": "name"})
+    exports: tuple[ExportConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
@@ -133,6 +135,11 @@ class GatewayConfig:
         for i, bind in enumerate(binds):
             if binds.index(bind) != i:
                 out.append((f"listeners[{i}].port", f"{bind} is already used by another listener"))
+        peer_names = {p.name for p in self.peers}
+        for i, export in enumerate(self.exports):
+            for j, name in enumerate(export.peers):
+                if name not in peer_names:
+                    out.append((f"exports[{i}].peers[{j}]", f"no peer is named {name!r}"))
         for i, peer in enumerate(self.peers):
             if peer.name == self.site.name:
                 out.append((f"peers[{i}].name", "a peer must not have this site's own name"))

@@ -1,0 +1,1 @@
+"""Catalog federation: exporting the consented part of the catalog to peers, importing theirs."""
