@@ -75,6 +75,14 @@ class ConsulSourceConfig:
     key_file: Path | None = None
     wait_s: float = field(default=60.0, metadata={"min": 1.0, "max": 600.0})
     stale_grace_s: float = field(default=300.0, metadata={"min": 0.0})
+    # Bounds of the HTTP client (see discovery.sources.consul_http).
+    max_body_bytes: int = field(default=64 * 1024 * 1024, metadata={"min": 1024})
+    max_connections: int = field(default=100, metadata={"min": 1, "max": 10000})
+    connect_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 300.0})
+    request_margin_s: float = field(default=5.0, metadata={"min": 0.1, "max": 300.0})
+    # Retry schedule after errors: full jitter, ceiling doubling from base up to cap.
+    backoff_base_s: float = field(default=0.5, metadata={"min": 0.001, "max": 60.0})
+    backoff_cap_s: float = field(default=30.0, metadata={"min": 0.01, "max": 3600.0})
 
 
 SourceConfig = StaticSourceConfig | MdnsSourceConfig | ConsulSourceConfig

@@ -1,0 +1,364 @@
+"""The Consul source: py-consul over Consul's HTTP API, blocking queries, on trio.
+
+Theory of operation
+-------------------
+One task watches ``/v1/catalog/services`` with a blocking query; it decides which services to
+watch (:func:`~discovery.sources.consul_parse.select_services`) and runs one task per service
+watching ``/v1/health/service/<name>`` the same way.  Each blocking query sends the index of
+its last answer (``index``) and a ``wait``; Consul answers when something changed or when
+``wait`` (+ up to ``wait/16``) ran out.  The next index follows HashiCorp's rules
+(:func:`~discovery.sources.consul_parse.next_index`): reset to 0 when it goes backwards.
+
+The watchers only record results in a :class:`_View` and wake the *emitter*, a single task that
+turns the view into events.  Because the emitter reads the whole view after each wake-up,
+bursts coalesce and the catalog sees one :class:`Resynced` with the complete set, ``version``
+= the highest ``X-Consul-Index`` seen.  Rules the emitter follows:
+
+* nothing is announced before the services list and every watched service answered once
+  (or failed);
+* any failing query (agent unreachable, 5xx, 403, malformed answer) -> :class:`SourceStale`
+  once, with the reason; the last good endpoints of every service stay in the view and in the
+  catalog -- a failure never removes anything;
+* when every query succeeds again -> :class:`Resynced` if the set changed, else
+  :class:`SourceFresh`;
+* each successful services-list round (at least every ``wait_s``) without a change confirms
+  the view with :class:`SourceFresh`, so the catalog can tell a quiet source from a dead one.
+
+A failed query is retried after exponential backoff with full jitter
+(:class:`discovery.backoff.Backoff`).  Cancelling the source cancels every request at once:
+the HTTP client is trio-native (:mod:`discovery.sources.consul_http`).
+
+The source reports ``started`` as soon as its configuration is valid, without waiting for
+Consul: a gateway must come up (with its other sources) while Consul is down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import ssl
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from consul import base
+from consul import exceptions as consul_exceptions
+
+from discovery.backoff import Backoff
+from discovery.events import Event, Resynced, SourceFresh, SourceStale
+from discovery.model import Endpoint
+from discovery.sources.config import ConsulSourceConfig
+from discovery.sources.consul_http import TrioHTTPClient
+from discovery.sources.consul_parse import (
+    ConsulAclDenied,
+    ConsulConfigError,
+    ConsulError,
+    ConsulHttpError,
+    ConsulMalformedResponse,
+    ConsulUnavailable,
+    format_wait,
+    next_index,
+    parse_catalog_services,
+    parse_health_service,
+    parse_index,
+    parse_node_meta,
+    select_services,
+)
+
+log = logging.getLogger(__name__)
+
+CATALOG = "catalog/services"
+# HashiCorp: rate-limit blocking queries, an answer is no proof of a change.
+_MIN_ROUND_S = 0.1
+_REASON_CHARS = 300
+
+
+class TrioConsul(base.Consul):  # type: ignore[misc]
+    """py-consul's API on :class:`TrioHTTPClient`: every method returns an awaitable."""
+
+    def __init__(self, client: TrioHTTPClient, *, token: str | None, dc: str | None) -> None:
+        self._client = client
+        super().__init__(
+            host=client.host, port=client.port, scheme=client.scheme, dc=dc, verify=True
+        )
+        # py-consul lets CONSUL_HTTP_TOKEN override the argument; the config is the one truth.
+        self.token = token
+
+    def http_connect(
+        self, host: str, port: int, scheme: str, verify: Any = True, cert: Any = None
+    ) -> Any:
+        return self._client
+
+
+def build_client(config: ConsulSourceConfig) -> TrioHTTPClient:
+    """The HTTP client for ``config.address`` with TLS, bounds and ``ns``/``partition``."""
+    url = urllib.parse.urlsplit(config.address)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConsulConfigError(f"address {config.address!r} is not http(s)://host[:port]")
+    try:
+        port = url.port or (8501 if url.scheme == "https" else 8500)
+    except ValueError as err:
+        raise ConsulConfigError(f"address {config.address!r}: {err}") from err
+    context: ssl.SSLContext | None = None
+    if url.scheme == "https":
+        ca = str(config.ca_file) if config.ca_file else None
+        context = ssl.create_default_context(cafile=ca)
+        if config.cert_file is not None:
+            key = str(config.key_file) if config.key_file else None
+            context.load_cert_chain(str(config.cert_file), key)
+    elif config.ca_file or config.cert_file:
+        raise ConsulConfigError("ca_file/cert_file need an https:// address")
+    extra: list[tuple[str, str]] = []
+    if config.namespace:
+        extra.append(("ns", config.namespace))
+    if config.partition:
+        extra.append(("partition", config.partition))
+    return TrioHTTPClient(
+        url.hostname,
+        port,
+        url.scheme,
+        ssl_context=context,
+        extra_params=tuple(extra),
+        max_body_bytes=config.max_body_bytes,
+        max_connections=config.max_connections,
+        connect_timeout_s=config.connect_timeout_s,
+        margin_s=config.request_margin_s,
+    )
+
+
+def translate(err: Exception) -> ConsulError:
+    """py-consul's exceptions (raised by its status/JSON callbacks) -> our typed errors."""
+    text = str(err)[:_REASON_CHARS]
+    if isinstance(err, ConsulError):
+        return err
+    if isinstance(err, consul_exceptions.ACLPermissionDenied):
+        return ConsulAclDenied(f"403 {text}")
+    if isinstance(err, (RecursionError, json.JSONDecodeError)):
+        return ConsulMalformedResponse(f"undecodable JSON: {type(err).__name__}")
+    if type(err) is consul_exceptions.ConsulException:
+        if re.match(r"^5\d\d ", text):
+            return ConsulUnavailable(text)
+        return ConsulMalformedResponse(text)
+    return ConsulHttpError(text)
+
+
+_PY_CONSUL_ERRORS = (consul_exceptions.ConsulException, RecursionError, ConsulError)
+
+
+@dataclass
+class _View:
+    """What the watchers know; read by the emitter (plain data, no I/O)."""
+
+    watched: tuple[str, ...] | None = None  # None until the services list answered once
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    indexes: dict[str, int] = field(default_factory=dict)
+    failing: dict[str, str] = field(default_factory=dict)
+    confirm: bool = False
+
+    def ready(self) -> bool:
+        if self.watched is None:
+            return bool(self.failing)
+        return all(name in self.endpoints or name in self.failing for name in self.watched)
+
+    def full_set(self) -> tuple[Endpoint, ...]:
+        merged: dict[Any, Endpoint] = {}
+        for name in self.watched or ():
+            for endpoint in self.endpoints.get(name, ()):
+                merged.setdefault(endpoint.key, endpoint)
+        return tuple(merged[key] for key in sorted(merged))
+
+    def version(self) -> str:
+        return str(max(self.indexes.values(), default=0))
+
+
+@dataclass
+class _Announced:
+    """What the catalog was last told."""
+
+    endpoints: tuple[Endpoint, ...] | None = None
+    stale: bool = False
+
+
+def decide(view: _View, told: _Announced, source: str, at: float) -> list[Event]:
+    """The events that bring the catalog from ``told`` to ``view`` (updates ``told``)."""
+    if not view.ready():
+        return []
+    events: list[Event] = []
+    current = view.full_set() if view.watched is not None else None
+    changed = current is not None and current != told.endpoints
+    if changed and current is not None:
+        events.append(Resynced(source, current, view.version(), at))
+        told.endpoints = current
+        told.stale = False
+    if view.failing:
+        if not told.stale or changed:
+            reasons = "; ".join(f"{q}: {r}" for q, r in sorted(view.failing.items())[:3])
+            events.append(SourceStale(source, reasons[:_REASON_CHARS], at))
+            told.stale = True
+    elif not changed and (told.stale or view.confirm) and told.endpoints is not None:
+        events.append(SourceFresh(source, view.version(), at))
+        told.stale = False
+    view.confirm = False
+    return events
+
+
+class _ConsulWatch:
+    def __init__(self, config: ConsulSourceConfig, send: trio.MemorySendChannel[Event]) -> None:
+        self.config = config
+        self.send = send
+        self.node_meta = parse_node_meta(config.node_meta)
+        self.client = build_client(config)
+        self.consul: TrioConsul | None = None
+        self.backoff = Backoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s)
+        self.random = random.Random()
+        self.view = _View()
+        self.told = _Announced()
+        self.wakeup = trio.Event()
+        self.watchers: dict[str, trio.CancelScope] = {}
+
+    async def token(self) -> str | None:
+        if self.config.token is not None:
+            return self.config.token
+        if self.config.token_file is not None:
+            try:
+                return (await trio.Path(self.config.token_file).read_text()).strip() or None
+            except OSError as err:
+                raise ConsulConfigError(f"token_file {self.config.token_file}: {err}") from err
+        return None
+
+    def changed(self) -> None:
+        self.wakeup.set()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        token = await self.token()
+        self.consul = TrioConsul(self.client, token=token, dc=self.config.datacenter)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.emit)
+            nursery.start_soon(self.watch_catalog, nursery)
+            task_status.started()
+
+    async def emit(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            for event in decide(self.view, self.told, self.config.name, trio.current_time()):
+                await self.send.send(event)
+
+    async def failed(self, query: str, err: ConsulError, attempt: int) -> None:
+        reason = f"{type(err).__name__}: {err}"[:_REASON_CHARS]
+        log.warning("consul source %s: %s: %s", self.config.name, query, reason)
+        self.view.failing[query] = reason
+        self.changed()
+        if isinstance(err, ConsulAclDenied) and self.consul is not None:
+            self.consul.token = await self.token()  # a rotated token file is picked up here
+        await trio.sleep(self.backoff.delay(attempt, self.random.random()))
+
+    def succeeded(self, query: str, received: int) -> None:
+        self.view.failing.pop(query, None)
+        self.view.indexes[query] = received
+
+    async def watch_catalog(self, nursery: trio.Nursery) -> None:
+        assert self.consul is not None
+        index, attempt = 0, 0
+        while True:
+            started = trio.current_time()
+            try:
+                raw_index, data = await self.consul.catalog.services(
+                    index=index or None,
+                    wait=format_wait(self.config.wait_s),
+                    node_meta=dict(self.node_meta) or None,
+                )
+                received = parse_index(raw_index)
+                selection = select_services(
+                    parse_catalog_services(data),
+                    wanted=self.config.services,
+                    tags=self.config.tags,
+                )
+            except _PY_CONSUL_ERRORS as err:
+                await self.failed(CATALOG, translate(err), attempt)
+                attempt += 1
+                continue
+            attempt = 0
+            index = next_index(index, received)
+            for name, why in selection.skipped:
+                log.warning("consul source %s: skipping %r: %s", self.config.name, name, why)
+            self.succeeded(CATALOG, received)
+            self.reconcile(selection.watch, nursery)
+            self.view.confirm = True
+            self.changed()
+            await trio.sleep_until(started + _MIN_ROUND_S)
+
+    def reconcile(self, watch: tuple[str, ...], nursery: trio.Nursery) -> None:
+        """Start watchers for new services, stop those of services that left the catalog."""
+        for name in set(self.watchers) - set(watch):
+            self.watchers.pop(name).cancel()
+            self.view.endpoints.pop(name, None)
+            self.view.indexes.pop(name, None)
+            self.view.failing.pop(name, None)
+        for name in watch:
+            if name not in self.watchers:
+                scope = trio.CancelScope()
+                self.watchers[name] = scope
+                nursery.start_soon(self.watch_service, name, scope)
+        self.view.watched = watch
+
+    async def watch_service(self, name: str, scope: trio.CancelScope) -> None:
+        assert self.consul is not None
+        index, attempt = 0, 0
+        with scope:
+            while True:
+                started = trio.current_time()
+                try:
+                    raw_index, data = await self.consul.health.service(
+                        name,
+                        index=index or None,
+                        wait=format_wait(self.config.wait_s),
+                        tag=list(self.config.tags) or None,
+                        node_meta=dict(self.node_meta) or None,
+                    )
+                    received = parse_index(raw_index)
+                    report = parse_health_service(
+                        data,
+                        service=name,
+                        namespace=self.config.target_namespace,
+                        tags=self.config.tags,
+                        node_meta=self.node_meta,
+                    )
+                except _PY_CONSUL_ERRORS as err:
+                    if scope.cancel_called:
+                        return  # the service left the catalog meanwhile: record nothing
+                    await self.failed(name, translate(err), attempt)
+                    attempt += 1
+                    continue
+                if scope.cancel_called:
+                    return
+                attempt = 0
+                index = next_index(index, received)
+                for why in report.skipped:
+                    log.warning("consul source %s: skipping instance %s", self.config.name, why)
+                self.succeeded(name, received)
+                self.view.endpoints[name] = report.endpoints
+                self.changed()
+                await trio.sleep_until(started + _MIN_ROUND_S)
+
+
+async def serve_consul_source(
+    config: ConsulSourceConfig,
+    send: trio.MemorySendChannel[Event],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the Consul source until cancelled, emitting into ``send`` (see module docstring).
+
+    Raises :class:`ConsulConfigError` before ``started`` if the configuration is unusable
+    (address, TLS files, ``node_meta``); Consul being unreachable is never an exception here,
+    only :class:`SourceStale` and retries.
+    """
+    try:
+        watch = _ConsulWatch(config, send)
+    except (OSError, ssl.SSLError) as err:
+        raise ConsulConfigError(f"consul source {config.name}: {err}") from err
+    await watch.run(task_status)

@@ -1,0 +1,286 @@
+"""A trio-native HTTP/1.1 client for py-consul: h11 over trio streams, TLS via trio.SSLStream.
+
+Why not py-consul's own clients: ``consul.std`` uses ``requests`` (a blocking call in a
+worker thread cannot be cancelled, so a 60 s blocking query would pin shutdown for a minute)
+and ``consul.aio`` needs asyncio.  py-consul's API objects only *build* requests and hand them
+to ``self.http.get(callback, path, params=..., headers=...)``, returning whatever that returns;
+``consul.aio`` exploits this by returning coroutines, and so does :class:`TrioHTTPClient`.  So
+``await consul.health.service("web", index=..., wait=...)`` is a plain trio await: cancelling
+the caller closes the socket at once.
+
+Theory of operation
+-------------------
+One request per connection (``Connection: close``): the only long-lived requests are blocking
+queries that last up to ``wait``, so connection set-up is amortised and there is no pool whose
+stale sockets need retry logic.  A :class:`trio.CapacityLimiter` bounds concurrent requests
+(Consul limits connections per client IP, 200 by default).  Every request runs under a
+deadline: the ``wait`` it carries + Consul's jitter (``wait/16``) + a margin, or the plain
+request timeout.  Response headers are bounded by h11, the body by ``max_body_bytes``.
+Failures come out typed: :class:`ConsulUnavailable` / :class:`ConsulTimeout` for transport
+problems, :class:`ConsulResponseTooLarge` for oversize bodies; HTTP statuses are left to
+py-consul's callbacks, which the adapter translates.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import h11
+import trio
+from consul import base
+
+from discovery.sources.consul_parse import (
+    ConsulMalformedResponse,
+    ConsulResponseTooLarge,
+    ConsulTimeout,
+    ConsulUnavailable,
+    request_deadline,
+)
+
+_READ_SIZE = 65536
+_MAX_HEADER_BYTES = 64 * 1024
+_GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Callback = Callable[[base.Response], Any]
+
+
+class Headers(Mapping[str, str]):
+    """Response headers with case-insensitive lookup (py-consul asks for ``X-Consul-Index``)."""
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._items: dict[str, str] = {}
+        for name, value in raw:
+            # Latin-1 never fails; header values are bytes on the wire.
+            self._items[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def wait_seconds(params: list[tuple[str, Any]] | None) -> float | None:
+    """The ``wait`` parameter of a blocking query in seconds (Go duration), or None."""
+    for key, value in params or ():
+        if key == "wait":
+            match = _GO_DURATION.match(str(value))
+            if match is None:
+                return None
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return None
+
+
+class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
+    """py-consul's HTTP interface on trio; every method returns an awaitable."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        scheme: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        extra_params: tuple[tuple[str, str], ...] = (),
+        max_body_bytes: int = 64 * 1024 * 1024,
+        max_connections: int = 100,
+        connect_timeout_s: float = 5.0,
+        request_timeout_s: float = 10.0,
+        margin_s: float = 5.0,
+    ) -> None:
+        super().__init__(host, port, scheme, verify=ssl_context is not None, cert=None)
+        if scheme == "https" and ssl_context is None:
+            raise ValueError("https needs an ssl_context")
+        self.ssl_context = ssl_context
+        # Query parameters every request carries (``ns``, ``partition``): py-consul has no
+        # arguments for them, and Consul's own Go client applies them per client the same way.
+        self.extra_params = extra_params
+        self.max_body_bytes = max_body_bytes
+        self.limiter = trio.CapacityLimiter(max_connections)
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.margin_s = margin_s
+
+    # -- py-consul's interface ----------------------------------------------------------------
+    def get(
+        self,
+        callback: Callback,
+        path: str,
+        params: list[tuple[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
+        **_: Any,
+    ) -> Awaitable[Any]:
+        return self._call(callback, "GET", path, params, headers, b"")
+
+    def put(
+        self,
+        callback: Callback,
+        path: str,
+        params: list[tuple[str, Any]] | None = None,
+        data: str | bytes = "",
+        headers: dict[str, str] | None = None,
+        **_: Any,
+    ) -> Awaitable[Any]:
+        return self._call(callback, "PUT", path, params, headers, data)
+
+    def delete(
+        self,
+        callback: Callback,
+        path: str,
+        params: list[tuple[str, Any]] | None = None,
+        data: str | bytes = "",
+        headers: dict[str, str] | None = None,
+        **_: Any,
+    ) -> Awaitable[Any]:
+        return self._call(callback, "DELETE", path, params, headers, data)
+
+    def post(
+        self,
+        callback: Callback,
+        path: str,
+        params: list[tuple[str, Any]] | None = None,
+        data: str | bytes = "",
+        headers: dict[str, str] | None = None,
+        **_: Any,
+    ) -> Awaitable[Any]:
+        return self._call(callback, "POST", path, params, headers, data)
+
+    def close(self) -> Awaitable[None]:
+        return _nothing()
+
+    # -- the request --------------------------------------------------------------------------
+    def target(self, path: str, params: list[tuple[str, Any]] | None) -> str:
+        query = [*(params or ()), *self.extra_params]
+        target = urllib.parse.quote(path, safe="/:")
+        return f"{target}?{urllib.parse.urlencode(query)}" if query else target
+
+    def deadline_for(self, params: list[tuple[str, Any]] | None) -> float:
+        wait = wait_seconds(params)
+        if wait is None:
+            return self.request_timeout_s
+        return request_deadline(wait, self.margin_s)
+
+    async def _call(
+        self,
+        callback: Callback,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]] | None,
+        headers: dict[str, str] | None,
+        data: str | bytes,
+    ) -> Any:
+        body = data.encode() if isinstance(data, str) else data
+        timeout = self.deadline_for(params)
+        async with self.limiter:
+            with trio.move_on_after(timeout) as scope:
+                response = await self.request(method, self.target(path, params), headers, body)
+        if scope.cancelled_caught:
+            raise ConsulTimeout(f"{method} {path}: no complete answer within {timeout:.1f}s")
+        return callback(response)
+
+    async def request(
+        self, method: str, target: str, headers: Mapping[str, str] | None, body: bytes
+    ) -> base.Response:
+        """One HTTP/1.1 exchange on a fresh connection; raises typed errors only."""
+        try:
+            stream = await self._connect()
+        except OSError as err:
+            raise ConsulUnavailable(f"cannot connect to {self.base_uri}: {err}") from err
+        try:
+            async with stream:
+                return await self._exchange(stream, method, target, headers or {}, body)
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as err:
+            raise ConsulUnavailable(f"{method} {self.base_uri}: {err!r}") from err
+        except h11.ProtocolError as err:
+            raise ConsulMalformedResponse(f"{method} {self.base_uri}: bad HTTP: {err}") from err
+
+    async def _connect(self) -> trio.abc.Stream:
+        with trio.move_on_after(self.connect_timeout_s) as scope:
+            tcp = await trio.open_tcp_stream(self.host, self.port)
+        if scope.cancelled_caught:
+            raise ConsulTimeout(f"connecting to {self.base_uri} took too long")
+        if self.ssl_context is None:
+            return tcp
+        tls = trio.SSLStream(tcp, self.ssl_context, server_hostname=self.host)
+        try:
+            with trio.move_on_after(self.connect_timeout_s) as scope:
+                await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(tcp)
+            raise ConsulTimeout(f"TLS handshake with {self.base_uri} took too long")
+        return tls
+
+    async def _exchange(
+        self,
+        stream: trio.abc.Stream,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> base.Response:
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        wire_headers = [
+            ("Host", f"{self.host}:{self.port}"),
+            ("User-Agent", "isthmus-consul-source"),
+            ("Accept", "application/json"),
+            ("Connection", "close"),
+            *headers.items(),
+        ]
+        if method != "GET" or body:
+            wire_headers.append(("Content-Length", str(len(body))))
+        out = conn.send(h11.Request(method=method, target=target, headers=wire_headers))
+        out += conn.send(h11.Data(data=body)) if body else b""
+        out += conn.send(h11.EndOfMessage())
+        await stream.send_all(out)
+
+        response: h11.Response | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+            elif isinstance(event, h11.Response):
+                response = event
+                length = Headers(event.headers).get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                    raise ConsulResponseTooLarge(
+                        f"Content-Length {length} exceeds the {self.max_body_bytes}-byte bound"
+                    )
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.max_body_bytes:
+                    raise ConsulResponseTooLarge(
+                        f"response body exceeds the {self.max_body_bytes}-byte bound"
+                    )
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConsulUnavailable(f"{self.base_uri} closed the connection mid-response")
+            # InformationalResponse (1xx) and PAUSED cannot happen here; loop on.
+        assert response is not None
+        try:
+            text = b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConsulMalformedResponse(f"response body is not UTF-8: {err}") from err
+        return base.Response(response.status_code, Headers(response.headers), text)
+
+
+async def _nothing() -> None:
+    return None
