@@ -1,0 +1,386 @@
+"""The pure catalog core: apply source events to a snapshot, get the new snapshot and the diff.
+
+Theory of operation
+-------------------
+A :class:`~discovery.snapshot.Catalog` keeps, per source, the *view* that source reported
+(EndpointKey -> Report) and the *merged view* computed from all views by the precedence rule of
+:mod:`discovery.merge`.  Applying an event changes one source's view (or its state) and then
+re-merges only the keys whose reports changed: each re-merge looks at <= one report per source,
+so a batch of k changes costs O(k x sources x log n) on the persistent maps, independent of the
+catalog size n.  ``Resynced`` is the exception by nature: comparing a full set costs O(set).
+
+Per source state machine (times are the caller's ``now``; the core never reads a clock)::
+
+    fresh --SourceStale--> stale(grace_until = now + grace) --expire(now >= grace_until)--> expired
+      ^                      |                                                                |
+      +---- SourceFresh / Resynced --------------------------------------------------------+
+
+* stale: still listed, still routable until ``grace_until``, shown as stale;
+* expired: the source's view is hidden from the merged view (its endpoints disappear unless
+  another source reports them) but kept, so that ``SourceFresh`` ("my view is unchanged")
+  restores it; ``Resynced`` replaces it.  Added/Updated/Removed change the view but do not make
+  a stale source fresh: only a full confirmation does.
+
+Event semantics: Added and Updated are both upserts (a source that lost track of what it said
+must not be able to wedge the catalog); Removed of an unknown key is a no-op; Resynced replaces
+the source's whole view (last duplicate wins).  Invalid input never raises: each bad endpoint or
+event is refused, listed in ``Diff.rejected``, and leaves the catalog as it was.
+
+Invariants (checked by the property tests after every event): the merged view equals
+:func:`discovery.merge.recompute` of the views; ``size`` counts the merged entries; versions
+never go down and go up by exactly one per changing call; the diff is exactly the difference
+between the two snapshots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import immutables
+
+from discovery.diff import Diff, Rejection
+from discovery.events import Added, Event, Removed, Resynced, SourceFresh, SourceStale, Updated
+from discovery.merge import Policy, merge_entry, visible_sources
+from discovery.model import Endpoint, EndpointKey, ServiceName
+from discovery.snapshot import Catalog, CatalogEntry, Report, SourceState
+from discovery.validate import endpoint_problem, key_problem, source_problem
+
+__all__ = [
+    "Catalog",
+    "CatalogEntry",
+    "Diff",
+    "Policy",
+    "apply",
+    "apply_many",
+    "expire",
+    "next_expiry",
+    "routable",
+]
+
+_View = immutables.Map[EndpointKey, Report]
+_ViewMut = Any  # immutables.MapMutation: typed loosely, its stubs lack __setitem__/__delitem__
+
+
+def apply(catalog: Catalog, event: Event, *, now: float, policy: Policy) -> tuple[Catalog, Diff]:
+    """Apply one event.  Returns ``(catalog, diff)``; the same catalog object if nothing changed."""
+    return apply_many(catalog, (event,), now=now, policy=policy)
+
+
+def apply_many(
+    catalog: Catalog, events: Iterable[Event], *, now: float, policy: Policy
+) -> tuple[Catalog, Diff]:
+    """Apply events in order as one step: one new version, one diff covering all of them."""
+    batch = _Batch(catalog, policy, now)
+    for event in events:
+        batch.apply(event)
+    return batch.finish()
+
+
+def expire(catalog: Catalog, now: float, *, policy: Policy) -> tuple[Catalog, Diff]:
+    """Expire every stale source whose grace ended at or before ``now``.
+
+    Needs the policy only for precedence when re-merging what the expired sources reported.
+    """
+    batch = _Batch(catalog, policy, now)
+    for state in catalog.sources.values():
+        if not state.expired and state.grace_until is not None and now >= state.grace_until:
+            batch.set_expired(state.name)
+    return batch.finish()
+
+
+def next_expiry(catalog: Catalog) -> float | None:
+    """When :func:`expire` will next have work to do (None: no source is stale)."""
+    times = [
+        s.grace_until
+        for s in catalog.sources.values()
+        if s.grace_until is not None and not s.expired
+    ]
+    return min(times) if times else None
+
+
+def routable(catalog: Catalog, service: ServiceName, now: float) -> tuple[Endpoint, ...]:
+    """The endpoints of ``service`` a router may use at ``now``: healthy, and confirmed by a
+    fresh source or by a stale one still within its grace.  Sorted by key (deterministic)."""
+    endpoints = catalog.services.get(service)
+    if endpoints is None:
+        return ()
+    return tuple(
+        endpoints[k].endpoint
+        for k in sorted(endpoints.keys())
+        if catalog.is_routable(endpoints[k], now)
+    )
+
+
+class _Batch:
+    """Mutable scratch space for one apply step; produces one frozen snapshot at the end."""
+
+    def __init__(self, catalog: Catalog, policy: Policy, now: float) -> None:
+        self.old = catalog
+        self.policy = policy
+        self.now = now
+        self.states: dict[str, SourceState] = {}
+        self.views: dict[str, _View | _ViewMut] = dict(catalog.views.items())
+        self.dirty_views: set[str] = set()
+        self.services: dict[ServiceName, _ViewMut] = {}
+        self.original: dict[EndpointKey, CatalogEntry | None] = {}
+        self.size = catalog.size
+        self.changed = False
+        self.rejected: list[Rejection] = []
+        self._ordered: list[str] | None = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        source = getattr(event, "source", None)
+        problem = source_problem(event)
+        if problem is not None:
+            name = source if isinstance(source, str) else "?"
+            self.rejected.append(Rejection(name, None, problem))
+            return
+        if isinstance(event, Added | Updated):
+            self._upsert(event.source, event.endpoint, event.version)
+        elif isinstance(event, Removed):
+            self._remove(event.source, event.key)
+        elif isinstance(event, Resynced):
+            self._resync(event)
+        elif isinstance(event, SourceStale):
+            self._stale(event)
+        else:
+            self._fresh(event)
+
+    def _upsert(self, source: str, endpoint: Endpoint, version: str) -> None:
+        problem = endpoint_problem(endpoint)
+        if problem is not None:
+            self.rejected.append(Rejection(source, _safe_key(endpoint), problem))
+            return
+        self._ensure_source(source)
+        key = endpoint.key
+        view = self._writable(source)
+        if key not in view and len(view) >= self.policy.max_endpoints_per_source:
+            limit = self.policy.max_endpoints_per_source
+            self.rejected.append(Rejection(source, key, f"source already has {limit} endpoints"))
+            return
+        view[key] = Report(endpoint, version, self.now)
+        self.changed = True
+        self._refresh(key)
+
+    def _remove(self, source: str, key: EndpointKey) -> None:
+        problem = key_problem(key)
+        if problem is not None:
+            self.rejected.append(Rejection(source, None, problem))
+            return
+        current = self.views.get(source)
+        if current is None or key not in current:
+            return
+        del self._writable(source)[key]
+        self.changed = True
+        self._refresh(key)
+
+    def _resync(self, event: Resynced) -> None:
+        source = event.source
+        fresh: dict[EndpointKey, Endpoint] = {}
+        for endpoint in event.endpoints:
+            problem = endpoint_problem(endpoint)
+            if problem is not None:
+                self.rejected.append(Rejection(source, _safe_key(endpoint), problem))
+            else:
+                fresh[endpoint.key] = endpoint
+        limit = self.policy.max_endpoints_per_source
+        if len(fresh) > limit:
+            reason = f"resync of {len(fresh)} endpoints exceeds the limit of {limit}; kept old view"
+            self.rejected.append(Rejection(source, None, reason))
+            return
+        self._ensure_source(source)
+        was_expired = self._state(source).expired
+        old = self._readable(source)
+        view = self._writable(source)
+        touched: list[EndpointKey] = []
+        for key, endpoint in fresh.items():
+            report = old.get(key)
+            if report is None or report.endpoint != endpoint:
+                view[key] = Report(endpoint, event.version, self.now)
+                touched.append(key)
+        for key in old:
+            if key not in fresh:
+                del view[key]
+                touched.append(key)
+        self._confirm(source, event.version)
+        if was_expired:
+            touched = list(set(touched) | set(fresh) | set(old.keys()))
+        for key in touched:
+            self._refresh(key)
+
+    def _stale(self, event: SourceStale) -> None:
+        self._ensure_source(event.source)
+        state = self._state(event.source)
+        if state.stale:
+            replaced = dataclasses.replace(state, reason=event.reason)
+        else:
+            grace = self.policy.grace_for(event.source)
+            replaced = dataclasses.replace(
+                state, stale_since=self.now, grace_until=self.now + grace, reason=event.reason
+            )
+        self._set_state(replaced)
+
+    def _fresh(self, event: SourceFresh) -> None:
+        self._ensure_source(event.source)
+        was_expired = self._state(event.source).expired
+        self._confirm(event.source, event.version)
+        if was_expired:
+            for key in list(self._readable(event.source).keys()):
+                self._refresh(key)
+
+    def set_expired(self, source: str) -> None:
+        self._set_state(dataclasses.replace(self._state(source), expired=True))
+        for key in list(self._readable(source).keys()):
+            self._refresh(key)
+
+    # -- state helpers --------------------------------------------------------------------------
+
+    def _confirm(self, source: str, version: str) -> None:
+        state = self._state(source)
+        self._set_state(
+            dataclasses.replace(
+                state,
+                version=version,
+                confirmed_at=self.now,
+                stale_since=None,
+                grace_until=None,
+                reason="",
+                expired=False,
+            )
+        )
+
+    def _ensure_source(self, source: str) -> None:
+        if source not in self.states and source not in self.old.sources:
+            self._set_state(SourceState(source, confirmed_at=self.now))
+        if source not in self.views:
+            self.views[source] = immutables.Map()
+            self._ordered = None
+
+    def _state(self, source: str) -> SourceState:
+        state = self.states.get(source) or self.old.sources.get(source)
+        return state if state is not None else SourceState(source)
+
+    def _set_state(self, state: SourceState) -> None:
+        if state != self._state(state.name) or state.name not in self.old.sources:
+            if state.expired != self._state(state.name).expired:
+                self._ordered = None
+            self.states[state.name] = state
+            self.changed = True
+
+    def _readable(self, source: str) -> _View:
+        """The source's current view as a Map (finishing a pending mutation if needed)."""
+        current = self.views.get(source)
+        if current is None:
+            return immutables.Map()
+        if isinstance(current, immutables.Map):
+            return current
+        finished: _View = current.finish()
+        self.views[source] = finished
+        self.dirty_views.add(source)
+        return finished
+
+    def _writable(self, source: str) -> _ViewMut:
+        current = self.views.get(source)
+        if current is None:
+            current = immutables.Map()
+        if isinstance(current, immutables.Map):
+            current = current.mutate()
+            self.views[source] = current
+        self.dirty_views.add(source)
+        return current
+
+    # -- merged view --------------------------------------------------------------------------
+
+    def _ordered_sources(self) -> list[str]:
+        if self._ordered is None:
+            states = {**dict(self.old.sources.items()), **self.states}
+            self._ordered = visible_sources(self.policy, states, self.views.keys())
+        return self._ordered
+
+    def _merged_get(self, key: EndpointKey) -> CatalogEntry | None:
+        mut = self.services.get(key.service)
+        if mut is not None:
+            entry: CatalogEntry | None = mut.get(key)
+            return entry
+        return self.old.get(key)
+
+    def _refresh(self, key: EndpointKey) -> None:
+        old = self._merged_get(key)
+        new = merge_entry(key, self._ordered_sources(), self.views)
+        if new == old:
+            return
+        if key not in self.original:
+            self.original[key] = old
+        mut = self.services.get(key.service)
+        if mut is None:
+            mut = self.old.services.get(key.service, immutables.Map()).mutate()
+            self.services[key.service] = mut
+        if new is None:
+            del mut[key]
+            self.size -= 1
+        else:
+            if old is None:
+                self.size += 1
+            mut[key] = new
+        self.changed = True
+
+    def finish(self) -> tuple[Catalog, Diff]:
+        old = self.old
+        if not self.changed:
+            return old, Diff(old.version, rejected=tuple(self.rejected))
+        views = old.views.mutate()
+        for name in self.dirty_views | (self.views.keys() - old.views.keys()):
+            views[name] = self._readable(name)
+        services = old.services.mutate()
+        for service, mut in self.services.items():
+            endpoints = mut.finish()
+            if len(endpoints):
+                services[service] = endpoints
+            elif service in services:
+                del services[service]
+        sources = old.sources.mutate()
+        for name, state in self.states.items():
+            sources[name] = state
+        catalog = Catalog(
+            version=old.version + 1,
+            sources=sources.finish(),
+            views=views.finish(),
+            services=services.finish(),
+            size=self.size,
+        )
+        added: set[EndpointKey] = set()
+        updated: set[EndpointKey] = set()
+        removed: set[EndpointKey] = set()
+        for key, before in self.original.items():
+            after = catalog.get(key)
+            if before is None and after is not None:
+                added.add(key)
+            elif after is None and before is not None:
+                removed.add(key)
+            elif before != after:
+                updated.add(key)
+        changed_sources = frozenset(
+            name for name, state in self.states.items() if old.sources.get(name) != state
+        )
+        diff = Diff(
+            catalog.version,
+            frozenset(added),
+            frozenset(updated),
+            frozenset(removed),
+            changed_sources,
+            tuple(self.rejected),
+        )
+        return catalog, diff
+
+
+def _safe_key(endpoint: object) -> EndpointKey | None:
+    try:
+        key = endpoint.key  # type: ignore[attr-defined]
+        hash(key)
+    except Exception:
+        return None
+    return key if isinstance(key, EndpointKey) else None
