@@ -42,9 +42,10 @@ class SourceState:
     """A source's standing in the catalog.
 
     ``version`` and ``confirmed_at`` are those of the source's last confirmation of its *whole*
-    view (Resynced or SourceFresh); incremental events only change the per-endpoint reports.  ``stale_since``/``grace_until`` are set by SourceStale (the grace is taken
-    from the policy at that moment); ``expired`` is set by :func:`discovery.catalog.expire`
-    once the grace has run out, which hides the source's view from the merged view.
+    view (Resynced or SourceFresh); incremental events only change the per-endpoint reports.
+    ``stale_since``/``grace_until`` are set by SourceStale (the grace is taken from the policy
+    at that moment); ``expired`` is set by :func:`discovery.catalog.expire` once the grace has
+    run out, which hides the source's view from the merged view.
     """
 
     name: str

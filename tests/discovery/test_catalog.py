@@ -130,7 +130,9 @@ def test_entry_is_fresh_while_any_reporting_source_is_fresh() -> None:
 
 def test_resync_makes_a_stale_source_fresh_but_incremental_events_do_not() -> None:
     catalog, _ = apply_many(
-        Catalog(), [Added("consul", ep(), "1", 0), SourceStale("consul", "x", 0)], now=0,
+        Catalog(),
+        [Added("consul", ep(), "1", 0), SourceStale("consul", "x", 0)],
+        now=0,
         policy=POLICY,
     )
     catalog, _ = apply(catalog, Added("consul", ep("10.0.0.9"), "2", 0), now=1, policy=POLICY)

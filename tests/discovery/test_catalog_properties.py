@@ -73,7 +73,8 @@ def check_diff(before: Catalog, after: Catalog, diff: Diff) -> None:
     }
     assert (diff.added, diff.removed, diff.updated) == (added, removed, updated)
     names = set(before.sources.keys()) | set(after.sources.keys())
-    assert diff.sources_changed == {n for n in names if before.sources.get(n) != after.sources.get(n)}
+    changed = {n for n in names if before.sources.get(n) != after.sources.get(n)}
+    assert diff.sources_changed == changed
     assert diff.version == after.version
     if after is before:
         assert diff.empty
@@ -84,7 +85,9 @@ def check_diff(before: Catalog, after: Catalog, diff: Diff) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(steps, max_size=25))
-def test_any_event_sequence_keeps_invariants(script: list[tuple[float, list[Event] | None]]) -> None:
+def test_any_event_sequence_keeps_invariants(
+    script: list[tuple[float, list[Event] | None]],
+) -> None:
     catalog = Catalog()
     now = 0.0
     for advance, batch in script:
