@@ -1,0 +1,444 @@
+"""Strict HTTP/1.1 message-head rules (RFC 9110, RFC 9112), pure and sans-IO.
+
+Why a parser of our own in front of h11: h11 is deliberately lenient (it folds obs-fold lines,
+accepts bare LF line endings, lets control bytes through in values and trims ``"Chunked "``
+into ``chunked``).  A gateway sits between two parsers; every leniency is a place where we and
+the next hop might disagree about where a message ends, which is how request smuggling works.
+So the head is validated here first, strictly, and only then handed to h11, which then sees a
+message it cannot interpret differently from us.
+
+Theory of operation
+-------------------
+``parse_request_head`` / ``parse_response_head`` take the raw head bytes (start line through
+the terminating empty line) and either return a frozen head or raise a typed error:
+
+* any NUL, bare CR or bare LF anywhere in the head -> 400 (RFC 9112 section 2.2);
+* obs-fold (a line starting with SP/HTAB) -> 400 (RFC 9112 section 5.2);
+* whitespace between field name and colon -> 400 (RFC 9112 section 5.1);
+* control bytes in a value -> 400 (RFC 9110 section 5.5);
+* more than ``max_headers`` fields -> 431;
+* framing (``request_framing``): Transfer-Encoding must be exactly ``chunked`` (one field, one
+  coding); any other spelling that mentions chunked is an obfuscation -> 400, an unknown coding
+  -> 501; Transfer-Encoding together with Content-Length -> 400 (we reject rather than drop CL:
+  the sender is either broken or attacking); Content-Length must be one field of 1-18 digits
+  -> else 400; Transfer-Encoding in HTTP/1.0 -> 400 (RFC 9112 section 6.1).
+
+``error_response`` is the one function that turns an ``IsthmusError`` into a response.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from discovery.errors import (
+    H2_PROTOCOL_ERROR,
+    DownstreamError,
+    IsthmusError,
+    UpstreamError,
+)
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+# ---------------------------------------------------------------------------------------------
+# Typed errors
+# ---------------------------------------------------------------------------------------------
+
+
+class BadRequest(DownstreamError):
+    """The caller's request is malformed (400); the connection is closed after the answer."""
+
+    http_status = 400
+
+
+class BadFraming(BadRequest):
+    """Content-Length / Transfer-Encoding make the body length ambiguous (400)."""
+
+
+class HeadersTooLarge(DownstreamError):
+    """Request line + headers exceed the byte or count limit (431)."""
+
+    http_status = 431
+
+
+class HeadTimeout(DownstreamError):
+    """The request head did not arrive within the header timeout (408)."""
+
+    http_status = 408
+
+
+class UnsupportedTransferCoding(DownstreamError):
+    """A transfer coding other than chunked (501, RFC 9112 section 6.1)."""
+
+    http_status = 501
+
+
+class UnsupportedVersion(DownstreamError):
+    """An HTTP version other than 1.0/1.1 on an HTTP/1 connection (505)."""
+
+    http_status = 505
+
+
+class IncompleteBody(BadRequest):
+    """The caller closed the connection before the body it announced was complete."""
+
+
+class MalformedHeaders(DownstreamError):
+    """An HTTP/2 header block that must not be forwarded (RFC 9113 section 8.1.1)."""
+
+    http_status = 400
+    h2_error_code = H2_PROTOCOL_ERROR
+
+
+class ContentLengthMismatch(MalformedHeaders):
+    """DATA did not add up to the declared Content-Length (RFC 9113 section 8.1.1)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """An upstream (endpoint or peer) sent a malformed or ambiguous response (502)."""
+
+
+class UpstreamClosed(UpstreamError):
+    """The upstream closed the connection before the response was complete (502).
+
+    ``response_started`` tells the retry logic whether any of the response was seen.
+    """
+
+    def __init__(self, message: str, *, response_started: bool) -> None:
+        super().__init__(message)
+        self.response_started = response_started
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A validated request head. Header names are lowercase; values have OWS trimmed."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: Headers
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of ``name`` (lowercase), or None."""
+        return header_value(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A validated response head. Header names are lowercase; values have OWS trimmed."""
+
+    status: int
+    headers: Headers
+    reason: bytes = b""
+    http_version: bytes = b"1.1"
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of ``name`` (lowercase), or None."""
+        return header_value(self.headers, name)
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key == name]
+
+
+def comma_tokens(headers: Headers, name: bytes) -> list[bytes]:
+    """Lowercased, trimmed, non-empty elements of a comma-list header such as Connection."""
+    out: list[bytes] = []
+    for value in header_values(headers, name):
+        for item in value.split(b","):
+            item = item.strip(b" \t").lower()
+            if item:
+                out.append(item)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Grammar (RFC 9110 section 5.6.2 token; section 5.5 field values)
+# ---------------------------------------------------------------------------------------------
+
+TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# field-value chars: VCHAR, obs-text, SP, HTAB; no other control bytes.
+FIELD_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_VCHAR_RE = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_REQUEST_LINE_RE = re.compile(
+    rb"(?P<method>[!#$%&'*+\-.^_`|~0-9A-Za-z]+) (?P<target>[\x21-\x7e]+) HTTP/(?P<version>\d\.\d)"
+)
+_STATUS_LINE_RE = re.compile(rb"HTTP/(?P<version>\d\.\d) (?P<status>\d{3})(?: (?P<reason>.*))?")
+_DIGITS_RE = re.compile(rb"[0-9]{1,18}")
+_AUTHORITY_RE = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=%\[\]:]+")
+
+MAX_CONTENT_LENGTH_DIGITS = 18  # < 2**63, so the value always fits a signed 64-bit integer.
+
+
+def is_token(value: bytes) -> bool:
+    return TOKEN_RE.fullmatch(value) is not None
+
+
+def is_field_value(value: bytes) -> bool:
+    """True if ``value`` is a trimmed RFC 9110 field value without control bytes."""
+    if FIELD_VALUE_RE.fullmatch(value) is None:
+        return False
+    return not value or (value[0] not in b" \t" and value[-1] not in b" \t")
+
+
+def _check_line_endings(raw: bytes, error: type[IsthmusError]) -> None:
+    if b"\x00" in raw:
+        raise error("NUL byte in message head")
+    if raw.count(b"\r") != raw.count(b"\n") or raw.count(b"\r\n") != raw.count(b"\n"):
+        raise error("bare CR or LF in message head (lines must end with CRLF)")
+
+
+def _split_head(raw: bytes, error: type[IsthmusError]) -> list[bytes]:
+    if not raw.endswith(b"\r\n\r\n"):
+        raise error("message head does not end with an empty line")
+    _check_line_endings(raw, error)
+    return raw[:-4].split(b"\r\n")
+
+
+def parse_fields(
+    lines: list[bytes],
+    *,
+    max_headers: int,
+    error: type[IsthmusError],
+    too_many: type[IsthmusError],
+) -> Headers:
+    """Parse field lines strictly (shared by heads and chunked trailers)."""
+    if len(lines) > max_headers:
+        raise too_many(f"more than {max_headers} header fields")
+    out: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise error("obsolete line folding (obs-fold) is not accepted")
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise error(f"header line without a colon: {line[:64]!r}")
+        if not is_token(name):
+            raise error(f"invalid header name {name[:64]!r} (no whitespace before ':')")
+        value = value.strip(b" \t")
+        if FIELD_VALUE_RE.fullmatch(value) is None:
+            raise error(f"control byte in the value of header {name.decode('latin-1')!r}")
+        out.append((name.lower(), value))
+    return tuple(out)
+
+
+def parse_request_head(raw: bytes, *, max_headers: int = 100) -> RequestHead:
+    """Parse and validate a raw HTTP/1.x request head (through the final empty line)."""
+    lines = _split_head(raw, BadRequest)
+    match = _REQUEST_LINE_RE.fullmatch(lines[0])
+    if match is None:
+        raise BadRequest(f"malformed request line: {lines[0][:100]!r}")
+    version = match["version"]
+    if version not in (b"1.0", b"1.1"):
+        raise UnsupportedVersion(f"HTTP/{version.decode()} is not supported on HTTP/1")
+    head = RequestHead(
+        method=match["method"],
+        target=match["target"],
+        http_version=version,
+        headers=parse_fields(
+            lines[1:], max_headers=max_headers, error=BadRequest, too_many=HeadersTooLarge
+        ),
+    )
+    _check_target_form(head)
+    hosts = header_values(head.headers, b"host")
+    if len(hosts) > 1 or (version == b"1.1" and not hosts):
+        raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
+    if hosts and hosts[0] and _AUTHORITY_RE.fullmatch(hosts[0]) is None:
+        raise BadRequest(f"invalid Host header {hosts[0][:100]!r}")
+    request_framing(head)
+    return head
+
+
+def _check_target_form(head: RequestHead) -> None:
+    target = head.target
+    if head.method == b"CONNECT":
+        if _AUTHORITY_RE.fullmatch(target) is None or b"@" in target or b":" not in target:
+            raise BadRequest("CONNECT needs an authority-form target host:port")
+    elif target == b"*":
+        if head.method != b"OPTIONS":
+            raise BadRequest("asterisk-form target is only valid for OPTIONS")
+    elif not (target.startswith(b"/") or target[:7].lower() in (b"http://", b"https:/")):
+        raise BadRequest(f"unsupported request target {target[:100]!r}")
+
+
+def parse_response_head(raw: bytes, *, max_headers: int = 100) -> ResponseHead:
+    """Parse and validate a raw HTTP/1.x response head from an upstream."""
+    lines = _split_head(raw, UpstreamProtocolError)
+    match = _STATUS_LINE_RE.fullmatch(lines[0])
+    if match is None or match["version"] not in (b"1.0", b"1.1"):
+        raise UpstreamProtocolError(f"malformed status line: {lines[0][:100]!r}")
+    reason = match["reason"] or b""
+    if FIELD_VALUE_RE.fullmatch(reason) is None:
+        raise UpstreamProtocolError("control byte in reason phrase")
+    head = ResponseHead(
+        status=int(match["status"]),
+        reason=reason,
+        http_version=match["version"],
+        headers=parse_fields(
+            lines[1:],
+            max_headers=max_headers,
+            error=UpstreamProtocolError,
+            too_many=UpstreamProtocolError,
+        ),
+    )
+    if head.status < 100:
+        raise UpstreamProtocolError(f"invalid status code {head.status}")
+    _framing(head.headers, head.http_version, UpstreamProtocolError)
+    return head
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing (RFC 9112 section 6)
+# ---------------------------------------------------------------------------------------------
+
+
+class FramingKind(Enum):
+    NONE = "none"
+    LENGTH = "length"
+    CHUNKED = "chunked"
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    kind: FramingKind
+    length: int = 0
+
+
+def request_framing(head: RequestHead) -> Framing:
+    """How the request body is delimited; raises BadFraming on anything ambiguous."""
+    framing = _framing(head.headers, head.http_version, BadFraming)
+    if head.method == b"CONNECT" and (framing.kind is FramingKind.CHUNKED or framing.length):
+        raise BadFraming("a CONNECT request must not carry a body")
+    return framing
+
+
+def _framing(headers: Headers, version: bytes, error: type[IsthmusError]) -> Framing:
+    te = header_values(headers, b"transfer-encoding")
+    cl = header_values(headers, b"content-length")
+    if te:
+        if cl:
+            raise error("Transfer-Encoding together with Content-Length (possible smuggling)")
+        if version == b"1.0":
+            raise error("Transfer-Encoding in an HTTP/1.0 message")
+        joined = b",".join(te).lower()
+        if len(te) == 1 and te[0].lower() == b"chunked":
+            return Framing(FramingKind.CHUNKED)
+        if b"chunked" in joined or b"," in joined or len(te) > 1:
+            raise error(f"obfuscated or stacked Transfer-Encoding {joined[:64]!r}")
+        if error is BadFraming:
+            raise UnsupportedTransferCoding(f"transfer coding {joined[:64]!r} not supported")
+        raise error(f"transfer coding {joined[:64]!r} not supported")
+    if cl:
+        if len(cl) > 1:
+            raise error("more than one Content-Length header")
+        if _DIGITS_RE.fullmatch(cl[0]) is None:
+            raise error(f"invalid Content-Length {cl[0][:32]!r}")
+        return Framing(FramingKind.LENGTH, int(cl[0]))
+    return Framing(FramingKind.NONE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection-specific fields (RFC 9110 section 7.6.1, RFC 9113 section 8.2.2)
+# ---------------------------------------------------------------------------------------------
+
+CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"http2-settings",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+"""Fields that describe one hop and are never forwarded. ``te`` is re-added as ``trailers``
+where the next hop needs it; ``http2-settings`` only exists to serve an h2c upgrade, which a
+gateway never honours on a caller's behalf; the proxy-auth pair belongs to the proxy hop."""
+
+
+# A caller must not make us drop these by naming them in Connection (hop-by-hop abuse).
+_NEVER_HOP_BY_HOP = frozenset({b"host", b"content-length", b"authorization", b"cookie"})
+
+
+def strip_connection_specific(headers: Headers) -> Headers:
+    """Drop hop-by-hop fields, including every field named in ``Connection``."""
+    named = set(comma_tokens(headers, b"connection")) - _NEVER_HOP_BY_HOP
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name not in CONNECTION_SPECIFIC and name not in named
+    )
+
+
+def wants_trailers(headers: Headers) -> bool:
+    """True if the caller said ``TE: trailers`` (it can accept a trailer section)."""
+    return b"trailers" in comma_tokens(headers, b"te")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors -> responses (the one mapping)
+# ---------------------------------------------------------------------------------------------
+
+REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def error_response(exc: BaseException) -> tuple[ResponseHead, bytes]:
+    """The response for an error: status from its type, a plain-text body that says why.
+
+    Non-Isthmus exceptions become an opaque 500 (their text may leak internals).
+    """
+    if isinstance(exc, IsthmusError):
+        status = exc.http_status
+        detail = str(exc) or type(exc).__name__
+    else:
+        status = 500
+        detail = "internal error"
+    reason = REASONS.get(status, b"Error")
+    text = f"{status} {reason.decode()}: {detail}\n"
+    body = text.encode("utf-8", "replace")
+    head = ResponseHead(
+        status=status,
+        reason=reason,
+        headers=(
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ),
+    )
+    return head, body
+
+
+def encode_response_head(head: ResponseHead) -> bytes:
+    """Serialise a response head for HTTP/1.1 (used where no h11 state exists, e.g. errors)."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason or REASONS.get(head.status, b""))]
+    parts.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
