@@ -1,0 +1,102 @@
+"""``serve_links``: accept peer gateways, verify each per trust domain, hand links to a handler.
+
+Every inbound connection gets the identity state current when it arrives, a bounded TLS
+handshake, the per-trust-domain check and the caller's explicit ``authorize(SpiffeId)``.  A
+connection that fails any of these is closed and logged (the log record carries the typed error
+as ``record.error``); the handler only ever sees verified, authorized links.  The handler's own
+errors are logged and end that link only, never the listener.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from discovery.errors import IsthmusError
+from overlay.identity.errors import NotAuthorized
+from overlay.identity.rotation import Identity
+from overlay.identity.verify import Authorizer
+from overlay.link.link import Link, LinkTimeout, handshake, set_nodelay
+
+__all__ = ["LinkHandler", "serve_links"]
+
+log = logging.getLogger("isthmus.link")
+
+LinkHandler = Callable[[Link], Awaitable[None]]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _peer_addr(tcp: trio.SocketStream) -> str:
+    try:
+        host, port = tcp.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+async def serve_links(
+    handler: LinkHandler,
+    *,
+    host: str,
+    port: int,
+    identity: Identity,
+    authorize: Authorizer,
+    handshake_timeout: float = 10.0,
+    wall_clock: Callable[[], dt.datetime] = _utcnow,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` (0 picks a port; see ``task_status.started`` listeners)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def on_connection(tcp: trio.SocketStream) -> None:
+        await _accept_one(tcp, handler, identity, authorize, handshake_timeout, wall_clock)
+
+    await trio.serve_listeners(on_connection, listeners, task_status=task_status)
+
+
+async def _accept_one(
+    tcp: trio.SocketStream,
+    handler: LinkHandler,
+    identity: Identity,
+    authorize: Authorizer,
+    handshake_timeout: float,
+    wall_clock: Callable[[], dt.datetime],
+) -> None:
+    addr = _peer_addr(tcp)
+    set_nodelay(tcp)
+    state = identity.state
+    stream = trio.SSLStream(tcp, state.server_ctx, server_side=True)
+    try:
+        try:
+            with trio.fail_after(handshake_timeout):
+                peer = await handshake(stream, state, now=wall_clock())
+        except trio.TooSlowError:
+            raise LinkTimeout(f"TLS handshake took over {handshake_timeout}s") from None
+        if not authorize(peer.spiffe_id):
+            raise NotAuthorized(f"peer {peer.spiffe_id} is not authorized to link")
+    except IsthmusError as exc:
+        log.warning("rejected inbound link from %s: %s", addr, exc, extra={"error": exc})
+        await trio.aclose_forcefully(stream)
+        return
+    except Exception as exc:  # a bug must cost one connection, never the listener
+        log.exception("inbound link from %s failed unexpectedly", addr, extra={"error": exc})
+        await trio.aclose_forcefully(stream)
+        return
+    link = Link(stream, peer, identity)
+    identity.register(link)
+    try:
+        if link.revoked is None:
+            log.debug("inbound link from %s: %s", addr, peer.spiffe_id)
+            await handler(link)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.debug("link to %s ended: %r (%s)", peer.spiffe_id, exc, link.revoked or "peer left")
+    except Exception as exc:  # the handler's failure ends this link, not the listener
+        log.warning("link handler for %s failed: %r", peer.spiffe_id, exc, extra={"error": exc})
+    finally:
+        await link.aclose()

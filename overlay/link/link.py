@@ -1,0 +1,134 @@
+"""``Link``: one verified mTLS connection between two gateways, and the handshake both ends share.
+
+A link is a :class:`trio.SSLStream` whose peer has passed the per-trust-domain SPIFFE check
+(:func:`overlay.identity.verify.verify_peer`), plus who that peer is.  HTTP/2 runs on
+``link.stream``; this module knows nothing about it.
+
+A link can be *revoked* from any task (rotation removed the peer's trust domain or anchor):
+:meth:`Link.revoke` closes the TCP socket at once, so every pending or later send/receive on
+the stream fails with ``trio.BrokenResourceError``/``ClosedResourceError``, and whoever owns the
+link sees it die exactly as if the peer had gone away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import socket
+import ssl
+from types import TracebackType
+
+import trio
+
+from discovery.errors import UpstreamError
+from discovery.spiffe_id import SpiffeId
+from overlay.identity.errors import PeerRejected
+from overlay.identity.rotation import Identity
+from overlay.identity.state import IdentityState
+from overlay.identity.tls_context import ALPN_H2, peer_chain_der
+from overlay.identity.verify import VerifiedPeer, verify_peer
+
+__all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake", "set_nodelay"]
+
+CLOSE_TIMEOUT_S = 2.0  # sending close_notify must not hang on a peer that stopped reading
+
+
+_NO_PEER_CERT = frozenset(
+    {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
+)
+
+
+class LinkError(UpstreamError):
+    """A link could not be set up for a reason other than identity (TCP, TLS, ALPN)."""
+
+
+class LinkTimeout(LinkError):
+    """Connecting or the TLS handshake took longer than allowed."""
+
+
+def set_nodelay(tcp: trio.SocketStream) -> None:
+    """Links carry small HTTP/2 frames (PING, SETTINGS, headers): never wait for Nagle."""
+    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
+
+class Link:
+    """A verified mTLS connection: ``stream`` to talk on, ``peer_id`` of who is there."""
+
+    def __init__(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        peer: VerifiedPeer,
+        identity: Identity | None = None,
+    ) -> None:
+        self.stream = stream
+        self._peer = peer
+        self._identity = identity
+        self.revoked: str | None = None
+
+    @property
+    def peer(self) -> VerifiedPeer:
+        return self._peer
+
+    @property
+    def peer_id(self) -> SpiffeId:
+        return self._peer.spiffe_id
+
+    def __repr__(self) -> str:
+        state = f" revoked={self.revoked!r}" if self.revoked else ""
+        return f"<Link peer={self.peer_id}{state}>"
+
+    def revoke(self, reason: str) -> None:
+        """Cut the link now (sync, from any task): its peer is no longer trusted."""
+        if self.revoked is None:
+            self.revoked = reason
+        self.stream.transport_stream.socket.close()
+
+    async def aclose(self) -> None:
+        """Unregister, send close_notify (bounded by :data:`CLOSE_TIMEOUT_S`), close."""
+        if self._identity is not None:
+            self._identity.unregister(self)
+        with (
+            trio.move_on_after(CLOSE_TIMEOUT_S),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await self.stream.aclose()
+        if self.stream.transport_stream.socket.fileno() != -1:
+            self.stream.transport_stream.socket.close()
+
+    async def __aenter__(self) -> Link:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def handshake(
+    stream: trio.SSLStream[trio.SocketStream], state: IdentityState, *, now: dt.datetime
+) -> VerifiedPeer:
+    """Run the TLS handshake, require ALPN ``h2``, verify the peer per trust domain.
+
+    The caller bounds the time and closes ``stream`` on any error.
+    """
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise PeerRejected(f"TLS chain check failed: {cause.verify_message}") from exc
+        if isinstance(cause, ssl.SSLError) and cause.reason in _NO_PEER_CERT:
+            raise PeerRejected("peer presented no certificate") from exc
+        raise LinkError(f"TLS handshake failed: {cause or exc}") from exc
+    if stream.selected_alpn_protocol() != ALPN_H2:
+        raise LinkError(f"peer did not negotiate ALPN {ALPN_H2!r}")
+    # trio keeps its ssl.SSLObject private; the chain is only reachable through it.
+    ssl_object: ssl.SSLObject = stream._ssl_object
+    try:
+        presented, verified = peer_chain_der(ssl_object)
+    except (AttributeError, ValueError, ssl.SSLError) as exc:
+        raise PeerRejected(f"cannot read the peer's certificate chain: {exc!r}") from exc
+    return verify_peer(presented, bundles=state.bundles, now=now, openssl_chain=verified)
