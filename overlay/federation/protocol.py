@@ -1,0 +1,424 @@
+"""Federation wire messages and their strict, size-limited codec.
+
+Wire format
+-----------
+The export travels on one long-lived HTTP/2 stream per link as a sequence of frames.  Each
+frame is a 4-byte unsigned big-endian length followed by that many bytes of UTF-8 JSON holding
+exactly one object (gRPC-style length prefixing: the receiver knows a frame is oversized from
+its first four bytes and never buffers it).  The default limit is 4 MiB per frame.  Objects
+have a ``type`` and a closed set of keys -- unknown, missing or duplicate keys, wrong types,
+``NaN``/``Infinity``, booleans posing as integers, invalid names or SPIFFE IDs are all
+rejected with :class:`FederationProtocolError`, and the stream is torn down (a peer that
+sends garbage is disconnected; the protocol's *version* lives in the stream's request path, so
+a closed key set does not block upgrades)::
+
+    {"type":"snapshot","origin_site":S,"epoch":E,"version":V,"final":B,"services":[SVC...]}
+    {"type":"delta","origin_site":S,"epoch":E,"base_version":V0,"version":V,
+     "upserts":[SVC...],"removals":[{"name":N,"namespace":NS}...]}
+    {"type":"ack","epoch":E,"version":V}
+    {"type":"nack","epoch":E,"version":V,"reason":R}
+    SVC = {"name":N,"namespace":NS,"protocols":[P...],"healthy":H,"total":T,
+           "capacity":C,"spiffe_ids":[ID...]}
+
+An exporter picks a fresh random ``epoch`` each time it starts; ``version`` counts up from 1
+within an epoch.  A snapshot may be split into parts (same epoch and version, ``final`` false
+on all but the last) so that no frame exceeds the limit; the importer applies it atomically at
+the final part.  Every snapshot and delta is answered by an ack or a nack.  The state machines
+are :class:`~overlay.federation.export.ExportSession` (sender) and
+:class:`~overlay.federation.import_.ImportSession` (receiver).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from discovery.errors import H2_PROTOCOL_ERROR, UpstreamError
+from discovery.model import PROTOCOLS, Protocol, ServiceName
+from discovery.names import label_problem
+from discovery.spiffe_id import SpiffeId, SpiffeIdError
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_INT = 2**63 - 1
+MAX_EPOCH_CHARS = 64
+MAX_REASON_CHARS = 1024
+_HEADER = struct.Struct(">I")
+_EPOCH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+class FederationProtocolError(UpstreamError):
+    """A peer sent a federation frame we refuse (malformed, oversized, out of protocol).
+
+    An :class:`~discovery.errors.UpstreamError` because the peer gateway failed us; the
+    stream is reset with ``PROTOCOL_ERROR`` and the link re-established with backoff.
+    """
+
+    h2_error_code = H2_PROTOCOL_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedService:
+    """One service as a peer sees it: an aggregate, never endpoint addresses.
+
+    Tuples are sorted (protocols in :data:`~discovery.model.PROTOCOLS` order, SPIFFE IDs by
+    their string form) and duplicate-free, so equal services compare equal on both sides.
+    """
+
+    service: ServiceName
+    protocols: tuple[Protocol, ...]
+    healthy_count: int
+    total_count: int
+    capacity: int
+    spiffe_ids: tuple[SpiffeId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The exporter's whole view (or one part of it, when ``final`` is false)."""
+
+    origin_site: str
+    epoch: str
+    version: int
+    services: tuple[ExportedService, ...]
+    final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Changes taking the importer from ``base_version`` to ``version`` within ``epoch``."""
+
+    origin_site: str
+    epoch: str
+    base_version: int
+    version: int
+    upserts: tuple[ExportedService, ...]
+    removals: tuple[ServiceName, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The importer holds ``version`` (cumulative: every earlier version too)."""
+
+    epoch: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """The importer could not apply ``version``; the exporter must resend a full snapshot."""
+
+    epoch: str
+    version: int
+    reason: str
+
+
+Message = Snapshot | Delta | Ack | Nack
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def _service_json(svc: ExportedService) -> dict[str, Any]:
+    return {
+        "name": svc.service.name,
+        "namespace": svc.service.namespace,
+        "protocols": list(svc.protocols),
+        "healthy": svc.healthy_count,
+        "total": svc.total_count,
+        "capacity": svc.capacity,
+        "spiffe_ids": [str(i) for i in svc.spiffe_ids],
+    }
+
+
+def wire_size_bound(svc: ExportedService) -> int:
+    """An upper bound on the bytes ``svc`` takes inside a frame (all its strings are ASCII
+    without characters JSON escapes, so the bound is exact up to the integers' digits)."""
+    return (
+        120
+        + len(svc.service.name)
+        + len(svc.service.namespace)
+        + sum(len(p) + 3 for p in svc.protocols)
+        + sum(len(str(i)) + 3 for i in svc.spiffe_ids)
+    )
+
+
+def message_json(msg: Message) -> dict[str, Any]:
+    """The JSON object for ``msg`` (before framing)."""
+    if isinstance(msg, Snapshot):
+        return {
+            "type": "snapshot",
+            "origin_site": msg.origin_site,
+            "epoch": msg.epoch,
+            "version": msg.version,
+            "final": msg.final,
+            "services": [_service_json(s) for s in msg.services],
+        }
+    if isinstance(msg, Delta):
+        return {
+            "type": "delta",
+            "origin_site": msg.origin_site,
+            "epoch": msg.epoch,
+            "base_version": msg.base_version,
+            "version": msg.version,
+            "upserts": [_service_json(s) for s in msg.upserts],
+            "removals": [{"name": r.name, "namespace": r.namespace} for r in msg.removals],
+        }
+    if isinstance(msg, Ack):
+        return {"type": "ack", "epoch": msg.epoch, "version": msg.version}
+    return {"type": "nack", "epoch": msg.epoch, "version": msg.version, "reason": msg.reason}
+
+
+def encode_message(msg: Message, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """One frame: 4-byte big-endian length + compact JSON.  Refuses to exceed the limit."""
+    body = json.dumps(message_json(msg), separators=(",", ":"), ensure_ascii=True).encode()
+    if len(body) > max_message_bytes:
+        raise FederationProtocolError(
+            f"{type(msg).__name__} of {len(body)} bytes exceeds the {max_message_bytes}-byte limit"
+        )
+    return _HEADER.pack(len(body)) + body
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def _fail(what: str) -> NoReturn:
+    raise FederationProtocolError(f"malformed federation message: {what}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            _fail(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> NoReturn:
+    _fail(f"{name} is not allowed")
+
+
+def _keys(obj: Any, keys: frozenset[str], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        _fail(f"{what} must be an object")
+    if obj.keys() != keys:
+        missing = sorted(keys - obj.keys())
+        extra = sorted(obj.keys() - keys)
+        _fail(f"{what}: missing keys {missing}, unknown keys {extra}")
+    return obj
+
+
+def _int(value: Any, what: str, *, minimum: int = 0) -> int:
+    if type(value) is not int or not minimum <= value <= MAX_INT:
+        _fail(f"{what} must be an integer in {minimum}..{MAX_INT}")
+    return value
+
+
+def _label(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        _fail(f"{what} must be a string")
+    problem = label_problem(value)
+    if problem:
+        _fail(f"{what}: {problem}")
+    return value
+
+
+def check_epoch(value: Any) -> str:
+    """An epoch is 1..64 characters of ``[A-Za-z0-9_-]`` (e.g. ``secrets.token_hex(8)``)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_EPOCH_CHARS:
+        _fail(f"epoch must be a string of 1..{MAX_EPOCH_CHARS} characters")
+    if not _EPOCH_CHARS.issuperset(value):
+        _fail("epoch has characters outside [A-Za-z0-9_-]")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(f"{what} must be a list")
+    return value
+
+
+_SERVICE_KEYS = frozenset(
+    ("name", "namespace", "protocols", "healthy", "total", "capacity", "spiffe_ids")
+)
+_NAME_KEYS = frozenset(("name", "namespace"))
+_ORDER = {p: i for i, p in enumerate(PROTOCOLS)}
+
+
+def _service_name(obj: Any, what: str) -> ServiceName:
+    d = _keys(obj, _NAME_KEYS, what)
+    return ServiceName(
+        _label(d["name"], f"{what}.name"), _label(d["namespace"], f"{what}.namespace")
+    )
+
+
+def _service(obj: Any) -> ExportedService:
+    d = _keys(obj, _SERVICE_KEYS, "service")
+    name = ServiceName(
+        _label(d["name"], "service.name"), _label(d["namespace"], "service.namespace")
+    )
+    protocols: set[Protocol] = set()
+    for p in _list(d["protocols"], "service.protocols"):
+        if p not in _ORDER or p in protocols:
+            _fail(f"{name}: unknown or repeated protocol {p!r}")
+        protocols.add(p)
+    total = _int(d["total"], "service.total", minimum=1)
+    healthy = _int(d["healthy"], "service.healthy")
+    if healthy > total:
+        _fail(f"{name}: healthy {healthy} exceeds total {total}")
+    if not protocols:
+        _fail(f"{name}: no protocols")
+    ids: set[SpiffeId] = set()
+    for raw in _list(d["spiffe_ids"], "service.spiffe_ids"):
+        if not isinstance(raw, str):
+            _fail(f"{name}: a SPIFFE ID must be a string")
+        try:
+            sid = SpiffeId.parse(raw)
+        except SpiffeIdError as exc:
+            _fail(f"{name}: {exc}")
+        if sid in ids:
+            _fail(f"{name}: repeated SPIFFE ID {raw!r}")
+        ids.add(sid)
+    return ExportedService(
+        service=name,
+        protocols=tuple(sorted(protocols, key=_ORDER.__getitem__)),
+        healthy_count=healthy,
+        total_count=total,
+        capacity=_int(d["capacity"], "service.capacity"),
+        spiffe_ids=tuple(sorted(ids, key=str)),
+    )
+
+
+def _services(value: Any, what: str) -> tuple[ExportedService, ...]:
+    out = tuple(_service(s) for s in _list(value, what))
+    if len({s.service for s in out}) != len(out):
+        _fail(f"{what} names a service twice")
+    return out
+
+
+_SNAPSHOT_KEYS = frozenset(("type", "origin_site", "epoch", "version", "final", "services"))
+_DELTA_KEYS = frozenset(
+    ("type", "origin_site", "epoch", "base_version", "version", "upserts", "removals")
+)
+_ACK_KEYS = frozenset(("type", "epoch", "version"))
+_NACK_KEYS = frozenset(("type", "epoch", "version", "reason"))
+
+
+def message_from_json(obj: Any) -> Message:
+    """Validate one decoded JSON object into a message (strict; see the module docstring)."""
+    if not isinstance(obj, dict):
+        _fail("a frame must hold a JSON object")
+    kind = obj.get("type")
+    if kind == "snapshot":
+        d = _keys(obj, _SNAPSHOT_KEYS, "snapshot")
+        if type(d["final"]) is not bool:
+            _fail("snapshot.final must be a boolean")
+        return Snapshot(
+            origin_site=_label(d["origin_site"], "origin_site"),
+            epoch=check_epoch(d["epoch"]),
+            version=_int(d["version"], "version", minimum=1),
+            services=_services(d["services"], "services"),
+            final=d["final"],
+        )
+    if kind == "delta":
+        d = _keys(obj, _DELTA_KEYS, "delta")
+        base = _int(d["base_version"], "base_version", minimum=1)
+        version = _int(d["version"], "version", minimum=1)
+        if version <= base:
+            _fail(f"delta version {version} is not after its base {base}")
+        upserts = _services(d["upserts"], "upserts")
+        removals = tuple(_service_name(r, "removal") for r in _list(d["removals"], "removals"))
+        names = {s.service for s in upserts}
+        if len(set(removals)) != len(removals) or names.intersection(removals):
+            _fail("delta removes a service twice or both upserts and removes it")
+        return Delta(
+            origin_site=_label(d["origin_site"], "origin_site"),
+            epoch=check_epoch(d["epoch"]),
+            base_version=base,
+            version=version,
+            upserts=upserts,
+            removals=removals,
+        )
+    if kind == "ack":
+        d = _keys(obj, _ACK_KEYS, "ack")
+        return Ack(check_epoch(d["epoch"]), _int(d["version"], "version", minimum=1))
+    if kind == "nack":
+        d = _keys(obj, _NACK_KEYS, "nack")
+        reason = d["reason"]
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+            _fail(f"nack.reason must be a string of at most {MAX_REASON_CHARS} characters")
+        return Nack(check_epoch(d["epoch"]), _int(d["version"], "version", minimum=1), reason)
+    _fail(f"unknown message type {kind!r}")
+
+
+def decode_body(body: bytes) -> Message:
+    """Decode one frame's body (without the length prefix)."""
+    try:
+        text = body.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except FederationProtocolError:
+        raise
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # JSONDecodeError/UnicodeDecodeError are ValueErrors
+        raise FederationProtocolError(f"malformed federation message: {exc}") from None
+    return message_from_json(obj)
+
+
+class FrameDecoder:
+    """Incremental, bounded frame decoder (sans-IO: feed bytes, get messages).
+
+    Buffers at most one partial frame, i.e. ``4 + max_message_bytes`` bytes beyond what the
+    caller has just fed.  After an error the decoder stays broken: the stream must be closed.
+    """
+
+    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._buffer = bytearray()
+        self._broken = False
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add received bytes; return every message they complete, in order."""
+        if self._broken:
+            raise FederationProtocolError("federation stream already failed")
+        self._buffer += data
+        out: list[Message] = []
+        try:
+            while len(self._buffer) >= _HEADER.size:
+                (length,) = _HEADER.unpack_from(self._buffer)
+                if length > self.max_message_bytes:
+                    raise FederationProtocolError(
+                        f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit"
+                    )
+                end = _HEADER.size + length
+                if len(self._buffer) < end:
+                    break
+                body = bytes(self._buffer[_HEADER.size : end])
+                del self._buffer[:end]
+                out.append(decode_body(body))
+        except FederationProtocolError:
+            self._broken = True
+            self._buffer.clear()
+            raise
+        return out
+
+    def close(self) -> None:
+        """The stream ended: a partial frame left over is an error."""
+        if self._buffer:
+            self._broken = True
+            raise FederationProtocolError(
+                f"federation stream ended inside a frame ({len(self._buffer)} bytes left)"
+            )
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+def encode_all(messages: Iterable[Message], *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Frames for several messages, concatenated (convenience for tests and batching)."""
+    return b"".join(encode_message(m, max_message_bytes=max_message_bytes) for m in messages)
