@@ -52,6 +52,10 @@ class MdnsSourceConfig:
     service_types: tuple[str, ...] = ("_isthmus._tcp.local.",)
     interfaces: tuple[str, ...] = ()  # IP addresses to bind; empty = all
     default_namespace: str = field(default="default", metadata={"check": _label})
+    # Bounds against a hostile or broken link (see discovery.sources.mdns_txt): instances
+    # beyond max_instances are ignored (logged), TXT records above max_txt_bytes rejected.
+    max_instances: int = field(default=4096, metadata={"min": 1, "max": 100_000})
+    max_txt_bytes: int = field(default=4096, metadata={"min": 256, "max": 65_535})
 
 
 @dataclass(frozen=True)

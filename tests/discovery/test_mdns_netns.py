@@ -1,0 +1,252 @@
+"""The mDNS source against real multicast between network namespaces.
+
+A publisher (plain zeroconf, ``mdns_publish.py``) runs in one namespace, the Isthmus source
+(``mdns_browse.py`` printing events as JSON lines) in another, joined by veth pairs to a
+bridge (:mod:`tests.netns`).  Timestamps are ``time.monotonic()``, which is system-wide, so
+latencies are measured across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netns import Host, Lan, lan, netns_skip_reason
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parents[2]
+Line = dict[str, Any]
+
+
+class Proc:
+    """A harness process in a namespace whose stdout JSON lines are collected by a thread."""
+
+    def __init__(self, host: Host, module: str, arg: str) -> None:
+        self.popen = subprocess.Popen(
+            host.argv([sys.executable, "-m", module, arg]),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[Line] = queue.Queue()
+        self.seen: list[Line] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            self.lines.put(json.loads(raw))
+
+    def send(self, obj: Line) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(obj) + "\n")
+        self.popen.stdin.flush()
+
+    def wait_for(self, pred: Callable[[Line], bool], timeout: float, what: str) -> Line:
+        deadline = time.monotonic() + timeout
+        for line in self.seen:
+            if pred(line):
+                return line
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if pred(line):
+                return line
+        raise AssertionError(f"no {what} within {timeout} s; saw {self.seen[-10:]}")
+
+    def drain(self, seconds: float) -> None:
+        """Collect whatever arrives during ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self.seen.append(self.lines.get(timeout=left))
+            except queue.Empty:
+                return
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=10)
+
+
+@pytest.fixture
+def net() -> Iterator[Lan]:
+    reason = netns_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with lan(3) as n:
+        yield n
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def browser(procs: list[Proc], host: Host, **config: Any) -> Proc:
+    config.setdefault("interfaces", [host.address])
+    p = Proc(host, "tests.discovery.mdns_browse", json.dumps(config))
+    procs.append(p)
+    p.wait_for(lambda e: e["ev"] == "ready", 10, "ready")
+    return p
+
+
+def publisher(procs: list[Proc], host: Host) -> Proc:
+    p = Proc(host, "tests.discovery.mdns_publish", host.address)
+    procs.append(p)
+    p.wait_for(lambda e: e.get("ok") == "started", 10, "publisher start")
+    return p
+
+
+def register(pub: Proc, label: str, port: int, **extra: Any) -> None:
+    pub.send({"op": "register", "label": label, "port": port, **extra})
+    pub.wait_for(lambda e: e.get("ok") == "register" and e["label"] == label, 10, "register")
+
+
+def added(port: int) -> Callable[[Line], bool]:
+    return lambda e: e["ev"] == "added" and e["port"] == port
+
+
+def removed(port: int) -> Callable[[Line], bool]:
+    return lambda e: e["ev"] == "removed" and e["port"] == port
+
+
+SPIFFE = "spiffe://east.example/ns/payments/sa/api"
+
+
+def test_endpoint_appears_with_fields_and_hostile_sibling_is_rejected(
+    net: Lan, procs: list[Proc]
+) -> None:
+    src = browser(procs, net.hosts[1], default_namespace="lan")
+    pub = publisher(procs, net.hosts[0])
+    # Hostile instances first: bad UTF-8 in `ns`, then an oversize (5 000-byte) TXT record.
+    register(pub, "evil-utf8", 8001, txt_hex=(b"\x06ns=\xff\xfe\xfd\x0bsvc=hostile").hex())
+    big = b"".join(bytes([250]) + b"k%03d=" % i + b"x" * 245 for i in range(20))
+    register(pub, "evil-big", 8002, txt_hex=big.hex())
+    register(
+        pub,
+        "api-1",
+        8080,
+        txt={
+            "svc": "api",
+            "ns": "payments",
+            "proto": "http2",
+            "spiffe": SPIFFE,
+            "weight": "40",
+            "locality": "rack-1",
+            "health": "passing",
+        },
+    )
+    ev = src.wait_for(added(8080), 5, "good endpoint")
+    assert (ev["service"], ev["ns"], ev["address"], ev["proto"]) == (
+        "api",
+        "payments",
+        net.hosts[0].address,
+        "http2",
+    )
+    assert (ev["weight"], ev["spiffe"], ev["locality"], ev["healthy"]) == (
+        40,
+        SPIFFE,
+        "rack-1",
+        True,
+    )
+    assert ev["metadata"]["mdns.instance"] == "api-1._isthmus._tcp.local."
+    src.wait_for(
+        lambda e: (
+            e["ev"] == "error"
+            and "TxtValueInvalid" in e["message"]
+            and "evil-utf8" in e["message"]
+            and "UTF-8" in e["message"]
+        ),
+        5,
+        "typed error for the bad-UTF-8 instance",
+    )
+    src.wait_for(
+        lambda e: (
+            e["ev"] == "error" and "TxtTooLarge" in e["message"] and "evil-big" in e["message"]
+        ),
+        5,
+        "typed error for the oversize TXT",
+    )
+    src.drain(0.5)
+    assert not [e for e in src.seen if e["ev"] == "added" and e["port"] in (8001, 8002)]
+    assert src.popen.poll() is None
+
+
+def test_goodbye_removes_endpoint_within_one_second(net: Lan, procs: list[Proc]) -> None:
+    src = browser(procs, net.hosts[1])
+    pub = publisher(procs, net.hosts[0])
+    register(pub, "web", 8080)
+    src.wait_for(added(8080), 5, "endpoint")
+    pub.send({"op": "unregister", "label": "web"})
+    t0 = pub.wait_for(lambda e: e.get("ok") == "unregister", 5, "unregister")["t_start"]
+    gone = src.wait_for(removed(8080), 2, "removal after goodbye")
+    latency = gone["t"] - t0
+    print(f"goodbye removal latency: {latency * 1000:.1f} ms")
+    assert latency < 1.0
+
+
+def test_silent_death_removed_at_ttl_expiry_while_live_peer_stays(
+    net: Lan, procs: list[Proc]
+) -> None:
+    ttl = 2
+    src = browser(procs, net.hosts[1])
+    doomed = publisher(procs, net.hosts[0])
+    alive = publisher(procs, net.hosts[2])
+    register(doomed, "doomed", 8080, ttl=ttl)
+    register(alive, "alive", 9090, ttl=ttl)
+    src.wait_for(added(8080), 5, "doomed endpoint")
+    t_alive = src.wait_for(added(9090), 5, "alive endpoint")["t"]
+    os.kill(doomed.popen.pid, signal.SIGKILL)  # `ip netns exec` execs, so this is the publisher
+    t_kill = time.monotonic()
+    gone = src.wait_for(removed(8080), ttl + 2, "removal at TTL expiry")
+    latency = gone["t"] - t_kill
+    print(f"silent death removal after SIGKILL: {latency * 1000:.0f} ms (TTL {ttl} s)")
+    assert latency <= ttl + 0.5
+    # The live publisher answers our 80 %/90 % refresh queries: it survives several TTLs.
+    src.drain(max(0.0, t_alive + 2.25 * ttl - time.monotonic()))
+    assert not [e for e in src.seen if e["ev"] == "removed" and e["port"] == 9090]
+
+
+def test_ten_thousand_instances_are_capped_and_source_keeps_working(
+    net: Lan, procs: list[Proc]
+) -> None:
+    src = browser(procs, net.hosts[1], max_instances=100)
+    pub = publisher(procs, net.hosts[0])
+    register(pub, "keeper", 7000)
+    src.wait_for(added(7000), 5, "endpoint before the flood")
+    pub.send({"op": "flood", "count": 10_000})
+    pub.wait_for(lambda e: e.get("ok") == "flood", 10, "flood sent")
+    src.wait_for(
+        lambda e: e["ev"] == "error" and "InstanceLimitExceeded" in e["message"], 10, "cap hit"
+    )
+    src.drain(1.0)
+    flooded = [e for e in src.seen if e["ev"] == "added" and e["service"] == "flooded"]
+    assert len(flooded) == 99  # the cap (100) minus the keeper
+    errors = [e for e in src.seen if e["ev"] == "error"]
+    assert len(errors) <= 25  # per-instance warnings are rate-limited, not 9 901 lines
+    # Still serving: a goodbye is still seen promptly.
+    pub.send({"op": "unregister", "label": "keeper"})
+    t0 = pub.wait_for(lambda e: e.get("ok") == "unregister", 5, "unregister")["t_start"]
+    gone = src.wait_for(removed(7000), 3, "removal after the flood")
+    print(f"goodbye latency after a 10k flood: {(gone['t'] - t0) * 1000:.0f} ms")
+    assert gone["t"] - t0 < 1.0
