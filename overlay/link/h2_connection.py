@@ -1,0 +1,498 @@
+"""An HTTP/2 connection (python-hyper h2) driven by trio, with real flow control and limits.
+
+Why: a link between gateways is one long-lived HTTP/2 connection carrying many tunnels.  h2
+is sans-IO; this module is the thin trio driver around it, plus the policy h2 leaves to its
+user: when to acknowledge data, how much to buffer, when a peer is abusive, when it is dead.
+
+Theory of operation
+-------------------
+One h2 state machine, mutated only synchronously (trio is single-threaded, so no lock): by the
+reader task (events from the peer), by stream methods (send/ack/reset), by the liveness task
+(PING).  Every mutation is followed by ``_pump()``, which moves h2's output into ``_outbuf``
+and wakes the writer task.  Three tasks live in the nursery that ``serve()`` owns:
+
+* reader: waits until the outbound buffer is under ``max_outbound_buffer`` (a peer that never
+  reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2,
+  dispatches events to streams, counts floods;
+* writer: sends ``_outbuf`` to the transport and wakes senders waiting for room;
+* liveness (optional): the pure core in ``liveness.py`` decides PING times and the deadline.
+
+Plus one handler task per accepted stream (server role).  Flow control: a stream's receive
+buffer only shrinks when its consumer reads, and only then is the data acknowledged to h2 (which
+emits WINDOW_UPDATE), so peers never have more than a window of unconsumed data here.  Senders
+wait for the peer's window *and* for outbound room.
+
+Roles are clean: HTTP/2 streams are opened by the client only.  The dialing side is the client
+and calls ``open_stream``; the accepting side is the server and gets each stream in ``handler``.
+An acceptor that wants to open tunnels towards the dialer does so on a second connection.
+
+Closing: ``_begin_close(reason)`` records why (``close_reason``), fails every stream with a
+``ConnectionGone`` (``LinkDown`` for a missed PING, ``PeerMisbehaved`` for protocol errors and
+floods), optionally lets the writer flush a GOAWAY for up to ``close_timeout``, then cancels the
+nursery; ``serve()`` returns (it does not raise for connection-level failures: read
+``close_reason`` or ``await wait_closed()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import h2.exceptions
+import trio
+
+from discovery.errors import (
+    H2_ENHANCE_YOUR_CALM,
+    H2_INTERNAL_ERROR,
+    H2_NO_ERROR,
+    H2_PROTOCOL_ERROR,
+    H2_REFUSED_STREAM,
+)
+from overlay.link.h2_events import dispatch_event
+from overlay.link.h2_limits import H2Limits, WindowCounter
+from overlay.link.h2_setup import H2ConnectionStatistics, new_h2_state, start_h2_state
+from overlay.link.liveness import (
+    DeclareDown,
+    LivenessPolicy,
+    LivenessState,
+    SendPing,
+    on_ack,
+    poll,
+    start,
+)
+from overlay.tunnel.h2_stream import (
+    ConnectionGone,
+    H2Stream,
+    HeaderList,
+    Headers,
+    InvalidHeaders,
+    LinkDown,
+    PeerMisbehaved,
+    StreamReset,
+    encode_headers,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[H2Stream], Awaitable[None]]
+
+
+class H2Connection:
+    """One HTTP/2 connection over a trio Stream (plain TCP in tests, an mTLS link in use)."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        *,
+        client_side: bool,
+        handler: Handler | None = None,
+        limits: H2Limits | None = None,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float = 5.0,
+    ) -> None:
+        if client_side == (handler is not None):
+            raise ValueError("a server-role connection needs a handler; a client-role one none")
+        self.client_side = client_side
+        self.limits = limits if limits is not None else H2Limits()
+        self._transport = transport
+        self._handler = handler
+        self._liveness_policy = (
+            None if ping_interval is None else LivenessPolicy(ping_interval, ping_timeout)
+        )
+        self._liveness: LivenessState | None = None
+        lim = self.limits
+        self._h2 = new_h2_state(client_side=client_side, limits=lim)
+        self._streams: dict[int, H2Stream] = {}
+        self._outbuf = bytearray()
+        self._in_flight = 0
+        self._max_pending = 0
+        self._write_lot = trio.lowlevel.ParkingLot()  # writer waits for output
+        self._room_lot = trio.lowlevel.ParkingLot()  # senders/reader wait for window or room
+        self._slot_lot = trio.lowlevel.ParkingLot()  # openers wait for a stream slot
+        self._resets = WindowCounter(lim.flood_window, lim.max_premature_resets)
+        self._controls = WindowCounter(lim.flood_window, lim.max_control_frames)
+        self._nursery: trio.Nursery | None = None
+        self._started = False
+        self._peer_settings_seen = False
+        self._closing = False
+        self._close_reason: ConnectionGone | None = None
+        self._closed = trio.Event()
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._streams_opened = 0
+        self._streams_refused = 0
+        self._premature_resets = 0
+        self._control_frames = 0
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the connection until it closes; ``started()`` once the preface is queued."""
+        if self._started:
+            raise RuntimeError("serve() may run once")
+        self._started = True
+        start_h2_state(self._h2, self.limits)
+        self._pump()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._read_loop)
+                if self._liveness_policy is not None:
+                    nursery.start_soon(self._liveness_loop, self._liveness_policy)
+                task_status.started()
+        finally:
+            self._finish(ConnectionGone("connection closed"))
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._transport)
+
+    async def aclose(self, error_code: int = H2_NO_ERROR) -> None:
+        """Send GOAWAY (flushed for at most ``close_timeout``) and close; idempotent."""
+        if not self._started:
+            self._started = True
+            self._finish(ConnectionGone("closed before serving", error_code=error_code))
+            await trio.aclose_forcefully(self._transport)
+            return
+        self._begin_close(
+            ConnectionGone("closed locally", error_code=error_code), goaway=error_code
+        )
+        await self._closed.wait()
+
+    async def wait_closed(self) -> ConnectionGone:
+        """Wait until the connection is over; return why (``LinkDown``, ``PeerMisbehaved``...)."""
+        await self._closed.wait()
+        assert self._close_reason is not None
+        return self._close_reason
+
+    @property
+    def close_reason(self) -> ConnectionGone | None:
+        return self._close_reason
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def statistics(self) -> H2ConnectionStatistics:
+        state = self._liveness
+        reason = self._close_reason
+        return H2ConnectionStatistics(
+            client_side=self.client_side,
+            open_streams=len(self._streams),
+            outbound_buffered=self._pending,
+            max_outbound_buffered=self._max_pending,
+            bytes_received=self._bytes_received,
+            bytes_sent=self._bytes_sent,
+            streams_opened=self._streams_opened,
+            streams_refused=self._streams_refused,
+            premature_resets=self._premature_resets,
+            control_frames=self._control_frames,
+            last_ping_rtt=None if state is None else state.last_rtt,
+            closed=self._closed.is_set(),
+            close_reason=None if reason is None else f"{type(reason).__name__}: {reason}",
+        )
+
+    # -- client role ------------------------------------------------------------------------
+
+    async def open_stream(self, headers: Headers, *, end_stream: bool = False) -> H2Stream:
+        """Open a stream (a request or a CONNECT tunnel); waits for a concurrency slot.
+
+        Only the client role opens streams (HTTP/2 streams are client-initiated).  Raises
+        ``ConnectionGone`` if the connection is closing and ``InvalidHeaders`` if h2 refuses
+        the header block (for CONNECT: ``:method CONNECT`` and ``:authority``, no
+        ``:scheme``/``:path``, per RFC 9113 section 8.5).
+        """
+        if not self.client_side:
+            raise RuntimeError("only the client role opens streams; dial a second connection")
+        await trio.lowlevel.checkpoint()
+        while True:
+            self._raise_if_closing()
+            if self._h2.open_outbound_streams < self._outbound_stream_limit():
+                break
+            await self._slot_lot.park()
+        stream_id = self._h2.get_next_available_stream_id()
+        encoded = encode_headers(headers)
+        try:
+            self._h2.send_headers(stream_id, encoded, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            self._h2.streams.pop(stream_id, None)  # never sent: do not hold a slot
+            raise InvalidHeaders(f"cannot send request headers: {exc}") from exc
+        stream = H2Stream(self, stream_id, client_side=True, request_headers=encoded)
+        if end_stream:
+            stream._on_local_end()
+        self._streams[stream_id] = stream
+        self._streams_opened += 1
+        self._pump()
+        return stream
+
+    def _outbound_stream_limit(self) -> int:
+        # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
+        # as most stacks do) so a burst of opens at start-up is not met with refusals.
+        limit = int(self._h2.remote_settings.max_concurrent_streams)
+        if not self._peer_settings_seen:
+            limit = min(limit, self.limits.max_concurrent_streams)
+        return limit
+
+    # -- StreamOwner (called by H2Stream) ---------------------------------------------------
+
+    async def stream_send_data(
+        self, stream: H2Stream, data: bytes | bytearray | memoryview
+    ) -> None:
+        view = memoryview(data).cast("B")
+        await trio.lowlevel.checkpoint()
+        while view:
+            self._raise_for_send(stream)
+            window = self._h2.local_flow_control_window(stream.stream_id)
+            frame = min(len(view), window, self._h2.max_outbound_frame_size)
+            if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
+                await self._room_lot.park()
+                continue
+            self._h2.send_data(stream.stream_id, bytes(view[:frame]))
+            view = view[frame:]
+            self._pump()
+
+    async def stream_send_headers(
+        self, stream: H2Stream, headers: Headers, end_stream: bool
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        while self._pending > self.limits.max_outbound_buffer:
+            self._raise_for_send(stream)
+            await self._room_lot.park()
+        self._raise_for_send(stream)
+        try:
+            self._h2.send_headers(stream.stream_id, encode_headers(headers), end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise InvalidHeaders(f"cannot send headers: {exc}") from exc
+        self._pump()
+        if end_stream:
+            stream._on_local_end()
+            self._forget_if_finished(stream)
+
+    def stream_end(self, stream: H2Stream) -> None:
+        if self._closing:
+            return
+        self._h2.end_stream(stream.stream_id)
+        self._pump()
+        self._forget_if_finished(stream)
+
+    def stream_reset(self, stream: H2Stream, error_code: int) -> None:
+        if not self._closing:
+            # StreamClosedError: the peer closed it in the meantime, nothing to reset.
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._h2.reset_stream(stream.stream_id, error_code)
+            self._pump()
+        self._streams.pop(stream.stream_id, None)
+        self._slot_lot.unpark_all()
+        self._room_lot.unpark_all()
+
+    def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
+        if nbytes and not self._closing:
+            self._h2.acknowledge_received_data(nbytes, stream.stream_id)
+            self._pump()
+
+    async def stream_wait_writable(self, stream: H2Stream) -> None:
+        await trio.lowlevel.checkpoint()
+        while True:
+            self._raise_for_send(stream)
+            if self._h2.local_flow_control_window(stream.stream_id) > 0 and (
+                self._pending < self.limits.max_outbound_buffer
+            ):
+                return
+            await self._room_lot.park()
+
+    # -- called by the event dispatcher (h2_events.py) ---------------------------------------
+
+    def _accept_stream(self, stream_id: int, headers: HeaderList, now: float) -> H2Stream | None:
+        """A request arrived (server role): start its handler, or refuse it."""
+        if self._closing or len(self._streams) >= self.limits.max_concurrent_streams:
+            self._h2.reset_stream(stream_id, H2_REFUSED_STREAM)
+            self._streams_refused += 1
+            self._note_premature_reset(now)
+            return None
+        stream = H2Stream(self, stream_id, client_side=False, request_headers=headers)
+        self._streams[stream_id] = stream
+        self._streams_opened += 1
+        assert self._nursery is not None and self._handler is not None
+        self._nursery.start_soon(self._run_handler, self._handler, stream)
+        return stream
+
+    def _stream_was_reset(
+        self, stream: H2Stream, error_code: int, remote: bool, now: float
+    ) -> None:
+        if not self.client_side and not stream.local_ended:
+            self._note_premature_reset(now)  # Rapid Reset / MadeYouReset accounting
+        stream._on_reset(error_code, remote=remote)
+        self._streams.pop(stream.stream_id, None)
+        self._slot_lot.unpark_all()
+        self._room_lot.unpark_all()
+
+    def _forget_if_finished(self, stream: H2Stream) -> None:
+        if stream.finished and self._streams.pop(stream.stream_id, None) is not None:
+            self._slot_lot.unpark_all()
+
+    def _note_premature_reset(self, now: float) -> None:
+        self._premature_resets += 1
+        self._resets, over = self._resets.record(now)
+        if over:
+            self._calm_down("too many premature stream resets (rapid reset)")
+
+    def _note_control_frame(self, now: float) -> None:
+        self._control_frames += 1
+        self._controls, over = self._controls.record(now)
+        if over:
+            self._calm_down("control frame flood")
+
+    def _calm_down(self, why: str) -> None:
+        log.warning("closing HTTP/2 connection: %s", why)
+        self._begin_close(
+            PeerMisbehaved(why, error_code=H2_ENHANCE_YOUR_CALM), goaway=H2_ENHANCE_YOUR_CALM
+        )
+
+    def _on_ping_ack(self, payload: bytes, now: float) -> None:
+        if self._liveness is not None:
+            self._liveness = on_ack(self._liveness, payload, now)
+
+    def _on_goaway(self, error_code: int) -> None:
+        # h2 refuses to send anything after a GOAWAY, so streams cannot drain: close now.
+        cls = ConnectionGone if error_code == H2_NO_ERROR else PeerMisbehaved
+        self._begin_close(cls(f"peer sent GOAWAY {error_code:#x}", error_code=error_code))
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _run_handler(self, handler: Handler, stream: H2Stream) -> None:
+        try:
+            await handler(stream)
+        except (StreamReset, ConnectionGone):
+            pass  # the peer or the link went away: nobody is left to answer
+        except Exception:
+            log.exception("stream handler failed on stream %d", stream.stream_id)
+            stream.reset(H2_INTERNAL_ERROR)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_loop(self) -> None:
+        transport, read_size = self._transport, self.limits.read_size
+        while not self._closing:
+            while self._pending > self.limits.max_outbound_buffer and not self._closing:
+                await self._room_lot.park()  # the peer is not reading our answers: stop
+            try:
+                data = await transport.receive_some(read_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._begin_close(ConnectionGone(f"receive failed: {exc!r}"), flush=False)
+                return
+            if not data:
+                self._begin_close(ConnectionGone("peer closed the transport"), flush=False)
+                return
+            self._bytes_received += len(data)
+            try:
+                events = self._h2.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                code = int(getattr(exc, "error_code", H2_PROTOCOL_ERROR))
+                self._pump()  # h2 queued a GOAWAY carrying ``code``
+                self._begin_close(PeerMisbehaved(f"HTTP/2 protocol error: {exc}", error_code=code))
+                return
+            now = trio.current_time()
+            for event in events:
+                dispatch_event(self, event, now)
+                if self._closing:
+                    break
+            self._pump()
+
+    async def _write_loop(self) -> None:
+        while True:
+            while not self._outbuf:
+                await self._write_lot.park()
+            chunk = bytes(self._outbuf)
+            self._outbuf.clear()
+            self._in_flight = len(chunk)
+            try:
+                await self._transport.send_all(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._begin_close(ConnectionGone(f"send failed: {exc!r}"), flush=False)
+                return
+            self._in_flight = 0
+            self._bytes_sent += len(chunk)
+            self._room_lot.unpark_all()
+
+    async def _liveness_loop(self, policy: LivenessPolicy) -> None:
+        self._liveness = start(policy, trio.current_time())
+        while True:
+            self._liveness, action = poll(self._liveness, policy, trio.current_time())
+            if isinstance(action, SendPing):
+                self._h2.ping(action.payload)
+                self._pump()
+            elif isinstance(action, DeclareDown):
+                bound = policy.detection_bound
+                why = f"PING unanswered for {policy.ping_timeout}s (detection bound {bound}s)"
+                log.warning("link down: %s", why)
+                self._begin_close(LinkDown(why), flush=False)
+                return
+            else:
+                await trio.sleep_until(action.when)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @property
+    def _pending(self) -> int:
+        return len(self._outbuf) + self._in_flight
+
+    def _pump(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._outbuf += data
+            self._max_pending = max(self._max_pending, self._pending)
+            self._write_lot.unpark_all()
+
+    def _raise_if_closing(self) -> None:
+        if self._closing:
+            reason = self._close_reason
+            if reason is None:
+                raise ConnectionGone("connection is closing")
+            raise type(reason)(str(reason), error_code=reason.error_code)
+
+    def _raise_for_send(self, stream: H2Stream) -> None:
+        self._raise_if_closing()
+        stream._raise_if_failed()
+        if stream.local_ended:
+            raise trio.ClosedResourceError("this direction was already ended")
+
+    def _begin_close(
+        self, reason: ConnectionGone, *, goaway: int | None = None, flush: bool = True
+    ) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._close_reason = reason
+        if goaway is not None:
+            # ProtocolError: already closed inside h2 (e.g. after the peer's GOAWAY).
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.close_connection(error_code=goaway)
+            self._pump()
+        for stream in list(self._streams.values()):
+            stream._on_gone(reason)
+        self._streams.clear()
+        for lot in (self._room_lot, self._slot_lot, self._write_lot):
+            lot.unpark_all()
+        if self._nursery is not None:
+            if flush:
+                self._nursery.start_soon(self._flush_then_stop, self._nursery)
+            else:
+                self._nursery.cancel_scope.cancel()
+
+    async def _flush_then_stop(self, nursery: trio.Nursery) -> None:
+        with trio.move_on_after(self.limits.close_timeout):
+            while self._pending:
+                await self._room_lot.park()
+        nursery.cancel_scope.cancel()
+
+    def _finish(self, default: ConnectionGone) -> None:
+        if not self._closing:
+            self._closing = True
+            self._close_reason = default
+            for stream in list(self._streams.values()):
+                stream._on_gone(default)
+            self._streams.clear()
+        if self._close_reason is None:
+            self._close_reason = default
+        self._closed.set()

@@ -1,0 +1,74 @@
+"""Route h2 events to the streams of an ``H2Connection``; count the ones that cost us work.
+
+Why a separate module: this is the table of "what each h2 event means to us", kept apart from
+the trio driver so each file stays one concept.  It runs synchronously inside the reader task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import h2.events
+
+from overlay.tunnel.h2_stream import HeaderList
+
+if TYPE_CHECKING:
+    from overlay.link.h2_connection import H2Connection
+
+
+def _headers(raw: object) -> HeaderList:
+    assert isinstance(raw, list)
+    return [(bytes(n), bytes(v)) for n, v in raw]
+
+
+def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> None:
+    streams = conn._streams
+    if isinstance(event, h2.events.DataReceived):
+        data = event.data or b""
+        padding = event.flow_controlled_length - len(data)
+        stream = streams.get(event.stream_id)
+        if stream is None:
+            # Not (or no longer) ours: hand the window straight back.
+            conn._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        if padding:
+            conn._h2.acknowledge_received_data(padding, event.stream_id)
+        if not data and event.stream_ended is None:
+            conn._note_control_frame(now)  # empty DATA frames carry nothing but cost work
+        stream._on_data(data)
+    elif isinstance(event, h2.events.RequestReceived):
+        conn._accept_stream(event.stream_id, _headers(event.headers), now)
+    elif isinstance(event, h2.events.ResponseReceived):
+        if (stream := streams.get(event.stream_id)) is not None:
+            stream._on_headers(_headers(event.headers))
+    elif isinstance(event, h2.events.TrailersReceived):
+        if (stream := streams.get(event.stream_id)) is not None:
+            stream._on_trailers(_headers(event.headers))
+    elif isinstance(event, h2.events.StreamEnded):
+        if (stream := streams.get(event.stream_id)) is not None:
+            stream._on_eof()
+            conn._forget_if_finished(stream)
+    elif isinstance(event, h2.events.StreamReset):
+        if (stream := streams.get(event.stream_id)) is not None:
+            conn._stream_was_reset(stream, int(event.error_code or 0), event.remote_reset, now)
+        elif not conn.client_side:
+            conn._note_premature_reset(now)  # a reset of a stream we already let go of
+    elif isinstance(event, h2.events.WindowUpdated):
+        conn._room_lot.unpark_all()
+    elif isinstance(event, h2.events.RemoteSettingsChanged):
+        conn._peer_settings_seen = True
+        conn._note_control_frame(now)
+        conn._room_lot.unpark_all()
+        conn._slot_lot.unpark_all()
+    elif isinstance(event, h2.events.PingReceived):
+        conn._note_control_frame(now)
+    elif isinstance(event, h2.events.PingAckReceived):
+        conn._on_ping_ack(bytes(event.ping_data), now)
+    elif isinstance(event, h2.events.ConnectionTerminated):
+        conn._on_goaway(int(event.error_code or 0))
+    elif isinstance(
+        event,
+        h2.events.PriorityUpdated | h2.events.UnknownFrameReceived | h2.events.SettingsAcknowledged,
+    ):
+        conn._note_control_frame(now)
+    # InformationalResponseReceived (1xx) and the rest need no action.

@@ -1,0 +1,111 @@
+"""When to PING a link and when to declare it down: a pure timing core.
+
+Theory of operation
+-------------------
+One PING is in flight at most.  ``poll(state, now)`` answers what the driver should do now:
+
+* no PING outstanding and ``now >= next_ping_at``: send a PING with a fresh 8-byte payload,
+  whose deadline is ``now + ping_timeout``; the next PING is due ``ping_interval`` after this
+  one was sent (a fixed cadence, not "interval after the ack", so a slow peer cannot stretch it);
+* a PING outstanding and ``now >= deadline``: the link is down;
+* otherwise: sleep until the earlier of the deadline and the next PING time.
+
+``on_ack(state, payload, now)`` clears the outstanding PING when the payload matches; an
+unknown payload (a stale or foreign ack) changes nothing.
+
+Detection bound: if the peer stops answering at time T, every PING sent after T goes
+unanswered.  The last PING sent before T was sent at some t0 <= T; if it was unanswered it
+expires at t0 + timeout <= T + timeout, otherwise the next PING is sent by t0 + interval <=
+T + interval and expires by T + interval + timeout.  So **a silent peer is declared down at most
+``ping_interval + ping_timeout`` seconds after it went silent** (plus the driver's scheduling
+delay).  A peer that stops *reading* is caught the same way: our PING never reaches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessPolicy:
+    """How often to PING and how long to wait for the ack."""
+
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.ping_interval <= 0 or self.ping_timeout <= 0:
+            raise ValueError("ping_interval and ping_timeout must be positive")
+
+    @property
+    def detection_bound(self) -> float:
+        """Worst-case seconds from a peer going silent to it being declared down."""
+        return self.ping_interval + self.ping_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessState:
+    next_ping_at: float
+    outstanding: bytes | None = None
+    deadline: float | None = None
+    sequence: int = 0
+    last_rtt: float | None = None
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendPing:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SleepUntil:
+    when: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeclareDown:
+    overdue_since: float
+
+
+Action = SendPing | SleepUntil | DeclareDown
+
+
+def start(policy: LivenessPolicy, now: float) -> LivenessState:
+    """The first PING goes out one interval after the link came up."""
+    return LivenessState(next_ping_at=now + policy.ping_interval)
+
+
+def poll(state: LivenessState, policy: LivenessPolicy, now: float) -> tuple[LivenessState, Action]:
+    if state.outstanding is not None and state.deadline is not None:
+        if now >= state.deadline:
+            return state, DeclareDown(overdue_since=state.deadline)
+        # One PING in flight at most: while it is outstanding only its deadline matters.
+        return state, SleepUntil(state.deadline)
+    if now >= state.next_ping_at:
+        sequence = state.sequence + 1
+        payload = sequence.to_bytes(8, "big")
+        new = LivenessState(
+            next_ping_at=now + policy.ping_interval,
+            outstanding=payload,
+            deadline=now + policy.ping_timeout,
+            sequence=sequence,
+            last_rtt=state.last_rtt,
+            sent_at=now,
+        )
+        return new, SendPing(payload)
+    return state, SleepUntil(state.next_ping_at)
+
+
+def on_ack(state: LivenessState, payload: bytes, now: float) -> LivenessState:
+    if state.outstanding is None or payload != state.outstanding:
+        return state
+    rtt = None if state.sent_at is None else now - state.sent_at
+    return LivenessState(
+        next_ping_at=state.next_ping_at,
+        outstanding=None,
+        deadline=None,
+        sequence=state.sequence,
+        last_rtt=rtt,
+        sent_at=None,
+    )

@@ -1,0 +1,270 @@
+"""Limits and abuse: refused streams, Rapid Reset, control-frame floods, CONTINUATION floods,
+oversize header lists -- each against a real H2Connection server on loopback TCP, driven by a
+raw h2 client that behaves badly on purpose, while a well-behaved client keeps being served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import hpack
+import pytest
+import trio
+from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_REFUSED_STREAM
+from overlay.link.h2_connection import H2Connection
+from overlay.link.h2_limits import H2Limits, WindowCounter
+from overlay.tunnel import H2Stream, PeerMisbehaved
+
+REQ = [(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "a.b.isthmus")]
+
+
+async def answer(stream: H2Stream) -> None:
+    await stream.send_headers([(":status", "200")])
+    await stream.send_all(b"fine")
+    await stream.send_eof()
+
+
+@dataclass
+class Server:
+    port: int
+    conns: list[H2Connection] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def h2_server(
+    handler: Callable[[H2Stream], Awaitable[None]] = answer, limits: H2Limits | None = None
+) -> AsyncIterator[Server]:
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    server = Server(listener.socket.getsockname()[1])
+
+    async def accept_loop(nursery: trio.Nursery) -> None:
+        while True:
+            sock = await listener.accept()
+            conn = H2Connection(
+                sock, client_side=False, handler=handler, limits=limits, ping_interval=None
+            )
+            server.conns.append(conn)
+            nursery.start_soon(conn.serve)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_loop, nursery)
+        yield server
+        nursery.cancel_scope.cancel()
+    await listener.aclose()
+
+
+class RawClient:
+    """A bare h2 client over TCP that does exactly what the test tells it, nothing more."""
+
+    def __init__(self, sock: trio.SocketStream) -> None:
+        self.sock = sock
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.initiate_connection()
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def flush(self) -> None:
+        if data := self.h2.data_to_send():
+            await self.sock.send_all(data)
+
+    async def read_events(self, until: type, seconds: float = 5.0) -> list[h2.events.Event]:
+        """Read until an event of type ``until`` or EOF; return every event seen."""
+        seen: list[h2.events.Event] = []
+        with trio.fail_after(seconds):
+            while True:
+                try:
+                    data = await self.sock.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return seen
+                if not data:
+                    return seen
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    return seen
+                seen.extend(events)
+                await self.flush()
+                if any(isinstance(e, until) for e in events):
+                    return seen
+
+
+def goaway_code(events: list[h2.events.Event]) -> int | None:
+    for e in events:
+        if isinstance(e, h2.events.ConnectionTerminated):
+            return int(e.error_code or 0)
+    return None
+
+
+async def good_request(port: int) -> bytes:
+    """A well-behaved client on its own connection: must keep working during the abuse."""
+    sock = await trio.open_tcp_stream("127.0.0.1", port)
+    client = H2Connection(sock, client_side=True, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        stream = await client.open_stream(REQ, end_stream=True)
+        await stream.response_headers()
+        body = b""
+        while data := await stream.receive_some():
+            body += data
+        await client.aclose()
+    return body
+
+
+async def wait_closed(conn: H2Connection, seconds: float = 5.0) -> PeerMisbehaved:
+    with trio.fail_after(seconds):
+        reason = await conn.wait_closed()
+    assert isinstance(reason, PeerMisbehaved), reason
+    return reason
+
+
+async def test_streams_over_the_limit_are_refused_not_fatal() -> None:
+    release = trio.Event()
+
+    async def hold(stream: H2Stream) -> None:
+        await release.wait()
+        await answer(stream)
+
+    limits = H2Limits(max_concurrent_streams=10)
+    async with h2_server(hold, limits) as server:
+        raw = await RawClient.connect(server.port)
+        # Send 13 requests before reading the server's SETTINGS: 3 are over the limit.
+        for i in range(13):
+            sid = 1 + 2 * i
+            raw.h2.send_headers(sid, REQ, end_stream=True)
+        await raw.flush()
+        events = await raw.read_events(h2.events.StreamReset)
+        with trio.fail_after(5):
+            while sum(isinstance(e, h2.events.StreamReset) for e in events) < 3:
+                events += await raw.read_events(h2.events.StreamReset)
+        refused = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        assert [e.stream_id for e in refused] == [21, 23, 25]
+        assert all(e.error_code == H2_REFUSED_STREAM for e in refused)
+        assert goaway_code(events) is None
+        release.set()
+        ended = await raw.read_events(h2.events.StreamEnded)
+        assert any(isinstance(e, h2.events.StreamEnded) for e in ended)
+        [conn] = server.conns
+        assert conn.statistics().streams_refused == 3
+        assert conn.close_reason is None
+
+
+async def test_rapid_reset_closes_the_connection_but_not_others() -> None:
+    limits = H2Limits(max_premature_resets=50)
+    async with h2_server(limits=limits) as server:
+        assert await good_request(server.port) == b"fine"
+        raw = await RawClient.connect(server.port)
+        sent = 0
+        with contextlib.suppress(trio.BrokenResourceError), trio.fail_after(5):
+            while sent < 5000:  # HEADERS immediately followed by RST_STREAM, in batches
+                for _ in range(100):
+                    sid = raw.h2.get_next_available_stream_id()
+                    raw.h2.send_headers(sid, REQ, end_stream=True)
+                    raw.h2.reset_stream(sid)
+                    sent += 1
+                await raw.flush()
+                await trio.sleep(0.005)
+        events = await raw.read_events(h2.events.ConnectionTerminated)
+        flooded = server.conns[1]
+        reason = await wait_closed(flooded)
+        assert reason.error_code == H2_ENHANCE_YOUR_CALM
+        assert goaway_code(events) in (H2_ENHANCE_YOUR_CALM, None)  # None: RST beat the read
+        # Closed at the first reset over budget: nothing after it was even looked at.
+        assert flooded.statistics().premature_resets == limits.max_premature_resets + 1
+        # A second client on another connection is still served.
+        for _ in range(3):
+            assert await good_request(server.port) == b"fine"
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
+async def test_control_frame_floods_close_the_connection(kind: str) -> None:
+    limits = H2Limits(max_control_frames=200)
+    async with h2_server(limits=limits) as server:
+        raw = await RawClient.connect(server.port)
+        if kind == "empty-data":
+            raw.h2.send_headers(1, [(":method", "POST"), *REQ[1:]])
+        sent = 0
+        try:
+            with trio.fail_after(5):
+                while sent < 10_000:  # the client never reads: the server must not buffer
+                    for _ in range(100):
+                        if kind == "ping":
+                            raw.h2.ping(sent.to_bytes(8, "big"))
+                        elif kind == "settings":
+                            raw.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+                        else:
+                            raw.h2.send_data(1, b"")
+                        sent += 1
+                    await raw.flush()
+        except (trio.BrokenResourceError, h2.exceptions.ProtocolError):
+            pass  # the server hung up on us: expected
+        [conn] = server.conns
+        reason = await wait_closed(conn)
+        assert reason.error_code == H2_ENHANCE_YOUR_CALM
+        stats = conn.statistics()
+        assert stats.control_frames == limits.max_control_frames + 1
+        assert stats.max_outbound_buffered <= limits.max_outbound_buffer + 2 * limits.read_size
+        assert await good_request(server.port) == b"fine"
+
+
+async def test_continuation_flood_is_bounded() -> None:
+    async with h2_server() as server:
+        raw = await RawClient.connect(server.port)
+        await raw.flush()
+        block = hpack.Encoder().encode(REQ)
+        head = HeadersFrame(1, data=block[:5])  # no END_HEADERS: CONTINUATION must follow
+        frames = [head.serialize()]
+        frames += [ContinuationFrame(1, data=b"").serialize() for _ in range(1000)]
+        with pytest.raises(trio.BrokenResourceError), trio.fail_after(5):
+            for f in frames:
+                await raw.sock.send_all(f)
+            await trio.sleep(5)  # pragma: no cover - the server must have hung up by now
+        [conn] = server.conns
+        await wait_closed(conn)
+        assert conn.statistics().bytes_received < 64 * 1024
+        assert await good_request(server.port) == b"fine"
+
+
+async def test_oversize_header_list_is_rejected() -> None:
+    limits = H2Limits(max_header_list_size=8 * 1024)
+    async with h2_server(limits=limits) as server:
+        raw = await RawClient.connect(server.port)
+        raw.h2.send_headers(1, [*REQ, ("x-big", "v" * 20_000)], end_stream=True)
+        await raw.flush()
+        events = await raw.read_events(h2.events.ConnectionTerminated)
+        assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
+        [conn] = server.conns
+        reason = await wait_closed(conn)
+        assert reason.error_code != 0
+        assert await good_request(server.port) == b"fine"
+
+
+def test_window_counter_is_per_window() -> None:
+    c = WindowCounter(window=10.0, limit=3, start=0.0)
+    over = False
+    for t in (0.0, 1.0, 2.0):
+        c, over = c.record(t)
+    assert not over
+    c, over = c.record(3.0)
+    assert over  # 4 in one window
+    c, over = c.record(10.5)  # new window
+    assert not over and c.count == 1 and c.start == 10.5
+
+
+def test_limits_are_validated() -> None:
+    H2Limits()
+    for bad in ({"max_concurrent_streams": 0}, {"stream_window": 2**31}, {"flood_window": 0}):
+        with pytest.raises(ValueError):
+            H2Limits(**bad)  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""Link liveness: the pure PING timing core, and the trio driver declaring a silent link down
+within ``ping_interval + ping_timeout`` (autojump clock: virtual time, real h2 on both ends)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from overlay.link.h2_connection import H2Connection
+from overlay.link.liveness import (
+    DeclareDown,
+    LivenessPolicy,
+    LivenessState,
+    SendPing,
+    SleepUntil,
+    on_ack,
+    poll,
+    start,
+)
+from overlay.tunnel import H2Stream, LinkDown
+
+POLICY = LivenessPolicy(ping_interval=2.0, ping_timeout=1.0)
+REQ = [(":method", "POST"), (":scheme", "https"), (":path", "/"), (":authority", "a.b.isthmus")]
+
+
+# -- pure core -------------------------------------------------------------------------------
+
+
+def test_ping_cycle() -> None:
+    state = start(POLICY, now=100.0)
+    state, action = poll(state, POLICY, 100.0)
+    assert action == SleepUntil(102.0)
+    state, action = poll(state, POLICY, 102.0)
+    assert isinstance(action, SendPing) and len(action.payload) == 8
+    state, wait = poll(state, POLICY, 102.5)
+    assert wait == SleepUntil(103.0)  # the deadline of the outstanding PING
+    state = on_ack(state, b"wrong!!!", 102.6)
+    assert state.outstanding is not None  # a foreign ack changes nothing
+    state = on_ack(state, action.payload, 102.7)
+    assert state.outstanding is None and state.last_rtt == pytest.approx(0.7)
+    state, action = poll(state, POLICY, 103.0)
+    assert action == SleepUntil(104.0)  # fixed cadence from the previous send
+
+
+def test_unanswered_ping_declares_down_at_its_deadline() -> None:
+    state = start(POLICY, now=0.0)
+    state, action = poll(state, POLICY, 2.0)
+    assert isinstance(action, SendPing)
+    _, action = poll(state, POLICY, 2.999)
+    assert isinstance(action, SleepUntil)
+    _, action = poll(state, POLICY, 3.0)
+    assert action == DeclareDown(overdue_since=3.0)
+
+
+def simulate(policy: LivenessPolicy, silent_from: float, rtt: float) -> float:
+    """Drive the core like the trio loop does; the peer answers after ``rtt`` until silent."""
+    state: LivenessState = start(policy, 0.0)
+    now = 0.0
+    pending_ack: tuple[float, bytes] | None = None
+    for _ in range(10_000):
+        if pending_ack is not None and pending_ack[0] <= now:
+            state = on_ack(state, pending_ack[1], now)
+            pending_ack = None
+        state, action = poll(state, policy, now)
+        if isinstance(action, DeclareDown):
+            return now
+        if isinstance(action, SendPing):
+            if now + rtt < silent_from:
+                pending_ack = (now + rtt, action.payload)
+            continue
+        now = action.when if pending_ack is None else min(action.when, pending_ack[0])
+    raise AssertionError("never declared down")
+
+
+@given(
+    interval=st.floats(0.1, 30.0),
+    timeout=st.floats(0.1, 30.0),
+    silent_from=st.floats(0.0, 200.0),
+    rtt_fraction=st.floats(0.0, 0.9),
+)
+def test_detection_bound_holds(
+    interval: float, timeout: float, silent_from: float, rtt_fraction: float
+) -> None:
+    policy = LivenessPolicy(interval, timeout)
+    down_at = simulate(policy, silent_from, rtt=timeout * rtt_fraction)
+    assert down_at <= silent_from + policy.detection_bound + 1e-9
+    assert down_at >= silent_from  # never before the peer actually went quiet
+
+
+# -- trio driver -----------------------------------------------------------------------------
+
+
+class Blackhole(trio.abc.Stream):
+    """Wrap a stream; once ``cut``, sends vanish and nothing is received (a dropped veth)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.cut = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.cut:
+            await trio.lowlevel.checkpoint()
+            return
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while True:
+            if self.cut:
+                await trio.sleep_forever()
+            data = await self.inner.receive_some(max_bytes)
+            if not self.cut:
+                return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def idle(stream: H2Stream) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def linked(
+    handler: Callable[[H2Stream], Awaitable[None]] = idle,
+) -> AsyncIterator[tuple[H2Connection, H2Connection, Blackhole]]:
+    a, b = trio.testing.memory_stream_pair()
+    hole = Blackhole(a)
+    client = H2Connection(hole, client_side=True, ping_interval=2.0, ping_timeout=1.0)
+    server = H2Connection(b, client_side=False, handler=handler, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        yield client, server, hole
+        nursery.cancel_scope.cancel()
+
+
+async def test_healthy_link_stays_up(autojump_clock: trio.abc.Clock) -> None:
+    async with linked() as (client, _server, _hole):
+        await trio.sleep(60)  # 30 PING intervals of virtual time
+        stats = client.statistics()
+        assert not stats.closed and client.close_reason is None
+        assert stats.last_ping_rtt is not None
+
+
+@pytest.mark.parametrize("cut_after", [0.01, 1.0, 1.99, 2.5, 7.3])
+async def test_blackholed_link_is_declared_down_within_bound(
+    cut_after: float, autojump_clock: trio.abc.Clock
+) -> None:
+    async with linked() as (client, _server, hole):
+        stream = await client.open_stream(REQ)
+        await trio.sleep(cut_after)
+        hole.cut = True
+        cut_at = trio.current_time()
+        with pytest.raises(LinkDown), trio.fail_after(30):
+            await stream.receive_some()  # a waiting consumer learns of it too
+        reason = await client.wait_closed()
+        down_after = trio.current_time() - cut_at
+        assert isinstance(reason, LinkDown)
+        assert 0 < down_after <= 2.0 + 1.0 + 0.01  # ping_interval + ping_timeout
+        with pytest.raises(LinkDown):
+            await client.open_stream(REQ)
+
+
+async def test_peer_that_stops_reading_is_declared_down(autojump_clock: trio.abc.Clock) -> None:
+    # A lockstep pair: send_all only completes when the far side reads, and it never does.
+    near, _far = trio.testing.lockstep_stream_pair()
+    client = H2Connection(near, client_side=True, ping_interval=2.0, ping_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        started = trio.current_time()
+        await nursery.start(client.serve)
+        with trio.fail_after(30):
+            reason = await client.wait_closed()
+        assert isinstance(reason, LinkDown)
+        assert trio.current_time() - started <= 3.0 + 0.01
