@@ -250,3 +250,44 @@ def test_ten_thousand_instances_are_capped_and_source_keeps_working(
     gone = src.wait_for(removed(7000), 3, "removal after the flood")
     print(f"goodbye latency after a 10k flood: {(gone['t'] - t0) * 1000:.0f} ms")
     assert gone["t"] - t0 < 1.0
+
+
+def test_announcer_round_trips_and_says_goodbye_on_exit(net: Lan, procs: list[Proc]) -> None:
+    src = browser(procs, net.hosts[1])
+    spec = {
+        "interfaces": [net.hosts[0].address],
+        "services": [
+            {
+                "service": "cart",
+                "namespace": "shop",
+                "address": net.hosts[0].address,
+                "port": 8443,
+                "protocol": "tls",
+                "spiffe_id": "spiffe://west.example/ns/shop/sa/cart",
+                "weight": 3,
+                "locality": "dc-2",
+            },
+            {"service": "db", "address": net.hosts[0].address, "port": 5432, "protocol": "tcp"},
+        ],
+    }
+    ann = Proc(net.hosts[0], "tests.discovery.mdns_announce_run", json.dumps(spec))
+    procs.append(ann)
+    names = ann.wait_for(lambda e: e.get("ok") == "announced", 10, "announced")["names"]
+    assert len(names) == 2
+    cart = src.wait_for(added(8443), 5, "announced cart")
+    assert (cart["service"], cart["ns"], cart["proto"], cart["weight"], cart["locality"]) == (
+        "cart",
+        "shop",
+        "tls",
+        3,
+        "dc-2",
+    )
+    assert cart["spiffe"] == "spiffe://west.example/ns/shop/sa/cart"
+    db = src.wait_for(added(5432), 5, "announced db")
+    assert (db["service"], db["ns"], db["proto"]) == ("db", "default", "tcp")
+    ann.send({"op": "stop"})
+    stopped = ann.wait_for(lambda e: e.get("ok") == "stopped", 5, "announcer exit")
+    for port in (8443, 5432):
+        gone = src.wait_for(removed(port), 2, f"goodbye for {port}")
+        assert gone["t"] - stopped["t_start"] < 1.0
+    print(f"announcer stop took {(stopped['t'] - stopped['t_start']) * 1000:.0f} ms")
