@@ -52,6 +52,7 @@ from discovery.errors import (
 from overlay.link.h2_events import dispatch_event
 from overlay.link.h2_limits import H2Limits, WindowCounter
 from overlay.link.h2_setup import H2ConnectionStatistics, new_h2_state, start_h2_state
+from overlay.link.h2_stream_io import H2StreamIO
 from overlay.link.liveness import (
     DeclareDown,
     LivenessPolicy,
@@ -65,12 +66,9 @@ from overlay.tunnel.h2_stream import (
     ConnectionGone,
     H2Stream,
     HeaderList,
-    Headers,
-    InvalidHeaders,
     LinkDown,
     PeerMisbehaved,
     StreamReset,
-    encode_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -78,7 +76,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[H2Stream], Awaitable[None]]
 
 
-class H2Connection:
+class H2Connection(H2StreamIO):
     """One HTTP/2 connection over a trio Stream (plain TCP in tests, an mTLS link in use)."""
 
     def __init__(
@@ -115,6 +113,7 @@ class H2Connection:
         self._nursery: trio.Nursery | None = None
         self._started = False
         self._peer_settings_seen = False
+        self._draining = False
         self._closing = False
         self._close_reason: ConnectionGone | None = None
         self._closed = trio.Event()
@@ -159,6 +158,20 @@ class H2Connection:
         )
         await self._closed.wait()
 
+    async def drain(self) -> None:
+        """Take no new streams and return once the open ones have finished.
+
+        Graceful close is ``with trio.move_on_after(grace): await conn.drain()`` then
+        ``await conn.aclose()``.  Why not GOAWAY first, as RFC 9113 suggests: h2 4.x sends and
+        accepts nothing but GOAWAY once one was sent or received, so streams could not finish.
+        While draining, a peer's new requests are refused with REFUSED_STREAM (safe to retry
+        elsewhere) and ``open_stream`` raises ``ConnectionGone``.
+        """
+        self._draining = True
+        await trio.lowlevel.checkpoint()
+        while self._streams and not self._closing:
+            await self._slot_lot.park()
+
     async def wait_closed(self) -> ConnectionGone:
         """Wait until the connection is over; return why (``LinkDown``, ``PeerMisbehaved``...)."""
         await self._closed.wait()
@@ -171,7 +184,8 @@ class H2Connection:
 
     @property
     def is_closing(self) -> bool:
-        return self._closing
+        """True once the connection takes no new streams (closing, closed or draining)."""
+        return self._closing or self._draining
 
     def statistics(self) -> H2ConnectionStatistics:
         state = self._liveness
@@ -192,119 +206,11 @@ class H2Connection:
             close_reason=None if reason is None else f"{type(reason).__name__}: {reason}",
         )
 
-    # -- client role ------------------------------------------------------------------------
-
-    async def open_stream(self, headers: Headers, *, end_stream: bool = False) -> H2Stream:
-        """Open a stream (a request or a CONNECT tunnel); waits for a concurrency slot.
-
-        Only the client role opens streams (HTTP/2 streams are client-initiated).  Raises
-        ``ConnectionGone`` if the connection is closing and ``InvalidHeaders`` if h2 refuses
-        the header block (for CONNECT: ``:method CONNECT`` and ``:authority``, no
-        ``:scheme``/``:path``, per RFC 9113 section 8.5).
-        """
-        if not self.client_side:
-            raise RuntimeError("only the client role opens streams; dial a second connection")
-        await trio.lowlevel.checkpoint()
-        while True:
-            self._raise_if_closing()
-            if self._h2.open_outbound_streams < self._outbound_stream_limit():
-                break
-            await self._slot_lot.park()
-        stream_id = self._h2.get_next_available_stream_id()
-        encoded = encode_headers(headers)
-        try:
-            self._h2.send_headers(stream_id, encoded, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            self._h2.streams.pop(stream_id, None)  # never sent: do not hold a slot
-            raise InvalidHeaders(f"cannot send request headers: {exc}") from exc
-        stream = H2Stream(self, stream_id, client_side=True, request_headers=encoded)
-        if end_stream:
-            stream._on_local_end()
-        self._streams[stream_id] = stream
-        self._streams_opened += 1
-        self._pump()
-        return stream
-
-    def _outbound_stream_limit(self) -> int:
-        # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
-        # as most stacks do) so a burst of opens at start-up is not met with refusals.
-        limit = int(self._h2.remote_settings.max_concurrent_streams)
-        if not self._peer_settings_seen:
-            limit = min(limit, self.limits.max_concurrent_streams)
-        return limit
-
-    # -- StreamOwner (called by H2Stream) ---------------------------------------------------
-
-    async def stream_send_data(
-        self, stream: H2Stream, data: bytes | bytearray | memoryview
-    ) -> None:
-        view = memoryview(data).cast("B")
-        await trio.lowlevel.checkpoint()
-        while view:
-            self._raise_for_send(stream)
-            window = self._h2.local_flow_control_window(stream.stream_id)
-            frame = min(len(view), window, self._h2.max_outbound_frame_size)
-            if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
-                await self._room_lot.park()
-                continue
-            self._h2.send_data(stream.stream_id, bytes(view[:frame]))
-            view = view[frame:]
-            self._pump()
-
-    async def stream_send_headers(
-        self, stream: H2Stream, headers: Headers, end_stream: bool
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-        while self._pending > self.limits.max_outbound_buffer:
-            self._raise_for_send(stream)
-            await self._room_lot.park()
-        self._raise_for_send(stream)
-        try:
-            self._h2.send_headers(stream.stream_id, encode_headers(headers), end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            raise InvalidHeaders(f"cannot send headers: {exc}") from exc
-        self._pump()
-        if end_stream:
-            stream._on_local_end()
-            self._forget_if_finished(stream)
-
-    def stream_end(self, stream: H2Stream) -> None:
-        if self._closing:
-            return
-        self._h2.end_stream(stream.stream_id)
-        self._pump()
-        self._forget_if_finished(stream)
-
-    def stream_reset(self, stream: H2Stream, error_code: int) -> None:
-        if not self._closing:
-            # StreamClosedError: the peer closed it in the meantime, nothing to reset.
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self._h2.reset_stream(stream.stream_id, error_code)
-            self._pump()
-        self._streams.pop(stream.stream_id, None)
-        self._slot_lot.unpark_all()
-        self._room_lot.unpark_all()
-
-    def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
-        if nbytes and not self._closing:
-            self._h2.acknowledge_received_data(nbytes, stream.stream_id)
-            self._pump()
-
-    async def stream_wait_writable(self, stream: H2Stream) -> None:
-        await trio.lowlevel.checkpoint()
-        while True:
-            self._raise_for_send(stream)
-            if self._h2.local_flow_control_window(stream.stream_id) > 0 and (
-                self._pending < self.limits.max_outbound_buffer
-            ):
-                return
-            await self._room_lot.park()
-
     # -- called by the event dispatcher (h2_events.py) ---------------------------------------
 
     def _accept_stream(self, stream_id: int, headers: HeaderList, now: float) -> H2Stream | None:
         """A request arrived (server role): start its handler, or refuse it."""
-        if self._closing or len(self._streams) >= self.limits.max_concurrent_streams:
+        if self.is_closing or len(self._streams) >= self.limits.max_concurrent_streams:
             self._h2.reset_stream(stream_id, H2_REFUSED_STREAM)
             self._streams_refused += 1
             self._note_premature_reset(now)
@@ -325,10 +231,6 @@ class H2Connection:
         self._streams.pop(stream.stream_id, None)
         self._slot_lot.unpark_all()
         self._room_lot.unpark_all()
-
-    def _forget_if_finished(self, stream: H2Stream) -> None:
-        if stream.finished and self._streams.pop(stream.stream_id, None) is not None:
-            self._slot_lot.unpark_all()
 
     def _note_premature_reset(self, now: float) -> None:
         self._premature_resets += 1
@@ -432,30 +334,6 @@ class H2Connection:
                 await trio.sleep_until(action.when)
 
     # -- internals --------------------------------------------------------------------------
-
-    @property
-    def _pending(self) -> int:
-        return len(self._outbuf) + self._in_flight
-
-    def _pump(self) -> None:
-        data = self._h2.data_to_send()
-        if data:
-            self._outbuf += data
-            self._max_pending = max(self._max_pending, self._pending)
-            self._write_lot.unpark_all()
-
-    def _raise_if_closing(self) -> None:
-        if self._closing:
-            reason = self._close_reason
-            if reason is None:
-                raise ConnectionGone("connection is closing")
-            raise type(reason)(str(reason), error_code=reason.error_code)
-
-    def _raise_for_send(self, stream: H2Stream) -> None:
-        self._raise_if_closing()
-        stream._raise_if_failed()
-        if stream.local_ended:
-            raise trio.ClosedResourceError("this direction was already ended")
 
     def _begin_close(
         self, reason: ConnectionGone, *, goaway: int | None = None, flush: bool = True

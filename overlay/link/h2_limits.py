@@ -44,6 +44,8 @@ class H2Limits:
     * ``stream_window`` / ``connection_window``: our receive windows.  Data is acknowledged
       only when the consumer takes it, so the window *is* the per-stream receive buffer bound.
     * ``max_header_list_size``: decoded header list bound (HPACK bomb protection).
+    * ``max_frame_size``: largest frame we accept (RFC default 16 KiB; larger frames mean fewer
+      frames per byte on bulk tunnels, at the cost of a larger frame buffer per connection).
     * ``max_outbound_buffer``: bytes queued for the transport; above it senders wait and the
       reader stops reading, so a peer that never reads cannot grow our memory.
     * ``read_size``: bytes asked of the transport per read (larger reads are cheaper in trio).
@@ -55,6 +57,7 @@ class H2Limits:
     stream_window: int = 64 * KIB
     connection_window: int = 1 * MIB
     max_header_list_size: int = 64 * KIB
+    max_frame_size: int = 16 * KIB
     max_outbound_buffer: int = 256 * KIB
     read_size: int = 64 * KIB
     flood_window: float = 10.0
@@ -71,6 +74,8 @@ class H2Limits:
             raise ValueError("connection_window must be in [65535, 2**31)")
         if self.max_header_list_size < 1024:
             raise ValueError("max_header_list_size must be at least 1024")
+        if not 16 * KIB <= self.max_frame_size <= 16 * MIB - 1:
+            raise ValueError("max_frame_size must be in [16 KiB, 16 MiB)")
         if self.max_outbound_buffer < 16 * KIB:
             raise ValueError("max_outbound_buffer must be at least 16 KiB")
         if self.read_size < 1:

@@ -1,7 +1,7 @@
 """Build and start the h2 state machine of one connection from ``H2Limits``.
 
 Why apart from the driver: this is where h2's defaults are bent to our limits, and where the
-two h2 behaviours we must work around are documented (see ``_RefusingH2`` and
+two h2 behaviours we must work around are documented (see ``RefusingH2`` and
 ``start_h2_state``).
 """
 
@@ -36,7 +36,7 @@ class H2ConnectionStatistics:
     close_reason: str | None
 
 
-class _RefusingH2(h2.connection.H2Connection):
+class RefusingH2(h2.connection.H2Connection):
     """h2 turns a HEADERS frame above MAX_CONCURRENT_STREAMS into a *connection* error (GOAWAY
     PROTOCOL_ERROR), killing every stream of a peer that merely raced our SETTINGS.  We want
     the retryable stream error REFUSED_STREAM instead, so h2 is told ``inbound_slack`` fewer
@@ -50,7 +50,7 @@ class _RefusingH2(h2.connection.H2Connection):
         return max(0, int(super().open_inbound_streams) - self.inbound_slack)
 
 
-def new_h2_state(*, client_side: bool, limits: H2Limits) -> _RefusingH2:
+def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
     """An h2 connection whose advertised settings are ``limits``.
 
     Settings that *tighten* what the peer may already do before it sees our SETTINGS (a stream
@@ -58,7 +58,7 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> _RefusingH2:
     takes effect when the peer acknowledges it: applying them at once would turn the peer's
     legitimate early DATA into a FLOW_CONTROL_ERROR (RFC 9113 section 6.9.2).
     """
-    conn = _RefusingH2(
+    conn = RefusingH2(
         config=h2.config.H2Configuration(client_side=client_side, header_encoding=None)
     )
     conn.inbound_slack = limits.max_concurrent_streams
@@ -66,6 +66,7 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> _RefusingH2:
     initial = {
         codes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
         codes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+        codes.MAX_FRAME_SIZE: limits.max_frame_size,
     }
     if limits.stream_window >= DEFAULT_WINDOW:
         initial[codes.INITIAL_WINDOW_SIZE] = limits.stream_window
@@ -73,10 +74,12 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> _RefusingH2:
         initial[codes.ENABLE_PUSH] = 0
     conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
     conn.decoder.max_header_list_size = limits.max_header_list_size
+    # Accepting larger frames before the peer has seen our SETTINGS is harmless.
+    conn.max_inbound_frame_size = limits.max_frame_size
     return conn
 
 
-def start_h2_state(conn: _RefusingH2, limits: H2Limits) -> None:
+def start_h2_state(conn: RefusingH2, limits: H2Limits) -> None:
     """Queue the preface/SETTINGS, widen the connection window, send deferred settings."""
     conn.initiate_connection()
     if limits.stream_window < DEFAULT_WINDOW:

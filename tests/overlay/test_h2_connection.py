@@ -331,3 +331,66 @@ async def test_server_role_cannot_open_streams() -> None:
     async with h2_pair(echo_handler) as (_client, server):
         with pytest.raises(RuntimeError):
             await server.open_stream(GET)
+
+
+async def test_drain_lets_open_streams_finish_and_refuses_new_ones() -> None:
+    release = trio.Event()
+
+    async def slow(stream: H2Stream) -> None:
+        await release.wait()
+        await echo_handler(stream)
+
+    async with h2_pair(slow) as (client, server):
+        inflight = await client.open_stream(POST)
+        await inflight.send_all(b"in flight")
+        await inflight.send_eof()
+        await eventually(lambda: server.statistics().open_streams == 1)
+
+        async def graceful_close() -> None:
+            with trio.move_on_after(30):
+                await server.drain()
+            await server.aclose()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(graceful_close)
+            await eventually(lambda: server.is_closing)
+            late = await client.open_stream(GET, end_stream=True)
+            with pytest.raises(StreamReset) as refused:
+                await late.response_headers()
+            assert refused.value.refused
+            release.set()
+            assert await read_all(inflight) == b"echo:in flight"
+        assert isinstance(await client.wait_closed(), ConnectionGone)
+
+
+async def test_acceptor_reaches_the_dialer_through_a_reverse_connection() -> None:
+    """Outbound-only sites: the dialer opens one CONNECT stream and serves a *second* HTTP/2
+    connection inside it, in which the acceptor is the client.  Roles stay clean (streams are
+    client-initiated on each connection) and no inbound TCP connection to the dialer is needed.
+    """
+    answers: list[bytes] = []
+
+    async def acceptor(stream: H2Stream) -> None:
+        await stream.send_headers([(":status", "200")])
+        reverse = H2Connection(stream, client_side=True, ping_interval=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reverse.serve)
+            call = await reverse.open_stream(GET, end_stream=True)
+            await call.response_headers()
+            answers.append(await read_all(call))
+            await reverse.aclose()
+
+    async def dialer_side_service(stream: H2Stream) -> None:
+        await stream.send_headers([(":status", "200")])
+        await stream.send_all(b"served by the dialer")
+        await stream.send_eof()
+
+    async with h2_pair(acceptor) as (client, _server):
+        carrier = await client.open_stream(
+            [(":method", "CONNECT"), (":authority", "reverse.isthmus:0")]
+        )
+        await carrier.response_headers()
+        inner = H2Connection(carrier, client_side=False, handler=dialer_side_service)
+        with trio.fail_after(5):
+            await inner.serve()  # returns when the acceptor closes the reverse connection
+    assert answers == [b"served by the dialer"]

@@ -1,0 +1,184 @@
+"""The stream-facing half of ``H2Connection``: opening streams and moving their bytes.
+
+Why apart: this is the flow-control policy -- a sender waits for the peer's window *and* for
+room in the bounded outbound buffer; data is acknowledged only when a consumer took it -- kept
+in one short file.  ``H2Connection`` (h2_connection.py) inherits it and owns the lifetime,
+the tasks and the closing; the attributes below are set in its ``__init__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import h2.exceptions
+import trio
+
+from overlay.link.h2_limits import H2Limits
+from overlay.link.h2_setup import RefusingH2
+from overlay.tunnel.h2_stream import (
+    ConnectionGone,
+    H2Stream,
+    Headers,
+    InvalidHeaders,
+    encode_headers,
+)
+
+
+class H2StreamIO:
+    """Implements ``overlay.tunnel.h2_stream.StreamOwner`` and ``open_stream``."""
+
+    client_side: bool
+    limits: H2Limits
+    _h2: RefusingH2
+    _streams: dict[int, H2Stream]
+    _outbuf: bytearray
+    _in_flight: int
+    _max_pending: int
+    _write_lot: trio.lowlevel.ParkingLot
+    _room_lot: trio.lowlevel.ParkingLot
+    _slot_lot: trio.lowlevel.ParkingLot
+    _closing: bool
+    _draining: bool
+    _close_reason: ConnectionGone | None
+    _peer_settings_seen: bool
+    _streams_opened: int
+
+    # -- client role ------------------------------------------------------------------------
+
+    async def open_stream(self, headers: Headers, *, end_stream: bool = False) -> H2Stream:
+        """Open a stream (a request or a CONNECT tunnel); waits for a concurrency slot.
+
+        Only the client role opens streams (HTTP/2 streams are client-initiated).  Raises
+        ``ConnectionGone`` if the connection is closing and ``InvalidHeaders`` if h2 refuses
+        the header block (for CONNECT: ``:method CONNECT`` and ``:authority``, no
+        ``:scheme``/``:path``, per RFC 9113 section 8.5).
+        """
+        if not self.client_side:
+            raise RuntimeError("only the client role opens streams; dial a second connection")
+        await trio.lowlevel.checkpoint()
+        while True:
+            self._raise_if_closing()
+            if self._draining:
+                raise ConnectionGone("connection is draining: open the stream elsewhere")
+            if self._h2.open_outbound_streams < self._outbound_stream_limit():
+                break
+            await self._slot_lot.park()
+        stream_id = self._h2.get_next_available_stream_id()
+        encoded = encode_headers(headers)
+        try:
+            self._h2.send_headers(stream_id, encoded, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            self._h2.streams.pop(stream_id, None)  # never sent: do not hold a slot
+            raise InvalidHeaders(f"cannot send request headers: {exc}") from exc
+        stream = H2Stream(self, stream_id, client_side=True, request_headers=encoded)
+        if end_stream:
+            stream._on_local_end()
+        self._streams[stream_id] = stream
+        self._streams_opened += 1
+        self._pump()
+        return stream
+
+    def _outbound_stream_limit(self) -> int:
+        # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
+        # as most stacks do) so a burst of opens at start-up is not met with refusals.
+        limit = int(self._h2.remote_settings.max_concurrent_streams)
+        if not self._peer_settings_seen:
+            limit = min(limit, self.limits.max_concurrent_streams)
+        return limit
+
+    # -- StreamOwner (called by H2Stream) ---------------------------------------------------
+
+    async def stream_send_data(
+        self, stream: H2Stream, data: bytes | bytearray | memoryview
+    ) -> None:
+        view = memoryview(data).cast("B")
+        await trio.lowlevel.checkpoint()
+        while view:
+            self._raise_for_send(stream)
+            window = self._h2.local_flow_control_window(stream.stream_id)
+            frame = min(len(view), window, self._h2.max_outbound_frame_size)
+            if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
+                await self._room_lot.park()
+                continue
+            self._h2.send_data(stream.stream_id, bytes(view[:frame]))
+            view = view[frame:]
+            self._pump()
+
+    async def stream_send_headers(
+        self, stream: H2Stream, headers: Headers, end_stream: bool
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        while self._pending > self.limits.max_outbound_buffer:
+            self._raise_for_send(stream)
+            await self._room_lot.park()
+        self._raise_for_send(stream)
+        try:
+            self._h2.send_headers(stream.stream_id, encode_headers(headers), end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise InvalidHeaders(f"cannot send headers: {exc}") from exc
+        self._pump()
+        if end_stream:
+            stream._on_local_end()
+            self._forget_if_finished(stream)
+
+    def stream_end(self, stream: H2Stream) -> None:
+        if self._closing:
+            return
+        self._h2.end_stream(stream.stream_id)
+        self._pump()
+        self._forget_if_finished(stream)
+
+    def stream_reset(self, stream: H2Stream, error_code: int) -> None:
+        if not self._closing:
+            # StreamClosedError: the peer closed it in the meantime, nothing to reset.
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._h2.reset_stream(stream.stream_id, error_code)
+            self._pump()
+        self._streams.pop(stream.stream_id, None)
+        self._slot_lot.unpark_all()
+        self._room_lot.unpark_all()
+
+    def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
+        if nbytes and not self._closing:
+            self._h2.acknowledge_received_data(nbytes, stream.stream_id)
+            self._pump()
+
+    async def stream_wait_writable(self, stream: H2Stream) -> None:
+        await trio.lowlevel.checkpoint()
+        while True:
+            self._raise_for_send(stream)
+            if self._h2.local_flow_control_window(stream.stream_id) > 0 and (
+                self._pending < self.limits.max_outbound_buffer
+            ):
+                return
+            await self._room_lot.park()
+
+    # -- shared with the driver ------------------------------------------------------------
+
+    def _forget_if_finished(self, stream: H2Stream) -> None:
+        if stream.finished and self._streams.pop(stream.stream_id, None) is not None:
+            self._slot_lot.unpark_all()
+
+    @property
+    def _pending(self) -> int:
+        return len(self._outbuf) + self._in_flight
+
+    def _pump(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._outbuf += data
+            self._max_pending = max(self._max_pending, self._pending)
+            self._write_lot.unpark_all()
+
+    def _raise_if_closing(self) -> None:
+        if self._closing:
+            reason = self._close_reason
+            if reason is None:
+                raise ConnectionGone("connection is closing")
+            raise type(reason)(str(reason), error_code=reason.error_code)
+
+    def _raise_for_send(self, stream: H2Stream) -> None:
+        self._raise_if_closing()
+        stream._raise_if_failed()
+        if stream.local_ended:
+            raise trio.ClosedResourceError("this direction was already ended")
