@@ -1,0 +1,1 @@
+"""Downstream listeners: TLS ClientHello/SNI peeking (more listeners join here)."""
