@@ -72,7 +72,7 @@ def check_mesh_domain(mesh_domain: str) -> None:
         _check_label(part, "mesh domain")
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class L7Address:
     """A parsed, canonical L7 address.  ``site is None`` means "any site"."""
 

@@ -1,4 +1,8 @@
-"""Export: what of the local catalog a given peer may see, aggregated per service.
+"""Export: what of the local catalog a given peer may see, and the sender's state machine.
+
+Two pure pieces: consent and aggregation (:func:`compute_export`, :func:`update_export`)
+decide *what* a peer sees; :class:`ExportSession` decides *what to send* on one federation
+stream so that the peer converges to it (snapshot, then acknowledged deltas).
 
 Theory of operation
 -------------------
@@ -231,6 +235,11 @@ class ExportSession:
     * Liveness: :meth:`oldest_unacked_at` lets the owner put a deadline on acknowledgements;
       when it passes, the owner resets the stream (or calls :meth:`resync`).
 
+    Limits: one service's aggregate must fit in one frame (at the 4 MiB default, tens of
+    thousands of distinct SPIFFE IDs); a bigger one makes
+    :func:`~overlay.federation.protocol.encode_message` raise on the sending side rather than
+    be silently truncated.
+
     Cost: with the ``changed`` hint of :meth:`set_view` (e.g. from
     :func:`~overlay.federation.export.update_export`) a delta looks only at the changed
     services, so a 1% change of a large catalog costs ~1% of a snapshot.
@@ -384,12 +393,11 @@ class ExportSession:
         self._dirty = set()
         if not upserts and not removals:
             return
-        # Removals cost ~100 bytes each; account them like services.
         items: list[ExportedService | ServiceName] = [*upserts, *removals]
         used, batch = 0, list[ExportedService | ServiceName]()
         batches: list[list[ExportedService | ServiceName]] = []
         for item in items:
-            size = wire_size_bound(item) if isinstance(item, ExportedService) else 100
+            size = wire_size_bound(item)
             if batch and used + size > self._budget:
                 batches.append(batch)
                 batch, used = [], 0

@@ -30,6 +30,7 @@ are :class:`~overlay.federation.export.ExportSession` (sender) and
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Iterable
@@ -133,15 +134,21 @@ def _service_json(svc: ExportedService) -> dict[str, Any]:
     }
 
 
-def wire_size_bound(svc: ExportedService) -> int:
-    """An upper bound on the bytes ``svc`` takes inside a frame (all its strings are ASCII
-    without characters JSON escapes, so the bound is exact up to the integers' digits)."""
+def wire_size_bound(item: ExportedService | ServiceName) -> int:
+    """An upper bound on the bytes ``item`` (an upsert or a removal) takes inside a frame,
+    comma included.  Exact up to a few bytes: every string in it is ASCII that JSON does not
+    escape (DNS labels, protocol names, SPIFFE IDs), so no string grows when encoded."""
+    if isinstance(item, ServiceName):
+        return 32 + len(item.name) + len(item.namespace)
     return (
-        120
-        + len(svc.service.name)
-        + len(svc.service.namespace)
-        + sum(len(p) + 3 for p in svc.protocols)
-        + sum(len(str(i)) + 3 for i in svc.spiffe_ids)
+        100
+        + len(item.service.name)
+        + len(item.service.namespace)
+        + len(str(item.healthy_count))
+        + len(str(item.total_count))
+        + len(str(item.capacity))
+        + sum(len(p) + 3 for p in item.protocols)
+        + sum(len(str(i)) + 3 for i in item.spiffe_ids)
     )
 
 
@@ -189,11 +196,9 @@ def _fail(what: str) -> NoReturn:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            _fail(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        _fail("an object repeats a key")
     return out
 
 
@@ -255,6 +260,12 @@ def _service_name(obj: Any, what: str) -> ServiceName:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _spiffe_id(raw: str) -> SpiffeId:
+    # Peers resend the same IDs in every snapshot and delta; parsing is the decoder's hot spot.
+    return SpiffeId.parse(raw)
+
+
 def _service(obj: Any) -> ExportedService:
     d = _keys(obj, _SERVICE_KEYS, "service")
     name = ServiceName(
@@ -276,7 +287,7 @@ def _service(obj: Any) -> ExportedService:
         if not isinstance(raw, str):
             _fail(f"{name}: a SPIFFE ID must be a string")
         try:
-            sid = SpiffeId.parse(raw)
+            sid = _spiffe_id(raw)
         except SpiffeIdError as exc:
             _fail(f"{name}: {exc}")
         if sid in ids:
@@ -387,23 +398,24 @@ class FrameDecoder:
             raise FederationProtocolError("federation stream already failed")
         self._buffer += data
         out: list[Message] = []
+        pos = 0
         try:
-            while len(self._buffer) >= _HEADER.size:
-                (length,) = _HEADER.unpack_from(self._buffer)
+            while len(self._buffer) - pos >= _HEADER.size:
+                (length,) = _HEADER.unpack_from(self._buffer, pos)
                 if length > self.max_message_bytes:
                     raise FederationProtocolError(
                         f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit"
                     )
-                end = _HEADER.size + length
-                if len(self._buffer) < end:
+                start = pos + _HEADER.size
+                if len(self._buffer) < start + length:
                     break
-                body = bytes(self._buffer[_HEADER.size : end])
-                del self._buffer[:end]
-                out.append(decode_body(body))
+                out.append(decode_body(bytes(self._buffer[start : start + length])))
+                pos = start + length
         except FederationProtocolError:
             self._broken = True
             self._buffer.clear()
             raise
+        del self._buffer[:pos]
         return out
 
     def close(self) -> None:

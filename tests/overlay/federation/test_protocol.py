@@ -15,6 +15,7 @@ from discovery.model import ServiceName
 from overlay.federation.protocol import (
     Ack,
     Delta,
+    ExportedService,
     FederationProtocolError,
     FrameDecoder,
     Message,
@@ -23,6 +24,8 @@ from overlay.federation.protocol import (
     decode_body,
     encode_all,
     encode_message,
+    message_json,
+    wire_size_bound,
 )
 
 from .strategies import NAMES, exported_services, svc, views
@@ -260,3 +263,28 @@ def test_decoder_never_crashes_on_garbage(data: bytes) -> None:
 def test_decoder_never_crashes_on_arbitrary_json(obj: object) -> None:
     with contextlib.suppress(FederationProtocolError):
         decode_body(json.dumps(obj).encode())
+
+
+long_label = st.from_regex(r"\A[a-z0-9]{1,63}\Z")
+
+
+@given(
+    st.builds(
+        lambda n, ns, h, extra, c: svc(n, ns, healthy=h, total=h + extra, capacity=c),
+        long_label,
+        long_label,
+        st.integers(0, 2**62),
+        st.integers(1, 2**62),
+        st.integers(0, 2**63 - 1),
+    ),
+    long_label,
+)
+def test_wire_size_bound_is_an_upper_bound(service: ExportedService, name: str) -> None:
+    encoded = json.dumps(message_json(Snapshot("e", "e", 1, (service,))), separators=(",", ":"))
+    empty = json.dumps(message_json(Snapshot("e", "e", 1, ())), separators=(",", ":"))
+    assert len(encoded) - len(empty) <= wire_size_bound(service)
+    removal = ServiceName(name, name)
+    with_removal = Delta("e", "e", 1, 2, (), (removal,))
+    without = Delta("e", "e", 1, 2, (), ())
+    grown = len(encode_message(with_removal)) - len(encode_message(without))
+    assert grown <= wire_size_bound(removal)
