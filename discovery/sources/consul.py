@@ -12,7 +12,7 @@ its last answer (``index``) and a ``wait``; Consul answers when something change
 The watchers only record results in a :class:`_View` and wake the *emitter*, a single task that
 turns the view into events.  Because the emitter reads the whole view after each wake-up,
 bursts coalesce and the catalog sees one :class:`Resynced` with the complete set, ``version``
-= the highest ``X-Consul-Index`` seen.  Rules the emitter follows:
+= the ``X-Consul-Index`` of the latest answer.  Rules the emitter follows:
 
 * nothing is announced before the services list and every watched service answered once
   (or failed);
@@ -154,7 +154,7 @@ class _View:
 
     watched: tuple[str, ...] | None = None  # None until the services list answered once
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
-    indexes: dict[str, int] = field(default_factory=dict)
+    last_index: int = 0  # X-Consul-Index of the latest successful answer
     failing: dict[str, str] = field(default_factory=dict)
     confirm: bool = False
 
@@ -171,7 +171,7 @@ class _View:
         return tuple(merged[key] for key in sorted(merged))
 
     def version(self) -> str:
-        return str(max(self.indexes.values(), default=0))
+        return str(self.last_index)
 
 
 @dataclass
@@ -258,7 +258,7 @@ class _ConsulWatch:
 
     def succeeded(self, query: str, received: int) -> None:
         self.view.failing.pop(query, None)
-        self.view.indexes[query] = received
+        self.view.last_index = received
 
     async def watch_catalog(self, nursery: trio.Nursery) -> None:
         assert self.consul is not None
@@ -278,6 +278,7 @@ class _ConsulWatch:
                     tags=self.config.tags,
                 )
             except _PY_CONSUL_ERRORS as err:
+                index = 0  # a blocking retry would hide the recovery until the next change
                 await self.failed(CATALOG, translate(err), attempt)
                 attempt += 1
                 continue
@@ -296,7 +297,6 @@ class _ConsulWatch:
         for name in set(self.watchers) - set(watch):
             self.watchers.pop(name).cancel()
             self.view.endpoints.pop(name, None)
-            self.view.indexes.pop(name, None)
             self.view.failing.pop(name, None)
         for name in watch:
             if name not in self.watchers:
@@ -330,6 +330,7 @@ class _ConsulWatch:
                 except _PY_CONSUL_ERRORS as err:
                     if scope.cancel_called:
                         return  # the service left the catalog meanwhile: record nothing
+                    index = 0  # after an error, the first answer must come at once
                     await self.failed(name, translate(err), attempt)
                     attempt += 1
                     continue

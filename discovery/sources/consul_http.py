@@ -251,10 +251,18 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         response: h11.Response | None = None
         chunks: list[bytes] = []
         size = 0
+        eof = False
         while True:
-            event = conn.next_event()
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as err:
+                if eof:  # the agent hung up mid-answer: a transport failure, not bad data
+                    raise ConsulUnavailable(f"{self.base_uri} closed the connection early") from err
+                raise
             if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+                data = bytes(await stream.receive_some(_READ_SIZE))
+                eof = not data
+                conn.receive_data(data)
             elif isinstance(event, h11.Response):
                 response = event
                 length = Headers(event.headers).get("content-length")

@@ -1,0 +1,436 @@
+"""The Consul source against the Consul-API test server, over real sockets on 127.0.0.1.
+
+These tests need real time (the server and the source talk over real sockets), so no
+autojump_clock here; every wait is bounded with trio.fail_after.  Timings are printed with
+``-s`` for the report.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+from discovery.events import Event, Resynced, SourceFresh, SourceStale
+from discovery.sources.config import ConsulSourceConfig
+from discovery.sources.consul import serve_consul_source
+from discovery.sources.consul_parse import ConsulConfigError
+from tests.consul_api.server import open_consul_api_server
+
+BOUND = 3.0  # generous upper bound for anything that should take milliseconds
+
+
+def make_config(url: str, **kwargs: Any) -> ConsulSourceConfig:
+    base = ConsulSourceConfig(
+        kind="consul",
+        name="consul",
+        address=url,
+        wait_s=30.0,
+        backoff_base_s=0.05,
+        backoff_cap_s=0.2,
+    )
+    return replace(base, **kwargs)
+
+
+class Events:
+    """The source's channel, with helpers that wait (bounded) for a matching event."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
+        self.recv = recv
+        self.seen: list[Event] = []
+
+    async def next(self, predicate: Callable[[Event], bool], limit: float = BOUND) -> Event:
+        with trio.fail_after(limit):
+            while True:
+                event = await self.recv.receive()
+                self.seen.append(event)
+                if predicate(event):
+                    return event
+
+    async def resynced(
+        self, predicate: Callable[[Resynced], bool] = lambda e: True, limit: float = BOUND
+    ) -> Resynced:
+        event = await self.next(lambda e: isinstance(e, Resynced) and predicate(e), limit)
+        assert isinstance(event, Resynced)
+        return event
+
+    async def quiet(self, seconds: float) -> list[Event]:
+        """Everything emitted during ``seconds`` of real time."""
+        got: list[Event] = []
+        with trio.move_on_after(seconds):
+            while True:
+                got.append(await self.recv.receive())
+        self.seen.extend(got)
+        return got
+
+
+@asynccontextmanager
+async def running(config: ConsulSourceConfig) -> AsyncIterator[Events]:
+    send, recv = trio.open_memory_channel[Event](64)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_consul_source, config, send)
+        yield Events(recv)
+        nursery.cancel_scope.cancel()
+
+
+def ports(event: Resynced, service: str | None = None) -> set[int]:
+    return {e.port for e in event.endpoints if service is None or e.service.name == service}
+
+
+async def test_services_appear_with_their_attributes() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080, meta={"isthmus-protocol": "http2", "team": "a"})
+        srv.register_service("web", 8081, node="node-2", address="127.0.0.2", status="critical")
+        srv.register_service("api", 9090, service_address="127.0.0.9")
+        async with running(make_config(srv.url, target_namespace="shop")) as events:
+            first = await events.resynced()
+    by_port = {e.port: e for e in first.endpoints}
+    assert set(by_port) == {8080, 8081, 9090}  # the "consul" service itself is not listed
+    web = by_port[8080]
+    assert (web.service.name, web.service.namespace) == ("web", "shop")
+    assert (web.address, web.protocol, web.healthy, web.locality) == (
+        "127.0.0.1",
+        "http2",
+        True,
+        "dc1",
+    )
+    assert ("team", "a") in web.metadata and ("consul-node", "node-1") in web.metadata
+    assert by_port[8081].healthy is False and by_port[8081].address == "127.0.0.2"
+    assert by_port[9090].address == "127.0.0.9"  # Service.Address wins over Node.Address
+    assert int(first.version) >= 4
+
+
+async def test_blocking_query_reacts_promptly_without_polling() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url, wait_s=30.0)) as events:
+            await events.resynced()
+            await events.quiet(0.3)
+            before = dict(srv.requests)
+            assert await events.quiet(1.0) == []
+            # One second of quiet: the blocking queries are parked, no new request was made.
+            assert srv.requests == before
+            start = trio.current_time()
+            srv.register_service("web", 8082)
+            added = await events.resynced(lambda e: 8082 in ports(e))
+            reaction = trio.current_time() - start
+            srv.deregister({"Node": "node-1", "ServiceID": "web-8080"})
+            removed = await events.resynced(lambda e: 8080 not in ports(e))
+    print(f"\nconsul reaction to a change: {reaction * 1000:.1f} ms")
+    assert reaction < 0.5
+    assert ports(added) == {8080, 8082} and ports(removed) == {8082}
+    assert int(removed.version) > int(added.version)
+
+
+async def test_new_and_removed_services_follow_the_catalog() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            await events.resynced()
+            srv.register_service("api", 9090)
+            event = await events.resynced(lambda e: 9090 in ports(e))
+            assert {e.service.name for e in event.endpoints} == {"web", "api"}
+            srv.deregister({"Node": "node-1", "ServiceID": "api-9090"})
+            event = await events.resynced(lambda e: 9090 not in ports(e))
+            assert ports(event) == {8080}
+
+
+async def test_health_changes_are_reported() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            assert (await events.resynced()).endpoints[0].healthy
+            srv.set_check("node-1", "service:web-8080", "critical")
+            event = await events.resynced(lambda e: not e.endpoints[0].healthy)
+            assert ports(event) == {8080}  # still listed, not routable
+
+
+async def test_tag_and_node_meta_filters() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080, tags=("prod",), node_meta={"rack": "r1"})
+        srv.register_service("web", 8081, tags=("dev",), node="n2", node_meta={"rack": "r1"})
+        srv.register_service("web", 8082, tags=("prod",), node="n3", node_meta={"rack": "r2"})
+        srv.register_service("db", 5432, tags=("dev",), node="n3")
+        async with running(make_config(srv.url, tags=("prod",))) as events:
+            assert ports(await events.resynced()) == {8080, 8082}
+        async with running(make_config(srv.url, node_meta=("rack:r1",))) as events:
+            assert ports(await events.resynced()) == {8080, 8081}
+        cfg = make_config(srv.url, tags=("prod",), node_meta=("rack:r1",), services=("web",))
+        async with running(cfg) as events:
+            assert ports(await events.resynced()) == {8080}
+
+
+async def test_acl_token_accepted_and_wrong_token_is_a_typed_error(tmp_path: Path) -> None:
+    async with open_consul_api_server(acl_token="s3cret") as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url, token="s3cret")) as events:
+            assert ports(await events.resynced()) == {8080}
+        token_file = tmp_path / "token"
+        token_file.write_text("s3cret\n")
+        async with running(make_config(srv.url, token_file=token_file)) as events:
+            assert ports(await events.resynced()) == {8080}
+        async with running(make_config(srv.url, token="wrong")) as events:
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale)
+            assert "ConsulAclDenied" in stale.reason and "ACL not found" in stale.reason
+            assert not any(isinstance(e, Resynced) for e in await events.quiet(0.3))
+        # Faithful to Consul: the anonymous token sees filtered (empty) reads, not a 403.
+        async with running(make_config(srv.url)) as events:
+            assert (await events.resynced()).endpoints == ()
+
+
+async def test_500_keeps_last_good_view_marked_stale_then_reconverges() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            await events.resynced()
+            await events.quiet(0.3)  # let the blocking queries park (steady state)
+            start = trio.current_time()
+            srv.fail_with_500(True)
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            to_stale = trio.current_time() - start
+            assert isinstance(stale, SourceStale) and "500" in stale.reason
+            during = await events.quiet(0.5)  # retries keep failing; nothing is dropped
+            assert not any(isinstance(e, Resynced) for e in during)
+            srv.register_service("web", 8081)  # a change while Consul answers 500
+            start = trio.current_time()
+            srv.fail_with_500(False)
+            back = await events.resynced(lambda e: ports(e) == {8080, 8081})
+            reconverge = trio.current_time() - start
+            srv.fail_with_500(True)
+            await events.next(lambda e: isinstance(e, SourceStale))
+            srv.fail_with_500(False)  # unchanged set -> SourceFresh, no Resynced
+            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+    print(
+        f"\nconsul 500: stale after {to_stale * 1000:.1f} ms, "
+        f"reconverged {reconverge * 1000:.1f} ms after recovery"
+    )
+    assert to_stale < 0.5 and reconverge < 1.0
+    assert ports(back) == {8080, 8081}
+    assert isinstance(fresh, SourceFresh)
+
+
+async def test_agent_going_away_and_coming_back() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            await events.resynced()
+            await events.quiet(0.3)  # let the blocking queries park (steady state)
+            start = trio.current_time()
+            await srv.go_away()
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            to_stale = trio.current_time() - start
+            assert isinstance(stale, SourceStale) and "ConsulUnavailable" in stale.reason
+            assert not any(isinstance(e, Resynced) for e in await events.quiet(0.5))
+            srv.register_service("api", 9090)
+            start = trio.current_time()
+            await srv.come_back()
+            back = await events.resynced(lambda e: 9090 in ports(e))
+            reconverge = trio.current_time() - start
+    print(
+        f"\nconsul gone: stale after {to_stale * 1000:.1f} ms, "
+        f"reconverged {reconverge * 1000:.1f} ms after return"
+    )
+    assert to_stale < 0.5 and reconverge < 1.5
+    assert ports(back) == {8080, 9090}
+
+
+async def test_index_going_backwards_resets_the_blocking_query() -> None:
+    async with open_consul_api_server() as srv:
+        for port in range(8080, 8090):
+            srv.register_service("web", port)  # drive the index up to 12
+        async with running(make_config(srv.url, wait_s=1.0)) as events:
+            await events.resynced()
+            # A snapshot restore: indexes drop below what the source holds.  Consul aborts
+            # parked queries; one arriving later with the old index blocks until ``wait``.
+            srv.restore_index(3)
+            mark = len(srv.reads)
+            srv.register_service("web", 9999)  # index 4, far below the source's 12
+            start = trio.current_time()
+            event = await events.resynced(lambda e: 9999 in ports(e), limit=2.5)
+            elapsed = trio.current_time() - start
+            await events.quiet(0.3)
+            web = [index for path, index in list(srv.reads)[mark:] if path.endswith("/web")]
+    assert int(event.version) < 12
+    # HashiCorp: "reset the index if it goes backwards" -- a non-blocking re-read (index 0)
+    # follows, and the source never parks on the stale index 12 again.
+    assert 0 in web and all(index < 12 for index in web[web.index(0) :]), web
+    print(f"\nconsul index reset: reconverged in {elapsed * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("{not json", "ConsulMalformedResponse"),
+        ('{"Node": {}}', "expected an array"),
+        (
+            '[{"Node": {"Node": "n", "Address": "127.0.0.1"}, '
+            '"Service": {"ID": "w", "Service": "web", "Port": "8080"}, "Checks": []}]',
+            "Port: expected an integer",
+        ),
+        (
+            '[{"Node": {"Node": "n", "Address": "127.0.0.1"}, '
+            '"Service": {"ID": "w", "Service": "web", "Port": 70000}, "Checks": []}]',
+            "port 70000 out of range",
+        ),
+        ('[{"Node": {"Node": "n", "Address": "127.0.0.1"}, "Checks": []}]', "missing field"),
+    ],
+)
+async def test_malformed_answers_are_typed_errors_and_change_nothing(
+    body: str, fragment: str
+) -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            await events.resynced()
+            before = srv.requests.get("/v1/health/service/web", 0)
+            srv.inject("/v1/health/service/web", body)
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale) and fragment in stale.reason
+            during = await events.quiet(0.6)
+            assert not any(isinstance(e, Resynced) for e in during)
+            # The source keeps retrying (with backoff, not in a busy loop).
+            retries = srv.requests["/v1/health/service/web"] - before
+            assert 2 <= retries <= 20
+            srv.clear_injections()
+            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+            assert isinstance(fresh, SourceFresh)
+
+
+async def test_oversize_body_is_refused() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url, max_body_bytes=4096)) as events:
+            await events.resynced()
+            srv.inject("/v1/health/service/web", "[" + " " * 10_000 + "]")
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale) and "ConsulResponseTooLarge" in stale.reason
+
+
+async def test_cancellation_during_a_blocking_query_is_prompt() -> None:
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        send, recv = trio.open_memory_channel[Event](64)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_consul_source, make_config(srv.url, wait_s=600.0), send)
+            with trio.fail_after(BOUND):
+                while not isinstance(await recv.receive(), Resynced):
+                    pass
+            await trio.sleep(0.2)  # both blocking queries are now parked in the server
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        elapsed = trio.current_time() - start
+    print(f"\nconsul source cancelled in {elapsed * 1000:.1f} ms")
+    assert elapsed < 1.0
+
+
+async def test_unreachable_at_start_is_stale_not_an_exception() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()  # nothing listens there now
+    async with running(make_config(f"http://127.0.0.1:{port}")) as events:
+        stale = await events.next(lambda e: isinstance(e, SourceStale))
+    assert isinstance(stale, SourceStale) and "cannot connect" in stale.reason
+
+
+async def test_bad_config_fails_before_started() -> None:
+    send, _ = trio.open_memory_channel[Event](1)
+    for bad in (
+        make_config("ftp://127.0.0.1:8500"),
+        make_config("http://127.0.0.1:8500", node_meta=("no-colon",)),
+    ):
+        with pytest.raises(ConsulConfigError):
+            await serve_consul_source(bad, send)
+
+
+def _tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED  # Consul's verify_incoming
+    return context
+
+
+async def test_tls_to_the_agent_with_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("isthmus-client").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    async with open_consul_api_server(ssl_context=_tls_server_context(ca)) as srv:
+        srv.register_service("web", 8443)
+        assert srv.url.startswith("https://")
+        cfg = make_config(srv.url, ca_file=ca_file, cert_file=cert_file)
+        async with running(cfg) as events:
+            assert ports(await events.resynced()) == {8443}
+        # Without the client certificate the agent refuses the handshake: stale, typed.
+        async with running(make_config(srv.url, ca_file=ca_file)) as events:
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale) and "ConsulUnavailable" in stale.reason
+
+
+async def test_server_blocking_semantics_via_py_consul() -> None:
+    """The test server itself: index, wait and jitter bound, as HashiCorp documents."""
+    import consul as consul_api
+
+    from discovery.sources.consul import TrioConsul
+    from discovery.sources.consul_http import TrioHTTPClient
+
+    async with open_consul_api_server() as srv:
+        client = TrioHTTPClient("127.0.0.1", srv.port, "http", ssl_context=None)
+        consul = TrioConsul(client, token=None, dc=None)
+        ttl = consul_api.Check.ttl("10s")
+        await consul.agent.service.register("web", service_id="web1", port=80, check=ttl)
+        index, data = await consul.catalog.services()
+        assert data == {"consul": [], "web": []}
+        start = trio.current_time()
+        same, _ = await consul.catalog.services(index=index, wait="500ms")
+        waited = trio.current_time() - start
+        assert same == index and 0.5 <= waited < 0.5 + 0.5 / 16 + 0.2
+        _, nodes = await consul.health.service("web", passing=True)
+        assert nodes == []  # agent checks start critical, as in Consul
+        await consul.agent.service.deregister("web1")
+        _, data = await consul.catalog.services()
+        assert data == {"consul": []}
+
+
+async def test_server_runs_as_a_subprocess() -> None:
+    """``python -m tests.consul_api.server`` as the end-to-end tests start it, with ACLs."""
+    import consul as consul_api
+
+    from discovery.sources.consul import TrioConsul
+    from discovery.sources.consul_http import TrioHTTPClient
+
+    command = [sys.executable, "-m", "tests.consul_api.server", "--port", "0"]
+    command += ["--acl-token", "tok"]
+    async with trio.open_nursery() as nursery:
+        root = Path(__file__).resolve().parents[2]
+        start = functools.partial(
+            trio.run_process, command, stdout=subprocess.PIPE, check=False, cwd=root
+        )
+        process = await nursery.start(start)
+        with trio.fail_after(10):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        url = line.decode().split()[-1]
+        port = int(url.rsplit(":", 1)[1])
+        consul = TrioConsul(
+            TrioHTTPClient("127.0.0.1", port, "http", ssl_context=None), token=None, dc=None
+        )
+        with pytest.raises(consul_api.ACLPermissionDenied):  # anonymous writes are denied
+            await consul.agent.service.register("web", port=8080)
+        consul.token = "tok"
+        await consul.agent.service.register("web", port=8080)
+        async with running(make_config(url, token="tok")) as events:
+            assert ports(await events.resynced()) == {8080}
+        process.terminate()
