@@ -27,6 +27,7 @@ from discovery.sources.consul import serve_consul_source
 from discovery.sources.consul_parse import ConsulConfigError
 from tests.consul_api.server import open_consul_api_server
 
+ROOT = Path(__file__).resolve().parents[2]
 BOUND = 3.0  # generous upper bound for anything that should take milliseconds
 
 
@@ -413,9 +414,8 @@ async def test_server_runs_as_a_subprocess() -> None:
     command = [sys.executable, "-m", "tests.consul_api.server", "--port", "0"]
     command += ["--acl-token", "tok"]
     async with trio.open_nursery() as nursery:
-        root = Path(__file__).resolve().parents[2]
         start = functools.partial(
-            trio.run_process, command, stdout=subprocess.PIPE, check=False, cwd=root
+            trio.run_process, command, stdout=subprocess.PIPE, check=False, cwd=ROOT
         )
         process = await nursery.start(start)
         with trio.fail_after(10):
