@@ -180,13 +180,30 @@ class _Batch:
 
     def _resync(self, event: Resynced) -> None:
         source = event.source
+        old = self._readable(source)
         fresh: dict[EndpointKey, Endpoint] = {}
+        changed: set[EndpointKey] = set()
         for endpoint in event.endpoints:
+            # Fast path (this loop is O(set) by nature): an endpoint equal to the one already
+            # stored was checked when it was stored.
+            key: EndpointKey | None = None
+            report: Report | None = None
+            if isinstance(endpoint, Endpoint):
+                key = endpoint.key
+                try:
+                    report = old.get(key)
+                except TypeError:  # unhashable garbage in a field
+                    key = None
+            if report is not None and report.endpoint == endpoint:
+                fresh[key] = report.endpoint  # type: ignore[index]
+                continue
             problem = endpoint_problem(endpoint)
             if problem is not None:
-                self.rejected.append(Rejection(source, _safe_key(endpoint), problem))
+                self.rejected.append(Rejection(source, key, problem))
             else:
-                fresh[endpoint.key] = endpoint
+                key = endpoint.key
+                fresh[key] = endpoint
+                changed.add(key)
         limit = self.policy.max_endpoints_per_source
         if len(fresh) > limit:
             reason = f"resync of {len(fresh)} endpoints exceeds the limit of {limit}; kept old view"
@@ -194,10 +211,10 @@ class _Batch:
             return
         self._ensure_source(source)
         was_expired = self._state(source).expired
-        old = self._readable(source)
         view = self._writable(source)
         touched: list[EndpointKey] = []
-        for key, endpoint in fresh.items():
+        for key in changed:
+            endpoint = fresh[key]
             report = old.get(key)
             if report is None or report.endpoint != endpoint:
                 view[key] = Report(endpoint, event.version, self.now)
@@ -378,9 +395,12 @@ class _Batch:
 
 
 def _safe_key(endpoint: object) -> EndpointKey | None:
-    try:
-        key = endpoint.key  # type: ignore[attr-defined]
-        hash(key)
-    except Exception:
+    """The key of a possibly malformed endpoint, if it has a usable (hashable) one."""
+    if not isinstance(endpoint, Endpoint):
         return None
-    return key if isinstance(key, EndpointKey) else None
+    key = endpoint.key
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key

@@ -15,8 +15,8 @@ from discovery.spiffe_id import SpiffeId
 
 MAX_ADDRESS_BYTES = 253
 MAX_LOCALITY_BYTES = 255
-MAX_METADATA_ITEMS = 64
-MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_ITEMS = 128  # Consul allows 64 Service.Meta pairs; sources add a few of their own
+MAX_METADATA_BYTES = 64 * 1024  # Consul: 64 x (128 + 512) bytes, plus tags
 MAX_SOURCE_NAME_BYTES = 63
 MAX_VERSION_BYTES = 256
 
@@ -61,7 +61,7 @@ def _address_problem(address: object) -> str | None:
         return "address must be a non-empty string"
     if len(address.encode()) > MAX_ADDRESS_BYTES:
         return f"address longer than {MAX_ADDRESS_BYTES} bytes"
-    if not address.isprintable() or any(c.isspace() for c in address):
+    if not address.isprintable() or " " in address:  # isprintable() rejects other spaces
         return f"address {address!r:.80} has spaces or control characters"
     return None
 
