@@ -30,7 +30,7 @@ endpoint is not exported at all.
 Cost: :func:`compute_export` is linear in the endpoints.  For large catalogs,
 :func:`update_export` recomputes only the services a catalog diff touched and returns the
 set of services whose aggregate really changed, so the sender's delta work is proportional
-to the change (see :class:`~overlay.federation.protocol.ExportSession`).
+to the change (see :class:`ExportSession`).
 """
 
 from __future__ import annotations
@@ -199,6 +199,7 @@ class ExportStatistics:
     snapshots_sent: int
     deltas_sent: int
     nacks_received: int
+    last_nack_reason: str | None
 
 
 @dataclass(slots=True)
@@ -213,6 +214,10 @@ class ExportSession:
 
     Theory of operation
     -------------------
+    One session per federation stream, with a fresh ``epoch`` (e.g. ``secrets.token_hex(8)``):
+    versions count from 1 again in every session, so reusing an epoch would let an importer
+    mistake a new session's version 3 for the old one's.
+
     The adapter tells the session the latest exported view (:meth:`set_view`), asks it what
     to send (:meth:`next_message`, until ``None``), and hands it every reply
     (:meth:`receive`).  Only the *latest* view matters: views set while the session is
@@ -274,6 +279,7 @@ class ExportSession:
         self._in_flight: deque[_InFlight] = deque()
         self._outbox: deque[Snapshot | Delta] = deque()
         self._snapshots = self._deltas = self._nacks = 0
+        self._last_nack: str | None = None
 
     # -- input ---------------------------------------------------------------------------
 
@@ -313,6 +319,7 @@ class ExportSession:
             self._acked = msg.version
             return
         self._nacks += 1
+        self._last_nack = msg.reason
         if entry.is_snapshot:
             raise FederationProtocolError(f"peer rejected a full snapshot: {msg.reason}")
         self.resync()
@@ -444,4 +451,5 @@ class ExportSession:
             snapshots_sent=self._snapshots,
             deltas_sent=self._deltas,
             nacks_received=self._nacks,
+            last_nack_reason=self._last_nack,
         )

@@ -157,6 +157,7 @@ def test_lost_delta_is_nacked_and_resynced_with_a_snapshot() -> None:
     link.settle()
     assert link.importer.services[NAMES[0]].capacity == 3
     assert link.exporter.statistics().nacks_received == 1
+    assert "base version" in (link.exporter.statistics().last_nack_reason or "")
 
 
 def test_changes_are_coalesced_while_the_window_is_full() -> None:
