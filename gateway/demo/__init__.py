@@ -1,0 +1,1 @@
+"""The demo: example services (and, later, the three-site orchestration)."""
