@@ -23,7 +23,7 @@ class Backoff:
         if attempt < 0:
             raise ValueError("attempt must be >= 0")
         # 2**attempt overflows floats only around attempt 1024; cap the exponent well before.
-        return min(self.cap_s, self.base_s * (2 ** min(attempt, 62)))
+        return min(self.cap_s, self.base_s * float(2 ** min(attempt, 62)))
 
     def delay(self, attempt: int, draw: float) -> float:
         """The delay before retry ``attempt`` given a uniform ``draw`` in ``[0, 1)``."""
