@@ -399,6 +399,7 @@ class H1ClientConnection(_Buffered):
             and conn.our_state is h11.DONE
             and conn.their_state is h11.DONE
             and not self._buf
+            and not self._eof
         )
 
     def start_next(self) -> None:
@@ -426,10 +427,10 @@ class H1ClientConnection(_Buffered):
             headers.append((b"content-length", b"%d" % content_length))
         elif has_body:
             headers.append((b"transfer-encoding", b"chunked"))
-            headers.append((b"te", b"trailers"))
             self._chunked_request = True
-        else:
-            headers.append((b"te", b"trailers"))
+        # We accept trailers in the response (they are carried on to HTTP/2 callers); TE is
+        # hop-by-hop, so it is named in Connection (RFC 9110 section 10.1.4).
+        headers += [(b"te", b"trailers"), (b"connection", b"te")]
         if head.get(b"host") is None:
             raise ValueError("an upstream request needs a Host header")
         try:
