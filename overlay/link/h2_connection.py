@@ -123,6 +123,8 @@ class H2Connection(H2StreamIO):
         self._streams_refused = 0
         self._premature_resets = 0
         self._control_frames = 0
+        self._handlers_running = 0
+        self._handler_scopes: dict[int, trio.CancelScope] = {}
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class H2Connection(H2StreamIO):
             bytes_sent=self._bytes_sent,
             streams_opened=self._streams_opened,
             streams_refused=self._streams_refused,
+            handlers_running=self._handlers_running,
             premature_resets=self._premature_resets,
             control_frames=self._control_frames,
             last_ping_rtt=None if state is None else state.last_rtt,
@@ -228,6 +231,8 @@ class H2Connection(H2StreamIO):
         if not self.client_side and not stream.local_ended:
             self._note_premature_reset(now)  # Rapid Reset / MadeYouReset accounting
         stream._on_reset(error_code, remote=remote)
+        if (scope := self._handler_scopes.get(stream.stream_id)) is not None:
+            scope.cancel()
         self._streams.pop(stream.stream_id, None)
         self._slot_lot.unpark_all()
         self._room_lot.unpark_all()
@@ -262,14 +267,22 @@ class H2Connection(H2StreamIO):
     # -- tasks ------------------------------------------------------------------------------
 
     async def _run_handler(self, handler: Handler, stream: H2Stream) -> None:
+        """Run one request's handler.  A peer reset cancels it (see ``_stream_was_reset``):
+        its work is unwanted, and this keeps the number of live handlers near the number of
+        open streams even under Rapid Reset."""
+        self._handlers_running += 1
         try:
-            await handler(stream)
+            with trio.CancelScope() as scope:
+                self._handler_scopes[stream.stream_id] = scope
+                await handler(stream)
         except (StreamReset, ConnectionGone):
             pass  # the peer or the link went away: nobody is left to answer
         except Exception:
             log.exception("stream handler failed on stream %d", stream.stream_id)
             stream.reset(H2_INTERNAL_ERROR)
         finally:
+            self._handlers_running -= 1
+            self._handler_scopes.pop(stream.stream_id, None)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
@@ -305,8 +318,7 @@ class H2Connection(H2StreamIO):
         while True:
             while not self._outbuf:
                 await self._write_lot.park()
-            chunk = bytes(self._outbuf)
-            self._outbuf.clear()
+            chunk, self._outbuf = self._outbuf, bytearray()  # swap, do not copy
             self._in_flight = len(chunk)
             try:
                 await self._transport.send_all(chunk)

@@ -29,6 +29,7 @@ class H2ConnectionStatistics:
     bytes_sent: int
     streams_opened: int
     streams_refused: int
+    handlers_running: int
     premature_resets: int
     control_frames: int
     last_ping_rtt: float | None

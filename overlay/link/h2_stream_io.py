@@ -9,6 +9,7 @@ the tasks and the closing; the attributes below are set in its ``__init__``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import h2.exceptions
 import trio
@@ -20,8 +21,24 @@ from overlay.tunnel.h2_stream import (
     H2Stream,
     Headers,
     InvalidHeaders,
+    StreamReset,
     encode_headers,
 )
+
+#: RFC 9113 section 7 STREAM_CLOSED (not among discovery.errors' codes).
+H2_STREAM_CLOSED = 0x5
+
+
+@contextlib.contextmanager
+def _h2_stream_errors() -> Iterator[None]:
+    """Keep h2's exception types inside the connection: a closed stream is a reset one, any
+    other refusal is a caller bug (e.g. response DATA before response headers)."""
+    try:
+        yield
+    except h2.exceptions.StreamClosedError as exc:
+        raise StreamReset(H2_STREAM_CLOSED, remote=True) from exc
+    except h2.exceptions.ProtocolError as exc:
+        raise RuntimeError(f"HTTP/2 does not allow this now: {exc}") from exc
 
 
 class H2StreamIO:
@@ -95,12 +112,14 @@ class H2StreamIO:
         await trio.lowlevel.checkpoint()
         while view:
             self._raise_for_send(stream)
-            window = self._h2.local_flow_control_window(stream.stream_id)
+            with _h2_stream_errors():
+                window = self._h2.local_flow_control_window(stream.stream_id)
             frame = min(len(view), window, self._h2.max_outbound_frame_size)
             if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
                 await self._room_lot.park()
                 continue
-            self._h2.send_data(stream.stream_id, bytes(view[:frame]))
+            with _h2_stream_errors():
+                self._h2.send_data(stream.stream_id, bytes(view[:frame]))
             view = view[frame:]
             self._pump()
 
@@ -124,7 +143,8 @@ class H2StreamIO:
     def stream_end(self, stream: H2Stream) -> None:
         if self._closing:
             return
-        self._h2.end_stream(stream.stream_id)
+        with _h2_stream_errors():
+            self._h2.end_stream(stream.stream_id)
         self._pump()
         self._forget_if_finished(stream)
 
@@ -147,9 +167,9 @@ class H2StreamIO:
         await trio.lowlevel.checkpoint()
         while True:
             self._raise_for_send(stream)
-            if self._h2.local_flow_control_window(stream.stream_id) > 0 and (
-                self._pending < self.limits.max_outbound_buffer
-            ):
+            with _h2_stream_errors():
+                window = self._h2.local_flow_control_window(stream.stream_id)
+            if window > 0 and self._pending < self.limits.max_outbound_buffer:
                 return
             await self._room_lot.park()
 

@@ -160,6 +160,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._sending = False
         self._lot = trio.lowlevel.ParkingLot()
+        # A client's request headers go out with the stream; a server must send its response
+        # headers before any DATA (h2 would let it, and the peer would kill the connection).
+        self._headers_sent = client_side
 
     # -- consumer API ------------------------------------------------------------------------
 
@@ -219,13 +222,16 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if self._local_ended:
             return
         self._raise_if_failed()
+        if not self._headers_sent:
+            raise RuntimeError("send the response headers (send_headers) before send_eof")
         self._local_ended = True
         self._owner.stream_end(self)
 
     async def send_headers(self, headers: Headers, *, end_stream: bool = False) -> None:
         """Send response headers (server side) or, after the body, trailers."""
-        self._check_can_send()
+        self._check_can_send(body=False)
         await self._owner.stream_send_headers(self, headers, end_stream)
+        self._headers_sent = True
         if end_stream:
             self._local_ended = True
 
@@ -347,12 +353,14 @@ class H2Stream(trio.abc.HalfCloseableStream):
             raise StreamReset(failure.error_code, remote=failure.remote)
         raise type(failure)(str(failure), error_code=failure.error_code)
 
-    def _check_can_send(self) -> None:
+    def _check_can_send(self, *, body: bool = True) -> None:
         if self._closed:
             raise trio.ClosedResourceError("stream was closed")
         self._raise_if_failed()
         if self._local_ended:
             raise trio.ClosedResourceError("this direction was already ended (send_eof)")
+        if body and not self._headers_sent:
+            raise RuntimeError("send the response headers (send_headers) before the body")
 
     def _wake(self) -> None:
         self._lot.unpark_all()

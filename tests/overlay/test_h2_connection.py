@@ -394,3 +394,40 @@ async def test_acceptor_reaches_the_dialer_through_a_reverse_connection() -> Non
         with trio.fail_after(5):
             await inner.serve()  # returns when the acceptor closes the reverse connection
     assert answers == [b"served by the dialer"]
+
+
+async def test_peer_reset_cancels_the_handler() -> None:
+    cancelled = trio.Event()
+    working = trio.Event()
+
+    async def busy(stream: H2Stream) -> None:
+        working.set()
+        try:
+            await trio.sleep_forever()  # e.g. waiting on an upstream: no stream I/O at all
+        finally:
+            cancelled.set()
+
+    async with h2_pair(busy) as (client, server):
+        stream = await client.open_stream(GET, end_stream=True)
+        await working.wait()
+        assert server.statistics().handlers_running == 1
+        stream.reset()
+        with trio.fail_after(5):
+            await cancelled.wait()
+        await eventually(lambda: server.statistics().handlers_running == 0)
+
+
+async def test_data_before_response_headers_is_a_caller_error() -> None:
+    errors: list[BaseException] = []
+
+    async def rude(stream: H2Stream) -> None:
+        try:
+            await stream.send_all(b"no headers yet")
+        except RuntimeError as exc:
+            errors.append(exc)
+        await stream.send_headers([(":status", "200")], end_stream=True)
+
+    async with h2_pair(rude) as (client, _server):
+        stream = await client.open_stream(GET, end_stream=True)
+        assert (b":status", b"200") in await stream.response_headers()
+    assert len(errors) == 1
