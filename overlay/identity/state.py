@@ -30,6 +30,7 @@ from overlay.identity.bundle import (
 from overlay.identity.errors import IdentityLoadError
 from overlay.identity.svid import PrivateKey, X509Svid, parse_svid
 from overlay.identity.tls_context import build_client_context, build_server_context
+from overlay.identity.verify import VerifyCache
 
 __all__ = [
     "BundleSource",
@@ -64,6 +65,7 @@ class IdentityState:
     server_ctx: ssl.SSLContext = field(repr=False, compare=False)
     client_ctx: ssl.SSLContext = field(repr=False, compare=False)
     digest: bytes = field(default=b"", repr=False)  # of the input bytes; detects real change
+    verify_cache: VerifyCache = field(default_factory=VerifyCache, repr=False, compare=False)
 
 
 def build_identity_state(
@@ -130,7 +132,7 @@ def state_from_files(files: IdentityFiles, *, now: dt.datetime) -> IdentityState
         for src, data in files.bundles
     ]
     state = build_identity_state(files.svid_pem, files.key_pem, BundleSet(parsed), now=now)
-    return replace(state, digest=files.digest())
+    return replace(state, digest=files.digest(), verify_cache=VerifyCache())
 
 
 def load_identity_state(

@@ -67,26 +67,27 @@ def _name(cert: x509.Certificate) -> str:
 
 def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
     """The SPIFFE ID in ``cert``'s single URI SAN (section 2); anything else is an error."""
-    who = _name(cert)
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
-        raise SvidError("no subjectAltName extension, so no SPIFFE ID", subject=who) from None
+        raise SvidError(
+            "no subjectAltName extension, so no SPIFFE ID", subject=_name(cert)
+        ) from None
     uris = ext.value.get_values_for_type(x509.UniformResourceIdentifier)
     if not uris:
         dns = ext.value.get_values_for_type(x509.DNSName)
         hint = (
             " (a SPIFFE ID in a DNS SAN does not count)" if any("spiffe" in d for d in dns) else ""
         )
-        raise SvidError(f"no URI SAN{hint}", subject=who)
+        raise SvidError(f"no URI SAN{hint}", subject=_name(cert))
     if len(uris) != 1:
-        raise SvidError(f"{len(uris)} URI SANs; an SVID has exactly one", subject=who)
+        raise SvidError(f"{len(uris)} URI SANs; an SVID has exactly one", subject=_name(cert))
     if len(cert.subject) == 0 and not ext.critical:
-        raise SvidError("empty subject but the subjectAltName is not critical", subject=who)
+        raise SvidError("empty subject but the subjectAltName is not critical", subject=_name(cert))
     try:
         return SpiffeId.parse(uris[0])
     except SpiffeIdError as exc:
-        raise SvidError(f"URI SAN is not a SPIFFE ID: {exc}", subject=who) from None
+        raise SvidError(f"URI SAN is not a SPIFFE ID: {exc}", subject=_name(cert)) from None
 
 
 def check_validity(cert: x509.Certificate, *, now: dt.datetime) -> None:
@@ -119,23 +120,24 @@ def _key_usage(cert: x509.Certificate) -> x509.Extension[x509.KeyUsage] | None:
 
 def check_leaf(cert: x509.Certificate, *, now: dt.datetime) -> SpiffeId:
     """Apply every leaf rule to ``cert``; return its SPIFFE ID."""
-    who = _name(cert)
     sid = spiffe_id_of(cert)
     if not sid.path:
-        raise SvidError(f"leaf SPIFFE ID {sid} has no path (a root ID names a domain)", subject=who)
+        raise SvidError(
+            f"leaf SPIFFE ID {sid} has no path (a root ID names a domain)", subject=_name(cert)
+        )
     if _basic_ca(cert):
-        raise SvidError("leaf has basicConstraints cA=true", subject=who)
+        raise SvidError("leaf has basicConstraints cA=true", subject=_name(cert))
     ku = _key_usage(cert)
     if ku is None:
-        raise SvidError("leaf has no keyUsage extension", subject=who)
+        raise SvidError("leaf has no keyUsage extension", subject=_name(cert))
     if not ku.critical:
-        raise SvidError("leaf keyUsage is not critical", subject=who)
+        raise SvidError("leaf keyUsage is not critical", subject=_name(cert))
     if not ku.value.digital_signature:
-        raise SvidError("leaf keyUsage lacks digitalSignature", subject=who)
+        raise SvidError("leaf keyUsage lacks digitalSignature", subject=_name(cert))
     if ku.value.key_cert_sign:
-        raise SvidError("leaf keyUsage has keyCertSign", subject=who)
+        raise SvidError("leaf keyUsage has keyCertSign", subject=_name(cert))
     if ku.value.crl_sign:
-        raise SvidError("leaf keyUsage has cRLSign", subject=who)
+        raise SvidError("leaf keyUsage has cRLSign", subject=_name(cert))
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -150,7 +152,9 @@ def check_leaf(cert: x509.Certificate, *, now: dt.datetime) -> SpiffeId:
             if oid not in eku
         ]
         if missing:
-            raise SvidError(f"leaf extendedKeyUsage lacks {' and '.join(missing)}", subject=who)
+            raise SvidError(
+                f"leaf extendedKeyUsage lacks {' and '.join(missing)}", subject=_name(cert)
+            )
     check_validity(cert, now=now)
     return sid
 
@@ -162,20 +166,19 @@ def check_signing_ca(
 
     ``anchor=True`` is the lenient form for trust anchors taken from a bundle (see module doc).
     """
-    who = _name(cert)
     if not _basic_ca(cert):
         raise SvidError(
-            "signing certificate is not a CA (basicConstraints cA is not true)", subject=who
+            "signing certificate is not a CA (basicConstraints cA is not true)", subject=_name(cert)
         )
     ku = _key_usage(cert)
     if ku is None:
         if not anchor:
-            raise SvidError("signing certificate has no keyUsage extension", subject=who)
+            raise SvidError("signing certificate has no keyUsage extension", subject=_name(cert))
     else:
         if not ku.critical and not anchor:
-            raise SvidError("signing certificate keyUsage is not critical", subject=who)
+            raise SvidError("signing certificate keyUsage is not critical", subject=_name(cert))
         if not ku.value.key_cert_sign:
-            raise SvidError("signing certificate keyUsage lacks keyCertSign", subject=who)
+            raise SvidError("signing certificate keyUsage lacks keyCertSign", subject=_name(cert))
     sid: SpiffeId | None = None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -186,7 +189,7 @@ def check_signing_ca(
         sid = spiffe_id_of(cert)
         if sid.path:
             raise SvidError(
-                f"signing certificate SPIFFE ID {sid} must not have a path", subject=who
+                f"signing certificate SPIFFE ID {sid} must not have a path", subject=_name(cert)
             )
     check_validity(cert, now=now)
     return sid

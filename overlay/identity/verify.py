@@ -14,8 +14,13 @@ tell trust domains apart: a CA of trust domain A could sign a leaf claiming
    bundle's anchors (signatures, validity at ``now``, path length, name constraints);
 4. apply the signing-CA rules to every intermediate of the built path, and the lenient anchor
    rules to its root;
-5. belt and braces: if OpenSSL's verified chain is known, its root must also be an anchor of
-   that same bundle.
+5. if OpenSSL's verified chain is known, its root must also be an anchor of that same bundle:
+   OpenSSL's own path, not just ours, has to end in the peer's trust domain.
+
+Steps 1-4 are a pure function of (presented bytes, bundle, now); :class:`VerifyCache` memoises
+their success per identity state, re-checking only the validity window on a hit, because
+gateways reconnect with the same SVID for its whole life and a path build costs as much as an
+ECDSA verification.  Step 5 runs on every handshake.
 
 The result, :class:`VerifiedPeer`, records which anchor vouched for the peer, so a later bundle
 rotation can tell whether the link is still trusted (:func:`revocation_reason`).
@@ -30,6 +35,7 @@ yet an allowed one.  Nothing here imports trio; ``now`` is always an argument.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,13 +46,14 @@ from cryptography.x509 import verification as xv
 from discovery.spiffe_id import SpiffeId
 from overlay.identity.bundle import Bundle, BundleSet
 from overlay.identity.errors import NotAuthorized, PeerRejected
-from overlay.identity.svid import MAX_CHAIN_CERTS, check_leaf, check_signing_ca
+from overlay.identity.svid import MAX_CHAIN_CERTS, check_leaf, check_signing_ca, check_validity
 
 __all__ = [
     "Authorizer",
     "NotAuthorized",
     "PeerRejected",
     "VerifiedPeer",
+    "VerifyCache",
     "check_expected",
     "revocation_reason",
     "verify_peer",
@@ -93,18 +100,92 @@ def _bundle_for(sid: SpiffeId, bundles: BundleSet) -> Bundle:
     return bundle
 
 
+class VerifyCache:
+    """Memo of successful chain verifications: ``(chain bytes, trust domain, anchors) -> peer``.
+
+    :func:`verify_peer` is a pure function of the presented bytes, the peer's bundle and
+    ``now``; for a fixed chain and bundle only ``now`` can change the answer, and it can do so
+    only by leaving the chain's common validity window, which a hit re-checks.  Gateways
+    reconnect with the same SVID until it rotates, so after the first handshake the second
+    (cryptography) check is a dictionary lookup.  Failures are never cached.  Bounded: the
+    oldest entry goes first.  One cache per identity state; a bundle rotation starts afresh.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[object, tuple[VerifiedPeer, dt.datetime, dt.datetime]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: object, now: dt.datetime) -> VerifiedPeer | None:
+        entry = self._entries.get(key)
+        if entry is None or not entry[1] <= now <= entry[2]:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[0]
+
+    def put(self, key: object, peer: VerifiedPeer) -> None:
+        if self.max_entries <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        start = max(c.not_valid_before_utc for c in peer.chain)
+        end = min(c.not_valid_after_utc for c in peer.chain)
+        self._entries[key] = (peer, start, end)
+
+
+@functools.lru_cache(maxsize=512)
+def _anchor_structure(anchor: x509.Certificate) -> None:
+    """The anchor rules minus validity: fixed per certificate, so checked once per anchor."""
+    inside = anchor.not_valid_before_utc  # an instant inside its window; validity is separate
+    check_signing_ca(anchor, now=inside, anchor=True)
+
+
 def verify_peer(
     presented: Sequence[bytes],
     *,
     bundles: BundleSet,
     now: dt.datetime,
     openssl_chain: Sequence[bytes] | None = None,
+    cache: VerifyCache | None = None,
 ) -> VerifiedPeer:
-    """Verify a peer's DER chain (leaf first) against its own trust domain's bundle."""
+    """Verify a peer's DER chain (leaf first) against its own trust domain's bundle.
+
+    ``openssl_chain`` is the chain OpenSSL built and verified in the handshake, if known: its
+    root must be an anchor of the peer's own bundle.  The second, independent path build with
+    cryptography always runs (memoised in ``cache`` when given).
+    """
     if not presented:
         raise PeerRejected("peer presented no certificate")
     if len(presented) > MAX_CHAIN_CERTS:
         raise PeerRejected(f"peer chain has {len(presented)} certificates")
+    key: tuple[object, ...] | None = None
+    if cache is not None:
+        key = (tuple(presented),)
+        hit = cache.get(key, now)
+        if hit is not None:
+            bundle = _bundle_for(hit.spiffe_id, bundles)
+            if bundle.has_anchor(hit.anchor_der):
+                _check_openssl_anchor(hit.spiffe_id, bundle, openssl_chain)
+                return hit
+    peer = _verify(presented, bundles, now)
+    _check_openssl_anchor(peer.spiffe_id, bundles[peer.spiffe_id.trust_domain], openssl_chain)
+    if cache is not None and key is not None:
+        cache.put(key, peer)
+    return peer
+
+
+def _check_openssl_anchor(
+    sid: SpiffeId, bundle: Bundle, openssl_chain: Sequence[bytes] | None
+) -> None:
+    if openssl_chain and not bundle.has_anchor(openssl_chain[-1]):
+        raise PeerRejected(
+            f"peer {sid}: OpenSSL anchored the chain outside the bundle of {sid.trust_domain}"
+        )
+
+
+def _verify(presented: Sequence[bytes], bundles: BundleSet, now: dt.datetime) -> VerifiedPeer:
     certs = _parse(presented)
     leaf = certs[0]
     sid = check_leaf(leaf, now=now)
@@ -128,13 +209,9 @@ def verify_peer(
         ) from None
     for ca in built[1:-1]:
         check_signing_ca(ca, now=now)
-    check_signing_ca(built[-1], now=now, anchor=True)
-    anchor_der = built[-1].public_bytes(_DER)
-    if openssl_chain and not bundle.has_anchor(openssl_chain[-1]):
-        raise PeerRejected(
-            f"peer {sid}: OpenSSL anchored the chain outside the bundle of {sid.trust_domain}"
-        )
-    return VerifiedPeer(sid, tuple(built), anchor_der)
+    _anchor_structure(built[-1])
+    check_validity(built[-1], now=now)
+    return VerifiedPeer(sid, tuple(built), built[-1].public_bytes(_DER))
 
 
 def check_expected(peer: SpiffeId, expected: SpiffeId) -> None:

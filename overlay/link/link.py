@@ -131,4 +131,10 @@ async def handshake(
         presented, verified = peer_chain_der(ssl_object)
     except (AttributeError, ValueError, ssl.SSLError) as exc:
         raise PeerRejected(f"cannot read the peer's certificate chain: {exc!r}") from exc
-    return verify_peer(presented, bundles=state.bundles, now=now, openssl_chain=verified)
+    return verify_peer(
+        presented,
+        bundles=state.bundles,
+        now=now,
+        openssl_chain=verified,
+        cache=state.verify_cache,
+    )

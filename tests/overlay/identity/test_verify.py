@@ -9,7 +9,7 @@ from discovery.errors import IdentityError
 from discovery.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.bundle import Bundle, BundleSet
 from overlay.identity.errors import NotAuthorized, PeerRejected, SvidError
-from overlay.identity.verify import check_expected, revocation_reason, verify_peer
+from overlay.identity.verify import VerifyCache, check_expected, revocation_reason, verify_peer
 from tests.overlay.identity.cases import (
     CA_A,
     CA_A_INTERMEDIATE,
@@ -19,7 +19,7 @@ from tests.overlay.identity.cases import (
     TRUSTED,
     Case,
 )
-from tests.overlay.identity.certfactory import NOW, bundle_set, der, make_leaf
+from tests.overlay.identity.certfactory import HOUR, NOW, bundle_set, der, make_leaf
 
 BUNDLES = bundle_set(dict(TRUSTED))
 
@@ -116,3 +116,34 @@ def test_revocation_reason_tracks_domain_and_anchor() -> None:
     assert "anchor" in (revocation_reason(peer, rotated_b) or "")
     both_b = bundle_set({"b.test": [CA_A.cert, CA_B.cert]})
     assert revocation_reason(peer, both_b) is None
+
+
+def test_verify_cache_memoises_success_only_and_rechecks_time_and_anchor() -> None:
+    chain, _ = make_leaf(CA_B, uris=["spiffe://b.test/x"])  # valid NOW-1h .. NOW+24h
+    ders = [der(chain[0])]
+    cache = VerifyCache(max_entries=2)
+    first = verify_peer(ders, bundles=BUNDLES, now=NOW, cache=cache)
+    assert verify_peer(ders, bundles=BUNDLES, now=NOW, cache=cache) is first
+    assert (cache.hits, cache.misses) == (1, 1)
+    # A hit never outlives the chain's validity window.
+    with pytest.raises(SvidError, match="expired"):
+        verify_peer(ders, bundles=BUNDLES, now=NOW + 25 * HOUR, cache=cache)
+    # Nor survives a bundle that no longer holds the anchor that vouched for it.
+    rotated = bundle_set({"b.test": [CA_A.cert]})
+    with pytest.raises(PeerRejected, match="does not anchor"):
+        verify_peer(ders, bundles=rotated, now=NOW, cache=cache)
+    # Failures are not remembered: a bad chain is re-examined (and rejected) every time.
+    bad, _ = make_leaf(CA_A, uris=["spiffe://b.test/spoof"])
+    for _ in range(2):
+        with pytest.raises(PeerRejected):
+            verify_peer([der(bad[0])], bundles=BUNDLES, now=NOW, cache=cache)
+    assert len(cache._entries) == 1
+    # Bounded: the oldest entry goes first.
+    for i in range(3):
+        other, _ = make_leaf(CA_A, uris=[f"spiffe://a.test/{i}"])
+        verify_peer([der(other[0])], bundles=BUNDLES, now=NOW, cache=cache)
+    assert len(cache._entries) == 2
+    # A disabled cache stores nothing.
+    off = VerifyCache(max_entries=0)
+    verify_peer(ders, bundles=BUNDLES, now=NOW, cache=off)
+    assert off._entries == {}
