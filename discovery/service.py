@@ -44,7 +44,7 @@ from discovery.sources.config import SourceConfig
 from discovery.sources.registry import ServeSource, serve_function
 from discovery.watch import Watch
 
-log = logging.getLogger("isthmus.discovery")
+log = logging.getLogger(__name__)
 
 EVENT_CHANNEL_CAPACITY = 1024
 MAX_BATCH = 4096
@@ -76,13 +76,24 @@ async def serve_catalog(
     """
     policy = policy if policy is not None else Policy.from_sources(source_configs)
     serves = [(config, resolve(config.kind)) for config in source_configs]
-    send, receive = trio.open_memory_channel[Event](channel_capacity)
+    send, receive = trio.open_memory_channel[Event | _Flush](channel_capacity)
     with send, receive:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_apply_loop, receive, watch, policy, clock)
             for config, serve in serves:
                 await nursery.start(_supervise, config, serve, send.clone(), clock, rng)
+            # What the sources said while starting is in the catalog before we report started.
+            flush = _Flush()
+            await send.send(flush)
+            await flush.done.wait()
             task_status.started()
+
+
+class _Flush:
+    """A marker through the event channel: set once everything sent before it is applied."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
 
 
 class _FirstStart:
@@ -101,7 +112,7 @@ class _FirstStart:
 async def _supervise(
     config: SourceConfig,
     serve: ServeSource,
-    send: trio.MemorySendChannel[Event],
+    send: trio.MemorySendChannel[Event | _Flush],
     clock: Callable[[], float],
     rng: Callable[[], float],
     *,
@@ -157,14 +168,14 @@ def _describe(failure: BaseException) -> str:
 
 
 async def _apply_loop(
-    receive: trio.MemoryReceiveChannel[Event],
+    receive: trio.MemoryReceiveChannel[Event | _Flush],
     watch: Watch[Catalog],
     policy: Policy,
     clock: Callable[[], float],
 ) -> None:
     catalog = watch.latest
     while True:
-        batch: list[Event] = []
+        batch: list[Event | _Flush] = []
         due = next_expiry(catalog)
         # ``due`` is on the catalog clock; convert to Trio's clock for the deadline.
         deadline = math.inf if due is None else trio.current_time() + max(0.0, due - clock())
@@ -177,13 +188,17 @@ async def _apply_loop(
                 while len(batch) < MAX_BATCH:
                     batch.append(await receive.receive())
         now = clock()
-        new, diff = apply_many(catalog, batch, now=now, policy=policy)
+        events = [e for e in batch if not isinstance(e, _Flush)]
+        new, diff = apply_many(catalog, events, now=now, policy=policy)
         _log_diff(new, diff)
         new, expired = expire(new, now, policy=policy)
         _log_diff(new, expired)
         if new is not catalog:
             catalog = new
             watch.publish(catalog)
+        for marker in batch:
+            if isinstance(marker, _Flush):
+                marker.done.set()
 
 
 def _log_diff(catalog: Catalog, diff: Diff) -> None:
