@@ -237,17 +237,27 @@ async def test_continuation_flood_is_bounded() -> None:
         assert await good_request(server.port) == b"fine"
 
 
-async def test_oversize_header_list_is_rejected() -> None:
-    limits = H2Limits(max_header_list_size=8 * 1024)
-    async with h2_server(limits=limits) as server:
+@pytest.mark.parametrize("shape", ["one-huge-header", "hpack-bomb"])
+async def test_oversize_header_list_is_rejected(shape: str) -> None:
+    """Both a plainly oversize header and an HPACK bomb (one 4 KiB entry put in the dynamic
+    table, then referenced by a one-byte index a hundred times: ~4 KiB on the wire, ~400 KiB
+    decoded) are refused without being decoded in full, under the 64 KiB default."""
+    async with h2_server() as server:
         raw = await RawClient.connect(server.port)
-        raw.h2.send_headers(1, [*REQ, ("x-big", "v" * 20_000)], end_stream=True)
+        if shape == "one-huge-header":
+            headers = [*REQ, ("x-big", "v" * 100_000)]
+        else:
+            headers = [*REQ] + [("x-bomb", "b" * 4000)] * 100
+        raw.h2.send_headers(1, headers, end_stream=True)
         await raw.flush()
         events = await raw.read_events(h2.events.ConnectionTerminated)
         assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
         [conn] = server.conns
         reason = await wait_closed(conn)
-        assert reason.error_code != 0
+        assert reason.error_code == H2_ENHANCE_YOUR_CALM
+        if shape == "hpack-bomb":
+            assert conn.statistics().bytes_received < 8 * 1024  # small on the wire
+        assert conn.statistics().streams_opened == 0
         assert await good_request(server.port) == b"fine"
 
 

@@ -7,6 +7,7 @@ loopback TCP.  Both ends are real h2 state machines: nothing here is mocked.
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from discovery.errors import H2_CANCEL, H2_INTERNAL_ERROR
 from overlay.link.h2_connection import H2Connection
@@ -431,3 +433,52 @@ async def test_data_before_response_headers_is_a_caller_error() -> None:
         stream = await client.open_stream(GET, end_stream=True)
         assert (b":status", b"200") in await stream.response_headers()
     assert len(errors) == 1
+
+
+async def test_over_real_tls_with_alpn_h2() -> None:
+    """The layer runs over any trio Stream; here the one the link layer hands over in use:
+    a trio.SSLStream (TLS 1.3, ALPN h2) on loopback TCP."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    for ctx in (server_ctx, client_ctx):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.set_alpn_protocols(["h2"])
+
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    raw_client = await trio.open_tcp_stream("127.0.0.1", port)
+    raw_server = await listener.accept()
+    await listener.aclose()
+    tls_client = trio.SSLStream(raw_client, client_ctx, server_hostname="localhost")
+    tls_server = trio.SSLStream(raw_server, server_ctx, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tls_server.do_handshake)
+        await tls_client.do_handshake()
+    assert tls_client.selected_alpn_protocol() == "h2"
+
+    client = H2Connection(tls_client, client_side=True, ping_interval=1.0, ping_timeout=5.0)
+    server = H2Connection(tls_server, client_side=False, handler=echo_handler, ping_interval=None)
+    size = 8 * 1024 * 1024
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        stream = await client.open_stream(POST)
+        start = time.perf_counter()
+        with trio.fail_after(30):
+
+            async def upload() -> None:
+                block = b"z" * 65536
+                for _ in range(size // len(block)):
+                    await stream.send_all(block)
+                await stream.send_eof()
+
+            nursery.start_soon(upload)
+            body = await read_all(stream)
+        elapsed = time.perf_counter() - start
+        print(f"tls echo: {2 * size / elapsed / 1e6:.1f} MB/s (both directions, 8 MiB each)")
+        assert body == b"echo:" + b"z" * size
+        await client.aclose()
+    assert isinstance(server.close_reason, ConnectionGone)
