@@ -88,6 +88,7 @@ class H2Connection(H2StreamIO):
         limits: H2Limits | None = None,
         ping_interval: float | None = 10.0,
         ping_timeout: float = 5.0,
+        idle_timeout: float | None = None,
     ) -> None:
         if client_side == (handler is not None):
             raise ValueError("a server-role connection needs a handler; a client-role one none")
@@ -99,6 +100,8 @@ class H2Connection(H2StreamIO):
             None if ping_interval is None else LivenessPolicy(ping_interval, ping_timeout)
         )
         self._liveness: LivenessState | None = None
+        self._idle_timeout = idle_timeout
+        self._idle_since = 0.0
         lim = self.limits
         self._h2 = new_h2_state(client_side=client_side, limits=lim)
         self._streams: dict[int, H2Stream] = {}
@@ -142,6 +145,8 @@ class H2Connection(H2StreamIO):
                 nursery.start_soon(self._read_loop)
                 if self._liveness_policy is not None:
                     nursery.start_soon(self._liveness_loop, self._liveness_policy)
+                if self._idle_timeout is not None:
+                    nursery.start_soon(self._idle_loop, self._idle_timeout)
                 task_status.started()
         finally:
             self._finish(ConnectionGone("connection closed"))
@@ -221,6 +226,7 @@ class H2Connection(H2StreamIO):
         stream = H2Stream(self, stream_id, client_side=False, request_headers=headers)
         self._streams[stream_id] = stream
         self._streams_opened += 1
+        self._idle_since = now
         assert self._nursery is not None and self._handler is not None
         self._nursery.start_soon(self._run_handler, self._handler, stream)
         return stream
@@ -233,9 +239,7 @@ class H2Connection(H2StreamIO):
         stream._on_reset(error_code, remote=remote)
         if (scope := self._handler_scopes.get(stream.stream_id)) is not None:
             scope.cancel()
-        self._streams.pop(stream.stream_id, None)
-        self._slot_lot.unpark_all()
-        self._room_lot.unpark_all()
+        self._forget(stream)
 
     def _note_premature_reset(self, now: float) -> None:
         self._premature_resets += 1
@@ -344,6 +348,20 @@ class H2Connection(H2StreamIO):
                 return
             else:
                 await trio.sleep_until(action.when)
+
+    async def _idle_loop(self, idle_timeout: float) -> None:
+        """Close (GOAWAY NO_ERROR) after ``idle_timeout`` seconds without an open stream."""
+        self._idle_since = trio.current_time()
+        while True:
+            if self._streams:
+                await trio.sleep(idle_timeout)  # re-check later; a busy link is never idle
+                continue
+            deadline = self._idle_since + idle_timeout
+            if trio.current_time() >= deadline:
+                why = f"idle for {idle_timeout}s"
+                self._begin_close(ConnectionGone(why), goaway=H2_NO_ERROR)
+                return
+            await trio.sleep_until(deadline)
 
     # -- internals --------------------------------------------------------------------------
 

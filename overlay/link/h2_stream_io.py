@@ -59,6 +59,7 @@ class H2StreamIO:
     _close_reason: ConnectionGone | None
     _peer_settings_seen: bool
     _streams_opened: int
+    _idle_since: float
 
     # -- client role ------------------------------------------------------------------------
 
@@ -154,9 +155,7 @@ class H2StreamIO:
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self._h2.reset_stream(stream.stream_id, error_code)
             self._pump()
-        self._streams.pop(stream.stream_id, None)
-        self._slot_lot.unpark_all()
-        self._room_lot.unpark_all()
+        self._forget(stream)
 
     def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
         if nbytes and not self._closing:
@@ -176,8 +175,15 @@ class H2StreamIO:
     # -- shared with the driver ------------------------------------------------------------
 
     def _forget_if_finished(self, stream: H2Stream) -> None:
-        if stream.finished and self._streams.pop(stream.stream_id, None) is not None:
-            self._slot_lot.unpark_all()
+        if stream.finished:
+            self._forget(stream)
+
+    def _forget(self, stream: H2Stream) -> None:
+        """The stream no longer counts: free its slot, wake whoever waits on it."""
+        if self._streams.pop(stream.stream_id, None) is not None and not self._streams:
+            self._idle_since = trio.current_time()
+        self._slot_lot.unpark_all()
+        self._room_lot.unpark_all()
 
     @property
     def _pending(self) -> int:

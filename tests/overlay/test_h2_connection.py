@@ -482,3 +482,35 @@ async def test_over_real_tls_with_alpn_h2() -> None:
         assert body == b"echo:" + b"z" * size
         await client.aclose()
     assert isinstance(server.close_reason, ConnectionGone)
+
+
+async def test_idle_connection_is_closed_and_busy_one_is_not(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    release = trio.Event()
+
+    async def slow(stream: H2Stream) -> None:
+        if dict(stream.request_headers)[b":path"] == b"/slow":
+            await release.wait()
+        await echo_handler(stream)
+
+    a, b = trio.testing.memory_stream_pair()
+    client = H2Connection(a, client_side=True, ping_interval=None)
+    server = H2Connection(b, client_side=False, handler=slow, ping_interval=None, idle_timeout=300)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        long = await client.open_stream([*GET[:2], (":path", "/slow"), GET[3]], end_stream=True)
+        await trio.sleep(1000)  # an open stream, however quiet, is not idleness
+        assert server.close_reason is None
+        release.set()
+        await long.response_headers()
+        assert await read_all(long) == b"echo:"
+        ended = trio.current_time()
+        await trio.sleep(299)
+        assert server.close_reason is None
+        with trio.fail_after(5):
+            reason = await client.wait_closed()
+        assert 300 <= trio.current_time() - ended <= 301
+        assert isinstance(reason, ConnectionGone) and reason.error_code == 0
+        assert "idle" in str(server.close_reason)
