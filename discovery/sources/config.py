@@ -57,6 +57,33 @@ class MdnsSourceConfig:
     max_instances: int = field(default=4096, metadata={"min": 1, "max": 100_000})
     max_txt_bytes: int = field(default=4096, metadata={"min": 256, "max": 65_535})
 
+    def problems(self) -> list[tuple[str, str]]:
+        """DNS-SD service types (RFC 6763 section 7, optionally a ``_sub`` subtype) and
+        interface addresses are checked here, at load time, not when zeroconf first uses them."""
+        import ipaddress
+        import re
+
+        service_type = re.compile(
+            r"^(?:[^.]{1,63}\._sub\.)?_[A-Za-z0-9-]{1,15}\._(?:tcp|udp)\.local\.$"
+        )
+        found: list[tuple[str, str]] = []
+        if not self.service_types:
+            found.append(("service_types", "must list at least one DNS-SD service type"))
+        for i, text in enumerate(self.service_types):
+            if not service_type.match(text):
+                found.append(
+                    (
+                        f"service_types[{i}]",
+                        f"{text!r} is not a DNS-SD type like '_http._tcp.local.'",
+                    )
+                )
+        for i, text in enumerate(self.interfaces):
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                found.append((f"interfaces[{i}]", f"{text!r} is not an IP address"))
+        return found
+
 
 @dataclass(frozen=True)
 class ConsulSourceConfig:

@@ -83,7 +83,8 @@ log = logging.getLogger(__name__)
 
 LOG_BURST = 20  # at most this many per-instance warnings per LOG_WINDOW_S, then a summary
 LOG_WINDOW_S = 10.0
-QUERIES_PER_WAKE = 64  # bound on refresh/resolve queries sent per consumer pass
+QUERY_BATCH = 512  # instances asked about per consumer pass (one message, split into packets)
+RETRY_QUERY_MS = 250.0  # instances that did not fit in a batch are looked at again this soon
 
 
 class EndpointConflict(MdnsRecordError):
@@ -101,13 +102,19 @@ class CacheReading:
     ttl_s: float
 
 
-def refresh_plan(created_ms: float, ttl_s: float, now_ms: float) -> tuple[bool, float]:
+def refresh_plan(
+    created_ms: float, ttl_s: float, now_ms: float, jitter: float = 0.0
+) -> tuple[bool, float]:
     """RFC 6762 section 5.2: query at 80 % and 90 % of a record's life, give up at 100 %.
 
+    ``jitter`` (0..0.02, drawn by the caller) is added to the 80 % and 90 % points, as the RFC
+    asks, so that gateways sharing a link do not all query in the same instant.
     Returns ``(query_now, next_check_ms)``.
     """
     life_ms = ttl_s * 1000.0
-    t80, t90, end = created_ms + 0.8 * life_ms, created_ms + 0.9 * life_ms, created_ms + life_ms
+    t80 = created_ms + (0.8 + jitter) * life_ms
+    t90 = created_ms + (0.9 + jitter) * life_ms
+    end = created_ms + life_ms
     if now_ms < t80:
         return False, t80
     if now_ms < t90:
@@ -147,12 +154,18 @@ class InstanceTable:
         return str(self.version)
 
     def apply(
-        self, instance: str, reading: CacheReading | None, *, at: float, now_ms: float
+        self,
+        instance: str,
+        reading: CacheReading | None,
+        *,
+        at: float,
+        now_ms: float,
+        jitter: float = 0.0,
     ) -> tuple[list[Event], bool]:
         """Reconcile one instance with its current records (None: the instance is gone)."""
         if reading is None:
             return self._drop(instance, at), False
-        query, check_at = refresh_plan(reading.created_ms, reading.ttl_s, now_ms)
+        query, check_at = refresh_plan(reading.created_ms, reading.ttl_s, now_ms, jitter)
         if not reading.complete:
             # Records still arriving, or SRV/TXT/A expired while the PTR lives: not routable.
             return self._drop(instance, at), True
@@ -196,6 +209,12 @@ class InstanceTable:
             return []
         self.owners.pop(old.endpoint.key, None)
         return [Removed(self.source, old.endpoint.key, self.next_version(), at)]
+
+    def recheck_soon(self, instance: str, at_ms: float) -> None:
+        """Look at ``instance`` again by ``at_ms`` (its refresh query could not be sent yet)."""
+        entry = self.known.get(instance)
+        if entry is not None:
+            entry.check_at_ms = min(entry.check_at_ms, at_ms)
 
     def due(self, now_ms: float) -> list[str]:
         return [name for name, e in self.known.items() if e.check_at_ms <= now_ms]
@@ -300,14 +319,18 @@ def read_cache(
     return CacheReading(observation, complete and has_srv, earliest.created, earliest.ttl)
 
 
-def send_refresh_query(zc: Zeroconf, instance: str, server: str | None) -> None:
-    """Ask the link for an instance's SRV/TXT and its host's addresses (thread-safe send)."""
+def send_refresh_query(zc: Zeroconf, wanted: list[tuple[str, str | None]]) -> None:
+    """Ask the link for instances' SRV/TXT and their hosts' addresses, in one message that
+    zeroconf splits into packets (``zc.send`` is thread-safe)."""
     out = DNSOutgoing(_FLAGS_QR_QUERY)
-    out.add_question(DNSQuestion(instance, _TYPE_SRV, _CLASS_IN))
-    out.add_question(DNSQuestion(instance, _TYPE_TXT, _CLASS_IN))
-    if server:
-        out.add_question(DNSQuestion(server, _TYPE_A, _CLASS_IN))
-        out.add_question(DNSQuestion(server, _TYPE_AAAA, _CLASS_IN))
+    hosts: set[str] = set()
+    for instance, server in wanted:
+        out.add_question(DNSQuestion(instance, _TYPE_SRV, _CLASS_IN))
+        out.add_question(DNSQuestion(instance, _TYPE_TXT, _CLASS_IN))
+        if server and server not in hosts:
+            hosts.add(server)
+            out.add_question(DNSQuestion(server, _TYPE_A, _CLASS_IN))
+            out.add_question(DNSQuestion(server, _TYPE_AAAA, _CLASS_IN))
     zc.send(out)
 
 
@@ -400,16 +423,26 @@ async def _reconcile(
     service_type_of: dict[str, str],
     now_ms: float,
 ) -> None:
-    queries = 0
+    wanted: list[tuple[str, str | None]] = []
     for instance, removed in work.items():
         stype = service_type_of.get(instance) or _type_of(table, instance)
         reading = None if removed or stype is None else read_cache(zc, stype, instance, now_ms)
-        events, query = table.apply(instance, reading, at=trio.current_time(), now_ms=now_ms)
-        if query and reading is not None and queries < QUERIES_PER_WAKE:
-            queries += 1
-            send_refresh_query(zc, instance, reading.observation.server)
+        events, query = table.apply(
+            instance,
+            reading,
+            at=trio.current_time(),
+            now_ms=now_ms,
+            jitter=random.uniform(0.0, 0.02),
+        )
+        if query and reading is not None:
+            if len(wanted) < QUERY_BATCH:
+                wanted.append((instance, reading.observation.server))
+            else:
+                table.recheck_soon(instance, now_ms + RETRY_QUERY_MS)
         for event in events:
             await send.send(event)
+    if wanted:
+        send_refresh_query(zc, wanted)
 
 
 def _type_of(table: InstanceTable, instance: str) -> str | None:

@@ -118,6 +118,40 @@ def test_refresh_plan_follows_rfc6762() -> None:
     assert refresh_plan(1000, 10, 9000) == (True, 10000)
     assert refresh_plan(1000, 10, 10500) == (True, 11000)
     assert refresh_plan(1000, 10, 11000) == (False, 11000)
+    assert refresh_plan(1000, 10, 1000, jitter=0.02) == (False, 9200)
+
+
+def test_deferred_query_brings_the_check_forward() -> None:
+    t = table()
+    t.apply(name("a"), reading("a", created_ms=0, ttl_s=10), at=1, now_ms=8000)
+    assert t.next_check_ms() == 9000
+    t.recheck_soon(name("a"), 8250)
+    assert t.due(8250) == [name("a")]
+
+
+@pytest.mark.parametrize(
+    ("types", "interfaces", "path"),
+    [
+        ((), (), "service_types"),
+        (("_http._tcp.local",), (), "service_types[0]"),
+        (("http._tcp.local.",), (), "service_types[0]"),
+        (("_a-name-longer-than-15._tcp.local.",), (), "service_types[0]"),
+        (("_http._tcp.local.",), ("eth0",), "interfaces[0]"),
+    ],
+)
+def test_config_problems(types: tuple[str, ...], interfaces: tuple[str, ...], path: str) -> None:
+    config = MdnsSourceConfig(kind="mdns", name="lan", service_types=types, interfaces=interfaces)
+    assert [p for p, _ in config.problems()] == [path]
+
+
+def test_config_accepts_types_subtypes_and_addresses() -> None:
+    config = MdnsSourceConfig(
+        kind="mdns",
+        name="lan",
+        service_types=("_isthmus._tcp.local.", "_printer._sub._http._tcp.local."),
+        interfaces=("198.18.0.2", "2001:db8::1"),
+    )
+    assert config.problems() == []
 
 
 def test_due_and_next_check() -> None:
