@@ -11,8 +11,8 @@ reader task (events from the peer), by stream methods (send/ack/reset), by the l
 (PING).  Every mutation is followed by ``_pump()``, which moves h2's output into ``_outbuf``
 and wakes the writer task.  Three tasks live in the nursery that ``serve()`` owns:
 
-* reader: waits until the outbound buffer is under ``max_outbound_buffer`` (a peer that never
-  reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2,
+* reader: waits until the outbound buffer is under twice ``max_outbound_buffer`` (a peer that
+  never reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2,
   dispatches events to streams, counts floods;
 * writer: sends ``_outbuf`` to the transport and wakes senders waiting for room;
 * liveness (optional): the pure core in ``liveness.py`` decides PING times and the deadline.
@@ -24,7 +24,9 @@ wait for the peer's window *and* for outbound room.
 
 Roles are clean: HTTP/2 streams are opened by the client only.  The dialing side is the client
 and calls ``open_stream``; the accepting side is the server and gets each stream in ``handler``.
-An acceptor that wants to open tunnels towards the dialer does so on a second connection.
+An acceptor that wants to open tunnels towards the dialer does so on a second connection --
+which may run *inside* a CONNECT stream of the first (an H2Stream is a trio Stream), so an
+outbound-only site still gets traffic in both directions over the one link it dialed.
 
 Closing: ``_begin_close(reason)`` records why (``close_reason``), fails every stream with a
 ``ConnectionGone`` (``LinkDown`` for a missed PING, ``PeerMisbehaved`` for protocol errors and
@@ -90,6 +92,15 @@ class H2Connection(H2StreamIO):
         ping_timeout: float = 5.0,
         idle_timeout: float | None = None,
     ) -> None:
+        """Wrap ``transport`` (already authenticated, e.g. a trio.SSLStream with ALPN h2).
+
+        ``client_side``: the dialer is the client and opens streams; the acceptor is the
+        server and needs ``handler``, run once per accepted stream in this connection's
+        nursery.  ``limits``: see ``H2Limits``.  ``ping_interval``/``ping_timeout``: liveness
+        (None disables); a silent peer is declared down (``LinkDown``) at most
+        ``ping_interval + ping_timeout`` seconds after it went silent.  ``idle_timeout``: close
+        after that long without an open stream (None: never; links rely on PING instead).
+        """
         if client_side == (handler is not None):
             raise ValueError("a server-role connection needs a handler; a client-role one none")
         self.client_side = client_side
@@ -293,8 +304,12 @@ class H2Connection(H2StreamIO):
     async def _read_loop(self) -> None:
         transport, read_size = self._transport, self.limits.read_size
         while not self._closing:
-            while self._pending > self.limits.max_outbound_buffer and not self._closing:
-                await self._room_lot.park()  # the peer is not reading our answers: stop
+            # Data senders stop at max_outbound_buffer; only answers to the peer's control
+            # frames can push past it.  Stopping to read at twice the bound bounds a flooder
+            # that never reads, yet two peers moving bulk data both ways never both stop
+            # reading (which could deadlock them on full TCP buffers).
+            while self._pending > 2 * self.limits.max_outbound_buffer and not self._closing:
+                await self._room_lot.park()
             try:
                 data = await transport.receive_some(read_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
