@@ -22,6 +22,7 @@ Errors are typed (``headers.py``); ``send_error`` writes the one mapped response
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -363,18 +364,36 @@ class H1ServerConnection(_Buffered):
         head, body = error_response(exc)
         try:
             await self.stream.send_all(encode_response_head(head) + body)
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                await self.stream.send_eof()
-                drained = 0
-                with trio.move_on_after(_LINGER_S):
-                    while drained < _LINGER_BYTES:
-                        data = await self.stream.receive_some(self.limits.read_size)
-                        if not data:
-                            break
-                        drained += len(data)
+            await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        await self.aclose()
+        await self.stream.aclose()
+
+    async def _linger(self) -> None:
+        if self._eof or not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            return
+        await self.stream.send_eof()
+        drained = 0
+        with trio.move_on_after(_LINGER_S):
+            while drained < _LINGER_BYTES:
+                data = await self.stream.receive_some(self.limits.read_size)
+                if not data:
+                    break
+                drained += len(data)
+
+    async def aclose(self) -> None:
+        """Close; if a response went out while request bytes were left unread, half-close
+        and drain briefly first (bounded by time and bytes) so the caller gets the answer."""
+        conn = self._h11
+        if (
+            conn is not None
+            and self._response_started
+            and conn.our_state in (h11.DONE, h11.MUST_CLOSE)
+            and conn.their_state is h11.SEND_BODY
+        ):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._linger()
+        await self.stream.aclose()
 
 
 class H1ClientConnection(_Buffered):
