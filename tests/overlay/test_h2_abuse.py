@@ -17,7 +17,7 @@ import h2.exceptions
 import hpack
 import pytest
 import trio
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, WindowUpdateFrame
 
 from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_REFUSED_STREAM
 from overlay.link.h2_connection import H2Connection
@@ -161,20 +161,32 @@ async def test_streams_over_the_limit_are_refused_not_fatal() -> None:
         assert conn.close_reason is None
 
 
-async def test_rapid_reset_closes_the_connection_but_not_others() -> None:
+@pytest.mark.parametrize("variant", ["rapid-reset", "made-you-reset"])
+async def test_rapid_reset_closes_the_connection_but_not_others(variant: str) -> None:
+    """Rapid Reset: the client resets each stream right after opening it.  MadeYouReset: the
+    client makes the *server* reset each stream (here: a stream WINDOW_UPDATE that overflows
+    the window, a stream-level FLOW_CONTROL_ERROR).  Both cost the server work per stream
+    while never holding a concurrency slot; both are counted as premature resets."""
     limits = H2Limits(max_premature_resets=50)
     async with h2_server(limits=limits) as server:
         assert await good_request(server.port) == b"fine"
         raw = await RawClient.connect(server.port)
         sent = 0
         with contextlib.suppress(trio.BrokenResourceError), trio.fail_after(5):
-            while sent < 5000:  # HEADERS immediately followed by RST_STREAM, in batches
+            while sent < 5000:  # HEADERS immediately followed by the reset, in batches
+                extra = b""
                 for _ in range(100):
                     sid = raw.h2.get_next_available_stream_id()
                     raw.h2.send_headers(sid, REQ, end_stream=True)
-                    raw.h2.reset_stream(sid)
+                    if variant == "rapid-reset":
+                        raw.h2.reset_stream(sid)
+                    else:
+                        # h2 would refuse to send this; frame it by hand (after the HEADERS).
+                        raw.h2.streams.pop(sid)
+                        overflow = WindowUpdateFrame(sid, window_increment=2**31 - 1)
+                        extra += raw.h2.data_to_send() + overflow.serialize()
                     sent += 1
-                await raw.flush()
+                await raw.sock.send_all(extra + raw.h2.data_to_send())
                 await trio.sleep(0.005)
         events = await raw.read_events(h2.events.ConnectionTerminated)
         flooded = server.conns[1]
