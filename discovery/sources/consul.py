@@ -24,6 +24,10 @@ bursts coalesce and the catalog sees one :class:`Resynced` with the complete set
 * each successful services-list round (at least every ``wait_s``) without a change confirms
   the view with :class:`SourceFresh`, so the catalog can tell a quiet source from a dead one.
 
+With more watched services than connections for blocking queries (``max_connections``),
+watchers take turns and each query's ``wait`` shrinks in proportion
+(:meth:`_ConsulWatch.service_wait`), so a change is still seen within about ``wait_s``.
+
 A failed query is retried after exponential backoff with full jitter
 (:class:`discovery.backoff.Backoff`).  Cancelling the source cancels every request at once:
 the HTTP client is trio-native (:mod:`discovery.sources.consul_http`).
@@ -73,6 +77,7 @@ log = logging.getLogger(__name__)
 CATALOG = "catalog/services"
 # HashiCorp: rate-limit blocking queries, an answer is no proof of a change.
 _MIN_ROUND_S = 0.1
+_MIN_SHARED_WAIT_S = _MIN_ROUND_S
 _REASON_CHARS = 300
 
 
@@ -249,7 +254,10 @@ class _ConsulWatch:
 
     async def failed(self, query: str, err: ConsulError, attempt: int) -> None:
         reason = f"{type(err).__name__}: {err}"[:_REASON_CHARS]
-        log.warning("consul source %s: %s: %s", self.config.name, query, reason)
+        # Warn on a new problem; repeats of the same one (retries while Consul is down) are
+        # debug, so an outage of hours with hundreds of services does not flood the log.
+        level = logging.DEBUG if self.view.failing.get(query) == reason else logging.WARNING
+        log.log(level, "consul source %s: %s: %s", self.config.name, query, reason)
         self.view.failing[query] = reason
         self.changed()
         if isinstance(err, ConsulAclDenied) and self.consul is not None:
@@ -257,7 +265,8 @@ class _ConsulWatch:
         await trio.sleep(self.backoff.delay(attempt, self.random.random()))
 
     def succeeded(self, query: str, received: int) -> None:
-        self.view.failing.pop(query, None)
+        if self.view.failing.pop(query, None) is not None:
+            log.info("consul source %s: %s: recovered", self.config.name, query)
         self.view.last_index = received
 
     async def watch_catalog(self, nursery: trio.Nursery) -> None:
@@ -305,6 +314,20 @@ class _ConsulWatch:
                 nursery.start_soon(self.watch_service, name, scope)
         self.view.watched = watch
 
+    def service_wait(self) -> float:
+        """``wait`` for a service's blocking query, shortened when watchers share connections.
+
+        With more watched services than blocking-query connections, watchers take turns; a
+        full turn lasts about ``watched / slots * wait``.  Scaling ``wait`` by ``slots /
+        watched`` keeps a turn near ``wait_s`` -- the bound on how late a change is seen --
+        at the same request rate as one query per service per ``wait_s``.
+        """
+        watched = len(self.view.watched or ())
+        slots = self.client.limiter.total_tokens
+        if watched <= slots:
+            return self.config.wait_s
+        return max(_MIN_SHARED_WAIT_S, self.config.wait_s * slots / watched)
+
     async def watch_service(self, name: str, scope: trio.CancelScope) -> None:
         assert self.consul is not None
         index, attempt = 0, 0
@@ -315,7 +338,7 @@ class _ConsulWatch:
                     raw_index, data = await self.consul.health.service(
                         name,
                         index=index or None,
-                        wait=format_wait(self.config.wait_s),
+                        wait=format_wait(self.service_wait()),
                         tag=list(self.config.tags) or None,
                         node_meta=dict(self.node_meta) or None,
                     )

@@ -12,8 +12,11 @@ Theory of operation
 -------------------
 One request per connection (``Connection: close``): the only long-lived requests are blocking
 queries that last up to ``wait``, so connection set-up is amortised and there is no pool whose
-stale sockets need retry logic.  A :class:`trio.CapacityLimiter` bounds concurrent requests
-(Consul limits connections per client IP, 200 by default).  Every request runs under a
+stale sockets need retry logic.  Two :class:`trio.CapacityLimiter` bound concurrent requests
+to ``max_connections`` (Consul limits connections per client IP, 200 by default): one for
+parked blocking queries, a tenth reserved for quick reads so those never queue behind them.
+With more watched services than blocking slots, watchers take turns (FIFO; the source then
+shortens ``wait`` so that a turn stays near the configured one).  Every request runs under a
 deadline: the ``wait`` it carries + Consul's jitter (``wait/16``) + a margin, or the plain
 request timeout.  Response headers are bounded by h11, the body by ``max_body_bytes``.
 Failures come out typed: :class:`ConsulUnavailable` / :class:`ConsulTimeout` for transport
@@ -107,7 +110,11 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         # arguments for them, and Consul's own Go client applies them per client the same way.
         self.extra_params = extra_params
         self.max_body_bytes = max_body_bytes
-        self.limiter = trio.CapacityLimiter(max_connections)
+        # Parked blocking queries must not starve quick (non-blocking) ones, e.g. the first
+        # read of a newly listed service: a tenth of the connections is kept for those.
+        quick = max(1, max_connections // 10)
+        self.limiter = trio.CapacityLimiter(max(1, max_connections - quick))
+        self.quick_limiter = trio.CapacityLimiter(quick)
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.margin_s = margin_s
@@ -183,7 +190,8 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
     ) -> Any:
         body = data.encode() if isinstance(data, str) else data
         timeout = self.deadline_for(params)
-        async with self.limiter:
+        blocking = any(key == "index" for key, _ in params or ())
+        async with self.limiter if blocking else self.quick_limiter:
             with trio.move_on_after(timeout) as scope:
                 response = await self.request(method, self.target(path, params), headers, body)
         if scope.cancelled_caught:

@@ -124,12 +124,20 @@ class Store:
             node = Node(node_name, address, self.datacenter, create_index=idx)
             self.nodes[node_name] = node
         if not body.get("SkipNodeUpdate"):
+            before = (node.address, node.id, node.meta, node.tagged_addresses)
             node.address = address
             node.id = str(body.get("ID") or node.id)
             node.meta = _str_map(body.get("NodeMeta"), "NodeMeta") or node.meta
             node.tagged_addresses = _str_map(body.get("TaggedAddresses"), "TaggedAddresses")
-            node.modify_index = idx
-            self._touch_node(node_name, idx)
+            # Like Consul, an identical node re-registration changes nothing (no index bump).
+            if node.create_index == idx or before != (
+                node.address,
+                node.id,
+                node.meta,
+                node.tagged_addresses,
+            ):
+                node.modify_index = idx
+                self._touch_node(node_name, idx)
         service_body = body.get("Service")
         if service_body is not None:
             self._register_service(node_name, service_body, idx)

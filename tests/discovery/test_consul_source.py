@@ -8,6 +8,7 @@ autojump_clock here; every wait is bounded with trio.fail_after.  Timings are pr
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
@@ -434,3 +436,50 @@ async def test_server_runs_as_a_subprocess() -> None:
         async with running(make_config(url, token="tok")) as events:
             assert ports(await events.resynced()) == {8080}
         process.terminate()
+
+
+async def test_retries_back_off_with_jitter_and_stale_is_said_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Agent down for 10 virtual minutes: bounded retries, one SourceStale, a quiet log.
+
+    A refused loopback connect fails inside the connect call (no real-time wait), so the
+    only waits are the source's backoff sleeps and the autojump clock can skip them.
+    """
+    caplog.set_level(logging.DEBUG, logger="discovery.sources.consul")
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    config = make_config(f"http://127.0.0.1:{port}", backoff_base_s=0.5, backoff_cap_s=30.0)
+    async with running(config) as events:
+        got = await events.quiet(600.0)
+    attempts = [r for r in caplog.records if "ConsulUnavailable" in r.getMessage()]
+    warnings = [r for r in attempts if r.levelno == logging.WARNING]
+    # Full jitter with a 30 s cap: ~15 s on average once ramped up -> roughly 40 in 600 s;
+    # a busy loop would make thousands, a stuck retry loop none after the first.
+    assert 15 <= len(attempts) <= 200, len(attempts)
+    assert len(warnings) == 1  # the same failure repeated is logged at debug level
+    assert [type(e) for e in got] == [SourceStale]
+
+
+async def test_many_services_with_few_connections() -> None:
+    """150 services, 20 connections: first reads are not starved by parked queries, and a
+    change is still seen within about ``wait_s`` although watchers take turns."""
+    async with open_consul_api_server() as srv:
+        for i in range(150):
+            srv.register_service(f"svc-{i}", 10000 + i)
+        start = trio.current_time()
+        async with running(make_config(srv.url, max_connections=20, wait_s=3.0)) as events:
+            event = await events.resynced(limit=10.0)
+            listed = trio.current_time() - start
+            await events.quiet(1.0)
+            start = trio.current_time()
+            srv.register_service("svc-149", 20000, node="node-9")  # touches svc-149 only
+            await events.resynced(lambda e: 20000 in ports(e), limit=8.0)
+            seen = trio.current_time() - start
+    print(
+        f"\nconsul: 150 services listed in {listed * 1000:.0f} ms over 20 connections; "
+        f"a change seen after {seen * 1000:.0f} ms (wait_s 3)"
+    )
+    assert len(event.endpoints) == 150 and listed < 8.0
+    assert seen < 3.0 * 2
