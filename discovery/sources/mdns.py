@@ -32,7 +32,15 @@ that the endpoint depends on (PTR, SRV, TXT, the SRV target's addresses).  At 80
 its lifetime the source sends a query for the instance's SRV/TXT/A/AAAA so that a live publisher
 refreshes them (the browser itself only refreshes PTRs); at 100 % it re-reads the cache, and
 records that expired mean the publisher died silently: ``Removed``.  Zeroconf's own cache sweep
-runs only every 10 s, so this timer is what makes silent death visible at TTL expiry.
+runs only every 10 s, so this timer is what makes silent death visible at TTL expiry.  Queries
+are batched into one message per pass (at most ``QUERY_BATCH`` instances, at most one message
+per ``QUERY_INTERVAL_MS``); an instance that misses a batch is looked at again shortly.
+
+Bounds against a flood (say 10 000 instances announced at once): zeroconf's cache holds at most
+10 000 records (it evicts the closest to expiry), the mailbox at most ``2 * max_instances``
+names, the table at most ``max_instances`` endpoints (further instances: logged
+``InstanceLimitExceeded``), and per-instance warnings are rate-limited to ``LOG_BURST`` per
+``LOG_WINDOW_S`` plus one summary line.
 
 Lifetime: ``serve_mdns_source`` owns the ``Zeroconf`` and the browser; cancelling it closes
 both in a shielded worker thread, which joins zeroconf's threads before the source returns.
@@ -85,6 +93,7 @@ LOG_BURST = 20  # at most this many per-instance warnings per LOG_WINDOW_S, then
 LOG_WINDOW_S = 10.0
 QUERY_BATCH = 512  # instances asked about per consumer pass (one message, split into packets)
 RETRY_QUERY_MS = 250.0  # instances that did not fit in a batch are looked at again this soon
+QUERY_INTERVAL_MS = 100.0  # at most one query message per interval (a flood must not echo)
 
 
 class EndpointConflict(MdnsRecordError):
@@ -385,6 +394,7 @@ async def serve_mdns_source(
             await send.send(SourceFresh(config.name, table.next_version(), trio.current_time()))
         log.info("mdns source %s: browsing %s", config.name, ", ".join(config.service_types))
         types = {t.lower(): t for t in config.service_types}
+        last_query_ms = -math.inf
         while True:
             next_ms = table.next_check_ms()
             delay = (
@@ -408,7 +418,9 @@ async def serve_mdns_source(
                         service_type_of.setdefault(alias, stype)
                 for instance in table.known:
                     work.setdefault(instance, False)
-            await _reconcile(zc, table, send, work, service_type_of, now_ms)
+            may_query = now_ms - last_query_ms >= QUERY_INTERVAL_MS
+            if await _reconcile(zc, table, send, work, service_type_of, now_ms, may_query):
+                last_query_ms = now_ms
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_close, browser, zc)
@@ -422,7 +434,10 @@ async def _reconcile(
     work: dict[str, bool],
     service_type_of: dict[str, str],
     now_ms: float,
-) -> None:
+    may_query: bool,
+) -> bool:
+    """Re-read and re-map each instance in ``work``; emit events; send (at most) one batched
+    query.  Known instances whose query could not go out now are re-checked shortly."""
     wanted: list[tuple[str, str | None]] = []
     for instance, removed in work.items():
         stype = service_type_of.get(instance) or _type_of(table, instance)
@@ -435,7 +450,7 @@ async def _reconcile(
             jitter=random.uniform(0.0, 0.02),
         )
         if query and reading is not None:
-            if len(wanted) < QUERY_BATCH:
+            if may_query and len(wanted) < QUERY_BATCH:
                 wanted.append((instance, reading.observation.server))
             else:
                 table.recheck_soon(instance, now_ms + RETRY_QUERY_MS)
@@ -443,6 +458,7 @@ async def _reconcile(
             await send.send(event)
     if wanted:
         send_refresh_query(zc, wanted)
+    return bool(wanted)
 
 
 def _type_of(table: InstanceTable, instance: str) -> str | None:
