@@ -92,6 +92,7 @@ class PeerConfig:
     port: int = field(metadata={"min": 1, "max": 65535})
     spiffe_id: SpiffeId
     priority: int = field(default=100, metadata={"min": 0, "max": 1_000_000})
+    dial: bool = True  # false: the peer is outbound-only (behind NAT) and dials us
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.spiffe_id.path:
@@ -99,6 +100,23 @@ class PeerConfig:
         if not self.address or any(c.isspace() for c in self.address):
             return [("address", f"{self.address!r} is not a host name or IP address")]
         return []
+
+
+@dataclass(frozen=True)
+class PeeringConfig:
+    """Link liveness and federation timing.
+
+    A dead link is declared down at most ``ping_interval_s + ping_timeout_s`` after it died;
+    its imports stay (stale, not routed to) for ``import_grace_s``, then are withdrawn.
+    """
+
+    ping_interval_s: float = field(default=5.0, metadata={"min": 0.05, "max": 3600.0})
+    ping_timeout_s: float = field(default=3.0, metadata={"min": 0.05, "max": 3600.0})
+    connect_timeout_s: float = field(default=10.0, metadata={"min": 0.05, "max": 600.0})
+    ack_timeout_s: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
+    import_grace_s: float = field(default=60.0, metadata={"min": 0.0, "max": 86400.0})
+    backoff_base_s: float = field(default=0.25, metadata={"min": 0.01, "max": 60.0})
+    backoff_cap_s: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,7 @@ class GatewayConfig:
     peers: tuple[PeerConfig, ...] = field(default=(), metadata={"unique": "name"})
     sources: tuple[SourceConfig, ...] = field(default=(), metadata={"unique": "name"})
     exports: tuple[ExportConfig, ...] = ()
+    peering: PeeringConfig = field(default_factory=PeeringConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
@@ -135,6 +154,8 @@ class GatewayConfig:
         for i, bind in enumerate(binds):
             if binds.index(bind) != i:
                 out.append((f"listeners[{i}].port", f"{bind} is already used by another listener"))
+        if self.peers and self.listener("east-west") is None:
+            out.append(("peers", "peers need a listener of kind 'east-west'"))
         peer_names = {p.name for p in self.peers}
         for i, export in enumerate(self.exports):
             for j, name in enumerate(export.peers):

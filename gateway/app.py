@@ -1,0 +1,145 @@
+"""The gateway process: one root nursery owning identity, discovery, peering and admin.
+
+Start-up order matters and each step fails loudly: the identity files are loaded and verified
+first (a gateway that cannot prove who it is must not start), then discovery, then the
+east-west listener and the dialers, then the admin API.  ``task_status.started`` receives the
+bound ports, so tests and the demo can use port 0.  Shutdown is cancellation of the root
+nursery: every task ends, every link is closed, nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from discovery.backoff import Backoff
+from discovery.catalog import Catalog
+from discovery.service import serve_catalog
+from discovery.watch import Watch
+from gateway.admin import serve_admin
+from gateway.commands.catalog import catalog_json
+from gateway.config.model import GatewayConfig
+from gateway.views import imports_json, routes_json
+from overlay.identity.rotation import Identity, serve_identity
+from overlay.identity.state import BundleSource, load_identity_state
+from overlay.link.h2_limits import H2Limits
+from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
+
+log = logging.getLogger("isthmus.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPorts:
+    """The ports the gateway bound (None for a listener kind it does not have)."""
+
+    east_west: int | None
+    admin: int | None
+
+
+@dataclass
+class Gateway:
+    """The live parts of a running gateway (for the admin API and tests)."""
+
+    config: GatewayConfig
+    identity: Identity
+    catalog: Watch[Catalog]
+    peering: Peering
+
+
+def peering_settings(config: GatewayConfig) -> PeeringSettings:
+    p, lim = config.peering, config.limits
+    return PeeringSettings(
+        ping_interval=p.ping_interval_s,
+        ping_timeout=p.ping_timeout_s,
+        connect_timeout=p.connect_timeout_s,
+        handshake_timeout=lim.tls_handshake_timeout_s,
+        ack_timeout=p.ack_timeout_s,
+        import_grace=p.import_grace_s,
+        backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s),
+        h2_limits=H2Limits(
+            max_concurrent_streams=lim.h2_max_concurrent_streams,
+            stream_window=lim.h2_stream_window,
+            connection_window=lim.h2_connection_window,
+            max_header_list_size=lim.h2_max_header_list_bytes,
+        ),
+    )
+
+
+def admin_views(gw: Gateway) -> dict[str, Any]:
+    config = gw.config
+
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "site": config.site.name,
+            "spiffe_id": str(gw.identity.state.spiffe_id),
+            "trust_domains": sorted(str(td) for td in gw.identity.state.bundles),
+        }
+
+    return {
+        "/healthz": healthz,
+        "/catalog": lambda: catalog_json(gw.catalog.latest, trio.current_time()),
+        "/links": gw.peering.status,
+        "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
+        "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
+    }
+
+
+async def serve_gateway(
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway described by ``config`` until cancelled."""
+    ident = config.identity
+    bundles = [BundleSource(b.trust_domain, b.path, b.format) for b in ident.bundles]
+    state = await trio.to_thread.run_sync(
+        functools.partial(load_identity_state, ident.svid, ident.key, bundles)
+    )
+    identity = Identity(state)
+    log.info("site %s starts as %s", config.site.name, state.spiffe_id)
+    catalog: Watch[Catalog] = Watch(Catalog())
+    peers = [
+        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
+    ]
+    peering = Peering(
+        local_site=config.site.name,
+        identity=identity,
+        peers=peers,
+        catalog=catalog,
+        export_rules=config.exports,
+        settings=peering_settings(config),
+    )
+    gw = Gateway(config, identity, catalog, peering)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                serve_identity,
+                identity,
+                svid_path=ident.svid,
+                key_path=ident.key,
+                bundles=bundles,
+                poll_interval_s=ident.poll_interval_s,
+            )
+        )
+        await nursery.start(serve_catalog, config.sources, catalog)
+        ew_port = admin_port = None
+        ew = config.listener("east-west")
+        if ew is not None:
+            ew_port = await nursery.start(
+                functools.partial(peering.serve, host=str(ew.address), port=ew.port)
+            )
+            log.info("east-west listener on %s:%d", ew.address, ew_port)
+        admin = config.listener("admin")
+        if admin is not None:
+            admin_port = await nursery.start(
+                functools.partial(
+                    serve_admin, admin_views(gw), host=str(admin.address), port=admin.port
+                )
+            )
+            log.info("admin API on http://%s:%d/", admin.address, admin_port)
+        task_status.started(GatewayPorts(ew_port, admin_port))

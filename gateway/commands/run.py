@@ -1,0 +1,68 @@
+"""``isthmus run CONFIG``: run one gateway until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from discovery.errors import ConfigError, IdentityError, IsthmusError
+from gateway.app import serve_gateway
+from gateway.config.errors import ConfigInvalid
+from gateway.config.load import load_file
+from gateway.logs import setup_logging
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser("run", help="run a gateway")
+    parser.add_argument("config", type=Path, help="gateway config (TOML)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_file(args.config)
+    except ConfigInvalid as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, site=config.site.name)
+    try:
+        trio.run(_main, config)
+    except KeyboardInterrupt:
+        pass
+    except BaseException as exc:
+        error = _isthmus_error(exc)
+        if error is None:
+            raise
+        if not isinstance(error, ConfigError | IdentityError):  # a bug: show where
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"isthmus: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _isthmus_error(exc: BaseException) -> IsthmusError | None:
+    """The typed error behind ``exc`` (trio wraps task errors in exception groups)."""
+    if isinstance(exc, IsthmusError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _isthmus_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _main(config: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await nursery.start(serve_gateway, config)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break

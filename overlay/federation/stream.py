@@ -1,0 +1,237 @@
+"""Federation over HTTP/2: the trio adapters around the pure export and import sessions.
+
+The exporter opens one long-lived stream (``POST`` :data:`FEDERATION_PATH`) on its
+client-role connection to the peer: the request body carries snapshot and delta frames, the
+response body carries acks and nacks.  So each direction of federation is one stream, opened by
+the side whose catalog it carries, on whichever link that side sends on.
+
+Theory of operation (exporter)
+------------------------------
+Two tasks share one :class:`~overlay.federation.export.ExportSession`:
+
+* the *reader* feeds reply frames to the session and kicks the writer;
+* the *writer* waits for a kick (a new catalog snapshot, a reply, or the ack timer), folds the
+  latest catalog into the peer's export view -- incrementally, by the services whose endpoint
+  maps changed -- and sends what the session asks for.
+
+A reply that is not acked within ``ack_timeout`` means the peer (or the link) is wedged:
+:class:`FederationTimeout` is raised and the owner closes the link, which redials and starts a
+fresh session (a full snapshot).  Any :class:`FederationProtocolError` ends the stream the same
+way.  The importer side is a plain loop: frames in, session, replies out, updates to a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+import trio
+
+from discovery.catalog import Catalog
+from discovery.model import Endpoint, ServiceName
+from discovery.watch import Watch
+from overlay.federation.config import ExportConfig
+from overlay.federation.export import (
+    EMPTY_VIEW,
+    ExportSession,
+    ExportView,
+    compute_export,
+    update_export,
+)
+from overlay.federation.import_ import ImportSession, ImportUpdate
+from overlay.federation.protocol import (
+    MAX_MESSAGE_BYTES,
+    FederationProtocolError,
+    FrameDecoder,
+    encode_message,
+)
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import H2Stream
+
+log = logging.getLogger("isthmus.federation")
+
+FEDERATION_PATH = "/isthmus.federation.v1/export"
+READ_SIZE = 64 * 1024
+ACK_TIMEOUT_S = 30.0
+
+
+class FederationTimeout(FederationProtocolError):
+    """The peer did not acknowledge an export in time."""
+
+
+def routable_endpoints(catalog: Catalog, now: float) -> Iterable[Endpoint]:
+    """Every listed endpoint, healthy only if the catalog would route to it now."""
+    for entry in catalog.entries():
+        ep = entry.endpoint
+        ok = catalog.is_routable(entry, now)
+        yield ep if ok == ep.healthy else replace(ep, healthy=ok)
+
+
+def _service_endpoints(catalog: Catalog, service: ServiceName, now: float) -> list[Endpoint]:
+    out = []
+    for entry in catalog.endpoints(service):
+        ep = entry.endpoint
+        ok = catalog.is_routable(entry, now)
+        out.append(ep if ok == ep.healthy else replace(ep, healthy=ok))
+    return out
+
+
+def changed_services(old: Catalog, new: Catalog) -> set[ServiceName] | None:
+    """Services whose endpoint maps differ between two snapshots, or None for "everything".
+
+    Persistent maps make this an identity check per service.  A change in any source's
+    standing (stale, expired) can change every endpoint's routability, so it means everything.
+    """
+    if old.sources is not new.sources:
+        for name in set(old.sources.keys()) | set(new.sources.keys()):
+            a, b = old.sources.get(name), new.sources.get(name)
+            if (
+                a is None
+                or b is None
+                or (a.stale, a.expired, a.grace_until)
+                != (
+                    b.stale,
+                    b.expired,
+                    b.grace_until,
+                )
+            ):
+                return None
+    names = set(old.services.keys()) | set(new.services.keys())
+    return {s for s in names if old.services.get(s) is not new.services.get(s)}
+
+
+class PeerExport:
+    """The export view for one peer, kept up to date from catalog snapshots (pure)."""
+
+    def __init__(self, peer: str, rules: Sequence[ExportConfig]) -> None:
+        self.peer = peer
+        self.rules = tuple(rules)
+        self.view: ExportView = EMPTY_VIEW
+        self._catalog: Catalog | None = None
+
+    def update(self, catalog: Catalog, now: float) -> frozenset[ServiceName] | None:
+        """Fold ``catalog`` in; return the services whose export changed (None: recomputed)."""
+        previous, self._catalog = self._catalog, catalog
+        changed = None if previous is None else changed_services(previous, catalog)
+        if changed is None:
+            self.view = compute_export(routable_endpoints(catalog, now), self.rules, self.peer)
+            return None
+        if not changed:
+            return frozenset()
+        per_service = {s: _service_endpoints(catalog, s, now) for s in changed}
+        self.view, touched = update_export(self.view, per_service, self.rules, self.peer)
+        return touched
+
+
+async def run_export(
+    client: H2Connection,
+    *,
+    local_site: str,
+    peer_site: str,
+    catalog: Watch[Catalog],
+    rules: Sequence[ExportConfig],
+    ack_timeout: float = ACK_TIMEOUT_S,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    clock: Callable[[], float] = trio.current_time,
+) -> None:
+    """Export this site's consented catalog to ``peer_site`` until the stream fails.
+
+    Always raises when it ends: the stream reset (``StreamReset``/``ConnectionGone``), a
+    protocol error, or :class:`FederationTimeout`.
+    """
+    stream = await client.open_stream(
+        [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", peer_site),
+            (":path", FEDERATION_PATH),
+            ("content-type", "application/x-isthmus-federation"),
+            ("isthmus-site", local_site),
+        ]
+    )
+    try:
+        status = dict(await stream.response_headers()).get(b":status")
+        if status != b"200":
+            raise FederationProtocolError(f"peer answered the export stream with {status!r}")
+        session = ExportSession(
+            local_site, secrets.token_hex(8), max_message_bytes=max_message_bytes
+        )
+        export = PeerExport(peer_site, rules)
+        send_kick, receive_kick = trio.open_memory_channel[None](1)
+
+        def kick() -> None:
+            # A kick already pending covers this one too: one wake-up folds in everything.
+            with contextlib.suppress(trio.WouldBlock):
+                send_kick.send_nowait(None)
+
+        async def read_replies() -> None:
+            decoder = FrameDecoder(max_message_bytes=max_message_bytes)
+            while True:
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    decoder.close()
+                    raise FederationProtocolError("peer ended the federation stream")
+                for msg in decoder.feed(data):
+                    session.receive(msg)
+                kick()
+
+        async def watch_catalog() -> None:
+            seen = -1
+            while True:
+                seen, _ = await catalog.wait_newer(seen)
+                kick()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_replies)
+            nursery.start_soon(watch_catalog)
+            applied = -1
+            while True:
+                if catalog.count != applied:
+                    applied = catalog.count
+                    changed = export.update(catalog.latest, clock())
+                    if changed is None or changed:
+                        session.set_view(export.view, changed)
+                while (msg := session.next_message(clock())) is not None:
+                    await stream.send_all(encode_message(msg, max_message_bytes=max_message_bytes))
+                oldest = session.oldest_unacked_at()
+                timeout = float("inf") if oldest is None else oldest + ack_timeout - clock()
+                if timeout <= 0:
+                    raise FederationTimeout(f"{peer_site} did not acknowledge in {ack_timeout}s")
+                with trio.move_on_after(timeout):
+                    await receive_kick.receive()
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def serve_import(
+    stream: H2Stream,
+    *,
+    peer_site: str,
+    on_update: Callable[[ImportUpdate], None],
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> None:
+    """Receive ``peer_site``'s export on ``stream`` and hand each applied change to ``on_update``.
+
+    Returns when the peer ends the stream cleanly; raises :class:`FederationProtocolError` on
+    malformed, oversized or out-of-protocol input (the owner disconnects the peer).
+    """
+    await stream.send_headers(
+        [(":status", "200"), ("content-type", "application/x-isthmus-federation")]
+    )
+    session = ImportSession(peer_site)
+    decoder = FrameDecoder(max_message_bytes=max_message_bytes)
+    while True:
+        data = await stream.receive_some(READ_SIZE)
+        if not data:
+            decoder.close()
+            return
+        for msg in decoder.feed(data):
+            result = session.receive(msg)
+            if result.update is not None:
+                on_update(result.update)
+            if result.reply is not None:
+                await stream.send_all(encode_message(result.reply))

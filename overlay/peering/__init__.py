@@ -1,0 +1,1 @@
+"""Peering: links to every configured peer, catalog federation over them, the routing view."""
