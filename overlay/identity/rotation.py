@@ -16,8 +16,10 @@ Theory of operation
   (``touch`` is not a rotation).  The new files are parsed and validated as one snapshot in a
   worker thread; if anything is wrong (half-written PEM, key not matching the certificate,
   expired SVID, malformed bundle) the error is logged once per distinct content and the last
-  good state stays.  SPIRE and spiffe-helper replace files by rename, and ``isthmus ca issue``
-  does too, so a torn read is rare and self-heals on the next poll.
+  good state stays.  SPIRE and spiffe-helper replace each file by rename, but the SVID, key and
+  bundle are separate files, so a poll can see a new key with the old certificate: a failure
+  is therefore reported (once per distinct content) only when a following poll finds the files
+  unchanged; a rotation in progress completes silently on the next poll.
 """
 
 from __future__ import annotations
@@ -132,30 +134,41 @@ async def serve_identity(
     paths = [svid_path, key_path, *(b.path for b in bundles)]
     last_stamp = _stamp(paths)
     last_digest = identity.state.digest
-    rejected: bytes | None = None
+    rejected: bytes | None = None  # content already reported bad: stay quiet until it changes
+    pending: tuple[bytes | None, str] | None = None  # a failure not yet confirmed by a quiet poll
     task_status.started()
     while True:
         await trio.sleep(poll_interval_s)
         stamp = _stamp(paths)
         if stamp == last_stamp:
+            if pending is not None:  # the files settled and are still bad: now it is an error
+                rejected, message = pending
+                pending = None
+                log.error(
+                    "rejected new identity files, keeping the last good identity: %s", message
+                )
             continue
         last_stamp = stamp
         try:
             files = await trio.to_thread.run_sync(read_identity_files, svid_path, key_path, bundles)
         except IdentityError as exc:
-            log.error("identity files unreadable, keeping the last good identity: %s", exc)
+            pending = (None, str(exc))
             continue
         digest = files.digest()
         if digest in (last_digest, rejected):
+            pending = None
             continue
         try:
             new = await trio.to_thread.run_sync(
                 functools.partial(state_from_files, files, now=wall_clock())
             )
         except (IdentityError, ValueError, OSError) as exc:
-            rejected = digest
-            log.error("rejected new identity files, keeping the last good identity: %s", exc)
+            # Writers replace the SVID, key and bundle files one by one: a key that does not
+            # match the certificate for one poll is normal.  Report it only if it persists.
+            log.debug("identity files not usable yet: %s", exc)
+            pending = (digest, str(exc))
             continue
+        pending = None
         last_digest = digest
         revoked = identity.swap(new)
         log.info(

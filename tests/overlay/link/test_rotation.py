@@ -160,8 +160,9 @@ async def test_long_lived_link_survives_svid_swap_and_new_links_get_new_svid(
 
 
 async def test_dials_never_fail_while_svid_rotates(
-    tmp_path: Path, cas: tuple[DevCa, DevCa]
+    tmp_path: Path, cas: tuple[DevCa, DevCa], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="isthmus.identity")
     ca_a, _ = cas
     server = Site(tmp_path, ca_a, SERVER, [ca_a])
     client = Site(tmp_path, ca_a, CLIENT_A, [ca_a])
@@ -176,6 +177,9 @@ async def test_dials_never_fail_while_svid_rotates(
             await link.aclose()
             await trio.sleep(POLL / 2)
     assert len(serials) >= 2  # the rotations really happened under the dials
+    # A rotation in progress (new key, old cert for a poll) is not reported as an error.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert sum("identity rotated" in r.getMessage() for r in caplog.records) >= 2
 
 
 async def test_removing_a_bundle_closes_that_domains_links_only(
