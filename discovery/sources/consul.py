@@ -261,7 +261,10 @@ class _ConsulWatch:
         self.view.failing[query] = reason
         self.changed()
         if isinstance(err, ConsulAclDenied) and self.consul is not None:
-            self.consul.token = await self.token()  # a rotated token file is picked up here
+            try:
+                self.consul.token = await self.token()  # a rotated token file is picked up
+            except ConsulConfigError as token_err:
+                log.warning("consul source %s: %s", self.config.name, token_err)
         await trio.sleep(self.backoff.delay(attempt, self.random.random()))
 
     def succeeded(self, query: str, received: int) -> None:

@@ -483,3 +483,31 @@ async def test_many_services_with_few_connections() -> None:
     )
     assert len(event.endpoints) == 150 and listed < 8.0
     assert seen < 3.0 * 2
+
+
+async def test_datacenter_namespace_and_partition_parameters() -> None:
+    async with open_consul_api_server(datacenter="east") as srv:
+        srv.register_service("web", 8080)
+        srv.register(
+            {
+                "Node": "node-1",
+                "Address": "127.0.0.1",
+                "Service": {"Service": "web", "ID": "web-t", "Port": 8181, "Namespace": "team-a"},
+            }
+        )
+        srv.register(
+            {
+                "Node": "node-1",
+                "Address": "127.0.0.1",
+                "Service": {"Service": "web", "ID": "web-p", "Port": 8282, "Partition": "p1"},
+            }
+        )
+        async with running(make_config(srv.url, datacenter="east")) as events:
+            assert ports(await events.resynced()) == {8080}
+        async with running(make_config(srv.url, namespace="team-a")) as events:
+            assert ports(await events.resynced()) == {8181}
+        async with running(make_config(srv.url, partition="p1")) as events:
+            assert ports(await events.resynced()) == {8282}
+        async with running(make_config(srv.url, datacenter="west")) as events:
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale) and "No path to datacenter" in stale.reason
