@@ -37,8 +37,9 @@ async def open_link(
     the identity state current at dial time for its whole life.
     """
     state = identity.state
+    deadline = trio.current_time() + timeout  # one budget for connect and handshake together
     try:
-        with trio.fail_after(timeout):
+        with trio.fail_at(deadline):
             try:
                 tcp = await trio.open_tcp_stream(host, port)
             except OSError as exc:
@@ -48,7 +49,7 @@ async def open_link(
     set_nodelay(tcp)
     stream = trio.SSLStream(tcp, state.client_ctx, server_hostname=None)
     try:
-        with trio.fail_after(timeout):
+        with trio.fail_at(deadline):
             peer = await handshake(stream, state, now=wall_clock())
         check_expected(peer.spiffe_id, expected)
     except trio.TooSlowError:

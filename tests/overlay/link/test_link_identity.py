@@ -23,7 +23,7 @@ import trio
 from discovery.errors import IdentityError
 from discovery.spiffe_id import SpiffeId
 from overlay.identity.errors import NotAuthorized
-from overlay.link import Link, open_link, serve_links
+from overlay.link import Link, LinkError, LinkTimeout, open_link, serve_links
 from tests.overlay.identity.cases import (
     ALL_ANCHORS,
     CA_A,
@@ -253,3 +253,35 @@ async def test_handshake_timeout_on_silent_client(autojump_clock: trio.abc.Clock
             assert await tcp.receive_some(10) == b""
         await tcp.aclose()
     assert calls == []
+
+
+async def test_dial_timeout_on_silent_server(autojump_clock: trio.abc.Clock) -> None:
+    client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
+
+    async def silent(tcp: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        start = trio.current_time()
+        with pytest.raises(LinkTimeout):
+            await open_link(
+                "127.0.0.1", port, identity=client, expected=SpiffeId.parse(SERVER_ID), timeout=3
+            )
+        assert 3 <= trio.current_time() - start < 3.5
+        nursery.cancel_scope.cancel()
+    assert client.live_links() == ()
+
+
+async def test_dial_refused_is_a_link_error() -> None:
+    client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(LinkError) as info:
+        await open_link(
+            "127.0.0.1", port, identity=client, expected=SpiffeId.parse(SERVER_ID), timeout=5
+        )
+    assert not isinstance(info.value, LinkTimeout)
