@@ -275,6 +275,8 @@ async def test_index_going_backwards_resets_the_blocking_query() -> None:
     "body, fragment",
     [
         ("{not json", "ConsulMalformedResponse"),
+        ("[" * 100_000 + "]" * 100_000, "undecodable JSON: RecursionError"),
+        ('"\\ud800"', "expected an array"),
         ('{"Node": {}}', "expected an array"),
         (
             '[{"Node": {"Node": "n", "Address": "127.0.0.1"}, '
