@@ -75,10 +75,7 @@ async def _http_connection(site: str, limits: H1Limits, stream: trio.SocketStrea
                     (b"x-isthmus-demo-site", site.encode()),
                 ),
             )
-            await conn.send_response(response, content_length=len(body))
-            if head.method != b"HEAD":
-                await conn.send_body(body)
-            await conn.end_response()
+            await conn.send_response(response, content_length=len(body), body=body, end=True)
     except IsthmusError as exc:
         await conn.send_error(exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

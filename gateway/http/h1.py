@@ -208,11 +208,12 @@ class _Buffered:
     async def _before_body_read(self) -> None:
         """Hook: the server sends ``100 Continue`` here."""
 
-    async def _send(self, event: h11.Event) -> None:
+    async def _send(self, *events: h11.Event) -> None:
+        """Serialise events and write them with one ``send_all`` (one await, one syscall)."""
         assert self._h11 is not None
-        data = self._h11.send(event)
-        if data:
-            await self.stream.send_all(data)
+        out = b"".join(self._h11.send(event) or b"" for event in events)
+        if out:
+            await self.stream.send_all(out)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -302,8 +303,16 @@ class H1ServerConnection(_Buffered):
         if conn is not None and conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
 
-    async def send_response(self, head: ResponseHead, *, content_length: int | None = None) -> None:
-        """Send the response head. Hop-by-hop and framing fields in ``head`` are dropped;
+    async def send_response(
+        self,
+        head: ResponseHead,
+        *,
+        content_length: int | None = None,
+        body: bytes = b"",
+        end: bool = False,
+    ) -> None:
+        """Send the response head (with a first piece of ``body``, and the end if ``end``,
+        in the same write). Hop-by-hop and framing fields in ``head`` are dropped;
         ``content_length`` sets the framing (None: chunked to HTTP/1.1, close-delimited to
         HTTP/1.0). A HEAD, 204 or 304 response never carries a body whatever it says."""
         if self._h11 is None or self._request is None:
@@ -316,7 +325,16 @@ class H1ServerConnection(_Buffered):
             content_length is None and not bodyless and self._request.http_version == b"1.1"
         )
         self._response_started = True
-        await self._send(h11.Response(status_code=head.status, headers=headers, reason=head.reason))
+        events: list[h11.Event] = [
+            h11.Response(status_code=head.status, headers=headers, reason=head.reason)
+        ]
+        if body and not bodyless:
+            events.append(h11.Data(data=body))
+        if end:
+            events.append(h11.EndOfMessage())
+        await self._send(*events)
+        if end:
+            self._after_response()
 
     async def send_body(self, data: bytes) -> None:
         if data:
@@ -327,8 +345,24 @@ class H1ServerConnection(_Buffered):
         can take them; elsewhere HTTP/1.1 has nowhere to put them and they are dropped."""
         sendable = _hop_safe(trailers) if self._chunked_response else ()
         await self._send(h11.EndOfMessage(headers=list(sendable)))
-        assert self._h11 is not None
-        if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+        self._after_response()
+
+    def _after_response(self) -> None:
+        conn = self._h11
+        assert conn is not None
+        # A request without a body (GET, Content-Length: 0) ends without any more bytes;
+        # the caller need not have called receive_body() for the connection to be reusable.
+        try:
+            if self._pending_eom is not None:
+                eom, self._pending_eom = self._pending_eom, None
+                self._finish_body(eom, BadFraming)
+            elif conn.their_state is h11.SEND_BODY:
+                event = conn.next_event()
+                if isinstance(event, h11.EndOfMessage):
+                    self._finish_body(event, BadFraming)
+        except (h11.RemoteProtocolError, IsthmusError):
+            self._reusable = False
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             self._reusable = False
 
     async def accept_connect(self) -> bytes:
@@ -427,12 +461,19 @@ class H1ClientConnection(_Buffered):
         self._h11 = None
 
     async def send_request(
-        self, head: RequestHead, *, content_length: int | None = None, has_body: bool = True
+        self,
+        head: RequestHead,
+        *,
+        content_length: int | None = None,
+        has_body: bool = True,
+        body: bytes = b"",
+        end: bool = False,
     ) -> None:
-        """Send the request head. Hop-by-hop/framing fields in ``head`` are dropped.
+        """Send the request head (with a first piece of ``body``, and the end if ``end``, in
+        the same write). Hop-by-hop/framing fields in ``head`` are dropped.
 
         ``content_length`` given: Content-Length framing. None and ``has_body``: chunked.
-        ``has_body=False``: no body at all (call ``end_request`` right away).
+        ``has_body=False``: no body at all (call ``end_request`` or pass ``end=True``).
         """
         if self._h11 is not None:
             raise RuntimeError("previous exchange not finished; call start_next()")
@@ -453,7 +494,14 @@ class H1ClientConnection(_Buffered):
         if head.get(b"host") is None:
             raise ValueError("an upstream request needs a Host header")
         try:
-            await self._send(h11.Request(method=head.method, target=head.target, headers=headers))
+            events: list[h11.Event] = [
+                h11.Request(method=head.method, target=head.target, headers=headers)
+            ]
+            if body:
+                events.append(h11.Data(data=body))
+            if end:
+                events.append(h11.EndOfMessage())
+            await self._send(*events)
         except h11.LocalProtocolError as exc:
             self._reusable = False
             raise ValueError(f"cannot serialise request: {exc}") from None

@@ -460,6 +460,46 @@ async def test_connect_returns_early_bytes() -> None:
     assert not conn.keep_alive
 
 
+async def test_head_and_body_and_end_in_one_write() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    conn = H1ServerConnection(server)
+    await client.send_all(GET + b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert await conn.next_request() is not None
+    await conn.send_response(ResponseHead(200, ()), content_length=2, body=b"ok", end=True)
+    assert await client.receive_some(65536) == (b"HTTP/1.1 200 \r\ncontent-length: 2\r\n\r\nok")
+    head = await conn.next_request()
+    assert head is not None and head.method == b"HEAD"
+    # A HEAD response keeps its Content-Length but never carries the body.
+    await conn.send_response(ResponseHead(200, ()), content_length=2, body=b"ok", end=True)
+    assert await client.receive_some(65536) == b"HTTP/1.1 200 \r\ncontent-length: 2\r\n\r\n"
+    assert conn.keep_alive
+
+
+async def test_pipelined_request_survives_a_handler_that_skips_the_final_body_read() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    conn = H1ServerConnection(server)
+    await client.send_all(POST + b"Content-Length: 3\r\n\r\nabc" + GET)
+    assert await conn.next_request() is not None
+    assert await conn.receive_body() == b"abc"  # the handler stops here (knows the length)
+    await conn.send_response(ResponseHead(200, ()), content_length=0, end=True)
+    second = await conn.next_request()
+    assert second is not None and second.method == b"GET"
+
+
+async def test_response_before_body_read_closes_connection() -> None:
+    """Answering without reading the body (e.g. a 404) must not let the unread body be
+    parsed as the next request."""
+    client, server = trio.testing.memory_stream_pair()
+    conn = H1ServerConnection(server)
+    smuggle = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+    await client.send_all(POST + b"Content-Length: %d\r\n\r\n" % len(smuggle) + smuggle)
+    await client.send_eof()
+    assert await conn.next_request() is not None
+    await conn.send_response(ResponseHead(404, ()), content_length=0, end=True)
+    assert not conn.keep_alive
+    assert await conn.next_request() is None
+
+
 async def test_http10_closes_after_response() -> None:
     statuses, _, seen = await exchange(b"GET / HTTP/1.0\r\n\r\n" + GET)
     assert statuses == [200] and len(seen) == 1
