@@ -179,13 +179,19 @@ class _Batch:
         self._refresh(key)
 
     def _resync(self, event: Resynced) -> None:
+        """Replace the source's view by ``event.endpoints`` (last duplicate of a key wins).
+
+        This loop is O(set) by nature, so it is written to allocate nothing that outlives one
+        iteration for the endpoints that did not change (the common case): an endpoint equal to
+        the stored one was checked when it was stored, and "seen again" is recorded as the
+        ``id()`` of its stored Report -- an int, invisible to the cyclic GC, whose full-heap
+        passes would otherwise dominate a resync of a large catalog.
+        """
         source = event.source
         old = self._readable(source)
-        fresh: dict[EndpointKey, Endpoint] = {}
-        changed: set[EndpointKey] = set()
+        seen: set[int] = set()  # id() of old reports confirmed (or replaced) by this resync
+        changed: dict[EndpointKey, Endpoint] = {}  # new or different endpoints, checked
         for endpoint in event.endpoints:
-            # Fast path (this loop is O(set) by nature): an endpoint equal to the one already
-            # stored was checked when it was stored.
             key: EndpointKey | None = None
             report: Report | None = None
             if isinstance(endpoint, Endpoint):
@@ -194,38 +200,41 @@ class _Batch:
                     report = old.get(key)
                 except TypeError:  # unhashable garbage in a field
                     key = None
-            if report is not None and report.endpoint == endpoint:
-                fresh[key] = report.endpoint  # type: ignore[index]
+            if report is not None and (report.endpoint is endpoint or report.endpoint == endpoint):
+                seen.add(id(report))
+                if changed:
+                    changed.pop(key, None)  # type: ignore[arg-type]
                 continue
             problem = endpoint_problem(endpoint)
             if problem is not None:
                 self.rejected.append(Rejection(source, key, problem))
-            else:
-                key = endpoint.key
-                fresh[key] = endpoint
-                changed.add(key)
+                continue
+            key = endpoint.key
+            changed[key] = endpoint
+            if report is not None:
+                seen.add(id(report))
+        new_keys = sum(1 for key in changed if key not in old)
         limit = self.policy.max_endpoints_per_source
-        if len(fresh) > limit:
-            reason = f"resync of {len(fresh)} endpoints exceeds the limit of {limit}; kept old view"
+        if len(seen) + new_keys > limit:
+            total = len(seen) + new_keys
+            reason = f"resync of {total} endpoints exceeds the limit of {limit}; kept old view"
             self.rejected.append(Rejection(source, None, reason))
             return
         self._ensure_source(source)
         was_expired = self._state(source).expired
         view = self._writable(source)
         touched: list[EndpointKey] = []
-        for key in changed:
-            endpoint = fresh[key]
-            report = old.get(key)
-            if report is None or report.endpoint != endpoint:
-                view[key] = Report(endpoint, event.version, self.now)
-                touched.append(key)
-        for key in old:
-            if key not in fresh:
-                del view[key]
-                touched.append(key)
+        for key, endpoint in changed.items():
+            view[key] = Report(endpoint, event.version, self.now)
+            touched.append(key)
+        if len(seen) < len(old):
+            for key, report in old.items():
+                if id(report) not in seen:
+                    del view[key]
+                    touched.append(key)
         self._confirm(source, event.version)
-        if was_expired:
-            touched = list(set(touched) | set(fresh) | set(old.keys()))
+        if was_expired:  # the whole view becomes visible again
+            touched = list(set(touched) | set(self._readable(source).keys()))
         for key in touched:
             self._refresh(key)
 
