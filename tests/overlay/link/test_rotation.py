@@ -289,3 +289,38 @@ async def test_touch_without_change_is_not_a_rotation(
         site.rotate()
         await site.wait_generation(1)
         nursery.cancel_scope.cancel()
+
+
+async def test_ca_rotation_closes_only_links_verified_by_the_retired_root(
+    tmp_path: Path, cas: tuple[DevCa, DevCa]
+) -> None:
+    """Same trust domain, new root: overlap, move the client over, then retire the old root."""
+    old_ca, _ = cas
+    new_ca = init_ca(tmp_path / "ca-a-new", TrustDomain("a.test"))
+    server = Site(tmp_path, old_ca, SERVER, [old_ca])
+    client = Site(tmp_path, old_ca, CLIENT_A, [old_ca])
+    both = old_ca.bundle_path.read_bytes() + new_ca.bundle_path.read_bytes()
+    async with serving(server) as (port, nursery):
+        await client.watch(nursery)
+        link_old = await open_link("127.0.0.1", port, identity=client.identity, expected=SERVER)
+        # 1. Both sides trust old + new roots.
+        for site in (server, client):
+            site.sources[0].path.write_bytes(both)
+        await server.wait_generation(1)
+        await client.wait_generation(1)
+        assert await roundtrip(link_old, b"overlap") == b"overlap"
+        # 2. The client gets an SVID from the new root; new links verify through it.
+        client.ca = new_ca
+        client.rotate()
+        await client.wait_generation(2)
+        link_new = await open_link("127.0.0.1", port, identity=client.identity, expected=SERVER)
+        assert await roundtrip(link_new, b"new root") == b"new root"
+        assert await roundtrip(link_old, b"old root") == b"old root"
+        # 3. The server retires the old root: only the link it verified by that root closes.
+        server.sources[0].path.write_bytes(new_ca.bundle_path.read_bytes())
+        await server.wait_generation(2)
+        await assert_closed(link_old)
+        assert await roundtrip(link_new, b"survives") == b"survives"
+        assert [lk.peer.spiffe_id for lk in server.identity.live_links()] == [CLIENT_A]
+        await link_new.aclose()
+        await link_old.aclose()
