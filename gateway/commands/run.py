@@ -7,7 +7,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -16,6 +16,8 @@ from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file
 from gateway.logs import setup_logging
+
+E = TypeVar("E", bound=BaseException)
 
 
 def register(sub: Any) -> None:
@@ -37,6 +39,11 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
+        os_error = _leaf(exc, OSError)
+        if os_error is not None and _isthmus_error(exc) is None:
+            # e.g. a listener's address in use: the operator's problem, not a bug.
+            print(f"isthmus: {os_error}", file=sys.stderr)
+            return 1
         error = _isthmus_error(exc)
         if error is None:
             raise
@@ -47,16 +54,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _isthmus_error(exc: BaseException) -> IsthmusError | None:
-    """The typed error behind ``exc`` (trio wraps task errors in exception groups)."""
-    if isinstance(exc, IsthmusError):
+def _leaf(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` error behind ``exc`` (trio wraps task errors in exception groups)."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _isthmus_error(inner)
+            found = _leaf(inner, kind)
             if found is not None:
                 return found
     return None
+
+
+def _isthmus_error(exc: BaseException) -> IsthmusError | None:
+    return _leaf(exc, IsthmusError)
 
 
 async def _main(config: Any) -> None:

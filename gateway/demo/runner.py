@@ -1,0 +1,194 @@
+"""The demo supervisor: build a multi-site topology and run every site's processes.
+
+Each site gets its own gateway process (``isthmus run``) and its example services
+(``python -m gateway.demo.services``), all on the site's loopback address.  The supervisor
+waits until every gateway's admin API answers and every site routes to every service, prints
+what to try, and on Ctrl-C (or after ``duration``) stops everything it started -- by PID,
+SIGTERM first, SIGKILL after a grace.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from gateway.demo.admin_client import wait_for
+from gateway.demo.topology import BuiltSite, Topology, build_topology
+
+STOP_GRACE_S = 5.0
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: trio.Process
+    log_path: Path
+
+
+class DemoFailed(Exception):
+    """A process of the demo exited on its own; the message quotes the end of its log."""
+
+
+async def _watch_children(children: list[Child]) -> None:
+    """Fail the demo as soon as any child exits (port in use, bad identity, crash...)."""
+    while True:
+        for child in children:
+            if child.process.returncode is not None:
+                tail = child.log_path.read_text("utf-8", "replace").splitlines()[-5:]
+                raise DemoFailed(
+                    f"{child.name} exited with status {child.process.returncode}; "
+                    f"end of {child.log_path}:\n  " + "\n  ".join(tail)
+                )
+        await trio.sleep(0.2)
+
+
+def admin_url(topology: Topology, site: BuiltSite) -> str:
+    return f"http://{site.site.address}:{topology.admin_port}"
+
+
+async def start_child(name: str, argv: list[str], log_path: Path) -> Child:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115,ASYNC230 -- handed to the child
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    finally:
+        log.close()
+    return Child(name, process, log_path)
+
+
+async def stop_child(child: Child, *, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM, wait up to ``grace``, then SIGKILL.  Only ever our own child, by PID."""
+    if child.process.returncode is not None:
+        return
+    child.process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        await child.process.wait()
+        return
+    child.process.kill()
+    await child.process.wait()
+
+
+def gateway_argv(config: Path) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", "run", str(config)]
+
+
+def service_argv(kind: str, host: str, port: int, site: str) -> list[str]:
+    args = ["--host", host, "--port", str(port), "--site", site]
+    return [sys.executable, "-m", "gateway.demo.services", kind, *args]
+
+
+def all_services(topology: Topology) -> set[str]:
+    return {
+        f"{s.service}.{s.namespace}.{topology.mesh_domain}"
+        for site in topology.sites
+        for s in site.services
+    }
+
+
+def converged(expected: set[str], n_sites: int) -> Callable[[Any], bool]:
+    """Routes name every service, and whoami-like services shared by all sites list all."""
+
+    def check(doc: Any) -> bool:
+        routes = doc.get("routes", {})
+        return expected <= set(routes) and any(len(v) == n_sites for v in routes.values())
+
+    return check
+
+
+async def run_demo(
+    topology: Topology,
+    root: Path,
+    *,
+    duration: float | None = None,
+    out: Callable[[str], None] = print,
+) -> float:
+    """Run the demo until cancelled (or ``duration`` seconds after convergence).
+
+    Returns the seconds it took from starting the gateways until every site saw every route.
+    """
+    built = await trio.to_thread.run_sync(build_topology, topology, root)
+    children: list[Child] = []
+    try:
+        for site in built:
+            for svc in site.site.services:
+                argv = service_argv(svc.kind, str(site.site.address), svc.port, site.site.name)
+                log_path = site.directory / f"{svc.service}.{svc.namespace}.log"
+                children.append(
+                    await start_child(f"{site.site.name}/{svc.service}", argv, log_path)
+                )
+        started = time.monotonic()
+        for site in built:
+            log_path = site.directory / "gateway.log"
+            children.append(
+                await start_child(site.site.name, gateway_argv(site.config_path), log_path)
+            )
+        expected = all_services(topology)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_children, children)
+            for site in built:
+                await wait_for(
+                    admin_url(topology, site),
+                    "/routes",
+                    converged(expected, len(built)),
+                    within_s=READY_TIMEOUT_S,
+                )
+            took = time.monotonic() - started
+            out(_guide(topology, built, children, took, root))
+            if duration is None:
+                await trio.sleep_forever()
+            await trio.sleep(duration)
+            nursery.cancel_scope.cancel()
+        return took
+    finally:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for child in children:
+                    nursery.start_soon(stop_child, child)
+
+
+def _guide(
+    topology: Topology, built: list[BuiltSite], children: list[Child], took: float, root: Path
+) -> str:
+    pids = {c.name: c.process.pid for c in children}
+    lines = [
+        "",
+        f"Isthmus demo: {len(built)} sites linked over mTLS, catalogs federated in {took:.1f}s.",
+        "",
+    ]
+    for site in built:
+        s = site.site
+        lines.append(
+            f"  {s.name:<10} gateway pid {pids[s.name]:<7} trust domain {s.trust_domain}"
+            f"  admin {admin_url(topology, site)}/"
+        )
+    first = built[0]
+    base = admin_url(topology, first)
+    restart = built[1] if len(built) > 1 else first
+    victim = restart.site.name
+    lines += [
+        "",
+        "Try:",
+        f"  curl {base}/routes     # every L7 address and its sites, in failover order",
+        f"  curl {base}/imports    # what the peers export, with version and freshness",
+        f"  curl {base}/links      # the mTLS links, SPIFFE IDs, PING round-trip times",
+        f"  curl {base}/catalog    # this site's own endpoints and their sources",
+        f"  kill {pids[victim]}            # stop {victim}'s gateway: its routes go stale, then",
+        "                         # leave; start it again with the command below",
+        f"  {' '.join(gateway_argv(restart.config_path))}",
+        "",
+        f"State and logs: {root}/<site>/ .  Ctrl-C stops every process this demo started.",
+    ]
+    return "\n".join(lines)
