@@ -141,7 +141,9 @@ class _Buffered:
                 return raw
             if len(self._buf) >= limit:
                 raise too_large(f"message head larger than {limit} bytes")
-            scanned = max(0, region - 1) if self._buf.strip(b"\r\n") else 0
+            # Resume scanning where we stopped (one byte back for a CR awaiting its LF); a
+            # buffer still at its start (empty or a lone CR) is re-checked from 0.
+            scanned = max(0, region - 1) if bytes(self._buf[:1]) not in (b"", b"\r") else 0
             if not await self._fill():
                 if not self._buf:
                     return None
