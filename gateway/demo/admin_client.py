@@ -6,11 +6,9 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
-
-T = TypeVar("T")
 
 # Never route admin calls through an HTTP proxy from the environment: they go to loopback.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -37,12 +35,12 @@ async def admin_get(base_url: str, path: str, *, request_timeout_s: float = 3.0)
 async def wait_for(
     base_url: str,
     path: str,
-    predicate: Callable[[Any], T | None],
+    predicate: Callable[[Any], object],
     *,
     within_s: float,
     interval: float = 0.1,
-) -> T:
-    """Poll ``path`` until ``predicate(json)`` returns something truthy; return it.
+) -> Any:
+    """Poll ``path`` until ``predicate(json)`` is truthy; return that JSON document.
 
     Raises ``trio.TooSlowError`` (with the last answer seen) after ``within_s`` seconds.
     """
@@ -54,8 +52,7 @@ async def wait_for(
             except AdminUnavailable as exc:
                 last = exc
             else:
-                result = predicate(last)
-                if result:
-                    return result
+                if predicate(last):
+                    return last
             await trio.sleep(interval)
     raise trio.TooSlowError(f"{base_url}{path}: condition not met in {within_s}s; last: {last!r}")

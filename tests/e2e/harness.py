@@ -1,0 +1,127 @@
+"""Real gateway processes for end-to-end tests.
+
+``open_overlay`` builds a topology (development CAs, SVIDs, configs) under a temporary
+directory, starts one ``isthmus run`` process per site on its own loopback address, and stops
+every process it started (by PID) when the block ends.  Addresses are 127.<b>.<i>.1 with ``b``
+derived from the test process id and a counter, so tests never collide with each other or with
+a demo running on 127.0.{1,2,3}.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from discovery.spiffe_id import TrustDomain
+from gateway.demo.admin_client import admin_get, wait_for
+from gateway.demo.runner import Child, gateway_argv, start_child, stop_child
+from gateway.demo.topology import BuiltSite, DemoService, DemoSite, Topology, build_topology
+
+_block = itertools.count()
+
+
+def make_topology(
+    names: Sequence[str],
+    services: dict[str, tuple[DemoService, ...]] | None = None,
+    **overrides: Any,
+) -> Topology:
+    """Sites named ``names`` on fresh loopback addresses, fast liveness, short grace."""
+    b = 20 + (os.getpid() * 7 + next(_block)) % 230
+    sites = tuple(
+        DemoSite(
+            name=name,
+            trust_domain=TrustDomain(f"{name}.e2e.test"),
+            address=ipaddress.IPv4Address(f"127.{b}.{i + 1}.1"),
+            services=(services or {}).get(name, ()),
+            priority=10 * (i + 1),
+        )
+        for i, name in enumerate(names)
+    )
+    settings: dict[str, Any] = {
+        "ping_interval_s": 0.5,
+        "ping_timeout_s": 1.0,
+        "import_grace_s": 4.0,
+    }
+    settings.update(overrides)
+    return Topology(sites=sites, **settings)
+
+
+@dataclass
+class Overlay:
+    topology: Topology
+    root: Path
+    built: dict[str, BuiltSite]
+    children: dict[str, Child]
+
+    def url(self, site: str) -> str:
+        return f"http://{self.built[site].site.address}:{self.topology.admin_port}"
+
+    async def get(self, site: str, path: str) -> Any:
+        return await admin_get(self.url(site), path)
+
+    async def wait(
+        self, site: str, path: str, predicate: Callable[[Any], Any], *, within_s: float = 20.0
+    ) -> Any:
+        return await wait_for(self.url(site), path, predicate, within_s=within_s)
+
+    async def start(self, site: str) -> None:
+        built = self.built[site]
+        self.children[site] = await start_child(
+            site, gateway_argv(built.config_path), built.directory / "gateway.log"
+        )
+        await self.wait(site, "/healthz", lambda doc: doc.get("status") == "ok")
+
+    async def stop(self, site: str) -> None:
+        await stop_child(self.children[site])
+
+    async def kill(self, site: str) -> None:
+        child = self.children[site]
+        child.process.kill()
+        await child.process.wait()
+
+    def log(self, site: str) -> str:
+        return (self.built[site].directory / "gateway.log").read_text("utf-8", "replace")
+
+
+@asynccontextmanager
+async def open_overlay(
+    root: Path,
+    topology: Topology,
+    *,
+    patch: Callable[[str, str], str] | None = None,
+    start: Sequence[str] | None = None,
+) -> AsyncIterator[Overlay]:
+    """Build ``topology`` under ``root`` and start the gateways named in ``start`` (all)."""
+    built = {b.site.name: b for b in await trio.to_thread.run_sync(build_topology, topology, root)}
+    if patch is not None:
+        for name, b in built.items():
+            b.config_path.write_text(patch(name, b.config_path.read_text("utf-8")), "utf-8")
+    overlay = Overlay(topology, root, built, {})
+    try:
+        async with trio.open_nursery() as nursery:
+            for name in start if start is not None else list(built):
+                nursery.start_soon(overlay.start, name)
+        yield overlay
+    finally:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for child in overlay.children.values():
+                    nursery.start_soon(stop_child, child)
+
+
+def routes_of(doc: Any, address: str) -> list[str] | None:
+    routes: dict[str, list[str]] = doc.get("routes", {})
+    return routes.get(address)
+
+
+def with_site(topology: Topology, name: str, **changes: Any) -> Topology:
+    sites = tuple(replace(s, **changes) if s.name == name else s for s in topology.sites)
+    return replace(topology, sites=sites)

@@ -1,0 +1,134 @@
+"""Catalog federation across real gateway processes on loopback (issue 4).
+
+Three gateways, each its own trust domain and development CA; site ``east`` learns its local
+services from a Consul-API test server, the others from static config.  Everything here is
+real: processes, sockets, mTLS, HTTP/2; only Consul is the documented-API stand-in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+from gateway.demo.topology import DemoService
+from tests.consul_api.server import open_consul_api_server
+from tests.e2e.harness import make_topology, open_overlay, routes_of
+
+WEB = (DemoService("web", "http", 18080),)
+
+
+def _consul_source(url: str) -> str:
+    return f'\n[[sources]]\nkind = "consul"\nname = "consul"\naddress = "{url}"\nwait_s = 5.0\n'
+
+
+def _imported(doc: Any, site: str, service: str) -> dict[str, Any] | None:
+    for peer in doc["peers"]:
+        if peer["site"] == site:
+            for svc in peer["services"]:
+                if svc["service"] == service:
+                    return dict(svc) | {"stale": peer["stale"]}
+    return None
+
+
+async def test_exports_reach_every_peer_and_follow_changes(tmp_path: Path) -> None:
+    topology = make_topology(["east", "west", "north"], {"east": WEB, "west": WEB, "north": WEB})
+    async with open_consul_api_server() as consul:
+
+        def patch(site: str, text: str) -> str:
+            return text + _consul_source(consul.url) if site == "east" else text
+
+        async with open_overlay(tmp_path, topology, patch=patch) as ov:
+            # Every site routes web.default to all three sites, itself first.
+            for site in ("east", "west", "north"):
+                doc = await ov.wait(
+                    site, "/routes", lambda d: len(routes_of(d, "web.default.isthmus") or []) == 3
+                )
+                assert routes_of(doc, "web.default.isthmus")[0] == site  # type: ignore[index]
+
+            # An endpoint added in Consul at east reaches both peers.
+            started = time.monotonic()
+            consul.register_service("orders", 19000, tags=("v1",))
+            for site in ("west", "north"):
+                doc = await ov.wait(
+                    site, "/routes", lambda d: routes_of(d, "orders.default.isthmus") == ["east"]
+                )
+            added_s = time.monotonic() - started
+            doc = await ov.get("west", "/imports")
+            orders = _imported(doc, "east", "orders")
+            assert orders is not None and orders["healthy"] == 1 and orders["total"] == 1
+            assert "address" not in orders  # aggregates only: addresses never leave the site
+
+            # The endpoint turns unhealthy: peers keep the service (healthy 0), stop routing.
+            consul.set_check("node-1", "service:orders-19000", "critical")
+            doc = await ov.wait(
+                "west",
+                "/imports",
+                lambda d: (_imported(d, "east", "orders") or {}).get("healthy") == 0,
+            )
+            doc = await ov.get("west", "/routes")
+            assert routes_of(doc, "orders.default.isthmus") is None
+
+            # The service is removed: it leaves the peers' imports.
+            consul.deregister({"Node": "node-1", "ServiceID": "orders-19000"})
+            await ov.wait("north", "/imports", lambda d: _imported(d, "east", "orders") is None)
+            assert added_s < 5.0, f"an added endpoint took {added_s:.2f}s to reach the peers"
+
+
+async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path) -> None:
+    topology = make_topology(
+        ["east", "west", "north"],
+        {"east": WEB, "west": WEB, "north": (DemoService("reports", "http", 18090),)},
+        import_grace_s=3.0,
+    )
+    async with open_overlay(tmp_path, topology) as ov:
+        await ov.wait(
+            "east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") == ["north"]
+        )
+        await ov.kill("north")
+        killed = time.monotonic()
+        # Routes drop north as soon as its link is declared down (PING deadline)...
+        await ov.wait("east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") is None)
+        detect_s = time.monotonic() - killed
+        # ...while its imports are kept, marked stale, for the grace...
+        doc = await ov.get("east", "/imports")
+        reports = _imported(doc, "north", "reports")
+        assert reports is not None and reports["stale"] is True
+        # ...and then withdrawn.
+        await ov.wait("east", "/imports", lambda d: _imported(d, "north", "reports") is None)
+        withdraw_s = time.monotonic() - killed
+        assert 3.0 <= withdraw_s < 3.0 + 1.5 + 3.0, withdraw_s
+
+        # A restarted gateway is rejoined without operator action; no duplicates.
+        await ov.start("north")
+        doc = await ov.wait(
+            "east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") == ["north"]
+        )
+        doc = await ov.get("east", "/imports")
+        north = [p for p in doc["peers"] if p["site"] == "north"]
+        assert len(north) == 1 and not north[0]["stale"]
+        assert [s["service"] for s in north[0]["services"]] == ["reports"]
+        assert detect_s < 0.5 + 1.0 + 1.5, detect_s  # ping interval + timeout + polling
+
+
+async def test_both_directions_use_one_link_for_an_outbound_only_site(tmp_path: Path) -> None:
+    """``nat`` can dial out only: ``hub`` never dials it, yet both export to each other."""
+    topology = make_topology(
+        ["hub", "nat"], {"hub": WEB, "nat": (DemoService("batch", "http", 18091),)}
+    )
+
+    def patch(site: str, text: str) -> str:
+        if site == "hub":  # hub must not dial nat (it could not reach it behind NAT)
+            return text.replace("dial = true", "dial = false")
+        return text
+
+    async with open_overlay(tmp_path, topology, patch=patch) as ov:
+        await ov.wait("hub", "/routes", lambda d: routes_of(d, "batch.default.isthmus") == ["nat"])
+        await ov.wait("nat", "/routes", lambda d: routes_of(d, "web.default.isthmus") == ["hub"])
+        links = await ov.get("hub", "/links")
+        assert links["nat"]["dialed_link"] is False and links["nat"]["accepted_link"] is True
+        assert links["nat"]["up"] is True
+        await trio.lowlevel.checkpoint()
