@@ -1,0 +1,141 @@
+"""The one shape of an HTTP exchange inside the gateway, whatever the wire on either side.
+
+Why: a request can enter as HTTP/1.1, h2c or HTTP/2 over TLS, or as a tunnel stream from a
+peer gateway, and leave to an HTTP/1.1 endpoint, an HTTP/2 endpoint or a peer gateway.  Every
+entry adapter turns its wire into (:class:`Request`, :class:`Body`) and gives the forwarder a
+:class:`ResponseWriter`; every forwarder (an :data:`Upstream`) consumes those and never knows
+which wire the caller used.  That keeps N entries x M exits at N + M adapters (linkerd's
+layering).  Internally a request has HTTP/2 semantics -- pseudo-header values plus regular
+fields with lowercase names and no connection-specific fields -- because the overlay speaks
+HTTP/2 and HTTP/1.1 is transcoded at the edges (see :mod:`gateway.http.transcode`).
+
+Streaming is the rule: :class:`Body` hands out bounded pieces as the caller sends them and
+:class:`ResponseWriter` pushes pieces as the upstream produces them; nothing buffers a body
+whole.  Back-pressure flows through ``await``: a writer that cannot send blocks its reader.
+
+Identity and deadline travel with the request in :class:`CallContext`, never as trusted
+headers: the ``isthmus-*`` headers exist only on links between gateways and are stripped from
+anyone else (:data:`INTERNAL_HEADERS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from discovery.spiffe_id import SpiffeId
+from gateway.http.headers import Headers
+
+#: Headers one gateway sets for the next; accepted only from an authenticated peer gateway,
+#: stripped from every other caller and never sent to an endpoint.
+CALLER_ID_HEADER = b"isthmus-caller-id"  # SPIFFE ID of the authenticated original caller
+CALLER_SITE_HEADER = b"isthmus-caller-site"  # site where the request entered the overlay
+DEADLINE_HEADER = b"isthmus-deadline-ms"  # remaining time budget in milliseconds
+INTERNAL_HEADERS = frozenset({CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER})
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request head with HTTP/2 semantics.
+
+    ``authority`` is the L7 address (with an optional ``:port``) exactly as the caller sent
+    it; ``path`` is origin-form (empty for CONNECT); ``headers`` are regular fields only.
+    """
+
+    method: bytes
+    scheme: bytes
+    authority: bytes
+    path: bytes
+    headers: Headers
+
+    @property
+    def is_connect(self) -> bool:
+        return self.method == b"CONNECT"
+
+    def h2_headers(self) -> Headers:
+        """Pseudo-headers first, then the regular fields (CONNECT: no :scheme/:path)."""
+        if self.is_connect:
+            pseudo: Headers = ((b":method", self.method), (b":authority", self.authority))
+        else:
+            pseudo = (
+                (b":method", self.method),
+                (b":scheme", self.scheme),
+                (b":authority", self.authority),
+                (b":path", self.path),
+            )
+        return pseudo + self.headers
+
+    def without_internal_headers(self) -> Request:
+        """The same request with every ``isthmus-*`` internal header removed."""
+        kept = tuple((n, v) for n, v in self.headers if n not in INTERNAL_HEADERS)
+        if len(kept) == len(self.headers):
+            return self
+        return Request(self.method, self.scheme, self.authority, self.path, kept)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A final response head (1xx are handled by the wire adapters)."""
+
+    status: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and until when, as established by the gateway (never by a header
+    a caller could set).
+
+    ``caller_id`` is the SPIFFE ID the original caller authenticated with (mTLS to its local
+    gateway), or None for a plain-text local caller.  ``caller_site`` is the site where the
+    request entered the overlay.  ``deadline`` is in ``trio.current_time()`` units.
+    ``from_peer`` is the site of the peer gateway that handed us the request (None when the
+    caller is local).
+    """
+
+    caller_site: str
+    caller_id: SpiffeId | None
+    deadline: float
+    from_peer: str | None = None
+
+
+class Body(Protocol):
+    """A request or response body as it arrives: bounded pieces, ``b""`` at the end."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailers that came with the body (valid once ``receive_some`` returned ``b""``)."""
+        ...
+
+
+class ResponseWriter(Protocol):
+    """Where a forwarder sends the response, piece by piece."""
+
+    @property
+    def head_sent(self) -> bool:
+        """True once :meth:`send_head` was called: from then on a failure can only reset."""
+        ...
+
+    async def send_head(self, response: Response, *, end_stream: bool = False) -> None: ...
+
+    async def send_data(self, data: bytes) -> None: ...
+
+    async def send_end(self, trailers: Headers = ()) -> None: ...
+
+
+class EmptyBody:
+    """The body of a request without one."""
+
+    trailers: Headers = ()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return b""
+
+
+#: A forwarder: takes the request, its body, where to write the response, and the context.
+#: Raises a typed error (``UpstreamError`` subclasses) *before* ``send_head`` if the request
+#: may be retried elsewhere; after ``send_head`` it can only fail the response.
+Upstream = Callable[[Request, Body, ResponseWriter, CallContext], Awaitable[None]]
