@@ -81,6 +81,56 @@ class ListenerConfig:
     kind: Literal["east-west", "http", "sni", "admin"]
     address: IPAddress
     port: int = field(metadata={"min": 0, "max": 65535})
+    # http only: terminate TLS (ALPN h2 / http/1.1) with this gateway's SVID; a caller that
+    # presents an SVID of a trusted trust domain is authenticated as that SPIFFE ID.
+    tls: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.tls and self.kind != "http":
+            return [("tls", "only listeners of kind 'http' terminate TLS")]
+        return []
+
+
+def _l7_address(value: str) -> str | None:
+    parts = value.split(".")
+    if len(parts) < 3:
+        return f"{value!r} is not an L7 address (<service>.<namespace>[.<site>].<mesh-domain>)"
+    for part in parts:
+        problem = label_problem(part)
+        if problem:
+            return f"{value!r}: {problem}"
+    return None
+
+
+@dataclass(frozen=True)
+class ServicePortConfig:
+    """Bind a local port to a (possibly remote) service, for clients that only know host:port.
+
+    ``protocol = "tcp"`` carries raw bytes (an L4 tunnel); ``"http"`` parses HTTP/1.1 and
+    routes every request to ``target`` whatever its Host header says.
+    """
+
+    name: str = field(metadata={"check": _label})
+    address: IPAddress
+    port: int = field(metadata={"min": 0, "max": 65535})
+    target: str = field(metadata={"check": _l7_address})
+    protocol: Literal["tcp", "http"] = "tcp"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Who may call a local service from *other* sites (checked by the destination gateway).
+
+    Default when no policy matches a service: callers from this site only.  ``allow_sites``
+    names origin sites (``"*"`` = any peer site); ``allow_ids`` names caller SPIFFE IDs
+    (authenticated at the origin gateway and carried over the authenticated link).  A request
+    is allowed if its origin site or its caller ID is listed.
+    """
+
+    service: str = "*"
+    namespace: str = "*"
+    allow_sites: tuple[str, ...] = ()
+    allow_ids: tuple[SpiffeId, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,14 +196,25 @@ class GatewayConfig:
     sources: tuple[SourceConfig, ...] = field(default=(), metadata={"unique": "name"})
     exports: tuple[ExportConfig, ...] = ()
     peering: PeeringConfig = field(default_factory=PeeringConfig)
+    service_ports: tuple[ServicePortConfig, ...] = field(default=(), metadata={"unique": "name"})
+    policies: tuple[PolicyConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        binds = [f"{li.address}:{li.port}" for li in self.listeners if li.port != 0]
-        for i, bind in enumerate(binds):
-            if binds.index(bind) != i:
-                out.append((f"listeners[{i}].port", f"{bind} is already used by another listener"))
+        binds = [
+            (f"listeners[{i}].port", f"{li.address}:{li.port}", li.port)
+            for i, li in enumerate(self.listeners)
+        ]
+        binds += [
+            (f"service_ports[{i}].port", f"{sp.address}:{sp.port}", sp.port)
+            for i, sp in enumerate(self.service_ports)
+        ]
+        seen: set[str] = set()
+        for path, bind, port in binds:
+            if port != 0 and bind in seen:
+                out.append((path, f"{bind} is already used by another listener"))
+            seen.add(bind)
         if self.peers and self.listener("east-west") is None:
             out.append(("peers", "peers need a listener of kind 'east-west'"))
         peer_names = {p.name for p in self.peers}
