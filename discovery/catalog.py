@@ -232,6 +232,8 @@ class _Batch:
                 if id(report) not in seen:
                     del view[key]
                     touched.append(key)
+        if touched:
+            self.changed = True  # the view changed even if the merged view did not
         self._confirm(source, event.version)
         if was_expired:  # the whole view becomes visible again
             touched = list(set(touched) | set(self._readable(source).keys()))

@@ -211,3 +211,16 @@ def test_old_snapshots_are_unaffected_by_later_changes() -> None:
     second, _ = apply(first, Removed("consul", ep().key, "2", 0), now=1, policy=POLICY)
     assert len(first) == 1 and first.endpoints(API)[0].endpoint == ep()
     assert len(second) == 0 and second.version == first.version + 1
+
+
+def test_a_hidden_change_in_a_lower_precedence_source_is_kept_for_later() -> None:
+    catalog, _ = apply_many(
+        Catalog(),
+        [Added("static", ep(weight=9), "1", 0), Resynced("mdns", (ep(weight=1),), "1", 0)],
+        now=0,
+        policy=POLICY,
+    )
+    changed, diff = apply(catalog, Resynced("mdns", (ep(weight=2),), "1", 0), now=0, policy=POLICY)
+    assert diff.empty and changed.version == catalog.version + 1  # merged view unchanged...
+    changed, diff = apply(changed, Removed("static", ep().key, "2", 0), now=1, policy=POLICY)
+    assert changed.endpoints(API)[0].endpoint.weight == 2  # ...but mdns's new report counts
