@@ -439,7 +439,10 @@ async def _reconcile(
     """Re-read and re-map each instance in ``work``; emit events; send (at most) one batched
     query.  Known instances whose query could not go out now are re-checked shortly."""
     wanted: list[tuple[str, str | None]] = []
-    for instance, removed in work.items():
+    for n, (instance, removed) in enumerate(work.items()):
+        if n % 256 == 255:
+            # Yield now and then: zeroconf's browser thread waits for its hand-offs to run.
+            await trio.lowlevel.checkpoint()
         stype = service_type_of.get(instance) or _type_of(table, instance)
         reading = None if removed or stype is None else read_cache(zc, stype, instance, now_ms)
         events, query = table.apply(

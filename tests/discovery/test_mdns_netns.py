@@ -212,23 +212,24 @@ def test_silent_death_removed_at_ttl_expiry_while_live_peer_stays(
     src = browser(procs, net.hosts[1])
     doomed = publisher(procs, net.hosts[0])
     alive = publisher(procs, net.hosts[2])
+    t_asked = time.monotonic()  # no record of "doomed" can have been received before this
     register(doomed, "doomed", 8080, ttl=ttl)
-    # register() returns right after the last of its announcements.
-    t_announced = doomed.seen[-1]["t"]
+    t_announced = doomed.seen[-1]["t"]  # register() returns after its last announcement
     register(alive, "alive", 9090, ttl=ttl)
-    t_added = src.wait_for(added(8080), 5, "doomed endpoint")["t"]
+    src.wait_for(added(8080), 5, "doomed endpoint")
     t_alive = src.wait_for(added(9090), 5, "alive endpoint")["t"]
     os.kill(doomed.popen.pid, signal.SIGKILL)  # `ip netns exec` execs, so this is the publisher
     t_kill = time.monotonic()
     gone = src.wait_for(removed(8080), ttl + 2, "removal at TTL expiry")
     latency = gone["t"] - t_kill
-    late = gone["t"] - (t_added + ttl)  # t_added: receipt of the first announcement
     print(
-        f"silent death: removed {latency * 1000:.0f} ms after SIGKILL, "
-        f"{late * 1000:+.1f} ms from the TTL expiry of the first announcement (TTL {ttl} s)"
+        f"silent death: removed {latency * 1000:.0f} ms after SIGKILL; records announced "
+        f"{(t_announced - t_asked) * 1000:.0f} ms after registering began, removed "
+        f"{(gone['t'] - t_asked - ttl) * 1000:+.0f} ms from TTL expiry counted from that start"
     )
-    # Never before the records expire; at the latest shortly after the last announcement's do.
-    assert late > -0.05
+    # Never before the records can have expired; at the latest shortly after the last
+    # announcement's records expire.
+    assert gone["t"] > t_asked + ttl
     assert gone["t"] < t_announced + ttl + 0.5
     # The live publisher answers our 80 %/90 % refresh queries: it survives several TTLs.
     src.drain(max(0.0, t_alive + 2.25 * ttl - time.monotonic()))
@@ -247,15 +248,23 @@ def test_ten_thousand_instances_are_capped_and_source_keeps_working(
     src.wait_for(
         lambda e: e["ev"] == "error" and "InstanceLimitExceeded" in e["message"], 10, "cap hit"
     )
-    src.drain(1.0)
+    src.wait_for(
+        lambda e: sum(x["ev"] == "added" and x["service"] == "flooded" for x in src.seen) >= 99,
+        10,
+        "99 flooded endpoints",
+    )
+    src.drain(0.5)
     flooded = [e for e in src.seen if e["ev"] == "added" and e["service"] == "flooded"]
     assert len(flooded) == 99  # the cap (100) minus the keeper
+    assert not [e for e in src.seen if e["ev"] == "removed"]  # the keeper was not pushed out
     errors = [e for e in src.seen if e["ev"] == "error"]
     assert len(errors) <= 25  # per-instance warnings are rate-limited, not 9 901 lines
     # Still serving: a goodbye is still seen promptly.
     pub.send({"op": "unregister", "label": "keeper"})
     t0 = pub.wait_for(lambda e: e.get("ok") == "unregister", 5, "unregister")["t_start"]
-    gone = src.wait_for(removed(7000), 3, "removal after the flood")
+    gone = src.wait_for(
+        lambda e: removed(7000)(e) and e["t"] > t0 - 0.01, 3, "removal after the flood"
+    )
     print(f"goodbye latency after a 10k flood: {(gone['t'] - t0) * 1000:.0f} ms")
     assert gone["t"] - t0 < 1.0
 
