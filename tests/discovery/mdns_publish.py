@@ -55,9 +55,7 @@ def flood(zc: Zeroconf, address: str, count: int, ttl: int, stype: str) -> None:
         name = f"flood-{i}.{stype}"
         out.add_answer_at_time(DNSPointer(stype, _TYPE_PTR, _CLASS_IN, ttl, name), 0)
         out.add_answer_at_time(
-            DNSService(
-                name, _TYPE_SRV, _CLASS_IN | _CLASS_UNIQUE, ttl, 0, 0, 10000 + i, server
-            ),
+            DNSService(name, _TYPE_SRV, _CLASS_IN | _CLASS_UNIQUE, ttl, 0, 0, 10000 + i, server),
             0,
         )
         out.add_answer_at_time(

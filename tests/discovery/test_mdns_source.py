@@ -192,3 +192,13 @@ async def test_cancel_closes_zeroconf_promptly_and_leaves_no_thread() -> None:
     took = time.monotonic() - t0
     assert took < 1.0
     assert _zeroconf_threads() == before
+
+
+def test_64_kib_txt_record_skips_only_that_instance(caplog: pytest.LogCaptureFixture) -> None:
+    t = table()
+    huge = (b"\xff" + b"k=" + b"v" * 253) * 257  # 65 792 bytes, well-formed strings
+    with caplog.at_level(logging.WARNING):
+        assert t.apply(name("big"), reading("big", txt=huge), at=1, now_ms=0)[0] == []
+        events, _ = t.apply(name("ok"), reading("ok", address="198.18.0.2"), at=1, now_ms=0)
+    assert [type(e) for e in events] == [Added]
+    assert t.errors == {"TxtTooLarge": 1} and "big._isthmus" in caplog.text
