@@ -132,3 +132,15 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["endpoints"]) == 2
+
+
+def test_a_source_that_cannot_use_its_config_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = DEAD_CONSUL.replace(
+        'address = "http://127.0.0.1:9"',
+        f'address = "https://127.0.0.1:9"\nca_file = "{tmp_path / "missing-ca.pem"}"',
+    )
+    assert main(["catalog", str(write(tmp_path, SOURCES + broken)), "--settle", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "consul" in err and ("missing-ca.pem" in err or "No such file" in err)
