@@ -10,6 +10,7 @@ nursery: every task ends, every link is closed, nothing is left behind.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,11 @@ import trio
 from discovery.backoff import Backoff
 from discovery.catalog import Catalog
 from discovery.service import serve_catalog
+from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin import serve_admin
 from gateway.commands.catalog import catalog_json
-from gateway.config.model import GatewayConfig
+from gateway.config.model import AnnounceServiceConfig, GatewayConfig
 from gateway.views import imports_json, routes_json
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, load_identity_state
@@ -66,6 +68,21 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
             connection_window=lim.h2_connection_window,
             max_header_list_size=lim.h2_max_header_list_bytes,
         ),
+    )
+
+
+def announced(a: AnnounceServiceConfig) -> AnnouncedService:
+    return AnnouncedService(
+        service=a.service,
+        address=str(a.address),
+        port=a.port,
+        namespace=a.namespace,
+        protocol=a.protocol,
+        spiffe_id=a.spiffe_id,
+        weight=a.weight,
+        locality=a.locality,
+        service_type=a.service_type,
+        ttl_s=a.ttl_s,
     )
 
 
@@ -127,6 +144,15 @@ async def serve_gateway(
             )
         )
         await nursery.start(serve_catalog, config.sources, catalog)
+        gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
+        if config.mdns_announce.services:
+            await nursery.start(
+                functools.partial(
+                    serve_mdns_announcer,
+                    [announced(a) for a in config.mdns_announce.services],
+                    interfaces=[str(i) for i in config.mdns_announce.interfaces],
+                )
+            )
         ew_port = admin_port = None
         ew = config.listener("east-west")
         if ew is not None:

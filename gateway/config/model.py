@@ -170,6 +170,29 @@ class PeeringConfig:
 
 
 @dataclass(frozen=True)
+class AnnounceServiceConfig:
+    """One local service this gateway announces over mDNS (DNS-SD), with the TXT keys that
+    the ``mdns`` source reads (see README, "mDNS")."""
+
+    service: str = field(metadata={"check": _label})
+    address: IPAddress
+    port: int = field(metadata={"min": 1, "max": 65535})
+    namespace: str = field(default="default", metadata={"check": _label})
+    protocol: Literal["http1", "http2", "tcp", "tls"] = "http1"
+    spiffe_id: SpiffeId | None = None
+    weight: int = field(default=1, metadata={"min": 1, "max": 65535})
+    locality: str = ""
+    service_type: str = "_isthmus._tcp.local."
+    ttl_s: int = field(default=120, metadata={"min": 1, "max": 86400})
+
+
+@dataclass(frozen=True)
+class MdnsAnnounceConfig:
+    interfaces: tuple[IPAddress, ...] = ()  # addresses to announce on; empty = all
+    services: tuple[AnnounceServiceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Resource limits; defaults are those in RELIABILITY.md."""
 
@@ -198,6 +221,7 @@ class GatewayConfig:
     peering: PeeringConfig = field(default_factory=PeeringConfig)
     service_ports: tuple[ServicePortConfig, ...] = field(default=(), metadata={"unique": "name"})
     policies: tuple[PolicyConfig, ...] = ()
+    mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
