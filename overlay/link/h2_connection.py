@@ -399,7 +399,10 @@ class H2Connection(H2StreamIO):
             lot.unpark_all()
         if self._nursery is not None:
             if flush:
-                self._nursery.start_soon(self._flush_then_stop, self._nursery)
+                try:
+                    self._nursery.start_soon(self._flush_then_stop, self._nursery)
+                except RuntimeError:  # the nursery is already winding down: nothing to flush
+                    self._nursery.cancel_scope.cancel()
             else:
                 self._nursery.cancel_scope.cancel()
 
