@@ -1,0 +1,73 @@
+"""Service ports: a local port bound to one (possibly remote) service, for legacy clients.
+
+A client that only knows ``host:port`` connects here and reaches ``target`` wherever it
+runs.  ``protocol = "tcp"``: every connection is an L4 tunnel to the target (raw bytes,
+half-close carried through).  ``protocol = "http"``: HTTP/1.1 requests are parsed and each is
+routed to the target whatever its ``Host`` says (the authority is replaced), so failover,
+deadlines and caller identity work as for any routed request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from discovery.errors import IsthmusError
+from gateway.config.model import LimitsConfig, ServicePortConfig
+from gateway.http.exchange import CallContext
+from gateway.listener.http import serve_h1_connection
+from gateway.listener.tcp import serve_tcp
+from gateway.router.route import Router
+from gateway.splice import splice
+
+log = logging.getLogger("isthmus.listener.service_port")
+
+
+async def serve_tcp_service_connection(
+    tcp: trio.SocketStream, router: Router, target: bytes, *, limits: LimitsConfig, local_site: str
+) -> None:
+    """Relay one connection to ``target`` over an L4 tunnel (closed if it cannot be set up)."""
+    ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+    try:
+        upstream = await router.open_l4(target, ctx)
+    except IsthmusError as exc:
+        log.info("service port to %s: %s", target.decode(), exc)
+        return
+    try:
+        await splice(tcp, upstream, idle_timeout=limits.idle_timeout_s)
+    except Exception as exc:  # either side failing ends the relay
+        log.debug("service port relay ended: %r", exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(upstream)
+
+
+async def serve_service_port(
+    config: ServicePortConfig,
+    router: Router,
+    *,
+    limits: LimitsConfig,
+    local_site: str,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one service port until cancelled; ``started`` gets the bound port."""
+    target = config.target.encode("ascii")
+
+    async def on_connection(tcp: trio.SocketStream) -> None:
+        if config.protocol == "tcp":
+            await serve_tcp_service_connection(
+                tcp, router, target, limits=limits, local_site=local_site
+            )
+        else:
+            await serve_h1_connection(
+                tcp, router, limits=limits, local_site=local_site, target=target
+            )
+
+    await serve_tcp(
+        on_connection,
+        host=str(config.address),
+        port=config.port,
+        max_connections=limits.max_connections,
+        task_status=task_status,
+    )

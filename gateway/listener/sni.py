@@ -1,0 +1,73 @@
+"""The SNI listener: route TLS by the name in its ClientHello, never terminating it.
+
+Theory of operation
+-------------------
+Per connection: read the ClientHello (bounded in bytes and by ``tls_handshake_timeout_s``),
+take its SNI, which must be an L7 address of this mesh, open an L4 tunnel to it
+(``router.open_l4("<sni>:443")``), send the bytes already read, then splice both ways.  The
+TLS session stays end to end between caller and workload: this gateway sees ciphertext only,
+so workloads keep their own mTLS.  Anything unusable -- not TLS, no SNI, a name outside the
+mesh, an unknown or unreachable service -- closes the connection: there is no TLS session of
+ours in which an error page could be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from discovery.errors import IsthmusError
+from gateway.config.model import LimitsConfig, ListenerConfig
+from gateway.http.exchange import CallContext
+from gateway.listener.sni_peek import read_client_hello
+from gateway.listener.tcp import serve_tcp
+from gateway.router.route import Router
+from gateway.splice import splice
+
+log = logging.getLogger("isthmus.listener.sni")
+
+SNI_PORT = 443
+
+
+async def serve_sni_connection(
+    tcp: trio.SocketStream, router: Router, *, limits: LimitsConfig, local_site: str
+) -> None:
+    """Route one TLS connection by its SNI and relay it untouched."""
+    try:
+        sni, hello = await read_client_hello(tcp, timeout_s=limits.tls_handshake_timeout_s)
+        ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+        upstream = await router.open_l4(b"%s:%d" % (sni.encode("ascii"), SNI_PORT), ctx)
+    except IsthmusError as exc:
+        log.debug("SNI connection refused: %r", exc)
+        return
+    try:
+        await upstream.send_all(hello)
+        await splice(tcp, upstream, idle_timeout=limits.idle_timeout_s)
+    except Exception as exc:  # either side failing ends the relay; nobody to tell
+        log.debug("SNI relay ended: %r", exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(upstream)
+
+
+async def serve_sni_listener(
+    config: ListenerConfig,
+    router: Router,
+    *,
+    limits: LimitsConfig,
+    local_site: str,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an ``sni`` listener until cancelled; ``started`` gets the bound port."""
+
+    async def on_connection(tcp: trio.SocketStream) -> None:
+        await serve_sni_connection(tcp, router, limits=limits, local_site=local_site)
+
+    await serve_tcp(
+        on_connection,
+        host=str(config.address),
+        port=config.port,
+        max_connections=limits.max_connections,
+        task_status=task_status,
+    )

@@ -1,0 +1,117 @@
+"""The accept loop every downstream listener shares: bounded connections, isolated failures.
+
+Theory of operation
+-------------------
+One task per listening socket accepts; each accepted connection runs its handler in the
+listener's nursery.  A counter shared by all sockets of the listener holds the number of live
+connections.  At ``max_connections`` a new connection is still *accepted* -- leaving it in the
+kernel's backlog would make the caller wait for a timeout -- and closed at once with a TCP RST
+(``SO_LINGER`` 0), so an excess caller learns within a round trip that it was refused while
+the connections already open are not touched.  A handler's own failure is logged and ends
+that connection only, never the listener.  Running out of file descriptors (``EMFILE``...) is
+a capacity problem, not a crash: the loop pauses briefly and accepts again (as trio's
+``serve_listeners`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+import trio
+
+log = logging.getLogger("isthmus.listener")
+
+ConnectionHandler = Callable[[trio.SocketStream], Awaitable[None]]
+
+_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_CAPACITY_SLEEP_S = 0.1
+
+
+class ConnectionCap:
+    """Live-connection accounting for one listener (all its sockets)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.accepted = 0
+        self.refused = 0
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "active": self.active,
+            "limit": self.limit,
+            "accepted": self.accepted,
+            "refused": self.refused,
+        }
+
+
+def _refuse(stream: trio.SocketStream) -> None:
+    """Close with RST: the caller is told at once, and no TIME_WAIT is left behind."""
+    sock = stream.socket
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def _run(handler: ConnectionHandler, stream: trio.SocketStream, cap: ConnectionCap) -> None:
+    try:
+        await handler(stream)
+    except Exception:  # a bug must cost this connection, never the listener
+        log.exception("connection handler failed")
+    finally:
+        cap.active -= 1
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    handler: ConnectionHandler,
+    cap: ConnectionCap,
+    nursery: trio.Nursery,
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _CAPACITY_ERRNOS:
+                raise
+            log.error("accept failed (%s): pausing %.1fs", errno.errorcode[exc.errno], 0.1)
+            await trio.sleep(_CAPACITY_SLEEP_S)
+            continue
+        if cap.active >= cap.limit:
+            cap.refused += 1
+            _refuse(stream)
+            continue
+        cap.active += 1
+        cap.accepted += 1
+        nursery.start_soon(_run, handler, stream, cap)
+
+
+async def serve_tcp(
+    handler: ConnectionHandler,
+    *,
+    host: str,
+    port: int,
+    max_connections: int,
+    cap: ConnectionCap | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on ``host:port`` (0 picks one; ``started`` gets the bound port) until cancelled,
+    running ``handler`` per connection, at most ``max_connections`` at a time."""
+    cap = cap if cap is not None else ConnectionCap(max_connections)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(_accept_loop, listener, handler, cap, nursery)
+            task_status.started(listeners[0].socket.getsockname()[1])
+    finally:
+        for listener in listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()

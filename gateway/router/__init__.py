@@ -1,0 +1,1 @@
+"""Routing: from a request's L7 address to the sites that can serve it, with failover."""

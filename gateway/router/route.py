@@ -1,0 +1,241 @@
+"""The router: from a request's L7 address to a site, and on to the local cluster or a peer.
+
+Theory of operation
+-------------------
+``forward`` (an :data:`~gateway.http.exchange.Upstream`) and ``open_l4`` share one walk:
+
+1. parse the authority as an L7 address of this mesh; anything else is a 404 that names it;
+2. ask the latest :class:`~overlay.federation.view.RouteView` for the sites that can serve
+   it, in failover order (a pinned address yields at most its own site); none: 404 if no site
+   knows the service at all, 503 if it is known but nothing healthy serves it;
+3. try each site in turn: the local site goes to the :class:`LocalCluster`, a peer site to a
+   tunnel on its link (``outbound(site)``; ``None`` means the link is down: skipped at once);
+4. a failure moves on to the next site only when :mod:`gateway.router.failover` says so
+   (nothing of the body consumed, no response head sent, and the site did no work);
+   otherwise it stands.  When every site failed that way the answer is 503 naming each.
+
+The whole route is bounded by ``ctx.deadline`` (set by the listener at ``now +
+route_timeout``); running past it is a 504.  ``open_l4`` bounds only the set-up (connect,
+``CONNECT`` answered): an established L4 tunnel lives as long as its bytes flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from discovery.errors import DownstreamError, UpstreamError
+from discovery.model import ServiceName
+from discovery.watch import Watch
+from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
+from gateway.http.headers import Headers
+from gateway.router.failover import Attempt, candidate_sites, describe, may_fail_over
+from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
+from overlay.address import AddressError, L7Address, parse_authority
+from overlay.federation.view import RouteView
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import ConnectionGone, StreamReset
+
+#: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
+#: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
+#: real port from its catalog.
+DEFAULT_L4_PORT = 443
+
+
+class UnknownAddress(DownstreamError):
+    """The authority is not an L7 address of this mesh, or no site knows the service."""
+
+    http_status = 404
+
+
+class NoHealthySite(UpstreamError):
+    """The service is known, but no site could take the request."""
+
+    http_status = 503
+
+
+class RouteTimeout(UpstreamError):
+    """The route did not complete within its deadline."""
+
+    http_status = 504
+
+
+class LocalCluster(Protocol):
+    """What the router needs of the local cluster (``gateway.cluster.local.LocalCluster``)."""
+
+    def has_endpoints(self, service: ServiceName) -> bool: ...
+
+    async def forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+    ) -> None: ...
+
+    async def open_l4(self, ctx: CallContext, *, service: ServiceName) -> trio.SocketStream: ...
+
+
+class _TrackedBody:
+    """The caller's body, noting whether any byte of it was handed to an upstream."""
+
+    __slots__ = ("consumed", "inner")
+
+    def __init__(self, inner: Body) -> None:
+        self.inner = inner
+        self.consumed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        if data:
+            self.consumed = True
+        return data
+
+    @property
+    def trailers(self) -> Headers:
+        return self.inner.trailers
+
+
+def _did_no_work(exc: BaseException) -> bool:
+    """True if ``exc`` proves the site never acted on the request."""
+    flag = getattr(exc, "retry_elsewhere", None)
+    if flag is not None:
+        return bool(flag)
+    if isinstance(exc, StreamReset):
+        return exc.refused
+    if isinstance(exc, ConnectionGone | OSError):
+        return True
+    # gateway.cluster.local.NoHealthyEndpoint, and any connect failure the cluster types.
+    return any(
+        cls.__name__ in ("NoHealthyEndpoint", "UpstreamConnectError", "ConnectFailed")
+        for cls in type(exc).__mro__
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Router:
+    """Routes requests and L4 flows by L7 address; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        local_site: str,
+        mesh_domain: str,
+        routes: Watch[RouteView],
+        outbound: Callable[[str], H2Connection | None],
+        local: LocalCluster,
+        route_timeout: float = 15.0,
+        clock: Callable[[], float] = trio.current_time,
+        known: Callable[[ServiceName], bool] | None = None,
+    ) -> None:
+        """``known(service)``: does any site know the service, healthy or not (decides 404
+        versus 503 when no site can serve)?  Default: the local cluster has endpoints."""
+        self.local_site = local_site
+        self.mesh_domain = mesh_domain
+        self.routes = routes
+        self.outbound = outbound
+        self.local = local
+        self.route_timeout = route_timeout
+        self.clock = clock
+        self.known = known if known is not None else local.has_endpoints
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def resolve(self, authority: bytes) -> tuple[L7Address, int | None, tuple[str, ...]]:
+        """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite."""
+        text = authority.decode("ascii", "replace")
+        try:
+            address, port = parse_authority(text, mesh_domain=self.mesh_domain)
+        except AddressError as exc:
+            raise UnknownAddress(
+                f"{text!r} is not a service address of this mesh "
+                f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
+            ) from None
+        sites = candidate_sites(self.routes.latest.sites_for(address))
+        if not sites:
+            if not self.known(address.service_name):
+                raise UnknownAddress(f"no site knows the service {address}")
+            where = f"site {address.site}" if address.site else "any site"
+            raise NoHealthySite(f"{address}: no healthy endpoint in {where}")
+        return address, port, sites
+
+    # -- L7 ------------------------------------------------------------------------------------
+
+    async def forward(
+        self, request: Request, body: Body, writer: ResponseWriter, ctx: CallContext
+    ) -> None:
+        """Route ``request`` by its authority; the response goes to ``writer``."""
+        address, _port, sites = self.resolve(request.authority)
+        tracked = _TrackedBody(body)
+        attempts: list[Attempt] = []
+        with trio.move_on_at(ctx.deadline) as scope:
+            for site in sites:
+                try:
+                    if site == self.local_site:
+                        await self.local.forward(
+                            request, tracked, writer, ctx, service=address.service_name
+                        )
+                        return
+                    conn = self.outbound(site)
+                    if conn is None:
+                        attempts.append(Attempt(site, "link down"))
+                        continue
+                    await forward_over_link(
+                        conn,
+                        request,
+                        tracked,
+                        writer,
+                        ctx,
+                        local_site=self.local_site,
+                        clock=self.clock,
+                    )
+                    return
+                except (UpstreamError, OSError) as exc:
+                    retry = may_fail_over(
+                        no_work_done=_did_no_work(exc),
+                        head_sent=writer.head_sent,
+                        body_consumed=tracked.consumed,
+                    )
+                    if not retry:
+                        raise
+                    attempts.append(Attempt(site, _reason(exc)))
+        if scope.cancelled_caught:
+            raise RouteTimeout(f"{address}: no complete response within the route timeout")
+        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+
+    # -- L4 ------------------------------------------------------------------------------------
+
+    async def open_l4(self, authority: bytes, ctx: CallContext) -> trio.abc.HalfCloseableStream:
+        """Open a byte stream to the service named by ``authority`` (``<l7-address>[:port]``)."""
+        address, port, sites = self.resolve(authority)
+        target = b"%s:%d" % (str(address).encode(), port or DEFAULT_L4_PORT)
+        attempts: list[Attempt] = []
+        with trio.move_on_at(ctx.deadline) as scope:
+            for site in sites:
+                try:
+                    if site == self.local_site:
+                        return await self.local.open_l4(ctx, service=address.service_name)
+                    conn = self.outbound(site)
+                    if conn is None:
+                        attempts.append(Attempt(site, "link down"))
+                        continue
+                    return await open_connect_tunnel(
+                        conn, target, ctx, local_site=self.local_site, clock=self.clock
+                    )
+                except TunnelRejected as exc:
+                    if not exc.retry_elsewhere:
+                        raise
+                    attempts.append(Attempt(site, _reason(exc)))
+                except (UpstreamError, OSError) as exc:
+                    # Nothing of the flow has moved yet: any failed set-up may go elsewhere.
+                    attempts.append(Attempt(site, _reason(exc)))
+        if scope.cancelled_caught:
+            raise RouteTimeout(f"{address}: tunnel not set up within the route timeout")
+        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")

@@ -1,0 +1,213 @@
+"""Send a request to a peer gateway as an HTTP/2 stream on its link; open L4 CONNECT tunnels.
+
+Theory of operation
+-------------------
+An L7 tunnel is one ordinary HTTP/2 request on the link's client-role connection.  Its header
+block is the request's own (HTTP/2 semantics already, see :mod:`gateway.http.exchange`) with
+every incoming ``isthmus-*`` header removed and this gateway's own added: the site the request
+entered the overlay at, the caller's SPIFFE ID when it authenticated with one, and the
+remaining deadline in milliseconds.  The request body is streamed in one task (``send_all`` per
+piece, then trailers or END_STREAM) while the response is read in another, so a peer may
+answer before the body ends (a 413, a redirect) and a slow peer slows the caller through
+HTTP/2 flow control.  The response head is checked with the transcoding rules before anything
+reaches the caller (a malformed head is a 502, never forwarded), its DATA is checked against a
+declared Content-Length, and its trailers are carried on.
+
+An L4 tunnel is a ``CONNECT`` stream (RFC 9113 section 8.5): ``:method CONNECT`` and
+``:authority <l7-address>:<port>``.  Once the peer answers 200 the stream *is* the tunnel (an
+``H2Stream`` is a ``trio.abc.HalfCloseableStream``); any other answer is a typed error.
+
+Cancellation and failures reset the stream (``aclose`` sends RST_STREAM CANCEL when our side
+had not finished), so the peer stops work it can no longer deliver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from discovery.errors import H2_NO_ERROR, UpstreamError
+from gateway.http.exchange import (
+    CALLER_ID_HEADER,
+    CALLER_SITE_HEADER,
+    DEADLINE_HEADER,
+    INTERNAL_HEADERS,
+    Body,
+    CallContext,
+    EmptyBody,
+    Request,
+    Response,
+    ResponseWriter,
+)
+from gateway.http.headers import Headers, UpstreamProtocolError
+from gateway.http.transcode import (
+    ContentLengthCounter,
+    declared_content_length,
+    h2_response_to_h1,
+    h2_trailers_to_h1,
+)
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import H2Stream, StreamReset
+
+_BODYLESS_STATUS = frozenset({204, 304})
+READ_SIZE = 64 * 1024
+
+
+class TunnelRejected(UpstreamError):
+    """The peer answered a CONNECT with a status other than 200.
+
+    502/503 mean the remote site could not reach an endpoint (``retry_elsewhere``: another
+    site may); a 403 is the remote policy and stands, and is passed on as a 403.
+    """
+
+    def __init__(self, status: int, address: str) -> None:
+        super().__init__(f"peer answered CONNECT {address} with {status}")
+        self.status = status
+        self.http_status = status if status in (403, 404, 502, 503, 504) else 502
+        self.retry_elsewhere = status in (502, 503)
+
+
+def raise_first_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Re-raise the first real error of a nursery's group as itself (callers match on types:
+    ``StreamReset``, ``IncompleteBody``...); a group of only ``Cancelled`` is re-raised whole
+    so the cancel scope that owns it still catches it."""
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = exc.exceptions
+        elif not isinstance(exc, trio.Cancelled):
+            raise exc
+    raise group
+
+
+def overlay_headers(
+    ctx: CallContext, *, local_site: str, now: float
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The ``isthmus-*`` headers this gateway puts on a tunnel (never a caller's)."""
+    remaining_ms = max(0, int((ctx.deadline - now) * 1000))
+    out = [(CALLER_SITE_HEADER, local_site.encode()), (DEADLINE_HEADER, b"%d" % remaining_ms)]
+    if ctx.caller_id is not None:
+        out.append((CALLER_ID_HEADER, str(ctx.caller_id).encode()))
+    return tuple(out)
+
+
+def tunnel_request_headers(
+    request: Request, ctx: CallContext, *, local_site: str, now: float
+) -> Headers:
+    """The HTTP/2 header block of an L7 tunnel for ``request``."""
+    clean = request.without_internal_headers()
+    return clean.h2_headers() + overlay_headers(ctx, local_site=local_site, now=now)
+
+
+def _response_from(headers: list[tuple[bytes, bytes]]) -> Response:
+    """Validate a peer's response head (502 if malformed); keep HTTP/2 semantics."""
+    head = h2_response_to_h1(headers)  # raises UpstreamProtocolError on anything malformed
+    regular = tuple(
+        (n, v) for n, v in headers if not n.startswith(b":") and n not in INTERNAL_HEADERS
+    )
+    return Response(head.status, regular)
+
+
+async def _send_body(stream: H2Stream, body: Body) -> None:
+    """Stream the request body onto the tunnel; trailers end it, else END_STREAM."""
+    try:
+        while True:
+            piece = await body.receive_some(READ_SIZE)
+            if not piece:
+                break
+            await stream.send_all(piece)
+        trailers = body.trailers
+        if trailers:
+            await stream.send_trailers(list(trailers))
+        else:
+            await stream.send_eof()
+    except StreamReset as exc:
+        # The peer answered and then stopped our direction (RST NO_ERROR, RFC 9113 8.1):
+        # the response stands; the rest of the request body is not wanted.
+        if exc.error_code != H2_NO_ERROR:
+            raise
+
+
+async def _relay_response(stream: H2Stream, writer: ResponseWriter, *, head_request: bool) -> None:
+    response = _response_from(await stream.response_headers())
+    bodyless = head_request or response.status in _BODYLESS_STATUS
+    counter = ContentLengthCounter(
+        None if bodyless else declared_content_length(response.headers, UpstreamProtocolError),
+        UpstreamProtocolError,
+    )
+    await writer.send_head(response)
+    while True:
+        piece = await stream.receive_some(READ_SIZE)
+        if not piece:
+            break
+        counter.data(len(piece))
+        await writer.send_data(piece)
+    counter.end()
+    trailers = stream.trailers
+    await writer.send_end(h2_trailers_to_h1(trailers, from_upstream=True) if trailers else ())
+
+
+async def forward_over_link(
+    conn: H2Connection,
+    request: Request,
+    body: Body,
+    writer: ResponseWriter,
+    ctx: CallContext,
+    *,
+    local_site: str,
+    clock: Callable[[], float] = trio.current_time,
+) -> None:
+    """Forward ``request`` to the peer behind ``conn`` and relay its response to ``writer``.
+
+    Raises ``ConnectionGone``/``StreamReset`` from the link (``StreamReset.refused``: the peer
+    did no work), ``UpstreamProtocolError`` for a malformed response; errors after
+    ``writer.send_head`` can only abort the response.
+    """
+    headers = tunnel_request_headers(request, ctx, local_site=local_site, now=clock())
+    no_body = isinstance(body, EmptyBody)
+    stream = await conn.open_stream(headers, end_stream=no_body)
+    try:
+        if no_body:
+            await _relay_response(stream, writer, head_request=request.method == b"HEAD")
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_send_body, stream, body)
+                await _relay_response(stream, writer, head_request=request.method == b"HEAD")
+                # The response is complete: a request body the peer never read is not wanted.
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise_first_error(group)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def open_connect_tunnel(
+    conn: H2Connection,
+    authority: bytes,
+    ctx: CallContext,
+    *,
+    local_site: str,
+    clock: Callable[[], float] = trio.current_time,
+) -> H2Stream:
+    """Open an L4 tunnel ``CONNECT authority`` (``<l7-address>:<port>``); return it at 200."""
+    headers: Headers = (
+        (b":method", b"CONNECT"),
+        (b":authority", authority),
+        *overlay_headers(ctx, local_site=local_site, now=clock()),
+    )
+    stream = await conn.open_stream(headers)
+    try:
+        response = await stream.response_headers()
+        status = dict(response).get(b":status", b"")
+        if status != b"200":
+            code = int(status) if status.isdigit() else 502
+            raise TunnelRejected(code, authority.decode("ascii", "replace"))
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+    return stream
