@@ -57,12 +57,23 @@ class DemoSite:
 
 
 @dataclass(frozen=True)
+class DemoServicePort:
+    """A port on every site's gateway bound to one service (for host:port-only clients)."""
+
+    port: int = field(metadata={"min": 1, "max": 65535})
+    target: str
+    protocol: Literal["tcp", "http"] = "tcp"
+
+
+@dataclass(frozen=True)
 class Topology:
     sites: tuple[DemoSite, ...] = field(metadata={"unique": "name"})
     mesh_domain: str = "isthmus"
     east_west_port: int = field(default=15443, metadata={"min": 0, "max": 65535})
     admin_port: int = field(default=15000, metadata={"min": 0, "max": 65535})
     http_port: int = field(default=15080, metadata={"min": 0, "max": 65535})
+    sni_port: int = field(default=15444, metadata={"min": 0, "max": 65535})
+    service_ports: tuple[DemoServicePort, ...] = ()
     ping_interval_s: float = 2.0
     ping_timeout_s: float = 2.0
     import_grace_s: float = 30.0
@@ -138,7 +149,29 @@ def gateway_config_text(topology: Topology, site: DemoSite, root: Path) -> str:
         'kind = "admin"',
         f"address = {_q(site.address)}",
         f"port = {t.admin_port}",
+        "",
+        "[[listeners]]",
+        'name = "http"',
+        'kind = "http"',
+        f"address = {_q(site.address)}",
+        f"port = {t.http_port}",
+        "",
+        "[[listeners]]",
+        'name = "sni"',
+        'kind = "sni"',
+        f"address = {_q(site.address)}",
+        f"port = {t.sni_port}",
     ]
+    for i, port in enumerate(t.service_ports):
+        lines += [
+            "",
+            "[[service_ports]]",
+            f'name = "port-{i}"',
+            f"address = {_q(site.address)}",
+            f"port = {port.port}",
+            f"target = {_q(port.target)}",
+            f"protocol = {_q(port.protocol)}",
+        ]
     for other in t.sites:
         if other.name == site.name:
             continue
@@ -163,7 +196,9 @@ def gateway_config_text(topology: Topology, site: DemoSite, root: Path) -> str:
             f"port = {svc.port}",
             f"protocol = {_q(svc.protocol)}",
         ]
-    lines += ["", "[[exports]]", 'service = "*"', 'namespace = "*"', ""]
+    lines += ["", "[[exports]]", 'service = "*"', 'namespace = "*"']
+    lines += ["", "# The demo lets every peer site call every service.", "[[policies]]"]
+    lines += ['allow_sites = ["*"]', ""]
     return "\n".join(lines)
 
 
