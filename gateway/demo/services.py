@@ -11,7 +11,7 @@ point: the gateway must carry unmodified traffic to unmodified services.
 * ``serve_tcp_echo``: echoes bytes back; when the caller half-closes, it finishes echoing
   and half-closes too (so half-close through an L4 tunnel is testable).
 
-Run one as ``python -m gateway.demo.services http|tcp --host H --port P --site S``; it prints
+Run one as ``python -m gateway.demo.services http|http2|tcp --host H --port P --site S``; it prints
 ``listening <kind> <host>:<port> site=<site>`` once ready (port 0 picks a free port).
 """
 
@@ -129,7 +129,9 @@ async def serve_tcp_echo(
 
 
 async def _run(kind: str, host: str, port: int, site: str) -> None:
-    serve = serve_http_echo if kind == "http" else serve_tcp_echo
+    from gateway.demo.h2_service import serve_h2_echo  # h2_service imports this module
+
+    serve = {"http": serve_http_echo, "http2": serve_h2_echo, "tcp": serve_tcp_echo}[kind]
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(partial(serve, host, port, site))
         print(f"listening {kind} {host}:{bound} site={site}", flush=True)
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.demo.services", description="Isthmus demo example services"
     )
-    parser.add_argument("kind", choices=("http", "tcp"))
+    parser.add_argument("kind", choices=("http", "http2", "tcp"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--site", required=True)

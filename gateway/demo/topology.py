@@ -33,13 +33,13 @@ def _label(value: str) -> str | None:
 @dataclass(frozen=True)
 class DemoService:
     service: str = field(metadata={"check": _label})
-    kind: Literal["http", "tcp"]
+    kind: Literal["http", "http2", "tcp"]
     port: int = field(metadata={"min": 1, "max": 65535})
     namespace: str = field(default="default", metadata={"check": _label})
 
     @property
     def protocol(self) -> str:
-        return "http1" if self.kind == "http" else "tcp"
+        return {"http": "http1", "http2": "http2", "tcp": "tcp"}[self.kind]
 
 
 @dataclass(frozen=True)
