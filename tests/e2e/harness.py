@@ -22,7 +22,7 @@ import trio
 
 from discovery.spiffe_id import TrustDomain
 from gateway.demo.admin_client import admin_get, wait_for
-from gateway.demo.runner import Child, gateway_argv, start_child, stop_child
+from gateway.demo.runner import Child, gateway_argv, service_argv, start_child, stop_child
 from gateway.demo.topology import BuiltSite, DemoService, DemoSite, Topology, build_topology
 
 _block = itertools.count()
@@ -98,14 +98,25 @@ async def open_overlay(
     *,
     patch: Callable[[str, str], str] | None = None,
     start: Sequence[str] | None = None,
+    services: bool = False,
 ) -> AsyncIterator[Overlay]:
-    """Build ``topology`` under ``root`` and start the gateways named in ``start`` (all)."""
+    """Build ``topology`` under ``root`` and start the gateways named in ``start`` (all).
+
+    With ``services``, every site's demo services run too (as their own processes).
+    """
     built = {b.site.name: b for b in await trio.to_thread.run_sync(build_topology, topology, root)}
     if patch is not None:
         for name, b in built.items():
             b.config_path.write_text(patch(name, b.config_path.read_text("utf-8")), "utf-8")
     overlay = Overlay(topology, root, built, {})
     try:
+        if services:
+            for name, b in built.items():
+                for svc in b.site.services:
+                    argv = service_argv(svc.kind, str(b.site.address), svc.port, name)
+                    log_path = b.directory / f"{svc.service}.{svc.namespace}.log"
+                    child = await start_child(f"{name}/{svc.service}", argv, log_path)
+                    overlay.children[f"{name}/{svc.service}"] = child
         async with trio.open_nursery() as nursery:
             for name in start if start is not None else list(built):
                 nursery.start_soon(overlay.start, name)
