@@ -100,6 +100,9 @@ class _TrackedBody:
         return self.inner.trailers
 
 
+_NO_WORK_DONE = frozenset({"UpstreamUnavailable", "NoHealthyEndpoint", "EndpointConnectFailed"})
+
+
 def _did_no_work(exc: BaseException) -> bool:
     """True if ``exc`` proves the site never acted on the request."""
     flag = getattr(exc, "retry_elsewhere", None)
@@ -109,11 +112,10 @@ def _did_no_work(exc: BaseException) -> bool:
         return exc.refused
     if isinstance(exc, ConnectionGone | OSError):
         return True
-    # gateway.cluster.local.NoHealthyEndpoint, and any connect failure the cluster types.
-    return any(
-        cls.__name__ in ("NoHealthyEndpoint", "UpstreamConnectError", "ConnectFailed")
-        for cls in type(exc).__mro__
-    )
+    # gateway.upstream.pool.UpstreamUnavailable: gateway.cluster.local.NoHealthyEndpoint and
+    # EndpointConnectFailed (nothing reached an endpoint).  Matched by name so the router does
+    # not depend on the cluster's module layout.
+    return any(cls.__name__ in _NO_WORK_DONE for cls in type(exc).__mro__)
 
 
 def _reason(exc: BaseException) -> str:

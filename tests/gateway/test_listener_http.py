@@ -1,0 +1,363 @@
+"""The HTTP listener with real callers on 127.0.0.1: HTTP/1.1, h2c, proxy mode, CONNECT, caps.
+
+The callers write raw bytes (so nothing in the test client can hide a gateway bug) or run a
+real HTTP/2 client connection; behind the gateway sit a real HTTP/1.1 echo endpoint (local
+site) and a real HTTP/2 peer link (remote site).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from functools import partial
+from ipaddress import IPv4Address
+
+import pytest
+import trio
+
+from gateway.config.model import LimitsConfig, ListenerConfig
+from gateway.listener.http import serve_http_listener
+from gateway.router.route import Router
+from overlay.link.h2_connection import H2Connection
+from tests.gateway.test_router_kit import (
+    API,
+    DB,
+    TEST_LIMITS,
+    StandInCluster,
+    http_echo_backend,
+    make_router,
+    peer,
+    peer_echo,
+    serving,
+    tcp_echo_backend,
+)
+
+WEB = type(API)("web", "default")
+
+
+@asynccontextmanager
+async def http_listener(
+    router: Router, *, limits: LimitsConfig = TEST_LIMITS
+) -> AsyncIterator[int]:
+    config = ListenerConfig(name="http", kind="http", address=IPv4Address("127.0.0.1"), port=0)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(
+                serve_http_listener,
+                config,
+                router,
+                identity=None,
+                limits=limits,
+                local_site="a",
+            )
+        )
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def gateway() -> AsyncIterator[tuple[int, StandInCluster]]:
+    """A listener routing api (local first) and web (peer b) and db (tcp, local)."""
+    async with (
+        serving(http_echo_backend) as http_port,
+        serving(tcp_echo_backend) as tcp_port,
+        peer(peer_echo("b")) as link,
+    ):
+        cluster = StandInCluster(http={API: http_port}, tcp={DB: tcp_port})
+        router = make_router(
+            {API: ("a", "b"), WEB: ("b",), DB: ("a",)},
+            cluster=cluster,
+            links={"b": link},
+            known=lambda s: s in (API, WEB, DB, type(API)("gone", "default")),
+        )
+        async with http_listener(router) as port:
+            yield port, cluster
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out += rest[:size]
+        body = rest[size + 2 :]
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send raw bytes, read until the gateway closes; return status, headers, body."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        data = b""
+        with trio.fail_after(5):
+            while piece := await stream.receive_some(65536):
+                data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = dechunk(body)
+    return status, headers, body
+
+
+def names(doc: dict[str, object]) -> list[str]:
+    return [n for n, _ in doc["headers"]]  # type: ignore[attr-defined]
+
+
+def header(doc: dict[str, object], name: str) -> list[str]:
+    return [v for n, v in doc["headers"] if n == name]  # type: ignore[attr-defined]
+
+
+async def test_http11_caller_reaches_local_and_remote_echo() -> None:
+    async with gateway() as (port, _):
+        status, _, body = await raw_exchange(
+            port, b"GET /x HTTP/1.1\r\nHost: api.default.isthmus\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 200 and json.loads(body)["site"] == "a"
+        status, _, body = await raw_exchange(
+            port,
+            b"POST /y HTTP/1.1\r\nHost: web.default.isthmus\r\nConnection: close\r\n"
+            b"Content-Length: 5\r\n\r\nhello",
+        )
+        doc = json.loads(body)
+        assert status == 200 and doc["site"] == "b" and doc["body"] == "hello"
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    async with gateway() as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            for i in range(3):
+                await stream.send_all(b"GET /%d HTTP/1.1\r\nHost: web.default.isthmus\r\n\r\n" % i)
+                data = b""
+                with trio.fail_after(5):
+                    while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                        data += await stream.receive_some(65536)
+                assert json.loads(data.partition(b"\r\n\r\n")[2])["path"] == f"/{i}"
+
+
+async def test_caller_set_isthmus_headers_never_reach_upstream() -> None:
+    forged = (
+        b"Isthmus-Caller-Id: spiffe://evil.test/admin\r\n"
+        b"isthmus-caller-site: evil\r\nISTHMUS-DEADLINE-MS: 99999999\r\n"
+    )
+    async with gateway() as (port, _):
+        for host in (b"api.default.isthmus", b"web.default.isthmus"):
+            status, _, body = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (host, forged)
+            )
+            doc = json.loads(body)
+            assert status == 200
+            assert header(doc, "isthmus-caller-id") == []
+            if doc["site"] == "a":  # a local endpoint never sees any isthmus-* header
+                assert not [n for n in names(doc) if n.startswith("isthmus-")]
+            else:  # a peer sees only the gateway's own values
+                assert header(doc, "isthmus-caller-site") == ["a"]
+                assert int(header(doc, "isthmus-deadline-ms")[0]) <= 5000
+
+
+async def test_proxy_mode_absolute_form() -> None:
+    async with gateway() as (port, _):
+        status, _, body = await raw_exchange(
+            port,
+            b"GET http://web.default.isthmus/p?q=1 HTTP/1.1\r\nHost: web.default.isthmus\r\n"
+            b"Proxy-Connection: keep-alive\r\nConnection: close\r\n\r\n",
+        )
+        doc = json.loads(body)
+        assert status == 200 and doc["site"] == "b" and doc["path"] == "/p?q=1"
+        assert header(doc, ":authority") == ["web.default.isthmus"]
+        assert "proxy-connection" not in names(doc)
+
+
+async def test_connect_tunnel_with_half_close() -> None:
+    async with gateway() as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(
+                b"CONNECT db.default.isthmus:5432 HTTP/1.1\r\nHost: db.default.isthmus:5432\r\n"
+                b"\r\nearly bytes;"
+            )
+            await stream.send_all(b"later bytes")
+            await stream.send_eof()
+            data = b""
+            with trio.fail_after(5):
+                while piece := await stream.receive_some(65536):
+                    data += piece
+        head, _, tunnel = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert tunnel == b"early bytes;later bytes"
+
+
+async def test_connect_to_unknown_address_is_404() -> None:
+    async with gateway() as (port, _):
+        status, _, body = await raw_exchange(
+            port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        )
+    assert status == 404 and b"example.com" in body
+
+
+async def test_upgrade_h2c_is_not_honoured() -> None:
+    async with gateway() as (port, _):
+        status, _, body = await raw_exchange(
+            port,
+            b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n"
+            b"Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        assert status == 200
+        doc = json.loads(body)
+        assert "upgrade" not in names(doc) and "http2-settings" not in names(doc)
+
+
+async def test_unknown_address_404_and_unhealthy_503_with_clear_bodies() -> None:
+    async with gateway() as (port, _):
+        status, _, body = await raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: nope.default.isthmus\r\n\r\n"
+        )
+        assert status == 404 and b"nope.default.isthmus" in body
+        status, _, body = await raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
+        )
+        assert status == 404 and b"www.example.com" in body and b"not a service address" in body
+        status, _, body = await raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: gone.default.isthmus\r\n\r\n"
+        )
+        assert status == 503 and b"no healthy endpoint" in body
+
+
+async def h2c_request(
+    port: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> tuple[dict[bytes, bytes], bytes]:
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    client = H2Connection(tcp, client_side=True, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        with trio.fail_after(5):
+            stream = await client.open_stream(headers, end_stream=not body)
+            if body:
+                await stream.send_all(body)
+                await stream.send_eof()
+            response = dict(await stream.response_headers())
+            data = b""
+            while piece := await stream.receive_some():
+                data += piece
+        await client.aclose()
+    return response, data
+
+
+async def test_h2c_prior_knowledge_caller_reaches_local_and_remote() -> None:
+    async with gateway() as (port, _):
+        for authority, site in ((b"api.default.isthmus", "a"), (b"web.default.isthmus", "b")):
+            response, data = await h2c_request(
+                port,
+                [
+                    (b":method", b"POST"),
+                    (b":scheme", b"http"),
+                    (b":authority", authority),
+                    (b":path", b"/h2"),
+                    (b"isthmus-caller-id", b"spiffe://evil.test/x"),
+                ],
+                b"payload",
+            )
+            assert response[b":status"] == b"200"
+            doc = json.loads(data)
+            assert doc["site"] == site and doc["body"] == "payload" and doc["path"] == "/h2"
+            assert header(doc, "isthmus-caller-id") == []
+
+
+async def test_h2c_unknown_address_gets_404_response() -> None:
+    async with gateway() as (port, _):
+        response, data = await h2c_request(
+            port,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":authority", b"nope.other"),
+                (b":path", b"/"),
+            ],
+        )
+    assert response[b":status"] == b"404" and b"nope.other" in data
+
+
+async def test_connection_cap_refuses_excess_fast_and_keeps_existing() -> None:
+    limits = replace(TEST_LIMITS, max_connections=2)
+    async with serving(http_echo_backend) as http_port:
+        router = make_router({API: ("a",)}, cluster=StandInCluster(http={API: http_port}))
+        async with http_listener(router, limits=limits) as port:
+            request = b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n"
+            held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+            for stream in held:  # both are being served
+                await stream.send_all(request)
+                with trio.fail_after(5):
+                    assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
+            excess = await trio.open_tcp_stream("127.0.0.1", port)
+            started = time.monotonic()
+            with trio.fail_after(2):
+                try:
+                    await excess.send_all(request)
+                    refused = await excess.receive_some(65536) == b""
+                except trio.BrokenResourceError:
+                    refused = True
+            assert refused and time.monotonic() - started < 1.0
+            await excess.aclose()
+            # The existing connection is unaffected.
+            await held[0].send_all(request)
+            with trio.fail_after(5):
+                assert (await held[0].receive_some(65536)).startswith(b"HTTP/1.1 200")
+            for stream in held:
+                await stream.aclose()
+
+
+@pytest.mark.parametrize("route", ["local", "peer"])
+async def test_streaming_20_mib_chunked_body_without_memory_growth(route: str) -> None:
+    total = 20 * 1024 * 1024
+    piece = b"z" * 65536
+    host = b"api.default.isthmus" if route == "local" else b"web.default.isthmus"
+    async with gateway() as (port, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        tracemalloc.start()
+        try:
+            received = 0
+
+            async def upload() -> None:
+                await stream.send_all(
+                    b"POST /stream HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    % host
+                )
+                for _ in range(total // len(piece)):
+                    await stream.send_all(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await stream.send_all(b"0\r\n\r\n")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(upload)
+                with trio.fail_after(60):
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        buf += await stream.receive_some(65536)
+                    head, _, rest = buf.partition(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+                    received_raw = len(rest)
+                    tail = rest[-16:]
+                    while not tail.endswith(b"0\r\n\r\n"):
+                        data = await stream.receive_some(65536)
+                        assert data
+                        received_raw += len(data)
+                        tail = (tail + data)[-16:]
+                    received = received_raw
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            await stream.aclose()
+    assert received > total  # the payload plus chunk framing came back
+    print(f"peak traced memory {route}: {peak} bytes")
+    assert peak < 8 * 1024 * 1024, f"peak traced memory {peak} bytes"
