@@ -1,0 +1,162 @@
+"""The HTTP listener with ``tls = true``: real TLS handshakes on 127.0.0.1.
+
+The gateway presents its SVID; ALPN picks HTTP/1.1 or HTTP/2; a client certificate is
+optional, and when presented it must verify against the bundle of its *own* trust domain
+and then becomes the caller identity the peer sees in ``isthmus-caller-id``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.config.model import ListenerConfig
+from gateway.listener.http import serve_http_listener
+from overlay.link.h2_connection import H2Connection
+from tests.gateway.test_router_kit import API, TEST_LIMITS, make_router, peer, peer_echo
+from tests.overlay.identity.cases import CA_A, CA_B, CA_C, SERVER_CHAIN, SERVER_KEY, TRUSTED
+from tests.overlay.identity.certfactory import identity, key_pem, make_leaf, pem
+
+WEB_CALLER = "spiffe://b.test/ns/default/sa/web"
+
+
+def client_context(
+    alpn: list[str],
+    chain: Sequence[x509.Certificate] | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # SPIFFE IDs are not host names
+    ctx.load_verify_locations(cadata=pem([CA_A.cert]).decode())
+    ctx.set_alpn_protocols(alpn)
+    if chain is not None and key is not None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "id.pem"
+            path.write_bytes(pem(chain) + key_pem(key))
+            ctx.load_cert_chain(path)
+    return ctx
+
+
+@asynccontextmanager
+async def tls_gateway() -> AsyncIterator[int]:
+    ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    config = ListenerConfig(
+        name="https", kind="http", address=IPv4Address("127.0.0.1"), port=0, tls=True
+    )
+    async with peer(peer_echo("b")) as link, trio.open_nursery() as nursery:
+        router = make_router({API: ("b",)}, links={"b": link})
+        port = await nursery.start(
+            partial(
+                serve_http_listener,
+                config,
+                router,
+                identity=ident,
+                limits=TEST_LIMITS,
+                local_site="a",
+            )
+        )
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+async def h1_over_tls(port: int, ctx: ssl.SSLContext) -> tuple[bytes, dict[str, object]]:
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, ctx, server_hostname="api.default.isthmus")
+    with trio.fail_after(5):
+        await stream.do_handshake()
+        assert stream.selected_alpn_protocol() in (None, "http/1.1")
+        await stream.send_all(
+            b"GET /tls HTTP/1.1\r\nHost: api.default.isthmus\r\n"
+            b"isthmus-caller-id: spiffe://evil.test/x\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        try:
+            while piece := await stream.receive_some(65536):
+                data += piece
+        except trio.BrokenResourceError:
+            pass  # the gateway closed without close_notify after Connection: close
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+def caller_ids(doc: dict[str, object]) -> list[str]:
+    return [v for n, v in doc["headers"] if n == "isthmus-caller-id"]  # type: ignore[attr-defined]
+
+
+async def test_tls_caller_with_svid_becomes_the_caller_identity() -> None:
+    chain, key = make_leaf(CA_B, uris=[WEB_CALLER])
+    async with tls_gateway() as port:
+        head, doc = await h1_over_tls(port, client_context(["http/1.1"], chain, key))
+    assert head.startswith(b"HTTP/1.1 200")
+    assert doc["site"] == "b" and caller_ids(doc) == [WEB_CALLER]
+
+
+async def test_tls_caller_without_certificate_is_anonymous() -> None:
+    async with tls_gateway() as port:
+        head, doc = await h1_over_tls(port, client_context(["http/1.1"]))
+    assert head.startswith(b"HTTP/1.1 200") and caller_ids(doc) == []
+
+
+async def test_tls_alpn_h2_caller() -> None:
+    chain, key = make_leaf(CA_B, uris=[WEB_CALLER])
+    async with tls_gateway() as port:
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, client_context(["h2"], chain, key), server_hostname="gw")
+        with trio.fail_after(5):
+            await stream.do_handshake()
+            assert stream.selected_alpn_protocol() == "h2"
+        client = H2Connection(stream, client_side=True, ping_interval=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.serve)
+            with trio.fail_after(5):
+                h2 = await client.open_stream(
+                    [
+                        (b":method", b"GET"),
+                        (b":scheme", b"https"),
+                        (b":authority", b"api.default.isthmus"),
+                        (b":path", b"/h2"),
+                    ],
+                    end_stream=True,
+                )
+                response = dict(await h2.response_headers())
+                data = b""
+                while piece := await h2.receive_some():
+                    data += piece
+            await client.aclose()
+    assert response[b":status"] == b"200"
+    assert caller_ids(json.loads(data)) == [WEB_CALLER]
+
+
+@pytest.mark.parametrize(
+    "ca, uri",
+    [
+        (CA_C, "spiffe://c.test/x"),  # untrusted CA: OpenSSL refuses
+        (CA_A, WEB_CALLER),  # anchored in a.test but claims b.test: only SPIFFE catches it
+    ],
+    ids=["untrusted-ca", "wrong-trust-domain"],
+)
+async def test_bad_client_certificate_rejects_the_connection(ca: object, uri: str) -> None:
+    chain, key = make_leaf(ca, uris=[uri])  # type: ignore[arg-type]
+    async with tls_gateway() as port:
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, client_context(["http/1.1"], chain, key), server_hostname="gw")
+        got = b""
+        with trio.fail_after(5):
+            try:
+                await stream.do_handshake()  # TLS 1.3: the client finishes first
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n")
+                got = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                pass
+    assert got == b""  # never an HTTP answer
