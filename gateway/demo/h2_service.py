@@ -9,10 +9,11 @@ are echoed in the body and returned as response trailers.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import trio
 
-from gateway.demo.services import READ_SIZE, whoami_body
+from gateway.demo.services import READ_SIZE, serve_listener, whoami_body
 from overlay.link.h2_connection import H2Connection
 from overlay.tunnel.h2_stream import H2Stream, TunnelError
 
@@ -68,9 +69,5 @@ async def serve_h2_echo(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP/2 whoami/echo; ``task_status.started(bound_port)``."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    log.info("h2 echo for site %s on %s:%d", site, host, bound)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, lambda s: _connection(site, s), listeners)
-        task_status.started(bound)
+    handler = partial(_connection, site)
+    await serve_listener("h2 echo", handler, host, port, site, task_status=task_status)

@@ -21,7 +21,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import trio
@@ -84,6 +84,24 @@ async def _http_connection(site: str, limits: H1Limits, stream: trio.SocketStrea
         await conn.aclose()
 
 
+async def serve_listener(
+    kind: str,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    host: str,
+    port: int,
+    site: str,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on ``host:port`` and run ``handler`` per connection; ``started(bound_port)``."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    log.info("%s for site %s on %s:%d", kind, site, host, bound)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        task_status.started(bound)
+
+
 async def serve_http_echo(
     host: str,
     port: int,
@@ -92,13 +110,8 @@ async def serve_http_echo(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the whoami/echo HTTP/1.1 service; ``task_status.started(bound_port)``."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    log.info("http echo for site %s on %s:%d", site, host, bound)
     handler = partial(_http_connection, site, H1Limits())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
-        task_status.started(bound)
+    await serve_listener("http echo", handler, host, port, site, task_status=task_status)
 
 
 async def _tcp_connection(stream: trio.SocketStream) -> None:
@@ -120,12 +133,7 @@ async def serve_tcp_echo(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a TCP echo; ``task_status.started(bound_port)``. ``site`` names it in logs."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    log.info("tcp echo for site %s on %s:%d", site, host, bound)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, _tcp_connection, listeners)
-        task_status.started(bound)
+    await serve_listener("tcp echo", _tcp_connection, host, port, site, task_status=task_status)
 
 
 async def _run(kind: str, host: str, port: int, site: str) -> None:
