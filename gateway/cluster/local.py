@@ -1,0 +1,196 @@
+"""The local cluster: this site's own endpoints of a service, from the catalog.
+
+Why one object: every request that ends in this site -- from a local caller, or handed over
+by a peer gateway -- ends here, so picking an endpoint, speaking its protocol and enforcing
+the deadline live in one place, and the callers (the origin-side router, the east-west
+handler) only say *which service* and *which endpoints may be used* (``only``).
+
+Theory of operation
+-------------------
+1. The candidates are the routable endpoints of the service in the latest catalog snapshot
+   (healthy, reported by a usable source; sorted by key, so the order is deterministic),
+   filtered by ``only`` (export consent, for a peer's request) and, for HTTP, by protocol.
+2. :func:`~gateway.cluster.lb.round_robin` orders them; the first is the pick and the next
+   ones are fallbacks *only* for a failed connect (at most ``MAX_CONNECT_ATTEMPTS``): nothing
+   reached the endpoint, so trying another one cannot duplicate work.
+3. HTTP goes through :mod:`gateway.upstream.endpoint_h1` or ``endpoint_h2`` as the endpoint's
+   ``protocol`` says; an endpoint that speaks ``tcp``/``tls`` cannot take an HTTP request
+   (502).  L4 (:meth:`LocalCluster.open_l4`) is a plain TCP connection to any endpoint.
+4. The whole exchange runs under ``ctx.deadline``; when it passes, :class:`UpstreamTimeout`
+   (504) is raised -- before the response head the caller answers 504, after it the caller
+   can only reset.
+
+Errors raised *before* ``writer.send_head`` that may be retried elsewhere (another site) are
+:class:`~gateway.upstream.pool.UpstreamUnavailable` subclasses: :class:`NoHealthyEndpoint`
+and :class:`~gateway.upstream.pool.EndpointConnectFailed`.  Anything else (a 502 from a
+broken exchange, a 504) means the request may have reached an endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from discovery.catalog import routable
+from discovery.errors import UpstreamError
+from discovery.model import Endpoint, ServiceName
+from discovery.snapshot import Catalog
+from discovery.watch import Watch
+from gateway.cluster.lb import round_robin
+from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
+from gateway.upstream.endpoint_h1 import forward_h1
+from gateway.upstream.endpoint_h2 import forward_h2
+from gateway.upstream.pool import (
+    EndpointConnectFailed,
+    UpstreamPool,
+    UpstreamUnavailable,
+    open_tcp,
+)
+
+#: Endpoints tried per request when connects fail (each bounded by connect_timeout).
+MAX_CONNECT_ATTEMPTS = 3
+HTTP_PROTOCOLS = frozenset({"http1", "http2"})
+
+EndpointFilter = Callable[[Endpoint], bool]
+
+
+class NoHealthyEndpoint(UpstreamUnavailable):
+    """The service has no routable endpoint here (503); safe to try another site."""
+
+    http_status = 503
+
+
+class ProtocolMismatch(UpstreamError):
+    """The service's endpoints speak raw TCP/TLS, not HTTP (502)."""
+
+    http_status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The request's deadline passed before the endpoint finished (504)."""
+
+    http_status = 504
+
+
+class LocalCluster:
+    """Round-robin forwarding to this site's endpoints (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        local_site: str,
+        catalog: Watch[Catalog],
+        pool: UpstreamPool,
+        connect_timeout: float = 5.0,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.local_site = local_site
+        self.catalog = catalog
+        self.pool = pool
+        self.connect_timeout = connect_timeout
+        self._clock = clock
+        self._cursors: dict[ServiceName, int] = {}
+
+    # -- choosing ---------------------------------------------------------------------------
+
+    def endpoints(
+        self, service: ServiceName, only: EndpointFilter | None = None
+    ) -> tuple[Endpoint, ...]:
+        """The routable endpoints of ``service`` now (filtered by ``only``)."""
+        found = routable(self.catalog.latest, service, self._clock())
+        if only is not None:
+            found = tuple(ep for ep in found if only(ep))
+        return found
+
+    def has_endpoints(self, service: ServiceName, only: EndpointFilter | None = None) -> bool:
+        """Whether ``service`` has a routable endpoint here right now."""
+        return bool(self.endpoints(service, only))
+
+    def _order(
+        self, service: ServiceName, only: EndpointFilter | None, *, http: bool
+    ) -> tuple[Endpoint, ...]:
+        candidates = self.endpoints(service, only)
+        if not candidates:
+            raise NoHealthyEndpoint(f"no healthy endpoint of {service} in site {self.local_site}")
+        if http:
+            speaking = tuple(ep for ep in candidates if ep.protocol in HTTP_PROTOCOLS)
+            if not speaking:
+                raise ProtocolMismatch(
+                    f"the endpoints of {service} speak {candidates[0].protocol}, not HTTP"
+                )
+            candidates = speaking
+        order, self._cursors[service] = round_robin(candidates, self._cursors.get(service, 0))
+        return order[:MAX_CONNECT_ATTEMPTS]
+
+    def _connect_budget(self, deadline: float) -> float:
+        return max(0.0, min(self.connect_timeout, deadline - self._clock()))
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+        only: EndpointFilter | None = None,
+    ) -> None:
+        """Send ``request`` to an endpoint of ``service`` and stream the answer to ``writer``.
+
+        Raises :class:`NoHealthyEndpoint` / ``EndpointConnectFailed`` before the head (safe
+        to retry elsewhere), :class:`UpstreamTimeout` when ``ctx.deadline`` passes, other
+        ``UpstreamError``/``DownstreamError`` subclasses for broken exchanges.
+        """
+        order = self._order(service, only, http=True)
+        with trio.move_on_at(ctx.deadline) as scope:
+            failure: EndpointConnectFailed | None = None
+            for endpoint in order:
+                forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
+                try:
+                    await forward(
+                        self.pool,
+                        endpoint,
+                        request,
+                        body,
+                        writer,
+                        connect_timeout=self._connect_budget(ctx.deadline),
+                    )
+                    return
+                except EndpointConnectFailed as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
+        if scope.cancelled_caught:
+            raise UpstreamTimeout(
+                f"{service} in site {self.local_site} did not answer before the deadline"
+            )
+
+    # -- L4 ---------------------------------------------------------------------------------
+
+    async def open_l4(
+        self,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+        only: EndpointFilter | None = None,
+    ) -> trio.SocketStream:
+        """A TCP connection (``TCP_NODELAY``) to an endpoint of ``service``, round robin.
+
+        The connect is bounded by ``connect_timeout`` and ``ctx.deadline``; the connection
+        itself is the caller's to keep as long as it likes.
+        """
+        order = self._order(service, only, http=False)
+        failure: EndpointConnectFailed | None = None
+        for endpoint in order:
+            budget = self._connect_budget(ctx.deadline)
+            if budget <= 0:
+                raise UpstreamTimeout(f"no time left to connect to {service}")
+            try:
+                return await open_tcp(endpoint, connect_timeout=budget)
+            except EndpointConnectFailed as exc:
+                failure = exc
+        assert failure is not None
+        raise failure

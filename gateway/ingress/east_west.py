@@ -1,0 +1,295 @@
+"""The destination half of a tunnel: a stream a peer gateway opened towards this site.
+
+Why this shape: Peering authenticates the peer gateway (mTLS, SPIFFE, per trust domain) and
+hands every non-federation stream to ``EastWestHandler(peer_site, stream)``.  From here on the
+request is an ordinary HTTP/2 request whose ``:authority`` is an L7 address -- or a CONNECT to
+``<l7-address>:<port>`` for an L4 tunnel -- and this module turns it into a call on the local
+cluster, after checking that the peer may make it.
+
+Theory of operation (one stream, in order; the first failure answers and ends the stream)
+------------------------------------------------------------------------------------------
+1. **Header block**, strictly (:func:`~gateway.http.transcode.h2_request_to_h1`'s rules):
+   pseudo-headers, connection-specific fields, CR/LF/NUL, oversize ``:method``/``:path`` ->
+   400 with a body saying why; nothing malformed is ever forwarded.
+2. **Address**: ``:authority`` parsed with the mesh domain.  Pinned to another site -> 404
+   (this gateway does not relay); not an L7 address -> 400.
+3. **Context**: the internal headers are trusted *here* because the peer is an authenticated
+   gateway: ``isthmus-caller-site`` (default: the peer's site), ``isthmus-caller-id`` (a strict
+   SPIFFE ID; malformed -> 400) and ``isthmus-deadline-ms`` (capped by ``route_timeout``).
+   ``from_peer`` is always the authenticated peer site, never a header.
+4. **Export consent**: the peer reaches only endpoints exported to it
+   (:func:`~overlay.federation.export.consents`).  A service with no endpoint exported to
+   this peer is unknown to it -> 404.
+5. **Policy**: :func:`gateway.policy.check` (default deny from other sites) -> 403.
+6. **Forward**: CONNECT -> a TCP connection to an endpoint, ``:status 200``, then bytes are
+   spliced both ways with half-close; a TCP error resets the stream (CONNECT_ERROR) and a
+   stream reset closes the TCP connection with RST.  Anything else ->
+   :meth:`LocalCluster.forward` with the stream as body and response writer.
+
+Errors before the response head become the response :func:`~gateway.http.headers.
+error_response` maps them to (404, 403, 502, 503, 504...); after the head the stream is reset.
+Every failure stays inside the stream: nothing here may take the link down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import struct
+from collections.abc import Callable, Sequence
+
+import trio
+
+from discovery.errors import H2_CONNECT_ERROR, H2_INTERNAL_ERROR, DownstreamError, IsthmusError
+from discovery.model import Endpoint, ServiceName
+from discovery.names import label_problem
+from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from gateway.cluster.local import LocalCluster, NoHealthyEndpoint
+from gateway.config.model import PolicyConfig
+from gateway.http.exchange import (
+    CALLER_ID_HEADER,
+    CALLER_SITE_HEADER,
+    DEADLINE_HEADER,
+    INTERNAL_HEADERS,
+    CallContext,
+    Request,
+    Response,
+)
+from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
+from gateway.http.headers import MalformedHeaders, error_response, strip_connection_specific
+from gateway.http.transcode import h2_request_to_h1
+from gateway.policy import PolicyDenied, check
+from gateway.splice import splice
+from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority
+from overlay.federation.config import ExportConfig
+from overlay.federation.export import consents
+from overlay.tunnel.h2_stream import H2Stream, StreamReset, TunnelError
+
+log = logging.getLogger(__name__)
+
+_DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
+
+
+class UnknownAddress(DownstreamError):
+    """Nothing at this address for this caller (404)."""
+
+    http_status = 404
+
+
+class BadInternalHeader(DownstreamError):
+    """A peer sent a malformed ``isthmus-*`` header (400)."""
+
+    http_status = 400
+
+
+def _one(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    values = [v for n, v in headers if n == name]
+    if len(values) > 1:
+        raise BadInternalHeader(f"more than one {name.decode()} header")
+    return values[0] if values else None
+
+
+def parse_context(
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    peer_site: str,
+    now: float,
+    route_timeout: float,
+) -> CallContext:
+    """The call context a peer gateway vouches for (see step 3 of the module docstring)."""
+    site_raw = _one(headers, CALLER_SITE_HEADER)
+    caller_site = peer_site
+    if site_raw is not None:
+        caller_site = site_raw.decode("ascii", "replace")
+        problem = label_problem(caller_site)
+        if problem:
+            raise BadInternalHeader(f"isthmus-caller-site: {problem}")
+    caller_id: SpiffeId | None = None
+    id_raw = _one(headers, CALLER_ID_HEADER)
+    if id_raw is not None:
+        try:
+            caller_id = SpiffeId.parse(id_raw.decode("ascii"))
+        except (UnicodeDecodeError, SpiffeIdError) as exc:
+            raise BadInternalHeader(f"isthmus-caller-id is not a SPIFFE ID: {exc}") from None
+    budget = route_timeout
+    deadline_raw = _one(headers, DEADLINE_HEADER)
+    if deadline_raw is not None:
+        if _DEADLINE_RE.fullmatch(deadline_raw) is None:
+            raise BadInternalHeader("isthmus-deadline-ms must be 1 to 12 digits")
+        budget = min(budget, int(deadline_raw) / 1000.0)
+    return CallContext(
+        caller_site=caller_site, caller_id=caller_id, deadline=now + budget, from_peer=peer_site
+    )
+
+
+def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
+    """A validated :class:`Request` from a peer's header block (internal headers removed)."""
+    h2_request_to_h1(raw)  # strict validation; raises MalformedHeaders
+    pseudo = {n: v for n, v in raw if n.startswith(b":")}
+    regular = tuple((n, v) for n, v in raw if not n.startswith(b":") and n not in INTERNAL_HEADERS)
+    authority = pseudo.get(b":authority")
+    if authority is None:
+        authority = next((v for n, v in regular if n == b"host"), b"")
+    return Request(
+        method=pseudo[b":method"],
+        scheme=pseudo.get(b":scheme", b""),
+        authority=authority,
+        path=pseudo.get(b":path", b""),
+        headers=regular,
+    )
+
+
+class EastWestHandler:
+    """Serve the streams peers open towards this site (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        local_site: str,
+        mesh_domain: str,
+        cluster: LocalCluster,
+        export_rules: Sequence[ExportConfig],
+        policies: Sequence[PolicyConfig],
+        route_timeout: float = 15.0,
+        clock: Callable[[], float] = trio.current_time,
+        tunnel_idle_timeout: float | None = 300.0,
+    ) -> None:
+        self.local_site = local_site
+        self.mesh_domain = mesh_domain
+        self.cluster = cluster
+        self.export_rules = tuple(export_rules)
+        self.policies = tuple(policies)
+        self.route_timeout = route_timeout
+        self.tunnel_idle_timeout = tunnel_idle_timeout
+        self._clock = clock
+
+    async def __call__(self, peer_site: str, stream: H2Stream) -> None:
+        writer = H2ResponseWriter(stream)
+        method = b""
+        try:
+            request = parse_request(stream.request_headers)
+            method = request.method
+            ctx = parse_context(
+                stream.request_headers,
+                peer_site=peer_site,
+                now=self._clock(),
+                route_timeout=self.route_timeout,
+            )
+            service = self._admit(request, ctx, peer_site)
+
+            def only(endpoint: Endpoint) -> bool:
+                return consents(self.export_rules, endpoint, peer_site)
+
+            if request.is_connect:
+                await self._connect(stream, writer, ctx, service, only)
+            else:
+                await self.cluster.forward(
+                    request, H2StreamBody(stream), writer, ctx, service=service, only=only
+                )
+        except StreamReset:
+            return  # the peer gave up on this stream: nobody is left to answer
+        except IsthmusError as exc:
+            await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+        except Exception as exc:  # a bug must cost this stream, never the link
+            log.exception("east-west stream from %s failed", peer_site)
+            await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+
+    def _admit(self, request: Request, ctx: CallContext, peer_site: str) -> ServiceName:
+        """Address, consent and policy checks; the local service to call."""
+        try:
+            address, _port = parse_authority(
+                request.authority.decode("ascii"), mesh_domain=self.mesh_domain
+            )
+        except NotInMeshError as exc:
+            raise UnknownAddress(str(exc)) from None
+        except (AddressError, UnicodeDecodeError) as exc:
+            raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
+        if address.site not in (None, self.local_site):
+            raise UnknownAddress(
+                f"{address} is pinned to site {address.site!r}; this is {self.local_site!r}"
+            )
+        service = address.service_name
+        catalog = self.cluster.catalog.latest
+        exported = any(
+            consents(self.export_rules, entry.endpoint, peer_site)
+            for entry in catalog.endpoints(service)
+        )
+        if not exported:
+            raise UnknownAddress(f"{_any(address)} is not exported to site {peer_site!r}")
+        if ctx.caller_site == self.local_site:
+            raise PolicyDenied(f"peer {peer_site!r} claims a caller from this site")
+        check(self.policies, service, ctx, self.local_site)
+        return service
+
+    async def _connect(
+        self,
+        stream: H2Stream,
+        writer: H2ResponseWriter,
+        ctx: CallContext,
+        service: ServiceName,
+        only: Callable[[Endpoint], bool],
+    ) -> None:
+        tcp = await self.cluster.open_l4(ctx, service=service, only=only)
+        clean = False
+        try:
+            await writer.send_head(Response(200, ()))
+            try:
+                await splice(stream, tcp, idle_timeout=self.tunnel_idle_timeout)
+                clean = True
+            except Exception as exc:  # splice's nurseries may wrap the cause in groups
+                cause = _first_leaf(exc)
+                if isinstance(cause, StreamReset):
+                    return  # the peer reset the tunnel: the endpoint gets a reset (finally)
+                # RFC 9113 section 8.5: a TCP error (or an idle tunnel) -> CONNECT_ERROR.
+                log.debug("tunnel to %s ended: %r", service, cause)
+                stream.reset(H2_CONNECT_ERROR)
+        finally:
+            if not clean:
+                _reset_tcp(tcp)
+            await trio.aclose_forcefully(tcp)
+
+    async def _fail(
+        self,
+        stream: H2Stream,
+        writer: H2ResponseWriter,
+        exc: BaseException,
+        *,
+        head_only: bool,
+    ) -> None:
+        """Answer with the mapped error if no head went out yet, else reset the stream."""
+        if writer.head_sent:
+            code = exc.h2_error_code if isinstance(exc, IsthmusError) else H2_INTERNAL_ERROR
+            stream.reset(code)
+            return
+        if isinstance(exc, NoHealthyEndpoint | UnknownAddress):
+            log.debug("east-west: %s", exc)
+        head, body = error_response(exc)
+        headers = strip_connection_specific(head.headers)
+        if head_only:
+            body = b""
+            headers = tuple((n, v) for n, v in headers if n != b"content-length")
+        with contextlib.suppress(TunnelError, trio.BrokenResourceError, trio.ClosedResourceError):
+            await writer.send_head(Response(head.status, headers), end_stream=not body)
+            if body:
+                await writer.send_data(body)
+                await writer.send_end()
+
+
+def _any(address: L7Address) -> L7Address:
+    return address.any_site()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _reset_tcp(tcp: trio.SocketStream) -> None:
+    """Make the coming close send RST (SO_LINGER 0), so the endpoint sees an abort, not EOF."""
+    with contextlib.suppress(OSError):
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -1,0 +1,286 @@
+"""Forward one request to an HTTP/1.1 endpoint over a pooled keep-alive connection.
+
+Theory of operation
+-------------------
+1. **Head.**  The request (HTTP/2 semantics inside the gateway) is checked and turned into an
+   HTTP/1.1 head by :func:`~gateway.http.transcode.h2_request_to_h1`, after the internal
+   ``isthmus-*`` headers were removed: the endpoint sees ``Host`` = the L7 authority and never
+   a header that only gateways may set.  Anything malformed raises before a byte is sent.
+2. **Framing.**  A declared Content-Length is kept (and checked against the body with
+   ``ContentLengthCounter``).  Without one, the first piece of the body is awaited before the
+   head is sent: an empty body (the usual GET) goes out as a body-less request in one write,
+   anything else as ``Transfer-Encoding: chunked`` with the first piece in the same write.
+   (A caller that sends no body byte until it sees the response head would wait; HTTP/1.1
+   endpoints do not do that kind of bidirectional streaming.)
+3. **Exchange.**  The rest of the body is pumped to the endpoint by a :class:`BodyPump` task
+   while the response is read, so an endpoint that answers early (a 413, a redirect) is heard
+   at once and nothing deadlocks on full buffers.  1xx responses are skipped by the codec;
+   the final head becomes a :class:`Response` without connection-specific fields
+   (:func:`~gateway.http.transcode.h1_response_to_h2`); the body is streamed piece by piece
+   (never buffered whole) and chunked trailers are passed on (prohibited fields dropped).
+4. **Keep-alive.**  A connection whose exchange completed cleanly both ways goes back to the
+   pool; anything else is closed.
+5. **Stale connections.**  A pooled connection the backend closed while it sat idle fails
+   before any response byte (EOF, reset, or a write error).  If the connection came from the
+   pool, the method is idempotent and no body byte was taken from the caller, the request is
+   sent again once, on a *new* connection.  Otherwise the failure is an ``UpstreamClosed``.
+
+Timeouts are the caller's (``trio.move_on_at(ctx.deadline)`` in the cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from discovery.model import Endpoint
+from gateway.http.exchange import Body, Request, Response, ResponseWriter
+from gateway.http.h1 import H1ClientConnection
+from gateway.http.headers import (
+    BadRequest,
+    Headers,
+    MalformedHeaders,
+    RequestHead,
+    ResponseHead,
+    UpstreamClosed,
+    UpstreamProtocolError,
+)
+from gateway.http.transcode import (
+    ContentLengthCounter,
+    declared_content_length,
+    h1_response_to_h2,
+    h1_trailers_to_h2,
+    h2_request_to_h1,
+    h2_trailers_to_h1,
+)
+from gateway.upstream.pool import UpstreamPool
+
+READ_SIZE = 64 * 1024
+#: RFC 9110 section 9.2.2 (TRACE included); only these are replayed on a fresh connection.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+#: Methods whose empty body is sent without any framing field (others get Content-Length: 0,
+#: which some servers insist on for POST/PATCH).
+_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
+_BODYLESS_STATUS = frozenset({204, 304})
+_WIRE_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class BodyPump:
+    """Copies the caller's body to the upstream in a task of its own.
+
+    Why a task: the response must be read while the body is still going out.  The pump never
+    raises into its nursery (which would wrap the error in an exception group and cancel the
+    response reader with it): it records a failure of the *caller's* body in ``error`` and
+    cancels ``scope``; a failed *write* to the upstream only sets ``send_failed`` -- the
+    reader will see the endpoint close (or its early answer) and report that instead.
+    ``pulled`` counts body bytes taken from the caller: once it is non-zero the request can
+    no longer be replayed.
+    """
+
+    def __init__(self, body: Body, counter: ContentLengthCounter) -> None:
+        self.body = body
+        self.counter = counter
+        self.pulled = 0
+        self.done = False
+        self.send_failed = False
+        self.error: Exception | None = None
+        self._stopped = False
+        self._scope: trio.CancelScope | None = None
+
+    async def pull(self) -> bytes:
+        data = await self.body.receive_some(READ_SIZE)
+        if data:
+            self.pulled += len(data)
+            self.counter.data(len(data))
+        else:
+            self.counter.end()
+        return data
+
+    def stop(self) -> None:
+        """The response is complete: a body still going out is no longer wanted (the endpoint
+        answered early).  The exchange is then unfinished, so its connection is closed."""
+        self._stopped = True
+        if self._scope is not None and not self.done:
+            self._scope.cancel()
+
+    async def run(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        end: Callable[[Headers], Awaitable[None]],
+        exchange: trio.CancelScope,
+        upstream_errors: tuple[type[Exception], ...],
+    ) -> None:
+        """Pump until the body ends; ``send``/``end`` write to the upstream, whose failures
+        are ``upstream_errors`` (anything else is the caller's body failing)."""
+        self._scope = scope = trio.CancelScope()  # one per run: a retried request runs again
+        if self._stopped:
+            scope.cancel()
+        with scope:
+            try:
+                while data := await self.pull():
+                    try:
+                        await send(data)
+                    except upstream_errors:
+                        self.send_failed = True
+                        return
+                trailers = h2_trailers_to_h1(self.body.trailers, from_upstream=False)
+                try:
+                    await end(trailers)
+                except upstream_errors:
+                    self.send_failed = True
+                    return
+                self.done = True
+            except Exception as exc:
+                self.error = exc
+                exchange.cancel()
+
+
+class _Stale(Exception):
+    """The connection failed before any response byte (internal: drives the retry)."""
+
+
+def request_head(request: Request) -> RequestHead:
+    """The HTTP/1.1 head for ``request`` (internal headers stripped, everything validated)."""
+    if request.is_connect:
+        raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
+    return h2_request_to_h1(request.without_internal_headers().h2_headers())
+
+
+async def forward_h1(
+    pool: UpstreamPool,
+    endpoint: Endpoint,
+    request: Request,
+    body: Body,
+    writer: ResponseWriter,
+    *,
+    connect_timeout: float,
+) -> None:
+    """Send ``request`` to ``endpoint`` and stream the response into ``writer``."""
+    head = request_head(request)
+    declared = declared_content_length(head.headers, MalformedHeaders)
+    pump = BodyPump(body, ContentLengthCounter(declared))
+    # Connect before touching the body: a failed connect must leave the request replayable
+    # on another endpoint or site (EndpointConnectFailed promises that nothing was consumed).
+    conn, reused = await pool.checkout_h1(endpoint, connect_timeout=connect_timeout)
+    first = b""
+    ended = False
+    try:
+        if declared is None or declared == 0:
+            first = await pump.pull()
+            ended = not first
+    except BaseException:
+        pool.discard_h1(conn)
+        raise
+    trailers = body.trailers if ended else ()
+    length = declared
+    if ended and declared is None and not trailers and head.method not in _NO_BODY_METHODS:
+        length = 0
+    has_body = not (ended and length is None and not trailers)
+
+    async def attempt(conn: H1ClientConnection) -> None:
+        await _exchange(
+            pool, endpoint, conn, request, head, pump, writer,
+            length=length, has_body=has_body, first=first, ended=ended, trailers=trailers,
+        )  # fmt: skip
+
+    try:
+        await attempt(conn)
+    except _Stale as stale:
+        if not (reused and head.method in IDEMPOTENT and pump.pulled == 0):
+            raise UpstreamClosed(str(stale), response_started=False) from None
+        fresh = await pool.connect_h1(endpoint, connect_timeout=connect_timeout)
+        try:
+            await attempt(fresh)
+        except _Stale as again:
+            raise UpstreamClosed(str(again), response_started=False) from None
+
+
+async def _exchange(
+    pool: UpstreamPool,
+    endpoint: Endpoint,
+    conn: H1ClientConnection,
+    request: Request,
+    head: RequestHead,
+    pump: BodyPump,
+    writer: ResponseWriter,
+    *,
+    length: int | None,
+    has_body: bool,
+    first: bytes,
+    ended: bool,
+    trailers: Headers,
+) -> None:
+    released = False
+    response_seen = False
+    try:
+        try:
+            await conn.send_request(
+                head,
+                content_length=length,
+                has_body=has_body,
+                body=first,
+                end=ended and not trailers,
+            )
+            if ended and trailers:
+                await conn.end_request(h2_trailers_to_h1(trailers, from_upstream=False))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _Stale(f"connection to {endpoint.address}:{endpoint.port} broke: {exc}") from None
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            if not ended:
+                nursery.start_soon(
+                    pump.run, conn.send_body, conn.end_request, nursery.cancel_scope, _WIRE_ERRORS
+                )
+            try:
+                response = await conn.receive_response()
+                response_seen = True
+                await _relay_response(conn, request, response, writer, pump)
+            except Exception as exc:
+                failure = exc
+                nursery.cancel_scope.cancel()
+        if pump.error is not None:
+            raise pump.error
+        if failure is not None:
+            raise failure
+        if pump.done or ended:
+            pool.release_h1(endpoint, conn)
+            released = True
+    except UpstreamClosed as exc:
+        if not response_seen and not exc.response_started:
+            raise _Stale(str(exc)) from None
+        raise
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        if not response_seen:
+            raise _Stale(f"connection to {endpoint.address}:{endpoint.port} broke: {exc}") from None
+        raise UpstreamClosed(f"endpoint connection broke: {exc}", response_started=True) from None
+    finally:
+        if not released:
+            pool.discard_h1(conn)
+
+
+async def _relay_response(
+    conn: H1ClientConnection,
+    request: Request,
+    response: ResponseHead,
+    writer: ResponseWriter,
+    pump: BodyPump,
+) -> None:
+    headers = h1_response_to_h2(response)[1:]
+    out = Response(response.status, headers)
+    empty = (
+        request.method == b"HEAD"
+        or response.status in _BODYLESS_STATUS
+        or response.get(b"content-length") == b"0"
+    )
+    if empty:
+        if await conn.receive_body():
+            raise UpstreamProtocolError("a response without a body carried one")
+        pump.stop()
+        await writer.send_head(out, end_stream=True)
+        return
+    await writer.send_head(out)
+    while data := await conn.receive_body():
+        await writer.send_data(data)
+    pump.stop()
+    await writer.send_end(h1_trailers_to_h2(conn.trailers))
