@@ -130,6 +130,14 @@ async def _send_body(stream: H2Stream, body: Body) -> None:
             raise
 
 
+def _complete_before_reset(stream: H2Stream, exc: StreamReset, taken: int) -> bool:
+    """RFC 9113 section 8.1: a server may answer in full, then stop the request with
+    RST_STREAM NO_ERROR.  The response is complete if END_STREAM had arrived and we had taken
+    every byte received (the stream drops unread data when it is reset)."""
+    stats = stream.statistics()
+    return exc.error_code == H2_NO_ERROR and stats.remote_ended and stats.bytes_received == taken
+
+
 async def _relay_response(stream: H2Stream, writer: ResponseWriter, *, head_request: bool) -> None:
     response = _response_from(await stream.response_headers())
     bodyless = head_request or response.status in _BODYLESS_STATUS
@@ -138,10 +146,17 @@ async def _relay_response(stream: H2Stream, writer: ResponseWriter, *, head_requ
         UpstreamProtocolError,
     )
     await writer.send_head(response)
+    taken = 0
     while True:
-        piece = await stream.receive_some(READ_SIZE)
+        try:
+            piece = await stream.receive_some(READ_SIZE)
+        except StreamReset as exc:
+            if not _complete_before_reset(stream, exc, taken):
+                raise
+            break
         if not piece:
             break
+        taken += len(piece)
         counter.data(len(piece))
         await writer.send_data(piece)
     counter.end()
