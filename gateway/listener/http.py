@@ -42,6 +42,7 @@ from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h2_adapter import H2ResponseWriter
 from gateway.http.headers import (
+    BadRequest,
     Headers,
     MalformedHeaders,
     RequestHead,
@@ -269,7 +270,9 @@ async def serve_h1_connection(
             ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
             try:
                 request = request_from_h1(head, scheme=scheme, target=target)
-                if request.is_connect and target is None:
+                if request.is_connect and target is not None:
+                    raise BadRequest("CONNECT is not served on an HTTP service port")
+                if request.is_connect:
                     upstream = await router.open_l4(request.authority, ctx)
                     try:
                         leftover = await conn.accept_connect()

@@ -28,12 +28,14 @@ import trio
 
 from discovery.errors import DownstreamError, UpstreamError
 from discovery.model import ServiceName
+from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
 from gateway.http.headers import Headers
 from gateway.router.failover import Attempt, candidate_sites, describe, may_fail_over
 from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
 from overlay.address import AddressError, L7Address, parse_authority
+from overlay.federation.import_ import ImportTable
 from overlay.federation.view import RouteView
 from overlay.link.h2_connection import H2Connection
 from overlay.tunnel.h2_stream import ConnectionGone, StreamReset
@@ -118,6 +120,20 @@ def _did_no_work(exc: BaseException) -> bool:
     return any(cls.__name__ in _NO_WORK_DONE for cls in type(exc).__mro__)
 
 
+def known_services(
+    catalog: Watch[Catalog], imports: Watch[ImportTable]
+) -> Callable[[ServiceName], bool]:
+    """``Router(known=...)``: a service is known if the local catalog lists it (healthy or
+    not) or any peer's imports carry it (fresh or stale)."""
+
+    def known(service: ServiceName) -> bool:
+        if service in catalog.latest.services:
+            return True
+        return any(service in peer.services for peer in imports.latest.peers.values())
+
+    return known
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -138,7 +154,10 @@ class Router:
         known: Callable[[ServiceName], bool] | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
-        versus 503 when no site can serve)?  Default: the local cluster has endpoints."""
+        versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
+        local cluster has endpoints) answers 404 for a known service that is down.
+
+        ``outbound(site)`` is ``Peering.outbound``; ``routes`` is ``Peering.routes``."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes

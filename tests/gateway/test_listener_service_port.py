@@ -96,3 +96,14 @@ async def test_http_service_port_routes_every_request_to_its_target() -> None:
     doc = json.loads(body)
     assert doc["site"] == "b" and doc["path"] == "/legacy"
     assert [v for n, v in doc["headers"] if n == ":authority"] == ["api.default.isthmus"]
+
+
+async def test_http_service_port_refuses_connect() -> None:
+    router = make_router({API: ("a",)})
+    async with service_port(router, "api.default.isthmus", "http") as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"CONNECT x.y.isthmus:1 HTTP/1.1\r\nHost: x.y.isthmus:1\r\n\r\n")
+            with trio.fail_after(5):
+                data = await stream.receive_some(65536)
+    assert data.startswith(b"HTTP/1.1 400")

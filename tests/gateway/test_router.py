@@ -199,3 +199,28 @@ async def test_open_l4_local_then_failover_to_peer() -> None:
         remote = await router.open_l4(b"db.default.isthmus", ctx())
         assert dict(remote.request_headers)[b":authority"] == b"db.default.isthmus:443"  # type: ignore[attr-defined]
         await remote.aclose()
+
+
+async def test_known_services_from_catalog_and_imports_decides_404_or_503() -> None:
+    import immutables
+
+    from discovery.snapshot import Catalog
+    from discovery.watch import Watch
+    from gateway.router.route import known_services
+    from overlay.federation.import_ import ImportTable, PeerImports
+
+    imported = PeerImports(
+        site="b",
+        epoch="e1",
+        version=1,
+        services=immutables.Map({API: object()}),  # type: ignore[dict-item]
+        confirmed_at=0.0,
+        stale_since=0.0,  # a stale import still names a known service
+    )
+    imports = Watch(ImportTable(grace=60.0, peers=immutables.Map({"b": imported})))
+    known = known_services(Watch(Catalog()), imports)
+    router = make_router({}, known=known)
+    with pytest.raises(NoHealthySite):
+        await router.forward(get(b"api.default.isthmus"), BytesBody(), Collect(), ctx())
+    with pytest.raises(UnknownAddress):
+        await router.forward(get(b"db.default.isthmus"), BytesBody(), Collect(), ctx())
