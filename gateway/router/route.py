@@ -33,6 +33,7 @@ from discovery.watch import Watch
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
 from gateway.http.headers import Headers
 from gateway.router.failover import Attempt, candidate_sites, describe, may_fail_over
+from gateway.upstream.pool import UpstreamUnavailable
 from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
 from overlay.address import AddressError, L7Address, parse_authority
 from overlay.federation.import_ import ImportTable
@@ -102,9 +103,6 @@ class _TrackedBody:
         return self.inner.trailers
 
 
-_NO_WORK_DONE = frozenset({"UpstreamUnavailable", "NoHealthyEndpoint", "EndpointConnectFailed"})
-
-
 def _did_no_work(exc: BaseException) -> bool:
     """True if ``exc`` proves the site never acted on the request."""
     flag = getattr(exc, "retry_elsewhere", None)
@@ -114,10 +112,8 @@ def _did_no_work(exc: BaseException) -> bool:
         return exc.refused
     if isinstance(exc, ConnectionGone | OSError):
         return True
-    # gateway.upstream.pool.UpstreamUnavailable: gateway.cluster.local.NoHealthyEndpoint and
-    # EndpointConnectFailed (nothing reached an endpoint).  Matched by name so the router does
-    # not depend on the cluster's module layout.
-    return any(cls.__name__ in _NO_WORK_DONE for cls in type(exc).__mro__)
+    # NoHealthyEndpoint and EndpointConnectFailed: nothing reached an endpoint.
+    return isinstance(exc, UpstreamUnavailable)
 
 
 def known_services(

@@ -22,15 +22,17 @@ from functools import partial
 import immutables
 import trio
 
-from discovery.errors import H2_REFUSED_STREAM, UpstreamError
+from discovery.errors import H2_REFUSED_STREAM
 from discovery.model import ServiceName
 from discovery.watch import Watch
+from gateway.cluster.local import NoHealthyEndpoint
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.h1 import H1ClientConnection, H1ServerConnection
 from gateway.http.headers import Headers, ResponseHead
 from gateway.http.transcode import h1_response_to_h2, h2_request_to_h1
 from gateway.router.route import Router
+from gateway.upstream.pool import EndpointConnectFailed
 from overlay.federation.view import RouteView
 from overlay.link.h2_connection import H2Connection
 from overlay.tunnel.h2_stream import H2Stream
@@ -38,16 +40,6 @@ from overlay.tunnel.h2_stream import H2Stream
 API = ServiceName("api", "default")
 DB = ServiceName("db", "default")
 LOCAL = "a"
-
-
-class NoHealthyEndpoint(UpstreamError):
-    """Same name and status as gateway.cluster.local.NoHealthyEndpoint."""
-
-    http_status = 503
-
-
-class ConnectFailed(UpstreamError):
-    retry_elsewhere = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +134,7 @@ class StandInCluster:
         try:
             return await trio.open_tcp_stream("127.0.0.1", port)
         except OSError as exc:
-            raise ConnectFailed(f"connect: {exc}") from exc
+            raise EndpointConnectFailed(f"connect: {exc}") from exc
 
     async def forward(
         self,
