@@ -226,23 +226,27 @@ async def _exchange(
                 await conn.end_request(h2_trailers_to_h1(trailers, from_upstream=False))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Stale(f"connection to {endpoint.address}:{endpoint.port} broke: {exc}") from None
-        failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-            if not ended:
+        if ended:  # the common body-less request: no pump, no nursery
+            response = await conn.receive_response()
+            response_seen = True
+            await _relay_response(conn, request, response, writer, pump)
+        else:
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     pump.run, conn.send_body, conn.end_request, nursery.cancel_scope, _WIRE_ERRORS
                 )
-            try:
-                response = await conn.receive_response()
-                response_seen = True
-                await _relay_response(conn, request, response, writer, pump)
-            except Exception as exc:
-                failure = exc
-                nursery.cancel_scope.cancel()
-        if pump.error is not None:
-            raise pump.error
-        if failure is not None:
-            raise failure
+                try:
+                    response = await conn.receive_response()
+                    response_seen = True
+                    await _relay_response(conn, request, response, writer, pump)
+                except Exception as exc:
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+            if pump.error is not None:
+                raise pump.error
+            if failure is not None:
+                raise failure
         if pump.done or ended:
             pool.release_h1(endpoint, conn)
             released = True
