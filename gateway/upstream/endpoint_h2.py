@@ -19,9 +19,10 @@ When the response is complete the exchange is over: a request body still going o
 endpoint that answered early) is stopped and the stream reset, as RFC 9113 section 8.1
 allows.
 
-Retry: REFUSED_STREAM (the endpoint did no work) or a connection that was already going away
-when the stream was opened is retried once -- on a new connection if need be -- provided no
-body byte was taken from the caller yet.
+Retry, once and only while no body byte was taken from the caller: REFUSED_STREAM (the
+endpoint did no work); a connection that was already going away when the stream was opened;
+and, for idempotent methods, a connection the endpoint closed before answering (the HTTP/2
+form of a stale keep-alive connection).  The retry dials a new connection if need be.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from gateway.http.transcode import (
     h2_response_to_h1,
     h2_trailers_to_h1,
 )
-from gateway.upstream.endpoint_h1 import READ_SIZE, BodyPump
+from gateway.upstream.endpoint_h1 import IDEMPOTENT, READ_SIZE, BodyPump
 from gateway.upstream.pool import UpstreamPool
 from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
 
@@ -109,6 +110,12 @@ async def forward_h2(
             return
         except StreamReset as exc:
             retry = exc.refused and pump.pulled == 0 and not writer.head_sent
+            if not (retry and attempt == 1):
+                raise
+        except ConnectionGone:
+            # The endpoint closed the connection (GOAWAY, idle close) before answering: like a
+            # stale HTTP/1.1 keep-alive connection, replay an idempotent, untouched request.
+            retry = request.method in IDEMPOTENT and pump.pulled == 0 and not writer.head_sent
             if not (retry and attempt == 1):
                 raise
         finally:

@@ -75,12 +75,16 @@ class _Idle:
 
 
 def _readable(sock: trio.SocketStream) -> bool:
-    """True if an idle socket has something to read (EOF, RST or stray bytes) right now."""
+    """True if an idle socket has something to read (EOF, RST or stray bytes) right now.
+
+    ``poll`` rather than ``select``: ``select`` cannot take descriptors above 1023, which a
+    busy gateway has plenty of."""
     try:
-        ready, _, _ = select.select([sock.socket.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(sock.socket.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(ready)
 
 
 def close_now(sock: trio.SocketStream) -> None:

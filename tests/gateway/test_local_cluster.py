@@ -23,6 +23,8 @@ from gateway.http.exchange import CallContext, EmptyBody, Request
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.headers import MalformedHeaders, ResponseHead, UpstreamClosed
 from gateway.upstream.pool import EndpointConnectFailed, UpstreamPool, UpstreamUnavailable
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import ConnectionGone, H2Stream
 from tests.gateway.test_upstream_servers import (
     SVC,
     BytesBody,
@@ -352,4 +354,38 @@ async def test_early_answer_from_an_http1_endpoint_is_relayed() -> None:
             assert writer.status == 413 and writer.ended_with_head
             assert body.pulled < 50 * 1024 * 1024
             assert pool.statistics().idle_h1 == 0
+        servers.cancel_scope.cancel()
+
+
+async def test_http2_endpoint_closing_its_connection_gets_a_new_one() -> None:
+    """An HTTP/2 endpoint that answers one request per connection and closes the connection
+    (GOAWAY) when a second one arrives: that request is replayed on a new connection."""
+    connections: list[H2Connection] = []
+
+    async def one_stream_per_connection(stream: trio.SocketStream) -> None:
+        served: list[int] = []
+
+        async def handler(s: H2Stream) -> None:
+            if served:
+                await conn.aclose()
+                return
+            served.append(s.stream_id)
+            await s.send_headers([(b":status", b"200")], end_stream=True)
+
+        conn = H2Connection(stream, client_side=False, handler=handler, ping_interval=None)
+        connections.append(conn)
+        await conn.serve()
+
+    async with trio.open_nursery() as servers:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        servers.start_soon(trio.serve_listeners, one_stream_per_connection, listeners)
+        port = listeners[0].socket.getsockname()[1]
+        async with cluster_of(endpoint(port, "http2")) as (cluster, _pool):
+            for _ in range(3):
+                with trio.fail_after(5):
+                    assert (await get(cluster)).status == 200
+            assert len(connections) == 3
+            writer = RecordingWriter()  # not idempotent: not replayed
+            with pytest.raises(ConnectionGone):
+                await cluster.forward(request(b"POST"), BytesBody(b"x"), writer, ctx(), service=SVC)
         servers.cancel_scope.cancel()
