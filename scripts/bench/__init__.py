@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench_dataplane.py (processes, backend, HAProxy, Isthmus, load)."""

@@ -1,0 +1,155 @@
+"""Topology C: two Isthmus sites (two gateway processes linked over mTLS) in front of the backend.
+
+Built with the demo's own machinery (``gateway.demo.topology`` / ``gateway.demo.runner``):
+site ``bencha`` and site ``benchb``, each with its own trust domain and development CA.  The
+services are *declared* on the sites (static endpoints) but served by the shared C backend:
+
+* ``web``    HTTP, on both sites (nginx listens on both site addresses): one hop when the
+  caller names ``web.default.bencha.isthmus`` at site A, two hops for ``...benchb...``;
+* ``webtcp`` TCP, site B: the same nginx as an opaque TCP service (1 MiB bodies over L4);
+* ``iperf``  TCP, site B: the iperf3 sink (the single long stream over L4).
+
+Site A's service ports bind ``webtcp`` and ``iperf`` of site B (pinned), so a plain TCP
+client at site A crosses the L4 tunnel.  Gateways log at ``warning`` (HAProxy logs nothing).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from bench.backend import SMALL_PATH, BackendAddrs
+from bench.load import probe
+from bench.procs import BenchError, Fleet
+
+from discovery.spiffe_id import TrustDomain
+from gateway.demo.admin_client import wait_for
+from gateway.demo.runner import all_services, converged, gateway_argv
+from gateway.demo.topology import (
+    DemoService,
+    DemoServicePort,
+    DemoSite,
+    Topology,
+    build_topology,
+)
+
+READY_S = 45.0
+SITE_A = "bencha"
+SITE_B = "benchb"
+
+
+class IsthmusUnavailable(BenchError):
+    """The Isthmus topology did not come up or does not route (the data plane may be missing)."""
+
+
+@dataclass(frozen=True)
+class IsthmusSites:
+    topology: Topology
+    a_host: str
+    b_host: str
+    pids: tuple[int, int]
+    bulk_port: int  # site A's service port -> iperf.default.benchb
+    web_tcp_port: int  # site A's service port -> webtcp.default.benchb
+
+    @property
+    def http_port(self) -> int:
+        return self.topology.http_port
+
+    @staticmethod
+    def host_header(site: str) -> str:
+        return f"web.default.{site}.isthmus"
+
+
+def make_topology(a_host: str, b_host: str, backend: BackendAddrs) -> Topology:
+    if a_host not in backend.http_hosts or b_host not in backend.http_hosts:
+        raise BenchError("nginx must listen on both site addresses")
+    if backend.tcp_alias_host != b_host or backend.iperf_host != b_host:
+        raise BenchError("the TCP services must live on site B's address")
+    web = DemoService("web", "http", backend.http_port)
+    site_a = DemoSite(
+        SITE_A, TrustDomain(f"{SITE_A}.isthmus.bench"), ipaddress.IPv4Address(a_host), (web,), 10
+    )
+    site_b = DemoSite(
+        SITE_B,
+        TrustDomain(f"{SITE_B}.isthmus.bench"),
+        ipaddress.IPv4Address(b_host),
+        (
+            web,
+            DemoService("webtcp", "tcp", backend.tcp_alias_port),
+            DemoService("iperf", "tcp", backend.iperf_port),
+        ),
+        20,
+    )
+    return Topology(
+        sites=(site_a, site_b),
+        east_west_port=25443,
+        admin_port=25000,
+        http_port=25080,
+        sni_port=25444,
+        service_ports=(
+            DemoServicePort(26001, f"iperf.default.{SITE_B}.isthmus", "tcp"),
+            DemoServicePort(26002, f"webtcp.default.{SITE_B}.isthmus", "tcp"),
+        ),
+    )
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return "\n    ".join(text) or "(empty log)"
+
+
+async def start_isthmus(
+    fleet: Fleet, a_host: str, b_host: str, backend: BackendAddrs, root: Path
+) -> IsthmusSites:
+    """Build and start both sites; return once a two-hop request through them answers 200."""
+    topology = make_topology(a_host, b_host, backend)
+    built = await trio.to_thread.run_sync(build_topology, topology, root)
+    children = []
+    for site in built:
+        argv = [*gateway_argv(site.config_path), "--log-level", "warning"]
+        children.append(await fleet.start(f"gateway-{site.site.name}", argv))
+    sites = IsthmusSites(
+        topology,
+        a_host,
+        b_host,
+        (children[0].process.pid, children[1].process.pid),
+        topology.service_ports[0].port,
+        topology.service_ports[1].port,
+    )
+    logs = "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
+    try:
+        for site in built:
+            fleet.check_alive()
+            await wait_for(
+                f"http://{site.site.address}:{topology.admin_port}",
+                "/routes",
+                converged(all_services(topology), len(built)),
+                within_s=READY_S,
+            )
+    except trio.TooSlowError as exc:
+        raise IsthmusUnavailable(f"the two sites did not federate: {exc}\n  {logs}") from None
+    last = ""
+    with trio.move_on_after(READY_S):
+        for _ in range(10_000):
+            fleet.check_alive()
+            try:
+                status, _ = await probe(
+                    a_host, topology.http_port, sites.host_header(SITE_B), SMALL_PATH
+                )
+            except BenchError as exc:
+                last = str(exc)
+            else:
+                if status == 200:
+                    return sites
+                last = f"status {status}"
+            await trio.sleep(0.2)
+    logs = "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
+    raise IsthmusUnavailable(
+        f"no 200 from http://{a_host}:{topology.http_port}{SMALL_PATH} with Host: "
+        f"{sites.host_header(SITE_B)} within {READY_S}s (last: {last}).\n  {logs}"
+    )

@@ -1,0 +1,126 @@
+"""Results of one benchmark run and the lines that report them (ratios within the run)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measurement: ``value`` (req/s or MB/s) and the proxies' CPU seconds it cost."""
+
+    test: str
+    target: str
+    value: float = math.nan
+    unit: str = ""
+    work: float = math.nan  # requests or MB moved (for the per-core figure)
+    cpu_s: float = math.nan  # CPU seconds of the proxies of this target (nan: no proxy)
+    errors: int = 0
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    failed: str = ""  # why there is no figure
+
+    @property
+    def per_core(self) -> float:
+        """Work per CPU second of the proxies (req/s per core, MB/s per core)."""
+        if not self.cpu_s or math.isnan(self.cpu_s) or self.cpu_s < 0.05:
+            return math.nan
+        return self.work / self.cpu_s
+
+    def line(self) -> str:
+        head = f"[{self.test}] {self.target:<14}"
+        if self.failed:
+            return f"{head} FAILED: {self.failed.splitlines()[0]}"
+        if not math.isnan(self.p50_ms):
+            text = f"{head} p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms"
+        else:
+            text = f"{head} {self.value:10.1f} {self.unit}"
+        if not math.isnan(self.cpu_s):
+            text += f"  proxy CPU {self.cpu_s:5.2f} s"
+            if not math.isnan(self.per_core):
+                text += f"  -> {self.per_core:9.1f} {self.unit.split('/')[0]}/s per core"
+        if self.errors:
+            text += f"  ({self.errors} ERRORS: figure not valid)"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["per_core"] = self.per_core
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _get(samples: list[Sample], test: str, target: str) -> Sample | None:
+    for s in samples:
+        if s.test == test and s.target == target:
+            return s
+    return None
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ratio(num: float, den: float) -> str:
+    if math.isnan(num) or math.isnan(den) or den == 0:
+        return "n/a"
+    return f"{num / den:.2f}"
+
+
+def _val(s: Sample | None, attr: str) -> float:
+    if s is None or s.failed or s.errors:
+        return math.nan
+    return float(getattr(s, attr))
+
+
+def summary(samples: list[Sample]) -> list[str]:
+    """The headline lines: every Isthmus figure next to HAProxy's from the same run."""
+    lines: list[str] = []
+
+    def g(test: str, target: str, attr: str) -> float:
+        return _val(_get(samples, test, target), attr)
+
+    t = "L7 small"
+    i1, i2 = g(t, "isthmus 1-hop", "per_core"), g(t, "isthmus 2-hop", "per_core")
+    h1, h2 = g(t, "haproxy 1-hop", "per_core"), g(t, "haproxy 2-hop", "per_core")
+    lines.append(
+        f"L7 small req/s per core: isthmus 1-hop {_fmt(i1)}, 2-hop {_fmt(i2)}; "
+        f"haproxy 1-hop {_fmt(h1)}, 2-hop {_fmt(h2)}; "
+        f"ratio 2-hop {_ratio(i2, h2)} (target >= 0.25), 1-hop {_ratio(i1, h1)}"
+    )
+    raw = {n: g(t, n, "value") for n in _L7_TARGETS}
+    lines.append(
+        "L7 small raw req/s: "
+        + ", ".join(f"{n} {_fmt(v)}" for n, v in raw.items())
+        + f"; ratio isthmus/haproxy 2-hop {_ratio(raw['isthmus 2-hop'], raw['haproxy 2-hop'])}"
+    )
+    t = "L7 latency"
+    lat = {n: (g(t, n, "p50_ms"), g(t, n, "p99_ms")) for n in _L7_TARGETS}
+    rate = next((s.unit for s in samples if s.test == t and s.unit), "")
+    lines.append(
+        f"L7 latency at {rate} p50/p99 ms: "
+        + "; ".join(f"{n} {_fmt(a, 2)}/{_fmt(b, 2)}" for n, (a, b) in lat.items())
+    )
+    for t, label in (("L7 1MiB", "L7 1 MiB bodies"), ("L4 1MiB", "L4 1 MiB bodies")):
+        i, h = g(t, "isthmus 2-hop", "value"), g(t, "haproxy 2-hop", "value")
+        ic, hc = g(t, "isthmus 2-hop", "per_core"), g(t, "haproxy 2-hop", "per_core")
+        target = " (target >= 0.8)" if t.startswith("L4") else ""
+        lines.append(
+            f"{label} MB/s: isthmus 2-hop {_fmt(i)}, haproxy 2-hop {_fmt(h)}, direct "
+            f"{_fmt(g(t, 'direct', 'value'))}; ratio {_ratio(i, h)}{target}; per core: "
+            f"isthmus {_fmt(ic)}, haproxy {_fmt(hc)}, ratio {_ratio(ic, hc)}"
+        )
+    for t in ("L4 bulk up", "L4 bulk down"):
+        i, h = g(t, "isthmus 2-hop", "value"), g(t, "haproxy 2-hop", "value")
+        ic, hc = g(t, "isthmus 2-hop", "per_core"), g(t, "haproxy 2-hop", "per_core")
+        if _get(samples, t, "direct") is None:
+            continue
+        lines.append(
+            f"{t} MB/s (1 TCP stream): isthmus {_fmt(i)}, haproxy {_fmt(h)}, direct "
+            f"{_fmt(g(t, 'direct', 'value'))}; ratio {_ratio(i, h)} (target >= 0.8); "
+            f"per core: isthmus {_fmt(ic)}, haproxy {_fmt(hc)}, ratio {_ratio(ic, hc)}"
+        )
+    return lines
+
+
+_L7_TARGETS = ("direct", "haproxy 1-hop", "haproxy 2-hop", "isthmus 1-hop", "isthmus 2-hop")

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Benchmark the data plane against HAProxy and a direct connection, as same-run ratios.
+
+Three topologies in front of one C backend (nginx: a small body and a 1 MiB file; iperf3):
+
+A. direct          client -> backend
+B. HAProxy chain   client -> HAProxy A -> mTLS (TLS 1.3, client certs from the project's dev
+                   CA, verify required) -> HAProxy B -> backend; each HAProxy ``nbthread 1``;
+                   "haproxy 1-hop" is HAProxy A straight to the backend
+C. Isthmus         client -> site A's gateway (http listener / service port) -> link ->
+                   site B's gateway -> backend ("isthmus 1-hop": a site-A service, no link)
+
+Measured, each target back to back in the same run (absolute numbers on shared 2-core
+machines are noise; the ratios are the result):
+
+* L7 small:    wrk, fixed connections, max req/s; and req/s per proxy CPU second ("per core":
+               CPU from /proc/<pid>/stat of the HAProxy / gateway processes, before and after)
+* L7 latency:  open-loop client at a fixed moderate rate, p50/p99 from the intended send time
+* L7 1MiB:     wrk GET of a 1 MiB file, MB/s (through the http listener / HTTP chain)
+* L4 1MiB:     the same GET over an opaque TCP path (service port / HAProxy tcp mode)
+* L4 bulk:     one iperf3 TCP stream, each direction, MB/s
+
+Run (as root it installs haproxy, wrk, nginx-light, iperf3 from Debian if missing):
+
+    .venv/bin/python scripts/bench_dataplane.py            # ~4 minutes
+    .venv/bin/python scripts/bench_dataplane.py --quick    # ~1 minute
+    .venv/bin/python scripts/bench_dataplane.py --skip-isthmus   # A and B only
+
+Only loopback addresses (127.0.11.1 - 127.0.14.1); every process it starts is stopped by PID
+on exit, error or Ctrl-C.  Exit status 0 when every figure was measured, 1 when some target
+failed (the reason is printed), 2 on a setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import trio  # noqa: E402
+from bench.backend import (  # noqa: E402
+    BULK_PATH,
+    BULK_SIZE,
+    SMALL_BODY,
+    SMALL_PATH,
+    BackendAddrs,
+    start_backend,
+)
+from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
+from bench.isthmus import SITE_A, SITE_B, IsthmusSites, start_isthmus  # noqa: E402
+from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
+from bench.procs import BenchError, Fleet, cpu_seconds, need_tools  # noqa: E402
+from bench.report import Sample, summary  # noqa: E402
+
+SITE_A_HOST, SITE_B_HOST = "127.0.11.1", "127.0.12.1"
+HAPROXY_A_HOST, HAPROXY_B_HOST = "127.0.13.1", "127.0.14.1"
+BACKEND = BackendAddrs(
+    http_hosts=(SITE_A_HOST, SITE_B_HOST),
+    http_port=18080,
+    tcp_alias_host=SITE_B_HOST,
+    tcp_alias_port=18081,
+    iperf_host=SITE_B_HOST,
+    iperf_port=15201,
+)
+TOOLS = {
+    "haproxy": "haproxy",
+    "wrk": "wrk",
+    "nginx": "nginx-light",
+    "iperf3": "iperf3",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float  # each wrk run
+    latency_seconds: float
+    rate: float
+    connections: int
+    bulk_connections: int
+    stream_seconds: float
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    host: str
+    port: int
+    host_header: str
+    pids: tuple[int, ...]  # the proxies whose CPU this target costs
+    failed: str = ""
+
+
+def l7_targets(chain_pids: tuple[int, int], sites: IsthmusSites | None, why: str) -> list[Target]:
+    backend = f"{SITE_B_HOST}:{BACKEND.http_port}"
+    h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
+    targets = [
+        Target("direct", SITE_B_HOST, BACKEND.http_port, backend, ()),
+        Target("haproxy 1-hop", h.a_host, h.l7_local_port, backend, chain_pids),
+        Target("haproxy 2-hop", h.a_host, h.l7_port, backend, chain_pids),
+    ]
+    for name, site in (("isthmus 1-hop", SITE_A), ("isthmus 2-hop", SITE_B)):
+        header = IsthmusSites.host_header(site)
+        if sites is None:
+            targets.append(Target(name, SITE_A_HOST, 0, header, (), why))
+        else:
+            targets.append(Target(name, SITE_A_HOST, sites.http_port, header, sites.pids))
+    return targets
+
+
+def l4_targets(
+    chain_pids: tuple[int, int], sites: IsthmusSites | None, why: str, *, bulk: bool
+) -> list[Target]:
+    h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
+    port = BACKEND.iperf_port if bulk else BACKEND.tcp_alias_port
+    targets = [
+        Target("direct", SITE_B_HOST, port, "", ()),
+        Target(
+            "haproxy 2-hop", h.a_host, h.l4_bulk_port if bulk else h.l4_web_port, "", chain_pids
+        ),
+    ]
+    if sites is None:
+        targets.append(Target("isthmus 2-hop", SITE_A_HOST, 0, "", (), why))
+    else:
+        port = sites.bulk_port if bulk else sites.web_tcp_port
+        targets.append(Target("isthmus 2-hop", SITE_A_HOST, port, "", sites.pids))
+    return targets
+
+
+Measure = Callable[[Target], Awaitable[Sample]]
+
+
+async def measured(fleet: Fleet, test: str, target: Target, run: Measure) -> Sample:
+    """Run one measurement with the proxies' CPU seconds around it; failures become a Sample."""
+    if target.failed:
+        return Sample(test, target.name, failed=target.failed)
+    fleet.check_alive()
+    before = cpu_seconds(list(target.pids))
+    try:
+        sample = await run(target)
+    except BenchError as exc:
+        return Sample(test, target.name, failed=str(exc))
+    fleet.check_alive()
+    if target.pids:
+        cpu = cpu_seconds(list(target.pids)) - before
+        sample = Sample(**{**sample.__dict__, "cpu_s": cpu})
+    return sample
+
+
+async def check(target: Target, path: str, size: int) -> None:
+    """One GET first: a target that answers wrongly must not produce a figure."""
+    host_header = target.host_header or f"{target.host}:{target.port}"
+    status, length = await probe(target.host, target.port, host_header, path)
+    if status != 200 or length != size:
+        raise BenchError(
+            f"GET {path} via {target.name} gave status {status}, {length} bytes "
+            f"(expected 200, {size})"
+        )
+
+
+def wrk_test(test: str, path: str, size: int, connections: int, seconds: float) -> Measure:
+    async def run(target: Target) -> Sample:
+        await check(target, path, size)
+        url = f"http://{target.host}:{target.port}{path}"
+        result = await run_wrk(
+            url, host_header=target.host_header or None, connections=connections, seconds=seconds
+        )
+        errors = result.non_2xx + result.socket_errors
+        if size > 1024:  # bulk: MB/s of bodies
+            mb = result.requests * size / 1e6
+            return Sample(test, target.name, mb / result.seconds, "MB/s", mb, errors=errors)
+        return Sample(test, target.name, result.rps, "req/s", result.requests, errors=errors)
+
+    return run
+
+
+def latency_test(settings: Settings) -> Measure:
+    async def run(target: Target) -> Sample:
+        await check(target, SMALL_PATH, len(SMALL_BODY))
+        result = await open_loop(
+            target.host,
+            target.port,
+            target.host_header,
+            SMALL_PATH,
+            rate=settings.rate,
+            seconds=settings.latency_seconds,
+        )
+        return Sample(
+            "L7 latency",
+            target.name,
+            unit=f"{settings.rate:g} req/s",
+            errors=result.errors,
+            p50_ms=result.quantile(0.50) * 1e3,
+            p99_ms=result.quantile(0.99) * 1e3,
+        )
+
+    return run
+
+
+def iperf_test(test: str, seconds: float, *, reverse: bool) -> Measure:
+    async def run(target: Target) -> Sample:
+        result = await run_iperf(target.host, target.port, seconds=seconds, reverse=reverse)
+        mb = result.bytes / 1e6
+        return Sample(test, target.name, result.mb_per_s, "MB/s", mb)
+
+    return run
+
+
+async def bench(
+    settings: Settings, root: Path, *, skip_isthmus: bool, out: list[Sample], problems: list[str]
+) -> None:
+    async with Fleet(root / "logs") as fleet:
+        await start_backend(fleet, BACKEND, root / "backend")
+        haproxy = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
+        chain = await start_haproxy_chain(fleet, haproxy, BACKEND, root / "haproxy")
+        chain_pids = (chain.pid_a, chain.pid_b)
+        sites: IsthmusSites | None = None
+        why = "skipped (--skip-isthmus)"
+        if not skip_isthmus:
+            try:
+                sites = await start_isthmus(
+                    fleet, SITE_A_HOST, SITE_B_HOST, BACKEND, root / "isthmus"
+                )
+            except BenchError as exc:
+                problems.append(f"Isthmus topology unavailable: {exc}")
+                why = "Isthmus topology unavailable (reason above and at the end)"
+                print(f"!! {problems[-1]}\n!! going on with topologies A and B only", flush=True)
+                for child in [c for c in fleet.children if c.name.startswith("gateway-")]:
+                    await fleet.stop(child)
+        print(f"all servers up; work directory {root}", flush=True)
+
+        async def series(test: str, targets: list[Target], run: Measure) -> None:
+            for target in targets:
+                sample = await measured(fleet, test, target, run)
+                print(sample.line(), flush=True)
+                out.append(sample)
+
+        s = settings
+        l7 = l7_targets(chain_pids, sites, why)
+        await series(
+            "L7 small",
+            l7,
+            wrk_test("L7 small", SMALL_PATH, len(SMALL_BODY), s.connections, s.seconds),
+        )
+        await series("L7 latency", l7, latency_test(s))
+        await series(
+            "L7 1MiB", l7, wrk_test("L7 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds)
+        )
+        l4web = l4_targets(chain_pids, sites, why, bulk=False)
+        await series(
+            "L4 1MiB",
+            l4web,
+            wrk_test("L4 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds),
+        )
+        l4bulk = l4_targets(chain_pids, sites, why, bulk=True)
+        await series(
+            "L4 bulk up", l4bulk, iperf_test("L4 bulk up", s.stream_seconds, reverse=False)
+        )
+        await series(
+            "L4 bulk down", l4bulk, iperf_test("L4 bulk down", s.stream_seconds, reverse=True)
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short runs (~1 minute in all)")
+    parser.add_argument("--skip-isthmus", action="store_true", help="topologies A and B only")
+    parser.add_argument("--seconds", type=float, help="length of each wrk run (default 8; quick 2)")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency test req/s (200)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections, small (16)")
+    parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    settings = Settings(
+        seconds=seconds,
+        latency_seconds=seconds,
+        rate=args.rate,
+        connections=args.connections,
+        bulk_connections=4,
+        stream_seconds=seconds,
+    )
+    try:
+        need_tools(TOOLS)
+    except BenchError as exc:
+        print(f"bench_dataplane: {exc}", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="isthmus-bench-dp-"))
+    os.chmod(root, 0o755)
+    print(
+        f"Isthmus data-plane benchmark: {os.cpu_count()} CPUs, loopback; wrk {seconds:g} s, "
+        f"{settings.connections} conns (small) / {settings.bulk_connections} (1 MiB); latency "
+        f"{settings.rate:g} req/s x {settings.latency_seconds:g} s; 1 TCP stream "
+        f"{settings.stream_seconds:g} s each way",
+        flush=True,
+    )
+    samples: list[Sample] = []
+    problems: list[str] = []
+    status = 0
+    try:
+        trio.run(
+            partial(
+                bench,
+                settings,
+                root,
+                skip_isthmus=args.skip_isthmus,
+                out=samples,
+                problems=problems,
+            )
+        )
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench_dataplane: {exc}", file=sys.stderr)
+        print(f"logs kept in {root}", file=sys.stderr)
+        return 2
+    print("\nSummary (ratios are Isthmus / HAProxy within this run):")
+    for line in summary(samples):
+        print("  " + line)
+    failed = [s for s in samples if (s.failed and not s.failed.startswith("skipped")) or s.errors]
+    if failed:
+        status = 1
+        print("\nNot measured / invalid:")
+        reasons = [*problems]
+        for s in failed:
+            reason = s.failed or f"[{s.test}] {s.target}: {s.errors} errors"
+            if reason not in reasons and not reason.startswith("Isthmus topology unavailable"):
+                reasons.append(reason)
+        for reason in reasons:
+            print("  " + reason.replace("\n", "\n  "))
+        print(f"logs kept in {root}")
+    if args.json:
+        args.json.write_text(json.dumps([s.as_dict() for s in samples], indent=2) + "\n")
+    if not failed and not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    elif args.keep:
+        print(f"work directory kept: {root}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
