@@ -188,8 +188,11 @@ class EastWestHandler:
                 await self.cluster.forward(
                     request, H2StreamBody(stream), writer, ctx, service=service, only=only
                 )
-        except StreamReset:
-            return  # the peer gave up on this stream: nobody is left to answer
+        except StreamReset as exc:
+            if stream.finished:
+                return  # the peer gave up on this stream: nobody is left to answer
+            # an HTTP/2 endpoint reset *its* stream: answer the peer (502) or reset
+            await self._fail(stream, writer, exc, head_only=method == b"HEAD")
         except IsthmusError as exc:
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

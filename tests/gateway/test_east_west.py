@@ -263,6 +263,14 @@ async def test_malformed_header_block_is_refused(headers: list[tuple[str, str]])
         assert (await call(s.client, get())).status == 200
 
 
+async def test_endpoint_reset_gives_502() -> None:
+    async with site() as s:
+        headers = get("grpc.default.isthmus", ("isthmus-caller-id", CALLER))
+        headers[3] = (":path", "/reset")
+        answer = await call(s.client, headers)
+        assert answer.status == 502 and b"reset" in answer.body
+
+
 async def test_deadline_header_gives_504() -> None:
     async with site() as s:
         slow = get("grpc.default.isthmus", ("isthmus-caller-id", CALLER))

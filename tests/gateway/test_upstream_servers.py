@@ -16,6 +16,7 @@ from functools import partial
 import trio
 
 from discovery.catalog import apply
+from discovery.errors import H2_INTERNAL_ERROR
 from discovery.events import Resynced
 from discovery.merge import Policy
 from discovery.model import Endpoint, Protocol, ServiceName
@@ -205,10 +206,14 @@ async def serve_stale(
 
 async def h2_echo_handler(stream: H2Stream) -> None:
     """HTTP/2: report request headers, echo the body, return trailers (request trailers plus
-    ``x-length``).  ``:path /slow`` waits 3600 s before answering."""
+    ``x-length``).  ``:path /slow`` waits 3600 s before answering; ``/reset`` resets."""
     req = stream.request_headers
-    if dict(req).get(b":path") == b"/slow":
+    path = dict(req).get(b":path")
+    if path == b"/slow":
         await trio.sleep(3600)
+    if path == b"/reset":
+        stream.reset(H2_INTERNAL_ERROR)
+        return
     names = json.dumps([[n.decode(), v.decode()] for n, v in req]).encode()
     await stream.send_headers([(b":status", b"200"), (b"x-request-headers", names)])
     n = 0
