@@ -60,7 +60,7 @@ from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools  # noqa: E402
-from bench.report import Sample, summary  # noqa: E402
+from bench.report import Sample, combine, summary  # noqa: E402
 
 SITE_A_HOST, SITE_B_HOST = "127.0.11.1", "127.0.12.1"
 HAPROXY_A_HOST, HAPROXY_B_HOST = "127.0.13.1", "127.0.14.1"
@@ -88,6 +88,7 @@ class Settings:
     connections: int
     bulk_connections: int
     stream_seconds: float
+    rounds: int
 
 
 @dataclass(frozen=True)
@@ -244,30 +245,39 @@ async def bench(
                 print(sample.line(), flush=True)
                 out.append(sample)
 
-        s = settings
-        l7 = l7_targets(chain_pids, sites, why)
-        await series(
-            "L7 small",
-            l7,
-            wrk_test("L7 small", SMALL_PATH, len(SMALL_BODY), s.connections, s.seconds),
-        )
-        await series("L7 latency", l7, latency_test(s))
-        await series(
-            "L7 1MiB", l7, wrk_test("L7 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds)
-        )
-        l4web = l4_targets(chain_pids, sites, why, bulk=False)
-        await series(
-            "L4 1MiB",
-            l4web,
-            wrk_test("L4 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds),
-        )
-        l4bulk = l4_targets(chain_pids, sites, why, bulk=True)
-        await series(
-            "L4 bulk up", l4bulk, iperf_test("L4 bulk up", s.stream_seconds, reverse=False)
-        )
-        await series(
-            "L4 bulk down", l4bulk, iperf_test("L4 bulk down", s.stream_seconds, reverse=True)
-        )
+        for round_no in range(1, settings.rounds + 1):
+            if settings.rounds > 1:
+                print(f"-- round {round_no} of {settings.rounds}", flush=True)
+            await one_round(settings, series, chain_pids, sites, why)
+
+
+async def one_round(
+    s: Settings,
+    series: Callable[[str, list[Target], Measure], Awaitable[None]],
+    chain_pids: tuple[int, int],
+    sites: IsthmusSites | None,
+    why: str,
+) -> None:
+    """Every test once, each over all its targets back to back (so they share conditions)."""
+    l7 = l7_targets(chain_pids, sites, why)
+    await series(
+        "L7 small",
+        l7,
+        wrk_test("L7 small", SMALL_PATH, len(SMALL_BODY), s.connections, s.seconds),
+    )
+    await series("L7 latency", l7, latency_test(s))
+    await series(
+        "L7 1MiB", l7, wrk_test("L7 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds)
+    )
+    l4web = l4_targets(chain_pids, sites, why, bulk=False)
+    await series(
+        "L4 1MiB",
+        l4web,
+        wrk_test("L4 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds),
+    )
+    l4bulk = l4_targets(chain_pids, sites, why, bulk=True)
+    await series("L4 bulk up", l4bulk, iperf_test("L4 bulk up", s.stream_seconds, reverse=False))
+    await series("L4 bulk down", l4bulk, iperf_test("L4 bulk down", s.stream_seconds, reverse=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,9 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="length of each wrk run (default 8; quick 2)")
     parser.add_argument("--rate", type=float, default=200.0, help="latency test req/s (200)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections, small (16)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every test N times, report medians (1)"
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be 1..20")
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     settings = Settings(
         seconds=seconds,
@@ -288,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         bulk_connections=4,
         stream_seconds=seconds,
+        rounds=args.rounds,
     )
     try:
         need_tools(TOOLS)
@@ -325,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs kept in {root}", file=sys.stderr)
         return 2
     print("\nSummary (ratios are Isthmus / HAProxy within this run):")
+    if settings.rounds > 1:
+        samples = combine(samples)
+        print("\nMedians over rounds:")
+        for sample in samples:
+            print(sample.line())
     for line in summary(samples):
         print("  " + line)
     failed = [s for s in samples if (s.failed and not s.failed.startswith("skipped")) or s.errors]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 
 
@@ -124,3 +125,37 @@ def summary(samples: list[Sample]) -> list[str]:
 
 
 _L7_TARGETS = ("direct", "haproxy 1-hop", "haproxy 2-hop", "isthmus 1-hop", "isthmus 2-hop")
+
+
+def combine(samples: list[Sample]) -> list[Sample]:
+    """One sample per (test, target) over several rounds: the median figure; per core from the
+    summed work and CPU; errors summed; a failure kept only when every round failed."""
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.test, s.target), []).append(s)
+    merged: list[Sample] = []
+    for (test, target), group in groups.items():
+        good = [s for s in group if not s.failed]
+        if not good:
+            merged.append(group[0])
+            continue
+
+        def med(attr: str, good: list[Sample] = good) -> float:
+            values = [float(getattr(s, attr)) for s in good]
+            values = [v for v in values if not math.isnan(v)]
+            return statistics.median(values) if values else math.nan
+
+        merged.append(
+            Sample(
+                test,
+                target,
+                value=med("value"),
+                unit=good[0].unit,
+                work=sum(s.work for s in good),
+                cpu_s=sum(s.cpu_s for s in good),
+                errors=sum(s.errors for s in good),
+                p50_ms=med("p50_ms"),
+                p99_ms=med("p99_ms"),
+            )
+        )
+    return merged
