@@ -265,7 +265,8 @@ class EastWestHandler:
     ) -> None:
         """Answer with the mapped error if no head went out yet, else reset the stream."""
         if writer.head_sent:
-            code = exc.h2_error_code if isinstance(exc, IsthmusError) else H2_INTERNAL_ERROR
+            # the caller's fault keeps its code (PROTOCOL_ERROR...); anything else is ours
+            code = exc.h2_error_code if isinstance(exc, DownstreamError) else H2_INTERNAL_ERROR
             stream.reset(code)
             return
         if isinstance(exc, NoHealthyEndpoint | UnknownAddress):
