@@ -60,3 +60,22 @@ class H1ResponseWriter:
 
     async def send_end(self, trailers: Headers = ()) -> None:
         await self.conn.end_response(trailers)
+
+    async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
+        """A response that is complete already (head, whole body, trailers): one write.
+
+        An optional fast path a forwarder may use (``getattr(writer, "send_whole")``) when
+        it knows the whole response without waiting; the result on the wire is what
+        ``send_head``/``send_data``/``send_end`` would have produced.
+        """
+        if trailers:  # trailers need chunked framing: take the general path
+            await self.send_head(response)
+            await self.send_data(body)
+            await self.send_end(trailers)
+            return
+        self._head_sent = True
+        length = declared_content_length(response.headers, UpstreamProtocolError)
+        if length is None and body:
+            length = len(body)
+        head = ResponseHead(status=response.status, headers=response.headers)
+        await self.conn.send_response(head, content_length=length, body=body, end=True)

@@ -145,6 +145,22 @@ async def _relay_response(stream: H2Stream, writer: ResponseWriter, *, head_requ
         None if bodyless else declared_content_length(response.headers, UpstreamProtocolError),
         UpstreamProtocolError,
     )
+    stats = stream.statistics()
+    whole = getattr(writer, "send_whole", None)
+    if (
+        whole is not None
+        and stats.remote_ended
+        and stats.buffered == stats.bytes_received <= READ_SIZE
+    ):
+        # The whole response is already here: one write downstream instead of three.
+        body = await stream.receive_some(READ_SIZE) if stats.buffered else b""
+        counter.data(len(body))
+        counter.end()
+        trailers = stream.trailers
+        await whole(
+            response, body, h2_trailers_to_h1(trailers, from_upstream=True) if trailers else ()
+        )
+        return
     await writer.send_head(response)
     taken = 0
     while True:
