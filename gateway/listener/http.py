@@ -289,6 +289,9 @@ async def serve_h1_connection(
                 log.debug("request failed: %r", exc)
                 await conn.send_error(exc)
                 return
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("caller went away: %r", exc)  # nobody left to answer
+                return
             except Exception as exc:
                 log.exception("request failed unexpectedly")
                 await conn.send_error(exc)
@@ -423,6 +426,20 @@ async def serve_http_connection(
     local_site: str,
 ) -> None:
     """Serve one accepted connection: TLS (optional), then HTTP/2 or HTTP/1.1."""
+    try:
+        await _serve_http_connection(tcp, router, tls=tls, limits=limits, local_site=local_site)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.debug("caller connection broke: %r", exc)  # a reset caller is not an error of ours
+
+
+async def _serve_http_connection(
+    tcp: trio.SocketStream,
+    router: Router,
+    *,
+    tls: DownstreamTls | None,
+    limits: LimitsConfig,
+    local_site: str,
+) -> None:
     stream: trio.abc.Stream = tcp
     caller_id: SpiffeId | None = None
     alpn: str | None = None
