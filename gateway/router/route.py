@@ -15,13 +15,15 @@ Theory of operation
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
 
 The whole route is bounded by ``ctx.deadline`` (set by the listener at ``now +
-route_timeout``); running past it is a 504.  ``open_l4`` bounds only the set-up (connect,
-``CONNECT`` answered): an established L4 tunnel lives as long as its bytes flow.
+route_timeout``; never later than the router's own ``route_timeout`` from now); running past
+it is a 504.  ``open_l4`` bounds only the set-up (connect, ``CONNECT`` answered): an
+established L4 tunnel lives as long as its bytes flow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import trio
@@ -183,6 +185,11 @@ class Router:
             raise NoHealthySite(f"{address}: no healthy endpoint in {where}")
         return address, port, sites
 
+    def _bounded(self, ctx: CallContext) -> CallContext:
+        """``ctx`` with its deadline no later than ``now + route_timeout``."""
+        deadline = self.clock() + self.route_timeout
+        return ctx if ctx.deadline <= deadline else replace(ctx, deadline=deadline)
+
     # -- L7 ------------------------------------------------------------------------------------
 
     async def forward(
@@ -190,6 +197,7 @@ class Router:
     ) -> None:
         """Route ``request`` by its authority; the response goes to ``writer``."""
         address, _port, sites = self.resolve(request.authority)
+        ctx = self._bounded(ctx)
         tracked = _TrackedBody(body)
         attempts: list[Attempt] = []
         with trio.move_on_at(ctx.deadline) as scope:
@@ -232,6 +240,7 @@ class Router:
     async def open_l4(self, authority: bytes, ctx: CallContext) -> trio.abc.HalfCloseableStream:
         """Open a byte stream to the service named by ``authority`` (``<l7-address>[:port]``)."""
         address, port, sites = self.resolve(authority)
+        ctx = self._bounded(ctx)
         target = b"%s:%d" % (str(address).encode(), port or DEFAULT_L4_PORT)
         attempts: list[Attempt] = []
         with trio.move_on_at(ctx.deadline) as scope:

@@ -224,3 +224,12 @@ async def test_known_services_from_catalog_and_imports_decides_404_or_503() -> N
         await router.forward(get(b"api.default.isthmus"), BytesBody(), Collect(), ctx())
     with pytest.raises(UnknownAddress):
         await router.forward(get(b"db.default.isthmus"), BytesBody(), Collect(), ctx())
+
+
+async def test_router_route_timeout_caps_a_later_caller_deadline() -> None:
+    async with peer(peer_echo("b")) as link:
+        router = make_router({API: ("b",)}, links={"b": link}, route_timeout=2.0)
+        out = Collect()
+        await router.forward(get(b"api.default.isthmus"), BytesBody(), out, ctx(deadline_in=60))
+    (remaining,) = header(out.json(), "isthmus-deadline-ms")
+    assert 1000 < int(remaining) <= 2000
