@@ -23,8 +23,15 @@ from discovery.service import serve_catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin import serve_admin
+from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
+from gateway.ingress.east_west import EastWestHandler
+from gateway.listener.http import h1_limits, serve_http_listener
+from gateway.listener.service_port import serve_service_port
+from gateway.listener.sni import serve_sni_listener
+from gateway.router.route import Router, known_services
+from gateway.upstream.pool import UpstreamPool
 from gateway.views import imports_json, routes_json
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, load_identity_state
@@ -123,6 +130,17 @@ async def serve_gateway(
     peers = [
         PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
     ]
+    lim = config.limits
+    pool = UpstreamPool(h1_limits=h1_limits(lim))
+    cluster = LocalCluster(local_site=config.site.name, catalog=catalog, pool=pool)
+    east_west = EastWestHandler(
+        local_site=config.site.name,
+        mesh_domain=config.site.mesh_domain,
+        cluster=cluster,
+        export_rules=config.exports,
+        policies=config.policies,
+        route_timeout=lim.route_timeout_s,
+    )
     peering = Peering(
         local_site=config.site.name,
         identity=identity,
@@ -130,6 +148,16 @@ async def serve_gateway(
         catalog=catalog,
         export_rules=config.exports,
         settings=peering_settings(config),
+        stream_handler=east_west,
+    )
+    router = Router(
+        local_site=config.site.name,
+        mesh_domain=config.site.mesh_domain,
+        routes=peering.routes,
+        outbound=peering.outbound,
+        local=cluster,
+        route_timeout=lim.route_timeout_s,
+        known=known_services(catalog, peering.imports),
     )
     gw = Gateway(config, identity, catalog, peering)
     async with trio.open_nursery() as nursery:
@@ -153,6 +181,7 @@ async def serve_gateway(
                     interfaces=[str(i) for i in config.mdns_announce.interfaces],
                 )
             )
+        await nursery.start(pool.serve)
         ew_port = admin_port = None
         ew = config.listener("east-west")
         if ew is not None:
@@ -160,6 +189,43 @@ async def serve_gateway(
                 functools.partial(peering.serve, host=str(ew.address), port=ew.port)
             )
             log.info("east-west listener on %s:%d", ew.address, ew_port)
+        site = config.site.name
+        for li in config.listeners:
+            if li.kind == "http":
+                port = await nursery.start(
+                    functools.partial(
+                        serve_http_listener,
+                        li,
+                        router,
+                        identity=identity,
+                        limits=lim,
+                        local_site=site,
+                    )
+                )
+                log.info(
+                    "http listener %s on %s:%d%s",
+                    li.name,
+                    li.address,
+                    port,
+                    " (TLS)" if li.tls else "",
+                )
+            elif li.kind == "sni":
+                port = await nursery.start(
+                    functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site)
+                )
+                log.info("sni listener %s on %s:%d", li.name, li.address, port)
+        for sp in config.service_ports:
+            port = await nursery.start(
+                functools.partial(serve_service_port, sp, router, limits=lim, local_site=site)
+            )
+            log.info(
+                "service port %s on %s:%d -> %s (%s)",
+                sp.name,
+                sp.address,
+                port,
+                sp.target,
+                sp.protocol,
+            )
         admin = config.listener("admin")
         if admin is not None:
             admin_port = await nursery.start(
