@@ -62,7 +62,7 @@ async def test_peer_site_is_reached_through_a_real_http2_tunnel() -> None:
     assert header(doc, "isthmus-caller-id") == [str(caller)]
     assert header(doc, "isthmus-caller-site") == ["a"]
     (remaining,) = header(doc, "isthmus-deadline-ms")
-    assert 8000 < int(remaining) <= 10000
+    assert 3000 < int(remaining) <= 5000  # the router caps the 10 s at its 5 s route timeout
     assert out.trailers == ((b"x-got-trailers", b"yes"),)
 
 
