@@ -37,16 +37,18 @@ import trio
 from discovery.errors import H2_INTERNAL_ERROR, IsthmusError
 from discovery.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig, ListenerConfig
-from gateway.http.exchange import INTERNAL_HEADERS, CallContext, EmptyBody, Request
+from gateway.http.exchange import INTERNAL_HEADERS, Body, CallContext, EmptyBody, Request
 from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h2_adapter import H2ResponseWriter
 from gateway.http.headers import (
     BadRequest,
+    FramingKind,
     Headers,
     MalformedHeaders,
     RequestHead,
     error_response,
+    request_framing,
     strip_connection_specific,
 )
 from gateway.http.transcode import (
@@ -234,6 +236,17 @@ def request_from_h2_block(block: Headers) -> Request:
     )
 
 
+def h1_body(conn: H1ServerConnection, head: RequestHead) -> Body:
+    """The request body, or :class:`EmptyBody` when the framing says there is none: a tunnel
+    then opens its stream with END_STREAM (no empty DATA frame, no body task)."""
+    framing = request_framing(head)  # validated by next_request(); cannot raise here
+    if framing.kind is FramingKind.NONE or (
+        framing.kind is FramingKind.LENGTH and framing.length == 0
+    ):
+        return EmptyBody()
+    return H1Body(conn)
+
+
 async def _splice_connect(
     downstream: trio.abc.Stream, upstream: trio.abc.Stream, limits: LimitsConfig
 ) -> None:
@@ -284,7 +297,7 @@ async def serve_h1_connection(
                         raise
                     await _splice_connect(stream, upstream, limits)
                     return
-                await router.forward(request, H1Body(conn), H1ResponseWriter(conn), ctx)
+                await router.forward(request, h1_body(conn, head), H1ResponseWriter(conn), ctx)
             except IsthmusError as exc:
                 log.debug("request failed: %r", exc)
                 await conn.send_error(exc)
