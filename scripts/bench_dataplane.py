@@ -34,8 +34,10 @@ failed (the reason is printed), 2 on a setup error.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import pstats
 import shutil
 import sys
 import tempfile
@@ -57,7 +59,7 @@ from bench.backend import (  # noqa: E402
     start_backend,
 )
 from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
-from bench.isthmus import SITE_A, SITE_B, IsthmusSites, start_isthmus  # noqa: E402
+from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools  # noqa: E402
 from bench.report import Sample, combine, summary  # noqa: E402
@@ -217,7 +219,13 @@ def iperf_test(test: str, seconds: float, *, reverse: bool) -> Measure:
 
 
 async def bench(
-    settings: Settings, root: Path, *, skip_isthmus: bool, out: list[Sample], problems: list[str]
+    settings: Settings,
+    root: Path,
+    *,
+    skip_isthmus: bool,
+    profile: bool,
+    out: list[Sample],
+    problems: list[str],
 ) -> None:
     async with Fleet(root / "logs") as fleet:
         await start_backend(fleet, BACKEND, root / "backend")
@@ -229,7 +237,7 @@ async def bench(
         if not skip_isthmus:
             try:
                 sites = await start_isthmus(
-                    fleet, SITE_A_HOST, SITE_B_HOST, BACKEND, root / "isthmus"
+                    fleet, SITE_A_HOST, SITE_B_HOST, BACKEND, root / "isthmus", profile=profile
                 )
             except BenchError as exc:
                 problems.append(f"Isthmus topology unavailable: {exc}")
@@ -280,6 +288,19 @@ async def one_round(
     await series("L4 bulk down", l4bulk, iperf_test("L4 bulk down", s.stream_seconds, reverse=True))
 
 
+def print_profiles(root: Path, top: int = 25) -> None:
+    """The functions where each gateway spent its own time (cProfile, by tottime)."""
+    for site in (SITE_A, SITE_B):
+        path = profile_path(root, site)
+        if not path.exists():
+            print(f"\nno profile for {site} ({path} missing: gateway killed, not stopped?)")
+            continue
+        print(f"\nProfile of gateway {site} (cProfile; figures of this run are slowed by it):")
+        stream = io.StringIO()
+        pstats.Stats(str(path), stream=stream).sort_stats("tottime").print_stats(top)
+        print(stream.getvalue().split("\n\n", 1)[-1].rstrip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short runs (~1 minute in all)")
@@ -289,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections, small (16)")
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat every test N times, report medians (1)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the gateways under cProfile and print their hottest functions (slows them)",
     )
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -329,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
                 root,
                 skip_isthmus=args.skip_isthmus,
+                profile=args.profile,
                 out=samples,
                 problems=problems,
             )
@@ -360,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         for reason in reasons:
             print("  " + reason.replace("\n", "\n  "))
         print(f"logs kept in {root}")
+    if args.profile:
+        print_profiles(root / "isthmus")
     if args.json:
         args.json.write_text(json.dumps([s.as_dict() for s in samples], indent=2) + "\n")
     if not failed and not args.keep:

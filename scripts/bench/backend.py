@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import Fleet, wait_port
+from .procs import Fleet, wait_port
 
 SMALL_PATH = "/"
 SMALL_BODY = b"ok isthmus bench\n"

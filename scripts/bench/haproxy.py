@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.backend import BackendAddrs
-from bench.procs import Fleet, wait_port
-
 from discovery.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.ca import init_ca, issue_svid
+
+from .backend import BackendAddrs
+from .procs import Fleet, wait_port
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-from bench.backend import SMALL_PATH, BackendAddrs
-from bench.load import probe
-from bench.procs import BenchError, Fleet
 
 from discovery.spiffe_id import TrustDomain
 from gateway.demo.admin_client import wait_for
@@ -34,6 +31,10 @@ from gateway.demo.topology import (
     Topology,
     build_topology,
 )
+
+from .backend import SMALL_PATH, BackendAddrs
+from .load import probe
+from .procs import BenchError, Fleet
 
 READY_S = 45.0
 SITE_A = "bencha"
@@ -103,15 +104,32 @@ def _log_tail(path: Path, lines: int = 6) -> str:
     return "\n    ".join(text) or "(empty log)"
 
 
+def profile_path(root: Path, site: str) -> Path:
+    return root / f"gateway-{site}.prof"
+
+
 async def start_isthmus(
-    fleet: Fleet, a_host: str, b_host: str, backend: BackendAddrs, root: Path
+    fleet: Fleet,
+    a_host: str,
+    b_host: str,
+    backend: BackendAddrs,
+    root: Path,
+    *,
+    profile: bool = False,
 ) -> IsthmusSites:
-    """Build and start both sites; return once a two-hop request through them answers 200."""
+    """Build and start both sites; return once a two-hop request through them answers 200.
+
+    ``profile``: run each gateway under cProfile (written to :func:`profile_path` when the
+    gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
+    """
     topology = make_topology(a_host, b_host, backend)
     built = await trio.to_thread.run_sync(build_topology, topology, root)
     children = []
     for site in built:
         argv = [*gateway_argv(site.config_path), "--log-level", "warning"]
+        if profile:
+            out = str(profile_path(root, site.site.name))
+            argv[1:1] = ["-m", "cProfile", "-o", out]  # python -m cProfile -o F -m gateway.cli
         children.append(await fleet.start(f"gateway-{site.site.name}", argv))
     sites = IsthmusSites(
         topology,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import h11
 import trio
-from bench.procs import BenchError
+
+from .procs import BenchError
 
 REQUEST_TIMEOUT_S = 5.0
 
