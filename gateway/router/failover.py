@@ -9,9 +9,11 @@ caller sent can have been acted on and nothing of a response has reached the cal
 * the failure came before the response head was sent downstream, and
 * no byte of the request body was consumed (bodies are streamed, never buffered whole, so a
   consumed body cannot be replayed), and
-* the failure says "this site did no work": the link is down or closing, the peer refused the
-  stream (``REFUSED_STREAM``), the local cluster has no healthy endpoint, a connection attempt
-  failed, or a tunnel's ``CONNECT`` was answered 502/503.
+* the failure says "this site did no work": the link was down or closing when the stream was
+  to be opened, the peer refused the stream (``REFUSED_STREAM``), the local cluster has no
+  healthy endpoint, a connection attempt failed, or a tunnel's ``CONNECT`` was answered
+  502/503.  A link that dies *after* the request went out leaves it unknown whether the
+  peer acted: only an idempotent request (:data:`IDEMPOTENT_METHODS`) moves on then.
 
 Everything else stands: a reset after the peer took the request, a timeout, a protocol error,
 a 403 from the remote policy.  Retrying those could run a request twice or hide a real error.
@@ -22,6 +24,9 @@ router does that and hands this module booleans.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: RFC 9110 section 9.2.2: repeating these has the effect of sending them once.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,13 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
 from gateway.http.headers import Headers
-from gateway.router.failover import Attempt, candidate_sites, describe, may_fail_over
+from gateway.router.failover import (
+    IDEMPOTENT_METHODS,
+    Attempt,
+    candidate_sites,
+    describe,
+    may_fail_over,
+)
 from gateway.upstream.pool import UpstreamUnavailable
 from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
 from overlay.address import AddressError, L7Address, parse_authority
@@ -105,14 +111,22 @@ class _TrackedBody:
         return self.inner.trailers
 
 
-def _did_no_work(exc: BaseException) -> bool:
-    """True if ``exc`` proves the site never acted on the request."""
+def _did_no_work(exc: BaseException, *, idempotent: bool = True) -> bool:
+    """True if ``exc`` shows the site did not act on the request (or acting twice is harmless).
+
+    A link that dies after the request went out (``ConnectionGone`` from a stream we had
+    opened) leaves it unknown whether the peer acted; only an idempotent request (RFC 9110
+    section 9.2.2) is sent elsewhere then.  A link that was already gone when the stream was
+    to be opened (``LinkUnavailable``) did no work for any method.
+    """
     flag = getattr(exc, "retry_elsewhere", None)
     if flag is not None:
         return bool(flag)
     if isinstance(exc, StreamReset):
         return exc.refused
-    if isinstance(exc, ConnectionGone | OSError):
+    if isinstance(exc, ConnectionGone):
+        return idempotent
+    if isinstance(exc, OSError):
         return True
     # NoHealthyEndpoint and EndpointConnectFailed: nothing reached an endpoint.
     return isinstance(exc, UpstreamUnavailable)
@@ -224,7 +238,9 @@ class Router:
                     return
                 except (UpstreamError, OSError) as exc:
                     retry = may_fail_over(
-                        no_work_done=_did_no_work(exc),
+                        no_work_done=_did_no_work(
+                            exc, idempotent=request.method in IDEMPOTENT_METHODS
+                        ),
                         head_sent=writer.head_sent,
                         body_consumed=tracked.consumed,
                     )

@@ -48,7 +48,7 @@ from gateway.http.transcode import (
     h2_trailers_to_h1,
 )
 from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import H2Stream, StreamReset
+from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
 
 _BODYLESS_STATUS = frozenset({204, 304})
 READ_SIZE = 64 * 1024
@@ -66,6 +66,21 @@ class TunnelRejected(UpstreamError):
         self.status = status
         self.http_status = status if status in (403, 404, 502, 503, 504) else 502
         self.retry_elsewhere = status in (502, 503)
+
+
+class LinkUnavailable(UpstreamError):
+    """The link was closing or gone when the stream was to be opened: the peer never saw the
+    request, so any request may go to another site (503)."""
+
+    http_status = 503
+    retry_elsewhere = True
+
+
+async def _open(conn: H2Connection, headers: Headers, *, end_stream: bool) -> H2Stream:
+    try:
+        return await conn.open_stream(headers, end_stream=end_stream)
+    except ConnectionGone as exc:
+        raise LinkUnavailable(f"link unavailable: {exc}") from exc
 
 
 def raise_first_error(group: BaseExceptionGroup[BaseException]) -> None:
@@ -198,7 +213,7 @@ async def forward_over_link(
     """
     headers = tunnel_request_headers(request, ctx, local_site=local_site, now=clock())
     no_body = isinstance(body, EmptyBody)
-    stream = await conn.open_stream(headers, end_stream=no_body)
+    stream = await _open(conn, headers, end_stream=no_body)
     try:
         if no_body:
             await _relay_response(stream, writer, head_request=request.method == b"HEAD")
@@ -230,7 +245,7 @@ async def open_connect_tunnel(
         (b":authority", authority),
         *overlay_headers(ctx, local_site=local_site, now=clock()),
     )
-    stream = await conn.open_stream(headers)
+    stream = await _open(conn, headers, end_stream=False)
     try:
         response = await stream.response_headers()
         status = dict(response).get(b":status", b"")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 
 from discovery.spiffe_id import SpiffeId
+from gateway.http.exchange import EmptyBody, Request
 from gateway.router.route import NoHealthySite, RouteTimeout, UnknownAddress
-from overlay.tunnel.h2_stream import H2Stream, StreamReset
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
 from tests.gateway.test_router_kit import (
     API,
     DB,
@@ -233,3 +238,52 @@ async def test_router_route_timeout_caps_a_later_caller_deadline() -> None:
         await router.forward(get(b"api.default.isthmus"), BytesBody(), out, ctx(deadline_in=60))
     (remaining,) = header(out.json(), "isthmus-deadline-ms")
     assert 1000 < int(remaining) <= 2000
+
+
+@asynccontextmanager
+async def dying_peer() -> AsyncIterator[H2Connection]:
+    """A peer whose TCP connection dies as soon as it has received a request."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    a = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    b = await listeners[0].accept()
+    await listeners[0].aclose()
+
+    async def dies(stream: H2Stream) -> None:
+        b.socket.close()  # the peer took the request, then its process died
+        await trio.sleep_forever()
+
+    client = H2Connection(a, client_side=True, ping_interval=None)
+    server = H2Connection(b, client_side=False, handler=dies, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        yield client
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("method", "fails_over"), [(b"GET", True), (b"POST", False)])
+async def test_link_dying_after_the_request_fails_over_only_idempotent(
+    method: bytes, fails_over: bool
+) -> None:
+    async with dying_peer() as dying, peer(peer_echo("c")) as good:
+        router = make_router({API: ("b", "c")}, links={"b": dying, "c": good})
+        request = Request(method, b"http", b"api.default.isthmus", b"/", ())
+        out = Collect()
+        with trio.fail_after(5):
+            if fails_over:
+                await router.forward(request, EmptyBody(), out, ctx())
+                assert out.json()["site"] == "c"
+            else:
+                with pytest.raises(ConnectionGone):
+                    await router.forward(request, EmptyBody(), out, ctx())
+                assert out.response is None
+
+
+async def test_link_already_gone_fails_over_for_any_method() -> None:
+    async with peer(peer_echo("b")) as closed, peer(peer_echo("c")) as good:
+        await closed.aclose()
+        router = make_router({API: ("b", "c")}, links={"b": closed, "c": good})
+        out = Collect()
+        post = Request(b"POST", b"http", b"api.default.isthmus", b"/", ())
+        await router.forward(post, EmptyBody(), out, ctx())
+        assert out.json()["site"] == "c"
