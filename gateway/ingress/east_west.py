@@ -42,11 +42,17 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from discovery.errors import H2_CONNECT_ERROR, H2_INTERNAL_ERROR, DownstreamError, IsthmusError
+from discovery.errors import (
+    H2_CONNECT_ERROR,
+    H2_INTERNAL_ERROR,
+    H2_REFUSED_STREAM,
+    DownstreamError,
+    IsthmusError,
+)
 from discovery.model import Endpoint, ServiceName
 from discovery.names import label_problem
 from discovery.spiffe_id import SpiffeId, SpiffeIdError
-from gateway.cluster.local import LocalCluster, NoHealthyEndpoint
+from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import (
     CALLER_ID_HEADER,
@@ -62,6 +68,7 @@ from gateway.http.headers import MalformedHeaders, error_response, strip_connect
 from gateway.http.transcode import h2_request_to_h1
 from gateway.policy import PolicyDenied, check
 from gateway.splice import splice
+from gateway.upstream.pool import UpstreamUnavailable
 from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import consents
@@ -269,7 +276,14 @@ class EastWestHandler:
             code = exc.h2_error_code if isinstance(exc, DownstreamError) else H2_INTERNAL_ERROR
             stream.reset(code)
             return
-        if isinstance(exc, NoHealthyEndpoint | UnknownAddress):
+        if isinstance(exc, UpstreamUnavailable):
+            # Nothing here did any work (no endpoint, or none accepted a connection): refuse
+            # the stream, which tells the origin it may try the next site at once (RFC 9113
+            # section 8.7), instead of a 503 that would end the request there.
+            log.debug("east-west: refusing stream: %s", exc)
+            stream.reset(H2_REFUSED_STREAM)
+            return
+        if isinstance(exc, UnknownAddress):
             log.debug("east-west: %s", exc)
         head, body = error_response(exc)
         headers = strip_connection_specific(head.headers)

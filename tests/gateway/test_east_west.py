@@ -221,7 +221,6 @@ async def test_denied_site_gets_403_with_a_clear_body() -> None:
         ("api.default.elsewhere.isthmus", 404),
         ("private.default.isthmus", 404),  # exported, but not to this peer
         ("api.default.example.com", 404),
-        ("down.default.isthmus", 503),
     ],
 )
 async def test_unknown_or_unavailable_address(authority: str, status: int) -> None:
@@ -229,6 +228,17 @@ async def test_unknown_or_unavailable_address(authority: str, status: int) -> No
         answer = await call(s.client, get(authority))
         assert answer.status == status
         assert answer.body.startswith(b"%d " % status)
+        assert s.echo["requests"] == 0
+        assert (await call(s.client, get())).status == 200  # the link still works
+
+
+async def test_no_healthy_endpoint_refuses_the_stream_so_the_origin_can_fail_over() -> None:
+    """REFUSED_STREAM (RFC 9113 section 8.7) says "no work done": safe to try another site."""
+    async with site() as s:
+        stream = await s.client.open_stream(get("down.default.isthmus"), end_stream=True)
+        with pytest.raises(StreamReset) as info:
+            await stream.response_headers()
+        assert info.value.refused
         assert s.echo["requests"] == 0
         assert (await call(s.client, get())).status == 200  # the link still works
 
