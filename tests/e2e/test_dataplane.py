@@ -305,3 +305,21 @@ async def test_unhealthy_everywhere_is_503(tmp_path: Path, caller: str) -> None:
                 if status == 503:
                     break
                 await trio.sleep(0.2)
+
+
+async def test_dead_endpoint_at_a_site_fails_over_to_the_next_site(tmp_path: Path) -> None:
+    """west still advertises ``reports`` (static config says healthy) but its process is gone:
+    west's gateway cannot connect, refuses the stream, and east retries at north at once."""
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        await _converged(ov)
+        await ov.wait(
+            "east",
+            "/routes",
+            lambda d: routes_of(d, "reports.default.isthmus") == ["west", "north"],
+        )
+        assert (await _until_ok(ov, "east", "reports.default.isthmus")).json()["site"] == "west"
+        await ov.kill("west/reports")
+        for _ in range(10):
+            reply = await _call(ov, "east", "reports.default.isthmus")
+            assert reply.status == 200, reply
+            assert reply.json()["site"] == "north"
