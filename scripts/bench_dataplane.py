@@ -74,6 +74,15 @@ BACKEND = BackendAddrs(
     iperf_host=SITE_B_HOST,
     iperf_port=15201,
 )
+TESTS = {  # command-line key -> test name
+    "small": "L7 small",
+    "latency": "L7 latency",
+    "l7-1mib": "L7 1MiB",
+    "l4-1mib": "L4 1MiB",
+    "bulk-up": "L4 bulk up",
+    "bulk-down": "L4 bulk down",
+}
+TARGETS = ("direct", "haproxy 1-hop", "haproxy 2-hop", "isthmus 1-hop", "isthmus 2-hop")
 TOOLS = {
     "haproxy": "haproxy",
     "wrk": "wrk",
@@ -91,6 +100,8 @@ class Settings:
     bulk_connections: int
     stream_seconds: float
     rounds: int
+    tests: frozenset[str]  # names of TESTS to run
+    targets: frozenset[str]  # target names to run (empty: all)
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,7 @@ async def bench(
     *,
     skip_isthmus: bool,
     profile: bool,
+    limits: dict[str, int | float],
     out: list[Sample],
     problems: list[str],
 ) -> None:
@@ -237,7 +249,13 @@ async def bench(
         if not skip_isthmus:
             try:
                 sites = await start_isthmus(
-                    fleet, SITE_A_HOST, SITE_B_HOST, BACKEND, root / "isthmus", profile=profile
+                    fleet,
+                    SITE_A_HOST,
+                    SITE_B_HOST,
+                    BACKEND,
+                    root / "isthmus",
+                    profile=profile,
+                    limits=limits,
                 )
             except BenchError as exc:
                 problems.append(f"Isthmus topology unavailable: {exc}")
@@ -248,7 +266,11 @@ async def bench(
         print(f"all servers up; work directory {root}", flush=True)
 
         async def series(test: str, targets: list[Target], run: Measure) -> None:
+            if test not in settings.tests:
+                return
             for target in targets:
+                if settings.targets and target.name not in settings.targets:
+                    continue
                 sample = await measured(fleet, test, target, run)
                 print(sample.line(), flush=True)
                 out.append(sample)
@@ -316,11 +338,43 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the gateways under cProfile and print their hottest functions (slows them)",
     )
+    parser.add_argument(
+        "--tests",
+        default=",".join(TESTS),
+        help=f"comma-separated subset of {','.join(TESTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--targets",
+        default="",
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all)",
+    )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a gateway [limits] setting for both sites, e.g. h2_stream_window=1048576 (repeat)",
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds must be 1..20")
+    limits: dict[str, int | float] = {}
+    for item in args.limit:
+        key, sep, value = item.partition("=")
+        try:
+            limits[key.strip()] = float(value) if "." in value else int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            parser.error(f"--limit {item!r}: use KEY=NUMBER")
+    tests = [t.strip() for t in args.tests.split(",") if t.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not tests or any(t not in TESTS for t in tests):
+        parser.error(f"--tests: choose among {', '.join(TESTS)}")
+    if any(t not in TARGETS for t in targets):
+        parser.error(f"--targets: choose among {', '.join(TARGETS)}")
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     settings = Settings(
         seconds=seconds,
@@ -330,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         bulk_connections=4,
         stream_seconds=seconds,
         rounds=args.rounds,
+        tests=frozenset(TESTS[t] for t in tests),
+        targets=frozenset(targets),
     )
     try:
         need_tools(TOOLS)
@@ -356,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 root,
                 skip_isthmus=args.skip_isthmus,
                 profile=args.profile,
+                limits=limits,
                 out=samples,
                 problems=problems,
             )

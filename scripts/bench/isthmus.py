@@ -116,14 +116,21 @@ async def start_isthmus(
     root: Path,
     *,
     profile: bool = False,
+    limits: dict[str, int | float] | None = None,
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 
+    ``limits``: ``[limits]`` keys (``h2_stream_window = 1048576``...) for both gateways.
     ``profile``: run each gateway under cProfile (written to :func:`profile_path` when the
     gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
     """
     topology = make_topology(a_host, b_host, backend)
     built = await trio.to_thread.run_sync(build_topology, topology, root)
+    if limits:  # tuning experiments: a [limits] table appended to every gateway's config
+        table = "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in limits.items())
+        for site in built:
+            with site.config_path.open("a", encoding="utf-8") as f:
+                f.write(table)
     children = []
     for site in built:
         argv = [*gateway_argv(site.config_path), "--log-level", "warning"]
