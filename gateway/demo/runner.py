@@ -176,17 +176,40 @@ def _guide(
         )
     first = built[0]
     base = admin_url(topology, first)
-    restart = built[1] if len(built) > 1 else first
+    a = first.site.address
+    proxy = f"http://{a}:{topology.http_port}"
+    second = built[1] if len(built) > 1 else first
+    lines += [
+        "",
+        f"Try, as a caller in {first.site.name} (its gateway's HTTP listener is {proxy}):",
+        f"  curl -x {proxy} http://whoami.default.isthmus/        # local site first",
+        f"  curl -x {proxy} http://whoami.default.{second.site.name}.isthmus/   # pinned",
+        f"  curl -x {proxy} http://api.payments.isthmus/          # HTTP/1.1 -> HTTP/2",
+        f"  curl --http2-prior-knowledge -H 'Host: reports.default.isthmus' {proxy}/",
+        f"  curl -x {proxy} http://reports.default.isthmus/       # served by the first",
+        "                       # site in failover order; kill that site's gateway and repeat",
+    ]
+    for sp in topology.service_ports:
+        lines.append(
+            f"  {sp.protocol} service port {a}:{sp.port} -> {sp.target}"
+            + (
+                "   (try: curl -H 'Host: x' http://" + f"{a}:{sp.port}/)"
+                if sp.protocol == "http"
+                else f"   (try: nc {a} {sp.port})"
+            )
+        )
+    restart = second
     victim = restart.site.name
     lines += [
         "",
-        "Try:",
+        "Look inside:",
         f"  curl {base}/routes     # every L7 address and its sites, in failover order",
         f"  curl {base}/imports    # what the peers export, with version and freshness",
         f"  curl {base}/links      # the mTLS links, SPIFFE IDs, PING round-trip times",
         f"  curl {base}/catalog    # this site's own endpoints and their sources",
-        f"  kill {pids[victim]}            # stop {victim}'s gateway: its routes go stale, then",
-        "                         # leave; start it again with the command below",
+        "",
+        f"Fail over: kill {pids[victim]}   # {victim}'s gateway; its routes leave within the PING",
+        "  deadline, calls go to the next site; start it again with:",
         f"  {' '.join(gateway_argv(restart.config_path))}",
         "",
         f"State and logs: {root}/<site>/ .  Ctrl-C stops every process this demo started.",
