@@ -39,6 +39,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -323,6 +324,44 @@ def print_profiles(root: Path, top: int = 25) -> None:
         print(stream.getvalue().split("\n\n", 1)[-1].rstrip())
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: every process was stopped, like on Ctrl-C."""
+
+
+async def until_signal(work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work``; SIGTERM/SIGHUP cancel it (so its cleanup runs) and raise :class:`Stopped`.
+
+    Errors of ``work`` are caught inside the nursery and re-raised outside it, so callers see
+    a plain BenchError / KeyboardInterrupt, not an exception group.
+    """
+    caught: list[BaseException] = []
+    signals: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as received:
+                async for signum in received:
+                    signals.append(signum)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+        try:
+            await work()
+        except (BenchError, KeyboardInterrupt) as exc:
+            caught.append(exc)
+        except BaseExceptionGroup as group:  # Ctrl-C inside a nursery of ``work``
+            if group.subgroup(KeyboardInterrupt) is None:
+                raise
+            caught.append(KeyboardInterrupt())
+        finally:
+            nursery.cancel_scope.cancel()
+    if caught:
+        raise caught[0]
+    if signals:
+        raise Stopped(signal.Signals(signals[0]).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short runs (~1 minute in all)")
@@ -405,20 +444,20 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     status = 0
     try:
-        trio.run(
-            partial(
-                bench,
-                settings,
-                root,
-                skip_isthmus=args.skip_isthmus,
-                profile=args.profile,
-                limits=limits,
-                out=samples,
-                problems=problems,
-            )
+        work = partial(
+            bench,
+            settings,
+            root,
+            skip_isthmus=args.skip_isthmus,
+            profile=args.profile,
+            limits=limits,
+            out=samples,
+            problems=problems,
         )
-    except KeyboardInterrupt:
-        print("interrupted; every process started was stopped", file=sys.stderr)
+        trio.run(until_signal, work)
+    except (KeyboardInterrupt, Stopped) as exc:
+        print(f"interrupted ({exc!r}); every process started was stopped", file=sys.stderr)
+        print(f"work directory (logs): {root}", file=sys.stderr)
         return 130
     except BenchError as exc:
         print(f"bench_dataplane: {exc}", file=sys.stderr)
