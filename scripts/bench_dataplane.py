@@ -26,6 +26,19 @@ Run (as root it installs haproxy, wrk, nginx-light, iperf3 from Debian if missin
     .venv/bin/python scripts/bench_dataplane.py --quick    # ~1 minute
     .venv/bin/python scripts/bench_dataplane.py --skip-isthmus   # A and B only
 
+Options for working on the data plane: ``--tests small,bulk-up`` and ``--targets "isthmus
+2-hop,haproxy 2-hop"`` run a subset; ``--rounds N`` repeats and reports medians; ``--limit
+h2_stream_window=1048576`` appends a ``[limits]`` setting to both gateways' configs;
+``--profile`` runs the gateways under cProfile and prints their hottest functions (figures of
+such a run are not results); ``--json FILE`` writes every sample; ``--keep`` keeps the work
+directory (configs, certificates, logs).
+
+What it prints: one line per measurement (``[test] target  figure  proxy CPU s -> per core``),
+then a summary whose lines read like ``L7 small req/s per core: isthmus 1-hop X, 2-hop Y;
+haproxy 1-hop W, 2-hop Z; ratio 2-hop Y/Z (target >= 0.25)`` and ``L4 bulk up MB/s (1 TCP
+stream): isthmus X, haproxy Y, direct D; ratio X/Y (target >= 0.8)``.  A figure measured with
+errors (non-2xx, socket errors) is printed but marked invalid and left out of the ratios.
+
 Only loopback addresses (127.0.11.1 - 127.0.14.1); every process it starts is stopped by PID
 on exit, error or Ctrl-C.  Exit status 0 when every figure was measured, 1 when some target
 failed (the reason is printed), 2 on a setup error.
@@ -399,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds must be 1..20")
+    if args.seconds is not None and not 1 <= args.seconds <= 120:
+        parser.error("--seconds must be 1..120")
+    if not 1 <= args.rate <= 5000 or not 1 <= args.connections <= 1000:
+        parser.error("--rate must be 1..5000 and --connections 1..1000")
     limits: dict[str, int | float] = {}
     for item in args.limit:
         key, sep, value = item.partition("=")
