@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import trio
 
 from gateway.config.errors import ConfigInvalid
 from gateway.demo.runner import DemoFailed, run_demo
-from gateway.demo.topology import default_topology, load_topology
+from gateway.demo.topology import Topology, default_topology, load_topology
 
 
 def register(sub: Any) -> None:
@@ -33,6 +34,29 @@ def register(sub: Any) -> None:
         help="stop after this many seconds once converged (default: run until Ctrl-C)",
     )
     parser.set_defaults(func=_run)
+
+
+async def _main(topology: Topology, directory: Path, duration: float | None) -> bool:
+    """Run the demo until it ends, or until SIGINT/SIGTERM; True if a signal stopped it.
+
+    Signals are handled explicitly (not left to KeyboardInterrupt) so that the demo also
+    stops cleanly when started from a script or a background job, where SIGINT may be ignored.
+    """
+    stopped = False
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def on_signal() -> None:
+                nonlocal stopped
+                async for _ in signals:
+                    stopped = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
+            await run_demo(topology, directory, duration=duration)
+            nursery.cancel_scope.cancel()
+    return stopped
 
 
 def _demo_failure(exc: BaseException) -> str | None:
@@ -62,13 +86,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"isthmus demo: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(lambda: run_demo(topology, args.dir, duration=args.duration))
+        stopped = trio.run(_main, topology, args.dir, args.duration)
     except KeyboardInterrupt:
-        print("\nstopped: every process the demo started has been stopped.")
+        stopped = True
     except BaseException as exc:
         failure = _demo_failure(exc)
         if failure is None:
             raise
         print(f"isthmus demo: {failure}", file=sys.stderr)
         return 1
+    if stopped:
+        print("\nstopped: every process the demo started has been stopped.")
     return 0
