@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from discovery.spiffe_id import TrustDomain
-from gateway.demo.admin_client import wait_for
+from gateway.demo.admin_client import AdminUnavailable, admin_get
 from gateway.demo.runner import all_services, converged, gateway_argv
 from gateway.demo.topology import (
     DemoService,
@@ -146,18 +146,14 @@ async def start_isthmus(
         topology.service_ports[0].port,
         topology.service_ports[1].port,
     )
-    logs = "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
+
+    def logs() -> str:
+        return "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
+
     try:
-        for site in built:
-            fleet.check_alive()
-            await wait_for(
-                f"http://{site.site.address}:{topology.admin_port}",
-                "/routes",
-                converged(all_services(topology), len(built)),
-                within_s=READY_S,
-            )
-    except trio.TooSlowError as exc:
-        raise IsthmusUnavailable(f"the two sites did not federate: {exc}\n  {logs}") from None
+        await _federated(fleet, topology, [str(site.site.address) for site in built])
+    except BenchError as exc:
+        raise IsthmusUnavailable(f"the two sites did not federate: {exc}\n  {logs()}") from None
     last = ""
     with trio.move_on_after(READY_S):
         for _ in range(10_000):
@@ -173,8 +169,28 @@ async def start_isthmus(
                     return sites
                 last = f"status {status}"
             await trio.sleep(0.2)
-    logs = "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
     raise IsthmusUnavailable(
         f"no 200 from http://{a_host}:{topology.http_port}{SMALL_PATH} with Host: "
-        f"{sites.host_header(SITE_B)} within {READY_S}s (last: {last}).\n  {logs}"
+        f"{sites.host_header(SITE_B)} within {READY_S}s (last: {last}).\n  {logs()}"
     )
+
+
+async def _federated(fleet: Fleet, topology: Topology, hosts: list[str]) -> None:
+    """Wait until every gateway's /routes lists every service at every site (BenchError if
+    not within READY_S); a gateway that exits meanwhile fails the wait at once."""
+    ready = converged(all_services(topology), len(hosts))
+    last: object = None
+    with trio.move_on_after(READY_S):
+        for host in hosts:
+            for _ in range(100_000):
+                fleet.check_alive()
+                try:
+                    last = await admin_get(f"http://{host}:{topology.admin_port}", "/routes")
+                except AdminUnavailable as exc:
+                    last = exc
+                else:
+                    if ready(last):
+                        break
+                await trio.sleep(0.2)
+        return
+    raise BenchError(f"routes incomplete after {READY_S}s; last /routes answer: {last!r}")
