@@ -89,6 +89,11 @@ def summary(samples: list[Sample]) -> list[str]:
         f"haproxy 1-hop {_fmt(h1)}, 2-hop {_fmt(h2)}; "
         f"ratio 2-hop {_ratio(i2, h2)} (target >= 0.25), 1-hop {_ratio(i1, h1)}"
     )
+    us = [1e6 / v if v and not math.isnan(v) else math.nan for v in (i1, i2, h1, h2)]
+    lines.append(
+        f"L7 small proxy CPU per request (us): isthmus 1-hop {_fmt(us[0])}, 2-hop {_fmt(us[1])}; "
+        f"haproxy 1-hop {_fmt(us[2])}, 2-hop {_fmt(us[3])}"
+    )
     raw = {n: g(t, n, "value") for n in _L7_TARGETS}
     lines.append(
         "L7 small raw req/s: "
