@@ -71,9 +71,11 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
         backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s),
         h2_limits=H2Limits(
             max_concurrent_streams=lim.h2_max_concurrent_streams,
-            stream_window=lim.h2_stream_window,
-            connection_window=lim.h2_connection_window,
+            stream_window=lim.link_stream_window,
+            connection_window=lim.link_connection_window,
             max_header_list_size=lim.h2_max_header_list_bytes,
+            max_frame_size=lim.link_max_frame_size,
+            max_outbound_buffer=lim.link_outbound_buffer,
         ),
     )
 

@@ -12,8 +12,20 @@ from dataclasses import dataclass
 import h2.config
 import h2.connection
 import h2.settings
+import hyperframe.frame
 
 from overlay.link.h2_limits import H2Limits
+
+
+def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
+    return f"<{len(self.data)} bytes of data>"
+
+
+# h2 logs every received frame with ``logger.trace("...", repr(frame))``: the repr is built
+# even when tracing is off, and a DATA frame's default repr hex-encodes its whole payload.
+# Measured on a bulk tunnel that was 13.5% of a gateway's CPU; a repr that states the length
+# costs nothing and says what a trace needs.
+hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign,assignment]
 
 #: RFC 9113 section 6.9.2: the initial stream window every peer assumes before SETTINGS.
 DEFAULT_WINDOW = 65535

@@ -71,12 +71,13 @@ async def test_body_shorter_than_content_length_fails_the_response() -> None:
     async with peer(short) as link:
         out = Collect()
         # h2 itself treats the mismatch as a connection error (PeerMisbehaved); either way the
-        # response fails after its head and is never completed.
+        # response is never completed.  Whether its head got out first depends on whether h2
+        # saw HEADERS and the short DATA in the same read, so only completion is asserted.
         with pytest.raises(UpstreamError):
             await forward_over_link(
                 link, get(b"api.default.isthmus"), EmptyBody(), out, ctx(), local_site="a"
             )
-        assert out.head_sent and not out.ended
+        assert not out.ended
 
 
 async def test_early_answer_without_reading_the_body_is_relayed() -> None:
