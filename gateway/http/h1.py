@@ -103,6 +103,11 @@ class _Buffered:
         """Trailer fields of the last received body (valid after it returned b"")."""
         return self._trailers
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet taken (the start of the current body, if any)."""
+        return len(self._buf)
+
     async def _fill(self) -> bool:
         if self._eof:
             return False

@@ -283,6 +283,17 @@ async def _relay_response(
         pump.stop()
         await writer.send_head(out, end_stream=True)
         return
+    whole = getattr(writer, "send_whole", None)
+    length = declared_content_length(out.headers, UpstreamProtocolError)
+    if whole is not None and length is not None and length <= min(conn.buffered, READ_SIZE):
+        # The whole body is here already (the usual small response): head and body in one
+        # write downstream; reading it takes no I/O, so nothing is delayed.
+        parts: list[bytes] = []
+        while data := await conn.receive_body():
+            parts.append(data)
+        pump.stop()
+        await whole(out, b"".join(parts))
+        return
     await writer.send_head(out)
     while data := await conn.receive_body():
         await writer.send_data(data)
