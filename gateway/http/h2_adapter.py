@@ -48,6 +48,18 @@ class H2ResponseWriter:
         if data:
             await self.stream.send_all(data)
 
+    async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
+        """A response that is complete already: HEADERS and DATA+END_STREAM in one write on
+        the connection (the optional fast path of ``H1ResponseWriter.send_whole``)."""
+        if trailers:
+            await self.send_head(response)
+            await self.send_data(body)
+            await self.send_end(trailers)
+            return
+        self._head_sent = True
+        headers = ((b":status", str(response.status).encode()), *response.headers)
+        await self.stream.send_response(headers, body)
+
     async def send_end(self, trailers: Headers = ()) -> None:
         if trailers:
             await self.stream.send_trailers(trailers)

@@ -141,6 +141,27 @@ class H2StreamIO:
             stream._on_local_end()
             self._forget_if_finished(stream)
 
+    async def stream_send_whole(self, stream: H2Stream, headers: Headers, body: bytes) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._raise_for_send(stream)
+        with _h2_stream_errors():
+            window = self._h2.local_flow_control_window(stream.stream_id)
+        if (
+            len(body) > min(window, self._h2.max_outbound_frame_size)
+            or self._pending + len(body) > self.limits.max_outbound_buffer
+        ):
+            return False
+        try:
+            self._h2.send_headers(stream.stream_id, encode_headers(headers))
+        except h2.exceptions.ProtocolError as exc:
+            raise InvalidHeaders(f"cannot send headers: {exc}") from exc
+        with _h2_stream_errors():
+            self._h2.send_data(stream.stream_id, body, end_stream=True)
+        self._pump()
+        stream._on_local_end()
+        self._forget_if_finished(stream)
+        return True
+
     def stream_end(self, stream: H2Stream) -> None:
         if self._closing:
             return

@@ -98,6 +98,10 @@ class StreamOwner(Protocol):
     ) -> None:
         """Send a header block (response headers or trailers)."""
 
+    async def stream_send_whole(self, stream: H2Stream, headers: Headers, body: bytes) -> bool:
+        """Send response headers, ``body`` and END_STREAM in one step if the window and the
+        outbound buffer allow it right now; False (nothing sent) if not."""
+
     def stream_end(self, stream: H2Stream) -> None:
         """Send END_STREAM (empty DATA frame)."""
 
@@ -234,6 +238,31 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._headers_sent = True
         if end_stream:
             self._local_ended = True
+
+    async def send_response(self, headers: Headers, body: bytes) -> None:
+        """Server side: a complete response (headers, ``body``, end) at once.
+
+        Why: written in one step the response leaves in one write on the connection (and
+        reaches the peer in one read), instead of up to three with a scheduler pass between
+        them.  The result on the wire is what ``send_headers``/``send_all``/``send_eof`` give.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._check_can_send(body=False)
+        if body:
+            self._sending = True
+            try:
+                sent = await self._owner.stream_send_whole(self, headers, body)
+            finally:
+                self._sending = False
+            if sent:
+                self._headers_sent = True
+                self._bytes_sent += len(body)
+                return
+        await self.send_headers(headers, end_stream=not body)
+        if body:
+            await self.send_all(body)
+            await self.send_eof()
 
     async def send_trailers(self, headers: Headers) -> None:
         """Send trailers; they end our direction of the stream."""

@@ -514,3 +514,27 @@ async def test_idle_connection_is_closed_and_busy_one_is_not(
         assert 300 <= trio.current_time() - ended <= 301
         assert isinstance(reason, ConnectionGone) and reason.error_code == 0
         assert "idle" in str(server.close_reason)
+
+
+@pytest.mark.parametrize("size", [5, 200_000])
+async def test_send_response_delivers_a_complete_response(size: int) -> None:
+    """send_response: a small response arrives whole (headers, body and end together, so the
+    receiver can relay it in one write); one larger than the window still arrives intact."""
+    body = os.urandom(size)
+
+    async def handler(stream: H2Stream) -> None:
+        await read_all(stream)
+        await stream.send_response([(":status", "200"), ("x-size", str(size))], body)
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"more")
+
+    limits = H2Limits(stream_window=65_535)
+    async with h2_pair(handler, limits=limits) as (client, _server):
+        stream = await client.open_stream(GET, end_stream=True)
+        headers = await stream.response_headers()
+        assert (b"x-size", str(size).encode()) in headers
+        if size < limits.stream_window:
+            stats = stream.statistics()
+            assert stats.remote_ended
+            assert stats.buffered == size
+        assert await read_all(stream) == body
