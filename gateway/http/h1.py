@@ -57,6 +57,10 @@ _BODYLESS_STATUS = frozenset({204, 304})
 # A LF without CR before it, a CR followed by anything but LF, or a NUL.
 _BAD_HEAD_BYTE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])|\x00")
 _LINGER_S = 0.5
+#: The only fields h11 acts on (framing, keep-alive, Host, 100-continue, upgrades).
+_H11_FIELDS = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
+)
 _LINGER_BYTES = 256 * 1024
 
 
@@ -74,6 +78,18 @@ class H1Limits:
 def _hop_safe(headers: Headers) -> Headers:
     """Headers as we may put them on the wire: no hop-by-hop, no framing (we set framing)."""
     return tuple((n, v) for n, v in strip_connection_specific(headers) if n not in _FRAMING)
+
+
+def _h11_head(raw: bytes, headers: Headers) -> bytes:
+    """The head as h11 needs to see it: the start line and only the fields it acts on.
+
+    Why: the head was parsed and validated already (``headers.py``); h11 only has to frame
+    the body and track keep-alive, and parsing every other field a second time costs CPU on
+    every request.  Bytes are the validated originals, so h11 decides as it would have.
+    """
+    start = raw[: raw.index(b"\r\n") + 2]
+    fields = [b"%s: %s\r\n" % (n, v) for n, v in headers if n in _H11_FIELDS]
+    return b"".join((start, *fields, b"\r\n"))
 
 
 def _checked_trailers(headers: Headers, max_headers: int, error: type[IsthmusError]) -> Headers:
@@ -276,7 +292,7 @@ class H1ServerConnection(_Buffered):
         try:
             head = parse_request_head(raw, max_headers=self.limits.max_headers)
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
-            conn.receive_data(raw)
+            conn.receive_data(_h11_head(raw, head.headers))
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             self._reusable = False
@@ -537,7 +553,7 @@ class H1ClientConnection(_Buffered):
             self._response_seen = True
             try:
                 head = parse_response_head(raw, max_headers=self.limits.max_headers)
-                conn.receive_data(raw)
+                conn.receive_data(_h11_head(raw, head.headers))
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 self._reusable = False
