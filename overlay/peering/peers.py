@@ -282,7 +282,12 @@ class Peering:
         except* TunnelError as group:  # the link died under one of its tasks: it is down
             log.debug("link with %s ended: %s", state.spec.name, _first(group))
         finally:
-            self._set_link(state, dialed, None, None)
+            # A peer that restarted may already have a newer link of the same direction up
+            # (its new inbound link can arrive before the PING deadline retires this one):
+            # only clear the slot if it still holds this session.
+            current = state.dialed if dialed else state.accepted
+            if current is session or current is None:
+                self._set_link(state, dialed, None, None)
             reason = session.outer.close_reason
             state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
             log.info("link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason)

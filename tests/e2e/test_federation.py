@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.lowlevel
 
 from gateway.demo.topology import DemoService
 from tests.consul_api.server import open_consul_api_server
@@ -131,4 +130,13 @@ async def test_both_directions_use_one_link_for_an_outbound_only_site(tmp_path: 
         links = await ov.get("hub", "/links")
         assert links["nat"]["dialed_link"] is False and links["nat"]["accepted_link"] is True
         assert links["nat"]["up"] is True
-        await trio.lowlevel.checkpoint()
+        # nat restarts: hub gets a new inbound link; retiring the old one must not take the
+        # new one down with it (hub cannot dial nat to recover).
+        await ov.kill("nat")
+        await ov.start("nat")
+        await ov.wait("hub", "/links", lambda d: d["nat"]["links_established"] >= 2)
+        await trio.sleep(2.0)  # past the PING deadline (0.5 s + 1.0 s) of any old link
+        links = await ov.get("hub", "/links")
+        assert links["nat"]["up"] is True, links["nat"]
+        doc = await ov.get("hub", "/routes")
+        assert routes_of(doc, "batch.default.isthmus") == ["nat"]
