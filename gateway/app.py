@@ -142,6 +142,8 @@ async def serve_gateway(
         export_rules=config.exports,
         policies=config.policies,
         route_timeout=lim.route_timeout_s,
+        tunnel_idle_timeout=lim.idle_timeout_s,
+        tunnel_buffer_bytes=lim.tunnel_buffer_bytes,
     )
     peering = Peering(
         local_site=config.site.name,

@@ -202,7 +202,11 @@ class LimitsConfig:
     h2_max_concurrent_streams: int = field(default=100, metadata={"min": 1})
     h2_stream_window: int = field(default=64 * 1024, metadata={"min": 1024, "max": 2**31 - 1})
     h2_connection_window: int = field(default=1024 * 1024, metadata={"min": 1024, "max": 2**31 - 1})
-    tunnel_buffer_bytes: int = field(default=64 * 1024, metadata={"min": 1024})
+    # An L4 tunnel reads at most this much per direction before writing it on, so it never
+    # holds more than this per direction (a slow reader stalls its writer).
+    tunnel_buffer_bytes: int = field(
+        default=64 * 1024, metadata={"min": 1024, "max": 16 * 1024 * 1024}
+    )
     header_timeout_s: float = field(default=10.0, metadata={"min": 0.01})
     idle_timeout_s: float = field(default=300.0, metadata={"min": 0.01})
     tls_handshake_timeout_s: float = field(default=10.0, metadata={"min": 0.01})

@@ -162,6 +162,7 @@ class EastWestHandler:
         route_timeout: float = 15.0,
         clock: Callable[[], float] = trio.current_time,
         tunnel_idle_timeout: float | None = 300.0,
+        tunnel_buffer_bytes: int = 64 * 1024,
     ) -> None:
         self.local_site = local_site
         self.mesh_domain = mesh_domain
@@ -170,6 +171,7 @@ class EastWestHandler:
         self.policies = tuple(policies)
         self.route_timeout = route_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
+        self.tunnel_buffer_bytes = tunnel_buffer_bytes
         self._clock = clock
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
@@ -248,7 +250,12 @@ class EastWestHandler:
         try:
             await writer.send_head(Response(200, ()))
             try:
-                await splice(stream, tcp, idle_timeout=self.tunnel_idle_timeout)
+                await splice(
+                    stream,
+                    tcp,
+                    read_size=self.tunnel_buffer_bytes,
+                    idle_timeout=self.tunnel_idle_timeout,
+                )
                 clean = True
             except Exception as exc:  # splice's nurseries may wrap the cause in groups
                 cause = _first_leaf(exc)

@@ -251,7 +251,12 @@ async def _splice_connect(
     downstream: trio.abc.Stream, upstream: trio.abc.Stream, limits: LimitsConfig
 ) -> None:
     try:
-        await splice(downstream, upstream, idle_timeout=limits.idle_timeout_s)
+        await splice(
+            downstream,
+            upstream,
+            read_size=limits.tunnel_buffer_bytes,
+            idle_timeout=limits.idle_timeout_s,
+        )
     except Exception as exc:  # either side failing ends the tunnel; nobody left to tell
         log.debug("CONNECT tunnel ended: %r", exc)
     finally:

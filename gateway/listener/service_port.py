@@ -35,7 +35,9 @@ async def serve_tcp_service_connection(
         log.info("service port to %s: %s", target.decode(), exc)
         return
     try:
-        await splice(tcp, upstream, idle_timeout=limits.idle_timeout_s)
+        await splice(
+            tcp, upstream, read_size=limits.tunnel_buffer_bytes, idle_timeout=limits.idle_timeout_s
+        )
     except Exception as exc:  # either side failing ends the relay
         log.debug("service port relay ended: %r", exc)
     finally:

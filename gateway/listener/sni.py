@@ -43,7 +43,9 @@ async def serve_sni_connection(
         return
     try:
         await upstream.send_all(hello)
-        await splice(tcp, upstream, idle_timeout=limits.idle_timeout_s)
+        await splice(
+            tcp, upstream, read_size=limits.tunnel_buffer_bytes, idle_timeout=limits.idle_timeout_s
+        )
     except Exception as exc:  # either side failing ends the relay; nobody to tell
         log.debug("SNI relay ended: %r", exc)
     finally:

@@ -70,3 +70,26 @@ async def test_idle_timeout(autojump_clock: trio.abc.Clock) -> None:
         await splice(gw_a, gw_b, idle_timeout=30.0)
     assert info.group_contains(SpliceIdle)
     assert trio.current_time() - start == pytest.approx(30.0)
+
+
+async def test_read_size_bounds_each_piece_in_flight() -> None:
+    """``read_size`` (config ``limits.tunnel_buffer_bytes``) is the most a direction holds."""
+    client, gw_a = trio.testing.memory_stream_pair()
+    gw_b, server = trio.testing.memory_stream_pair()
+    writes: list[int] = []
+    send_all = gw_b.send_all
+
+    async def recording_send_all(data: bytes | bytearray | memoryview) -> None:
+        writes.append(len(data))
+        await send_all(data)
+
+    gw_b.send_all = recording_send_all  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: splice(gw_a, gw_b, read_size=10))
+        await client.send_all(b"x" * 95)
+        await client.send_eof()
+        got = 0
+        while piece := await server.receive_some():
+            got += len(piece)
+        nursery.cancel_scope.cancel()
+    assert got == 95 and sum(writes) == 95 and max(writes) <= 10
