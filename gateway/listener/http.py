@@ -58,9 +58,8 @@ from gateway.http.transcode import (
     h2_request_to_h1,
     parse_proxy_target,
 )
-from gateway.listener.tcp import serve_tcp
+from gateway.listener.tcp import relay_l4, serve_tcp
 from gateway.router.route import Router
-from gateway.splice import splice
 from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import _load_cert_chain, peer_chain_der
@@ -247,23 +246,6 @@ def h1_body(conn: H1ServerConnection, head: RequestHead) -> Body:
     return H1Body(conn)
 
 
-async def _splice_connect(
-    downstream: trio.abc.Stream, upstream: trio.abc.Stream, limits: LimitsConfig
-) -> None:
-    try:
-        await splice(
-            downstream,
-            upstream,
-            read_size=limits.tunnel_buffer_bytes,
-            idle_timeout=limits.idle_timeout_s,
-        )
-    except Exception as exc:  # either side failing ends the tunnel; nobody left to tell
-        log.debug("CONNECT tunnel ended: %r", exc)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(upstream)
-
-
 async def serve_h1_connection(
     stream: trio.abc.Stream,
     router: Router,
@@ -300,7 +282,7 @@ async def serve_h1_connection(
                         with trio.CancelScope(shield=True):
                             await trio.aclose_forcefully(upstream)
                         raise
-                    await _splice_connect(stream, upstream, limits)
+                    await relay_l4(stream, upstream, limits, what="CONNECT")
                     return
                 await router.forward(request, h1_body(conn, head), H1ResponseWriter(conn), ctx)
             except IsthmusError as exc:
@@ -379,7 +361,7 @@ async def serve_h2_stream(
         if request.is_connect:
             upstream = await router.open_l4(request.authority, ctx)
             await stream.send_headers([(b":status", b"200")])
-            await _splice_connect(stream, upstream, limits)
+            await relay_l4(stream, upstream, limits, what="CONNECT")
             return
         declared = declared_content_length(request.headers, MalformedHeaders)
         body = (

@@ -17,9 +17,8 @@ from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
 from gateway.http.exchange import CallContext
 from gateway.listener.http import serve_h1_connection
-from gateway.listener.tcp import serve_tcp
+from gateway.listener.tcp import relay_l4, serve_tcp
 from gateway.router.route import Router
-from gateway.splice import splice
 
 log = logging.getLogger("isthmus.listener.service_port")
 
@@ -34,15 +33,7 @@ async def serve_tcp_service_connection(
     except IsthmusError as exc:
         log.info("service port to %s: %s", target.decode(), exc)
         return
-    try:
-        await splice(
-            tcp, upstream, read_size=limits.tunnel_buffer_bytes, idle_timeout=limits.idle_timeout_s
-        )
-    except Exception as exc:  # either side failing ends the relay
-        log.debug("service port relay ended: %r", exc)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(upstream)
+    await relay_l4(tcp, upstream, limits, what="service port")
 
 
 async def serve_service_port(

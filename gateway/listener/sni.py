@@ -21,9 +21,8 @@ from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.http.exchange import CallContext
 from gateway.listener.sni_peek import read_client_hello
-from gateway.listener.tcp import serve_tcp
+from gateway.listener.tcp import relay_l4, serve_tcp
 from gateway.router.route import Router
-from gateway.splice import splice
 
 log = logging.getLogger("isthmus.listener.sni")
 
@@ -41,16 +40,7 @@ async def serve_sni_connection(
     except IsthmusError as exc:
         log.debug("SNI connection refused: %r", exc)
         return
-    try:
-        await upstream.send_all(hello)
-        await splice(
-            tcp, upstream, read_size=limits.tunnel_buffer_bytes, idle_timeout=limits.idle_timeout_s
-        )
-    except Exception as exc:  # either side failing ends the relay; nobody to tell
-        log.debug("SNI relay ended: %r", exc)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(upstream)
+    await relay_l4(tcp, upstream, limits, what="SNI", first=hello)
 
 
 async def serve_sni_listener(

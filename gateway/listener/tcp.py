@@ -24,6 +24,9 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from gateway.config.model import LimitsConfig
+from gateway.splice import splice
+
 log = logging.getLogger("isthmus.listener")
 
 ConnectionHandler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -115,3 +118,34 @@ async def serve_tcp(
         for listener in listeners:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
+
+
+async def relay_l4(
+    downstream: trio.abc.Stream,
+    upstream: trio.abc.Stream,
+    limits: LimitsConfig,
+    *,
+    what: str,
+    first: bytes = b"",
+) -> None:
+    """Relay an opened L4 tunnel until both directions end, then close ``upstream``.
+
+    The one relay every L4 entry shares (HTTP ``CONNECT``, SNI, TCP service ports):
+    ``first`` (e.g. a peeked ClientHello) goes upstream before anything else; each direction
+    holds at most ``limits.tunnel_buffer_bytes``; ``limits.idle_timeout_s`` ends an idle
+    tunnel.  Either side failing ends the relay -- there is nobody left to tell.
+    """
+    try:
+        if first:
+            await upstream.send_all(first)
+        await splice(
+            downstream,
+            upstream,
+            read_size=limits.tunnel_buffer_bytes,
+            idle_timeout=limits.idle_timeout_s,
+        )
+    except Exception as exc:
+        log.debug("%s relay ended: %r", what, exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(upstream)
