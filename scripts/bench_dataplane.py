@@ -72,10 +72,11 @@ from bench.backend import (  # noqa: E402
     BackendAddrs,
     start_backend,
 )
+from bench.h2_floor import h2_exchange_cpu_us  # noqa: E402
 from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
-from bench.procs import BenchError, Fleet, cpu_seconds, need_tools  # noqa: E402
+from bench.procs import BenchError, Fleet, cpu_seconds, need_tools, wait_port  # noqa: E402
 from bench.report import Sample, combine, summary  # noqa: E402
 
 SITE_A_HOST, SITE_B_HOST = "127.0.11.1", "127.0.12.1"
@@ -96,7 +97,16 @@ TESTS = {  # command-line key -> test name
     "bulk-up": "L4 bulk up",
     "bulk-down": "L4 bulk down",
 }
-TARGETS = ("direct", "haproxy 1-hop", "haproxy 2-hop", "isthmus 1-hop", "isthmus 2-hop")
+TARGETS = (
+    "direct",
+    "haproxy 1-hop",
+    "haproxy 2-hop",
+    "trio floor 1-hop",
+    "isthmus 1-hop",
+    "isthmus 2-hop",
+)
+#: The minimal trio proxy (scripts/bench/floor.py) in front of site A's nginx.
+FLOOR_HOST, FLOOR_PORT = "127.0.15.1", 18090
 TOOLS = {
     "haproxy": "haproxy",
     "wrk": "wrk",
@@ -128,13 +138,16 @@ class Target:
     failed: str = ""
 
 
-def l7_targets(chain_pids: tuple[int, int], sites: IsthmusSites | None, why: str) -> list[Target]:
+def l7_targets(
+    chain_pids: tuple[int, int], floor_pid: int, sites: IsthmusSites | None, why: str
+) -> list[Target]:
     backend = f"{SITE_B_HOST}:{BACKEND.http_port}"
     h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
     targets = [
         Target("direct", SITE_B_HOST, BACKEND.http_port, backend, ()),
         Target("haproxy 1-hop", h.a_host, h.l7_local_port, backend, chain_pids),
         Target("haproxy 2-hop", h.a_host, h.l7_port, backend, chain_pids),
+        Target("trio floor 1-hop", FLOOR_HOST, FLOOR_PORT, backend, (floor_pid,)),
     ]
     for name, site in (("isthmus 1-hop", SITE_A), ("isthmus 2-hop", SITE_B)):
         header = IsthmusSites.host_header(site)
@@ -258,6 +271,15 @@ async def bench(
         haproxy = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
         chain = await start_haproxy_chain(fleet, haproxy, BACKEND, root / "haproxy")
         chain_pids = (chain.pid_a, chain.pid_b)
+        floor = await fleet.start(
+            "trio-floor",
+            [
+                sys.executable,
+                str(HERE / "bench" / "floor.py"),
+                *(FLOOR_HOST, str(FLOOR_PORT), SITE_A_HOST, str(BACKEND.http_port)),
+            ],
+        )
+        await wait_port(FLOOR_HOST, FLOOR_PORT, fleet=fleet)
         sites: IsthmusSites | None = None
         why = "skipped (--skip-isthmus)"
         if not skip_isthmus:
@@ -292,18 +314,24 @@ async def bench(
         for round_no in range(1, settings.rounds + 1):
             if settings.rounds > 1:
                 print(f"-- round {round_no} of {settings.rounds}", flush=True)
-            await one_round(settings, series, chain_pids, sites, why)
+            await one_round(settings, series, chain_pids, floor.process.pid, sites, why)
+        if "L7 small" in settings.tests:
+            # In this process, between measurements: nothing else of ours is running.
+            codec_us = h2_exchange_cpu_us()
+            print(f"[L7 small] h2 codec alone  {codec_us:10.1f} us CPU per exchange", flush=True)
+            out.append(Sample("L7 small", "h2 codec", codec_us, "us/exchange"))
 
 
 async def one_round(
     s: Settings,
     series: Callable[[str, list[Target], Measure], Awaitable[None]],
     chain_pids: tuple[int, int],
+    floor_pid: int,
     sites: IsthmusSites | None,
     why: str,
 ) -> None:
     """Every test once, each over all its targets back to back (so they share conditions)."""
-    l7 = l7_targets(chain_pids, sites, why)
+    l7 = l7_targets(chain_pids, floor_pid, sites, why)
     await series(
         "L7 small",
         l7,

@@ -94,6 +94,17 @@ def summary(samples: list[Sample]) -> list[str]:
         f"L7 small proxy CPU per request (us): isthmus 1-hop {_fmt(us[0])}, 2-hop {_fmt(us[1])}; "
         f"haproxy 1-hop {_fmt(us[2])}, 2-hop {_fmt(us[3])}"
     )
+    fl = g(t, "trio floor 1-hop", "per_core")
+    codec = g(t, "h2 codec", "value")
+    floor_us = 1e6 / fl if fl and not math.isnan(fl) else math.nan
+    # What bounds any trio + h2 design: 2-hop = two trio hops plus the h2 exchange at least.
+    ceiling_us = 2 * floor_us + codec
+    lines.append(
+        f"L7 small ceilings (same run): minimal trio proxy 1-hop {_fmt(floor_us)} us/request, "
+        f"ratio {_ratio(fl, h1)} of haproxy 1-hop; h2 codec alone {_fmt(codec)} us per "
+        f"cross-site exchange; so trio + h2 cannot beat {_ratio(us[3], ceiling_us)} "
+        f"of haproxy 2-hop (2 x floor + codec = {_fmt(ceiling_us)} us vs {_fmt(us[3])} us)"
+    )
     raw = {n: g(t, n, "value") for n in _L7_TARGETS}
     lines.append(
         "L7 small raw req/s: "
@@ -143,7 +154,14 @@ def _test_of(line: str) -> str:
     return ""
 
 
-_L7_TARGETS = ("direct", "haproxy 1-hop", "haproxy 2-hop", "isthmus 1-hop", "isthmus 2-hop")
+_L7_TARGETS = (
+    "direct",
+    "haproxy 1-hop",
+    "haproxy 2-hop",
+    "trio floor 1-hop",
+    "isthmus 1-hop",
+    "isthmus 2-hop",
+)
 
 
 def combine(samples: list[Sample]) -> list[Sample]:
