@@ -20,6 +20,7 @@ from overlay.identity.errors import NotAuthorized
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
 from overlay.link.link import Link, LinkTimeout, handshake, set_nodelay
+from overlay.link.tls_stream import TLSStream
 
 __all__ = ["LinkHandler", "serve_links"]
 
@@ -71,7 +72,7 @@ async def _accept_one(
     addr = _peer_addr(tcp)
     set_nodelay(tcp)
     state = identity.state
-    stream = trio.SSLStream(tcp, state.server_ctx, server_side=True)
+    stream = TLSStream(tcp, state.server_ctx, server_side=True)
     try:
         try:
             with trio.fail_after(handshake_timeout):

@@ -12,6 +12,7 @@ from overlay.identity.errors import PeerRejected
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import check_expected
 from overlay.link.link import Link, LinkError, LinkTimeout, handshake, set_nodelay
+from overlay.link.tls_stream import TLSStream
 
 __all__ = ["open_link"]
 
@@ -47,7 +48,7 @@ async def open_link(
     except trio.TooSlowError:
         raise LinkTimeout(f"connecting to {host}:{port} took over {timeout}s") from None
     set_nodelay(tcp)
-    stream = trio.SSLStream(tcp, state.client_ctx, server_hostname=None)
+    stream = TLSStream(tcp, state.client_ctx, server_hostname=None)
     try:
         with trio.fail_at(deadline):
             peer = await handshake(stream, state, now=wall_clock())

@@ -1,6 +1,7 @@
 """``Link``: one verified mTLS connection between two gateways, and the handshake both ends share.
 
-A link is a :class:`trio.SSLStream` whose peer has passed the per-trust-domain SPIFFE check
+A link is a :class:`overlay.link.tls_stream.TLSStream` (TLS that decrypts every buffered record
+per read) whose peer has passed the per-trust-domain SPIFFE check
 (:func:`overlay.identity.verify.verify_peer`), plus who that peer is.  HTTP/2 runs on
 ``link.stream``; this module knows nothing about it.
 
@@ -27,6 +28,7 @@ from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import ALPN_H2, peer_chain_der
 from overlay.identity.verify import VerifiedPeer, verify_peer
+from overlay.link.tls_stream import TLSStream
 
 __all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake", "set_nodelay"]
 
@@ -56,7 +58,7 @@ class Link:
 
     def __init__(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSStream[trio.SocketStream],
         peer: VerifiedPeer,
         identity: Identity | None = None,
     ) -> None:
@@ -108,7 +110,7 @@ class Link:
 
 
 async def handshake(
-    stream: trio.SSLStream[trio.SocketStream], state: IdentityState, *, now: dt.datetime
+    stream: TLSStream[trio.SocketStream], state: IdentityState, *, now: dt.datetime
 ) -> VerifiedPeer:
     """Run the TLS handshake, require ALPN ``h2``, verify the peer per trust domain.
 
@@ -123,10 +125,9 @@ async def handshake(
         if isinstance(cause, ssl.SSLError) and cause.reason in _NO_PEER_CERT:
             raise PeerRejected("peer presented no certificate") from exc
         raise LinkError(f"TLS handshake failed: {cause or exc}") from exc
-    if stream.selected_alpn_protocol() != ALPN_H2:
+    ssl_object = stream.ssl_object
+    if ssl_object.selected_alpn_protocol() != ALPN_H2:
         raise LinkError(f"peer did not negotiate ALPN {ALPN_H2!r}")
-    # trio keeps its ssl.SSLObject private; the chain is only reachable through it.
-    ssl_object: ssl.SSLObject = stream._ssl_object
     try:
         presented, verified = peer_chain_der(ssl_object)
     except (AttributeError, ValueError, ssl.SSLError) as exc:
