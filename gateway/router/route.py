@@ -32,7 +32,7 @@ from discovery.errors import DownstreamError, UpstreamError
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
-from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
+from gateway.http.exchange import Body, CallContext, EmptyBody, Request, ResponseWriter
 from gateway.http.headers import Headers
 from gateway.router.failover import (
     IDEMPOTENT_METHODS,
@@ -223,7 +223,9 @@ class Router:
         """Route ``request`` by its authority; the response goes to ``writer``."""
         address, _port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
-        tracked = _TrackedBody(body)
+        # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
+        # to send the request head with END_STREAM, without a body task.
+        tracked = body if isinstance(body, EmptyBody) else _TrackedBody(body)
         attempts: list[Attempt] = []
         with trio.move_on_at(ctx.deadline) as scope:
             for site in sites:
@@ -253,7 +255,7 @@ class Router:
                             exc, idempotent=request.method in IDEMPOTENT_METHODS
                         ),
                         head_sent=writer.head_sent,
-                        body_consumed=tracked.consumed,
+                        body_consumed=isinstance(tracked, _TrackedBody) and tracked.consumed,
                     )
                     if not retry:
                         raise

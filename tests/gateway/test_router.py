@@ -46,6 +46,18 @@ async def test_local_site_is_served_by_the_local_cluster() -> None:
     assert header(doc, "host") == ["api.default.isthmus"]
 
 
+async def test_a_request_without_body_stays_bodyless_through_the_router() -> None:
+    """The router must not hide that a request has no body: a tunnel then sends HEADERS with
+    END_STREAM instead of an extra empty DATA frame and a body task per request."""
+    async with serving(http_echo_backend) as port:
+        cluster = StandInCluster(http={API: port})
+        router = make_router({API: ("a",)}, cluster=cluster)
+        out = Collect()
+        await router.forward(get(b"api.default.isthmus"), EmptyBody(), out, ctx())
+    assert out.response is not None and out.response.status == 200
+    assert [type(b) for b in cluster.bodies] == [EmptyBody]
+
+
 async def test_peer_site_is_reached_through_a_real_http2_tunnel() -> None:
     caller = SpiffeId.parse("spiffe://a.test/ns/default/sa/web")
     async with peer(peer_echo("b")) as link:

@@ -124,6 +124,7 @@ class StandInCluster:
     http: dict[ServiceName, int] = field(default_factory=dict)
     tcp: dict[ServiceName, int] = field(default_factory=dict)
     calls: list[Request] = field(default_factory=list)
+    bodies: list[Body] = field(default_factory=list)
 
     def has_endpoints(self, service: ServiceName) -> bool:
         return service in self.http or service in self.tcp
@@ -147,6 +148,7 @@ class StandInCluster:
         only: object = None,
     ) -> None:
         self.calls.append(request)
+        self.bodies.append(body)
         tcp = await self._connect(self.http.get(service), service)
         client = H1ClientConnection(tcp)
         try:
