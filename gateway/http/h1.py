@@ -3,18 +3,24 @@
 Theory of operation
 -------------------
 Each connection keeps its own bounded receive buffer. A message head is read into that buffer
-until ``CRLF CRLF`` (never more than ``max_head_bytes``), validated by the strict parser in
-``headers.py``, and only then fed to a *fresh* ``h11.Connection`` for this one exchange. h11
-then frames the body (Content-Length or chunked) from bytes we feed it one bounded read at a
-time, so a body is streamed, never buffered whole. When the exchange ends, whatever h11 did
-not consume (``trailing_data``) goes back into our buffer, and the next head is validated by
-us again before any parser acts on it. Consequences:
+until ``CRLF CRLF`` (never more than ``max_head_bytes``) and validated by the strict parser in
+``headers.py``; the body framing is then decided from it once (``h1_body.py``: Content-Length,
+chunked, none, or, for a response, close-delimited). A body decoder consumes the body from the
+same buffer, one bounded read at a time, so a body is streamed, never buffered whole; what it
+leaves after the end of the body is the start of the next message, whose head is validated by
+us again before anything acts on it. Consequences:
 
 * pipelined requests are handled strictly one at a time; bytes after a rejected message are
   never parsed, because a rejection closes the connection;
-* we, h11 and the upstream can never disagree on where a message ends: anything ambiguous
-  (CL+TE, obfuscated chunked, bare CR/LF, obs-fold, NUL, ...) was refused before h11 saw it,
-  and the upstream always receives a message we re-serialised, never the caller's raw bytes.
+* one parser, ours, decides where a message ends, and the upstream can never disagree with
+  it: anything ambiguous (CL+TE, obfuscated chunked, bare CR/LF, obs-fold, NUL, ...) was
+  refused in the head, chunked framing is decoded strictly, and the upstream always receives
+  a message we re-serialised, never the caller's raw bytes.
+
+What we send is framed by an encoder chosen with the head (``h1_body.py``), which refuses to
+send more or less than a declared Content-Length (``LocalFramingError``). A connection carries
+another exchange only when both messages ended cleanly, the request was HTTP/1.1, neither side
+said ``Connection: close`` and the response was not close-delimited.
 
 Errors are typed (``headers.py``); ``send_error`` writes the one mapped response
 (``error_response``) and marks the connection for closing.
@@ -23,17 +29,30 @@ Errors are typed (``headers.py``); ``send_error`` writes the one mapped response
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import h11
 import trio
 
 from discovery.errors import IsthmusError
+from gateway.http.h1_body import (
+    NO_BODY,
+    BodyDecoder,
+    BodyEncoder,
+    LocalFramingError,
+    body_decoder,
+    encode_request_head,
+    encode_response_head,
+    expects_continue,
+    has_bad_line_byte,
+    keeps_alive,
+    request_body_framing,
+    response_body_framing,
+)
 from gateway.http.headers import (
     BadFraming,
     BadRequest,
+    FramingKind,
     Headers,
     HeadersTooLarge,
     HeadTimeout,
@@ -42,27 +61,24 @@ from gateway.http.headers import (
     ResponseHead,
     UpstreamClosed,
     UpstreamProtocolError,
-    encode_response_head,
     error_response,
-    is_field_value,
     parse_request_head,
     parse_response_head,
     strip_connection_specific,
 )
+from gateway.http.headers import encode_response_head as encode_error_head
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _TOKEN_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
-_BODYLESS_STATUS = frozenset({204, 304})
-# A LF without CR before it, a CR followed by anything but LF, or a NUL.
-_BAD_HEAD_BYTE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])|\x00")
 _LINGER_S = 0.5
-#: The only fields h11 acts on (framing, keep-alive, Host, 100-continue, upgrades).
-_H11_FIELDS = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
-)
 _LINGER_BYTES = 256 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# We accept trailers in the response (they are carried on to HTTP/2 callers); TE is
+# hop-by-hop, so it is named in Connection (RFC 9110 section 10.1.4).
+_TE_TRAILERS: Headers = ((b"te", b"trailers"), (b"connection", b"te"))
+_CONNECT_OK = ResponseHead(200, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,32 +92,9 @@ class H1Limits:
     read_size: int = 64 * 1024
 
 
-def _hop_safe(headers: Headers) -> Headers:
+def _hop_safe(headers: Headers) -> list[tuple[bytes, bytes]]:
     """Headers as we may put them on the wire: no hop-by-hop, no framing (we set framing)."""
-    return tuple((n, v) for n, v in strip_connection_specific(headers) if n not in _FRAMING)
-
-
-def _h11_head(raw: bytes, headers: Headers) -> bytes:
-    """The head as h11 needs to see it: the start line and only the fields it acts on.
-
-    Why: the head was parsed and validated already (``headers.py``); h11 only has to frame
-    the body and track keep-alive, and parsing every other field a second time costs CPU on
-    every request.  Bytes are the validated originals, so h11 decides as it would have.
-    """
-    start = raw[: raw.index(b"\r\n") + 2]
-    fields = [b"%s: %s\r\n" % (n, v) for n, v in headers if n in _H11_FIELDS]
-    return b"".join((start, *fields, b"\r\n"))
-
-
-def _has_bad_head_byte(buf: bytearray, start: int, stop: int) -> bool:
-    """``_BAD_HEAD_BYTE.search(buf, start, stop)``, quick for the usual clean head: when every
-    CR and LF of the region pair up as CRLF and there is no NUL, nothing can match (four C
-    scans instead of the regex at every byte); anything else is left to the regex."""
-    region = buf[start:stop]
-    crlf = region.count(b"\r\n")
-    if b"\x00" not in region and region.count(b"\r") == crlf == region.count(b"\n"):
-        return False
-    return _BAD_HEAD_BYTE.search(buf, start, stop) is not None
+    return [(n, v) for n, v in strip_connection_specific(headers) if n not in _FRAMING]
 
 
 def _caller_closed() -> IsthmusError:
@@ -112,32 +105,27 @@ def _upstream_closed() -> IsthmusError:
     return UpstreamClosed("upstream closed the connection mid-body", response_started=True)
 
 
-def _checked_trailers(headers: Headers, max_headers: int, error: type[IsthmusError]) -> Headers:
-    if len(headers) > max_headers:
-        raise error(f"more than {max_headers} trailer fields")
-    for _name, value in headers:
-        if not is_field_value(value):
-            raise error("control byte in a trailer value")
-    return headers
-
-
 class _Buffered:
-    """The bounded receive buffer and head reader shared by both roles."""
+    """The bounded receive buffer, head reader and body pump shared by both roles."""
 
     def __init__(self, stream: trio.abc.Stream, limits: H1Limits) -> None:
         self.stream = stream
         self.limits = limits
         self._buf = bytearray()
         self._eof = False
-        self._h11: h11.Connection | None = None
-        self._trailers: Headers = ()
         self._reusable = True
-        self._pending_eom: h11.EndOfMessage | None = None
+        #: Decoder of the body we receive in this exchange (None: no message head yet).
+        self._decoder: BodyDecoder | None = None
+        #: Encoder of the message we send, and whether we sent its end.
+        self._encoder: BodyEncoder = NO_BODY
+        self._sent_end = False
+        self._expect_continue = False
 
     @property
     def trailers(self) -> Headers:
         """Trailer fields of the last received body (valid after it returned b"")."""
-        return self._trailers
+        decoder = self._decoder
+        return () if decoder is None else decoder.trailers
 
     @property
     def buffered(self) -> int:
@@ -174,7 +162,7 @@ class _Buffered:
                     raise bad("message does not start with an HTTP start line")
             end = self._buf.find(b"\r\n\r\n", max(0, scanned - 3), limit)
             region = end + 4 if end >= 0 else min(len(self._buf), limit)
-            if _has_bad_head_byte(self._buf, scanned, region):
+            if has_bad_line_byte(self._buf, scanned, region):
                 raise bad("bare CR or LF, or NUL, in the message head")
             if end >= 0:
                 raw = bytes(self._buf[:region])
@@ -193,73 +181,65 @@ class _Buffered:
     async def _receive_body(
         self, error: type[IsthmusError], closed: Callable[[], IsthmusError]
     ) -> bytes:
-        """Next piece of the body (at most about ``read_size`` bytes); b"" at its end.
+        """Next piece of the body (at most ``read_size`` bytes); b"" at its end.
 
         ``closed()`` is raised when the peer closes before the body is complete (a factory:
-        this runs for every piece of every body, the error almost never).
+        this runs for every piece of every body, the error almost never); ``error`` (raised
+        by the decoder) on malformed framing.
         """
-        if self._pending_eom is not None:
-            eom, self._pending_eom = self._pending_eom, None
-            self._finish_body(eom, error)
+        decoder = self._decoder
+        if decoder is None:
             return b""
-        conn = self._h11
-        if conn is None:
-            return b""
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
+        while not decoder.done:
+            if self._buf:
+                try:
+                    data = decoder.decode(self._buf, self.limits.read_size)
+                except IsthmusError:
+                    self._reusable = False
+                    raise
+                if data:
+                    self._expect_continue = False  # they sent the body without waiting
+                    return data
+                if decoder.done:
+                    break
+            await self._before_body_read()
+            if not await self._fill():
+                if decoder.finish_at_eof():
+                    break
                 self._reusable = False
-                if self._eof:
-                    raise closed() from None
-                raise error(f"malformed message body: {exc}") from None
-            if event is h11.NEED_DATA:
-                if parts:
-                    return b"".join(parts)
-                await self._before_body_read()
-                if self._buf or await self._fill():
-                    conn.receive_data(bytes(self._buf))
-                    self._buf.clear()
-                else:
-                    conn.receive_data(b"")
-            elif isinstance(event, h11.Data):
-                parts.append(bytes(event.data))
-                size += len(event.data)
-                if size >= self.limits.read_size:
-                    return b"".join(parts)
-            elif isinstance(event, h11.EndOfMessage):
-                if parts:  # deliver the data first; the next call finishes the body
-                    self._pending_eom = event
-                    return b"".join(parts)
-                self._finish_body(event, error)
-                return b""
-            elif event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
-                if parts:
-                    return b"".join(parts)
-                return b""
-            else:
-                self._reusable = False
-                raise error(f"unexpected HTTP/1 event {type(event).__name__}")
-
-    def _finish_body(self, event: h11.EndOfMessage, error: type[IsthmusError]) -> None:
-        trailers = tuple((bytes(n), bytes(v)) for n, v in event.headers)
-        self._trailers = _checked_trailers(trailers, self.limits.max_headers, error)
-        assert self._h11 is not None
-        data, _closed = self._h11.trailing_data
-        if data:
-            self._buf[:0] = data
+                raise closed()
+        return b""
 
     async def _before_body_read(self) -> None:
         """Hook: the server sends ``100 Continue`` here."""
 
-    async def _send(self, *events: h11.Event) -> None:
-        """Serialise events and write them with one ``send_all`` (one await, one syscall)."""
-        assert self._h11 is not None
-        out = b"".join(self._h11.send(event) or b"" for event in events)
-        if out:
+    async def send_body(self, data: bytes) -> None:
+        """Send a piece of the body (one write); raises ``LocalFramingError`` for data the
+        declared framing cannot carry (beyond Content-Length, after the end, no body)."""
+        if data:
+            try:
+                if self._sent_end:
+                    raise LocalFramingError("body data after the end of the message")
+                out = self._encoder.data(data)
+            except LocalFramingError:
+                self._reusable = False
+                raise
             await self.stream.send_all(out)
+
+    def _encode_end(self, trailers: Headers) -> bytes:
+        """Wire bytes that end our message. Trailers go out only with chunked framing;
+        elsewhere HTTP/1.1 has nowhere to put them and they are dropped."""
+        encoder = self._encoder
+        sendable = _hop_safe(trailers) if trailers and encoder.chunked else ()
+        try:
+            if self._sent_end:
+                raise LocalFramingError("message ended twice")
+            out = encoder.end(tuple(sendable))
+        except (LocalFramingError, ValueError):
+            self._reusable = False
+            raise
+        self._sent_end = True
+        return out
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -272,8 +252,8 @@ class H1ServerConnection(_Buffered):
         super().__init__(stream, limits or H1Limits())
         self._request: RequestHead | None = None
         self._first = True
+        self._keep_alive = True
         self._response_started = False
-        self._chunked_response = False
 
     @property
     def keep_alive(self) -> bool:
@@ -289,13 +269,13 @@ class H1ServerConnection(_Buffered):
         """
         if not self._reusable:
             return None
-        if self._h11 is not None and not self._exchange_done():
+        if self._request is not None and not self._exchange_done():
             self._reusable = False
             return None
-        self._h11 = None
-        self._trailers = ()
-        self._pending_eom = None
-        self._response_started = False
+        self._request = None
+        self._decoder = None
+        self._encoder = NO_BODY
+        self._sent_end = self._response_started = self._expect_continue = False
         if not self._first and not self._buf:
             with trio.move_on_after(self.limits.idle_timeout_s):
                 await self._fill()
@@ -304,38 +284,43 @@ class H1ServerConnection(_Buffered):
                 return None
         self._first = False
         raw: bytes | None = None
-        with trio.move_on_after(self.limits.head_timeout_s) as scope:
+        limits = self.limits
+        if self._buf[:1] != b"\r" and self._buf.find(b"\r\n\r\n", 0, limits.max_head_bytes) >= 0:
+            # The whole head is here already (the usual case): reading it cannot block, so
+            # it needs no timeout (a cancel scope is a good part of a small request's cost).
             raw = await self._read_head(BadRequest, HeadersTooLarge)
-        if scope.cancelled_caught:
-            self._reusable = False
-            raise HeadTimeout(f"request head not received within {self.limits.head_timeout_s} s")
+        else:
+            with trio.move_on_after(limits.head_timeout_s) as scope:
+                raw = await self._read_head(BadRequest, HeadersTooLarge)
+            if scope.cancelled_caught:
+                self._reusable = False
+                raise HeadTimeout(f"request head not received within {limits.head_timeout_s} s")
         if raw is None:
             self._reusable = False
             return None
         try:
-            head = parse_request_head(raw, max_headers=self.limits.max_headers)
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
-            conn.receive_data(_h11_head(raw, head.headers))
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            self._reusable = False
-            raise BadRequest(f"malformed request: {exc}") from None
+            head = parse_request_head(raw, max_headers=limits.max_headers)
         except IsthmusError:
             self._reusable = False
             raise
-        if not isinstance(event, h11.Request):
-            self._reusable = False
-            raise BadRequest("malformed request head")
-        self._h11 = conn
+        decoder = body_decoder(
+            request_body_framing(head),
+            BadFraming,
+            max_headers=limits.max_headers,
+            max_trailer_bytes=limits.max_head_bytes,
+        )
+        self._keep_alive = keeps_alive(head.http_version, head.headers)
+        self._expect_continue = not decoder.done and expects_continue(head)
+        self._decoder = decoder
         self._request = head
         return head
 
     def _exchange_done(self) -> bool:
-        conn = self._h11
-        return conn is not None and conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        decoder = self._decoder
+        return self._sent_end and decoder is not None and decoder.done
 
     async def receive_body(self) -> bytes:
-        """The next piece of the request body (<= about ``read_size``); b"" once complete.
+        """The next piece of the request body (<= ``read_size``); b"" once complete.
 
         Raises ``IncompleteBody`` if the caller closes early, ``BadFraming`` on a bad chunk.
         Trailers are in ``.trailers`` after b"" was returned.
@@ -343,9 +328,9 @@ class H1ServerConnection(_Buffered):
         return await self._receive_body(BadFraming, _caller_closed)
 
     async def _before_body_read(self) -> None:
-        conn = self._h11
-        if conn is not None and conn.they_are_waiting_for_100_continue:
-            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        if self._expect_continue:
+            self._expect_continue = False
+            await self.stream.send_all(_CONTINUE)
 
     async def send_response(
         self,
@@ -359,54 +344,56 @@ class H1ServerConnection(_Buffered):
         in the same write). Hop-by-hop and framing fields in ``head`` are dropped;
         ``content_length`` sets the framing (None: chunked to HTTP/1.1, close-delimited to
         HTTP/1.0). A HEAD, 204 or 304 response never carries a body whatever it says."""
-        if self._h11 is None or self._request is None:
+        request = self._request
+        if request is None:
             raise RuntimeError("send_response() without a request")
-        headers = list(_hop_safe(head.headers))
-        if content_length is not None:
-            headers.append((b"content-length", b"%d" % content_length))
-        bodyless = self._request.method == b"HEAD" or head.status in _BODYLESS_STATUS
-        self._chunked_response = (
-            content_length is None and not bodyless and self._request.http_version == b"1.1"
-        )
+        if self._response_started:
+            raise RuntimeError("send_response() twice for one request")
         self._response_started = True
-        events: list[h11.Event] = [
-            h11.Response(status_code=head.status, headers=headers, reason=head.reason)
-        ]
-        if body and not bodyless:
-            events.append(h11.Data(data=body))
+        self._expect_continue = False
+        try:
+            out, encoder, self._keep_alive = encode_response_head(
+                head,
+                _hop_safe(head.headers),
+                request_method=request.method,
+                request_version=request.http_version,
+                keep_alive=self._keep_alive,
+                content_length=content_length,
+            )
+            if body and encoder is not NO_BODY:
+                out += encoder.data(body)
+        except (LocalFramingError, ValueError):
+            self._reusable = False
+            raise
+        self._encoder = encoder
         if end:
-            events.append(h11.EndOfMessage())
-        await self._send(*events)
+            out += self._encode_end(())
+        await self.stream.send_all(out)
         if end:
             self._after_response()
-
-    async def send_body(self, data: bytes) -> None:
-        if data:
-            await self._send(h11.Data(data=data))
 
     async def end_response(self, trailers: Headers = ()) -> None:
         """Finish the response. Trailers are sent only on a chunked response to a caller that
         can take them; elsewhere HTTP/1.1 has nowhere to put them and they are dropped."""
-        sendable = _hop_safe(trailers) if self._chunked_response else ()
-        await self._send(h11.EndOfMessage(headers=list(sendable)))
+        if not self._response_started:
+            raise RuntimeError("end_response() before send_response()")
+        out = self._encode_end(trailers)
+        if out:
+            await self.stream.send_all(out)
         self._after_response()
 
     def _after_response(self) -> None:
-        conn = self._h11
-        assert conn is not None
-        # A request without a body (GET, Content-Length: 0) ends without any more bytes;
-        # the caller need not have called receive_body() for the connection to be reusable.
-        try:
-            if self._pending_eom is not None:
-                eom, self._pending_eom = self._pending_eom, None
-                self._finish_body(eom, BadFraming)
-            elif conn.their_state is h11.SEND_BODY:
-                event = conn.next_event()
-                if isinstance(event, h11.EndOfMessage):
-                    self._finish_body(event, BadFraming)
-        except (h11.RemoteProtocolError, IsthmusError):
-            self._reusable = False
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        # A request without a body (GET, Content-Length: 0) is complete already; the caller
+        # need not have called receive_body() for the connection to be reusable. A chunked
+        # body whose last chunk is all that is left is taken here too (no data is skipped).
+        decoder = self._decoder
+        assert decoder is not None
+        if not decoder.done and self._buf:
+            try:
+                decoder.decode(self._buf, 0)
+            except IsthmusError:
+                self._reusable = False
+        if not (decoder.done and self._keep_alive):
             self._reusable = False
 
     async def accept_connect(self) -> bytes:
@@ -414,18 +401,23 @@ class H1ServerConnection(_Buffered):
 
         After this the stream carries raw tunnel bytes: forward the returned bytes first.
         """
-        if self._h11 is None or self._request is None or self._request.method != b"CONNECT":
+        request = self._request
+        if request is None or request.method != b"CONNECT" or self._response_started:
             raise RuntimeError("accept_connect() without a CONNECT request")
-        while self._h11.their_state is h11.SEND_BODY:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                break
-        await self._send(h11.Response(status_code=200, headers=[]))
+        out, _encoder, _keep_alive = encode_response_head(
+            _CONNECT_OK,
+            [],
+            request_method=b"CONNECT",
+            request_version=request.http_version,
+            keep_alive=self._keep_alive,
+            content_length=None,
+        )
+        self._response_started = self._sent_end = True
+        await self.stream.send_all(out)
         self._reusable = False
-        leftover, _closed = self._h11.trailing_data
-        out = bytes(leftover) + bytes(self._buf)
+        leftover = bytes(self._buf)
         self._buf.clear()
-        return out
+        return leftover
 
     async def send_error(self, exc: BaseException) -> None:
         """Answer with the mapped error response (if no response started) and close.
@@ -441,7 +433,7 @@ class H1ServerConnection(_Buffered):
         self._response_started = True
         head, body = error_response(exc)
         try:
-            await self.stream.send_all(encode_response_head(head) + body)
+            await self.stream.send_all(encode_error_head(head) + body)
             await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -462,13 +454,8 @@ class H1ServerConnection(_Buffered):
     async def aclose(self) -> None:
         """Close; if a response went out while request bytes were left unread, half-close
         and drain briefly first (bounded by time and bytes) so the caller gets the answer."""
-        conn = self._h11
-        if (
-            conn is not None
-            and self._response_started
-            and conn.our_state in (h11.DONE, h11.MUST_CLOSE)
-            and conn.their_state is h11.SEND_BODY
-        ):
+        decoder = self._decoder
+        if self._sent_end and decoder is not None and not decoder.done:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._linger()
         await self.stream.aclose()
@@ -483,26 +470,30 @@ class H1ClientConnection(_Buffered):
 
     def __init__(self, stream: trio.abc.Stream, limits: H1Limits | None = None) -> None:
         super().__init__(stream, limits or H1Limits())
-        self._chunked_request = False
+        #: Method of the exchange in progress (None: no exchange since ``start_next``).
+        self._method: bytes | None = None
+        self._keep_alive = True
         self._response_seen = False
 
     @property
     def reusable(self) -> bool:
         """True if the last exchange completed cleanly and the connection may be reused."""
-        conn = self._h11
+        decoder = self._decoder
         return (
             self._reusable
-            and conn is not None
-            and conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
+            and self._method is not None
+            and self._sent_end
+            and decoder is not None
+            and decoder.done
+            and self._keep_alive
             and not self._buf
             and not self._eof
         )
 
     def start_next(self) -> None:
-        if self._h11 is not None and not self.reusable:
+        if self._method is not None and not self.reusable:
             raise RuntimeError("connection is not reusable")
-        self._h11 = None
+        self._method = None
 
     async def send_request(
         self,
@@ -519,50 +510,49 @@ class H1ClientConnection(_Buffered):
         ``content_length`` given: Content-Length framing. None and ``has_body``: chunked.
         ``has_body=False``: no body at all (call ``end_request`` or pass ``end=True``).
         """
-        if self._h11 is not None:
+        if self._method is not None:
             raise RuntimeError("previous exchange not finished; call start_next()")
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.limits.max_head_bytes)
-        self._trailers = ()
-        self._pending_eom = None
-        self._response_seen = False
-        headers = list(_hop_safe(head.headers))
-        self._chunked_request = False
-        if content_length is not None:
-            headers.append((b"content-length", b"%d" % content_length))
-        elif has_body:
-            headers.append((b"transfer-encoding", b"chunked"))
-            self._chunked_request = True
-        # We accept trailers in the response (they are carried on to HTTP/2 callers); TE is
-        # hop-by-hop, so it is named in Connection (RFC 9110 section 10.1.4).
-        headers += [(b"te", b"trailers"), (b"connection", b"te")]
+        self._method = head.method
+        self._decoder = None
+        self._encoder = NO_BODY
+        self._sent_end = self._response_seen = False
+        self._keep_alive = True
         if head.get(b"host") is None:
             raise ValueError("an upstream request needs a Host header")
         try:
-            events: list[h11.Event] = [
-                h11.Request(method=head.method, target=head.target, headers=headers)
-            ]
+            out, encoder = encode_request_head(
+                head,
+                _hop_safe(head.headers),
+                content_length=content_length,
+                has_body=has_body,
+                trailing=_TE_TRAILERS,
+            )
             if body:
-                events.append(h11.Data(data=body))
-            if end:
-                events.append(h11.EndOfMessage())
-            await self._send(*events)
-        except h11.LocalProtocolError as exc:
+                out += encoder.data(body)
+        except (LocalFramingError, ValueError) as exc:
             self._reusable = False
             raise ValueError(f"cannot serialise request: {exc}") from None
-
-    async def send_body(self, data: bytes) -> None:
-        if data:
-            await self._send(h11.Data(data=data))
+        self._encoder = encoder
+        if end:
+            try:
+                out += self._encode_end(())
+            except LocalFramingError as exc:
+                raise ValueError(f"cannot serialise request: {exc}") from None
+        await self.stream.send_all(out)
 
     async def end_request(self, trailers: Headers = ()) -> None:
-        sendable = _hop_safe(trailers) if self._chunked_request else ()
-        await self._send(h11.EndOfMessage(headers=list(sendable)))
+        if self._method is None:
+            raise RuntimeError("end_request() before send_request()")
+        out = self._encode_end(trailers)
+        if out:
+            await self.stream.send_all(out)
 
     async def receive_response(self) -> ResponseHead:
         """Read the final response head (1xx are skipped); raises UpstreamError subtypes."""
-        conn = self._h11
-        if conn is None:
+        method = self._method
+        if method is None:
             raise RuntimeError("receive_response() before send_request()")
+        limits = self.limits
         while True:
             raw = await self._read_head(UpstreamProtocolError, UpstreamProtocolError)
             if raw is None:
@@ -573,25 +563,29 @@ class H1ClientConnection(_Buffered):
                 )
             self._response_seen = True
             try:
-                head = parse_response_head(raw, max_headers=self.limits.max_headers)
-                conn.receive_data(_h11_head(raw, head.headers))
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._reusable = False
-                raise UpstreamProtocolError(f"malformed response: {exc}") from None
+                head = parse_response_head(raw, max_headers=limits.max_headers)
             except IsthmusError:
                 self._reusable = False
                 raise
-            if isinstance(event, h11.Response):
-                return head
-            if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
-                continue
-            self._reusable = False
-            raise UpstreamProtocolError(f"unexpected response event {type(event).__name__}")
+            if head.status >= 200:
+                break
+            if head.status == 101:
+                self._reusable = False
+                raise UpstreamProtocolError("101 Switching Protocols to a request without Upgrade")
+        framing = response_body_framing(method, head)
+        self._keep_alive = (
+            keeps_alive(head.http_version, head.headers)
+            and framing.kind is not FramingKind.CLOSE
+            and not (method == b"CONNECT" and head.status < 300)
+        )
+        self._decoder = body_decoder(
+            framing,
+            UpstreamProtocolError,
+            max_headers=limits.max_headers,
+            max_trailer_bytes=limits.max_head_bytes,
+        )
+        return head
 
     async def receive_body(self) -> bytes:
         """The next piece of the response body; b"" at its end (trailers in ``.trailers``)."""
-        return await self._receive_body(
-            UpstreamProtocolError,
-            _upstream_closed,
-        )
+        return await self._receive_body(UpstreamProtocolError, _upstream_closed)

@@ -308,6 +308,7 @@ class FramingKind(Enum):
     NONE = "none"
     LENGTH = "length"
     CHUNKED = "chunked"
+    CLOSE = "close"  # a response delimited by the close of the connection (never a request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,3 +443,51 @@ def encode_response_head(head: ResponseHead) -> bytes:
     parts.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation and chunked trailers (used by the HTTP/1.1 codec, ``h1_body.py``)
+# ---------------------------------------------------------------------------------------------
+
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Every byte a serialised head may hold: VCHAR, obs-text, SP, HTAB, and CR/LF as line ends.
+_HEAD_BYTES = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t\r\n"
+
+
+def encode_head(start_line: bytes, fields: Headers | list[tuple[bytes, bytes]]) -> bytes:
+    """``start_line CRLF (name: value CRLF)* CRLF`` in one join, checked before it leaves.
+
+    Why check what we built: the fields come from parsers that validated them already, so
+    this is defence in depth against a bug upstream of us turning into a header injection
+    on the next hop (a CR/LF in a value, a name with a colon or space).  It costs a few C
+    scans over the finished bytes, not a regex per field.  Raises ValueError.
+    """
+    parts = [start_line, b"\r\n"]
+    names = []
+    for name, value in fields:
+        parts += (name, b": ", value, b"\r\n")
+        names.append(name)
+    parts.append(b"\r\n")
+    out = b"".join(parts)
+    lines = len(names) + 2
+    if (
+        out.count(b"\r\n") != lines
+        or out.count(b"\n") != lines
+        or out.count(b"\r") != lines
+        or out.translate(None, _HEAD_BYTES)
+    ):
+        raise ValueError("CR, LF, NUL or a control byte in a head to send")
+    if b"".join(names).translate(None, _TOKEN_BYTES) or not all(names):
+        raise ValueError("a field name to send is not a token")
+    return out
+
+
+def parse_trailer_section(raw: bytes, *, max_headers: int, error: type[IsthmusError]) -> Headers:
+    """Parse a chunked trailer section (field lines through the empty line) strictly, with
+    the rules and limits of a head: what we forward as trailers was validated like headers."""
+    if not raw.endswith(b"\r\n\r\n"):
+        raise error("trailer section does not end with an empty line")
+    _check_line_endings(raw, error)
+    return parse_fields(
+        raw[:-4].split(b"\r\n"), max_headers=max_headers, error=error, too_many=error
+    )

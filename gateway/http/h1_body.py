@@ -1,0 +1,459 @@
+"""HTTP/1.1 message bodies, sans-IO: framing, incremental decoding, encoding, keep-alive.
+
+Why our own instead of h11: the heads are parsed and strictly validated by ``headers.py``
+already, so all that is left is to find where a body ends, to frame what we send, and to
+decide whether the connection can carry another message.  h11 did that through a general
+state machine built per exchange (a ``Connection``, an event object per piece, header
+normalisation on every send): about a third of the gateway's CPU per small request.  These
+few classes do only that, with no trio import, so they are tested without sockets.
+
+Theory of operation
+-------------------
+*Framing* (RFC 9112 section 6.3) is decided once per message from its validated head:
+``request_body_framing`` (chunked, Content-Length, or no body) and ``response_body_framing``
+(none for HEAD, 1xx, 204, 304 and a successful CONNECT; chunked; Content-Length; otherwise
+close-delimited, which leaves the connection unusable for another exchange).
+
+A *decoder* (``body_decoder``) consumes the framing from the front of the caller's receive
+buffer (a ``bytearray``) and returns body data, at most ``max_bytes`` per call; once the body
+is complete ``done`` is set and ``trailers`` holds the parsed trailer fields.  Whatever it leaves
+in the buffer after ``done`` is the next message (pipelining).  b"" with ``done`` unset means
+"feed me more bytes"; at end of input ``finish_at_eof()`` says whether that ends the body (only a
+close-delimited one).  Malformed framing raises the error type the caller chose, so the same
+code answers 400 downstream and 502 upstream.  Chunked decoding is strict: 1-16 hex digits,
+extensions bounded and ignored (RFC 9112 section 7.1.1), CRLF and nothing else after the size
+line and the data, trailers parsed by ``parse_trailer_section`` with the head limits.
+
+An *encoder* (``LengthEncoder``, ``CHUNKED``, ``CLOSE_DELIMITED``, ``NO_BODY``) turns data pieces
+and the end of a message into wire bytes and refuses what contradicts the declared framing
+(``LocalFramingError``): more than the Content-Length, an end before it, data on a message that
+has no body.  ``encode_response_head`` / ``encode_request_head`` add the framing fields and
+serialise in one join.  ``keeps_alive`` is the keep-alive rule: HTTP/1.1 without
+``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from discovery.errors import IsthmusError
+from gateway.http.headers import (
+    Framing,
+    FramingKind,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    comma_tokens,
+    encode_head,
+    header_value,
+    parse_trailer_section,
+)
+
+#: Chunk-size digits (16 hex digits: the size always fits 64 bits; h11 allows 20).
+MAX_CHUNK_SIZE_DIGITS = 16
+#: Chunk-size line including extensions, without its CRLF.
+MAX_CHUNK_LINE = 4096
+
+_HEX = b"0123456789abcdefABCDEF"
+# Extension bytes we let through (and ignore): VCHAR, obs-text, SP, HTAB; never CR/LF/NUL/CTL.
+_EXT_BYTES = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
+# A LF without CR before it, a CR followed by anything but LF, or a NUL.
+_BAD_LINE_BYTE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])|\x00")
+_BODYLESS_STATUS = frozenset({204, 304})
+
+NO_FRAMING = Framing(FramingKind.NONE)
+CLOSE_FRAMING = Framing(FramingKind.CLOSE)
+CHUNKED_FRAMING = Framing(FramingKind.CHUNKED)
+
+
+class LocalFramingError(RuntimeError):
+    """We were asked to send what the framing we declared cannot carry (a bug of ours,
+    never the peer's): the message on the wire is broken, so the connection must close."""
+
+
+def has_bad_line_byte(buf: bytes | bytearray, start: int, stop: int) -> bool:
+    """True if ``buf[start:stop]`` has a bare LF, a CR not followed by LF, or a NUL.
+
+    Quick for the usual clean input: when every CR and LF pairs up as CRLF and there is no
+    NUL, nothing can match (four C scans instead of the regex at every byte).  A CR at
+    ``stop - 1`` may still get its LF and is not reported.
+    """
+    region = buf[start:stop]
+    crlf = region.count(b"\r\n")
+    if b"\x00" not in region and region.count(b"\r") == crlf == region.count(b"\n"):
+        return False
+    return _BAD_LINE_BYTE.search(buf, start, stop) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing and keep-alive
+# ---------------------------------------------------------------------------------------------
+
+
+def keeps_alive(http_version: bytes, headers: Headers) -> bool:
+    """HTTP/1.1 without ``Connection: close`` (HTTP/1.0 closes after the exchange, as h11
+    did: we do not implement 1.0 keep-alive)."""
+    return http_version == b"1.1" and b"close" not in comma_tokens(headers, b"connection")
+
+
+def expects_continue(head: RequestHead) -> bool:
+    """The caller waits for ``100 Continue`` before sending the body (ignored for 1.0)."""
+    return head.http_version == b"1.1" and b"100-continue" in comma_tokens(head.headers, b"expect")
+
+
+def request_body_framing(head: RequestHead) -> Framing:
+    """Framing of a request head validated by ``parse_request_head`` (which rejected every
+    ambiguous combination): chunked, Content-Length, or no body at all."""
+    if header_value(head.headers, b"transfer-encoding") is not None:
+        return CHUNKED_FRAMING
+    length = header_value(head.headers, b"content-length")
+    if length is None or length == b"0":
+        return NO_FRAMING
+    return Framing(FramingKind.LENGTH, int(length))
+
+
+def response_body_framing(request_method: bytes, head: ResponseHead) -> Framing:
+    """Framing of a response head validated by ``parse_response_head`` (RFC 9112 6.3)."""
+    status = head.status
+    if (
+        request_method == b"HEAD"
+        or status < 200
+        or status in _BODYLESS_STATUS
+        or (request_method == b"CONNECT" and status < 300)
+    ):
+        return NO_FRAMING
+    if header_value(head.headers, b"transfer-encoding") is not None:
+        return CHUNKED_FRAMING
+    length = header_value(head.headers, b"content-length")
+    if length is None:
+        return CLOSE_FRAMING
+    return NO_FRAMING if length == b"0" else Framing(FramingKind.LENGTH, int(length))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def _take(buf: bytearray, n: int) -> bytes:
+    """The first ``n`` bytes of ``buf``, removed from it (one copy when it is all of it)."""
+    if n == len(buf):
+        out = bytes(buf)
+        buf.clear()
+        return out
+    out = bytes(buf[:n])
+    del buf[:n]
+    return out
+
+
+class BodyDecoder:
+    """Base and no-body decoder: ``done`` from the start (``NO_BODY_DECODER`` is shared)."""
+
+    __slots__ = ("done", "trailers")
+
+    def __init__(self) -> None:
+        self.done = True
+        self.trailers: Headers = ()
+
+    def decode(self, buf: bytearray, max_bytes: int) -> bytes:
+        """Body data from the front of ``buf`` (at most ``max_bytes``); see the module doc."""
+        return b""
+
+    def finish_at_eof(self) -> bool:
+        """The peer closed: True if that completes the body (it then is ``done``)."""
+        return self.done
+
+
+NO_BODY_DECODER = BodyDecoder()
+
+
+class LengthDecoder(BodyDecoder):
+    """A Content-Length body: exactly ``remaining`` more bytes."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.done = length == 0
+        self.trailers = ()
+        self.remaining = length
+
+    def decode(self, buf: bytearray, max_bytes: int) -> bytes:
+        n = min(self.remaining, max_bytes, len(buf))
+        if n <= 0:
+            return b""
+        self.remaining -= n
+        if not self.remaining:
+            self.done = True
+        return _take(buf, n)
+
+
+class CloseDelimitedDecoder(BodyDecoder):
+    """A response body that ends when the upstream closes (no framing at all)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.done = False
+        self.trailers = ()
+
+    def decode(self, buf: bytearray, max_bytes: int) -> bytes:
+        return _take(buf, min(len(buf), max_bytes)) if buf and max_bytes > 0 else b""
+
+    def finish_at_eof(self) -> bool:
+        self.done = True
+        return True
+
+
+_SIZE, _DATA, _DATA_END, _TRAILERS = range(4)
+
+
+class ChunkedDecoder(BodyDecoder):
+    """A chunked body (RFC 9112 section 7.1), decoded strictly and incrementally."""
+
+    __slots__ = ("_error", "_max_headers", "_max_trailer_bytes", "_remaining", "_scanned", "_state")
+
+    def __init__(
+        self, error: type[IsthmusError], *, max_headers: int, max_trailer_bytes: int
+    ) -> None:
+        self.done = False
+        self.trailers = ()
+        self._error = error
+        self._max_headers = max_headers
+        self._max_trailer_bytes = max_trailer_bytes
+        self._state = _SIZE
+        self._remaining = 0
+        self._scanned = 0
+
+    def decode(self, buf: bytearray, max_bytes: int) -> bytes:
+        parts: list[bytes] = []
+        room = max_bytes
+        while buf and not self.done:
+            state = self._state
+            if state == _DATA:
+                n = min(self._remaining, room, len(buf))
+                if n <= 0:
+                    break
+                parts.append(_take(buf, n))
+                room -= n
+                self._remaining -= n
+                if not self._remaining:
+                    self._state = _DATA_END
+            elif state == _DATA_END:
+                if buf[:2] != b"\r\n"[: len(buf)]:
+                    raise self._error("chunk data not followed by CRLF")
+                if len(buf) < 2:
+                    break
+                del buf[:2]
+                self._state = _SIZE
+            elif state == _SIZE:
+                if not self._size_line(buf):
+                    break
+            elif not self._trailer_section(buf):
+                break
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _size_line(self, buf: bytearray) -> bool:
+        """Consume one chunk-size line; False if it is not complete yet."""
+        end = buf.find(b"\r\n", 0, MAX_CHUNK_LINE + 2)
+        if end < 0:
+            if buf.find(b"\n", 0, MAX_CHUNK_LINE + 1) >= 0:
+                raise self._error("chunk-size line not ended by CRLF")
+            if len(buf) > MAX_CHUNK_LINE:
+                raise self._error(f"chunk-size line longer than {MAX_CHUNK_LINE} bytes")
+            return False
+        line = bytes(buf[:end])
+        del buf[: end + 2]
+        size, semicolon, extensions = line.partition(b";")
+        if (
+            not size
+            or len(size) > MAX_CHUNK_SIZE_DIGITS
+            or size.translate(None, _HEX)
+            or (semicolon and extensions.translate(None, _EXT_BYTES))
+        ):
+            raise self._error(f"malformed chunk-size line {line[:40]!r}")
+        self._remaining = int(size, 16)
+        self._state = _DATA if self._remaining else _TRAILERS
+        return True
+
+    def _trailer_section(self, buf: bytearray) -> bool:
+        """Consume the trailer section through its empty line; False if not complete yet."""
+        if buf[:2] == b"\r\n":  # no trailers: the usual case
+            del buf[:2]
+            self.done = True
+            return True
+        if buf == b"\r":
+            return False
+        limit = self._max_trailer_bytes
+        scanned = self._scanned
+        end = buf.find(b"\r\n\r\n", max(0, scanned - 3), limit)
+        region = end + 4 if end >= 0 else min(len(buf), limit)
+        if has_bad_line_byte(buf, scanned, region):
+            raise self._error("bare CR or LF, or NUL, in the trailer section")
+        if end < 0:
+            if len(buf) >= limit:
+                raise self._error(f"trailer section larger than {limit} bytes")
+            self._scanned = max(0, region - 1)
+            return False
+        raw = _take(buf, region)
+        self.trailers = parse_trailer_section(raw, max_headers=self._max_headers, error=self._error)
+        self.done = True
+        return True
+
+
+def body_decoder(
+    framing: Framing, error: type[IsthmusError], *, max_headers: int, max_trailer_bytes: int
+) -> BodyDecoder:
+    """The decoder for ``framing``; ``error`` is raised for malformed framing."""
+    kind = framing.kind
+    if kind is FramingKind.LENGTH:
+        return LengthDecoder(framing.length)
+    if kind is FramingKind.CHUNKED:
+        return ChunkedDecoder(error, max_headers=max_headers, max_trailer_bytes=max_trailer_bytes)
+    if kind is FramingKind.CLOSE:
+        return CloseDelimitedDecoder()
+    return NO_BODY_DECODER
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+
+class BodyEncoder:
+    """Base and no-body encoder (``NO_BODY``): any data is refused; the end adds nothing."""
+
+    __slots__ = ()
+    chunked = False
+
+    def data(self, data: bytes) -> bytes:
+        """Wire bytes for one non-empty piece of body data."""
+        raise LocalFramingError("body data on a message that has no body")
+
+    def end(self, trailers: Headers = ()) -> bytes:
+        """Wire bytes that end the body; trailers are sent only by the chunked encoder."""
+        return b""
+
+
+class LengthEncoder(BodyEncoder):
+    """Content-Length framing: the data as is, never more than declared, nor less."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def data(self, data: bytes) -> bytes:
+        self.remaining -= len(data)
+        if self.remaining < 0:
+            raise LocalFramingError("more body data than the declared Content-Length")
+        return data
+
+    def end(self, trailers: Headers = ()) -> bytes:
+        if self.remaining:
+            raise LocalFramingError(f"body ended {self.remaining} bytes short of Content-Length")
+        return b""
+
+
+class _ChunkedEncoder(BodyEncoder):
+    __slots__ = ()
+    chunked = True
+
+    def data(self, data: bytes) -> bytes:
+        # An empty chunk would be the last-chunk: an empty piece is nothing on the wire.
+        return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+    def end(self, trailers: Headers = ()) -> bytes:
+        return encode_head(b"0", trailers) if trailers else b"0\r\n\r\n"
+
+
+class _CloseDelimitedEncoder(BodyEncoder):
+    __slots__ = ()
+
+    def data(self, data: bytes) -> bytes:
+        return data
+
+
+NO_BODY = BodyEncoder()
+CHUNKED = _ChunkedEncoder()
+CLOSE_DELIMITED = _CloseDelimitedEncoder()
+
+_CHUNKED_FIELD = (b"transfer-encoding", b"chunked")
+_CLOSE_FIELD = (b"connection", b"close")
+
+
+def encode_response_head(
+    head: ResponseHead,
+    fields: list[tuple[bytes, bytes]],
+    *,
+    request_method: bytes,
+    request_version: bytes,
+    keep_alive: bool,
+    content_length: int | None,
+) -> tuple[bytes, BodyEncoder, bool]:
+    """Serialise a response to a request; returns (head bytes, encoder, keep-alive after).
+
+    ``fields`` are the headers to send, already free of hop-by-hop and framing fields (the
+    list is extended in place).  ``content_length`` None means unknown: chunked to HTTP/1.1,
+    close-delimited to HTTP/1.0.  HEAD, 204, 304 and a CONNECT 2xx never carry a body (a
+    HEAD response still announces the framing a GET would have had).
+    """
+    status = head.status
+    if not 200 <= status <= 999:
+        raise ValueError(f"cannot send status {status} as a final response")
+    encoder: BodyEncoder
+    bodyless = (
+        request_method == b"HEAD"
+        or status in _BODYLESS_STATUS
+        or (request_method == b"CONNECT" and status < 300)
+    )
+    if content_length is not None:
+        fields.append((b"content-length", b"%d" % content_length))
+        encoder = NO_BODY if bodyless else LengthEncoder(content_length)
+    elif bodyless:
+        if request_version == b"1.1" and request_method == b"HEAD":
+            fields.append(_CHUNKED_FIELD)
+        encoder = NO_BODY
+    elif request_version == b"1.1":
+        fields.append(_CHUNKED_FIELD)
+        encoder = CHUNKED
+    else:
+        encoder = CLOSE_DELIMITED
+        keep_alive = False
+    if not keep_alive:
+        fields.append(_CLOSE_FIELD)
+    start = b"HTTP/1.1 %d %s" % (status, head.reason)
+    return encode_head(start, fields), encoder, keep_alive
+
+
+def encode_request_head(
+    head: RequestHead,
+    fields: list[tuple[bytes, bytes]],
+    *,
+    content_length: int | None,
+    has_body: bool,
+    trailing: Headers = (),
+) -> tuple[bytes, BodyEncoder]:
+    """Serialise a request (always HTTP/1.1, Host first); returns (head bytes, encoder).
+
+    ``fields`` as for ``encode_response_head``; ``trailing`` fields go after the framing.
+    ``content_length`` given: Content-Length framing; else chunked if ``has_body``, else no
+    body at all.
+    """
+    if b" " in head.target or not head.target:
+        raise ValueError("request target must be non-empty without spaces")
+    encoder: BodyEncoder
+    if content_length is not None:
+        fields.append((b"content-length", b"%d" % content_length))
+        encoder = LengthEncoder(content_length) if content_length else NO_BODY
+    elif has_body:
+        fields.append(_CHUNKED_FIELD)
+        encoder = CHUNKED
+    else:
+        encoder = NO_BODY
+    fields += trailing
+    if fields and fields[0][0] != b"host":
+        hosts = [f for f in fields if f[0] == b"host"]
+        fields = hosts + [f for f in fields if f[0] != b"host"]
+    return encode_head(b"%s %s HTTP/1.1" % (head.method, head.target), fields), encoder
