@@ -72,7 +72,14 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
     legitimate early DATA into a FLOW_CONTROL_ERROR (RFC 9113 section 6.9.2).
     """
     conn = RefusingH2(
-        config=h2.config.H2Configuration(client_side=client_side, header_encoding=None)
+        config=h2.config.H2Configuration(
+            client_side=client_side,
+            header_encoding=None,
+            # Inbound validation stays on.  Outbound, every block passes our one-loop check
+            # (overlay/tunnel/h2_fields.py) instead of h2's chain of generators.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
     )
     conn.inbound_slack = limits.max_concurrent_streams
     codes = h2.settings.SettingCodes

@@ -16,13 +16,14 @@ import trio
 
 from overlay.link.h2_limits import H2Limits
 from overlay.link.h2_setup import RefusingH2
+from overlay.tunnel.h2_fields import HeaderBlockError, check_block
 from overlay.tunnel.h2_stream import (
     ConnectionGone,
     H2Stream,
+    HeaderList,
     Headers,
     InvalidHeaders,
     StreamReset,
-    encode_headers,
 )
 
 #: RFC 9113 section 7 STREAM_CLOSED (not among discovery.errors' codes).
@@ -39,6 +40,15 @@ def _h2_stream_errors() -> Iterator[None]:
         raise StreamReset(H2_STREAM_CLOSED, remote=True) from exc
     except h2.exceptions.ProtocolError as exc:
         raise RuntimeError(f"HTTP/2 does not allow this now: {exc}") from exc
+
+
+def _checked(headers: Headers, *, trailers: bool) -> HeaderList:
+    """The block as h2 takes it, checked by us (h2's outbound validation is off: see
+    ``h2_fields.py``)."""
+    try:
+        return check_block(headers, trailers=trailers)
+    except HeaderBlockError as exc:
+        raise InvalidHeaders(f"cannot send this header block: {exc}") from None
 
 
 class H2StreamIO:
@@ -82,7 +92,7 @@ class H2StreamIO:
                 break
             await self._slot_lot.park()
         stream_id = self._h2.get_next_available_stream_id()
-        encoded = encode_headers(headers)
+        encoded = _checked(headers, trailers=False)
         try:
             self._h2.send_headers(stream_id, encoded, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
@@ -132,8 +142,10 @@ class H2StreamIO:
             self._raise_for_send(stream)
             await self._room_lot.park()
         self._raise_for_send(stream)
+        # After the request (client) or the response head (server), a block is trailers.
+        block = _checked(headers, trailers=stream._headers_sent)
         try:
-            self._h2.send_headers(stream.stream_id, encode_headers(headers), end_stream=end_stream)
+            self._h2.send_headers(stream.stream_id, block, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             raise InvalidHeaders(f"cannot send headers: {exc}") from exc
         self._pump()
@@ -151,8 +163,9 @@ class H2StreamIO:
             or self._pending + len(body) > self.limits.max_outbound_buffer
         ):
             return False
+        block = _checked(headers, trailers=False)
         try:
-            self._h2.send_headers(stream.stream_id, encode_headers(headers))
+            self._h2.send_headers(stream.stream_id, block)
         except h2.exceptions.ProtocolError as exc:
             raise InvalidHeaders(f"cannot send headers: {exc}") from exc
         with _h2_stream_errors():
