@@ -47,6 +47,7 @@ failed (the reason is printed), 2 on a setup error.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import os
@@ -105,6 +106,7 @@ TARGETS = (
     "isthmus 1-hop",
     "isthmus 2-hop",
 )
+LOCK_PATH = Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock"
 #: The minimal trio proxy (scripts/bench/floor.py) in front of site A's nginx.
 FLOOR_HOST, FLOOR_PORT = "127.0.15.1", 18090
 TOOLS = {
@@ -476,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench_dataplane: {exc}", file=sys.stderr)
         return 2
+    # Two runs at once would fight over the same fixed loopback ports and CPUs: wait instead.
+    lock = open(LOCK_PATH, "a")  # noqa: SIM115 -- held until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another benchmark run holds {LOCK_PATH}; waiting for it", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     root = Path(tempfile.mkdtemp(prefix="isthmus-bench-dp-"))
     os.chmod(root, 0o755)
     print(
