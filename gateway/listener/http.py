@@ -66,6 +66,7 @@ from overlay.identity.tls_context import _load_cert_chain, peer_chain_der
 from overlay.identity.verify import verify_peer
 from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
+from overlay.link.tls_stream import TLSStream
 from overlay.tunnel.h2_stream import H2Stream
 
 log = logging.getLogger("isthmus.listener.http")
@@ -167,12 +168,10 @@ class DownstreamTls:
         return self._cached
 
 
-def caller_identity(
-    stream: trio.SSLStream[trio.SocketStream], state: IdentityState
-) -> SpiffeId | None:
+def caller_identity(stream: TLSStream[trio.SocketStream], state: IdentityState) -> SpiffeId | None:
     """The SPIFFE ID of a caller that presented a certificate; raises PeerRejected if it does
     not verify against its own trust domain's bundle."""
-    presented, verified = peer_chain_der(stream._ssl_object)
+    presented, verified = peer_chain_der(stream.ssl_object)
     if not presented:
         return None
     peer = verify_peer(
@@ -445,7 +444,7 @@ async def _serve_http_connection(
     alpn: str | None = None
     if tls is not None:
         state, context = tls.context()
-        ssl_stream = trio.SSLStream(tcp, context, server_side=True)
+        ssl_stream = TLSStream(tcp, context, server_side=True)
         try:
             with trio.fail_after(limits.tls_handshake_timeout_s):
                 await ssl_stream.do_handshake()

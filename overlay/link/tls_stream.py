@@ -27,9 +27,14 @@ object itself never blocks; the only awaits are on the transport:
   who will find it before releasing.  So a receive never waits behind a blocked send.
 * **handshake**: ``do_handshake`` drives ``SSLObject.do_handshake`` the same way (flush, then
   read when it wants input).  A TLS 1.3 *server* keeps whatever its last handshake step
-  produced (session tickets, if enabled) in ``_outgoing`` for the first flush, as trio does:
-  sending it before the client reads can deadlock lock-step transports.  On an ``SSLError``
-  the alert OpenSSL produced is sent best-effort so the peer learns why.
+  produced (session tickets, if enabled) in ``_outgoing`` for the next send (or a read that
+  produces output of its own), as trio does: sending it before the client reads can deadlock
+  lock-step transports.  On an ``SSLError`` the alert OpenSSL produced is sent best-effort so
+  the peer learns why.
+* **checkpoints**: every call is a trio checkpoint, normally exactly one: the transport's
+  receive or send is it when there is one; an uncontended send lock is taken synchronously;
+  plaintext already buffered is returned after a bare checkpoint.  Each extra yield would be
+  one more scheduler pass (an epoll and a reschedule) per call on a busy link.
 * **state**: OK -> BROKEN on any ``SSLError`` (kept as ``__cause__`` of every later
   ``BrokenResourceError``), on a transport failure, or when a send or the handshake is
   cancelled part-way (an unknown amount of ciphertext left); -> CLOSED on :meth:`aclose`.
@@ -149,9 +154,22 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             self._incoming.write_eof()
 
     async def _flush(self) -> None:
-        """Send everything in ``_outgoing``, in order; see "flush" in the module docstring."""
-        async with self._send_lock:
-            await self._drain_locked()
+        """Send everything in ``_outgoing``, in order; see "flush" in the module docstring.
+
+        An uncontended lock is taken synchronously: ``async with`` would cost a scheduler pass
+        per send on top of the transport's own checkpoint.
+        """
+        if self._send_lock.locked():
+            await self._send_lock.acquire()
+        else:
+            self._send_lock.acquire_nowait()
+        try:
+            if self._outgoing.pending:
+                await self._drain_locked()
+            else:  # another holder sent our records: still a checkpoint, as trio promises
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._send_lock.release()
 
     async def _drain_locked(self) -> None:
         try:
@@ -250,9 +268,11 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             raise ValueError("max_bytes must be >= 1")
         self._check()
         await self._ensure_handshake()
+        yielded = False  # a transport read already was this call's checkpoint
         while True:
             if self._eof:
-                await trio.lowlevel.checkpoint()
+                if not yielded:
+                    await trio.lowlevel.checkpoint()
                 return b""
             pending = self._outgoing.pending
             data = self._decrypt(limit)
@@ -263,12 +283,14 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                     if not data:
                         raise  # else: return the plaintext; the next call raises
             if data:
-                await trio.lowlevel.checkpoint()
+                if not yielded:
+                    await trio.lowlevel.checkpoint()
                 return data
             self._check()  # a TLS error with nothing before it
             if self._eof:
                 continue
             await self._fill()
+            yielded = True
 
     def _decrypt(self, limit: int) -> bytes:
         """Every complete record's plaintext now in ``_incoming``, at most ``limit`` bytes.

@@ -203,6 +203,15 @@ async def test_concurrent_receives_are_busy() -> None:
             assert await server.receive_some(100) == b"y"  # still usable
 
 
+async def test_a_cancelled_receive_loses_nothing() -> None:
+    async with tls_pair() as (client, server):
+        with trio.fail_after(5):
+            with trio.move_on_after(0.05):
+                await server.receive_some(100)
+            await client.send_all(b"after the cancel")
+            assert await receive_exactly(server, 16) == b"after the cancel"
+
+
 async def test_cancelled_send_is_busy_meanwhile_and_breaks_the_stream() -> None:
     big = bytes(64 * 1024 * 1024)  # far more than loopback buffers while nobody reads
     async with tls_pair() as (client, _server):
