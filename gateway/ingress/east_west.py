@@ -77,6 +77,10 @@ from overlay.tunnel.h2_stream import H2Stream, StreamReset, TunnelError
 log = logging.getLogger(__name__)
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
+#: Site names and authorities repeat on every request: each is checked once (bounded caches,
+#: cleared when full; only valid values are kept, so a bad one is always re-checked).
+_CACHE_MAX = 1024
+_valid_sites: set[str] = set()
 
 
 class UnknownAddress(DownstreamError):
@@ -110,9 +114,13 @@ def parse_context(
     caller_site = peer_site
     if site_raw is not None:
         caller_site = site_raw.decode("ascii", "replace")
-        problem = label_problem(caller_site)
-        if problem:
-            raise BadInternalHeader(f"isthmus-caller-site: {problem}")
+        if caller_site not in _valid_sites:
+            problem = label_problem(caller_site)
+            if problem:
+                raise BadInternalHeader(f"isthmus-caller-site: {problem}")
+            if len(_valid_sites) >= _CACHE_MAX:
+                _valid_sites.clear()
+            _valid_sites.add(caller_site)
     caller_id: SpiffeId | None = None
     id_raw = _one(headers, CALLER_ID_HEADER)
     if id_raw is not None:
@@ -173,6 +181,7 @@ class EastWestHandler:
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.tunnel_buffer_bytes = tunnel_buffer_bytes
         self._clock = clock
+        self._addresses: dict[bytes, L7Address] = {}
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
         writer = H2ResponseWriter(stream)
@@ -212,14 +221,19 @@ class EastWestHandler:
 
     def _admit(self, request: Request, ctx: CallContext, peer_site: str) -> ServiceName:
         """Address, consent and policy checks; the local service to call."""
-        try:
-            address, _port = parse_authority(
-                request.authority.decode("ascii"), mesh_domain=self.mesh_domain
-            )
-        except NotInMeshError as exc:
-            raise UnknownAddress(str(exc)) from None
-        except (AddressError, UnicodeDecodeError) as exc:
-            raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
+        address = self._addresses.get(request.authority)
+        if address is None:
+            try:
+                address, _port = parse_authority(
+                    request.authority.decode("ascii"), mesh_domain=self.mesh_domain
+                )
+            except NotInMeshError as exc:
+                raise UnknownAddress(str(exc)) from None
+            except (AddressError, UnicodeDecodeError) as exc:
+                raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
+            if len(self._addresses) >= _CACHE_MAX:
+                self._addresses.clear()
+            self._addresses[request.authority] = address
         if address.site not in (None, self.local_site):
             raise UnknownAddress(
                 f"{address} is pinned to site {address.site!r}; this is {self.local_site!r}"
