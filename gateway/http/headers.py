@@ -1,11 +1,12 @@
 """Strict HTTP/1.1 message-head rules (RFC 9110, RFC 9112), pure and sans-IO.
 
-Why a parser of our own in front of h11: h11 is deliberately lenient (it folds obs-fold lines,
-accepts bare LF line endings, lets control bytes through in values and trims ``"Chunked "``
-into ``chunked``).  A gateway sits between two parsers; every leniency is a place where we and
-the next hop might disagree about where a message ends, which is how request smuggling works.
-So the head is validated here first, strictly, and only then handed to h11, which then sees a
-message it cannot interpret differently from us.
+Why a parser of our own rather than h11's: h11 is deliberately lenient (it folds obs-fold
+lines, accepts bare LF line endings, lets control bytes through in values and trims
+``"Chunked "`` into ``chunked``).  A gateway sits between two parsers; every leniency is a place
+where we and the next hop might disagree about where a message ends, which is how request
+smuggling works.  So the head is validated here, strictly, and the body is then framed from it
+by ``h1_body.py`` (our own strict chunked decoder, trailers parsed by ``parse_trailer_section``
+with these same rules); what we send is serialised by ``encode_head``.
 
 Theory of operation
 -------------------
@@ -438,7 +439,7 @@ def error_response(exc: BaseException) -> tuple[ResponseHead, bytes]:
 
 
 def encode_response_head(head: ResponseHead) -> bytes:
-    """Serialise a response head for HTTP/1.1 (used where no h11 state exists, e.g. errors)."""
+    """Serialise a response head for HTTP/1.1 (used where no exchange exists, e.g. errors)."""
     parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason or REASONS.get(head.status, b""))]
     parts.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     parts.append(b"\r\n")
