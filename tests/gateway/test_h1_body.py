@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discovery.errors import IsthmusError
+from gateway.http.h1 import H1ServerConnection
 from gateway.http.h1_body import (
     CHUNKED,
     CLOSE_DELIMITED,
@@ -368,3 +371,52 @@ def test_request_head_host_first_and_framing() -> None:
         encode_request_head(
             RequestHead(b"GET", b"/a b", b"1.1", ()), [], content_length=None, has_body=False
         )
+
+
+# ------------------------------------------------------------------------------------------
+# through a connection: what the framing makes the codec refuse or send
+# ------------------------------------------------------------------------------------------
+
+
+async def _server_with(raw: bytes) -> tuple[H1ServerConnection, trio.abc.Stream]:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(raw)
+    conn = H1ServerConnection(server)
+    assert await conn.next_request() is not None
+    return conn, client
+
+
+async def test_sending_past_content_length_is_refused_and_closes() -> None:
+    conn, _ = await _server_with(GET11)
+    await conn.send_response(ResponseHead(200, ()), content_length=3)
+    await conn.send_body(b"abc")
+    with pytest.raises(LocalFramingError):
+        await conn.send_body(b"d")
+    assert not conn.keep_alive
+
+
+async def test_ending_short_of_content_length_is_refused_and_closes() -> None:
+    conn, _ = await _server_with(GET11 + GET11)
+    await conn.send_response(ResponseHead(200, ()), content_length=3, body=b"ab")
+    with pytest.raises(LocalFramingError):
+        await conn.end_response()
+    assert not conn.keep_alive
+    assert await conn.next_request() is None  # the pipelined request is never answered
+
+
+async def test_no_100_continue_when_the_body_is_already_here() -> None:
+    conn, client = await _server_with(
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok"
+    )
+    assert await conn.receive_body() == b"ok"
+    await conn.send_response(ResponseHead(200, ()), content_length=0, end=True)
+    assert (await client.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_http10_response_of_unknown_length_is_close_delimited() -> None:
+    conn, client = await _server_with(b"GET / HTTP/1.0\r\n\r\n")
+    await conn.send_response(ResponseHead(200, ()))
+    await conn.send_body(b"raw")
+    await conn.end_response()
+    assert await client.receive_some(65536) == b"HTTP/1.1 200 \r\nconnection: close\r\n\r\nraw"
+    assert not conn.keep_alive
