@@ -74,7 +74,7 @@ from bench.backend import (  # noqa: E402
     start_backend,
 )
 from bench.h2_floor import h2_exchange_cpu_us  # noqa: E402
-from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
+from bench.haproxy import HaproxyAddrs, bench_identity, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools, wait_port  # noqa: E402
@@ -103,12 +103,15 @@ TARGETS = (
     "haproxy 1-hop",
     "haproxy 2-hop",
     "trio floor 1-hop",
+    "trio floor 2-hop",
     "isthmus 1-hop",
     "isthmus 2-hop",
 )
 LOCK_PATH = Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock"
 #: The minimal trio proxy (scripts/bench/floor.py) in front of site A's nginx.
 FLOOR_HOST, FLOOR_PORT = "127.0.15.1", 18090
+#: The minimal trio mTLS relay pair (scripts/bench/floor_l4.py) in front of the iperf3 sink.
+FLOOR_L4_NEAR, FLOOR_L4_FAR = ("127.0.15.1", 18201), ("127.0.16.1", 18202)
 TOOLS = {
     "haproxy": "haproxy",
     "wrk": "wrk",
@@ -161,7 +164,12 @@ def l7_targets(
 
 
 def l4_targets(
-    chain_pids: tuple[int, int], sites: IsthmusSites | None, why: str, *, bulk: bool
+    chain_pids: tuple[int, int],
+    floor_pids: tuple[int, int],
+    sites: IsthmusSites | None,
+    why: str,
+    *,
+    bulk: bool,
 ) -> list[Target]:
     h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
     port = BACKEND.iperf_port if bulk else BACKEND.tcp_alias_port
@@ -171,6 +179,8 @@ def l4_targets(
             "haproxy 2-hop", h.a_host, h.l4_bulk_port if bulk else h.l4_web_port, "", chain_pids
         ),
     ]
+    if bulk:  # the floor relays to the iperf3 sink only
+        targets.append(Target("trio floor 2-hop", *FLOOR_L4_NEAR, "", floor_pids))
     if sites is None:
         targets.append(Target("isthmus 2-hop", SITE_A_HOST, 0, "", (), why))
     else:
@@ -180,6 +190,30 @@ def l4_targets(
 
 
 Measure = Callable[[Target], Awaitable[Sample]]
+
+
+def _hp(addr: tuple[str, int]) -> tuple[str, str]:
+    return addr[0], str(addr[1])
+
+
+async def start_floor_l4(fleet: Fleet, root: Path) -> tuple[int, int]:
+    """The minimal trio mTLS relay pair, with its own two trust domains like HAProxy's."""
+    crt_near, bundle_near = await trio.to_thread.run_sync(bench_identity, root, "near")
+    crt_far, bundle_far = await trio.to_thread.run_sync(bench_identity, root, "far")
+    script = str(HERE / "bench" / "floor_l4.py")
+    certs_near = (str(crt_near), str(bundle_far))
+    iperf = (BACKEND.iperf_host, str(BACKEND.iperf_port))
+    far = await fleet.start(
+        "trio-floor-l4-far",
+        [sys.executable, script, "far", *_hp(FLOOR_L4_FAR), *iperf, str(crt_far), str(bundle_near)],
+    )
+    near = await fleet.start(
+        "trio-floor-l4-near",
+        [sys.executable, script, "near", *_hp(FLOOR_L4_NEAR), *_hp(FLOOR_L4_FAR), *certs_near],
+    )
+    await wait_port(*FLOOR_L4_FAR, fleet=fleet)
+    await wait_port(*FLOOR_L4_NEAR, fleet=fleet)
+    return near.process.pid, far.process.pid
 
 
 async def measured(fleet: Fleet, test: str, target: Target, run: Measure) -> Sample:
@@ -282,6 +316,7 @@ async def bench(
             ],
         )
         await wait_port(FLOOR_HOST, FLOOR_PORT, fleet=fleet)
+        floor_pids = await start_floor_l4(fleet, root / "floor")
         sites: IsthmusSites | None = None
         why = "skipped (--skip-isthmus)"
         if not skip_isthmus:
@@ -316,7 +351,7 @@ async def bench(
         for round_no in range(1, settings.rounds + 1):
             if settings.rounds > 1:
                 print(f"-- round {round_no} of {settings.rounds}", flush=True)
-            await one_round(settings, series, chain_pids, floor.process.pid, sites, why)
+            await one_round(settings, series, chain_pids, floor.process.pid, floor_pids, sites, why)
         if "L7 small" in settings.tests:
             # In this process, between measurements: nothing else of ours is running.
             codec_us = h2_exchange_cpu_us()
@@ -329,6 +364,7 @@ async def one_round(
     series: Callable[[str, list[Target], Measure], Awaitable[None]],
     chain_pids: tuple[int, int],
     floor_pid: int,
+    floor_pids: tuple[int, int],
     sites: IsthmusSites | None,
     why: str,
 ) -> None:
@@ -343,13 +379,13 @@ async def one_round(
     await series(
         "L7 1MiB", l7, wrk_test("L7 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds)
     )
-    l4web = l4_targets(chain_pids, sites, why, bulk=False)
+    l4web = l4_targets(chain_pids, floor_pids, sites, why, bulk=False)
     await series(
         "L4 1MiB",
         l4web,
         wrk_test("L4 1MiB", BULK_PATH, BULK_SIZE, s.bulk_connections, s.seconds),
     )
-    l4bulk = l4_targets(chain_pids, sites, why, bulk=True)
+    l4bulk = l4_targets(chain_pids, floor_pids, sites, why, bulk=True)
     await series("L4 bulk up", l4bulk, iperf_test("L4 bulk up", s.stream_seconds, reverse=False))
     await series("L4 bulk down", l4bulk, iperf_test("L4 bulk down", s.stream_seconds, reverse=True))
 

@@ -46,9 +46,10 @@ class HaproxyChain:
     pid_b: int
 
 
-def _identity(root: Path, name: str) -> tuple[Path, Path]:
-    """A CA for trust domain ``<name>.haproxy.bench`` and an SVID; -> (crt+key pem, bundle)."""
-    td = TrustDomain(f"{name}.haproxy.bench")
+def bench_identity(root: Path, name: str) -> tuple[Path, Path]:
+    """A CA for trust domain ``<name>.<root's name>.bench`` and an SVID under ``root``;
+    -> (crt+key pem, bundle).  Also used for the trio floor relays of bench_dataplane."""
+    td = TrustDomain(f"{name}.{root.name}.bench")
     ca_dir = root / "ca" / name
     if not (ca_dir / "ca_key.pem").exists():
         init_ca(ca_dir, td)
@@ -147,8 +148,8 @@ async def start_haproxy_chain(
     fleet: Fleet, addrs: HaproxyAddrs, backend: BackendAddrs, root: Path
 ) -> HaproxyChain:
     """Write certificates and configs, start both HAProxy processes, wait for every port."""
-    crt_a, bundle_a = _identity(root, "a")
-    crt_b, bundle_b = _identity(root, "b")
+    crt_a, bundle_a = bench_identity(root, "a")
+    crt_b, bundle_b = bench_identity(root, "b")
     conf_a = root / "haproxy-a.cfg"
     conf_b = root / "haproxy-b.cfg"
     conf_a.write_text(config_a(addrs, backend, crt_a, bundle_b))

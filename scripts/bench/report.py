@@ -130,10 +130,13 @@ def summary(samples: list[Sample]) -> list[str]:
     for t in ("L4 bulk up", "L4 bulk down"):
         i, h = g(t, "isthmus 2-hop", "value"), g(t, "haproxy 2-hop", "value")
         ic, hc = g(t, "isthmus 2-hop", "per_core"), g(t, "haproxy 2-hop", "per_core")
+        f, fc = g(t, "trio floor 2-hop", "value"), g(t, "trio floor 2-hop", "per_core")
         lines.append(
             f"{t} MB/s (1 TCP stream): isthmus {_fmt(i)}, haproxy {_fmt(h)}, direct "
             f"{_fmt(g(t, 'direct', 'value'))}; ratio {_ratio(i, h)} (target >= 0.8); "
-            f"per core: isthmus {_fmt(ic)}, haproxy {_fmt(hc)}, ratio {_ratio(ic, hc)}"
+            f"per core: isthmus {_fmt(ic)}, haproxy {_fmt(hc)}, ratio {_ratio(ic, hc)}; "
+            f"ceiling (minimal trio mTLS relay, no HTTP/2): {_fmt(f)} MB/s, ratio "
+            f"{_ratio(f, h)}, per core {_ratio(fc, hc)}"
         )
     ran = {s.test for s in samples}
     return [line for line in lines if _test_of(line) in ran]
