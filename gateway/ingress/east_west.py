@@ -14,8 +14,10 @@ Theory of operation (one stream, in order; the first failure answers and ends th
 2. **Address**: ``:authority`` parsed with the mesh domain.  Pinned to another site -> 404
    (this gateway does not relay); not an L7 address -> 400.
 3. **Context**: the internal headers are trusted *here* because the peer is an authenticated
-   gateway: ``isthmus-caller-site`` (default: the peer's site), ``isthmus-caller-id`` (a strict
-   SPIFFE ID; malformed -> 400) and ``isthmus-deadline-ms`` (capped by ``route_timeout``).
+   gateway: ``isthmus-caller-site`` (default: the peer's site; any other site -> 403, since a
+   request crosses one link and a peer vouches for its own callers only),
+   ``isthmus-caller-id`` (a strict SPIFFE ID; malformed -> 400) and ``isthmus-deadline-ms``
+   (capped by ``route_timeout``).
    ``from_peer`` is always the authenticated peer site, never a header.
 4. **Export consent**: the peer reaches only endpoints exported to it
    (:func:`~overlay.federation.export.consents`).  A service with no endpoint exported to
@@ -121,6 +123,11 @@ def parse_context(
             if len(_valid_sites) >= _CACHE_MAX:
                 _valid_sites.clear()
             _valid_sites.add(caller_site)
+        if caller_site != peer_site:
+            # Requests enter the overlay at their own site's gateway and cross one link (the
+            # origin fails over, nobody relays), so a peer vouches for its own callers only;
+            # otherwise one gateway could borrow another site's ``allow_sites``.
+            raise PolicyDenied(f"peer {peer_site!r} may not vouch for callers of {caller_site!r}")
     caller_id: SpiffeId | None = None
     id_raw = _one(headers, CALLER_ID_HEADER)
     if id_raw is not None:

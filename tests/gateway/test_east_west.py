@@ -203,10 +203,12 @@ async def test_http2_endpoint_allowed_by_caller_identity() -> None:
 
 async def test_denied_site_gets_403_with_a_clear_body() -> None:
     async with site() as s:
+        # a peer vouches for its own site's callers only, never for another site's
         answer = await call(s.client, get("api.default.isthmus", ("isthmus-caller-site", "evil")))
         assert answer.status == 403
-        assert b"'evil' may not call api.default" in answer.body
+        assert b"'peer-site' may not vouch for callers of 'evil'" in answer.body
         locked = await call(s.client, get("locked.default.isthmus"))
+        assert b"'peer-site' may not call locked.default" in locked.body
         assert locked.status == 403
         # a peer cannot claim that its caller is one of ours
         ours = await call(s.client, get("api.default.isthmus", ("isthmus-caller-site", "here")))
