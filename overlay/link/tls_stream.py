@@ -22,15 +22,16 @@ object itself never blocks; the only awaits are on the transport:
   one chunk plus record overhead.
 * **flush** - the one rule that keeps records in order: ``_outgoing`` is drained only by the
   holder of ``_send_lock``, and the holder keeps draining and sending until ``_outgoing`` is
-  empty before it lets go.  A read can also produce output (TLS 1.3 KeyUpdate answers, alerts);
+  empty before it lets go.  A read can also produce output (a TLS 1.3 KeyUpdate answer);
   the receiver flushes it itself if the lock is free, and otherwise leaves it for the holder,
   who will find it before releasing.  So a receive never waits behind a blocked send.
 * **handshake**: ``do_handshake`` drives ``SSLObject.do_handshake`` the same way (flush, then
   read when it wants input).  A TLS 1.3 *server* keeps whatever its last handshake step
   produced (session tickets, if enabled) in ``_outgoing`` for the next send (or a read that
   produces output of its own), as trio does: sending it before the client reads can deadlock
-  lock-step transports.  On an ``SSLError`` the alert OpenSSL produced is sent best-effort so
-  the peer learns why.
+  lock-step transports.  On an ``SSLError`` the alert OpenSSL produced is *not* sent (as in
+  trio.SSLStream): the owner logs why it rejected the peer and then closes, and the peer
+  seeing the close only after that log line is an order operators and tests rely on.
 * **checkpoints**: every call is a trio checkpoint, normally exactly one: the transport's
   receive or send is it when there is one; an uncontended send lock is taken synchronously;
   plaintext already buffered is returned after a bare checkpoint.  Each extra yield would be
@@ -56,7 +57,6 @@ __all__ = ["READ_SIZE", "WRITE_CHUNK", "TLSStream"]
 KIB = 1024
 READ_SIZE = 256 * KIB  # ciphertext asked of the transport per read
 WRITE_CHUNK = 256 * KIB  # plaintext encrypted per flush; bounds the outgoing ciphertext
-_ALERT_TIMEOUT_S = 1.0  # a failed handshake's alert is a courtesy, never a wait
 _RECORD = 16 * KIB  # TLS plaintext record limit: one SSLObject.read yields at most this
 
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
@@ -222,13 +222,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLError as exc:
-                err = self._broken(exc)
-                try:
-                    with trio.move_on_after(_ALERT_TIMEOUT_S):  # tell the peer why, best-effort
-                        await self._drain_alert()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-                raise err from exc
+                raise self._broken(exc) from exc  # no alert: see "handshake" above
             else:
                 self._handshook = True
                 if not (self._ssl.server_side and self._ssl.version() == "TLSv1.3"):
@@ -236,11 +230,6 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 return
             await self._flush()
             await self._fill()
-
-    async def _drain_alert(self) -> None:
-        async with self._send_lock:
-            while self._outgoing.pending:
-                await self.transport_stream.send_all(self._outgoing.read())
 
     async def _ensure_handshake(self) -> None:
         if not self._handshook:
@@ -276,7 +265,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
                 return b""
             pending = self._outgoing.pending
             data = self._decrypt(limit)
-            if self._outgoing.pending > pending:  # a KeyUpdate answer, an alert
+            if self._outgoing.pending > pending and self._state is _State.OK:  # a KeyUpdate answer
                 try:
                     await self._flush_from_reader()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -267,13 +267,45 @@ async def test_untrusted_peer_fails_the_handshake_and_the_stream_stays_unusable(
                 nursery.start_soon(serve)
                 with pytest.raises(trio.BrokenResourceError) as err:
                     await client.do_handshake()
-            assert isinstance(err.value.__cause__, ssl.SSLCertVerificationError)
-            with pytest.raises(trio.BrokenResourceError):
-                await client.send_all(b"x")
+                assert isinstance(err.value.__cause__, ssl.SSLCertVerificationError)
+                with pytest.raises(trio.BrokenResourceError):
+                    await client.send_all(b"x")
+                with pytest.raises(trio.BrokenResourceError):
+                    await client.receive_some(10)
+                with pytest.raises(trio.BrokenResourceError):
+                    await client.do_handshake()
+                await client.aclose()  # as open_link does on failure: the server sees EOF
+    finally:
+        await client.aclose()
+        await server.aclose()
+
+
+async def test_a_rejected_client_learns_of_it_only_when_the_server_closes() -> None:
+    """TLS 1.3: the client finishes first; the server's verdict reaches it as the close, so
+    the server's owner can log the rejection before the peer sees anything (no alert)."""
+    stranger = trustme.CA().issue_cert("client.localhost")
+    ctx = client_ctx()
+    stranger.configure_cert(ctx)
+    raw_client, raw_server = await tcp_pair()
+    client = TLSStream(raw_client, ctx, server_hostname="localhost")
+    server = TLSStream(raw_server, server_ctx(), server_side=True)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+
+                async def serve() -> None:
+                    with pytest.raises(trio.BrokenResourceError) as err:
+                        await server.do_handshake()
+                    assert isinstance(err.value.__cause__, ssl.SSLCertVerificationError)
+
+                nursery.start_soon(serve)
+                await client.do_handshake()
+            with trio.move_on_after(0.2) as waited:
+                await client.receive_some(10)
+            assert waited.cancelled_caught  # nothing arrived while the server had not closed
+            await server.aclose()
             with pytest.raises(trio.BrokenResourceError):
                 await client.receive_some(10)
-            with pytest.raises(trio.BrokenResourceError):
-                await client.do_handshake()
     finally:
         await client.aclose()
         await server.aclose()
