@@ -174,12 +174,17 @@ class H2Stream(trio.abc.HalfCloseableStream):
         """Client side: wait for the peer's (final) response headers."""
         if not self.client_side:
             raise RuntimeError("a server-side stream receives request_headers, not responses")
-        await trio.lowlevel.checkpoint()
+        # One scheduler pass per call, not two: parking is the checkpoint when we wait.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while self._response_headers is None:
             self._raise_if_failed()
             if self._remote_ended:
                 raise StreamReset(H2_CANCEL, remote=True)
             await self._lot.park()
+            parked = True
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return self._response_headers
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -189,16 +194,26 @@ class H2Stream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint()
+            # Exactly one scheduler pass per call (a waiting consumer on a busy tunnel made
+            # two per chunk): parking is the checkpoint when we wait; otherwise a shielded
+            # one after the data was taken, so a cancellation never loses taken bytes.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            parked = False
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("stream was closed")
                 if self._chunks:
-                    return self._take(max_bytes)
+                    data = self._take(max_bytes)
+                    break
                 self._raise_if_failed()
                 if self._remote_ended:
-                    return b""
+                    data = b""
+                    break
                 await self._lot.park()
+                parked = True
+            if not parked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
         finally:
             self._receiving = False
 

@@ -538,3 +538,39 @@ async def test_send_response_delivers_a_complete_response(size: int) -> None:
             assert stats.remote_ended
             assert stats.buffered == size
         assert await read_all(stream) == body
+
+
+async def test_receive_is_one_checkpoint_and_a_cancelled_wait_loses_nothing() -> None:
+    release, done = trio.Event(), trio.Event()
+
+    async def slow_echo(stream: H2Stream) -> None:
+        await stream.send_headers([(":status", "200")])
+        await release.wait()
+        await stream.send_all(b"late")
+        await stream.send_eof()
+        await done.wait()  # returning would reset the stream (RST NO_ERROR) before we read
+
+    async with h2_pair(slow_echo) as (client, _server):
+        tunnel = await client.open_stream(
+            [(":method", "CONNECT"), (":authority", "db.payments.isthmus:5432")]
+        )
+        with trio.testing.assert_checkpoints():
+            await tunnel.response_headers()  # already here: still a checkpoint
+        with trio.move_on_after(0.05) as waited:
+            await tunnel.receive_some()  # nothing sent yet: parks, then is cancelled
+        assert waited.cancelled_caught
+        release.set()
+        with trio.fail_after(5):
+            for _ in range(500):  # bounded poll for the data to arrive
+                if tunnel.statistics().buffered >= 4:
+                    break
+                await trio.sleep(0.01)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await tunnel.receive_some()  # cancelled before taking anything...
+        assert tunnel.statistics().buffered == 4  # ...so nothing was lost
+        with trio.testing.assert_checkpoints():
+            assert await tunnel.receive_some() == b"late"  # buffered: one checkpoint
+        assert await tunnel.receive_some() == b""
+        done.set()
