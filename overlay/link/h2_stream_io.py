@@ -120,7 +120,11 @@ class H2StreamIO:
         self, stream: H2Stream, data: bytes | bytearray | memoryview
     ) -> None:
         view = memoryview(data).cast("B")
-        await trio.lowlevel.checkpoint()
+        # One scheduler pass per call when there is room, and none extra when we wait (the
+        # park is the checkpoint): a bulk sender waits for window or room on most chunks.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        whole: bytes | None = data if isinstance(data, bytes) else None
         while view:
             self._raise_for_send(stream)
             with _h2_stream_errors():
@@ -128,11 +132,17 @@ class H2StreamIO:
             frame = min(len(view), window, self._h2.max_outbound_frame_size)
             if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
                 await self._room_lot.park()
+                parked = True
                 continue
+            # All of a bytes object goes as it is (h2 copies it into the frame anyway).
+            piece = whole if whole is not None and frame == len(whole) else bytes(view[:frame])
+            whole = None
             with _h2_stream_errors():
-                self._h2.send_data(stream.stream_id, bytes(view[:frame]))
+                self._h2.send_data(stream.stream_id, piece)
             view = view[frame:]
             self._pump()
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def stream_send_headers(
         self, stream: H2Stream, headers: Headers, end_stream: bool
