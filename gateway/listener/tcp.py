@@ -26,6 +26,7 @@ import trio
 
 from gateway.config.model import LimitsConfig
 from gateway.splice import splice
+from overlay.link.socket_opts import tune_relay_socket
 
 log = logging.getLogger("isthmus.listener")
 
@@ -91,6 +92,7 @@ async def _accept_loop(
             cap.refused += 1
             _refuse(stream)
             continue
+        tune_relay_socket(stream)
         cap.active += 1
         cap.accepted += 1
         nursery.start_soon(_run, handler, stream, cap)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import select
-import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from discovery.model import Endpoint, EndpointKey
 from gateway.http.h1 import H1ClientConnection, H1Limits
 from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
+from overlay.link.socket_opts import tune_relay_socket
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -108,8 +108,7 @@ async def open_tcp(endpoint: Endpoint, *, connect_timeout: float) -> trio.Socket
         raise EndpointConnectFailed(
             f"connect to endpoint {where} of {endpoint.service} failed: {exc.strerror or exc}"
         ) from None
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    tune_relay_socket(sock)
     return sock
 
 

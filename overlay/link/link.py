@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import socket
 import ssl
 from types import TracebackType
 
@@ -28,6 +27,7 @@ from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import ALPN_H2, peer_chain_der
 from overlay.identity.verify import VerifiedPeer, verify_peer
+from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
 __all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake", "set_nodelay"]
@@ -49,8 +49,9 @@ class LinkTimeout(LinkError):
 
 
 def set_nodelay(tcp: trio.SocketStream) -> None:
-    """Links carry small HTTP/2 frames (PING, SETTINGS, headers): never wait for Nagle."""
-    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    """Links carry small HTTP/2 frames (PING, SETTINGS, headers): never wait for Nagle; and
+    bulk tunnels: no 16 KiB send low-water mark (see ``socket_opts.py``)."""
+    tune_relay_socket(tcp)
 
 
 class Link:
