@@ -4,7 +4,8 @@
 Both modes run in ONE process and ONE run, on 127.0.0.1, with the same certificates (two dev CAs,
 two trust domains, both trusted by both sides) and the same ``ssl.SSLContext`` objects:
 
-* ``openssl``: TCP connect, TLS 1.3 handshake (OpenSSL verifies against the pooled anchors),
+* ``openssl``: TCP connect, TLS 1.3 handshake over the same ``TLSStream`` links use (OpenSSL
+  verifies against the pooled anchors),
   the server sends one byte once its side is done, the client reads it, both close.
 * ``full``: the same, through ``open_link``/``serve_links``: plus ALPN check, chain extraction,
   the OpenSSL root checked against the peer's own trust domain's bundle, X509-SVID rules and
@@ -44,6 +45,7 @@ from overlay.identity.state import BundleSource, load_identity_state
 from overlay.identity.verify import VerifyCache
 from overlay.link import Link, open_link, serve_links
 from overlay.link.link import CLOSE_TIMEOUT_S
+from overlay.link.tls_stream import TLSStream
 
 SERVER_ID = SpiffeId.parse("spiffe://east.bench/gateway/east")
 CLIENT_ID = SpiffeId.parse("spiffe://west.bench/gateway/west")
@@ -64,7 +66,7 @@ def make_identities(root: Path) -> tuple[Identity, Identity]:
 
 async def openssl_server(identity: Identity, *, task_status: trio.TaskStatus[int]) -> None:
     async def handle(tcp: trio.SocketStream) -> None:
-        stream = trio.SSLStream(tcp, identity.state.server_ctx, server_side=True)
+        stream = TLSStream(tcp, identity.state.server_ctx, server_side=True)
         try:
             with trio.fail_after(TIMEOUT):
                 await stream.do_handshake()
@@ -85,7 +87,7 @@ async def openssl_server(identity: Identity, *, task_status: trio.TaskStatus[int
 
 async def openssl_dial(port: int, identity: Identity) -> None:
     tcp = await trio.open_tcp_stream("127.0.0.1", port)
-    stream = trio.SSLStream(tcp, identity.state.client_ctx, server_hostname=None)
+    stream = TLSStream(tcp, identity.state.client_ctx, server_hostname=None)
     try:
         with trio.fail_after(TIMEOUT):
             await stream.do_handshake()
