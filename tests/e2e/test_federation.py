@@ -87,8 +87,10 @@ async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path
         await ov.wait(
             "east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") == ["north"]
         )
-        await ov.kill("north")
+        # Taken before the kill: east may notice the closed link before kill() has reaped
+        # the process, and the grace runs from that moment.
         killed = time.monotonic()
+        await ov.kill("north")
         # Routes drop north as soon as its link is declared down (PING deadline)...
         await ov.wait("east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") is None)
         detect_s = time.monotonic() - killed
