@@ -17,7 +17,7 @@ us again before anything acts on it. Consequences:
   refused in the head, chunked framing is decoded strictly, and the upstream always receives
   a message we re-serialised, never the caller's raw bytes.
 
-What we send is framed by an encoder chosen with the head (``h1_body.py``), which refuses to
+What we send is framed by an encoder chosen with the head (``h1_encode.py``), which refuses to
 send more or less than a declared Content-Length (``LocalFramingError``). A connection carries
 another exchange only when both messages ended cleanly, the request was HTTP/1.1, neither side
 said ``Connection: close`` and the response was not close-delimited.
@@ -36,18 +36,20 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.http.h1_body import (
-    NO_BODY,
     BodyDecoder,
-    BodyEncoder,
-    LocalFramingError,
     body_decoder,
-    encode_request_head,
-    encode_response_head,
     expects_continue,
     has_bad_line_byte,
     keeps_alive,
     request_body_framing,
     response_body_framing,
+)
+from gateway.http.h1_encode import (
+    NO_BODY,
+    BodyEncoder,
+    LocalFramingError,
+    encode_request_head,
+    encode_response_head,
 )
 from gateway.http.headers import (
     BadFraming,

@@ -13,20 +13,22 @@ from hypothesis import strategies as st
 from discovery.errors import IsthmusError
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.h1_body import (
-    CHUNKED,
-    CLOSE_DELIMITED,
     MAX_CHUNK_LINE,
-    NO_BODY,
     BodyDecoder,
-    LengthEncoder,
-    LocalFramingError,
     body_decoder,
-    encode_request_head,
-    encode_response_head,
     expects_continue,
     keeps_alive,
     request_body_framing,
     response_body_framing,
+)
+from gateway.http.h1_encode import (
+    CHUNKED,
+    CLOSE_DELIMITED,
+    NO_BODY,
+    LengthEncoder,
+    LocalFramingError,
+    encode_request_head,
+    encode_response_head,
 )
 from gateway.http.headers import (
     BadFraming,
