@@ -447,7 +447,7 @@ def encode_response_head(head: ResponseHead) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# Serialisation and chunked trailers (used by the HTTP/1.1 codec, ``h1_body.py``)
+# Serialisation and chunked trailers (used by the HTTP/1.1 codec: h1_body.py, h1_encode.py)
 # ---------------------------------------------------------------------------------------------
 
 _TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
