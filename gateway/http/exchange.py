@@ -21,11 +21,11 @@ anyone else (:data:`INTERNAL_HEADERS`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from discovery.spiffe_id import SpiffeId
-from gateway.http.headers import Headers
+from gateway.http.headers import Headers, RequestHead
 
 #: Headers one gateway sets for the next; accepted only from an authenticated peer gateway,
 #: stripped from every other caller and never sent to an endpoint.
@@ -48,6 +48,10 @@ class Request:
     authority: bytes
     path: bytes
     headers: Headers
+    #: The HTTP/1.1 head for exactly this request, when whoever built it had already derived
+    #: and validated one (the destination gateway does, from the peer's block): an HTTP/1.1
+    #: endpoint then reuses it instead of validating the same fields a second time.
+    h1_head: RequestHead | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_connect(self) -> bool:

@@ -41,6 +41,7 @@ import re
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import trio
 
@@ -147,19 +148,26 @@ def parse_context(
 
 
 def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
-    """A validated :class:`Request` from a peer's header block (internal headers removed)."""
-    h2_request_to_h1(raw)  # strict validation; raises MalformedHeaders
+    """A validated :class:`Request` from a peer's header block (internal headers removed).
+
+    The HTTP/1.1 head the strict validation derives comes along (``h1_head``, internal
+    headers removed: each maps to itself, so dropping them after is dropping them before),
+    so an HTTP/1.1 endpoint does not validate the same block again.
+    """
+    head = h2_request_to_h1(raw)  # strict validation; raises MalformedHeaders
     pseudo = {n: v for n, v in raw if n.startswith(b":")}
     regular = tuple((n, v) for n, v in raw if not n.startswith(b":") and n not in INTERNAL_HEADERS)
     authority = pseudo.get(b":authority")
     if authority is None:
         authority = next((v for n, v in regular if n == b"host"), b"")
+    fields = tuple((n, v) for n, v in head.headers if n not in INTERNAL_HEADERS)
     return Request(
         method=pseudo[b":method"],
         scheme=pseudo.get(b":scheme", b""),
         authority=authority,
         path=pseudo.get(b":path", b""),
         headers=regular,
+        h1_head=head if len(fields) == len(head.headers) else replace(head, headers=fields),
     )
 
 

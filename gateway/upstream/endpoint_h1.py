@@ -144,6 +144,8 @@ def request_head(request: Request) -> RequestHead:
     """The HTTP/1.1 head for ``request`` (internal headers stripped, everything validated)."""
     if request.is_connect:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
+    if request.h1_head is not None:  # derived and validated by whoever built the request
+        return request.h1_head
     return h2_request_to_h1(request.without_internal_headers().h2_headers())
 
 

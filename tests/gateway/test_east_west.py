@@ -20,7 +20,9 @@ from discovery.spiffe_id import SpiffeId
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.demo.services import serve_tcp_echo
-from gateway.ingress.east_west import EastWestHandler
+from gateway.http.transcode import h2_request_to_h1
+from gateway.ingress.east_west import EastWestHandler, parse_request
+from gateway.upstream.endpoint_h1 import request_head
 from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
 from overlay.link.h2_connection import H2Connection
@@ -344,3 +346,29 @@ async def test_stream_reset_resets_the_tcp_connection() -> None:
             await stream.send_eof()
             await until(lambda: len(s.sink) >= 2)
         assert s.sink == ["reset", "eof"]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"api.default.isthmus"),
+         (b":path", b"/x?y=1"), (b"isthmus-caller-site", b"peer-site"), (b"accept", b"*/*"),
+         (b"isthmus-deadline-ms", b"5000"), (b"cookie", b"a=1"), (b"cookie", b"b=2")],
+        [(b":method", b"POST"), (b":scheme", b"https"),
+         (b":authority", b"api.default.isthmus:8443"), (b":path", b"/"),
+         (b"content-length", b"5"), (b"te", b"trailers"),
+         (b"host", b"api.default.isthmus:8443")],
+        [(b":method", b"OPTIONS"), (b":scheme", b"http"), (b":path", b"*"),
+         (b"host", b"api.default.isthmus"), (b"isthmus-caller-id", CALLER.encode())],
+    ],
+)  # fmt: skip
+def test_the_destination_validates_a_request_once_with_the_same_result(
+    block: list[tuple[bytes, bytes]],
+) -> None:
+    """The head an HTTP/1.1 endpoint gets is the one parse_request derived (no second pass),
+    and it is exactly what deriving it again from the request would give."""
+    request = parse_request(block)
+    assert request.h1_head is not None
+    assert request_head(request) is request.h1_head
+    assert request.h1_head == h2_request_to_h1(request.without_internal_headers().h2_headers())
+    assert not any(n.startswith(b"isthmus-") for n, _ in request.h1_head.headers)
