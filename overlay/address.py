@@ -37,6 +37,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from discovery.errors import DownstreamError
@@ -179,3 +180,16 @@ def parse_authority(
         if not 1 <= port <= MAX_PORT:
             raise AddressError(f"{text!r}: port {port} is out of range 1..{MAX_PORT}")
     return L7Address.parse(host, mesh_domain=mesh_domain), port
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_authority_cached(
+    text: str, *, mesh_domain: str = DEFAULT_MESH_DOMAIN
+) -> tuple[L7Address, int | None]:
+    """``parse_authority``, remembered for the last 1024 authorities that parsed.
+
+    Why: every request carries an authority, and callers send the same few over and over;
+    parsing is pure and its result immutable, so the router and the destination share one
+    bounded memo.  Errors are not remembered (a bad authority is parsed, and refused, again).
+    """
+    return parse_authority(text, mesh_domain=mesh_domain)

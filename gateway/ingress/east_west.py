@@ -36,6 +36,7 @@ Every failure stays inside the stream: nothing here may take the link down.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import socket
@@ -72,7 +73,7 @@ from gateway.http.transcode import h2_request_to_h1
 from gateway.policy import PolicyDenied, check
 from gateway.splice import splice
 from gateway.upstream.pool import UpstreamUnavailable
-from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority
+from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority_cached
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import consents
 from overlay.tunnel.h2_stream import H2Stream, StreamReset, TunnelError
@@ -80,10 +81,8 @@ from overlay.tunnel.h2_stream import H2Stream, StreamReset, TunnelError
 log = logging.getLogger(__name__)
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
-#: Site names and authorities repeat on every request: each is checked once (bounded caches,
-#: cleared when full; only valid values are kept, so a bad one is always re-checked).
-_CACHE_MAX = 1024
-_valid_sites: set[str] = set()
+#: Site names repeat on every request; the check is pure, so it is remembered (bounded).
+_site_problem = functools.lru_cache(maxsize=1024)(label_problem)
 
 
 class UnknownAddress(DownstreamError):
@@ -117,13 +116,9 @@ def parse_context(
     caller_site = peer_site
     if site_raw is not None:
         caller_site = site_raw.decode("ascii", "replace")
-        if caller_site not in _valid_sites:
-            problem = label_problem(caller_site)
-            if problem:
-                raise BadInternalHeader(f"isthmus-caller-site: {problem}")
-            if len(_valid_sites) >= _CACHE_MAX:
-                _valid_sites.clear()
-            _valid_sites.add(caller_site)
+        problem = _site_problem(caller_site)
+        if problem:
+            raise BadInternalHeader(f"isthmus-caller-site: {problem}")
         if caller_site != peer_site:
             # Requests enter the overlay at their own site's gateway and cross one link (the
             # origin fails over, nobody relays), so a peer vouches for its own callers only;
@@ -196,7 +191,6 @@ class EastWestHandler:
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.tunnel_buffer_bytes = tunnel_buffer_bytes
         self._clock = clock
-        self._addresses: dict[bytes, L7Address] = {}
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
         writer = H2ResponseWriter(stream)
@@ -236,19 +230,14 @@ class EastWestHandler:
 
     def _admit(self, request: Request, ctx: CallContext, peer_site: str) -> ServiceName:
         """Address, consent and policy checks; the local service to call."""
-        address = self._addresses.get(request.authority)
-        if address is None:
-            try:
-                address, _port = parse_authority(
-                    request.authority.decode("ascii"), mesh_domain=self.mesh_domain
-                )
-            except NotInMeshError as exc:
-                raise UnknownAddress(str(exc)) from None
-            except (AddressError, UnicodeDecodeError) as exc:
-                raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
-            if len(self._addresses) >= _CACHE_MAX:
-                self._addresses.clear()
-            self._addresses[request.authority] = address
+        try:
+            address, _port = parse_authority_cached(
+                request.authority.decode("ascii"), mesh_domain=self.mesh_domain
+            )
+        except NotInMeshError as exc:
+            raise UnknownAddress(str(exc)) from None
+        except (AddressError, UnicodeDecodeError) as exc:
+            raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
         if address.site not in (None, self.local_site):
             raise UnknownAddress(
                 f"{address} is pinned to site {address.site!r}; this is {self.local_site!r}"

@@ -43,7 +43,7 @@ from gateway.router.failover import (
 )
 from gateway.upstream.pool import UpstreamUnavailable
 from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
-from overlay.address import AddressError, L7Address, parse_authority
+from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
 from overlay.federation.view import RouteView
 from overlay.link.h2_connection import H2Connection
@@ -54,7 +54,6 @@ from overlay.tunnel.h2_stream import ConnectionGone, StreamReset
 #: real port from its catalog.
 DEFAULT_L4_PORT = 443
 #: Parsed authorities kept by a router (see ``Router.resolve``).
-_PARSED_MAX = 1024
 
 
 class UnknownAddress(DownstreamError):
@@ -180,28 +179,19 @@ class Router:
         self.route_timeout = route_timeout
         self.clock = clock
         self.known = known if known is not None else local.has_endpoints
-        # Parsed authorities (parsing is pure; a caller sends the same few over and over).
-        # Bounded: emptied when full, so a caller cycling through names costs a re-parse.
-        self._parsed: dict[bytes, tuple[L7Address, int | None]] = {}
 
     # -- addresses ---------------------------------------------------------------------------
 
     def resolve(self, authority: bytes) -> tuple[L7Address, int | None, tuple[str, ...]]:
         """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite."""
-        parsed = self._parsed.get(authority)
-        if parsed is None:
-            text = authority.decode("ascii", "replace")
-            try:
-                parsed = parse_authority(text, mesh_domain=self.mesh_domain)
-            except AddressError as exc:
-                raise UnknownAddress(
-                    f"{text!r} is not a service address of this mesh "
-                    f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
-                ) from None
-            if len(self._parsed) >= _PARSED_MAX:
-                self._parsed.clear()
-            self._parsed[authority] = parsed
-        address, port = parsed
+        text = authority.decode("ascii", "replace")
+        try:
+            address, port = parse_authority_cached(text, mesh_domain=self.mesh_domain)
+        except AddressError as exc:
+            raise UnknownAddress(
+                f"{text!r} is not a service address of this mesh "
+                f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
+            ) from None
         sites = candidate_sites(self.routes.latest.sites_for(address))
         if not sites:
             if not self.known(address.service_name):
