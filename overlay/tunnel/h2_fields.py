@@ -20,6 +20,7 @@ build the blocks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 __all__ = ["HeaderBlockError", "check_block"]
@@ -31,23 +32,16 @@ _CONNECTION_SPECIFIC = frozenset(
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _EDGE = frozenset(b" \t")
 
-#: Names already found valid (names repeat endlessly; values do not).  Bounded.
-_known_names: set[bytes] = set()
-_KNOWN_MAX = 4096
-
 
 class HeaderBlockError(ValueError):
     """The block must not be sent; the message says which field and why."""
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat endlessly (values do not); errors are not kept
 def _check_name(name: bytes) -> None:
-    if name in _known_names:
-        return
     body = name[1:] if name[:1] == b":" else name
     if not body or not _TOKEN.issuperset(body):
         raise HeaderBlockError(f"invalid field name {name!r} (lowercase token required)")
-    if len(_known_names) < _KNOWN_MAX:
-        _known_names.add(name)
 
 
 def check_block(
