@@ -250,8 +250,6 @@ class EastWestHandler:
         )
         if not exported:
             raise UnknownAddress(f"{_any(address)} is not exported to site {peer_site!r}")
-        if ctx.caller_site == self.local_site:
-            raise PolicyDenied(f"peer {peer_site!r} claims a caller from this site")
         check(self.policies, service, ctx, self.local_site)
         return service
 
