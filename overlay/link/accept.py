@@ -19,7 +19,8 @@ from discovery.errors import IsthmusError
 from overlay.identity.errors import NotAuthorized
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
-from overlay.link.link import Link, LinkTimeout, handshake, set_nodelay
+from overlay.link.link import Link, LinkTimeout, handshake
+from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
 __all__ = ["LinkHandler", "serve_links"]
@@ -70,7 +71,7 @@ async def _accept_one(
     wall_clock: Callable[[], dt.datetime],
 ) -> None:
     addr = _peer_addr(tcp)
-    set_nodelay(tcp)
+    tune_relay_socket(tcp)  # small HTTP/2 frames never wait for Nagle; bulk: no low-water mark
     state = identity.state
     stream = TLSStream(tcp, state.server_ctx, server_side=True)
     try:

@@ -11,7 +11,8 @@ from discovery.spiffe_id import SpiffeId
 from overlay.identity.errors import PeerRejected
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import check_expected
-from overlay.link.link import Link, LinkError, LinkTimeout, handshake, set_nodelay
+from overlay.link.link import Link, LinkError, LinkTimeout, handshake
+from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
 __all__ = ["open_link"]
@@ -47,7 +48,7 @@ async def open_link(
                 raise LinkError(f"cannot connect to {host}:{port}: {exc}") from exc
     except trio.TooSlowError:
         raise LinkTimeout(f"connecting to {host}:{port} took over {timeout}s") from None
-    set_nodelay(tcp)
+    tune_relay_socket(tcp)  # small HTTP/2 frames never wait for Nagle; bulk: no low-water mark
     stream = TLSStream(tcp, state.client_ctx, server_hostname=None)
     try:
         with trio.fail_at(deadline):

@@ -27,10 +27,9 @@ from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import ALPN_H2, peer_chain_der
 from overlay.identity.verify import VerifiedPeer, verify_peer
-from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
-__all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake", "set_nodelay"]
+__all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake"]
 
 CLOSE_TIMEOUT_S = 2.0  # sending close_notify must not hang on a peer that stopped reading
 
@@ -46,12 +45,6 @@ class LinkError(UpstreamError):
 
 class LinkTimeout(LinkError):
     """Connecting or the TLS handshake took longer than allowed."""
-
-
-def set_nodelay(tcp: trio.SocketStream) -> None:
-    """Links carry small HTTP/2 frames (PING, SETTINGS, headers): never wait for Nagle; and
-    bulk tunnels: no 16 KiB send low-water mark (see ``socket_opts.py``)."""
-    tune_relay_socket(tcp)
 
 
 class Link:
