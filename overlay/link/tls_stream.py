@@ -375,8 +375,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
             return
         self._send_lock.acquire_nowait()
         try:
-            while self._outgoing.pending:
-                await self.transport_stream.send_all(self._outgoing.read())
+            await self._drain_locked()  # state is CLOSED already: a failure changes nothing
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer may have closed first: legal, nothing to tell it
         finally:
