@@ -53,7 +53,6 @@ from overlay.tunnel.h2_stream import ConnectionGone, StreamReset
 #: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
 #: real port from its catalog.
 DEFAULT_L4_PORT = 443
-#: Parsed authorities kept by a router (see ``Router.resolve``).
 
 
 class UnknownAddress(DownstreamError):
