@@ -33,16 +33,9 @@ from __future__ import annotations
 import re
 
 from discovery.errors import IsthmusError
-from gateway.http.headers import (
-    Framing,
-    FramingKind,
-    Headers,
-    RequestHead,
-    ResponseHead,
-    comma_tokens,
-    header_value,
-    parse_trailer_section,
-)
+from gateway.http.framing import Framing, FramingKind
+from gateway.http.headers import parse_trailer_section
+from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens, header_value
 
 #: Chunk-size digits (16 hex digits: the size always fits 64 bits; h11 allows 20).
 MAX_CHUNK_SIZE_DIGITS = 16

@@ -14,7 +14,8 @@ serialise in one join, and return the encoder the body must go through.
 
 from __future__ import annotations
 
-from gateway.http.headers import Headers, RequestHead, ResponseHead, encode_head
+from gateway.http.headers import encode_head
+from gateway.http.message import Headers, RequestHead, ResponseHead
 
 _BODYLESS_STATUS = frozenset({204, 304})
 

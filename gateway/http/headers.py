@@ -6,7 +6,9 @@ lines, accepts bare LF line endings, lets control bytes through in values and tr
 where we and the next hop might disagree about where a message ends, which is how request
 smuggling works.  So the head is validated here, strictly, and the body is then framed from it
 by ``h1_body.py`` (our own strict chunked decoder, trailers parsed by ``parse_trailer_section``
-with these same rules); what we send is serialised by ``encode_head``.
+with these same rules); what we send is serialised by ``encode_head``.  The heads themselves are
+``message.py``'s, the typed errors ``errors.py``'s and the framing rules ``framing.py``'s; their
+names are re-exported here, where the codecs' users have always found them.
 
 Theory of operation
 -------------------
@@ -18,11 +20,9 @@ the terminating empty line) and either return a frozen head or raise a typed err
 * whitespace between field name and colon -> 400 (RFC 9112 section 5.1);
 * control bytes in a value -> 400 (RFC 9110 section 5.5);
 * more than ``max_headers`` fields -> 431;
-* framing (``request_framing``): Transfer-Encoding must be exactly ``chunked`` (one field, one
-  coding); any other spelling that mentions chunked is an obfuscation -> 400, an unknown coding
-  -> 501; Transfer-Encoding together with Content-Length -> 400 (we reject rather than drop CL:
-  the sender is either broken or attacking); Content-Length must be one field of 1-18 digits
-  -> else 400; Transfer-Encoding in HTTP/1.0 -> 400 (RFC 9112 section 6.1).
+* framing: ambiguous or obfuscated Transfer-Encoding / Content-Length -> 400 (501 for an
+  unknown transfer coding); the rules are ``framing.py``'s, applied here so that no head with
+  ambiguous framing is ever returned.
 
 ``error_response`` is the one function that turns an ``IsthmusError`` into a response.
 """
@@ -30,141 +30,68 @@ the terminating empty line) and either return a frozen head or raise a typed err
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import Enum
 
-from discovery.errors import (
-    H2_PROTOCOL_ERROR,
-    DownstreamError,
-    IsthmusError,
-    UpstreamError,
+from discovery.errors import IsthmusError
+from gateway.http.errors import (
+    BadFraming,
+    BadRequest,
+    ContentLengthMismatch,
+    HeadersTooLarge,
+    HeadTimeout,
+    IncompleteBody,
+    MalformedHeaders,
+    UnsupportedTransferCoding,
+    UnsupportedVersion,
+    UpstreamClosed,
+    UpstreamProtocolError,
+)
+from gateway.http.framing import Framing, FramingKind, message_framing, request_framing
+from gateway.http.message import (
+    Headers,
+    RequestHead,
+    ResponseHead,
+    comma_tokens,
+    header_value,
+    header_values,
 )
 
-Headers = tuple[tuple[bytes, bytes], ...]
-
-# ---------------------------------------------------------------------------------------------
-# Typed errors
-# ---------------------------------------------------------------------------------------------
-
-
-class BadRequest(DownstreamError):
-    """The caller's request is malformed (400); the connection is closed after the answer."""
-
-    http_status = 400
-
-
-class BadFraming(BadRequest):
-    """Content-Length / Transfer-Encoding make the body length ambiguous (400)."""
-
-
-class HeadersTooLarge(DownstreamError):
-    """Request line + headers exceed the byte or count limit (431)."""
-
-    http_status = 431
-
-
-class HeadTimeout(DownstreamError):
-    """The request head did not arrive within the header timeout (408)."""
-
-    http_status = 408
-
-
-class UnsupportedTransferCoding(DownstreamError):
-    """A transfer coding other than chunked (501, RFC 9112 section 6.1)."""
-
-    http_status = 501
-
-
-class UnsupportedVersion(DownstreamError):
-    """An HTTP version other than 1.0/1.1 on an HTTP/1 connection (505)."""
-
-    http_status = 505
-
-
-class IncompleteBody(BadRequest):
-    """The caller closed the connection before the body it announced was complete."""
-
-
-class MalformedHeaders(DownstreamError):
-    """An HTTP/2 header block that must not be forwarded (RFC 9113 section 8.1.1)."""
-
-    http_status = 400
-    h2_error_code = H2_PROTOCOL_ERROR
-
-
-class ContentLengthMismatch(MalformedHeaders):
-    """DATA did not add up to the declared Content-Length (RFC 9113 section 8.1.1)."""
-
-
-class UpstreamProtocolError(UpstreamError):
-    """An upstream (endpoint or peer) sent a malformed or ambiguous response (502)."""
-
-
-class UpstreamClosed(UpstreamError):
-    """The upstream closed the connection before the response was complete (502).
-
-    ``response_started`` tells the retry logic whether any of the response was seen.
-    """
-
-    def __init__(self, message: str, *, response_started: bool) -> None:
-        super().__init__(message)
-        self.response_started = response_started
-
-
-# ---------------------------------------------------------------------------------------------
-# Heads
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    """A validated request head. Header names are lowercase; values have OWS trimmed."""
-
-    method: bytes
-    target: bytes
-    http_version: bytes
-    headers: Headers
-
-    def get(self, name: bytes) -> bytes | None:
-        """The first value of ``name`` (lowercase), or None."""
-        return header_value(self.headers, name)
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
-    """A validated response head. Header names are lowercase; values have OWS trimmed."""
-
-    status: int
-    headers: Headers
-    reason: bytes = b""
-    http_version: bytes = b"1.1"
-
-    def get(self, name: bytes) -> bytes | None:
-        """The first value of ``name`` (lowercase), or None."""
-        return header_value(self.headers, name)
-
-
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def header_values(headers: Headers, name: bytes) -> list[bytes]:
-    return [value for key, value in headers if key == name]
-
-
-def comma_tokens(headers: Headers, name: bytes) -> list[bytes]:
-    """Lowercased, trimmed, non-empty elements of a comma-list header such as Connection."""
-    out: list[bytes] = []
-    for value in header_values(headers, name):
-        for item in value.split(b","):
-            item = item.strip(b" \t").lower()
-            if item:
-                out.append(item)
-    return out
-
+__all__ = [
+    "CONNECTION_SPECIFIC",
+    "FIELD_VALUE_RE",
+    "REASONS",
+    "TOKEN_RE",
+    "BadFraming",
+    "BadRequest",
+    "ContentLengthMismatch",
+    "Framing",
+    "FramingKind",
+    "HeadTimeout",
+    "Headers",
+    "HeadersTooLarge",
+    "IncompleteBody",
+    "MalformedHeaders",
+    "RequestHead",
+    "ResponseHead",
+    "UnsupportedTransferCoding",
+    "UnsupportedVersion",
+    "UpstreamClosed",
+    "UpstreamProtocolError",
+    "comma_tokens",
+    "encode_head",
+    "encode_response_head",
+    "error_response",
+    "header_value",
+    "header_values",
+    "is_field_value",
+    "is_token",
+    "parse_fields",
+    "parse_request_head",
+    "parse_response_head",
+    "parse_trailer_section",
+    "request_framing",
+    "strip_connection_specific",
+    "wants_trailers",
+]
 
 # ---------------------------------------------------------------------------------------------
 # Grammar (RFC 9110 section 5.6.2 token; section 5.5 field values)
@@ -173,15 +100,11 @@ def comma_tokens(headers: Headers, name: bytes) -> list[bytes]:
 TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # field-value chars: VCHAR, obs-text, SP, HTAB; no other control bytes.
 FIELD_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_VCHAR_RE = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _REQUEST_LINE_RE = re.compile(
     rb"(?P<method>[!#$%&'*+\-.^_`|~0-9A-Za-z]+) (?P<target>[\x21-\x7e]+) HTTP/(?P<version>\d\.\d)"
 )
 _STATUS_LINE_RE = re.compile(rb"HTTP/(?P<version>\d\.\d) (?P<status>\d{3})(?: (?P<reason>.*))?")
-_DIGITS_RE = re.compile(rb"[0-9]{1,18}")
 _AUTHORITY_RE = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=%\[\]:]+")
-
-MAX_CONTENT_LENGTH_DIGITS = 18  # < 2**63, so the value always fits a signed 64-bit integer.
 
 
 def is_token(value: bytes) -> bool:
@@ -296,59 +219,8 @@ def parse_response_head(raw: bytes, *, max_headers: int = 100) -> ResponseHead:
     )
     if head.status < 100:
         raise UpstreamProtocolError(f"invalid status code {head.status}")
-    _framing(head.headers, head.http_version, UpstreamProtocolError)
+    message_framing(head.headers, head.http_version, UpstreamProtocolError)
     return head
-
-
-# ---------------------------------------------------------------------------------------------
-# Framing (RFC 9112 section 6)
-# ---------------------------------------------------------------------------------------------
-
-
-class FramingKind(Enum):
-    NONE = "none"
-    LENGTH = "length"
-    CHUNKED = "chunked"
-    CLOSE = "close"  # a response delimited by the close of the connection (never a request)
-
-
-@dataclass(frozen=True, slots=True)
-class Framing:
-    kind: FramingKind
-    length: int = 0
-
-
-def request_framing(head: RequestHead) -> Framing:
-    """How the request body is delimited; raises BadFraming on anything ambiguous."""
-    framing = _framing(head.headers, head.http_version, BadFraming)
-    if head.method == b"CONNECT" and (framing.kind is FramingKind.CHUNKED or framing.length):
-        raise BadFraming("a CONNECT request must not carry a body")
-    return framing
-
-
-def _framing(headers: Headers, version: bytes, error: type[IsthmusError]) -> Framing:
-    te = header_values(headers, b"transfer-encoding")
-    cl = header_values(headers, b"content-length")
-    if te:
-        if cl:
-            raise error("Transfer-Encoding together with Content-Length (possible smuggling)")
-        if version == b"1.0":
-            raise error("Transfer-Encoding in an HTTP/1.0 message")
-        joined = b",".join(te).lower()
-        if len(te) == 1 and te[0].lower() == b"chunked":
-            return Framing(FramingKind.CHUNKED)
-        if b"chunked" in joined or b"," in joined or len(te) > 1:
-            raise error(f"obfuscated or stacked Transfer-Encoding {joined[:64]!r}")
-        if error is BadFraming:
-            raise UnsupportedTransferCoding(f"transfer coding {joined[:64]!r} not supported")
-        raise error(f"transfer coding {joined[:64]!r} not supported")
-    if cl:
-        if len(cl) > 1:
-            raise error("more than one Content-Length header")
-        if _DIGITS_RE.fullmatch(cl[0]) is None:
-            raise error(f"invalid Content-Length {cl[0][:32]!r}")
-        return Framing(FramingKind.LENGTH, int(cl[0]))
-    return Framing(FramingKind.NONE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,19 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from discovery.errors import IsthmusError
-from gateway.http.headers import (
-    CONNECTION_SPECIFIC,
+from gateway.http.errors import (
     BadRequest,
     ContentLengthMismatch,
-    Headers,
     MalformedHeaders,
-    RequestHead,
-    ResponseHead,
     UpstreamProtocolError,
-    comma_tokens,
-    is_field_value,
-    strip_connection_specific,
 )
+from gateway.http.headers import CONNECTION_SPECIFIC, is_field_value, strip_connection_specific
+from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens
 
 DEFAULT_MAX_METHOD_BYTES = 64
 DEFAULT_MAX_PATH_BYTES = 16 * 1024
