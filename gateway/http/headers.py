@@ -54,6 +54,8 @@ from gateway.http.message import (
     header_value,
     header_values,
 )
+from overlay.h2_field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
+from overlay.h2_field_rules import is_value as is_h2_value
 
 __all__ = [
     "CONNECTION_SPECIFIC",
@@ -112,10 +114,13 @@ def is_token(value: bytes) -> bool:
 
 
 def is_field_value(value: bytes) -> bool:
-    """True if ``value`` is a trimmed RFC 9110 field value without control bytes."""
-    if FIELD_VALUE_RE.fullmatch(value) is None:
-        return False
-    return not value or (value[0] not in b" \t" and value[-1] not in b" \t")
+    """True if ``value`` is a trimmed RFC 9110 field value without control bytes.
+
+    That is HTTP/2's value rule (``overlay/h2_field_rules.is_value``: no CR, LF or NUL, no
+    edge whitespace) plus no other control byte: what a value crossing from HTTP/2 to HTTP/1.1
+    needs.
+    """
+    return FIELD_VALUE_RE.fullmatch(value) is not None and is_h2_value(value)
 
 
 def _check_line_endings(raw: bytes, error: type[IsthmusError]) -> None:
@@ -227,22 +232,17 @@ def parse_response_head(raw: bytes, *, max_headers: int = 100) -> ResponseHead:
 # Connection-specific fields (RFC 9110 section 7.6.1, RFC 9113 section 8.2.2)
 # ---------------------------------------------------------------------------------------------
 
-CONNECTION_SPECIFIC = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"http2-settings",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-    }
-)
-"""Fields that describe one hop and are never forwarded. ``te`` is re-added as ``trailers``
-where the next hop needs it; ``http2-settings`` only exists to serve an h2c upgrade, which a
-gateway never honours on a caller's behalf; the proxy-auth pair belongs to the proxy hop."""
+CONNECTION_SPECIFIC = H2_CONNECTION_SPECIFIC | {
+    b"te",
+    b"http2-settings",
+    b"proxy-authorization",
+    b"proxy-authenticate",
+}
+"""Fields that describe one hop and are never forwarded: the ones HTTP/2 forbids (RFC 9113
+section 8.2.2, listed once in ``overlay/h2_field_rules.py``) and four more. ``te`` is re-added
+as ``trailers`` where the next hop needs it; ``http2-settings`` only exists to serve an h2c
+upgrade, which a gateway never honours on a caller's behalf; the proxy-auth pair belongs to
+the proxy hop."""
 
 
 # A caller must not make us drop these by naming them in Connection (hop-by-hop abuse).

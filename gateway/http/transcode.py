@@ -36,12 +36,12 @@ from gateway.http.errors import (
 )
 from gateway.http.headers import CONNECTION_SPECIFIC, is_field_value, strip_connection_specific
 from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens
+from overlay.h2_field_rules import is_name as is_h2_name
 
 DEFAULT_MAX_METHOD_BYTES = 64
 DEFAULT_MAX_PATH_BYTES = 16 * 1024
 
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-_H2_NAME_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _METHOD_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH_RE = re.compile(rb"[\x21-\x7e]+")
 _HOST_RE = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])")
@@ -233,7 +233,7 @@ def _split_pseudo(
                 raise error(f"invalid value for {name.decode()}")
             pseudo[name] = value
             continue
-        if _H2_NAME_RE.fullmatch(name) is None:
+        if not is_h2_name(name):
             raise error(f"invalid field name {name[:64]!r} (HTTP/2 names are lowercase tokens)")
         if not is_field_value(value):
             raise error(f"CR, LF, NUL, control byte or edge whitespace in {name[:64]!r}")

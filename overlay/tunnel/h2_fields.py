@@ -16,6 +16,10 @@ loop:
 
 Semantics beyond syntax (which pseudo-headers a request needs) stay with the callers that
 build the blocks.
+
+The field rules themselves (names, connection-specific fields, values) are
+``overlay/h2_field_rules.py``'s: the gateway's transcoder checks every block it receives with
+the same rules, so each is written once.
 """
 
 from __future__ import annotations
@@ -23,14 +27,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from overlay.h2_field_rules import CONNECTION_SPECIFIC, is_name, is_value
+
 __all__ = ["HeaderBlockError", "check_block"]
 
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":status", b":protocol"})
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_EDGE = frozenset(b" \t")
 
 
 class HeaderBlockError(ValueError):
@@ -39,8 +40,7 @@ class HeaderBlockError(ValueError):
 
 @functools.lru_cache(maxsize=4096)  # names repeat endlessly (values do not); errors are not kept
 def _check_name(name: bytes) -> None:
-    body = name[1:] if name[:1] == b":" else name
-    if not body or not _TOKEN.issuperset(body):
+    if not is_name(name[1:] if name[:1] == b":" else name):
         raise HeaderBlockError(f"invalid field name {name!r} (lowercase token required)")
 
 
@@ -60,15 +60,9 @@ def check_block(
                 raise HeaderBlockError(f"pseudo-header {name!r} not allowed {why}".rstrip())
         else:
             regular_seen = True
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
                 raise HeaderBlockError(f"connection-specific field {name!r} in HTTP/2")
-        if value and (
-            value[0] in _EDGE
-            or value[-1] in _EDGE
-            or b"\r" in value
-            or b"\n" in value
-            or b"\x00" in value
-        ):
+        if not is_value(value):
             raise HeaderBlockError(f"invalid value for {name!r}")
         out.append((name, value))
     return out
