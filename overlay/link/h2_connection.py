@@ -9,7 +9,10 @@ Theory of operation
 One h2 state machine, mutated only synchronously (trio is single-threaded, so no lock): by the
 reader task (events from the peer), by stream methods (send/ack/reset), by the liveness task
 (PING).  Every mutation is followed by ``_pump()``, which moves h2's output into ``_outbuf``
-and wakes the writer task.  Three tasks live in the nursery that ``serve()`` owns:
+and wakes the writer task.  DATA frames bypass h2's framing and copies (``h2_data.py``): a
+sender appends them to ``_outbuf`` itself after h2 has checked and counted them, and the
+reader cuts DATA out of the inbound bytes before h2's frame buffer.  Three tasks live in the
+nursery that ``serve()`` owns:
 
 * reader: waits until the outbound buffer is under twice ``max_outbound_buffer`` (a peer that
   never reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2,
@@ -51,6 +54,7 @@ from discovery.errors import (
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
+from overlay.link.h2_data import CLIENT_PREFACE, FrameSplitter, receive_bytes
 from overlay.link.h2_events import dispatch_event
 from overlay.link.h2_limits import H2Limits, WindowCounter
 from overlay.link.h2_setup import H2ConnectionStatistics, new_h2_state, start_h2_state
@@ -115,6 +119,8 @@ class H2Connection(H2StreamIO):
         self._idle_since = 0.0
         lim = self.limits
         self._h2 = new_h2_state(client_side=client_side, limits=lim)
+        preface = 0 if client_side else len(CLIENT_PREFACE)
+        self._splitter = FrameSplitter(preface=preface, max_frame_size=lim.max_frame_size)
         self._streams: dict[int, H2Stream] = {}
         self._outbuf = bytearray()
         self._in_flight = 0
@@ -320,7 +326,7 @@ class H2Connection(H2StreamIO):
                 return
             self._bytes_received += len(data)
             try:
-                events = self._h2.receive_data(data)
+                events = receive_bytes(self._h2, self._splitter, data)
             except h2.exceptions.ProtocolError as exc:
                 code = int(getattr(exc, "error_code", H2_PROTOCOL_ERROR))
                 self._pump()  # h2 queued a GOAWAY carrying ``code``

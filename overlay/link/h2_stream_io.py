@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import h2.exceptions
 import trio
 
+from overlay.link.h2_data import send_data_frame
 from overlay.link.h2_limits import H2Limits
 from overlay.link.h2_setup import RefusingH2
 from overlay.tunnel.h2_fields import HeaderBlockError, check_block
@@ -124,7 +125,6 @@ class H2StreamIO:
         # park is the checkpoint): a bulk sender waits for window or room on most chunks.
         await trio.lowlevel.checkpoint_if_cancelled()
         parked = False
-        whole: bytes | None = data if isinstance(data, bytes) else None
         while view:
             self._raise_for_send(stream)
             with _h2_stream_errors():
@@ -134,13 +134,10 @@ class H2StreamIO:
                 await self._room_lot.park()
                 parked = True
                 continue
-            # All of a bytes object goes as it is (h2 copies it into the frame anyway).
-            piece = whole if whole is not None and frame == len(whole) else bytes(view[:frame])
-            whole = None
             with _h2_stream_errors():
-                self._h2.send_data(stream.stream_id, piece)
+                send_data_frame(self._h2, self._outbuf, stream.stream_id, view[:frame])
             view = view[frame:]
-            self._pump()
+            self._queued()
         if not parked:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -179,8 +176,8 @@ class H2StreamIO:
         except h2.exceptions.ProtocolError as exc:
             raise InvalidHeaders(f"cannot send headers: {exc}") from exc
         with _h2_stream_errors():
-            self._h2.send_data(stream.stream_id, body, end_stream=True)
-        self._pump()
+            send_data_frame(self._h2, self._outbuf, stream.stream_id, body, end_stream=True)
+        self._queued()
         stream._on_local_end()
         self._forget_if_finished(stream)
         return True
@@ -237,8 +234,12 @@ class H2StreamIO:
         data = self._h2.data_to_send()
         if data:
             self._outbuf += data
-            self._max_pending = max(self._max_pending, self._pending)
-            self._write_lot.unpark_all()
+            self._queued()
+
+    def _queued(self) -> None:
+        """Output was appended to ``_outbuf``: note the high-water mark, wake the writer."""
+        self._max_pending = max(self._max_pending, self._pending)
+        self._write_lot.unpark_all()
 
     def _raise_if_closing(self) -> None:
         if self._closing:
