@@ -60,7 +60,7 @@ def check_block(
                 raise HeaderBlockError(f"pseudo-header {name!r} not allowed {why}".rstrip())
         else:
             regular_seen = True
-            if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
                 raise HeaderBlockError(f"connection-specific field {name!r} in HTTP/2")
         if not is_value(value):
             raise HeaderBlockError(f"invalid value for {name!r}")

@@ -28,6 +28,12 @@ def test_str_fields_are_encoded() -> None:
     ]
 
 
+def test_te_trailers_is_case_insensitive_as_in_rfc_9110() -> None:
+    # Transfer-coding names are case-insensitive (RFC 9110 section 10.1.4); h2 agrees.
+    block = [(b":status", b"200"), (b"te", b"Trailers")]
+    assert check_block(block) == block
+
+
 def test_trailers_take_regular_fields_only() -> None:
     assert check_block([(b"x-sum", b"42")], trailers=True) == [(b"x-sum", b"42")]
     with pytest.raises(HeaderBlockError, match="trailers"):
