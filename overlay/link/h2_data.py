@@ -18,12 +18,14 @@ the payload are appended to ``out``.
 
 Receiving: ``FrameSplitter`` (sans-IO) cuts the inbound byte stream at frame boundaries.  It
 rejects a frame whose declared length is above our maximum as soon as its header arrives (h2
-would buffer the whole frame first), and keeps at most one incomplete frame.  Runs of frames
-other than plain DATA (and the server's connection preface) are handed to h2's own
-``receive_data`` unchanged, always whole, so h2's frame buffer is empty between calls.  A DATA
-frame without padding on a stream other than 0 becomes a ``DataSegment`` and goes through
-h2's per-frame handler (``_receive_frame``), which applies the same state and flow-control
-rules and raises the same errors.  While h2 is inside a header block (HEADERS without
+would buffer the whole frame first).  Runs of frames other than plain DATA (and the server's
+connection preface) are handed to h2's own ``receive_data`` unchanged, always whole, so h2's
+frame buffer is empty between calls; the splitter holds at most one such incomplete frame.  A
+DATA frame without padding on a stream other than 0 is cut through: its payload becomes one
+``DataSegment`` per read it arrives in (never reassembled), each going through h2's per-frame
+handler (``_receive_frame``) as if the peer had sent that piece as a frame of its own.  h2
+therefore applies the same state and flow-control rules and raises the same errors, and only
+the last piece carries END_STREAM.  While h2 is inside a header block (HEADERS without
 END_HEADERS) a DATA frame is handed to h2 raw, so its CONTINUATION rule still applies.
 
 The h2 internals used (``_receive_frame``, ``_terminate_connection``, ``_data_to_send``,
@@ -97,7 +99,12 @@ def send_data_frame(
 
 @dataclass(frozen=True, slots=True)
 class DataSegment:
-    """One plain DATA frame (no padding, stream id not 0), payload copied out once."""
+    """Payload of a plain DATA frame (no padding, stream id not 0), copied out once.
+
+    A frame whose payload spans reads is passed on piece by piece as it arrives (cut-through:
+    nothing is held back to reassemble it); ``end_stream`` is set on the last piece only.  To
+    h2 and to the stream this is the same as the peer having sent smaller frames.
+    """
 
     stream_id: int
     end_stream: bool
@@ -108,7 +115,7 @@ class DataSegment:
         return data_frame_header(len(self.payload), self.stream_id, flags) + self.payload
 
 
-#: Bytes for h2's ``receive_data`` (whole frames or preface), or one DATA frame.
+#: Bytes for h2's ``receive_data`` (whole frames or preface), or DATA payload.
 Segment = bytes | DataSegment
 
 
@@ -116,17 +123,23 @@ class FrameSplitter:
     """Cut an inbound HTTP/2 byte stream into ``Segment``s; see the module docstring.
 
     ``preface``: bytes to pass through before the first frame (a server's view of the client
-    preface; h2 checks them).  ``max_frame_size`` may be changed between calls.
+    preface; h2 checks them).  ``max_frame_size`` may be changed between calls.  Held back
+    between calls: at most one frame header, or one incomplete frame other than plain DATA.
     """
 
     def __init__(self, *, preface: int, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
         self._preface = preface
         self._partial = bytearray()
+        # The plain DATA frame being cut through: payload bytes still to come, its stream and
+        # whether it carries END_STREAM.
+        self._data_left = 0
+        self._data_stream = 0
+        self._data_end = False
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held here (at most a frame header plus its payload)."""
+        """Bytes held here: a partial frame header, or an incomplete non-DATA frame."""
         return len(self._partial)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Segment]:
@@ -138,20 +151,24 @@ class FrameSplitter:
             out.append(bytes(view[:n]))
             self._preface -= n
             view = view[n:]
+        if self._data_left:
+            view = self._cut_through(view, out)
         if self._partial:
             view = self._complete_partial(view, out)
         pos, raw_from, end = 0, 0, len(view)
         while end - pos >= FRAME_HEADER:
             length = self._check_length(view[pos : pos + 3])
             stop = pos + FRAME_HEADER + length
-            if stop > end:
-                break
-            segment = self._plain_data(view[pos:stop])
-            if segment is not None:
+            plain = self._plain_data(view[pos : pos + FRAME_HEADER])
+            if plain is None and stop > end:
+                break  # an incomplete frame h2 must see whole
+            if plain is not None:
                 if raw_from < pos:
                     out.append(bytes(view[raw_from:pos]))
-                out.append(segment)
-                raw_from = stop
+                self._start_data(plain, length)
+                pos = end - len(self._cut_through(view[pos + FRAME_HEADER :], out))
+                raw_from = pos
+                continue
             pos = stop
         if raw_from < pos:
             out.append(bytes(view[raw_from:pos]))
@@ -161,6 +178,23 @@ class FrameSplitter:
             self._partial += view[pos:]
         return out
 
+    def _start_data(self, header: tuple[int, bool], length: int) -> None:
+        self._data_stream, self._data_end = header
+        self._data_left = length
+
+    def _cut_through(self, view: memoryview, out: list[Segment]) -> memoryview:
+        """Pass on what ``view`` holds of the current DATA frame; return the rest of ``view``.
+
+        A frame with an empty payload still yields one (empty) segment: it may carry
+        END_STREAM, and h2 counts empty DATA frames.
+        """
+        n = min(self._data_left, len(view))
+        if n or self._data_left == 0:
+            self._data_left -= n
+            end = self._data_end and not self._data_left
+            out.append(DataSegment(self._data_stream, end, bytes(view[:n])))
+        return view[n:]
+
     def _complete_partial(self, view: memoryview, out: list[Segment]) -> memoryview:
         partial = self._partial
         if len(partial) < FRAME_HEADER:
@@ -169,15 +203,20 @@ class FrameSplitter:
             view = view[take:]
             if len(partial) < FRAME_HEADER:
                 return view
-        need = FRAME_HEADER + self._check_length(memoryview(partial)[:3]) - len(partial)
+        with memoryview(partial) as head:
+            length = self._check_length(head[:3])
+            plain = self._plain_data(head[:FRAME_HEADER])
+        if plain is not None:  # a DATA frame whose header was split: cut through from here
+            partial.clear()
+            self._start_data(plain, length)
+            return self._cut_through(view, out)
+        need = FRAME_HEADER + length - len(partial)
         take = min(need, len(view))
         partial += view[:take]
         if take < need:
             return view[take:]
-        frame = bytes(partial)
+        out.append(bytes(partial))
         partial.clear()
-        segment = self._plain_data(memoryview(frame))
-        out.append(frame if segment is None else segment)
         return view[take:]
 
     def _check_length(self, head: memoryview) -> int:
@@ -189,13 +228,14 @@ class FrameSplitter:
         return length
 
     @staticmethod
-    def _plain_data(frame: memoryview) -> DataSegment | None:
-        if frame[3] != TYPE_DATA or frame[4] & FLAG_PADDED:
+    def _plain_data(header: memoryview) -> tuple[int, bool] | None:
+        """(stream id, END_STREAM) if the frame with this header takes the fast path."""
+        if header[3] != TYPE_DATA or header[4] & FLAG_PADDED:
             return None
-        stream_id = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+        stream_id = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
         if stream_id == 0:
             return None  # h2 answers with its PROTOCOL_ERROR
-        return DataSegment(stream_id, bool(frame[4] & FLAG_END_STREAM), bytes(frame[9:]))
+        return stream_id, bool(header[4] & FLAG_END_STREAM)
 
 
 def receive_segments(
