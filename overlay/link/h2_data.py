@@ -3,7 +3,8 @@
 Why: h2 copies every DATA payload about five times on the way out (frame body, header plus
 body, its ``_data_to_send``, ``data_to_send()``, our outbound buffer) and three times on the
 way in (its frame buffer, the frame slice, ``tobytes``), with a frame object and a generator per
-frame.  On a bulk tunnel that was a third of a gateway's Python time per 64 KiB.  Here a DATA
+frame: 18-24 us to send and 26-46 us to receive and acknowledge one 64 KiB frame, against
+~7 and ~20 us here (CPU-bound micro-measurement, both sides in one process).  Here a DATA
 frame is one 9-byte header plus one copy of the payload each way.  h2 stays the authority on
 everything else: every other frame, and the *state* of DATA (stream and connection state
 machines, both flow-control windows) -- we call into it for that, so the wire and the state
