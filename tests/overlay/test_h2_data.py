@@ -208,14 +208,15 @@ def test_byte_by_byte_gives_the_same_events() -> None:
 
 def test_a_data_frame_is_passed_on_as_it_arrives() -> None:
     # Cut-through: payload that has arrived is delivered, not held until the frame is whole.
-    big = next(e for e in _frame_ends(WIRE) if e - _frame_ends(WIRE)[0] > 0 and e > 60_000)
-    start = max(e for e in _frame_ends(WIRE) if e < big)
-    assert WIRE[start + 3] == 0  # a DATA frame
+    ends = _frame_ends(WIRE)
+    big = next(e for e in ends if e > 60_000)  # the end of a frame past 60 KB of traffic...
+    start = max(e for e in ends if e < big)
+    assert WIRE[start + 3] == 0 and big - start - 9 > 1000  # ...that is a large DATA frame
     cut = start + 9 + 1000
     events, _ = _receive_all([WIRE[:cut]])
     whole_events, _ = _receive_all([WIRE[:big]])
-    delivered = b"".join(e[2] for e in events if e[0] == "data")  # type: ignore[misc]
-    expected = b"".join(e[2] for e in whole_events if e[0] == "data")  # type: ignore[misc]
+    delivered = b"".join(e[2] for e in events if e[0] == "data")
+    expected = b"".join(e[2] for e in whole_events if e[0] == "data")
     assert len(expected) - len(delivered) == (big - start - 9) - 1000
     assert expected.startswith(delivered)
 
