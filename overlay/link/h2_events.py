@@ -6,14 +6,19 @@ the trio driver so each file stays one concept.  It runs synchronously inside th
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import h2.events
 
+from discovery.errors import H2_PROTOCOL_ERROR
+from overlay.link.h2_setup import MalformedHeaders
 from overlay.tunnel.h2_stream import HeaderList
 
 if TYPE_CHECKING:
     from overlay.link.h2_connection import H2Connection
+
+log = logging.getLogger(__name__)
 
 
 def _headers(raw: object) -> HeaderList:
@@ -52,6 +57,14 @@ def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> No
         if (stream := streams.get(event.stream_id)) is not None:
             conn._stream_was_reset(stream, int(event.error_code or 0), event.remote_reset, now)
         # A reset of a stream we already finished saved us no work: not a premature reset.
+    elif isinstance(event, MalformedHeaders):
+        # h2_setup reset the stream (PROTOCOL_ERROR); a request that never reached a handler
+        # still cost us a decode, so it counts against the peer's premature-reset budget.
+        log.debug("stream %d reset: malformed header block: %s", event.stream_id, event.reason)
+        if (stream := streams.get(event.stream_id)) is not None:
+            conn._stream_was_reset(stream, H2_PROTOCOL_ERROR, False, now)
+        else:
+            conn._note_premature_reset(now)
     elif isinstance(event, h2.events.WindowUpdated):
         conn._room_lot.unpark_all()
     elif isinstance(event, h2.events.RemoteSettingsChanged):

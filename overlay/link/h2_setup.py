@@ -7,11 +7,16 @@ two h2 behaviours we must work around are documented (see ``RefusingH2`` and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import h2.config
 import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 
 from overlay.link.h2_limits import H2Limits
@@ -49,18 +54,74 @@ class H2ConnectionStatistics:
     close_reason: str | None
 
 
+class MalformedHeaders(h2.events.Event):
+    """A header block decoded fine but broke RFC 9113 section 8 (an uppercase or
+    connection-specific field, a missing or misplaced pseudo-header, trailers without
+    END_STREAM...).  The stream was reset with PROTOCOL_ERROR; the connection carries on."""
+
+    def __init__(self, stream_id: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<MalformedHeaders stream_id:{self.stream_id}, reason:{self.reason}>"
+
+
+class _TellingDecoder(hpack.Decoder):
+    """Remembers whether the last header block decoded.  A block that failed to decode may
+    have left the HPACK table (shared by every stream) half-updated: a connection error.  One
+    that decoded and then failed h2's checks is a malformed message: a stream error."""
+
+    decoded = False
+
+    def decode(self, data: bytes, raw: bool = False) -> Iterable[hpack.HeaderTuple]:
+        self.decoded = False
+        headers = super().decode(data, raw)
+        self.decoded = True
+        return headers
+
+
 class RefusingH2(h2.connection.H2Connection):
-    """h2 turns a HEADERS frame above MAX_CONCURRENT_STREAMS into a *connection* error (GOAWAY
-    PROTOCOL_ERROR), killing every stream of a peer that merely raced our SETTINGS.  We want
-    the retryable stream error REFUSED_STREAM instead, so h2 is told ``inbound_slack`` fewer
-    open streams than there are and the driver refuses the excess itself.  A peer that opens
-    more than limit + slack streams within a single read still gets the connection error."""
+    """h2 with two connection errors turned into the stream errors RFC 9113 asks for.
+
+    * h2 turns a HEADERS frame above MAX_CONCURRENT_STREAMS into a *connection* error (GOAWAY
+      PROTOCOL_ERROR), killing every stream of a peer that merely raced our SETTINGS.  We want
+      the retryable stream error REFUSED_STREAM instead, so h2 is told ``inbound_slack`` fewer
+      open streams than there are and the driver refuses the excess itself.  A peer that opens
+      more than limit + slack streams within a single read still gets the connection error.
+    * h2 answers a malformed request or response (section 8.1.1: "MUST be treated as a stream
+      error of type PROTOCOL_ERROR") with GOAWAY too, so one bad request from a caller failed
+      every other request on its connection.  Here such a block resets its stream only and
+      yields ``MalformedHeaders``; the driver counts it against the peer's reset budget.  A
+      block that fails to *decode* stays a connection error (see ``_TellingDecoder``), and so
+      does anything h2 raises for the stream's state.
+    """
 
     inbound_slack = 0
 
     @property
     def open_inbound_streams(self) -> int:
         return max(0, int(super().open_inbound_streams) - self.inbound_slack)
+
+    def _receive_headers_frame(
+        self, frame: hyperframe.frame.HeadersFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        decoder = self.decoder
+        assert isinstance(decoder, _TellingDecoder)
+        decoder.decoded = False
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as exc:
+            # Only h2's plain ProtocolError is a verdict on the message; its subclasses
+            # (stream closed, too many streams, oversized block...) keep h2's meaning.
+            stream = self.streams.get(frame.stream_id)
+            if type(exc) is not h2.exceptions.ProtocolError or not decoder.decoded or not stream:
+                raise
+            try:
+                frames = stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            except h2.exceptions.ProtocolError:
+                raise exc from None  # the stream's state machine had refused it: h2's verdict
+            return frames, [MalformedHeaders(frame.stream_id, str(exc))]
 
 
 def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
@@ -82,6 +143,7 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
         )
     )
     conn.inbound_slack = limits.max_concurrent_streams
+    conn.decoder = _TellingDecoder()
     codes = h2.settings.SettingCodes
     initial = {
         codes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
