@@ -16,6 +16,10 @@ from dataclasses import replace
 from functools import partial
 from ipaddress import IPv4Address
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 import trio
 
@@ -287,6 +291,44 @@ async def test_h2c_unknown_address_gets_404_response() -> None:
             ],
         )
     assert response[b":status"] == b"404" and b"nope.other" in data
+
+
+async def test_h2c_malformed_request_fails_alone_not_the_callers_connection() -> None:
+    """RFC 9113 section 8.1.1: the bad request is reset; the caller's other request on the same
+    connection is still answered (h2 on its own would have ended the whole connection)."""
+    lax = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    get = [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"api.default.isthmus"),
+        (b":path", b"/ok"),
+    ]
+    async with gateway() as (port, _):
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        async with tcp:
+            lax.initiate_connection()
+            lax.send_headers(1, [*get, (b"X-Upper-Case", b"1")], end_stream=True)
+            lax.send_headers(3, get, end_stream=True)
+            await tcp.send_all(lax.data_to_send())
+            events: list[h2.events.Event] = []
+            with trio.fail_after(5):
+                while not any(isinstance(e, h2.events.StreamEnded) for e in events):
+                    events += lax.receive_data(await tcp.receive_some(65536))
+                    await tcp.send_all(lax.data_to_send())
+    resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
+    assert resets == [(1, h2.errors.ErrorCodes.PROTOCOL_ERROR)]
+    [answer] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert answer.stream_id == 3 and (b":status", b"200") in answer.headers
+    body = b"".join(bytes(e.data) for e in events if isinstance(e, h2.events.DataReceived))
+    assert json.loads(body)["site"] == "a"
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
 
 
 async def read_response(stream: trio.SocketStream) -> bytes:
