@@ -80,6 +80,8 @@ from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools, wait_port  # noqa: E402
 from bench.report import Sample, combine, summary  # noqa: E402
 
+from gateway.config.model import LimitsConfig  # noqa: E402
+
 SITE_A_HOST, SITE_B_HOST = "127.0.11.1", "127.0.12.1"
 HAPROXY_A_HOST, HAPROXY_B_HOST = "127.0.13.1", "127.0.14.1"
 BACKEND = BackendAddrs(
@@ -196,8 +198,9 @@ def _hp(addr: tuple[str, int]) -> tuple[str, str]:
     return addr[0], str(addr[1])
 
 
-async def start_floor_l4(fleet: Fleet, root: Path) -> tuple[int, int]:
-    """The minimal trio mTLS relay pair, with its own two trust domains like HAProxy's."""
+async def start_floor_l4(fleet: Fleet, root: Path, read: int) -> tuple[int, int]:
+    """The minimal trio mTLS relay pair, with its own two trust domains like HAProxy's,
+    copying at most ``read`` bytes at a time (the gateways' ``tunnel_buffer_bytes``)."""
     crt_near, bundle_near = await trio.to_thread.run_sync(bench_identity, root, "near")
     crt_far, bundle_far = await trio.to_thread.run_sync(bench_identity, root, "far")
     script = str(HERE / "bench" / "floor_l4.py")
@@ -205,11 +208,17 @@ async def start_floor_l4(fleet: Fleet, root: Path) -> tuple[int, int]:
     iperf = (BACKEND.iperf_host, str(BACKEND.iperf_port))
     far = await fleet.start(
         "trio-floor-l4-far",
-        [sys.executable, script, "far", *_hp(FLOOR_L4_FAR), *iperf, str(crt_far), str(bundle_near)],
+        [
+            *(sys.executable, script, "far", *_hp(FLOOR_L4_FAR), *iperf),
+            *(str(crt_far), str(bundle_near), str(read)),
+        ],
     )
     near = await fleet.start(
         "trio-floor-l4-near",
-        [sys.executable, script, "near", *_hp(FLOOR_L4_NEAR), *_hp(FLOOR_L4_FAR), *certs_near],
+        [
+            *(sys.executable, script, "near", *_hp(FLOOR_L4_NEAR), *_hp(FLOOR_L4_FAR)),
+            *(*certs_near, str(read)),
+        ],
     )
     await wait_port(*FLOOR_L4_FAR, fleet=fleet)
     await wait_port(*FLOOR_L4_NEAR, fleet=fleet)
@@ -316,7 +325,8 @@ async def bench(
             ],
         )
         await wait_port(FLOOR_HOST, FLOOR_PORT, fleet=fleet)
-        floor_pids = await start_floor_l4(fleet, root / "floor")
+        unit = int(limits.get("tunnel_buffer_bytes", LimitsConfig().tunnel_buffer_bytes))
+        floor_pids = await start_floor_l4(fleet, root / "floor", unit)
         sites: IsthmusSites | None = None
         why = "skipped (--skip-isthmus)"
         if not skip_isthmus:

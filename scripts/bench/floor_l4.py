@@ -5,10 +5,13 @@ than guessing.  Two processes, exactly HAProxy's shape (one TLS connection per c
 connection, no multiplexing, no HTTP/2 framing, no flow control of our own): ``near`` accepts
 plain TCP and relays it over TLS 1.3 with client certificates to ``far``, which relays it to
 the backend.  TLS is the gateway's own ``TLSStream`` (large reads, every buffered record per
-receive), copies are 256 KiB reads.  Its MB/s per core is the ceiling of a trio design; the
+receive).  Each copy moves at most ``READ`` bytes: the benchmark passes the gateways'
+``tunnel_buffer_bytes`` (64 KiB by default, RELIABILITY.md's bound per tunnel direction), so
+relay and tunnel move the same units.  Its MB/s per core is the ceiling of a trio design; the
 gap from it to Isthmus is what HTTP/2 framing and flow control cost.
 
-Run: ``floor_l4.py near|far LISTEN_HOST LISTEN_PORT TO_HOST TO_PORT CRT_KEY_PEM PEER_BUNDLE``.
+Run: ``floor_l4.py near|far LISTEN_HOST LISTEN_PORT TO_HOST TO_PORT CRT_KEY_PEM PEER_BUNDLE
+[READ]`` (``READ`` defaults to 64 KiB).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from overlay.link.tls_stream import TLSStream
 
-READ = 256 * 1024
+READ = 64 * 1024
 
 
 def _context(server_side: bool, crt_key: str, bundle: str) -> ssl.SSLContext:
@@ -37,25 +40,27 @@ def _context(server_side: bool, crt_key: str, bundle: str) -> ssl.SSLContext:
     return ctx
 
 
-async def _copy(src: trio.abc.ReceiveStream, dst: trio.abc.SendStream) -> None:
-    while data := await src.receive_some(READ):
+async def _copy(src: trio.abc.ReceiveStream, dst: trio.abc.SendStream, read: int) -> None:
+    while data := await src.receive_some(read):
         await dst.send_all(data)
 
 
-async def _relay(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
+async def _relay(a: trio.abc.Stream, b: trio.abc.Stream, read: int) -> None:
     """Both directions until either side ends (bench traffic: iperf3 closes both at once)."""
     async with trio.open_nursery() as nursery:
 
         async def one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await _copy(src, dst)
+                await _copy(src, dst, read)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(one_way, a, b)
         nursery.start_soon(one_way, b, a)
 
 
-async def main(role: str, listen: tuple[str, int], to: tuple[str, int], crt: str, ca: str) -> None:
+async def main(
+    role: str, listen: tuple[str, int], to: tuple[str, int], crt: str, ca: str, read: int
+) -> None:
     ctx = _context(role == "far", crt, ca)
     to_host, to_port = to
 
@@ -65,19 +70,22 @@ async def main(role: str, listen: tuple[str, int], to: tuple[str, int], crt: str
                 upstream = TLSStream(await trio.open_tcp_stream(to_host, to_port), ctx)
                 await upstream.do_handshake()
                 async with tcp, upstream:
-                    await _relay(tcp, upstream)
+                    await _relay(tcp, upstream, read)
             else:
                 downstream = TLSStream(tcp, ctx, server_side=True)
                 await downstream.do_handshake()
                 backend = await trio.open_tcp_stream(to_host, to_port)
                 async with downstream, backend:
-                    await _relay(downstream, backend)
+                    await _relay(downstream, backend, read)
 
     await trio.serve_tcp(on_connection, listen[1], host=listen[0])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 8 or sys.argv[1] not in ("near", "far"):
-        sys.exit("usage: floor_l4.py near|far HOST PORT TO_HOST TO_PORT CRT_KEY_PEM PEER_BUNDLE")
-    role, host, port, to_host, to_port, crt, ca = sys.argv[1:]
-    trio.run(main, role, (host, int(port)), (to_host, int(to_port)), crt, ca)
+    if len(sys.argv) not in (8, 9) or sys.argv[1] not in ("near", "far"):
+        sys.exit(
+            "usage: floor_l4.py near|far HOST PORT TO_HOST TO_PORT CRT_KEY_PEM PEER_BUNDLE [READ]"
+        )
+    role, host, port, to_host, to_port, crt, ca = sys.argv[1:8]
+    read = int(sys.argv[8]) if len(sys.argv) == 9 else READ
+    trio.run(main, role, (host, int(port)), (to_host, int(to_port)), crt, ca, read)

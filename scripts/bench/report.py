@@ -135,7 +135,7 @@ def summary(samples: list[Sample]) -> list[str]:
             f"{t} MB/s (1 TCP stream): isthmus {_fmt(i)}, haproxy {_fmt(h)}, direct "
             f"{_fmt(g(t, 'direct', 'value'))}; ratio {_ratio(i, h)} (target >= 0.8); "
             f"per core: isthmus {_fmt(ic)}, haproxy {_fmt(hc)}, ratio {_ratio(ic, hc)}; "
-            f"ceiling (minimal trio mTLS relay, no HTTP/2): {_fmt(f)} MB/s, ratio "
+            f"ceiling (minimal trio mTLS relay, same copy unit, no HTTP/2): {_fmt(f)} MB/s, ratio "
             f"{_ratio(f, h)}, per core {_ratio(fc, hc)}"
         )
     ran = {s.test for s in samples}
