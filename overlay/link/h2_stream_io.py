@@ -127,15 +127,16 @@ class H2StreamIO:
         parked = False
         while view:
             self._raise_for_send(stream)
-            with _h2_stream_errors():
+            with _h2_stream_errors():  # once per frame: it sits on the bulk path
                 window = self._h2.local_flow_control_window(stream.stream_id)
-            frame = min(len(view), window, self._h2.max_outbound_frame_size)
-            if frame <= 0 or self._pending + frame > self.limits.max_outbound_buffer:
+                frame = min(len(view), window, self._h2.max_outbound_frame_size)
+                room = frame > 0 and self._pending + frame <= self.limits.max_outbound_buffer
+                if room:
+                    send_data_frame(self._h2, self._outbuf, stream.stream_id, view[:frame])
+            if not room:
                 await self._room_lot.park()
                 parked = True
                 continue
-            with _h2_stream_errors():
-                send_data_frame(self._h2, self._outbuf, stream.stream_id, view[:frame])
             view = view[frame:]
             self._queued()
         if not parked:
