@@ -27,6 +27,7 @@ from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
 from gateway.ingress.east_west import EastWestHandler
+from gateway.listener.bind import start_listener
 from gateway.listener.http import h1_limits, serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
@@ -189,14 +190,19 @@ async def serve_gateway(
         ew_port = admin_port = None
         ew = config.listener("east-west")
         if ew is not None:
-            ew_port = await nursery.start(
-                functools.partial(peering.serve, host=str(ew.address), port=ew.port)
+            ew_port = await start_listener(
+                nursery,
+                functools.partial(peering.serve, host=str(ew.address), port=ew.port),
+                what=f"listener {ew.name}",
+                address=str(ew.address),
+                port=ew.port,
             )
             log.info("east-west listener on %s:%d", ew.address, ew_port)
         site = config.site.name
         for li in config.listeners:
             if li.kind == "http":
-                port = await nursery.start(
+                port = await start_listener(
+                    nursery,
                     functools.partial(
                         serve_http_listener,
                         li,
@@ -204,7 +210,10 @@ async def serve_gateway(
                         identity=identity,
                         limits=lim,
                         local_site=site,
-                    )
+                    ),
+                    what=f"listener {li.name}",
+                    address=str(li.address),
+                    port=li.port,
                 )
                 log.info(
                     "http listener %s on %s:%d%s",
@@ -214,13 +223,21 @@ async def serve_gateway(
                     " (TLS)" if li.tls else "",
                 )
             elif li.kind == "sni":
-                port = await nursery.start(
-                    functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site)
+                port = await start_listener(
+                    nursery,
+                    functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site),
+                    what=f"listener {li.name}",
+                    address=str(li.address),
+                    port=li.port,
                 )
                 log.info("sni listener %s on %s:%d", li.name, li.address, port)
         for sp in config.service_ports:
-            port = await nursery.start(
-                functools.partial(serve_service_port, sp, router, limits=lim, local_site=site)
+            port = await start_listener(
+                nursery,
+                functools.partial(serve_service_port, sp, router, limits=lim, local_site=site),
+                what=f"service port {sp.name}",
+                address=str(sp.address),
+                port=sp.port,
             )
             log.info(
                 "service port %s on %s:%d -> %s (%s)",
@@ -232,10 +249,14 @@ async def serve_gateway(
             )
         admin = config.listener("admin")
         if admin is not None:
-            admin_port = await nursery.start(
+            admin_port = await start_listener(
+                nursery,
                 functools.partial(
                     serve_admin, admin_views(gw), host=str(admin.address), port=admin.port
-                )
+                ),
+                what=f"listener {admin.name}",
+                address=str(admin.address),
+                port=admin.port,
             )
             log.info("admin API on http://%s:%d/", admin.address, admin_port)
         task_status.started(GatewayPorts(ew_port, admin_port))
