@@ -20,8 +20,11 @@ shortens ``wait`` so that a turn stays near the configured one).  Every request 
 deadline: the ``wait`` it carries + Consul's jitter (``wait/16``) + a margin, or the plain
 request timeout.  Response headers are bounded by h11, the body by ``max_body_bytes``.
 Failures come out typed: :class:`ConsulUnavailable` / :class:`ConsulTimeout` for transport
-problems, :class:`ConsulResponseTooLarge` for oversize bodies; HTTP statuses are left to
-py-consul's callbacks, which the adapter translates.
+problems, :class:`ConsulResponseTooLarge` for oversize bodies, and for an answer with status
+>= 400 (:func:`status_error`) one that names the status and the request -- ``HTTP 404 from
+GET /v1/health/service/web: ...`` -- rather than whatever py-consul's callbacks make of it
+(for a 404 on a read they return no data and then complain about a "Missing index header",
+quoting an object's repr).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ import trio
 from consul import base
 
 from discovery.sources.consul_parse import (
+    ConsulAclDenied,
+    ConsulError,
+    ConsulHttpError,
     ConsulMalformedResponse,
     ConsulResponseTooLarge,
     ConsulTimeout,
@@ -50,6 +56,25 @@ _GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Callback = Callable[[base.Response], Any]
+#: How much of an error body a message quotes (Consul's are one line: "ACL not found").
+_ERROR_BODY_CHARS = 200
+
+
+def status_error(code: int, method: str, path: str, body: str) -> ConsulError:
+    """The typed error for an answer with status ``code`` >= 400 to ``method path``.
+
+    5xx means Consul cannot answer now (:class:`ConsulUnavailable`, retried); 403 is the ACL
+    token (:class:`ConsulAclDenied`, the token file is re-read); anything else is
+    :class:`ConsulHttpError`.  The path is quoted without its query string.
+    """
+    text = " ".join(body.split())[:_ERROR_BODY_CHARS]
+    message = f"HTTP {code} from {method} {path}" + (f": {text}" if text else "")
+    if code == 403:
+        return ConsulAclDenied(message)
+    if code >= 500:
+        return ConsulUnavailable(message)
+    return ConsulHttpError(message)
+
 
 
 class Headers(Mapping[str, str]):
@@ -196,6 +221,8 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
                 response = await self.request(method, self.target(path, params), headers, body)
         if scope.cancelled_caught:
             raise ConsulTimeout(f"{method} {path}: no complete answer within {timeout:.1f}s")
+        if response.code >= 400:
+            raise status_error(response.code, method, path, response.body)
         return callback(response)
 
     async def request(

@@ -26,7 +26,7 @@ import trustme
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul import serve_consul_source
-from discovery.sources.consul_parse import ConsulConfigError
+from discovery.sources.consul_parse import ConsulAclDenied, ConsulConfigError
 from tests.consul_api.server import open_consul_api_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +312,24 @@ async def test_malformed_answers_are_typed_errors_and_change_nothing(
             assert isinstance(fresh, SourceFresh)
 
 
+async def test_a_404_names_the_status_and_the_request() -> None:
+    """A 404 (a proxy in front of Consul, a wrong path) reads as what it is, not as py-consul's
+    "Missing index header: <...Headers object at 0x...>"."""
+    async with open_consul_api_server() as srv:
+        srv.register_service("web", 8080)
+        async with running(make_config(srv.url)) as events:
+            await events.resynced()
+            srv.inject("/v1/health/service/web", "404 page not found", status=404)
+            stale = await events.next(lambda e: isinstance(e, SourceStale))
+            assert isinstance(stale, SourceStale)
+            assert "ConsulHttpError" in stale.reason, stale.reason
+            assert "HTTP 404 from GET /v1/health/service/web: 404 page not found" in stale.reason
+            assert "object at 0x" not in stale.reason and "index header" not in stale.reason
+            srv.clear_injections()
+            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+            assert isinstance(fresh, SourceFresh)
+
+
 async def test_oversize_body_is_refused() -> None:
     async with open_consul_api_server() as srv:
         srv.register_service("web", 8080)
@@ -410,8 +428,6 @@ async def test_server_blocking_semantics_via_py_consul() -> None:
 
 async def test_server_runs_as_a_subprocess() -> None:
     """``python -m tests.consul_api.server`` as the end-to-end tests start it, with ACLs."""
-    import consul as consul_api
-
     from discovery.sources.consul import TrioConsul
     from discovery.sources.consul_http import TrioHTTPClient
 
@@ -431,7 +447,8 @@ async def test_server_runs_as_a_subprocess() -> None:
         consul = TrioConsul(
             TrioHTTPClient("127.0.0.1", port, "http", ssl_context=None), token=None, dc=None
         )
-        with pytest.raises(consul_api.ACLPermissionDenied):  # anonymous writes are denied
+        # anonymous writes are denied: a typed error naming the status and the request
+        with pytest.raises(ConsulAclDenied, match="HTTP 403 from PUT /v1/agent/service/register"):
             await consul.agent.service.register("web", port=8080)
         consul.token = "tok"
         await consul.agent.service.register("web", port=8080)
