@@ -54,6 +54,7 @@ from consul import exceptions as consul_exceptions
 from discovery.backoff import Backoff
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint
+from discovery.redact import remember_secret
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul_http import TrioHTTPClient
 from discovery.sources.consul_parse import (
@@ -225,13 +226,17 @@ class _ConsulWatch:
         self.watchers: dict[str, trio.CancelScope] = {}
 
     async def token(self) -> str | None:
+        """The ACL token (config or ``token_file``), registered so logs never show it."""
         if self.config.token is not None:
+            remember_secret(self.config.token)
             return self.config.token
         if self.config.token_file is not None:
             try:
-                return (await trio.Path(self.config.token_file).read_text()).strip() or None
+                token = (await trio.Path(self.config.token_file).read_text()).strip() or None
             except OSError as err:
                 raise ConsulConfigError(f"token_file {self.config.token_file}: {err}") from err
+            remember_secret(token)
+            return token
         return None
 
     def changed(self) -> None:

@@ -28,6 +28,7 @@ from discovery.sources.registry import SourceUnavailable
 from discovery.watch import Watch
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file
+from gateway.logs import RedactingFormatter
 
 DEFAULT_SETTLE_S = 3.0
 MAX_SETTLE_S = 3600.0
@@ -63,9 +64,9 @@ def _run(args: argparse.Namespace) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        for handler in logging.getLogger().handlers:  # credentials never reach a log line
+            handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     try:
         catalog, now = trio.run(_collect, config.sources, settle)
     except BaseException as exc:

@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 import trio
 
 from discovery.errors import ConfigError, IdentityError, IsthmusError
+from discovery.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file
-from gateway.logs import setup_logging
+from gateway.logs import LogSpec, parse_log_spec, setup_logging
 
 E = TypeVar("E", bound=BaseException)
 
@@ -23,7 +24,15 @@ E = TypeVar("E", bound=BaseException)
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("run", help="run a gateway")
     parser.add_argument("config", type=Path, help="gateway config (TOML)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level",
+        default=parse_log_spec("info"),
+        type=_log_spec,
+        metavar="SPEC",
+        help="level of Isthmus's own loggers (debug, info, warning, error; default info), "
+        "then optional LOGGER=LEVEL items for others, e.g. 'debug,hpack=debug'; "
+        "third-party loggers stay at warning unless named",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -34,6 +43,8 @@ def _run(args: argparse.Namespace) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     setup_logging(args.log_level, site=config.site.name)
+    for source in config.sources:  # the Consul ACL token never reaches a log line
+        remember_secret(getattr(source, "token", None))
     try:
         trio.run(_main, config)
     except KeyboardInterrupt:
@@ -52,6 +63,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"isthmus: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _log_spec(text: str) -> LogSpec:
+    try:
+        return parse_log_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _leaf(exc: BaseException, kind: type[E]) -> E | None:

@@ -60,6 +60,7 @@ class Overlay:
     root: Path
     built: dict[str, BuiltSite]
     children: dict[str, Child]
+    gateway_args: tuple[str, ...] = ()  # appended to every ``isthmus run`` (e.g. --log-level)
 
     def url(self, site: str) -> str:
         return f"http://{self.built[site].site.address}:{self.topology.admin_port}"
@@ -75,7 +76,9 @@ class Overlay:
     async def start(self, site: str) -> None:
         built = self.built[site]
         self.children[site] = await start_child(
-            site, gateway_argv(built.config_path), built.directory / "gateway.log"
+            site,
+            [*gateway_argv(built.config_path), *self.gateway_args],
+            built.directory / "gateway.log",
         )
         await self.wait(site, "/healthz", lambda doc: doc.get("status") == "ok")
 
@@ -99,6 +102,7 @@ async def open_overlay(
     patch: Callable[[str, str], str] | None = None,
     start: Sequence[str] | None = None,
     services: bool = False,
+    gateway_args: Sequence[str] = (),
 ) -> AsyncIterator[Overlay]:
     """Build ``topology`` under ``root`` and start the gateways named in ``start`` (all).
 
@@ -108,7 +112,7 @@ async def open_overlay(
     if patch is not None:
         for name, b in built.items():
             b.config_path.write_text(patch(name, b.config_path.read_text("utf-8")), "utf-8")
-    overlay = Overlay(topology, root, built, {})
+    overlay = Overlay(topology, root, built, {}, tuple(gateway_args))
     try:
         if services:
             for name, b in built.items():
