@@ -26,6 +26,7 @@ from gateway.admin import serve_admin
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
+from gateway.http.caller_headers import CallerHeaderRules
 from gateway.ingress.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
 from gateway.listener.http import h1_limits, serve_http_listener
@@ -135,7 +136,12 @@ async def serve_gateway(
     ]
     lim = config.limits
     pool = UpstreamPool(h1_limits=h1_limits(lim))
-    cluster = LocalCluster(local_site=config.site.name, catalog=catalog, pool=pool)
+    cluster = LocalCluster(
+        local_site=config.site.name,
+        catalog=catalog,
+        pool=pool,
+        caller_headers=CallerHeaderRules(config.site.caller_headers, config.caller_headers),
+    )
     east_west = EastWestHandler(
         local_site=config.site.name,
         mesh_domain=config.site.mesh_domain,

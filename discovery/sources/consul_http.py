@@ -76,7 +76,6 @@ def status_error(code: int, method: str, path: str, body: str) -> ConsulError:
     return ConsulHttpError(message)
 
 
-
 class Headers(Mapping[str, str]):
     """Response headers with case-insensitive lookup (py-consul asks for ``X-Consul-Index``)."""
 

@@ -13,10 +13,14 @@ Theory of operation
 2. :func:`~gateway.cluster.lb.round_robin` orders them; the first is the pick and the next
    ones are fallbacks *only* for a failed connect (at most ``MAX_CONNECT_ATTEMPTS``): nothing
    reached the endpoint, so trying another one cannot duplicate work.
-3. HTTP goes through :mod:`gateway.upstream.endpoint_h1` or ``endpoint_h2`` as the endpoint's
+3. The request is what the endpoint should see (:func:`~gateway.http.caller_headers.
+   for_endpoint`): caller-sent ``x-isthmus-*`` removed, the caller headers (who, from which
+   site, how long it waits) added when the service has them on.  Every request that reaches
+   an endpoint passes here, so this is the one place that writes them.
+4. HTTP goes through :mod:`gateway.upstream.endpoint_h1` or ``endpoint_h2`` as the endpoint's
    ``protocol`` says; an endpoint that speaks ``tcp``/``tls`` cannot take an HTTP request
    (502).  L4 (:meth:`LocalCluster.open_l4`) is a plain TCP connection to any endpoint.
-4. The whole exchange runs under ``ctx.deadline``; when it passes, :class:`UpstreamTimeout`
+5. The whole exchange runs under ``ctx.deadline``; when it passes, :class:`UpstreamTimeout`
    (504) is raised -- before the response head the caller answers 504, after it the caller
    can only reset.
 
@@ -38,6 +42,7 @@ from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from gateway.cluster.lb import round_robin
+from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
 from gateway.upstream.endpoint_h1 import forward_h1
 from gateway.upstream.endpoint_h2 import forward_h2
@@ -51,6 +56,8 @@ from gateway.upstream.pool import (
 #: Endpoints tried per request when connects fail (each bounded by connect_timeout).
 MAX_CONNECT_ATTEMPTS = 3
 HTTP_PROTOCOLS = frozenset({"http1", "http2"})
+#: The config's default: every service's endpoints get the caller headers.
+ALL_CALLER_HEADERS = CallerHeaderRules()
 
 EndpointFilter = Callable[[Endpoint], bool]
 
@@ -83,9 +90,11 @@ class LocalCluster:
         catalog: Watch[Catalog],
         pool: UpstreamPool,
         connect_timeout: float = 5.0,
+        caller_headers: CallerHeaderRules = ALL_CALLER_HEADERS,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.local_site = local_site
+        self.caller_headers = caller_headers
         self.catalog = catalog
         self.pool = pool
         self.connect_timeout = connect_timeout
@@ -145,6 +154,9 @@ class LocalCluster:
         ``UpstreamError``/``DownstreamError`` subclasses for broken exchanges.
         """
         order = self._order(service, only, http=True)
+        request = for_endpoint(
+            request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
+        )
         with trio.move_on_at(ctx.deadline) as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:

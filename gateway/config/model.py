@@ -38,6 +38,9 @@ class SiteConfig:
     name: str = field(metadata={"check": _label})
     trust_domain: TrustDomain
     mesh_domain: str = field(default="isthmus", metadata={"check": _mesh_domain})
+    # Tell endpoints who called them (x-isthmus-caller-id, -caller-site, -deadline-ms); the
+    # default for every local service, overridden per service by [[caller_headers]].
+    caller_headers: bool = True
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,20 @@ class PolicyConfig:
     namespace: str = "*"
     allow_sites: tuple[str, ...] = ()
     allow_ids: tuple[SpiffeId, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallerHeadersConfig:
+    """Whether the endpoints of matching local services get the caller headers.
+
+    The first rule whose ``service``/``namespace`` (``"*"`` = any) matches decides; without
+    one, ``[site] caller_headers`` does.  Caller-sent ``x-isthmus-*`` headers are removed
+    either way.
+    """
+
+    service: str = "*"
+    namespace: str = "*"
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -235,6 +252,7 @@ class GatewayConfig:
     peering: PeeringConfig = field(default_factory=PeeringConfig)
     service_ports: tuple[ServicePortConfig, ...] = field(default=(), metadata={"unique": "name"})
     policies: tuple[PolicyConfig, ...] = ()
+    caller_headers: tuple[CallerHeadersConfig, ...] = ()
     mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 

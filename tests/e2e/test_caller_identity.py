@@ -213,3 +213,129 @@ async def test_only_the_allowed_caller_identity_reaches_the_other_site(tmp_path:
         # The listener still serves after all those rejections.
         assert (await h2_tls(allowed)()).status == 200
         print("\n".join(f"{name:32} {outcome[:110]}" for name, outcome in got.items()))
+
+
+# -- what the endpoint learns: x-isthmus-caller-id / -caller-site / -deadline-ms -------------
+
+API_H2 = "apih2.default.isthmus"
+QUIET = "quiet.default.isthmus"
+ROUTE_TIMEOUT_MS = 15_000
+FORGED_WORKLOAD = {
+    "x-isthmus-caller-id": "spiffe://b.e2e.test/ns/default/sa/admin",
+    "x-isthmus-caller-site": "b",
+    "x-isthmus-deadline-ms": "99999999",
+}
+
+
+def _workload_patch(a_address: str, b_address: str) -> Callable[[str, str], str]:
+    """TLS http listeners on both sites; b: apih2 open to site a, quiet without the headers."""
+
+    def patch(site: str, text: str) -> str:
+        address = a_address if site == "a" else b_address
+        text += (
+            f'\n[[listeners]]\nname = "https"\nkind = "http"\naddress = "{address}"\n'
+            f"port = {HTTPS_PORT}\ntls = true\n"
+        )
+        if site == "b":
+            everyone = '[[policies]]\nallow_sites = ["*"]'
+            assert everyone in text
+            text = text.replace(
+                everyone,
+                f'[[policies]]\nservice = "api"\nallow_ids = ["{ALLOWED}"]\n\n'
+                '[[policies]]\nservice = "apih2"\nallow_sites = ["a"]\n\n'
+                '[[caller_headers]]\nservice = "quiet"\nenabled = false',
+            )
+        return text
+
+    return patch
+
+
+def _workload_headers(reply: Reply) -> dict[str, list[str]]:
+    """The ``x-isthmus-*`` headers the whoami endpoint received, by name."""
+    assert reply.status == 200, reply
+    doc: dict[str, Any] = reply.json()
+    found: dict[str, list[str]] = {}
+    for name, value in doc["headers"]:
+        if name.lower().startswith(("x-isthmus-", "isthmus-")):
+            found.setdefault(name.lower(), []).append(value)
+    return found
+
+
+def _deadline_ok(found: dict[str, list[str]]) -> bool:
+    [value] = found.pop("x-isthmus-deadline-ms")
+    return 0 < int(value) <= ROUTE_TIMEOUT_MS
+
+
+async def test_endpoints_see_the_caller_set_by_the_last_gateway_only(tmp_path: Path) -> None:
+    services: dict[str, tuple[DemoService, ...]] = {
+        "b": (
+            DemoService("api", "http", API_PORT),
+            DemoService("apih2", "http2", API_PORT + 1),
+            DemoService("quiet", "http", API_PORT + 2),
+        )
+    }
+    topology = make_topology(["a", "b"], services)
+    a, b = (str(s.address) for s in topology.sites)
+    async with open_overlay(tmp_path, topology, patch=_workload_patch(a, b), services=True) as ov:
+        await ov.wait(
+            "a", "/routes", lambda d: all(routes_of(d, x) == ["b"] for x in (API, API_H2, QUIET))
+        )
+        await _api_listening(ov)
+        allowed = _svid(ov.root / "ca" / TD_A, ALLOWED, tmp_path / "callers" / "allowed")
+        b_id = "spiffe://b.e2e.test/ns/default/sa/local"
+        local = _svid(ov.root / "ca" / "b.e2e.test", b_id, tmp_path / "callers" / "local")
+
+        def h1_tls(
+            host: str, bundle: Path, cert: tuple[Path, Path], authority: str
+        ) -> Callable[[dict[str, str] | None], Awaitable[Reply]]:
+            ctx = tls_client_context(bundle, alpn=["http/1.1"], svid=cert[0], key=cert[1])
+            return lambda headers: h1_request(
+                host, HTTPS_PORT, authority=authority, path="/who", headers=headers, tls=ctx
+            )
+
+        bundle_a = ov.root / "ca" / TD_A / "bundle.pem"
+        bundle_b = ov.root / "ca" / "b.e2e.test" / "bundle.pem"
+        with trio.fail_after(60):
+            # Across two gateways, HTTP/1.1 caller -> h1 endpoint, with and without forgeries.
+            cross = h1_tls(a, bundle_a, allowed, API)
+            for headers in (None, FORGED_WORKLOAD):
+                found = _workload_headers(await cross(headers))
+                assert _deadline_ok(found), found
+                assert found == {
+                    "x-isthmus-caller-id": [ALLOWED],
+                    "x-isthmus-caller-site": ["a"],
+                }, (headers, found)
+            # Across two gateways, h2 caller -> HTTP/2 endpoint, anonymous, forged.
+            h2_ctx = tls_client_context(bundle_a, alpn=["h2"])
+            reply = await h2_request(
+                a,
+                HTTPS_PORT,
+                authority=API_H2,
+                path="/who",
+                headers=list(FORGED_WORKLOAD.items()),
+                tls=h2_ctx,
+            )
+            found = _workload_headers(reply)
+            assert _deadline_ok(found), found
+            assert found == {"x-isthmus-caller-site": ["a"]}, found  # anonymous: no caller-id
+            # Same site: b's own gateway is the last (and only) one.
+            same = h1_tls(b, bundle_b, local, API)
+            for headers in (None, FORGED_WORKLOAD):
+                found = _workload_headers(await same(headers))
+                assert _deadline_ok(found), found
+                assert found == {
+                    "x-isthmus-caller-id": [b_id],
+                    "x-isthmus-caller-site": ["b"],
+                }, (headers, found)
+            plain = await h1_request(
+                b, HTTP_PORT, authority=API, path="/who", headers=FORGED_WORKLOAD
+            )
+            found = _workload_headers(plain)
+            assert _deadline_ok(found), found
+            assert found == {"x-isthmus-caller-site": ["b"]}, found
+            # Turned off for quiet: nothing, and forged headers are still removed.
+            for call in (
+                h1_tls(b, bundle_b, local, QUIET)(FORGED_WORKLOAD),
+                h1_request(b, HTTP_PORT, authority=QUIET, path="/who", headers=FORGED_WORKLOAD),
+            ):
+                assert _workload_headers(await call) == {}

@@ -152,3 +152,19 @@ def test_load_file_rejects_non_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigInvalid, match="not UTF-8"):
         load_file(path)
+
+
+def test_caller_headers_settings() -> None:
+    config = load_text(GOOD, base_dir=Path("/etc/isthmus"))
+    assert config.site.caller_headers is True and config.caller_headers == ()
+    text = GOOD.replace(
+        'trust_domain = "aws-east.isthmus.test"\n',
+        'trust_domain = "aws-east.isthmus.test"\ncaller_headers = false\n',
+        1,
+    )
+    text += '\n[[caller_headers]]\nservice = "api"\nnamespace = "payments"\nenabled = true\n'
+    config = load_text(text, base_dir=Path("/etc/isthmus"))
+    assert config.site.caller_headers is False
+    assert config.caller_headers[0].service == "api" and config.caller_headers[0].enabled
+    bad = GOOD + '\n[[caller_headers]]\nservice = "api"\nenabled = "yes"\n'
+    assert "caller_headers[0].enabled" in _problems(bad)

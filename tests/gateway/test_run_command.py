@@ -29,8 +29,7 @@ def write_config(tmp_path: Path, listeners: str) -> Path:
     path.write_text(
         '[site]\nname = "g"\ntrust_domain = "run.isthmus.test"\n'
         '[identity]\nsvid = "id/svid.pem"\nkey = "id/svid_key.pem"\n'
-        'bundles = [{ trust_domain = "run.isthmus.test", path = "id/bundle.pem" }]\n'
-        + listeners
+        'bundles = [{ trust_domain = "run.isthmus.test", path = "id/bundle.pem" }]\n' + listeners
     )
     return path
 

@@ -1,0 +1,93 @@
+"""What the endpoint learns about its caller: ``x-isthmus-*`` headers set by the last gateway.
+
+Why: a workload behind Isthmus cannot see the caller's certificate (the gateway terminated
+it) nor the caller's site, and it should know how long the caller will wait.  The gateway
+that delivers a request to an endpoint -- the destination site's gateway, or the local gateway
+for a same-site call -- is the only one that knows all three for certain (it authenticated the
+peer link, or the caller itself), so it and only it writes them:
+
+==========================  ============================================================
+``x-isthmus-caller-id``     the SPIFFE ID the original caller authenticated with (mTLS
+                            to its local gateway); absent for an anonymous caller
+``x-isthmus-caller-site``   the site where the request entered the overlay
+``x-isthmus-deadline-ms``   milliseconds left of the request's deadline when it was sent
+                            to the endpoint (the route timeout, or less if the caller's
+                            site passed on less)
+==========================  ============================================================
+
+Any of these a caller sent itself is removed first, always -- also for a service with the
+headers turned off -- so an endpoint never reads a value that a caller typed.  The
+gateway-to-gateway headers (``isthmus-*``, :data:`~gateway.http.exchange.INTERNAL_HEADERS`)
+are removed too; they never reach an endpoint.
+
+Turned on or off per service by ``[site] caller_headers`` (default on) and
+``[[caller_headers]]`` rules (see :class:`~gateway.config.model.CallerHeadersConfig`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from discovery.model import ServiceName
+from gateway.config.model import CallerHeadersConfig
+from gateway.http.exchange import INTERNAL_HEADERS, CallContext, Request
+from gateway.http.headers import Headers
+
+CALLER_ID = b"x-isthmus-caller-id"
+CALLER_SITE = b"x-isthmus-caller-site"
+DEADLINE_MS = b"x-isthmus-deadline-ms"
+WORKLOAD_HEADERS = frozenset({CALLER_ID, CALLER_SITE, DEADLINE_MS})
+_REMOVED = WORKLOAD_HEADERS | INTERNAL_HEADERS
+WILDCARD = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHeaderRules:
+    """Whether a local service's endpoints get the caller headers: the first matching rule,
+    else ``default``."""
+
+    default: bool = True
+    rules: tuple[CallerHeadersConfig, ...] = ()
+
+    def enabled(self, service: ServiceName) -> bool:
+        for rule in self.rules:
+            if rule.service in (WILDCARD, service.name) and rule.namespace in (
+                WILDCARD,
+                service.namespace,
+            ):
+                return rule.enabled
+        return self.default
+
+
+def caller_fields(ctx: CallContext, *, now: float) -> Headers:
+    """The caller headers for ``ctx`` at time ``now`` (``trio.current_time()`` units)."""
+    left_ms = max(0, int((ctx.deadline - now) * 1000))
+    fields: list[tuple[bytes, bytes]] = []
+    if ctx.caller_id is not None:
+        fields.append((CALLER_ID, str(ctx.caller_id).encode("ascii")))
+    fields.append((CALLER_SITE, ctx.caller_site.encode("ascii")))
+    fields.append((DEADLINE_MS, str(left_ms).encode("ascii")))
+    return tuple(fields)
+
+
+def _without(headers: Headers) -> Headers:
+    return tuple((n, v) for n, v in headers if n not in _REMOVED)
+
+
+def for_endpoint(request: Request, ctx: CallContext, *, now: float, enabled: bool) -> Request:
+    """``request`` as an endpoint gets it: caller-sent ``x-isthmus-*``/``isthmus-*`` fields
+    removed, then (if ``enabled``) the gateway's own caller headers appended."""
+    kept = _without(request.headers)
+    added = caller_fields(ctx, now=now) if enabled else ()
+    if not added and len(kept) == len(request.headers):
+        return request
+    head = request.h1_head
+    if head is not None:  # keep the validated HTTP/1.1 head in step (our fields are valid)
+        head = replace(head, headers=_without(head.headers) + added)
+    return replace(request, headers=kept + added, h1_head=head)
+
+
+def strip_all(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """``headers`` without any caller or gateway-to-gateway header (for tests and adapters)."""
+    return _without(tuple(headers))

@@ -1,0 +1,84 @@
+"""The caller headers an endpoint gets: written by the last gateway only, never by a caller."""
+
+from __future__ import annotations
+
+from discovery.model import ServiceName
+from discovery.spiffe_id import SpiffeId
+from gateway.config.model import CallerHeadersConfig
+from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
+from gateway.http.exchange import CallContext, Request
+from gateway.http.message import RequestHead
+
+CALLER = SpiffeId.parse("spiffe://a.test/ns/default/sa/web")
+FORGED = (
+    (b"x-isthmus-caller-id", b"spiffe://a.test/ns/default/sa/admin"),
+    (b"x-isthmus-caller-site", b"b"),
+    (b"x-isthmus-deadline-ms", b"99999999"),
+    (b"isthmus-caller-id", b"spiffe://a.test/ns/default/sa/admin"),
+)
+
+
+def _request(*extra: tuple[bytes, bytes], h1: bool = False) -> Request:
+    headers = ((b"accept", b"*/*"), *extra)
+    head = RequestHead(b"GET", b"/", b"1.1", ((b"host", b"api"), *headers)) if h1 else None
+    return Request(b"GET", b"http", b"api.default.isthmus", b"/", headers, h1_head=head)
+
+
+def test_headers_say_who_from_where_and_how_long() -> None:
+    ctx = CallContext(caller_site="a", caller_id=CALLER, deadline=12.5, from_peer="a")
+    out = for_endpoint(_request(), ctx, now=10.0, enabled=True)
+    assert out.headers == (
+        (b"accept", b"*/*"),
+        (b"x-isthmus-caller-id", str(CALLER).encode()),
+        (b"x-isthmus-caller-site", b"a"),
+        (b"x-isthmus-deadline-ms", b"2500"),
+    )
+
+
+def test_anonymous_caller_and_passed_deadline() -> None:
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=1.0)
+    out = for_endpoint(_request(), ctx, now=2.0, enabled=True)
+    assert out.headers[1:] == (
+        (b"x-isthmus-caller-site", b"here"),
+        (b"x-isthmus-deadline-ms", b"0"),
+    )
+
+
+def test_forged_headers_are_replaced_or_removed() -> None:
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
+    on = for_endpoint(_request(*FORGED, h1=True), ctx, now=0.0, enabled=True)
+    expected = (
+        (b"accept", b"*/*"),
+        (b"x-isthmus-caller-site", b"here"),
+        (b"x-isthmus-deadline-ms", b"5000"),
+    )
+    assert on.headers == expected
+    assert on.h1_head is not None and on.h1_head.headers == ((b"host", b"api"), *expected)
+    off = for_endpoint(_request(*FORGED, h1=True), ctx, now=0.0, enabled=False)
+    assert off.headers == ((b"accept", b"*/*"),)
+    assert off.h1_head is not None and off.h1_head.headers == (
+        (b"host", b"api"),
+        (b"accept", b"*/*"),
+    )
+
+
+def test_nothing_to_do_returns_the_same_request() -> None:
+    request = _request()
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
+    assert for_endpoint(request, ctx, now=0.0, enabled=False) is request
+
+
+def test_rules_first_match_then_the_site_default() -> None:
+    rules = CallerHeaderRules(
+        default=True,
+        rules=(
+            CallerHeadersConfig(service="legacy", namespace="payments", enabled=False),
+            CallerHeadersConfig(service="*", namespace="internal", enabled=False),
+            CallerHeadersConfig(service="*", namespace="*", enabled=True),
+        ),
+    )
+    assert not rules.enabled(ServiceName("legacy", "payments"))
+    assert rules.enabled(ServiceName("legacy", "default"))
+    assert not rules.enabled(ServiceName("api", "internal"))
+    assert rules.enabled(ServiceName("api", "payments"))
+    assert not CallerHeaderRules(default=False).enabled(ServiceName("api"))
