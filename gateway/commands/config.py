@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.config.errors import ConfigInvalid
-from gateway.config.load import load_file
+from gateway.config.check import check_file
+from gateway.config.errors import Problem
 
 
 def register(sub: Any) -> None:
@@ -20,12 +20,16 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        load_file(args.file)
-    except ConfigInvalid as exc:
-        print(exc.report(), file=sys.stderr)
-        n = len(exc.problems)
+    report = check_file(args.file)
+    for warning in report.warnings:
+        shown = Problem(warning.path, f"warning: {warning.message}", warning.line)
+        print(shown.render(report.filename), file=sys.stderr)
+    if report.problems:
+        for problem in report.problems:
+            print(problem.render(report.filename), file=sys.stderr)
+        n = len(report.problems)
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 2
-    print("ok")
+    n = len(report.warnings)
+    print(f"ok ({n} warning{'s' if n != 1 else ''})" if n else "ok")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import traceback
@@ -45,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, site=config.site.name)
     for source in config.sources:  # the Consul ACL token never reaches a log line
         remember_secret(getattr(source, "token", None))
+    for path, message in config.warnings():  # as `isthmus config check` prints them
+        logging.getLogger("isthmus.gateway").warning("config %s: %s", path, message)
     try:
         trio.run(_main, config)
     except KeyboardInterrupt:

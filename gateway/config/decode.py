@@ -32,19 +32,55 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from gateway.config.errors import UnknownValue
+
 T = TypeVar("T")
 
 _MISSING = object()
 
 
+class _Unknown:
+    """Stands in for a value that failed to decode, in a partly decoded object.
+
+    Any use except ``repr`` and identity raises :class:`UnknownValue`: a cross-field check
+    that needs the value is skipped (the value's own problem is already reported).
+    """
+
+    __slots__ = ()
+
+    def _poison(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnknownValue()
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _poison
+    __hash__ = __bool__ = __len__ = __iter__ = __contains__ = _poison
+    __str__ = __format__ = __getattr__ = __getitem__ = __int__ = __float__ = _poison
+
+    def __repr__(self) -> str:
+        return "<undecoded>"
+
+
+UNKNOWN: Any = _Unknown()
+
+
 class _Fail(Exception):
-    """Internal: this value could not be decoded (the problem is already recorded)."""
+    """Internal: this value could not be decoded (the problem is already recorded).
+
+    ``partial`` is what could be decoded: a tuple with :data:`UNKNOWN` for the items that
+    failed, a dataclass instance with :data:`UNKNOWN` for its fields that failed (built
+    without ``__init__``), or :data:`UNKNOWN`.  Cross-field checks run on it.
+    """
+
+    def __init__(self, partial: Any = None) -> None:
+        super().__init__()
+        self.partial = UNKNOWN if partial is None else partial
 
 
 class Decoder:
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
         self.problems: list[tuple[str, str]] = []
+        #: After a failed :meth:`decode_root`: the partly decoded root (see :class:`_Fail`).
+        self.partial: Any = UNKNOWN
 
     def problem(self, path: str, message: str) -> _Fail:
         self.problems.append((path, message))
@@ -53,7 +89,8 @@ class Decoder:
     def decode_root(self, cls: type[T], data: Any) -> T | None:
         try:
             return typing.cast(T, self.decode(cls, data, ""))
-        except _Fail:
+        except _Fail as fail:
+            self.partial = fail.partial
             return None
 
     # -- dispatch -------------------------------------------------------------------------
@@ -163,10 +200,11 @@ class Decoder:
         for i, item in enumerate(value):
             try:
                 out.append(self.decode(item_tp, item, f"{path}[{i}]"))
-            except _Fail:
+            except _Fail as fail:
+                out.append(fail.partial)
                 failed = True
         if failed:
-            raise _Fail()
+            raise _Fail(tuple(out))
         return tuple(out)
 
     def _mapping(self, tp: Any, value: Any, path: str) -> Mapping[Any, Any]:
@@ -197,6 +235,7 @@ class Decoder:
                 self.problem(_join(path, key), _unknown_key(key, fields))
                 failed = True
         kwargs: dict[str, Any] = {}
+        partials: dict[str, Any] = {}
         for name, field in fields.items():
             sub = _join(path, name)
             if name not in value:
@@ -212,24 +251,49 @@ class Decoder:
                 failed |= self._check_unique(value[name], unique, sub)
             try:
                 decoded = self.decode(hints[name], value[name], sub)
+            except _Fail as fail:
+                partials[name] = fail.partial
+                failed = True
+                continue
+            try:
                 self._check_field(field, decoded, sub)
                 kwargs[name] = decoded
             except _Fail:
                 failed = True
         if failed:
-            raise _Fail()
+            # Cross-field rules still run, on what did decode: reported in this same run.
+            partial = _partial(cls, fields, set(value), kwargs, partials)
+            self._cross_checks(partial, path, partial=True)
+            raise _Fail(partial)
         try:
             obj = cls(**kwargs)
         except ValueError as exc:
             raise self.problem(path, str(exc)) from None
-        check = getattr(obj, "problems", None)
-        if callable(check):
-            found = list(check())
-            for rel, message in found:
-                self.problem(_join(path, rel) if rel else path, message)
-            if found:
-                raise _Fail()
+        if self._cross_checks(obj, path, partial=False):
+            raise _Fail(obj)
         return obj
+
+    def _cross_checks(self, obj: Any, path: str, *, partial: bool) -> bool:
+        """Record ``obj.problems()`` (if it has that method); True if there were any.
+
+        On a partly decoded object a check that touches an undecoded value raises
+        :class:`UnknownValue` and is skipped; so are the type errors such an object may
+        cause in a check written for whole values.
+        """
+        check = getattr(type(obj), "problems", None)
+        if not callable(check):
+            return False
+        try:
+            found = list(check(obj))
+        except UnknownValue:
+            return False
+        except (TypeError, AttributeError, ValueError):
+            if not partial:
+                raise
+            return False
+        for rel, message in found:
+            self.problem(_join(path, rel) if rel else path, message)
+        return bool(found)
 
     def _check_unique(self, items: list[Any], key: str, path: str) -> bool:
         """Report items of an array of tables that repeat ``key`` (checked on the raw data, so
@@ -257,6 +321,33 @@ class Decoder:
             message = check(value)
             if message:
                 raise self.problem(path, message)
+
+
+def _partial(
+    cls: Any,
+    fields: Mapping[str, Any],
+    present: set[str],
+    decoded: Mapping[str, Any],
+    partials: Mapping[str, Any],
+) -> Any:
+    """An instance of ``cls`` built without ``__init__``: decoded fields as decoded, failed
+    ones as their partial value (or :data:`UNKNOWN`), absent ones as their default."""
+    obj = object.__new__(cls)
+    for name, field in fields.items():
+        if name in decoded:
+            value = decoded[name]
+        elif name in partials:
+            value = partials[name]
+        elif name in present:
+            value = UNKNOWN  # decoded, but out of range or failing its check
+        elif field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            value = UNKNOWN
+        object.__setattr__(obj, name, value)
+    return obj
 
 
 def _join(path: str, key: str) -> str:

@@ -34,3 +34,13 @@ class ConfigInvalid(ConfigError):
 
     def report(self) -> str:
         return "\n".join(p.render(self.filename) for p in self.problems)
+
+
+class UnknownValue(Exception):
+    """A cross-field check used a value that failed to decode; that check is skipped.
+
+    Why: cross-field rules (duplicate binds, peers named by exports) must be reported in the
+    same run as the field problems, so they also run on a partly decoded config; a value that
+    did not decode stands in as a placeholder that raises this on any use, so a rule that
+    needs it is skipped rather than misled into a false report.
+    """

@@ -9,6 +9,7 @@ production gateway should run with; see ``configs/`` for examples that run as th
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,9 +17,22 @@ from typing import Literal
 from discovery.names import label_problem
 from discovery.sources.config import SourceConfig
 from discovery.spiffe_id import SpiffeId, TrustDomain
+from gateway.config.errors import UnknownValue
 from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Findings = list[tuple[str, str]]
+
+
+def _each(*checks: Callable[[], Findings]) -> Findings:
+    """Every check's findings; a check that needs an undecoded value is skipped alone."""
+    out: Findings = []
+    for check in checks:
+        try:
+            out += check()
+        except UnknownValue:
+            continue
+    return out
 
 
 def _label(value: str) -> str | None:
@@ -257,6 +271,11 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
+        # Independent rules, each skipped alone when it needs a value that did not decode
+        # (the decoder runs them on a partly decoded config too: one run reports everything).
+        return _each(self._bind_problems, self._peer_problems, self._export_problems)
+
+    def _bind_problems(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         binds = [
             (f"listeners[{i}].port", f"{li.address}:{li.port}", li.port)
@@ -271,16 +290,56 @@ class GatewayConfig:
             if port != 0 and bind in seen:
                 out.append((path, f"{bind} is already used by another listener"))
             seen.add(bind)
+        return out
+
+    def _peer_problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
         if self.peers and self.listener("east-west") is None:
             out.append(("peers", "peers need a listener of kind 'east-west'"))
+        for i, peer in enumerate(self.peers):
+            if peer.name == self.site.name:
+                out.append((f"peers[{i}].name", "a peer must not have this site's own name"))
+        return out
+
+    def _export_problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
         peer_names = {p.name for p in self.peers}
         for i, export in enumerate(self.exports):
             for j, name in enumerate(export.peers):
                 if name not in peer_names:
                     out.append((f"exports[{i}].peers[{j}]", f"no peer is named {name!r}"))
-        for i, peer in enumerate(self.peers):
-            if peer.name == self.site.name:
-                out.append((f"peers[{i}].name", "a peer must not have this site's own name"))
+        return out
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """Settings that are valid but cannot do what they say (printed, never fatal)."""
+        return _each(self._policy_site_warnings, self._policy_id_warnings)
+
+    def _policy_site_warnings(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        peer_names = {p.name for p in self.peers}
+        for i, policy in enumerate(self.policies):
+            for j, site in enumerate(policy.allow_sites):
+                path = f"policies[{i}].allow_sites[{j}]"
+                if site == self.site.name:
+                    out.append((path, f"{site!r} is this site: its own callers need no policy"))
+                elif site != "*" and site not in peer_names:
+                    out.append((path, f"no peer is named {site!r}: this entry allows nobody"))
+        return out
+
+    def _policy_id_warnings(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        trusted = {self.site.trust_domain} | {b.trust_domain for b in self.identity.bundles}
+        names = ", ".join(sorted(str(td) for td in trusted))
+        for i, policy in enumerate(self.policies):
+            for j, caller in enumerate(policy.allow_ids):
+                if caller.trust_domain not in trusted:
+                    out.append(
+                        (
+                            f"policies[{i}].allow_ids[{j}]",
+                            f"trust domain {caller.trust_domain} is not configured ({names}): "
+                            "no caller can present this ID",
+                        )
+                    )
         return out
 
     def listener(self, kind: str) -> ListenerConfig | None:

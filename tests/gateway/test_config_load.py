@@ -9,6 +9,7 @@ import pytest
 from gateway.cli import main
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file, load_text
+from tests.gateway.config_kit import write_identity
 
 GOOD = """
 [site]
@@ -135,6 +136,7 @@ def test_toml_syntax_error_has_a_line() -> None:
 
 
 def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_identity(tmp_path)
     good = tmp_path / "gw.toml"
     good.write_text(GOOD)
     assert main(["config", "check", str(good)]) == 0
