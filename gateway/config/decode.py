@@ -277,8 +277,9 @@ class Decoder:
         """Record ``obj.problems()`` (if it has that method); True if there were any.
 
         On a partly decoded object a check that touches an undecoded value raises
-        :class:`UnknownValue` and is skipped; so are the type errors such an object may
-        cause in a check written for whole values.
+        :class:`UnknownValue` and is skipped; so is any other error such an object may cause
+        in a check written for whole values (the problems already found are reported; a
+        check must never turn a bad config into a crash).
         """
         check = getattr(type(obj), "problems", None)
         if not callable(check):
@@ -287,7 +288,7 @@ class Decoder:
             found = list(check(obj))
         except UnknownValue:
             return False
-        except (TypeError, AttributeError, ValueError):
+        except Exception:
             if not partial:
                 raise
             return False

@@ -71,3 +71,11 @@ async def test_a_busy_service_port_is_named(tmp_path: Path) -> None:
     assert done.returncode == 1, err
     assert f"address {HOST}:{port} is already in use (service port ledger)" in err, err
     assert "Traceback" not in err, err
+
+
+async def test_a_bad_log_spec_is_refused_with_the_reason(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "")
+    done = await run_gateway(config, "--log-level", "debug,hpack=loud")
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "unknown log level 'loud'" in err, err
