@@ -39,6 +39,10 @@ def _label(value: str) -> str | None:
     return label_problem(value)
 
 
+def _label_or_any(value: str) -> str | None:
+    return None if value == "*" else label_problem(value)
+
+
 def _mesh_domain(value: str) -> str | None:
     for part in value.split("."):
         problem = label_problem(part)
@@ -159,8 +163,8 @@ class CallerHeadersConfig:
     either way.
     """
 
-    service: str = "*"
-    namespace: str = "*"
+    service: str = field(default="*", metadata={"check": _label_or_any})
+    namespace: str = field(default="*", metadata={"check": _label_or_any})
     enabled: bool = True
 
 

@@ -168,5 +168,5 @@ def test_caller_headers_settings() -> None:
     config = load_text(text, base_dir=Path("/etc/isthmus"))
     assert config.site.caller_headers is False
     assert config.caller_headers[0].service == "api" and config.caller_headers[0].enabled
-    bad = GOOD + '\n[[caller_headers]]\nservice = "api"\nenabled = "yes"\n'
-    assert "caller_headers[0].enabled" in _problems(bad)
+    bad = GOOD + '\n[[caller_headers]]\nservice = "API"\nenabled = "yes"\n'
+    assert {"caller_headers[0].enabled", "caller_headers[0].service"} <= set(_problems(bad))
