@@ -20,6 +20,9 @@ value side by side:
 
 Unknown keys are errors (a typo must never silently fall back to a default).  Decoding never
 stops at the first problem; the caller raises one :class:`ConfigInvalid` with all of them.
+That includes cross-field rules: when some field of a dataclass fails, ``problems()`` still
+runs on a partly decoded instance (failed values stand in as :data:`UNKNOWN`, which makes a
+rule that needs them skip itself), so fixing one problem never reveals another in the next run.
 """
 
 from __future__ import annotations
