@@ -43,7 +43,8 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from gateway.cluster.lb import round_robin
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
-from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
+from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
+from gateway.http.websocket import UpgradeNotSupported
 from gateway.upstream.endpoint_h1 import forward_h1
 from gateway.upstream.endpoint_h2 import forward_h2
 from gateway.upstream.pool import (
@@ -52,6 +53,7 @@ from gateway.upstream.pool import (
     UpstreamUnavailable,
     open_tcp,
 )
+from gateway.upstream.websocket import upgrade_h1_endpoint
 
 #: Endpoints tried per request when connects fail (each bounded by connect_timeout).
 MAX_CONNECT_ATTEMPTS = 3
@@ -179,6 +181,46 @@ class LocalCluster:
             raise UpstreamTimeout(
                 f"{service} in site {self.local_site} did not answer before the deadline"
             )
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    async def open_websocket(
+        self,
+        request: Request,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+        only: EndpointFilter | None = None,
+    ) -> UpgradeResult:
+        """Ask an HTTP/1.1 endpoint of ``service`` to switch ``request`` to WebSocket.
+
+        The handshake (connect, request, the endpoint's answer) is bounded by
+        ``ctx.deadline`` (504); the switched connection is then the caller's, like an L4
+        tunnel's.  HTTP/2 endpoints would need RFC 8441 themselves: not supported (501).
+        """
+        order = tuple(ep for ep in self._order(service, only, http=True) if ep.protocol == "http1")
+        if not order:
+            raise UpgradeNotSupported(
+                f"the endpoints of {service} speak HTTP/2; WebSocket needs an HTTP/1.1 endpoint"
+            )
+        request = for_endpoint(  # the handshake tells the endpoint its caller, as any request
+            request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
+        )
+        with trio.move_on_at(ctx.deadline):
+            failure: EndpointConnectFailed | None = None
+            for endpoint in order:
+                try:
+                    return await upgrade_h1_endpoint(
+                        endpoint,
+                        request,
+                        connect_timeout=self._connect_budget(ctx.deadline),
+                        limits=self.pool.h1_limits,
+                    )
+                except EndpointConnectFailed as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
+        raise UpstreamTimeout(f"{service} in site {self.local_site} did not switch in time")
 
     # -- L4 ---------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import trio
+
 from discovery.spiffe_id import SpiffeId
 from gateway.http.headers import Headers, RequestHead
 
@@ -48,6 +50,9 @@ class Request:
     authority: bytes
     path: bytes
     headers: Headers
+    #: RFC 8441 ``:protocol`` of an extended CONNECT (``b"websocket"``): the request asks to
+    #: switch protocols rather than open a plain L4 tunnel.  None for every other request.
+    protocol: bytes | None = None
     #: The HTTP/1.1 head for exactly this request, when whoever built it had already derived
     #: and validated one (the destination gateway does, from the peer's block): an HTTP/1.1
     #: endpoint then reuses it instead of validating the same fields a second time.
@@ -55,12 +60,27 @@ class Request:
 
     @property
     def is_connect(self) -> bool:
-        return self.method == b"CONNECT"
+        """A plain CONNECT (an L4 tunnel); an extended CONNECT is :attr:`is_websocket`."""
+        return self.method == b"CONNECT" and self.protocol is None
+
+    @property
+    def is_websocket(self) -> bool:
+        return self.protocol is not None
 
     def h2_headers(self) -> Headers:
-        """Pseudo-headers first, then the regular fields (CONNECT: no :scheme/:path)."""
-        if self.is_connect:
-            pseudo: Headers = ((b":method", self.method), (b":authority", self.authority))
+        """Pseudo-headers first, then the regular fields (CONNECT: no :scheme/:path; an
+        extended CONNECT has all four and ``:protocol``, RFC 8441 section 4)."""
+        pseudo: Headers
+        if self.protocol is not None:
+            pseudo = (
+                (b":method", self.method),
+                (b":protocol", self.protocol),
+                (b":scheme", self.scheme),
+                (b":authority", self.authority),
+                (b":path", self.path),
+            )
+        elif self.is_connect:
+            pseudo = ((b":method", self.method), (b":authority", self.authority))
         else:
             pseudo = (
                 (b":method", self.method),
@@ -75,7 +95,7 @@ class Request:
         kept = tuple((n, v) for n, v in self.headers if n not in INTERNAL_HEADERS)
         if len(kept) == len(self.headers):
             return self
-        return Request(self.method, self.scheme, self.authority, self.path, kept)
+        return Request(self.method, self.scheme, self.authority, self.path, kept, self.protocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +163,22 @@ class EmptyBody:
 #: Raises a typed error (``UpstreamError`` subclasses) *before* ``send_head`` if the request
 #: may be retried elsewhere; after ``send_head`` it can only fail the response.
 Upstream = Callable[[Request, Body, ResponseWriter, CallContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeResult:
+    """What asking for a WebSocket got: the answer, and the stream behind it.
+
+    ``response`` is ``101`` (with the fields for the caller: ``Sec-WebSocket-Accept``...) when
+    the endpoint switched; ``stream`` is then the tunnel to relay bytes on.  Any other status
+    is a refusal that the caller gets as it is: ``relay_refusal(writer)`` writes its head and
+    body.  Either way the owner closes ``stream`` when done.
+    """
+
+    response: Response
+    stream: trio.abc.HalfCloseableStream
+    relay_refusal: Callable[[ResponseWriter], Awaitable[None]]
+
+    @property
+    def switched(self) -> bool:
+        return self.response.status == 101

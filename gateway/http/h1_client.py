@@ -71,9 +71,14 @@ class H1ClientConnection(H1Connection):
         has_body: bool = True,
         body: bytes = b"",
         end: bool = False,
+        upgrade: bytes | None = None,
     ) -> None:
         """Send the request head (with a first piece of ``body``, and the end if ``end``, in
         the same write). Hop-by-hop/framing fields in ``head`` are dropped.
+
+        ``upgrade`` (``b"websocket"``): ask to switch protocols (``Connection: upgrade`` and
+        ``Upgrade``, which are hop-by-hop and so set here, never taken from ``head``); read
+        the answer with ``receive_response(upgrade=True)``.
 
         ``content_length`` given: Content-Length framing. None and ``has_body``: chunked.
         ``has_body=False``: no body at all (call ``end_request`` or pass ``end=True``).
@@ -93,7 +98,9 @@ class H1ClientConnection(H1Connection):
                 hop_safe(head.headers),
                 content_length=content_length,
                 has_body=has_body,
-                trailing=_TE_TRAILERS,
+                trailing=_TE_TRAILERS
+                if upgrade is None
+                else ((b"connection", b"upgrade"), (b"upgrade", upgrade)),
             )
             if body:
                 out += encoder.data(body)
@@ -115,8 +122,13 @@ class H1ClientConnection(H1Connection):
         if out:
             await self.stream.send_all(out)
 
-    async def receive_response(self) -> ResponseHead:
-        """Read the final response head (1xx are skipped); raises UpstreamError subtypes."""
+    async def receive_response(self, *, upgrade: bool = False) -> ResponseHead:
+        """Read the final response head (1xx are skipped); raises UpstreamError subtypes.
+
+        ``upgrade``: the request asked to switch protocols, so a ``101`` is returned (the
+        connection then belongs to the new protocol: :meth:`take_buffered` gives the bytes
+        already read past the head); otherwise a 101 is a protocol error.
+        """
         method = self._method
         if method is None:
             raise RuntimeError("receive_response() before send_request()")
@@ -139,6 +151,8 @@ class H1ClientConnection(H1Connection):
                 break
             if head.status == 101:
                 self._reusable = False
+                if upgrade:
+                    return head
                 raise UpstreamProtocolError("101 Switching Protocols to a request without Upgrade")
         framing = response_body_framing(method, head)
         self._keep_alive = (
@@ -157,3 +171,9 @@ class H1ClientConnection(H1Connection):
     async def receive_body(self) -> bytes:
         """The next piece of the response body; b"" at its end (trailers in ``.trailers``)."""
         return await self._receive_body(UpstreamProtocolError, _upstream_closed)
+
+    def take_buffered(self) -> bytes:
+        """The bytes read past the last head (after a 101: the new protocol's first bytes)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out

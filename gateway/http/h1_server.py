@@ -206,6 +206,19 @@ class H1ServerConnection(H1Connection):
         self._buf.clear()
         return leftover
 
+    async def accept_upgrade(self, switch: bytes) -> bytes:
+        """Send ``switch`` (a serialised ``101 Switching Protocols``); return the bytes the
+        caller already sent past the request head.  After this the stream carries the new
+        protocol, never another HTTP/1.1 request."""
+        if self._request is None or self._response_started:
+            raise RuntimeError("accept_upgrade() without a request")
+        self._response_started = self._sent_end = True
+        self._reusable = False
+        await self.stream.send_all(switch)
+        leftover = bytes(self._buf)
+        self._buf.clear()
+        return leftover
+
     async def send_error(self, exc: BaseException) -> None:
         """Answer with the mapped error response (if no response started) and close.
 

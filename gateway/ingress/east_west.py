@@ -25,7 +25,10 @@ Theory of operation (one stream, in order; the first failure answers and ends th
 5. **Policy**: :func:`gateway.policy.check` (default deny from other sites) -> 403.
 6. **Forward**: CONNECT -> a TCP connection to an endpoint, ``:status 200``, then bytes are
    spliced both ways with half-close; a TCP error resets the stream (CONNECT_ERROR) and a
-   stream reset closes the TCP connection with RST.  Anything else ->
+   stream reset closes the TCP connection with RST.  An extended CONNECT (``:protocol
+   websocket``, RFC 8441; :mod:`gateway.http.websocket`) -> an HTTP/1.1 Upgrade to an
+   endpoint, bounded by the deadline: its 101 becomes ``:status 200`` with the endpoint's
+   fields, then the same splice; any other answer is relayed as it is.  Anything else ->
    :meth:`LocalCluster.forward` with the stream as body and response writer.
 
 Errors before the response head become the response :func:`~gateway.http.headers.
@@ -47,6 +50,7 @@ from dataclasses import replace
 import trio
 
 from discovery.errors import (
+    H2_CANCEL,
     H2_CONNECT_ERROR,
     H2_INTERNAL_ERROR,
     H2_REFUSED_STREAM,
@@ -70,6 +74,7 @@ from gateway.http.exchange import (
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
 from gateway.http.headers import MalformedHeaders, error_response, strip_connection_specific
 from gateway.http.transcode import h2_request_to_h1
+from gateway.http.websocket import websocket_request_from_h2
 from gateway.policy import PolicyDenied, check
 from gateway.splice import splice
 from gateway.upstream.pool import UpstreamUnavailable
@@ -196,7 +201,11 @@ class EastWestHandler:
         writer = H2ResponseWriter(stream)
         method = b""
         try:
-            request = parse_request(stream.request_headers)
+            raw = stream.request_headers
+            if any(n == b":protocol" for n, _ in raw):
+                request = websocket_request_from_h2(raw)
+            else:
+                request = parse_request(raw)
             method = request.method
             ctx = parse_context(
                 stream.request_headers,
@@ -209,7 +218,9 @@ class EastWestHandler:
             def only(endpoint: Endpoint) -> bool:
                 return consents(self.export_rules, endpoint, peer_site)
 
-            if request.is_connect:
+            if request.is_websocket:
+                await self._websocket(stream, writer, request, ctx, service, only)
+            elif request.is_connect:
                 await self._connect(stream, writer, ctx, service, only)
             else:
                 await self.cluster.forward(
@@ -262,28 +273,56 @@ class EastWestHandler:
         only: Callable[[Endpoint], bool],
     ) -> None:
         tcp = await self.cluster.open_l4(ctx, service=service, only=only)
-        clean = False
         try:
             await writer.send_head(Response(200, ()))
-            try:
-                await splice(
-                    stream,
-                    tcp,
-                    read_size=self.tunnel_buffer_bytes,
-                    idle_timeout=self.tunnel_idle_timeout,
-                )
-                clean = True
-            except Exception as exc:  # splice's nurseries may wrap the cause in groups
-                cause = _first_leaf(exc)
-                if isinstance(cause, StreamReset):
-                    return  # the peer reset the tunnel: the endpoint gets a reset (finally)
-                # RFC 9113 section 8.5: a TCP error (or an idle tunnel) -> CONNECT_ERROR.
-                log.debug("tunnel to %s ended: %r", service, cause)
-                stream.reset(H2_CONNECT_ERROR)
+            await self._tunnel(stream, tcp, service)
+        finally:
+            await trio.aclose_forcefully(tcp)
+
+    async def _websocket(
+        self,
+        stream: H2Stream,
+        writer: H2ResponseWriter,
+        request: Request,
+        ctx: CallContext,
+        service: ServiceName,
+        only: Callable[[Endpoint], bool],
+    ) -> None:
+        result = await self.cluster.open_websocket(request, ctx, service=service, only=only)
+        try:
+            if not result.switched:
+                with trio.move_on_at(ctx.deadline) as scope:
+                    await result.relay_refusal(writer)
+                if scope.cancelled_caught:
+                    stream.reset(H2_CANCEL)
+                return
+            await writer.send_head(Response(200, result.response.headers))
+            await self._tunnel(stream, result.stream, service)
+        finally:
+            await trio.aclose_forcefully(result.stream)
+
+    async def _tunnel(self, stream: H2Stream, other: trio.abc.Stream, service: ServiceName) -> None:
+        """Splice the stream with an endpoint connection until both directions end.  Any
+        failure resets the side that did not fail (the owner then closes ``other``)."""
+        clean = False
+        try:
+            await splice(
+                stream,
+                other,
+                read_size=self.tunnel_buffer_bytes,
+                idle_timeout=self.tunnel_idle_timeout,
+            )
+            clean = True
+        except Exception as exc:  # splice's nurseries may wrap the cause in groups
+            cause = _first_leaf(exc)
+            if isinstance(cause, StreamReset):
+                return  # the peer reset the tunnel: the endpoint gets a reset (finally)
+            # RFC 9113 section 8.5: a TCP error (or an idle tunnel) -> CONNECT_ERROR.
+            log.debug("tunnel to %s ended: %r", service, cause)
+            stream.reset(H2_CONNECT_ERROR)
         finally:
             if not clean:
-                _reset_tcp(tcp)
-            await trio.aclose_forcefully(tcp)
+                _reset_tcp(other)
 
     async def _fail(
         self,
@@ -330,7 +369,10 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _reset_tcp(tcp: trio.SocketStream) -> None:
+def _reset_tcp(stream: trio.abc.Stream) -> None:
     """Make the coming close send RST (SO_LINGER 0), so the endpoint sees an abort, not EOF."""
+    tcp = getattr(stream, "inner", stream)  # a PrefixedStream hands back an endpoint's bytes
+    if not isinstance(tcp, trio.SocketStream):
+        return
     with contextlib.suppress(OSError):
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -12,14 +12,19 @@ connection:
    can set it.
 2. The wire is chosen: ALPN ``h2``, or the HTTP/2 client preface as the first bytes (prior
    knowledge h2c), runs an HTTP/2 server connection; anything else is HTTP/1.1.  The peeked
-   bytes are handed back through :class:`PrefixedStream`.  ``Upgrade: h2c`` is never
-   honoured (the field is hop-by-hop and dropped like ``HTTP2-Settings``).
-3. Each request becomes a :class:`~gateway.http.exchange.Request`: caller-set ``isthmus-*``
+   bytes are handed back through :class:`PrefixedStream`.
+3. HTTP/1.1 ``Upgrade``: ``websocket`` is carried (:mod:`gateway.http.websocket`): the
+   handshake is routed like an L4 tunnel (``router.open_websocket``, bounded by the route
+   timeout); the endpoint's ``101`` goes back to the caller with its fields
+   (``Sec-WebSocket-Accept``...), then bytes are relayed like ``CONNECT``'s; a refusal (any
+   other status) is the caller's answer.  Every other upgrade (``h2c``, anything else) is
+   501 and never forwarded; ``HTTP2-Settings`` is hop-by-hop and never honoured.
+4. Each request becomes a :class:`~gateway.http.exchange.Request`: caller-set ``isthmus-*``
    headers are removed first (only gateways may set them), an absolute-form target is HTTP
    proxy mode (its authority is the route), ``CONNECT <l7-address>:<port>`` opens an L4 tunnel
    (``router.open_l4``) and splices the connection to it.  A :class:`CallContext` carries the
    local site, the caller ID and the deadline ``now + route_timeout``.
-4. Errors become responses in one place (``error_response`` via ``send_error`` on HTTP/1.1,
+5. Errors become responses in one place (``error_response`` via ``send_error`` on HTTP/1.1,
    the same mapping as an HTTP/2 response); after a response head went out an error can only
    close the connection (HTTP/1.1) or reset the stream (HTTP/2).
 """
@@ -58,8 +63,10 @@ from gateway.http.transcode import (
     h2_request_to_h1,
     parse_proxy_target,
 )
+from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
 from gateway.listener.tcp import relay_l4, serve_tcp
-from gateway.router.route import Router
+from gateway.router.route import Router, RouteTimeout
+from gateway.splice import PrefixedStream
 from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import _load_cert_chain, peer_chain_der
@@ -78,41 +85,6 @@ ALPN_PROTOCOLS = ["h2", "http/1.1"]
 # ---------------------------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------------------------
-
-
-class PrefixedStream(trio.abc.HalfCloseableStream):
-    """``inner`` with ``prefix`` (bytes already read from it) handed out first.
-
-    ``send_eof`` half-closes a TCP stream; TLS in trio cannot half-close, so there it does
-    nothing (the stream ends when both directions are done).
-    """
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return await self.inner.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        if isinstance(self.inner, trio.abc.HalfCloseableStream):
-            await self.inner.send_eof()
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def _peek_preface(stream: trio.abc.Stream, timeout_s: float) -> bytes:
@@ -269,6 +241,14 @@ async def serve_h1_connection(
             ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
             try:
                 request = request_from_h1(head, scheme=scheme, target=target)
+                if requested_upgrade(head) is not None:  # raises 501 for all but websocket
+                    if await _serve_websocket(
+                        conn, stream, router, websocket_request(request), ctx, limits
+                    ):
+                        return  # the connection carried the WebSocket to its end
+                    if not conn.keep_alive:
+                        return
+                    continue
                 if request.is_connect and target is not None:
                     raise BadRequest("CONNECT is not served on an HTTP service port")
                 if request.is_connect:
@@ -304,6 +284,40 @@ async def serve_h1_connection(
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
             await conn.aclose()
+
+
+async def _serve_websocket(
+    conn: H1ServerConnection,
+    stream: trio.abc.Stream,
+    router: Router,
+    request: Request,
+    ctx: CallContext,
+    limits: LimitsConfig,
+) -> bool:
+    """Carry a caller's WebSocket handshake; True if it switched (and has now ended).
+
+    A refusal (the endpoint answered something other than 101) is relayed to the caller
+    within the route deadline and the connection may carry further requests.
+    """
+    result = await router.open_websocket(request, ctx)
+    relaying = False
+    try:
+        if not result.switched:
+            with trio.move_on_at(ctx.deadline) as scope:
+                await result.relay_refusal(H1ResponseWriter(conn))
+            if scope.cancelled_caught:
+                raise RouteTimeout("the refused upgrade's response did not end in time")
+            return False
+        leftover = await conn.accept_upgrade(encode_switch(result.response.headers))
+        if leftover:
+            await result.stream.send_all(leftover)
+        relaying = True
+    finally:
+        if not relaying:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(result.stream)
+    await relay_l4(stream, result.stream, limits, what="WebSocket")  # closes result.stream
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ Theory of operation
 The whole route is bounded by ``ctx.deadline`` (set by the listener at ``now +
 route_timeout``; never later than the router's own ``route_timeout`` from now); running past
 it is a 504.  ``open_l4`` bounds only the set-up (connect, ``CONNECT`` answered): an
-established L4 tunnel lives as long as its bytes flow.
+established L4 tunnel lives as long as its bytes flow.  ``open_websocket`` is the same walk for
+a WebSocket handshake: bounded until the endpoint answered, then a tunnel like L4; a refusal
+(the endpoint answered something other than 101) stands, it is the caller's answer.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from discovery.errors import DownstreamError, UpstreamError
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
-from gateway.http.exchange import Body, CallContext, EmptyBody, Request, ResponseWriter
+from gateway.http.exchange import (
+    Body,
+    CallContext,
+    EmptyBody,
+    Request,
+    ResponseWriter,
+    UpgradeResult,
+)
 from gateway.http.headers import Headers
 from gateway.router.failover import (
     IDEMPOTENT_METHODS,
@@ -42,7 +51,12 @@ from gateway.router.failover import (
     may_fail_over,
 )
 from gateway.upstream.pool import UpstreamUnavailable
-from gateway.upstream.tunnel import TunnelRejected, forward_over_link, open_connect_tunnel
+from gateway.upstream.tunnel import (
+    TunnelRejected,
+    forward_over_link,
+    open_connect_tunnel,
+    open_websocket_tunnel,
+)
 from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
 from overlay.federation.view import RouteView
@@ -89,6 +103,10 @@ class LocalCluster(Protocol):
     ) -> None: ...
 
     async def open_l4(self, ctx: CallContext, *, service: ServiceName) -> trio.SocketStream: ...
+
+    async def open_websocket(
+        self, request: Request, ctx: CallContext, *, service: ServiceName
+    ) -> UpgradeResult: ...
 
 
 class _TrackedBody:
@@ -282,4 +300,35 @@ class Router:
                     attempts.append(Attempt(site, _reason(exc)))
         if scope.cancelled_caught:
             raise RouteTimeout(f"{address}: tunnel not set up within the route timeout")
+        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+
+    # -- WebSocket -----------------------------------------------------------------------------
+
+    async def open_websocket(self, request: Request, ctx: CallContext) -> UpgradeResult:
+        """Ask the service named by ``request.authority`` to switch to WebSocket."""
+        address, _port, sites = self.resolve(request.authority)
+        ctx = self._bounded(ctx)
+        attempts: list[Attempt] = []
+        with trio.move_on_at(ctx.deadline) as scope:
+            for site in sites:
+                try:
+                    if site == self.local_site:
+                        return await self.local.open_websocket(
+                            request, ctx, service=address.service_name
+                        )
+                    conn = self.outbound(site)
+                    if conn is None:
+                        attempts.append(Attempt(site, "link down"))
+                        continue
+                    return await open_websocket_tunnel(
+                        conn, request, ctx, local_site=self.local_site, clock=self.clock
+                    )
+                except (UpstreamError, OSError) as exc:
+                    # The handshake is a GET: idempotent, and no byte of the caller's flow
+                    # has moved yet.
+                    if not _did_no_work(exc):
+                        raise
+                    attempts.append(Attempt(site, _reason(exc)))
+        if scope.cancelled_caught:
+            raise RouteTimeout(f"{address}: no WebSocket handshake within the route timeout")
         raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")

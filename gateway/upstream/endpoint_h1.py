@@ -142,7 +142,7 @@ class _Stale(Exception):
 
 def request_head(request: Request) -> RequestHead:
     """The HTTP/1.1 head for ``request`` (internal headers stripped, everything validated)."""
-    if request.is_connect:
+    if request.is_connect or request.is_websocket:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
     if request.h1_head is not None:  # derived and validated by whoever built the request
         return request.h1_head
@@ -231,7 +231,7 @@ async def _exchange(
         if ended:  # the common body-less request: no pump, no nursery
             response = await conn.receive_response()
             response_seen = True
-            await _relay_response(conn, request, response, writer, pump)
+            await relay_h1_response(conn, request, response, writer, pump)
         else:
             failure: Exception | None = None
             async with trio.open_nursery() as nursery:
@@ -241,7 +241,7 @@ async def _exchange(
                 try:
                     response = await conn.receive_response()
                     response_seen = True
-                    await _relay_response(conn, request, response, writer, pump)
+                    await relay_h1_response(conn, request, response, writer, pump)
                 except Exception as exc:
                     failure = exc
                     nursery.cancel_scope.cancel()
@@ -265,13 +265,15 @@ async def _exchange(
             pool.discard_h1(conn)
 
 
-async def _relay_response(
+async def relay_h1_response(
     conn: H1ClientConnection,
     request: Request,
     response: ResponseHead,
     writer: ResponseWriter,
     pump: BodyPump,
 ) -> None:
+    """Relay the response whose head is ``response`` (body streamed, trailers kept) to
+    ``writer``; also a refused WebSocket upgrade's answer."""
     headers = h1_response_to_h2(response)[1:]
     out = Response(response.status, headers)
     empty = (

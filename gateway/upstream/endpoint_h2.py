@@ -58,7 +58,7 @@ _WIRE_ERRORS = (StreamReset, ConnectionGone, trio.ClosedResourceError)
 def request_headers(request: Request) -> Headers:
     """The header block to send: pseudo-headers, then regular fields without the internal
     headers and without connection-specific fields (``te: trailers`` is kept)."""
-    if request.is_connect:
+    if request.is_connect or request.is_websocket:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
     stripped = request.without_internal_headers()
     regular = tuple(

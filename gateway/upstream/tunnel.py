@@ -17,6 +17,12 @@ An L4 tunnel is a ``CONNECT`` stream (RFC 9113 section 8.5): ``:method CONNECT``
 ``:authority <l7-address>:<port>``.  Once the peer answers 200 the stream *is* the tunnel (an
 ``H2Stream`` is a ``trio.abc.HalfCloseableStream``); any other answer is a typed error.
 
+A WebSocket is an extended CONNECT stream (RFC 8441): ``:method CONNECT``, ``:protocol
+websocket``, ``:scheme``, ``:path``, ``:authority`` = the L7 address, and the caller's handshake
+fields.  Only a peer that advertised SETTINGS_ENABLE_CONNECT_PROTOCOL gets one (links do).  A
+200 means the endpoint behind the peer switched: its fields go back to the caller in a 101
+and the stream is the tunnel; any other status is the endpoint's refusal, relayed as it is.
+
 Cancellation and failures reset the stream (``aclose`` sends RST_STREAM CANCEL when our side
 had not finished), so the peer stops work it can no longer deliver.
 """
@@ -39,6 +45,7 @@ from gateway.http.exchange import (
     Request,
     Response,
     ResponseWriter,
+    UpgradeResult,
 )
 from gateway.http.headers import Headers, UpstreamProtocolError
 from gateway.http.transcode import (
@@ -66,6 +73,14 @@ class TunnelRejected(UpstreamError):
         self.status = status
         self.http_status = status if status in (403, 404, 502, 503, 504) else 502
         self.retry_elsewhere = status in (502, 503)
+
+
+class NoExtendedConnect(UpstreamError):
+    """The peer did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL: it cannot carry a
+    WebSocket, but another site may (nothing was sent)."""
+
+    http_status = 501
+    retry_elsewhere = True
 
 
 class LinkUnavailable(UpstreamError):
@@ -257,3 +272,44 @@ async def open_connect_tunnel(
             await stream.aclose()
         raise
     return stream
+
+
+async def open_websocket_tunnel(
+    conn: H2Connection,
+    request: Request,
+    ctx: CallContext,
+    *,
+    local_site: str,
+    clock: Callable[[], float] = trio.current_time,
+) -> UpgradeResult:
+    """Carry the WebSocket ``request`` to the peer as an extended CONNECT (RFC 8441).
+
+    Returns when the peer answered: 200 -> a ``101`` result whose stream is the tunnel;
+    another status -> a refusal to relay.  A malformed answer is 502.
+    """
+    try:
+        if not await conn.peer_accepts_extended_connect():
+            raise NoExtendedConnect("the peer does not accept extended CONNECT (RFC 8441)")
+    except ConnectionGone as exc:
+        raise LinkUnavailable(f"link unavailable: {exc}") from exc
+    headers = tunnel_request_headers(request, ctx, local_site=local_site, now=clock())
+    stream = await _open(conn, headers, end_stream=False)
+    try:
+        response = _response_from(await stream.response_headers())
+        if response.status == 200:
+            return UpgradeResult(Response(101, response.headers), stream, _no_refusal)
+        if response.status < 300:
+            raise UpstreamProtocolError(f"peer answered extended CONNECT with {response.status}")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+
+    async def relay_refusal(writer: ResponseWriter) -> None:
+        await _relay_response(stream, writer, head_request=False)
+
+    return UpgradeResult(response, stream, relay_refusal)
+
+
+async def _no_refusal(writer: ResponseWriter) -> None:
+    raise RuntimeError("a switched upgrade has no refusal to relay")

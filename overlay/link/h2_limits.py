@@ -51,6 +51,9 @@ class H2Limits:
     * ``read_size``: bytes asked of the transport per read (larger reads are cheaper in trio).
     * ``flood_window`` with ``max_premature_resets`` / ``max_control_frames``: abuse budgets.
     * ``close_timeout``: how long a closing connection may spend flushing its GOAWAY.
+    * ``enable_connect_protocol``: a server-role connection advertises
+      SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441): the peer may open extended CONNECT
+      streams (``:protocol websocket``).  On for links, off towards callers and endpoints.
     """
 
     max_concurrent_streams: int = 100
@@ -64,6 +67,7 @@ class H2Limits:
     max_premature_resets: int = 200
     max_control_frames: int = 1000
     close_timeout: float = 1.0
+    enable_connect_protocol: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrent_streams < 2**31:

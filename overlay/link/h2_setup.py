@@ -154,6 +154,8 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
         initial[codes.INITIAL_WINDOW_SIZE] = limits.stream_window
     if client_side:
         initial[codes.ENABLE_PUSH] = 0
+    elif limits.enable_connect_protocol:
+        initial[codes.ENABLE_CONNECT_PROTOCOL] = 1  # RFC 8441: only a server sends it
     conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
     conn.decoder.max_header_list_size = limits.max_header_list_size
     # Accepting larger frames before the peer has seen our SETTINGS is harmless.

@@ -107,6 +107,16 @@ class H2StreamIO:
         self._pump()
         return stream
 
+    async def peer_accepts_extended_connect(self) -> bool:
+        """Whether the peer (a server) advertised SETTINGS_ENABLE_CONNECT_PROTOCOL = 1
+        (RFC 8441 section 3); waits for its first SETTINGS, which follow its preface at once
+        (the caller's deadline bounds the wait).  Raises ``ConnectionGone`` if closing."""
+        await trio.lowlevel.checkpoint()
+        while not self._peer_settings_seen:
+            self._raise_if_closing()
+            await self._room_lot.park()
+        return int(self._h2.remote_settings.enable_connect_protocol) == 1
+
     def _outbound_stream_limit(self) -> int:
         # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
         # as most stacks do) so a burst of opens at start-up is not met with refusals.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import trio
 
@@ -104,6 +105,9 @@ class LinkSession:
         self.link = link
         self.dialed = dialed
         self._handler = handler
+        # Every link carries WebSocket as RFC 8441 extended CONNECT: both server-role
+        # connections (outer on the acceptor, reversed on the dialer) advertise it.
+        limits = replace(limits or H2Limits(), enable_connect_protocol=True)
         self._limits = limits
         self._setup_timeout = setup_timeout
         self._reverse_seen = False
