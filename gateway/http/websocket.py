@@ -21,9 +21,10 @@ Theory of operation (one WebSocket, three hops)
    goes along: the endpoint computes the accept value for exactly the key the caller chose.
 2. The destination gateway reads the block back (:func:`websocket_request_from_h2`, the same
    strict rules as any request) and asks an HTTP/1.1 endpoint to switch
-   (:func:`h1_upgrade_head`, sent with ``Connection: upgrade``, ``Upgrade: websocket``).  A ``101`` must name ``websocket`` and carry the right
-   ``Sec-WebSocket-Accept`` (:func:`check_switch`), else 502: the gateway never relays raw
-   bytes to something that did not agree to speak WebSocket.  The 101's end-to-end fields go
+   (:func:`h1_upgrade_head`, sent with ``Connection: upgrade`` and ``Upgrade: websocket``).
+   A ``101`` must name ``websocket`` and carry the right ``Sec-WebSocket-Accept``
+   (:func:`check_switch`), else 502: the gateway never relays raw bytes to something that
+   did not agree to speak WebSocket.  The 101's end-to-end fields go
    back as the extended CONNECT's ``:status 200``; any other status goes back as itself, body
    and all, and the stream ends.
 3. The caller's gateway answers ``101 Switching Protocols`` with those fields

@@ -362,8 +362,21 @@ class H2Stream(trio.abc.HalfCloseableStream):
     def _fail(self, error: StreamReset | ConnectionGone) -> None:
         if self._failure is None:
             self._failure = error
-        self._release_buffer()
+        if not self._complete_then_stopped(error):
+            self._release_buffer()
         self._lot.unpark_all()
+
+    def _complete_then_stopped(self, error: StreamReset | ConnectionGone) -> bool:
+        """RFC 9113 section 8.1: a peer that sent its whole message (END_STREAM) and then
+        RST_STREAM NO_ERROR only asks us to stop sending; "clients MUST NOT discard
+        responses as a result".  What arrived stays readable (and counted against the
+        windows until taken or ``aclose``); ``receive_some`` raises the reset after it."""
+        return (
+            isinstance(error, StreamReset)
+            and error.remote
+            and error.error_code == H2_NO_ERROR
+            and self._remote_ended
+        )
 
     def _release_buffer(self) -> None:
         if self._buffered:

@@ -210,17 +210,39 @@ async def test_connect_to_unknown_address_is_404() -> None:
     assert status == 404 and b"example.com" in body
 
 
-async def test_upgrade_h2c_is_not_honoured() -> None:
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        b"Connection: Upgrade\r\nUpgrade: foo\r\n",
+        b"Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n",
+        b"Upgrade: TLS/1.0\r\n",  # not even named in Connection: still never dropped silently
+    ],
+)
+async def test_unsupported_upgrade_is_501_and_never_forwarded(upgrade: bytes) -> None:
+    async with gateway() as (port, cluster):
+        status, _, body = await raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n" + upgrade + b"\r\n"
+        )
+        assert status == 501 and b"only 'websocket'" in body
+        assert cluster.calls == []  # not turned into a plain GET
+        # The listener keeps serving (a new connection; the refused one was closed).
+        status, _, _ = await raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 200 and len(cluster.calls) == 1
+
+
+async def test_http2_settings_without_upgrade_is_dropped() -> None:
     async with gateway() as (port, _):
         status, _, body = await raw_exchange(
             port,
-            b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n"
-            b"Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
-            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\nConnection: HTTP2-Settings, close"
+            b"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
         )
         assert status == 200
-        doc = json.loads(body)
-        assert "upgrade" not in names(doc) and "http2-settings" not in names(doc)
+        assert "http2-settings" not in names(json.loads(body))
 
 
 async def test_unknown_address_404_and_unhealthy_503_with_clear_bodies() -> None:

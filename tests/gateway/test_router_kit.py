@@ -35,6 +35,7 @@ from gateway.router.route import Router
 from gateway.upstream.pool import EndpointConnectFailed
 from overlay.federation.view import RouteView
 from overlay.link.h2_connection import H2Connection
+from overlay.link.h2_limits import H2Limits
 from overlay.tunnel.h2_stream import H2Stream
 
 API = ServiceName("api", "default")
@@ -229,15 +230,18 @@ async def refusing(stream: H2Stream) -> None:
 
 
 @asynccontextmanager
-async def peer(handler: PeerHandler) -> AsyncIterator[H2Connection]:
-    """The client side of a real HTTP/2 link over loopback TCP to a peer running ``handler``."""
+async def peer(
+    handler: PeerHandler, *, limits: H2Limits | None = None
+) -> AsyncIterator[H2Connection]:
+    """The client side of a real HTTP/2 link over loopback TCP to a peer running ``handler``
+    (with ``limits`` on the peer's server side, e.g. to advertise extended CONNECT)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     a = await trio.open_tcp_stream("127.0.0.1", port)
     b = await listeners[0].accept()
     await listeners[0].aclose()
     client = H2Connection(a, client_side=True, ping_interval=None)
-    server = H2Connection(b, client_side=False, handler=handler, ping_interval=None)
+    server = H2Connection(b, client_side=False, handler=handler, limits=limits, ping_interval=None)
     async with trio.open_nursery() as nursery:
         await nursery.start(client.serve)
         await nursery.start(server.serve)
