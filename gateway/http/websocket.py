@@ -25,8 +25,8 @@ Theory of operation (one WebSocket, three hops)
    A ``101`` must name ``websocket`` and carry the right ``Sec-WebSocket-Accept``
    (:func:`check_switch`), else 502: the gateway never relays raw bytes to something that
    did not agree to speak WebSocket.  The 101's end-to-end fields go
-   back as the extended CONNECT's ``:status 200``; any other status goes back as itself, body
-   and all, and the stream ends.
+   back as the extended CONNECT's ``:status 200`` (with ``sec-websocket-accept``, which only a
+   switch carries); any other status goes back as itself, body and all, and the stream ends.
 3. The caller's gateway answers ``101 Switching Protocols`` with those fields
    (:func:`encode_switch`), then both gateways relay bytes like an L4 tunnel.
 """
@@ -47,6 +47,9 @@ from gateway.http.message import Headers, RequestHead, ResponseHead, comma_token
 from gateway.http.transcode import h2_request_to_h1
 
 WEBSOCKET = b"websocket"
+#: Present on a WebSocket answer only when the endpoint switched: a refusal never carries it
+#: across a link (:func:`refusal_fields`), so a refusal with status 200 stays a refusal.
+ACCEPT_HEADER = b"sec-websocket-accept"
 #: RFC 6455 section 1.3: appended to the key before hashing it into the accept value.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Fields that describe a body; a handshake has none, and a 101 must not carry them.
@@ -167,6 +170,12 @@ def check_switch(response: ResponseHead, key: bytes) -> None:
         raise UpstreamProtocolError("the endpoint's 101 does not name 'upgrade' in Connection")
     if response.get(b"sec-websocket-accept") != accept_value(key):
         raise UpstreamProtocolError("the endpoint's Sec-WebSocket-Accept does not match the key")
+
+
+def refusal_fields(headers: Headers) -> Headers:
+    """The fields of an endpoint's non-101 answer as they travel on: no accept value (it
+    means "switched" on a link, and nothing in a refusal)."""
+    return tuple((n, v) for n, v in headers if n != ACCEPT_HEADER)
 
 
 def switch_fields(headers: Headers) -> Headers:

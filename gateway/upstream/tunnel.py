@@ -20,8 +20,11 @@ An L4 tunnel is a ``CONNECT`` stream (RFC 9113 section 8.5): ``:method CONNECT``
 A WebSocket is an extended CONNECT stream (RFC 8441): ``:method CONNECT``, ``:protocol
 websocket``, ``:scheme``, ``:path``, ``:authority`` = the L7 address, and the caller's handshake
 fields.  Only a peer that advertised SETTINGS_ENABLE_CONNECT_PROTOCOL gets one (links do).  A
-200 means the endpoint behind the peer switched: its fields go back to the caller in a 101
-and the stream is the tunnel; any other status is the endpoint's refusal, relayed as it is.
+200 with ``sec-websocket-accept`` means the endpoint behind the peer switched: its fields go
+back to the caller in a 101 and the stream is the tunnel.  Anything else is the endpoint's
+refusal, relayed as it is -- a 200 too: an endpoint may ignore ``Upgrade`` and just answer
+the GET, and the destination strips ``sec-websocket-accept`` from every refusal, so the
+two cannot be confused.
 
 Cancellation and failures reset the stream (``aclose`` sends RST_STREAM CANCEL when our side
 had not finished), so the peer stops work it can no longer deliver.
@@ -54,6 +57,7 @@ from gateway.http.transcode import (
     h2_response_to_h1,
     h2_trailers_to_h1,
 )
+from gateway.http.websocket import ACCEPT_HEADER
 from overlay.link.h2_connection import H2Connection
 from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
 
@@ -296,10 +300,8 @@ async def open_websocket_tunnel(
     stream = await _open(conn, headers, end_stream=False)
     try:
         response = _response_from(await stream.response_headers())
-        if response.status == 200:
+        if response.status == 200 and any(n == ACCEPT_HEADER for n, _ in response.headers):
             return UpgradeResult(Response(101, response.headers), stream, _no_refusal)
-        if response.status < 300:
-            raise UpstreamProtocolError(f"peer answered extended CONNECT with {response.status}")
     except BaseException:
         with trio.CancelScope(shield=True):
             await stream.aclose()

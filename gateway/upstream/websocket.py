@@ -16,7 +16,8 @@ Theory of operation
 3. ``101``: checked (:func:`~gateway.http.websocket.check_switch`, else 502); the bytes the
    endpoint sent right after its head are handed out first, then the connection is the
    tunnel.  Anything else: the response is relayed as it is, body and trailers
-   (:func:`gateway.upstream.endpoint_h1.relay_h1_response`).
+   (:func:`gateway.upstream.endpoint_h1.relay_h1_response`), less any
+   ``Sec-WebSocket-Accept`` (:func:`~gateway.http.websocket.refusal_fields`).
 
 The deadline is the owner's (the cluster's ``trio.move_on_at(ctx.deadline)``).
 """
@@ -24,6 +25,7 @@ The deadline is the owner's (the cluster's ``trio.move_on_at(ctx.deadline)``).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import trio
 
@@ -31,7 +33,13 @@ from discovery.model import Endpoint
 from gateway.http.exchange import EmptyBody, Request, Response, ResponseWriter, UpgradeResult
 from gateway.http.h1 import H1ClientConnection, H1Limits
 from gateway.http.transcode import ContentLengthCounter, h1_response_to_h2
-from gateway.http.websocket import WEBSOCKET, check_switch, h1_upgrade_head, switch_fields
+from gateway.http.websocket import (
+    WEBSOCKET,
+    check_switch,
+    h1_upgrade_head,
+    refusal_fields,
+    switch_fields,
+)
 from gateway.splice import PrefixedStream
 from gateway.upstream.endpoint_h1 import BodyPump, relay_h1_response
 from gateway.upstream.pool import open_tcp
@@ -63,12 +71,14 @@ async def upgrade_h1_endpoint(
             await trio.aclose_forcefully(tcp)
         raise
 
+    refusal = replace(response, headers=refusal_fields(response.headers))
+
     async def relay_refusal(writer: ResponseWriter) -> None:
         pump = BodyPump(EmptyBody(), ContentLengthCounter(None))
-        await relay_h1_response(conn, request, response, writer, pump)
+        await relay_h1_response(conn, request, refusal, writer, pump)
 
     return UpgradeResult(
-        Response(response.status, h1_response_to_h2(response)[1:]), tcp, relay_refusal
+        Response(refusal.status, h1_response_to_h2(refusal)[1:]), tcp, relay_refusal
     )
 
 

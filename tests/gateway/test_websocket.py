@@ -30,6 +30,7 @@ from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.tunnel import NoExtendedConnect, open_websocket_tunnel
 from overlay.link.h2_limits import H2Limits
 from overlay.tunnel.h2_stream import H2Stream
+from tests.gateway.test_east_west import CALLER, site
 from tests.gateway.test_router_kit import Collect, peer
 from tests.gateway.test_upstream_servers import SVC, RecordingWriter, endpoint, watch_of
 
@@ -384,3 +385,80 @@ async def test_an_http2_endpoint_cannot_take_a_websocket() -> None:
             await cluster.open_websocket(
                 websocket_request_from_h2(caller_request().h2_headers()), ctx(), service=SVC
             )
+
+
+async def test_a_200_without_the_accept_value_is_a_refusal_not_a_switch() -> None:
+    async def ignoring_peer(stream: H2Stream) -> None:  # the endpoint just answered the GET
+        await stream.send_headers([(b":status", b"200"), (b"content-length", b"2")])
+        await stream.send_all(b"ok")
+        await stream.send_eof()
+
+    async with peer(ignoring_peer, limits=LINK) as link:
+        result = await open_websocket_tunnel(link, caller_request(), ctx(), local_site="a")
+        assert not result.switched and result.response.status == 200
+        out = Collect()
+        await result.relay_refusal(out)
+        await result.stream.aclose()
+    assert bytes(out.body) == b"ok"
+
+
+async def test_a_refusal_never_carries_an_accept_value_on() -> None:
+    def ignore(got: RequestHead) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nSec-WebSocket-Accept: " + ACCEPT + b"\r\nContent-Length: 2\r\n"
+            b"\r\nok"
+        )
+
+    async with h1_endpoint(ignore) as (port, _), cluster_at(port) as cluster:
+        result = await cluster.open_websocket(
+            websocket_request_from_h2(caller_request().h2_headers()), ctx(), service=SVC
+        )
+        writer = RecordingWriter()
+        await result.relay_refusal(writer)
+        await result.stream.aclose()
+    assert not result.switched and writer.response is not None
+    assert writer.response.status == 200 and bytes(writer.body) == b"ok"
+    assert b"sec-websocket-accept" not in dict(writer.response.headers)
+    assert b"sec-websocket-accept" not in dict(result.response.headers)
+
+
+# -- the destination gateway (EastWestHandler) --------------------------------------------------
+
+
+def ws_block(authority: str, protocol: str = "websocket") -> list[tuple[str, str]]:
+    return [
+        (":method", "CONNECT"),
+        (":protocol", protocol),
+        (":scheme", "http"),
+        (":authority", authority),
+        (":path", "/chat"),
+        ("sec-websocket-key", KEY.decode()),
+        ("sec-websocket-version", "13"),
+    ]
+
+
+async def test_the_destination_refuses_unknown_protocols_and_http2_endpoints_with_501() -> None:
+    async with site() as s:
+        for block in (
+            ws_block("api.default.isthmus", "connect-udp"),
+            ws_block("grpc.default.isthmus"),  # an HTTP/2 endpoint
+        ):
+            stream = await s.client.open_stream([*block, ("isthmus-caller-id", CALLER)])
+            with trio.fail_after(10):
+                answer = dict(await stream.response_headers())
+            await stream.aclose()
+            assert answer[b":status"] == b"501"
+        assert s.echo["requests"] == 0
+
+
+async def test_the_destination_relays_an_endpoint_that_did_not_switch() -> None:
+    async with site() as s:  # api is an HTTP/1.1 echo that answers 200 to anything
+        stream = await s.client.open_stream(ws_block("api.default.isthmus"))
+        with trio.fail_after(10):
+            answer = dict(await stream.response_headers())
+            await stream.send_eof()
+            while await stream.receive_some():
+                pass
+        await stream.aclose()
+        assert answer[b":status"] == b"200" and b"sec-websocket-accept" not in answer
+        assert s.echo["requests"] == 1
