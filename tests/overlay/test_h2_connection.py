@@ -17,7 +17,7 @@ import trio
 import trio.testing
 import trustme
 
-from discovery.errors import H2_CANCEL, H2_INTERNAL_ERROR
+from discovery.errors import H2_CANCEL, H2_INTERNAL_ERROR, H2_NO_ERROR
 from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
 from overlay.tunnel import ConnectionGone, H2Stream, InvalidHeaders, StreamReset
@@ -270,6 +270,31 @@ async def test_reset_propagates_from_server_to_client() -> None:
         # The connection survives a stream error.
         again = await client.open_stream(GET, end_stream=True)
         assert isinstance(again, H2Stream)
+
+
+async def test_a_complete_response_survives_rst_stream_no_error() -> None:
+    """RFC 9113 section 8.1: a server may answer in full and then stop the request with
+    RST_STREAM NO_ERROR; the client "MUST NOT discard" the response."""
+    done = trio.Event()
+
+    async def answer_then_stop(stream: H2Stream) -> None:
+        await stream.send_headers([(":status", "403")])
+        await stream.send_all(b"complete answer")
+        await stream.send_eof()  # returning with the request open: the connection resets it
+        done.set()
+
+    async with h2_pair(answer_then_stop) as (client, _server):
+        stream = await client.open_stream(POST)  # the request never ends
+        await stream.response_headers()
+        await done.wait()
+        await eventually(lambda: stream.finished)  # the reset has arrived
+        assert await stream.receive_some() == b"complete answer"
+        with pytest.raises(StreamReset) as err:
+            await stream.receive_some()
+        assert err.value.remote and err.value.error_code == H2_NO_ERROR
+        with pytest.raises(StreamReset):
+            await stream.send_all(b"more")
+        await stream.aclose()
 
 
 async def test_connect_stream_carries_raw_bytes_both_ways() -> None:
