@@ -182,3 +182,8 @@ class UpgradeResult:
     @property
     def switched(self) -> bool:
         return self.response.status == 101
+
+
+async def no_refusal(writer: ResponseWriter) -> None:
+    """``UpgradeResult.relay_refusal`` of a switched upgrade: there is nothing to relay."""
+    raise RuntimeError("a switched upgrade has no refusal to relay")

@@ -49,6 +49,7 @@ from gateway.http.exchange import (
     Response,
     ResponseWriter,
     UpgradeResult,
+    no_refusal,
 )
 from gateway.http.headers import Headers, UpstreamProtocolError
 from gateway.http.transcode import (
@@ -301,7 +302,7 @@ async def open_websocket_tunnel(
     try:
         response = _response_from(await stream.response_headers())
         if response.status == 200 and any(n == ACCEPT_HEADER for n, _ in response.headers):
-            return UpgradeResult(Response(101, response.headers), stream, _no_refusal)
+            return UpgradeResult(Response(101, response.headers), stream, no_refusal)
     except BaseException:
         with trio.CancelScope(shield=True):
             await stream.aclose()
@@ -311,7 +312,3 @@ async def open_websocket_tunnel(
         await _relay_response(stream, writer, head_request=False)
 
     return UpgradeResult(response, stream, relay_refusal)
-
-
-async def _no_refusal(writer: ResponseWriter) -> None:
-    raise RuntimeError("a switched upgrade has no refusal to relay")

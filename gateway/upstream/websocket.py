@@ -30,7 +30,14 @@ from dataclasses import replace
 import trio
 
 from discovery.model import Endpoint
-from gateway.http.exchange import EmptyBody, Request, Response, ResponseWriter, UpgradeResult
+from gateway.http.exchange import (
+    EmptyBody,
+    Request,
+    Response,
+    ResponseWriter,
+    UpgradeResult,
+    no_refusal,
+)
 from gateway.http.h1 import H1ClientConnection, H1Limits
 from gateway.http.transcode import ContentLengthCounter, h1_response_to_h2
 from gateway.http.websocket import (
@@ -65,7 +72,7 @@ async def upgrade_h1_endpoint(
             fields = switch_fields(h1_response_to_h2(response)[1:])
             leftover = conn.take_buffered()
             stream = PrefixedStream(tcp, leftover) if leftover else tcp
-            return UpgradeResult(Response(101, fields), stream, _no_refusal)
+            return UpgradeResult(Response(101, fields), stream, no_refusal)
     except BaseException:
         with trio.CancelScope(shield=True), contextlib.suppress(Exception):
             await trio.aclose_forcefully(tcp)
@@ -80,7 +87,3 @@ async def upgrade_h1_endpoint(
     return UpgradeResult(
         Response(refusal.status, h1_response_to_h2(refusal)[1:]), tcp, relay_refusal
     )
-
-
-async def _no_refusal(writer: ResponseWriter) -> None:
-    raise RuntimeError("a switched upgrade has no refusal to relay")

@@ -4,13 +4,16 @@ gateway.cluster.local)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from discovery.errors import H2_CONNECT_ERROR
 from gateway.cluster.local import LocalCluster, UpstreamTimeout
+from gateway.config.model import PolicyConfig
 from gateway.http.exchange import CallContext, Request, Response
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.headers import BadRequest, MalformedHeaders, UpstreamProtocolError
@@ -25,11 +28,13 @@ from gateway.http.websocket import (
     websocket_request,
     websocket_request_from_h2,
 )
+from gateway.ingress.east_west import EastWestHandler
 from gateway.listener.http import request_from_h1
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.tunnel import NoExtendedConnect, open_websocket_tunnel
+from overlay.federation.config import ExportConfig
 from overlay.link.h2_limits import H2Limits
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.tunnel.h2_stream import H2Stream, StreamReset
 from tests.gateway.test_east_west import CALLER, site
 from tests.gateway.test_router_kit import Collect, peer
 from tests.gateway.test_upstream_servers import SVC, RecordingWriter, endpoint, watch_of
@@ -225,7 +230,7 @@ async def test_extended_connect_crosses_a_link_and_becomes_a_tunnel() -> None:
             101, ((b"sec-websocket-accept", ACCEPT),)
         )
         await result.stream.send_all(b"\x81\x05hello")
-        assert await result.stream.receive_some(100) == b"\x81\x05hello"
+        assert await receive_exactly(result.stream, 7) == b"\x81\x05hello"
         await result.stream.aclose()
     pseudo = [(n, v) for n, v in seen[0] if n.startswith(b":")]
     assert dict(pseudo) == {
@@ -285,8 +290,9 @@ async def h1_endpoint(answer: Answer | None) -> AsyncIterator[tuple[int, list[Re
         if answer is None:
             await trio.sleep_forever()
         await stream.send_all(answer(got))
-        while data := await stream.receive_some(65536):
-            await stream.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError):  # a gateway may end it with RST
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with trio.open_nursery() as nursery:
@@ -328,12 +334,9 @@ async def test_the_endpoint_switches_and_its_first_bytes_come_first() -> None:
             assert fields[b"sec-websocket-accept"] == ACCEPT
             assert fields[b"sec-websocket-protocol"] == b"chat"
             assert b"upgrade" not in fields and b"connection" not in fields
-            got = b""
-            while len(got) < len(b"first frame"):
-                got += await result.stream.receive_some(100)
-            assert got == b"first frame"
+            assert await receive_exactly(result.stream, 11) == b"first frame"
             await result.stream.send_all(b"echo me")
-            assert await result.stream.receive_some(100) == b"echo me"
+            assert await receive_exactly(result.stream, 7) == b"echo me"
         finally:
             await result.stream.aclose()
     [sent] = heads
@@ -462,3 +465,39 @@ async def test_the_destination_relays_an_endpoint_that_did_not_switch() -> None:
         await stream.aclose()
         assert answer[b":status"] == b"200" and b"sec-websocket-accept" not in answer
         assert s.echo["requests"] == 1
+
+
+async def receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        piece = await stream.receive_some(n - len(got))
+        assert piece, f"stream ended after {got!r}"
+        got += piece
+    return got
+
+
+async def test_a_switched_websocket_is_relayed_under_the_tunnel_idle_bound() -> None:
+    """After the 101 the destination relays like an L4 tunnel: an idle WebSocket is ended
+    (CONNECT_ERROR towards the origin) after the tunnel idle timeout."""
+    idle = 1.0  # real time: long enough that a loaded machine does not idle it out early
+    async with h1_endpoint(switching) as (port, _), cluster_at(port) as cluster:
+        handler = EastWestHandler(
+            local_site="here",
+            mesh_domain="isthmus",
+            cluster=cluster,
+            export_rules=(ExportConfig(service=SVC.name),),
+            policies=(PolicyConfig(service=SVC.name, allow_sites=("*",)),),
+            tunnel_idle_timeout=idle,
+        )
+        async with peer(lambda stream: handler("there", stream), limits=LINK) as link:
+            stream = await link.open_stream(ws_block(f"{SVC.name}.{SVC.namespace}.isthmus"))
+            with trio.fail_after(5 * idle + 5):  # hang guard only
+                answer = dict(await stream.response_headers())
+                assert answer[b":status"] == b"200" and answer[b"sec-websocket-accept"] == ACCEPT
+                assert await receive_exactly(stream, len(b"first frame")) == b"first frame"
+                await stream.send_all(b"still here")
+                assert await receive_exactly(stream, len(b"still here")) == b"still here"
+                with pytest.raises(StreamReset) as info:  # then nothing moves
+                    await stream.receive_some()
+            await stream.aclose()
+    assert info.value.error_code == H2_CONNECT_ERROR
