@@ -202,7 +202,7 @@ class EastWestHandler:
         method = b""
         try:
             raw = stream.request_headers
-            if any(n == b":protocol" for n, _ in raw):
+            if _is_extended_connect(raw):
                 request = websocket_request_from_h2(raw)
             else:
                 request = parse_request(raw)
@@ -357,6 +357,17 @@ class EastWestHandler:
             if body:
                 await writer.send_data(body)
                 await writer.send_end()
+
+
+def _is_extended_connect(raw: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the block carries ``:protocol`` (RFC 8441).  Pseudo-headers come first, so
+    the scan stops at the first regular field: a few steps on every request."""
+    for name, _ in raw:
+        if name[:1] != b":":
+            return False
+        if name == b":protocol":
+            return True
+    return False
 
 
 def _any(address: L7Address) -> L7Address:
