@@ -253,3 +253,5 @@ async def test_websocket_refused_by_the_endpoint_gives_the_caller_its_answer(
         assert head.startswith(b"GET /ws HTTP/1.1\r\n")
         assert b"\r\nupgrade: websocket" in lower and b"\r\nsec-websocket-key: " in lower
         assert b"\r\nhost: rec.default.isthmus" in lower
+        # ... and, like any request, it tells the endpoint its caller (written by west).
+        assert b"\r\nx-isthmus-caller-site: east" in lower
