@@ -273,7 +273,7 @@ async def _relay_response(
     pump: BodyPump,
 ) -> None:
     headers = h1_response_to_h2(response)[1:]
-    out = Response(response.status, headers)
+    out = Response(response.status, headers, response.reason)
     empty = (
         request.method == b"HEAD"
         or response.status in _BODYLESS_STATUS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -19,9 +19,12 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.cluster.local import LocalCluster
+from gateway.config.model import PolicyConfig
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
+from gateway.ingress.east_west import EastWestHandler
 from gateway.upstream.pool import UpstreamPool
-from tests.gateway.test_listener_http import http_listener, raw_exchange
+from overlay.federation.config import ExportConfig
+from tests.gateway.test_listener_http import h2c_request, http_listener, raw_exchange
 from tests.gateway.test_router_kit import API, http_echo_backend, make_router, peer, peer_echo
 from tests.gateway.test_upstream_servers import endpoint, refused_port, watch_of
 
@@ -152,3 +155,94 @@ async def test_chunk_extension_smuggling_never_reaches_the_endpoint(size_line: b
     assert data.startswith(b"HTTP/1.1 400 ")
     assert data.count(b"HTTP/1.1 ") == 1  # one answer, and it is the refusal
     assert b"/smuggled" not in b"".join(seen)
+
+
+def _reason_endpoint(
+    status_line: bytes, framing: str
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """An HTTP/1.1 endpoint that answers every request with ``status_line`` and "ok"."""
+    if framing == "length":  # small and whole: the gateway's one-write fast path
+        rest = b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    else:  # chunked: the head goes out before the body
+        rest = b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                data += await stream.receive_some(65536)
+            await stream.send_all(status_line + rest)
+        await stream.aclose()
+
+    return handle
+
+
+async def _status_line(gw: int) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", gw)
+    async with stream:
+        await stream.send_all(REQUEST)
+        data = b""
+        with trio.fail_after(5):
+            while piece := await stream.receive_some(65536):
+                data += piece
+    return data.partition(b"\r\n")[0]
+
+
+REASONS = [
+    (b"HTTP/1.1 299 Custom Reason", b"HTTP/1.1 299 Custom Reason"),
+    (b"HTTP/1.1 200 Fine Thanks", b"HTTP/1.1 200 Fine Thanks"),
+    (b"HTTP/1.1 404 Not Found", b"HTTP/1.1 404 Not Found"),
+    (b"HTTP/1.1 200 ", b"HTTP/1.1 200 OK"),  # none sent: the standard one
+]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize(("sent", "seen"), REASONS)
+async def test_an_endpoints_reason_phrase_reaches_an_http11_caller(
+    sent: bytes, seen: bytes, framing: str
+) -> None:
+    async with trio.open_nursery() as servers:
+        serve = partial(trio.serve_tcp, _reason_endpoint(sent, framing), 0, host="127.0.0.1")
+        [listener] = await servers.start(serve)
+        async with real_cluster(listener.socket.getsockname()[1]) as cluster:
+            router = make_router({API: ("a",)}, cluster=cluster)  # type: ignore[arg-type]
+            async with http_listener(router) as gw:
+                assert await _status_line(gw) == seen
+        servers.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize(("sent", "seen"), REASONS)
+async def test_an_endpoints_reason_phrase_crosses_a_link(
+    sent: bytes, seen: bytes, framing: str
+) -> None:
+    """HTTP/2 has no reason phrase: the destination gateway carries a non-standard one to the
+    origin in the internal ``isthmus-reason`` field, which no caller or endpoint ever sees."""
+    async with trio.open_nursery() as servers:
+        serve = partial(trio.serve_tcp, _reason_endpoint(sent, framing), 0, host="127.0.0.1")
+        [listener] = await servers.start(serve)
+        async with real_cluster(listener.socket.getsockname()[1]) as destination:
+            ingress = EastWestHandler(
+                local_site="b",
+                mesh_domain="isthmus",
+                cluster=destination,
+                export_rules=(ExportConfig(service="api"),),
+                policies=(PolicyConfig(service="api", allow_sites=("a",)),),
+            )
+            async with peer(partial(ingress, "a")) as link:
+                router = make_router({API: ("b",)}, links={"b": link})
+                async with http_listener(router) as gw:
+                    assert await _status_line(gw) == seen
+                    # An HTTP/2 caller gets the status and never the internal field.
+                    response, body = await h2c_request(
+                        gw,
+                        [
+                            (b":method", b"GET"),
+                            (b":scheme", b"http"),
+                            (b":authority", b"api.default.isthmus"),
+                            (b":path", b"/who"),
+                        ],
+                    )
+                    assert response[b":status"] == sent.split(b" ")[1] and body == b"ok"
+                    assert b"isthmus-reason" not in response
+        servers.cancel_scope.cancel()
