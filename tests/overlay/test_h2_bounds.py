@@ -18,6 +18,7 @@ import h2.config
 import h2.connection
 import h2.events
 import hpack
+import pytest
 import trio
 import trio.testing
 from hyperframe.frame import ContinuationFrame, HeadersFrame, RstStreamFrame
@@ -26,6 +27,7 @@ from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_NO_ERROR
 from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
 from overlay.tunnel import H2Stream
+from overlay.tunnel.h2_stream import StreamReset
 
 REQ = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a.b")]
 
@@ -236,3 +238,40 @@ async def test_request_over_the_header_list_limit_gets_431_and_the_next_one_is_s
         assert s.handled == [3]
         assert s.conn.close_reason is None
         assert s.conn.statistics().premature_resets == 1
+
+
+async def test_a_response_over_the_header_list_limit_resets_its_stream_only() -> None:
+    """Client role: an oversize response head that decoded whole fails its stream (the origin
+    answers its caller 502); the link and its other streams carry on."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    conn = H2Connection(ours, client_side=True, ping_interval=None)
+    peer = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    peer.initiate_connection()
+
+    async def answer_both() -> None:  # the raw peer: a huge response on 1, a small one on 3
+        answered = False
+        with trio.fail_after(5):
+            while not answered:
+                for event in peer.receive_data(await theirs.receive_some(65536)):
+                    if isinstance(event, h2.events.RequestReceived) and event.stream_id == 3:
+                        big = [(b":status", b"200")] + [
+                            (b"x-h%d" % i, b"v" * 100) for i in range(700)
+                        ]
+                        peer.send_headers(1, big, end_stream=True)
+                        peer.send_headers(3, [(b":status", b"200")], end_stream=True)
+                        answered = True
+                await theirs.send_all(peer.data_to_send())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conn.serve)
+        nursery.start_soon(answer_both)
+        first = await conn.open_stream(REQ, end_stream=True)
+        second = await conn.open_stream(REQ, end_stream=True)
+        with trio.fail_after(5):
+            assert (b":status", b"200") in await second.response_headers()
+            with pytest.raises(StreamReset):
+                await first.response_headers()
+        assert conn.close_reason is None
+        nursery.cancel_scope.cancel()
