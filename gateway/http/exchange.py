@@ -109,8 +109,9 @@ def standard_reason(status: int) -> bytes:
 
 def link_reason_header(response: Response) -> Headers:
     """The ``isthmus-reason`` field a gateway adds to a response it sends to a peer: only
-    for a reason phrase that differs from the standard one (nothing on the usual path)."""
-    reason = response.reason
+    for a reason phrase that differs from the standard one (nothing on the usual path).
+    Surrounding whitespace, which an HTTP/2 field value may not have, is dropped."""
+    reason = response.reason.strip(b" \t")
     if not reason or reason == standard_reason(response.status):
         return ()
     return ((REASON_HEADER, reason),)

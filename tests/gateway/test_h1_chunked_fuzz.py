@@ -315,7 +315,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)] or [b""]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     wire=chunked_message(),
     cuts=st.lists(st.integers(0, 400), max_size=8),
