@@ -152,11 +152,9 @@ class RefusingH2(h2.connection.H2Connection):
         decoder = self.decoder
         assert isinstance(decoder, _TellingDecoder)
         decoder.decoded = False
+        decoder.list_size = 0
         try:
             frames, events = super()._receive_headers_frame(frame)
-            if decoder.list_size > decoder.advertised:
-                return self._oversized(frame, frames, events, decoder)
-            return frames, events
         except h2.exceptions.ProtocolError as exc:
             # Only h2's plain ProtocolError is a verdict on the message; its subclasses
             # (stream closed, too many streams, oversized block...) keep h2's meaning.
@@ -168,6 +166,9 @@ class RefusingH2(h2.connection.H2Connection):
             except h2.exceptions.ProtocolError:
                 raise exc from None  # the stream's state machine had refused it: h2's verdict
             return frames, [MalformedHeaders(frame.stream_id, str(exc))]
+        if decoder.list_size > decoder.advertised:
+            return self._oversized(frame, frames, events, decoder)
+        return frames, events
 
     def _oversized(
         self,
