@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Protocol
 
 import trio
@@ -34,7 +35,10 @@ from gateway.http.headers import Headers, RequestHead
 CALLER_ID_HEADER = b"isthmus-caller-id"  # SPIFFE ID of the authenticated original caller
 CALLER_SITE_HEADER = b"isthmus-caller-site"  # site where the request entered the overlay
 DEADLINE_HEADER = b"isthmus-deadline-ms"  # remaining time budget in milliseconds
-INTERNAL_HEADERS = frozenset({CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER})
+#: On a link's *response*: the HTTP/1.1 endpoint's reason phrase, when it is not the standard
+#: one for the status (HTTP/2 has no reason phrase; see ``Response.reason``).
+REASON_HEADER = b"isthmus-reason"
+INTERNAL_HEADERS = frozenset({CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER, REASON_HEADER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +104,37 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A final response head (1xx are handled by the wire adapters)."""
+    """A final response head (1xx are handled by the wire adapters).
+
+    ``reason``: the reason phrase an HTTP/1.1 endpoint sent (``HTTP/1.1 299 Custom Reason``),
+    kept so an HTTP/1.1 caller gets the status line the endpoint wrote; empty when the
+    response came from HTTP/2 or the gateway itself, and the HTTP/1.1 writer then uses the
+    standard phrase for the status.  HTTP/2 has no reason phrase, so across a link it travels
+    in the internal ``isthmus-reason`` header, and only when it is not the standard phrase
+    (see :func:`link_reason_header`).
+    """
 
     status: int
     headers: Headers
+    reason: bytes = b""
+
+
+_STANDARD_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+
+def standard_reason(status: int) -> bytes:
+    """The phrase RFC 9110 gives ``status`` (b"" for a code it does not name)."""
+    return _STANDARD_REASONS.get(status, b"")
+
+
+def link_reason_header(response: Response) -> Headers:
+    """The ``isthmus-reason`` field a gateway adds to a response it sends to a peer: only
+    for a reason phrase that differs from the standard one (nothing on the usual path).
+    Surrounding whitespace, which an HTTP/2 field value may not have, is dropped."""
+    reason = response.reason.strip(b" \t")
+    if not reason or reason == standard_reason(response.status):
+        return ()
+    return ((REASON_HEADER, reason),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ caller can take them.
 
 from __future__ import annotations
 
-from gateway.http.exchange import Response
+from gateway.http.exchange import Response, standard_reason
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.headers import Headers, ResponseHead, UpstreamProtocolError
 from gateway.http.transcode import declared_content_length, h1_trailers_to_h2
@@ -34,6 +34,11 @@ class H1Body:
         return h1_trailers_to_h2(self.conn.trailers)
 
 
+def _reason(response: Response) -> bytes:
+    """The endpoint's own reason phrase if it sent one, else the standard one."""
+    return response.reason or standard_reason(response.status)
+
+
 class H1ResponseWriter:
     """Writes the response of the current exchange on ``conn``."""
 
@@ -52,7 +57,7 @@ class H1ResponseWriter:
         length = declared_content_length(response.headers, UpstreamProtocolError)
         if end_stream and length is None and response.status not in (204, 304):
             length = 0  # a complete empty body: say so rather than chunk nothing
-        head = ResponseHead(status=response.status, headers=response.headers)
+        head = ResponseHead(response.status, response.headers, _reason(response))
         await self.conn.send_response(head, content_length=length, end=end_stream)
 
     async def send_data(self, data: bytes) -> None:
@@ -77,5 +82,5 @@ class H1ResponseWriter:
         length = declared_content_length(response.headers, UpstreamProtocolError)
         if length is None and body:
             length = len(body)
-        head = ResponseHead(status=response.status, headers=response.headers)
+        head = ResponseHead(response.status, response.headers, _reason(response))
         await self.conn.send_response(head, content_length=length, body=body, end=True)

@@ -21,8 +21,15 @@ in the buffer after ``done`` is the next message (pipelining).  b"" with ``done`
 "feed me more bytes"; at end of input ``finish_at_eof()`` says whether that ends the body (only a
 close-delimited one).  Malformed framing raises the error type the caller chose, so the same
 code answers 400 downstream and 502 upstream.  Chunked decoding is strict: 1-16 hex digits,
-extensions bounded and ignored (RFC 9112 section 7.1.1), CRLF and nothing else after the size
-line and the data, trailers parsed by ``parse_trailer_section`` with the head limits.
+extensions parsed by the grammar of RFC 9112 section 7.1.1 and then ignored, the whole line
+bounded (``MAX_CHUNK_LINE``), CRLF and nothing else after the size line and the data, trailers
+parsed by ``parse_trailer_section`` with the head limits.
+
+Why extensions are parsed and not merely checked against a byte class: a line such as
+``5;a="`` (an unterminated quoted-string) is not a chunk-size line at all, and a parser that
+follows the grammar may read on past its CRLF looking for the closing quote.  Accepting it
+would make us disagree with such a parser on where the body ends, and whatever follows the
+body we took as complete would travel to the upstream as a second, smuggled request.
 
 What we *send* is framed by the encoders of ``h1_encode.py``.  ``keeps_alive`` is the
 keep-alive rule: HTTP/1.1 without ``Connection: close``.
@@ -43,8 +50,20 @@ MAX_CHUNK_SIZE_DIGITS = 16
 MAX_CHUNK_LINE = 4096
 
 _HEX = b"0123456789abcdefABCDEF"
-# Extension bytes we let through (and ignore): VCHAR, obs-text, SP, HTAB; never CR/LF/NUL/CTL.
-_EXT_BYTES = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
+# RFC 9112 section 7.1.1, with RFC 9110 section 5.6 for its parts:
+#   chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+#   chunk-ext-val = token / quoted-string
+#   quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+#   qdtext        = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+#   quoted-pair   = "\" ( HTAB / SP / VCHAR / obs-text )
+# Every alternative starts with a different byte, so the match is linear (no backtracking
+# blow-up); the line it runs on is bounded by MAX_CHUNK_LINE anyway.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE_RE = re.compile(
+    rb"([0-9A-Fa-f]{1,%d})((?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*)"
+    % (MAX_CHUNK_SIZE_DIGITS, _TOKEN, _TOKEN, _QUOTED)
+)
 # A LF without CR before it, a CR followed by anything but LF, or a NUL.
 _BAD_LINE_BYTE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])|\x00")
 _BODYLESS_STATUS = frozenset({204, 304})
@@ -248,14 +267,15 @@ class ChunkedDecoder(BodyDecoder):
             return False
         line = bytes(buf[:end])
         del buf[: end + 2]
-        size, semicolon, extensions = line.partition(b";")
-        if (
-            not size
-            or len(size) > MAX_CHUNK_SIZE_DIGITS
-            or size.translate(None, _HEX)
-            or (semicolon and extensions.translate(None, _EXT_BYTES))
-        ):
+        if b";" in line:  # extensions (rare): the full grammar
+            match = _CHUNK_LINE_RE.fullmatch(line)
+            if match is None:
+                raise self._error(f"malformed chunk-size line {line[:40]!r}")
+            size = match[1]
+        elif not line or len(line) > MAX_CHUNK_SIZE_DIGITS or line.translate(None, _HEX):
             raise self._error(f"malformed chunk-size line {line[:40]!r}")
+        else:
+            size = line
         self._remaining = int(size, 16)
         self._state = _DATA if self._remaining else _TRAILERS
         return True

@@ -8,7 +8,7 @@ block with :mod:`gateway.http.transcode` before it builds a :class:`Request`.
 
 from __future__ import annotations
 
-from gateway.http.exchange import Response
+from gateway.http.exchange import Response, link_reason_header
 from gateway.http.headers import Headers
 from overlay.tunnel.h2_stream import H2Stream
 
@@ -29,11 +29,22 @@ class H2StreamBody:
 
 
 class H2ResponseWriter:
-    """Writes a response on a server-side HTTP/2 stream."""
+    """Writes a response on a server-side HTTP/2 stream.
 
-    def __init__(self, stream: H2Stream) -> None:
+    ``to_peer``: the stream is a tunnel from a peer gateway, which gets a non-standard reason
+    phrase in ``isthmus-reason`` (HTTP/2 has none); a caller never gets internal fields.
+    """
+
+    def __init__(self, stream: H2Stream, *, to_peer: bool = False) -> None:
         self.stream = stream
         self._head_sent = False
+        self._to_peer = to_peer
+
+    def _block(self, response: Response) -> Headers:
+        block = ((b":status", str(response.status).encode()), *response.headers)
+        if self._to_peer and response.reason:
+            block += link_reason_header(response)
+        return block
 
     @property
     def head_sent(self) -> bool:
@@ -41,7 +52,7 @@ class H2ResponseWriter:
 
     async def send_head(self, response: Response, *, end_stream: bool = False) -> None:
         self._head_sent = True
-        headers = ((b":status", str(response.status).encode()), *response.headers)
+        headers = self._block(response)
         await self.stream.send_headers(headers, end_stream=end_stream)
 
     async def send_data(self, data: bytes) -> None:
@@ -57,7 +68,7 @@ class H2ResponseWriter:
             await self.send_end(trailers)
             return
         self._head_sent = True
-        headers = ((b":status", str(response.status).encode()), *response.headers)
+        headers = self._block(response)
         await self.stream.send_response(headers, body)
 
     async def send_end(self, trailers: Headers = ()) -> None:

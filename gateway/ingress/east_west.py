@@ -198,7 +198,7 @@ class EastWestHandler:
         self._clock = clock
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
-        writer = H2ResponseWriter(stream)
+        writer = H2ResponseWriter(stream, to_peer=True)
         method = b""
         try:
             raw = stream.request_headers

@@ -275,7 +275,7 @@ async def relay_h1_response(
     """Relay the response whose head is ``response`` (body streamed, trailers kept) to
     ``writer``; also a refused WebSocket upgrade's answer."""
     headers = h1_response_to_h2(response)[1:]
-    out = Response(response.status, headers)
+    out = Response(response.status, headers, response.reason)
     empty = (
         request.method == b"HEAD"
         or response.status in _BODYLESS_STATUS

@@ -42,6 +42,7 @@ from gateway.http.exchange import (
     CALLER_SITE_HEADER,
     DEADLINE_HEADER,
     INTERNAL_HEADERS,
+    REASON_HEADER,
     Body,
     CallContext,
     EmptyBody,
@@ -142,7 +143,10 @@ def _response_from(headers: list[tuple[bytes, bytes]]) -> Response:
     regular = tuple(
         (n, v) for n, v in headers if not n.startswith(b":") and n not in INTERNAL_HEADERS
     )
-    return Response(head.status, regular)
+    # The peer's HTTP/1.1 endpoint's own reason phrase (validated like any field value by
+    # h2); an origin that answers an HTTP/2 caller drops it with the other internal fields.
+    reason = next((v for n, v in headers if n == REASON_HEADER), b"")
+    return Response(head.status, regular, reason)
 
 
 async def _send_body(stream: H2Stream, body: Body) -> None:

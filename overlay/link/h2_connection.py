@@ -15,8 +15,9 @@ reader cuts DATA out of the inbound bytes before h2's frame buffer.  Three tasks
 nursery that ``serve()`` owns:
 
 * reader: waits until the outbound buffer is under twice ``max_outbound_buffer`` (a peer that
-  never reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2,
-  dispatches events to streams, counts floods;
+  never reads cannot make us queue PING/SETTINGS acks or RSTs without bound), reads, feeds h2
+  one frame at a time and dispatches that frame's events to streams before the next, counts
+  floods (so the GOAWAY for a crossed budget goes out at the frame that crossed it);
 * writer: sends ``_outbuf`` to the transport and wakes senders waiting for room;
 * liveness (optional): the pure core in ``liveness.py`` decides PING times and the deadline.
 
@@ -54,7 +55,7 @@ from discovery.errors import (
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
-from overlay.link.h2_data import CLIENT_PREFACE, FrameSplitter, receive_bytes
+from overlay.link.h2_data import CLIENT_PREFACE, FrameSplitter, feed_splitter, receive_segment
 from overlay.link.h2_events import dispatch_event
 from overlay.link.h2_limits import H2Limits, WindowCounter
 from overlay.link.h2_setup import H2ConnectionStatistics, new_h2_state, start_h2_state
@@ -120,7 +121,12 @@ class H2Connection(H2StreamIO):
         lim = self.limits
         self._h2 = new_h2_state(client_side=client_side, limits=lim)
         preface = 0 if client_side else len(CLIENT_PREFACE)
-        self._splitter = FrameSplitter(preface=preface, max_frame_size=lim.max_frame_size)
+        self._splitter = FrameSplitter(
+            preface=preface,
+            max_frame_size=lim.max_frame_size,
+            max_continuation_frames=lim.max_continuation_frames,
+            max_header_block_bytes=lim.max_header_block_bytes,
+        )
         self._streams: dict[int, H2Stream] = {}
         self._outbuf = bytearray()
         self._in_flight = 0
@@ -248,6 +254,30 @@ class H2Connection(H2StreamIO):
         self._nursery.start_soon(self._run_handler, self._handler, stream)
         return stream
 
+    def _refuse_oversized(
+        self, stream_id: int, size: int, limit: int, stream_ended: bool, now: float
+    ) -> None:
+        """A request whose header list is over our limit (decoded whole, so the connection
+        is fine): answer 431 on its stream, ask the peer to stop sending its body (RST_STREAM
+        NO_ERROR after a complete response, RFC 9113 section 8.1), and count it against the
+        premature-reset budget like any request that never reached a handler."""
+        log.debug("stream %d: header list of %d bytes over %d: 431", stream_id, size, limit)
+        body = b"431 Request Header Fields Too Large: header list of %d bytes, limit %d\n" % (
+            size,
+            limit,
+        )
+        h2c = self._h2
+        head = [(b":status", b"431"), (b"content-type", b"text/plain; charset=utf-8")]
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # e.g. the peer reset it
+            if h2c.local_flow_control_window(stream_id) >= len(body):
+                h2c.send_headers(stream_id, [*head, (b"content-length", b"%d" % len(body))])
+                h2c.send_data(stream_id, body, end_stream=True)
+            else:
+                h2c.send_headers(stream_id, [*head, (b"content-length", b"0")], end_stream=True)
+            if not stream_ended:
+                h2c.reset_stream(stream_id, H2_NO_ERROR)
+        self._note_premature_reset(now)
+
     def _stream_was_reset(
         self, stream: H2Stream, error_code: int, remote: bool, now: float
     ) -> None:
@@ -325,18 +355,22 @@ class H2Connection(H2StreamIO):
                 self._begin_close(ConnectionGone("peer closed the transport"), flush=False)
                 return
             self._bytes_received += len(data)
+            now = trio.current_time()
             try:
-                events = receive_bytes(self._h2, self._splitter, data)
+                # Frame by frame: a frame that crosses a budget closes the connection before
+                # h2 has seen (answered, opened a stream for) any frame after it.
+                for segment in feed_splitter(self._h2, self._splitter, data):
+                    for event in receive_segment(self._h2, segment):
+                        dispatch_event(self, event, now)
+                        if self._closing:
+                            break
+                    if self._closing:
+                        break
             except h2.exceptions.ProtocolError as exc:
                 code = int(getattr(exc, "error_code", H2_PROTOCOL_ERROR))
                 self._pump()  # h2 queued a GOAWAY carrying ``code``
                 self._begin_close(PeerMisbehaved(f"HTTP/2 protocol error: {exc}", error_code=code))
                 return
-            now = trio.current_time()
-            for event in events:
-                dispatch_event(self, event, now)
-                if self._closing:
-                    break
             self._pump()
 
     async def _write_loop(self) -> None:

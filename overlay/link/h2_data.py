@@ -18,10 +18,14 @@ the order of calls), then h2's checks and state updates for SEND_DATA run, then 
 the payload are appended to ``out``.
 
 Receiving: ``FrameSplitter`` (sans-IO) cuts the inbound byte stream at frame boundaries.  It
-rejects a frame whose declared length is above our maximum as soon as its header arrives (h2
-would buffer the whole frame first).  Runs of frames other than plain DATA (and the server's
-connection preface) are handed to h2's own ``receive_data`` unchanged, always whole, so h2's
-frame buffer is empty between calls; the splitter holds at most one such incomplete frame.  A
+refuses, as soon as its header arrives (h2 would buffer the whole frame first), a frame whose
+declared length is above our maximum and a frame that takes a header block past its bounds
+(CONTINUATION frames per block, raw block bytes: CONTINUATION floods); what came before it in
+the same read is still passed on, then a ``Refusal`` and nothing more.  Each frame other than
+plain DATA (and the server's connection preface) is a segment of its own, handed to h2's own
+``receive_data`` unchanged and whole, so h2's frame buffer is empty between calls and the
+driver can act on a frame's events (a flood budget crossed) before h2 sees the next frame; the
+splitter holds at most one incomplete frame.  A
 DATA frame without padding on a stream other than 0 is cut through: its payload becomes one
 ``DataSegment`` per read it arrives in (never reassembled), each going through h2's per-frame
 handler (``_receive_frame``) as if the peer had sent that piece as a frame of its own.  h2
@@ -44,10 +48,15 @@ import h2.exceptions
 import h2.stream
 import hyperframe.frame
 
-#: RFC 9113 section 4.1: frame header length, and the type/flag values the fast path uses.
+#: RFC 9113 section 4.1: frame header length, and the type/flag values the fast path and the
+#: header-block bounds use.
 FRAME_HEADER = 9
 TYPE_DATA = 0x0
+TYPE_HEADERS = 0x1
+TYPE_PUSH_PROMISE = 0x5
+TYPE_CONTINUATION = 0x9
 FLAG_END_STREAM = 0x1
+FLAG_END_HEADERS = 0x4
 FLAG_PADDED = 0x8
 #: RFC 9113 section 3.4: what a client sends before its first frame.
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -116,8 +125,21 @@ class DataSegment:
         return data_frame_header(len(self.payload), self.stream_id, flags) + self.payload
 
 
-#: Bytes for h2's ``receive_data`` (whole frames or preface), or DATA payload.
-Segment = bytes | DataSegment
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The frame whose header arrived here breaks a bound: the connection ends with ``error``
+    (its ``error_code`` goes in the GOAWAY).  Always the last segment of a splitter."""
+
+    error: h2.exceptions.ProtocolError
+
+
+#: Bytes for h2's ``receive_data`` (one whole frame, or preface), DATA payload, or the end.
+Segment = bytes | DataSegment | Refusal
+
+
+class _Refused(Exception):
+    def __init__(self, error: h2.exceptions.ProtocolError) -> None:
+        self.error = error
 
 
 class FrameSplitter:
@@ -126,12 +148,28 @@ class FrameSplitter:
     ``preface``: bytes to pass through before the first frame (a server's view of the client
     preface; h2 checks them).  ``max_frame_size`` may be changed between calls.  Held back
     between calls: at most one frame header, or one incomplete frame other than plain DATA.
+    ``max_continuation_frames`` / ``max_header_block_bytes``: bounds of one header block
+    (None: unbounded here; h2 still stops at 64 CONTINUATION frames).
     """
 
-    def __init__(self, *, preface: int, max_frame_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        preface: int,
+        max_frame_size: int,
+        max_continuation_frames: int | None = None,
+        max_header_block_bytes: int | None = None,
+    ) -> None:
         self.max_frame_size = max_frame_size
+        self.max_continuation_frames = max_continuation_frames
+        self.max_header_block_bytes = max_header_block_bytes
         self._preface = preface
         self._partial = bytearray()
+        self._refused = False
+        # The header block in progress (HEADERS or PUSH_PROMISE without END_HEADERS so far).
+        self._in_block = False
+        self._block_frames = 0
+        self._block_bytes = 0
         # The plain DATA frame being cut through: payload bytes still to come, its stream and
         # whether it carries END_STREAM.
         self._data_left = 0
@@ -144,9 +182,19 @@ class FrameSplitter:
         return len(self._partial)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Segment]:
-        """Segments completed by ``data``, in order.  Raises h2's ``FrameTooLargeError``."""
-        view = memoryview(data).cast("B")
+        """Segments completed by ``data``, in order; a ``Refusal`` ends them (and the splitter:
+        later calls return nothing)."""
         out: list[Segment] = []
+        if self._refused:
+            return out
+        try:
+            self._feed(memoryview(data).cast("B"), out)
+        except _Refused as refused:
+            self._refused = True
+            out.append(Refusal(refused.error))
+        return out
+
+    def _feed(self, view: memoryview, out: list[Segment]) -> None:
         if self._preface:
             n = min(self._preface, len(view))
             out.append(bytes(view[:n]))
@@ -156,28 +204,22 @@ class FrameSplitter:
             view = self._cut_through(view, out)
         if self._partial:
             view = self._complete_partial(view, out)
-        pos, raw_from, end = 0, 0, len(view)
+        pos, end = 0, len(view)
         while end - pos >= FRAME_HEADER:
-            length = self._check_length(view[pos : pos + 3])
+            header = view[pos : pos + FRAME_HEADER]
+            length = self._check_length(header)
             stop = pos + FRAME_HEADER + length
-            plain = self._plain_data(view[pos : pos + FRAME_HEADER])
+            plain = self._plain_data(header)
             if plain is None and stop > end:
                 break  # an incomplete frame h2 must see whole
             if plain is not None:
-                if raw_from < pos:
-                    out.append(bytes(view[raw_from:pos]))
                 self._start_data(plain, length)
                 pos = end - len(self._cut_through(view[pos + FRAME_HEADER :], out))
-                raw_from = pos
                 continue
+            out.append(bytes(view[pos:stop]))
             pos = stop
-        if raw_from < pos:
-            out.append(bytes(view[raw_from:pos]))
-        if pos < end:
-            if end - pos >= FRAME_HEADER:
-                self._check_length(view[pos : pos + 3])
+        if pos < end:  # (a whole header here was checked in the loop)
             self._partial += view[pos:]
-        return out
 
     def _start_data(self, header: tuple[int, bool], length: int) -> None:
         self._data_stream, self._data_end = header
@@ -204,8 +246,10 @@ class FrameSplitter:
             view = view[take:]
             if len(partial) < FRAME_HEADER:
                 return view
+            with memoryview(partial) as head:
+                self._check_length(head[:FRAME_HEADER])  # first complete look at this header
         with memoryview(partial) as head:
-            length = self._check_length(head[:3])
+            length = int.from_bytes(head[:3], "big")
             plain = self._plain_data(head[:FRAME_HEADER])
         if plain is not None:  # a DATA frame whose header was split: cut through from here
             partial.clear()
@@ -220,13 +264,45 @@ class FrameSplitter:
         partial.clear()
         return view[take:]
 
-    def _check_length(self, head: memoryview) -> int:
-        length = int.from_bytes(head, "big")
+    def _check_length(self, header: memoryview) -> int:
+        """The frame's length, once its whole header is here; refuses it if it is overlong or
+        takes a header block past its bounds.  Called exactly once per frame header."""
+        length = int.from_bytes(header[:3], "big")
         if length > self.max_frame_size:
-            raise h2.exceptions.FrameTooLargeError(
-                f"Received overlong frame: length {length}, max {self.max_frame_size}"
+            raise _Refused(
+                h2.exceptions.FrameTooLargeError(
+                    f"Received overlong frame: length {length}, max {self.max_frame_size}"
+                )
             )
+        kind = header[3]
+        if kind == TYPE_CONTINUATION:
+            if self._in_block:  # (a stray one is h2's PROTOCOL_ERROR)
+                self._block_frames += 1
+                self._block_bytes += length
+                self._in_block = not header[4] & FLAG_END_HEADERS
+                self._check_block()
+        elif kind in (TYPE_HEADERS, TYPE_PUSH_PROMISE):
+            self._block_frames = 0
+            self._block_bytes = length
+            self._in_block = not header[4] & FLAG_END_HEADERS
+            self._check_block()
         return length
+
+    def _check_block(self) -> None:
+        most = self.max_continuation_frames
+        if most is not None and self._block_frames > most:
+            raise _Refused(
+                h2.exceptions.DenialOfServiceError(
+                    f"more than {most} CONTINUATION frames in one header block"
+                )
+            )
+        most = self.max_header_block_bytes
+        if most is not None and self._block_bytes > most:
+            raise _Refused(
+                h2.exceptions.DenialOfServiceError(
+                    f"header block larger than {most} bytes before decoding"
+                )
+            )
 
     @staticmethod
     def _plain_data(header: memoryview) -> tuple[int, bool] | None:
@@ -239,36 +315,40 @@ class FrameSplitter:
         return stream_id, bool(header[4] & FLAG_END_STREAM)
 
 
-def receive_segments(
-    conn: h2.connection.H2Connection, segments: list[Segment]
-) -> list[h2.events.Event]:
-    """Feed ``segments`` to h2 in order: what ``conn.receive_data`` of their bytes returns."""
-    events: list[h2.events.Event] = []
-    for segment in segments:
-        if isinstance(segment, bytes):
-            events += conn.receive_data(segment)
-        elif conn.incoming_buffer._headers_buffer:
-            events += conn.receive_data(segment.frame_bytes())  # h2's CONTINUATION rule
-        else:
-            frame = hyperframe.frame.DataFrame(segment.stream_id, segment.payload)
-            if segment.end_stream:
-                frame.flags.add("END_STREAM")
-            try:
-                events += conn._receive_frame(frame)
-            except h2.exceptions.ProtocolError as exc:
-                conn._terminate_connection(exc.error_code)
-                raise
-    return events
+def receive_segment(conn: h2.connection.H2Connection, segment: Segment) -> list[h2.events.Event]:
+    """Feed one segment to h2: what ``conn.receive_data`` of its bytes returns.  A
+    ``Refusal`` queues h2's GOAWAY with its code and raises its error."""
+    if isinstance(segment, bytes):
+        return conn.receive_data(segment)
+    if isinstance(segment, Refusal):
+        conn._terminate_connection(segment.error.error_code)
+        raise segment.error
+    if conn.incoming_buffer._headers_buffer:
+        return conn.receive_data(segment.frame_bytes())  # h2's CONTINUATION rule
+    frame = hyperframe.frame.DataFrame(segment.stream_id, segment.payload)
+    if segment.end_stream:
+        frame.flags.add("END_STREAM")
+    try:
+        return conn._receive_frame(frame)
+    except h2.exceptions.ProtocolError as exc:
+        conn._terminate_connection(exc.error_code)
+        raise
+
+
+def feed_splitter(
+    conn: h2.connection.H2Connection, splitter: FrameSplitter, data: bytes | bytearray | memoryview
+) -> list[Segment]:
+    """The segments of ``data``, with the frame size bound h2 currently enforces."""
+    splitter.max_frame_size = conn.max_inbound_frame_size
+    return splitter.feed(data)
 
 
 def receive_bytes(
     conn: h2.connection.H2Connection, splitter: FrameSplitter, data: bytes | bytearray | memoryview
 ) -> list[h2.events.Event]:
-    """``conn.receive_data(data)`` with plain DATA frames on the path above."""
-    splitter.max_frame_size = conn.max_inbound_frame_size
-    try:
-        segments = splitter.feed(data)
-    except h2.exceptions.ProtocolError as exc:
-        conn._terminate_connection(exc.error_code)
-        raise
-    return receive_segments(conn, segments)
+    """``conn.receive_data(data)`` with plain DATA frames on the path above (all frames at
+    once: the driver goes frame by frame with ``feed_splitter`` and ``receive_segment``)."""
+    events: list[h2.events.Event] = []
+    for segment in feed_splitter(conn, splitter, data):
+        events += receive_segment(conn, segment)
+    return events

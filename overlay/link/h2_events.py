@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import h2.events
 
 from discovery.errors import H2_PROTOCOL_ERROR
-from overlay.link.h2_setup import MalformedHeaders
+from overlay.link.h2_setup import MalformedHeaders, OversizedHeaders
 from overlay.tunnel.h2_stream import HeaderList
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> No
             conn._stream_was_reset(stream, H2_PROTOCOL_ERROR, False, now)
         else:
             conn._note_premature_reset(now)
+    elif isinstance(event, OversizedHeaders):
+        conn._refuse_oversized(event.stream_id, event.size, event.limit, event.stream_ended, now)
     elif isinstance(event, h2.events.WindowUpdated):
         conn._room_lot.unpark_all()
     elif isinstance(event, h2.events.RemoteSettingsChanged):

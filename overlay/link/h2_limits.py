@@ -20,9 +20,19 @@ The connection keeps two counters:
 * control frames: PING, SETTINGS, PRIORITY, unknown-type and empty DATA frames, which cost the
   receiver work (and, for PING/SETTINGS, an answer) while carrying nothing.
 
-Going over either limit closes the connection with GOAWAY ENHANCE_YOUR_CALM.  CONTINUATION
-floods are bounded inside h2 (at most 64 CONTINUATION frames per header block, then a
-connection error) and by the header list limit (HPACK decoding fails above it).
+Going over either limit closes the connection with GOAWAY ENHANCE_YOUR_CALM, at the frame
+that crossed it: a read is handed to h2 one frame at a time, and nothing after that frame is
+looked at.
+
+Header blocks are bounded before h2 buffers them (``h2_data.FrameSplitter``), well inside
+h2's own backstop of 64 CONTINUATION frames: at most ``max_continuation_frames`` CONTINUATION
+frames and ``max_header_block_bytes`` (twice the header list limit) of raw block per header
+block, checked as each frame header arrives; crossing either is GOAWAY ENHANCE_YOUR_CALM.  A
+block within those bounds is decoded with HPACK up to ``max_decoded_header_list``: a decoded
+list over ``max_header_list_size`` but under that refuses its stream only (a request gets 431,
+anything else a stream reset), since the block was decoded whole and the HPACK table shared by
+every stream is intact; a list that would decode past it (an HPACK bomb) stops the decoder
+half-way, which leaves the table unusable: GOAWAY ENHANCE_YOUR_CALM.
 """
 
 from __future__ import annotations
@@ -43,7 +53,9 @@ class H2Limits:
       with REFUSED_STREAM (retryable), so one peer cannot pin unbounded handler tasks.
     * ``stream_window`` / ``connection_window``: our receive windows.  Data is acknowledged
       only when the consumer takes it, so the window *is* the per-stream receive buffer bound.
-    * ``max_header_list_size``: decoded header list bound (HPACK bomb protection).
+    * ``max_header_list_size``: decoded header list bound, advertised in SETTINGS; a request
+      over it gets 431 (see the module docstring for the bounds derived from it).
+    * ``max_continuation_frames``: CONTINUATION frames per header block (CONTINUATION flood).
     * ``max_frame_size``: largest frame we accept (RFC default 16 KiB; larger frames mean fewer
       frames per byte on bulk tunnels, at the cost of a larger frame buffer per connection).
     * ``max_outbound_buffer``: bytes queued for the transport; above it senders wait and the
@@ -60,6 +72,7 @@ class H2Limits:
     stream_window: int = 64 * KIB
     connection_window: int = 1 * MIB
     max_header_list_size: int = 64 * KIB
+    max_continuation_frames: int = 16
     max_frame_size: int = 16 * KIB
     max_outbound_buffer: int = 256 * KIB
     read_size: int = 64 * KIB
@@ -88,6 +101,21 @@ class H2Limits:
             raise ValueError("flood_window and close_timeout must be positive")
         if self.max_premature_resets < 1 or self.max_control_frames < 1:
             raise ValueError("flood budgets must be positive")
+        if not 0 <= self.max_continuation_frames <= 32:
+            raise ValueError("max_continuation_frames must be in [0, 32] (h2 stops at 64)")
+
+    @property
+    def max_header_block_bytes(self) -> int:
+        """Raw (HPACK-encoded) bytes of one header block: HEADERS plus its CONTINUATIONs.
+        Encoded fields are never much larger than decoded ones, so a block over twice the
+        list limit cannot be a request we would serve."""
+        return 2 * self.max_header_list_size
+
+    @property
+    def max_decoded_header_list(self) -> int:
+        """Where HPACK decoding stops (HPACK bomb): four times the advertised list limit,
+        so an oversize but honest block is still decoded whole and refused alone."""
+        return 4 * self.max_header_list_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,16 +67,55 @@ class MalformedHeaders(h2.events.Event):
         return f"<MalformedHeaders stream_id:{self.stream_id}, reason:{self.reason}>"
 
 
+class OversizedHeaders(h2.events.Event):
+    """A request's header block decoded whole but its list is over the limit we advertise
+    (SETTINGS_MAX_HEADER_LIST_SIZE).  h2 opened the stream; the driver answers it with 431
+    (RFC 9113 section 10.5.1, RFC 6585) and the connection carries on."""
+
+    def __init__(self, stream_id: int, size: int, limit: int, stream_ended: bool) -> None:
+        self.stream_id = stream_id
+        self.size = size
+        self.limit = limit
+        self.stream_ended = stream_ended
+
+    def __repr__(self) -> str:
+        return f"<OversizedHeaders stream_id:{self.stream_id}, size:{self.size}>"
+
+
 class _TellingDecoder(hpack.Decoder):
-    """Remembers whether the last header block decoded.  A block that failed to decode may
-    have left the HPACK table (shared by every stream) half-updated: a connection error.  One
-    that decoded and then failed h2's checks is a malformed message: a stream error."""
+    """Remembers whether the last header block decoded, and how large its list was.
+
+    A block that failed to decode may have left the HPACK table (shared by every stream)
+    half-updated: a connection error.  One that decoded and then failed h2's checks is a
+    malformed message: a stream error.  So that a list merely over our limit is a stream
+    error too, hpack is told a larger bound (``cap``, where decoding stops: HPACK bombs) than
+    the one h2 sets from our SETTINGS (``advertised``); ``list_size`` is then compared with
+    ``advertised`` by ``RefusingH2``.
+    """
 
     decoded = False
+    list_size = 0
+
+    def __init__(self, *, advertised: int, cap: int) -> None:
+        self.cap = cap
+        self.advertised = advertised
+        super().__init__(max_header_list_size=advertised)
+
+    @property
+    def max_header_list_size(self) -> int:
+        """What hpack stops decoding at (read by hpack's decode loop)."""
+        return self.cap
+
+    @max_header_list_size.setter
+    def max_header_list_size(self, value: int) -> None:
+        # h2 sets our advertised SETTINGS_MAX_HEADER_LIST_SIZE here once the peer acked it.
+        self.advertised = value
 
     def decode(self, data: bytes, raw: bool = False) -> Iterable[hpack.HeaderTuple]:
         self.decoded = False
-        headers = super().decode(data, raw)
+        headers = list(super().decode(data, raw))
+        # RFC 7541 section 4.1 / RFC 9113 section 6.5.2: name + value + 32 per field.
+        self.list_size = sum(len(n) + len(v) + 32 for n, v in headers)
         self.decoded = True
         return headers
 
@@ -95,6 +134,10 @@ class RefusingH2(h2.connection.H2Connection):
       yields ``MalformedHeaders``; the driver counts it against the peer's reset budget.  A
       block that fails to *decode* stays a connection error (see ``_TellingDecoder``), and so
       does anything h2 raises for the stream's state.
+    * h2 answers a header list over our advertised limit with GOAWAY as well.  Here a block
+      that decoded whole (under ``_TellingDecoder.cap``) with a list over the limit refuses
+      its stream only: a request yields ``OversizedHeaders`` (the driver answers 431), a
+      response or trailers reset the stream and yield ``MalformedHeaders``.
     """
 
     inbound_slack = 0
@@ -109,8 +152,9 @@ class RefusingH2(h2.connection.H2Connection):
         decoder = self.decoder
         assert isinstance(decoder, _TellingDecoder)
         decoder.decoded = False
+        decoder.list_size = 0
         try:
-            return super()._receive_headers_frame(frame)
+            frames, events = super()._receive_headers_frame(frame)
         except h2.exceptions.ProtocolError as exc:
             # Only h2's plain ProtocolError is a verdict on the message; its subclasses
             # (stream closed, too many streams, oversized block...) keep h2's meaning.
@@ -122,6 +166,31 @@ class RefusingH2(h2.connection.H2Connection):
             except h2.exceptions.ProtocolError:
                 raise exc from None  # the stream's state machine had refused it: h2's verdict
             return frames, [MalformedHeaders(frame.stream_id, str(exc))]
+        if decoder.list_size > decoder.advertised:
+            return self._oversized(frame, frames, events, decoder)
+        return frames, events
+
+    def _oversized(
+        self,
+        frame: hyperframe.frame.HeadersFrame,
+        frames: list[hyperframe.frame.Frame],
+        events: list[h2.events.Event],
+        decoder: _TellingDecoder,
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        size, limit, sid = decoder.list_size, decoder.advertised, frame.stream_id
+        if any(isinstance(e, h2.events.RequestReceived) for e in events):
+            ended = "END_STREAM" in frame.flags
+            rest = [
+                e
+                for e in events
+                if not isinstance(e, h2.events.RequestReceived | h2.events.StreamEnded)
+            ]
+            return frames, [OversizedHeaders(sid, size, limit, ended), *rest]
+        why = f"header list of {size} bytes is over the limit of {limit}"
+        stream = self.streams.get(sid)
+        if stream is not None and not stream.closed:
+            frames = frames + stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        return frames, [MalformedHeaders(sid, why)]
 
 
 def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
@@ -143,7 +212,9 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
         )
     )
     conn.inbound_slack = limits.max_concurrent_streams
-    conn.decoder = _TellingDecoder()
+    conn.decoder = _TellingDecoder(
+        advertised=limits.max_header_list_size, cap=limits.max_decoded_header_list
+    )
     codes = h2.settings.SettingCodes
     initial = {
         codes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -157,7 +228,6 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
     elif limits.enable_connect_protocol:
         initial[codes.ENABLE_CONNECT_PROTOCOL] = 1  # RFC 8441: only a server sends it
     conn.local_settings = h2.settings.Settings(client=client_side, initial_values=initial)
-    conn.decoder.max_header_list_size = limits.max_header_list_size
     # Accepting larger frames before the peer has seen our SETTINGS is harmless.
     conn.max_inbound_frame_size = limits.max_frame_size
     return conn

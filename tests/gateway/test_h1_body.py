@@ -99,7 +99,8 @@ def test_chunked_round_trip_under_any_rechunking(
 
 def test_chunked_extensions_are_ignored_and_pieces_are_joined() -> None:
     decoder = _decoder(FramingKind.CHUNKED)
-    wire = b'5;name=value;flag\r\nhello\r\n1;q="a b"\r\n!\r\n0;last\r\nX-Sum: 1\r\n\r\n' + NEXT
+    wire = b'5;name=value;flag\r\nhello\r\n1 ; q = "a \\" b"\r\n!\r\n0;last\r\nX-Sum: 1\r\n\r\n'
+    wire += NEXT
     assert _decode(decoder, [wire]) == (b"hello!", NEXT)
     assert decoder.trailers == ((b"x-sum", b"1"),)
 
@@ -136,6 +137,11 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("size-bare-cr", b"5\rX\r\nhello\r\n0\r\n\r\n"),
     ("ext-ctl", b"5;a=\x01\r\nhello\r\n0\r\n\r\n"),
     ("ext-nul", b"5;a\x00\r\nhello\r\n0\r\n\r\n"),
+    ("ext-unterminated-quote", b'5;a="\r\nhello\r\n0\r\n\r\n'),
+    ("ext-quote-spans-the-crlf", b'5;a="x\r\n"\r\nhello\r\n0\r\n\r\n'),
+    ("ext-no-name", b"5;\r\nhello\r\n0\r\n\r\n"),
+    ("ext-no-value", b"5;a=\r\nhello\r\n0\r\n\r\n"),
+    ("ext-space-in-token", b"5;a=b c\r\nhello\r\n0\r\n\r\n"),
     ("ext-too-long", b"5;" + b"a" * MAX_CHUNK_LINE + b"\r\nhello\r\n0\r\n\r\n"),
     ("data-missing-crlf", b"5\r\nhelloXX0\r\n\r\n"),
     ("data-lf-only", b"5\r\nhello\n0\r\n\r\n"),

@@ -353,6 +353,51 @@ async def test_h2c_malformed_request_fails_alone_not_the_callers_connection() ->
     assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
 
 
+async def test_h2c_request_over_the_header_limit_gets_431_alone() -> None:
+    """A header list over ``h2_max_header_list_bytes`` that decoded whole is refused on its
+    stream with 431; the caller's next request on the same connection (encoded against the
+    HPACK table the oversize block filled) is answered (h2 alone ended the connection)."""
+    caller = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    get = [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"api.default.isthmus"),
+        (b":path", b"/ok"),
+    ]
+    big = get + [(b"x-h%d" % i, b"v" * 100) for i in range(700)]  # ~96 KB decoded
+    async with gateway() as (port, _):
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        async with tcp:
+            caller.initiate_connection()
+            caller.send_headers(1, big, end_stream=True)
+            caller.send_headers(3, [*get, (b"x-h699", b"v" * 100)], end_stream=True)
+            await tcp.send_all(caller.data_to_send())
+            events: list[h2.events.Event] = []
+            with trio.fail_after(5):
+                while {e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)} != {
+                    1,
+                    3,
+                }:
+                    data = await tcp.receive_some(65536)
+                    assert data, "the gateway closed the caller's connection"
+                    events += caller.receive_data(data)
+                    await tcp.send_all(caller.data_to_send())
+    status = {
+        e.stream_id: dict(e.headers)[b":status"]
+        for e in events
+        if isinstance(e, h2.events.ResponseReceived)
+    }
+    assert status == {1: b"431", 3: b"200"}
+    body = b"".join(
+        bytes(e.data) for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == 3
+    )
+    doc = json.loads(body)
+    assert doc["site"] == "a" and header(doc, "x-h699") == ["v" * 100]
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+
+
 async def read_response(stream: trio.SocketStream) -> bytes:
     """One complete Content-Length response from a kept-alive connection."""
     data = b""

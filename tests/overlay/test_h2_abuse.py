@@ -249,15 +249,17 @@ async def test_continuation_flood_is_bounded() -> None:
         assert await good_request(server.port) == b"fine"
 
 
-@pytest.mark.parametrize("shape", ["one-huge-header", "hpack-bomb"])
+@pytest.mark.parametrize("shape", ["block-over-twice-the-limit", "hpack-bomb"])
 async def test_oversize_header_list_is_rejected(shape: str) -> None:
-    """Both a plainly oversize header and an HPACK bomb (one 4 KiB entry put in the dynamic
-    table, then referenced by a one-byte index a hundred times: ~4 KiB on the wire, ~400 KiB
-    decoded) are refused without being decoded in full, under the 64 KiB default."""
+    """Both a header block over twice the list limit before decoding (140 KB) and an HPACK
+    bomb (one 4 KiB entry put in the dynamic table, then referenced by a one-byte index a
+    hundred times: ~4 KiB on the wire, ~400 KiB decoded: over four times the limit) are
+    refused without being decoded in full, under the 64 KiB default.  (A list merely over the
+    limit is decoded and refused alone: 431, see test_h2_bounds.py.)"""
     async with h2_server() as server:
         raw = await RawClient.connect(server.port)
-        if shape == "one-huge-header":
-            headers = [*REQ, ("x-big", "v" * 100_000)]
+        if shape == "block-over-twice-the-limit":
+            headers = [*REQ, ("x-big", "v" * 140_000)]
         else:
             headers = [*REQ] + [("x-bomb", "b" * 4000)] * 100
         await raw.flush()  # preface and SETTINGS

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from overlay.link.h2_data import (
     CLIENT_PREFACE,
     FrameSplitter,
+    Refusal,
     receive_bytes,
     send_data_frame,
 )
@@ -276,3 +277,29 @@ def test_data_on_a_reset_stream_is_answered_like_h2() -> None:
             (_event_view(events), server.data_to_send(), server.inbound_flow_control_window)
         )
     assert answers[0] == answers[1]
+
+
+def test_a_frame_over_a_header_block_bound_ends_the_segments_right_there() -> None:
+    """Sans-IO: frames before the crossing one are passed on, each whole and on its own, then
+    one Refusal; the crossing frame's payload is not even needed, and nothing follows."""
+    ping = hyperframe.frame.PingFrame(0, opaque_data=b"12345678").serialize()
+    head = hyperframe.frame.HeadersFrame(1, data=b"\x82").serialize()  # no END_HEADERS
+    more = [hyperframe.frame.ContinuationFrame(1, data=b"\x84").serialize() for _ in range(3)]
+    splitter = FrameSplitter(preface=0, max_frame_size=16384, max_continuation_frames=2)
+    wire = ping + ping + head + b"".join(more) + ping
+    crossing = len(ping) * 2 + len(head) + len(more[0]) * 2 + 9  # through the 3rd's header
+    out = splitter.feed(wire[:crossing])
+    assert out[:-1] == [ping, ping, head, more[0], more[1]]
+    assert isinstance(out[-1], Refusal)
+    assert out[-1].error.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert splitter.feed(wire[crossing:]) == []
+
+
+def test_header_block_bytes_are_counted_across_frames() -> None:
+    splitter = FrameSplitter(preface=0, max_frame_size=16384, max_header_block_bytes=100)
+    head = hyperframe.frame.HeadersFrame(1, data=b"\x82" * 60).serialize()
+    cont = hyperframe.frame.ContinuationFrame(1, data=b"\x84" * 40, flags=["END_HEADERS"])
+    assert splitter.feed(head + cont.serialize()) == [head, cont.serialize()]  # 100: at the bound
+    splitter = FrameSplitter(preface=0, max_frame_size=16384, max_header_block_bytes=99)
+    out = splitter.feed(head + cont.serialize())
+    assert out[0] == head and isinstance(out[1], Refusal)
