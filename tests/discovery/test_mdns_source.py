@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 import trio
@@ -178,7 +177,10 @@ def _zeroconf_threads() -> set[str]:
     return {t.name for t in threading.enumerate() if not t.name.startswith(("Trio", "Main"))}
 
 
-async def test_cancel_closes_zeroconf_promptly_and_leaves_no_thread() -> None:
+async def test_cancel_closes_zeroconf_and_leaves_no_thread() -> None:
+    """Cancelling the source returns only once zeroconf's threads are joined.  (How long the
+    shielded close takes is a speed figure, printed by scripts/bench_mdns.py; a close that
+    hangs fails the run through pytest's timeout.)"""
     before = _zeroconf_threads()
     config = MdnsSourceConfig(kind="mdns", name="lan", interfaces=("127.0.0.1",))
     send, recv = trio.open_memory_channel[Event](16)
@@ -187,10 +189,7 @@ async def test_cancel_closes_zeroconf_promptly_and_leaves_no_thread() -> None:
         assert len(_zeroconf_threads() - before) >= 2  # zeroconf's loop + the browser
         first = recv.receive_nowait()
         assert isinstance(first, Resynced) and first.endpoints == ()
-        t0 = time.monotonic()
         nursery.cancel_scope.cancel()
-    took = time.monotonic() - t0
-    assert took < 1.0
     assert _zeroconf_threads() == before
 
 
