@@ -118,6 +118,9 @@ class ConsulApiServer:
         self.requests: dict[str, int] = {}
         # (path, index) of the last reads, to check clients' blocking behaviour.
         self.reads: collections.deque[tuple[str, int]] = collections.deque(maxlen=1000)
+        # Blocking reads waiting right now: tests wait for their clients to be parked by
+        # watching this, not by sleeping for a guessed while.
+        self.parked = 0
         self.host, self.port = "127.0.0.1", 0
         self._nursery: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
@@ -439,11 +442,15 @@ class ConsulApiServer:
         if index > 0:
             deadline = trio.current_time() + wait + self.random.uniform(0, wait / 16)
             abandoned = self.abandoned
-            with trio.move_on_at(deadline):
-                while current() <= index and not self.failing and abandoned == self.abandoned:
-                    if any(path.startswith(prefix) for prefix, _, _ in self.injections):
-                        break
-                    await self.changed.wait()
+            self.parked += 1
+            try:
+                with trio.move_on_at(deadline):
+                    while current() <= index and not self.failing and abandoned == self.abandoned:
+                        if any(path.startswith(prefix) for prefix, _, _ in self.injections):
+                            break
+                        await self.changed.wait()
+            finally:
+                self.parked -= 1
             if self.failing:
                 raise _Reply(500, "rpc error making call: No cluster leader")
         headers += [

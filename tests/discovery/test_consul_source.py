@@ -1,8 +1,10 @@
 """The Consul source against the Consul-API test server, over real sockets on 127.0.0.1.
 
-These tests need real time (the server and the source talk over real sockets), so no
-autojump_clock here; every wait is bounded with trio.fail_after.  Timings are printed with
-``-s`` for the report.
+These tests need real time (the server and the source talk over real sockets), so most use
+no autojump_clock; every wait is bounded with trio.fail_after.  No test asserts how fast the
+source reacts -- CI shares two cores with other work, and a correct source that is merely slow
+must pass -- only what it does, in which order, before a hang guard.  The reaction times are
+measured by ``scripts/bench_consul.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from discovery.sources.consul_parse import ConsulAclDenied, ConsulConfigError
 from tests.consul_api.server import open_consul_api_server
 
 ROOT = Path(__file__).resolve().parents[2]
-BOUND = 3.0  # generous upper bound for anything that should take milliseconds
+# Hang guard for anything that should take milliseconds: at least 5x every timeout and backoff
+# configured here, yet well below the default ``wait_s`` (30 s), so that a change seen within it
+# was answered by a parked blocking query, not by one that ran out its wait.
+BOUND = 10.0
 
 
 def make_config(url: str, **kwargs: Any) -> ConsulSourceConfig:
@@ -86,6 +91,13 @@ async def running(config: ConsulSourceConfig) -> AsyncIterator[Events]:
         nursery.cancel_scope.cancel()
 
 
+async def parked(srv: Any, count: int) -> None:
+    """Wait (bounded) until ``count`` blocking queries are parked in the server."""
+    with trio.fail_after(BOUND):
+        while srv.parked < count:  # noqa: ASYNC110 -- a counter, nothing to wait on
+            await trio.sleep(0.01)
+
+
 def ports(event: Resynced, service: str | None = None) -> set[int]:
     return {e.port for e in event.endpoints if service is None or e.service.name == service}
 
@@ -113,24 +125,21 @@ async def test_services_appear_with_their_attributes() -> None:
     assert int(first.version) >= 4
 
 
-async def test_blocking_query_reacts_promptly_without_polling() -> None:
+async def test_blocking_query_reacts_to_a_change_without_polling() -> None:
     async with open_consul_api_server() as srv:
         srv.register_service("web", 8080)
         async with running(make_config(srv.url, wait_s=30.0)) as events:
             await events.resynced()
-            await events.quiet(0.3)
+            await parked(srv, 2)  # the catalog watch and the "web" watch
             before = dict(srv.requests)
             assert await events.quiet(1.0) == []
             # One second of quiet: the blocking queries are parked, no new request was made.
-            assert srv.requests == before
-            start = trio.current_time()
+            assert srv.requests == before and srv.parked == 2
+            # Seen within BOUND, a third of wait_s: the parked query answered the change.
             srv.register_service("web", 8082)
             added = await events.resynced(lambda e: 8082 in ports(e))
-            reaction = trio.current_time() - start
             srv.deregister({"Node": "node-1", "ServiceID": "web-8080"})
             removed = await events.resynced(lambda e: 8080 not in ports(e))
-    print(f"\nconsul reaction to a change: {reaction * 1000:.1f} ms")
-    assert reaction < 0.5
     assert ports(added) == {8080, 8082} and ports(removed) == {8082}
     assert int(removed.version) > int(added.version)
 
@@ -197,28 +206,19 @@ async def test_500_keeps_last_good_view_marked_stale_then_reconverges() -> None:
         srv.register_service("web", 8080)
         async with running(make_config(srv.url)) as events:
             await events.resynced()
-            await events.quiet(0.3)  # let the blocking queries park (steady state)
-            start = trio.current_time()
+            await parked(srv, 2)  # steady state: both blocking queries parked
             srv.fail_with_500(True)
             stale = await events.next(lambda e: isinstance(e, SourceStale))
-            to_stale = trio.current_time() - start
             assert isinstance(stale, SourceStale) and "500" in stale.reason
             during = await events.quiet(0.5)  # retries keep failing; nothing is dropped
             assert not any(isinstance(e, Resynced) for e in during)
             srv.register_service("web", 8081)  # a change while Consul answers 500
-            start = trio.current_time()
             srv.fail_with_500(False)
             back = await events.resynced(lambda e: ports(e) == {8080, 8081})
-            reconverge = trio.current_time() - start
             srv.fail_with_500(True)
             await events.next(lambda e: isinstance(e, SourceStale))
             srv.fail_with_500(False)  # unchanged set -> SourceFresh, no Resynced
             fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
-    print(
-        f"\nconsul 500: stale after {to_stale * 1000:.1f} ms, "
-        f"reconverged {reconverge * 1000:.1f} ms after recovery"
-    )
-    assert to_stale < 0.5 and reconverge < 1.0
     assert ports(back) == {8080, 8081}
     assert isinstance(fresh, SourceFresh)
 
@@ -228,23 +228,14 @@ async def test_agent_going_away_and_coming_back() -> None:
         srv.register_service("web", 8080)
         async with running(make_config(srv.url)) as events:
             await events.resynced()
-            await events.quiet(0.3)  # let the blocking queries park (steady state)
-            start = trio.current_time()
+            await parked(srv, 2)  # steady state: both blocking queries parked
             await srv.go_away()
             stale = await events.next(lambda e: isinstance(e, SourceStale))
-            to_stale = trio.current_time() - start
             assert isinstance(stale, SourceStale) and "ConsulUnavailable" in stale.reason
             assert not any(isinstance(e, Resynced) for e in await events.quiet(0.5))
             srv.register_service("api", 9090)
-            start = trio.current_time()
             await srv.come_back()
             back = await events.resynced(lambda e: 9090 in ports(e))
-            reconverge = trio.current_time() - start
-    print(
-        f"\nconsul gone: stale after {to_stale * 1000:.1f} ms, "
-        f"reconverged {reconverge * 1000:.1f} ms after return"
-    )
-    assert to_stale < 0.5 and reconverge < 1.5
     assert ports(back) == {8080, 9090}
 
 
@@ -259,16 +250,13 @@ async def test_index_going_backwards_resets_the_blocking_query() -> None:
             srv.restore_index(3)
             mark = len(srv.reads)
             srv.register_service("web", 9999)  # index 4, far below the source's 12
-            start = trio.current_time()
-            event = await events.resynced(lambda e: 9999 in ports(e), limit=2.5)
-            elapsed = trio.current_time() - start
+            event = await events.resynced(lambda e: 9999 in ports(e))
             await events.quiet(0.3)
             web = [index for path, index in list(srv.reads)[mark:] if path.endswith("/web")]
     assert int(event.version) < 12
     # HashiCorp: "reset the index if it goes backwards" -- a non-blocking re-read (index 0)
     # follows, and the source never parks on the stale index 12 again.
     assert 0 in web and all(index < 12 for index in web[web.index(0) :]), web
-    print(f"\nconsul index reset: reconverged in {elapsed * 1000:.1f} ms")
 
 
 @pytest.mark.parametrize(
@@ -302,11 +290,19 @@ async def test_malformed_answers_are_typed_errors_and_change_nothing(
             srv.inject("/v1/health/service/web", body)
             stale = await events.next(lambda e: isinstance(e, SourceStale))
             assert isinstance(stale, SourceStale) and fragment in stale.reason
-            during = await events.quiet(0.6)
-            assert not any(isinstance(e, Resynced) for e in during)
             # The source keeps retrying (with backoff, not in a busy loop).
-            retries = srv.requests["/v1/health/service/web"] - before
-            assert 2 <= retries <= 20
+            path = "/v1/health/service/web"
+            mark, start = len(events.seen), trio.current_time()
+            with trio.fail_after(BOUND):
+                while srv.requests[path] - before < 3:
+                    await events.quiet(0.05)
+            await events.quiet(0.6)
+            span = trio.current_time() - start
+            assert not any(isinstance(e, Resynced) for e in events.seen[mark:])
+            # Backoff capped at 0.2 s with full jitter: ~10 retries a second on average; a busy
+            # loop would make thousands.  The bound scales with the time that really passed,
+            # so a slow machine (fewer retries) cannot fail it.
+            assert srv.requests[path] - before <= 5 + 50 * span
             srv.clear_injections()
             fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
             assert isinstance(fresh, SourceFresh)
@@ -349,12 +345,13 @@ async def test_cancellation_during_a_blocking_query_is_prompt() -> None:
             with trio.fail_after(BOUND):
                 while not isinstance(await recv.receive(), Resynced):
                     pass
-            await trio.sleep(0.2)  # both blocking queries are now parked in the server
+            await parked(srv, 2)
             start = trio.current_time()
             nursery.cancel_scope.cancel()
         elapsed = trio.current_time() - start
-    print(f"\nconsul source cancelled in {elapsed * 1000:.1f} ms")
-    assert elapsed < 1.0
+    # Hang guard, not a speed claim: had cancelling waited for the parked queries, it would
+    # have taken wait_s (600 s), sixty times this bound.
+    assert elapsed < BOUND
 
 
 async def test_unreachable_at_start_is_stale_not_an_exception() -> None:
@@ -401,8 +398,13 @@ async def test_tls_to_the_agent_with_client_certificate(tmp_path: Path) -> None:
             assert isinstance(stale, SourceStale) and "ConsulUnavailable" in stale.reason
 
 
-async def test_server_blocking_semantics_via_py_consul() -> None:
-    """The test server itself: index, wait and jitter bound, as HashiCorp documents."""
+async def test_server_blocking_semantics_via_py_consul(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The test server itself: index, wait and jitter bound, as HashiCorp documents.
+
+    On the autojump clock, so the wait is measured exactly: the request and answer cross
+    loopback sockets at once, and the only timer running is the server's wait."""
     import consul as consul_api
 
     from discovery.sources.consul import TrioConsul
@@ -418,7 +420,7 @@ async def test_server_blocking_semantics_via_py_consul() -> None:
         start = trio.current_time()
         same, _ = await consul.catalog.services(index=index, wait="500ms")
         waited = trio.current_time() - start
-        assert same == index and 0.5 <= waited < 0.5 + 0.5 / 16 + 0.2
+        assert same == index and 0.5 <= waited <= 0.5 + 0.5 / 16
         _, nodes = await consul.health.service("web", passing=True)
         assert nodes == []  # agent checks start critical, as in Consul
         await consul.agent.service.deregister("web1")
@@ -483,25 +485,24 @@ async def test_retries_back_off_with_jitter_and_stale_is_said_once(
 
 async def test_many_services_with_few_connections() -> None:
     """150 services, 20 connections: first reads are not starved by parked queries, and a
-    change is still seen within about ``wait_s`` although watchers take turns."""
+    change is still seen although watchers take turns.
+
+    Hang guards of 5 x ``wait_s``: were first reads queued behind parked queries, the 150
+    would take 150 / 20 rounds of ``wait_s``; were a watcher starved, never."""
+    wait_s = 3.0
     async with open_consul_api_server() as srv:
         for i in range(150):
             srv.register_service(f"svc-{i}", 10000 + i)
-        start = trio.current_time()
-        async with running(make_config(srv.url, max_connections=20, wait_s=3.0)) as events:
-            event = await events.resynced(limit=10.0)
-            listed = trio.current_time() - start
-            await events.quiet(1.0)
-            start = trio.current_time()
+        config = make_config(srv.url, max_connections=20, wait_s=wait_s)
+        async with running(config) as events:
+            event = await events.resynced(limit=5 * wait_s)
+            assert len(event.endpoints) == 150
+            # Every connection for blocking queries (all but the tenth kept for quick reads)
+            # holds a parked query: the other watchers wait their turn.
+            await parked(srv, 20 - 20 // 10)
             srv.register_service("svc-149", 20000, node="node-9")  # touches svc-149 only
-            await events.resynced(lambda e: 20000 in ports(e), limit=8.0)
-            seen = trio.current_time() - start
-    print(
-        f"\nconsul: 150 services listed in {listed * 1000:.0f} ms over 20 connections; "
-        f"a change seen after {seen * 1000:.0f} ms (wait_s 3)"
-    )
-    assert len(event.endpoints) == 150 and listed < 8.0
-    assert seen < 3.0 * 2
+            changed = await events.resynced(lambda e: 20000 in ports(e), limit=5 * wait_s)
+    assert len(changed.endpoints) == 151
 
 
 async def test_datacenter_namespace_and_partition_parameters() -> None:
