@@ -261,9 +261,10 @@ async def test_failover_when_a_gateway_dies_and_back_when_it_returns(tmp_path: P
         )
         assert (await _until_ok(ov, "east", "reports.default.isthmus")).json()["site"] == "west"
         await ov.kill("west")
-        killed = time.monotonic()
         served_by: list[str] = []
         failures = 0
+        # Hang guard: over 10x the detection bound (ping_interval_s + ping_timeout_s = 1.5 s).
+        # How long failover takes is measured by scripts/bench_failover.py.
         with trio.fail_after(20):
             while not served_by or served_by[-1] != "north":
                 reply = await _call(ov, "east", "reports.default.isthmus")
@@ -273,9 +274,6 @@ async def test_failover_when_a_gateway_dies_and_back_when_it_returns(tmp_path: P
                     failures += 1
                     print("failed:", reply.status, reply.body[:200])
                 await trio.sleep(0.05)
-        failover_s = time.monotonic() - killed
-        print(f"failover to north after {failover_s:.2f}s, {failures} failed requests")
-        assert failover_s < 5.0
         assert failures == 0  # a request that never reached west is retried at north
         await ov.start("west")
         with trio.fail_after(30):

@@ -48,14 +48,13 @@ async def test_exports_reach_every_peer_and_follow_changes(tmp_path: Path) -> No
                 )
                 assert routes_of(doc, "web.default.isthmus")[0] == site  # type: ignore[index]
 
-            # An endpoint added in Consul at east reaches both peers.
-            started = time.monotonic()
+            # An endpoint added in Consul at east reaches both peers (within ov.wait's 20 s
+            # hang guard; how fast is measured by scripts/bench_failover.py).
             consul.register_service("orders", 19000, tags=("v1",))
             for site in ("west", "north"):
                 doc = await ov.wait(
                     site, "/routes", lambda d: routes_of(d, "orders.default.isthmus") == ["east"]
                 )
-            added_s = time.monotonic() - started
             doc = await ov.get("west", "/imports")
             orders = _imported(doc, "east", "orders")
             assert orders is not None and orders["healthy"] == 1 and orders["total"] == 1
@@ -74,15 +73,19 @@ async def test_exports_reach_every_peer_and_follow_changes(tmp_path: Path) -> No
             # The service is removed: it leaves the peers' imports.
             consul.deregister({"Node": "node-1", "ServiceID": "orders-19000"})
             await ov.wait("north", "/imports", lambda d: _imported(d, "east", "orders") is None)
-            assert added_s < 5.0, f"an added endpoint took {added_s:.2f}s to reach the peers"
 
 
 async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path) -> None:
+    grace_s = 3.0
     topology = make_topology(
         ["east", "west", "north"],
         {"east": WEB, "west": WEB, "north": (DemoService("reports", "http", 18090),)},
-        import_grace_s=3.0,
+        import_grace_s=grace_s,
     )
+    detect_bound_s = topology.ping_interval_s + topology.ping_timeout_s
+    # Hang guard, 5x the longest the withdrawal may take (detection, then the grace).  How
+    # long detection and withdrawal take is measured by scripts/bench_failover.py.
+    guard_s = 5 * (detect_bound_s + grace_s)
     async with open_overlay(tmp_path, topology) as ov:
         await ov.wait(
             "east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") == ["north"]
@@ -92,16 +95,21 @@ async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path
         killed = time.monotonic()
         await ov.kill("north")
         # Routes drop north as soon as its link is declared down (PING deadline)...
-        await ov.wait("east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") is None)
-        detect_s = time.monotonic() - killed
+        await ov.wait(
+            "east",
+            "/routes",
+            lambda d: routes_of(d, "reports.default.isthmus") is None,
+            within_s=5 * detect_bound_s,
+        )
         # ...while its imports are kept, marked stale, for the grace...
         doc = await ov.get("east", "/imports")
         reports = _imported(doc, "north", "reports")
         assert reports is not None and reports["stale"] is True
-        # ...and then withdrawn.
-        await ov.wait("east", "/imports", lambda d: _imported(d, "north", "reports") is None)
-        withdraw_s = time.monotonic() - killed
-        assert 3.0 <= withdraw_s < 3.0 + 1.5 + 3.0, withdraw_s
+        # ...and then withdrawn, never before the grace has run out.
+        await ov.wait(
+            "east", "/imports", lambda d: _imported(d, "north", "reports") is None, within_s=guard_s
+        )
+        assert time.monotonic() - killed >= grace_s
 
         # A restarted gateway is rejoined without operator action; no duplicates.
         await ov.start("north")
@@ -112,7 +120,6 @@ async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path
         north = [p for p in doc["peers"] if p["site"] == "north"]
         assert len(north) == 1 and not north[0]["stale"]
         assert [s["service"] for s in north[0]["services"]] == ["reports"]
-        assert detect_s < 0.5 + 1.0 + 1.5, detect_s  # ping interval + timeout + polling
 
 
 async def test_both_directions_use_one_link_for_an_outbound_only_site(tmp_path: Path) -> None:

@@ -84,14 +84,19 @@ async def test_black_holed_link_is_declared_down_within_the_ping_deadline(
         try:
             await _wait_log(east_log, "link to west is up")
             await trio.sleep(2 * PING_INTERVAL)  # a few PINGs answered: the link is healthy
+            assert _count(east_log, "link to west is down") == 0
             cut_at = time.time()
             net.set_link(west_host, up=False)
-            await _wait_log(east_log, "link to west is down", within_s=10.0)
+            # Hang guard: 5x the detection bound.  That the bound holds is checked exactly on
+            # the autojump clock (tests/overlay/test_liveness.py); how long detection takes
+            # here is measured by scripts/bench_failover.py.
+            await _wait_log(
+                east_log, "link to west is down", within_s=5 * (PING_INTERVAL + PING_TIMEOUT)
+            )
             downs = _down_times(east_log.read_text("utf-8"))
-            detect_s = downs[-1] - cut_at
-            print(f"link cut detected after {detect_s:.3f}s")
-            # Log stamps have ms resolution; allow scheduling slack on a loaded machine.
-            assert 0.0 <= detect_s <= PING_INTERVAL + PING_TIMEOUT + 0.5, detect_s
+            # Declared down once, after the cut (log stamps have ms resolution, and nothing
+            # can be detected within a ms of the cut).
+            assert len(downs) == 1 and downs[0] >= cut_at - 0.001, (downs, cut_at)
 
             net.set_link(west_host, up=True)
             await _wait_log(east_log, "link to west is up", count=2, within_s=30.0)

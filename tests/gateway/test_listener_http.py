@@ -8,7 +8,6 @@ site) and a real HTTP/2 peer link (remote site).
 from __future__ import annotations
 
 import json
-import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -411,8 +410,10 @@ async def read_response(stream: trio.SocketStream) -> bytes:
     return data
 
 
-async def test_connection_cap_refuses_excess_fast_and_keeps_existing() -> None:
-    limits = replace(TEST_LIMITS, max_connections=2)
+async def test_connection_cap_refuses_excess_at_once_and_keeps_existing() -> None:
+    # Header and idle timeouts far beyond the guard below: an excess connection that ends
+    # within the guard was refused by the cap, not queued and then timed out.
+    limits = replace(TEST_LIMITS, max_connections=2, header_timeout_s=600.0, idle_timeout_s=600.0)
     async with serving(http_echo_backend) as http_port:
         router = make_router({API: ("a",)}, cluster=StandInCluster(http={API: http_port}))
         async with http_listener(router, limits=limits) as port:
@@ -421,9 +422,8 @@ async def test_connection_cap_refuses_excess_fast_and_keeps_existing() -> None:
             for stream in held:  # both are being served
                 await stream.send_all(request)
                 assert (await read_response(stream)).startswith(b"HTTP/1.1 200")
-            started = time.monotonic()
             answer = b""
-            with trio.fail_after(2):
+            with trio.fail_after(10):
                 try:
                     excess = await trio.open_tcp_stream("127.0.0.1", port)
                 except OSError:  # the RST can already arrive during connect()
@@ -437,7 +437,6 @@ async def test_connection_cap_refuses_excess_fast_and_keeps_existing() -> None:
                     finally:
                         await excess.aclose()
             assert answer == b"", answer  # never served
-            assert time.monotonic() - started < 1.0
             # The existing connection is unaffected.
             await held[0].send_all(request)
             assert (await read_response(held[0])).startswith(b"HTTP/1.1 200")
