@@ -7,7 +7,6 @@ prior-knowledge clients; nothing in them knows about Isthmus.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +176,6 @@ async def test_100_mib_streams_through_without_memory_growth(tmp_path: Path) -> 
         await _converged(ov)
         await _until_ok(ov, "east", "whoami.default.west.isthmus")
         before = {s: _rss_bytes(ov, s) for s in ("east", "west")}
-        started = time.monotonic()
         reply = await _call(
             ov,
             "east",
@@ -186,11 +184,10 @@ async def test_100_mib_streams_through_without_memory_growth(tmp_path: Path) -> 
             body=_chunks(100 * MIB),
             request_timeout_s=120.0,
         )
-        took = time.monotonic() - started
         assert reply.status == 200
         assert reply.json()["body_length"] == 100 * MIB
         growth = {s: _rss_bytes(ov, s) - before[s] for s in before}
-        print(f"100 MiB east->west in {took:.1f}s; RSS growth {growth}")
+        print(f"100 MiB east->west; RSS growth {growth}")
         assert all(g < 40 * MIB for g in growth.values()), growth
 
 

@@ -145,7 +145,9 @@ async def test_one_receive_returns_many_records_but_never_more_than_max_bytes() 
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.send_all, payload)
-                await trio.sleep(0.05)  # loopback buffers fill (~64 KiB) before the first read
+                # The sender runs until loopback's buffers are full (or all is sent), however
+                # slow the machine: only then is every task blocked.
+                await trio.testing.wait_all_tasks_blocked()
                 first = await server.receive_some(100_000)
                 assert RECORD < len(first) <= 100_000  # several records for one wakeup
                 rest = await receive_exactly(server, len(payload) - len(first), max_bytes=20_000)
@@ -159,7 +161,7 @@ async def test_trio_sslstream_returns_one_record_per_receive() -> None:
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.send_all, payload)
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()  # as above: buffers are full
                 first = await server.receive_some(100_000)
                 assert len(first) <= RECORD
                 await receive_exactly(server, len(payload) - len(first))
