@@ -49,7 +49,7 @@ async def test_exports_reach_every_peer_and_follow_changes(tmp_path: Path) -> No
                 assert routes_of(doc, "web.default.isthmus")[0] == site  # type: ignore[index]
 
             # An endpoint added in Consul at east reaches both peers (within ov.wait's 20 s
-            # hang guard; how fast is measured by scripts/bench_failover.py).
+            # hang guard; how fast is measured by scripts/bench_federation.py).
             consul.register_service("orders", 19000, tags=("v1",))
             for site in ("west", "north"):
                 doc = await ov.wait(
