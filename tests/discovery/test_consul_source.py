@@ -336,7 +336,7 @@ async def test_oversize_body_is_refused() -> None:
             assert isinstance(stale, SourceStale) and "ConsulResponseTooLarge" in stale.reason
 
 
-async def test_cancellation_during_a_blocking_query_is_prompt() -> None:
+async def test_cancellation_does_not_wait_for_a_parked_blocking_query() -> None:
     async with open_consul_api_server() as srv:
         srv.register_service("web", 8080)
         send, recv = trio.open_memory_channel[Event](64)
