@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import trio
 
 from gateway.config.errors import ConfigInvalid
+from gateway.demo.preflight import relocate
 from gateway.demo.runner import DemoFailed, run_demo
 from gateway.demo.topology import Topology, default_topology, load_topology
 
@@ -33,7 +35,30 @@ def register(sub: Any) -> None:
         type=float,
         help="stop after this many seconds once converged (default: run until Ctrl-C)",
     )
+    parser.add_argument(
+        "--base-address",
+        type=ipaddress.IPv4Address,
+        help="move the sites: site i listens on BASE + 256*i, e.g. 127.0.5.1 gives "
+        "127.0.5.1, 127.0.6.1, 127.0.7.1 (default: the topology's, 127.0.{1,2,3}.1)",
+    )
+    for flag, field_name in _PORT_FLAGS.items():
+        parser.add_argument(
+            flag,
+            type=int,
+            metavar="PORT",
+            help=f"every gateway's {field_name.removesuffix('_port').replace('_', '-')} "
+            "listener port (default: the topology's)",
+        )
     parser.set_defaults(func=_run)
+
+
+# Command-line flag -> the Topology field it overrides.
+_PORT_FLAGS = {
+    "--admin-port": "admin_port",
+    "--http-port": "http_port",
+    "--east-west-port": "east_west_port",
+    "--sni-port": "sni_port",
+}
 
 
 async def _main(topology: Topology, directory: Path, duration: float | None) -> bool:
@@ -83,6 +108,16 @@ def _run(args: argparse.Namespace) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     except OSError as exc:
+        print(f"isthmus demo: {exc}", file=sys.stderr)
+        return 2
+    ports = {f: getattr(args, f) for f in _PORT_FLAGS.values() if getattr(args, f) is not None}
+    bad = [p for p in ports.values() if not 1 <= p <= 65535]
+    if bad:
+        print(f"isthmus demo: port {bad[0]} is outside 1..65535", file=sys.stderr)
+        return 2
+    try:
+        topology = relocate(topology, base_address=args.base_address, ports=ports)
+    except ValueError as exc:
         print(f"isthmus demo: {exc}", file=sys.stderr)
         return 2
     try:

@@ -202,6 +202,9 @@ class PeeringConfig:
     import_grace_s: float = field(default=60.0, metadata={"min": 0.0, "max": 86400.0})
     backoff_base_s: float = field(default=0.25, metadata={"min": 0.01, "max": 60.0})
     backoff_cap_s: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
+    # Failed dials to a never-linked peer in the first seconds are logged at INFO, not WARNING:
+    # sites that start together cannot reach each other at once.
+    startup_grace_s: float = field(default=30.0, metadata={"min": 0.0, "max": 3600.0})
 
 
 @dataclass(frozen=True)

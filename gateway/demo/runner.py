@@ -10,6 +10,7 @@ SIGTERM first, SIGKILL after a grace.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import IO, Any
 import trio
 
 from gateway.demo.admin_client import wait_for
+from gateway.demo.preflight import PortUnavailable, check_binds, planned_binds
 from gateway.demo.topology import BuiltSite, Topology, build_topology
 
 STOP_GRACE_S = 5.0
@@ -33,23 +35,61 @@ class Child:
     name: str
     process: trio.Process
     log_path: Path
+    argv: tuple[str, ...] = ()
 
 
 class DemoFailed(Exception):
     """A process of the demo exited on its own; the message quotes the end of its log."""
 
 
-async def _watch_children(children: list[Child]) -> None:
-    """Fail the demo as soon as any child exits (port in use, bad identity, crash...)."""
+def describe_exit(returncode: int) -> str:
+    """``status 3`` or ``signal SIGKILL``: how a child ended, as a person reads it."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"status {returncode}"
+
+
+def exit_report(child: Child, returncode: int) -> str:
+    """What the demo prints when one of its processes exits after the overlay is up.
+
+    A site's gateway exiting is part of the demo (the guide tells the user to kill one), so it
+    is reported with the command that starts it again, never treated as the demo's end.
+    """
+    what = f"site {child.name}" if "/" not in child.name else child.name
+    return (
+        f"{what} (pid {child.process.pid}) exited with {describe_exit(returncode)}; "
+        f"restart it with:\n  {shlex.join(child.argv)}"
+    )
+
+
+async def _watch_children(
+    children: list[Child], ready: trio.Event, out: Callable[[str], None]
+) -> None:
+    """Watch every child: before the overlay is up an exit fails the demo (port in use, bad
+    identity, crash...); afterwards each exit is reported once and the demo keeps running."""
+    reported: set[int] = set()
     while True:
         for child in children:
-            if child.process.returncode is not None:
+            code = child.process.returncode
+            if code is None or id(child) in reported:
+                continue
+            if not ready.is_set():
                 tail = child.log_path.read_text("utf-8", "replace").splitlines()[-5:]
                 raise DemoFailed(
-                    f"{child.name} exited with status {child.process.returncode}; "
+                    f"{child.name} exited with {describe_exit(code)}; "
                     f"end of {child.log_path}:\n  " + "\n  ".join(tail)
                 )
+            reported.add(id(child))
+            out(exit_report(child, code))
         await trio.sleep(0.2)
+
+
+def _say(text: str) -> None:
+    """Print at once: the demo's output is often a pipe or a file (scripts, tests)."""
+    print(text, flush=True)
 
 
 def admin_url(topology: Topology, site: BuiltSite) -> str:
@@ -66,7 +106,7 @@ async def start_child(name: str, argv: list[str], log_path: Path) -> Child:
         )
     finally:
         log.close()
-    return Child(name, process, log_path)
+    return Child(name, process, log_path, tuple(argv))
 
 
 async def stop_child(child: Child, *, grace: float = STOP_GRACE_S) -> None:
@@ -113,12 +153,19 @@ async def run_demo(
     root: Path,
     *,
     duration: float | None = None,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = _say,
 ) -> float:
     """Run the demo until cancelled (or ``duration`` seconds after convergence).
 
-    Returns the seconds it took from starting the gateways until every site saw every route.
+    Every address is checked before anything starts (``DemoFailed`` names a busy one).  Once
+    the overlay is up, a process that exits is reported with its restart command and the demo
+    keeps running.  Returns the seconds it took from starting the gateways until every site
+    saw every route.
     """
+    try:
+        check_binds(planned_binds(topology))
+    except PortUnavailable as exc:
+        raise DemoFailed(str(exc)) from None
     built = await trio.to_thread.run_sync(build_topology, topology, root)
     children: list[Child] = []
     try:
@@ -136,8 +183,9 @@ async def run_demo(
                 await start_child(site.site.name, gateway_argv(site.config_path), log_path)
             )
         expected = all_services(topology)
+        ready = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_children, children)
+            nursery.start_soon(_watch_children, children, ready, out)
             for site in built:
                 await wait_for(
                     admin_url(topology, site),
@@ -146,6 +194,7 @@ async def run_demo(
                     within_s=READY_TIMEOUT_S,
                 )
             took = time.monotonic() - started
+            ready.set()
             out(_guide(topology, built, children, took, root))
             if duration is None:
                 await trio.sleep_forever()
@@ -189,17 +238,22 @@ def _guide(
         f"  curl -x {proxy} http://reports.default.isthmus/       # served by the first",
         "                       # site in failover order; kill that site's gateway and repeat",
     ]
+    py = shlex.quote(sys.executable)
+    lines += [
+        "  no curl? the same first call with the venv's Python:",
+        f'  {py} -c "import urllib.request as u; print(u.build_opener(u.ProxyHandler('
+        f"{{'http': '{proxy}'}})).open('http://whoami.default.isthmus/').read().decode())\"",
+    ]
     for sp in topology.service_ports:
-        lines.append(
-            f"  {sp.protocol} service port {a}:{sp.port} -> {sp.target}"
-            + (
-                "   (try: curl -H 'Host: x' http://" + f"{a}:{sp.port}/)"
-                if sp.protocol == "http"
-                else f"   (try: nc {a} {sp.port})"
+        if sp.protocol == "http":
+            hint = f"(try: curl -H 'Host: x' http://{a}:{sp.port}/)"
+        else:
+            hint = (
+                f"(try: {py} -c \"import socket; s = socket.create_connection(('{a}', "
+                f"{sp.port})); s.sendall(b'hello'); print(s.recv(64))\")"
             )
-        )
-    restart = second
-    victim = restart.site.name
+        lines.append(f"  {sp.protocol} service port {a}:{sp.port} -> {sp.target}   {hint}")
+    victim = second.site.name
     lines += [
         "",
         "Look inside:",
@@ -209,8 +263,10 @@ def _guide(
         f"  curl {base}/catalog    # this site's own endpoints and their sources",
         "",
         f"Fail over: kill {pids[victim]}   # {victim}'s gateway; its routes leave within the PING",
-        "  deadline, calls go to the next site; start it again with:",
-        f"  {' '.join(gateway_argv(restart.config_path))}",
+        "  deadline and calls go to the next site.  This demo keeps running and prints the",
+        "  command that starts the gateway again (in another terminal); it rejoins by itself:",
+        f"  {shlex.join(gateway_argv(second.config_path))}",
+        "  A gateway you restart runs in your terminal: stop it there with Ctrl-C.",
         "",
         f"State and logs: {root}/<site>/ .  Ctrl-C stops every process this demo started.",
     ]

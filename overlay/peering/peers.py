@@ -102,6 +102,20 @@ class PeeringSettings:
     import_grace: float = 60.0
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.25, cap_s=30.0))
     h2_limits: H2Limits | None = None
+    startup_grace: float = 30.0
+
+
+def dial_failure_level(*, links_established: int, since_start: float, grace: float) -> int:
+    """The log level of a failed dial: INFO while the peer may simply not be up yet.
+
+    Sites are started together (a demo, a rollout, a data-centre power-on), so the first dials
+    to a peer that has never been linked fail as a matter of course; warning about them would
+    teach operators to ignore the warning.  Past ``grace`` seconds, or once a link to the peer
+    has existed (it was up and is gone), a failed dial is a WARNING.
+    """
+    if links_established == 0 and since_start < grace:
+        return logging.INFO
+    return logging.WARNING
 
 
 @dataclass
@@ -220,6 +234,7 @@ class Peering:
     async def _dial_loop(self, state: _PeerState) -> None:
         spec = state.spec
         s = self.settings
+        started = self._clock()
         while True:
             try:
                 link = await open_link(
@@ -231,7 +246,14 @@ class Peering:
                 )
             except IsthmusError as exc:
                 state.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("cannot link to %s at %s:%d: %s", spec.name, spec.host, spec.port, exc)
+                level = dial_failure_level(
+                    links_established=state.links_established,
+                    since_start=self._clock() - started,
+                    grace=s.startup_grace,
+                )
+                log.log(
+                    level, "cannot link to %s at %s:%d: %s", spec.name, spec.host, spec.port, exc
+                )
             else:
                 state.attempts = 0
                 await self._run_session(state, link, dialed=True)

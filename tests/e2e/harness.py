@@ -28,13 +28,18 @@ from gateway.demo.topology import BuiltSite, DemoService, DemoSite, Topology, bu
 _block = itertools.count()
 
 
+def loopback_block() -> int:
+    """A second octet ``b`` for 127.<b>.x.y addresses no other test of this run uses."""
+    return 20 + (os.getpid() * 7 + next(_block)) % 230
+
+
 def make_topology(
     names: Sequence[str],
     services: dict[str, tuple[DemoService, ...]] | None = None,
     **overrides: Any,
 ) -> Topology:
     """Sites named ``names`` on fresh loopback addresses, fast liveness, short grace."""
-    b = 20 + (os.getpid() * 7 + next(_block)) % 230
+    b = loopback_block()
     sites = tuple(
         DemoSite(
             name=name,
