@@ -37,6 +37,14 @@ def register(sub: Any) -> None:
         default=f"{int(DEFAULT_SVID_TTL.total_seconds() // 3600)}h",
         help="lifetime: 90s, 30m, 24h, 7d (default 24h, at most 30d)",
     )
+    issue.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also name this IP address or DNS name (repeatable), for callers such as curl "
+        "that check the host name of a gateway's TLS listener",
+    )
     issue.set_defaults(func=_issue)
 
 
@@ -59,7 +67,7 @@ def _issue(args: argparse.Namespace) -> int:
         ttl = parse_ttl(args.ttl)
         ca_dir = args.dir or default_ca_dir(sid.trust_domain)
         out = args.out or ca_dir / "svids" / sid.path.strip("/").replace("/", "_")
-        paths = issue_svid(ca_dir, sid, out, ttl)
+        paths = issue_svid(ca_dir, sid, out, ttl, hosts=args.host)
     except IsthmusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -96,13 +96,15 @@ def admin_url(topology: Topology, site: BuiltSite) -> str:
     return f"http://{site.site.address}:{topology.admin_port}"
 
 
-async def start_child(name: str, argv: list[str], log_path: Path) -> Child:
+async def start_child(
+    name: str, argv: list[str], log_path: Path, *, cwd: Path | None = None
+) -> Child:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115,ASYNC230 -- handed to the child
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd
         )
     finally:
         log.close()

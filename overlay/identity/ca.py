@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,8 +172,14 @@ class DevCa:
         *,
         ttl: dt.timedelta = DEFAULT_SVID_TTL,
         now: dt.datetime | None = None,
+        hosts: Sequence[str] = (),
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        """Sign a fresh leaf X509-SVID for ``spiffe_id`` (a new P-256 key each time)."""
+        """Sign a fresh leaf X509-SVID for ``spiffe_id`` (a new P-256 key each time).
+
+        ``hosts`` (IP addresses or DNS names) become extra IP/DNS SANs next to the one URI SAN
+        (the X509-SVID spec allows other SAN types): callers such as curl check the host name
+        of a gateway's TLS listener, and a SPIFFE ID alone names no host.
+        """
         if spiffe_id.trust_domain != self.trust_domain:
             raise CaError(f"{spiffe_id} is not in this CA's trust domain {self.trust_domain}")
         if not spiffe_id.path:
@@ -199,7 +207,9 @@ class DevCa:
                 critical=False,
             )
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]),
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(str(spiffe_id)), *_host_names(hosts)]
+                ),
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
@@ -209,6 +219,25 @@ class DevCa:
             .sign(self.key, hashes.SHA256())
         )
         return cert, key
+
+
+def _host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """IP SANs for addresses, DNS SANs for names (lower-case DNS labels, checked)."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            continue
+        except ValueError:
+            pass
+        labels = host.lower().split(".")
+        if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise CaError(f"--host {host!r} is neither an IP address nor a DNS name")
+        names.append(x509.DNSName(host.lower()))
+    return names
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _ku(*, leaf: bool) -> x509.KeyUsage:
@@ -287,10 +316,11 @@ def issue_svid(
     ttl: dt.timedelta = DEFAULT_SVID_TTL,
     *,
     now: dt.datetime | None = None,
+    hosts: Sequence[str] = (),
 ) -> SvidPaths:
     """Issue an SVID for ``spiffe_id`` from the CA in ``ca_dir``; write it SPIRE-style."""
     ca = load_ca(ca_dir)
-    cert, key = ca.issue(spiffe_id, ttl=ttl, now=now)
+    cert, key = ca.issue(spiffe_id, ttl=ttl, now=now, hosts=hosts)
     paths = SvidPaths(out_dir / "svid.pem", out_dir / "svid_key.pem", out_dir / "bundle.pem")
     out_dir.mkdir(parents=True, exist_ok=True)
     # Key first: a watcher that sees the new key with the old cert rejects the pair and keeps
