@@ -232,7 +232,7 @@ class MdnsAnnounceConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Resource limits; defaults are those in RELIABILITY.md."""
+    """Resource limits; docs/limits.md lists each default and what happens when exceeded."""
 
     max_header_bytes: int = field(default=60 * 1024, metadata={"min": 1024})
     max_headers: int = field(default=100, metadata={"min": 1})

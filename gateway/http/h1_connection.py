@@ -29,7 +29,7 @@ _TOKEN_START = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class H1Limits:
-    """Per-connection limits (defaults from RELIABILITY.md)."""
+    """Per-connection limits (defaults: docs/limits.md)."""
 
     max_head_bytes: int = 60 * 1024
     max_headers: int = 100

@@ -1,8 +1,8 @@
 """Limits of one HTTP/2 connection and the pure flood counters that enforce them.
 
-Why a separate, pure module: the numbers are policy (RELIABILITY.md's defaults, overridable in
-config) and the flood decision is arithmetic on timestamps.  Keeping both free of trio and h2
-lets them be unit-tested directly and read in one place.
+Why a separate, pure module: the numbers are policy (the defaults of docs/limits.md,
+overridable in config) and the flood decision is arithmetic on timestamps.  Keeping both free
+of trio and h2 lets them be unit-tested directly and read in one place.
 
 Theory of operation (flood counters)
 ------------------------------------
@@ -45,7 +45,7 @@ MIB = 1024 * KIB
 
 @dataclass(frozen=True, slots=True)
 class H2Limits:
-    """Every bound one HTTP/2 connection enforces.  Defaults are RELIABILITY.md's.
+    """Every bound one HTTP/2 connection enforces.  Defaults: docs/limits.md.
 
     Why each exists:
 

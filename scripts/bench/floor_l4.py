@@ -6,7 +6,7 @@ connection, no multiplexing, no HTTP/2 framing, no flow control of our own): ``n
 plain TCP and relays it over TLS 1.3 with client certificates to ``far``, which relays it to
 the backend.  TLS is the gateway's own ``TLSStream`` (large reads, every buffered record per
 receive).  Each copy moves at most ``READ`` bytes: the benchmark passes the gateways'
-``tunnel_buffer_bytes`` (64 KiB by default, RELIABILITY.md's bound per tunnel direction), so
+``tunnel_buffer_bytes`` (64 KiB by default, the bound per tunnel direction in docs/limits.md), so
 relay and tunnel move the same units.  Its MB/s per core is the ceiling of a trio design; the
 gap from it to Isthmus is what HTTP/2 framing and flow control cost.
 
