@@ -2,9 +2,11 @@
 
 Each site gets its own gateway process (``isthmus run``) and its example services
 (``python -m gateway.demo.services``), all on the site's loopback address.  The supervisor
-waits until every gateway's admin API answers and every site routes to every service, prints
-what to try, and on Ctrl-C (or after ``duration``) stops everything it started -- by PID,
-SIGTERM first, SIGKILL after a grace.
+checks first that every address it needs is free, waits until every gateway's admin API answers
+and every site routes to every service, prints what to try, reports any process that exits
+afterwards (with the command that restarts it: killing a site is part of the demo), and on
+Ctrl-C (or after ``duration``) stops everything it started -- by PID, SIGTERM first, SIGKILL
+after a grace.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Child:
 
 
 class DemoFailed(Exception):
-    """A process of the demo exited on its own; the message quotes the end of its log."""
+    """The demo cannot run: an address it needs is busy, or one of its processes exited
+    before the overlay was up (the message then quotes the end of its log)."""
 
 
 def describe_exit(returncode: int) -> str:

@@ -157,7 +157,10 @@ async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works
         command = text.split(report, 1)[1].strip().splitlines()[0]
         with (tmp_path / "restarted.log").open("wb") as restarted_out:
             restarted = await trio.lowlevel.open_process(
-                shlex.split(command), stdout=restarted_out, stderr=subprocess.STDOUT
+                shlex.split(command),
+                stdout=restarted_out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,  # as from another terminal: the command needs no particular cwd
             )
         await wait_for(
             aws_admin,

@@ -135,3 +135,23 @@ def test_api_issue_rejects_other_trust_domain(tmp_path: Path) -> None:
     paths = issue_svid(ca.directory, SpiffeId.parse("spiffe://a.test/x"), tmp_path / "o")
     assert paths.bundle.read_bytes() == (ca.directory / "ca.pem").read_bytes()
     assert not list((tmp_path / "o").glob(".*tmp*"))  # atomic writes leave no temp files
+
+
+def test_cli_issue_host_adds_ip_and_dns_sans_next_to_the_spiffe_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--host`` lets callers that check host names (curl) verify a gateway's TLS listener;
+    the certificate stays a valid X509-SVID (one URI SAN)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["ca", "init", "--trust-domain", "east.test", "--dir", "ca"]) == 0
+    args = ["ca", "issue", "--dir", "ca", "--spiffe-id", "spiffe://east.test/gw/one"]
+    assert main([*args, "--host", "127.0.30.1", "--host", "GW.East.example", "--out", "o"]) == 0
+    leaf = x509.load_pem_x509_certificate((tmp_path / "o" / "svid.pem").read_bytes())
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.30.1"]
+    assert san.get_values_for_type(x509.DNSName) == ["gw.east.example"]
+    assert check_leaf(leaf, now=dt.datetime.now(dt.UTC)) == SpiffeId.parse(
+        "spiffe://east.test/gw/one"
+    )
+    assert main([*args, "--host", "not a host!", "--out", "bad"]) == 2
+    assert not (tmp_path / "bad").exists()
