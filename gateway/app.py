@@ -70,7 +70,7 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
         handshake_timeout=lim.tls_handshake_timeout_s,
         ack_timeout=p.ack_timeout_s,
         import_grace=p.import_grace_s,
-        backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s),
+        backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s, floor_s=p.backoff_floor_s),
         startup_grace=p.startup_grace_s,
         h2_limits=H2Limits(
             max_concurrent_streams=lim.h2_max_concurrent_streams,

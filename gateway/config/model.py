@@ -205,6 +205,13 @@ class PeeringConfig:
     # Failed dials to a never-linked peer in the first seconds are logged at INFO, not WARNING:
     # sites that start together cannot reach each other at once.
     startup_grace_s: float = field(default=30.0, metadata={"min": 0.0, "max": 3600.0})
+    # Never redial a peer sooner than this (0: full jitter may retry at once).
+    backoff_floor_s: float = field(default=0.0, metadata={"min": 0.0, "max": 3600.0})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.backoff_floor_s > self.backoff_cap_s:
+            return [("backoff_floor_s", "must not exceed backoff_cap_s")]
+        return []
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class H2Connection(H2StreamIO):
         ping_interval: float | None = 10.0,
         ping_timeout: float = 5.0,
         idle_timeout: float | None = None,
+        ping_at_once: bool = False,
     ) -> None:
         """Wrap ``transport`` (already authenticated, e.g. a trio.SSLStream with ALPN h2).
 
@@ -105,6 +106,8 @@ class H2Connection(H2StreamIO):
         (None disables); a silent peer is declared down (``LinkDown``) at most
         ``ping_interval + ping_timeout`` seconds after it went silent.  ``idle_timeout``: close
         after that long without an open stream (None: never; links rely on PING instead).
+        ``ping_at_once``: send the first PING as soon as the connection serves (links do, so
+        :meth:`wait_ping_answered` tells early that the peer really talks HTTP/2 to us).
         """
         if client_side == (handler is not None):
             raise ValueError("a server-role connection needs a handler; a client-role one none")
@@ -116,6 +119,8 @@ class H2Connection(H2StreamIO):
             None if ping_interval is None else LivenessPolicy(ping_interval, ping_timeout)
         )
         self._liveness: LivenessState | None = None
+        self._ping_at_once = ping_at_once
+        self._ping_answered = trio.Event()
         self._idle_timeout = idle_timeout
         self._idle_since = 0.0
         lim = self.limits
@@ -207,6 +212,15 @@ class H2Connection(H2StreamIO):
         await self._closed.wait()
         assert self._close_reason is not None
         return self._close_reason
+
+    @property
+    def ping_answered(self) -> bool:
+        """True once the peer has answered one of our PINGs (never without liveness)."""
+        return self._ping_answered.is_set()
+
+    async def wait_ping_answered(self) -> None:
+        """Wait until the peer has answered one of our PINGs (the caller bounds the time)."""
+        await self._ping_answered.wait()
 
     @property
     def close_reason(self) -> ConnectionGone | None:
@@ -309,6 +323,8 @@ class H2Connection(H2StreamIO):
     def _on_ping_ack(self, payload: bytes, now: float) -> None:
         if self._liveness is not None:
             self._liveness = on_ack(self._liveness, payload, now)
+            if self._liveness.answered:
+                self._ping_answered.set()
 
     def _on_goaway(self, error_code: int) -> None:
         # h2 refuses to send anything after a GOAWAY, so streams cannot drain: close now.
@@ -389,7 +405,7 @@ class H2Connection(H2StreamIO):
             self._room_lot.unpark_all()
 
     async def _liveness_loop(self, policy: LivenessPolicy) -> None:
-        self._liveness = start(policy, trio.current_time())
+        self._liveness = start(policy, trio.current_time(), ping_at_once=self._ping_at_once)
         while True:
             self._liveness, action = poll(self._liveness, policy, trio.current_time())
             if isinstance(action, SendPing):

@@ -52,6 +52,11 @@ class LivenessState:
     last_rtt: float | None = None
     sent_at: float | None = None
 
+    @property
+    def answered(self) -> bool:
+        """True once the peer has answered at least one of our PINGs."""
+        return self.last_rtt is not None
+
 
 @dataclass(frozen=True, slots=True)
 class SendPing:
@@ -71,9 +76,14 @@ class DeclareDown:
 Action = SendPing | SleepUntil | DeclareDown
 
 
-def start(policy: LivenessPolicy, now: float) -> LivenessState:
-    """The first PING goes out one interval after the link came up."""
-    return LivenessState(next_ping_at=now + policy.ping_interval)
+def start(policy: LivenessPolicy, now: float, *, ping_at_once: bool = False) -> LivenessState:
+    """The first PING goes out one interval after the link came up, or at once.
+
+    ``ping_at_once``: a link is only *established* once the peer has answered a PING (see
+    :attr:`LivenessState.answered`); pinging at once tells that, and the round-trip time,
+    without waiting a whole interval.  The detection bound holds either way.
+    """
+    return LivenessState(next_ping_at=now if ping_at_once else now + policy.ping_interval)
 
 
 def poll(state: LivenessState, policy: LivenessPolicy, now: float) -> tuple[LivenessState, Action]:

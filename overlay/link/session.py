@@ -111,6 +111,7 @@ class LinkSession:
         self._limits = limits
         self._setup_timeout = setup_timeout
         self._reverse_seen = False
+        self._pinging = ping_interval is not None
         self._client: H2Connection | None = None
         self._client_ready = trio.Event()
         if dialed:
@@ -120,6 +121,7 @@ class LinkSession:
                 limits=limits,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
+                ping_at_once=True,
             )
         else:
             self.outer = H2Connection(
@@ -129,12 +131,23 @@ class LinkSession:
                 limits=limits,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
+                ping_at_once=True,
             )
 
     @property
     def client(self) -> H2Connection | None:
         """This side's client-role connection to the peer (None until set up)."""
         return self._client
+
+    @property
+    def established(self) -> bool:
+        """Set up (peer verified, both connections up) and our first PING answered.
+
+        Only an established link proves the peer accepts us: under TLS 1.3 a server rejects
+        our certificate after our side of the handshake completed.  Without liveness
+        (``ping_interval=None``, tests) set-up alone counts.
+        """
+        return self._client is not None and (not self._pinging or self.outer.ping_answered)
 
     async def run(
         self, *, task_status: trio.TaskStatus[H2Connection] = trio.TASK_STATUS_IGNORED

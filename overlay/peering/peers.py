@@ -5,16 +5,17 @@ Theory of operation
 Per peer (``[[peers]]`` in the gateway config) this gateway may hold two links: the one it
 *dialed* and the one the peer dialed to it (*accepted*).  Both are kept -- there is no
 tie-break to race on -- and each carries HTTP/2 both ways (see
-:mod:`overlay.link.session`).  Which link *sends* is fixed by config, so there is never a
-second exporter of the same catalog:
+:mod:`overlay.link.session`).  This gateway sends its traffic and its export over **any live
+verified link** to the peer, whichever side dialed it: the one it dialed when that is up
+(``dial = true``), otherwise the accepted link's reverse connection.  Why: when a peer
+restarts, it dials us at once; waiting for our own redial (which may be far off on the
+backoff schedule) would keep the peer unroutable for no reason.  A peer with
+``dial = false`` (behind NAT; it dials us) only ever has the accepted link.
 
-* a peer with ``dial = true`` (the default): this gateway sends its export and its traffic over
-  the link it dialed;
-* a peer with ``dial = false`` (it is behind NAT; it dials us): we send over the *accepted*
-  link's reverse connection.
-
-So two gateways that both dial each other each export over their own link, and an
-outbound-only site still gets a full two-way link from the one connection it can make.
+The export to a peer runs on one link at a time (there is never a second exporter of the same
+catalog): it starts on the link we send on and stays there until that link goes (or is
+replaced in its slot by a newer link of the same direction), then moves to the remaining live
+link.
 
 Imports: a peer's export stream may arrive on either link.  The newest stream from a peer wins
 (the previous one is cancelled), because only one import session per origin can be applied to
@@ -22,9 +23,12 @@ the import table.  When the stream carrying a peer's export ends, the peer's imp
 (kept for ``import_grace`` seconds, then withdrawn); the next snapshot restores them.
 
 Dialing: each dial-peer has a task that connects, runs the link until it closes, and retries
-after :class:`~discovery.backoff.Backoff` with full jitter (attempt 0 right after a working link
-dropped, growing while dials fail), so a hundred gateways whose peer restarts do not reconnect
-in lock-step.  A peer that presents the wrong SPIFFE ID never gets a link.
+after :class:`~discovery.backoff.Backoff` with full jitter, so a hundred gateways whose peer
+restarts do not reconnect in lock-step.  The schedule restarts at attempt 0 only after a link
+was *established* (peer verified, both HTTP/2 connections set up, our first PING answered):
+a TLS 1.3 server rejects our certificate only after our side of the handshake has completed
+(an alert or EOF on the first read), so a successful handshake alone proves nothing and must
+not reset the backoff.  A peer that presents the wrong SPIFFE ID never gets a link.
 
 The routing view is rebuilt (pure :func:`~overlay.federation.view.build_route_view`) whenever
 the catalog, the import table or a link's state changes, and published through a
@@ -130,13 +134,33 @@ class _PeerState:
     last_error: str | None = None
     up_since: float | None = None
     import_scope: trio.CancelScope | None = None
+    exporting: LinkSession | None = None  # the link our export to this peer runs on
+    changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
+
+    def _live(self) -> list[tuple[LinkSession, H2Connection]]:
+        """Live links in order of preference: the dialed one first when we dial the peer."""
+        slots = [(self.dialed, self.dialed_client), (self.accepted, self.accepted_client)]
+        if not self.spec.dial:
+            slots.reverse()
+        return [(s, c) for s, c in slots if s is not None and c is not None and not c.is_closing]
 
     def outbound(self) -> H2Connection | None:
-        """The connection this gateway sends on to the peer, if it is up."""
-        client = self.dialed_client if self.spec.dial else self.accepted_client
-        if client is None or client.is_closing:
-            return None
-        return client
+        """The connection this gateway sends on to the peer: any live link, whoever dialed."""
+        live = self._live()
+        return live[0][1] if live else None
+
+    def export_wanted_on(self, session: LinkSession) -> bool:
+        """Whether the export should (re)start on ``session``: nobody exports on a link still
+        in a slot, and ``session`` is the preferred live link."""
+        holder = self.exporting
+        if holder is not None and holder in (self.dialed, self.accepted):
+            return False
+        live = self._live()
+        return bool(live) and live[0][0] is session
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class Peering:
@@ -236,6 +260,7 @@ class Peering:
         s = self.settings
         started = self._clock()
         while True:
+            established = False
             try:
                 link = await open_link(
                     spec.host,
@@ -255,8 +280,9 @@ class Peering:
                     level, "cannot link to %s at %s:%d: %s", spec.name, spec.host, spec.port, exc
                 )
             else:
+                established = await self._run_session(state, link, dialed=True)
+            if established:  # see the module docstring: a handshake alone proves nothing
                 state.attempts = 0
-                await self._run_session(state, link, dialed=True)
             delay = s.backoff.delay(state.attempts, self._rng())
             state.attempts += 1
             await trio.sleep(delay)
@@ -267,7 +293,8 @@ class Peering:
             return
         await self._run_session(self._peers[name], link, dialed=False)
 
-    async def _run_session(self, state: _PeerState, link: Link, *, dialed: bool) -> None:
+    async def _run_session(self, state: _PeerState, link: Link, *, dialed: bool) -> bool:
+        """Run one link until it closes; return whether it was ever established."""
         s = self.settings
         holder: list[LinkSession] = []
 
@@ -290,7 +317,7 @@ class Peering:
                 except IsthmusError as exc:
                     state.last_error = f"link setup: {exc}"
                     log.warning("link with %s failed during set-up: %s", state.spec.name, exc)
-                    return
+                    return False
                 state.last_error = None
                 self._set_link(state, dialed, session, client)
                 log.info(
@@ -299,8 +326,7 @@ class Peering:
                     state.spec.name,
                     link.peer_id,
                 )
-                if dialed == state.spec.dial:  # this is the link we send on
-                    nursery.start_soon(self._export, state, session, client)
+                nursery.start_soon(self._export_when_chosen, state, session, client)
         except* TunnelError as group:  # the link died under one of its tasks: it is down
             log.debug("link with %s ended: %s", state.spec.name, _first(group))
         finally:
@@ -313,6 +339,7 @@ class Peering:
             reason = session.outer.close_reason
             state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
             log.info("link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason)
+        return session.established
 
     def _set_link(
         self,
@@ -332,9 +359,27 @@ class Peering:
             state.links_established += 1
         elif was_up and not is_up:
             state.up_since = None
+        state.notify()
         self._kick_routes()
 
     # -- federation ----------------------------------------------------------------------------
+
+    async def _export_when_chosen(
+        self, state: _PeerState, session: LinkSession, client: H2Connection
+    ) -> None:
+        """Export over this link once it is the one to export on (see the module docstring).
+
+        Runs in the link's nursery, so it ends with the link.
+        """
+        while not state.export_wanted_on(session):
+            await state.changed.wait()
+        state.exporting = session
+        try:
+            await self._export(state, session, client)
+        finally:
+            if state.exporting is session:
+                state.exporting = None
+                state.notify()
 
     async def _export(self, state: _PeerState, session: LinkSession, client: H2Connection) -> None:
         site = state.spec.name

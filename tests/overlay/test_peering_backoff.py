@@ -1,0 +1,97 @@
+"""Reconnect backoff of the peering dialer, over real TLS 1.3 on 127.0.0.1 (autojump clock).
+
+The defect this guards against: under TLS 1.3 the client's handshake completes before the
+server has checked the client's certificate, so a peer that rejects our SVID (its bundle of
+our trust domain was removed) looks like a successful dial followed by an alert or EOF on the
+first read.  Resetting the backoff on every successful handshake made such a gateway redial
+several times a second.  The backoff may restart only once a link is *established*.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from discovery.backoff import Backoff
+from discovery.catalog import Catalog
+from discovery.spiffe_id import SpiffeId
+from discovery.watch import Watch
+from overlay.identity.rotation import Identity
+from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
+from tests.overlay.identity.cases import CA_A, CA_B, SERVER_CHAIN, SERVER_ID, SERVER_KEY, TRUSTED
+from tests.overlay.identity.certfactory import identity, make_leaf
+
+CLIENT_ID = "spiffe://b.test/gateway/client"
+CLIENT_CHAIN, CLIENT_KEY = make_leaf(CA_B, uris=[CLIENT_ID])
+BACKOFF = Backoff(base_s=0.25, cap_s=30.0)
+DRAW = 0.5  # the dialer's "random" draw: every delay is exactly half its ceiling
+
+
+@asynccontextmanager
+async def rejecting_peer(arrivals: list[float]) -> AsyncIterator[int]:
+    """A TLS 1.3 server (our own server context) that no longer trusts b.test: it rejects the
+    dialer's certificate after the dialer's handshake has completed.  Records each arrival."""
+    server = identity(SERVER_CHAIN, SERVER_KEY, {"a.test": (CA_A.cert,)})
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        arrivals.append(trio.current_time())
+        stream = trio.SSLStream(tcp, server.state.server_ctx, server_side=True)
+        try:
+            with trio.fail_after(5):
+                await stream.do_handshake()
+                await stream.receive_some(1024)
+        except (trio.BrokenResourceError, trio.TooSlowError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        )
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+def dialer(port: int, ident: Identity) -> Peering:
+    return Peering(
+        local_site="b",
+        identity=ident,
+        peers=[PeerSpec("a", "127.0.0.1", port, SpiffeId.parse(SERVER_ID))],
+        catalog=Watch(Catalog()),
+        export_rules=(),
+        settings=PeeringSettings(ping_interval=1.0, ping_timeout=1.0, backoff=BACKOFF),
+        rng=lambda: DRAW,
+    )
+
+
+def expected_gaps(n: int) -> Sequence[float]:
+    return [BACKOFF.delay(i, DRAW) for i in range(n)]
+
+
+async def test_peer_rejecting_after_handshake_stays_on_the_backoff_schedule(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    arrivals: list[float] = []
+    client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
+    async with rejecting_peer(arrivals) as port, trio.open_nursery() as nursery:
+        peering = dialer(port, client)
+        await nursery.start(
+            lambda task_status: peering.serve(host="127.0.0.1", port=0, task_status=task_status)
+        )
+        await trio.sleep(120.0)
+        status = peering.status()["a"]
+        nursery.cancel_scope.cancel()
+    # Delays 0.125, 0.25, 0.5, ... 15 (capped): 14 dials within 120 s.  With the backoff
+    # reset on every handshake it would have been one dial per 0.125 s (~960).
+    on_schedule = 1 + sum(1 for t in itertools.accumulate(expected_gaps(100)) if t <= 120.0)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert on_schedule - 1 <= len(arrivals) <= on_schedule, (len(arrivals), arrivals)
+    for i, (gap, want) in enumerate(zip(gaps, expected_gaps(len(gaps)), strict=True)):
+        assert gap >= want - 1e-6, (i, gap, want)
+    assert status["up"] is False and status["failed_attempts"] == len(arrivals)
+    assert status["links_established"] == 0
