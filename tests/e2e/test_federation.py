@@ -15,6 +15,7 @@ import trio
 
 from gateway.demo.topology import DemoService
 from tests.consul_api.server import open_consul_api_server
+from tests.e2e.clients import h1_request
 from tests.e2e.harness import make_topology, open_overlay, routes_of
 
 WEB = (DemoService("web", "http", 18080),)
@@ -149,3 +150,52 @@ async def test_both_directions_use_one_link_for_an_outbound_only_site(tmp_path: 
         assert links["nat"]["up"] is True, links["nat"]
         doc = await ov.get("hub", "/routes")
         assert routes_of(doc, "batch.default.isthmus") == ["nat"]
+
+
+async def test_survivor_routes_to_a_restarted_peer_over_the_link_the_peer_dialed(
+    tmp_path: Path,
+) -> None:
+    """A restarted gateway dials its peers at once; the survivor must send over that link
+    instead of waiting for its own redial, which the backoff has pushed far out.
+
+    ``east``'s backoff is configured never to redial sooner than 60 s after a link dropped.
+    ``north`` is killed, then restarted; ``east`` must route to it again (routes, a real
+    request) well within those 60 s, and over the link north dialed (east's own dialed link
+    is still down then).  The hang guard, 30 s, is far below the 60 s floor."""
+    floor_s = 60.0
+    topology = make_topology(["east", "north"], {"north": (DemoService("reports", "http", 18090),)})
+
+    def patch(site: str, text: str) -> str:
+        if site != "east":
+            return text
+        text = text.replace("backoff_base_s = 0.2", f"backoff_base_s = {floor_s}")
+        text = text.replace("backoff_cap_s = 5.0", "backoff_cap_s = 600.0")
+        return text.replace("[peering]\n", f"[peering]\nbackoff_floor_s = {floor_s}\n")
+
+    async with open_overlay(tmp_path, topology, patch=patch, services=True) as ov:
+        east = str(ov.built["east"].site.address)
+        await ov.wait(
+            "east", "/routes", lambda d: routes_of(d, "reports.default.isthmus") == ["north"]
+        )
+        await ov.kill("north")
+        await ov.wait("east", "/links", lambda d: d["north"]["up"] is False)
+        # From here east's own next dial to north is at least ``floor_s`` away.
+        down_at = time.monotonic()
+        await ov.start("north")
+        with trio.fail_after(30.0):  # hang guard, half of east's backoff floor
+            await ov.wait(
+                "east",
+                "/routes",
+                lambda d: routes_of(d, "reports.default.isthmus") == ["north"],
+                within_s=30.0,
+            )
+            while True:
+                reply = await h1_request(east, 15080, authority="reports.default.isthmus")
+                if reply.status == 200:
+                    break
+                await trio.sleep(0.1)
+        assert reply.json()["site"] == "north"
+        links = await ov.get("east", "/links")
+        assert time.monotonic() - down_at < floor_s  # so east cannot have dialed north yet
+        assert links["north"]["dialed_link"] is False, links["north"]
+        assert links["north"]["accepted_link"] is True and links["north"]["up"] is True
