@@ -310,10 +310,19 @@ class Peering:
             ping_timeout=s.ping_timeout,
         )
         holder.append(session)
+
+        async def run_link(nursery: trio.Nursery, *, task_status: trio.TaskStatus[Any]) -> None:
+            # The link's end ends every task that lives for it (the export, or the wait to
+            # export): without this a waiting task would keep a dead link in its slot.
+            try:
+                await session.run(task_status=task_status)
+            finally:
+                nursery.cancel_scope.cancel()
+
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    client: H2Connection = await nursery.start(session.run)
+                    client: H2Connection = await nursery.start(run_link, nursery)
                 except IsthmusError as exc:
                     state.last_error = f"link setup: {exc}"
                     log.warning("link with %s failed during set-up: %s", state.spec.name, exc)

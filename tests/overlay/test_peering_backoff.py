@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -95,3 +96,63 @@ async def test_peer_rejecting_after_handshake_stays_on_the_backoff_schedule(
         assert gap >= want - 1e-6, (i, gap, want)
     assert status["up"] is False and status["failed_attempts"] == len(arrivals)
     assert status["links_established"] == 0
+
+
+async def until(predicate: Callable[[], bool], *, within_s: float) -> None:
+    """Poll ``predicate`` in virtual time; bounded in count and time."""
+    with trio.fail_after(within_s):
+        for _ in range(1_000_000):
+            if predicate():
+                return
+            await trio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_both_links_leave_their_slots_and_the_dialer_redials_after_the_peer_goes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Two gateways that dial each other hold two links; the export runs on one, a task on
+    the other waits for its turn.  When the peer goes away, both links must leave their slots
+    (the waiting task must not keep a dead link) and the dialer must redial."""
+    server_ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
+    server_port, client_port = free_port(), free_port()
+
+    async def run_server(scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]) -> None:
+        peering = Peering(
+            local_site="a",
+            identity=server_ident,
+            peers=[PeerSpec("b", "127.0.0.1", client_port, SpiffeId.parse(CLIENT_ID))],
+            catalog=Watch(Catalog()),
+            export_rules=(),
+            settings=PeeringSettings(ping_interval=1.0, ping_timeout=1.0, backoff=BACKOFF),
+            rng=lambda: DRAW,
+        )
+        with scope:
+            await peering.serve(host="127.0.0.1", port=server_port, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+        await nursery.start(run_server, first)
+        peering = dialer(server_port, client)
+        await nursery.start(functools.partial(peering.serve, host="127.0.0.1", port=client_port))
+
+        def links() -> tuple[bool, bool]:
+            st = peering.status()["a"]
+            return st["dialed_link"], st["accepted_link"]
+
+        await until(lambda: links() == (True, True), within_s=10)
+        await trio.sleep(3.0)  # established: PINGs answered
+        first.cancel()  # the peer goes away; both links close
+        await until(lambda: links() == (False, False), within_s=10)
+        await nursery.start(run_server, trio.CancelScope())
+        await until(lambda: links() == (True, True), within_s=60)
+        status = peering.status()["a"]
+        nursery.cancel_scope.cancel()
+    assert status["up"] is True
