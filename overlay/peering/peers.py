@@ -225,6 +225,7 @@ class Peering:
         out: dict[str, Any] = {}
         for name, st in sorted(self._peers.items()):
             outbound = st.outbound()
+            live = st._live()
             out[name] = {
                 "spiffe_id": str(st.spec.spiffe_id),
                 "address": f"{st.spec.host}:{st.spec.port}",
@@ -232,11 +233,14 @@ class Peering:
                 "dialed_link": st.dialed_client is not None,
                 "accepted_link": st.accepted_client is not None,
                 "up": outbound is not None,
-                "up_for_s": None if st.up_since is None else round(now - st.up_since, 3),
+                "up_for_s": (
+                    None if outbound is None or st.up_since is None else round(now - st.up_since, 3)
+                ),
                 "failed_attempts": st.attempts,
                 "links_established": st.links_established,
                 "last_error": st.last_error,
-                "ping_rtt_s": None if outbound is None else outbound.statistics().last_ping_rtt,
+                # PINGs run on the link's outer connection (the reverse one has none).
+                "ping_rtt_s": (live[0][0].outer.statistics().last_ping_rtt if live else None),
             }
         return out
 
@@ -363,10 +367,10 @@ class Peering:
         else:
             state.accepted, state.accepted_client = session, client
         is_up = state.outbound() is not None
-        if is_up and not was_up:
+        if is_up and (not was_up or state.up_since is None):
             state.up_since = self._clock()
             state.links_established += 1
-        elif was_up and not is_up:
+        elif not is_up:  # also when the link was already closing (was_up read False)
             state.up_since = None
         state.notify()
         self._kick_routes()
