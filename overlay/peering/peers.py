@@ -137,7 +137,7 @@ class _PeerState:
     exporting: LinkSession | None = None  # the link our export to this peer runs on
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
 
-    def _live(self) -> list[tuple[LinkSession, H2Connection]]:
+    def live(self) -> list[tuple[LinkSession, H2Connection]]:
         """Live links in order of preference: the dialed one first when we dial the peer."""
         slots = [(self.dialed, self.dialed_client), (self.accepted, self.accepted_client)]
         if not self.spec.dial:
@@ -146,7 +146,7 @@ class _PeerState:
 
     def outbound(self) -> H2Connection | None:
         """The connection this gateway sends on to the peer: any live link, whoever dialed."""
-        live = self._live()
+        live = self.live()
         return live[0][1] if live else None
 
     def export_wanted_on(self, session: LinkSession) -> bool:
@@ -155,7 +155,7 @@ class _PeerState:
         holder = self.exporting
         if holder is not None and holder in (self.dialed, self.accepted):
             return False
-        live = self._live()
+        live = self.live()
         return bool(live) and live[0][0] is session
 
     def notify(self) -> None:
@@ -225,7 +225,7 @@ class Peering:
         out: dict[str, Any] = {}
         for name, st in sorted(self._peers.items()):
             outbound = st.outbound()
-            live = st._live()
+            live = st.live()
             out[name] = {
                 "spiffe_id": str(st.spec.spiffe_id),
                 "address": f"{st.spec.host}:{st.spec.port}",
