@@ -3,8 +3,12 @@
 Every inbound connection gets the identity state current when it arrives, a bounded TLS
 handshake, the per-trust-domain check and the caller's explicit ``authorize(SpiffeId)``.  A
 connection that fails any of these is closed and logged (the log record carries the typed error
-as ``record.error``); the handler only ever sees verified, authorized links.  The handler's own
-errors are logged and end that link only, never the listener.
+as ``record.error``), at most once per cause per minute with a count of the suppressed ones
+(:class:`~discovery.log_limit.LogLimiter`): a peer whose bundle lost our trust domain may
+redial many times a second.  Lines name the configured site a connection comes from when it
+can be told (by verified SPIFFE ID, else by source address).  The handler only ever sees
+verified, authorized links; its own errors are logged and end that link only, never the
+listener.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.errors import IsthmusError
+from discovery.log_limit import LogLimiter
+from discovery.spiffe_id import SpiffeId
 from overlay.identity.errors import NotAuthorized
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
@@ -28,6 +34,10 @@ __all__ = ["LinkHandler", "serve_links"]
 log = logging.getLogger("isthmus.link")
 
 LinkHandler = Callable[[Link], Awaitable[None]]
+#: Which configured site a connection is from, for log lines: (verified ID or None, source IP).
+SiteOf = Callable[[SpiffeId | None, str], str | None]
+
+REJECTION_LOG_WINDOW_S = 60.0  # one line per cause of rejection per minute, at most
 
 
 def _utcnow() -> dt.datetime:
@@ -51,13 +61,17 @@ async def serve_links(
     authorize: Authorizer,
     handshake_timeout: float = 10.0,
     wall_clock: Callable[[], dt.datetime] = _utcnow,
+    site_of: SiteOf | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (0 picks a port; see ``task_status.started`` listeners)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
+    rejections = LogLimiter(window_s=REJECTION_LOG_WINDOW_S)
 
     async def on_connection(tcp: trio.SocketStream) -> None:
-        await _accept_one(tcp, handler, identity, authorize, handshake_timeout, wall_clock)
+        await _accept_one(
+            tcp, handler, identity, authorize, handshake_timeout, wall_clock, rejections, site_of
+        )
 
     await trio.serve_listeners(on_connection, listeners, task_status=task_status)
 
@@ -69,8 +83,15 @@ async def _accept_one(
     authorize: Authorizer,
     handshake_timeout: float,
     wall_clock: Callable[[], dt.datetime],
+    rejections: LogLimiter,
+    site_of: SiteOf | None = None,
 ) -> None:
     addr = _peer_addr(tcp)
+
+    def who(spiffe_id: SpiffeId | None) -> str:
+        site = None if site_of is None else site_of(spiffe_id, addr.rsplit(":", 1)[0])
+        return addr if site is None else f"site {site} ({addr})"
+
     tune_relay_socket(tcp)  # small HTTP/2 frames never wait for Nagle; bulk: no low-water mark
     state = identity.state
     stream = TLSStream(tcp, state.server_ctx, server_side=True)
@@ -83,7 +104,16 @@ async def _accept_one(
         if not authorize(peer.spiffe_id):
             raise NotAuthorized(f"peer {peer.spiffe_id} is not authorized to link")
     except IsthmusError as exc:
-        log.warning("rejected inbound link from %s: %s", addr, exc, extra={"error": exc})
+        rejections.log(
+            log,
+            logging.WARNING,
+            f"{type(exc).__name__}: {exc}",
+            "rejected inbound link from %s: %s",
+            who(None),
+            exc,
+            now=trio.current_time(),
+            extra={"error": exc},
+        )
         await trio.aclose_forcefully(stream)
         return
     except Exception as exc:  # a bug must cost one connection, never the listener
@@ -94,7 +124,7 @@ async def _accept_one(
     identity.register(link)
     try:
         if link.revoked is None:
-            log.debug("inbound link from %s: %s", addr, peer.spiffe_id)
+            log.debug("inbound link from %s: %s", who(peer.spiffe_id), peer.spiffe_id)
             await handler(link)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.debug("link to %s ended: %r (%s)", peer.spiffe_id, exc, link.revoked or "peer left")

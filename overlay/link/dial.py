@@ -30,20 +30,22 @@ async def open_link(
     expected: SpiffeId,
     timeout: float = 10.0,  # noqa: ASYNC109 -- one budget for connect + handshake
     wall_clock: Callable[[], dt.datetime] = _utcnow,
+    local_address: str | None = None,
 ) -> Link:
     """Connect, handshake (TLS 1.3, ALPN h2), verify the peer per trust domain, authorize it.
 
     ``timeout`` bounds TCP connect plus TLS handshake.  Raises ``LinkTimeout``/``LinkError``
     (UpstreamError) for transport failures, an ``IdentityError`` (``PeerRejected``,
     ``SvidError``, ``NotAuthorized``) when the peer is not exactly ``expected``.  The link uses
-    the identity state current at dial time for its whole life.
+    the identity state current at dial time for its whole life.  ``local_address``: the
+    source IP of the connection (this site's east-west address), or the kernel's choice.
     """
     state = identity.state
     deadline = trio.current_time() + timeout  # one budget for connect and handshake together
     try:
         with trio.fail_at(deadline):
             try:
-                tcp = await trio.open_tcp_stream(host, port)
+                tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
             except OSError as exc:
                 raise LinkError(f"cannot connect to {host}:{port}: {exc}") from exc
     except trio.TooSlowError:

@@ -69,6 +69,15 @@ class Link:
     def peer_id(self) -> SpiffeId:
         return self._peer.spiffe_id
 
+    @property
+    def remote_address(self) -> str:
+        """``host:port`` of the other end of the TCP connection (``?`` once it is gone)."""
+        try:
+            host, port = self.stream.transport_stream.socket.getpeername()[:2]
+        except OSError:
+            return "?"
+        return f"{host}:{port}"
+
     def __repr__(self) -> str:
         state = f" revoked={self.revoked!r}" if self.revoked else ""
         return f"<Link peer={self.peer_id}{state}>"

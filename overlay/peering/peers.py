@@ -38,6 +38,7 @@ the catalog, the import table or a link's state changes, and published through a
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -74,6 +75,15 @@ from overlay.tunnel.h2_stream import H2Stream, TunnelError
 log = logging.getLogger("isthmus.peering")
 
 StreamHandler = Callable[[str, H2Stream], Any]  # (peer site, stream) -> awaitable
+
+
+def source_address_for(host: str) -> str | None:
+    """``host`` if outgoing sockets should be bound to it (one IP address), else ``None``."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a host name: let the kernel choose
+    return None if ip.is_unspecified else str(ip)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -192,6 +202,7 @@ class Peering:
         self.imports: Watch[ImportTable] = Watch(ImportTable(grace=self.settings.import_grace))
         self.routes: Watch[RouteView] = Watch(RouteView(local_site, immutables.Map()))
         self._route_kick_send, self._route_kick_receive = trio.open_memory_channel[None](1)
+        self._source_address: str | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -204,8 +215,12 @@ class Peering:
     ) -> None:
         """Accept peers on ``host:port``, dial the dial-peers, keep the view; until cancelled.
 
-        ``task_status.started`` receives the bound east-west port.
+        ``task_status.started`` receives the bound east-west port.  Dials leave from ``host``
+        when it is one IP address (not a wildcard): peers see this site's east-west address as
+        the source, not whatever the kernel picks (127.0.0.1 on loopback, the first address
+        of a multi-homed host), so their logs and firewalls can tell sites apart.
         """
+        self._source_address = source_address_for(host)
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(self._serve_links, host, port)
             nursery.start_soon(self._route_loop)
@@ -232,6 +247,7 @@ class Peering:
                 "dial": st.spec.dial,
                 "dialed_link": st.dialed_client is not None,
                 "accepted_link": st.accepted_client is not None,
+                "accepted_from": None if st.accepted is None else st.accepted.link.remote_address,
                 "up": outbound is not None,
                 "up_for_s": (
                     None if outbound is None or st.up_since is None else round(now - st.up_since, 3)
@@ -255,9 +271,18 @@ class Peering:
             port=port,
             identity=self.identity,
             authorize=lambda sid: sid in self._by_id,
+            site_of=self._site_of,
             handshake_timeout=self.settings.handshake_timeout,
             task_status=task_status,
         )
+
+    def _site_of(self, spiffe_id: SpiffeId | None, host: str) -> str | None:
+        """The configured peer a connection comes from, for log lines: by SPIFFE ID when it
+        verified, else by source address (peers dial from their east-west address)."""
+        if spiffe_id is not None:
+            return self._by_id.get(spiffe_id)
+        names = [n for n, st in self._peers.items() if st.spec.host == host]
+        return names[0] if len(names) == 1 else None
 
     async def _dial_loop(self, state: _PeerState) -> None:
         spec = state.spec
@@ -272,6 +297,7 @@ class Peering:
                     identity=self.identity,
                     expected=spec.spiffe_id,
                     timeout=s.connect_timeout,
+                    local_address=self._source_address,
                 )
             except IsthmusError as exc:
                 state.last_error = f"{type(exc).__name__}: {exc}"
@@ -334,10 +360,11 @@ class Peering:
                 state.last_error = None
                 self._set_link(state, dialed, session, client)
                 log.info(
-                    "link %s %s is up (%s)",
+                    "link %s %s is up (%s, %s)",
                     "to" if dialed else "from",
                     state.spec.name,
                     link.peer_id,
+                    link.remote_address,
                 )
                 nursery.start_soon(self._export_when_chosen, state, session, client)
         except* TunnelError as group:  # the link died under one of its tasks: it is down
