@@ -67,5 +67,5 @@ class LogLimiter:
         if suppressed:
             msg += " (%d more like this suppressed since the last such line)"
             args = (*args, suppressed)
-        logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
+        logger.log(level, msg, *args, stacklevel=2, **kwargs)  # type: ignore[arg-type]
         return True
