@@ -40,6 +40,7 @@ from dataclasses import replace
 import trio
 
 from discovery.errors import H2_INTERNAL_ERROR, IsthmusError
+from discovery.log_limit import LogLimiter
 from discovery.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.http.exchange import INTERNAL_HEADERS, Body, CallContext, EmptyBody, Request
@@ -73,6 +74,7 @@ from overlay.identity.tls_context import _load_cert_chain, peer_chain_der
 from overlay.identity.verify import verify_peer
 from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
+from overlay.link.link import tls_rejection_cause
 from overlay.link.tls_stream import TLSStream
 from overlay.tunnel.h2_stream import H2Stream
 
@@ -127,11 +129,27 @@ def build_downstream_context(state: IdentityState) -> ssl.SSLContext:
 
 class DownstreamTls:
     """The downstream TLS context, rebuilt when the identity rotates (live connections keep
-    the one they started with)."""
+    the one they started with), and the log budget of rejected callers."""
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self._cached: tuple[IdentityState, ssl.SSLContext] | None = None
+        # A caller whose certificate is refused is logged once per cause per minute: a client
+        # in a retry loop must neither flood the log nor be invisible.
+        self.rejections = LogLimiter(window_s=60.0)
+
+    def log_rejected(self, tcp: trio.SocketStream, exc: BaseException) -> None:
+        cause, certificate = tls_rejection_cause(exc)
+        try:
+            host, port = tcp.socket.getpeername()[:2]
+            addr = f"{host}:{port}"
+        except OSError:
+            addr = "?"
+        level = logging.WARNING if certificate else logging.INFO
+        what = "rejected TLS caller" if certificate else "TLS caller dropped"
+        self.rejections.log(
+            log, level, cause, "%s from %s: %s", what, addr, cause, now=trio.current_time()
+        )
 
     def context(self) -> tuple[IdentityState, ssl.SSLContext]:
         state = self.identity.state
@@ -464,7 +482,7 @@ async def _serve_http_connection(
                 await ssl_stream.do_handshake()
             caller_id = caller_identity(ssl_stream, state)
         except (trio.TooSlowError, trio.BrokenResourceError, IsthmusError) as exc:
-            log.debug("TLS caller rejected: %r", exc)
+            tls.log_rejected(tcp, exc)
             await trio.aclose_forcefully(ssl_stream)
             return
         alpn = ssl_stream.selected_alpn_protocol()

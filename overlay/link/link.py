@@ -20,7 +20,7 @@ from types import TracebackType
 
 import trio
 
-from discovery.errors import UpstreamError
+from discovery.errors import IdentityError, UpstreamError
 from discovery.spiffe_id import SpiffeId
 from overlay.identity.errors import PeerRejected
 from overlay.identity.rotation import Identity
@@ -29,7 +29,14 @@ from overlay.identity.tls_context import ALPN_H2, peer_chain_der
 from overlay.identity.verify import VerifiedPeer, verify_peer
 from overlay.link.tls_stream import TLSStream
 
-__all__ = ["CLOSE_TIMEOUT_S", "Link", "LinkError", "LinkTimeout", "handshake"]
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "Link",
+    "LinkError",
+    "LinkTimeout",
+    "handshake",
+    "tls_rejection_cause",
+]
 
 CLOSE_TIMEOUT_S = 2.0  # sending close_notify must not hang on a peer that stopped reading
 
@@ -142,3 +149,25 @@ async def handshake(
         openssl_chain=verified,
         cache=state.verify_cache,
     )
+
+
+def tls_rejection_cause(exc: BaseException) -> tuple[str, bool]:
+    """Why a TLS server side dropped a connection during its handshake, as a log cause, and
+    whether it was the client's certificate (not a timeout or a caller hanging up).
+
+    The cause text is the key of the per-cause log budget, so it never carries the address or
+    anything else that differs per connection, only what went wrong.
+    """
+    if isinstance(exc, trio.TooSlowError):
+        return "TLS handshake timed out", False
+    if isinstance(exc, UpstreamError | IdentityError):  # our typed errors (PeerRejected...)
+        return f"{type(exc).__name__}: {exc}", isinstance(exc, IdentityError)
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"client certificate rejected: {cause.verify_message}", True
+    if isinstance(cause, ssl.SSLError):
+        if cause.reason in _NO_PEER_CERT:
+            return "client presented no certificate", True
+        # e.g. SSLV3_ALERT_CERTIFICATE_EXPIRED: the client rejected *our* certificate
+        return f"TLS handshake failed: {cause.reason or cause}", False
+    return f"TLS handshake failed: {cause or exc!r}", False

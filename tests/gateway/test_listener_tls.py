@@ -8,6 +8,7 @@ and then becomes the caller identity the peer sees in ``isthmus-caller-id``.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -160,3 +161,37 @@ async def test_bad_client_certificate_rejects_the_connection(ca: object, uri: st
             except trio.BrokenResourceError:
                 pass
     assert got == b""  # never an HTTP answer
+
+
+async def _bad_caller(port: int, ca: object, uri: str) -> None:
+    chain, key = make_leaf(ca, uris=[uri])  # type: ignore[arg-type]
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, client_context(["http/1.1"], chain, key), server_hostname="gw")
+    with trio.fail_after(5):
+        try:
+            await stream.do_handshake()
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n")
+            await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def test_rejected_client_certificates_are_logged_once_per_cause_per_minute(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="isthmus.listener.http")
+    async with tls_gateway() as port:
+        for _ in range(3):
+            await _bad_caller(port, CA_C, "spiffe://c.test/x")  # OpenSSL refuses the chain
+            await _bad_caller(port, CA_A, WEB_CALLER)  # claims b.test, anchored in a.test
+        await trio.sleep(61.0)
+        await _bad_caller(port, CA_C, "spiffe://c.test/x")
+    lines = [r.getMessage() for r in caplog.records if "rejected TLS caller" in r.getMessage()]
+    assert len(lines) == 3, lines
+    assert "client certificate rejected" in lines[0] and "suppressed" not in lines[0]
+    assert "PeerRejected" in lines[1] and "bundle of b.test" in lines[1]
+    assert "client certificate rejected" in lines[2]
+    assert "(2 more like this suppressed since the last such line)" in lines[2]
+    assert all("from 127.0.0.1:" in line for line in lines)
