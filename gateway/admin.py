@@ -3,8 +3,10 @@
 Why its own tiny server: the admin port must keep answering when the data path is under
 stress, so it shares no code path (and no limits) with the traffic listeners.  It is read-only:
 ``GET /healthz``, ``/catalog``, ``/links``, ``/imports`` and ``/routes`` (whatever views the
-gateway registered).  Bounded everywhere: request head <= 16 KiB, no request bodies, 10 s to
-send a request, one response per request, connection closed after ``max_requests``.
+gateway registered).  A view answers 200 with its JSON, or returns a :class:`Reply` to choose
+the status (``/healthz`` answers 503 when the gateway is not healthy).  Bounded everywhere:
+request head <= 16 KiB, no request bodies, 10 s to send a request, one response per request,
+connection closed after ``max_requests``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -19,7 +22,16 @@ import trio
 
 log = logging.getLogger(__name__)
 
-View = Callable[[], Any]  # returns something json.dumps can encode
+View = Callable[[], Any]  # returns something json.dumps can encode, or a Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A view's answer with its own HTTP status (the body is JSON-encoded as usual)."""
+
+    status: int
+    body: Any
+
 
 MAX_HEAD_BYTES = 16 * 1024
 REQUEST_TIMEOUT_S = 10.0
@@ -104,7 +116,10 @@ def _dispatch(request: h11.Request, views: Mapping[str, View]) -> tuple[int, Any
     if view is None:
         return 404, {"error": f"no admin view at {path}", "views": sorted(views)}
     try:
-        return 200, view()
+        result = view()
     except Exception as exc:  # a broken view must not take the admin port down
         log.exception("admin view %s failed", path)
         return 500, {"error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(result, Reply):
+        return result.status, result.body
+    return 200, result

@@ -26,6 +26,7 @@ from gateway.admin import serve_admin
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
+from gateway.health import healthz_view
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.ingress.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -35,6 +36,7 @@ from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from gateway.views import imports_json, routes_json
+from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.link.h2_limits import H2Limits
@@ -100,17 +102,8 @@ def announced(a: AnnounceServiceConfig) -> AnnouncedService:
 
 def admin_views(gw: Gateway) -> dict[str, Any]:
     config = gw.config
-
-    def healthz() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "site": config.site.name,
-            "spiffe_id": str(gw.identity.state.spiffe_id),
-            "trust_domains": sorted(str(td) for td in gw.identity.state.bundles),
-        }
-
     return {
-        "/healthz": healthz,
+        "/healthz": healthz_view(config.site.name, gw.identity),
         "/catalog": lambda: catalog_json(gw.catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
@@ -183,6 +176,7 @@ async def serve_gateway(
                 poll_interval_s=ident.poll_interval_s,
             )
         )
+        await nursery.start(watch_own_identity, identity)
         await nursery.start(serve_catalog, config.sources, catalog)
         gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
         if config.mdns_announce.services:
