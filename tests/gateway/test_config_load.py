@@ -170,3 +170,12 @@ def test_caller_headers_settings() -> None:
     assert config.caller_headers[0].service == "api" and config.caller_headers[0].enabled
     bad = GOOD + '\n[[caller_headers]]\nservice = "API"\nenabled = "yes"\n'
     assert {"caller_headers[0].enabled", "caller_headers[0].service"} <= set(_problems(bad))
+
+
+def test_backoff_floor_above_the_cap_is_rejected_with_its_path() -> None:
+    problems = _problems(GOOD + "\n[peering]\nbackoff_cap_s = 5.0\nbackoff_floor_s = 6.0\n")
+    assert problems["peering.backoff_floor_s"][0] == "must not exceed backoff_cap_s"
+    good = load_text(
+        GOOD + "\n[peering]\nbackoff_floor_s = 1.5\n", base_dir=Path("/etc/isthmus"), filename="g"
+    )
+    assert good.peering.backoff_floor_s == 1.5
