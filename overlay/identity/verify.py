@@ -204,14 +204,43 @@ def _verify(presented: Sequence[bytes], bundles: BundleSet, now: dt.datetime) ->
     try:
         built = verifier.verify(leaf, intermediates).chain
     except xv.VerificationError as exc:
+        td = sid.trust_domain
+        issuer = _issuer_outside(certs, bundle)
+        if issuer is not None:
+            raise PeerRejected(
+                f"peer {sid}: issuer not in the bundle of {td} ({issuer.rfc4514_string()}): "
+                "the chain does not anchor there"
+            ) from None
         raise PeerRejected(
-            f"peer {sid}: chain does not anchor in the bundle of {sid.trust_domain}: {exc}"
+            f"peer {sid}: chain does not anchor in the bundle of {td}: {exc}"
         ) from None
     for ca in built[1:-1]:
         check_signing_ca(ca, now=now)
     _anchor_structure(built[-1])
     check_validity(built[-1], now=now)
     return VerifiedPeer(sid, tuple(built), built[-1].public_bytes(_DER))
+
+
+def _issuer_outside(certs: Sequence[x509.Certificate], bundle: Bundle) -> x509.Name | None:
+    """The issuer name at which the presented chain leaves ``bundle``, or ``None`` when the
+    names do reach one of its anchors (then the failure is something else: a bad signature, a
+    validity window).  Why: a chain from another trust domain -- typically one that carries its
+    own self-signed root -- makes the path builder report "chain construction exceeds max
+    depth", which tells an operator nothing; "issuer not in the bundle of <td>" does.
+    Follows subject/issuer names through the presented certificates (bounded by their count).
+    """
+    anchor_names = {a.subject for a in bundle.anchors}
+    current = certs[0]
+    for _ in range(len(certs)):
+        if current.issuer in anchor_names:
+            return None
+        if current.issuer == current.subject:  # self-signed, yet not an anchor of this bundle
+            return current.issuer
+        parent = next((c for c in certs[1:] if c.subject == current.issuer), None)
+        if parent is None:
+            return current.issuer
+        current = parent
+    return current.issuer
 
 
 def check_expected(peer: SpiffeId, expected: SpiffeId) -> None:

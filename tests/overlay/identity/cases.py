@@ -158,7 +158,7 @@ NEGATIVE: tuple[Case, ...] = (
         "cross_trust_domain_spoof",
         CA_A,
         LeafSpec(uris=["spiffe://b.test/gateway/server"]),
-        "does not anchor in the bundle of b.test",
+        "issuer not in the bundle of b.test",
         True,
     ),
     Case(

@@ -54,6 +54,21 @@ def test_cross_domain_spoof_passes_pooled_anchors_but_not_per_domain() -> None:
         verify_peer([der(chain[0])], bundles=BUNDLES, now=NOW)
 
 
+@pytest.mark.parametrize("with_root", [False, True], ids=["leaf-only", "leaf-and-its-root"])
+def test_cross_domain_chain_names_the_issuer_not_the_path_builder(with_root: bool) -> None:
+    """A chain of domain A claiming a B identity says "issuer not in the bundle of b.test";
+    with its own root attached the path builder would say "chain construction exceeds max
+    depth", which tells an operator nothing."""
+    chain, _ = make_leaf(CA_A, uris=["spiffe://b.test/gateway/server"])
+    presented = [der(c) for c in chain] + ([der(CA_A.cert)] if with_root else [])
+    with pytest.raises(PeerRejected) as info:
+        verify_peer(presented, bundles=BUNDLES, now=NOW)
+    message = str(info.value)
+    assert "issuer not in the bundle of b.test" in message, message
+    assert CA_A.cert.subject.rfc4514_string() in message
+    assert "max depth" not in message and "candidates exhausted" not in message
+
+
 def test_openssl_anchor_outside_the_peer_domain_is_rejected() -> None:
     chain, _ = make_leaf(CA_B, uris=["spiffe://b.test/x"])
     with pytest.raises(PeerRejected, match="OpenSSL anchored"):
