@@ -160,7 +160,9 @@ async def test_bad_federation_input_disconnects_only_that_peer(
         )
 
         async def ignore(stream: H2Stream) -> None:
-            await stream.send_headers([(":status", "404")], end_stream=True)
+            # east exports over any live link to north, this one too: leave its export
+            # stream open and unanswered (a 404 would end the link before our bad frame).
+            await trio.sleep_forever()
 
         session = LinkSession(link, dialed=True, handler=ignore, ping_interval=None)
         async with trio.open_nursery() as nursery:
