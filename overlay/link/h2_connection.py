@@ -83,6 +83,13 @@ log = logging.getLogger(__name__)
 Handler = Callable[[H2Stream], Awaitable[None]]
 
 
+def _why(exc: BaseException) -> str:
+    """A transport failure with what caused it: a TLS alert from the peer (say it rejected our
+    certificate) hides in ``__cause__`` behind "the TLS stream is broken"."""
+    cause = exc.__cause__
+    return f"{exc!r}" if cause is None else f"{exc!r} ({cause})"
+
+
 class H2Connection(H2StreamIO):
     """One HTTP/2 connection over a trio Stream (plain TCP in tests, an mTLS link in use)."""
 
@@ -365,7 +372,7 @@ class H2Connection(H2StreamIO):
             try:
                 data = await transport.receive_some(read_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._begin_close(ConnectionGone(f"receive failed: {exc!r}"), flush=False)
+                self._begin_close(ConnectionGone(f"receive failed: {_why(exc)}"), flush=False)
                 return
             if not data:
                 self._begin_close(ConnectionGone("peer closed the transport"), flush=False)
@@ -398,7 +405,7 @@ class H2Connection(H2StreamIO):
             try:
                 await self._transport.send_all(chunk)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._begin_close(ConnectionGone(f"send failed: {exc!r}"), flush=False)
+                self._begin_close(ConnectionGone(f"send failed: {_why(exc)}"), flush=False)
                 return
             self._in_flight = 0
             self._bytes_sent += len(chunk)

@@ -378,7 +378,24 @@ class Peering:
                 self._set_link(state, dialed, None, None)
             reason = session.outer.close_reason
             state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
-            log.info("link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason)
+            if dialed and not session.established:
+                # Under TLS 1.3 a peer rejects our certificate only after our handshake
+                # finished: all we see is the link closing at once.  Say what it likely means.
+                own = self.identity.state
+                log.warning(
+                    "link to %s closed before it was established (%s): the peer may reject"
+                    " our certificate -- our SVID %s is valid until %s; is trust domain %s in"
+                    " the peer's bundles?",
+                    state.spec.name,
+                    reason,
+                    own.spiffe_id,
+                    f"{own.svid.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+                    own.spiffe_id.trust_domain,
+                )
+            else:
+                log.info(
+                    "link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason
+                )
         return session.established
 
     def _set_link(

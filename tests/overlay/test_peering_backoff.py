@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 from discovery.backoff import Backoff
@@ -75,8 +77,9 @@ def expected_gaps(n: int) -> Sequence[float]:
 
 
 async def test_peer_rejecting_after_handshake_stays_on_the_backoff_schedule(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="isthmus.peering")
     arrivals: list[float] = []
     client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
     async with rejecting_peer(arrivals) as port, trio.open_nursery() as nursery:
@@ -96,6 +99,12 @@ async def test_peer_rejecting_after_handshake_stays_on_the_backoff_schedule(
         assert gap >= want - 1e-6, (i, gap, want)
     assert status["up"] is False and status["failed_attempts"] == len(arrivals)
     assert status["links_established"] == 0
+    # The dialer's log says what a link closing right after the handshake likely means.
+    warned = [
+        r.getMessage() for r in caplog.records if "before it was established" in r.getMessage()
+    ]
+    assert len(warned) == len(arrivals)
+    assert "may reject our certificate" in warned[0] and "valid until" in warned[0]
 
 
 async def until(predicate: Callable[[], bool], *, within_s: float) -> None:
