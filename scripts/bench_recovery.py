@@ -5,7 +5,8 @@ settings (PING 5 s / 3 s, reconnect backoff 0.25 s .. 30 s).
 Two real gateway processes on fresh loopback addresses (the end-to-end harness): ``north`` is
 killed, left down for ``--down`` seconds (the survivor's backoff grows meanwhile), then started
 again; the figure is the time from spawning it until ``east``'s ``/routes`` lists it again,
-next to the time its own ``/healthz`` first answers ``ok``.
+against the reference measured in the same round: the time until north's own ``/healthz``
+first answers ``ok`` (the restarted gateway is up).
 
     .venv/bin/python scripts/bench_recovery.py --down 20 --rounds 4     # about 2 minutes
 """
@@ -69,9 +70,10 @@ async def main(down_s: float, rounds: int) -> None:
                 link = (await ov.get("east", "/links"))["north"]
                 print(
                     f"down {down_s:g}s: east routes to north {routed:.2f}s after north was"
-                    f" spawned (north /healthz ok at {healthy[0]:.2f}s); east's own dial"
+                    f" spawned; north's own /healthz ok at {healthy[0]:.2f}s (difference"
+                    f" {routed - healthy[0]:+.2f}s); east's own dial"
                     f" {'had' if link['dialed_link'] else 'had not'} reconnected"
-                    f" (failed attempts so far {link['failed_attempts']})"
+                    f" ({link['failed_attempts']} failed attempts)"
                 )
 
 
