@@ -48,6 +48,17 @@ def test_ping_cycle() -> None:
     assert action == SleepUntil(104.0)  # fixed cadence from the previous send
 
 
+def test_ping_at_once_and_answered() -> None:
+    """Links PING as soon as they come up: the first answer marks them established."""
+    state = start(POLICY, now=100.0, ping_at_once=True)
+    state, action = poll(state, POLICY, 100.0)
+    assert isinstance(action, SendPing) and not state.answered
+    state = on_ack(state, action.payload, 100.2)
+    assert state.answered
+    _, action = poll(state, POLICY, 100.5)
+    assert action == SleepUntil(102.0)  # then the usual cadence
+
+
 def test_unanswered_ping_declares_down_at_its_deadline() -> None:
     state = start(POLICY, now=0.0)
     state, action = poll(state, POLICY, 2.0)
