@@ -192,3 +192,32 @@ async def test_peer_that_stops_reading_is_declared_down(autojump_clock: trio.abc
             reason = await client.wait_closed()
         assert isinstance(reason, LinkDown)
         assert trio.current_time() - started <= 3.0 + 0.01
+
+
+async def test_wait_ping_answered_needs_a_real_answer(autojump_clock: trio.abc.Clock) -> None:
+    """``wait_ping_answered`` returns once the peer acked a PING (sent at once with
+    ``ping_at_once``), and never for a peer that does not answer."""
+    a, b = trio.testing.memory_stream_pair()
+    hole = Blackhole(a)
+    client = H2Connection(
+        hole, client_side=True, ping_interval=2.0, ping_timeout=1.0, ping_at_once=True
+    )
+    server = H2Connection(b, client_side=False, handler=idle, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        with trio.fail_after(0.5):  # well before the first interval: the PING went at once
+            await client.wait_ping_answered()
+        assert client.ping_answered
+        nursery.cancel_scope.cancel()
+    c, d = trio.testing.memory_stream_pair()
+    silent = Blackhole(c)
+    silent.cut = True
+    lonely = H2Connection(silent, client_side=True, ping_interval=2.0, ping_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lonely.serve)
+        with trio.move_on_after(30):
+            await lonely.wait_ping_answered()
+        assert not lonely.ping_answered
+        nursery.cancel_scope.cancel()
+    del d
