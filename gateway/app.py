@@ -170,6 +170,7 @@ async def serve_gateway(
         local=cluster,
         route_timeout=lim.route_timeout_s,
         known=known_services(catalog, peering.imports),
+        peer_sites=[p.name for p in config.peers],
     )
     gw = Gateway(config, identity, catalog, peering)
     async with trio.open_nursery() as nursery:
