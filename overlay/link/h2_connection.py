@@ -96,6 +96,7 @@ class H2Connection(H2StreamIO):
         ping_interval: float | None = 10.0,
         ping_timeout: float = 5.0,
         idle_timeout: float | None = None,
+        on_close: Callable[[ConnectionGone], None] | None = None,
     ) -> None:
         """Wrap ``transport`` (already authenticated, e.g. a trio.SSLStream with ALPN h2).
 
@@ -105,6 +106,8 @@ class H2Connection(H2StreamIO):
         (None disables); a silent peer is declared down (``LinkDown``) at most
         ``ping_interval + ping_timeout`` seconds after it went silent.  ``idle_timeout``: close
         after that long without an open stream (None: never; links rely on PING instead).
+        ``on_close(reason)`` runs just before the transport is closed (a listener uses it to
+        close a caller's socket abortively after an error).
         """
         if client_side == (handler is not None):
             raise ValueError("a server-role connection needs a handler; a client-role one none")
@@ -117,6 +120,7 @@ class H2Connection(H2StreamIO):
         )
         self._liveness: LivenessState | None = None
         self._idle_timeout = idle_timeout
+        self._on_close = on_close
         self._idle_since = 0.0
         lim = self.limits
         self._h2 = new_h2_state(client_side=client_side, limits=lim)
@@ -173,6 +177,8 @@ class H2Connection(H2StreamIO):
                 task_status.started()
         finally:
             self._finish(ConnectionGone("connection closed"))
+            if self._on_close is not None and self._close_reason is not None:
+                self._on_close(self._close_reason)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._transport)
 

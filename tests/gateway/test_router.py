@@ -166,8 +166,10 @@ async def test_an_unknown_site_is_404_and_a_configured_peer_that_is_down_503() -
     router = make_router(
         {API: ("a", "b")}, links={"b": None}, known=lambda s: s == API, peer_sites=("b",)
     )
-    with pytest.raises(UnknownAddress, match="no-such-site.*unknown site") as info:
-        await router.forward(get(b"api.default.no-such-site.isthmus"), BytesBody(), Collect(), ctx())
+    with pytest.raises(UnknownAddress, match=r"no-such-site.*unknown site") as info:
+        await router.forward(
+            get(b"api.default.no-such-site.isthmus"), BytesBody(), Collect(), ctx()
+        )
     assert info.value.http_status == 404
     with pytest.raises(UnknownAddress):
         await router.open_l4(b"api.default.no-such-site.isthmus:443", ctx())
