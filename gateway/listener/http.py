@@ -22,8 +22,10 @@ connection:
 4. Each request becomes a :class:`~gateway.http.exchange.Request`: caller-set ``isthmus-*``
    headers are removed first (only gateways may set them), an absolute-form target is HTTP
    proxy mode (its authority is the route), ``CONNECT <l7-address>:<port>`` opens an L4 tunnel
-   (``router.open_l4``) and splices the connection to it.  A :class:`CallContext` carries the
-   local site, the caller ID and the deadline ``now + route_timeout``.
+   (``router.open_l4``) and splices the connection to it.  A ``CallContext`` carries the
+   local site, the caller ID, the deadline to the response head ``now + route_timeout`` and
+   the stream limits that apply after it (``stream_idle_timeout_s``,
+   ``max_stream_duration_s``).
 5. Errors become responses in one place (``error_response`` via ``send_error`` on HTTP/1.1,
    the same mapping as an HTTP/2 response); after a response head went out an error can only
    close the connection (HTTP/1.1) or reset the stream (HTTP/2).
@@ -65,7 +67,7 @@ from gateway.http.transcode import (
 )
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
 from gateway.listener.caller_stream import CallerStream, mark_failed
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router, RouteTimeout
 from gateway.splice import PrefixedStream
 from overlay.identity.rotation import Identity
@@ -239,7 +241,7 @@ async def serve_h1_connection(
                 return
             if head is None:
                 return
-            ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
+            ctx = call_context(limits, local_site, caller_id)
             writer: H1ResponseWriter | None = None
             try:
                 request = request_from_h1(head, scheme=scheme, target=target)
@@ -374,7 +376,7 @@ async def serve_h2_stream(
 ) -> None:
     """Serve one HTTP/2 request from a local caller."""
     writer = H2ResponseWriter(stream)
-    ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
+    ctx = call_context(limits, local_site, caller_id)
     try:
         h2_request_to_h1(stream.request_headers)  # RFC 9113 8.1.1: malformed is never forwarded
         request = request_from_h2_block(tuple(stream.request_headers))

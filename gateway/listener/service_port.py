@@ -15,10 +15,9 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
-from gateway.http.exchange import CallContext
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.http import serve_h1_connection
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.service_port")
@@ -28,7 +27,7 @@ async def serve_tcp_service_connection(
     tcp: CallerStream, router: Router, target: bytes, *, limits: LimitsConfig, local_site: str
 ) -> None:
     """Relay one connection to ``target`` over an L4 tunnel (closed if it cannot be set up)."""
-    ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+    ctx = call_context(limits, local_site)
     try:
         upstream = await router.open_l4(target, ctx)
     except IsthmusError as exc:

@@ -19,10 +19,9 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ListenerConfig
-from gateway.http.exchange import CallContext
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.sni_peek import read_client_hello
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.sni")
@@ -36,7 +35,7 @@ async def serve_sni_connection(
     """Route one TLS connection by its SNI and relay it untouched."""
     try:
         sni, hello = await read_client_hello(tcp, timeout_s=limits.tls_handshake_timeout_s)
-        ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+        ctx = call_context(limits, local_site)
         upstream = await router.open_l4(b"%s:%d" % (sni.encode("ascii"), SNI_PORT), ctx)
     except IsthmusError as exc:
         log.debug("SNI connection refused: %r", exc)

@@ -29,7 +29,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from discovery.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
+from gateway.http.exchange import CallContext
+from gateway.http.exchange_timer import with_stream_limits
 from gateway.listener.caller_stream import CallerStream, mark_failed
 from gateway.splice import splice
 from overlay.link.socket_opts import tune_relay_socket
@@ -130,6 +133,20 @@ async def serve_tcp(
         for listener in listeners:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
+
+
+def call_context(
+    limits: LimitsConfig, local_site: str, caller_id: SpiffeId | None = None
+) -> CallContext:
+    """The context of a request or flow a local caller starts now: the route timeout to the
+    response head, then the stream limits (:mod:`gateway.http.exchange_timer`)."""
+    now = trio.current_time()
+    return with_stream_limits(
+        CallContext(local_site, caller_id, now + limits.route_timeout_s),
+        now=now,
+        idle_timeout=limits.stream_idle_timeout_s,
+        max_duration=limits.max_stream_duration_s,
+    )
 
 
 async def relay_l4(

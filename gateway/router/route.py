@@ -17,12 +17,15 @@ Theory of operation
    (nothing of the body consumed, no response head sent, and the site did no work);
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
 
-The whole route is bounded by ``ctx.deadline`` (set by the listener at ``now +
-route_timeout``; never later than the router's own ``route_timeout`` from now); running past
-it is a 504.  ``open_l4`` bounds only the set-up (connect, ``CONNECT`` answered): an
-established L4 tunnel lives as long as its bytes flow.  ``open_websocket`` is the same walk for
-a WebSocket handshake: bounded until the endpoint answered, then a tunnel like L4; a refusal
-(the endpoint answered something other than 101) stands, it is the caller's answer.
+The route to the response *head* is bounded by ``ctx.deadline`` (set by the listener at
+``now + route_timeout``; never later than the router's own ``route_timeout`` from now);
+running past it is a 504.  Once the head went out, a streamed body lives as long as bytes
+move (``ctx.idle_timeout``), up to ``ctx.max_deadline``
+(:class:`~gateway.http.exchange_timer.ExchangeTimer`).  ``open_l4`` bounds only the
+set-up (connect, ``CONNECT`` answered): an established L4 tunnel lives as long as its bytes
+flow.  ``open_websocket`` is the same walk for a WebSocket handshake: bounded until the
+endpoint answered, then a tunnel like L4; a refusal (the endpoint answered something other
+than 101) stands, it is the caller's answer.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from gateway.http.exchange import (
     ResponseWriter,
     UpgradeResult,
 )
+from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.headers import Headers
 from gateway.router.failover import (
     IDEMPOTENT_METHODS,
@@ -248,11 +252,13 @@ class Router:
         """Route ``request`` by its authority; the response goes to ``writer``."""
         address, _port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
+        timer = ExchangeTimer(ctx)
+        writer = timer.writer(writer)
         # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
         # to send the request head with END_STREAM, without a body task.
-        tracked = body if isinstance(body, EmptyBody) else _TrackedBody(body)
+        tracked = body if isinstance(body, EmptyBody) else _TrackedBody(timer.body(body))
         attempts: list[Attempt] = []
-        with trio.move_on_at(ctx.deadline) as scope:
+        with timer.scope as scope:
             for site in sites:
                 try:
                     if site == self.local_site:
@@ -286,7 +292,10 @@ class Router:
                         raise
                     attempts.append(Attempt(site, _reason(exc)))
         if scope.cancelled_caught:
-            raise RouteTimeout(f"{address}: no complete response within the route timeout")
+            cut = timer.expired(str(address))
+            if cut is not None:
+                raise cut
+            raise RouteTimeout(f"{address}: no response head within the route timeout")
         raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
 
     # -- L4 ------------------------------------------------------------------------------------
