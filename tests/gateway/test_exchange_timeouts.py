@@ -20,6 +20,7 @@ from discovery.model import ServiceName
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.exchange_timer import exchange_deadline
+from gateway.ingress.east_west import parse_context
 from gateway.listener.http import serve_h1_connection
 from tests.gateway.test_router_kit import API, make_router
 
@@ -55,6 +56,23 @@ def test_exchange_deadline(
     ctx: CallContext, head_at: float | None, last: float, expected: float
 ) -> None:
     assert exchange_deadline(ctx, head_at=head_at, last_activity=last) == expected
+
+
+def test_a_peers_deadline_bounds_the_head_and_our_stream_limits_the_body() -> None:
+    """At the destination, ``isthmus-deadline-ms`` is what is left of the route timeout (to
+    the head); the stream limits after the head are the destination's own."""
+    ctx = parse_context(
+        [(b"isthmus-deadline-ms", b"2000")],
+        peer_site="b",
+        now=100.0,
+        route_timeout=15.0,
+        idle_timeout=40.0,
+        max_duration=600.0,
+    )
+    assert ctx.deadline == 102.0
+    assert (ctx.idle_timeout, ctx.max_deadline) == (40.0, 700.0)
+    # The body may outlive the carried deadline by far, as long as bytes move.
+    assert exchange_deadline(ctx, head_at=101.0, last_activity=150.0) == 190.0
 
 
 # ---------------------------------------------------------------------------------------------
