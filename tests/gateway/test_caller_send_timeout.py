@@ -158,6 +158,29 @@ async def test_service_port_caller_that_never_reads_is_reset() -> None:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("what", ["response", "tunnel"])
+async def test_a_connection_ended_by_an_error_with_bytes_queued_is_reset(what: str) -> None:
+    """No send timeout here (60 s): an HTTP response cut by the stream idle timeout, or a
+    CONNECT tunnel ended by its idle timeout, while the kernel still holds bytes for the
+    caller.  A graceful close would park the FIN behind them; the gateway resets instead."""
+    limits = replace(LIMITS, send_timeout_s=60.0, stream_idle_timeout_s=0.5, idle_timeout_s=0.5)
+    if what == "response":
+        async with serving(partial(_firehose, http=True)) as backend:
+            router = make_router({API: ("a",)}, cluster=StandInCluster(http={API: backend}))
+            async with http_listener(router, limits=limits) as port:
+                await _stalled_caller(
+                    port, b"GET /big HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n"
+                )
+    else:
+        async with serving(partial(_firehose, http=False)) as backend:
+            router = make_router({DB: ("a",)}, cluster=StandInCluster(tcp={DB: backend}))
+            async with http_listener(router, limits=limits) as port:
+                await _stalled_caller(
+                    port,
+                    b"CONNECT db.default.isthmus:5432 HTTP/1.1\r\nHost: db.default.isthmus\r\n\r\n",
+                )
+
+
 async def test_a_slow_caller_that_keeps_reading_is_not_cut() -> None:
     """Progress, not total time, is bounded: a caller that reads a little every half of the
     send timeout gets its bytes for many send timeouts in a row."""
