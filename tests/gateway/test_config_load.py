@@ -170,3 +170,15 @@ def test_caller_headers_settings() -> None:
     assert config.caller_headers[0].service == "api" and config.caller_headers[0].enabled
     bad = GOOD + '\n[[caller_headers]]\nservice = "API"\nenabled = "yes"\n'
     assert {"caller_headers[0].enabled", "caller_headers[0].service"} <= set(_problems(bad))
+
+
+def test_stream_and_send_timeouts_decode_with_defaults_and_bounds() -> None:
+    limits = load_text(GOOD, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.route_timeout_s, limits.stream_idle_timeout_s) == (15.0, 300.0)
+    assert (limits.max_stream_duration_s, limits.send_timeout_s) == (None, 30.0)
+    set_ = GOOD + "\n[limits]\nmax_stream_duration_s = 3600\nsend_timeout_s = 5.5\n"
+    limits = load_text(set_, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.max_stream_duration_s, limits.send_timeout_s) == (3600, 5.5)
+    bad = GOOD + "\n[limits]\nsend_timeout_s = 0\nstream_idle_timeout_s = -1\n"
+    problems = _problems(bad)
+    assert "limits.send_timeout_s" in problems and "limits.stream_idle_timeout_s" in problems
