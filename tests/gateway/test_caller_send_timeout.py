@@ -1,4 +1,5 @@
-"""A caller that stops reading is reset after ``send_timeout_s``, on every kind of listener.
+"""A caller that stops reading is reset after ``send_timeout_s``, on every kind of listener
+(HTTP/1.1, h2c, TLS with either, CONNECT, SNI, service port).
 
 Real sockets on 127.0.0.1: the caller shrinks its receive buffer and never reads, behind the
 gateway an endpoint sends without end.  Once the kernel's buffers are full the gateway's
@@ -31,6 +32,7 @@ from gateway.config.model import ListenerConfig, ServicePortConfig
 from gateway.listener.caller_stream import unsent_bytes
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
+from gateway.listener.sni import serve_sni_listener
 from tests.gateway.test_listener_http import http_listener
 from tests.gateway.test_listener_tls import client_context
 from tests.gateway.test_router_kit import API, DB, TEST_LIMITS, StandInCluster, make_router, serving
@@ -209,6 +211,24 @@ async def test_a_connection_ended_by_an_error_with_bytes_queued_is_reset(what: s
                     port,
                     b"CONNECT db.default.isthmus:5432 HTTP/1.1\r\nHost: db.default.isthmus\r\n\r\n",
                 )
+
+
+async def test_sni_caller_that_never_reads_is_reset() -> None:
+    """The SNI listener relays a ClientHello for an L7 address to an endpoint that then
+    sends without end (the gateway never looks past the hello)."""
+    hello_ctx = ssl.create_default_context()
+    outgoing = ssl.MemoryBIO()
+    tls = hello_ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="api.default.isthmus")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    config = ListenerConfig(name="sni", kind="sni", address=IPv4Address("127.0.0.1"), port=0)
+    async with serving(partial(_firehose, http=False)) as backend, trio.open_nursery() as nursery:
+        router = make_router({API: ("a",)}, cluster=StandInCluster(tcp={API: backend}))
+        port = await nursery.start(
+            partial(serve_sni_listener, config, router, limits=LIMITS, local_site="a")
+        )
+        await _stalled_caller(port, outgoing.read())
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_slow_caller_that_keeps_reading_is_not_cut() -> None:
