@@ -21,7 +21,9 @@ from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.exchange_timer import exchange_deadline
 from gateway.ingress.east_west import parse_context
-from gateway.listener.http import serve_h1_connection
+from gateway.listener.http import serve_h1_connection, serve_h2_connection
+from overlay.link.h2_connection import H2Connection
+from overlay.tunnel.h2_stream import StreamReset
 from tests.gateway.test_router_kit import API, make_router
 
 ROUTE_S = 15.0
@@ -235,3 +237,46 @@ async def test_max_stream_duration_cuts_a_live_stream(autojump_clock: trio.abc.C
     assert seen.data.startswith(b"HTTP/1.1 200 ") and not seen.data.endswith(b"0\r\n\r\n")
     assert seen.got[-1][0] == pytest.approx(99.0)  # the last piece before the maximum
     assert seen.closed_at == pytest.approx(100.0)
+
+
+async def test_idle_h2_stream_is_reset_at_the_idle_timeout(autojump_clock: trio.abc.Clock) -> None:
+    """The same over an h2c connection: the response stream is reset ``IDLE_S`` after its
+    last byte, and the caller's connection stays up for its other streams."""
+
+    async def stalls(body: Body, writer: ResponseWriter) -> None:
+        await writer.send_head(Response(200, ()))
+        await trio.sleep(5.0)
+        await writer.send_data(b"first")
+        await trio.sleep_forever()
+
+    client_end, server_end = trio.testing.memory_stream_pair()
+    router = make_router(
+        {API: ("a",)},
+        cluster=ScriptedCluster(stalls),  # type: ignore[arg-type]
+        route_timeout=ROUTE_S,
+    )
+    client = H2Connection(client_end, client_side=True, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: serve_h2_connection(server_end, router, limits=LIMITS, local_site="a")
+        )
+        await nursery.start(client.serve)
+        start = trio.current_time()
+        stream = await client.open_stream(
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":authority", b"api.default.isthmus"),
+                (b":path", b"/"),
+            ],
+            end_stream=True,
+        )
+        assert dict(await stream.response_headers())[b":status"] == b"200"
+        assert await stream.receive_some() == b"first"
+        assert trio.current_time() - start == pytest.approx(5.0)
+        with pytest.raises(StreamReset):
+            await stream.receive_some()
+        assert trio.current_time() - start == pytest.approx(5.0 + IDLE_S)
+        assert client.statistics().open_streams == 0 and client.close_reason is None
+        await client.aclose()
+        nursery.cancel_scope.cancel()
