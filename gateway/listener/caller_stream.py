@@ -66,11 +66,21 @@ class CallerStream(trio.abc.HalfCloseableStream):
         self.aborted = False
         #: The kernel's send queue when it was last seen full (progress = it shrank).
         self._queued_mark: int | None = None
+        self._sending = False
 
     def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
         self.tcp.setsockopt(level, option, value)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:  # as trio.SocketStream: two writers would interleave their bytes
+            raise trio.BusyResourceError("another task is sending on this connection")
+        self._sending = True
+        try:
+            await self._send_all(data)
+        finally:
+            self._sending = False
+
+    async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
         sock = self.socket
         if sock.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
