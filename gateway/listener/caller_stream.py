@@ -11,10 +11,11 @@ it -- HTTP/1.1, h2c, TLS with either, L4 tunnels of CONNECT, SNI and service por
 * **Send progress.**  ``send_all`` fails with :class:`SendTimeout` (a
   ``trio.BrokenResourceError``, so every layer treats it as a caller that went away) when
   for ``send_timeout`` seconds the kernel took no byte from us *and* the caller
-  acknowledged none of those queued (``TIOCOUTQ`` did not shrink), and the socket is
-  closed at once with ``SO_LINGER`` {1, 0}: the caller gets a TCP RST and the kernel keeps
-  nothing.  Progress, not total time, is bounded: a slow but moving download is never cut
-  here, even when it frees the kernel's buffer too slowly to make the socket writable.
+  acknowledged less than :data:`MIN_PROGRESS_BYTES` of those queued (``TIOCOUTQ``), and the
+  socket is closed at once with ``SO_LINGER`` {1, 0}: the caller gets a TCP RST and the
+  kernel keeps nothing.  Progress, not total time, is bounded: a slow but moving download
+  is not cut here, even when it frees the kernel's buffer too slowly to make the socket
+  writable; a caller taking a byte a second is.
 * **Abortive close after an error.**  A connection that ends after an error (``failed``:
   a response cut short, a broken tunnel, a handler that raised) is closed with RST when
   the kernel still holds data for the caller (``TIOCOUTQ``): that data is a partial
@@ -28,6 +29,7 @@ import array
 import contextlib
 import errno
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -37,6 +39,9 @@ import trio
 __all__ = ["CallerStream", "SendTimeout", "mark_failed", "unsent_bytes"]
 
 _LINGER_ABORT = struct.pack("ii", 1, 0)
+#: What a caller must take per ``send_timeout`` while our sends are blocked, so that a slow
+#: but real reader keeps its connection (16 KiB in 30 s: about 550 bytes/s).
+MIN_PROGRESS_BYTES = 16 * 1024
 
 
 class SendTimeout(trio.BrokenResourceError):
@@ -81,6 +86,9 @@ class CallerStream(trio.abc.HalfCloseableStream):
             self._sending = False
 
     async def _send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """trio's own loop (try a non-blocking send first, wait for writability only when
+        the kernel's buffer is full), with the timer only on that slow path: a cancel scope
+        per send would cost a relay about a tenth of its bytes per CPU-second."""
         sock = self.socket
         if sock.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
@@ -88,37 +96,51 @@ class CallerStream(trio.abc.HalfCloseableStream):
             if not view:
                 await self.tcp.send_all(b"")
                 return
-            total = 0
-            deadline = trio.current_time() + self.send_timeout
-            while total < len(view):
-                with trio.move_on_at(deadline) as scope, view[total:] as remaining:
-                    try:
-                        sent = await sock.send(remaining)
-                    except OSError as exc:
-                        if exc.errno == errno.EBADF:
-                            raise trio.ClosedResourceError("socket was closed") from None
-                        raise trio.BrokenResourceError(f"send failed: {exc}") from exc
-                if scope.cancelled_caught:
-                    if self._caller_took_bytes():
-                        deadline = trio.current_time() + self.send_timeout
-                        continue
+            await trio.lowlevel.checkpoint_if_cancelled()
+            total = self._write(view)
+            if total == len(view):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            # The kernel's buffer is full: from here the caller has send_timeout to make room.
+            self._queued_mark = unsent_bytes(sock)
+            while True:  # one pass per send_timeout period without progress
+                with trio.CancelScope(deadline=trio.current_time() + self.send_timeout) as scope:
+                    while total < len(view):
+                        await trio.lowlevel.wait_writable(sock)
+                        with view[total:] as remaining:
+                            sent = self._write(remaining)
+                        total += sent
+                        if sent and total < len(view):  # full again: time it from here
+                            self._queued_mark = unsent_bytes(sock)
+                            scope.deadline = trio.current_time() + self.send_timeout
+                    return
+                if not self._caller_took_enough():
                     self.abort()
                     raise SendTimeout(
                         f"caller took no data for {self.send_timeout}s: connection reset"
                     )
-                total += sent
-                if total < len(view):  # the kernel's buffer is full: note how full
-                    self._queued_mark = unsent_bytes(sock)
-                deadline = trio.current_time() + self.send_timeout
 
-    def _caller_took_bytes(self) -> bool:
-        """Progress while no send could go out: the caller acknowledged queued bytes since the
-        last look (a slow reader frees the kernel's buffer in small steps, too small to make
-        the socket writable).  The first look, with nothing to compare, counts as progress."""
+    def _write(self, view: memoryview) -> int:
+        """One non-blocking send (``os.write`` on the socket's descriptor: no ``SIGPIPE``
+        in Python); 0 when the kernel's buffer is full."""
+        try:
+            return os.write(self.socket.fileno(), view)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise trio.ClosedResourceError("socket was closed") from None
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+
+    def _caller_took_enough(self) -> bool:
+        """Progress while no send could go out: since the kernel last took bytes from us, the
+        caller acknowledged at least :data:`MIN_PROGRESS_BYTES` of those it holds.  A slow
+        reader frees the kernel's buffer in steps too small to make the socket writable (a
+        third of a buffer of megabytes), yet it is reading; one taking a byte a second is
+        not.  No earlier look to compare with counts as progress once."""
         queued = unsent_bytes(self.socket)
-        took = self._queued_mark is None or queued < self._queued_mark
-        self._queued_mark = queued
-        return took
+        mark, self._queued_mark = self._queued_mark, queued
+        return mark is None or mark - queued >= MIN_PROGRESS_BYTES
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.tcp.wait_send_all_might_not_block()

@@ -74,7 +74,9 @@ def _refuse(stream: trio.SocketStream) -> None:
 async def _run(handler: ConnectionHandler, stream: CallerStream, cap: ConnectionCap) -> None:
     try:
         await handler(stream)
-    except Exception:  # a bug must cost this connection, never the listener
+    except* Exception:  # a bug must cost this connection, never the listener
+        # ``except*``: errors that come in a group with the Cancelled of a listener being
+        # shut down are handled here; the Cancelled part goes on to its cancel scope.
         stream.failed = True
         log.exception("connection handler failed")
     finally:
@@ -174,9 +176,9 @@ async def relay_l4(
             read_size=limits.tunnel_buffer_bytes,
             idle_timeout=limits.idle_timeout_s,
         )
-    except Exception as exc:
+    except* Exception as group:  # errors only; a Cancelled in the group goes on
         mark_failed(downstream)
-        log.debug("%s relay ended: %r", what, exc)
+        log.debug("%s relay ended: %r", what, group.exceptions)
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(upstream)

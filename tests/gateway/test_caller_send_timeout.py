@@ -232,21 +232,64 @@ async def test_sni_caller_that_never_reads_is_reset() -> None:
 
 
 async def test_a_slow_caller_that_keeps_reading_is_not_cut() -> None:
-    """Progress, not total time, is bounded: a caller that reads a little every half of the
-    send timeout gets its bytes for many send timeouts in a row."""
+    """Progress, not total time, is bounded: a caller that drains its (small) buffer four
+    times per send timeout keeps its connection for many send timeouts in a row, although
+    it frees the gateway's kernel buffer too slowly to make the socket writable again."""
     async with _http_gateway() as port:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         async with stream:
             await stream.send_all(b"GET /big HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n")
             got = 0
             with trio.fail_after(HANG_GUARD_S * 2):
-                for _ in range(8):  # 8 pauses of half the timeout: 2 timeouts in total
-                    await trio.sleep(SEND_TIMEOUT_S / 2)
-                    data = await stream.receive_some(65536)
+                for _ in range(16):  # 16 pauses of a quarter of the timeout: 4 timeouts
+                    await trio.sleep(SEND_TIMEOUT_S / 4)
+                    data = await stream.receive_some(1 << 20)
                     assert data, "the gateway closed a caller that was reading"
                     got += len(data)
     assert got > 0
+
+
+async def test_a_caller_taking_a_byte_at_a_time_is_reset() -> None:
+    """The case from the field: a reader that takes a byte now and then.  It never lets the
+    gateway send more, and acknowledges next to nothing: reset, like one that never reads."""
+    async with _http_gateway() as port:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            await sock.connect(("127.0.0.1", port))
+            await sock.send(b"GET /big HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n")
+            with trio.fail_after(HANG_GUARD_S):
+                for _ in range(100_000):
+                    if _tcp_state(sock) == TCP_CLOSE:
+                        break
+                    await trio.sleep(SEND_TIMEOUT_S / 5)
+                    assert await sock.recv(1)
+            assert _kernel_sockets(port, sock.getsockname()[1]) == []
+            with pytest.raises(ConnectionResetError):
+                for _ in range(1000):
+                    if not await sock.recv(65536):
+                        break
+
+
+async def test_a_caller_draining_less_than_the_minimum_is_reset() -> None:
+    """A reader that does take bytes, a couple of KiB per send timeout (its whole tiny
+    buffer twice per timeout), but less than ``MIN_PROGRESS_BYTES``: reset."""
+    async with _http_gateway() as port:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            await sock.connect(("127.0.0.1", port))
+            await sock.send(b"GET /big HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n")
+            taken = 0
+            with trio.fail_after(HANG_GUARD_S):
+                for _ in range(100_000):
+                    if _tcp_state(sock) == TCP_CLOSE:
+                        break
+                    await trio.sleep(SEND_TIMEOUT_S / 2)
+                    taken += len(await sock.recv(65536))
+            assert taken > 0  # it did read, just too little
+            assert _kernel_sockets(port, sock.getsockname()[1]) == []
 
 
 async def test_unsent_bytes_reports_the_kernel_send_queue() -> None:
