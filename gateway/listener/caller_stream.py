@@ -45,7 +45,7 @@ MIN_PROGRESS_BYTES = 16 * 1024
 
 
 class SendTimeout(trio.BrokenResourceError):
-    """The caller took no byte for ``send_timeout`` seconds; its connection was reset."""
+    """The caller took (next to) nothing for ``send_timeout`` seconds; it was reset."""
 
 
 def unsent_bytes(sock: trio.socket.SocketType) -> int:
@@ -69,7 +69,7 @@ class CallerStream(trio.abc.HalfCloseableStream):
         self.failed = False
         #: Closed with RST (send timeout or abortive close).
         self.aborted = False
-        #: The kernel's send queue when it was last seen full (progress = it shrank).
+        #: The kernel's send queue when it last took bytes from us and was then full.
         self._queued_mark: int | None = None
         self._sending = False
 
@@ -137,7 +137,7 @@ class CallerStream(trio.abc.HalfCloseableStream):
         caller acknowledged at least :data:`MIN_PROGRESS_BYTES` of those it holds.  A slow
         reader frees the kernel's buffer in steps too small to make the socket writable (a
         third of a buffer of megabytes), yet it is reading; one taking a byte a second is
-        not.  No earlier look to compare with counts as progress once."""
+        not."""
         queued = unsent_bytes(self.socket)
         mark, self._queued_mark = self._queued_mark, queued
         return mark is None or mark - queued >= MIN_PROGRESS_BYTES
