@@ -145,6 +145,8 @@ async def serve_gateway(
         route_timeout=lim.route_timeout_s,
         tunnel_idle_timeout=lim.idle_timeout_s,
         tunnel_buffer_bytes=lim.tunnel_buffer_bytes,
+        stream_idle_timeout=lim.stream_idle_timeout_s,
+        max_stream_duration=lim.max_stream_duration_s,
     )
     peering = Peering(
         local_site=config.site.name,
@@ -163,6 +165,7 @@ async def serve_gateway(
         local=cluster,
         route_timeout=lim.route_timeout_s,
         known=known_services(catalog, peering.imports),
+        peer_sites=[p.name for p in config.peers],
     )
     gw = Gateway(config, identity, catalog, peering)
     async with trio.open_nursery() as nursery:

@@ -20,9 +20,10 @@ Theory of operation
 4. HTTP goes through :mod:`gateway.upstream.endpoint_h1` or ``endpoint_h2`` as the endpoint's
    ``protocol`` says; an endpoint that speaks ``tcp``/``tls`` cannot take an HTTP request
    (502).  L4 (:meth:`LocalCluster.open_l4`) is a plain TCP connection to any endpoint.
-5. The whole exchange runs under ``ctx.deadline``; when it passes, :class:`UpstreamTimeout`
-   (504) is raised -- before the response head the caller answers 504, after it the caller
-   can only reset.
+5. The exchange runs under an :class:`~gateway.http.exchange_timer.ExchangeTimer`:
+   ``ctx.deadline`` until the response head (then :class:`UpstreamTimeout`, 504), after it
+   ``ctx.idle_timeout`` and ``ctx.max_deadline`` (then ``StreamTimeout``: the caller can
+   only reset).  A streamed body is never cut by the route timeout.
 
 Errors raised *before* ``writer.send_head`` that may be retried elsewhere (another site) are
 :class:`~gateway.upstream.pool.UpstreamUnavailable` subclasses: :class:`NoHealthyEndpoint`
@@ -44,6 +45,7 @@ from discovery.watch import Watch
 from gateway.cluster.lb import round_robin
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
+from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.websocket import UpgradeNotSupported
 from gateway.upstream.endpoint_h1 import forward_h1
 from gateway.upstream.endpoint_h2 import forward_h2
@@ -159,7 +161,10 @@ class LocalCluster:
         request = for_endpoint(
             request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
         )
-        with trio.move_on_at(ctx.deadline) as scope:
+        timer = ExchangeTimer(ctx)
+        writer = timer.writer(writer)
+        body = timer.body(body)
+        with timer.scope as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
                 forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
@@ -178,6 +183,9 @@ class LocalCluster:
             assert failure is not None
             raise failure
         if scope.cancelled_caught:
+            cut = timer.expired(f"{service} in site {self.local_site}")
+            if cut is not None:
+                raise cut
             raise UpstreamTimeout(
                 f"{service} in site {self.local_site} did not answer before the deadline"
             )

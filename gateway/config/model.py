@@ -256,7 +256,16 @@ class LimitsConfig:
     idle_timeout_s: float = field(default=300.0, metadata={"min": 0.01})
     tls_handshake_timeout_s: float = field(default=10.0, metadata={"min": 0.01})
     max_connections: int = field(default=10_000, metadata={"min": 1})
+    # Time to the response *head* (504 when it passes); a streaming body is bounded by
+    # ``stream_idle_timeout_s`` (no byte either way) and ``max_stream_duration_s`` instead.
     route_timeout_s: float = field(default=15.0, metadata={"min": 0.01})
+    stream_idle_timeout_s: float = field(default=300.0, metadata={"min": 0.01})
+    # The longest an exchange may last, head and body; unset: no maximum.  Per route once
+    # traffic config has routes.
+    max_stream_duration_s: float | None = field(default=None, metadata={"min": 0.01})
+    # A caller that takes no byte of what the gateway sends for this long has its connection
+    # closed abortively (RST), so no kernel send queue is left behind.
+    send_timeout_s: float = field(default=30.0, metadata={"min": 0.01})
     # Links between gateways carry many tunnels of bulk data between trusted peers: larger
     # windows and frames than for callers (measured: 64 KiB windows cap a tunnel at ~60 MB/s
     # on loopback, 1 MiB about doubles it).  Still bounded: at most the connection window of

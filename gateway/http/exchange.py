@@ -20,6 +20,7 @@ anyone else (:data:`INTERNAL_HEADERS`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -144,15 +145,19 @@ class CallContext:
 
     ``caller_id`` is the SPIFFE ID the original caller authenticated with (mTLS to its local
     gateway), or None for a plain-text local caller.  ``caller_site`` is the site where the
-    request entered the overlay.  ``deadline`` is in ``trio.current_time()`` units.
-    ``from_peer`` is the site of the peer gateway that handed us the request (None when the
-    caller is local).
+    request entered the overlay.  ``deadline`` (``trio.current_time()`` units) bounds the
+    time to the response *head*; once it went out, ``idle_timeout`` bounds the time with no
+    byte moving either way (None: no bound) and ``max_deadline`` the whole exchange (see
+    :mod:`gateway.http.exchange_timer`).  ``from_peer`` is the site of the peer gateway
+    that handed us the request (None when the caller is local).
     """
 
     caller_site: str
     caller_id: SpiffeId | None
     deadline: float
     from_peer: str | None = None
+    idle_timeout: float | None = None
+    max_deadline: float = math.inf
 
 
 class Body(Protocol):

@@ -17,7 +17,8 @@ Theory of operation (one stream, in order; the first failure answers and ends th
    gateway: ``isthmus-caller-site`` (default: the peer's site; any other site -> 403, since a
    request crosses one link and a peer vouches for its own callers only),
    ``isthmus-caller-id`` (a strict SPIFFE ID; malformed -> 400) and ``isthmus-deadline-ms``
-   (capped by ``route_timeout``).
+   (capped by ``route_timeout``; like it, it bounds the time to the response head only --
+   a streamed body is bounded by ``stream_idle_timeout`` and ``max_stream_duration``).
    ``from_peer`` is always the authenticated peer site, never a header.
 4. **Export consent**: the peer reaches only endpoints exported to it
    (:func:`~overlay.federation.export.consents`).  A service with no endpoint exported to
@@ -71,6 +72,7 @@ from gateway.http.exchange import (
     Request,
     Response,
 )
+from gateway.http.exchange_timer import with_stream_limits
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
 from gateway.http.headers import MalformedHeaders, error_response, strip_connection_specific
 from gateway.http.transcode import h2_request_to_h1
@@ -115,6 +117,8 @@ def parse_context(
     peer_site: str,
     now: float,
     route_timeout: float,
+    idle_timeout: float | None = None,
+    max_duration: float | None = None,
 ) -> CallContext:
     """The call context a peer gateway vouches for (see step 3 of the module docstring)."""
     site_raw = _one(headers, CALLER_SITE_HEADER)
@@ -142,9 +146,12 @@ def parse_context(
         if _DEADLINE_RE.fullmatch(deadline_raw) is None:
             raise BadInternalHeader("isthmus-deadline-ms must be 1 to 12 digits")
         budget = min(budget, int(deadline_raw) / 1000.0)
-    return CallContext(
+    ctx = CallContext(
         caller_site=caller_site, caller_id=caller_id, deadline=now + budget, from_peer=peer_site
     )
+    # The carried deadline bounds the response head only; the stream limits are this
+    # gateway's own, counted from the stream's arrival.
+    return with_stream_limits(ctx, now=now, idle_timeout=idle_timeout, max_duration=max_duration)
 
 
 def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
@@ -186,6 +193,8 @@ class EastWestHandler:
         clock: Callable[[], float] = trio.current_time,
         tunnel_idle_timeout: float | None = 300.0,
         tunnel_buffer_bytes: int = 64 * 1024,
+        stream_idle_timeout: float | None = 300.0,
+        max_stream_duration: float | None = None,
     ) -> None:
         self.local_site = local_site
         self.mesh_domain = mesh_domain
@@ -195,6 +204,8 @@ class EastWestHandler:
         self.route_timeout = route_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.tunnel_buffer_bytes = tunnel_buffer_bytes
+        self.stream_idle_timeout = stream_idle_timeout
+        self.max_stream_duration = max_stream_duration
         self._clock = clock
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
@@ -212,6 +223,8 @@ class EastWestHandler:
                 peer_site=peer_site,
                 now=self._clock(),
                 route_timeout=self.route_timeout,
+                idle_timeout=self.stream_idle_timeout,
+                max_duration=self.max_stream_duration,
             )
             service = self._admit(request, ctx, peer_site)
 

@@ -22,8 +22,10 @@ connection:
 4. Each request becomes a :class:`~gateway.http.exchange.Request`: caller-set ``isthmus-*``
    headers are removed first (only gateways may set them), an absolute-form target is HTTP
    proxy mode (its authority is the route), ``CONNECT <l7-address>:<port>`` opens an L4 tunnel
-   (``router.open_l4``) and splices the connection to it.  A :class:`CallContext` carries the
-   local site, the caller ID and the deadline ``now + route_timeout``.
+   (``router.open_l4``) and splices the connection to it.  A ``CallContext`` carries the
+   local site, the caller ID, the deadline to the response head ``now + route_timeout`` and
+   the stream limits that apply after it (``stream_idle_timeout_s``,
+   ``max_stream_duration_s``).
 5. Errors become responses in one place (``error_response`` via ``send_error`` on HTTP/1.1,
    the same mapping as an HTTP/2 response); after a response head went out an error can only
    close the connection (HTTP/1.1) or reset the stream (HTTP/2).
@@ -39,7 +41,7 @@ from dataclasses import replace
 
 import trio
 
-from discovery.errors import H2_INTERNAL_ERROR, IsthmusError
+from discovery.errors import H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
 from discovery.log_limit import LogLimiter
 from discovery.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig, ListenerConfig
@@ -65,7 +67,8 @@ from gateway.http.transcode import (
     parse_proxy_target,
 )
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.caller_stream import CallerStream, mark_failed
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router, RouteTimeout
 from gateway.splice import PrefixedStream
 from overlay.identity.rotation import Identity
@@ -76,7 +79,7 @@ from overlay.link.h2_connection import H2Connection
 from overlay.link.h2_limits import H2Limits
 from overlay.link.link import tls_rejection_cause
 from overlay.link.tls_stream import TLSStream
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.tunnel.h2_stream import ConnectionGone, H2Stream
 
 log = logging.getLogger("isthmus.listener.http")
 
@@ -158,7 +161,7 @@ class DownstreamTls:
         return self._cached
 
 
-def caller_identity(stream: TLSStream[trio.SocketStream], state: IdentityState) -> SpiffeId | None:
+def caller_identity(stream: TLSStream[CallerStream], state: IdentityState) -> SpiffeId | None:
     """The SPIFFE ID of a caller that presented a certificate; raises PeerRejected if it does
     not verify against its own trust domain's bundle."""
     presented, verified = peer_chain_der(stream.ssl_object)
@@ -256,7 +259,8 @@ async def serve_h1_connection(
                 return
             if head is None:
                 return
-            ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
+            ctx = call_context(limits, local_site, caller_id)
+            writer: H1ResponseWriter | None = None
             try:
                 request = request_from_h1(head, scheme=scheme, target=target)
                 if requested_upgrade(head) is not None:  # raises 501 for all but websocket
@@ -281,16 +285,21 @@ async def serve_h1_connection(
                         raise
                     await relay_l4(stream, upstream, limits, what="CONNECT")
                     return
-                await router.forward(request, h1_body(conn, head), H1ResponseWriter(conn), ctx)
+                writer = H1ResponseWriter(conn)
+                await router.forward(request, h1_body(conn, head), writer, ctx)
             except IsthmusError as exc:
                 log.debug("request failed: %r", exc)
+                if writer is not None and writer.head_sent:
+                    mark_failed(stream)  # a response cut short: never a clean ending
                 await conn.send_error(exc)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("caller went away: %r", exc)  # nobody left to answer
+                mark_failed(stream)
                 return
             except Exception as exc:
                 log.exception("request failed unexpectedly")
+                mark_failed(stream)
                 await conn.send_error(exc)
                 return
             if not conn.keep_alive:
@@ -385,7 +394,7 @@ async def serve_h2_stream(
 ) -> None:
     """Serve one HTTP/2 request from a local caller."""
     writer = H2ResponseWriter(stream)
-    ctx = CallContext(local_site, caller_id, trio.current_time() + limits.route_timeout_s)
+    ctx = call_context(limits, local_site, caller_id)
     try:
         h2_request_to_h1(stream.request_headers)  # RFC 9113 8.1.1: malformed is never forwarded
         request = request_from_h2_block(tuple(stream.request_headers))
@@ -432,6 +441,13 @@ async def serve_h2_connection(
             h2_stream, router, limits=limits, local_site=local_site, caller_id=caller_id
         )
 
+    def on_close(reason: ConnectionGone) -> None:
+        # A connection closed with an error code (protocol error, flood) may still have bytes
+        # queued for a caller that does not read: close it with RST then.  (A broken
+        # transport is closed already; a send timeout reset it.)
+        if reason.error_code != H2_NO_ERROR:
+            mark_failed(stream)
+
     conn = H2Connection(
         stream,
         client_side=False,
@@ -439,6 +455,7 @@ async def serve_h2_connection(
         limits=h2_limits(limits),
         ping_interval=None,
         idle_timeout=limits.idle_timeout_s,
+        on_close=on_close,
     )
     await conn.serve()
 
@@ -449,7 +466,7 @@ async def serve_h2_connection(
 
 
 async def serve_http_connection(
-    tcp: trio.SocketStream,
+    tcp: CallerStream,
     router: Router,
     *,
     tls: DownstreamTls | None,
@@ -464,7 +481,7 @@ async def serve_http_connection(
 
 
 async def _serve_http_connection(
-    tcp: trio.SocketStream,
+    tcp: CallerStream,
     router: Router,
     *,
     tls: DownstreamTls | None,
@@ -529,7 +546,7 @@ async def serve_http_listener(
         tls = DownstreamTls(identity)
         tls.context()  # fail at start-up, not on the first caller
 
-    async def on_connection(tcp: trio.SocketStream) -> None:
+    async def on_connection(tcp: CallerStream) -> None:
         await serve_http_connection(tcp, router, tls=tls, limits=limits, local_site=local_site)
 
     await serve_tcp(
@@ -537,5 +554,6 @@ async def serve_http_listener(
         host=str(config.address),
         port=config.port,
         max_connections=limits.max_connections,
+        send_timeout=limits.send_timeout_s,
         task_status=task_status,
     )

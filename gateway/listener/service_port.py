@@ -15,19 +15,19 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
-from gateway.http.exchange import CallContext
+from gateway.listener.caller_stream import CallerStream
 from gateway.listener.http import serve_h1_connection
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.service_port")
 
 
 async def serve_tcp_service_connection(
-    tcp: trio.SocketStream, router: Router, target: bytes, *, limits: LimitsConfig, local_site: str
+    tcp: CallerStream, router: Router, target: bytes, *, limits: LimitsConfig, local_site: str
 ) -> None:
     """Relay one connection to ``target`` over an L4 tunnel (closed if it cannot be set up)."""
-    ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+    ctx = call_context(limits, local_site)
     try:
         upstream = await router.open_l4(target, ctx)
     except IsthmusError as exc:
@@ -47,7 +47,7 @@ async def serve_service_port(
     """Run one service port until cancelled; ``started`` gets the bound port."""
     target = config.target.encode("ascii")
 
-    async def on_connection(tcp: trio.SocketStream) -> None:
+    async def on_connection(tcp: CallerStream) -> None:
         if config.protocol == "tcp":
             await serve_tcp_service_connection(
                 tcp, router, target, limits=limits, local_site=local_site
@@ -62,5 +62,6 @@ async def serve_service_port(
         host=str(config.address),
         port=config.port,
         max_connections=limits.max_connections,
+        send_timeout=limits.send_timeout_s,
         task_status=task_status,
     )

@@ -19,9 +19,9 @@ import trio
 
 from discovery.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ListenerConfig
-from gateway.http.exchange import CallContext
+from gateway.listener.caller_stream import CallerStream
 from gateway.listener.sni_peek import read_client_hello
-from gateway.listener.tcp import relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.sni")
@@ -30,12 +30,12 @@ SNI_PORT = 443
 
 
 async def serve_sni_connection(
-    tcp: trio.SocketStream, router: Router, *, limits: LimitsConfig, local_site: str
+    tcp: CallerStream, router: Router, *, limits: LimitsConfig, local_site: str
 ) -> None:
     """Route one TLS connection by its SNI and relay it untouched."""
     try:
         sni, hello = await read_client_hello(tcp, timeout_s=limits.tls_handshake_timeout_s)
-        ctx = CallContext(local_site, None, trio.current_time() + limits.route_timeout_s)
+        ctx = call_context(limits, local_site)
         upstream = await router.open_l4(b"%s:%d" % (sni.encode("ascii"), SNI_PORT), ctx)
     except IsthmusError as exc:
         log.debug("SNI connection refused: %r", exc)
@@ -53,7 +53,7 @@ async def serve_sni_listener(
 ) -> None:
     """Run an ``sni`` listener until cancelled; ``started`` gets the bound port."""
 
-    async def on_connection(tcp: trio.SocketStream) -> None:
+    async def on_connection(tcp: CallerStream) -> None:
         await serve_sni_connection(tcp, router, limits=limits, local_site=local_site)
 
     await serve_tcp(
@@ -61,5 +61,6 @@ async def serve_sni_listener(
         host=str(config.address),
         port=config.port,
         max_connections=limits.max_connections,
+        send_timeout=limits.send_timeout_s,
         task_status=task_status,
     )

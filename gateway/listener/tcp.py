@@ -11,6 +11,11 @@ the connections already open are not touched.  A handler's own failure is logged
 that connection only, never the listener.  Running out of file descriptors (``EMFILE``...) is
 a capacity problem, not a crash: the loop pauses briefly and accepts again (as trio's
 ``serve_listeners`` does).
+
+Every accepted socket reaches its handler as a
+:class:`~gateway.listener.caller_stream.CallerStream`: sends to the caller are bounded by
+``send_timeout`` (no progress -> RST), and a connection that ends after an error is closed
+abortively when the kernel still holds data for the caller.
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from discovery.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
+from gateway.http.exchange import CallContext
+from gateway.http.exchange_timer import with_stream_limits
+from gateway.listener.caller_stream import CallerStream, mark_failed
 from gateway.splice import splice
 from overlay.link.socket_opts import tune_relay_socket
 
 log = logging.getLogger("isthmus.listener")
 
-ConnectionHandler = Callable[[trio.SocketStream], Awaitable[None]]
+ConnectionHandler = Callable[[CallerStream], Awaitable[None]]
 
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_SLEEP_S = 0.1
@@ -62,10 +71,13 @@ def _refuse(stream: trio.SocketStream) -> None:
     sock.close()
 
 
-async def _run(handler: ConnectionHandler, stream: trio.SocketStream, cap: ConnectionCap) -> None:
+async def _run(handler: ConnectionHandler, stream: CallerStream, cap: ConnectionCap) -> None:
     try:
         await handler(stream)
-    except Exception:  # a bug must cost this connection, never the listener
+    except* Exception:  # a bug must cost this connection, never the listener
+        # ``except*``: errors that come in a group with the Cancelled of a listener being
+        # shut down are handled here; the Cancelled part goes on to its cancel scope.
+        stream.failed = True
         log.exception("connection handler failed")
     finally:
         cap.active -= 1
@@ -78,6 +90,7 @@ async def _accept_loop(
     handler: ConnectionHandler,
     cap: ConnectionCap,
     nursery: trio.Nursery,
+    send_timeout: float,
 ) -> None:
     while True:
         try:
@@ -95,7 +108,7 @@ async def _accept_loop(
         tune_relay_socket(stream)
         cap.active += 1
         cap.accepted += 1
-        nursery.start_soon(_run, handler, stream, cap)
+        nursery.start_soon(_run, handler, CallerStream(stream, send_timeout=send_timeout), cap)
 
 
 async def serve_tcp(
@@ -104,22 +117,38 @@ async def serve_tcp(
     host: str,
     port: int,
     max_connections: int,
+    send_timeout: float,
     cap: ConnectionCap | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on ``host:port`` (0 picks one; ``started`` gets the bound port) until cancelled,
-    running ``handler`` per connection, at most ``max_connections`` at a time."""
+    running ``handler`` per connection, at most ``max_connections`` at a time; a caller that
+    takes no sent byte for ``send_timeout`` seconds is reset."""
     cap = cap if cap is not None else ConnectionCap(max_connections)
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, handler, cap, nursery)
+                nursery.start_soon(_accept_loop, listener, handler, cap, nursery, send_timeout)
             task_status.started(listeners[0].socket.getsockname()[1])
     finally:
         for listener in listeners:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
+
+
+def call_context(
+    limits: LimitsConfig, local_site: str, caller_id: SpiffeId | None = None
+) -> CallContext:
+    """The context of a request or flow a local caller starts now: the route timeout to the
+    response head, then the stream limits (:mod:`gateway.http.exchange_timer`)."""
+    now = trio.current_time()
+    return with_stream_limits(
+        CallContext(local_site, caller_id, now + limits.route_timeout_s),
+        now=now,
+        idle_timeout=limits.stream_idle_timeout_s,
+        max_duration=limits.max_stream_duration_s,
+    )
 
 
 async def relay_l4(
@@ -135,7 +164,8 @@ async def relay_l4(
     The one relay every L4 entry shares (HTTP ``CONNECT``, SNI, TCP service ports):
     ``first`` (e.g. a peeked ClientHello) goes upstream before anything else; each direction
     holds at most ``limits.tunnel_buffer_bytes``; ``limits.idle_timeout_s`` ends an idle
-    tunnel.  Either side failing ends the relay -- there is nobody left to tell.
+    tunnel.  Either side failing ends the relay -- there is nobody left to tell -- and
+    marks the caller's connection failed (closed with RST if bytes are still queued for it).
     """
     try:
         if first:
@@ -146,8 +176,9 @@ async def relay_l4(
             read_size=limits.tunnel_buffer_bytes,
             idle_timeout=limits.idle_timeout_s,
         )
-    except Exception as exc:
-        log.debug("%s relay ended: %r", what, exc)
+    except* Exception as group:  # errors only; a Cancelled in the group goes on
+        mark_failed(downstream)
+        log.debug("%s relay ended: %r", what, group.exceptions)
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(upstream)

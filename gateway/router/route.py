@@ -5,26 +5,32 @@ Theory of operation
 ``forward`` (an :data:`~gateway.http.exchange.Upstream`) and ``open_l4`` share one walk:
 
 1. parse the authority as an L7 address of this mesh; anything else is a 404 that names it;
-2. ask the latest :class:`~overlay.federation.view.RouteView` for the sites that can serve
+2. an address pinned to a site that is neither this one nor a configured peer is a 404
+   (unknown site): no configuration change short of adding that peer could make it work,
+   unlike a configured peer that is down (503);
+3. ask the latest :class:`~overlay.federation.view.RouteView` for the sites that can serve
    it, in failover order (a pinned address yields at most its own site); none: 404 if no site
    knows the service at all, 503 if it is known but nothing healthy serves it;
-3. try each site in turn: the local site goes to the :class:`LocalCluster`, a peer site to a
+4. try each site in turn: the local site goes to the :class:`LocalCluster`, a peer site to a
    tunnel on its link (``outbound(site)``; ``None`` means the link is down: skipped at once);
-4. a failure moves on to the next site only when :mod:`gateway.router.failover` says so
+5. a failure moves on to the next site only when :mod:`gateway.router.failover` says so
    (nothing of the body consumed, no response head sent, and the site did no work);
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
 
-The whole route is bounded by ``ctx.deadline`` (set by the listener at ``now +
-route_timeout``; never later than the router's own ``route_timeout`` from now); running past
-it is a 504.  ``open_l4`` bounds only the set-up (connect, ``CONNECT`` answered): an
-established L4 tunnel lives as long as its bytes flow.  ``open_websocket`` is the same walk for
-a WebSocket handshake: bounded until the endpoint answered, then a tunnel like L4; a refusal
-(the endpoint answered something other than 101) stands, it is the caller's answer.
+The route to the response *head* is bounded by ``ctx.deadline`` (set by the listener at
+``now + route_timeout``; never later than the router's own ``route_timeout`` from now);
+running past it is a 504.  Once the head went out, a streamed body lives as long as bytes
+move (``ctx.idle_timeout``), up to ``ctx.max_deadline``
+(:class:`~gateway.http.exchange_timer.ExchangeTimer`).  ``open_l4`` bounds only the
+set-up (connect, ``CONNECT`` answered): an established L4 tunnel lives as long as its bytes
+flow.  ``open_websocket`` is the same walk for a WebSocket handshake: bounded until the
+endpoint answered, then a tunnel like L4; a refusal (the endpoint answered something other
+than 101) stands, it is the caller's answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Protocol
 
@@ -42,6 +48,7 @@ from gateway.http.exchange import (
     ResponseWriter,
     UpgradeResult,
 )
+from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.headers import Headers
 from gateway.router.failover import (
     IDEMPOTENT_METHODS,
@@ -182,12 +189,15 @@ class Router:
         route_timeout: float = 15.0,
         clock: Callable[[], float] = trio.current_time,
         known: Callable[[ServiceName], bool] | None = None,
+        peer_sites: Collection[str] | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
         local cluster has endpoints) answers 404 for a known service that is down.
 
-        ``outbound(site)`` is ``Peering.outbound``; ``routes`` is ``Peering.routes``."""
+        ``outbound(site)`` is ``Peering.outbound``; ``routes`` is ``Peering.routes``.
+        ``peer_sites``: the configured peers' names; an address pinned to any other site
+        (not this one) is a 404.  None skips that check (tests of other parts)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -196,6 +206,7 @@ class Router:
         self.route_timeout = route_timeout
         self.clock = clock
         self.known = known if known is not None else local.has_endpoints
+        self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -209,6 +220,17 @@ class Router:
                 f"{text!r} is not a service address of this mesh "
                 f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
             ) from None
+        pinned = address.site
+        if (
+            pinned is not None
+            and pinned != self.local_site
+            and self.peer_sites is not None
+            and pinned not in self.peer_sites
+        ):
+            raise UnknownAddress(
+                f"{text!r} names site {pinned!r}, which is neither this site "
+                f"({self.local_site!r}) nor a configured peer (unknown site)"
+            )
         sites = candidate_sites(self.routes.latest.sites_for(address))
         if not sites:
             if not self.known(address.service_name):
@@ -230,11 +252,13 @@ class Router:
         """Route ``request`` by its authority; the response goes to ``writer``."""
         address, _port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
+        timer = ExchangeTimer(ctx)
+        writer = timer.writer(writer)
         # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
         # to send the request head with END_STREAM, without a body task.
-        tracked = body if isinstance(body, EmptyBody) else _TrackedBody(body)
+        tracked = body if isinstance(body, EmptyBody) else _TrackedBody(timer.body(body))
         attempts: list[Attempt] = []
-        with trio.move_on_at(ctx.deadline) as scope:
+        with timer.scope as scope:
             for site in sites:
                 try:
                     if site == self.local_site:
@@ -268,7 +292,10 @@ class Router:
                         raise
                     attempts.append(Attempt(site, _reason(exc)))
         if scope.cancelled_caught:
-            raise RouteTimeout(f"{address}: no complete response within the route timeout")
+            cut = timer.expired(str(address))
+            if cut is not None:
+                raise cut
+            raise RouteTimeout(f"{address}: no response head within the route timeout")
         raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
 
     # -- L4 ------------------------------------------------------------------------------------

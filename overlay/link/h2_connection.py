@@ -104,6 +104,7 @@ class H2Connection(H2StreamIO):
         ping_timeout: float = 5.0,
         idle_timeout: float | None = None,
         ping_at_once: bool = False,
+        on_close: Callable[[ConnectionGone], None] | None = None,
     ) -> None:
         """Wrap ``transport`` (already authenticated, e.g. a trio.SSLStream with ALPN h2).
 
@@ -115,6 +116,8 @@ class H2Connection(H2StreamIO):
         after that long without an open stream (None: never; links rely on PING instead).
         ``ping_at_once``: send the first PING as soon as the connection serves (links do, so
         :meth:`wait_ping_answered` tells early that the peer really talks HTTP/2 to us).
+        ``on_close(reason)`` runs just before the transport is closed (a listener uses it to
+        close a caller's socket abortively after an error).
         """
         if client_side == (handler is not None):
             raise ValueError("a server-role connection needs a handler; a client-role one none")
@@ -129,6 +132,7 @@ class H2Connection(H2StreamIO):
         self._ping_at_once = ping_at_once
         self._ping_answered = trio.Event()
         self._idle_timeout = idle_timeout
+        self._on_close = on_close
         self._idle_since = 0.0
         lim = self.limits
         self._h2 = new_h2_state(client_side=client_side, limits=lim)
@@ -185,6 +189,8 @@ class H2Connection(H2StreamIO):
                 task_status.started()
         finally:
             self._finish(ConnectionGone("connection closed"))
+            if self._on_close is not None and self._close_reason is not None:
+                self._on_close(self._close_reason)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._transport)
 

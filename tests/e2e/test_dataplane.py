@@ -282,7 +282,8 @@ async def test_failover_when_a_gateway_dies_and_back_when_it_returns(tmp_path: P
 
 @pytest.mark.parametrize("caller", ["h1", "h2"])
 async def test_unhealthy_everywhere_is_503(tmp_path: Path, caller: str) -> None:
-    """A known address whose only site cannot serve it answers 503, not 404."""
+    """A known address whose only site cannot serve it answers 503, not 404; an address
+    pinned to a site that is neither this one nor a configured peer is 404 (unknown site)."""
     async with open_overlay(tmp_path, _topology(), services=True) as ov:
         await _converged(ov)
         await _until_ok(ov, "east", "api.payments.isthmus")
@@ -300,6 +301,15 @@ async def test_unhealthy_everywhere_is_503(tmp_path: Path, caller: str) -> None:
                 if status == 503:
                     break
                 await trio.sleep(0.2)
+        # The down peer stays 503 (known site); a site no one configured is 404, naming it.
+        for authority in ("api.payments.west.isthmus", "api.payments.no-such-site.isthmus"):
+            if caller == "h1":
+                reply = await _call(ov, "east", authority)
+            else:
+                reply = await h2_request(_addr(ov, "east"), HTTP_PORT, authority=authority)
+            expected = 503 if "west" in authority else 404
+            assert reply.status == expected, (authority, reply)
+        assert b"no-such-site" in reply.body and b"unknown site" in reply.body
 
 
 async def test_dead_endpoint_at_a_site_fails_over_to_the_next_site(tmp_path: Path) -> None:

@@ -179,3 +179,15 @@ def test_backoff_floor_above_the_cap_is_rejected_with_its_path() -> None:
         GOOD + "\n[peering]\nbackoff_floor_s = 1.5\n", base_dir=Path("/etc/isthmus"), filename="g"
     )
     assert good.peering.backoff_floor_s == 1.5
+
+
+def test_stream_and_send_timeouts_decode_with_defaults_and_bounds() -> None:
+    limits = load_text(GOOD, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.route_timeout_s, limits.stream_idle_timeout_s) == (15.0, 300.0)
+    assert (limits.max_stream_duration_s, limits.send_timeout_s) == (None, 30.0)
+    set_ = GOOD + "\n[limits]\nmax_stream_duration_s = 3600\nsend_timeout_s = 5.5\n"
+    limits = load_text(set_, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.max_stream_duration_s, limits.send_timeout_s) == (3600, 5.5)
+    bad = GOOD + "\n[limits]\nsend_timeout_s = 0\nstream_idle_timeout_s = -1\n"
+    problems = _problems(bad)
+    assert "limits.send_timeout_s" in problems and "limits.stream_idle_timeout_s" in problems

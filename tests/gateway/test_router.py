@@ -159,6 +159,25 @@ async def test_unknown_address_is_404_naming_it(authority: bytes) -> None:
     assert authority.split(b".")[0].decode() in str(info.value)
 
 
+async def test_an_unknown_site_is_404_and_a_configured_peer_that_is_down_503() -> None:
+    """``api.default.no-such-site.isthmus`` names a site that is neither this one nor a peer:
+    no peer could ever serve it (404, naming the site), while a configured peer whose link is
+    down is a passing condition (503).  Both for requests and for L4 tunnels."""
+    router = make_router(
+        {API: ("a", "b")}, links={"b": None}, known=lambda s: s == API, peer_sites=("b",)
+    )
+    with pytest.raises(UnknownAddress, match=r"no-such-site.*unknown site") as info:
+        await router.forward(
+            get(b"api.default.no-such-site.isthmus"), BytesBody(), Collect(), ctx()
+        )
+    assert info.value.http_status == 404
+    with pytest.raises(UnknownAddress):
+        await router.open_l4(b"api.default.no-such-site.isthmus:443", ctx())
+    with pytest.raises(NoHealthySite) as down:
+        await router.forward(get(b"api.default.b.isthmus"), BytesBody(), Collect(), ctx())
+    assert down.value.http_status == 503
+
+
 async def test_known_service_without_healthy_site_is_503() -> None:
     router = make_router({}, known=lambda s: s == API)
     with pytest.raises(NoHealthySite) as info:

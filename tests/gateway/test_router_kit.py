@@ -266,6 +266,7 @@ def make_router(
     links: dict[str, H2Connection | None] | None = None,
     route_timeout: float = 5.0,
     known: Callable[[ServiceName], bool] | None = None,
+    peer_sites: tuple[str, ...] | None = None,
 ) -> Router:
     links = links or {}
     return Router(
@@ -276,6 +277,7 @@ def make_router(
         local=cluster or StandInCluster(),
         route_timeout=route_timeout,
         known=known,
+        peer_sites=peer_sites,
     )
 
 
