@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 
 Protocol = Literal["http1", "http2", "tcp", "tls"]
 PROTOCOLS: tuple[Protocol, ...] = ("http1", "http2", "tcp", "tls")

@@ -6,7 +6,7 @@ Theory of operation
 
 * one *supervisor* per configured source runs that source's ``serve_<kind>_source`` (looked up
   in :mod:`discovery.sources.registry`) with its own clone of the event channel.  A source that
-  fails with a :class:`~discovery.errors.DiscoveryError` (or an ``OSError``: sockets, threads)
+  fails with a :class:`~foundation.errors.DiscoveryError` (or an ``OSError``: sockets, threads)
   is logged, marked stale in the catalog (``SourceStale``: its endpoints stay listed and
   routable for its grace) and restarted after a jittered exponential backoff; the backoff
   resets once a run has lasted ``HEALTHY_RUN_S``.  Any other exception is a bug or an
@@ -37,12 +37,12 @@ import trio
 from discovery.backoff import Backoff
 from discovery.catalog import Catalog, apply_many, expire, next_expiry
 from discovery.diff import Diff
-from discovery.errors import DiscoveryError
 from discovery.events import Event, SourceStale
 from discovery.merge import Policy
 from discovery.sources.config import SourceConfig
 from discovery.sources.registry import ServeSource, serve_function
 from discovery.watch import Watch
+from foundation.errors import DiscoveryError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from discovery.events import Added, Removed, Resynced, SourceFresh, SourceStale, Updated
 from discovery.model import PROTOCOLS, Endpoint, EndpointKey, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId
 
 MAX_ADDRESS_BYTES = 253
 MAX_LOCALITY_BYTES = 255

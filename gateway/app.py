@@ -28,7 +28,7 @@ from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
 from gateway.health import healthz_view
 from gateway.http.caller_headers import CallerHeaderRules
-from gateway.ingress.east_west import EastWestHandler
+from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
 from gateway.listener.http import h1_limits, serve_http_listener
 from gateway.listener.service_port import serve_service_port
@@ -36,10 +36,10 @@ from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from gateway.views import imports_json, routes_json
+from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, load_identity_state
-from overlay.link.h2_limits import H2Limits
 from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
 
 log = logging.getLogger("isthmus.gateway")

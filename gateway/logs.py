@@ -3,7 +3,7 @@
 Two rules a gateway's logs must keep, whatever the level:
 
 * **No credentials.**  The handler's formatter passes every finished line, traceback
-  included, through :func:`discovery.redact.redact`, so no code path (ours or a library's)
+  included, through :func:`foundation.redact.redact`, so no code path (ours or a library's)
   can write an ``Authorization`` header, a cookie or a token.
 * **Our debug is ours.**  ``--log-level debug`` lowers only Isthmus's own loggers
   (:data:`OWN_LOGGERS`); third-party libraries (hpack, h2, zeroconf, urllib3, ...) stay at
@@ -17,7 +17,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from discovery.redact import redact
+from foundation.redact import redact
 
 #: The top-level logger names of Isthmus's own code (``isthmus.*`` and module loggers).
 OWN_LOGGERS = ("isthmus", "gateway", "overlay", "discovery")

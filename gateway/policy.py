@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from discovery.errors import IdentityError
 from discovery.model import ServiceName
+from foundation.errors import IdentityError
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import CallContext
 

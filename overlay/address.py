@@ -30,7 +30,7 @@ Decisions, and why:
 * **Port.**  :func:`parse_authority` splits ``host[:port]`` for ``Host``/``:authority`` and
   CONNECT targets; a port is 1..5 ASCII digits with value 1..65535.  An empty port
   (``host:``) and bracketed IP literals are rejected: neither names a service.
-* **Errors** are :class:`AddressError` (a :class:`~discovery.errors.DownstreamError`, so a
+* **Errors** are :class:`AddressError` (a :class:`~foundation.errors.DownstreamError`, so a
   caller's bad name maps to 400).  A syntactically fine name outside the mesh domain raises
   the subclass :class:`NotInMeshError`, so a listener can tell "not ours" from "garbage".
 """
@@ -40,9 +40,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from discovery.errors import DownstreamError
 from discovery.model import ServiceName
-from discovery.names import label_problem
+from foundation.errors import DownstreamError
+from foundation.names import label_problem
 
 DEFAULT_MESH_DOMAIN = "isthmus"
 MAX_NAME_BYTES = 253

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from gateway.demo.admin_client import wait_for
 from gateway.demo.runner import gateway_argv, start_child, stop_child
 from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology

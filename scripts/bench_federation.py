@@ -35,8 +35,8 @@ import trio
 from discovery.catalog import Catalog, Policy, apply, apply_many
 from discovery.events import Added, Event, Removed, Resynced, Updated
 from discovery.model import Endpoint, ServiceName
-from discovery.spiffe_id import TrustDomain
 from discovery.watch import Watch
+from foundation.spiffe_id import TrustDomain
 from gateway.demo.topology import DemoSite, Topology, build_topology
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import compute_export

@@ -38,13 +38,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.ca import init_ca, issue_svid
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.identity.verify import VerifyCache
-from overlay.link import Link, open_link, serve_links
-from overlay.link.link import CLOSE_TIMEOUT_S
+from overlay.link.accept import serve_links
+from overlay.link.dial import open_link
+from overlay.link.link import CLOSE_TIMEOUT_S, Link
 from overlay.link.tls_stream import TLSStream
 
 SERVER_ID = SpiffeId.parse("spiffe://east.bench/gateway/east")

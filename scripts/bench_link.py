@@ -34,9 +34,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream
 
 CHUNK = 64 * 1024
 LIMITS = H2Limits(

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId
 
 Protocol = Literal["http1", "http2", "tcp", "tls"]
 

@@ -54,7 +54,6 @@ from consul import exceptions as consul_exceptions
 from discovery.backoff import Backoff
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint
-from discovery.redact import remember_secret
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul_http import TrioHTTPClient
 from discovery.sources.consul_parse import (
@@ -72,6 +71,7 @@ from discovery.sources.consul_parse import (
     parse_node_meta,
     select_services,
 )
+from foundation.redact import remember_secret
 
 log = logging.getLogger(__name__)
 

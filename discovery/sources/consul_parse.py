@@ -42,10 +42,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from discovery.errors import ConfigError, DiscoveryError
 from discovery.model import PROTOCOLS, Endpoint, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.errors import ConfigError, DiscoveryError
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
 
 META_PROTOCOL = "isthmus-protocol"
 META_SPIFFE_ID = "isthmus-spiffe-id"

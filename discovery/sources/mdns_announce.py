@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import trio
 from zeroconf import InterfaceChoice, ServiceInfo, Zeroconf
 
-from discovery.errors import ConfigError
 from discovery.model import Protocol
 from discovery.sources.mdns_txt import (
     MdnsObservation,
@@ -36,7 +35,8 @@ from discovery.sources.mdns_txt import (
     endpoint_from_observation,
     txt_for_endpoint,
 )
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import ConfigError
+from foundation.spiffe_id import SpiffeId
 
 DEFAULT_SERVICE_TYPE = "_isthmus._tcp.local."
 

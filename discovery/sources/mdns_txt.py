@@ -16,7 +16,7 @@ key         value                                        default when absent
 ``ns``      namespace, a DNS label (``payments``)        the source's ``default_namespace``
 ``proto``   ``http1`` | ``http2`` | ``tcp`` | ``tls``    ``http1``
 ``spiffe``  SPIFFE ID (``spiffe://td/ns/x/sa/y``),       none
-            validated by :mod:`discovery.spiffe_id`
+            validated by :mod:`foundation.spiffe_id`
 ``weight``  integer 1..65535 (decimal digits only)       ``1``
 ``locality``  ``[A-Za-z0-9._/-]``, at most 128 bytes     ``""``
             (``eu-west-1/eu-west-1a``)
@@ -53,10 +53,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from discovery.errors import DiscoveryError
 from discovery.model import PROTOCOLS, Endpoint, Protocol, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.errors import DiscoveryError
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
 
 MAX_TXT_BYTES = 4096
 MAX_METADATA_KEYS = 16

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import trio
 
-from discovery.errors import ConfigError
 from discovery.events import Event
+from foundation.errors import ConfigError
 
 KINDS: dict[str, tuple[str, str]] = {
     "static": ("discovery.sources.static", "serve_static_source"),

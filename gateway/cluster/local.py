@@ -38,10 +38,10 @@ from collections.abc import Callable
 import trio
 
 from discovery.catalog import routable
-from discovery.errors import UpstreamError
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
+from foundation.errors import UpstreamError
 from gateway.cluster.lb import round_robin
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult

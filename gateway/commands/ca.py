@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from discovery.errors import IsthmusError
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.errors import IsthmusError
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.ca import DEFAULT_SVID_TTL, default_ca_dir, init_ca, issue_svid, parse_ttl
 
 

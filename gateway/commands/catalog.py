@@ -20,12 +20,12 @@ from typing import Any
 import trio
 
 from discovery.catalog import Catalog
-from discovery.errors import ConfigError
 from discovery.service import serve_catalog
 from discovery.snapshot import CatalogEntry, SourceState
 from discovery.sources.config import SourceConfig
 from discovery.sources.registry import SourceUnavailable
 from discovery.watch import Watch
+from foundation.errors import ConfigError
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file
 from gateway.logs import RedactingFormatter

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from discovery.errors import ConfigError, IdentityError, IsthmusError
-from discovery.redact import remember_secret
+from foundation.errors import ConfigError, IdentityError, IsthmusError
+from foundation.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file

@@ -20,8 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from discovery.errors import IsthmusError
-from discovery.spiffe_id import TrustDomain
+from foundation.errors import IsthmusError
+from foundation.spiffe_id import TrustDomain
 from gateway.config.decode import Decoder
 from gateway.config.errors import ConfigInvalid, Problem, UnknownValue
 from gateway.config.load import parse_toml, read_config_text

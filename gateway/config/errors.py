@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from discovery.errors import ConfigError
+from foundation.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from discovery.names import label_problem
 from discovery.sources.config import SourceConfig
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.errors import UnknownValue
 from overlay.federation.config import ExportConfig
 

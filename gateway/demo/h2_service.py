@@ -14,8 +14,8 @@ from functools import partial
 import trio
 
 from gateway.demo.services import READ_SIZE, serve_listener, whoami_body
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import H2Stream, TunnelError
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream, TunnelError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from functools import partial
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.headers import ResponseHead
 

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.decode import Decoder
 from gateway.config.errors import ConfigInvalid, Problem
 from overlay.identity.ca import init_ca, issue_svid

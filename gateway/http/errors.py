@@ -10,7 +10,7 @@ own.
 
 from __future__ import annotations
 
-from discovery.errors import H2_PROTOCOL_ERROR, DownstreamError, UpstreamError
+from foundation.errors import H2_PROTOCOL_ERROR, DownstreamError, UpstreamError
 
 
 class BadRequest(DownstreamError):

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import trio
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from gateway.http.headers import Headers, RequestHead
 
 #: Headers one gateway sets for the next; accepted only from an authenticated peer gateway,

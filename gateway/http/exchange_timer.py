@@ -32,7 +32,7 @@ from dataclasses import replace
 
 import trio
 
-from discovery.errors import UpstreamError
+from foundation.errors import UpstreamError
 from gateway.http.exchange import Body, CallContext, EmptyBody, Response, ResponseWriter
 from gateway.http.headers import Headers
 

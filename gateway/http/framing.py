@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.errors import BadFraming, UnsupportedTransferCoding
 from gateway.http.message import Headers, RequestHead, header_values
 

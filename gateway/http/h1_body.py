@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.framing import Framing, FramingKind
 from gateway.http.headers import parse_trailer_section
 from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens, header_value

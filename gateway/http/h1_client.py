@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.errors import UpstreamClosed, UpstreamProtocolError
 from gateway.http.framing import FramingKind
 from gateway.http.h1_body import body_decoder, keeps_alive, response_body_framing

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.h1_body import BodyDecoder, has_bad_line_byte
 from gateway.http.h1_encode import NO_BODY, BodyEncoder, LocalFramingError
 from gateway.http.headers import strip_connection_specific

@@ -13,7 +13,7 @@ import contextlib
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.errors import BadFraming, BadRequest, HeadersTooLarge, HeadTimeout, IncompleteBody
 from gateway.http.h1_body import body_decoder, expects_continue, keeps_alive, request_body_framing
 from gateway.http.h1_connection import H1Connection, H1Limits, hop_safe

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.http.exchange import Response, link_reason_header
 from gateway.http.headers import Headers
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.stream import H2Stream
 
 
 class H2StreamBody:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.errors import (
     BadFraming,
     BadRequest,
@@ -54,8 +54,8 @@ from gateway.http.message import (
     header_value,
     header_values,
 )
-from overlay.h2_field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
-from overlay.h2_field_rules import is_value as is_h2_value
+from overlay.h2.field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
+from overlay.h2.field_rules import is_value as is_h2_value
 
 __all__ = [
     "CONNECTION_SPECIFIC",
@@ -239,7 +239,7 @@ CONNECTION_SPECIFIC = H2_CONNECTION_SPECIFIC | {
     b"proxy-authenticate",
 }
 """Fields that describe one hop and are never forwarded: the ones HTTP/2 forbids (RFC 9113
-section 8.2.2, listed once in ``overlay/h2_field_rules.py``) and four more. ``te`` is re-added
+section 8.2.2, listed once in ``overlay/h2/field_rules.py``) and four more. ``te`` is re-added
 as ``trailers`` where the next hop needs it; ``http2-settings`` only exists to serve an h2c
 upgrade, which a gateway never honours on a caller's behalf; the proxy-auth pair belongs to
 the proxy hop."""

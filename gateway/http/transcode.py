@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.errors import (
     BadRequest,
     ContentLengthMismatch,
@@ -36,7 +36,7 @@ from gateway.http.errors import (
 )
 from gateway.http.headers import CONNECTION_SPECIFIC, is_field_value, strip_connection_specific
 from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens
-from overlay.h2_field_rules import is_name as is_h2_name
+from overlay.h2.field_rules import is_name as is_h2_name
 
 DEFAULT_MAX_METHOD_BYTES = 64
 DEFAULT_MAX_PATH_BYTES = 16 * 1024

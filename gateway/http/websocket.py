@@ -39,7 +39,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 
-from discovery.errors import DownstreamError
+from foundation.errors import DownstreamError
 from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
 from gateway.http.exchange import INTERNAL_HEADERS, Request
 from gateway.http.headers import encode_head

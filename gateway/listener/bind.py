@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from discovery.errors import ConfigError
+from foundation.errors import ConfigError
 
 _REASONS = {
     errno.EADDRINUSE: "is already in use",

@@ -41,9 +41,9 @@ from dataclasses import replace
 
 import trio
 
-from discovery.errors import H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
-from discovery.log_limit import LogLimiter
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
+from foundation.log_limit import LogLimiter
+from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.http.exchange import INTERNAL_HEADERS, Body, CallContext, EmptyBody, Request
 from gateway.http.h1 import H1Limits, H1ServerConnection
@@ -71,15 +71,15 @@ from gateway.listener.caller_stream import CallerStream, mark_failed
 from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router, RouteTimeout
 from gateway.splice import PrefixedStream
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import ConnectionGone, H2Stream
 from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
 from overlay.identity.tls_context import _load_cert_chain, peer_chain_der
 from overlay.identity.verify import verify_peer
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
 from overlay.link.link import tls_rejection_cause
 from overlay.link.tls_stream import TLSStream
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream
 
 log = logging.getLogger("isthmus.listener.http")
 
@@ -141,7 +141,7 @@ class DownstreamTls:
         # in a retry loop must neither flood the log nor be invisible.
         self.rejections = LogLimiter(window_s=60.0)
 
-    def log_rejected(self, tcp: trio.SocketStream, exc: BaseException) -> None:
+    def log_rejected(self, tcp: trio.SocketStream | CallerStream, exc: BaseException) -> None:
         cause, certificate = tls_rejection_cause(exc)
         try:
             host, port = tcp.socket.getpeername()[:2]

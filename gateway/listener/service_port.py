@@ -13,7 +13,7 @@ import logging
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.http import serve_h1_connection

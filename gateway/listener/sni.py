@@ -17,7 +17,7 @@ import logging
 
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.sni_peek import read_client_hello

@@ -27,7 +27,7 @@ import re
 
 import trio
 
-from discovery.errors import DownstreamError
+from foundation.errors import DownstreamError
 
 MAX_CLIENT_HELLO_BYTES = 16 * 1024
 CLIENT_HELLO_TIMEOUT_S = 10.0

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import CallContext
 from gateway.http.exchange_timer import with_stream_limits

@@ -36,10 +36,10 @@ from typing import Protocol
 
 import trio
 
-from discovery.errors import DownstreamError, UpstreamError
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
+from foundation.errors import DownstreamError, UpstreamError
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -67,8 +67,8 @@ from gateway.upstream.tunnel import (
 from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
 from overlay.federation.view import RouteView
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import ConnectionGone, StreamReset
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import ConnectionGone, StreamReset
 
 #: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
 #: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's

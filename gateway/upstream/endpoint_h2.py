@@ -49,7 +49,7 @@ from gateway.http.transcode import (
 )
 from gateway.upstream.endpoint_h1 import IDEMPOTENT, READ_SIZE, BodyPump
 from gateway.upstream.pool import UpstreamPool
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
+from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 
 _BODYLESS_STATUS = frozenset({204, 304})
 _WIRE_ERRORS = (StreamReset, ConnectionGone, trio.ClosedResourceError)

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 
 import trio
 
-from discovery.errors import UpstreamError
 from discovery.model import Endpoint, EndpointKey
+from foundation.errors import UpstreamError
 from gateway.http.h1 import H1ClientConnection, H1Limits
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
 from overlay.link.socket_opts import tune_relay_socket
 
 

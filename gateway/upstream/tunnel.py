@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import trio
 
-from discovery.errors import H2_NO_ERROR, UpstreamError
+from foundation.errors import H2_NO_ERROR, UpstreamError
 from gateway.http.exchange import (
     CALLER_ID_HEADER,
     CALLER_SITE_HEADER,
@@ -60,8 +60,8 @@ from gateway.http.transcode import (
     h2_trailers_to_h1,
 )
 from gateway.http.websocket import ACCEPT_HEADER
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 
 _BODYLESS_STATUS = frozenset({204, 304})
 READ_SIZE = 64 * 1024

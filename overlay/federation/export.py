@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import immutables
 
 from discovery.model import PROTOCOLS, Endpoint, Protocol, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId
 from overlay.federation.config import ExportConfig
 from overlay.federation.protocol import (
     MAX_MESSAGE_BYTES,

@@ -22,7 +22,7 @@ from types import MappingProxyType
 import immutables
 
 from discovery.model import ServiceName
-from discovery.names import label_problem
+from foundation.names import label_problem
 from overlay.federation.protocol import (
     Ack,
     Delta,

@@ -37,10 +37,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from discovery.errors import H2_PROTOCOL_ERROR, UpstreamError
 from discovery.model import PROTOCOLS, Protocol, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.errors import H2_PROTOCOL_ERROR, UpstreamError
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_INT = 2**63 - 1
@@ -53,7 +53,7 @@ _EPOCH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 class FederationProtocolError(UpstreamError):
     """A peer sent a federation frame we refuse (malformed, oversized, out of protocol).
 
-    An :class:`~discovery.errors.UpstreamError` because the peer gateway failed us; the
+    An :class:`~foundation.errors.UpstreamError` because the peer gateway failed us; the
     stream is reset with ``PROTOCOL_ERROR`` and the link re-established with backoff.
     """
 

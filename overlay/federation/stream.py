@@ -48,8 +48,8 @@ from overlay.federation.protocol import (
     FrameDecoder,
     encode_message,
 )
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream
 
 log = logging.getLogger("isthmus.federation")
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from overlay.identity.errors import BundleError, SvidError
 from overlay.identity.svid import parse_pem_certificates
 

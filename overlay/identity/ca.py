@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from discovery.errors import ConfigError
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.errors import ConfigError
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.svid import parse_private_key
 
 __all__ = [

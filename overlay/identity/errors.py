@@ -1,13 +1,13 @@
 """Typed identity errors: every way a certificate, bundle or peer can fail us, by reason.
 
-All of them are :class:`~discovery.errors.IdentityError` (HTTP 403, HTTP/2 INADEQUATE_SECURITY),
+All of them are :class:`~foundation.errors.IdentityError` (HTTP 403, HTTP/2 INADEQUATE_SECURITY),
 so the one place per listener that maps errors to responses needs no identity knowledge.  The
 message is the precise reason, written for an operator reading a log line.
 """
 
 from __future__ import annotations
 
-from discovery.errors import IdentityError
+from foundation.errors import IdentityError
 
 
 class SvidError(IdentityError):

@@ -35,7 +35,7 @@ from typing import Protocol
 
 import trio
 
-from discovery.errors import IdentityError
+from foundation.errors import IdentityError
 from overlay.identity.state import (
     BundleSource,
     IdentityState,

@@ -1,7 +1,7 @@
 """``IdentityState``: one consistent, validated snapshot of this gateway's identity.
 
 A state is built whole from file bytes (SVID chain, key, bundles) or not at all: any rule that
-fails raises a typed :class:`~discovery.errors.IdentityError` and the caller keeps the state it
+fails raises a typed :class:`~foundation.errors.IdentityError` and the caller keeps the state it
 had.  It is frozen; rotation replaces the whole value (:mod:`overlay.identity.rotation`).
 
 ``overlay`` must not import ``gateway``, so the inputs are plain paths and
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.bundle import (
     MAX_BUNDLE_BYTES,
     Bundle,

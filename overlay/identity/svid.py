@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from overlay.identity.errors import SvidError
 
 __all__ = [

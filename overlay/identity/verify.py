@@ -43,7 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification as xv
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.bundle import Bundle, BundleSet
 from overlay.identity.errors import NotAuthorized, PeerRejected
 from overlay.identity.svid import MAX_CHAIN_CERTS, check_leaf, check_signing_ca, check_validity

@@ -4,7 +4,7 @@ Every inbound connection gets the identity state current when it arrives, a boun
 handshake, the per-trust-domain check and the caller's explicit ``authorize(SpiffeId)``.  A
 connection that fails any of these is closed and logged (the log record carries the typed error
 as ``record.error``), at most once per cause per minute with a count of the suppressed ones
-(:class:`~discovery.log_limit.LogLimiter`): a peer whose bundle lost our trust domain may
+(:class:`~foundation.log_limit.LogLimiter`): a peer whose bundle lost our trust domain may
 redial many times a second.  Lines name the configured site a connection comes from when it
 can be told (by verified SPIFFE ID, else by source address).  The handler only ever sees
 verified, authorized links; its own errors are logged and end that link only, never the
@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from discovery.errors import IsthmusError
-from discovery.log_limit import LogLimiter
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import IsthmusError
+from foundation.log_limit import LogLimiter
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import NotAuthorized
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import PeerRejected
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import check_expected

@@ -20,8 +20,8 @@ from types import TracebackType
 
 import trio
 
-from discovery.errors import IdentityError, UpstreamError
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import IdentityError, UpstreamError
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import PeerRejected
 from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState

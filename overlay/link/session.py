@@ -20,7 +20,7 @@ It calls ``task_status.started(client)`` once both connections are up (the diale
 the acceptor's 200 on the reverse stream; the acceptor waits for the reverse stream to arrive,
 bounded by ``setup_timeout``) and returns when the outer connection closes, for whatever
 reason -- PING deadline missed, peer gone, link revoked by rotation, local ``aclose()``.  The
-returned :class:`~overlay.tunnel.h2_stream.ConnectionGone` says why.
+returned :class:`~overlay.h2.stream.ConnectionGone` says why.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from dataclasses import replace
 
 import trio
 
-from discovery.errors import H2_PROTOCOL_ERROR, H2_REFUSED_STREAM
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
+from foundation.errors import H2_PROTOCOL_ERROR, H2_REFUSED_STREAM
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import ConnectionGone, H2Stream, TunnelError
 from overlay.link.link import Link
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, TunnelError
 
 log = logging.getLogger("isthmus.link")
 

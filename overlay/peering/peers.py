@@ -50,9 +50,9 @@ import trio
 
 from discovery.backoff import Backoff
 from discovery.catalog import Catalog
-from discovery.errors import IsthmusError
-from discovery.spiffe_id import SpiffeId
 from discovery.watch import Watch
+from foundation.errors import IsthmusError
+from foundation.spiffe_id import SpiffeId
 from overlay.federation.config import ExportConfig
 from overlay.federation.import_ import ImportTable, ImportUpdate
 from overlay.federation.protocol import FederationProtocolError
@@ -63,14 +63,14 @@ from overlay.federation.stream import (
     serve_import,
 )
 from overlay.federation.view import RouteView, build_route_view
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream, TunnelError
 from overlay.identity.rotation import Identity
 from overlay.link.accept import serve_links
 from overlay.link.dial import open_link
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
 from overlay.link.link import Link
 from overlay.link.session import LinkSession
-from overlay.tunnel.h2_stream import H2Stream, TunnelError
 
 log = logging.getLogger("isthmus.peering")
 

@@ -2,7 +2,7 @@
 
 Why: a cross-site request crosses the link as one HTTP/2 exchange, which gateway A encodes and
 decodes as the client and gateway B as the server.  This measures exactly that, with the
-gateways' own h2 set-up (``overlay.link.h2_setup``: same settings, same validation) and the
+gateways' own h2 set-up (``overlay.h2.setup``: same settings, same validation) and the
 header blocks a small proxied GET really carries, in this process, with no I/O at all.  Set
 against HAProxy's whole per-request cost from the same run it bounds what any design on h2
 can reach: if the codec alone costs N times HAProxy's two hops, the ratio cannot exceed 1/N.
@@ -14,8 +14,8 @@ import time
 
 import h2.events
 
-from overlay.link.h2_limits import H2Limits
-from overlay.link.h2_setup import new_h2_state, start_h2_state
+from overlay.h2.limits import H2Limits
+from overlay.h2.setup import new_h2_state, start_h2_state
 
 REQUEST = [
     (b":method", b"GET"),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from gateway.demo.admin_client import AdminUnavailable, admin_get
 from gateway.demo.runner import all_services, converged, gateway_argv
 from gateway.demo.topology import (

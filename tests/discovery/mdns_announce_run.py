@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 
 
 def reply(obj: dict[str, Any]) -> None:

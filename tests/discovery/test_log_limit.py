@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from discovery.log_limit import CauseEntry, LogLimiter, admit
+from foundation.log_limit import CauseEntry, LogLimiter, admit
 
 
 def test_admit_logs_first_then_once_per_window() -> None:

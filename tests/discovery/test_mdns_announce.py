@@ -6,7 +6,7 @@ import pytest
 
 from discovery.sources.mdns_announce import AnnounceConfigError, AnnouncedService, service_info
 from discovery.sources.mdns_txt import MdnsObservation, endpoint_from_observation
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 
 
 def test_service_info_maps_back_to_the_same_endpoint() -> None:

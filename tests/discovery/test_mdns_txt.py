@@ -21,7 +21,7 @@ from discovery.sources.mdns_txt import (
     parse_txt,
     txt_for_endpoint,
 )
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 
 TYPE = "_isthmus._tcp.local."
 

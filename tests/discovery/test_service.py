@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from discovery.catalog import Catalog, Policy, routable
-from discovery.errors import DiscoveryError
 from discovery.events import Added, Event, Resynced
 from discovery.merge import recompute
 from discovery.model import Endpoint, ServiceName
@@ -21,6 +20,7 @@ from discovery.sources.config import StaticEndpointConfig, StaticSourceConfig
 from discovery.sources.registry import SourceUnavailable, serve_function
 from discovery.sources.static import serve_static_source
 from discovery.watch import Watch
+from foundation.errors import DiscoveryError
 
 API = ServiceName("api", "payments")
 A = Endpoint(API, "10.0.0.1", 80)

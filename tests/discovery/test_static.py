@@ -8,7 +8,7 @@ from discovery.events import Event, Resynced
 from discovery.model import Endpoint, ServiceName
 from discovery.sources.config import StaticEndpointConfig, StaticSourceConfig
 from discovery.sources.static import serve_static_source, static_version
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 
 CONFIG = StaticSourceConfig(
     kind="static",

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from overlay.link.h2_connection import H2Connection
+from overlay.h2.connection import H2Connection
 
 
 @dataclass

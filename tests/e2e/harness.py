@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from gateway.demo.admin_client import admin_get, wait_for
 from gateway.demo.runner import Child, gateway_argv, service_argv, start_child, stop_child
 from gateway.demo.topology import BuiltSite, DemoService, DemoSite, Topology, build_topology

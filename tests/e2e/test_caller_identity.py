@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.demo.topology import DemoService
+from overlay.h2.stream import ConnectionGone
 from overlay.identity.ca import init_ca, issue_svid, load_ca
-from overlay.tunnel.h2_stream import ConnectionGone
 from tests.e2e.clients import Reply, h1_request, h2_request, tls_client_context
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 from tests.overlay.identity.certfactory import Ca, key_pem, make_leaf, pem

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from gateway.demo.runner import gateway_argv, start_child, stop_child
 from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology
 from tests.netns import lan, netns_skip_reason

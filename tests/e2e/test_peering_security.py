@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import trio
 
-from discovery.errors import IdentityError
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.errors import IdentityError
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.demo.topology import DemoService
 from overlay.federation.stream import FEDERATION_PATH
+from overlay.h2.stream import H2Stream
 from overlay.identity.ca import init_ca, issue_svid
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.link.dial import open_link
 from overlay.link.session import LinkSession
-from overlay.tunnel.h2_stream import H2Stream
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 
 WEB = (DemoService("web", "http", 18080),)

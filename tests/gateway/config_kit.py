@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.ca import init_ca, issue_svid
 
 TRUST_DOMAIN = "aws-east.isthmus.test"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from discovery.model import ServiceName
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from gateway.config.model import CallerHeadersConfig
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import CallContext, Request

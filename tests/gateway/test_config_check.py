@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.cli import main
 from gateway.config.check import check_file
 from gateway.config.errors import ConfigInvalid

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.load import load_file
 from gateway.demo.admin_client import wait_for
 from gateway.demo.runner import gateway_argv, start_child, stop_child

@@ -14,19 +14,19 @@ from functools import partial
 import pytest
 import trio
 
-from discovery.errors import H2_CANCEL, H2_CONNECT_ERROR
 from discovery.model import Endpoint, ServiceName
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import H2_CANCEL, H2_CONNECT_ERROR
+from foundation.spiffe_id import SpiffeId
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.demo.services import serve_tcp_echo
 from gateway.http.transcode import h2_request_to_h1
-from gateway.ingress.east_west import EastWestHandler, parse_request
+from gateway.inbound.east_west import EastWestHandler, parse_request
 from gateway.upstream.endpoint_h1 import request_head
 from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import H2Stream, StreamReset
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream, StreamReset
 from tests.gateway.test_upstream_servers import serve_h2_echo, serve_stream_echo, watch_of
 
 PEER = "peer-site"

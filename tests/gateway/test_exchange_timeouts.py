@@ -20,10 +20,10 @@ from discovery.model import ServiceName
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.exchange_timer import exchange_deadline
-from gateway.ingress.east_west import parse_context
+from gateway.inbound.east_west import parse_context
 from gateway.listener.http import serve_h1_connection, serve_h2_connection
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import StreamReset
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import StreamReset
 from tests.gateway.test_router_kit import API, make_router
 
 ROUTE_S = 15.0

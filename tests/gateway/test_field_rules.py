@@ -1,5 +1,5 @@
 """The gateway's inbound HTTP/2 checks and the tunnel's outbound check share their field rules
-(``overlay/h2_field_rules.py``): what the transcoder accepts from HTTP/2 is sendable on HTTP/2."""
+(``overlay/h2/field_rules.py``): what the transcoder accepts from HTTP/2 is sendable on HTTP/2."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from gateway.http.headers import CONNECTION_SPECIFIC, UpstreamProtocolError, is_field_value
 from gateway.http.transcode import h2_response_to_h1
-from overlay.h2_field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
-from overlay.h2_field_rules import is_value
-from overlay.tunnel.h2_fields import check_block
+from overlay.h2.field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
+from overlay.h2.field_rules import is_value
+from overlay.h2.fields import check_block
 
 _BYTES = st.sampled_from(b"aZ0-_: \t\r\n\x00\x01\x7f\x80\xff")
 _NAMES = st.one_of(

@@ -10,7 +10,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.h1_body import (
     MAX_CHUNK_LINE,

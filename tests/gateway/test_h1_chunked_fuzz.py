@@ -33,7 +33,7 @@ import itertools
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.http.h1_body import MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, body_decoder
 from gateway.http.headers import BadFraming, Framing, FramingKind
 

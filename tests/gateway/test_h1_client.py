@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from discovery.errors import UpstreamError
+from foundation.errors import UpstreamError
 from gateway.http.h1 import H1ClientConnection, H1Limits
 from gateway.http.headers import (
     RequestHead,

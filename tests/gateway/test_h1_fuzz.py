@@ -14,7 +14,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.errors import DownstreamError, IsthmusError
+from foundation.errors import DownstreamError, IsthmusError
 from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.headers import ResponseHead, parse_request_head
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from discovery.errors import DownstreamError
+from foundation.errors import DownstreamError
 from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.headers import RequestHead, ResponseHead
 

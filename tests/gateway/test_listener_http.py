@@ -25,7 +25,7 @@ import trio
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.http import serve_http_listener
 from gateway.router.route import Router
-from overlay.link.h2_connection import H2Connection
+from overlay.h2.connection import H2Connection
 from tests.gateway.test_router_kit import (
     API,
     DB,

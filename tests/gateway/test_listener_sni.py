@@ -22,7 +22,7 @@ from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router
 from gateway.splice import splice
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.stream import H2Stream
 from tests.gateway.test_router_kit import API, TEST_LIMITS, StandInCluster, make_router, peer
 
 NAME = "api.default.isthmus"

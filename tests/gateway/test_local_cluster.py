@@ -23,8 +23,8 @@ from gateway.http.exchange import CallContext, EmptyBody, Request
 from gateway.http.h1 import H1ServerConnection
 from gateway.http.headers import MalformedHeaders, ResponseHead, UpstreamClosed
 from gateway.upstream.pool import EndpointConnectFailed, UpstreamPool, UpstreamUnavailable
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import ConnectionGone, H2Stream
 from tests.gateway.test_upstream_servers import (
     SVC,
     BytesBody,

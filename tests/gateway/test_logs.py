@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from discovery.redact import REDACTED, forget_secrets, redact, remember_secret
+from foundation.redact import REDACTED, forget_secrets, redact, remember_secret
 from gateway.logs import LogSpec, parse_log_spec, setup_logging
 
 
@@ -86,7 +86,7 @@ def _capture(spec: str) -> io.StringIO:
 def test_debug_is_ours_and_libraries_stay_at_warning() -> None:
     out = _capture("debug")
     logging.getLogger("isthmus.listener.http").debug("ours")
-    logging.getLogger("gateway.ingress.east_west").debug("ours too")
+    logging.getLogger("gateway.inbound.east_west").debug("ours too")
     logging.getLogger("hpack.hpack").debug("Decoded (b'host', b'x')")
     logging.getLogger("zeroconf").debug("zeroconf noise")
     logging.getLogger("hpack.hpack").warning("a library's warning")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from discovery.model import ServiceName
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import CallContext
 from gateway.policy import PolicyDenied, allowed, check

@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from gateway.http.exchange import EmptyBody, Request
 from gateway.router.route import NoHealthySite, RouteTimeout, UnknownAddress
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import ConnectionGone, H2Stream, StreamReset
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 from tests.gateway.test_router_kit import (
     API,
     DB,

@@ -22,9 +22,9 @@ from functools import partial
 import immutables
 import trio
 
-from discovery.errors import H2_REFUSED_STREAM
 from discovery.model import ServiceName
 from discovery.watch import Watch
+from foundation.errors import H2_REFUSED_STREAM
 from gateway.cluster.local import NoHealthyEndpoint
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
@@ -34,9 +34,9 @@ from gateway.http.transcode import h1_response_to_h2, h2_request_to_h1
 from gateway.router.route import Router
 from gateway.upstream.pool import EndpointConnectFailed
 from overlay.federation.view import RouteView
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream
 
 API = ServiceName("api", "default")
 DB = ServiceName("db", "default")

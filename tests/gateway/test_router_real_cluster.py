@@ -17,11 +17,11 @@ from functools import partial
 import pytest
 import trio
 
-from discovery.errors import IsthmusError
+from foundation.errors import IsthmusError
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
-from gateway.ingress.east_west import EastWestHandler
+from gateway.inbound.east_west import EastWestHandler
 from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
 from tests.gateway.test_listener_http import h2c_request, http_listener, raw_exchange

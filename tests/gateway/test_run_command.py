@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.ca import init_ca, issue_svid
 
 #: A loopback address of this test's own (not 127.0.0.1, where a developer's demo may run).

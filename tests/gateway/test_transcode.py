@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.errors import DownstreamError, IsthmusError, UpstreamError
+from foundation.errors import DownstreamError, IsthmusError, UpstreamError
 from gateway.http.headers import (
     CONNECTION_SPECIFIC,
     ContentLengthMismatch,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from discovery.errors import UpstreamError
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import UpstreamError
+from foundation.spiffe_id import SpiffeId
 from gateway.http.exchange import CallContext, EmptyBody, Request
 from gateway.http.headers import UpstreamProtocolError
 from gateway.upstream.tunnel import (
@@ -15,7 +15,7 @@ from gateway.upstream.tunnel import (
     open_connect_tunnel,
     tunnel_request_headers,
 )
-from overlay.tunnel.h2_stream import H2Stream, StreamReset
+from overlay.h2.stream import H2Stream, StreamReset
 from tests.gateway.test_router_kit import BytesBody, Collect, get, peer
 
 

@@ -16,17 +16,17 @@ from functools import partial
 import trio
 
 from discovery.catalog import apply
-from discovery.errors import H2_INTERNAL_ERROR
 from discovery.events import Resynced
 from discovery.merge import Policy
 from discovery.model import Endpoint, Protocol, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
+from foundation.errors import H2_INTERNAL_ERROR
 from gateway.http.exchange import Response
 from gateway.http.h1 import H1Limits, H1ServerConnection
 from gateway.http.headers import Headers, ResponseHead
-from overlay.link.h2_connection import H2Connection
-from overlay.tunnel.h2_stream import H2Stream
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream
 
 SVC = ServiceName("api", "default")
 MAX_CONNECTIONS = 10_000

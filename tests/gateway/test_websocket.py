@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from discovery.errors import H2_CONNECT_ERROR
+from foundation.errors import H2_CONNECT_ERROR
 from gateway.cluster.local import LocalCluster, UpstreamTimeout
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import CallContext, Request, Response
@@ -28,13 +28,13 @@ from gateway.http.websocket import (
     websocket_request,
     websocket_request_from_h2,
 )
-from gateway.ingress.east_west import EastWestHandler
+from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.http import request_from_h1
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.tunnel import NoExtendedConnect, open_websocket_tunnel
 from overlay.federation.config import ExportConfig
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel.h2_stream import H2Stream, StreamReset
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream, StreamReset
 from tests.gateway.test_east_west import CALLER, site
 from tests.gateway.test_router_kit import Collect, peer
 from tests.gateway.test_upstream_servers import SVC, RecordingWriter, endpoint, watch_of

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.errors import DownstreamError
 from discovery.model import ServiceName
+from foundation.errors import DownstreamError
 from overlay.address import (
     AddressError,
     L7Address,

@@ -19,10 +19,10 @@ import pytest
 import trio
 from hyperframe.frame import ContinuationFrame, HeadersFrame, WindowUpdateFrame
 
-from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_REFUSED_STREAM
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits, WindowCounter
-from overlay.tunnel import H2Stream, PeerMisbehaved
+from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_REFUSED_STREAM
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits, WindowCounter
+from overlay.h2.stream import H2Stream, PeerMisbehaved
 
 REQ = [(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "a.b.isthmus")]
 

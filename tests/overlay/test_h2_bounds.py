@@ -23,11 +23,10 @@ import trio
 import trio.testing
 from hyperframe.frame import ContinuationFrame, HeadersFrame, RstStreamFrame
 
-from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_NO_ERROR
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel import H2Stream
-from overlay.tunnel.h2_stream import StreamReset
+from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_NO_ERROR
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream, StreamReset
 
 REQ = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a.b")]
 

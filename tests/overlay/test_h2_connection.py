@@ -16,10 +16,10 @@ import trio
 import trio.testing
 import trustme
 
-from discovery.errors import H2_CANCEL, H2_INTERNAL_ERROR, H2_NO_ERROR
-from overlay.link.h2_connection import H2Connection
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel import ConnectionGone, H2Stream, InvalidHeaders, StreamReset
+from foundation.errors import H2_CANCEL, H2_INTERNAL_ERROR, H2_NO_ERROR
+from overlay.h2.connection import H2Connection
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import ConnectionGone, H2Stream, InvalidHeaders, StreamReset
 
 Handler = Callable[[H2Stream], Awaitable[None]]
 

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overlay.link.h2_data import (
+from overlay.h2.data import (
     CLIENT_PREFACE,
     FrameSplitter,
     Refusal,
     receive_bytes,
     send_data_frame,
 )
-from overlay.link.h2_limits import H2Limits
-from overlay.link.h2_setup import RefusingH2, new_h2_state, start_h2_state
+from overlay.h2.limits import H2Limits
+from overlay.h2.setup import RefusingH2, new_h2_state, start_h2_state
 
 LIMITS = H2Limits(stream_window=1 << 20, connection_window=4 << 20, max_frame_size=1 << 16)
 CONNECT = [(b":method", b"CONNECT"), (b":authority", b"echo.default.isthmus:7")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlay.tunnel.h2_fields import HeaderBlockError, check_block
+from overlay.h2.fields import HeaderBlockError, check_block
 
 REQUEST = [
     (b":method", b"GET"),

@@ -15,9 +15,9 @@ import h2.events
 import trio
 from hyperframe.frame import HeadersFrame
 
-from discovery.errors import H2_ENHANCE_YOUR_CALM, H2_PROTOCOL_ERROR
-from overlay.link.h2_limits import H2Limits
-from overlay.tunnel import H2Stream, StreamReset
+from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_PROTOCOL_ERROR
+from overlay.h2.limits import H2Limits
+from overlay.h2.stream import H2Stream, StreamReset
 from tests.overlay.test_h2_abuse import (
     REQ,
     RawClient,

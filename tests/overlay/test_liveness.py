@@ -12,8 +12,8 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlay.link.h2_connection import H2Connection
-from overlay.link.liveness import (
+from overlay.h2.connection import H2Connection
+from overlay.h2.liveness import (
     DeclareDown,
     LivenessPolicy,
     LivenessState,
@@ -23,7 +23,7 @@ from overlay.link.liveness import (
     poll,
     start,
 )
-from overlay.tunnel import H2Stream, LinkDown
+from overlay.h2.stream import H2Stream, LinkDown
 
 POLICY = LivenessPolicy(ping_interval=2.0, ping_timeout=1.0)
 REQ = [(":method", "POST"), (":scheme", "https"), (":path", "/"), (":authority", "a.b.isthmus")]

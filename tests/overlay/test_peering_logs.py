@@ -18,8 +18,8 @@ import trio
 
 from discovery.backoff import Backoff
 from discovery.catalog import Catalog
-from discovery.spiffe_id import SpiffeId
 from discovery.watch import Watch
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.rotation import Identity
 from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
 from tests.overlay.identity.cases import CA_A, CA_B, SERVER_CHAIN, SERVER_ID, SERVER_KEY, TRUSTED

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.spiffe_id import MAX_ID_BYTES, SpiffeId, SpiffeIdError, TrustDomain
+from foundation.spiffe_id import MAX_ID_BYTES, SpiffeId, SpiffeIdError, TrustDomain
 
 VALID = [
     "spiffe://example.org",

@@ -6,7 +6,7 @@ import immutables
 from hypothesis import strategies as st
 
 from discovery.model import PROTOCOLS, ServiceName
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from overlay.federation.export import ExportView
 from overlay.federation.protocol import ExportedService
 

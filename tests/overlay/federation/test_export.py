@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discovery.model import PROTOCOLS, Endpoint, ServiceName
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import (
     EMPTY_VIEW,

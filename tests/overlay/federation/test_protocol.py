@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discovery.errors import UpstreamError
 from discovery.model import ServiceName
+from foundation.errors import UpstreamError
 from overlay.federation.protocol import (
     Ack,
     Delta,

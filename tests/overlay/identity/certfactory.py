@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from overlay.identity.bundle import Bundle, BundleSet
 from overlay.identity.rotation import Identity
 from overlay.identity.state import build_identity_state

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from discovery.spiffe_id import TrustDomain
+from foundation.spiffe_id import TrustDomain
 from overlay.identity.bundle import (
     MAX_BUNDLE_BYTES,
     Bundle,

@@ -11,14 +11,16 @@ import pytest
 import trio
 from cryptography import x509
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.cli import main
 from overlay.identity.bundle import load_bundle
 from overlay.identity.ca import CaError, init_ca, issue_svid, parse_ttl
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.identity.svid import check_leaf
-from overlay.link import Link, open_link, serve_links
+from overlay.link.accept import serve_links
+from overlay.link.dial import open_link
+from overlay.link.link import Link
 
 
 def _mode(path: Path) -> int:

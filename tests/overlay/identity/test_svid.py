@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.spiffe_id import SpiffeId
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import SvidError
 from overlay.identity.svid import (
     check_chain,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from discovery.errors import IdentityError
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.errors import IdentityError
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.bundle import Bundle, BundleSet
 from overlay.identity.errors import NotAuthorized, PeerRejected, SvidError
 from overlay.identity.verify import VerifyCache, check_expected, revocation_reason, verify_peer

@@ -20,10 +20,12 @@ from functools import partial
 import pytest
 import trio
 
-from discovery.errors import IdentityError
-from discovery.spiffe_id import SpiffeId
+from foundation.errors import IdentityError
+from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import NotAuthorized
-from overlay.link import Link, LinkError, LinkTimeout, open_link, serve_links
+from overlay.link.accept import serve_links
+from overlay.link.dial import open_link
+from overlay.link.link import Link, LinkError, LinkTimeout
 from tests.overlay.identity.cases import (
     ALL_ANCHORS,
     CA_A,

@@ -19,12 +19,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from discovery.spiffe_id import SpiffeId, TrustDomain
+from foundation.spiffe_id import SpiffeId, TrustDomain
 from overlay.identity.bundle import BundleSet
 from overlay.identity.ca import DevCa, init_ca, issue_svid
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, build_identity_state, load_identity_state
-from overlay.link import Link, open_link, serve_links
+from overlay.link.accept import serve_links
+from overlay.link.dial import open_link
+from overlay.link.link import Link
 
 SERVER = SpiffeId.parse("spiffe://a.test/gateway/server")
 CLIENT_A = SpiffeId.parse("spiffe://a.test/gateway/client")

@@ -11,7 +11,8 @@ from functools import partial
 import pytest
 import trio
 
-from overlay.link import Link, LinkError, serve_links
+from overlay.link.accept import serve_links
+from overlay.link.link import Link, LinkError
 from tests.overlay.identity.cases import CA_A, SERVER_CHAIN, SERVER_KEY, TRUSTED
 from tests.overlay.identity.certfactory import identity, make_leaf, raw_context
 

@@ -6,7 +6,7 @@ and an L7 tunnel's body can be read and written like a socket.
 
 Theory of operation
 -------------------
-The connection (``overlay.link.h2_connection.H2Connection``) owns the h2 state machine and the
+The connection (``overlay.h2.connection.H2Connection``) owns the h2 state machine and the
 transport; this object owns one stream's *buffers and waiting*.  The connection delivers what
 arrives (``_on_headers``, ``_on_data``, ``_on_trailers``, ``_on_eof``, ``_on_reset``,
 ``_on_gone``); the consumer takes it (``receive_some``) and only then is the data acknowledged
@@ -31,7 +31,7 @@ from typing import Protocol
 
 import trio
 
-from discovery.errors import (
+from foundation.errors import (
     H2_CANCEL,
     H2_NO_ERROR,
     H2_REFUSED_STREAM,

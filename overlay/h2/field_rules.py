@@ -1,11 +1,10 @@
 """The HTTP/2 field rules (RFC 9113 section 8.2), pure, written once for both directions.
 
-Why a module of its own, outside ``overlay/tunnel``: the same rules guard what a tunnel sends
-(``overlay/tunnel/h2_fields.py``, the outbound safety net) and what the gateway receives
-(``gateway/http/transcode.py``, which adds the stricter HTTP/1.1 rules before a block may
-become an HTTP/1.1 head).  ``gateway`` may import ``overlay`` but not the other way round, so
-the rules live here; and here rather than in the tunnel package so that the gateway's pure,
-sans-IO codecs do not import the tunnel's trio adapters with them.
+Why a module of its own: the same rules guard what a stream sends (``overlay/h2/fields.py``,
+the outbound safety net) and what the gateway receives (``gateway/http/transcode.py``, which
+adds the stricter HTTP/1.1 rules before a block may become an HTTP/1.1 head).  ``gateway`` may
+import ``overlay`` but not the other way round, so the rules live here, pure, so that the
+gateway's sans-IO codecs do not import the engine's trio adapters with them.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from discovery.errors import IdentityError
+from foundation.errors import IdentityError
 
 SCHEME_PREFIX = "spiffe://"
 MAX_ID_BYTES = 2048

@@ -19,7 +19,7 @@ import h2.settings
 import hpack
 import hyperframe.frame
 
-from overlay.link.h2_limits import H2Limits
+from overlay.h2.limits import H2Limits
 
 
 def _data_frame_body_repr(self: hyperframe.frame.DataFrame) -> str:
@@ -206,7 +206,7 @@ def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
             client_side=client_side,
             header_encoding=None,
             # Inbound validation stays on.  Outbound, every block passes our one-loop check
-            # (overlay/tunnel/h2_fields.py) instead of h2's chain of generators.
+            # (overlay/h2/fields.py) instead of h2's chain of generators.
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )

@@ -50,7 +50,8 @@ from dataclasses import replace
 
 import trio
 
-from discovery.errors import (
+from discovery.model import Endpoint, ServiceName
+from foundation.errors import (
     H2_CANCEL,
     H2_CONNECT_ERROR,
     H2_INTERNAL_ERROR,
@@ -58,9 +59,8 @@ from discovery.errors import (
     DownstreamError,
     IsthmusError,
 )
-from discovery.model import Endpoint, ServiceName
-from discovery.names import label_problem
-from discovery.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.names import label_problem
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import (
@@ -83,7 +83,7 @@ from gateway.upstream.pool import UpstreamUnavailable
 from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority_cached
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import consents
-from overlay.tunnel.h2_stream import H2Stream, StreamReset, TunnelError
+from overlay.h2.stream import H2Stream, StreamReset, TunnelError
 
 log = logging.getLogger(__name__)
 

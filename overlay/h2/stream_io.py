@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import h2.exceptions
 import trio
 
-from overlay.link.h2_data import send_data_frame
-from overlay.link.h2_limits import H2Limits
-from overlay.link.h2_setup import RefusingH2
-from overlay.tunnel.h2_fields import HeaderBlockError, check_block
-from overlay.tunnel.h2_stream import (
+from overlay.h2.data import send_data_frame
+from overlay.h2.fields import HeaderBlockError, check_block
+from overlay.h2.limits import H2Limits
+from overlay.h2.setup import RefusingH2
+from overlay.h2.stream import (
     ConnectionGone,
     H2Stream,
     HeaderList,
@@ -27,7 +27,7 @@ from overlay.tunnel.h2_stream import (
     StreamReset,
 )
 
-#: RFC 9113 section 7 STREAM_CLOSED (not among discovery.errors' codes).
+#: RFC 9113 section 7 STREAM_CLOSED (not among foundation.errors' codes).
 H2_STREAM_CLOSED = 0x5
 
 
@@ -53,7 +53,7 @@ def _checked(headers: Headers, *, trailers: bool) -> HeaderList:
 
 
 class H2StreamIO:
-    """Implements ``overlay.tunnel.h2_stream.StreamOwner`` and ``open_stream``."""
+    """Implements ``overlay.h2.stream.StreamOwner`` and ``open_stream``."""
 
     client_side: bool
     limits: H2Limits

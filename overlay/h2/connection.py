@@ -48,19 +48,17 @@ from collections.abc import Awaitable, Callable
 import h2.exceptions
 import trio
 
-from discovery.errors import (
+from foundation.errors import (
     H2_ENHANCE_YOUR_CALM,
     H2_INTERNAL_ERROR,
     H2_NO_ERROR,
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
-from overlay.link.h2_data import CLIENT_PREFACE, FrameSplitter, feed_splitter, receive_segment
-from overlay.link.h2_events import dispatch_event
-from overlay.link.h2_limits import H2Limits, WindowCounter
-from overlay.link.h2_setup import H2ConnectionStatistics, new_h2_state, start_h2_state
-from overlay.link.h2_stream_io import H2StreamIO
-from overlay.link.liveness import (
+from overlay.h2.data import CLIENT_PREFACE, FrameSplitter, feed_splitter, receive_segment
+from overlay.h2.events import dispatch_event
+from overlay.h2.limits import H2Limits, WindowCounter
+from overlay.h2.liveness import (
     DeclareDown,
     LivenessPolicy,
     LivenessState,
@@ -69,7 +67,8 @@ from overlay.link.liveness import (
     poll,
     start,
 )
-from overlay.tunnel.h2_stream import (
+from overlay.h2.setup import H2ConnectionStatistics, new_h2_state, start_h2_state
+from overlay.h2.stream import (
     ConnectionGone,
     H2Stream,
     HeaderList,
@@ -77,6 +76,7 @@ from overlay.tunnel.h2_stream import (
     PeerMisbehaved,
     StreamReset,
 )
+from overlay.h2.stream_io import H2StreamIO
 
 log = logging.getLogger(__name__)
 

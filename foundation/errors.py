@@ -63,3 +63,23 @@ class DiscoveryError(IsthmusError):
 
     http_status = 503
     h2_error_code = H2_REFUSED_STREAM
+
+
+def first_leaf(
+    exc: BaseException, *, skip: tuple[type[BaseException], ...] = ()
+) -> BaseException | None:
+    """The first leaf of ``exc`` (depth first) that is not an instance of ``skip``, or None.
+
+    Why one helper: a nursery raises a group, but a caller matches on the error itself
+    (``StreamReset``, ``IncompleteBody``...) and a log line should name the real cause.  Pure
+    (no trio import): a Trio adapter passes ``skip=(trio.Cancelled,)`` so that a group of only
+    cancellations is left for the cancel scope that owns it.
+    """
+    pending: list[BaseException] = [exc]
+    while pending:
+        leaf = pending.pop(0)
+        if isinstance(leaf, BaseExceptionGroup):
+            pending[:0] = leaf.exceptions
+        elif not isinstance(leaf, skip):
+            return leaf
+    return None

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import h2.events
 
-from discovery.errors import H2_PROTOCOL_ERROR
-from overlay.link.h2_setup import MalformedHeaders, OversizedHeaders
-from overlay.tunnel.h2_stream import HeaderList
+from foundation.errors import H2_PROTOCOL_ERROR
+from overlay.h2.setup import MalformedHeaders, OversizedHeaders
+from overlay.h2.stream import HeaderList
 
 if TYPE_CHECKING:
-    from overlay.link.h2_connection import H2Connection
+    from overlay.h2.connection import H2Connection
 
 log = logging.getLogger(__name__)
 

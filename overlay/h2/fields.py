@@ -18,7 +18,7 @@ Semantics beyond syntax (which pseudo-headers a request needs) stay with the cal
 build the blocks.
 
 The field rules themselves (names, connection-specific fields, values) are
-``overlay/h2_field_rules.py``'s: the gateway's transcoder checks every block it receives with
+``overlay/h2/field_rules.py``'s: the gateway's transcoder checks every block it receives with
 the same rules, so each is written once.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from overlay.h2_field_rules import CONNECTION_SPECIFIC, is_name, is_value
+from overlay.h2.field_rules import CONNECTION_SPECIFIC, is_name, is_value
 
 __all__ = ["HeaderBlockError", "check_block"]
 
