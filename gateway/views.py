@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from overlay.federation.import_ import ImportTable
-from overlay.federation.view import RouteView
+from overlay.peering.route_table import RouteView
 
 
 def _secs(seconds: float) -> float:

@@ -8,7 +8,7 @@ Theory of operation
 2. an address pinned to a site that is neither this one nor a configured peer is a 404
    (unknown site): no configuration change short of adding that peer could make it work,
    unlike a configured peer that is down (503);
-3. ask the latest :class:`~overlay.federation.view.RouteView` for the sites that can serve
+3. ask the latest :class:`~overlay.peering.route_table.RouteView` for the sites that can serve
    it, in failover order (a pinned address yields at most its own site); none: 404 if no site
    knows the service at all, 503 if it is known but nothing healthy serves it;
 4. try each site in turn: the local site goes to the :class:`LocalCluster`, a peer site to a
@@ -66,9 +66,9 @@ from gateway.upstream.tunnel import (
 )
 from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
-from overlay.federation.view import RouteView
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
+from overlay.peering.route_table import RouteView
 
 #: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
 #: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's

@@ -30,7 +30,7 @@ a TLS 1.3 server rejects our certificate only after our side of the handshake ha
 (an alert or EOF on the first read), so a successful handshake alone proves nothing and must
 not reset the backoff.  A peer that presents the wrong SPIFFE ID never gets a link.
 
-The routing view is rebuilt (pure :func:`~overlay.federation.view.build_route_view`) whenever
+The routing view is rebuilt (pure :func:`~overlay.peering.route_table.build_route_view`) whenever
 the catalog, the import table or a link's state changes, and published through a
 :class:`~discovery.watch.Watch`; stale imports expire on a timer owned here.
 """
@@ -62,7 +62,6 @@ from overlay.federation.stream import (
     run_export,
     serve_import,
 )
-from overlay.federation.view import RouteView, build_route_view
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream, TunnelError
@@ -71,6 +70,7 @@ from overlay.link.accept import serve_links
 from overlay.link.dial import open_link
 from overlay.link.link import Link
 from overlay.link.session import LinkSession
+from overlay.peering.route_table import RouteView, build_route_view
 
 log = logging.getLogger("isthmus.peering")
 

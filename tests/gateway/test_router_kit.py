@@ -33,10 +33,10 @@ from gateway.http.headers import Headers, ResponseHead
 from gateway.http.transcode import h1_response_to_h2, h2_request_to_h1
 from gateway.router.route import Router
 from gateway.upstream.pool import EndpointConnectFailed
-from overlay.federation.view import RouteView
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream
+from overlay.peering.route_table import RouteView
 
 API = ServiceName("api", "default")
 DB = ServiceName("db", "default")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from discovery.model import Endpoint, ServiceName
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable, ImportUpdate
-from overlay.federation.view import build_route_view
+from overlay.peering.route_table import build_route_view
 
 from .strategies import svc
 

@@ -1,7 +1,14 @@
 """The merged routing view: for each service, the sites able to serve it, in failover order.
 
 This is what the data path routes on.  It is rebuilt (pure, from scratch) whenever the local
-catalog, the import table or the set of live links changes, and swapped in whole.
+catalog, the import table or the set of live links changes, and swapped in whole by
+:mod:`overlay.peering.routes`, which publishes it; the gateway router reads only the frozen
+:class:`RouteView`.
+
+Why it lives in ``peering`` and not ``federation``: the table merges three inputs, and only
+peering holds all of them -- the local catalog, the federation imports (:mod:`overlay.federation`
+knows nothing of links), and which peers have a live link.  It is kept apart from the publisher
+as a pure module (no Trio) so the router and its tests can build and read views directly.
 
 Rules, and why:
 
