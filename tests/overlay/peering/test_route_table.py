@@ -6,8 +6,7 @@ from discovery.model import Endpoint, ServiceName
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable, ImportUpdate
 from overlay.peering.route_table import build_route_view
-
-from .strategies import svc
+from tests.overlay.federation.strategies import svc
 
 API = L7Address("api", "default")
 
