@@ -40,7 +40,8 @@ from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity, serve_identity
 from overlay.identity.state import BundleSource, load_identity_state
-from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
+from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.peers import Peering
 
 log = logging.getLogger("isthmus.gateway")
 

@@ -43,7 +43,8 @@ from overlay.federation.export import compute_export
 from overlay.federation.stream import routable_endpoints
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
-from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
+from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.peers import Peering
 
 SITES = ("a", "b", "c")
 POLICY = Policy(order=("bench",))

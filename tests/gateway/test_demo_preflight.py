@@ -14,7 +14,7 @@ import pytest
 from gateway.demo.preflight import PortUnavailable, check_binds, planned_binds, relocate
 from gateway.demo.runner import describe_exit
 from gateway.demo.topology import default_topology
-from overlay.peering.peers import dial_failure_level
+from overlay.peering.links import dial_failure_level
 from tests.e2e.harness import loopback_block
 
 

@@ -21,7 +21,8 @@ from discovery.catalog import Catalog
 from discovery.watch import Watch
 from foundation.spiffe_id import SpiffeId
 from overlay.identity.rotation import Identity
-from overlay.peering.peers import Peering, PeeringSettings, PeerSpec
+from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.peers import Peering
 from tests.overlay.identity.cases import CA_A, CA_B, SERVER_CHAIN, SERVER_ID, SERVER_KEY, TRUSTED
 from tests.overlay.identity.certfactory import identity, make_leaf
 

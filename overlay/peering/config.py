@@ -1,0 +1,34 @@
+"""What peering is given: the configured peers and its timing settings (built from the config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from discovery.backoff import Backoff
+from foundation.spiffe_id import SpiffeId
+from overlay.h2.limits import H2Limits
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    """A peer as peering needs it (built from ``PeerConfig``)."""
+
+    name: str
+    host: str
+    port: int
+    spiffe_id: SpiffeId
+    priority: int = 100
+    dial: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PeeringSettings:
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    connect_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    ack_timeout: float = 30.0
+    import_grace: float = 60.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.25, cap_s=30.0))
+    h2_limits: H2Limits | None = None
+    startup_grace: float = 30.0

@@ -1,0 +1,151 @@
+"""Federation lifetimes: which link a peer's export runs on, and the import of its catalog.
+
+The export to a peer runs on one link at a time (there is never a second exporter of the same
+catalog): it starts on the link we send on and stays there until that link goes (or is
+replaced in its slot by a newer link of the same direction), then moves to the remaining live
+link.  It runs in the link's nursery (:class:`~overlay.peering.links.LinkKeeper` starts it), so
+it ends with the link.
+
+Imports: a peer's export stream may arrive on either link.  The newest stream from a peer wins
+(the previous one is cancelled), because only one import session per origin can be applied to
+the import table.  When the stream carrying a peer's export ends, the peer's imports turn stale
+(kept for ``import_grace`` seconds, then withdrawn by :mod:`overlay.peering.routes`); the next
+snapshot restores them.
+
+A federation failure costs the link it ran on (the link is closed, the dialer redials), never
+the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from discovery.snapshot import Catalog
+from discovery.watch import Watch
+from foundation.errors import first_leaf
+from overlay.federation.config import ExportConfig
+from overlay.federation.import_ import ImportTable, ImportUpdate
+from overlay.federation.protocol import FederationProtocolError
+from overlay.federation.stream import FEDERATION_PATH, run_export, serve_import
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream, TunnelError
+from overlay.link.session import LinkSession
+from overlay.peering.links import PeerLinks
+
+log = logging.getLogger("isthmus.peering")
+
+StreamHandler = Callable[[str, H2Stream], Any]  # (peer site, stream) -> awaitable
+
+
+class PeerFederation:
+    """Exports this site's catalog to each peer and imports theirs; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        local_site: str,
+        catalog: Watch[Catalog],
+        export_rules: Sequence[ExportConfig],
+        imports: Watch[ImportTable],
+        ack_timeout: float,
+        on_change: Callable[[], None],
+        stream_handler: StreamHandler | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.local_site = local_site
+        self.catalog = catalog
+        self.export_rules = tuple(export_rules)
+        self.imports = imports
+        self._ack_timeout = ack_timeout
+        self._on_change = on_change
+        self._stream_handler = stream_handler
+        self._clock = clock
+
+    async def export_when_chosen(
+        self, state: PeerLinks, session: LinkSession, client: H2Connection
+    ) -> None:
+        """Export over this link once it is the one to export on (see the module docstring).
+
+        Runs in the link's nursery, so it ends with the link.
+        """
+        while not state.export_wanted_on(session):
+            await state.changed.wait()
+        state.exporting = session
+        try:
+            await self._export(state, session, client)
+        finally:
+            if state.exporting is session:
+                state.exporting = None
+                state.notify()
+
+    async def _export(self, state: PeerLinks, session: LinkSession, client: H2Connection) -> None:
+        site = state.spec.name
+        try:
+            await run_export(
+                client,
+                local_site=self.local_site,
+                peer_site=site,
+                catalog=self.catalog,
+                rules=self.export_rules,
+                ack_timeout=self._ack_timeout,
+                clock=self._clock,
+            )
+        except* FederationProtocolError as group:
+            log.warning("export to %s failed, closing the link: %s", site, first_leaf(group))
+            state.last_error = f"export: {first_leaf(group)}"
+        except* TunnelError as group:
+            log.debug("export stream to %s ended: %s", site, first_leaf(group))
+        except* Exception as group:  # a bug must cost this link, never the gateway
+            log.error("export to %s failed unexpectedly", site, exc_info=first_leaf(group))
+        finally:
+            with trio.CancelScope(shield=True):
+                await session.aclose()
+
+    async def on_stream(self, state: PeerLinks, session: LinkSession, stream: H2Stream) -> None:
+        """Serve one stream the peer opened: its export, else traffic for the stream handler."""
+        path = dict(stream.request_headers).get(b":path")
+        if path == FEDERATION_PATH.encode():
+            await self._import(state, session, stream)
+        elif self._stream_handler is not None:
+            await self._stream_handler(state.spec.name, stream)
+        else:
+            await stream.send_headers([(":status", "404")], end_stream=True)
+
+    async def _import(self, state: PeerLinks, session: LinkSession, stream: H2Stream) -> None:
+        site = state.spec.name
+        if state.import_scope is not None:
+            state.import_scope.cancel()  # the newest export stream from a peer wins
+        scope = trio.CancelScope()
+        state.import_scope = scope
+
+        def on_update(update: ImportUpdate) -> None:
+            self.imports.publish(self.imports.latest.apply(update, self._clock()))
+            self._on_change()
+
+        failed = False
+        try:
+            with scope:
+                await serve_import(stream, peer_site=site, on_update=on_update)
+        except* FederationProtocolError as group:
+            log.warning(
+                "bad federation input from %s, disconnecting: %s", site, first_leaf(group)
+            )
+            state.last_error = f"import: {first_leaf(group)}"
+            failed = True
+        except* TunnelError as group:
+            log.debug("import stream from %s ended: %s", site, first_leaf(group))
+        except* Exception as group:  # a bug must cost this link, never the gateway
+            log.error("import from %s failed unexpectedly", site, exc_info=first_leaf(group))
+            failed = True
+        finally:
+            if state.import_scope is scope:
+                state.import_scope = None
+                self.imports.publish(self.imports.latest.link_down(site, self._clock()))
+                self._on_change()
+        if failed:
+            with trio.CancelScope(shield=True):
+                await session.aclose()

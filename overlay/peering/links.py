@@ -1,0 +1,324 @@
+"""Links per peer: dial the dial-peers, accept the others, keep each peer's two link slots.
+
+Per peer (``[[peers]]`` in the gateway config) this gateway may hold two links: the one it
+*dialed* and the one the peer dialed to it (*accepted*).  Both are kept -- there is no
+tie-break to race on -- and each carries HTTP/2 both ways (see
+:mod:`overlay.link.session`).  This gateway sends its traffic and its export over **any live
+verified link** to the peer, whichever side dialed it: the one it dialed when that is up
+(``dial = true``), otherwise the accepted link's reverse connection.  Why: when a peer
+restarts, it dials us at once; waiting for our own redial (which may be far off on the
+backoff schedule) would keep the peer unroutable for no reason.  A peer with
+``dial = false`` (behind NAT; it dials us) only ever has the accepted link.
+
+Dialing: each dial-peer has a task that connects, runs the link until it closes, and retries
+after :class:`~discovery.backoff.Backoff` with full jitter, so a hundred gateways whose peer
+restarts do not reconnect in lock-step.  The schedule restarts at attempt 0 only after a link
+was *established* (peer verified, both HTTP/2 connections set up, our first PING answered):
+a TLS 1.3 server rejects our certificate only after our side of the handshake has completed
+(an alert or EOF on the first read), so a successful handshake alone proves nothing and must
+not reset the backoff.  A peer that presents the wrong SPIFFE ID never gets a link.
+
+What runs *on* a link (the export, the peer's streams) is not decided here: the keeper calls
+its ``on_up`` hook inside the link's nursery, so whatever it starts ends with the link, and
+hands every stream the peer opens to ``on_stream``.  ``on_change`` hears of every slot change
+(the routing view depends on which peers are up).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from foundation.errors import IsthmusError, first_leaf
+from foundation.spiffe_id import SpiffeId
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import H2Stream, TunnelError
+from overlay.identity.rotation import Identity
+from overlay.link.accept import serve_links
+from overlay.link.dial import open_link
+from overlay.link.link import Link
+from overlay.link.session import LinkSession
+from overlay.peering.config import PeeringSettings, PeerSpec
+
+log = logging.getLogger("isthmus.peering")
+
+
+class OpenLink(Protocol):
+    """How a link to a peer is dialed: :func:`overlay.link.dial.open_link` (tests: in memory)."""
+
+    async def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        identity: Identity,
+        expected: SpiffeId,
+        timeout: float,  # noqa: ASYNC109 -- open_link's one budget for connect + handshake
+        local_address: str | None = None,
+    ) -> Link: ...
+
+
+def source_address_for(host: str) -> str | None:
+    """``host`` if outgoing sockets should be bound to it (one IP address), else ``None``."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a host name: let the kernel choose
+    return None if ip.is_unspecified else str(ip)
+
+
+def dial_failure_level(*, links_established: int, since_start: float, grace: float) -> int:
+    """The log level of a failed dial: INFO while the peer may simply not be up yet.
+
+    Sites are started together (a demo, a rollout, a data-centre power-on), so the first dials
+    to a peer that has never been linked fail as a matter of course; warning about them would
+    teach operators to ignore the warning.  Past ``grace`` seconds, or once a link to the peer
+    has existed (it was up and is gone), a failed dial is a WARNING.
+    """
+    if links_established == 0 and since_start < grace:
+        return logging.INFO
+    return logging.WARNING
+
+
+@dataclass
+class PeerLinks:
+    """One peer's link slots and what runs on them (the export's link, the import's scope)."""
+
+    spec: PeerSpec
+    dialed: LinkSession | None = None
+    accepted: LinkSession | None = None
+    dialed_client: H2Connection | None = None
+    accepted_client: H2Connection | None = None
+    attempts: int = 0
+    links_established: int = 0
+    last_error: str | None = None
+    up_since: float | None = None
+    import_scope: trio.CancelScope | None = None
+    exporting: LinkSession | None = None  # the link our export to this peer runs on
+    changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
+
+    def live(self) -> list[tuple[LinkSession, H2Connection]]:
+        """Live links in order of preference: the dialed one first when we dial the peer."""
+        slots = [(self.dialed, self.dialed_client), (self.accepted, self.accepted_client)]
+        if not self.spec.dial:
+            slots.reverse()
+        return [(s, c) for s, c in slots if s is not None and c is not None and not c.is_closing]
+
+    def outbound(self) -> H2Connection | None:
+        """The connection this gateway sends on to the peer: any live link, whoever dialed."""
+        live = self.live()
+        return live[0][1] if live else None
+
+    def export_wanted_on(self, session: LinkSession) -> bool:
+        """Whether the export should (re)start on ``session``: nobody exports on a link still
+        in a slot, and ``session`` is the preferred live link."""
+        holder = self.exporting
+        if holder is not None and holder in (self.dialed, self.accepted):
+            return False
+        live = self.live()
+        return bool(live) and live[0][0] is session
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+#: Runs inside the link's nursery once the link is up: (peer, session, client connection).
+OnUp = Callable[[PeerLinks, LinkSession, H2Connection], Awaitable[None]]
+#: Serves one stream the peer opened: (peer, session, stream).
+OnStream = Callable[[PeerLinks, LinkSession, H2Stream], Awaitable[None]]
+
+
+class LinkKeeper:
+    """The links of every configured peer; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        peers: Mapping[str, PeerLinks],
+        settings: PeeringSettings,
+        on_up: OnUp,
+        on_stream: OnStream,
+        on_change: Callable[[], None],
+        clock: Callable[[], float] = trio.current_time,
+        rng: Callable[[], float] = random.random,
+        dial: OpenLink = open_link,
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self._peers = peers
+        self._by_id = {st.spec.spiffe_id: name for name, st in peers.items()}
+        self._on_up = on_up
+        self._on_stream = on_stream
+        self._on_change = on_change
+        self._clock = clock
+        self._rng = rng
+        self._dial = dial
+        self.source_address: str | None = None
+
+    async def serve_links(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        """Accept the configured peers on ``host:port`` (``task_status``: the listeners)."""
+        await serve_links(
+            self.accept,
+            host=host,
+            port=port,
+            identity=self.identity,
+            authorize=lambda sid: sid in self._by_id,
+            site_of=self._site_of,
+            handshake_timeout=self.settings.handshake_timeout,
+            task_status=task_status,
+        )
+
+    def _site_of(self, spiffe_id: SpiffeId | None, host: str) -> str | None:
+        """The configured peer a connection comes from, for log lines: by SPIFFE ID when it
+        verified, else by source address (peers dial from their east-west address)."""
+        if spiffe_id is not None:
+            return self._by_id.get(spiffe_id)
+        names = [n for n, st in self._peers.items() if st.spec.host == host]
+        return names[0] if len(names) == 1 else None
+
+    async def dial_loop(self, state: PeerLinks) -> None:
+        """Dial ``state``'s peer, run each link until it closes, redial on the backoff."""
+        spec = state.spec
+        s = self.settings
+        started = self._clock()
+        while True:
+            established = False
+            try:
+                link = await self._dial(
+                    spec.host,
+                    spec.port,
+                    identity=self.identity,
+                    expected=spec.spiffe_id,
+                    timeout=s.connect_timeout,
+                    local_address=self.source_address,
+                )
+            except IsthmusError as exc:
+                state.last_error = f"{type(exc).__name__}: {exc}"
+                level = dial_failure_level(
+                    links_established=state.links_established,
+                    since_start=self._clock() - started,
+                    grace=s.startup_grace,
+                )
+                log.log(
+                    level, "cannot link to %s at %s:%d: %s", spec.name, spec.host, spec.port, exc
+                )
+            else:
+                established = await self._run_session(state, link, dialed=True)
+            if established:  # see the module docstring: a handshake alone proves nothing
+                state.attempts = 0
+            delay = s.backoff.delay(state.attempts, self._rng())
+            state.attempts += 1
+            await trio.sleep(delay)
+
+    async def accept(self, link: Link) -> None:
+        """Run a link a peer dialed to us until it closes."""
+        name = self._by_id.get(link.peer_id)
+        if name is None:  # authorize() already refused unknown IDs; defensive
+            return
+        await self._run_session(self._peers[name], link, dialed=False)
+
+    async def _run_session(self, state: PeerLinks, link: Link, *, dialed: bool) -> bool:
+        """Run one link until it closes; return whether it was ever established."""
+        s = self.settings
+        holder: list[LinkSession] = []
+
+        async def handler(stream: H2Stream) -> None:
+            await self._on_stream(state, holder[0], stream)
+
+        session = LinkSession(
+            link,
+            dialed=dialed,
+            handler=handler,
+            limits=s.h2_limits,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+        )
+        holder.append(session)
+
+        async def run_link(nursery: trio.Nursery, *, task_status: trio.TaskStatus[Any]) -> None:
+            # The link's end ends every task that lives for it (the export, or the wait to
+            # export): without this a waiting task would keep a dead link in its slot.
+            try:
+                await session.run(task_status=task_status)
+            finally:
+                nursery.cancel_scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    client: H2Connection = await nursery.start(run_link, nursery)
+                except IsthmusError as exc:
+                    state.last_error = f"link setup: {exc}"
+                    log.warning("link with %s failed during set-up: %s", state.spec.name, exc)
+                    return False
+                state.last_error = None
+                self._set_link(state, dialed, session, client)
+                log.info(
+                    "link %s %s is up (%s, %s)",
+                    "to" if dialed else "from",
+                    state.spec.name,
+                    link.peer_id,
+                    link.remote_address,
+                )
+                nursery.start_soon(self._on_up, state, session, client)
+        except* TunnelError as group:  # the link died under one of its tasks: it is down
+            log.debug("link with %s ended: %s", state.spec.name, first_leaf(group))
+        finally:
+            # A peer that restarted may already have a newer link of the same direction up
+            # (its new inbound link can arrive before the PING deadline retires this one):
+            # only clear the slot if it still holds this session.
+            current = state.dialed if dialed else state.accepted
+            if current is session or current is None:
+                self._set_link(state, dialed, None, None)
+            reason = session.outer.close_reason
+            state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
+            if dialed and not session.established:
+                # Under TLS 1.3 a peer rejects our certificate only after our handshake
+                # finished: all we see is the link closing at once.  Say what it likely means.
+                own = self.identity.state
+                log.warning(
+                    "link to %s closed before it was established (%s): the peer may reject"
+                    " our certificate -- our SVID %s is valid until %s; is trust domain %s in"
+                    " the peer's bundles?",
+                    state.spec.name,
+                    reason,
+                    own.spiffe_id,
+                    f"{own.svid.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+                    own.spiffe_id.trust_domain,
+                )
+            else:
+                log.info(
+                    "link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason
+                )
+        return session.established
+
+    def _set_link(
+        self,
+        state: PeerLinks,
+        dialed: bool,
+        session: LinkSession | None,
+        client: H2Connection | None,
+    ) -> None:
+        was_up = state.outbound() is not None
+        if dialed:
+            state.dialed, state.dialed_client = session, client
+        else:
+            state.accepted, state.accepted_client = session, client
+        is_up = state.outbound() is not None
+        if is_up and (not was_up or state.up_since is None):
+            state.up_since = self._clock()
+            state.links_established += 1
+        elif not is_up:  # also when the link was already closing (was_up read False)
+            state.up_since = None
+        state.notify()
+        self._on_change()
