@@ -48,10 +48,6 @@ from discovery.snapshot import Catalog, CatalogEntry, Report, SourceState
 from discovery.validate import endpoint_problem, key_problem, source_problem
 
 __all__ = [
-    "Catalog",
-    "CatalogEntry",
-    "Diff",
-    "Policy",
     "apply",
     "apply_many",
     "expire",

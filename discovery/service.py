@@ -35,10 +35,11 @@ from typing import Any
 import trio
 
 from discovery.backoff import Backoff
-from discovery.catalog import Catalog, apply_many, expire, next_expiry
+from discovery.catalog import apply_many, expire, next_expiry
 from discovery.diff import Diff
 from discovery.events import Event, SourceStale
 from discovery.merge import Policy
+from discovery.snapshot import Catalog
 from discovery.sources.config import SourceConfig
 from discovery.sources.registry import ServeSource, serve_function
 from discovery.watch import Watch

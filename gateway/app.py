@@ -18,8 +18,8 @@ from typing import Any
 import trio
 
 from discovery.backoff import Backoff
-from discovery.catalog import Catalog
 from discovery.service import serve_catalog
+from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin import serve_admin

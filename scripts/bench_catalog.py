@@ -29,9 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from discovery.catalog import Catalog, Policy, apply, apply_many
+from discovery.catalog import apply, apply_many
 from discovery.events import Added, Event, Removed, Resynced, Updated
+from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
+from discovery.snapshot import Catalog
 
 POLICY = Policy(order=("static", "consul", "mdns"))
 SERVICES = [ServiceName(f"svc{i}", "bench") for i in range(500)]

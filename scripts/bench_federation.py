@@ -32,9 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
 
-from discovery.catalog import Catalog, Policy, apply, apply_many
+from discovery.catalog import apply, apply_many
 from discovery.events import Added, Event, Removed, Resynced, Updated
+from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
+from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.spiffe_id import TrustDomain
 from gateway.demo.topology import DemoSite, Topology, build_topology

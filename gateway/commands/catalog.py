@@ -19,9 +19,8 @@ from typing import Any
 
 import trio
 
-from discovery.catalog import Catalog
 from discovery.service import serve_catalog
-from discovery.snapshot import CatalogEntry, SourceState
+from discovery.snapshot import Catalog, CatalogEntry, SourceState
 from discovery.sources.config import SourceConfig
 from discovery.sources.registry import SourceUnavailable
 from discovery.watch import Watch

@@ -30,8 +30,8 @@ from dataclasses import replace
 
 import trio
 
-from discovery.catalog import Catalog
 from discovery.model import Endpoint, ServiceName
+from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import (

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from discovery.catalog import Catalog, Policy, apply, apply_many, expire, next_expiry, routable
+from discovery.catalog import apply, apply_many, expire, next_expiry, routable
 from discovery.events import Added, Removed, Resynced, SourceFresh, SourceStale, Updated
+from discovery.merge import Policy
 from discovery.model import Endpoint, EndpointKey, ServiceName
+from discovery.snapshot import Catalog
 
 API = ServiceName("api", "payments")
 POLICY = Policy(order=("static", "consul", "mdns"), grace_s=(("consul", 30.0),))

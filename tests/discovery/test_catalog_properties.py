@@ -14,10 +14,12 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from discovery.catalog import Catalog, Diff, Policy, apply, apply_many, expire, routable
+from discovery.catalog import apply, apply_many, expire, routable
+from discovery.diff import Diff
 from discovery.events import Added, Event, Removed, Resynced, SourceFresh, SourceStale, Updated
-from discovery.merge import recompute
+from discovery.merge import Policy, recompute
 from discovery.model import Endpoint, EndpointKey, ServiceName
+from discovery.snapshot import Catalog
 
 POLICY = Policy(order=("static", "consul"), grace_s=(("consul", 5.0),), default_grace_s=2.0)
 SOURCES = st.sampled_from(["static", "consul", "mdns", "x"])

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import trio
 
-from discovery.catalog import Catalog, Policy, routable
+from discovery.catalog import routable
 from discovery.events import Added, Event, Resynced
-from discovery.merge import recompute
+from discovery.merge import Policy, recompute
 from discovery.model import Endpoint, ServiceName
 from discovery.service import serve_catalog
+from discovery.snapshot import Catalog
 from discovery.sources import registry
 from discovery.sources.config import StaticEndpointConfig, StaticSourceConfig
 from discovery.sources.registry import SourceUnavailable, serve_function

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from discovery.backoff import Backoff
-from discovery.catalog import Catalog
+from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.spiffe_id import SpiffeId
 from overlay.identity.rotation import Identity
