@@ -23,7 +23,6 @@ import immutables
 
 from discovery.model import EndpointKey, ServiceName
 from discovery.snapshot import CatalogEntry, Report, SourceState
-from discovery.sources.config import ConsulSourceConfig, SourceConfig
 
 DEFAULT_GRACE_S = 60.0
 """Stale grace for sources whose config has no ``stale_grace_s`` (static, mdns)."""
@@ -43,13 +42,19 @@ class Policy:
 
     @classmethod
     def from_sources(
-        cls, configs: Sequence[SourceConfig], *, default_grace_s: float = DEFAULT_GRACE_S
+        cls,
+        sources: Sequence[tuple[str, float | None]],
+        *,
+        default_grace_s: float = DEFAULT_GRACE_S,
     ) -> Policy:
-        """Precedence = config order; Consul's ``stale_grace_s``, the default for others."""
-        grace = tuple(
-            (c.name, c.stale_grace_s) for c in configs if isinstance(c, ConsulSourceConfig)
-        )
-        return cls(tuple(c.name for c in configs), grace, default_grace_s)
+        """Precedence = the order of ``sources`` (name, own stale grace or ``None`` for the
+        default); see :func:`discovery.sources.config.precedence`.
+
+        Plain values, not source configs: the merge rule must not depend on what any one
+        source's configuration looks like.
+        """
+        grace = tuple((name, g) for name, g in sources if g is not None)
+        return cls(tuple(name for name, _ in sources), grace, default_grace_s)
 
     def rank(self, source: str) -> tuple[int, str]:
         try:

@@ -40,7 +40,7 @@ from discovery.diff import Diff
 from discovery.events import Event, SourceStale
 from discovery.merge import Policy
 from discovery.snapshot import Catalog
-from discovery.sources.config import SourceConfig
+from discovery.sources.config import SourceConfig, precedence
 from discovery.sources.registry import ServeSource, serve_function
 from discovery.watch import Watch
 from foundation.errors import DiscoveryError
@@ -75,7 +75,7 @@ async def serve_catalog(
     order of ``source_configs`` unless ``policy`` says otherwise.  ``resolve`` maps a kind to
     its serve function (the registry; tests pass their own sources).
     """
-    policy = policy if policy is not None else Policy.from_sources(source_configs)
+    policy = policy if policy is not None else Policy.from_sources(precedence(source_configs))
     serves = [(config, resolve(config.kind)) for config in source_configs]
     send, receive = trio.open_memory_channel[Event | _Flush](channel_capacity)
     with send, receive:

@@ -7,6 +7,7 @@ from its own config without importing the gateway.  The gateway's TOML has one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -117,3 +118,14 @@ class ConsulSourceConfig:
 
 
 SourceConfig = StaticSourceConfig | MdnsSourceConfig | ConsulSourceConfig
+
+
+def precedence(configs: Sequence[SourceConfig]) -> tuple[tuple[str, float | None], ...]:
+    """Each source's name and own stale grace, in config order (= precedence, first highest).
+
+    Only Consul has a ``stale_grace_s``; the others take the catalog's default (``None``).
+    What :meth:`discovery.merge.Policy.from_sources` takes.
+    """
+    return tuple(
+        (c.name, c.stale_grace_s if isinstance(c, ConsulSourceConfig) else None) for c in configs
+    )

@@ -7,7 +7,12 @@ import immutables
 from discovery.merge import DEFAULT_GRACE_S, Policy, merge_entry, recompute
 from discovery.model import Endpoint, EndpointKey, ServiceName
 from discovery.snapshot import Report, SourceState
-from discovery.sources.config import ConsulSourceConfig, MdnsSourceConfig, StaticSourceConfig
+from discovery.sources.config import (
+    ConsulSourceConfig,
+    MdnsSourceConfig,
+    StaticSourceConfig,
+    precedence,
+)
 
 API = ServiceName("api")
 
@@ -25,7 +30,7 @@ def test_policy_from_config_uses_config_order_and_consul_grace() -> None:
         StaticSourceConfig(kind="static", name="pins"),
         ConsulSourceConfig(kind="consul", name="dc1", stale_grace_s=12.0),
     ]
-    policy = Policy.from_sources(configs)
+    policy = Policy.from_sources(precedence(configs))
     assert policy.ordered(["dc1", "pins", "lan", "zz", "aa"]) == ["lan", "pins", "dc1", "aa", "zz"]
     assert policy.grace_for("dc1") == 12.0
     assert policy.grace_for("lan") == DEFAULT_GRACE_S == policy.grace_for("unknown")
@@ -52,3 +57,18 @@ def test_recompute_ignores_expired_sources() -> None:
     assert entry.sources == ("mdns",) and entry.endpoint.weight == 1
     sources["mdns"] = SourceState("mdns", expired=True)
     assert len(recompute(policy, sources, views)) == 0
+
+
+def test_the_merge_rule_depends_on_no_source() -> None:
+    """Precedence comes in as plain values: merge.py imports no source nor its config."""
+    import ast
+    from pathlib import Path
+
+    import discovery.merge
+
+    tree = ast.parse(Path(discovery.merge.__file__).read_text())
+    nodes = list(ast.walk(tree))
+    imported = {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module} | {
+        alias.name for n in nodes if isinstance(n, ast.Import) for alias in n.names
+    }
+    assert not {m for m in imported if m.startswith("discovery.sources")}
