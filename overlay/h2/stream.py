@@ -41,8 +41,8 @@ from foundation.errors import (
 
 #: Headers as they arrive: lowercase names and values as bytes, pseudo-headers first.
 HeaderList = list[tuple[bytes, bytes]]
-#: Headers as callers may pass them.
-Headers = Sequence[tuple[bytes | str, bytes | str]]
+#: Headers as callers may pass them, to be encoded: names and values as str or bytes.
+HeaderInput = Sequence[tuple[bytes | str, bytes | str]]
 
 
 class TunnelError(UpstreamError):
@@ -94,11 +94,11 @@ class StreamOwner(Protocol):
         """Send ``data``, waiting for flow-control window and outbound room."""
 
     async def stream_send_headers(
-        self, stream: H2Stream, headers: Headers, end_stream: bool
+        self, stream: H2Stream, headers: HeaderInput, end_stream: bool
     ) -> None:
         """Send a header block (response headers or trailers)."""
 
-    async def stream_send_whole(self, stream: H2Stream, headers: Headers, body: bytes) -> bool:
+    async def stream_send_whole(self, stream: H2Stream, headers: HeaderInput, body: bytes) -> bool:
         """Send response headers, ``body`` and END_STREAM in one step if the window and the
         outbound buffer allow it right now; False (nothing sent) if not."""
 
@@ -126,7 +126,7 @@ class H2StreamStatistics:
     remote_ended: bool
 
 
-def encode_headers(headers: Headers) -> HeaderList:
+def encode_headers(headers: HeaderInput) -> HeaderList:
     return [
         (n if isinstance(n, bytes) else n.encode(), v if isinstance(v, bytes) else v.encode())
         for n, v in headers
@@ -246,7 +246,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._local_ended = True
         self._owner.stream_end(self)
 
-    async def send_headers(self, headers: Headers, *, end_stream: bool = False) -> None:
+    async def send_headers(self, headers: HeaderInput, *, end_stream: bool = False) -> None:
         """Send response headers (server side) or, after the body, trailers."""
         self._check_can_send(body=False)
         await self._owner.stream_send_headers(self, headers, end_stream)
@@ -254,7 +254,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if end_stream:
             self._local_ended = True
 
-    async def send_response(self, headers: Headers, body: bytes) -> None:
+    async def send_response(self, headers: HeaderInput, body: bytes) -> None:
         """Server side: a complete response (headers, ``body``, end) at once.
 
         Why: written in one step the response leaves in one write on the connection (and
@@ -279,7 +279,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
             await self.send_all(body)
             await self.send_eof()
 
-    async def send_trailers(self, headers: Headers) -> None:
+    async def send_trailers(self, headers: HeaderInput) -> None:
         """Send trailers; they end our direction of the stream."""
         await self.send_headers(headers, end_stream=True)
 

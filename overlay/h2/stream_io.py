@@ -21,8 +21,8 @@ from overlay.h2.setup import RefusingH2
 from overlay.h2.stream import (
     ConnectionGone,
     H2Stream,
+    HeaderInput,
     HeaderList,
-    Headers,
     InvalidHeaders,
     StreamReset,
 )
@@ -43,7 +43,7 @@ def _h2_stream_errors() -> Iterator[None]:
         raise RuntimeError(f"HTTP/2 does not allow this now: {exc}") from exc
 
 
-def _checked(headers: Headers, *, trailers: bool) -> HeaderList:
+def _checked(headers: HeaderInput, *, trailers: bool) -> HeaderList:
     """The block as h2 takes it, checked by us (h2's outbound validation is off: see
     ``h2_fields.py``)."""
     try:
@@ -74,7 +74,7 @@ class H2StreamIO:
 
     # -- client role ------------------------------------------------------------------------
 
-    async def open_stream(self, headers: Headers, *, end_stream: bool = False) -> H2Stream:
+    async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream:
         """Open a stream (a request or a CONNECT tunnel); waits for a concurrency slot.
 
         Only the client role opens streams (HTTP/2 streams are client-initiated).  Raises
@@ -153,7 +153,7 @@ class H2StreamIO:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def stream_send_headers(
-        self, stream: H2Stream, headers: Headers, end_stream: bool
+        self, stream: H2Stream, headers: HeaderInput, end_stream: bool
     ) -> None:
         await trio.lowlevel.checkpoint()
         while self._pending > self.limits.max_outbound_buffer:
@@ -171,7 +171,7 @@ class H2StreamIO:
             stream._on_local_end()
             self._forget_if_finished(stream)
 
-    async def stream_send_whole(self, stream: H2Stream, headers: Headers, body: bytes) -> bool:
+    async def stream_send_whole(self, stream: H2Stream, headers: HeaderInput, body: bytes) -> bool:
         await trio.lowlevel.checkpoint()
         self._raise_for_send(stream)
         with _h2_stream_errors():
