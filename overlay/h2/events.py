@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import h2.events
 
 from foundation.errors import H2_PROTOCOL_ERROR
-from overlay.h2.setup import MalformedHeaders, OversizedHeaders
+from overlay.h2.setup import MalformedHeaderBlock, OversizedHeaders
 from overlay.h2.stream import HeaderList
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> No
         if (stream := streams.get(event.stream_id)) is not None:
             conn._stream_was_reset(stream, int(event.error_code or 0), event.remote_reset, now)
         # A reset of a stream we already finished saved us no work: not a premature reset.
-    elif isinstance(event, MalformedHeaders):
+    elif isinstance(event, MalformedHeaderBlock):
         # h2_setup reset the stream (PROTOCOL_ERROR); a request that never reached a handler
         # still cost us a decode, so it counts against the peer's premature-reset budget.
         log.debug("stream %d reset: malformed header block: %s", event.stream_id, event.reason)

@@ -54,7 +54,7 @@ class H2ConnectionStatistics:
     close_reason: str | None
 
 
-class MalformedHeaders(h2.events.Event):
+class MalformedHeaderBlock(h2.events.Event):
     """A header block decoded fine but broke RFC 9113 section 8 (an uppercase or
     connection-specific field, a missing or misplaced pseudo-header, trailers without
     END_STREAM...).  The stream was reset with PROTOCOL_ERROR; the connection carries on."""
@@ -64,7 +64,7 @@ class MalformedHeaders(h2.events.Event):
         self.reason = reason
 
     def __repr__(self) -> str:
-        return f"<MalformedHeaders stream_id:{self.stream_id}, reason:{self.reason}>"
+        return f"<MalformedHeaderBlock stream_id:{self.stream_id}, reason:{self.reason}>"
 
 
 class OversizedHeaders(h2.events.Event):
@@ -131,13 +131,13 @@ class RefusingH2(h2.connection.H2Connection):
     * h2 answers a malformed request or response (section 8.1.1: "MUST be treated as a stream
       error of type PROTOCOL_ERROR") with GOAWAY too, so one bad request from a caller failed
       every other request on its connection.  Here such a block resets its stream only and
-      yields ``MalformedHeaders``; the driver counts it against the peer's reset budget.  A
+      yields ``MalformedHeaderBlock``; the driver counts it against the peer's reset budget.  A
       block that fails to *decode* stays a connection error (see ``_TellingDecoder``), and so
       does anything h2 raises for the stream's state.
     * h2 answers a header list over our advertised limit with GOAWAY as well.  Here a block
       that decoded whole (under ``_TellingDecoder.cap``) with a list over the limit refuses
       its stream only: a request yields ``OversizedHeaders`` (the driver answers 431), a
-      response or trailers reset the stream and yield ``MalformedHeaders``.
+      response or trailers reset the stream and yield ``MalformedHeaderBlock``.
     """
 
     inbound_slack = 0
@@ -165,7 +165,7 @@ class RefusingH2(h2.connection.H2Connection):
                 frames = stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             except h2.exceptions.ProtocolError:
                 raise exc from None  # the stream's state machine had refused it: h2's verdict
-            return frames, [MalformedHeaders(frame.stream_id, str(exc))]
+            return frames, [MalformedHeaderBlock(frame.stream_id, str(exc))]
         if decoder.list_size > decoder.advertised:
             return self._oversized(frame, frames, events, decoder)
         return frames, events
@@ -190,7 +190,7 @@ class RefusingH2(h2.connection.H2Connection):
         stream = self.streams.get(sid)
         if stream is not None and not stream.closed:
             frames = frames + stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-        return frames, [MalformedHeaders(sid, why)]
+        return frames, [MalformedHeaderBlock(sid, why)]
 
 
 def new_h2_state(*, client_side: bool, limits: H2Limits) -> RefusingH2:
