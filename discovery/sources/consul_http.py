@@ -50,7 +50,7 @@ from discovery.sources.consul_parse import (
     request_deadline,
 )
 
-_READ_SIZE = 65536
+_BODY_READ_SIZE = 65536  # bytes of a response body asked of the connection per read
 _MAX_HEADER_BYTES = 64 * 1024
 _GO_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -294,7 +294,7 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
                     raise ConsulUnavailable(f"{self.base_uri} closed the connection early") from err
                 raise
             if event is h11.NEED_DATA:
-                data = bytes(await stream.receive_some(_READ_SIZE))
+                data = bytes(await stream.receive_some(_BODY_READ_SIZE))
                 eof = not data
                 conn.receive_data(data)
             elif isinstance(event, h11.Response):

@@ -54,7 +54,8 @@ from overlay.h2.stream import H2Stream
 log = logging.getLogger("isthmus.federation")
 
 FEDERATION_PATH = "/isthmus.federation.v1/export"
-READ_SIZE = 64 * 1024
+#: Bytes of federation frames (exports one way, acks the other) taken from the stream per read.
+FRAME_READ_SIZE = 64 * 1024
 ACK_TIMEOUT_S = 30.0
 
 
@@ -170,7 +171,7 @@ async def run_export(
         async def read_replies() -> None:
             decoder = FrameDecoder(max_message_bytes=max_message_bytes)
             while True:
-                data = await stream.receive_some(READ_SIZE)
+                data = await stream.receive_some(FRAME_READ_SIZE)
                 if not data:
                     decoder.close()
                     raise FederationProtocolError("peer ended the federation stream")
@@ -225,7 +226,7 @@ async def serve_import(
     session = ImportSession(peer_site)
     decoder = FrameDecoder(max_message_bytes=max_message_bytes)
     while True:
-        data = await stream.receive_some(READ_SIZE)
+        data = await stream.receive_some(FRAME_READ_SIZE)
         if not data:
             decoder.close()
             return

@@ -52,10 +52,10 @@ from typing import Generic, TypeVar
 
 import trio
 
-__all__ = ["READ_SIZE", "WRITE_CHUNK", "TLSStream"]
+__all__ = ["CIPHERTEXT_READ_SIZE", "WRITE_CHUNK", "TLSStream"]
 
 KIB = 1024
-READ_SIZE = 256 * KIB  # ciphertext asked of the transport per read
+CIPHERTEXT_READ_SIZE = 256 * KIB  # ciphertext asked of the transport per read
 WRITE_CHUNK = 256 * KIB  # plaintext encrypted per flush; bounds the outgoing ciphertext
 _RECORD = 16 * KIB  # TLS plaintext record limit: one SSLObject.read yields at most this
 
@@ -78,7 +78,7 @@ class TLSStream(trio.abc.Stream, Generic[T_Stream]):
         *,
         server_side: bool = False,
         server_hostname: str | None = None,
-        read_size: int = READ_SIZE,
+        read_size: int = CIPHERTEXT_READ_SIZE,
     ) -> None:
         if read_size < 1:
             raise ValueError("read_size must be positive")
