@@ -1,5 +1,5 @@
 """Isthmus discovery: the catalog model, its pure core, and the sources that feed it.
 
-This package sits at the bottom of the dependency graph (gateway -> overlay -> discovery),
-which is why the project's error root lives here too (:mod:`foundation.errors`).
+Imports go one way (gateway -> overlay -> discovery); below discovery there is only
+:mod:`foundation` (the error root, SPIFFE ID values, names), which every package may import.
 """

@@ -43,7 +43,6 @@ from overlay.identity.svid import parse_pem_certificates
 __all__ = [
     "MAX_BUNDLE_BYTES",
     "Bundle",
-    "BundleError",
     "BundleFormat",
     "BundleSet",
     "load_bundle",

@@ -40,7 +40,6 @@ from overlay.identity.errors import SvidError
 
 __all__ = [
     "PrivateKey",
-    "SvidError",
     "X509Svid",
     "check_chain",
     "check_leaf",

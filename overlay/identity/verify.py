@@ -50,8 +50,6 @@ from overlay.identity.svid import MAX_CHAIN_CERTS, check_leaf, check_signing_ca,
 
 __all__ = [
     "Authorizer",
-    "NotAuthorized",
-    "PeerRejected",
     "VerifiedPeer",
     "VerifyCache",
     "check_expected",

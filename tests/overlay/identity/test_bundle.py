@@ -12,11 +12,11 @@ from foundation.spiffe_id import TrustDomain
 from overlay.identity.bundle import (
     MAX_BUNDLE_BYTES,
     Bundle,
-    BundleError,
     BundleSet,
     load_bundle,
     parse_bundle,
 )
+from overlay.identity.errors import BundleError
 from tests.overlay.identity.cases import CA_A, CA_B
 from tests.overlay.identity.certfactory import der, pem
 
