@@ -4,10 +4,11 @@
 The netns tests check what the source does (an endpoint is removed *by* a goodbye, *never
 before* its TTL ran out); how soon is measured here, where a busy machine makes a figure
 noisy instead of making a build red.  Three network namespaces on one bridge
-(:mod:`tests.netns`, 198.18.0.0/15): a zeroconf publisher (``tests.discovery.mdns_publish``),
-the Isthmus source (``tests.discovery.mdns_browse``) and, as the floor, a plain zeroconf
-``ServiceBrowser`` (``tests.discovery.mdns_plain_browse``), all on system-wide
-``time.monotonic()`` stamps.  Measured, per round:
+(:mod:`tests.netns`, 198.18.0.0/15): a zeroconf publisher
+(``tests.discovery.sources.mdns_publish``), the Isthmus source
+(``tests.discovery.sources.mdns_browse``) and, as the floor, a plain zeroconf ``ServiceBrowser``
+(``tests.discovery.sources.mdns_plain_browse``), all on system-wide ``time.monotonic()``
+stamps.  Measured, per round:
 
 * **goodbye**: from the publisher starting to unregister until each browser reports the
   instance removed; the bound is RFC 6762's one second for a record said goodbye to;
@@ -48,7 +49,15 @@ from zeroconf import ServiceBrowser, Zeroconf
 from discovery.events import Event
 from discovery.sources.config import MdnsSourceConfig
 from discovery.sources.mdns import serve_mdns_source
-from tests.discovery.mdns_procs import Line, Proc, added, browser, publisher, register, removed
+from tests.discovery.sources.mdns_procs import (
+    Line,
+    Proc,
+    added,
+    browser,
+    publisher,
+    register,
+    removed,
+)
 from tests.netns import Host, lan, netns_skip_reason
 
 TTL_S = 120  # the goodbye rounds: far from expiring by themselves
@@ -57,7 +66,7 @@ GUARD_S = 30.0  # give up on one event after this (a hang, not a figure)
 
 
 def plain_browser(procs: list[Proc], host: Host) -> Proc:
-    p = Proc(host, "tests.discovery.mdns_plain_browse", host.address)
+    p = Proc(host, "tests.discovery.sources.mdns_plain_browse", host.address)
     procs.append(p)
     p.wait_for(lambda e: e["ev"] == "ready", 10, "plain browser ready")
     return p

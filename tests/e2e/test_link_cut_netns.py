@@ -88,7 +88,7 @@ async def test_black_holed_link_is_declared_down_within_the_ping_deadline(
             cut_at = time.time()
             net.set_link(west_host, up=False)
             # Hang guard: 5x the detection bound.  That the bound holds is checked exactly on
-            # the autojump clock (tests/overlay/test_liveness.py); how long detection takes
+            # the autojump clock (tests/overlay/h2/test_liveness.py); how long detection takes
             # here is measured by scripts/bench_failover.py.
             await _wait_log(
                 east_log, "link to west is down", within_s=5 * (PING_INTERVAL + PING_TIMEOUT)

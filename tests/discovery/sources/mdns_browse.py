@@ -2,7 +2,7 @@
 
 Usage (normally inside a namespace via ``ip netns exec``)::
 
-    python -m tests.discovery.mdns_browse '{"interfaces": ["198.18.0.2"], ...}'
+    python -m tests.discovery.sources.mdns_browse '{"interfaces": ["198.18.0.2"], ...}'
 
 The JSON object holds MdnsSourceConfig fields (``name`` defaults to ``mdns-test``).  Besides
 events it prints ``{"ev": "ready"}`` once the source has started and ``{"ev": "error", ...}``

@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.netns import Host
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 Line = dict[str, Any]
 
 
@@ -81,14 +81,14 @@ class Proc:
 
 def browser(procs: list[Proc], host: Host, **config: Any) -> Proc:
     config.setdefault("interfaces", [host.address])
-    p = Proc(host, "tests.discovery.mdns_browse", json.dumps(config))
+    p = Proc(host, "tests.discovery.sources.mdns_browse", json.dumps(config))
     procs.append(p)
     p.wait_for(lambda e: e["ev"] == "ready", 10, "ready")
     return p
 
 
 def publisher(procs: list[Proc], host: Host) -> Proc:
-    p = Proc(host, "tests.discovery.mdns_publish", host.address)
+    p = Proc(host, "tests.discovery.sources.mdns_publish", host.address)
     procs.append(p)
     p.wait_for(lambda e: e.get("ok") == "started", 10, "publisher start")
     return p

@@ -1,6 +1,7 @@
 """Test harness: run ``serve_mdns_announcer`` until a ``stop`` line arrives on stdin.
 
-Usage: ``python -m tests.discovery.mdns_announce_run '{"interfaces": [...], "services": [...]}'``
+Usage:
+``python -m tests.discovery.sources.mdns_announce_run '{"interfaces": [...], "services": [...]}'``
 where each service is an object of :class:`AnnouncedService` fields (``spiffe_id`` as text).
 Prints ``{"ok": "announced", "names": [...]}`` once announced and
 ``{"ok": "stopped", "t_start": ...}`` after the announcer has exited (goodbyes sent).

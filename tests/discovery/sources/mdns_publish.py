@@ -2,7 +2,7 @@
 
 Usage (inside a namespace)::
 
-    python -m tests.discovery.mdns_publish ADDRESS
+    python -m tests.discovery.sources.mdns_publish ADDRESS
 
 Commands, one JSON object per stdin line; each answers ``{"ok": ..., "t": monotonic}``:
 

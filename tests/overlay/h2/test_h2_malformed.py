@@ -18,7 +18,7 @@ from hyperframe.frame import HeadersFrame
 from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_PROTOCOL_ERROR
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream, StreamReset
-from tests.overlay.test_h2_abuse import (
+from tests.overlay.h2.raw_peer import (
     REQ,
     RawClient,
     goaway_code,

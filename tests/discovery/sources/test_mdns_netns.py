@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from discovery.sources.mdns import LOG_BURST, LOG_WINDOW_S
-from tests.discovery.mdns_procs import Proc, added, browser, publisher, register, removed
+from tests.discovery.sources.mdns_procs import Proc, added, browser, publisher, register, removed
 from tests.netns import Lan, lan, netns_skip_reason
 
 pytestmark = pytest.mark.netns
@@ -213,7 +213,7 @@ def test_announcer_round_trips_and_says_goodbye_on_exit(net: Lan, procs: list[Pr
             },
         ],
     }
-    ann = Proc(net.hosts[0], "tests.discovery.mdns_announce_run", json.dumps(spec))
+    ann = Proc(net.hosts[0], "tests.discovery.sources.mdns_announce_run", json.dumps(spec))
     procs.append(ann)
     names = ann.wait_for(lambda e: e.get("ok") == "announced", 10, "announced")["names"]
     assert len(names) == 2

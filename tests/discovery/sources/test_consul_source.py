@@ -31,7 +31,7 @@ from discovery.sources.consul import serve_consul_source
 from discovery.sources.consul_parse import ConsulAclDenied, ConsulConfigError
 from tests.consul_api.server import open_consul_api_server
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Hang guard for anything that should take milliseconds: at least 5x every timeout and backoff
 # configured here, yet well below the default ``wait_s`` (30 s), so that a change seen within it
 # was answered by a parked blocking query, not by one that ran out its wait.

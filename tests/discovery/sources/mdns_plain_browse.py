@@ -2,7 +2,7 @@
 
 Usage (inside a namespace)::
 
-    python -m tests.discovery.mdns_plain_browse ADDRESS [SERVICE_TYPE]
+    python -m tests.discovery.sources.mdns_plain_browse ADDRESS [SERVICE_TYPE]
 
 Prints ``{"ev": "ready"}`` once browsing, then ``{"ev": "added" | "removed", "label": ...}``
 for each instance (``label`` is the instance name's first label), each stamped with
