@@ -19,9 +19,9 @@ spell two ways is an identity that an allow list can be tricked into mismatching
 The result is a frozen value object whose ``str()`` is the canonical form; nothing else in the
 code base handles raw SPIFFE ID strings.
 
-Why in ``discovery``: endpoints in the catalog carry SPIFFE IDs (mDNS TXT, Consul meta), and
-``discovery`` is the bottom of the one-way dependency graph.  ``overlay.identity.spiffe_id``
-re-exports these names for the identity code.
+Why in ``foundation``: endpoints in the catalog carry SPIFFE IDs (mDNS TXT, Consul meta) and
+the overlay verifies peers by them, so both ``discovery`` and ``overlay`` import this one home
+(``foundation`` is the floor every package may import).
 """
 
 from __future__ import annotations
