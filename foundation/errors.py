@@ -1,7 +1,8 @@
 """The root of Isthmus's typed errors.
 
-Why here: ``discovery`` is the bottom of the one-way dependency graph
-(``gateway`` -> ``overlay`` -> ``discovery``), so every package can import this module.
+Why here: ``foundation`` sits under the one-way dependency graph
+(``gateway`` -> ``overlay`` -> ``discovery`` -> ``foundation``), so every package can import
+this module.
 
 Errors are grouped by *who is at fault* -- the downstream caller, an upstream (endpoint or peer),
 the operator's configuration, an identity check, or a discovery input -- and each carries the
