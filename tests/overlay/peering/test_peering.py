@@ -142,3 +142,24 @@ async def test_a_silent_link_withdraws_routes_at_the_ping_deadline_then_imports_
         # ...and are withdrawn when it ends, with nothing else happening.
         gone_at = await until(west.imports, lambda v: "east" not in v.peers)
         assert stale_since + GRACE <= gone_at <= stale_since + GRACE + 0.5
+
+
+async def test_a_peer_back_before_the_grace_is_routed_again_on_a_new_link(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with linked_sites() as sites:
+        west = sites.west
+        await until(west.routes, lambda v: v.sites_for(API) == ("east",))
+        sites.network.reachable = False
+        sites.network.wires[0].cut = True
+        await until(west.imports, lambda v: "east" in v.peers and v.peers["east"].stale)
+        stale_since = west.imports.latest.peers["east"].stale_since
+        assert stale_since is not None
+        assert west.routes.latest.sites_for(API) == ()
+
+        sites.network.reachable = True  # east's next redial (on its backoff) gets through
+        back_at = await until(west.routes, lambda v: v.sites_for(API) == ("east",))
+        assert back_at < stale_since + GRACE
+        assert len(sites.network.wires) >= 2  # a new link, not the silent one
+        assert not west.imports.latest.peers["east"].stale
+        assert west.status()["east"]["links_established"] == 2
