@@ -14,7 +14,9 @@ reports the best of ``--repeat`` runs of process CPU time per item and the ratio
 * hpack decode, link: each side decodes what its own encoder produced (ours: no Huffman,
   volatile fields not indexed; hpack: Huffman) -- the decoder facing an Isthmus peer;
 * hpack encode: the same header lists, ours vs ``hpack.Encoder`` (Huffman on, as h2 uses it);
-* huffman decode: the Huffman strings alone.
+* huffman decode: the Huffman strings alone;
+* frames: reading a small exchange (HEADERS, DATA, END_STREAM, WINDOW_UPDATEs) and 16 KiB
+  DATA frames, ours vs hyperframe read the way h2 reads (header, then body); writing them.
 
 Run:  .venv/bin/python scripts/bench_h2_codec.py [--repeat 7]
 """
@@ -34,7 +36,9 @@ import hpack
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman as hpack_decode_huffman
+from hyperframe.frame import DataFrame, Frame, HeadersFrame, WindowUpdateFrame
 
+from overlay.h2.codec import frames as fr
 from overlay.h2.codec.hpack import Decoder, Encoder
 from overlay.h2.codec.huffman import decode_huffman
 
@@ -122,8 +126,16 @@ def bench_hpack(repeat: int) -> None:
         return run
 
     n = len(lists)
-    compare("hpack decode (h2's blocks)", n, ours_decode(h2_blocks), theirs_decode(h2_blocks), repeat)
-    compare("hpack decode, link (own blocks)", n, ours_decode(our_blocks), theirs_decode(h2_blocks), repeat)
+    compare(
+        "hpack decode (h2's blocks)", n, ours_decode(h2_blocks), theirs_decode(h2_blocks), repeat
+    )
+    compare(
+        "hpack decode, link (own blocks)",
+        n,
+        ours_decode(our_blocks),
+        theirs_decode(h2_blocks),
+        repeat,
+    )
 
     def ours_encode() -> object:
         e = Encoder()
@@ -151,11 +163,80 @@ def bench_hpack(repeat: int) -> None:
     )
 
 
+def hyperframe_read(data: bytes) -> list[Frame]:
+    """How h2's FrameBuffer reads: header, then body, by memoryview slices."""
+    out = []
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        f, length = Frame.parse_frame_header(view[pos : pos + 9])
+        f.parse_body(view[pos + 9 : pos + 9 + length])
+        out.append(f)
+        pos += 9 + length
+    return out
+
+
+def bench_frames(repeat: int) -> None:
+    # One small exchange as a link sees it: HEADERS, DATA, END_STREAM DATA, WINDOW_UPDATEs;
+    # and bulk: 16 KiB DATA frames.
+    block = Encoder().encode(workload(1)[0])
+    exchange = b"".join(
+        [
+            fr.headers_frames(1, block, end_stream=False, max_frame_size=16384),
+            fr.data_frame(1, b"x" * 200),
+            fr.data_frame(1, b"", end_stream=True),
+            fr.window_update_frame(0, 200),
+            fr.window_update_frame(1, 200),
+        ]
+    )
+    small = exchange * 200
+    bulk = fr.data_frame(1, b"x" * 16384) * 64
+
+    def ours(data: bytes, chunk: int) -> Callable[[], object]:
+        def run() -> object:
+            reader = fr.FrameReader()
+            got = []
+            for i in range(0, len(data), chunk):
+                got += reader.receive(data[i : i + chunk])
+            return got
+
+        return run
+
+    def theirs(data: bytes) -> Callable[[], object]:
+        return lambda: hyperframe_read(data)
+
+    compare("frames read, small exchange", 1000, ours(small, 1 << 20), theirs(small), repeat)
+    compare("frames read, small, 1 KiB reads", 1000, ours(small, 1024), theirs(small), repeat)
+    compare("frames read, 16 KiB DATA", 64, ours(bulk, 1 << 20), theirs(bulk), repeat)
+
+    def ours_write() -> object:
+        return [
+            fr.headers_frames(1, block, end_stream=False, max_frame_size=16384)
+            + fr.data_frame(1, b"x" * 200)
+            + fr.data_frame(1, b"", end_stream=True)
+            + fr.window_update_frame(0, 200)
+            for _ in range(200)
+        ]
+
+    def theirs_write() -> object:
+        out = []
+        for _ in range(200):
+            h = HeadersFrame(1, block, flags=["END_HEADERS"])
+            d = DataFrame(1, b"x" * 200)
+            e = DataFrame(1, b"", flags=["END_STREAM"])
+            w = WindowUpdateFrame(0, 200)
+            out.append(h.serialize() + d.serialize() + e.serialize() + w.serialize())
+        return out
+
+    compare("frames write, small exchange", 800, ours_write, theirs_write, repeat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     bench_hpack(args.repeat)
+    bench_frames(args.repeat)
 
 
 if __name__ == "__main__":
