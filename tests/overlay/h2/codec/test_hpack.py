@@ -469,3 +469,11 @@ def test_encoder_evicts_when_the_peer_shrinks_its_table() -> None:
     block = e.encode([(b"custom-key", b"x" * 50)])
     assert d.decode(block) == [(b"custom-key", b"x" * 50)]
     assert d.table_entries == ()
+
+
+def test_every_block_of_up_to_two_octets_same_verdict_as_hpack() -> None:
+    # Exhaustive: every first octet (each representation and prefix value) with every second.
+    for n in (1, 2):
+        for value in range(256**n):
+            ours, oracle = _pair(2000, 4096)
+            _same_verdict(ours, oracle, value.to_bytes(n, "big"))

@@ -110,3 +110,12 @@ def test_mutated_strings_same_verdict_as_hpack(text: bytes, draw: st.DataObject)
     cut = draw.draw(st.integers(0, len(encoded) + 1))
     mutated = bytes(encoded[:cut])
     assert _our_verdict(mutated) == _hpack_verdict(mutated)
+
+
+def test_every_string_of_up_to_two_octets_same_verdict_as_hpack() -> None:
+    # Exhaustive over 65 793 inputs: every state the decoder can be in after a byte, every
+    # padding length 0-15, every place EOS can start.
+    for n in (0, 1, 2):
+        for value in range(256**n):
+            data = value.to_bytes(n, "big")
+            assert _our_verdict(data) == _hpack_verdict(data), data.hex()
