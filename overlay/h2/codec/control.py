@@ -1,6 +1,6 @@
 """The connection-level half of a sans-IO HTTP/2 connection: preface, SETTINGS, PING, GOAWAY
 and the connection's send window.  Stream frames are passed through, in order, for the stream
-layer (not written yet) to handle.
+layer (``connection.py``) to handle.
 
 Why split this way: everything on stream 0 is the same whatever the streams do, and it is
 where a link's health lives (PING with a deadline, GOAWAY on drain, SETTINGS the peer must
@@ -28,6 +28,7 @@ GOAWAY that ends the connection; after one the object must not be used again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from foundation.errors import H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR
@@ -181,27 +182,30 @@ class ConnectionControl:
         inbound = self.inbound
         inbound.receive_data(data)
         while (frame := inbound.next_frame()) is not None:
-            self._handle(frame, events)
+            if not self.handle_frame(frame, events.append):
+                events.append(StreamFrameReceived(frame))
 
-    def _handle(self, frame: fr.Frame, events: list[Event]) -> None:
+    def handle_frame(self, frame: fr.Frame, emit: Callable[[Event], None]) -> bool:
+        """Handle a connection-level frame (``emit`` gets its event); False for a stream frame,
+        which is the caller's (the stream layer's) to handle."""
         if not self._seen_settings:
             if not isinstance(frame, fr.SettingsFrame) or frame.ack:
                 raise NoSettingsFirst(f"first frame is {type(frame).__name__}, not SETTINGS")
             self._seen_settings = True
         if isinstance(frame, fr.SettingsFrame):
             if frame.ack:
-                self._acknowledged(events)
+                self._acknowledged(emit)
             else:
                 previous = self.remote
                 self.remote = apply_settings(previous, frame.settings, from_server=self.client)
                 self._out.append(fr.SETTINGS_ACK)
-                events.append(RemoteSettingsChanged(previous, self.remote, frame.settings))
+                emit(RemoteSettingsChanged(previous, self.remote, frame.settings))
         elif isinstance(frame, fr.PingFrame):
             if frame.ack:
-                events.append(PingAckReceived(frame.opaque))
+                emit(PingAckReceived(frame.opaque))
             else:
                 self._out.append(fr.ping_frame(frame.opaque, ack=True))
-                events.append(PingReceived(frame.opaque))
+                emit(PingReceived(frame.opaque))
         elif isinstance(frame, fr.WindowUpdateFrame) and not frame.stream_id:
             if not frame.increment:
                 raise CodecError("WINDOW_UPDATE of 0 on the connection")
@@ -209,22 +213,21 @@ class ConnectionControl:
             if window > MAX_WINDOW:
                 raise ConnectionFlowError(f"connection send window of {window}, over 2**31-1")
             self.send_window = window
-            events.append(WindowUpdated(0, frame.increment))
+            emit(WindowUpdated(0, frame.increment))
         elif isinstance(frame, fr.GoAwayFrame):
             self.terminated = ConnectionTerminated(
                 frame.error_code, frame.last_stream_id, frame.debug
             )
-            events.append(self.terminated)
-        elif isinstance(frame, fr.UnknownFrame):
-            pass
-        else:
-            events.append(StreamFrameReceived(frame))
+            emit(self.terminated)
+        elif not isinstance(frame, fr.UnknownFrame):
+            return False
+        return True
 
-    def _acknowledged(self, events: list[Event]) -> None:
+    def _acknowledged(self, emit: Callable[[Event], None]) -> None:
         if not self._pending:
             # An ACK of nothing: h2 reports it too, with nothing changed.
-            events.append(SettingsAcknowledged(self.local))
+            emit(SettingsAcknowledged(self.local))
             return
         self.local = self._pending.pop(0)
         self.inbound.reader.max_frame_size = self.local.max_frame_size
-        events.append(SettingsAcknowledged(self.local))
+        emit(SettingsAcknowledged(self.local))
