@@ -8,6 +8,11 @@ caller may hold) to the owner.
 
 Theory of operation
 -------------------
+Bounds.  Our SETTINGS always carry MAX_CONCURRENT_STREAMS (100 unless given) and
+MAX_HEADER_LIST_SIZE (at most ``max_header_list_size``, which the HPACK decoder enforces from
+the start); stream state is a few integers per stream, reset streams are remembered up to
+``max_reset_memory``.
+
 Streams.  A stream is *open for receiving* until the peer ends it (END_STREAM) and *open for
 sending* until we end it; it is forgotten when both are over or either side resets it.
 Streams we reset are remembered (a bounded FIFO of ``max_reset_memory`` IDs) so that frames
@@ -63,6 +68,7 @@ from overlay.h2.codec.hpack import Decoder, Encoder, Header
 from overlay.h2.codec.settings import MAX_WINDOW, Settings
 
 H2_STREAM_CLOSED = 0x5
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
 
 # --------------------------------------------------------------------------------------------
 # Events (the connection-level ones come from control.py)
@@ -162,8 +168,23 @@ class Connection:
         max_header_list_size: int = 64 * 1024,
         max_reset_memory: int = 1000,
     ) -> None:
-        if local.enable_push:
-            local = replace(local, enable_push=False)
+        # Push is never accepted; and a link always states its bounds (the RFC's "unlimited"
+        # defaults would let a peer open streams and send header lists without end).
+        local = replace(
+            local,
+            enable_push=False,
+            max_concurrent_streams=(
+                DEFAULT_MAX_CONCURRENT_STREAMS
+                if local.max_concurrent_streams is None
+                else local.max_concurrent_streams
+            ),
+            max_header_list_size=min(
+                max_header_list_size,
+                max_header_list_size
+                if local.max_header_list_size is None
+                else local.max_header_list_size,
+            ),
+        )
         self.client = client
         self.control = c.ConnectionControl(client=client, local=local)
         self.encoder = Encoder()
@@ -331,10 +352,12 @@ class Connection:
         elif isinstance(frame, fr.HeadersFrame):
             self._headers(frame, events)
         elif isinstance(frame, fr.RstStreamFrame):
-            stream = self._existing(frame.stream_id)
+            stream = self.streams.pop(frame.stream_id, None)
             if stream is not None:
-                del self.streams[frame.stream_id]
                 events.append(StreamReset(frame.stream_id, frame.error_code))
+            elif self._is_idle(frame.stream_id):
+                raise CodecError(f"RST_STREAM on idle stream {frame.stream_id}")
+            # else closed: a reset crossing our END_STREAM or RST_STREAM (RFC 9113 5.1)
         elif isinstance(frame, fr.WindowUpdateFrame):
             self._window_update(frame, events)
         elif isinstance(frame, fr.PushPromiseFrame):

@@ -537,3 +537,31 @@ def test_reset_memory_is_bounded() -> None:
     conn.receive_data(_request(enc, 1))
     conn.reset_stream(1, 8)
     assert conn.receive_data(raw(fr.DATA, 0, 1, b"x")) == []
+
+
+def test_reset_crossing_our_end_stream_is_ignored() -> None:
+    conn, enc = _started()
+    conn.receive_data(_request(enc, 1, end=True))
+    conn.send_headers(1, [(b":status", b"200")], end_stream=True)  # both ended: forgotten
+    assert conn.receive_data(raw(fr.RST_STREAM, 0, 1, b"\0\0\0\x08")) == []
+    assert conn.receive_data(raw(fr.WINDOW_UPDATE, 0, 1, b"\0\0\0\x10")) == []
+    with pytest.raises(CodecError):
+        conn.receive_data(raw(fr.RST_STREAM, 0, 9, b"\0\0\0\x08"))  # idle
+
+
+def test_bounds_always_advertised() -> None:
+    conn = cn.Connection(client=False, local=Settings(), max_header_list_size=10_000)
+    conn.initiate()
+    reader = fr.FrameReader()
+    reader.receive_data(conn.data_to_send())
+    frame = reader.next_frame()
+    assert isinstance(frame, fr.SettingsFrame)
+    assert dict(frame.settings) == {2: 0, 3: 100, 6: 10_000}
+    conn, enc = _started()
+    conn.receive_data(raw(fr.SETTINGS, fr.FLAG_ACK, 0, b""))
+    events = conn.receive_data(b"".join(_request(enc, sid) for sid in range(1, 204, 2)))
+    assert len(events) == 100  # the 101st and 102nd are refused
+    refused = [
+        f for f in fr.FrameReader().receive(conn.data_to_send()) if isinstance(f, fr.RstStreamFrame)
+    ]
+    assert refused == [fr.RstStreamFrame(201, 0x7), fr.RstStreamFrame(203, 0x7)]
