@@ -22,6 +22,11 @@ them).  WINDOW_UPDATE on stream 0 grows the connection's send window; past 2**31
 FLOW_CONTROL_ERROR, and an increment of 0 a PROTOCOL_ERROR (6.9).  Unknown frame types are
 ignored (4.1) -- but not inside a header block, which ``inbound.InboundFrames`` refuses.
 
+Answers (PING and SETTINGS acknowledgements) queue until the owner takes ``data_to_send``; at
+most ``MAX_QUEUED_ANSWERS`` of them, so a peer that floods us while not reading what we write
+ends the connection (ENHANCE_YOUR_CALM) instead of growing the queue.  How many control frames
+a peer may send per second is the owner's policy (``overlay/h2/limits.py``'s counters).
+
 Errors are :class:`~overlay.h2.codec.errors.CodecError` subclasses carrying the code for the
 GOAWAY that ends the connection; after one the object must not be used again.
 """
@@ -31,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from foundation.errors import H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR
+from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR
 from overlay.h2.codec import frames as fr
 from overlay.h2.codec.errors import CodecError
 from overlay.h2.codec.inbound import PREFACE, InboundFrames
@@ -105,6 +110,16 @@ class ConnectionFlowError(CodecError):
     h2_error_code = H2_FLOW_CONTROL_ERROR
 
 
+MAX_QUEUED_ANSWERS = 1000
+"""PING and SETTINGS acknowledgements waiting for ``data_to_send``: a peer that keeps asking
+while not reading (so that our writes stall and nothing is taken) is stopped here instead of
+growing the queue (RFC 9113 10.5, the "PING flood")."""
+
+
+class ControlFlood(CodecError):
+    h2_error_code = H2_ENHANCE_YOUR_CALM
+
+
 class NoSettingsFirst(CodecError):
     """The peer's first frame was not SETTINGS (RFC 9113 3.4: part of its preface)."""
 
@@ -119,6 +134,7 @@ class ConnectionControl:
     """Stream-0 state of one connection; see the module docstring."""
 
     __slots__ = (
+        "_answers",
         "_out",
         "_pending",
         "_seen_settings",
@@ -142,6 +158,7 @@ class ConnectionControl:
         self.inbound = InboundFrames(server=not client)
         self._pending: list[Settings] = [local]
         self._out: list[bytes] = []
+        self._answers = 0  # answer frames (PING and SETTINGS ACKs) queued and not yet taken
         self._seen_settings = False
 
     # -- sending ------------------------------------------------------------------------------
@@ -164,6 +181,7 @@ class ConnectionControl:
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
+        self._answers = 0
         return out
 
     # -- receiving ----------------------------------------------------------------------------
@@ -198,13 +216,13 @@ class ConnectionControl:
             else:
                 previous = self.remote
                 self.remote = apply_settings(previous, frame.settings, from_server=self.client)
-                self._out.append(fr.SETTINGS_ACK)
+                self._answer(fr.SETTINGS_ACK)
                 emit(RemoteSettingsChanged(previous, self.remote, frame.settings))
         elif isinstance(frame, fr.PingFrame):
             if frame.ack:
                 emit(PingAckReceived(frame.opaque))
             else:
-                self._out.append(fr.ping_frame(frame.opaque, ack=True))
+                self._answer(fr.ping_frame(frame.opaque, ack=True))
                 emit(PingReceived(frame.opaque))
         elif isinstance(frame, fr.WindowUpdateFrame) and not frame.stream_id:
             if not frame.increment:
@@ -222,6 +240,15 @@ class ConnectionControl:
         elif not isinstance(frame, fr.UnknownFrame):
             return False
         return True
+
+    def _answer(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._answers += 1
+        if self._answers > MAX_QUEUED_ANSWERS:
+            raise ControlFlood(
+                f"over {MAX_QUEUED_ANSWERS} PING/SETTINGS answers queued: the peer asks faster "
+                "than we are allowed to answer"
+            )
 
     def _acknowledged(self, emit: Callable[[Event], None]) -> None:
         if not self._pending:

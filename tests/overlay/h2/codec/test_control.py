@@ -236,3 +236,19 @@ def test_connection_window_overflow_and_zero() -> None:
     with pytest.raises(CodecError) as zero:
         _server().receive_data(raw(fr.SETTINGS, 0, 0, b"") + raw(fr.WINDOW_UPDATE, 0, 0, b"\0" * 4))
     assert zero.value.h2_error_code == 0x1
+
+
+def test_answers_queue_is_bounded() -> None:
+    ping = raw(fr.PING, 0, 0, b"p" * 8)
+    control = _server()
+    control.receive_data(raw(fr.SETTINGS, 0, 0, b""))  # its ACK is the first answer
+    control.receive_data(ping * (c.MAX_QUEUED_ANSWERS - 1))
+    with pytest.raises(c.ControlFlood) as info:
+        control.receive_data(ping)
+    assert info.value.h2_error_code == 0xB
+    control = _server()
+    control.receive_data(raw(fr.SETTINGS, 0, 0, b""))
+    control.data_to_send()
+    for _ in range(3):  # taken as it goes: no limit
+        control.receive_data(ping * c.MAX_QUEUED_ANSWERS)
+        assert len(control.data_to_send()) == 17 * c.MAX_QUEUED_ANSWERS
