@@ -11,7 +11,8 @@ Theory of operation
 Bounds.  Our SETTINGS always carry MAX_CONCURRENT_STREAMS (100 unless given) and
 MAX_HEADER_LIST_SIZE (at most ``max_header_list_size``, which the HPACK decoder enforces from
 the start); stream state is a few integers per stream, reset streams are remembered up to
-``max_reset_memory``.
+``max_reset_memory``; what we queue to send (our answers included) is at most
+``max_queued_frames`` frames between two ``data_to_send`` calls.
 
 Streams.  A stream is *open for receiving* until the peer ends it (END_STREAM) and *open for
 sending* until we end it; it is forgotten when both are over or either side resets it.
@@ -198,6 +199,7 @@ class Connection:
         self._reset_set: set[int] = set()
         self.max_reset_memory = max_reset_memory
         self._acked_initial = 65535  # our INITIAL_WINDOW_SIZE as the peer acknowledged it
+        self.max_queued_frames = 10_000
         self._out: list[bytes] = []
 
     # -- sending ------------------------------------------------------------------------------
@@ -316,10 +318,16 @@ class Connection:
         inbound = control.inbound
         inbound.receive_data(data)
         handle = control.handle_frame
+        out = self._out
         while (frame := inbound.next_frame()) is not None:
             before = len(events)
             if not handle(frame, events.append):
                 self._stream_frame(frame, events)
+                if len(out) > self.max_queued_frames:
+                    raise c.ControlFlood(
+                        f"over {self.max_queued_frames} frames queued: the peer makes us answer "
+                        "(resets, window updates) faster than what we write is taken"
+                    )
             elif len(events) > before:
                 self._after_control(events[-1])
 

@@ -565,3 +565,16 @@ def test_bounds_always_advertised() -> None:
         f for f in fr.FrameReader().receive(conn.data_to_send()) if isinstance(f, fr.RstStreamFrame)
     ]
     assert refused == [fr.RstStreamFrame(201, 0x7), fr.RstStreamFrame(203, 0x7)]
+
+
+def test_answers_to_a_peer_that_does_not_read_are_bounded() -> None:
+    conn, enc = _started()
+    conn.receive_data(_request(enc, 1))
+    conn.reset_stream(1, 8)
+    conn.max_queued_frames = 50
+    late = raw(fr.DATA, 0, 1, b"x")  # each dropped DATA is credited back: one WINDOW_UPDATE
+    conn.receive_data(late * 40)
+    conn.data_to_send()
+    conn.receive_data(late * 50)
+    with pytest.raises(c.ControlFlood):
+        conn.receive_data(late)
