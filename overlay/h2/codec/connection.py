@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from foundation.errors import H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM
 from overlay.h2.codec import control as c
@@ -67,69 +67,34 @@ from overlay.h2.codec import frames as fr
 from overlay.h2.codec.errors import CodecError
 from overlay.h2.codec.hpack import Decoder, Encoder, Header
 from overlay.h2.codec.settings import MAX_WINDOW, Settings
+from overlay.h2.codec.stream_events import (
+    DataReceived,
+    Event,
+    InformationalResponseReceived,
+    RequestReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
+
+__all__ = [
+    "Connection",
+    "DataReceived",
+    "Event",
+    "FlowControlError",
+    "InformationalResponseReceived",
+    "LocalStreamError",
+    "RequestReceived",
+    "ResponseReceived",
+    "StreamClosedError",
+    "StreamEnded",
+    "StreamReset",
+    "TrailersReceived",
+]
 
 H2_STREAM_CLOSED = 0x5
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
-
-# --------------------------------------------------------------------------------------------
-# Events (the connection-level ones come from control.py)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    stream_id: int
-    headers: list[Header]
-    end_stream: bool
-
-
-@dataclass(frozen=True, slots=True)
-class InformationalResponseReceived:
-    stream_id: int
-    headers: list[Header]
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    stream_id: int
-    headers: list[Header]
-    end_stream: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TrailersReceived:
-    stream_id: int
-    headers: list[Header]
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    stream_id: int
-    data: bytes
-    flow_length: int  # what the owner credits back (padding is credited already)
-    end_stream: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    stream_id: int
-    error_code: int
-
-
-Event = (
-    c.Event
-    | RequestReceived
-    | InformationalResponseReceived
-    | ResponseReceived
-    | TrailersReceived
-    | DataReceived
-    | StreamEnded
-    | StreamReset
-)
 
 
 class StreamClosedError(CodecError):
