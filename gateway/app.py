@@ -30,7 +30,8 @@ from gateway.health import healthz_view
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
-from gateway.listener.http import h1_limits, serve_http_listener
+from gateway.listener.h1 import h1_limits
+from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router, known_services

@@ -16,7 +16,7 @@ import trio
 from foundation.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
 from gateway.listener.caller_stream import CallerStream
-from gateway.listener.http import serve_h1_connection
+from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.tcp import call_context, relay_l4, serve_tcp
 from gateway.router.route import Router
 

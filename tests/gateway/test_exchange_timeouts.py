@@ -21,7 +21,8 @@ from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.exchange_timer import exchange_deadline
 from gateway.inbound.east_west import parse_context
-from gateway.listener.http import serve_h1_connection, serve_h2_connection
+from gateway.listener.h1 import serve_h1_connection
+from gateway.listener.h2 import serve_h2_connection
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
 from tests.gateway.test_router_kit import API, make_router

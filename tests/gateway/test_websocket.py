@@ -29,7 +29,7 @@ from gateway.http.websocket import (
     websocket_request_from_h2,
 )
 from gateway.inbound.east_west import EastWestHandler
-from gateway.listener.http import request_from_h1
+from gateway.listener.h1 import request_from_h1
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.tunnel import NoExtendedConnect, open_websocket_tunnel
 from overlay.federation.config import ExportConfig
