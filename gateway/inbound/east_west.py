@@ -32,8 +32,9 @@ Theory of operation (one stream, in order; the first failure answers and ends th
    fields, then the same splice; any other answer is relayed as it is.  Anything else ->
    :meth:`LocalCluster.forward` with the stream as body and response writer.
 
-Errors before the response head become the response :func:`~gateway.http.headers.
-error_response` maps them to (404, 403, 502, 503, 504...); after the head the stream is reset.
+Errors become responses in :mod:`gateway.http.rescue`: before the response head the mapped
+error response (404, 403, 502, 503, 504...) or, when this site did no work, REFUSED_STREAM;
+after the head the stream is reset.
 Every failure stays inside the stream: nothing here may take the link down.
 """
 
@@ -54,8 +55,6 @@ from discovery.model import Endpoint, ServiceName
 from foundation.errors import (
     H2_CANCEL,
     H2_CONNECT_ERROR,
-    H2_INTERNAL_ERROR,
-    H2_REFUSED_STREAM,
     DownstreamError,
     IsthmusError,
 )
@@ -74,16 +73,16 @@ from gateway.http.exchange import (
 )
 from gateway.http.exchange_timer import with_stream_limits
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
-from gateway.http.headers import MalformedHeaders, error_response, strip_connection_specific
+from gateway.http.headers import MalformedHeaders
+from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.transcode import h2_request_to_h1
 from gateway.http.websocket import websocket_request_from_h2
 from gateway.policy import PolicyDenied, check
 from gateway.splice import splice
-from gateway.upstream.pool import UpstreamUnavailable
 from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority_cached
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import consents
-from overlay.h2.stream import H2Stream, StreamReset, TunnelError
+from overlay.h2.stream import H2Stream, StreamReset
 
 log = logging.getLogger(__name__)
 
@@ -345,31 +344,14 @@ class EastWestHandler:
         *,
         head_only: bool,
     ) -> None:
-        """Answer with the mapped error if no head went out yet, else reset the stream."""
-        if writer.head_sent:
-            # the caller's fault keeps its code (PROTOCOL_ERROR...); anything else is ours
-            code = exc.h2_error_code if isinstance(exc, DownstreamError) else H2_INTERNAL_ERROR
-            stream.reset(code)
-            return
-        if isinstance(exc, UpstreamUnavailable):
-            # Nothing here did any work (no endpoint, or none accepted a connection): refuse
-            # the stream, which tells the origin it may try the next site at once (RFC 9113
-            # section 8.7), instead of a 503 that would end the request there.
+        """Answer with the mapped error if no head went out yet, else reset the stream
+        (:func:`gateway.http.rescue.rescue_peer_stream`)."""
+        before_head = not writer.head_sent
+        action = await rescue_peer_stream(stream, writer, exc, head_only=head_only)
+        if before_head and isinstance(action, Reset):
             log.debug("east-west: refusing stream: %s", exc)
-            stream.reset(H2_REFUSED_STREAM)
-            return
-        if isinstance(exc, UnknownAddress):
+        elif before_head and isinstance(exc, UnknownAddress):
             log.debug("east-west: %s", exc)
-        head, body = error_response(exc)
-        headers = strip_connection_specific(head.headers)
-        if head_only:
-            body = b""
-            headers = tuple((n, v) for n, v in headers if n != b"content-length")
-        with contextlib.suppress(TunnelError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await writer.send_head(Response(head.status, headers), end_stream=not body)
-            if body:
-                await writer.send_data(body)
-                await writer.send_end()
 
 
 def _is_extended_connect(raw: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -26,6 +26,7 @@ from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import BadRequest, FramingKind, RequestHead, request_framing
+from gateway.http.rescue import rescue_h1
 from gateway.http.transcode import h1_request_to_h2, parse_proxy_target
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
 from gateway.listener.caller_stream import mark_failed
@@ -88,7 +89,7 @@ async def serve_h1_connection(
             try:
                 head = await conn.next_request()
             except IsthmusError as exc:
-                await conn.send_error(exc)
+                await rescue_h1(conn, stream, exc, head_sent=False)
                 return
             if head is None:
                 return
@@ -122,9 +123,9 @@ async def serve_h1_connection(
                 await router.forward(request, h1_body(conn, head), writer, ctx)
             except IsthmusError as exc:
                 log.debug("request failed: %r", exc)
-                if writer is not None and writer.head_sent:
-                    mark_failed(stream)  # a response cut short: never a clean ending
-                await conn.send_error(exc)
+                await rescue_h1(
+                    conn, stream, exc, head_sent=writer is not None and writer.head_sent
+                )
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("caller went away: %r", exc)  # nobody left to answer
@@ -132,8 +133,10 @@ async def serve_h1_connection(
                 return
             except Exception as exc:
                 log.exception("request failed unexpectedly")
-                mark_failed(stream)
-                await conn.send_error(exc)
+                mark_failed(stream)  # a bug: never a clean ending, whatever was sent
+                await rescue_h1(
+                    conn, stream, exc, head_sent=writer is not None and writer.head_sent
+                )
                 return
             if not conn.keep_alive:
                 return

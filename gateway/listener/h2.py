@@ -17,12 +17,8 @@ from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import INTERNAL_HEADERS, EmptyBody, Request
 from gateway.http.h2_adapter import H2ResponseWriter
-from gateway.http.headers import (
-    Headers,
-    MalformedHeaders,
-    error_response,
-    strip_connection_specific,
-)
+from gateway.http.headers import Headers, MalformedHeaders
+from gateway.http.rescue import rescue_h2
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
@@ -79,18 +75,6 @@ class _H2RequestBody:
         return tuple(self.stream.trailers or ())
 
 
-async def _h2_answer_error(stream: H2Stream, writer: H2ResponseWriter, exc: BaseException) -> None:
-    if writer.head_sent:
-        code = exc.h2_error_code if isinstance(exc, IsthmusError) else H2_INTERNAL_ERROR
-        stream.reset(code)
-        return
-    head, body = error_response(exc)
-    headers = ((b":status", b"%d" % head.status), *strip_connection_specific(head.headers))
-    await stream.send_headers(headers)
-    await stream.send_all(body)
-    await stream.send_eof()
-
-
 async def serve_h2_stream(
     stream: H2Stream,
     router: Router,
@@ -119,7 +103,7 @@ async def serve_h2_stream(
         await router.forward(request, body, writer, ctx)
     except IsthmusError as exc:
         log.debug("h2 request failed: %r", exc)
-        await _h2_answer_error(stream, writer, exc)
+        await rescue_h2(stream, writer, exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         stream.reset(H2_INTERNAL_ERROR)
 
