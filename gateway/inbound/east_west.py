@@ -41,9 +41,7 @@ Every failure stays inside the stream: nothing here may take the link down.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import re
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -58,26 +56,20 @@ from foundation.errors import (
     DownstreamError,
     IsthmusError,
 )
-from foundation.names import label_problem
-from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import (
-    CALLER_ID_HEADER,
-    CALLER_SITE_HEADER,
-    DEADLINE_HEADER,
-    INTERNAL_HEADERS,
     CallContext,
     Request,
     Response,
 )
-from gateway.http.exchange_timer import with_stream_limits
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
 from gateway.http.headers import MalformedHeaders
+from gateway.http.overlay_headers import INTERNAL_HEADERS, decode_context
 from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.transcode import h2_request_to_h1
 from gateway.http.websocket import websocket_request_from_h2
-from gateway.policy import PolicyDenied, check
+from gateway.policy import check
 from gateway.splice import splice
 from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority_cached
 from overlay.federation.config import ExportConfig
@@ -86,71 +78,11 @@ from overlay.h2.stream import H2Stream, StreamReset
 
 log = logging.getLogger(__name__)
 
-_DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
-#: Site names repeat on every request; the check is pure, so it is remembered (bounded).
-_site_problem = functools.lru_cache(maxsize=1024)(label_problem)
-
 
 class UnknownAddress(DownstreamError):
     """Nothing at this address for this caller (404)."""
 
     http_status = 404
-
-
-class BadInternalHeader(DownstreamError):
-    """A peer sent a malformed ``isthmus-*`` header (400)."""
-
-    http_status = 400
-
-
-def _one(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    values = [v for n, v in headers if n == name]
-    if len(values) > 1:
-        raise BadInternalHeader(f"more than one {name.decode()} header")
-    return values[0] if values else None
-
-
-def parse_context(
-    headers: Sequence[tuple[bytes, bytes]],
-    *,
-    peer_site: str,
-    now: float,
-    route_timeout: float,
-    idle_timeout: float | None = None,
-    max_duration: float | None = None,
-) -> CallContext:
-    """The call context a peer gateway vouches for (see step 3 of the module docstring)."""
-    site_raw = _one(headers, CALLER_SITE_HEADER)
-    caller_site = peer_site
-    if site_raw is not None:
-        caller_site = site_raw.decode("ascii", "replace")
-        problem = _site_problem(caller_site)
-        if problem:
-            raise BadInternalHeader(f"isthmus-caller-site: {problem}")
-        if caller_site != peer_site:
-            # Requests enter the overlay at their own site's gateway and cross one link (the
-            # origin fails over, nobody relays), so a peer vouches for its own callers only;
-            # otherwise one gateway could borrow another site's ``allow_sites``.
-            raise PolicyDenied(f"peer {peer_site!r} may not vouch for callers of {caller_site!r}")
-    caller_id: SpiffeId | None = None
-    id_raw = _one(headers, CALLER_ID_HEADER)
-    if id_raw is not None:
-        try:
-            caller_id = SpiffeId.parse(id_raw.decode("ascii"))
-        except (UnicodeDecodeError, SpiffeIdError) as exc:
-            raise BadInternalHeader(f"isthmus-caller-id is not a SPIFFE ID: {exc}") from None
-    budget = route_timeout
-    deadline_raw = _one(headers, DEADLINE_HEADER)
-    if deadline_raw is not None:
-        if _DEADLINE_RE.fullmatch(deadline_raw) is None:
-            raise BadInternalHeader("isthmus-deadline-ms must be 1 to 12 digits")
-        budget = min(budget, int(deadline_raw) / 1000.0)
-    ctx = CallContext(
-        caller_site=caller_site, caller_id=caller_id, deadline=now + budget, from_peer=peer_site
-    )
-    # The carried deadline bounds the response head only; the stream limits are this
-    # gateway's own, counted from the stream's arrival.
-    return with_stream_limits(ctx, now=now, idle_timeout=idle_timeout, max_duration=max_duration)
 
 
 def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
@@ -217,7 +149,7 @@ class EastWestHandler:
             else:
                 request = parse_request(raw)
             method = request.method
-            ctx = parse_context(
+            ctx = decode_context(
                 stream.request_headers,
                 peer_site=peer_site,
                 now=self._clock(),

@@ -21,11 +21,12 @@ import trio
 from foundation.errors import IsthmusError
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
-from gateway.http.exchange import INTERNAL_HEADERS, Body, CallContext, EmptyBody, Request
+from gateway.http.exchange import Body, CallContext, EmptyBody, Request
 from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import BadRequest, FramingKind, RequestHead, request_framing
+from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.rescue import rescue_h1
 from gateway.http.transcode import h1_request_to_h2, parse_proxy_target
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request

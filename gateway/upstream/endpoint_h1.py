@@ -46,6 +46,7 @@ from gateway.http.headers import (
     UpstreamClosed,
     UpstreamProtocolError,
 )
+from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
@@ -146,7 +147,7 @@ def request_head(request: Request) -> RequestHead:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
     if request.h1_head is not None:  # derived and validated by whoever built the request
         return request.h1_head
-    return h2_request_to_h1(request.without_internal_headers().h2_headers())
+    return h2_request_to_h1(strip_request(request).h2_headers())
 
 
 async def forward_h1(

@@ -41,6 +41,7 @@ from gateway.http.headers import (
     MalformedHeaders,
     UpstreamProtocolError,
 )
+from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
@@ -60,7 +61,7 @@ def request_headers(request: Request) -> Headers:
     headers and without connection-specific fields (``te: trailers`` is kept)."""
     if request.is_connect or request.is_websocket:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
-    stripped = request.without_internal_headers()
+    stripped = strip_request(request)
     regular = tuple(
         (n, v)
         for n, v in stripped.headers

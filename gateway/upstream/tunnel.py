@@ -38,11 +38,6 @@ import trio
 
 from foundation.errors import H2_NO_ERROR, UpstreamError
 from gateway.http.exchange import (
-    CALLER_ID_HEADER,
-    CALLER_SITE_HEADER,
-    DEADLINE_HEADER,
-    INTERNAL_HEADERS,
-    REASON_HEADER,
     Body,
     CallContext,
     EmptyBody,
@@ -53,6 +48,12 @@ from gateway.http.exchange import (
     no_refusal,
 )
 from gateway.http.headers import Headers, UpstreamProtocolError
+from gateway.http.overlay_headers import (
+    INTERNAL_HEADERS,
+    decode_reason,
+    encode_context,
+    strip_request,
+)
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
@@ -118,23 +119,12 @@ def raise_first_error(group: BaseExceptionGroup[BaseException]) -> None:
     raise group
 
 
-def overlay_headers(
-    ctx: CallContext, *, local_site: str, now: float
-) -> tuple[tuple[bytes, bytes], ...]:
-    """The ``isthmus-*`` headers this gateway puts on a tunnel (never a caller's)."""
-    remaining_ms = max(0, int((ctx.deadline - now) * 1000))
-    out = [(CALLER_SITE_HEADER, local_site.encode()), (DEADLINE_HEADER, b"%d" % remaining_ms)]
-    if ctx.caller_id is not None:
-        out.append((CALLER_ID_HEADER, str(ctx.caller_id).encode()))
-    return tuple(out)
-
-
 def tunnel_request_headers(
     request: Request, ctx: CallContext, *, local_site: str, now: float
 ) -> Headers:
     """The HTTP/2 header block of an L7 tunnel for ``request``."""
-    clean = request.without_internal_headers()
-    return clean.h2_headers() + overlay_headers(ctx, local_site=local_site, now=now)
+    clean = strip_request(request)
+    return clean.h2_headers() + encode_context(ctx, local_site=local_site, now=now)
 
 
 def _response_from(headers: list[tuple[bytes, bytes]]) -> Response:
@@ -145,7 +135,7 @@ def _response_from(headers: list[tuple[bytes, bytes]]) -> Response:
     )
     # The peer's HTTP/1.1 endpoint's own reason phrase (validated like any field value by
     # h2); an origin that answers an HTTP/2 caller drops it with the other internal fields.
-    reason = next((v for n, v in headers if n == REASON_HEADER), b"")
+    reason = decode_reason(headers)
     return Response(head.status, regular, reason)
 
 
@@ -267,7 +257,7 @@ async def open_connect_tunnel(
     headers: Headers = (
         (b":method", b"CONNECT"),
         (b":authority", authority),
-        *overlay_headers(ctx, local_site=local_site, now=clock()),
+        *encode_context(ctx, local_site=local_site, now=clock()),
     )
     stream = await _open(conn, headers, end_stream=False)
     try:

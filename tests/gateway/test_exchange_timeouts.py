@@ -20,7 +20,7 @@ from discovery.model import ServiceName
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.exchange_timer import exchange_deadline
-from gateway.inbound.east_west import parse_context
+from gateway.http.overlay_headers import decode_context
 from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.h2 import serve_h2_connection
 from overlay.h2.connection import H2Connection
@@ -64,7 +64,7 @@ def test_exchange_deadline(
 def test_a_peers_deadline_bounds_the_head_and_our_stream_limits_the_body() -> None:
     """At the destination, ``isthmus-deadline-ms`` is what is left of the route timeout (to
     the head); the stream limits after the head are the destination's own."""
-    ctx = parse_context(
+    ctx = decode_context(
         [(b"isthmus-deadline-ms", b"2000")],
         peer_site="b",
         now=100.0,
