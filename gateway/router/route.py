@@ -39,7 +39,8 @@ import trio
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
-from foundation.errors import DownstreamError, UpstreamError
+from foundation.errors import UpstreamError
+from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -74,12 +75,6 @@ from overlay.peering.route_table import RouteView
 #: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
 #: real port from its catalog.
 DEFAULT_L4_PORT = 443
-
-
-class UnknownAddress(DownstreamError):
-    """The authority is not an L7 address of this mesh, or no site knows the service."""
-
-    http_status = 404
 
 
 class NoHealthySite(UpstreamError):

@@ -22,7 +22,8 @@ from gateway.config.model import PolicyConfig
 from gateway.demo.services import serve_tcp_echo
 from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import h2_request_to_h1
-from gateway.inbound.east_west import EastWestHandler, parse_request
+from gateway.inbound.east_west import EastWestHandler
+from gateway.inbound.request import parse_request
 from gateway.upstream.endpoint_h1 import request_head
 from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from foundation.spiffe_id import SpiffeId
+from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import EmptyBody, Request
-from gateway.router.route import NoHealthySite, RouteTimeout, UnknownAddress
+from gateway.router.route import NoHealthySite, RouteTimeout
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 from tests.gateway.test_router_kit import (
