@@ -1,4 +1,4 @@
-"""gateway.upstream.tunnel over a real HTTP/2 link: headers, body streaming, bad answers."""
+"""gateway.cluster.peer over a real HTTP/2 link: headers, body streaming, bad answers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import trio
 
 from foundation.errors import UpstreamError
 from foundation.spiffe_id import SpiffeId
-from gateway.http.exchange import CallContext, EmptyBody, Request
-from gateway.http.headers import UpstreamProtocolError
-from gateway.upstream.tunnel import (
+from gateway.cluster.peer import (
     TunnelRejected,
     forward_over_link,
     open_connect_tunnel,
     tunnel_request_headers,
 )
+from gateway.http.exchange import CallContext, EmptyBody, Request
+from gateway.http.headers import UpstreamProtocolError
 from overlay.h2.stream import H2Stream, StreamReset
 from tests.gateway.test_router_kit import BytesBody, Collect, get, peer
 

@@ -1,5 +1,5 @@
 """WebSocket handshake rules (pure), the extended CONNECT on a real link, and the Upgrade to a
-real HTTP/1.1 endpoint on loopback (gateway.http.websocket, gateway.upstream.tunnel,
+real HTTP/1.1 endpoint on loopback (gateway.http.websocket, gateway.cluster.peer,
 gateway.cluster.local)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import trio
 
 from foundation.errors import H2_CONNECT_ERROR
 from gateway.cluster.local import LocalCluster, UpstreamTimeout
+from gateway.cluster.peer import NoExtendedConnect, open_websocket_tunnel
 from gateway.config.model import PolicyConfig
 from gateway.http.exchange import CallContext, Request, Response
 from gateway.http.h1 import H1ServerConnection
@@ -31,7 +32,6 @@ from gateway.http.websocket import (
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.h1 import request_from_h1
 from gateway.upstream.pool import UpstreamPool
-from gateway.upstream.tunnel import NoExtendedConnect, open_websocket_tunnel
 from overlay.federation.config import ExportConfig
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream, StreamReset

@@ -1,4 +1,7 @@
-"""Send a request to a peer gateway as an HTTP/2 stream on its link; open L4 CONNECT tunnels.
+"""A peer site as a cluster: requests, L4 and WebSocket tunnels as HTTP/2 streams on its link.
+
+:class:`PeerCluster` is what the router walks for a peer site, beside the local cluster
+(:mod:`gateway.cluster.local`); the functions below are its exits.
 
 Theory of operation
 -------------------
@@ -36,7 +39,9 @@ from collections.abc import Callable
 
 import trio
 
-from foundation.errors import H2_NO_ERROR, UpstreamError
+from discovery.model import ServiceName
+from foundation.errors import H2_NO_ERROR
+from gateway.cluster.errors import SiteDidNoWork
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -61,14 +66,19 @@ from gateway.http.transcode import (
     h2_trailers_to_h1,
 )
 from gateway.http.websocket import ACCEPT_HEADER
+from overlay.address import L7Address
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 
 _BODYLESS_STATUS = frozenset({204, 304})
+#: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
+#: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
+#: real port from its catalog.
+DEFAULT_L4_PORT = 443
 READ_SIZE = 64 * 1024
 
 
-class TunnelRejected(UpstreamError):
+class TunnelRejected(SiteDidNoWork):
     """The peer answered a CONNECT with a status other than 200.
 
     502/503 mean the remote site could not reach an endpoint (``retry_elsewhere``: another
@@ -82,20 +92,18 @@ class TunnelRejected(UpstreamError):
         self.retry_elsewhere = status in (502, 503)
 
 
-class NoExtendedConnect(UpstreamError):
+class NoExtendedConnect(SiteDidNoWork):
     """The peer did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL: it cannot carry a
     WebSocket, but another site may (nothing was sent)."""
 
     http_status = 501
-    retry_elsewhere = True
 
 
-class LinkUnavailable(UpstreamError):
+class LinkUnavailable(SiteDidNoWork):
     """The link was closing or gone when the stream was to be opened: the peer never saw the
     request, so any request may go to another site (503)."""
 
     http_status = 503
-    retry_elsewhere = True
 
 
 async def _open(conn: H2Connection, headers: Headers, *, end_stream: bool) -> H2Stream:
@@ -306,3 +314,55 @@ async def open_websocket_tunnel(
         await _relay_response(stream, writer, head_request=False)
 
     return UpgradeResult(response, stream, relay_refusal)
+
+
+class PeerCluster:
+    """A peer site seen as a cluster beside the local one: what the router asks of a site
+    (``forward``, ``open_l4``, ``open_websocket``), carried as tunnels on the link ``conn``.
+
+    ``address`` and ``port`` are the route being walked: the peer's cluster picks its own
+    endpoints, so it is told the L7 address (a ``CONNECT`` needs a port too), not a service.
+    """
+
+    __slots__ = ("address", "clock", "conn", "local_site", "port")
+
+    def __init__(
+        self,
+        conn: H2Connection,
+        *,
+        address: L7Address,
+        port: int | None,
+        local_site: str,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.conn = conn
+        self.address = address
+        self.port = port
+        self.local_site = local_site
+        self.clock = clock
+
+    async def forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+    ) -> None:
+        await forward_over_link(
+            self.conn, request, body, writer, ctx, local_site=self.local_site, clock=self.clock
+        )
+
+    async def open_l4(self, ctx: CallContext, *, service: ServiceName) -> H2Stream:
+        target = b"%s:%d" % (str(self.address).encode(), self.port or DEFAULT_L4_PORT)
+        return await open_connect_tunnel(
+            self.conn, target, ctx, local_site=self.local_site, clock=self.clock
+        )
+
+    async def open_websocket(
+        self, request: Request, ctx: CallContext, *, service: ServiceName
+    ) -> UpgradeResult:
+        return await open_websocket_tunnel(
+            self.conn, request, ctx, local_site=self.local_site, clock=self.clock
+        )
