@@ -43,6 +43,7 @@ from discovery.model import ServiceName
 from foundation.errors import H2_NO_ERROR
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.http.exchange import (
+    READ_SIZE,
     Body,
     CallContext,
     EmptyBody,
@@ -75,7 +76,6 @@ _BODYLESS_STATUS = frozenset({204, 304})
 #: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
 #: real port from its catalog.
 DEFAULT_L4_PORT = 443
-READ_SIZE = 64 * 1024
 
 
 class TunnelRejected(SiteDidNoWork):

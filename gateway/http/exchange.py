@@ -31,6 +31,10 @@ import trio
 from foundation.spiffe_id import SpiffeId
 from gateway.http.headers import Headers, RequestHead
 
+#: The most bytes asked of a body or a stream per read where nothing else bounds it: one
+#: piece per direction is in flight, so memory stays flat whatever the volume.
+READ_SIZE = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Request:

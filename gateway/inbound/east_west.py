@@ -44,10 +44,7 @@ Every failure stays inside the stream: nothing here may take the link down.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import struct
 from collections.abc import Callable, Sequence
 
 import trio
@@ -68,7 +65,7 @@ from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.websocket import websocket_request_from_h2
 from gateway.inbound.admission import admit, exported_to
 from gateway.inbound.request import is_extended_connect, parse_request
-from gateway.splice import splice
+from gateway.relay import abort_on_close, splice
 from overlay.federation.config import ExportConfig
 from overlay.h2.stream import H2Stream, StreamReset
 
@@ -214,7 +211,7 @@ class EastWestHandler:
             stream.reset(H2_CONNECT_ERROR)
         finally:
             if not clean:
-                _reset_tcp(other)
+                abort_on_close(other)
 
     async def _fail(
         self,
@@ -232,12 +229,3 @@ class EastWestHandler:
             log.debug("east-west: refusing stream: %s", exc)
         elif before_head and isinstance(exc, UnknownAddress):
             log.debug("east-west: %s", exc)
-
-
-def _reset_tcp(stream: trio.abc.Stream) -> None:
-    """Make the coming close send RST (SO_LINGER 0), so the endpoint sees an abort, not EOF."""
-    tcp = getattr(stream, "inner", stream)  # a PrefixedStream hands back an endpoint's bytes
-    if not isinstance(tcp, trio.SocketStream):
-        return
-    with contextlib.suppress(OSError):
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

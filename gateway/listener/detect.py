@@ -2,7 +2,7 @@
 
 Why its own module: the choice is made from the first bytes (or the TLS handshake's ALPN)
 before any protocol engine runs; :mod:`gateway.listener.http` acts on it, and the bytes peeked
-here are handed back through :class:`~gateway.splice.PrefixedStream`.
+here are handed back through :class:`~gateway.prefixed.PrefixedStream`.
 """
 
 from __future__ import annotations

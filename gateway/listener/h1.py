@@ -32,7 +32,8 @@ from gateway.http.transcode import h1_request_to_h2, parse_proxy_target
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
 from gateway.listener.caller_stream import mark_failed
 from gateway.listener.h2 import request_from_h2_block
-from gateway.listener.tcp import call_context, relay_l4
+from gateway.listener.tcp import call_context
+from gateway.relay import relay_l4
 from gateway.router.route import Router, RouteTimeout
 
 log = logging.getLogger("isthmus.listener.http")

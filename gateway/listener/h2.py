@@ -26,7 +26,8 @@ from gateway.http.transcode import (
     h2_request_to_h1,
 )
 from gateway.listener.caller_stream import mark_failed
-from gateway.listener.tcp import call_context, relay_l4
+from gateway.listener.tcp import call_context
+from gateway.relay import relay_l4
 from gateway.router.route import Router
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits

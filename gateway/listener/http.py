@@ -35,8 +35,8 @@ from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.h2 import serve_h2_connection
 from gateway.listener.tcp import serve_tcp
 from gateway.listener.tls import DownstreamTls, accept_tls
+from gateway.prefixed import PrefixedStream
 from gateway.router.route import Router
-from gateway.splice import PrefixedStream
 from overlay.identity.rotation import Identity
 
 log = logging.getLogger("isthmus.listener.http")

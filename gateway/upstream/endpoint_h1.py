@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
-from gateway.http.exchange import Body, Request, Response, ResponseWriter
+from gateway.http.exchange import READ_SIZE, Body, Request, Response, ResponseWriter
 from gateway.http.h1 import H1ClientConnection
 from gateway.http.headers import (
     BadRequest,
@@ -57,7 +57,6 @@ from gateway.http.transcode import (
 )
 from gateway.upstream.pool import UpstreamPool
 
-READ_SIZE = 64 * 1024
 #: RFC 9110 section 9.2.2 (TRACE included); only these are replayed on a fresh connection.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 #: Methods whose empty body is sent without any framing field (others get Content-Length: 0,

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
-from gateway.http.exchange import Body, EmptyBody, Request, Response, ResponseWriter
+from gateway.http.exchange import READ_SIZE, Body, EmptyBody, Request, Response, ResponseWriter
 from gateway.http.h2_adapter import H2StreamBody
 from gateway.http.headers import (
     CONNECTION_SPECIFIC,
@@ -48,7 +48,7 @@ from gateway.http.transcode import (
     h2_response_to_h1,
     h2_trailers_to_h1,
 )
-from gateway.upstream.endpoint_h1 import IDEMPOTENT, READ_SIZE, BodyPump
+from gateway.upstream.endpoint_h1 import IDEMPOTENT, BodyPump
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 

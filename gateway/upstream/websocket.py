@@ -47,7 +47,7 @@ from gateway.http.websocket import (
     refusal_fields,
     switch_fields,
 )
-from gateway.splice import PrefixedStream
+from gateway.prefixed import PrefixedStream
 from gateway.upstream.endpoint_h1 import BodyPump, relay_h1_response
 from gateway.upstream.pool import open_tcp
 

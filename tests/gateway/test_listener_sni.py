@@ -20,8 +20,8 @@ import trustme
 
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.sni import serve_sni_listener
+from gateway.relay import splice
 from gateway.router.route import Router
-from gateway.splice import splice
 from overlay.h2.stream import H2Stream
 from tests.gateway.test_router_kit import API, TEST_LIMITS, StandInCluster, make_router, peer
 

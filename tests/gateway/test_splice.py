@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.splice import SpliceIdle, splice
+from gateway.relay import SpliceIdle, splice
 
 
 async def test_copies_both_ways_and_propagates_half_close() -> None:

@@ -1,4 +1,9 @@
-"""Copy bytes both ways between two streams, with half-close and bounded buffering.
+"""The one L4 relay: copy bytes both ways between two streams, half-close, bounded buffers.
+
+:func:`relay_l4` is what every L4 entry shares (HTTP ``CONNECT``, the WebSocket upgrade, SNI,
+TCP service ports); the inbound side splices a peer's tunnel stream with an endpoint
+connection with the same :func:`splice` and aborts the endpoint side with
+:func:`abort_on_close` when the tunnel failed.
 
 Why this shape: an L4 tunnel joins a TCP socket to an HTTP/2 CONNECT stream (or two sockets).
 Each direction is one loop that reads at most ``read_size`` bytes and writes them before
@@ -13,11 +18,20 @@ the time with no byte moving in either direction.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import struct
 from dataclasses import dataclass
 
 import trio
 
-READ_SIZE = 64 * 1024
+from gateway.config.model import LimitsConfig
+from gateway.http.exchange import READ_SIZE
+from gateway.listener.caller_stream import mark_failed
+
+# The relay's lines have always been the listener's: an operator filters on that name.
+log = logging.getLogger("isthmus.listener")
 
 
 @dataclass
@@ -87,36 +101,43 @@ async def splice(
     return stats
 
 
-class PrefixedStream(trio.abc.HalfCloseableStream):
-    """``inner`` with ``prefix`` (bytes already read from it) handed out first.
+async def relay_l4(
+    downstream: trio.abc.Stream,
+    upstream: trio.abc.Stream,
+    limits: LimitsConfig,
+    *,
+    what: str,
+    first: bytes = b"",
+) -> None:
+    """Relay an opened L4 tunnel until both directions end, then close ``upstream``.
 
-    ``send_eof`` half-closes a TCP stream; TLS in trio cannot half-close, so there it does
-    nothing (the stream ends when both directions are done).
+    The one relay every L4 entry shares (HTTP ``CONNECT``, SNI, TCP service ports):
+    ``first`` (e.g. a peeked ClientHello) goes upstream before anything else; each direction
+    holds at most ``limits.tunnel_buffer_bytes``; ``limits.idle_timeout_s`` ends an idle
+    tunnel.  Either side failing ends the relay -- there is nobody left to tell -- and
+    marks the caller's connection failed (closed with RST if bytes are still queued for it).
     """
+    try:
+        if first:
+            await upstream.send_all(first)
+        await splice(
+            downstream,
+            upstream,
+            read_size=limits.tunnel_buffer_bytes,
+            idle_timeout=limits.idle_timeout_s,
+        )
+    except* Exception as group:  # errors only; a Cancelled in the group goes on
+        mark_failed(downstream)
+        log.debug("%s relay ended: %r", what, group.exceptions)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(upstream)
 
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return await self.inner.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        if isinstance(self.inner, trio.abc.HalfCloseableStream):
-            await self.inner.send_eof()
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+def abort_on_close(stream: trio.abc.Stream) -> None:
+    """Make the coming close send RST (SO_LINGER 0), so the endpoint sees an abort, not EOF."""
+    tcp = getattr(stream, "inner", stream)  # a PrefixedStream hands back an endpoint's bytes
+    if not isinstance(tcp, trio.SocketStream):
+        return
+    with contextlib.suppress(OSError):
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
