@@ -22,11 +22,12 @@ from discovery.service import serve_catalog
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
-from gateway.admin import serve_admin
+from gateway.admin.health import healthz_view
+from gateway.admin.server import serve_admin
+from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
-from gateway.health import healthz_view
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -36,7 +37,6 @@ from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
-from gateway.views import imports_json, routes_json
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity, serve_identity

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.admin import serve_admin
-from gateway.health import healthz_view
+from gateway.admin.health import healthz_view
+from gateway.admin.server import serve_admin
 from overlay.identity.expiry import own_identity_health, watch_own_identity
 from tests.overlay.identity.cases import CA_A, TRUSTED
 from tests.overlay.identity.certfactory import HOUR, NOW, identity, make_leaf

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from gateway.admin import Reply
+from gateway.admin.server import Reply
 from overlay.identity.expiry import own_identity_health
 from overlay.identity.rotation import Identity
 

@@ -20,7 +20,7 @@ from typing import Any
 import h11
 import trio
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway.admin")  # the name it has always logged under
 
 View = Callable[[], Any]  # returns something json.dumps can encode, or a Reply
 
