@@ -36,7 +36,7 @@ import trio
 
 from discovery.model import Endpoint
 from gateway.http.exchange import READ_SIZE, Body, Request, Response, ResponseWriter
-from gateway.http.h1 import H1ClientConnection
+from gateway.http.h1_client import H1ClientConnection
 from gateway.http.headers import (
     BadRequest,
     Headers,

@@ -40,7 +40,8 @@ import trio
 
 from discovery.model import Endpoint, EndpointKey
 from gateway.cluster.errors import SiteDidNoWork
-from gateway.http.h1 import H1ClientConnection, H1Limits
+from gateway.http.h1_client import H1ClientConnection
+from gateway.http.h1_connection import H1Limits
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.link.socket_opts import tune_relay_socket

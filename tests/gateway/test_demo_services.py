@@ -10,7 +10,7 @@ from functools import partial
 import trio
 
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
-from gateway.http.h1 import H1ClientConnection
+from gateway.http.h1_client import H1ClientConnection
 from gateway.http.headers import RequestHead
 
 

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.errors import IsthmusError
-from gateway.http.h1 import H1ServerConnection
 from gateway.http.h1_body import (
     MAX_CHUNK_LINE,
     BodyDecoder,
@@ -30,6 +29,7 @@ from gateway.http.h1_encode import (
     encode_request_head,
     encode_response_head,
 )
+from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import (
     BadFraming,
     Framing,

@@ -7,7 +7,8 @@ import trio
 import trio.testing
 
 from foundation.errors import UpstreamError
-from gateway.http.h1 import H1ClientConnection, H1Limits
+from gateway.http.h1_client import H1ClientConnection
+from gateway.http.h1_connection import H1Limits
 from gateway.http.headers import (
     RequestHead,
     UpstreamClosed,

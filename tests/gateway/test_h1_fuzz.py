@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.errors import DownstreamError, IsthmusError
-from gateway.http.h1 import H1Limits, H1ServerConnection
+from gateway.http.h1_connection import H1Limits
+from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import ResponseHead, parse_request_head
 
 Seen = list[tuple[bytes, bytes, bytes]]  # (method, target, body)

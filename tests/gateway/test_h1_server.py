@@ -9,7 +9,8 @@ import trio
 import trio.testing
 
 from foundation.errors import DownstreamError
-from gateway.http.h1 import H1Limits, H1ServerConnection
+from gateway.http.h1_connection import H1Limits
+from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import RequestHead, ResponseHead
 
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")

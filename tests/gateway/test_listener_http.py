@@ -533,8 +533,8 @@ async def test_whole_response_fast_path_is_one_write_and_same_wire(
     import trio.testing
 
     from gateway.http.exchange import Response
-    from gateway.http.h1 import H1ServerConnection
     from gateway.http.h1_adapter import H1ResponseWriter
+    from gateway.http.h1_server import H1ServerConnection
 
     client, server = trio.testing.memory_stream_pair()
     counting = CountingStream(server)

@@ -20,7 +20,7 @@ from gateway.cluster.local import (
 )
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
 from gateway.http.exchange import CallContext, EmptyBody, Request
-from gateway.http.h1 import H1ServerConnection
+from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import MalformedHeaders, ResponseHead, UpstreamClosed
 from gateway.upstream.pool import EndpointConnectFailed, UpstreamPool, UpstreamUnavailable
 from overlay.h2.connection import H2Connection

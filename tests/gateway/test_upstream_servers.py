@@ -23,7 +23,8 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import H2_INTERNAL_ERROR
 from gateway.http.exchange import Response
-from gateway.http.h1 import H1Limits, H1ServerConnection
+from gateway.http.h1_connection import H1Limits
+from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import Headers, ResponseHead
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream
