@@ -42,6 +42,7 @@ import trio
 from discovery.model import ServiceName
 from foundation.errors import H2_NO_ERROR
 from gateway.cluster.errors import SiteDidNoWork
+from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import (
     READ_SIZE,
     Body,
@@ -53,7 +54,7 @@ from gateway.http.exchange import (
     UpgradeResult,
     no_refusal,
 )
-from gateway.http.headers import Headers, UpstreamProtocolError
+from gateway.http.message import Headers
 from gateway.http.overlay_headers import (
     INTERNAL_HEADERS,
     decode_reason,

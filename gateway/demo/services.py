@@ -30,7 +30,7 @@ from foundation.errors import IsthmusError
 from gateway.http.exchange import READ_SIZE
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import ResponseHead
+from gateway.http.message import ResponseHead
 
 log = logging.getLogger(__name__)
 

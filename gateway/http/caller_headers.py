@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from discovery.model import ServiceName
 from gateway.config.model import CallerHeadersConfig
 from gateway.http.exchange import CallContext, Request
-from gateway.http.headers import Headers
+from gateway.http.message import Headers
 from gateway.http.overlay_headers import INTERNAL_HEADERS
 
 CALLER_ID = b"x-isthmus-caller-id"

@@ -29,7 +29,7 @@ from typing import Protocol
 import trio
 
 from foundation.spiffe_id import SpiffeId
-from gateway.http.headers import Headers, RequestHead
+from gateway.http.message import Headers, RequestHead
 
 #: The most bytes asked of a body or a stream per read where nothing else bounds it: one
 #: piece per direction is in flight, so memory stays flat whatever the volume.

@@ -11,9 +11,10 @@ caller can take them.
 
 from __future__ import annotations
 
+from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import Response, standard_reason
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import Headers, ResponseHead, UpstreamProtocolError
+from gateway.http.message import Headers, ResponseHead
 from gateway.http.transcode import declared_content_length, h1_trailers_to_h2
 
 

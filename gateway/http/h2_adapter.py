@@ -9,7 +9,7 @@ block with :mod:`gateway.http.transcode` before it builds a :class:`Request`.
 from __future__ import annotations
 
 from gateway.http.exchange import Response
-from gateway.http.headers import Headers
+from gateway.http.message import Headers
 from gateway.http.overlay_headers import encode_reason
 from overlay.h2.stream import H2Stream
 

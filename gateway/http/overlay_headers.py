@@ -20,7 +20,7 @@ from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from gateway.http.exchange import CallContext, Request, Response, standard_reason
 from gateway.http.exchange_timer import with_stream_limits
-from gateway.http.headers import Headers
+from gateway.http.message import Headers
 from gateway.policy import PolicyDenied
 
 CALLER_ID_HEADER = b"isthmus-caller-id"  # SPIFFE ID of the authenticated original caller

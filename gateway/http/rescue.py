@@ -28,7 +28,8 @@ from foundation.errors import H2_INTERNAL_ERROR, H2_REFUSED_STREAM, DownstreamEr
 from gateway.http.exchange import Response
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.h2_adapter import H2ResponseWriter
-from gateway.http.headers import ResponseHead, error_response, strip_connection_specific
+from gateway.http.headers import error_response, strip_connection_specific
+from gateway.http.message import ResponseHead
 from gateway.listener.caller_stream import mark_failed
 from gateway.upstream.pool import UpstreamUnavailable
 from overlay.h2.stream import H2Stream, TunnelError

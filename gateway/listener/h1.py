@@ -21,11 +21,13 @@ import trio
 from foundation.errors import IsthmusError
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
+from gateway.http.errors import BadRequest
 from gateway.http.exchange import Body, CallContext, EmptyBody, Request
+from gateway.http.framing import FramingKind, request_framing
 from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import BadRequest, FramingKind, RequestHead, request_framing
+from gateway.http.message import RequestHead
 from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.rescue import rescue_h1
 from gateway.http.transcode import h1_request_to_h2, parse_proxy_target

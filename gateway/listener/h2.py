@@ -15,9 +15,10 @@ import trio
 from foundation.errors import H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
+from gateway.http.errors import MalformedHeaders
 from gateway.http.exchange import EmptyBody, Request
 from gateway.http.h2_adapter import H2ResponseWriter
-from gateway.http.headers import Headers, MalformedHeaders
+from gateway.http.message import Headers
 from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.rescue import rescue_h2
 from gateway.http.transcode import (

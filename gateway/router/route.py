@@ -55,7 +55,7 @@ from gateway.http.exchange import (
     UpgradeResult,
 )
 from gateway.http.exchange_timer import ExchangeTimer
-from gateway.http.headers import Headers
+from gateway.http.message import Headers
 from gateway.router.failover import (
     IDEMPOTENT_METHODS,
     Attempt,

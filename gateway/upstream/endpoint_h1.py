@@ -35,17 +35,10 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
+from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamClosed, UpstreamProtocolError
 from gateway.http.exchange import READ_SIZE, Body, Request, Response, ResponseWriter
 from gateway.http.h1_client import H1ClientConnection
-from gateway.http.headers import (
-    BadRequest,
-    Headers,
-    MalformedHeaders,
-    RequestHead,
-    ResponseHead,
-    UpstreamClosed,
-    UpstreamProtocolError,
-)
+from gateway.http.message import Headers, RequestHead, ResponseHead
 from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,

@@ -32,15 +32,11 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
+from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
 from gateway.http.exchange import READ_SIZE, Body, EmptyBody, Request, Response, ResponseWriter
 from gateway.http.h2_adapter import H2StreamBody
-from gateway.http.headers import (
-    CONNECTION_SPECIFIC,
-    BadRequest,
-    Headers,
-    MalformedHeaders,
-    UpstreamProtocolError,
-)
+from gateway.http.headers import CONNECTION_SPECIFIC
+from gateway.http.message import Headers
 from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,

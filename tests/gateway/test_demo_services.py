@@ -11,7 +11,7 @@ import trio
 
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
 from gateway.http.h1_client import H1ClientConnection
-from gateway.http.headers import RequestHead
+from gateway.http.message import RequestHead
 
 
 async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:

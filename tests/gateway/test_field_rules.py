@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.http.headers import CONNECTION_SPECIFIC, UpstreamProtocolError, is_field_value
+from gateway.http.errors import UpstreamProtocolError
+from gateway.http.headers import CONNECTION_SPECIFIC, is_field_value
 from gateway.http.transcode import h2_response_to_h1
 from overlay.h2.field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
 from overlay.h2.field_rules import is_value

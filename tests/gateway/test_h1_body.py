@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.errors import IsthmusError
+from gateway.http.errors import BadFraming, UpstreamProtocolError
+from gateway.http.framing import Framing, FramingKind
 from gateway.http.h1_body import (
     MAX_CHUNK_LINE,
     BodyDecoder,
@@ -30,17 +32,8 @@ from gateway.http.h1_encode import (
     encode_response_head,
 )
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import (
-    BadFraming,
-    Framing,
-    FramingKind,
-    Headers,
-    RequestHead,
-    ResponseHead,
-    UpstreamProtocolError,
-    parse_request_head,
-    parse_response_head,
-)
+from gateway.http.headers import parse_request_head, parse_response_head
+from gateway.http.message import Headers, RequestHead, ResponseHead
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
 

@@ -34,8 +34,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from foundation.errors import IsthmusError
+from gateway.http.errors import BadFraming
+from gateway.http.framing import Framing, FramingKind
 from gateway.http.h1_body import MAX_CHUNK_LINE, MAX_CHUNK_SIZE_DIGITS, body_decoder
-from gateway.http.headers import BadFraming, Framing, FramingKind
 
 MAX_HEADERS = 3
 MAX_TRAILER_BYTES = 80

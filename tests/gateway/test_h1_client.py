@@ -7,14 +7,11 @@ import trio
 import trio.testing
 
 from foundation.errors import UpstreamError
+from gateway.http.errors import UpstreamClosed, UpstreamProtocolError
 from gateway.http.h1_client import H1ClientConnection
 from gateway.http.h1_connection import H1Limits
-from gateway.http.headers import (
-    RequestHead,
-    UpstreamClosed,
-    UpstreamProtocolError,
-    parse_request_head,
-)
+from gateway.http.headers import parse_request_head
+from gateway.http.message import RequestHead
 
 HEAD = RequestHead(
     b"POST",

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from foundation.errors import DownstreamError, IsthmusError
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import ResponseHead, parse_request_head
+from gateway.http.headers import parse_request_head
+from gateway.http.message import ResponseHead
 
 Seen = list[tuple[bytes, bytes, bytes]]  # (method, target, body)
 

@@ -11,7 +11,7 @@ import trio.testing
 from foundation.errors import DownstreamError
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.message import RequestHead, ResponseHead
 
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 

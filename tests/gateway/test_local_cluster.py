@@ -19,9 +19,10 @@ from gateway.cluster.local import (
     UpstreamTimeout,
 )
 from gateway.demo.services import serve_http_echo, serve_tcp_echo
+from gateway.http.errors import MalformedHeaders, UpstreamClosed
 from gateway.http.exchange import CallContext, EmptyBody, Request
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import MalformedHeaders, ResponseHead, UpstreamClosed
+from gateway.http.message import ResponseHead
 from gateway.upstream.pool import EndpointConnectFailed, UpstreamPool, UpstreamUnavailable
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream

@@ -30,7 +30,7 @@ from gateway.config.model import LimitsConfig
 from gateway.http.exchange import Body, CallContext, Request, Response, ResponseWriter
 from gateway.http.h1_client import H1ClientConnection
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import Headers, ResponseHead
+from gateway.http.message import Headers, ResponseHead
 from gateway.http.transcode import h1_response_to_h2, h2_request_to_h1
 from gateway.router.route import Router
 from gateway.upstream.pool import EndpointConnectFailed

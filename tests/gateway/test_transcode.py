@@ -8,15 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.errors import DownstreamError, IsthmusError, UpstreamError
-from gateway.http.headers import (
-    CONNECTION_SPECIFIC,
-    ContentLengthMismatch,
-    MalformedHeaders,
-    RequestHead,
-    ResponseHead,
-    UpstreamProtocolError,
-    parse_request_head,
-)
+from gateway.http.errors import ContentLengthMismatch, MalformedHeaders, UpstreamProtocolError
+from gateway.http.headers import CONNECTION_SPECIFIC, parse_request_head
+from gateway.http.message import RequestHead, ResponseHead
 from gateway.http.transcode import (
     ContentLengthCounter,
     ProxyTarget,

@@ -13,8 +13,8 @@ from gateway.cluster.peer import (
     open_connect_tunnel,
     tunnel_request_headers,
 )
+from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import CallContext, EmptyBody, Request
-from gateway.http.headers import UpstreamProtocolError
 from overlay.h2.stream import H2Stream, StreamReset
 from tests.gateway.test_router_kit import BytesBody, Collect, get, peer
 

@@ -25,7 +25,7 @@ from foundation.errors import H2_INTERNAL_ERROR
 from gateway.http.exchange import Response
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import Headers, ResponseHead
+from gateway.http.message import Headers, ResponseHead
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream
 

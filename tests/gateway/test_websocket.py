@@ -15,9 +15,9 @@ from foundation.errors import H2_CONNECT_ERROR
 from gateway.cluster.local import LocalCluster, UpstreamTimeout
 from gateway.cluster.peer import NoExtendedConnect, open_websocket_tunnel
 from gateway.config.model import PolicyConfig
+from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
 from gateway.http.exchange import CallContext, Request, Response
 from gateway.http.h1_server import H1ServerConnection
-from gateway.http.headers import BadRequest, MalformedHeaders, UpstreamProtocolError
 from gateway.http.message import RequestHead, ResponseHead
 from gateway.http.websocket import (
     UpgradeNotSupported,
