@@ -55,9 +55,8 @@ from gateway.http.exchange import (
     UpgradeResult,
 )
 from gateway.http.exchange_timer import ExchangeTimer
-from gateway.http.message import Headers
+from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.router.failover import (
-    IDEMPOTENT_METHODS,
     Attempt,
     candidate_sites,
     describe,
