@@ -40,7 +40,7 @@ from collections.abc import Callable
 import trio
 
 from discovery.model import ServiceName
-from foundation.errors import H2_NO_ERROR
+from foundation.errors import H2_NO_ERROR, first_leaf
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import (
@@ -112,20 +112,6 @@ async def _open(conn: H2Connection, headers: Headers, *, end_stream: bool) -> H2
         return await conn.open_stream(headers, end_stream=end_stream)
     except ConnectionGone as exc:
         raise LinkUnavailable(f"link unavailable: {exc}") from exc
-
-
-def raise_first_error(group: BaseExceptionGroup[BaseException]) -> None:
-    """Re-raise the first real error of a nursery's group as itself (callers match on types:
-    ``StreamReset``, ``IncompleteBody``...); a group of only ``Cancelled`` is re-raised whole
-    so the cancel scope that owns it still catches it."""
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            pending[:0] = exc.exceptions
-        elif not isinstance(exc, trio.Cancelled):
-            raise exc
-    raise group
 
 
 def tunnel_request_headers(
@@ -248,7 +234,12 @@ async def forward_over_link(
                 # The response is complete: a request body the peer never read is not wanted.
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise_first_error(group)
+            # Re-raise the first real error as itself (callers match on types: StreamReset,
+            # IncompleteBody...); a group of only Cancelled goes on whole to its cancel scope.
+            first = first_leaf(group, skip=(trio.Cancelled,))
+            if first is None:
+                raise
+            raise first  # noqa: B904 -- the group stays its context, as it always was
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
