@@ -9,7 +9,7 @@ import pytest
 from gateway.cli import main
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file, load_text
-from tests.gateway.config_kit import write_identity
+from tests.gateway.config.config_kit import write_identity
 
 GOOD = """
 [site]

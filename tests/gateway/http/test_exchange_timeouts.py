@@ -25,7 +25,7 @@ from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.h2 import serve_h2_connection
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
-from tests.gateway.test_router_kit import API, make_router
+from tests.gateway.router.router_kit import API, make_router
 
 ROUTE_S = 15.0
 IDLE_S = 40.0

@@ -16,7 +16,7 @@ from gateway.cluster.peer import (
 from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import CallContext, EmptyBody, Request
 from overlay.h2.stream import H2Stream, StreamReset
-from tests.gateway.test_router_kit import BytesBody, Collect, get, peer
+from tests.gateway.router.router_kit import BytesBody, Collect, get, peer
 
 
 def test_tunnel_headers_replace_internal_headers_and_carry_the_deadline() -> None:

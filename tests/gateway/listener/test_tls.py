@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.config.model import ListenerConfig
 from gateway.listener.http import serve_http_listener
 from overlay.h2.connection import H2Connection
-from tests.gateway.test_router_kit import API, TEST_LIMITS, make_router, peer, peer_echo
+from tests.gateway.router.router_kit import API, TEST_LIMITS, make_router, peer, peer_echo
 from tests.overlay.identity.cases import CA_A, CA_B, CA_C, SERVER_CHAIN, SERVER_KEY, TRUSTED
 from tests.overlay.identity.certfactory import identity, key_pem, make_leaf, pem
 

@@ -14,7 +14,7 @@ from gateway.demo.admin_client import wait_for
 from gateway.demo.runner import gateway_argv, start_child, stop_child
 from overlay.identity.ca import init_ca, issue_svid
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.toml"))
 
 
 def test_there_are_examples() -> None:

@@ -14,7 +14,7 @@ import trio
 from gateway.config.model import ServicePortConfig
 from gateway.listener.service_port import serve_service_port
 from gateway.router.route import Router
-from tests.gateway.test_router_kit import (
+from tests.gateway.router.router_kit import (
     API,
     DB,
     TEST_LIMITS,

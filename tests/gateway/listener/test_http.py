@@ -26,7 +26,7 @@ from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.http import serve_http_listener
 from gateway.router.route import Router
 from overlay.h2.connection import H2Connection
-from tests.gateway.test_router_kit import (
+from tests.gateway.router.router_kit import (
     API,
     DB,
     TEST_LIMITS,

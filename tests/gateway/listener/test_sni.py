@@ -23,7 +23,7 @@ from gateway.listener.sni import serve_sni_listener
 from gateway.relay import splice
 from gateway.router.route import Router
 from overlay.h2.stream import H2Stream
-from tests.gateway.test_router_kit import API, TEST_LIMITS, StandInCluster, make_router, peer
+from tests.gateway.router.router_kit import API, TEST_LIMITS, StandInCluster, make_router, peer
 
 NAME = "api.default.isthmus"
 

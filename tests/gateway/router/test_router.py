@@ -14,7 +14,7 @@ from gateway.http.exchange import EmptyBody, Request
 from gateway.router.route import NoHealthySite, RouteTimeout
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
-from tests.gateway.test_router_kit import (
+from tests.gateway.router.router_kit import (
     API,
     DB,
     BytesBody,

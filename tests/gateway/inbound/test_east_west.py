@@ -29,7 +29,7 @@ from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream, StreamReset
-from tests.gateway.test_upstream_servers import serve_h2_echo, serve_stream_echo, watch_of
+from tests.gateway.upstream.test_servers import serve_h2_echo, serve_stream_echo, watch_of
 
 PEER = "peer-site"
 CALLER = "spiffe://peer.example/ns/default/sa/web"

@@ -33,9 +33,16 @@ from gateway.listener.caller_stream import unsent_bytes
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
-from tests.gateway.test_listener_http import http_listener
-from tests.gateway.test_listener_tls import client_context
-from tests.gateway.test_router_kit import API, DB, TEST_LIMITS, StandInCluster, make_router, serving
+from tests.gateway.listener.test_http import http_listener
+from tests.gateway.listener.test_tls import client_context
+from tests.gateway.router.router_kit import (
+    API,
+    DB,
+    TEST_LIMITS,
+    StandInCluster,
+    make_router,
+    serving,
+)
 from tests.overlay.identity.cases import SERVER_CHAIN, SERVER_KEY, TRUSTED
 from tests.overlay.identity.certfactory import identity
 
