@@ -26,7 +26,7 @@ from gateway.http.message import ResponseHead
 from gateway.upstream.pool import EndpointConnectFailed, UpstreamPool, UpstreamUnavailable
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream
-from tests.gateway.upstream.test_servers import (
+from tests.gateway.upstream.upstream_kit import (
     SVC,
     BytesBody,
     PatternBody,

@@ -1,4 +1,4 @@
-"""Identity files for config tests: the development CA's SVID, key and bundle."""
+"""Helpers for config tests: a good configuration and the identity files it names."""
 
 from __future__ import annotations
 
@@ -15,3 +15,37 @@ def write_identity(directory: Path, trust_domain: str = TRUST_DOMAIN) -> None:
     ca = directory / "ca"
     init_ca(ca, TrustDomain(trust_domain))
     issue_svid(ca, SpiffeId.parse(f"spiffe://{trust_domain}/isthmus/gateway/gw"), directory)
+
+
+GOOD = """
+[site]
+name = "aws-east"
+trust_domain = "aws-east.isthmus.test"
+
+[identity]
+svid = "svid.pem"
+key = "svid_key.pem"
+bundles = [{ trust_domain = "aws-east.isthmus.test", path = "bundle.pem" }]
+
+[[listeners]]
+name = "east-west"
+kind = "east-west"
+address = "127.0.1.1"
+port = 15443
+
+[[peers]]
+name = "gcp-west"
+address = "127.0.2.1"
+port = 15443
+spiffe_id = "spiffe://gcp-west.isthmus.test/isthmus/gateway/gcp-west"
+
+[[sources]]
+kind = "static"
+name = "local"
+
+[[sources.endpoints]]
+service = "api"
+namespace = "payments"
+address = "127.0.0.1"
+port = 8080
+"""

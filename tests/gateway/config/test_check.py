@@ -12,8 +12,7 @@ from gateway.config.check import check_file
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_text
 from overlay.identity.ca import init_ca, issue_svid
-from tests.gateway.config.config_kit import write_identity
-from tests.gateway.config.test_load import GOOD
+from tests.gateway.config.config_kit import GOOD, write_identity
 
 EXPORT = '\n[[exports]]\nservice = "*"\npeers = ["nobody"]\n'
 

@@ -13,7 +13,7 @@ from gateway.config.decode import Decoder
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_text
 from gateway.config.model import GatewayConfig
-from tests.gateway.config.test_load import GOOD
+from tests.gateway.config.config_kit import GOOD
 
 _scalars = st.one_of(
     st.booleans(),

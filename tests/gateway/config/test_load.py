@@ -9,40 +9,10 @@ import pytest
 from gateway.cli import main
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_file, load_text
-from tests.gateway.config.config_kit import write_identity
-
-GOOD = """
-[site]
-name = "aws-east"
-trust_domain = "aws-east.isthmus.test"
-
-[identity]
-svid = "svid.pem"
-key = "svid_key.pem"
-bundles = [{ trust_domain = "aws-east.isthmus.test", path = "bundle.pem" }]
-
-[[listeners]]
-name = "east-west"
-kind = "east-west"
-address = "127.0.1.1"
-port = 15443
-
-[[peers]]
-name = "gcp-west"
-address = "127.0.2.1"
-port = 15443
-spiffe_id = "spiffe://gcp-west.isthmus.test/isthmus/gateway/gcp-west"
-
-[[sources]]
-kind = "static"
-name = "local"
-
-[[sources.endpoints]]
-service = "api"
-namespace = "payments"
-address = "127.0.0.1"
-port = 8080
-"""
+from tests.gateway.config.config_kit import (
+    GOOD,
+    write_identity,
+)
 
 
 def _problems(text: str) -> dict[str, tuple[str, int | None]]:

@@ -92,7 +92,7 @@ def test_the_startup_grace_is_a_validated_peering_setting() -> None:
     from gateway.app import peering_settings
     from gateway.config.errors import ConfigInvalid
     from gateway.config.load import load_text
-    from tests.gateway.config.test_load import GOOD
+    from tests.gateway.config.config_kit import GOOD
 
     config = load_text(GOOD + "\n[peering]\nstartup_grace_s = 5.0\n", base_dir=Path("/etc"))
     assert peering_settings(config).startup_grace == 5.0

@@ -35,9 +35,9 @@ from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream, StreamReset
-from tests.gateway.inbound.test_east_west import CALLER, site
+from tests.gateway.inbound.inbound_kit import CALLER, site
 from tests.gateway.router.router_kit import Collect, peer
-from tests.gateway.upstream.test_servers import SVC, RecordingWriter, endpoint, watch_of
+from tests.gateway.upstream.upstream_kit import SVC, RecordingWriter, endpoint, watch_of
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's example
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

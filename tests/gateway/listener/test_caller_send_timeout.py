@@ -33,8 +33,7 @@ from gateway.listener.caller_stream import unsent_bytes
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
-from tests.gateway.listener.test_http import http_listener
-from tests.gateway.listener.test_tls import client_context
+from tests.gateway.listener.listener_kit import client_context, http_listener
 from tests.gateway.router.router_kit import (
     API,
     DB,

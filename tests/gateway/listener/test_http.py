@@ -12,8 +12,6 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from functools import partial
-from ipaddress import IPv4Address
 
 import h2.config
 import h2.connection
@@ -22,10 +20,12 @@ import h2.events
 import pytest
 import trio
 
-from gateway.config.model import LimitsConfig, ListenerConfig
-from gateway.listener.http import serve_http_listener
-from gateway.router.route import Router
-from overlay.h2.connection import H2Connection
+from gateway.config.model import LimitsConfig
+from tests.gateway.listener.listener_kit import (
+    h2c_request,
+    http_listener,
+    raw_exchange,
+)
 from tests.gateway.router.router_kit import (
     API,
     DB,
@@ -40,26 +40,6 @@ from tests.gateway.router.router_kit import (
 )
 
 WEB = type(API)("web", "default")
-
-
-@asynccontextmanager
-async def http_listener(
-    router: Router, *, limits: LimitsConfig = TEST_LIMITS
-) -> AsyncIterator[int]:
-    config = ListenerConfig(name="http", kind="http", address=IPv4Address("127.0.0.1"), port=0)
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            partial(
-                serve_http_listener,
-                config,
-                router,
-                identity=None,
-                limits=limits,
-                local_site="a",
-            )
-        )
-        yield port
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -79,38 +59,6 @@ async def gateway(limits: LimitsConfig = TEST_LIMITS) -> AsyncIterator[tuple[int
         )
         async with http_listener(router, limits=limits) as port:
             yield port, cluster
-
-
-def dechunk(body: bytes) -> bytes:
-    out = b""
-    while True:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return out
-        out += rest[:size]
-        body = rest[size + 2 :]
-
-
-async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    """Send raw bytes, read until the gateway closes; return status, headers, body."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(request)
-        data = b""
-        with trio.fail_after(5):
-            while piece := await stream.receive_some(65536):
-                data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get(b"transfer-encoding") == b"chunked":
-        body = dechunk(body)
-    return status, headers, body
 
 
 def names(doc: dict[str, object]) -> list[str]:
@@ -258,26 +206,6 @@ async def test_unknown_address_404_and_unhealthy_503_with_clear_bodies() -> None
             port, b"GET / HTTP/1.1\r\nHost: gone.default.isthmus\r\n\r\n"
         )
         assert status == 503 and b"no healthy endpoint" in body
-
-
-async def h2c_request(
-    port: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
-) -> tuple[dict[bytes, bytes], bytes]:
-    tcp = await trio.open_tcp_stream("127.0.0.1", port)
-    client = H2Connection(tcp, client_side=True, ping_interval=None)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.serve)
-        with trio.fail_after(5):
-            stream = await client.open_stream(headers, end_stream=not body)
-            if body:
-                await stream.send_all(body)
-                await stream.send_eof()
-            response = dict(await stream.response_headers())
-            data = b""
-            while piece := await stream.receive_some():
-                data += piece
-        await client.aclose()
-    return response, data
 
 
 async def test_h2c_prior_knowledge_caller_reaches_local_and_remote() -> None:

@@ -10,43 +10,25 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from ipaddress import IPv4Address
-from pathlib import Path
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config.model import ListenerConfig
 from gateway.listener.http import serve_http_listener
 from overlay.h2.connection import H2Connection
+from tests.gateway.listener.listener_kit import (
+    client_context,
+)
 from tests.gateway.router.router_kit import API, TEST_LIMITS, make_router, peer, peer_echo
 from tests.overlay.identity.cases import CA_A, CA_B, CA_C, SERVER_CHAIN, SERVER_KEY, TRUSTED
-from tests.overlay.identity.certfactory import identity, key_pem, make_leaf, pem
+from tests.overlay.identity.certfactory import identity, make_leaf
 
 WEB_CALLER = "spiffe://b.test/ns/default/sa/web"
-
-
-def client_context(
-    alpn: list[str],
-    chain: Sequence[x509.Certificate] | None = None,
-    key: ec.EllipticCurvePrivateKey | None = None,
-) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False  # SPIFFE IDs are not host names
-    ctx.load_verify_locations(cadata=pem([CA_A.cert]).decode())
-    ctx.set_alpn_protocols(alpn)
-    if chain is not None and key is not None:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "id.pem"
-            path.write_bytes(pem(chain) + key_pem(key))
-            ctx.load_cert_chain(path)
-    return ctx
 
 
 @asynccontextmanager

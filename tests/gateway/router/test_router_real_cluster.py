@@ -24,9 +24,9 @@ from gateway.demo.services import serve_http_echo, serve_tcp_echo
 from gateway.inbound.east_west import EastWestHandler
 from gateway.upstream.pool import UpstreamPool
 from overlay.federation.config import ExportConfig
-from tests.gateway.listener.test_http import h2c_request, http_listener, raw_exchange
+from tests.gateway.listener.listener_kit import h2c_request, http_listener, raw_exchange
 from tests.gateway.router.router_kit import API, http_echo_backend, make_router, peer, peer_echo
-from tests.gateway.upstream.test_servers import endpoint, refused_port, watch_of
+from tests.gateway.upstream.upstream_kit import endpoint, refused_port, watch_of
 
 
 @asynccontextmanager
