@@ -1,8 +1,10 @@
 """The gateway process: one root nursery owning identity, discovery, peering and admin.
 
 Start-up order matters and each step fails loudly: the identity files are loaded and verified
-first (a gateway that cannot prove who it is must not start), then discovery, then the
-east-west listener and the dialers, then the admin API.  ``task_status.started`` receives the
+first (a gateway that cannot prove who it is must not start), the parts are wired together
+(:func:`build_gateway`, nothing started), then started in order: identity rotation and
+discovery, the east-west listener and the dialers, the listeners of local callers, the admin
+API (one ``start_*`` function each).  ``task_status.started`` receives the
 bound ports, so tests and the demo can use port 0.  Shutdown is cancellation of the root
 nursery: every task ends, every link is closed, nothing is left behind.
 """
@@ -22,20 +24,21 @@ from discovery.service import serve_catalog
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
-from gateway.admin import serve_admin
+from gateway.admin.health import healthz_view
+from gateway.admin.server import serve_admin
+from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
-from gateway.health import healthz_view
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
-from gateway.listener.http import h1_limits, serve_http_listener
+from gateway.listener.h1 import h1_limits
+from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
-from gateway.views import imports_json, routes_json
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity, serve_identity
@@ -56,12 +59,14 @@ class GatewayPorts:
 
 @dataclass
 class Gateway:
-    """The live parts of a running gateway (for the admin API and tests)."""
+    """The live parts of a running gateway (for the start steps, the admin API and tests)."""
 
     config: GatewayConfig
     identity: Identity
     catalog: Watch[Catalog]
     peering: Peering
+    pool: UpstreamPool
+    router: Router
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -112,19 +117,21 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
     }
 
 
-async def serve_gateway(
-    config: GatewayConfig,
-    *,
-    task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the gateway described by ``config`` until cancelled."""
+async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSource]]:
+    """Build step 1: the identity files, loaded and verified off the event loop (a gateway
+    that cannot prove who it is must not start)."""
     ident = config.identity
     bundles = [BundleSource(b.trust_domain, b.path, b.format) for b in ident.bundles]
     state = await trio.to_thread.run_sync(
         functools.partial(load_identity_state, ident.svid, ident.key, bundles)
     )
-    identity = Identity(state)
     log.info("site %s starts as %s", config.site.name, state.spiffe_id)
+    return Identity(state), bundles
+
+
+def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
+    """Build step 2: the parts wired together, nothing started (the local cluster and the
+    inbound side, peering, the router)."""
     catalog: Watch[Catalog] = Watch(Catalog())
     peers = [
         PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
@@ -168,100 +175,132 @@ async def serve_gateway(
         known=known_services(catalog, peering.imports),
         peer_sites=[p.name for p in config.peers],
     )
-    gw = Gateway(config, identity, catalog, peering)
-    async with trio.open_nursery() as nursery:
+    return Gateway(config, identity, catalog, peering, pool, router)
+
+
+async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
+    """Start step 1: identity rotation and expiry, discovery, mDNS announcements, the pool."""
+    config, ident = gw.config, gw.config.identity
+    await nursery.start(
+        functools.partial(
+            serve_identity,
+            gw.identity,
+            svid_path=ident.svid,
+            key_path=ident.key,
+            bundles=bundles,
+            poll_interval_s=ident.poll_interval_s,
+        )
+    )
+    await nursery.start(watch_own_identity, gw.identity)
+    await nursery.start(serve_catalog, config.sources, gw.catalog)
+    gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
+    if config.mdns_announce.services:
         await nursery.start(
             functools.partial(
-                serve_identity,
-                identity,
-                svid_path=ident.svid,
-                key_path=ident.key,
-                bundles=bundles,
-                poll_interval_s=ident.poll_interval_s,
+                serve_mdns_announcer,
+                [announced(a) for a in config.mdns_announce.services],
+                interfaces=[str(i) for i in config.mdns_announce.interfaces],
             )
         )
-        await nursery.start(watch_own_identity, identity)
-        await nursery.start(serve_catalog, config.sources, catalog)
-        gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
-        if config.mdns_announce.services:
-            await nursery.start(
-                functools.partial(
-                    serve_mdns_announcer,
-                    [announced(a) for a in config.mdns_announce.services],
-                    interfaces=[str(i) for i in config.mdns_announce.interfaces],
-                )
-            )
-        await nursery.start(pool.serve)
-        ew_port = admin_port = None
-        ew = config.listener("east-west")
-        if ew is not None:
-            ew_port = await start_listener(
-                nursery,
-                functools.partial(peering.serve, host=str(ew.address), port=ew.port),
-                what=f"listener {ew.name}",
-                address=str(ew.address),
-                port=ew.port,
-            )
-            log.info("east-west listener on %s:%d", ew.address, ew_port)
-        site = config.site.name
-        for li in config.listeners:
-            if li.kind == "http":
-                port = await start_listener(
-                    nursery,
-                    functools.partial(
-                        serve_http_listener,
-                        li,
-                        router,
-                        identity=identity,
-                        limits=lim,
-                        local_site=site,
-                    ),
-                    what=f"listener {li.name}",
-                    address=str(li.address),
-                    port=li.port,
-                )
-                log.info(
-                    "http listener %s on %s:%d%s",
-                    li.name,
-                    li.address,
-                    port,
-                    " (TLS)" if li.tls else "",
-                )
-            elif li.kind == "sni":
-                port = await start_listener(
-                    nursery,
-                    functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site),
-                    what=f"listener {li.name}",
-                    address=str(li.address),
-                    port=li.port,
-                )
-                log.info("sni listener %s on %s:%d", li.name, li.address, port)
-        for sp in config.service_ports:
+    await nursery.start(gw.pool.serve)
+
+
+async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:
+    """Start step 2: the east-west listener peers dial (and the dialers); its port."""
+    ew = gw.config.listener("east-west")
+    if ew is None:
+        return None
+    port: int = await start_listener(
+        nursery,
+        functools.partial(gw.peering.serve, host=str(ew.address), port=ew.port),
+        what=f"listener {ew.name}",
+        address=str(ew.address),
+        port=ew.port,
+    )
+    log.info("east-west listener on %s:%d", ew.address, port)
+    return port
+
+
+async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
+    """Start step 3: the listeners local callers use (http, sni) and the service ports."""
+    config, router, lim, site = gw.config, gw.router, gw.config.limits, gw.config.site.name
+    for li in config.listeners:
+        if li.kind == "http":
             port = await start_listener(
                 nursery,
-                functools.partial(serve_service_port, sp, router, limits=lim, local_site=site),
-                what=f"service port {sp.name}",
-                address=str(sp.address),
-                port=sp.port,
+                functools.partial(
+                    serve_http_listener,
+                    li,
+                    router,
+                    identity=gw.identity,
+                    limits=lim,
+                    local_site=site,
+                ),
+                what=f"listener {li.name}",
+                address=str(li.address),
+                port=li.port,
             )
             log.info(
-                "service port %s on %s:%d -> %s (%s)",
-                sp.name,
-                sp.address,
+                "http listener %s on %s:%d%s",
+                li.name,
+                li.address,
                 port,
-                sp.target,
-                sp.protocol,
+                " (TLS)" if li.tls else "",
             )
-        admin = config.listener("admin")
-        if admin is not None:
-            admin_port = await start_listener(
+        elif li.kind == "sni":
+            port = await start_listener(
                 nursery,
-                functools.partial(
-                    serve_admin, admin_views(gw), host=str(admin.address), port=admin.port
-                ),
-                what=f"listener {admin.name}",
-                address=str(admin.address),
-                port=admin.port,
+                functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site),
+                what=f"listener {li.name}",
+                address=str(li.address),
+                port=li.port,
             )
-            log.info("admin API on http://%s:%d/", admin.address, admin_port)
+            log.info("sni listener %s on %s:%d", li.name, li.address, port)
+    for sp in config.service_ports:
+        port = await start_listener(
+            nursery,
+            functools.partial(serve_service_port, sp, router, limits=lim, local_site=site),
+            what=f"service port {sp.name}",
+            address=str(sp.address),
+            port=sp.port,
+        )
+        log.info(
+            "service port %s on %s:%d -> %s (%s)",
+            sp.name,
+            sp.address,
+            port,
+            sp.target,
+            sp.protocol,
+        )
+
+
+async def start_admin(nursery: trio.Nursery, gw: Gateway) -> int | None:
+    """Start step 4: the admin API, last (it reports on everything above); its port."""
+    admin = gw.config.listener("admin")
+    if admin is None:
+        return None
+    port: int = await start_listener(
+        nursery,
+        functools.partial(serve_admin, admin_views(gw), host=str(admin.address), port=admin.port),
+        what=f"listener {admin.name}",
+        address=str(admin.address),
+        port=admin.port,
+    )
+    log.info("admin API on http://%s:%d/", admin.address, port)
+    return port
+
+
+async def serve_gateway(
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway described by ``config`` until cancelled: build, then start in order."""
+    identity, bundles = await load_identity(config)
+    gw = build_gateway(config, identity)
+    async with trio.open_nursery() as nursery:
+        await start_background(nursery, gw, bundles)
+        ew_port = await start_east_west(nursery, gw)
+        await start_callers(nursery, gw)
+        admin_port = await start_admin(nursery, gw)
         task_status.started(GatewayPorts(ew_port, admin_port))

@@ -13,7 +13,8 @@ from functools import partial
 
 import trio
 
-from gateway.demo.services import READ_SIZE, serve_listener, whoami_body
+from gateway.demo.services import serve_listener, whoami_body
+from gateway.http.exchange import READ_SIZE
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream, TunnelError
 

@@ -27,12 +27,13 @@ from functools import partial
 import trio
 
 from foundation.errors import IsthmusError
-from gateway.http.h1 import H1Limits, H1ServerConnection
-from gateway.http.headers import ResponseHead
+from gateway.http.exchange import READ_SIZE
+from gateway.http.h1_connection import H1Limits
+from gateway.http.h1_server import H1ServerConnection
+from gateway.http.message import ResponseHead
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
 # Bounded work per connection: requests per keep-alive connection, chunks per body read loop.
 MAX_REQUESTS_PER_CONNECTION = 10_000
 

@@ -17,7 +17,7 @@ peer link, or the caller itself), so it and only it writes them:
 
 Any of these a caller sent itself is removed first, always -- also for a service with the
 headers turned off -- so an endpoint never reads a value that a caller typed.  The
-gateway-to-gateway headers (``isthmus-*``, :data:`~gateway.http.exchange.INTERNAL_HEADERS`)
+gateway-to-gateway headers (``isthmus-*``, :data:`~gateway.http.overlay_headers.INTERNAL_HEADERS`)
 are removed too; they never reach an endpoint.
 
 Turned on or off per service by ``[site] caller_headers`` (default on) and
@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 
 from discovery.model import ServiceName
 from gateway.config.model import CallerHeadersConfig
-from gateway.http.exchange import INTERNAL_HEADERS, CallContext, Request
-from gateway.http.headers import Headers
+from gateway.http.exchange import CallContext, Request
+from gateway.http.message import Headers
+from gateway.http.overlay_headers import INTERNAL_HEADERS
 
 CALLER_ID = b"x-isthmus-caller-id"
 CALLER_SITE = b"x-isthmus-caller-site"

@@ -75,3 +75,11 @@ class UpstreamClosed(UpstreamError):
     def __init__(self, message: str, *, response_started: bool) -> None:
         super().__init__(message)
         self.response_started = response_started
+
+
+class UnknownAddress(DownstreamError):
+    """Nothing at this address for this caller (404): the authority is not an L7 address of
+    this mesh, it names an unknown site, no site knows the service, or (from a peer) no
+    endpoint of it is exported to that peer."""
+
+    http_status = 404

@@ -15,7 +15,7 @@ whole.  Back-pressure flows through ``await``: a writer that cannot send blocks 
 
 Identity and deadline travel with the request in :class:`CallContext`, never as trusted
 headers: the ``isthmus-*`` headers exist only on links between gateways and are stripped from
-anyone else (:data:`INTERNAL_HEADERS`).
+anyone else (:mod:`gateway.http.overlay_headers`).
 """
 
 from __future__ import annotations
@@ -29,17 +29,11 @@ from typing import Protocol
 import trio
 
 from foundation.spiffe_id import SpiffeId
-from gateway.http.headers import Headers, RequestHead
+from gateway.http.message import Headers, RequestHead
 
-#: Headers one gateway sets for the next; accepted only from an authenticated peer gateway,
-#: stripped from every other caller and never sent to an endpoint.
-CALLER_ID_HEADER = b"isthmus-caller-id"  # SPIFFE ID of the authenticated original caller
-CALLER_SITE_HEADER = b"isthmus-caller-site"  # site where the request entered the overlay
-DEADLINE_HEADER = b"isthmus-deadline-ms"  # remaining time budget in milliseconds
-#: On a link's *response*: the HTTP/1.1 endpoint's reason phrase, when it is not the standard
-#: one for the status (HTTP/2 has no reason phrase; see ``Response.reason``).
-REASON_HEADER = b"isthmus-reason"
-INTERNAL_HEADERS = frozenset({CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER, REASON_HEADER})
+#: The most bytes asked of a body or a stream per read where nothing else bounds it: one
+#: piece per direction is in flight, so memory stays flat whatever the volume.
+READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +89,6 @@ class Request:
             )
         return pseudo + self.headers
 
-    def without_internal_headers(self) -> Request:
-        """The same request with every ``isthmus-*`` internal header removed."""
-        kept = tuple((n, v) for n, v in self.headers if n not in INTERNAL_HEADERS)
-        if len(kept) == len(self.headers):
-            return self
-        return Request(self.method, self.scheme, self.authority, self.path, kept, self.protocol)
-
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -112,7 +99,7 @@ class Response:
     response came from HTTP/2 or the gateway itself, and the HTTP/1.1 writer then uses the
     standard phrase for the status.  HTTP/2 has no reason phrase, so across a link it travels
     in the internal ``isthmus-reason`` header, and only when it is not the standard phrase
-    (see :func:`link_reason_header`).
+    (see :func:`gateway.http.overlay_headers.encode_reason`).
     """
 
     status: int
@@ -126,16 +113,6 @@ _STANDARD_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 def standard_reason(status: int) -> bytes:
     """The phrase RFC 9110 gives ``status`` (b"" for a code it does not name)."""
     return _STANDARD_REASONS.get(status, b"")
-
-
-def link_reason_header(response: Response) -> Headers:
-    """The ``isthmus-reason`` field a gateway adds to a response it sends to a peer: only
-    for a reason phrase that differs from the standard one (nothing on the usual path).
-    Surrounding whitespace, which an HTTP/2 field value may not have, is dropped."""
-    reason = response.reason.strip(b" \t")
-    if not reason or reason == standard_reason(response.status):
-        return ()
-    return ((REASON_HEADER, reason),)
 
 
 @dataclass(frozen=True, slots=True)

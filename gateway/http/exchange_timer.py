@@ -34,7 +34,7 @@ import trio
 
 from foundation.errors import UpstreamError
 from gateway.http.exchange import Body, CallContext, EmptyBody, Response, ResponseWriter
-from gateway.http.headers import Headers
+from gateway.http.message import Headers
 
 __all__ = [
     "ExchangeTimer",

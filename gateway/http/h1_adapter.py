@@ -1,5 +1,5 @@
 """:class:`~gateway.http.exchange.Body` and ``ResponseWriter`` over a downstream HTTP/1.1
-connection (:class:`~gateway.http.h1.H1ServerConnection`).
+connection (:class:`~gateway.http.h1_server.H1ServerConnection`).
 
 Why: the router and every upstream speak the internal HTTP/2-semantics exchange; this adapter
 is the HTTP/1.1 caller's end of it.  The request body is read piece by piece as the caller
@@ -11,9 +11,10 @@ caller can take them.
 
 from __future__ import annotations
 
+from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import Response, standard_reason
-from gateway.http.h1 import H1ServerConnection
-from gateway.http.headers import Headers, ResponseHead, UpstreamProtocolError
+from gateway.http.h1_server import H1ServerConnection
+from gateway.http.message import Headers, ResponseHead
 from gateway.http.transcode import declared_content_length, h1_trailers_to_h2
 
 

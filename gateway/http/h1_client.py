@@ -3,8 +3,8 @@
 Why a role of its own: towards an endpoint the gateway is the one that must be strict about
 what comes back (a 101 it did not ask for, a close-delimited body, a response after which the
 connection cannot be reused) and must tell the retry logic whether any of the response was
-seen (``UpstreamClosed.response_started``).  The theory of operation is in ``h1.py``; the
-buffer, head reader and body pump are ``h1_connection.py``'s.
+seen (``UpstreamClosed.response_started``).  The theory of operation, the buffer, the head
+reader and the body pump are ``h1_connection.py``'s.
 """
 
 from __future__ import annotations

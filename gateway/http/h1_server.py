@@ -4,7 +4,7 @@ Why the server role has more than the client: it owns the caller's experience of
 answers ``100 Continue`` only when the body is actually wanted, answers every error with the
 one mapped response (``error_response``) and then lingers briefly, so that closing with unread
 input does not make the kernel reset the connection under the answer.  The theory of
-operation is in ``h1.py``; the buffer, head reader and body pump are ``h1_connection.py``'s.
+operation, the buffer, the head reader and the body pump are ``h1_connection.py``'s.
 """
 
 from __future__ import annotations

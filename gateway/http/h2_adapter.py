@@ -8,8 +8,9 @@ block with :mod:`gateway.http.transcode` before it builds a :class:`Request`.
 
 from __future__ import annotations
 
-from gateway.http.exchange import Response, link_reason_header
-from gateway.http.headers import Headers
+from gateway.http.exchange import Response
+from gateway.http.message import Headers
+from gateway.http.overlay_headers import encode_reason
 from overlay.h2.stream import H2Stream
 
 
@@ -43,7 +44,7 @@ class H2ResponseWriter:
     def _block(self, response: Response) -> Headers:
         block = ((b":status", str(response.status).encode()), *response.headers)
         if self._to_peer and response.reason:
-            block += link_reason_header(response)
+            block += encode_reason(response)
         return block
 
     @property

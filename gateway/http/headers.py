@@ -7,8 +7,8 @@ where we and the next hop might disagree about where a message ends, which is ho
 smuggling works.  So the head is validated here, strictly, and the body is then framed from it
 by ``h1_body.py`` (our own strict chunked decoder, trailers parsed by ``parse_trailer_section``
 with these same rules); what we send is serialised by ``encode_head``.  The heads themselves are
-``message.py``'s, the typed errors ``errors.py``'s and the framing rules ``framing.py``'s; their
-names are re-exported here, where the codecs' users have always found them.
+``message.py``'s, the typed errors ``errors.py``'s and the framing rules ``framing.py``'s: import
+them from there.
 
 Theory of operation
 -------------------
@@ -33,25 +33,17 @@ import re
 
 from foundation.errors import IsthmusError
 from gateway.http.errors import (
-    BadFraming,
     BadRequest,
-    ContentLengthMismatch,
     HeadersTooLarge,
-    HeadTimeout,
-    IncompleteBody,
-    MalformedHeaders,
-    UnsupportedTransferCoding,
     UnsupportedVersion,
-    UpstreamClosed,
     UpstreamProtocolError,
 )
-from gateway.http.framing import Framing, FramingKind, message_framing, request_framing
+from gateway.http.framing import message_framing, request_framing
 from gateway.http.message import (
     Headers,
     RequestHead,
     ResponseHead,
     comma_tokens,
-    header_value,
     header_values,
 )
 from overlay.h2.field_rules import CONNECTION_SPECIFIC as H2_CONNECTION_SPECIFIC
@@ -62,35 +54,15 @@ __all__ = [
     "FIELD_VALUE_RE",
     "REASONS",
     "TOKEN_RE",
-    "BadFraming",
-    "BadRequest",
-    "ContentLengthMismatch",
-    "Framing",
-    "FramingKind",
-    "HeadTimeout",
-    "Headers",
-    "HeadersTooLarge",
-    "IncompleteBody",
-    "MalformedHeaders",
-    "RequestHead",
-    "ResponseHead",
-    "UnsupportedTransferCoding",
-    "UnsupportedVersion",
-    "UpstreamClosed",
-    "UpstreamProtocolError",
-    "comma_tokens",
     "encode_head",
     "encode_response_head",
     "error_response",
-    "header_value",
-    "header_values",
     "is_field_value",
     "is_token",
     "parse_fields",
     "parse_request_head",
     "parse_response_head",
     "parse_trailer_section",
-    "request_framing",
     "strip_connection_specific",
     "wants_trailers",
 ]

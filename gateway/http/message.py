@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
+#: RFC 9110 section 9.2.2: repeating these has the effect of sending them once, so an upstream
+#: that may not have acted on one (a reused connection that closed, a link that died) may be
+#: sent it again.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:

@@ -41,9 +41,10 @@ from dataclasses import replace
 
 from foundation.errors import DownstreamError
 from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
-from gateway.http.exchange import INTERNAL_HEADERS, Request
+from gateway.http.exchange import Request
 from gateway.http.headers import encode_head
 from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens
+from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.transcode import h2_request_to_h1
 
 WEBSOCKET = b"websocket"

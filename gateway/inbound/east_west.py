@@ -4,22 +4,26 @@ Why this shape: Peering authenticates the peer gateway (mTLS, SPIFFE, per trust 
 hands every non-federation stream to ``EastWestHandler(peer_site, stream)``.  From here on the
 request is an ordinary HTTP/2 request whose ``:authority`` is an L7 address -- or a CONNECT to
 ``<l7-address>:<port>`` for an L4 tunnel -- and this module turns it into a call on the local
-cluster, after checking that the peer may make it.
+cluster, after checking that the peer may make it.  This module is the Trio adapter; the
+decisions are pure: the header block (:mod:`gateway.inbound.request`), the ``isthmus-*``
+context (:func:`gateway.http.overlay_headers.decode_context`) and the admission
+(:mod:`gateway.inbound.admission`).
 
 Theory of operation (one stream, in order; the first failure answers and ends the stream)
 ------------------------------------------------------------------------------------------
-1. **Header block**, strictly (:func:`~gateway.http.transcode.h2_request_to_h1`'s rules):
+1. **Header block**, strictly (:func:`~gateway.inbound.request.parse_request`):
    pseudo-headers, connection-specific fields, CR/LF/NUL, oversize ``:method``/``:path`` ->
    400 with a body saying why; nothing malformed is ever forwarded.
 2. **Address**: ``:authority`` parsed with the mesh domain.  Pinned to another site -> 404
    (this gateway does not relay); not an L7 address -> 400.
-3. **Context**: the internal headers are trusted *here* because the peer is an authenticated
-   gateway: ``isthmus-caller-site`` (default: the peer's site; any other site -> 403, since a
-   request crosses one link and a peer vouches for its own callers only),
-   ``isthmus-caller-id`` (a strict SPIFFE ID; malformed -> 400) and ``isthmus-deadline-ms``
-   (capped by ``route_timeout``; like it, it bounds the time to the response head only --
-   a streamed body is bounded by ``stream_idle_timeout`` and ``max_stream_duration``).
-   ``from_peer`` is always the authenticated peer site, never a header.
+3. **Context** (:mod:`gateway.http.overlay_headers`): the internal headers are trusted
+   *here* because the peer is an authenticated gateway: ``isthmus-caller-site`` (default:
+   the peer's site; any other site -> 403, since a request crosses one link and a peer
+   vouches for its own callers only), ``isthmus-caller-id`` (a strict SPIFFE ID; malformed
+   -> 400) and ``isthmus-deadline-ms`` (capped by ``route_timeout``; like it, it bounds the
+   time to the response head only -- a streamed body is bounded by ``stream_idle_timeout``
+   and ``max_stream_duration``).  ``from_peer`` is always the authenticated peer site, never
+   a header.
 4. **Export consent**: the peer reaches only endpoints exported to it
    (:func:`~overlay.federation.export.consents`).  A service with no endpoint exported to
    this peer is unknown to it -> 404.
@@ -32,150 +36,40 @@ Theory of operation (one stream, in order; the first failure answers and ends th
    fields, then the same splice; any other answer is relayed as it is.  Anything else ->
    :meth:`LocalCluster.forward` with the stream as body and response writer.
 
-Errors before the response head become the response :func:`~gateway.http.headers.
-error_response` maps them to (404, 403, 502, 503, 504...); after the head the stream is reset.
+Errors become responses in :mod:`gateway.http.rescue`: before the response head the mapped
+error response (404, 403, 502, 503, 504...) or, when this site did no work, REFUSED_STREAM;
+after the head the stream is reset.
 Every failure stays inside the stream: nothing here may take the link down.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import re
-import socket
-import struct
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import trio
 
 from discovery.model import Endpoint, ServiceName
-from foundation.errors import (
-    H2_CANCEL,
-    H2_CONNECT_ERROR,
-    H2_INTERNAL_ERROR,
-    H2_REFUSED_STREAM,
-    DownstreamError,
-    IsthmusError,
-)
-from foundation.names import label_problem
-from foundation.spiffe_id import SpiffeId, SpiffeIdError
+from foundation.errors import H2_CANCEL, H2_CONNECT_ERROR, IsthmusError, first_leaf
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
+from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
-    CALLER_ID_HEADER,
-    CALLER_SITE_HEADER,
-    DEADLINE_HEADER,
-    INTERNAL_HEADERS,
     CallContext,
     Request,
     Response,
 )
-from gateway.http.exchange_timer import with_stream_limits
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
-from gateway.http.headers import MalformedHeaders, error_response, strip_connection_specific
-from gateway.http.transcode import h2_request_to_h1
+from gateway.http.overlay_headers import decode_context
+from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.websocket import websocket_request_from_h2
-from gateway.policy import PolicyDenied, check
-from gateway.splice import splice
-from gateway.upstream.pool import UpstreamUnavailable
-from overlay.address import AddressError, L7Address, NotInMeshError, parse_authority_cached
+from gateway.inbound.admission import admit, exported_to
+from gateway.inbound.request import is_extended_connect, parse_request
+from gateway.relay import abort_on_close, splice
 from overlay.federation.config import ExportConfig
-from overlay.federation.export import consents
-from overlay.h2.stream import H2Stream, StreamReset, TunnelError
+from overlay.h2.stream import H2Stream, StreamReset
 
 log = logging.getLogger(__name__)
-
-_DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
-#: Site names repeat on every request; the check is pure, so it is remembered (bounded).
-_site_problem = functools.lru_cache(maxsize=1024)(label_problem)
-
-
-class UnknownAddress(DownstreamError):
-    """Nothing at this address for this caller (404)."""
-
-    http_status = 404
-
-
-class BadInternalHeader(DownstreamError):
-    """A peer sent a malformed ``isthmus-*`` header (400)."""
-
-    http_status = 400
-
-
-def _one(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    values = [v for n, v in headers if n == name]
-    if len(values) > 1:
-        raise BadInternalHeader(f"more than one {name.decode()} header")
-    return values[0] if values else None
-
-
-def parse_context(
-    headers: Sequence[tuple[bytes, bytes]],
-    *,
-    peer_site: str,
-    now: float,
-    route_timeout: float,
-    idle_timeout: float | None = None,
-    max_duration: float | None = None,
-) -> CallContext:
-    """The call context a peer gateway vouches for (see step 3 of the module docstring)."""
-    site_raw = _one(headers, CALLER_SITE_HEADER)
-    caller_site = peer_site
-    if site_raw is not None:
-        caller_site = site_raw.decode("ascii", "replace")
-        problem = _site_problem(caller_site)
-        if problem:
-            raise BadInternalHeader(f"isthmus-caller-site: {problem}")
-        if caller_site != peer_site:
-            # Requests enter the overlay at their own site's gateway and cross one link (the
-            # origin fails over, nobody relays), so a peer vouches for its own callers only;
-            # otherwise one gateway could borrow another site's ``allow_sites``.
-            raise PolicyDenied(f"peer {peer_site!r} may not vouch for callers of {caller_site!r}")
-    caller_id: SpiffeId | None = None
-    id_raw = _one(headers, CALLER_ID_HEADER)
-    if id_raw is not None:
-        try:
-            caller_id = SpiffeId.parse(id_raw.decode("ascii"))
-        except (UnicodeDecodeError, SpiffeIdError) as exc:
-            raise BadInternalHeader(f"isthmus-caller-id is not a SPIFFE ID: {exc}") from None
-    budget = route_timeout
-    deadline_raw = _one(headers, DEADLINE_HEADER)
-    if deadline_raw is not None:
-        if _DEADLINE_RE.fullmatch(deadline_raw) is None:
-            raise BadInternalHeader("isthmus-deadline-ms must be 1 to 12 digits")
-        budget = min(budget, int(deadline_raw) / 1000.0)
-    ctx = CallContext(
-        caller_site=caller_site, caller_id=caller_id, deadline=now + budget, from_peer=peer_site
-    )
-    # The carried deadline bounds the response head only; the stream limits are this
-    # gateway's own, counted from the stream's arrival.
-    return with_stream_limits(ctx, now=now, idle_timeout=idle_timeout, max_duration=max_duration)
-
-
-def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
-    """A validated :class:`Request` from a peer's header block (internal headers removed).
-
-    The HTTP/1.1 head the strict validation derives comes along (``h1_head``, internal
-    headers removed: each maps to itself, so dropping them after is dropping them before),
-    so an HTTP/1.1 endpoint does not validate the same block again.
-    """
-    head = h2_request_to_h1(raw)  # strict validation; raises MalformedHeaders
-    pseudo = {n: v for n, v in raw if n.startswith(b":")}
-    regular = tuple((n, v) for n, v in raw if not n.startswith(b":") and n not in INTERNAL_HEADERS)
-    authority = pseudo.get(b":authority")
-    if authority is None:
-        authority = next((v for n, v in regular if n == b"host"), b"")
-    fields = tuple((n, v) for n, v in head.headers if n not in INTERNAL_HEADERS)
-    return Request(
-        method=pseudo[b":method"],
-        scheme=pseudo.get(b":scheme", b""),
-        authority=authority,
-        path=pseudo.get(b":path", b""),
-        headers=regular,
-        h1_head=head if len(fields) == len(head.headers) else replace(head, headers=fields),
-    )
 
 
 class EastWestHandler:
@@ -213,12 +107,12 @@ class EastWestHandler:
         method = b""
         try:
             raw = stream.request_headers
-            if _is_extended_connect(raw):
+            if is_extended_connect(raw):
                 request = websocket_request_from_h2(raw)
             else:
                 request = parse_request(raw)
             method = request.method
-            ctx = parse_context(
+            ctx = decode_context(
                 stream.request_headers,
                 peer_site=peer_site,
                 now=self._clock(),
@@ -226,10 +120,17 @@ class EastWestHandler:
                 idle_timeout=self.stream_idle_timeout,
                 max_duration=self.max_stream_duration,
             )
-            service = self._admit(request, ctx, peer_site)
-
-            def only(endpoint: Endpoint) -> bool:
-                return consents(self.export_rules, endpoint, peer_site)
+            service = admit(
+                request,
+                ctx,
+                peer_site=peer_site,
+                local_site=self.local_site,
+                mesh_domain=self.mesh_domain,
+                catalog=self.cluster.catalog.latest,
+                export_rules=self.export_rules,
+                policies=self.policies,
+            )
+            only = exported_to(self.export_rules, peer_site)
 
             if request.is_websocket:
                 await self._websocket(stream, writer, request, ctx, service, only)
@@ -251,31 +152,6 @@ class EastWestHandler:
         except Exception as exc:  # a bug must cost this stream, never the link
             log.exception("east-west stream from %s failed", peer_site)
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
-
-    def _admit(self, request: Request, ctx: CallContext, peer_site: str) -> ServiceName:
-        """Address, consent and policy checks; the local service to call."""
-        try:
-            address, _port = parse_authority_cached(
-                request.authority.decode("ascii"), mesh_domain=self.mesh_domain
-            )
-        except NotInMeshError as exc:
-            raise UnknownAddress(str(exc)) from None
-        except (AddressError, UnicodeDecodeError) as exc:
-            raise MalformedHeaders(f":authority is not an L7 address: {exc}") from None
-        if address.site not in (None, self.local_site):
-            raise UnknownAddress(
-                f"{address} is pinned to site {address.site!r}; this is {self.local_site!r}"
-            )
-        service = address.service_name
-        catalog = self.cluster.catalog.latest
-        exported = any(
-            consents(self.export_rules, entry.endpoint, peer_site)
-            for entry in catalog.endpoints(service)
-        )
-        if not exported:
-            raise UnknownAddress(f"{_any(address)} is not exported to site {peer_site!r}")
-        check(self.policies, service, ctx, self.local_site)
-        return service
 
     async def _connect(
         self,
@@ -327,7 +203,7 @@ class EastWestHandler:
             )
             clean = True
         except Exception as exc:  # splice's nurseries may wrap the cause in groups
-            cause = _first_leaf(exc)
+            cause = first_leaf(exc) or exc
             if isinstance(cause, StreamReset):
                 return  # the peer reset the tunnel: the endpoint gets a reset (finally)
             # RFC 9113 section 8.5: a TCP error (or an idle tunnel) -> CONNECT_ERROR.
@@ -335,7 +211,7 @@ class EastWestHandler:
             stream.reset(H2_CONNECT_ERROR)
         finally:
             if not clean:
-                _reset_tcp(other)
+                abort_on_close(other)
 
     async def _fail(
         self,
@@ -345,58 +221,11 @@ class EastWestHandler:
         *,
         head_only: bool,
     ) -> None:
-        """Answer with the mapped error if no head went out yet, else reset the stream."""
-        if writer.head_sent:
-            # the caller's fault keeps its code (PROTOCOL_ERROR...); anything else is ours
-            code = exc.h2_error_code if isinstance(exc, DownstreamError) else H2_INTERNAL_ERROR
-            stream.reset(code)
-            return
-        if isinstance(exc, UpstreamUnavailable):
-            # Nothing here did any work (no endpoint, or none accepted a connection): refuse
-            # the stream, which tells the origin it may try the next site at once (RFC 9113
-            # section 8.7), instead of a 503 that would end the request there.
+        """Answer with the mapped error if no head went out yet, else reset the stream
+        (:func:`gateway.http.rescue.rescue_peer_stream`)."""
+        before_head = not writer.head_sent
+        action = await rescue_peer_stream(stream, writer, exc, head_only=head_only)
+        if before_head and isinstance(action, Reset):
             log.debug("east-west: refusing stream: %s", exc)
-            stream.reset(H2_REFUSED_STREAM)
-            return
-        if isinstance(exc, UnknownAddress):
+        elif before_head and isinstance(exc, UnknownAddress):
             log.debug("east-west: %s", exc)
-        head, body = error_response(exc)
-        headers = strip_connection_specific(head.headers)
-        if head_only:
-            body = b""
-            headers = tuple((n, v) for n, v in headers if n != b"content-length")
-        with contextlib.suppress(TunnelError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await writer.send_head(Response(head.status, headers), end_stream=not body)
-            if body:
-                await writer.send_data(body)
-                await writer.send_end()
-
-
-def _is_extended_connect(raw: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Whether the block carries ``:protocol`` (RFC 8441).  Pseudo-headers come first, so
-    the scan stops at the first regular field: a few steps on every request."""
-    for name, _ in raw:
-        if name[:1] != b":":
-            return False
-        if name == b":protocol":
-            return True
-    return False
-
-
-def _any(address: L7Address) -> L7Address:
-    return address.any_site()
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _reset_tcp(stream: trio.abc.Stream) -> None:
-    """Make the coming close send RST (SO_LINGER 0), so the endpoint sees an abort, not EOF."""
-    tcp = getattr(stream, "inner", stream)  # a PrefixedStream hands back an endpoint's bytes
-    if not isinstance(tcp, trio.SocketStream):
-        return
-    with contextlib.suppress(OSError):
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -16,8 +16,9 @@ import trio
 from foundation.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ServicePortConfig
 from gateway.listener.caller_stream import CallerStream
-from gateway.listener.http import serve_h1_connection
-from gateway.listener.tcp import call_context, relay_l4, serve_tcp
+from gateway.listener.h1 import serve_h1_connection
+from gateway.listener.tcp import call_context, serve_tcp
+from gateway.relay import relay_l4
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.service_port")

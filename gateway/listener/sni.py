@@ -21,7 +21,8 @@ from foundation.errors import IsthmusError
 from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.sni_peek import read_client_hello
-from gateway.listener.tcp import call_context, relay_l4, serve_tcp
+from gateway.listener.tcp import call_context, serve_tcp
+from gateway.relay import relay_l4
 from gateway.router.route import Router
 
 log = logging.getLogger("isthmus.listener.sni")

@@ -33,8 +33,7 @@ from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import CallContext
 from gateway.http.exchange_timer import with_stream_limits
-from gateway.listener.caller_stream import CallerStream, mark_failed
-from gateway.splice import splice
+from gateway.listener.caller_stream import CallerStream
 from overlay.link.socket_opts import tune_relay_socket
 
 log = logging.getLogger("isthmus.listener")
@@ -149,36 +148,3 @@ def call_context(
         idle_timeout=limits.stream_idle_timeout_s,
         max_duration=limits.max_stream_duration_s,
     )
-
-
-async def relay_l4(
-    downstream: trio.abc.Stream,
-    upstream: trio.abc.Stream,
-    limits: LimitsConfig,
-    *,
-    what: str,
-    first: bytes = b"",
-) -> None:
-    """Relay an opened L4 tunnel until both directions end, then close ``upstream``.
-
-    The one relay every L4 entry shares (HTTP ``CONNECT``, SNI, TCP service ports):
-    ``first`` (e.g. a peeked ClientHello) goes upstream before anything else; each direction
-    holds at most ``limits.tunnel_buffer_bytes``; ``limits.idle_timeout_s`` ends an idle
-    tunnel.  Either side failing ends the relay -- there is nobody left to tell -- and
-    marks the caller's connection failed (closed with RST if bytes are still queued for it).
-    """
-    try:
-        if first:
-            await upstream.send_all(first)
-        await splice(
-            downstream,
-            upstream,
-            read_size=limits.tunnel_buffer_bytes,
-            idle_timeout=limits.idle_timeout_s,
-        )
-    except* Exception as group:  # errors only; a Cancelled in the group goes on
-        mark_failed(downstream)
-        log.debug("%s relay ended: %r", what, group.exceptions)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(upstream)

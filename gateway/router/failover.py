@@ -13,7 +13,8 @@ caller sent can have been acted on and nothing of a response has reached the cal
   to be opened, the peer refused the stream (``REFUSED_STREAM``), the local cluster has no
   healthy endpoint, a connection attempt failed, or a tunnel's ``CONNECT`` was answered
   502/503.  A link that dies *after* the request went out leaves it unknown whether the
-  peer acted: only an idempotent request (:data:`IDEMPOTENT_METHODS`) moves on then.
+  peer acted: only an idempotent request
+  (:data:`~gateway.http.message.IDEMPOTENT_METHODS`) moves on then.
 
 Everything else stands: a reset after the peer took the request, a timeout, a protocol error,
 a 403 from the remote policy.  Retrying those could run a request twice or hide a real error.
@@ -24,9 +25,6 @@ router does that and hands this module booleans.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-#: RFC 9110 section 9.2.2: repeating these has the effect of sending them once.
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-``forward`` (an :data:`~gateway.http.exchange.Upstream`) and ``open_l4`` share one walk:
+``forward`` (an :data:`~gateway.http.exchange.Upstream`), ``open_l4`` and ``open_websocket``
+share one walk:
 
 1. parse the authority as an L7 address of this mesh; anything else is a 404 that names it;
 2. an address pinned to a site that is neither this one nor a configured peer is a 404
@@ -11,10 +12,12 @@ Theory of operation
 3. ask the latest :class:`~overlay.peering.route_table.RouteView` for the sites that can serve
    it, in failover order (a pinned address yields at most its own site); none: 404 if no site
    knows the service at all, 503 if it is known but nothing healthy serves it;
-4. try each site in turn: the local site goes to the :class:`LocalCluster`, a peer site to a
-   tunnel on its link (``outbound(site)``; ``None`` means the link is down: skipped at once);
+4. try each site's cluster in turn: the local site is the local cluster, a peer site is a
+   :class:`~gateway.cluster.peer.PeerCluster` of tunnels on its link (``outbound(site)``;
+   ``None`` means the link is down: skipped at once);
 5. a failure moves on to the next site only when :mod:`gateway.router.failover` says so
-   (nothing of the body consumed, no response head sent, and the site did no work);
+   (nothing of the body consumed, no response head sent, and the site did no work:
+   :func:`did_no_work`, over the typed marker :class:`~gateway.cluster.errors.SiteDidNoWork`);
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
 
 The route to the response *head* is bounded by ``ctx.deadline`` (set by the listener at
@@ -30,16 +33,19 @@ than 101) stands, it is the caller's answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
-from foundation.errors import DownstreamError, UpstreamError
+from foundation.errors import UpstreamError
+from gateway.cluster.errors import SiteDidNoWork
+from gateway.cluster.peer import PeerCluster
+from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -49,20 +55,12 @@ from gateway.http.exchange import (
     UpgradeResult,
 )
 from gateway.http.exchange_timer import ExchangeTimer
-from gateway.http.headers import Headers
+from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.router.failover import (
-    IDEMPOTENT_METHODS,
     Attempt,
     candidate_sites,
     describe,
     may_fail_over,
-)
-from gateway.upstream.pool import UpstreamUnavailable
-from gateway.upstream.tunnel import (
-    TunnelRejected,
-    forward_over_link,
-    open_connect_tunnel,
-    open_websocket_tunnel,
 )
 from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
@@ -70,16 +68,7 @@ from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
 from overlay.peering.route_table import RouteView
 
-#: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
-#: target, an SNI name): HTTP/2 CONNECT needs one; the remote cluster picks the endpoint's
-#: real port from its catalog.
-DEFAULT_L4_PORT = 443
-
-
-class UnknownAddress(DownstreamError):
-    """The authority is not an L7 address of this mesh, or no site knows the service."""
-
-    http_status = 404
+T = TypeVar("T")
 
 
 class NoHealthySite(UpstreamError):
@@ -94,10 +83,10 @@ class RouteTimeout(UpstreamError):
     http_status = 504
 
 
-class LocalCluster(Protocol):
-    """What the router needs of the local cluster (``gateway.cluster.local.LocalCluster``)."""
-
-    def has_endpoints(self, service: ServiceName) -> bool: ...
+class Cluster(Protocol):
+    """What the router needs of a site's cluster: the local one
+    (``gateway.cluster.local.LocalCluster``) or a peer's (``gateway.cluster.peer.PeerCluster``).
+    """
 
     async def forward(
         self,
@@ -109,11 +98,19 @@ class LocalCluster(Protocol):
         service: ServiceName,
     ) -> None: ...
 
-    async def open_l4(self, ctx: CallContext, *, service: ServiceName) -> trio.SocketStream: ...
+    async def open_l4(
+        self, ctx: CallContext, *, service: ServiceName
+    ) -> trio.abc.HalfCloseableStream: ...
 
     async def open_websocket(
         self, request: Request, ctx: CallContext, *, service: ServiceName
     ) -> UpgradeResult: ...
+
+
+class LocalCluster(Cluster, Protocol):
+    """The local cluster also says whether it has endpoints (the default ``known``)."""
+
+    def has_endpoints(self, service: ServiceName) -> bool: ...
 
 
 class _TrackedBody:
@@ -136,25 +133,26 @@ class _TrackedBody:
         return self.inner.trailers
 
 
-def _did_no_work(exc: BaseException, *, idempotent: bool = True) -> bool:
+def did_no_work(exc: BaseException, *, idempotent: bool = True, set_up: bool = False) -> bool:
     """True if ``exc`` shows the site did not act on the request (or acting twice is harmless).
 
-    A link that dies after the request went out (``ConnectionGone`` from a stream we had
-    opened) leaves it unknown whether the peer acted; only an idempotent request (RFC 9110
-    section 9.2.2) is sent elsewhere then.  A link that was already gone when the stream was
-    to be opened (``LinkUnavailable``) did no work for any method.
+    The typed marker :class:`~gateway.cluster.errors.SiteDidNoWork` decides first: a link
+    already gone when the stream was to be opened, a ``CONNECT`` answered 502/503, no healthy
+    endpoint or a failed connect.  ``set_up``: only a flow's set-up failed (an L4 tunnel or
+    nothing of it moved yet), so any other failure may go elsewhere too.  A link that dies
+    after the request went out (``ConnectionGone`` from a stream we had opened) leaves it
+    unknown whether the peer acted: only an idempotent request (RFC 9110 section 9.2.2) is
+    sent elsewhere then.
     """
-    flag = getattr(exc, "retry_elsewhere", None)
-    if flag is not None:
-        return bool(flag)
+    if isinstance(exc, SiteDidNoWork):
+        return exc.retry_elsewhere
+    if set_up:
+        return True
     if isinstance(exc, StreamReset):
         return exc.refused
     if isinstance(exc, ConnectionGone):
         return idempotent
-    if isinstance(exc, OSError):
-        return True
-    # NoHealthyEndpoint and EndpointConnectFailed: nothing reached an endpoint.
-    return isinstance(exc, UpstreamUnavailable)
+    return isinstance(exc, OSError)
 
 
 def known_services(
@@ -244,59 +242,75 @@ class Router:
         deadline = self.clock() + self.route_timeout
         return ctx if ctx.deadline <= deadline else replace(ctx, deadline=deadline)
 
+    def _cluster(self, site: str, address: L7Address, port: int | None) -> Cluster | None:
+        """The cluster that serves ``site``: the local one, or the peer's behind its link
+        (None: the link is down, the site is skipped at once)."""
+        if site == self.local_site:
+            return self.local
+        conn = self.outbound(site)
+        if conn is None:
+            return None
+        return PeerCluster(
+            conn, address=address, port=port, local_site=self.local_site, clock=self.clock
+        )
+
+    async def _walk(
+        self,
+        address: L7Address,
+        port: int | None,
+        sites: tuple[str, ...],
+        step: Callable[[Cluster], Awaitable[T]],
+        may_retry: Callable[[BaseException], bool],
+    ) -> T:
+        """Try ``step`` on each site's cluster in turn until one succeeds; a failure moves on
+        only when ``may_retry`` says so.  Every site failed: 503 naming each."""
+        attempts: list[Attempt] = []
+        for site in sites:
+            cluster = self._cluster(site, address, port)
+            if cluster is None:
+                attempts.append(Attempt(site, "link down"))
+                continue
+            try:
+                return await step(cluster)
+            except (UpstreamError, OSError) as exc:
+                if not may_retry(exc):
+                    raise
+                attempts.append(Attempt(site, _reason(exc)))
+        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+
     # -- L7 ------------------------------------------------------------------------------------
 
     async def forward(
         self, request: Request, body: Body, writer: ResponseWriter, ctx: CallContext
     ) -> None:
         """Route ``request`` by its authority; the response goes to ``writer``."""
-        address, _port, sites = self.resolve(request.authority)
+        address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
         timer = ExchangeTimer(ctx)
         writer = timer.writer(writer)
         # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
         # to send the request head with END_STREAM, without a body task.
         tracked = body if isinstance(body, EmptyBody) else _TrackedBody(timer.body(body))
-        attempts: list[Attempt] = []
-        with timer.scope as scope:
-            for site in sites:
-                try:
-                    if site == self.local_site:
-                        await self.local.forward(
-                            request, tracked, writer, ctx, service=address.service_name
-                        )
-                        return
-                    conn = self.outbound(site)
-                    if conn is None:
-                        attempts.append(Attempt(site, "link down"))
-                        continue
-                    await forward_over_link(
-                        conn,
-                        request,
-                        tracked,
-                        writer,
-                        ctx,
-                        local_site=self.local_site,
-                        clock=self.clock,
-                    )
-                    return
-                except (UpstreamError, OSError) as exc:
-                    retry = may_fail_over(
-                        no_work_done=_did_no_work(
-                            exc, idempotent=request.method in IDEMPOTENT_METHODS
-                        ),
-                        head_sent=writer.head_sent,
-                        body_consumed=isinstance(tracked, _TrackedBody) and tracked.consumed,
-                    )
-                    if not retry:
-                        raise
-                    attempts.append(Attempt(site, _reason(exc)))
-        if scope.cancelled_caught:
-            cut = timer.expired(str(address))
-            if cut is not None:
-                raise cut
-            raise RouteTimeout(f"{address}: no response head within the route timeout")
-        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+        service = address.service_name
+        idempotent = request.method in IDEMPOTENT_METHODS
+
+        async def step(cluster: Cluster) -> None:
+            await cluster.forward(request, tracked, writer, ctx, service=service)
+
+        def may_retry(exc: BaseException) -> bool:
+            return may_fail_over(
+                no_work_done=did_no_work(exc, idempotent=idempotent),
+                head_sent=writer.head_sent,
+                body_consumed=isinstance(tracked, _TrackedBody) and tracked.consumed,
+            )
+
+        with timer.scope:
+            await self._walk(address, port, sites, step, may_retry)
+            return
+        cut = timer.expired(str(address))
+        if cut is not None:
+            raise cut
+        raise RouteTimeout(f"{address}: no response head within the route timeout")
 
     # -- L4 ------------------------------------------------------------------------------------
 
@@ -304,58 +318,31 @@ class Router:
         """Open a byte stream to the service named by ``authority`` (``<l7-address>[:port]``)."""
         address, port, sites = self.resolve(authority)
         ctx = self._bounded(ctx)
-        target = b"%s:%d" % (str(address).encode(), port or DEFAULT_L4_PORT)
-        attempts: list[Attempt] = []
-        with trio.move_on_at(ctx.deadline) as scope:
-            for site in sites:
-                try:
-                    if site == self.local_site:
-                        return await self.local.open_l4(ctx, service=address.service_name)
-                    conn = self.outbound(site)
-                    if conn is None:
-                        attempts.append(Attempt(site, "link down"))
-                        continue
-                    return await open_connect_tunnel(
-                        conn, target, ctx, local_site=self.local_site, clock=self.clock
-                    )
-                except TunnelRejected as exc:
-                    if not exc.retry_elsewhere:
-                        raise
-                    attempts.append(Attempt(site, _reason(exc)))
-                except (UpstreamError, OSError) as exc:
-                    # Nothing of the flow has moved yet: any failed set-up may go elsewhere.
-                    attempts.append(Attempt(site, _reason(exc)))
-        if scope.cancelled_caught:
-            raise RouteTimeout(f"{address}: tunnel not set up within the route timeout")
-        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+        service = address.service_name
+
+        async def step(cluster: Cluster) -> trio.abc.HalfCloseableStream:
+            return await cluster.open_l4(ctx, service=service)
+
+        def may_retry(exc: BaseException) -> bool:
+            # Nothing of the flow has moved yet: any failed set-up may go elsewhere.
+            return did_no_work(exc, set_up=True)
+
+        with trio.move_on_at(ctx.deadline):
+            return await self._walk(address, port, sites, step, may_retry)
+        raise RouteTimeout(f"{address}: tunnel not set up within the route timeout")
 
     # -- WebSocket -----------------------------------------------------------------------------
 
     async def open_websocket(self, request: Request, ctx: CallContext) -> UpgradeResult:
         """Ask the service named by ``request.authority`` to switch to WebSocket."""
-        address, _port, sites = self.resolve(request.authority)
+        address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
-        attempts: list[Attempt] = []
-        with trio.move_on_at(ctx.deadline) as scope:
-            for site in sites:
-                try:
-                    if site == self.local_site:
-                        return await self.local.open_websocket(
-                            request, ctx, service=address.service_name
-                        )
-                    conn = self.outbound(site)
-                    if conn is None:
-                        attempts.append(Attempt(site, "link down"))
-                        continue
-                    return await open_websocket_tunnel(
-                        conn, request, ctx, local_site=self.local_site, clock=self.clock
-                    )
-                except (UpstreamError, OSError) as exc:
-                    # The handshake is a GET: idempotent, and no byte of the caller's flow
-                    # has moved yet.
-                    if not _did_no_work(exc):
-                        raise
-                    attempts.append(Attempt(site, _reason(exc)))
-        if scope.cancelled_caught:
-            raise RouteTimeout(f"{address}: no WebSocket handshake within the route timeout")
-        raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
+        service = address.service_name
+
+        async def step(cluster: Cluster) -> UpgradeResult:
+            return await cluster.open_websocket(request, ctx, service=service)
+
+        # The handshake is a GET: idempotent, and no byte of the caller's flow has moved yet.
+        with trio.move_on_at(ctx.deadline):
+            return await self._walk(address, port, sites, step, did_no_work)
+        raise RouteTimeout(f"{address}: no WebSocket handshake within the route timeout")

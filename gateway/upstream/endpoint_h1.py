@@ -35,17 +35,11 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
-from gateway.http.exchange import Body, Request, Response, ResponseWriter
-from gateway.http.h1 import H1ClientConnection
-from gateway.http.headers import (
-    BadRequest,
-    Headers,
-    MalformedHeaders,
-    RequestHead,
-    ResponseHead,
-    UpstreamClosed,
-    UpstreamProtocolError,
-)
+from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamClosed, UpstreamProtocolError
+from gateway.http.exchange import READ_SIZE, Body, Request, Response, ResponseWriter
+from gateway.http.h1_client import H1ClientConnection
+from gateway.http.message import IDEMPOTENT_METHODS, Headers, RequestHead, ResponseHead
+from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
@@ -56,9 +50,7 @@ from gateway.http.transcode import (
 )
 from gateway.upstream.pool import UpstreamPool
 
-READ_SIZE = 64 * 1024
 #: RFC 9110 section 9.2.2 (TRACE included); only these are replayed on a fresh connection.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 #: Methods whose empty body is sent without any framing field (others get Content-Length: 0,
 #: which some servers insist on for POST/PATCH).
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
@@ -146,7 +138,7 @@ def request_head(request: Request) -> RequestHead:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
     if request.h1_head is not None:  # derived and validated by whoever built the request
         return request.h1_head
-    return h2_request_to_h1(request.without_internal_headers().h2_headers())
+    return h2_request_to_h1(strip_request(request).h2_headers())
 
 
 async def forward_h1(
@@ -189,7 +181,7 @@ async def forward_h1(
     try:
         await attempt(conn)
     except _Stale as stale:
-        if not (reused and head.method in IDEMPOTENT and pump.pulled == 0):
+        if not (reused and head.method in IDEMPOTENT_METHODS and pump.pulled == 0):
             raise UpstreamClosed(str(stale), response_started=False) from None
         fresh = await pool.connect_h1(endpoint, connect_timeout=connect_timeout)
         try:

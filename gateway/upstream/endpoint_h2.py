@@ -32,22 +32,19 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from discovery.model import Endpoint
-from gateway.http.exchange import Body, EmptyBody, Request, Response, ResponseWriter
+from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
+from gateway.http.exchange import READ_SIZE, Body, EmptyBody, Request, Response, ResponseWriter
 from gateway.http.h2_adapter import H2StreamBody
-from gateway.http.headers import (
-    CONNECTION_SPECIFIC,
-    BadRequest,
-    Headers,
-    MalformedHeaders,
-    UpstreamProtocolError,
-)
+from gateway.http.headers import CONNECTION_SPECIFIC
+from gateway.http.message import IDEMPOTENT_METHODS, Headers
+from gateway.http.overlay_headers import strip_request
 from gateway.http.transcode import (
     ContentLengthCounter,
     declared_content_length,
     h2_response_to_h1,
     h2_trailers_to_h1,
 )
-from gateway.upstream.endpoint_h1 import IDEMPOTENT, READ_SIZE, BodyPump
+from gateway.upstream.endpoint_h1 import BodyPump
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
 
@@ -60,7 +57,7 @@ def request_headers(request: Request) -> Headers:
     headers and without connection-specific fields (``te: trailers`` is kept)."""
     if request.is_connect or request.is_websocket:
         raise BadRequest("CONNECT is a tunnel, not an HTTP request to forward")
-    stripped = request.without_internal_headers()
+    stripped = strip_request(request)
     regular = tuple(
         (n, v)
         for n, v in stripped.headers
@@ -115,7 +112,9 @@ async def forward_h2(
         except ConnectionGone:
             # The endpoint closed the connection (GOAWAY, idle close) before answering: like a
             # stale HTTP/1.1 keep-alive connection, replay an idempotent, untouched request.
-            retry = request.method in IDEMPOTENT and pump.pulled == 0 and not writer.head_sent
+            retry = (
+                request.method in IDEMPOTENT_METHODS and pump.pulled == 0 and not writer.head_sent
+            )
             if not (retry and attempt == 1):
                 raise
         finally:

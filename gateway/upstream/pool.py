@@ -39,14 +39,15 @@ from dataclasses import dataclass
 import trio
 
 from discovery.model import Endpoint, EndpointKey
-from foundation.errors import UpstreamError
-from gateway.http.h1 import H1ClientConnection, H1Limits
+from gateway.cluster.errors import SiteDidNoWork
+from gateway.http.h1_client import H1ClientConnection
+from gateway.http.h1_connection import H1Limits
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.link.socket_opts import tune_relay_socket
 
 
-class UpstreamUnavailable(UpstreamError):
+class UpstreamUnavailable(SiteDidNoWork):
     """Nothing reached an endpoint (no endpoint, or the connect failed): safe to retry the
     request elsewhere (503)."""
 

@@ -38,7 +38,8 @@ from gateway.http.exchange import (
     UpgradeResult,
     no_refusal,
 )
-from gateway.http.h1 import H1ClientConnection, H1Limits
+from gateway.http.h1_client import H1ClientConnection
+from gateway.http.h1_connection import H1Limits
 from gateway.http.transcode import ContentLengthCounter, h1_response_to_h2
 from gateway.http.websocket import (
     WEBSOCKET,
@@ -47,7 +48,7 @@ from gateway.http.websocket import (
     refusal_fields,
     switch_fields,
 )
-from gateway.splice import PrefixedStream
+from gateway.prefixed import PrefixedStream
 from gateway.upstream.endpoint_h1 import BodyPump, relay_h1_response
 from gateway.upstream.pool import open_tcp
 

@@ -39,6 +39,7 @@ __all__ = [
     "ALPN_H2",
     "build_client_context",
     "build_server_context",
+    "load_cert_chain",
     "peer_chain_der",
 ]
 
@@ -64,11 +65,13 @@ def _base(
         pem = "".join(a.public_bytes(serialization.Encoding.PEM).decode() for a in anchors)
         ctx.load_verify_locations(cadata=pem)
     # With no anchors at all, CERT_REQUIRED makes every handshake fail: the right answer.
-    _load_cert_chain(ctx, svid, key)
+    load_cert_chain(ctx, svid, key)
     return ctx
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, svid: X509Svid, key: PrivateKey) -> None:
+def load_cert_chain(ctx: ssl.SSLContext, svid: X509Svid, key: PrivateKey) -> None:
+    """Load ``svid`` and ``key`` into ``ctx`` (links here, downstream callers in the gateway):
+    the exact validated bytes, through a private file that is unlinked at once."""
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -1,0 +1,1 @@
+"""The admin API: its server (``server``) and the views it serves (``health``, ``views``)."""

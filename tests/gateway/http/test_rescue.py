@@ -1,0 +1,50 @@
+"""gateway.http.rescue: the one rule that turns an error into a response, per wire."""
+
+from __future__ import annotations
+
+from foundation.errors import (
+    H2_CONNECT_ERROR,
+    H2_INTERNAL_ERROR,
+    H2_PROTOCOL_ERROR,
+    H2_REFUSED_STREAM,
+)
+from gateway.http.errors import BadRequest, UnknownAddress, UpstreamProtocolError
+from gateway.http.rescue import Answer, Close, Reset, rescue
+from gateway.upstream.pool import EndpointConnectFailed
+
+
+def test_before_the_head_the_error_is_the_answer() -> None:
+    for wire in ("h1", "h2"):
+        action = rescue(UnknownAddress("nothing here"), head_sent=False, wire=wire)
+        assert isinstance(action, Answer)
+        assert action.head.status == 404
+        assert b"nothing here" in action.body
+
+
+def test_a_bug_is_an_opaque_500() -> None:
+    action = rescue(RuntimeError("secret detail"), head_sent=False, wire="h2")
+    assert isinstance(action, Answer)
+    assert action.head.status == 500
+    assert b"secret" not in action.body
+
+
+def test_after_the_head_http1_closes_and_http2_resets_with_the_errors_code() -> None:
+    assert isinstance(rescue(BadRequest("x"), head_sent=True, wire="h1"), Close)
+    assert rescue(BadRequest("x"), head_sent=True, wire="h2") == Reset(H2_PROTOCOL_ERROR)
+    assert rescue(UpstreamProtocolError("x"), head_sent=True, wire="h2") == Reset(H2_CONNECT_ERROR)
+    assert rescue(RuntimeError("x"), head_sent=True, wire="h2") == Reset(H2_INTERNAL_ERROR)
+
+
+def test_to_a_peer_only_the_callers_fault_keeps_its_code() -> None:
+    def peer(exc: BaseException) -> object:
+        return rescue(exc, head_sent=True, wire="h2", to_peer=True)
+
+    assert peer(BadRequest("x")) == Reset(H2_PROTOCOL_ERROR)
+    assert peer(UpstreamProtocolError("x")) == Reset(H2_INTERNAL_ERROR)
+
+
+def test_a_site_that_did_no_work_refuses_a_peers_stream_but_answers_a_caller() -> None:
+    exc = EndpointConnectFailed("connect refused")
+    assert rescue(exc, head_sent=False, wire="h2", to_peer=True) == Reset(H2_REFUSED_STREAM)
+    answer = rescue(exc, head_sent=False, wire="h2")
+    assert isinstance(answer, Answer) and answer.head.status == 503
