@@ -18,6 +18,18 @@ Theory of operation
   also wakes up by itself at the next grace deadline), and publishes the new snapshot to the
   :class:`~discovery.watch.Watch` if anything changed.
 
+The data path never waits for the control plane: requests share this event loop, and one apply
+of a big batch (a 100k-endpoint resync when Consul reconnects) is hundreds of milliseconds of
+CPU.  So the applier runs the sliced form of the core (:func:`~discovery.catalog.apply_many_steps`)
+and gives the scheduler a checkpoint after every ``slice_items`` items of work
+(:func:`~discovery.pacing.paced`): no task step of the applier handles more than that many
+catalog items, and requests in flight run between the slices.  Readers keep seeing the previous
+snapshot until the new one is complete and published.  The service also keeps the catalog's
+heap out of Python's full GC passes (:class:`~discovery.heap.HeapKeeper`, installed for the
+service's lifetime: freeze after a slow pass, reset CPython's GC schedule at the end of that
+task step), which would otherwise walk the whole catalog again and again, each time a stall as
+long as the resync itself.
+
 Back-pressure: the channel is bounded; a source that outruns the applier blocks in ``send``
 (zeroconf and Consul adapters never block their own threads on it).  The applier does pure CPU
 work only, so it never waits on anything but the channel and the expiry deadline.  Subscribers
@@ -35,13 +47,16 @@ from typing import Any
 import trio
 
 from discovery.backoff import Backoff
-from discovery.catalog import apply_many, expire, next_expiry
+from discovery.catalog import apply_many_steps, expire_steps, next_expiry
 from discovery.diff import Diff
 from discovery.events import Event, SourceStale
+from discovery.heap import HeapKeeper
 from discovery.merge import Policy
+from discovery.pacing import paced
 from discovery.snapshot import Catalog
 from discovery.sources.config import SourceConfig, precedence
 from discovery.sources.registry import ServeSource, serve_function
+from discovery.steps import SLICE_ITEMS, check_slice
 from discovery.watch import Watch
 from foundation.errors import DiscoveryError
 
@@ -65,6 +80,8 @@ async def serve_catalog(
     rng: Callable[[], float] = random.random,
     channel_capacity: int = EVENT_CHANNEL_CAPACITY,
     resolve: Callable[[str], ServeSource] = serve_function,
+    slice_items: int = SLICE_ITEMS,
+    heap: HeapKeeper | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the sources and publish catalog snapshots into ``watch`` until cancelled.
@@ -73,21 +90,30 @@ async def serve_catalog(
     :class:`~discovery.sources.registry.SourceUnavailable` right away.  ``started`` is called
     once every source has started (or failed once and is being retried).  Precedence is the
     order of ``source_configs`` unless ``policy`` says otherwise.  ``resolve`` maps a kind to
-    its serve function (the registry; tests pass their own sources).
+    its serve function (the registry; tests pass their own sources).  ``slice_items`` bounds
+    the catalog items one step of the event loop may process; ``heap`` decides when to freeze
+    the heap (default: a :class:`~discovery.heap.HeapKeeper` with its default pass budget).
     """
+    check_slice(slice_items)
     policy = policy if policy is not None else Policy.from_sources(precedence(source_configs))
     serves = [(config, resolve(config.kind)) for config in source_configs]
     send, receive = trio.open_memory_channel[Event | _Flush](channel_capacity)
-    with send, receive:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_apply_loop, receive, watch, policy, clock)
-            for config, serve in serves:
-                await nursery.start(_supervise, config, serve, send.clone(), clock, rng)
-            # What the sources said while starting is in the catalog before we report started.
-            flush = _Flush()
-            await send.send(flush)
-            await flush.done.wait()
-            task_status.started()
+    keeper = heap if heap is not None else HeapKeeper()
+    with send, receive, keeper:
+        trio.lowlevel.add_instrument(keeper)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_apply_loop, receive, watch, policy, clock, slice_items)
+                for config, serve in serves:
+                    await nursery.start(_supervise, config, serve, send.clone(), clock, rng)
+                # What the sources said while starting is in the catalog before we report
+                # started.
+                flush = _Flush()
+                await send.send(flush)
+                await flush.done.wait()
+                task_status.started()
+        finally:
+            trio.lowlevel.remove_instrument(keeper)
 
 
 class _Flush:
@@ -173,6 +199,7 @@ async def _apply_loop(
     watch: Watch[Catalog],
     policy: Policy,
     clock: Callable[[], float],
+    slice_items: int,
 ) -> None:
     catalog = watch.latest
     while True:
@@ -190,9 +217,11 @@ async def _apply_loop(
                     batch.append(await receive.receive())
         now = clock()
         events = [e for e in batch if not isinstance(e, _Flush)]
-        new, diff = apply_many(catalog, events, now=now, policy=policy)
+        new, diff = await paced(
+            apply_many_steps(catalog, events, now=now, policy=policy, slice_items=slice_items)
+        )
         _log_diff(new, diff)
-        new, expired = expire(new, now, policy=policy)
+        new, expired = await paced(expire_steps(new, now, policy=policy, slice_items=slice_items))
         _log_diff(new, expired)
         if new is not catalog:
             catalog = new

@@ -42,7 +42,7 @@ from foundation.spiffe_id import TrustDomain
 from gateway.demo.topology import DemoSite, Topology, build_topology
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import compute_export
-from overlay.federation.stream import routable_endpoints
+from overlay.federation.export_feed import routable_endpoints
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.peering.config import PeeringSettings, PeerSpec

@@ -39,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from discovery.model import PROTOCOLS, Endpoint, ServiceName
@@ -246,6 +246,31 @@ class HealthReport:
 
     endpoints: tuple[Endpoint, ...]
     skipped: tuple[str, ...]
+    # fingerprint -> endpoint of every usable instance: pass it back as ``known`` next time
+    fingerprints: Mapping[Fingerprint, Endpoint] = field(default_factory=dict)
+
+
+Fingerprint = tuple[str | int, ...]
+"""An instance's state in Consul's own terms: node name and ``ModifyIndex``, service ID and
+``ModifyIndex``, each check's ID, status and ``ModifyIndex``.  Consul raises a ``ModifyIndex``
+with every change of what it indexes, so an equal fingerprint means an unchanged instance."""
+
+
+def _fingerprint(entry: object) -> Fingerprint | None:
+    """The entry's fingerprint, or None when it lacks one (then it is parsed in full)."""
+    if not isinstance(entry, dict):
+        return None
+    node, svc, checks = entry.get("Node"), entry.get("Service"), entry.get("Checks")
+    if not (isinstance(node, dict) and isinstance(svc, dict) and isinstance(checks, list)):
+        return None
+    parts = [node.get("Node"), node.get("ModifyIndex"), svc.get("ID"), svc.get("ModifyIndex")]
+    for check in checks:
+        if not isinstance(check, dict):
+            return None
+        parts += (check.get("CheckID"), check.get("Status"), check.get("ModifyIndex"))
+    if not all(type(p) is str or type(p) is int for p in parts):
+        return None
+    return tuple(parts)  # type: ignore[arg-type]
 
 
 class _Skip(Exception):
@@ -373,30 +398,45 @@ def parse_health_service(
     namespace: str,
     tags: tuple[str, ...] = (),
     node_meta: tuple[tuple[str, str], ...] = (),
+    known: Mapping[Fingerprint, Endpoint] | None = None,
 ) -> HealthReport:
-    """A ``/v1/health/service/<service>`` body -> the service's endpoints (see module doc)."""
+    """A ``/v1/health/service/<service>`` body -> the service's endpoints (see module doc).
+
+    ``known``: the ``fingerprints`` of the previous report of the same query.  An instance whose
+    fingerprint is known is not parsed again: its endpoint is reused.  At 100k endpoints a
+    blocking query answers hundreds of instances of which one or two changed, and parsing
+    every one again was most of the source's CPU time and the longest steps of the event loop.
+    """
     path = f"health/service/{service}"
     if not isinstance(data, list):
         raise _where(path, f"expected an array, got {_tname(data)}")
     found: dict[tuple[str, int], Endpoint] = {}
     skipped: list[str] = []
+    fingerprints: dict[Fingerprint, Endpoint] = {}
     for i, entry in enumerate(data):
-        try:
-            endpoint = _instance(
-                entry,
-                f"{path}[{i}]",
-                service=service,
-                namespace=namespace,
-                tags=tags,
-                node_meta=node_meta,
-            )
-        except _Skip as skip:
-            skipped.append(str(skip))
-            continue
+        fingerprint = _fingerprint(entry)
+        endpoint = None
+        if known is not None and fingerprint is not None:
+            endpoint = known.get(fingerprint)
         if endpoint is None:
-            continue
+            try:
+                endpoint = _instance(
+                    entry,
+                    f"{path}[{i}]",
+                    service=service,
+                    namespace=namespace,
+                    tags=tags,
+                    node_meta=node_meta,
+                )
+            except _Skip as skip:
+                skipped.append(str(skip))
+                continue
+            if endpoint is None:
+                continue
+        if fingerprint is not None:
+            fingerprints[fingerprint] = endpoint
         key = (endpoint.address, endpoint.port)
         if key not in found or (endpoint.healthy and not found[key].healthy):
             found[key] = endpoint
     endpoints = tuple(found[key] for key in sorted(found))
-    return HealthReport(endpoints, tuple(skipped))
+    return HealthReport(endpoints, tuple(skipped), fingerprints)

@@ -30,7 +30,10 @@ endpoint is not exported at all.
 Cost: :func:`compute_export` is linear in the endpoints.  For large catalogs,
 :func:`update_export` recomputes only the services a catalog diff touched and returns the
 set of services whose aggregate really changed, so the sender's delta work is proportional
-to the change (see :class:`ExportSession`).
+to the change (see :class:`ExportSession`).  Both also exist as resumable generators
+(:func:`compute_export_steps`, :func:`update_export_steps`, see :mod:`discovery.steps`) that
+pause every ``slice_items`` endpoints, so the trio adapter never holds the event loop for the
+whole catalog.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 import immutables
 
 from discovery.model import PROTOCOLS, Endpoint, Protocol, ServiceName
+from discovery.steps import UNSLICED, Steps, complete
 from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId
 from overlay.federation.config import ExportConfig
@@ -57,6 +61,10 @@ from overlay.federation.protocol import (
     check_epoch,
     wire_size_bound,
 )
+
+PART_BYTES = 256 * 1024
+"""Soft size of one snapshot part or delta batch: the importer decodes and applies one frame in
+one event-loop step, so a few milliseconds of work per frame instead of a 4 MiB frame's tens."""
 
 TAG_PREFIX = "tag:"
 TAGS_KEY = "tags"
@@ -98,49 +106,74 @@ def consents(rules: Iterable[ExportConfig], endpoint: Endpoint, peer: str) -> bo
     return any(_rule_matches(rule, endpoint, peer) for rule in rules)
 
 
+class _Tally:
+    """A service's aggregate, built one endpoint at a time (so a sliced loop can pause anywhere,
+    even inside one big service)."""
+
+    __slots__ = ("capacity", "healthy", "ids", "protocols", "total")
+
+    def __init__(self) -> None:
+        self.protocols: set[Protocol] = set()
+        self.ids: set[SpiffeId] = set()
+        self.healthy = self.total = self.capacity = 0
+
+    def add(self, ep: Endpoint) -> None:
+        self.total += 1
+        self.protocols.add(ep.protocol)
+        if ep.spiffe_id is not None:
+            self.ids.add(ep.spiffe_id)
+        if ep.healthy:
+            self.healthy += 1
+            self.capacity += max(ep.weight, 0)
+
+    def result(self, service: ServiceName) -> ExportedService | None:
+        if self.total == 0:
+            return None
+        return ExportedService(
+            service=service,
+            protocols=tuple(sorted(self.protocols, key=_PROTOCOL_ORDER.__getitem__)),
+            healthy_count=self.healthy,
+            total_count=self.total,
+            capacity=self.capacity,
+            spiffe_ids=tuple(sorted(self.ids, key=str)),
+        )
+
+
 def aggregate(service: ServiceName, endpoints: Iterable[Endpoint]) -> ExportedService | None:
     """Aggregate already-consented endpoints of one service; None if there are none."""
-    protocols: set[Protocol] = set()
-    ids: set[SpiffeId] = set()
-    healthy = total = capacity = 0
+    tally = _Tally()
     for ep in endpoints:
-        total += 1
-        protocols.add(ep.protocol)
-        if ep.spiffe_id is not None:
-            ids.add(ep.spiffe_id)
-        if ep.healthy:
-            healthy += 1
-            capacity += max(ep.weight, 0)
-    if total == 0:
-        return None
-    return ExportedService(
-        service=service,
-        protocols=tuple(sorted(protocols, key=_PROTOCOL_ORDER.__getitem__)),
-        healthy_count=healthy,
-        total_count=total,
-        capacity=capacity,
-        spiffe_ids=tuple(sorted(ids, key=str)),
-    )
-
-
-def _group(
-    endpoints: Iterable[Endpoint], rules: tuple[ExportConfig, ...], peer: str
-) -> dict[ServiceName, list[Endpoint]]:
-    by_service: dict[ServiceName, list[Endpoint]] = {}
-    for ep in endpoints:
-        if consents(rules, ep, peer):
-            by_service.setdefault(ep.service, []).append(ep)
-    return by_service
+        tally.add(ep)
+    return tally.result(service)
 
 
 def compute_export(
     endpoints: Iterable[Endpoint], rules: Iterable[ExportConfig], peer: str
 ) -> ExportView:
     """The whole exported view of the local ``endpoints`` for ``peer``."""
-    grouped = _group(endpoints, tuple(rules), peer)
+    return complete(compute_export_steps(endpoints, rules, peer, slice_items=UNSLICED))
+
+
+def compute_export_steps(
+    endpoints: Iterable[Endpoint], rules: Iterable[ExportConfig], peer: str, *, slice_items: int
+) -> Steps[ExportView]:
+    """:func:`compute_export`, pausing after every ``slice_items`` endpoints."""
+    rule_tuple = tuple(rules)
+    tallies: dict[ServiceName, _Tally] = {}
+    work = 0
+    for ep in endpoints:
+        work += 1
+        if work >= slice_items:
+            yield work
+            work = 0
+        if consents(rule_tuple, ep, peer):
+            tally = tallies.get(ep.service)
+            if tally is None:
+                tally = tallies[ep.service] = _Tally()
+            tally.add(ep)
     out: dict[ServiceName, ExportedService] = {}
-    for service, eps in grouped.items():
-        agg = aggregate(service, eps)
+    for service, tally in tallies.items():
+        agg = tally.result(service)
         if agg is not None:
             out[service] = agg
     return immutables.Map(out)
@@ -159,14 +192,33 @@ def update_export(
     :meth:`~overlay.federation.protocol.ExportSession.set_view` takes to keep deltas
     proportional to the change.
     """
+    steps = update_export_steps(previous, changed.items(), rules, peer, slice_items=UNSLICED)
+    return complete(steps)
+
+
+def update_export_steps(
+    previous: ExportView,
+    changed: Iterable[tuple[ServiceName, Iterable[Endpoint]]],
+    rules: Iterable[ExportConfig],
+    peer: str,
+    *,
+    slice_items: int,
+) -> Steps[tuple[ExportView, frozenset[ServiceName]]]:
+    """:func:`update_export` (``changed`` as pairs), pausing every ``slice_items`` endpoints."""
     rule_tuple = tuple(rules)
     touched: set[ServiceName] = set()
+    work = 0
     with previous.mutate() as mutation:
-        for service, eps in changed.items():
-            consented = [
-                ep for ep in eps if ep.service == service and consents(rule_tuple, ep, peer)
-            ]
-            agg = aggregate(service, consented)
+        for service, eps in changed:
+            tally = _Tally()
+            for ep in eps:
+                work += 1
+                if work >= slice_items:
+                    yield work
+                    work = 0
+                if ep.service == service and consents(rule_tuple, ep, peer):
+                    tally.add(ep)
+            agg = tally.result(service)
             old = previous.get(service)
             if agg == old:
                 continue
@@ -223,8 +275,9 @@ class ExportSession:
     (:meth:`receive`).  Only the *latest* view matters: views set while the session is
     waiting are coalesced into one delta.
 
-    * The first message of a session is a full :class:`Snapshot` (split into parts when it
-      would exceed the frame limit; only the final part is acknowledged).
+    * The first message of a session is a full :class:`Snapshot` (split into parts of about
+      ``part_bytes``, so that the importer handles one part per short step of its event loop;
+      only the final part is acknowledged).
     * After that, each batch is a :class:`Delta` from the **last sent** view to the current
       one (``base_version`` = last sent version), so deltas can be pipelined: up to
       ``window`` unacknowledged batches are in flight.  A delta too big for one frame is split
@@ -257,6 +310,7 @@ class ExportSession:
         *,
         window: int = 4,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -266,7 +320,8 @@ class ExportSession:
         except FederationProtocolError as exc:
             raise ValueError(str(exc)) from None
         self.window = window
-        self._budget = max_message_bytes - 512  # room for the envelope
+        # Room for the envelope; parts of PART_BYTES unless one service alone is bigger.
+        self._budget = min(max_message_bytes - 512, part_bytes)
         if self._budget < 1024:
             raise ValueError("max_message_bytes is too small")
         self._desired: Mapping[ServiceName, ExportedService] = {}

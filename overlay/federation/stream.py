@@ -25,22 +25,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 
 import trio
 
-from discovery.model import Endpoint, ServiceName
+from discovery.pacing import paced
 from discovery.snapshot import Catalog
+from discovery.steps import SLICE_ITEMS
 from discovery.watch import Watch
 from overlay.federation.config import ExportConfig
-from overlay.federation.export import (
-    EMPTY_VIEW,
-    ExportSession,
-    ExportView,
-    compute_export,
-    update_export,
-)
+from overlay.federation.export import ExportSession
+from overlay.federation.export_feed import PeerExport
 from overlay.federation.import_ import ImportSession, ImportUpdate
 from overlay.federation.protocol import (
     MAX_MESSAGE_BYTES,
@@ -61,70 +56,6 @@ ACK_TIMEOUT_S = 30.0
 
 class FederationTimeout(FederationProtocolError):
     """The peer did not acknowledge an export in time."""
-
-
-def routable_endpoints(catalog: Catalog, now: float) -> Iterable[Endpoint]:
-    """Every listed endpoint, healthy only if the catalog would route to it now."""
-    for entry in catalog.entries():
-        ep = entry.endpoint
-        ok = catalog.is_routable(entry, now)
-        yield ep if ok == ep.healthy else replace(ep, healthy=ok)
-
-
-def _service_endpoints(catalog: Catalog, service: ServiceName, now: float) -> list[Endpoint]:
-    out = []
-    for entry in catalog.endpoints(service):
-        ep = entry.endpoint
-        ok = catalog.is_routable(entry, now)
-        out.append(ep if ok == ep.healthy else replace(ep, healthy=ok))
-    return out
-
-
-def changed_services(old: Catalog, new: Catalog) -> set[ServiceName] | None:
-    """Services whose endpoint maps differ between two snapshots, or None for "everything".
-
-    Persistent maps make this an identity check per service.  A change in any source's
-    standing (stale, expired) can change every endpoint's routability, so it means everything.
-    """
-    if old.sources is not new.sources:
-        for name in set(old.sources.keys()) | set(new.sources.keys()):
-            a, b = old.sources.get(name), new.sources.get(name)
-            if (
-                a is None
-                or b is None
-                or (a.stale, a.expired, a.grace_until)
-                != (
-                    b.stale,
-                    b.expired,
-                    b.grace_until,
-                )
-            ):
-                return None
-    names = set(old.services.keys()) | set(new.services.keys())
-    return {s for s in names if old.services.get(s) is not new.services.get(s)}
-
-
-class PeerExport:
-    """The export view for one peer, kept up to date from catalog snapshots (pure)."""
-
-    def __init__(self, peer: str, rules: Sequence[ExportConfig]) -> None:
-        self.peer = peer
-        self.rules = tuple(rules)
-        self.view: ExportView = EMPTY_VIEW
-        self._catalog: Catalog | None = None
-
-    def update(self, catalog: Catalog, now: float) -> frozenset[ServiceName] | None:
-        """Fold ``catalog`` in; return the services whose export changed (None: recomputed)."""
-        previous, self._catalog = self._catalog, catalog
-        changed = None if previous is None else changed_services(previous, catalog)
-        if changed is None:
-            self.view = compute_export(routable_endpoints(catalog, now), self.rules, self.peer)
-            return None
-        if not changed:
-            return frozenset()
-        per_service = {s: _service_endpoints(catalog, s, now) for s in changed}
-        self.view, touched = update_export(self.view, per_service, self.rules, self.peer)
-        return touched
 
 
 async def run_export(
@@ -192,7 +123,8 @@ async def run_export(
             while True:
                 if catalog.count != applied:
                     applied = catalog.count
-                    changed = export.update(catalog.latest, clock())
+                    update = export.update_steps(catalog.latest, clock(), slice_items=SLICE_ITEMS)
+                    changed = await paced(update)  # requests run between slices
                     if changed is None or changed:
                         session.set_view(export.view, changed)
                 while (msg := session.next_message(clock())) is not None:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 import immutables
 import trio
 
+from discovery.catalog import serving_endpoints
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from overlay.federation.import_ import ImportTable
-from overlay.federation.stream import routable_endpoints
 from overlay.peering.links import PeerLinks
 from overlay.peering.route_table import RouteView, build_route_view
 
@@ -64,7 +64,7 @@ class RoutePublisher:
                 priorities = {name: st.spec.priority for name, st in self._peers.items()}
                 view = build_route_view(
                     self.local_site,
-                    routable_endpoints(self.catalog.latest, now),
+                    serving_endpoints(self.catalog.latest, now),
                     table,
                     priorities,
                     now,

@@ -531,3 +531,39 @@ async def test_datacenter_namespace_and_partition_parameters() -> None:
         async with running(make_config(srv.url, datacenter="west")) as events:
             stale = await events.next(lambda e: isinstance(e, SourceStale))
             assert isinstance(stale, SourceStale) and "No path to datacenter" in stale.reason
+
+
+async def test_unchanged_instances_are_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance whose ModifyIndexes did not move is reused, not parsed: at 100k endpoints,
+    parsing every instance of every answer (a blocking query that ran out its wait, or one
+    changed instance among hundreds) was most of the source's CPU and event-loop time."""
+    import discovery.sources.consul_parse as parse_module
+
+    parsed: list[str] = []
+    real = parse_module._instance
+
+    def counting(entry: Any, path: str, **kwargs: Any) -> Any:
+        parsed.append(entry["Service"]["ID"])
+        return real(entry, path, **kwargs)
+
+    monkeypatch.setattr(parse_module, "_instance", counting)
+    async with open_consul_api_server() as srv:
+        for port in (8080, 8081, 8082):
+            srv.register_service("web", port)
+        async with running(make_config(srv.url, wait_s=1.0)) as events:
+            first = await events.resynced()
+            path = "/v1/health/service/web"
+            asked = srv.requests.get(path, 0)
+            with trio.fail_after(BOUND):
+                while srv.requests.get(path, 0) < asked + 2:  # noqa: ASYNC110 -- a counter
+                    await trio.sleep(0.05)  # two queries ran out their 1 s wait, unchanged
+            assert sorted(parsed) == ["web-8080", "web-8081", "web-8082"]
+            srv.register_service("web", 8081, meta={"team": "b"})  # one instance changes
+            changed = await events.resynced(
+                lambda e: any(("team", "b") in x.metadata for x in e.endpoints)
+            )
+            srv.register_service("web", 8083)  # and one is added
+            added = await events.resynced(lambda e: 8083 in ports(e))
+    assert ports(first) == ports(changed) == {8080, 8081, 8082}
+    assert ports(added) == {8080, 8081, 8082, 8083}
+    assert sorted(parsed) == ["web-8080", "web-8081", "web-8081", "web-8082", "web-8083"]

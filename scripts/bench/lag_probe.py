@@ -1,0 +1,116 @@
+"""Run a gateway with a trio instrument that records event-loop stalls.  BENCH-ONLY.
+
+``python scripts/bench/lag_probe.py OUT.tsv -m gateway.cli run CONFIG ...`` runs the gateway as
+``python -m gateway.cli`` would, with an instrument added to its ``trio.run``.  Every 100 ms it
+appends one line to OUT: wall time, the longest single task step in that window (CPU time of
+the loop's thread: nothing else ran meanwhile, a request that became ready waited that long),
+the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's own work, not
+the time the OS gave the core to other processes), the longest cyclic-GC pass, the tasks that
+took most of the longest batch (``name:ms``), the RSS in MB and the longest batch in wall
+time (which includes time the process waited for a core on a shared machine).
+
+``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
+heap keeper), to measure what it buys.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import runpy
+import sys
+import time
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+WINDOW_S = 0.1
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class StallProbe(trio.abc.Instrument):
+    def __init__(self, path: str) -> None:
+        self.out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.step0 = self.batch0 = time.perf_counter()
+        self.max_step = self.max_batch = self.max_gc = 0.0
+        self.task = ""
+        self.flushed = time.time()
+        self.gc0 = 0.0
+        self.batch_cpu0 = 0.0
+        self.max_batch_wall = 0.0
+        self.in_batch: dict[str, float] = {}
+        gc.callbacks.append(self.on_gc)
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.gc0 = time.perf_counter()
+        else:
+            self.max_gc = max(self.max_gc, time.perf_counter() - self.gc0)
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.step0 = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        took = time.thread_time() - self.step0
+        name = task.name.rsplit(".", 1)[-1]
+        self.in_batch[name] = self.in_batch.get(name, 0.0) + took
+        if took > self.max_step:
+            self.max_step = took
+        self.maybe_flush()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.batch0 = time.perf_counter()
+        self.batch_cpu0 = time.thread_time()
+        self.in_batch = {}
+
+    def before_io_wait(self, timeout: float) -> None:
+        took = time.perf_counter() - self.batch0
+        cpu = time.thread_time() - self.batch_cpu0
+        self.max_batch_wall = max(self.max_batch_wall, took)
+        if cpu > self.max_batch:
+            self.max_batch = cpu
+            top = sorted(self.in_batch.items(), key=lambda kv: -kv[1])[:3]
+            self.task = ",".join(f"{n}:{t * 1e3:.0f}" for n, t in top)
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        now = time.time()
+        if now - self.flushed >= WINDOW_S:
+            with open("/proc/self/statm") as statm:
+                rss = int(statm.read().split()[1]) * PAGE / 2**20
+            self.out.write(
+                f"{now:.3f}\t{self.max_step * 1e3:.2f}\t{self.max_batch * 1e3:.2f}\t"
+                f"{self.max_gc * 1e3:.2f}\t{self.task}\t{rss:.0f}\t"
+                f"{self.max_batch_wall * 1e3:.2f}\n"
+            )
+            self.flushed = now
+            self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
+
+
+def main() -> None:
+    path, rest = sys.argv[1], sys.argv[2:]
+    if rest[:1] == ["--heap-budget"]:
+        import discovery.heap
+
+        budget = float(rest[1])
+        defaults = discovery.heap.HeapKeeper.__init__.__defaults__
+        assert defaults is not None
+        discovery.heap.HeapKeeper.__init__.__defaults__ = (budget, *defaults[1:])
+        rest = rest[2:]
+    if rest[:1] != ["-m"] or len(rest) < 2:
+        raise SystemExit("usage: lag_probe.py OUT -m MODULE [ARGS...]")
+    probe = StallProbe(path)
+    real_run = trio.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), probe]
+        return real_run(*args, **kwargs)
+
+    trio.run = run  # type: ignore[assignment]
+    sys.argv = [rest[1], *rest[2:]]
+    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Benchmark event-loop stalls where users feel them: request latency while the catalog works.
+
+Two real gateway processes on loopback (site ``stalla`` under test, site ``stallb`` its peer),
+a small HTTP backend, and a Consul-API server (``scripts/bench/consul_bulk.py``, built on the
+project's Consul test server in tests/consul_api/) holding N endpoints (default 100 000 in 500
+services) that site A's ``consul`` source watches.  Site B (``scripts/bench/peer_site.py``: the
+real peering layer in its own process, as a gateway's config cannot hold 100k static endpoints)
+exports N endpoints of its own (10 per service) to A.  Gateway A runs under
+``scripts/bench/lag_probe.py``: a trio instrument that records, per 100 ms window, the longest
+*loop stall* -- the longest scheduler batch, from one poll for I/O to the next, in CPU time of
+the loop's thread: a request whose bytes arrive meanwhile is not even noticed before it ends;
+the same in wall time (``wall``: includes waiting for a core, which on a shared 2-core machine
+is other processes' doing -- the Consul server, the peer, the load client) -- the longest
+single task step (one piece of work), the longest cyclic-GC pass, and RSS.  ``--heap-budget
+inf`` runs gateway A without the heap keeper, to measure what it buys.
+
+Each phase sends an open-loop load (``--rate`` GET/s over 8 connections) through A's http
+listener to the backend (one hop), and reports p50/p99/max request latency and the stall
+figures measured during the phase:
+
+* ``baseline``      nothing changes;
+* ``consul-resync`` every one of the N Consul instances changes at once (a big rollout, or a
+  reconnect that finds everything different): a source resync of N endpoints;
+* ``peer-snapshot`` site B restarts: its link comes back and A imports B's full snapshot
+  (N endpoints, N/10 services);
+* ``churn``         1 % of the Consul instances change every second.
+
+Targets: no loop stall over 50 ms; request p99 during churn <= 1.5 x baseline p99.
+Run:  .venv/bin/python scripts/bench_stall.py [--endpoints 100000] [--seconds 8] [--rate 200]
+Only loopback addresses (127.0.31.1, 127.0.32.1); every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import trio  # noqa: E402
+from bench.load import LatencyResult, open_loop  # noqa: E402
+from bench.procs import BenchError, Fleet, wait_port  # noqa: E402
+
+from foundation.spiffe_id import TrustDomain  # noqa: E402
+from gateway.demo.admin_client import AdminUnavailable, admin_get  # noqa: E402
+from gateway.demo.runner import gateway_argv, service_argv  # noqa: E402
+from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology  # noqa: E402
+
+A_HOST, B_HOST = "127.0.31.1", "127.0.32.1"
+SITE_A, SITE_B = "stalla", "stallb"
+CONSUL_PORT = 28500
+BACKEND_PORT = 28080
+HOST_HEADER = f"web.default.{SITE_A}.isthmus"
+READY_S = 600.0
+
+
+def topology() -> Topology:
+    web = DemoService("web", "http", BACKEND_PORT)
+    sites = (
+        DemoSite(SITE_A, TrustDomain(f"{SITE_A}.bench"), ipaddress.IPv4Address(A_HOST), (web,)),
+        DemoSite(SITE_B, TrustDomain(f"{SITE_B}.bench"), ipaddress.IPv4Address(B_HOST), ()),
+    )
+    return Topology(
+        sites=sites,
+        east_west_port=28443,
+        admin_port=28000,
+        http_port=28081,
+        sni_port=28444,
+        import_grace_s=600.0,
+    )
+
+
+def consul_source() -> str:
+    return (
+        '\n[[sources]]\nkind = "consul"\nname = "consul"\n'
+        f'address = "http://{A_HOST}:{CONSUL_PORT}"\nwait_s = 30.0\n'
+    )
+
+
+def window(path: Path, start: float, end: float) -> dict[str, Any]:
+    """Worst stall figures of the lag probe's lines within [start, end] (wall time)."""
+    step = batch = gcmax = 0.0
+    task = ""
+    rss = 0
+    wall = 0.0
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 7 or not start <= float(parts[0]) <= end + 0.2:
+            continue
+        rss = int(parts[5])
+        wall = max(wall, float(parts[6]))
+        if float(parts[1]) > step:
+            step, task = float(parts[1]), parts[4]
+        batch = max(batch, float(parts[2]))
+        gcmax = max(gcmax, float(parts[3]))
+    return {
+        "stall_ms": step,
+        "batch_ms": batch,
+        "gc_ms": gcmax,
+        "task": task,
+        "rss_mb": rss,
+        "batch_wall_ms": wall,
+    }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def routes_count(base: str) -> int:
+    try:
+        answer = await admin_get(base, "/routes", request_timeout_s=30.0)
+    except AdminUnavailable:
+        return -1
+    return len(answer.get("routes", {}))
+
+
+async def wait_routes(fleet: Fleet, base: str, at_least: int, within: float) -> int:
+    last = -1
+    with trio.move_on_after(within):
+        while True:
+            fleet.check_alive()
+            last = await routes_count(base)
+            if last >= at_least:
+                return last
+            await trio.sleep(1.0)
+    raise BenchError(f"{base}/routes lists {last} services, wanted >= {at_least}")
+
+
+async def phase(
+    name: str, args: argparse.Namespace, lag: Path, action: Any = None
+) -> dict[str, Any]:
+    start = time.time()
+    try:
+        async with trio.open_nursery() as nursery:
+            if action is not None:
+                nursery.start_soon(action)
+            result = await open_loop(
+                A_HOST, 28081, HOST_HEADER, "/", rate=args.rate, seconds=args.seconds, connections=8
+            )
+    except* trio.TooSlowError:  # the gateway did not keep up at all: no latency figures
+        result = LatencyResult((), int(args.rate * args.seconds), int(args.rate * args.seconds))
+    end = time.time()
+    row: dict[str, Any] = {
+        "phase": name,
+        "requests": len(result.latencies),
+        "errors": result.errors,
+        "p50_ms": result.quantile(0.5) * 1e3,
+        "p99_ms": result.quantile(0.99) * 1e3,
+        "max_ms": (result.latencies[-1] if result.latencies else float("nan")) * 1e3,
+        **window(lag, start, end),
+    }
+    print(
+        f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
+        f"{row['p99_ms']:>7.1f} {row['max_ms']:>7.1f} {row['batch_ms']:>8.1f} "
+        f"{row['batch_wall_ms']:>8.1f} {row['stall_ms']:>8.1f} {row['gc_ms']:>7.1f} "
+        f"{row['rss_mb']:>6}  "
+        f"{row['task']}",
+        flush=True,
+    )
+    return row
+
+
+async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    topo = topology()
+    built = await trio.to_thread.run_sync(build_topology, topo, root)
+    a = built[0]
+    with a.config_path.open("a") as f:
+        f.write(consul_source())
+    lag = root / "lag.tsv"
+    py = sys.executable
+    rows: list[dict[str, Any]] = []
+    async with Fleet(root) as fleet:
+        consul = await fleet.start(
+            "consul",
+            [
+                py,
+                str(HERE / "bench" / "consul_bulk.py"),
+                "--host",
+                A_HOST,
+                "--port",
+                str(CONSUL_PORT),
+                "--endpoints",
+                str(args.endpoints),
+                "--services",
+                "500",
+            ],
+        )
+        await fleet.start("backend", service_argv("http", A_HOST, BACKEND_PORT, SITE_A))
+        await wait_port(A_HOST, CONSUL_PORT, fleet=fleet, within_s=120)
+        await wait_port(A_HOST, BACKEND_PORT, fleet=fleet, within_s=30)
+        heap = ["--heap-budget", str(args.heap_budget)] if args.heap_budget is not None else []
+        gw_a = [
+            py,
+            str(HERE / "bench" / "lag_probe.py"),
+            str(lag),
+            *heap,
+            *gateway_argv(a.config_path)[1:],
+            "--log-level",
+            "warning",
+        ]
+        b_argv = [
+            py,
+            str(HERE / "bench" / "peer_site.py"),
+            "--root",
+            str(root),
+            "--site",
+            SITE_B,
+            "--address",
+            B_HOST,
+            "--port",
+            str(topo.east_west_port),
+            "--peer",
+            f"{SITE_A}={A_HOST}:{topo.east_west_port}:{a.site.gateway_id}",
+            "--endpoints",
+            str(args.endpoints),
+        ]
+        child_b = await fleet.start("gateway-b", b_argv)
+        child_a = await fleet.start("gateway-a", gw_a)
+        base_a = f"http://{A_HOST}:{topo.admin_port}"
+        services = 1 + 500 + args.endpoints // 10
+        t0 = time.perf_counter()
+        await wait_routes(fleet, base_a, services, READY_S)
+        print(
+            f"# ready after {time.perf_counter() - t0:.0f}s; gateway A RSS "
+            f"{rss_mb(child_a.process.pid):.0f} MB",
+            flush=True,
+        )
+        await trio.sleep(3.0)
+        print(
+            f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+            f"{'stall ms':>8} {'wall ms':>8} {'step ms':>8} {'gc ms':>7} {'RSS MB':>6} "
+            " tasks of the longest batch (ms)",
+            flush=True,
+        )
+        rows.append(await phase("baseline", args, lag))
+
+        async def resync() -> None:
+            await trio.sleep(1.0)
+            os.kill(consul.process.pid, signal.SIGUSR1)
+
+        rows.append(await phase("consul-resync", args, lag, resync))
+        await fleet.stop(child_b)
+        await trio.sleep(2.0)
+        b_started = trio.Event()
+
+        async def restart_b() -> None:
+            await trio.sleep(0.5)
+            await fleet.start("gateway-b2", b_argv)
+            b_started.set()
+
+        longer = argparse.Namespace(**{**vars(args), "seconds": max(args.seconds, args.peer_s)})
+        rows.append(await phase("peer-snapshot", longer, lag, restart_b))
+        await wait_routes(fleet, base_a, services, 120)  # the snapshot did arrive
+        os.kill(consul.process.pid, signal.SIGUSR2)
+        try:
+            rows.append(await phase("churn", args, lag))
+        finally:
+            os.kill(consul.process.pid, signal.SIGUSR2)
+        print(f"# gateway A RSS {rss_mb(child_a.process.pid):.0f} MB", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--peer-s", type=float, default=20.0, help="length of peer-snapshot")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--heap-budget",
+        type=float,
+        default=None,
+        help="GC pass budget of A's heap keeper (inf: off)",
+    )
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="isthmus-stall-") as tmp:
+        root = Path(tmp)
+        try:
+            rows = trio.run(run, args, root)
+        except BenchError as exc:
+            print(f"setup error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        finally:
+            if args.keep:
+                import shutil
+
+                keep = Path(f"/tmp/isthmus-stall-{os.getpid()}")
+                shutil.copytree(root, keep)
+                print(f"# kept {keep}")
+    base = next(r for r in rows if r["phase"] == "baseline")
+    for r in rows:
+        r["p99_vs_baseline"] = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
+    churn = next(r for r in rows if r["phase"] == "churn")
+    worst = max(r["batch_ms"] for r in rows)
+    print(
+        f"# worst loop stall {worst:.1f} ms (target <= 50); churn p99 "
+        f"{churn['p99_vs_baseline']:.2f} x baseline (target <= 1.5)"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    raise SystemExit(0 if worst <= 50 and churn["p99_vs_baseline"] <= 1.5 else 1)
+
+
+if __name__ == "__main__":
+    main()
