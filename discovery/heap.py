@@ -24,8 +24,9 @@ the default (10) a pass right after a reset could still find ~80 000 new objects
 The keeper sets it to :data:`FULL_PASS_EVERY` (2) for its lifetime: passes come three times
 as often and stay under ~10 ms; with the heap frozen, each is cheap.
 
-Measured with ``scripts/bench_stall.py`` (README, "Benchmarks"): the longest GC pause during a
-100k-endpoint resync went from ~0.9 s to a few milliseconds.
+Measured with ``scripts/bench_stall.py`` (README, "Benchmarks"), same machine, keeper off / on:
+the longest GC pass during a 100k-endpoint Consul resync 555 / 36 ms, during a 100k-endpoint
+peer snapshot 1 319 / 39 ms, under 1 % churn per second 7 858 / 153 ms.
 
 Trade-off: frozen objects are still freed by reference counting (the catalog is acyclic:
 frozen dataclasses, tuples, persistent maps), but an object that was alive when frozen and

@@ -20,15 +20,15 @@ Theory of operation
 
 The data path never waits for the control plane: requests share this event loop, and one apply
 of a big batch (a 100k-endpoint resync when Consul reconnects) is hundreds of milliseconds of
-CPU.  So the applier runs the sliced form of the core (:func:`~discovery.catalog.apply_many_steps`)
-and gives the scheduler a checkpoint after every ``slice_items`` items of work
-(:func:`~discovery.pacing.paced`): no task step of the applier handles more than that many
-catalog items, and requests in flight run between the slices.  Readers keep seeing the previous
-snapshot until the new one is complete and published.  The service also keeps the catalog's
-heap out of Python's full GC passes (:class:`~discovery.heap.HeapKeeper`, installed for the
-service's lifetime: freeze after a slow pass, reset CPython's GC schedule at the end of that
-task step), which would otherwise walk the whole catalog again and again, each time a stall as
-long as the resync itself.
+CPU.  So the applier runs the sliced form of the core
+(:func:`~discovery.catalog.apply_many_steps`) with a checkpoint after every ``slice_items``
+items of work, resting as long as the slice took (:func:`~discovery.pacing.paced`): no task
+step of the applier handles more than that many catalog items, and requests in flight run
+between the slices.  Readers keep seeing the previous snapshot until the new one is complete
+and published.  The service also keeps the catalog's heap out of Python's full GC passes
+(:class:`~discovery.heap.HeapKeeper`, installed for the service's lifetime: freeze after a
+slow pass, reset CPython's GC schedule at the end of that task step), which would otherwise
+walk the whole catalog again and again, each time a stall as long as the resync itself.
 
 Back-pressure: the channel is bounded; a source that outruns the applier blocks in ``send``
 (zeroconf and Consul adapters never block their own threads on it).  The applier does pure CPU
