@@ -11,6 +11,7 @@ nursery: every task ends, every link is closed, nothing is left behind.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gc
 import logging
@@ -25,7 +26,7 @@ from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin.health import healthz_view
-from gateway.admin.server import serve_admin
+from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
@@ -37,6 +38,13 @@ from gateway.listener.h1 import h1_limits
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
+from gateway.observe.observer import AccessLog, Observer
+from gateway.observe.state_gauges import (
+    catalog_gauges,
+    identity_gauges,
+    import_gauges,
+    link_gauges,
+)
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
@@ -67,6 +75,7 @@ class Gateway:
     peering: Peering
     pool: UpstreamPool
     router: Router
+    observer: Observer
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -114,7 +123,29 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
         "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
+        "/metrics": lambda: Text(
+            gw.observer.registry.render(), "text/plain; version=0.0.4; charset=utf-8"
+        ),
     }
+
+
+def observer_for(config: GatewayConfig, catalog: Watch[Catalog], peering: Peering) -> Observer:
+    """Metrics (always on: an update is a dict lookup) and the access log (``[access_log]``),
+    with the gauges read from the live state at scrape time."""
+    al = config.access_log
+    observer = Observer(
+        local_site=config.site.name,
+        mesh_domain=config.site.mesh_domain,
+        sites=[p.name for p in config.peers],
+        known=known_services(catalog, peering.imports),
+        access_log=AccessLog(al.path, al.sample_rate) if al.enabled else None,
+    )
+    registry = observer.registry
+    registry.collector(lambda: link_gauges(peering.status()))
+    registry.collector(lambda: import_gauges(peering.imports.latest, trio.current_time()))
+    registry.collector(lambda: catalog_gauges(catalog.latest, trio.current_time()))
+    registry.collector(lambda: identity_gauges(peering.identity.state, dt.datetime.now(dt.UTC)))
+    return observer
 
 
 async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSource]]:
@@ -165,6 +196,8 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         settings=peering_settings(config),
         stream_handler=east_west,
     )
+    observer = observer_for(config, catalog, peering)
+    east_west.observer = observer  # built before peering, which hands it the streams
     router = Router(
         local_site=config.site.name,
         mesh_domain=config.site.mesh_domain,
@@ -174,8 +207,9 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         route_timeout=lim.route_timeout_s,
         known=known_services(catalog, peering.imports),
         peer_sites=[p.name for p in config.peers],
+        observer=observer,
     )
-    return Gateway(config, identity, catalog, peering, pool, router)
+    return Gateway(config, identity, catalog, peering, pool, router, observer)
 
 
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:

@@ -2,11 +2,11 @@
 
 Why its own tiny server: the admin port must keep answering when the data path is under
 stress, so it shares no code path (and no limits) with the traffic listeners.  It is read-only:
-``GET /healthz``, ``/catalog``, ``/links``, ``/imports`` and ``/routes`` (whatever views the
-gateway registered).  A view answers 200 with its JSON, or returns a :class:`Reply` to choose
-the status (``/healthz`` answers 503 when the gateway is not healthy).  Bounded everywhere:
-request head <= 16 KiB, no request bodies, 10 s to send a request, one response per request,
-connection closed after ``max_requests``.
+``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes`` and ``/metrics`` (whatever
+views the gateway registered).  A view answers 200 with its JSON, returns :class:`Text` for
+another format, or a :class:`Reply` to choose the status (``/healthz`` answers 503 when the
+gateway is not healthy).  Bounded everywhere: request head <= 16 KiB, no request bodies,
+10 s to send a request, one response per request, connection closed after ``max_requests``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ class Reply:
 
     status: int
     body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A view's answer that is not JSON (``/metrics``: the Prometheus text format)."""
+
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
 
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -94,9 +102,13 @@ async def _serve_connection(stream: trio.abc.Stream, views: Mapping[str, View]) 
                     conn.receive_data(bytes(await stream.receive_some(MAX_HEAD_BYTES)))
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
-        payload = (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
+        content_type = "application/json"
+        if isinstance(body, Text):
+            payload, content_type = body.body.encode("utf-8"), body.content_type
+        else:
+            payload = (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
         headers = [
-            ("content-type", "application/json"),
+            ("content-type", content_type),
             ("content-length", str(len(payload))),
             ("cache-control", "no-store"),
         ]

@@ -154,6 +154,26 @@ class PolicyConfig:
     allow_ids: tuple[SpiffeId, ...] = ()
 
 
+def _log_path(value: str) -> str | None:
+    if not value:
+        return 'must be "-" (stdout) or a file path'
+    return "must not contain a NUL byte" if "\0" in value else None
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    """``[access_log]``: one JSON line per request and tunnel (docs/metrics.md).
+
+    ``path`` ``"-"`` is stdout, anything else a file appended to.  ``sample_rate`` (0 to 1)
+    keeps that share of requests, chosen by request ID so that both gateways of an exchange
+    keep the same ones.
+    """
+
+    enabled: bool = False
+    path: str = field(default="-", metadata={"check": _log_path})
+    sample_rate: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
+
+
 @dataclass(frozen=True)
 class CallerHeadersConfig:
     """Whether the endpoints of matching local services get the caller headers.
@@ -292,6 +312,7 @@ class GatewayConfig:
     caller_headers: tuple[CallerHeadersConfig, ...] = ()
     mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode

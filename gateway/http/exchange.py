@@ -135,6 +135,9 @@ class CallContext:
     from_peer: str | None = None
     idle_timeout: float | None = None
     max_deadline: float = math.inf
+    #: Joins the access lines of every gateway the request crosses (see
+    #: :mod:`gateway.observe.request_id`); "" when nothing observes the exchange.
+    request_id: str = ""
 
 
 class Body(Protocol):

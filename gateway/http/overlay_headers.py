@@ -29,11 +29,17 @@ DEADLINE_HEADER = b"isthmus-deadline-ms"  # remaining time budget in millisecond
 #: On a link's *response*: the HTTP/1.1 endpoint's reason phrase, when it is not the standard
 #: one for the status (HTTP/2 has no reason phrase; see ``Response.reason``).
 REASON_HEADER = b"isthmus-reason"
+#: The request ID of the origin gateway's access line (32 hex digits), so the destination's
+#: line joins it.
+REQUEST_ID_HEADER = b"isthmus-request-id"
 #: Accepted only from an authenticated peer gateway, stripped from every other caller and
 #: never sent to an endpoint.
-INTERNAL_HEADERS = frozenset({CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER, REASON_HEADER})
+INTERNAL_HEADERS = frozenset(
+    {CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER, REASON_HEADER, REQUEST_ID_HEADER}
+)
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
+_REQUEST_ID_RE = re.compile(rb"[0-9a-f]{32}")
 #: Site names repeat on every request; the check is pure, so it is remembered (bounded).
 _site_problem = functools.lru_cache(maxsize=1024)(label_problem)
 
@@ -68,11 +74,13 @@ def strip_request(request: Request) -> Request:
 def encode_context(ctx: CallContext, *, local_site: str, now: float) -> Headers:
     """The headers this gateway puts on a tunnel (never a caller's): the site the request
     entered the overlay at, the remaining deadline in milliseconds, the caller's SPIFFE ID
-    when it authenticated with one."""
+    when it authenticated with one, the request ID when the exchange is observed."""
     remaining_ms = max(0, int((ctx.deadline - now) * 1000))
     out = [(CALLER_SITE_HEADER, local_site.encode()), (DEADLINE_HEADER, b"%d" % remaining_ms)]
     if ctx.caller_id is not None:
         out.append((CALLER_ID_HEADER, str(ctx.caller_id).encode()))
+    if ctx.request_id:
+        out.append((REQUEST_ID_HEADER, ctx.request_id.encode("ascii")))
     return tuple(out)
 
 
@@ -125,8 +133,18 @@ def decode_context(
         if _DEADLINE_RE.fullmatch(deadline_raw) is None:
             raise BadInternalHeader("isthmus-deadline-ms must be 1 to 12 digits")
         budget = min(budget, int(deadline_raw) / 1000.0)
+    request_id = ""
+    id_raw = _one(headers, REQUEST_ID_HEADER)
+    if id_raw is not None:
+        if _REQUEST_ID_RE.fullmatch(id_raw) is None:
+            raise BadInternalHeader("isthmus-request-id must be 32 lowercase hex digits")
+        request_id = id_raw.decode("ascii")
     ctx = CallContext(
-        caller_site=caller_site, caller_id=caller_id, deadline=now + budget, from_peer=peer_site
+        caller_site=caller_site,
+        caller_id=caller_id,
+        deadline=now + budget,
+        from_peer=peer_site,
+        request_id=request_id,
     )
     # The carried deadline bounds the response head only; the stream limits are this
     # gateway's own, counted from the stream's arrival.

@@ -55,9 +55,11 @@ from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
+    Body,
     CallContext,
     Request,
     Response,
+    ResponseWriter,
 )
 from gateway.http.h2_adapter import H2ResponseWriter, H2StreamBody
 from gateway.http.overlay_headers import decode_context
@@ -65,6 +67,8 @@ from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.websocket import websocket_request_from_h2
 from gateway.inbound.admission import admit, exported_to
 from gateway.inbound.request import is_extended_connect, parse_request
+from gateway.observe.observer import Observer
+from gateway.observe.record import ExchangeRecord
 from gateway.relay import abort_on_close, splice
 from overlay.federation.config import ExportConfig
 from overlay.h2.stream import H2Stream, StreamReset
@@ -89,6 +93,7 @@ class EastWestHandler:
         tunnel_buffer_bytes: int = 64 * 1024,
         stream_idle_timeout: float | None = 300.0,
         max_stream_duration: float | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.local_site = local_site
         self.mesh_domain = mesh_domain
@@ -101,9 +106,30 @@ class EastWestHandler:
         self.stream_idle_timeout = stream_idle_timeout
         self.max_stream_duration = max_stream_duration
         self._clock = clock
+        self.observer = observer
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
+        observer = self.observer
+        if observer is None:
+            await self._serve(peer_site, stream, None)
+            return
+        rec = observer.begin_destination(peer_site, stream.request_headers)
+        try:
+            failure = await self._serve(peer_site, stream, rec)
+        except BaseException as exc:
+            observer.finish(rec, exc)
+            raise
+        observer.finish(rec, failure)
+
+    async def _serve(
+        self, peer_site: str, stream: H2Stream, rec: ExchangeRecord | None
+    ) -> BaseException | None:
+        """Serve one stream; the error it ended with (already answered), if any."""
         writer = H2ResponseWriter(stream, to_peer=True)
+        out: ResponseWriter = writer
+        body: Body = H2StreamBody(stream)
+        if rec is not None and self.observer is not None:
+            out, body = self.observer.writer(rec, writer), self.observer.body(rec, body)
         method = b""
         try:
             raw = stream.request_headers
@@ -133,30 +159,33 @@ class EastWestHandler:
             only = exported_to(self.export_rules, peer_site)
 
             if request.is_websocket:
-                await self._websocket(stream, writer, request, ctx, service, only)
+                await self._websocket(stream, out, request, ctx, service, only)
             elif request.is_connect:
-                await self._connect(stream, writer, ctx, service, only)
+                await self._connect(stream, out, ctx, service, only)
             else:
-                await self.cluster.forward(
-                    request, H2StreamBody(stream), writer, ctx, service=service, only=only
-                )
+                await self.cluster.forward(request, body, out, ctx, service=service, only=only)
         except StreamReset as exc:
             if stream.finished:
-                return  # the peer gave up on this stream: nobody is left to answer
+                return exc  # the peer gave up on this stream: nobody is left to answer
             # an HTTP/2 endpoint reset *its* stream: answer the peer (502) or reset
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+            return exc
         except IsthmusError as exc:
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+            return exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+            return exc
         except Exception as exc:  # a bug must cost this stream, never the link
             log.exception("east-west stream from %s failed", peer_site)
             await self._fail(stream, writer, exc, head_only=method == b"HEAD")
+            return exc
+        return None
 
     async def _connect(
         self,
         stream: H2Stream,
-        writer: H2ResponseWriter,
+        writer: ResponseWriter,
         ctx: CallContext,
         service: ServiceName,
         only: Callable[[Endpoint], bool],
@@ -171,7 +200,7 @@ class EastWestHandler:
     async def _websocket(
         self,
         stream: H2Stream,
-        writer: H2ResponseWriter,
+        writer: ResponseWriter,
         request: Request,
         ctx: CallContext,
         service: ServiceName,

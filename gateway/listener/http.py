@@ -35,6 +35,7 @@ from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.h2 import serve_h2_connection
 from gateway.listener.tcp import serve_tcp
 from gateway.listener.tls import DownstreamTls, accept_tls
+from gateway.observe.observer import LISTENER
 from gateway.prefixed import PrefixedStream
 from gateway.router.route import Router
 from overlay.identity.rotation import Identity
@@ -116,6 +117,7 @@ async def serve_http_listener(
         tls.context()  # fail at start-up, not on the first caller
 
     async def on_connection(tcp: CallerStream) -> None:
+        LISTENER.set(config.name)  # labels this connection's requests (metrics, access log)
         await serve_http_connection(tcp, router, tls=tls, limits=limits, local_site=local_site)
 
     await serve_tcp(

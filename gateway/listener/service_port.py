@@ -18,6 +18,7 @@ from gateway.config.model import LimitsConfig, ServicePortConfig
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.h1 import serve_h1_connection
 from gateway.listener.tcp import call_context, serve_tcp
+from gateway.observe.observer import LISTENER
 from gateway.relay import relay_l4
 from gateway.router.route import Router
 
@@ -49,6 +50,7 @@ async def serve_service_port(
     target = config.target.encode("ascii")
 
     async def on_connection(tcp: CallerStream) -> None:
+        LISTENER.set(config.name)  # labels this connection's requests (metrics, access log)
         if config.protocol == "tcp":
             await serve_tcp_service_connection(
                 tcp, router, target, limits=limits, local_site=local_site

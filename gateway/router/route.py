@@ -56,6 +56,8 @@ from gateway.http.exchange import (
 )
 from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.message import IDEMPOTENT_METHODS, Headers
+from gateway.observe.observer import Observer
+from gateway.observe.record import ExchangeRecord
 from gateway.router.failover import (
     Attempt,
     candidate_sites,
@@ -188,6 +190,7 @@ class Router:
         clock: Callable[[], float] = trio.current_time,
         known: Callable[[ServiceName], bool] | None = None,
         peer_sites: Collection[str] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -195,7 +198,8 @@ class Router:
 
         ``outbound(site)`` is ``Peering.outbound``; ``routes`` is ``Peering.routes``.
         ``peer_sites``: the configured peers' names; an address pinned to any other site
-        (not this one) is a 404.  None skips that check (tests of other parts)."""
+        (not this one) is a 404.  None skips that check (tests of other parts).
+        ``observer``: metrics and access log of each request (None: not observed)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -205,6 +209,7 @@ class Router:
         self.clock = clock
         self.known = known if known is not None else local.has_endpoints
         self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
+        self.observer = observer
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -261,21 +266,29 @@ class Router:
         sites: tuple[str, ...],
         step: Callable[[Cluster], Awaitable[T]],
         may_retry: Callable[[BaseException], bool],
+        rec: ExchangeRecord | None = None,
     ) -> T:
         """Try ``step`` on each site's cluster in turn until one succeeds; a failure moves on
-        only when ``may_retry`` says so.  Every site failed: 503 naming each."""
+        only when ``may_retry`` says so.  Every site failed: 503 naming each.  ``rec`` (an
+        observed request) learns the site that answered and the sites skipped, and why."""
         attempts: list[Attempt] = []
         for site in sites:
             cluster = self._cluster(site, address, port)
             if cluster is None:
                 attempts.append(Attempt(site, "link down"))
+                if rec is not None:
+                    rec.tried.append((site, "link down"))
                 continue
+            if rec is not None:
+                rec.site = site
             try:
                 return await step(cluster)
             except (UpstreamError, OSError) as exc:
                 if not may_retry(exc):
                     raise
                 attempts.append(Attempt(site, _reason(exc)))
+                if rec is not None:
+                    rec.tried.append((site, _reason(exc)))
         raise NoHealthySite(f"{address}: every site failed ({describe(attempts)})")
 
     # -- L7 ------------------------------------------------------------------------------------
@@ -284,6 +297,32 @@ class Router:
         self, request: Request, body: Body, writer: ResponseWriter, ctx: CallContext
     ) -> None:
         """Route ``request`` by its authority; the response goes to ``writer``."""
+        observer = self.observer
+        if observer is None:
+            await self._forward(request, body, writer, ctx, None)
+            return
+        rec = observer.begin_origin(request, ctx)
+        try:
+            await self._forward(
+                request,
+                observer.body(rec, body),
+                observer.writer(rec, writer),
+                replace(ctx, request_id=rec.request_id),
+                rec,
+            )
+        except BaseException as exc:
+            observer.finish(rec, exc)
+            raise
+        observer.finish(rec)
+
+    async def _forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        rec: ExchangeRecord | None,
+    ) -> None:
         address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
         timer = ExchangeTimer(ctx)
@@ -305,7 +344,7 @@ class Router:
             )
 
         with timer.scope:
-            await self._walk(address, port, sites, step, may_retry)
+            await self._walk(address, port, sites, step, may_retry, rec)
             return
         cut = timer.expired(str(address))
         if cut is not None:

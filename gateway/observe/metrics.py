@@ -1,0 +1,224 @@
+"""A small metrics registry and its Prometheus text exposition (pure, no I/O).
+
+Why not ``prometheus-client``: its metrics take a lock and build a child object per label
+set on every update; here an update is one dict lookup and a float add, which is what the
+data path can afford per request (``scripts/bench_observe.py`` measures it).  The text
+format (version 0.0.4) is small; the tests check it with prometheus-client's own parser.
+
+Label sets are bounded twice: the data path passes only bounded values (see
+:mod:`gateway.observe.observer`: services not in the catalog become ``other``), and every
+family holds at most ``max_series`` label sets -- past that, new ones are counted under all
+labels ``other``, so no input can grow memory or the scrape without bound.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "OTHER",
+    "Counter",
+    "GaugeFamily",
+    "Histogram",
+    "Registry",
+]
+
+OTHER = "other"
+#: Seconds: from sub-millisecond local hops to the default 15 s route timeout and beyond.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0)
+DEFAULT_MAX_SERIES = 5000
+
+Labels = tuple[str, ...]
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def _labels(names: Sequence[str], values: Labels, extra: str = "") -> str:
+    parts = [f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+class _Family:
+    """Shared by counters and histograms: name, help, label names, the series cap."""
+
+    kind = ""
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str], max_series: int) -> None:
+        self.name = name
+        self.help = help
+        self.labelnames = tuple(labelnames)
+        self.max_series = max_series
+        self._other: Labels = (OTHER,) * len(self.labelnames)
+
+    def _bounded(self, labels: Labels, known: Mapping[Labels, object]) -> Labels:
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected")
+        if labels in known or len(known) < self.max_series - 1:
+            return labels
+        return self._other
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Family):
+    """A monotonically increasing count per label set (names end in ``_total``)."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help: str, labelnames: Sequence[str], max_series: int) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name} must end in _total")
+        super().__init__(name, help, labelnames, max_series)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        if labels not in values:
+            labels = self._bounded(labels, values)
+        values[labels] = values.get(labels, 0.0) + amount
+
+    def get(self, labels: Labels) -> float:
+        return self.values.get(labels, 0.0)
+
+    def lines(self) -> list[str]:
+        out = self.header()
+        for labels in sorted(self.values):
+            value = _number(self.values[labels])
+            out.append(f"{self.name}{_labels(self.labelnames, labels)} {value}")
+        return out
+
+
+class Histogram(_Family):
+    """Observations per label set in fixed buckets (cumulative on output), with sum and
+    count."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labelnames: Sequence[str],
+        max_series: int,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
+        super().__init__(name, help, labelnames, max_series)
+        self.buckets = tuple(sorted(buckets))
+        #: per label set: one count per bucket, then +Inf's own, then the sum.
+        self.values: dict[Labels, list[float]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        values = self.values
+        row = values.get(labels)
+        if row is None:
+            labels = self._bounded(labels, values)
+            row = values.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        row[bisect_left(self.buckets, value)] += 1
+        row[-1] += value
+
+    def count(self, labels: Labels) -> int:
+        row = self.values.get(labels)
+        return 0 if row is None else int(sum(row[:-1]))
+
+    def lines(self) -> list[str]:
+        out = self.header()
+        names = self.labelnames
+        for labels in sorted(self.values):
+            row = self.values[labels]
+            running = 0.0
+            for bound, n in zip((*self.buckets, math.inf), row[:-1], strict=True):
+                running += n
+                le = f'le="{_number(bound)}"'
+                out.append(f"{self.name}_bucket{_labels(names, labels, le)} {_number(running)}")
+            out.append(f"{self.name}_sum{_labels(names, labels)} {_number(row[-1])}")
+            out.append(f"{self.name}_count{_labels(names, labels)} {_number(running)}")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeFamily:
+    """A gauge read at scrape time from live state (links, catalog, identity): it costs the
+    data path nothing."""
+
+    name: str
+    help: str
+    labelnames: tuple[str, ...]
+    samples: tuple[tuple[Labels, float], ...]
+    #: "counter" for a count kept by the live state itself (links established).
+    kind: str = "gauge"
+
+    def lines(self) -> list[str]:
+        out = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+        for labels, value in self.samples:
+            out.append(f"{self.name}{_labels(self.labelnames, labels)} {_number(value)}")
+        return out
+
+
+Collector = Callable[[], Iterable[GaugeFamily]]
+
+
+class Registry:
+    """The families of one gateway, rendered in registration order."""
+
+    def __init__(self, *, max_series: int = DEFAULT_MAX_SERIES) -> None:
+        self.max_series = max_series
+        self._families: list[_Family] = []
+        self._collectors: list[Collector] = []
+
+    def counter(self, name: str, help: str, labelnames: Sequence[str]) -> Counter:
+        family = Counter(name, help, labelnames, self.max_series)
+        self._families.append(family)
+        return family
+
+    def histogram(
+        self,
+        name: str,
+        help: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        family = Histogram(name, help, labelnames, self.max_series, buckets)
+        self._families.append(family)
+        return family
+
+    def collector(self, collect: Collector) -> None:
+        """Add gauges computed at scrape time."""
+        self._collectors.append(collect)
+
+    def render(self) -> str:
+        """The Prometheus text exposition (format 0.0.4) of every family."""
+        lines: list[str] = []
+        for family in self._families:
+            lines.extend(family.lines())
+        for collect in self._collectors:
+            for gauge in collect():
+                lines.extend(gauge.lines())
+        return "\n".join(lines) + "\n"

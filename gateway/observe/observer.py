@@ -1,0 +1,295 @@
+"""The Trio-side adapter: one call at each end of an exchange feeds metrics and access log.
+
+Why here and not in every listener: the origin's exchange is ``Router.forward`` (every
+listener calls it) and the destination's is the east-west handler; each calls
+:meth:`Observer.begin_origin`/:meth:`Observer.begin_destination` once, wraps its writer and
+body (counting bytes and the time to the response head), and calls :meth:`Observer.finish`
+once, with the exception if there was one.  The status of an exchange that ended in an error
+is the one :func:`gateway.http.rescue.rescue` gives that error (the response the caller
+gets), ``none`` when it was reset.
+
+Label values are bounded: ``service`` is a service some site knows (``known``) or ``other``,
+``site`` a configured site or ``other``, ``listener`` a configured listener name.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import IO
+
+import trio
+
+from discovery.model import ServiceName
+from foundation.redact import redact
+from foundation.spiffe_id import SpiffeId, SpiffeIdError
+from gateway.http.exchange import Body, CallContext, EmptyBody, Request, Response, ResponseWriter
+from gateway.http.message import Headers
+from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
+from gateway.http.rescue import Answer, rescue
+from gateway.observe.metrics import OTHER, Registry
+from gateway.observe.record import ExchangeRecord, access_line, status_class
+from gateway.observe.request_id import is_request_id, new_request_id, request_id_for
+from overlay.address import AddressError, parse_authority_cached
+
+__all__ = ["LISTENER", "AccessLog", "Observer", "sampled"]
+
+#: The listener serving the current connection (set once per connection by the listener; the
+#: tasks it spawns inherit it).
+LISTENER: contextvars.ContextVar[str] = contextvars.ContextVar("isthmus_listener", default="")
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    """Is this request logged?  Decided by the request ID, so both gateways an exchange
+    crosses log it or neither does (their lines join)."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    try:
+        return int(request_id[:8], 16) < rate * 0x1_0000_0000
+    except ValueError:
+        return True
+
+
+class AccessLog:
+    """JSON lines to stdout (``path = "-"``) or a file (appended, one write per line)."""
+
+    def __init__(self, path: str, sample_rate: float) -> None:
+        self.sample_rate = sample_rate
+        self._owned = path != "-"
+        self._out: IO[str] = (
+            open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 -- lives with the gateway
+            if self._owned
+            else sys.stdout
+        )
+
+    def write(self, line: str) -> None:
+        try:
+            self._out.write(line + "\n")
+            if not self._owned:
+                self._out.flush()
+        except (OSError, ValueError):
+            pass  # a full disk must not fail requests; the metrics still count them
+
+    def close(self) -> None:
+        if self._owned:
+            self._out.close()
+
+
+def _service_of(authority: str, mesh_domain: str) -> str:
+    try:
+        address, _port = parse_authority_cached(authority, mesh_domain=mesh_domain)
+    except AddressError:
+        return ""
+    return str(address.service_name)
+
+
+class _ObservedBody:
+    """A request body that counts the bytes the caller sent."""
+
+    __slots__ = ("inner", "rec")
+
+    def __init__(self, inner: Body, rec: ExchangeRecord) -> None:
+        self.inner = inner
+        self.rec = rec
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        self.rec.bytes_in += len(data)
+        return data
+
+    @property
+    def trailers(self) -> Headers:
+        return self.inner.trailers
+
+
+class _ObservedWriter:
+    """A response writer that notes the status, the time to the head and the bytes."""
+
+    __slots__ = ("clock", "inner", "rec")
+
+    def __init__(self, inner: ResponseWriter, rec: ExchangeRecord, clock: Callable[[], float]):
+        self.inner = inner
+        self.rec = rec
+        self.clock = clock
+
+    @property
+    def head_sent(self) -> bool:
+        return self.inner.head_sent
+
+    async def send_head(self, response: Response, *, end_stream: bool = False) -> None:
+        self.rec.status = response.status
+        self.rec.head_at = self.clock()
+        await self.inner.send_head(response, end_stream=end_stream)
+
+    async def send_data(self, data: bytes) -> None:
+        await self.inner.send_data(data)
+        self.rec.bytes_out += len(data)
+
+    async def send_end(self, trailers: Headers = ()) -> None:
+        await self.inner.send_end(trailers)
+
+
+class Observer:
+    """Metrics and access log of one gateway (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        local_site: str,
+        mesh_domain: str,
+        sites: Collection[str],
+        known: Callable[[ServiceName], bool],
+        access_log: AccessLog | None = None,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.local_site = local_site
+        self.mesh_domain = mesh_domain
+        self.sites = frozenset((local_site, *sites))
+        self.known = known
+        self.access_log = access_log
+        self.clock = clock
+        self.registry = registry if registry is not None else Registry()
+        r = self.registry
+        labels = ("side", "listener", "service", "site")
+        self.requests = r.counter(
+            "isthmus_requests_total", "Requests and tunnels that ended.", labels
+        )
+        self.responses = r.counter(
+            "isthmus_responses_total",
+            "Requests and tunnels that ended, by response status class (none: reset or "
+            "caller gone before any response).",
+            (*labels, "code"),
+        )
+        self.bytes_in = r.counter(
+            "isthmus_request_bytes_total", "Request body bytes received from callers.", labels
+        )
+        self.bytes_out = r.counter(
+            "isthmus_response_bytes_total", "Response body bytes sent to callers.", labels
+        )
+        self.head_seconds = r.histogram(
+            "isthmus_response_head_seconds",
+            "Time from the request's arrival to its response head.",
+            labels,
+        )
+        self.total_seconds = r.histogram(
+            "isthmus_request_duration_seconds",
+            "Time from the request's arrival to the end of the exchange.",
+            labels,
+        )
+        self.failovers = r.counter(
+            "isthmus_failovers_total",
+            "Sites skipped while routing a request, by the site that was skipped.",
+            labels,
+        )
+
+    # -- begin -----------------------------------------------------------------------------
+
+    def begin_origin(self, request: Request, ctx: CallContext) -> ExchangeRecord:
+        """The record of a request entering the overlay here; its request ID is the caller's
+        valid ``traceparent`` trace ID or a new one."""
+        authority = request.authority.decode("ascii", "replace")
+        return ExchangeRecord(
+            side="origin",
+            listener=LISTENER.get() or OTHER,
+            request_id=request_id_for(request.headers),
+            started=self.clock(),
+            wall_time=time.time(),
+            method=request.method.decode("ascii", "replace"),
+            authority=authority,
+            path=request.path.decode("ascii", "replace"),
+            caller_site=ctx.caller_site,
+            caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
+            service=_service_of(authority, self.mesh_domain),
+            tunnel=request.method == b"CONNECT",
+        )
+
+    def begin_destination(
+        self, peer_site: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> ExchangeRecord:
+        """The record of a peer's tunnel stream, from its raw header block (validated again,
+        strictly, by the handler; here only what the access line shows)."""
+        fields = {n: v for n, v in headers if n in _DESTINATION_FIELDS}
+        authority = fields.get(b":authority", b"").decode("ascii", "replace")
+        rid = fields.get(REQUEST_ID_HEADER, b"").decode("ascii", "replace")
+        method = fields.get(b":method", b"")
+        return ExchangeRecord(
+            side="destination",
+            listener="east-west",
+            request_id=rid if is_request_id(rid) else new_request_id(),
+            started=self.clock(),
+            wall_time=time.time(),
+            method=method.decode("ascii", "replace"),
+            authority=authority,
+            path=fields.get(b":path", b"").decode("ascii", "replace"),
+            caller_site=peer_site,
+            caller_id=_caller_id(fields.get(CALLER_ID_HEADER)),
+            service=_service_of(authority, self.mesh_domain),
+            site=self.local_site,
+            tunnel=method == b"CONNECT",
+        )
+
+    def writer(self, rec: ExchangeRecord, writer: ResponseWriter) -> ResponseWriter:
+        return _ObservedWriter(writer, rec, self.clock)
+
+    def body(self, rec: ExchangeRecord, body: Body) -> Body:
+        """The body, counted (an :class:`EmptyBody` stays one: the wires test for it)."""
+        return body if isinstance(body, EmptyBody) else _ObservedBody(body, rec)
+
+    # -- finish ----------------------------------------------------------------------------
+
+    def finish(self, rec: ExchangeRecord, exc: BaseException | None = None) -> None:
+        """Count the exchange and write its access line (if sampled).  Never raises."""
+        rec.ended = self.clock()
+        if exc is not None:
+            head_sent = rec.head_at is not None
+            action = rescue(exc, head_sent=head_sent, wire="h2", to_peer=rec.side != "origin")
+            if isinstance(action, Answer):
+                rec.status = action.head.status
+            elif not head_sent:
+                rec.status = 0
+            rec.error = type(exc).__name__
+        service = rec.service
+        if not service or not self._known(service):
+            service = OTHER
+        site = rec.site if rec.site in self.sites else (OTHER if rec.site else "none")
+        labels = (rec.side, rec.listener, service, site)
+        self.requests.inc(labels)
+        self.responses.inc((*labels, status_class(rec.status)))
+        if rec.bytes_in:
+            self.bytes_in.inc(labels, rec.bytes_in)
+        if rec.bytes_out:
+            self.bytes_out.inc(labels, rec.bytes_out)
+        if rec.head_at is not None:
+            self.head_seconds.observe(labels, rec.head_at - rec.started)
+        self.total_seconds.observe(labels, rec.ended - rec.started)
+        for skipped, _why in rec.tried:
+            where = skipped if skipped in self.sites else OTHER
+            self.failovers.inc((rec.side, rec.listener, service, where))
+        log = self.access_log
+        if log is not None and sampled(rec.request_id, log.sample_rate):
+            if rec.tried:
+                rec.tried = [(s, redact(why)) for s, why in rec.tried]
+            log.write(access_line(rec, self.local_site))
+
+    def _known(self, service: str) -> bool:
+        name, _, namespace = service.partition(".")
+        return self.known(ServiceName(name, namespace))
+
+
+_DESTINATION_FIELDS = frozenset(
+    {b":method", b":authority", b":path", REQUEST_ID_HEADER, CALLER_ID_HEADER}
+)
+
+
+def _caller_id(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return str(SpiffeId.parse(raw.decode("ascii")))
+    except (UnicodeDecodeError, SpiffeIdError):
+        return None

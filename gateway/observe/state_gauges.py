@@ -1,0 +1,137 @@
+"""Gauges read from the gateway's live state at scrape time (pure functions of that state).
+
+Why at scrape time: links, imports, the catalog and the identity change rarely and already
+keep their own state; reading it when Prometheus asks costs the data path nothing.  Labels
+are bounded by configuration: peers are configured, sources are configured, trust domains
+are the bundles this gateway trusts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter as Tally
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from discovery.snapshot import Catalog
+from gateway.observe.metrics import GaugeFamily
+from overlay.federation.import_ import ImportTable
+from overlay.identity.state import IdentityState
+
+__all__ = ["catalog_gauges", "identity_gauges", "import_gauges", "link_gauges"]
+
+
+def link_gauges(status: Mapping[str, Mapping[str, Any]]) -> Iterator[GaugeFamily]:
+    """From ``Peering.status()``: per peer, up, RTT, links established, failed attempts."""
+    peers = sorted(status)
+    yield GaugeFamily(
+        "isthmus_link_up",
+        "1 if a link to the peer is up (usable for tunnels), else 0.",
+        ("peer",),
+        tuple(((p,), 1.0 if status[p].get("up") else 0.0) for p in peers),
+    )
+    yield GaugeFamily(
+        "isthmus_link_rtt_seconds",
+        "Round-trip time of the link's last answered PING (absent until one was answered).",
+        ("peer",),
+        tuple(
+            ((p,), float(status[p]["ping_rtt_s"]))
+            for p in peers
+            if status[p].get("ping_rtt_s") is not None
+        ),
+    )
+    yield GaugeFamily(
+        "isthmus_link_established_total",
+        "Links established to the peer since start (its increase counts reconnects).",
+        ("peer",),
+        tuple(((p,), float(status[p].get("links_established", 0))) for p in peers),
+        kind="counter",
+    )
+    yield GaugeFamily(
+        "isthmus_link_failed_attempts",
+        "Consecutive failed attempts to link to the peer (0 once a link is up).",
+        ("peer",),
+        tuple(((p,), float(status[p].get("failed_attempts", 0))) for p in peers),
+    )
+
+
+def import_gauges(table: ImportTable, now: float) -> Iterator[GaugeFamily]:
+    """Per peer: the federation version imported, whether it is stale, and its age."""
+    peers = sorted(table.peers.keys())
+    yield GaugeFamily(
+        "isthmus_import_version",
+        "Catalog version last imported from the peer.",
+        ("peer",),
+        tuple(((p,), float(table.peers[p].version)) for p in peers),
+    )
+    yield GaugeFamily(
+        "isthmus_import_stale",
+        "1 if the peer's imports are stale (its link is down, the grace is running).",
+        ("peer",),
+        tuple(((p,), 1.0 if table.peers[p].stale else 0.0) for p in peers),
+    )
+    yield GaugeFamily(
+        "isthmus_import_age_seconds",
+        "Seconds since a live link last confirmed the peer's imports (freshness).",
+        ("peer",),
+        tuple(((p,), max(0.0, now - table.peers[p].confirmed_at)) for p in peers),
+    )
+    yield GaugeFamily(
+        "isthmus_import_services",
+        "Services imported from the peer.",
+        ("peer",),
+        tuple(((p,), float(len(table.peers[p].services))) for p in peers),
+    )
+
+
+def catalog_gauges(catalog: Catalog, now: float) -> Iterator[GaugeFamily]:
+    """Local endpoints by source and state (healthy, unhealthy, stale), and per source its
+    staleness and the age of its last full confirmation."""
+    tally: Tally[tuple[str, str]] = Tally()
+    for entry in catalog.entries():
+        state = (
+            "stale"
+            if catalog.is_stale(entry)
+            else ("healthy" if entry.endpoint.healthy else "unhealthy")
+        )
+        for source in entry.sources:
+            tally[(source, state)] += 1
+    sources = sorted(catalog.sources.keys())
+    samples = [
+        ((source, state), float(tally[(source, state)]))
+        for source in sources
+        for state in ("healthy", "unhealthy", "stale")
+    ]
+    yield GaugeFamily(
+        "isthmus_catalog_endpoints",
+        "Local endpoints reported by each source, by state.",
+        ("source", "state"),
+        tuple(samples),
+    )
+    yield GaugeFamily(
+        "isthmus_source_stale",
+        "1 if the source is stale (its last good snapshot is served), else 0.",
+        ("source",),
+        tuple(((s,), 1.0 if catalog.sources[s].stale else 0.0) for s in sources),
+    )
+    yield GaugeFamily(
+        "isthmus_source_age_seconds",
+        "Seconds since the source last confirmed its full view.",
+        ("source",),
+        tuple(
+            ((s,), max(0.0, now - catalog.sources[s].confirmed_at))
+            for s in sources
+            if catalog.sources[s].confirmed_at
+        ),
+    )
+
+
+def identity_gauges(state: IdentityState, wall: dt.datetime) -> Iterator[GaugeFamily]:
+    """Seconds left on this gateway's SVID (negative once expired), by its trust domain."""
+    left = (state.svid.leaf.not_valid_after_utc - wall).total_seconds()
+    yield GaugeFamily(
+        "isthmus_svid_expiry_seconds",
+        "Seconds until this gateway's own X509-SVID expires (negative: expired).",
+        ("trust_domain",),
+        (((state.spiffe_id.trust_domain.name,), left),),
+    )
