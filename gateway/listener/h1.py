@@ -93,6 +93,8 @@ async def serve_h1_connection(
             try:
                 head = await conn.next_request()
             except IsthmusError as exc:
+                if router.observer is not None:  # 431, 400: counted and logged too
+                    router.observer.rejected(exc, caller_site=local_site, caller_id=caller_id)
                 await rescue_h1(conn, stream, exc, head_sent=False)
                 return
             if head is None:

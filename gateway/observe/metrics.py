@@ -156,7 +156,7 @@ class Histogram(_Family):
             running = 0.0
             for bound, n in zip((*self.buckets, math.inf), row[:-1], strict=True):
                 running += n
-                le = f'le="{_number(bound)}"'
+                le = 'le="+Inf"' if bound == math.inf else f'le="{float(bound)!r}"'
                 out.append(f"{self.name}_bucket{_labels(names, labels, le)} {_number(running)}")
             out.append(f"{self.name}_sum{_labels(names, labels)} {_number(row[-1])}")
             out.append(f"{self.name}_count{_labels(names, labels)} {_number(running)}")

@@ -233,6 +233,24 @@ class Observer:
             tunnel=method == b"CONNECT",
         )
 
+    def rejected(self, exc: BaseException, *, caller_site: str, caller_id: SpiffeId | None) -> None:
+        """A local caller's request refused before it could be routed (its head too large:
+        431, malformed: 400): counted and logged like any other, with what is known."""
+        now = self.clock()
+        rec = ExchangeRecord(
+            side="origin",
+            listener=LISTENER.get() or OTHER,
+            request_id=new_request_id(),
+            started=now,
+            wall_time=time.time(),
+            method="",
+            authority="",
+            path="",
+            caller_site=caller_site,
+            caller_id=None if caller_id is None else str(caller_id),
+        )
+        self.finish(rec, exc)
+
     def writer(self, rec: ExchangeRecord, writer: ResponseWriter) -> ResponseWriter:
         return _ObservedWriter(writer, rec, self.clock)
 
