@@ -159,9 +159,9 @@ class EastWestHandler:
             only = exported_to(self.export_rules, peer_site)
 
             if request.is_websocket:
-                await self._websocket(stream, out, request, ctx, service, only)
+                await self._websocket(stream, out, request, ctx, service, only, rec)
             elif request.is_connect:
-                await self._connect(stream, out, ctx, service, only)
+                await self._connect(stream, out, ctx, service, only, rec)
             else:
                 await self.cluster.forward(request, body, out, ctx, service=service, only=only)
         except StreamReset as exc:
@@ -189,11 +189,12 @@ class EastWestHandler:
         ctx: CallContext,
         service: ServiceName,
         only: Callable[[Endpoint], bool],
+        rec: ExchangeRecord | None,
     ) -> None:
         tcp = await self.cluster.open_l4(ctx, service=service, only=only)
         try:
             await writer.send_head(Response(200, ()))
-            await self._tunnel(stream, tcp, service)
+            await self._tunnel(stream, tcp, service, rec)
         finally:
             await trio.aclose_forcefully(tcp)
 
@@ -205,6 +206,7 @@ class EastWestHandler:
         ctx: CallContext,
         service: ServiceName,
         only: Callable[[Endpoint], bool],
+        rec: ExchangeRecord | None,
     ) -> None:
         result = await self.cluster.open_websocket(request, ctx, service=service, only=only)
         try:
@@ -215,13 +217,21 @@ class EastWestHandler:
                     stream.reset(H2_CANCEL)
                 return
             await writer.send_head(Response(200, result.response.headers))
-            await self._tunnel(stream, result.stream, service)
+            await self._tunnel(stream, result.stream, service, rec)
         finally:
             await trio.aclose_forcefully(result.stream)
 
-    async def _tunnel(self, stream: H2Stream, other: trio.abc.Stream, service: ServiceName) -> None:
+    async def _tunnel(
+        self,
+        stream: H2Stream,
+        other: trio.abc.HalfCloseableStream,
+        service: ServiceName,
+        rec: ExchangeRecord | None,
+    ) -> None:
         """Splice the stream with an endpoint connection until both directions end.  Any
         failure resets the side that did not fail (the owner then closes ``other``)."""
+        if rec is not None and self.observer is not None:
+            other = self.observer.count(rec, other)  # bytes each way, for the access line
         clean = False
         try:
             await splice(

@@ -133,6 +133,40 @@ class _ObservedWriter:
         await self.inner.send_end(trailers)
 
 
+class _ObservedTunnel(trio.abc.HalfCloseableStream):
+    """An origin's L4 tunnel: bytes sent are the caller's (in), bytes received go back to
+    it (out); closing it ends the record.  ``inner`` is what
+    :func:`gateway.relay.abort_on_close` looks through."""
+
+    def __init__(
+        self, inner: trio.abc.HalfCloseableStream, rec: ExchangeRecord, observer: Observer | None
+    ) -> None:
+        self.inner = inner
+        self.rec = rec
+        self.observer: Observer | None = observer
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+        self.rec.bytes_in += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        self.rec.bytes_out += len(data)
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        observer, self.observer = self.observer, None
+        if observer is not None:
+            observer.finish(self.rec)
+        await self.inner.aclose()
+
+
 class Observer:
     """Metrics and access log of one gateway (see the module docstring)."""
 
@@ -207,6 +241,43 @@ class Observer:
             service=_service_of(authority, self.mesh_domain),
             tunnel=request.method == b"CONNECT",
         )
+
+    def begin_tunnel(self, authority: bytes, ctx: CallContext) -> ExchangeRecord:
+        """The record of an L4 tunnel entering the overlay here (``CONNECT``, SNI, a TCP
+        service port): it has no headers, so its request ID is always new."""
+        text = authority.decode("ascii", "replace")
+        return ExchangeRecord(
+            side="origin",
+            listener=LISTENER.get() or OTHER,
+            request_id=new_request_id(),
+            started=self.clock(),
+            wall_time=time.time(),
+            method="CONNECT",
+            authority=text,
+            path="",
+            caller_site=ctx.caller_site,
+            caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
+            service=_service_of(text, self.mesh_domain),
+            tunnel=True,
+        )
+
+    def tunnel(
+        self, rec: ExchangeRecord, stream: trio.abc.HalfCloseableStream, status: int
+    ) -> trio.abc.HalfCloseableStream:
+        """The opened tunnel ``stream``, counting its bytes; the record is finished when the
+        stream is closed (which its owner always does)."""
+        rec.status = status
+        rec.head_at = self.clock()
+        rec.tunnel = True
+        return _ObservedTunnel(stream, rec, self)
+
+    def count(
+        self, rec: ExchangeRecord, stream: trio.abc.HalfCloseableStream
+    ) -> trio.abc.HalfCloseableStream:
+        """``stream`` (towards an endpoint), counting the bytes into ``rec``; the record is
+        finished by its owner, not by closing this."""
+        rec.tunnel = True
+        return _ObservedTunnel(stream, rec, None)
 
     def begin_destination(
         self, peer_site: str, headers: Sequence[tuple[bytes, bytes]]

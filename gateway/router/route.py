@@ -355,6 +355,20 @@ class Router:
 
     async def open_l4(self, authority: bytes, ctx: CallContext) -> trio.abc.HalfCloseableStream:
         """Open a byte stream to the service named by ``authority`` (``<l7-address>[:port]``)."""
+        observer = self.observer
+        if observer is None:
+            return await self._open_l4(authority, ctx, None)
+        rec = observer.begin_tunnel(authority, ctx)
+        try:
+            opened = await self._open_l4(authority, replace(ctx, request_id=rec.request_id), rec)
+        except BaseException as exc:
+            observer.finish(rec, exc)
+            raise
+        return observer.tunnel(rec, opened, 200)
+
+    async def _open_l4(
+        self, authority: bytes, ctx: CallContext, rec: ExchangeRecord | None
+    ) -> trio.abc.HalfCloseableStream:
         address, port, sites = self.resolve(authority)
         ctx = self._bounded(ctx)
         service = address.service_name
@@ -367,13 +381,30 @@ class Router:
             return did_no_work(exc, set_up=True)
 
         with trio.move_on_at(ctx.deadline):
-            return await self._walk(address, port, sites, step, may_retry)
+            return await self._walk(address, port, sites, step, may_retry, rec)
         raise RouteTimeout(f"{address}: tunnel not set up within the route timeout")
 
     # -- WebSocket -----------------------------------------------------------------------------
 
     async def open_websocket(self, request: Request, ctx: CallContext) -> UpgradeResult:
         """Ask the service named by ``request.authority`` to switch to WebSocket."""
+        observer = self.observer
+        if observer is None:
+            return await self._open_websocket(request, ctx, None)
+        rec = observer.begin_origin(request, ctx)
+        try:
+            result = await self._open_websocket(
+                request, replace(ctx, request_id=rec.request_id), rec
+            )
+        except BaseException as exc:
+            observer.finish(rec, exc)
+            raise
+        stream = observer.tunnel(rec, result.stream, result.response.status)
+        return replace(result, stream=stream)
+
+    async def _open_websocket(
+        self, request: Request, ctx: CallContext, rec: ExchangeRecord | None
+    ) -> UpgradeResult:
         address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
         service = address.service_name
@@ -383,5 +414,5 @@ class Router:
 
         # The handshake is a GET: idempotent, and no byte of the caller's flow has moved yet.
         with trio.move_on_at(ctx.deadline):
-            return await self._walk(address, port, sites, step, did_no_work)
+            return await self._walk(address, port, sites, step, did_no_work, rec)
         raise RouteTimeout(f"{address}: no WebSocket handshake within the route timeout")

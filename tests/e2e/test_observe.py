@@ -35,6 +35,7 @@ SECRETS = {
     "x-api-key": "s3cr3t-api-key-0007",
 }
 BODY = b"x" * 1000
+TUNNELED = b"GET /through-the-tunnel HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"
 
 
 def access_lines(path: Path) -> list[dict[str, Any]]:
@@ -60,6 +61,26 @@ async def scrape(ov: Overlay, site: str) -> list[tuple[str, dict[str, str], floa
     assert reply.status == 200, reply
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     return samples(reply.body.decode("utf-8"))
+
+
+async def connect_tunnel(host: str, target: str, payload: bytes) -> bytes:
+    """CONNECT through the gateway's HTTP listener, send ``payload``, read to EOF."""
+    stream = await trio.open_tcp_stream(host, HTTP_PORT)
+    try:
+        await stream.send_all(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = await stream.receive_some(4096)
+            assert piece, head
+            head += piece
+        assert head.startswith(b"HTTP/1.1 200"), head
+        await stream.send_all(payload)
+        answer = head.split(b"\r\n\r\n", 1)[1]
+        while piece := await stream.receive_some(65536):
+            answer += piece
+        return answer
+    finally:
+        await stream.aclose()
 
 
 async def test_access_lines_join_across_gateways_and_metrics_parse(tmp_path: Path) -> None:
@@ -93,6 +114,8 @@ async def test_access_lines_join_across_gateways_and_metrics_parse(tmp_path: Pat
             for i in range(30):  # names from the network: logged, never their own series
                 unknown = await h1_request(a, HTTP_PORT, authority=f"svc-{i}.default.isthmus")
                 assert unknown.status == 404
+            tunnel_reply = await connect_tunnel(a, f"{API}:{API_PORT}", TUNNELED)
+            assert tunnel_reply.startswith(b"HTTP/1.1 200"), tunnel_reply
             big = {"x-big": "y" * (70 * 1024), **SECRETS}  # over max_header_bytes (60 KiB)
             too_large = await h1_request(a, HTTP_PORT, authority=API, headers=big)
             assert too_large.status == 431
@@ -127,6 +150,16 @@ async def test_access_lines_join_across_gateways_and_metrics_parse(tmp_path: Pat
     # A head too large never reached the router: logged all the same.
     [rejected] = [line for line in lines_a if line["status"] == 431]
     assert rejected["listener"] == "http" and rejected["destination_site"] is None
+
+    # The CONNECT tunnel: one line at each end, joined, with the bytes each way.
+    [t_origin] = [line for line in lines_a if line["kind"] == "tunnel"]
+    [t_dest] = [line for line in lines_b if line["kind"] == "tunnel"]
+    assert t_origin["request_id"] == t_dest["request_id"]
+    assert t_origin["method"] == t_dest["method"] == "CONNECT"
+    assert t_origin["status"] == t_dest["status"] == 200
+    assert t_origin["bytes_in"] == t_dest["bytes_in"] == len(TUNNELED)
+    assert t_origin["bytes_out"] == t_dest["bytes_out"] > 0
+    assert t_origin["destination_site"] == "b" and t_dest["origin_site"] == "a"
 
     for text in (logs["a"].read_text("utf-8"), logs["b"].read_text("utf-8")):
         assert "s3cr3t" not in text
