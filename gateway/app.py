@@ -75,7 +75,7 @@ class Gateway:
     peering: Peering
     pool: UpstreamPool
     router: Router
-    observer: Observer
+    observer: Observer | None
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -117,22 +117,29 @@ def announced(a: AnnounceServiceConfig) -> AnnouncedService:
 
 def admin_views(gw: Gateway) -> dict[str, Any]:
     config = gw.config
-    return {
+    views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
         "/catalog": lambda: catalog_json(gw.catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
         "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
-        "/metrics": lambda: Text(
-            gw.observer.registry.render(), "text/plain; version=0.0.4; charset=utf-8"
-        ),
     }
+    registry = None if gw.observer is None else gw.observer.registry
+    if registry is not None and config.metrics.enabled:
+        views["/metrics"] = lambda: Text(
+            registry.render(), "text/plain; version=0.0.4; charset=utf-8"
+        )
+    return views
 
 
-def observer_for(config: GatewayConfig, catalog: Watch[Catalog], peering: Peering) -> Observer:
-    """Metrics (always on: an update is a dict lookup) and the access log (``[access_log]``),
-    with the gauges read from the live state at scrape time."""
+def observer_for(
+    config: GatewayConfig, catalog: Watch[Catalog], peering: Peering
+) -> Observer | None:
+    """Metrics (``[metrics]``, on by default) and the access log (``[access_log]``), with
+    the gauges read from the live state at scrape time; None when both are off."""
     al = config.access_log
+    if not config.metrics.enabled and not al.enabled:
+        return None
     observer = Observer(
         local_site=config.site.name,
         mesh_domain=config.site.mesh_domain,

@@ -161,6 +161,15 @@ def _log_path(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the counters and histograms of every request, served at ``/metrics``
+    on the admin listener (docs/metrics.md).  ``enabled = false`` (and no access log) takes
+    every observation off the data path; ``/metrics`` is then 404."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class AccessLogConfig:
     """``[access_log]``: one JSON line per request and tunnel (docs/metrics.md).
 
@@ -312,6 +321,7 @@ class GatewayConfig:
     caller_headers: tuple[CallerHeadersConfig, ...] = ()
     mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
 
     def problems(self) -> list[tuple[str, str]]:

@@ -132,6 +132,21 @@ class _ObservedWriter:
     async def send_end(self, trailers: Headers = ()) -> None:
         await self.inner.send_end(trailers)
 
+    async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
+        """Keep the inner writer's one-write fast path (forwarders look for it with
+        ``getattr``): without it every small response took the general path."""
+        self.rec.status = response.status
+        self.rec.head_at = self.clock()
+        whole = getattr(self.inner, "send_whole", None)
+        if whole is not None:
+            await whole(response, body, trailers)
+        else:
+            await self.inner.send_head(response)
+            if body:
+                await self.inner.send_data(body)
+            await self.inner.send_end(trailers)
+        self.rec.bytes_out += len(body)
+
 
 class _ObservedTunnel(trio.abc.HalfCloseableStream):
     """An origin's L4 tunnel: bytes sent are the caller's (in), bytes received go back to
