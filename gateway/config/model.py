@@ -155,9 +155,13 @@ class PolicyConfig:
 
 
 def _log_path(value: str) -> str | None:
-    if not value:
-        return 'must be "-" (stdout) or a file path'
-    return "must not contain a NUL byte" if "\0" in value else None
+    if value == "-":
+        return None
+    if "\0" in value:
+        return "must not contain a NUL byte"
+    if not value.startswith("/"):
+        return 'must be "-" (stdout) or an absolute file path'
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class MetricsConfig:
 class AccessLogConfig:
     """``[access_log]``: one JSON line per request and tunnel (docs/metrics.md).
 
-    ``path`` ``"-"`` is stdout, anything else a file appended to.  ``sample_rate`` (0 to 1)
+    ``path`` ``"-"`` is stdout, else an absolute file path, appended to.  ``sample_rate`` (0 to 1)
     keeps that share of requests, chosen by request ID so that both gateways of an exchange
     keep the same ones.
     """

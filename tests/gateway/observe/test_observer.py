@@ -1,0 +1,110 @@
+"""The observer's decisions: the status an error became, bounded labels, sampling, the line,
+and that every metric it can export is documented."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from discovery.model import ServiceName
+from discovery.snapshot import Catalog
+from gateway.config.errors import ConfigInvalid
+from gateway.config.load import load_text
+from gateway.http.errors import UnknownAddress
+from gateway.http.exchange import CallContext, Request
+from gateway.http.message import Headers
+from gateway.observe.observer import AccessLog, Observer, sampled
+from gateway.observe.state_gauges import catalog_gauges, import_gauges, link_gauges
+from gateway.router.route import NoHealthySite
+from overlay.federation.import_ import ImportTable
+from tests.gateway.config.config_kit import GOOD
+
+ROOT = Path(__file__).resolve().parents[3]
+API = ServiceName("api", "default")
+
+
+def observer(tmp_path: Path, rate: float = 1.0) -> tuple[Observer, Path]:
+    log = tmp_path / "access.log"
+    obs = Observer(
+        local_site="a",
+        mesh_domain="isthmus",
+        sites=["b"],
+        known=lambda s: s == API,
+        access_log=AccessLog(str(log), rate),
+        clock=lambda: 100.0,
+    )
+    return obs, log
+
+
+def request(authority: bytes, path: bytes = b"/", headers: Headers = ()) -> Request:
+    return Request(b"GET", b"http", authority, path, headers)
+
+
+def test_errors_count_as_the_response_they_became_and_unknown_names_are_other(
+    tmp_path: Path,
+) -> None:
+    obs, log = observer(tmp_path)
+    ctx = CallContext("a", None, 110.0)
+    for i in range(50):
+        rec = obs.begin_origin(request(b"svc-%d.default.isthmus" % i), ctx)
+        obs.finish(rec, UnknownAddress("no site knows it"))
+    rec = obs.begin_origin(request(b"api.default.isthmus"), ctx)
+    rec.tried.append(("b", "link down"))
+    obs.finish(rec, NoHealthySite("every site failed"))
+    labels = ("origin", "other", "other", "none", "4xx")
+    assert obs.responses.get(labels) == 50
+    assert obs.responses.get(("origin", "other", "api.default", "none", "5xx")) == 1
+    assert obs.failovers.get(("origin", "other", "api.default", "b")) == 1
+    assert {k[2] for k in obs.requests.values} == {"other", "api.default"}
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["status"] for x in lines] == [404] * 50 + [503]
+    assert lines[0]["service"] == "svc-0.default" and lines[0]["error"] == "UnknownAddress"
+    assert lines[-1]["tried"] == [{"site": "b", "skipped": "link down"}]
+
+
+def test_no_query_and_no_credential_reaches_a_line(tmp_path: Path) -> None:
+    obs, log = observer(tmp_path)
+    headers = ((b"authorization", b"Bearer s3cr3t-1"), (b"cookie", b"sid=s3cr3t-2"))
+    rec = obs.begin_origin(
+        request(b"api.default.isthmus", b"/x?token=s3cr3t-3", headers), CallContext("a", None, 1)
+    )
+    rec.tried.append(("b", "EndpointConnectFailed: x-auth-token: s3cr3t-4"))
+    obs.finish(rec)
+    text = log.read_text()
+    assert "s3cr3t" not in text
+    assert json.loads(text)["path"] == "/x"
+
+
+def test_sampling_is_decided_by_the_request_id() -> None:
+    ids = [f"{i * 0x01000000:08x}" + "0" * 24 for i in range(256)]
+    assert all(sampled(i, 1.0) for i in ids)
+    assert not any(sampled(i, 0.0) for i in ids)
+    half = [i for i in ids if sampled(i, 0.5)]
+    assert len(half) == 128 and half == [i for i in ids if sampled(i, 0.5)]
+
+
+def test_access_log_config_is_validated_with_its_path() -> None:
+    config = load_text(GOOD, base_dir=Path("/etc/isthmus"))
+    assert not config.access_log.enabled and config.metrics.enabled
+    bad = GOOD + '\n[access_log]\nenabled = true\npath = "rel.log"\nsample_rate = 1.5\n'
+    with pytest.raises(ConfigInvalid) as info:
+        load_text(bad, base_dir=Path("/etc/isthmus"))
+    paths = {p.path for p in info.value.problems}
+    assert paths == {"access_log.path", "access_log.sample_rate"}
+
+
+def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
+    obs, _ = observer(tmp_path)
+    names = {f.name for f in obs.registry._families}
+    status = {"b": {"up": True, "ping_rtt_s": 0.001, "links_established": 1}}
+    names |= {g.name for g in link_gauges(status)}
+    names |= {g.name for g in import_gauges(ImportTable(grace=1.0), 0.0)}
+    names |= {g.name for g in catalog_gauges(Catalog(), 0.0)}
+    names.add("isthmus_svid_expiry_seconds")  # identity_gauges needs a real SVID
+    assert len(names) == 19
+    doc = (ROOT / "docs" / "metrics.md").read_text("utf-8")
+    documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
+    assert names <= documented, names - documented
