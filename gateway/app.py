@@ -38,7 +38,8 @@ from gateway.listener.h1 import h1_limits
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
-from gateway.observe.observer import AccessLog, Observer
+from gateway.observe.access_log import AccessLog
+from gateway.observe.observer import Observer
 from gateway.observe.state_gauges import (
     catalog_gauges,
     identity_gauges,
@@ -244,6 +245,8 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
             )
         )
     await nursery.start(gw.pool.serve)
+    if gw.observer is not None and gw.observer.access_log is not None:
+        await nursery.start(gw.observer.access_log.serve)
 
 
 async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:

@@ -15,10 +15,8 @@ Label values are bounded: ``service`` is a service some site knows (``known``) o
 from __future__ import annotations
 
 import contextvars
-import sys
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import IO
 
 import trio
 
@@ -29,7 +27,8 @@ from gateway.http.exchange import Body, CallContext, EmptyBody, Request, Respons
 from gateway.http.message import Headers
 from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
 from gateway.http.rescue import Answer, rescue
-from gateway.observe.metrics import OTHER, Registry
+from gateway.observe.access_log import AccessLog
+from gateway.observe.metrics import OTHER, GaugeFamily, Registry
 from gateway.observe.record import ExchangeRecord, access_line, status_class
 from gateway.observe.request_id import is_request_id, new_request_id, request_id_for
 from overlay.address import AddressError, parse_authority_cached
@@ -52,31 +51,6 @@ def sampled(request_id: str, rate: float) -> bool:
         return int(request_id[:8], 16) < rate * 0x1_0000_0000
     except ValueError:
         return True
-
-
-class AccessLog:
-    """JSON lines to stdout (``path = "-"``) or a file (appended, one write per line)."""
-
-    def __init__(self, path: str, sample_rate: float) -> None:
-        self.sample_rate = sample_rate
-        self._owned = path != "-"
-        self._out: IO[str] = (
-            open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 -- lives with the gateway
-            if self._owned
-            else sys.stdout
-        )
-
-    def write(self, line: str) -> None:
-        try:
-            self._out.write(line + "\n")
-            if not self._owned:
-                self._out.flush()
-        except (OSError, ValueError):
-            pass  # a full disk must not fail requests; the metrics still count them
-
-    def close(self) -> None:
-        if self._owned:
-            self._out.close()
 
 
 def _service_of(authority: str, mesh_domain: str) -> str:
@@ -230,6 +204,8 @@ class Observer:
             "Time from the request's arrival to the end of the exchange.",
             labels,
         )
+        if access_log is not None:
+            r.collector(lambda: _access_log_gauges(access_log))
         self.failovers = r.counter(
             "isthmus_failovers_total",
             "Sites skipped while routing a request, by the site that was skipped.",
@@ -397,3 +373,22 @@ def _caller_id(raw: bytes | None) -> str | None:
         return str(SpiffeId.parse(raw.decode("ascii")))
     except (UnicodeDecodeError, SpiffeIdError):
         return None
+
+
+def _access_log_gauges(log: AccessLog) -> list[GaugeFamily]:
+    return [
+        GaugeFamily(
+            "isthmus_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind (never waited for).",
+            (),
+            (((), float(log.dropped)),),
+            kind="counter",
+        ),
+        GaugeFamily(
+            "isthmus_access_log_write_errors_total",
+            "Access-log lines lost to write errors (a full disk...).",
+            (),
+            (((), float(log.write_errors)),),
+            kind="counter",
+        ),
+    ]

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import trio
 
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
@@ -16,7 +17,8 @@ from gateway.config.load import load_text
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import CallContext, Request
 from gateway.http.message import Headers
-from gateway.observe.observer import AccessLog, Observer, sampled
+from gateway.observe.access_log import AccessLog
+from gateway.observe.observer import Observer, sampled
 from gateway.observe.state_gauges import catalog_gauges, import_gauges, link_gauges
 from gateway.router.route import NoHealthySite
 from overlay.federation.import_ import ImportTable
@@ -26,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[3]
 API = ServiceName("api", "default")
 
 
-def observer(tmp_path: Path, rate: float = 1.0) -> tuple[Observer, Path]:
-    log = tmp_path / "access.log"
+def observer(rate: float = 1.0, max_buffer_bytes: int = 1 << 20) -> tuple[Observer, AccessLog]:
+    log = AccessLog("-", rate, max_buffer_bytes=max_buffer_bytes)
     obs = Observer(
         local_site="a",
         mesh_domain="isthmus",
         sites=["b"],
         known=lambda s: s == API,
-        access_log=AccessLog(str(log), rate),
+        access_log=log,
         clock=lambda: 100.0,
     )
     return obs, log
@@ -46,7 +48,7 @@ def request(authority: bytes, path: bytes = b"/", headers: Headers = ()) -> Requ
 def test_errors_count_as_the_response_they_became_and_unknown_names_are_other(
     tmp_path: Path,
 ) -> None:
-    obs, log = observer(tmp_path)
+    obs, log = observer()
     ctx = CallContext("a", None, 110.0)
     for i in range(50):
         rec = obs.begin_origin(request(b"svc-%d.default.isthmus" % i), ctx)
@@ -59,21 +61,21 @@ def test_errors_count_as_the_response_they_became_and_unknown_names_are_other(
     assert obs.responses.get(("origin", "other", "api.default", "none", "5xx")) == 1
     assert obs.failovers.get(("origin", "other", "api.default", "b")) == 1
     assert {k[2] for k in obs.requests.values} == {"other", "api.default"}
-    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    lines = [json.loads(x) for x in log.drain()]
     assert [x["status"] for x in lines] == [404] * 50 + [503]
     assert lines[0]["service"] == "svc-0.default" and lines[0]["error"] == "UnknownAddress"
     assert lines[-1]["tried"] == [{"site": "b", "skipped": "link down"}]
 
 
 def test_no_query_and_no_credential_reaches_a_line(tmp_path: Path) -> None:
-    obs, log = observer(tmp_path)
+    obs, log = observer()
     headers = ((b"authorization", b"Bearer s3cr3t-1"), (b"cookie", b"sid=s3cr3t-2"))
     rec = obs.begin_origin(
         request(b"api.default.isthmus", b"/x?token=s3cr3t-3", headers), CallContext("a", None, 1)
     )
     rec.tried.append(("b", "EndpointConnectFailed: x-auth-token: s3cr3t-4"))
     obs.finish(rec)
-    text = log.read_text()
+    [text] = log.drain()
     assert "s3cr3t" not in text
     assert json.loads(text)["path"] == "/x"
 
@@ -97,14 +99,37 @@ def test_access_log_config_is_validated_with_its_path() -> None:
 
 
 def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
-    obs, _ = observer(tmp_path)
-    names = {f.name for f in obs.registry._families}
+    obs, _ = observer()
+    names = set(re.findall(r"^# TYPE (\S+) ", obs.registry.render(), re.MULTILINE))
     status = {"b": {"up": True, "ping_rtt_s": 0.001, "links_established": 1}}
     names |= {g.name for g in link_gauges(status)}
     names |= {g.name for g in import_gauges(ImportTable(grace=1.0), 0.0)}
     names |= {g.name for g in catalog_gauges(Catalog(), 0.0)}
     names.add("isthmus_svid_expiry_seconds")  # identity_gauges needs a real SVID
-    assert len(names) == 19
+    assert len(names) == 21
     doc = (ROOT / "docs" / "metrics.md").read_text("utf-8")
     documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
     assert names <= documented, names - documented
+
+
+def test_a_writer_that_falls_behind_costs_lines_never_a_wait() -> None:
+    obs, log = observer(max_buffer_bytes=4096)
+    ctx = CallContext("a", None, 110.0)
+    for _ in range(100):
+        obs.finish(obs.begin_origin(request(b"api.default.isthmus"), ctx))
+    kept = log.drain()
+    assert 0 < len(kept) < 100 and log.dropped == 100 - len(kept)
+    assert sum(len(x) + 1 for x in kept) <= 4096
+    text = obs.registry.render()
+    assert f"isthmus_access_log_dropped_total {log.dropped}" in text
+
+
+async def test_queued_lines_are_written_in_batches_and_on_shutdown(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), 1.0, flush_interval_s=3600.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.serve)
+        log.write('{"n":1}')
+        log.write('{"n":2}')
+        nursery.cancel_scope.cancel()  # shutdown: what queued is written
+    assert path.read_text().splitlines() == ['{"n":1}', '{"n":2}']

@@ -1,0 +1,95 @@
+"""The access log's sink: lines queue in memory (bounded) and a task writes them in batches.
+
+Why not write on the data path: stdout is often a pipe to a log collector, and a collector
+that stops reading would block a ``write`` -- and with it every request of the gateway.  Here
+the data path only appends a line to a list (:meth:`AccessLog.write`); :meth:`AccessLog.serve`
+writes what queued every ``flush_interval_s`` in a worker thread.  When the writer falls
+behind by more than ``max_buffer_bytes``, new lines are dropped and counted
+(``isthmus_access_log_dropped_total``), never waited for.  On shutdown what queued is written
+(bounded by ``close_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import trio
+
+__all__ = ["AccessLog"]
+
+FLUSH_INTERVAL_S = 0.1
+MAX_BUFFER_BYTES = 4 * 1024 * 1024
+CLOSE_TIMEOUT_S = 2.0
+
+
+def _write(out: IO[str], text: str) -> None:
+    out.write(text)
+    out.flush()
+
+
+class AccessLog:
+    """JSON lines to stdout (``path = "-"``) or a file (appended)."""
+
+    def __init__(
+        self,
+        path: str,
+        sample_rate: float,
+        *,
+        max_buffer_bytes: int = MAX_BUFFER_BYTES,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
+    ) -> None:
+        self.path = path
+        self.sample_rate = sample_rate
+        self.max_buffer_bytes = max_buffer_bytes
+        self.flush_interval_s = flush_interval_s
+        self.close_timeout_s = close_timeout_s
+        self.dropped = 0
+        self.write_errors = 0
+        self._lines: list[str] = []
+        self._size = 0
+
+    def write(self, line: str) -> None:
+        """Queue one line (the data path's whole cost); dropped when the queue is full."""
+        size = len(line) + 1
+        if self._size + size > self.max_buffer_bytes:
+            self.dropped += 1
+            return
+        self._lines.append(line)
+        self._size += size
+
+    def drain(self) -> list[str]:
+        """Take every queued line (the writer task; tests)."""
+        lines, self._lines, self._size = self._lines, [], 0
+        return lines
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued lines until cancelled, then what is left (bounded)."""
+        owned = self.path != "-"
+        out: IO[str] = (
+            open(self.path, "a", encoding="utf-8")  # noqa: SIM115,ASYNC230 -- opened once
+            if owned
+            else sys.stdout
+        )
+        try:
+            task_status.started()
+            while True:
+                await trio.sleep(self.flush_interval_s)
+                await self._flush(out)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
+                await self._flush(out)
+            if owned:
+                out.close()
+
+    async def _flush(self, out: IO[str]) -> None:
+        lines = self.drain()
+        if not lines:
+            return
+        text = "\n".join(lines) + "\n"
+        try:
+            # A stuck pipe blocks the thread, not the gateway; abandoned on shutdown.
+            await trio.to_thread.run_sync(_write, out, text, abandon_on_cancel=True)
+        except (OSError, ValueError):
+            self.write_errors += len(lines)  # a full disk must not fail requests
