@@ -22,6 +22,7 @@ from gateway.config.model import LimitsConfig, ListenerConfig
 from gateway.listener.caller_stream import CallerStream
 from gateway.listener.sni_peek import read_client_hello
 from gateway.listener.tcp import call_context, serve_tcp
+from gateway.observe.observer import LISTENER
 from gateway.relay import relay_l4
 from gateway.router.route import Router
 
@@ -55,6 +56,7 @@ async def serve_sni_listener(
     """Run an ``sni`` listener until cancelled; ``started`` gets the bound port."""
 
     async def on_connection(tcp: CallerStream) -> None:
+        LISTENER.set(config.name)  # labels this connection's tunnel (metrics, access log)
         await serve_sni_connection(tcp, router, limits=limits, local_site=local_site)
 
     await serve_tcp(
