@@ -22,8 +22,10 @@ nursery that ``serve()`` owns:
 * liveness (optional): the pure core in ``liveness.py`` decides PING times and the deadline.
 
 Plus one handler task per accepted stream (server role).  Flow control: a stream's receive
-buffer only shrinks when its consumer reads, and only then is the data acknowledged to h2 (which
-emits WINDOW_UPDATE), so peers never have more than a window of unconsumed data here.  Senders
+buffer only shrinks when its consumer reads, and only then is its *stream* window credited, so
+a peer never has more than a stream window of unconsumed data in one stream here; the
+*connection* window is credited as data arrives into a stream's buffer (``credit.py``), so a
+stream whose consumer stalls never stalls the others.  Senders
 wait for the peer's window *and* for outbound room.
 
 Roles are clean: HTTP/2 streams are opened by the client only.  The dialing side is the client

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import h2.events
 
 from foundation.errors import H2_PROTOCOL_ERROR
+from overlay.h2.credit import credit_connection, credit_stream
 from overlay.h2.setup import MalformedHeaderBlock, OversizedHeaders
 from overlay.h2.stream import HeaderList
 
@@ -31,13 +32,14 @@ def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> No
     if isinstance(event, h2.events.DataReceived):
         data = event.data or b""
         padding = event.flow_controlled_length - len(data)
+        # Off the wire into the stream's bounded buffer (or dropped): the connection window is
+        # credited now, whatever the stream's consumer does (``overlay.h2.credit``).
+        credit_connection(conn._h2, event.flow_controlled_length)
         stream = streams.get(event.stream_id)
         if stream is None:
-            # Not (or no longer) ours: hand the window straight back.
-            conn._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            return
+            return  # not (or no longer) ours: its stream window no longer matters
         if padding:
-            conn._h2.acknowledge_received_data(padding, event.stream_id)
+            credit_stream(conn._h2, event.stream_id, padding)
         if not data and event.stream_ended is None:
             conn._note_control_frame(now)  # empty DATA frames carry nothing but cost work
         stream._on_data(data)

@@ -51,8 +51,10 @@ class H2Limits:
 
     * ``max_concurrent_streams``: advertised in SETTINGS; a new stream above it is refused
       with REFUSED_STREAM (retryable), so one peer cannot pin unbounded handler tasks.
-    * ``stream_window`` / ``connection_window``: our receive windows.  Data is acknowledged
-      only when the consumer takes it, so the window *is* the per-stream receive buffer bound.
+    * ``stream_window`` / ``connection_window``: our receive windows.  A stream's window is
+      credited only when its consumer takes the data, so it *is* that stream's receive buffer
+      bound; the connection window is credited on receipt (``credit.py``) and bounds only
+      bytes in flight, so streams whose consumers stall never stall their neighbours.
     * ``max_header_list_size``: decoded header list bound, advertised in SETTINGS; a request
       over it gets 431 (see the module docstring for the bounds derived from it).
     * ``max_continuation_frames``: CONTINUATION frames per header block (CONTINUATION flood).

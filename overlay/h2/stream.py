@@ -10,8 +10,9 @@ The connection (``overlay.h2.connection.H2Connection``) owns the h2 state machin
 transport; this object owns one stream's *buffers and waiting*.  The connection delivers what
 arrives (``_on_headers``, ``_on_data``, ``_on_trailers``, ``_on_eof``, ``_on_reset``,
 ``_on_gone``); the consumer takes it (``receive_some``) and only then is the data acknowledged
-to the peer (``StreamOwner.stream_acknowledge``), which is what opens the peer's flow-control
-window again.  The peer may therefore never have more than one stream window of unconsumed
+to the peer (``StreamOwner.stream_acknowledge``), which is what opens the peer's *stream*
+flow-control window again (the connection window was credited on arrival, so a stalled
+consumer stalls only its own stream).  The peer may therefore never have more than one stream window of unconsumed
 data here: the receive buffer is bounded by the window we advertised, and a slow reader slows
 its writer.  Sending goes through the connection, which waits for the peer's window and for
 room in its bounded outbound buffer.

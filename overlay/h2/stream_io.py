@@ -1,7 +1,8 @@
 """The stream-facing half of ``H2Connection``: opening streams and moving their bytes.
 
 Why apart: this is the flow-control policy -- a sender waits for the peer's window *and* for
-room in the bounded outbound buffer; data is acknowledged only when a consumer took it -- kept
+room in the bounded outbound buffer; a stream's window is credited only when its consumer took
+the data (the connection window on receipt: ``overlay.h2.credit``) -- kept
 in one short file.  ``H2Connection`` (h2_connection.py) inherits it and owns the lifetime,
 the tasks and the closing; the attributes below are set in its ``__init__``.
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import h2.exceptions
 import trio
 
+from overlay.h2.credit import credit_stream
 from overlay.h2.data import send_data_frame
 from overlay.h2.fields import HeaderBlockError, check_block
 from overlay.h2.limits import H2Limits
@@ -210,8 +212,10 @@ class H2StreamIO:
         self._forget(stream)
 
     def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
+        # The stream's window only: the connection window was credited when the bytes
+        # arrived (``overlay.h2.credit``), so a consumer that stalls stalls only its stream.
         if nbytes and not self._closing:
-            self._h2.acknowledge_received_data(nbytes, stream.stream_id)
+            credit_stream(self._h2, stream.stream_id, nbytes)
             self._pump()
 
     async def stream_wait_writable(self, stream: H2Stream) -> None:
