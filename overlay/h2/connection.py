@@ -310,8 +310,11 @@ class H2Connection(H2StreamIO):
     def _stream_was_reset(
         self, stream: H2Stream, error_code: int, remote: bool, now: float
     ) -> None:
-        if not self.client_side and not stream.local_ended:
-            self._note_premature_reset(now)  # Rapid Reset / MadeYouReset accounting
+        # Rapid Reset / MadeYouReset accounting; on a link only what the peer gateway itself
+        # got wrong (a stream we reset because of it), not the resets it forwards.
+        counted = self.limits.count_peer_resets or not remote
+        if not self.client_side and not stream.local_ended and counted:
+            self._note_premature_reset(now)
         stream._on_reset(error_code, remote=remote)
         if (scope := self._handler_scopes.get(stream.stream_id)) is not None:
             scope.cancel()

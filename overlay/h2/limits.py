@@ -65,6 +65,12 @@ class H2Limits:
     * ``read_size``: bytes asked of the transport per read (larger reads are cheaper in trio).
     * ``flood_window`` with ``max_premature_resets`` / ``max_control_frames``: abuse budgets.
     * ``close_timeout``: how long a closing connection may spend flushing its GOAWAY.
+    * ``count_peer_resets``: whether a stream the peer resets before we finished it counts
+      against ``max_premature_resets`` (Rapid Reset).  On towards callers.  Off on links: the
+      origin gateway forwards its callers' resets as normal traffic and enforces each caller's
+      budget on that caller's own connection, so a reset on a link is not the peer gateway's
+      abuse; what the peer gateway itself does wrong (streams over our limit, malformed or
+      oversize header blocks) still counts.
     * ``enable_connect_protocol``: a server-role connection advertises
       SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441): the peer may open extended CONNECT
       streams (``:protocol websocket``).  On for links, off towards callers and endpoints.
@@ -83,6 +89,7 @@ class H2Limits:
     max_control_frames: int = 1000
     close_timeout: float = 1.0
     enable_connect_protocol: bool = False
+    count_peer_resets: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrent_streams < 2**31:

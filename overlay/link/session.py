@@ -106,8 +106,12 @@ class LinkSession:
         self.dialed = dialed
         self._handler = handler
         # Every link carries WebSocket as RFC 8441 extended CONNECT: both server-role
-        # connections (outer on the acceptor, reversed on the dialer) advertise it.
-        limits = replace(limits or H2Limits(), enable_connect_protocol=True)
+        # connections (outer on the acceptor, reversed on the dialer) advertise it.  A reset
+        # the peer forwards for one of its callers is normal traffic, never the peer's abuse:
+        # the origin gateway holds each caller to its own reset budget.
+        limits = replace(
+            limits or H2Limits(), enable_connect_protocol=True, count_peer_resets=False
+        )
         self._limits = limits
         self._setup_timeout = setup_timeout
         self._reverse_seen = False
