@@ -91,7 +91,7 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
         backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s, floor_s=p.backoff_floor_s),
         startup_grace=p.startup_grace_s,
         h2_limits=H2Limits(
-            max_concurrent_streams=lim.h2_max_concurrent_streams,
+            max_concurrent_streams=lim.link_max_concurrent_streams,
             stream_window=lim.link_stream_window,
             connection_window=lim.link_connection_window,
             max_header_list_size=lim.h2_max_header_list_bytes,

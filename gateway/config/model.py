@@ -308,6 +308,10 @@ class LimitsConfig:
         default=8 * 1024 * 1024, metadata={"min": 65535, "max": 2**31 - 1}
     )
     link_max_frame_size: int = field(default=64 * 1024, metadata={"min": 16384, "max": 16777215})
+    # Stream slots of one link: a link carries a whole site's cross-site traffic (every
+    # caller's requests and tunnels), so it has far more slots than one caller's connection.
+    # Each holds at most ``link_stream_window`` of buffered data.
+    link_max_concurrent_streams: int = field(default=1000, metadata={"min": 1, "max": 2**31 - 1})
     link_outbound_buffer: int = field(default=1024 * 1024, metadata={"min": 16384})
 
 

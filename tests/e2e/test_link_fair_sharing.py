@@ -1,0 +1,130 @@
+"""One caller must not stall a site's cross-site traffic: three attacks on a link, real
+gateway processes (east and west), a real endpoint at west.
+
+While one caller (its own loopback address) holds 100 idle ``CONNECT`` tunnels, leaves 12
+large responses unread, or floods rapid resets through its gateway, another caller's requests
+to the same remote service must succeed (at least 99 %), and the flood must never close the
+link.  Nothing is asserted about time: every wait has a hang guard of several route timeouts,
+and the victim's p99 latency is printed (``pytest -s``) for the README's figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
+from tests.e2e.link_fair_load import (
+    ENDPOINT_PORT,
+    endpoint,
+    idle_tunnel,
+    reset_flood,
+    unread_response,
+    victim_load,
+)
+
+HTTP_PORT = 15080
+SERVICE = b"slowsvc.default.isthmus"
+ROUTE_TIMEOUT_S = 15.0  # the default the gateways run with
+HANG_GUARD_S = 10 * ROUTE_TIMEOUT_S
+VICTIM_REQUESTS = 200
+
+
+@asynccontextmanager
+async def _two_sites(tmp_path: Path) -> AsyncIterator[tuple[Overlay, str]]:
+    """east and west with defaults; west serves ``slowsvc`` from the test's endpoint."""
+    topology = make_topology(["east", "west"])
+    west_addr = str(next(s for s in topology.sites if s.name == "west").address)
+
+    def patch(site: str, text: str) -> str:
+        if site != "west":
+            return text
+        return text + (
+            f'\n[[sources]]\nkind = "static"\nname = "slowsvc"\n[[sources.endpoints]]\n'
+            f'service = "slowsvc"\naddress = "{west_addr}"\nport = {ENDPOINT_PORT}\n'
+            f'protocol = "http1"\n'
+        )
+
+    listeners = await trio.open_tcp_listeners(ENDPOINT_PORT, host=west_addr)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, endpoint, listeners)
+        async with open_overlay(tmp_path, topology, patch=patch) as ov:
+            await ov.wait("east", "/routes", lambda d: routes_of(d, SERVICE.decode()))
+            yield ov, str(ov.built["east"].site.address)
+        nursery.cancel_scope.cancel()
+
+
+def _callers(east: str) -> tuple[str, str]:
+    """Two loopback source addresses in east's block: the attacker's and the victim's."""
+    prefix = east.rsplit(".", 1)[0]
+    return f"{prefix}.7", f"{prefix}.8"
+
+
+async def _victim(east: str, victim: str) -> tuple[int, int, float]:
+    outcome = await victim_load(
+        east, HTTP_PORT, SERVICE, victim, total=VICTIM_REQUESTS, concurrency=10
+    )
+    print(f"victim: {outcome.ok}/{len(outcome.statuses)} ok, p99 {outcome.p99():.3f} s")
+    return outcome.ok, len(outcome.statuses), outcome.p99()
+
+
+async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -> None:
+    async with _two_sites(tmp_path) as (ov, east):
+        attacker, victim = _callers(east)
+        held: list[trio.SocketStream] = []
+        statuses: list[int] = []
+
+        async def tunnel() -> None:
+            statuses.append(await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held))
+
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(tunnel)
+            assert len(statuses) == 100 and set(statuses) <= {200, 503}, statuses
+            ok, done, _p99 = await _victim(east, victim)
+        for stream in held:
+            await stream.aclose()
+    assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
+
+
+async def test_responses_one_caller_does_not_read_do_not_stall_the_link(
+    tmp_path: Path,
+) -> None:
+    async with _two_sites(tmp_path) as (ov, east):
+        attacker, victim = _callers(east)
+        held: list[trio.SocketStream] = []
+        with trio.fail_after(HANG_GUARD_S):
+            for _ in range(12):
+                await unread_response(east, HTTP_PORT, SERVICE, attacker, held)
+            await trio.sleep(3)  # the unread responses fill every buffer on their way
+            ok, done, _p99 = await _victim(east, victim)
+        for stream in held:
+            await stream.aclose()
+    assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
+
+
+async def test_a_reset_flood_through_the_origin_never_closes_the_link(tmp_path: Path) -> None:
+    async with _two_sites(tmp_path) as (ov, east):
+        _attacker, victim = _callers(east)
+        before = {s: (await ov.get(s, "/links")) for s in ("east", "west")}
+        sent: list[int] = []
+
+        async def flooder() -> None:
+            sent.append(await reset_flood(east, HTTP_PORT, SERVICE.decode(), resets=150))
+
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):  # 600 resets, each connection under its own budget
+                    nursery.start_soon(flooder)
+                result = await _victim(east, victim)
+        after = {s: (await ov.get(s, "/links")) for s in ("east", "west")}
+    assert sum(sent) == 600
+    for site, peer in (("east", "west"), ("west", "east")):
+        assert after[site][peer]["links_established"] == before[site][peer]["links_established"]
+        assert after[site][peer]["up"]
+    ok, done, _p99 = result
+    assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
