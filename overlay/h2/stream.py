@@ -12,10 +12,10 @@ arrives (``_on_headers``, ``_on_data``, ``_on_trailers``, ``_on_eof``, ``_on_res
 ``_on_gone``); the consumer takes it (``receive_some``) and only then is the data acknowledged
 to the peer (``StreamOwner.stream_acknowledge``), which is what opens the peer's *stream*
 flow-control window again (the connection window was credited on arrival, so a stalled
-consumer stalls only its own stream).  The peer may therefore never have more than one stream window of unconsumed
-data here: the receive buffer is bounded by the window we advertised, and a slow reader slows
-its writer.  Sending goes through the connection, which waits for the peer's window and for
-room in its bounded outbound buffer.
+consumer stalls only its own stream).  The peer may therefore never have more than one
+stream window of unconsumed data here: the receive buffer is bounded by the window we
+advertised, and a slow reader slows its writer.  Sending goes through the connection, which
+waits for the peer's window and for room in its bounded outbound buffer.
 
 States, per direction: receiving is open until EOF (END_STREAM) or reset; sending is open until
 ``send_eof()``/trailers or reset.  ``aclose()`` ends both: if either direction is still open the

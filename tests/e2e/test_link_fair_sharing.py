@@ -72,7 +72,7 @@ async def _victim(east: str, victim: str) -> tuple[int, int, float]:
 
 
 async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -> None:
-    async with _two_sites(tmp_path) as (ov, east):
+    async with _two_sites(tmp_path) as (_ov, east):
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
         statuses: list[int] = []
@@ -94,7 +94,7 @@ async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -
 async def test_responses_one_caller_does_not_read_do_not_stall_the_link(
     tmp_path: Path,
 ) -> None:
-    async with _two_sites(tmp_path) as (ov, east):
+    async with _two_sites(tmp_path) as (_ov, east):
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
         with trio.fail_after(HANG_GUARD_S):
@@ -122,6 +122,11 @@ async def test_a_reset_flood_through_the_origin_never_closes_the_link(tmp_path: 
                     nursery.start_soon(flooder)
                 result = await _victim(east, victim)
         after = {s: (await ov.get(s, "/links")) for s in ("east", "west")}
+        await trio.sleep(1)  # let the gateways' last log lines reach their files
+        # Each side logs every link that goes down ("link to/from <peer> is down: ...");
+        # the other link of the pair would hide one going down from ``/links``.
+        downs = {s: [ln for ln in ov.log(s).splitlines() if " is down" in ln] for s in after}
+    assert downs == {"east": [], "west": []}, downs
     assert sum(sent) == 600
     for site, peer in (("east", "west"), ("west", "east")):
         assert after[site][peer]["links_established"] == before[site][peer]["links_established"]

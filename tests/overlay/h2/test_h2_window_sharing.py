@@ -35,20 +35,19 @@ async def test_stalled_streams_do_not_stall_their_neighbours(
         await stream.send_response([(":status", "200")], b"%d" % len(body))
 
     stall = [(n, b"/stall" if n == ":path" else v) for n, v in POST]
-    async with h2_pair(handler, limits=limits) as (client, server):
-        async with trio.open_nursery() as nursery:
-            for _ in range(STALLED):
-                s = await client.open_stream(stall)
-                nursery.start_soon(s.send_all, b"s" * WINDOW)
-            await trio.sleep(1)  # every stalled stream has sent what its window allows
-            with trio.fail_after(30):  # hang guard (virtual time): stuck without the fix
-                neighbour = await client.open_stream(POST)
-                await neighbour.send_all(b"n" * (1024 * 1024))
-                await neighbour.send_eof()
-                assert (b":status", b"200") in await neighbour.response_headers()
-                assert await read_all(neighbour) == b"%d" % (1024 * 1024)
-            assert len(stalled) == STALLED
-            for s in stalled:
-                buffered = s.statistics().buffered
-                assert 0 < buffered <= WINDOW  # the stream window still bounds each buffer
-            nursery.cancel_scope.cancel()
+    async with h2_pair(handler, limits=limits) as (client, _server), trio.open_nursery() as nursery:
+        for _ in range(STALLED):
+            s = await client.open_stream(stall)
+            nursery.start_soon(s.send_all, b"s" * WINDOW)
+        await trio.sleep(1)  # every stalled stream has sent what its window allows
+        with trio.fail_after(30):  # hang guard (virtual time): stuck without the fix
+            neighbour = await client.open_stream(POST)
+            await neighbour.send_all(b"n" * (1024 * 1024))
+            await neighbour.send_eof()
+            assert (b":status", b"200") in await neighbour.response_headers()
+            assert await read_all(neighbour) == b"%d" % (1024 * 1024)
+        assert len(stalled) == STALLED
+        for s in stalled:
+            buffered = s.statistics().buffered
+            assert 0 < buffered <= WINDOW  # the stream window still bounds each buffer
+        nursery.cancel_scope.cancel()
