@@ -28,6 +28,7 @@ from discovery.watch import Watch
 from gateway.admin.health import healthz_view
 from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
+from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
@@ -216,6 +217,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         known=known_services(catalog, peering.imports),
         peer_sites=[p.name for p in config.peers],
         observer=observer,
+        caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
     )
     return Gateway(config, identity, catalog, peering, pool, router, observer)
 

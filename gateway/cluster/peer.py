@@ -42,6 +42,7 @@ import trio
 from discovery.model import ServiceName
 from foundation.errors import H2_NO_ERROR, first_leaf
 from gateway.cluster.errors import SiteDidNoWork
+from gateway.cluster.fair_share import CallerShares, SlotStream, caller_key
 from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import (
     READ_SIZE,
@@ -314,9 +315,11 @@ class PeerCluster:
 
     ``address`` and ``port`` are the route being walked: the peer's cluster picks its own
     endpoints, so it is told the L7 address (a ``CONNECT`` needs a port too), not a service.
+    ``shares``: the callers' shares of this peer's link slots; each stream holds one of its
+    caller's for as long as it lives (None: unbounded).
     """
 
-    __slots__ = ("address", "clock", "conn", "local_site", "port")
+    __slots__ = ("address", "clock", "conn", "local_site", "port", "shares")
 
     def __init__(
         self,
@@ -326,12 +329,19 @@ class PeerCluster:
         port: int | None,
         local_site: str,
         clock: Callable[[], float] = trio.current_time,
+        shares: CallerShares | None = None,
     ) -> None:
         self.conn = conn
         self.address = address
         self.port = port
         self.local_site = local_site
         self.clock = clock
+        self.shares = shares
+
+    async def _hold(self, ctx: CallContext) -> Callable[[], None]:
+        if self.shares is None:
+            return _nothing
+        return await self.shares.hold(caller_key(ctx))
 
     async def forward(
         self,
@@ -342,19 +352,45 @@ class PeerCluster:
         *,
         service: ServiceName,
     ) -> None:
-        await forward_over_link(
-            self.conn, request, body, writer, ctx, local_site=self.local_site, clock=self.clock
-        )
+        release = await self._hold(ctx)
+        try:
+            await forward_over_link(
+                self.conn, request, body, writer, ctx, local_site=self.local_site, clock=self.clock
+            )
+        finally:
+            release()
 
-    async def open_l4(self, ctx: CallContext, *, service: ServiceName) -> H2Stream:
+    async def open_l4(
+        self, ctx: CallContext, *, service: ServiceName
+    ) -> trio.abc.HalfCloseableStream:
         target = b"%s:%d" % (str(self.address).encode(), self.port or DEFAULT_L4_PORT)
-        return await open_connect_tunnel(
-            self.conn, target, ctx, local_site=self.local_site, clock=self.clock
-        )
+        release = await self._hold(ctx)
+        try:
+            stream = await open_connect_tunnel(
+                self.conn, target, ctx, local_site=self.local_site, clock=self.clock
+            )
+        except BaseException:
+            release()
+            raise
+        return stream if self.shares is None else SlotStream(stream, release)
 
     async def open_websocket(
         self, request: Request, ctx: CallContext, *, service: ServiceName
     ) -> UpgradeResult:
-        return await open_websocket_tunnel(
-            self.conn, request, ctx, local_site=self.local_site, clock=self.clock
+        release = await self._hold(ctx)
+        try:
+            result = await open_websocket_tunnel(
+                self.conn, request, ctx, local_site=self.local_site, clock=self.clock
+            )
+        except BaseException:
+            release()
+            raise
+        if self.shares is None:
+            return result
+        return UpgradeResult(
+            result.response, SlotStream(result.stream, release), result.relay_refusal
         )
+
+
+def _nothing() -> None:
+    return None

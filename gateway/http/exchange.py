@@ -126,7 +126,10 @@ class CallContext:
     time to the response *head*; once it went out, ``idle_timeout`` bounds the time with no
     byte moving either way (None: no bound) and ``max_deadline`` the whole exchange (see
     :mod:`gateway.http.exchange_timer`).  ``from_peer`` is the site of the peer gateway
-    that handed us the request (None when the caller is local).
+    that handed us the request (None when the caller is local).  ``caller_address`` is the
+    address a local caller connected from (None for a request from a peer): with
+    ``caller_id`` it says who holds a share of a peer's link slots
+    (:mod:`gateway.cluster.fair_share`).
     """
 
     caller_site: str
@@ -138,6 +141,7 @@ class CallContext:
     #: Joins the access lines of every gateway the request crosses (see
     #: :mod:`gateway.observe.request_id`); "" when nothing observes the exchange.
     request_id: str = ""
+    caller_address: str | None = None
 
 
 class Body(Protocol):

@@ -21,6 +21,7 @@ abortively when the kernel still holds data for the caller.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import logging
 import socket
@@ -39,6 +40,13 @@ from overlay.link.socket_opts import tune_relay_socket
 log = logging.getLogger("isthmus.listener")
 
 ConnectionHandler = Callable[[CallerStream], Awaitable[None]]
+
+#: The address of the downstream connection the current task serves: set for each accepted
+#: connection, inherited by every task it starts, read by :func:`call_context` (a caller's
+#: fair share of a peer's link slots is keyed on it when it has no SPIFFE ID).
+DOWNSTREAM_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "isthmus_downstream_address", default=None
+)
 
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_SLEEP_S = 0.1
@@ -71,6 +79,8 @@ def _refuse(stream: trio.SocketStream) -> None:
 
 
 async def _run(handler: ConnectionHandler, stream: CallerStream, cap: ConnectionCap) -> None:
+    with contextlib.suppress(OSError):  # (a socket the caller already reset has no peer)
+        DOWNSTREAM_ADDRESS.set(str(stream.socket.getpeername()[0]))
     try:
         await handler(stream)
     except* Exception:  # a bug must cost this connection, never the listener
@@ -143,7 +153,12 @@ def call_context(
     response head, then the stream limits (:mod:`gateway.http.exchange_timer`)."""
     now = trio.current_time()
     return with_stream_limits(
-        CallContext(local_site, caller_id, now + limits.route_timeout_s),
+        CallContext(
+            local_site,
+            caller_id,
+            now + limits.route_timeout_s,
+            caller_address=DOWNSTREAM_ADDRESS.get(),
+        ),
         now=now,
         idle_timeout=limits.stream_idle_timeout_s,
         max_duration=limits.max_stream_duration_s,

@@ -44,6 +44,7 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
 from gateway.cluster.errors import SiteDidNoWork
+from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
@@ -191,6 +192,7 @@ class Router:
         known: Callable[[ServiceName], bool] | None = None,
         peer_sites: Collection[str] | None = None,
         observer: Observer | None = None,
+        caller_shares: SiteShares | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -199,7 +201,8 @@ class Router:
         ``outbound(site)`` is ``Peering.outbound``; ``routes`` is ``Peering.routes``.
         ``peer_sites``: the configured peers' names; an address pinned to any other site
         (not this one) is a 404.  None skips that check (tests of other parts).
-        ``observer``: metrics and access log of each request (None: not observed)."""
+        ``observer``: metrics and access log of each request (None: not observed).
+        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -210,6 +213,7 @@ class Router:
         self.known = known if known is not None else local.has_endpoints
         self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
         self.observer = observer
+        self.caller_shares = caller_shares
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -255,8 +259,14 @@ class Router:
         conn = self.outbound(site)
         if conn is None:
             return None
+        shares = None if self.caller_shares is None else self.caller_shares.for_site(site)
         return PeerCluster(
-            conn, address=address, port=port, local_site=self.local_site, clock=self.clock
+            conn,
+            address=address,
+            port=port,
+            local_site=self.local_site,
+            clock=self.clock,
+            shares=shares,
         )
 
     async def _walk(

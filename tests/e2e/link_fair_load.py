@@ -119,13 +119,19 @@ async def victim_load(
 
 async def idle_tunnel(
     host: str, port: int, authority: bytes, source: str, held: list[trio.SocketStream]
-) -> int:
-    """Open an L4 tunnel with ``CONNECT`` and leave it idle (kept in ``held``); its status."""
+) -> tuple[int, bytes]:
+    """Open an L4 tunnel with ``CONNECT`` and leave it idle (kept in ``held``); its status
+    and, for a refusal, the answer (head and body, up to the gateway's close)."""
     stream = await connect_from(host, port, source)
     held.append(stream)
     await stream.send_all(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (authority, authority))
     head = await read_head(stream)
-    return int(head[9:12]) if head.startswith(b"HTTP/1.1 ") else 0
+    status = int(head[9:12]) if head.startswith(b"HTTP/1.1 ") else 0
+    if status != 200:
+        with trio.move_on_after(5):  # the error answer ends with the connection
+            while len(head) < 65536 and (data := await stream.receive_some(65536)):
+                head += data
+    return status, head
 
 
 async def unread_response(

@@ -34,12 +34,15 @@ VICTIM_REQUESTS = 200
 
 
 @asynccontextmanager
-async def _two_sites(tmp_path: Path) -> AsyncIterator[tuple[Overlay, str]]:
-    """east and west with defaults; west serves ``slowsvc`` from the test's endpoint."""
+async def _two_sites(tmp_path: Path, limits: str = "") -> AsyncIterator[tuple[Overlay, str]]:
+    """east and west with defaults (plus ``limits``, a ``[limits]`` body, on both); west
+    serves ``slowsvc`` from the test's endpoint."""
     topology = make_topology(["east", "west"])
     west_addr = str(next(s for s in topology.sites if s.name == "west").address)
 
     def patch(site: str, text: str) -> str:
+        if limits:
+            text += f"\n[limits]\n{limits}\n"
         if site != "west":
             return text
         return text + (
@@ -76,9 +79,12 @@ async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
         statuses: list[int] = []
+        answers: list[bytes] = []
 
         async def tunnel() -> None:
-            statuses.append(await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held))
+            status, answer = await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held)
+            statuses.append(status)
+            answers.append(answer)
 
         with trio.fail_after(HANG_GUARD_S):
             async with trio.open_nursery() as nursery:
@@ -132,4 +138,35 @@ async def test_a_reset_flood_through_the_origin_never_closes_the_link(tmp_path: 
         assert after[site][peer]["links_established"] == before[site][peer]["links_established"]
         assert after[site][peer]["up"]
     ok, done, _p99 = result
+    assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
+
+
+async def test_a_caller_over_its_share_of_the_link_gets_a_503_not_the_others(
+    tmp_path: Path,
+) -> None:
+    """A small link (30 slots) and a share of 10: the attacker's 11th tunnel on gets a 503
+    naming the limit after the short wait, and the victim still gets through."""
+    limits = (
+        "link_max_concurrent_streams = 30\nlink_caller_max_streams = 10\nlink_caller_wait_s = 0.5"
+    )
+    async with _two_sites(tmp_path, limits) as (_ov, east):
+        attacker, victim = _callers(east)
+        held: list[trio.SocketStream] = []
+        statuses: list[int] = []
+        answers: list[bytes] = []
+
+        async def tunnel() -> None:
+            status, answer = await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held)
+            statuses.append(status)
+            answers.append(answer)
+
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(tunnel)
+            ok, done, _p99 = await _victim(east, victim)
+        for stream in held:
+            await stream.aclose()
+    assert sorted(statuses) == [200] * 10 + [503] * 30, statuses
+    assert all(b"link_caller_max_streams = 10" in a for a in answers if a[9:12] == b"503")
     assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
