@@ -6,6 +6,7 @@ bounded in count and time; traffic goes to loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 from dataclasses import dataclass
@@ -20,10 +21,28 @@ PIECE = bytes(range(256)) * 256  # 64 KiB
 HOLD_S = 60.0  # the longest an endpoint keeps a slow request or idle tunnel open
 
 
+class _Gauge:
+    """Requests (and tunnels) the endpoint holds now: how many of an attack's streams
+    crossed the link."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.changed = trio.Event()
+
+    def add(self, n: int) -> None:
+        self.value += n
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+ENDPOINT_OPEN = _Gauge()
+
+
 async def endpoint(stream: trio.SocketStream) -> None:
-    """HTTP/1.1 endpoint: ``/big`` is ``BIG`` bytes, ``/slow`` answers after ``HOLD_S``,
-    anything else ``ok``.  A connection that sends no request (a CONNECT tunnel's) is held
-    idle for ``HOLD_S``."""
+    """HTTP/1.1 endpoint: takes the request's body, then ``/big`` is ``BIG`` bytes,
+    ``/slow`` answers after ``HOLD_S``, anything else ``ok``.  A connection that sends no
+    request (a CONNECT tunnel's) is held idle for ``HOLD_S``."""
+    ENDPOINT_OPEN.add(1)
     try:
         head = b""
         with trio.move_on_after(HOLD_S):
@@ -35,6 +54,7 @@ async def endpoint(stream: trio.SocketStream) -> None:
         if b"\r\n\r\n" not in head:
             return
         path = head.split(b" ", 2)[1]
+        await _read_body(stream, head)
         if path == b"/big":
             await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % BIG)
             for _ in range(BIG // len(PIECE)):
@@ -46,7 +66,33 @@ async def endpoint(stream: trio.SocketStream) -> None:
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
+        ENDPOINT_OPEN.add(-1)
         await stream.aclose()
+
+
+async def wait_endpoint_holds(count: int, *, within_s: float) -> None:
+    """Wait until the endpoint holds ``count`` requests, for at most ``within_s`` seconds
+    (then go on: without a fix some of them may never cross the link)."""
+    with trio.move_on_after(within_s):
+        while ENDPOINT_OPEN.value < count:
+            await ENDPOINT_OPEN.changed.wait()
+
+
+async def _read_body(stream: trio.SocketStream, head: bytes) -> None:
+    """Take the request's declared body (as most servers do before answering), for at most
+    ``HOLD_S``: a slow body keeps its request, and its stream on the link, open."""
+    length = 0
+    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    got = len(head.split(b"\r\n\r\n", 1)[1])
+    with trio.move_on_after(HOLD_S):
+        while got < length:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            got += len(data)
 
 
 async def connect_from(host: str, port: int, source: str) -> trio.SocketStream:
@@ -132,6 +178,27 @@ async def idle_tunnel(
             while len(head) < 65536 and (data := await stream.receive_some(65536)):
                 head += data
     return status, head
+
+
+async def hold_slow_body(host: str, port: int, authority: bytes, source: str) -> None:
+    """Keep one slow request body open, for at most ``HOLD_S``: POST with a 1 MiB body, then
+    one byte a second (so no idle timeout ends it); when the gateway ends the request (its
+    route timeout: a 504), start the next one at once -- a sustained attack, as a real one is.
+    """
+    request = b"POST / HTTP/1.1\r\nHost: %s\r\ncontent-length: 1048576\r\n\r\nx" % authority
+    with trio.move_on_after(HOLD_S):
+        for _ in range(int(HOLD_S)):  # at most one request per second of the hold
+            stream = await connect_from(host, port, source)
+            async with stream:
+                await stream.send_all(request)
+                ended = False
+                for _ in range(int(HOLD_S)):
+                    with trio.move_on_after(1.0):
+                        ended = not await stream.receive_some(65536) or True
+                    if ended:
+                        break
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.send_all(b"x")
 
 
 async def unread_response(

@@ -20,10 +20,12 @@ from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 from tests.e2e.link_fair_load import (
     ENDPOINT_PORT,
     endpoint,
+    hold_slow_body,
     idle_tunnel,
     reset_flood,
     unread_response,
     victim_load,
+    wait_endpoint_holds,
 )
 
 HTTP_PORT = 15080
@@ -94,6 +96,19 @@ async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -
             ok, done, _p99 = await _victim(east, victim)
         for stream in held:
             await stream.aclose()
+    assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
+
+
+async def test_slow_bodies_of_one_caller_do_not_take_the_link(tmp_path: Path) -> None:
+    async with _two_sites(tmp_path) as (_ov, east):
+        attacker, victim = _callers(east)
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(hold_slow_body, east, HTTP_PORT, SERVICE, attacker)
+                await wait_endpoint_holds(99, within_s=ROUTE_TIMEOUT_S)
+                ok, done, _p99 = await _victim(east, victim)
+                nursery.cancel_scope.cancel()
     assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
 
 
