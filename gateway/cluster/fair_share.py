@@ -75,9 +75,10 @@ class CallerShares:
         await trio.lowlevel.checkpoint()
         if caller is None:
             return _nothing
-        with trio.move_on_after(self.wait_s):
-            while not may_take(self.held(caller), self.limit):
-                await self._lot.park()
+        if not may_take(self.held(caller), self.limit):  # (the common case skips the timer)
+            with trio.move_on_after(self.wait_s):
+                while not may_take(self.held(caller), self.limit):
+                    await self._lot.park()
         if not may_take(self.held(caller), self.limit):
             self.refused += 1
             raise CallerOverShare(
