@@ -100,11 +100,14 @@ async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -
 
 
 async def test_slow_bodies_of_one_caller_do_not_take_the_link(tmp_path: Path) -> None:
+    """110 tasks each keep one slow body open: at least 100 at a time, more than the link had
+    slots before (100, shared by everyone); with fair sharing the caller holds its 100 and
+    the rest of its requests get 503s, while the victim's go through."""
     async with _two_sites(tmp_path) as (_ov, east):
         attacker, victim = _callers(east)
         with trio.fail_after(HANG_GUARD_S):
             async with trio.open_nursery() as nursery:
-                for _ in range(100):
+                for _ in range(110):
                     nursery.start_soon(hold_slow_body, east, HTTP_PORT, SERVICE, attacker)
                 await wait_endpoint_holds(99, within_s=ROUTE_TIMEOUT_S)
                 ok, done, _p99 = await _victim(east, victim)
