@@ -18,7 +18,7 @@ from h2 import events as h2e
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.exceptions import ProtocolError
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from overlay.h2.codec import control as c
@@ -138,6 +138,23 @@ def our_run(
     return [_our_event(e) for e in events], _sent_frames(sent), refused
 
 
+def _turns_connect_protocol_off(frames: list[bytes]) -> bool:
+    """Whether these raw frames' SETTINGS (not ACKs) set ENABLE_CONNECT_PROTOCOL to 0 after 1."""
+    on = False
+    for frame in frames:
+        length = int.from_bytes(frame[:3], "big")
+        if frame[3] != fr.SETTINGS or frame[4] & fr.FLAG_ACK:
+            continue
+        payload = frame[9 : 9 + length]
+        for at in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = struct.unpack(">HI", payload[at : at + 6])
+            if key == 0x8:
+                if on and value == 0:
+                    return True
+                on = on or value == 1
+    return False
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.dictionaries(_SETTING_KEYS, _VALID_VALUES, max_size=4),
@@ -149,6 +166,9 @@ def test_same_as_h2_under_any_split(
     first: dict[int, int], rest: list[bytes], goaway: bytes | None, cuts: list[int]
 ) -> None:
     frames = [raw(fr.SETTINGS, 0, 0, _settings_payload(first)), *rest]
+    # RFC 8441 section 3 forbids turning ENABLE_CONNECT_PROTOCOL off once on; we refuse it and
+    # h2 does not (pinned in test_settings.py), so h2 is no oracle for such a sequence.
+    assume(not _turns_connect_protocol_off(frames))
     if goaway is not None:
         frames.append(goaway)
     assert our_run(frames, cuts) == h2_run(frames)
