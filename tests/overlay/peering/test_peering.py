@@ -155,7 +155,9 @@ async def test_a_peer_back_before_the_grace_is_routed_again_on_a_new_link(
         await until(west.imports, lambda v: "east" in v.peers and v.peers["east"].stale)
         stale_since = west.imports.latest.peers["east"].stale_since
         assert stale_since is not None
-        assert west.routes.latest.sites_for(API) == ()
+        # The route view is rebuilt by its own (paced) task after the imports change: wait for
+        # it rather than read it in the same instant.
+        await until(west.routes, lambda v: v.sites_for(API) == ())
 
         sites.network.reachable = True  # east's next redial (on its backoff) gets through
         back_at = await until(west.routes, lambda v: v.sites_for(API) == ("east",))
