@@ -10,7 +10,8 @@ Theory of operation
 1. The candidates are the routable endpoints of the service in the latest catalog snapshot
    (healthy, reported by a usable source; sorted by key, so the order is deterministic),
    filtered by ``only`` (export consent, for a peer's request) and, for HTTP, by protocol.
-2. :func:`~gateway.cluster.lb.round_robin` orders them; the first is the pick and the next
+2. :func:`~gateway.cluster.wrr.smooth_wrr` orders them by weight (smooth weighted round
+   robin, one state per service); the first is the pick and the next
    ones are fallbacks *only* for a failed connect (at most ``MAX_CONNECT_ATTEMPTS``): nothing
    reached the endpoint, so trying another one cannot duplicate work.
 3. The request is what the endpoint should see (:func:`~gateway.http.caller_headers.
@@ -42,7 +43,7 @@ from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
-from gateway.cluster.lb import round_robin
+from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.http.exchange_timer import ExchangeTimer
@@ -64,6 +65,7 @@ HTTP_PROTOCOLS = frozenset({"http1", "http2"})
 ALL_CALLER_HEADERS = CallerHeaderRules()
 
 EndpointFilter = Callable[[Endpoint], bool]
+_NO_WRR: WrrState[tuple[str, int]] = WrrState()  # keyed by (address, port)
 
 
 class NoHealthyEndpoint(UpstreamUnavailable):
@@ -85,7 +87,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class LocalCluster:
-    """Round-robin forwarding to this site's endpoints (see the module docstring)."""
+    """Weighted round-robin forwarding to this site's endpoints (see the module docstring)."""
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class LocalCluster:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self._clock = clock
-        self._cursors: dict[ServiceName, int] = {}
+        self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -133,7 +135,12 @@ class LocalCluster:
                     f"the endpoints of {service} speak {candidates[0].protocol}, not HTTP"
                 )
             candidates = speaking
-        order, self._cursors[service] = round_robin(candidates, self._cursors.get(service, 0))
+        order, self._wrr[service] = smooth_wrr(
+            candidates,
+            [(ep.address, ep.port) for ep in candidates],
+            [ep.weight for ep in candidates],
+            self._wrr.get(service, _NO_WRR),
+        )
         return order[:MAX_CONNECT_ATTEMPTS]
 
     def _connect_budget(self, deadline: float) -> float:
@@ -239,7 +246,7 @@ class LocalCluster:
         service: ServiceName,
         only: EndpointFilter | None = None,
     ) -> trio.SocketStream:
-        """A TCP connection (``TCP_NODELAY``) to an endpoint of ``service``, round robin.
+        """A TCP connection (``TCP_NODELAY``) to an endpoint of ``service``, weighted round robin.
 
         The connect is bounded by ``connect_timeout`` and ``ctx.deadline``; the connection
         itself is the caller's to keep as long as it likes.
