@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -29,6 +29,8 @@ from gateway.admin.health import healthz_view
 from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.local import LocalCluster
+from gateway.cluster.outlier_config import policy_resolver
+from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
 from gateway.http.caller_headers import CallerHeaderRules
@@ -77,6 +79,10 @@ class Gateway:
     pool: UpstreamPool
     router: Router
     observer: Observer | None
+    #: ``catalog`` with the endpoints outlier detection ejected marked (what peers and
+    #: ``/catalog`` see), kept up to date by :func:`serve_effective_catalog`.
+    effective_catalog: Watch[Catalog] = field(default_factory=lambda: Watch(Catalog()))
+    outlier: OutlierDetector = field(default_factory=OutlierDetector)
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -120,7 +126,7 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
     config = gw.config
     views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
-        "/catalog": lambda: catalog_json(gw.catalog.latest, trio.current_time()),
+        "/catalog": lambda: catalog_json(gw.effective_catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
         "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
@@ -177,7 +183,10 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     ]
     lim = config.limits
     pool = UpstreamPool(h1_limits=h1_limits(lim))
+    outlier = OutlierDetector(policy_resolver(config.outlier_detection, config.service_traffic))
+    effective: Watch[Catalog] = Watch(Catalog())
     cluster = LocalCluster(
+        outlier=outlier,
         local_site=config.site.name,
         catalog=catalog,
         pool=pool,
@@ -199,7 +208,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         local_site=config.site.name,
         identity=identity,
         peers=peers,
-        catalog=catalog,
+        catalog=effective,
         export_rules=config.exports,
         settings=peering_settings(config),
         stream_handler=east_west,
@@ -217,7 +226,17 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         peer_sites=[p.name for p in config.peers],
         observer=observer,
     )
-    return Gateway(config, identity, catalog, peering, pool, router, observer)
+    return Gateway(
+        config,
+        identity,
+        catalog,
+        peering,
+        pool,
+        router,
+        observer,
+        effective_catalog=effective,
+        outlier=outlier,
+    )
 
 
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
@@ -235,6 +254,9 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
     )
     await nursery.start(watch_own_identity, gw.identity)
     await nursery.start(serve_catalog, config.sources, gw.catalog)
+    await nursery.start(
+        serve_effective_catalog, gw.catalog, gw.outlier.ejections, gw.effective_catalog
+    )
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(

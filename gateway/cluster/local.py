@@ -43,6 +43,9 @@ from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
+from gateway.cluster.outlier import Outcome
+from gateway.cluster.outlier_detector import OutlierDetector
+from gateway.cluster.status_writer import StatusWriter
 from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
@@ -98,6 +101,7 @@ class LocalCluster:
         connect_timeout: float = 5.0,
         caller_headers: CallerHeaderRules = ALL_CALLER_HEADERS,
         clock: Callable[[], float] = trio.current_time,
+        outlier: OutlierDetector | None = None,
     ) -> None:
         self.local_site = local_site
         self.caller_headers = caller_headers
@@ -105,6 +109,8 @@ class LocalCluster:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self._clock = clock
+        #: Passive outlier detection: outcomes go in, ejected endpoints are left out.
+        self.outlier = outlier if outlier is not None else OutlierDetector(clock=clock)
         self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
 
     # -- choosing ---------------------------------------------------------------------------
@@ -113,7 +119,9 @@ class LocalCluster:
         self, service: ServiceName, only: EndpointFilter | None = None
     ) -> tuple[Endpoint, ...]:
         """The routable endpoints of ``service`` now (filtered by ``only``)."""
-        found = routable(self.catalog.latest, service, self._clock())
+        found = self.outlier.routable(
+            service, routable(self.catalog.latest, service, self._clock())
+        )
         if only is not None:
             found = tuple(ep for ep in found if only(ep))
         return found
@@ -143,6 +151,13 @@ class LocalCluster:
         )
         return order[:MAX_CONNECT_ATTEMPTS]
 
+    def _record(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """Tell outlier detection how ``endpoint`` did (free for a success with no record)."""
+        if outcome == "success" and self.outlier.health(endpoint.key) is None:
+            return
+        size = len(routable(self.catalog.latest, endpoint.service, self._clock()))
+        self.outlier.record(endpoint, outcome, service_size=size)
+
     def _connect_budget(self, deadline: float) -> float:
         return max(0.0, min(self.connect_timeout, deadline - self._clock()))
 
@@ -169,8 +184,9 @@ class LocalCluster:
             request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
         )
         timer = ExchangeTimer(ctx)
-        writer = timer.writer(writer)
+        status = StatusWriter(timer.writer(writer))
         body = timer.body(body)
+        endpoint = order[0]
         with timer.scope as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
@@ -181,15 +197,23 @@ class LocalCluster:
                         endpoint,
                         request,
                         body,
-                        writer,
+                        status,
                         connect_timeout=self._connect_budget(ctx.deadline),
                     )
-                    return
                 except EndpointConnectFailed as exc:
+                    self._record(endpoint, "connect_failure")
                     failure = exc
+                    continue
+                except UpstreamError:
+                    self._record(endpoint, "5xx" if status.status is None else status.outcome())
+                    raise
+                self._record(endpoint, status.outcome())
+                return
             assert failure is not None
             raise failure
         if scope.cancelled_caught:
+            # The endpoint did not answer in time (a hung instance counts as failing).
+            self._record(endpoint, "5xx" if status.status is None else status.outcome())
             cut = timer.expired(f"{service} in site {self.local_site}")
             if cut is not None:
                 raise cut
@@ -232,6 +256,7 @@ class LocalCluster:
                         limits=self.pool.h1_limits,
                     )
                 except EndpointConnectFailed as exc:
+                    self._record(endpoint, "connect_failure")
                     failure = exc
             assert failure is not None
             raise failure
@@ -258,8 +283,12 @@ class LocalCluster:
             if budget <= 0:
                 raise UpstreamTimeout(f"no time left to connect to {service}")
             try:
-                return await open_tcp(endpoint, connect_timeout=budget)
+                stream = await open_tcp(endpoint, connect_timeout=budget)
             except EndpointConnectFailed as exc:
+                self._record(endpoint, "connect_failure")
                 failure = exc
+                continue
+            self._record(endpoint, "success")
+            return stream
         assert failure is not None
         raise failure

@@ -202,6 +202,60 @@ class CallerHeadersConfig:
 
 
 @dataclass(frozen=True)
+class OutlierDetectionConfig:
+    """Passive outlier detection, site-wide (``[outlier_detection]``); see docs/load-balancing.md.
+
+    An endpoint that answers ``consecutive_5xx`` 5xx in a row, or fails
+    ``consecutive_connect_failures`` connects in a row, is ejected for
+    ``base_ejection_time_s * n`` (its n-th ejection), at most ``max_ejection_time_s``; at most
+    ``max_ejected_percent`` of a service's endpoints (at least one) are ejected at once.  A
+    threshold of 0 turns that kind off.
+    """
+
+    enabled: bool = True
+    consecutive_5xx: int = field(default=5, metadata={"min": 0, "max": 10_000})
+    consecutive_connect_failures: int = field(default=5, metadata={"min": 0, "max": 10_000})
+    base_ejection_time_s: float = field(default=30.0, metadata={"min": 0.001, "max": 86_400.0})
+    max_ejection_time_s: float = field(default=300.0, metadata={"min": 0.001, "max": 86_400.0})
+    max_ejected_percent: int = field(default=10, metadata={"min": 0, "max": 100})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.max_ejection_time_s < self.base_ejection_time_s:
+            return [("max_ejection_time_s", "must be at least base_ejection_time_s")]
+        return []
+
+
+@dataclass(frozen=True)
+class OutlierOverrideConfig:
+    """Per-service changes to ``[outlier_detection]``; an unset field keeps the site's value."""
+
+    enabled: bool | None = None
+    consecutive_5xx: int | None = field(default=None, metadata={"min": 0, "max": 10_000})
+    consecutive_connect_failures: int | None = field(
+        default=None, metadata={"min": 0, "max": 10_000}
+    )
+    base_ejection_time_s: float | None = field(
+        default=None, metadata={"min": 0.001, "max": 86_400.0}
+    )
+    max_ejection_time_s: float | None = field(
+        default=None, metadata={"min": 0.001, "max": 86_400.0}
+    )
+    max_ejected_percent: int | None = field(default=None, metadata={"min": 0, "max": 100})
+
+
+@dataclass(frozen=True)
+class ServiceTrafficConfig:
+    """How the gateway balances one local service (``[[service_traffic]]``).
+
+    The first rule whose ``service``/``namespace`` (``"*"`` = any) matches applies.
+    """
+
+    service: str = field(default="*", metadata={"check": _label_or_any})
+    namespace: str = field(default="*", metadata={"check": _label_or_any})
+    outlier_detection: OutlierOverrideConfig = field(default_factory=OutlierOverrideConfig)
+
+
+@dataclass(frozen=True)
 class PeerConfig:
     """A peer gateway this site dials, and the exact SPIFFE ID it must present."""
 
@@ -323,6 +377,8 @@ class GatewayConfig:
     service_ports: tuple[ServicePortConfig, ...] = field(default=(), metadata={"unique": "name"})
     policies: tuple[PolicyConfig, ...] = ()
     caller_headers: tuple[CallerHeadersConfig, ...] = ()
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
+    service_traffic: tuple[ServiceTrafficConfig, ...] = ()
     mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -331,7 +387,29 @@ class GatewayConfig:
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
         # (the decoder runs them on a partly decoded config too: one run reports everything).
-        return _each(self._bind_problems, self._peer_problems, self._export_problems)
+        return _each(
+            self._bind_problems,
+            self._peer_problems,
+            self._export_problems,
+            self._service_traffic_problems,
+        )
+
+    def _service_traffic_problems(self) -> list[tuple[str, str]]:
+        """A per-service override must leave max_ejection_time_s >= base_ejection_time_s."""
+        site = self.outlier_detection
+        out: list[tuple[str, str]] = []
+        for i, rule in enumerate(self.service_traffic):
+            o = rule.outlier_detection
+            base = o.base_ejection_time_s or site.base_ejection_time_s
+            most = o.max_ejection_time_s or site.max_ejection_time_s
+            if most < base:
+                out.append(
+                    (
+                        f"service_traffic[{i}].outlier_detection.max_ejection_time_s",
+                        "must be at least base_ejection_time_s",
+                    )
+                )
+        return out
 
     def _bind_problems(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
