@@ -28,6 +28,7 @@ from discovery.watch import Watch
 from gateway.admin.health import healthz_view
 from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
+from gateway.cluster.balancer import balancer_resolver
 from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier_config import policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
@@ -187,6 +188,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     effective: Watch[Catalog] = Watch(Catalog())
     cluster = LocalCluster(
         outlier=outlier,
+        balancer_for=balancer_resolver(config.service_traffic),
         local_site=config.site.name,
         catalog=catalog,
         pool=pool,

@@ -34,6 +34,7 @@ broken exchange, a 504) means the request may have reached an endpoint.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import trio
@@ -43,8 +44,11 @@ from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
+from gateway.cluster.balancer import BalancerFor, default_balancer, hash_key
 from gateway.cluster.outlier import Outcome
 from gateway.cluster.outlier_detector import OutlierDetector
+from gateway.cluster.p2c import p2c
+from gateway.cluster.ring import Ring, build_ring, hash64, ring_order
 from gateway.cluster.status_writer import StatusWriter
 from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
@@ -102,6 +106,7 @@ class LocalCluster:
         caller_headers: CallerHeaderRules = ALL_CALLER_HEADERS,
         clock: Callable[[], float] = trio.current_time,
         outlier: OutlierDetector | None = None,
+        balancer_for: BalancerFor = default_balancer,
     ) -> None:
         self.local_site = local_site
         self.caller_headers = caller_headers
@@ -111,7 +116,12 @@ class LocalCluster:
         self._clock = clock
         #: Passive outlier detection: outcomes go in, ejected endpoints are left out.
         self.outlier = outlier if outlier is not None else OutlierDetector(clock=clock)
+        self.balancer_for = balancer_for
         self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
+        self._rings: dict[ServiceName, Ring] = {}
+        #: Requests in flight per endpoint, kept for least_request services only.
+        self._in_flight: dict[tuple[str, int], int] = {}
+        self._rng = random.Random()
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -131,8 +141,14 @@ class LocalCluster:
         return bool(self.endpoints(service, only))
 
     def _order(
-        self, service: ServiceName, only: EndpointFilter | None, *, http: bool
-    ) -> tuple[Endpoint, ...]:
+        self,
+        service: ServiceName,
+        only: EndpointFilter | None,
+        *,
+        http: bool,
+        request: Request | None = None,
+    ) -> tuple[tuple[Endpoint, ...], bool]:
+        """The endpoints to try, the pick first; and whether to count requests in flight."""
         candidates = self.endpoints(service, only)
         if not candidates:
             raise NoHealthyEndpoint(f"no healthy endpoint of {service} in site {self.local_site}")
@@ -143,13 +159,39 @@ class LocalCluster:
                     f"the endpoints of {service} speak {candidates[0].protocol}, not HTTP"
                 )
             candidates = speaking
+        choice = self.balancer_for(service)
+        if choice.kind == "least_request":
+            order = p2c(
+                candidates,
+                [self._in_flight.get((ep.address, ep.port), 0) for ep in candidates],
+                [ep.weight for ep in candidates],
+                self._rng.getrandbits(32),
+                self._rng.getrandbits(32),
+            )
+            return order[:MAX_CONNECT_ATTEMPTS], True
+        if choice.kind == "ring_hash" and request is not None:
+            key = hash_key(request, choice)
+            if key is not None:
+                ring = self._ring(service, candidates)
+                picks = ring_order(ring, hash64(key), MAX_CONNECT_ATTEMPTS)
+                return tuple(candidates[i] for i in picks), False
         order, self._wrr[service] = smooth_wrr(
             candidates,
             [(ep.address, ep.port) for ep in candidates],
             [ep.weight for ep in candidates],
             self._wrr.get(service, _NO_WRR),
         )
-        return order[:MAX_CONNECT_ATTEMPTS]
+        return order[:MAX_CONNECT_ATTEMPTS], False
+
+    def _ring(self, service: ServiceName, candidates: tuple[Endpoint, ...]) -> Ring:
+        """The service's ring, rebuilt only when its endpoints (or weights) changed."""
+        names = tuple(f"{ep.address}:{ep.port}" for ep in candidates)
+        weights = [ep.weight for ep in candidates]
+        ring = self._rings.get(service)
+        if ring is None or ring.names != names or ring.weights != tuple(weights):
+            ring = build_ring(names, weights)
+            self._rings[service] = ring
+        return ring
 
     def _record(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Tell outlier detection how ``endpoint`` did (free for a success with no record)."""
@@ -157,6 +199,14 @@ class LocalCluster:
             return
         size = len(routable(self.catalog.latest, endpoint.service, self._clock()))
         self.outlier.record(endpoint, outcome, service_size=size)
+
+    def _done(self, endpoint: Endpoint) -> None:
+        slot = (endpoint.address, endpoint.port)
+        left = self._in_flight.get(slot, 1) - 1
+        if left > 0:
+            self._in_flight[slot] = left
+        else:
+            self._in_flight.pop(slot, None)  # bounded: only endpoints with requests in flight
 
     def _connect_budget(self, deadline: float) -> float:
         return max(0.0, min(self.connect_timeout, deadline - self._clock()))
@@ -179,7 +229,7 @@ class LocalCluster:
         to retry elsewhere), :class:`UpstreamTimeout` when ``ctx.deadline`` passes, other
         ``UpstreamError``/``DownstreamError`` subclasses for broken exchanges.
         """
-        order = self._order(service, only, http=True)
+        order, counted = self._order(service, only, http=True, request=request)
         request = for_endpoint(
             request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
         )
@@ -191,6 +241,9 @@ class LocalCluster:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
                 forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
+                if counted:
+                    slot = (endpoint.address, endpoint.port)
+                    self._in_flight[slot] = self._in_flight.get(slot, 0) + 1
                 try:
                     await forward(
                         self.pool,
@@ -207,6 +260,9 @@ class LocalCluster:
                 except UpstreamError:
                     self._record(endpoint, "5xx" if status.status is None else status.outcome())
                     raise
+                finally:
+                    if counted:
+                        self._done(endpoint)
                 self._record(endpoint, status.outcome())
                 return
             assert failure is not None
@@ -237,7 +293,11 @@ class LocalCluster:
         ``ctx.deadline`` (504); the switched connection is then the caller's, like an L4
         tunnel's.  HTTP/2 endpoints would need RFC 8441 themselves: not supported (501).
         """
-        order = tuple(ep for ep in self._order(service, only, http=True) if ep.protocol == "http1")
+        order = tuple(
+            ep
+            for ep in self._order(service, only, http=True, request=request)[0]
+            if ep.protocol == "http1"
+        )
         if not order:
             raise UpgradeNotSupported(
                 f"the endpoints of {service} speak HTTP/2; WebSocket needs an HTTP/1.1 endpoint"
@@ -276,7 +336,7 @@ class LocalCluster:
         The connect is bounded by ``connect_timeout`` and ``ctx.deadline``; the connection
         itself is the caller's to keep as long as it likes.
         """
-        order = self._order(service, only, http=False)
+        order, _ = self._order(service, only, http=False)
         failure: EndpointConnectFailed | None = None
         for endpoint in order:
             budget = self._connect_budget(ctx.deadline)

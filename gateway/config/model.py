@@ -201,6 +201,19 @@ class CallerHeadersConfig:
     enabled: bool = True
 
 
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _field_name(value: str) -> str | None:
+    if not value or len(value) > 256 or not set(value) <= _TOKEN:
+        return "must be an HTTP field name (letters, digits and !#$%&'*+-.^_`|~)"
+    return None
+
+
+def _cookie_name(value: str) -> str | None:
+    return _field_name(value)
+
+
 @dataclass(frozen=True)
 class OutlierDetectionConfig:
     """Passive outlier detection, site-wide (``[outlier_detection]``); see docs/load-balancing.md.
@@ -252,7 +265,20 @@ class ServiceTrafficConfig:
 
     service: str = field(default="*", metadata={"check": _label_or_any})
     namespace: str = field(default="*", metadata={"check": _label_or_any})
+    # weighted_round_robin (endpoint weights), least_request (power of two choices), or
+    # ring_hash (a consistent hash ring keyed by hash_header or hash_cookie).
+    lb: Literal["weighted_round_robin", "least_request", "ring_hash"] = "weighted_round_robin"
+    hash_header: str | None = field(default=None, metadata={"check": _field_name})
+    hash_cookie: str | None = field(default=None, metadata={"check": _cookie_name})
     outlier_detection: OutlierOverrideConfig = field(default_factory=OutlierOverrideConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        keys = (self.hash_header is not None) + (self.hash_cookie is not None)
+        if self.lb == "ring_hash" and keys != 1:
+            return [("lb", "ring_hash needs exactly one of hash_header and hash_cookie")]
+        if self.lb != "ring_hash" and keys:
+            return [("lb", 'hash_header / hash_cookie need lb = "ring_hash"')]
+        return []
 
 
 @dataclass(frozen=True)

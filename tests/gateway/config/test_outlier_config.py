@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from discovery.model import ServiceName
+from gateway.cluster.balancer import BalancerChoice, balancer_resolver
 from gateway.cluster.outlier import OutlierPolicy
 from gateway.cluster.outlier_config import policy_resolver
 from gateway.config.errors import ConfigInvalid
@@ -56,6 +57,18 @@ def test_defaults_and_per_service_overrides_resolve() -> None:
     assert policy_for(ServiceName("batch", "jobs")) is None  # namespace "*" matches any
 
 
+def test_lb_per_service() -> None:
+    text = GOOD + (
+        '\n[[service_traffic]]\nservice = "api"\nlb = "ring_hash"\nhash_header = "X-User"\n'
+        '\n[[service_traffic]]\nnamespace = "jobs"\nlb = "least_request"\n'
+    )
+    config = load_text(text, base_dir=Path("/etc/isthmus"))
+    balancer_for = balancer_resolver(config.service_traffic)
+    assert balancer_for(ServiceName("api")) == BalancerChoice("ring_hash", hash_header=b"x-user")
+    assert balancer_for(ServiceName("w", "jobs")) == BalancerChoice("least_request")
+    assert balancer_for(ServiceName("web")) == BalancerChoice()
+
+
 def test_without_sections_detection_is_on_with_the_defaults() -> None:
     config = load_text(GOOD, base_dir=Path("/etc/isthmus"))
     assert policy_resolver(config.outlier_detection)(ServiceName("web")) == OutlierPolicy()
@@ -82,6 +95,18 @@ def test_without_sections_detection_is_on_with_the_defaults() -> None:
             "at least base_ejection_time_s",
         ),
         ('[[service_traffic]]\nservice = "API!"', "service_traffic[0].service", "DNS label"),
+        ('[[service_traffic]]\nlb = "ring_hash"', "service_traffic[0].lb", "exactly one of"),
+        (
+            '[[service_traffic]]\nhash_header = "x-user"',
+            "service_traffic[0].lb",
+            'need lb = "ring_hash"',
+        ),
+        ('[[service_traffic]]\nlb = "random"', "service_traffic[0].lb", "must be one of"),
+        (
+            '[[service_traffic]]\nlb = "ring_hash"\nhash_header = "x user"',
+            "service_traffic[0].hash_header",
+            "HTTP field name",
+        ),
         ("[outlier_detection]\nconsecutive_5xxx = 3", "outlier_detection.consecutive_5xxx", ""),
     ],
 )
