@@ -189,6 +189,8 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     cluster = LocalCluster(
         outlier=outlier,
         balancer_for=balancer_resolver(config.service_traffic),
+        locality=config.site.locality,
+        locality_min_healthy_percent=config.site.locality_min_healthy_percent,
         local_site=config.site.name,
         catalog=catalog,
         pool=pool,

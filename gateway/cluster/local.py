@@ -45,6 +45,7 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
 from gateway.cluster.balancer import BalancerFor, default_balancer, hash_key
+from gateway.cluster.locality import prefer_locality
 from gateway.cluster.outlier import Outcome
 from gateway.cluster.outlier_detector import OutlierDetector
 from gateway.cluster.p2c import p2c
@@ -107,6 +108,8 @@ class LocalCluster:
         clock: Callable[[], float] = trio.current_time,
         outlier: OutlierDetector | None = None,
         balancer_for: BalancerFor = default_balancer,
+        locality: str = "",
+        locality_min_healthy_percent: int = 70,
     ) -> None:
         self.local_site = local_site
         self.caller_headers = caller_headers
@@ -117,6 +120,8 @@ class LocalCluster:
         #: Passive outlier detection: outcomes go in, ejected endpoints are left out.
         self.outlier = outlier if outlier is not None else OutlierDetector(clock=clock)
         self.balancer_for = balancer_for
+        self.locality = locality
+        self.locality_min_healthy_percent = locality_min_healthy_percent
         self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
         self._rings: dict[ServiceName, Ring] = {}
         #: Requests in flight per endpoint, kept for least_request services only.
@@ -159,6 +164,17 @@ class LocalCluster:
                     f"the endpoints of {service} speak {candidates[0].protocol}, not HTTP"
                 )
             candidates = speaking
+        others: tuple[Endpoint, ...] = ()
+        if self.locality:
+            listed = sum(
+                1
+                for entry in self.catalog.latest.endpoints(service)
+                if entry.endpoint.locality == self.locality
+                and (only is None or only(entry.endpoint))
+            )
+            candidates, others = prefer_locality(
+                candidates, self.locality, listed, self.locality_min_healthy_percent
+            )
         choice = self.balancer_for(service)
         if choice.kind == "least_request":
             order = p2c(
@@ -168,20 +184,20 @@ class LocalCluster:
                 self._rng.getrandbits(32),
                 self._rng.getrandbits(32),
             )
-            return order[:MAX_CONNECT_ATTEMPTS], True
+            return (*order, *others)[:MAX_CONNECT_ATTEMPTS], True
         if choice.kind == "ring_hash" and request is not None:
             key = hash_key(request, choice)
             if key is not None:
                 ring = self._ring(service, candidates)
                 picks = ring_order(ring, hash64(key), MAX_CONNECT_ATTEMPTS)
-                return tuple(candidates[i] for i in picks), False
+                return (*(candidates[i] for i in picks), *others)[:MAX_CONNECT_ATTEMPTS], False
         order, self._wrr[service] = smooth_wrr(
             candidates,
             [(ep.address, ep.port) for ep in candidates],
             [ep.weight for ep in candidates],
             self._wrr.get(service, _NO_WRR),
         )
-        return order[:MAX_CONNECT_ATTEMPTS], False
+        return (*order, *others)[:MAX_CONNECT_ATTEMPTS], False
 
     def _ring(self, service: ServiceName, candidates: tuple[Endpoint, ...]) -> Ring:
         """The service's ring, rebuilt only when its endpoints (or weights) changed."""

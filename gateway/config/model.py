@@ -51,6 +51,12 @@ def _mesh_domain(value: str) -> str | None:
     return None
 
 
+def _locality(value: str) -> str | None:
+    if len(value) > 253 or not value.isprintable():
+        return "must be at most 253 printable characters"
+    return None
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str = field(metadata={"check": _label})
@@ -59,6 +65,10 @@ class SiteConfig:
     # Tell endpoints who called them (x-isthmus-caller-id, -caller-site, -deadline-ms); the
     # default for every local service, overridden per service by [[caller_headers]].
     caller_headers: bool = True
+    # This gateway's locality (zone); when set, a service's endpoints with the same locality
+    # get its traffic while at least locality_min_healthy_percent of them are routable.
+    locality: str = field(default="", metadata={"check": _locality})
+    locality_min_healthy_percent: int = field(default=70, metadata={"min": 0, "max": 100})
 
 
 @dataclass(frozen=True)
