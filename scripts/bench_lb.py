@@ -106,7 +106,7 @@ def cluster_runs(eps: tuple[Endpoint, ...], requests: int) -> dict[str, Callable
         for _ in range(requests):
             found = cluster.endpoints(SVC)
             speaking = tuple(e for e in found if e.protocol in ("http1", "http2"))
-            order, cursor = round_robin(speaking, cursor)
+            _, cursor = round_robin(speaking, cursor)
 
     wrr_on = make(BalancerChoice(), True)
     wrr_off = make(BalancerChoice(), False)
