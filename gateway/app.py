@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import immutables
 import trio
 
 from discovery.backoff import Backoff
@@ -29,8 +30,9 @@ from gateway.admin.health import healthz_view
 from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.balancer import balancer_resolver
+from gateway.cluster.health_checker import Failing, serve_health_checks
 from gateway.cluster.local import LocalCluster
-from gateway.cluster.outlier_config import policy_resolver
+from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
@@ -84,6 +86,8 @@ class Gateway:
     #: ``/catalog`` see), kept up to date by :func:`serve_effective_catalog`.
     effective_catalog: Watch[Catalog] = field(default_factory=lambda: Watch(Catalog()))
     outlier: OutlierDetector = field(default_factory=OutlierDetector)
+    #: Endpoints failing their active health check (key -> reason).
+    failing: Watch[Failing] = field(default_factory=lambda: Watch(immutables.Map()))
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -186,9 +190,11 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     pool = UpstreamPool(h1_limits=h1_limits(lim))
     outlier = OutlierDetector(policy_resolver(config.outlier_detection, config.service_traffic))
     effective: Watch[Catalog] = Watch(Catalog())
+    failing: Watch[Failing] = Watch(immutables.Map())
     cluster = LocalCluster(
         outlier=outlier,
         balancer_for=balancer_resolver(config.service_traffic),
+        failing=failing,
         locality=config.site.locality,
         locality_min_healthy_percent=config.site.locality_min_healthy_percent,
         local_site=config.site.name,
@@ -240,6 +246,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         observer,
         effective_catalog=effective,
         outlier=outlier,
+        failing=failing,
     )
 
 
@@ -259,8 +266,16 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
     await nursery.start(watch_own_identity, gw.identity)
     await nursery.start(serve_catalog, config.sources, gw.catalog)
     await nursery.start(
-        serve_effective_catalog, gw.catalog, gw.outlier.ejections, gw.effective_catalog
+        serve_effective_catalog,
+        gw.catalog,
+        gw.outlier.ejections,
+        gw.effective_catalog,
+        gw.failing,
     )
+    if any(rule.health_check is not None for rule in config.service_traffic):
+        await nursery.start(
+            serve_health_checks, gw.catalog, check_resolver(config.service_traffic), gw.failing
+        )
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(

@@ -45,6 +45,7 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
 from gateway.cluster.balancer import BalancerFor, default_balancer, hash_key
+from gateway.cluster.health_checker import Failing
 from gateway.cluster.locality import prefer_locality
 from gateway.cluster.outlier import Outcome
 from gateway.cluster.outlier_detector import OutlierDetector
@@ -110,6 +111,7 @@ class LocalCluster:
         balancer_for: BalancerFor = default_balancer,
         locality: str = "",
         locality_min_healthy_percent: int = 70,
+        failing: Watch[Failing] | None = None,
     ) -> None:
         self.local_site = local_site
         self.caller_headers = caller_headers
@@ -120,6 +122,8 @@ class LocalCluster:
         #: Passive outlier detection: outcomes go in, ejected endpoints are left out.
         self.outlier = outlier if outlier is not None else OutlierDetector(clock=clock)
         self.balancer_for = balancer_for
+        #: Endpoints active health checks found failing (key -> reason).
+        self.failing = failing
         self.locality = locality
         self.locality_min_healthy_percent = locality_min_healthy_percent
         self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
@@ -137,6 +141,9 @@ class LocalCluster:
         found = self.outlier.routable(
             service, routable(self.catalog.latest, service, self._clock())
         )
+        if self.failing is not None and self.failing.latest:
+            failing = self.failing.latest
+            found = tuple(ep for ep in found if ep.key not in failing)
         if only is not None:
             found = tuple(ep for ep in found if only(ep))
         return found

@@ -8,9 +8,10 @@ bounded cache: the catalog bounds the number of services anyway).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from discovery.model import ServiceName
+from gateway.cluster.health_check import CheckPolicy
 from gateway.cluster.outlier import OutlierPolicy
 from gateway.cluster.outlier_detector import PolicyFor
 from gateway.config.model import OutlierDetectionConfig, ServiceTrafficConfig
@@ -62,3 +63,32 @@ def policy_resolver(
         )
 
     return policy_for
+
+
+def check_resolver(
+    rules: Sequence[ServiceTrafficConfig],
+) -> Callable[[ServiceName], CheckPolicy | None]:
+    """Each service's active health check: the first matching rule's ``health_check``."""
+    rules = tuple(rules)
+
+    @functools.lru_cache(maxsize=4096)
+    def check_for(service: ServiceName) -> CheckPolicy | None:
+        for r in rules:
+            if r.service in (WILDCARD, service.name) and r.namespace in (
+                WILDCARD,
+                service.namespace,
+            ):
+                c = r.health_check
+                if c is None:
+                    return None
+                return CheckPolicy(
+                    c.kind,
+                    c.path,
+                    c.interval_s,
+                    c.timeout_s,
+                    c.healthy_threshold,
+                    c.unhealthy_threshold,
+                )
+        return None
+
+    return check_for

@@ -26,6 +26,7 @@ from discovery.watch import Watch, WatchClosed
 from gateway.cluster.outlier import EndpointHealth, Outcome, OutlierPolicy, may_eject, observe
 
 MAX_TRACKED = 100_000
+NO_MARKS: immutables.Map[EndpointKey, str] = immutables.Map()
 
 Ejections = immutables.Map[EndpointKey, EndpointHealth]
 PolicyFor = Callable[[ServiceName], OutlierPolicy | None]
@@ -123,9 +124,16 @@ class OutlierDetector:
         self.ejections.publish(immutables.Map({k: self._health[k] for k in active}))
 
 
-def with_ejections(catalog: Catalog, ejections: Ejections, now: float) -> Catalog:
-    """``catalog`` with the ejections in force at ``now`` marked (reason per endpoint)."""
-    marks = {k: h.reason for k, h in ejections.items() if h.ejected(now) and k in catalog}
+def with_ejections(
+    catalog: Catalog,
+    ejections: Ejections,
+    now: float,
+    failing: immutables.Map[EndpointKey, str] = NO_MARKS,
+) -> Catalog:
+    """``catalog`` with the ejections in force at ``now`` and the endpoints failing their
+    active health check marked (reason per endpoint)."""
+    marks = {k: r for k, r in failing.items() if k in catalog}
+    marks.update((k, h.reason) for k, h in ejections.items() if h.ejected(now) and k in catalog)
     if not marks and not catalog.ejected:
         return catalog
     return catalog.with_ejected(immutables.Map(marks))
@@ -143,6 +151,7 @@ async def serve_effective_catalog(
     source: Watch[Catalog],
     ejections: Watch[Ejections],
     out: Watch[Catalog],
+    failing: Watch[immutables.Map[EndpointKey, str]] | None = None,
     *,
     clock: Callable[[], float] = trio.current_time,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -151,7 +160,9 @@ async def serve_effective_catalog(
     on every change of either and when an ejection ends (so peers see it come back)."""
     wake_send, wake_receive = trio.open_memory_channel[None](1)
 
-    async def follow(watch: Watch[Catalog] | Watch[Ejections]) -> None:
+    async def follow(
+        watch: Watch[Catalog] | Watch[Ejections] | Watch[immutables.Map[EndpointKey, str]],
+    ) -> None:
         seen = watch.count
         while True:
             try:
@@ -165,10 +176,13 @@ async def serve_effective_catalog(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(follow, source)
         nursery.start_soon(follow, ejections)
+        if failing is not None:
+            nursery.start_soon(follow, failing)
         task_status.started()
         while True:
             now = clock()
-            current = with_ejections(source.latest, ejections.latest, now)
+            marks = failing.latest if failing is not None else NO_MARKS
+            current = with_ejections(source.latest, ejections.latest, now, marks)
             if current is not out.latest:
                 out.publish(current)
             with trio.move_on_after(max(0.0, next_release(ejections.latest, now) - now)):

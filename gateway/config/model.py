@@ -266,6 +266,29 @@ class OutlierOverrideConfig:
     max_ejected_percent: int | None = field(default=None, metadata={"min": 0, "max": 100})
 
 
+def _path(value: str) -> str | None:
+    if not value.startswith("/") or len(value) > 1024 or not value.isprintable() or " " in value:
+        return "must be an origin-form path starting with / (no spaces, at most 1024 bytes)"
+    return None
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active health checks of one service's endpoints (``[service_traffic.health_check]``)."""
+
+    kind: Literal["http", "tcp"] = "tcp"
+    path: str = field(default="/", metadata={"check": _path})  # http: GET, 2xx/3xx is good
+    interval_s: float = field(default=10.0, metadata={"min": 0.05, "max": 3600.0})
+    timeout_s: float = field(default=2.0, metadata={"min": 0.01, "max": 600.0})
+    healthy_threshold: int = field(default=2, metadata={"min": 1, "max": 100})
+    unhealthy_threshold: int = field(default=3, metadata={"min": 1, "max": 100})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.timeout_s > self.interval_s:
+            return [("timeout_s", "must be at most interval_s")]
+        return []
+
+
 @dataclass(frozen=True)
 class ServiceTrafficConfig:
     """How the gateway balances one local service (``[[service_traffic]]``).
@@ -281,6 +304,7 @@ class ServiceTrafficConfig:
     hash_header: str | None = field(default=None, metadata={"check": _field_name})
     hash_cookie: str | None = field(default=None, metadata={"check": _cookie_name})
     outlier_detection: OutlierOverrideConfig = field(default_factory=OutlierOverrideConfig)
+    health_check: HealthCheckConfig | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         keys = (self.hash_header is not None) + (self.hash_cookie is not None)

@@ -8,8 +8,9 @@ import pytest
 
 from discovery.model import ServiceName
 from gateway.cluster.balancer import BalancerChoice, balancer_resolver
+from gateway.cluster.health_check import CheckPolicy
 from gateway.cluster.outlier import OutlierPolicy
-from gateway.cluster.outlier_config import policy_resolver
+from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_text
 from tests.gateway.config.config_kit import GOOD
@@ -69,6 +70,17 @@ def test_lb_per_service() -> None:
     assert balancer_for(ServiceName("web")) == BalancerChoice()
 
 
+def test_health_check_per_service() -> None:
+    text = GOOD + (
+        '\n[[service_traffic]]\nservice = "api"\n'
+        '[service_traffic.health_check]\nkind = "http"\npath = "/healthz"\ninterval_s = 5.0\n'
+    )
+    config = load_text(text, base_dir=Path("/etc/isthmus"))
+    check_for = check_resolver(config.service_traffic)
+    assert check_for(ServiceName("api")) == CheckPolicy("http", "/healthz", 5.0, 2.0, 2, 3)
+    assert check_for(ServiceName("web")) is None
+
+
 def test_without_sections_detection_is_on_with_the_defaults() -> None:
     config = load_text(GOOD, base_dir=Path("/etc/isthmus"))
     assert policy_resolver(config.outlier_detection)(ServiceName("web")) == OutlierPolicy()
@@ -102,6 +114,16 @@ def test_without_sections_detection_is_on_with_the_defaults() -> None:
             'need lb = "ring_hash"',
         ),
         ('[[service_traffic]]\nlb = "random"', "service_traffic[0].lb", "must be one of"),
+        (
+            "[[service_traffic]]\nhealth_check = { interval_s = 1.0, timeout_s = 5.0 }",
+            "service_traffic[0].health_check.timeout_s",
+            "at most interval_s",
+        ),
+        (
+            '[[service_traffic]]\nhealth_check = { kind = "http", path = "healthz" }',
+            "service_traffic[0].health_check.path",
+            "starting with /",
+        ),
         (
             '[[service_traffic]]\nlb = "ring_hash"\nhash_header = "x user"',
             "service_traffic[0].hash_header",
