@@ -86,3 +86,43 @@ async def test_a_5xx_endpoint_is_ejected_and_leaves_the_peers_view(tmp_path: Pat
             doc = await ov.get("west", "/imports")
             assert (_imported(doc, "east", "whoami") or {})["healthy"] == 1
         servers.cancel_scope.cancel()
+
+
+async def test_an_active_health_check_takes_a_dead_endpoint_out_of_the_peers_view(
+    tmp_path: Path,
+) -> None:
+    topology = make_topology(["east", "west"], {"east": WHOAMI, "west": WHOAMI})
+    east_addr = str(topology.sites[0].address)
+    # A port on east's address that nothing listens on: the endpoint is dead from the start
+    # (its source still says healthy), and no request ever goes to it.
+    sock = trio.socket.socket()
+    await sock.bind((east_addr, 0))
+    dead_port = sock.getsockname()[1]
+    sock.close()
+
+    def patch(site: str, text: str) -> str:
+        if site != "east":
+            return text
+        return text + (
+            '\n[[service_traffic]]\nservice = "dead"\n'
+            '[service_traffic.health_check]\nkind = "tcp"\ninterval_s = 0.2\ntimeout_s = 0.2\n'
+            "unhealthy_threshold = 2\n"
+            f'\n[[sources.endpoints]]\nservice = "dead"\naddress = "{east_addr}"\n'
+            f'port = {dead_port}\nprotocol = "http1"\n'
+        )
+
+    async with open_overlay(tmp_path, topology, patch=patch) as ov:
+        doc = await ov.wait(
+            "west",
+            "/imports",
+            lambda d: (
+                (_imported(d, "east", "dead") or {}).get("total") == 1
+                and _imported(d, "east", "dead")["healthy"] == 0
+            ),  # type: ignore[index]
+        )
+        doc = await ov.get("east", "/catalog")
+        row = _catalog_row(doc, "dead")
+        assert row is not None and row["routable"] is False
+        assert "health check: " in row["ejected"] and "connect failed" in row["ejected"]
+        reply = await h1_request(east_addr, HTTP_PORT, authority="dead.default.isthmus")
+        assert reply.status == 503
