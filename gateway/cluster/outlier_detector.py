@@ -162,8 +162,9 @@ async def serve_effective_catalog(
 
     async def follow(
         watch: Watch[Catalog] | Watch[Ejections] | Watch[immutables.Map[EndpointKey, str]],
+        seen: int,
     ) -> None:
-        seen = watch.count
+        # ``seen`` is taken before the first fold below, so no change falls in between.
         while True:
             try:
                 seen, _ = await watch.wait_newer(seen)
@@ -174,16 +175,21 @@ async def serve_effective_catalog(
                 wake_send.send_nowait(None)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(follow, source)
-        nursery.start_soon(follow, ejections)
+        nursery.start_soon(follow, source, source.count)
+        nursery.start_soon(follow, ejections, ejections.count)
         if failing is not None:
-            nursery.start_soon(follow, failing)
+            nursery.start_soon(follow, failing, failing.count)
         task_status.started()
+        folded: tuple[Catalog, frozenset[tuple[EndpointKey, str]]] | None = None
         while True:
             now = clock()
             marks = failing.latest if failing is not None else NO_MARKS
             current = with_ejections(source.latest, ejections.latest, now, marks)
-            if current is not out.latest:
+            # Publish only a real change: the same source snapshot with the same marks is
+            # the same view (a wake-up at an ejection's end may find nothing ended yet).
+            state = (source.latest, frozenset(current.ejected.items()))
+            if folded is None or state[0] is not folded[0] or state[1] != folded[1]:
+                folded = state
                 out.publish(current)
             with trio.move_on_after(max(0.0, next_release(ejections.latest, now) - now)):
                 await wake_receive.receive()
