@@ -461,6 +461,7 @@ class _Batch:
             views=views.finish(),
             services=services.finish(),
             size=self.size,
+            ejected=old.ejected,
         )
         added: set[EndpointKey] = set()
         updated: set[EndpointKey] = set()

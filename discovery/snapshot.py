@@ -21,7 +21,7 @@ it is stale.  That makes ``SourceStale``/``SourceFresh`` O(1) instead of O(endpo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import immutables
 
@@ -85,6 +85,7 @@ class CatalogEntry:
 
 EMPTY_SOURCES: immutables.Map[str, SourceState] = immutables.Map()
 EMPTY_VIEWS: immutables.Map[str, immutables.Map[EndpointKey, Report]] = immutables.Map()
+EMPTY_EJECTED: immutables.Map[EndpointKey, str] = immutables.Map()
 EMPTY_SERVICES: immutables.Map[ServiceName, immutables.Map[EndpointKey, CatalogEntry]] = (
     immutables.Map()
 )
@@ -105,6 +106,10 @@ class Catalog:
         EMPTY_SERVICES
     )
     size: int = 0
+    #: Endpoints the gateway took out of rotation itself (passive outlier detection), with
+    #: the reason; not a source's fact, so it never bumps ``version`` (see
+    #: :func:`gateway.cluster.outlier_detector.with_ejections`).
+    ejected: immutables.Map[EndpointKey, str] = EMPTY_EJECTED
 
     def __len__(self) -> int:
         return self.size
@@ -139,8 +144,19 @@ class Catalog:
         return all(self._state(s).stale for s in entry.sources)
 
     def is_routable(self, entry: CatalogEntry, now: float) -> bool:
-        """Healthy, and at least one reporting source is fresh or within its stale grace."""
+        """Healthy, not ejected, and at least one reporting source is fresh or within its
+        stale grace."""
+        if self.ejected and entry.key in self.ejected:
+            return False
         return entry.endpoint.healthy and any(self._state(s).usable(now) for s in entry.sources)
+
+    def ejection(self, entry: CatalogEntry) -> str | None:
+        """Why the gateway took ``entry`` out of rotation, if it did."""
+        return self.ejected.get(entry.key) if self.ejected else None
+
+    def with_ejected(self, ejected: immutables.Map[EndpointKey, str]) -> Catalog:
+        """The same snapshot with ``ejected`` as the gateway's own ejections."""
+        return replace(self, ejected=ejected)
 
     def provenance(self, entry: CatalogEntry) -> tuple[Provenance, ...]:
         """Who reports ``entry``, with each source's version and last confirmation time."""

@@ -15,9 +15,10 @@ import datetime as dt
 import functools
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import immutables
 import trio
 
 from discovery.backoff import Backoff
@@ -28,8 +29,12 @@ from discovery.watch import Watch
 from gateway.admin.health import healthz_view
 from gateway.admin.server import Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
+from gateway.cluster.balancer import balancer_resolver
 from gateway.cluster.fair_share import SiteShares
+from gateway.cluster.health_checker import Failing, serve_health_checks
 from gateway.cluster.local import LocalCluster
+from gateway.cluster.outlier_config import check_resolver, policy_resolver
+from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
 from gateway.config.model import AnnounceServiceConfig, GatewayConfig
 from gateway.http.caller_headers import CallerHeaderRules
@@ -78,6 +83,12 @@ class Gateway:
     pool: UpstreamPool
     router: Router
     observer: Observer | None
+    #: ``catalog`` with the endpoints outlier detection ejected marked (what peers and
+    #: ``/catalog`` see), kept up to date by :func:`serve_effective_catalog`.
+    effective_catalog: Watch[Catalog] = field(default_factory=lambda: Watch(Catalog()))
+    outlier: OutlierDetector = field(default_factory=OutlierDetector)
+    #: Endpoints failing their active health check (key -> reason).
+    failing: Watch[Failing] = field(default_factory=lambda: Watch(immutables.Map()))
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -121,7 +132,7 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
     config = gw.config
     views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
-        "/catalog": lambda: catalog_json(gw.catalog.latest, trio.current_time()),
+        "/catalog": lambda: catalog_json(gw.effective_catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
         "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
@@ -178,7 +189,15 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     ]
     lim = config.limits
     pool = UpstreamPool(h1_limits=h1_limits(lim))
+    outlier = OutlierDetector(policy_resolver(config.outlier_detection, config.service_traffic))
+    effective: Watch[Catalog] = Watch(Catalog())
+    failing: Watch[Failing] = Watch(immutables.Map())
     cluster = LocalCluster(
+        outlier=outlier,
+        balancer_for=balancer_resolver(config.service_traffic),
+        failing=failing,
+        locality=config.site.locality,
+        locality_min_healthy_percent=config.site.locality_min_healthy_percent,
         local_site=config.site.name,
         catalog=catalog,
         pool=pool,
@@ -200,7 +219,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         local_site=config.site.name,
         identity=identity,
         peers=peers,
-        catalog=catalog,
+        catalog=effective,
         export_rules=config.exports,
         settings=peering_settings(config),
         stream_handler=east_west,
@@ -219,7 +238,18 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         observer=observer,
         caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
     )
-    return Gateway(config, identity, catalog, peering, pool, router, observer)
+    return Gateway(
+        config,
+        identity,
+        catalog,
+        peering,
+        pool,
+        router,
+        observer,
+        effective_catalog=effective,
+        outlier=outlier,
+        failing=failing,
+    )
 
 
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
@@ -237,6 +267,17 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
     )
     await nursery.start(watch_own_identity, gw.identity)
     await nursery.start(serve_catalog, config.sources, gw.catalog)
+    await nursery.start(
+        serve_effective_catalog,
+        gw.catalog,
+        gw.outlier.ejections,
+        gw.effective_catalog,
+        gw.failing,
+    )
+    if any(rule.health_check is not None for rule in config.service_traffic):
+        await nursery.start(
+            serve_health_checks, gw.catalog, check_resolver(config.service_traffic), gw.failing
+        )
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(

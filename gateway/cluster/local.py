@@ -10,7 +10,8 @@ Theory of operation
 1. The candidates are the routable endpoints of the service in the latest catalog snapshot
    (healthy, reported by a usable source; sorted by key, so the order is deterministic),
    filtered by ``only`` (export consent, for a peer's request) and, for HTTP, by protocol.
-2. :func:`~gateway.cluster.lb.round_robin` orders them; the first is the pick and the next
+2. :func:`~gateway.cluster.wrr.smooth_wrr` orders them by weight (smooth weighted round
+   robin, one state per service); the first is the pick and the next
    ones are fallbacks *only* for a failed connect (at most ``MAX_CONNECT_ATTEMPTS``): nothing
    reached the endpoint, so trying another one cannot duplicate work.
 3. The request is what the endpoint should see (:func:`~gateway.http.caller_headers.
@@ -33,6 +34,7 @@ broken exchange, a 504) means the request may have reached an endpoint.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import trio
@@ -42,7 +44,15 @@ from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
-from gateway.cluster.lb import round_robin
+from gateway.cluster.balancer import BalancerFor, default_balancer, hash_key
+from gateway.cluster.health_checker import Failing
+from gateway.cluster.locality import prefer_locality
+from gateway.cluster.outlier import Outcome
+from gateway.cluster.outlier_detector import OutlierDetector
+from gateway.cluster.p2c import p2c
+from gateway.cluster.ring import Ring, build_ring, hash64, ring_order
+from gateway.cluster.status_writer import StatusWriter
+from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.http.exchange_timer import ExchangeTimer
@@ -64,6 +74,7 @@ HTTP_PROTOCOLS = frozenset({"http1", "http2"})
 ALL_CALLER_HEADERS = CallerHeaderRules()
 
 EndpointFilter = Callable[[Endpoint], bool]
+_NO_WRR: WrrState[tuple[str, int]] = WrrState()  # keyed by (address, port)
 
 
 class NoHealthyEndpoint(UpstreamUnavailable):
@@ -85,7 +96,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class LocalCluster:
-    """Round-robin forwarding to this site's endpoints (see the module docstring)."""
+    """Weighted round-robin forwarding to this site's endpoints (see the module docstring)."""
 
     def __init__(
         self,
@@ -96,6 +107,11 @@ class LocalCluster:
         connect_timeout: float = 5.0,
         caller_headers: CallerHeaderRules = ALL_CALLER_HEADERS,
         clock: Callable[[], float] = trio.current_time,
+        outlier: OutlierDetector | None = None,
+        balancer_for: BalancerFor = default_balancer,
+        locality: str = "",
+        locality_min_healthy_percent: int = 70,
+        failing: Watch[Failing] | None = None,
     ) -> None:
         self.local_site = local_site
         self.caller_headers = caller_headers
@@ -103,7 +119,18 @@ class LocalCluster:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self._clock = clock
-        self._cursors: dict[ServiceName, int] = {}
+        #: Passive outlier detection: outcomes go in, ejected endpoints are left out.
+        self.outlier = outlier if outlier is not None else OutlierDetector(clock=clock)
+        self.balancer_for = balancer_for
+        #: Endpoints active health checks found failing (key -> reason).
+        self.failing = failing
+        self.locality = locality
+        self.locality_min_healthy_percent = locality_min_healthy_percent
+        self._wrr: dict[ServiceName, WrrState[tuple[str, int]]] = {}
+        self._rings: dict[ServiceName, Ring] = {}
+        #: Requests in flight per endpoint, kept for least_request services only.
+        self._in_flight: dict[tuple[str, int], int] = {}
+        self._rng = random.Random()
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -111,7 +138,12 @@ class LocalCluster:
         self, service: ServiceName, only: EndpointFilter | None = None
     ) -> tuple[Endpoint, ...]:
         """The routable endpoints of ``service`` now (filtered by ``only``)."""
-        found = routable(self.catalog.latest, service, self._clock())
+        found = self.outlier.routable(
+            service, routable(self.catalog.latest, service, self._clock())
+        )
+        if self.failing is not None and self.failing.latest:
+            failing = self.failing.latest
+            found = tuple(ep for ep in found if ep.key not in failing)
         if only is not None:
             found = tuple(ep for ep in found if only(ep))
         return found
@@ -121,8 +153,14 @@ class LocalCluster:
         return bool(self.endpoints(service, only))
 
     def _order(
-        self, service: ServiceName, only: EndpointFilter | None, *, http: bool
-    ) -> tuple[Endpoint, ...]:
+        self,
+        service: ServiceName,
+        only: EndpointFilter | None,
+        *,
+        http: bool,
+        request: Request | None = None,
+    ) -> tuple[tuple[Endpoint, ...], bool]:
+        """The endpoints to try, the pick first; and whether to count requests in flight."""
         candidates = self.endpoints(service, only)
         if not candidates:
             raise NoHealthyEndpoint(f"no healthy endpoint of {service} in site {self.local_site}")
@@ -133,8 +171,65 @@ class LocalCluster:
                     f"the endpoints of {service} speak {candidates[0].protocol}, not HTTP"
                 )
             candidates = speaking
-        order, self._cursors[service] = round_robin(candidates, self._cursors.get(service, 0))
-        return order[:MAX_CONNECT_ATTEMPTS]
+        others: tuple[Endpoint, ...] = ()
+        if self.locality:
+            listed = sum(
+                1
+                for entry in self.catalog.latest.endpoints(service)
+                if entry.endpoint.locality == self.locality
+                and (only is None or only(entry.endpoint))
+            )
+            candidates, others = prefer_locality(
+                candidates, self.locality, listed, self.locality_min_healthy_percent
+            )
+        choice = self.balancer_for(service)
+        if choice.kind == "least_request":
+            order = p2c(
+                candidates,
+                [self._in_flight.get((ep.address, ep.port), 0) for ep in candidates],
+                [ep.weight for ep in candidates],
+                self._rng.getrandbits(32),
+                self._rng.getrandbits(32),
+            )
+            return (*order, *others)[:MAX_CONNECT_ATTEMPTS], True
+        if choice.kind == "ring_hash" and request is not None:
+            key = hash_key(request, choice)
+            if key is not None:
+                ring = self._ring(service, candidates)
+                picks = ring_order(ring, hash64(key), MAX_CONNECT_ATTEMPTS)
+                return (*(candidates[i] for i in picks), *others)[:MAX_CONNECT_ATTEMPTS], False
+        order, self._wrr[service] = smooth_wrr(
+            candidates,
+            [(ep.address, ep.port) for ep in candidates],
+            [ep.weight for ep in candidates],
+            self._wrr.get(service, _NO_WRR),
+        )
+        return (*order, *others)[:MAX_CONNECT_ATTEMPTS], False
+
+    def _ring(self, service: ServiceName, candidates: tuple[Endpoint, ...]) -> Ring:
+        """The service's ring, rebuilt only when its endpoints (or weights) changed."""
+        names = tuple(f"{ep.address}:{ep.port}" for ep in candidates)
+        weights = [ep.weight for ep in candidates]
+        ring = self._rings.get(service)
+        if ring is None or ring.names != names or ring.weights != tuple(weights):
+            ring = build_ring(names, weights)
+            self._rings[service] = ring
+        return ring
+
+    def _record(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """Tell outlier detection how ``endpoint`` did (free for a success with no record)."""
+        if outcome == "success" and self.outlier.health(endpoint.key) is None:
+            return
+        size = len(routable(self.catalog.latest, endpoint.service, self._clock()))
+        self.outlier.record(endpoint, outcome, service_size=size)
+
+    def _done(self, endpoint: Endpoint) -> None:
+        slot = (endpoint.address, endpoint.port)
+        left = self._in_flight.get(slot, 1) - 1
+        if left > 0:
+            self._in_flight[slot] = left
+        else:
+            self._in_flight.pop(slot, None)  # bounded: only endpoints with requests in flight
 
     def _connect_budget(self, deadline: float) -> float:
         return max(0.0, min(self.connect_timeout, deadline - self._clock()))
@@ -157,32 +252,47 @@ class LocalCluster:
         to retry elsewhere), :class:`UpstreamTimeout` when ``ctx.deadline`` passes, other
         ``UpstreamError``/``DownstreamError`` subclasses for broken exchanges.
         """
-        order = self._order(service, only, http=True)
+        order, counted = self._order(service, only, http=True, request=request)
         request = for_endpoint(
             request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
         )
         timer = ExchangeTimer(ctx)
-        writer = timer.writer(writer)
+        status = StatusWriter(timer.writer(writer))
         body = timer.body(body)
+        endpoint = order[0]
         with timer.scope as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
                 forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
+                if counted:
+                    slot = (endpoint.address, endpoint.port)
+                    self._in_flight[slot] = self._in_flight.get(slot, 0) + 1
                 try:
                     await forward(
                         self.pool,
                         endpoint,
                         request,
                         body,
-                        writer,
+                        status,
                         connect_timeout=self._connect_budget(ctx.deadline),
                     )
-                    return
                 except EndpointConnectFailed as exc:
+                    self._record(endpoint, "connect_failure")
                     failure = exc
+                    continue
+                except UpstreamError:
+                    self._record(endpoint, "5xx" if status.status is None else status.outcome())
+                    raise
+                finally:
+                    if counted:
+                        self._done(endpoint)
+                self._record(endpoint, status.outcome())
+                return
             assert failure is not None
             raise failure
         if scope.cancelled_caught:
+            # The endpoint did not answer in time (a hung instance counts as failing).
+            self._record(endpoint, "5xx" if status.status is None else status.outcome())
             cut = timer.expired(f"{service} in site {self.local_site}")
             if cut is not None:
                 raise cut
@@ -206,7 +316,11 @@ class LocalCluster:
         ``ctx.deadline`` (504); the switched connection is then the caller's, like an L4
         tunnel's.  HTTP/2 endpoints would need RFC 8441 themselves: not supported (501).
         """
-        order = tuple(ep for ep in self._order(service, only, http=True) if ep.protocol == "http1")
+        order = tuple(
+            ep
+            for ep in self._order(service, only, http=True, request=request)[0]
+            if ep.protocol == "http1"
+        )
         if not order:
             raise UpgradeNotSupported(
                 f"the endpoints of {service} speak HTTP/2; WebSocket needs an HTTP/1.1 endpoint"
@@ -225,6 +339,7 @@ class LocalCluster:
                         limits=self.pool.h1_limits,
                     )
                 except EndpointConnectFailed as exc:
+                    self._record(endpoint, "connect_failure")
                     failure = exc
             assert failure is not None
             raise failure
@@ -239,20 +354,24 @@ class LocalCluster:
         service: ServiceName,
         only: EndpointFilter | None = None,
     ) -> trio.SocketStream:
-        """A TCP connection (``TCP_NODELAY``) to an endpoint of ``service``, round robin.
+        """A TCP connection (``TCP_NODELAY``) to an endpoint of ``service``, weighted round robin.
 
         The connect is bounded by ``connect_timeout`` and ``ctx.deadline``; the connection
         itself is the caller's to keep as long as it likes.
         """
-        order = self._order(service, only, http=False)
+        order, _ = self._order(service, only, http=False)
         failure: EndpointConnectFailed | None = None
         for endpoint in order:
             budget = self._connect_budget(ctx.deadline)
             if budget <= 0:
                 raise UpstreamTimeout(f"no time left to connect to {service}")
             try:
-                return await open_tcp(endpoint, connect_timeout=budget)
+                stream = await open_tcp(endpoint, connect_timeout=budget)
             except EndpointConnectFailed as exc:
+                self._record(endpoint, "connect_failure")
                 failure = exc
+                continue
+            self._record(endpoint, "success")
+            return stream
         assert failure is not None
         raise failure

@@ -215,6 +215,7 @@ def catalog_json(catalog: Catalog, now: float) -> dict[str, Any]:
                     "age_s": _secs(now - catalog.confirmed_at(entry)),
                     "stale": catalog.is_stale(entry),
                     "routable": catalog.is_routable(entry, now),
+                    "ejected": catalog.ejection(entry),
                 }
             )
     sources = [

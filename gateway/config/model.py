@@ -51,6 +51,12 @@ def _mesh_domain(value: str) -> str | None:
     return None
 
 
+def _locality(value: str) -> str | None:
+    if len(value) > 253 or not value.isprintable():
+        return "must be at most 253 printable characters"
+    return None
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str = field(metadata={"check": _label})
@@ -59,6 +65,10 @@ class SiteConfig:
     # Tell endpoints who called them (x-isthmus-caller-id, -caller-site, -deadline-ms); the
     # default for every local service, overridden per service by [[caller_headers]].
     caller_headers: bool = True
+    # This gateway's locality (zone); when set, a service's endpoints with the same locality
+    # get its traffic while at least locality_min_healthy_percent of them are routable.
+    locality: str = field(default="", metadata={"check": _locality})
+    locality_min_healthy_percent: int = field(default=70, metadata={"min": 0, "max": 100})
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,110 @@ class CallerHeadersConfig:
     enabled: bool = True
 
 
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _field_name(value: str) -> str | None:
+    if not value or len(value) > 256 or not set(value) <= _TOKEN:
+        return "must be an HTTP field name (letters, digits and !#$%&'*+-.^_`|~)"
+    return None
+
+
+def _cookie_name(value: str) -> str | None:
+    return _field_name(value)
+
+
+@dataclass(frozen=True)
+class OutlierDetectionConfig:
+    """Passive outlier detection, site-wide (``[outlier_detection]``); see docs/load-balancing.md.
+
+    An endpoint that answers ``consecutive_5xx`` 5xx in a row, or fails
+    ``consecutive_connect_failures`` connects in a row, is ejected for
+    ``base_ejection_time_s * n`` (its n-th ejection), at most ``max_ejection_time_s``; at most
+    ``max_ejected_percent`` of a service's endpoints (at least one) are ejected at once.  A
+    threshold of 0 turns that kind off.
+    """
+
+    enabled: bool = True
+    consecutive_5xx: int = field(default=5, metadata={"min": 0, "max": 10_000})
+    consecutive_connect_failures: int = field(default=5, metadata={"min": 0, "max": 10_000})
+    base_ejection_time_s: float = field(default=30.0, metadata={"min": 0.001, "max": 86_400.0})
+    max_ejection_time_s: float = field(default=300.0, metadata={"min": 0.001, "max": 86_400.0})
+    max_ejected_percent: int = field(default=10, metadata={"min": 0, "max": 100})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.max_ejection_time_s < self.base_ejection_time_s:
+            return [("max_ejection_time_s", "must be at least base_ejection_time_s")]
+        return []
+
+
+@dataclass(frozen=True)
+class OutlierOverrideConfig:
+    """Per-service changes to ``[outlier_detection]``; an unset field keeps the site's value."""
+
+    enabled: bool | None = None
+    consecutive_5xx: int | None = field(default=None, metadata={"min": 0, "max": 10_000})
+    consecutive_connect_failures: int | None = field(
+        default=None, metadata={"min": 0, "max": 10_000}
+    )
+    base_ejection_time_s: float | None = field(
+        default=None, metadata={"min": 0.001, "max": 86_400.0}
+    )
+    max_ejection_time_s: float | None = field(
+        default=None, metadata={"min": 0.001, "max": 86_400.0}
+    )
+    max_ejected_percent: int | None = field(default=None, metadata={"min": 0, "max": 100})
+
+
+def _path(value: str) -> str | None:
+    if not value.startswith("/") or len(value) > 1024 or not value.isprintable() or " " in value:
+        return "must be an origin-form path starting with / (no spaces, at most 1024 bytes)"
+    return None
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active health checks of one service's endpoints (``[service_traffic.health_check]``)."""
+
+    kind: Literal["http", "tcp"] = "tcp"
+    path: str = field(default="/", metadata={"check": _path})  # http: GET, 2xx/3xx is good
+    interval_s: float = field(default=10.0, metadata={"min": 0.05, "max": 3600.0})
+    timeout_s: float = field(default=2.0, metadata={"min": 0.01, "max": 600.0})
+    healthy_threshold: int = field(default=2, metadata={"min": 1, "max": 100})
+    unhealthy_threshold: int = field(default=3, metadata={"min": 1, "max": 100})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.timeout_s > self.interval_s:
+            return [("timeout_s", "must be at most interval_s")]
+        return []
+
+
+@dataclass(frozen=True)
+class ServiceTrafficConfig:
+    """How the gateway balances one local service (``[[service_traffic]]``).
+
+    The first rule whose ``service``/``namespace`` (``"*"`` = any) matches applies.
+    """
+
+    service: str = field(default="*", metadata={"check": _label_or_any})
+    namespace: str = field(default="*", metadata={"check": _label_or_any})
+    # weighted_round_robin (endpoint weights), least_request (power of two choices), or
+    # ring_hash (a consistent hash ring keyed by hash_header or hash_cookie).
+    lb: Literal["weighted_round_robin", "least_request", "ring_hash"] = "weighted_round_robin"
+    hash_header: str | None = field(default=None, metadata={"check": _field_name})
+    hash_cookie: str | None = field(default=None, metadata={"check": _cookie_name})
+    outlier_detection: OutlierOverrideConfig = field(default_factory=OutlierOverrideConfig)
+    health_check: HealthCheckConfig | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        keys = (self.hash_header is not None) + (self.hash_cookie is not None)
+        if self.lb == "ring_hash" and keys != 1:
+            return [("lb", "ring_hash needs exactly one of hash_header and hash_cookie")]
+        if self.lb != "ring_hash" and keys:
+            return [("lb", 'hash_header / hash_cookie need lb = "ring_hash"')]
+        return []
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     """A peer gateway this site dials, and the exact SPIFFE ID it must present."""
@@ -333,6 +447,8 @@ class GatewayConfig:
     service_ports: tuple[ServicePortConfig, ...] = field(default=(), metadata={"unique": "name"})
     policies: tuple[PolicyConfig, ...] = ()
     caller_headers: tuple[CallerHeadersConfig, ...] = ()
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
+    service_traffic: tuple[ServiceTrafficConfig, ...] = ()
     mdns_announce: MdnsAnnounceConfig = field(default_factory=MdnsAnnounceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -341,7 +457,29 @@ class GatewayConfig:
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
         # (the decoder runs them on a partly decoded config too: one run reports everything).
-        return _each(self._bind_problems, self._peer_problems, self._export_problems)
+        return _each(
+            self._bind_problems,
+            self._peer_problems,
+            self._export_problems,
+            self._service_traffic_problems,
+        )
+
+    def _service_traffic_problems(self) -> list[tuple[str, str]]:
+        """A per-service override must leave max_ejection_time_s >= base_ejection_time_s."""
+        site = self.outlier_detection
+        out: list[tuple[str, str]] = []
+        for i, rule in enumerate(self.service_traffic):
+            o = rule.outlier_detection
+            base = o.base_ejection_time_s or site.base_ejection_time_s
+            most = o.max_ejection_time_s or site.max_ejection_time_s
+            if most < base:
+                out.append(
+                    (
+                        f"service_traffic[{i}].outlier_detection.max_ejection_time_s",
+                        "must be at least base_ejection_time_s",
+                    )
+                )
+        return out
 
     def _bind_problems(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

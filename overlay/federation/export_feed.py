@@ -62,7 +62,11 @@ def changed_services(old: Catalog, new: Catalog) -> set[ServiceName] | None:
             ):
                 return None
     names = set(old.services.keys()) | set(new.services.keys())
-    return {s for s in names if old.services.get(s) is not new.services.get(s)}
+    changed = {s for s in names if old.services.get(s) is not new.services.get(s)}
+    if old.ejected is not new.ejected:  # the gateway's own ejections changed routability
+        keys = set(old.ejected.keys()) ^ set(new.ejected.keys())
+        changed.update(k.service for k in keys)
+    return changed
 
 
 class PeerExport:

@@ -93,6 +93,18 @@ async def test_round_robin_across_http1_endpoints_strips_internal_headers() -> N
         servers.cancel_scope.cancel()
 
 
+async def test_endpoint_weights_split_traffic_nine_to_one() -> None:
+    async with trio.open_nursery() as servers:
+        heavy = await servers.start(serve_http_echo, "127.0.0.1", 0, "heavy")
+        light = await servers.start(serve_http_echo, "127.0.0.1", 0, "light")
+        eps = (endpoint(heavy, weight=9), endpoint(light, weight=1))
+        async with cluster_of(*eps) as (cluster, _pool):
+            sites = [(await get(cluster)).json()["site"] for _ in range(20)]
+            assert sites.count("heavy") == 18 and sites.count("light") == 2
+            assert "light" in sites[:10] and "light" in sites[10:]  # interleaved, not a burst
+        servers.cancel_scope.cancel()
+
+
 async def test_http2_endpoint_gets_stripped_headers_and_trailers_both_ways() -> None:
     stats: dict[str, int] = {}
     async with trio.open_nursery() as servers:
