@@ -16,17 +16,17 @@ import functools
 import gc
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from discovery.backoff import Backoff
-from discovery.service import serve_catalog
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin.health import healthz_view
-from gateway.admin.server import Text, serve_admin
+from gateway.admin.server import Action, Reply, Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.local import LocalCluster
@@ -47,6 +47,9 @@ from gateway.observe.state_gauges import (
     import_gauges,
     link_gauges,
 )
+from gateway.reload.apply import ConfigReloader
+from gateway.reload.catalog import CatalogRunner
+from gateway.reload.plan import config_version
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
@@ -65,6 +68,7 @@ class GatewayPorts:
 
     east_west: int | None
     admin: int | None
+    reloader: ConfigReloader | None = None  # None when not started from a file
 
 
 @dataclass
@@ -78,6 +82,9 @@ class Gateway:
     pool: UpstreamPool
     router: Router
     observer: Observer | None
+    cluster: LocalCluster
+    east_west: EastWestHandler
+    sources: CatalogRunner  # discovery in its own cancel scope (a reload restarts it)
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -117,7 +124,7 @@ def announced(a: AnnounceServiceConfig) -> AnnouncedService:
     )
 
 
-def admin_views(gw: Gateway) -> dict[str, Any]:
+def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str, Any]:
     config = gw.config
     views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
@@ -131,6 +138,8 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
         views["/metrics"] = lambda: Text(
             registry.render(), "text/plain; version=0.0.4; charset=utf-8"
         )
+    if reloader is not None:
+        views["/config"] = reloader.status
     return views
 
 
@@ -155,6 +164,18 @@ def observer_for(
     registry.collector(lambda: catalog_gauges(catalog.latest, trio.current_time()))
     registry.collector(lambda: identity_gauges(peering.identity.state, dt.datetime.now(dt.UTC)))
     return observer
+
+
+def admin_actions(reloader: ConfigReloader | None) -> dict[str, Action]:
+    """The admin API's POST paths: ``/config/reload`` (200 applied/unchanged, 422 rejected)."""
+    if reloader is None:
+        return {}
+
+    async def reload() -> Reply:
+        outcome = await reloader.reload("admin API")
+        return Reply(422 if outcome.result == "rejected" else 200, outcome.json())
+
+    return {"/config/reload": reload}
 
 
 async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSource]]:
@@ -219,7 +240,18 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         observer=observer,
         caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
     )
-    return Gateway(config, identity, catalog, peering, pool, router, observer)
+    return Gateway(
+        config,
+        identity,
+        catalog,
+        peering,
+        pool,
+        router,
+        observer,
+        cluster,
+        east_west,
+        CatalogRunner(catalog),
+    )
 
 
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
@@ -236,7 +268,7 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         )
     )
     await nursery.start(watch_own_identity, gw.identity)
-    await nursery.start(serve_catalog, config.sources, gw.catalog)
+    await gw.sources.start(nursery, config.sources)
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(
@@ -320,14 +352,22 @@ async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
         )
 
 
-async def start_admin(nursery: trio.Nursery, gw: Gateway) -> int | None:
+async def start_admin(
+    nursery: trio.Nursery, gw: Gateway, reloader: ConfigReloader | None = None
+) -> int | None:
     """Start step 4: the admin API, last (it reports on everything above); its port."""
     admin = gw.config.listener("admin")
     if admin is None:
         return None
     port: int = await start_listener(
         nursery,
-        functools.partial(serve_admin, admin_views(gw), host=str(admin.address), port=admin.port),
+        functools.partial(
+            serve_admin,
+            admin_views(gw, reloader),
+            actions=admin_actions(reloader),
+            host=str(admin.address),
+            port=admin.port,
+        ),
         what=f"listener {admin.name}",
         address=str(admin.address),
         port=admin.port,
@@ -339,14 +379,25 @@ async def start_admin(nursery: trio.Nursery, gw: Gateway) -> int | None:
 async def serve_gateway(
     config: GatewayConfig,
     *,
+    config_path: Path | None = None,
+    version: str | None = None,
     task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway described by ``config`` until cancelled: build, then start in order."""
+    """Run the gateway described by ``config`` until cancelled: build, then start in order.
+
+    With ``config_path`` (the file ``config`` came from, and its ``version``), the gateway can
+    reload it: ``GatewayPorts.reloader`` and the admin API's ``POST /config/reload``.
+    """
     identity, bundles = await load_identity(config)
     gw = build_gateway(config, identity)
     async with trio.open_nursery() as nursery:
+        reloader = None
+        if config_path is not None:
+            reloader = ConfigReloader(
+                gw, config_path, version or config_version(""), nursery, gw.sources
+            )
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)
         await start_callers(nursery, gw)
-        admin_port = await start_admin(nursery, gw)
-        task_status.started(GatewayPorts(ew_port, admin_port))
+        admin_port = await start_admin(nursery, gw, reloader)
+        task_status.started(GatewayPorts(ew_port, admin_port, reloader))

@@ -1,0 +1,173 @@
+"""Apply a config reload to a running gateway (the Trio adapter of :mod:`gateway.reload.plan`).
+
+Theory of operation: a reload (SIGHUP, ``isthmus reload``, ``POST /config/reload``) reads the
+file the gateway was started with, off the event loop, and validates it whole with the same
+loader as ``isthmus run``.  An invalid file, or a valid one whose plan has problems (a change
+that cannot be applied live), is rejected: every problem is logged and returned, and nothing
+changes.  A valid plan is applied as a few swaps of whole values that requests read when they
+start (policies, caller-header rules) and a restart of discovery (sources), so live
+connections, tunnels and links are untouched and every new request sees either the old config
+or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from gateway.config.errors import ConfigInvalid, Problem
+from gateway.config.load import load_text, read_config_text
+from gateway.config.model import GatewayConfig
+from gateway.http.caller_headers import CallerHeaderRules
+from gateway.reload.catalog import CatalogRunner
+from gateway.reload.plan import ReloadPlan, config_version, plan_reload
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("isthmus.reload")
+
+Result = Literal["applied", "unchanged", "rejected"]
+
+
+def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
+    """The config at ``path`` and its version; :class:`ConfigInvalid` with every problem."""
+    text = read_config_text(path)
+    config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
+    return config, config_version(text)
+
+
+def _iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What one reload did, as the admin API and ``isthmus reload`` show it."""
+
+    result: Result
+    trigger: str
+    version: str  # the version running after this reload
+    attempted: str | None  # the version of the file read (None: it could not be read)
+    changes: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    at: float  # wall clock
+    filename: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "trigger": self.trigger,
+            "version": self.version,
+            "attempted_version": self.attempted,
+            "changes": list(self.changes),
+            "problems": [
+                {"path": p.path or "<root>", "line": p.line, "message": p.message}
+                for p in self.problems
+            ],
+            "at": _iso(self.at),
+        }
+
+
+@dataclass
+class ConfigReloader:
+    """Owns the running config's version and applies reloads to ``gw``."""
+
+    gw: Gateway
+    path: Path
+    version: str
+    nursery: trio.Nursery
+    catalog: CatalogRunner
+    wall_clock: Callable[[], float] = time.time
+    applied_at: float = 0.0
+    last: ReloadOutcome | None = None
+    _lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def __post_init__(self) -> None:
+        self.applied_at = self.applied_at or self.wall_clock()
+        log.info("config version %s applied (%s)", self.version, self.path)
+
+    def status(self) -> dict[str, Any]:
+        """The ``/config`` admin view: which config runs, since when, and the last reload."""
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "applied_at": _iso(self.applied_at),
+            "last_reload": None if self.last is None else self.last.json(),
+        }
+
+    async def reload(self, trigger: str) -> ReloadOutcome:
+        """Read, validate and (if valid and applicable) apply the config file; never raises
+        for a bad file -- the outcome says what happened."""
+        async with self._lock:
+            outcome = await self._reload(trigger)
+        self.last = outcome
+        return outcome
+
+    async def _reload(self, trigger: str) -> ReloadOutcome:
+        now = self.wall_clock()
+        try:
+            config, version = await trio.to_thread.run_sync(load_versioned, self.path)
+        except ConfigInvalid as exc:
+            return self._rejected(trigger, None, exc.problems, now)
+        plan = plan_reload(self.gw.config, config)
+        if plan.problems:
+            return self._rejected(trigger, version, plan.problems, now)
+        for path, message in config.warnings():
+            log.warning("config %s: %s", path, message)
+        if plan.empty:
+            if version != self.version:  # e.g. a comment changed: the new text is what runs
+                self.version, self.applied_at = version, now
+            log.info("config reload (%s): no change; version %s", trigger, self.version)
+            return ReloadOutcome("unchanged", trigger, self.version, version, (), (), now)
+        # From here on the swaps run to the end even if the caller gives up: a reload is
+        # applied whole or not at all.
+        with trio.CancelScope(shield=True):
+            self._apply(plan, config)
+            if plan.sources:
+                await self.catalog.restart(
+                    self.nursery, self.gw.config.sources, config.sources, plan.sources_removed
+                )
+            self.gw.config = config
+        previous, self.version, self.applied_at = self.version, version, now
+        log.info(
+            "config reloaded (%s): version %s -> %s; changed: %s",
+            trigger,
+            previous,
+            version,
+            ", ".join(plan.changes),
+        )
+        return ReloadOutcome("applied", trigger, version, version, plan.changes, (), now)
+
+    def _apply(self, plan: ReloadPlan, config: GatewayConfig) -> None:
+        """The swaps of values requests read when they start (no await: one atomic step)."""
+        if plan.policies:
+            self.gw.east_west.policies = tuple(config.policies)
+        if plan.caller_headers:
+            self.gw.cluster.caller_headers = CallerHeaderRules(
+                config.site.caller_headers, config.caller_headers
+            )
+
+    def _rejected(
+        self, trigger: str, attempted: str | None, problems: tuple[Problem, ...], now: float
+    ) -> ReloadOutcome:
+        n = len(problems)
+        log.warning(
+            "config reload (%s) rejected, %d problem%s; version %s keeps running",
+            trigger,
+            n,
+            "" if n == 1 else "s",
+            self.version,
+        )
+        for problem in problems:
+            log.warning("config reload: %s", problem.render(str(self.path)))
+        return ReloadOutcome(
+            "rejected", trigger, self.version, attempted, (), problems, now, str(self.path)
+        )

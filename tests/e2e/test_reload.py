@@ -1,0 +1,219 @@
+"""Configuration without restart, on real gateway processes.
+
+A gateway is reloaded (``isthmus reload``, SIGHUP, ``POST /config/reload``) while callers keep
+sending requests: a valid config changes routing with no failed request, an invalid one is
+rejected with every problem and the old config keeps serving, and SIGHUP never kills it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway.demo.runner import service_argv, start_child
+from gateway.demo.topology import DemoService
+from tests.e2e.clients import h1_request
+from tests.e2e.harness import Overlay, make_topology, open_overlay
+
+HTTP_PORT = 15080
+OLD_PORT, NEW_PORT = 18080, 18081
+AUTHORITY = "whoami.default.isthmus"
+WORKERS = 4
+MAX_REQUESTS = 2000  # per worker: the loop is bounded in count...
+LOAD_WITHIN_S = 120.0  # ...and in time (a hang guard, never a speed assertion)
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _topology() -> Any:
+    return make_topology(["solo"], {"solo": (DemoService("whoami", "http", OLD_PORT),)})
+
+
+def _addr(ov: Overlay) -> str:
+    return str(ov.built["solo"].site.address)
+
+
+def _config(ov: Overlay) -> Path:
+    return ov.built["solo"].config_path
+
+
+def _post(url: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with _OPENER.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def _admin_reload(ov: Overlay) -> tuple[int, Any]:
+    return await trio.to_thread.run_sync(_post, ov.url("solo") + "/config/reload")
+
+
+async def _cli_reload(ov: Overlay) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "gateway.cli", "reload", str(_config(ov))]
+    return await trio.to_thread.run_sync(
+        lambda: subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    )
+
+
+async def _whoami_site(ov: Overlay) -> str:
+    reply = await h1_request(_addr(ov), HTTP_PORT, authority=AUTHORITY, request_timeout_s=20)
+    assert reply.status == 200, (reply.status, reply.body[:300])
+    return str(reply.json()["site"])
+
+
+async def _until_serving(host: str, port: int) -> None:
+    with trio.fail_after(30):
+        while True:
+            try:
+                await trio.to_thread.run_sync(_open_close, host, port)
+                return
+            except OSError:
+                await trio.sleep(0.1)
+
+
+def _open_close(host: str, port: int) -> None:
+    import socket
+
+    with socket.create_connection((host, port), timeout=2):
+        pass
+
+
+async def _start_blue(ov: Overlay) -> None:
+    """A second whoami that says site "blue": where the new config sends the service."""
+    built = ov.built["solo"]
+    argv = service_argv("http", _addr(ov), NEW_PORT, "blue")
+    child = await start_child("solo/blue", argv, built.directory / "blue.log")
+    ov.children["solo/blue"] = child
+    await _until_serving(_addr(ov), NEW_PORT)
+
+
+async def test_reload_under_load_changes_routing_with_no_failed_request(tmp_path: Path) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        await _start_blue(ov)
+        assert await _whoami_site(ov) == "solo"
+        before = await ov.get("solo", "/config")
+        seen: list[list[str]] = [[] for _ in range(WORKERS)]
+        failures: list[str] = []
+        reloaded = trio.Event()
+        warmed_up = trio.Event()  # steady load first: 40 answers before the reload
+
+        async def worker(i: int) -> None:
+            blue_after_reload = 0
+            for _ in range(MAX_REQUESTS):
+                try:
+                    site = await _whoami_site(ov)
+                except (AssertionError, OSError) as exc:
+                    failures.append(f"worker {i}: {exc!r}")
+                    continue
+                seen[i].append(site)
+                if sum(len(s) for s in seen) >= 40:
+                    warmed_up.set()
+                if reloaded.is_set() and site == "blue":
+                    blue_after_reload += 1
+                    if blue_after_reload >= 20:
+                        return
+
+        with trio.fail_after(LOAD_WITHIN_S):
+            async with trio.open_nursery() as nursery:
+                for i in range(WORKERS):
+                    nursery.start_soon(worker, i)
+                await warmed_up.wait()
+                text = _config(ov).read_text("utf-8")
+                assert text.count(f"port = {OLD_PORT}") == 1
+                _config(ov).write_text(text.replace(f"port = {OLD_PORT}", f"port = {NEW_PORT}"))
+                result = await _cli_reload(ov)
+                assert result.returncode == 0, result.stderr
+                assert "applied version" in result.stdout
+                reloaded.set()
+
+        assert failures == []
+        for sites in seen:  # each caller saw the old endpoint, then the new one, never back
+            assert sites[0] == "solo" and sites[-1] == "blue"
+            switch = sites.index("blue")
+            assert set(sites[switch:]) == {"blue"}
+        after = await ov.get("solo", "/config")
+        assert after["version"] != before["version"]
+        assert after["last_reload"]["result"] == "applied"
+        assert after["last_reload"]["changes"] == ["sources"]
+        assert f"-> {after['version']}; changed: sources" in ov.log("solo")
+
+
+async def test_invalid_reload_is_rejected_with_every_problem_and_old_config_serves(
+    tmp_path: Path,
+) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        assert await _whoami_site(ov) == "solo"
+        before = await ov.get("solo", "/config")
+        good = _config(ov).read_text("utf-8")
+        bad = good.replace(f"port = {OLD_PORT}", "port = 70000").replace(
+            'allow_sites = ["*"]', 'allow_sites = ["*"]\nallow_ids = ["not-a-spiffe-id"]'
+        )
+        bad += "\n[limits]\nmax_headers = 0\n"
+        _config(ov).write_text(bad)
+        status, doc = await _admin_reload(ov)
+        assert status == 422 and doc["result"] == "rejected"
+        paths = sorted(p["path"] for p in doc["problems"])
+        assert paths == [
+            "limits.max_headers",
+            "policies[0].allow_ids[0]",
+            "sources[0].endpoints[0].port",
+        ]
+        assert all(p["line"] for p in doc["problems"])
+        assert doc["version"] == before["version"]
+        # The CLI reports the same problems (it validates before it asks) and exits 2.
+        result = await _cli_reload(ov)
+        assert result.returncode == 2
+        assert "limits.max_headers" in result.stderr and "allow_ids" in result.stderr
+        # Valid, but not applicable live: rejected whole, nothing of it applied.
+        _config(ov).write_text(
+            good.replace(f"port = {OLD_PORT}", f"port = {NEW_PORT}")
+            + "\n[limits]\nmax_headers = 50\n"
+        )
+        status, doc = await _admin_reload(ov)
+        assert status == 422
+        assert [p["path"] for p in doc["problems"]] == ["limits"]
+        # The old config still serves, unchanged.
+        assert await _whoami_site(ov) == "solo"
+        after = await ov.get("solo", "/config")
+        assert after["version"] == before["version"]
+        assert after["applied_at"] == before["applied_at"]
+        log = ov.log("solo")
+        assert "rejected, 3 problems; version " + before["version"] + " keeps running" in log
+        assert "limits.max_headers" in log
+
+
+async def test_sighup_reloads_and_never_kills_the_gateway(tmp_path: Path) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        await _start_blue(ov)
+        process = ov.children["solo"].process
+        before = await ov.get("solo", "/config")
+        process.send_signal(signal.SIGHUP)  # same file: nothing to change
+        doc = await ov.wait(
+            "solo",
+            "/config",
+            lambda d: d["last_reload"] and d["last_reload"]["trigger"] == "SIGHUP",
+        )
+        assert process.returncode is None
+        assert doc["last_reload"]["result"] == "unchanged"
+        assert doc["version"] == before["version"]
+        # An invalid file on SIGHUP: logged, rejected, still serving.
+        text = _config(ov).read_text("utf-8")
+        _config(ov).write_text(text + "\n[limits]\nmax_headers = 0\n")
+        process.send_signal(signal.SIGHUP)
+        await ov.wait("solo", "/config", lambda d: d["last_reload"]["result"] == "rejected")
+        assert await _whoami_site(ov) == "solo"
+        # A valid change on SIGHUP is applied.
+        _config(ov).write_text(text.replace(f"port = {OLD_PORT}", f"port = {NEW_PORT}"))
+        process.send_signal(signal.SIGHUP)
+        await ov.wait("solo", "/config", lambda d: d["last_reload"]["result"] == "applied")
+        assert await _whoami_site(ov) == "blue"
+        assert process.returncode is None
