@@ -31,7 +31,7 @@ from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
-from gateway.config.model import AnnounceServiceConfig, GatewayConfig
+from gateway.config.model import AnnounceServiceConfig, GatewayConfig, ServicePortConfig
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -49,7 +49,9 @@ from gateway.observe.state_gauges import (
 )
 from gateway.reload.apply import ConfigReloader
 from gateway.reload.catalog import CatalogRunner
+from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
+from gateway.reload.scoped import ScopedTasks
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
@@ -85,6 +87,7 @@ class Gateway:
     cluster: LocalCluster
     east_west: EastWestHandler
     sources: CatalogRunner  # discovery in its own cancel scope (a reload restarts it)
+    callers: ScopedTasks  # caller listeners and service ports, each in its own cancel scope
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -251,6 +254,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         cluster,
         east_west,
         CatalogRunner(catalog),
+        ScopedTasks(),
     )
 
 
@@ -301,55 +305,53 @@ async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:
 
 async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
     """Start step 3: the listeners local callers use (http, sni) and the service ports."""
-    config, router, lim, site = gw.config, gw.router, gw.config.limits, gw.config.site.name
-    for li in config.listeners:
-        if li.kind == "http":
-            port = await start_listener(
-                nursery,
-                functools.partial(
-                    serve_http_listener,
-                    li,
-                    router,
-                    identity=gw.identity,
-                    limits=lim,
-                    local_site=site,
-                ),
-                what=f"listener {li.name}",
-                address=str(li.address),
-                port=li.port,
-            )
-            log.info(
-                "http listener %s on %s:%d%s",
-                li.name,
-                li.address,
-                port,
-                " (TLS)" if li.tls else "",
-            )
-        elif li.kind == "sni":
-            port = await start_listener(
-                nursery,
-                functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site),
-                what=f"listener {li.name}",
-                address=str(li.address),
-                port=li.port,
-            )
-            log.info("sni listener %s on %s:%d", li.name, li.address, port)
-    for sp in config.service_ports:
-        port = await start_listener(
-            nursery,
-            functools.partial(serve_service_port, sp, router, limits=lim, local_site=site),
-            what=f"service port {sp.name}",
-            address=str(sp.address),
-            port=sp.port,
+    for bind in caller_binds(gw.config):
+        await start_caller(nursery, gw, bind)
+
+
+async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> int:
+    """One caller listener or service port, in its own cancel scope (``gw.callers``) so a
+    reload can stop or replace it alone; its bound port."""
+    router, lim, site = gw.router, gw.config.limits, gw.config.site.name
+    serve: Any
+    if isinstance(bind, ServicePortConfig):
+        what = f"service port {bind.name}"
+        serve = functools.partial(serve_service_port, bind, router, limits=lim, local_site=site)
+    elif bind.kind == "http":
+        what = f"listener {bind.name}"
+        serve = functools.partial(
+            serve_http_listener, bind, router, identity=gw.identity, limits=lim, local_site=site
         )
+    else:
+        what = f"listener {bind.name}"
+        serve = functools.partial(serve_sni_listener, bind, router, limits=lim, local_site=site)
+    port: int = await gw.callers.start(
+        nursery,
+        bind_key(bind),
+        serve,
+        starter=functools.partial(
+            _start_bound, what=what, address=str(bind.address), port=bind.port
+        ),
+    )
+    if isinstance(bind, ServicePortConfig):
         log.info(
             "service port %s on %s:%d -> %s (%s)",
-            sp.name,
-            sp.address,
+            bind.name,
+            bind.address,
             port,
-            sp.target,
-            sp.protocol,
+            bind.target,
+            bind.protocol,
         )
+    else:
+        tls = " (TLS)" if bind.tls else ""
+        log.info("%s listener %s on %s:%d%s", bind.kind, bind.name, bind.address, port, tls)
+    return port
+
+
+async def _start_bound(
+    nursery: trio.Nursery, run: Any, *, what: str, address: str, port: int
+) -> Any:
+    return await start_listener(nursery, run, what=what, address=address, port=port)
 
 
 async def start_admin(
@@ -394,7 +396,12 @@ async def serve_gateway(
         reloader = None
         if config_path is not None:
             reloader = ConfigReloader(
-                gw, config_path, version or config_version(""), nursery, gw.sources
+                gw,
+                config_path,
+                version or config_version(""),
+                nursery,
+                gw.sources,
+                functools.partial(start_caller, nursery, gw),
             )
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)

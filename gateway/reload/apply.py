@@ -15,18 +15,20 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
+from foundation.errors import ConfigError
 from gateway.config.errors import ConfigInvalid, Problem
 from gateway.config.load import load_text, read_config_text
-from gateway.config.model import GatewayConfig
+from gateway.config.model import GatewayConfig, ServicePortConfig
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.reload.catalog import CatalogRunner
+from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
 
 if TYPE_CHECKING:
@@ -42,6 +44,13 @@ def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
     text = read_config_text(path)
     config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
     return config, config_version(text)
+
+
+def _bind_path(config: GatewayConfig, bind: CallerBind) -> str:
+    """The config path of ``bind``'s port (as config errors name it)."""
+    if isinstance(bind, ServicePortConfig):
+        return f"service_ports[{config.service_ports.index(bind)}].port"
+    return f"listeners[{config.listeners.index(bind)}].port"
 
 
 def _iso(wall: float) -> str:
@@ -85,6 +94,7 @@ class ConfigReloader:
     version: str
     nursery: trio.Nursery
     catalog: CatalogRunner
+    start_caller: Callable[[CallerBind], Awaitable[int]]  # app.start_caller, bound
     wall_clock: Callable[[], float] = time.time
     applied_at: float = 0.0
     last: ReloadOutcome | None = None
@@ -130,6 +140,18 @@ class ConfigReloader:
         # From here on the swaps run to the end even if the caller gives up: a reload is
         # applied whole or not at all.
         with trio.CancelScope(shield=True):
+            early, late = self._split_binds(plan.listeners)
+            failed = await self._start_binds(early, config)
+            if failed:  # nothing else is applied yet: undo the new listeners, reject
+                for bind in early:
+                    await self.gw.callers.stop(bind_key(bind))
+                return self._rejected(trigger, version, failed, now)
+            for key in plan.listeners.stop:
+                await self.gw.callers.stop(key)
+                log.info("%s stopped", key)
+            problems = await self._start_binds(late, config)
+            if problems:  # a replaced listener that cannot bind again: keep the old one
+                await self._restore(plan.listeners, late)
             self._apply(plan, config)
             if plan.sources:
                 await self.catalog.restart(
@@ -144,7 +166,48 @@ class ConfigReloader:
             version,
             ", ".join(plan.changes),
         )
-        return ReloadOutcome("applied", trigger, version, version, plan.changes, (), now)
+        for problem in problems:
+            log.error("config reload: applied, but %s", problem.render(str(self.path)))
+        return ReloadOutcome(
+            "applied", trigger, version, version, plan.changes, problems, now, str(self.path)
+        )
+
+    def _split_binds(self, plan: ListenerPlan) -> tuple[list[CallerBind], list[CallerBind]]:
+        """The binds that can start before anything stops (a new address), and the rest (a
+        replaced listener, or a new one on an address a stopped one frees)."""
+        running = caller_binds(self.gw.config)
+        freed = {(b.address, b.port) for b in running if bind_key(b) in plan.stop}
+        early = [
+            b
+            for b in plan.start
+            if bind_key(b) not in plan.stop and (b.address, b.port) not in freed
+        ]
+        late = [b for b in plan.start if b not in early]
+        return early, late
+
+    async def _restore(self, plan: ListenerPlan, late: list[CallerBind]) -> None:
+        """Start again the old form of each replaced listener whose new form did not start."""
+        started = set(self.gw.callers.keys())
+        for old in caller_binds(self.gw.config):
+            key = bind_key(old)
+            if key in plan.stop and key not in started and any(bind_key(b) == key for b in late):
+                try:
+                    await self.start_caller(old)
+                    log.warning("%s kept with its old settings", key)
+                except ConfigError as exc:
+                    log.error("%s could not be restored: %s", key, exc)
+
+    async def _start_binds(
+        self, binds: list[CallerBind], config: GatewayConfig
+    ) -> tuple[Problem, ...]:
+        """Start each of ``binds``; the problems of those that could not bind."""
+        problems: list[Problem] = []
+        for bind in binds:
+            try:
+                await self.start_caller(bind)
+            except ConfigError as exc:
+                problems.append(Problem(_bind_path(config, bind), str(exc)))
+        return tuple(problems)
 
     def _apply(self, plan: ReloadPlan, config: GatewayConfig) -> None:
         """The swaps of values requests read when they start (no await: one atomic step)."""

@@ -12,7 +12,9 @@ What applies live today (each read per request or swapped whole):
 * ``[[policies]]`` -- the east-west admission reads them per request;
 * ``[[caller_headers]]`` and ``[site] caller_headers`` -- read per request by the local cluster;
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
-  serving the last snapshot until the new sources have resynced, so no request sees a gap.
+  serving the last snapshot until the new sources have resynced, so no request sees a gap;
+* ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
+  (:mod:`gateway.reload.listeners`); the others keep their live connections.
 
 Everything else needs a restart for now and is reported as a problem of the reload.
 """
@@ -24,12 +26,11 @@ from dataclasses import dataclass
 
 from gateway.config.errors import Problem
 from gateway.config.model import GatewayConfig
+from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
 
 # Sections that cannot change under a running gateway yet, with the reason shown to the operator.
 _RESTART_ONLY: tuple[tuple[str, str], ...] = (
     ("identity", "identity file paths"),
-    ("listeners", "listeners"),
-    ("service_ports", "service ports"),
     ("peers", "peers"),
     ("peering", "peering timing"),
     ("exports", "exports"),
@@ -55,6 +56,7 @@ class ReloadPlan:
     caller_headers: bool  # swap the caller-header rules
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
+    listeners: ListenerPlan  # caller listeners and service ports to stop and start
     problems: tuple[Problem, ...]  # why it cannot be applied live (empty: it can)
 
     @property
@@ -67,6 +69,8 @@ class ReloadPlan:
             out.append("caller_headers")
         if self.sources:
             out.append("sources")
+        if not self.listeners.empty:
+            out.append("listeners")
         return tuple(out)
 
     @property
@@ -88,6 +92,10 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
             problems.append(
                 Problem(section, f"changing {what} needs a restart (not applied live yet)")
             )
+    for name in fixed_listener_changes(old, new):
+        problems.append(
+            Problem("listeners", f"changing listener {name!r} (east-west or admin) needs a restart")
+        )
     old_names = {s.name for s in old.sources}
     new_names = {s.name for s in new.sources}
     return ReloadPlan(
@@ -98,5 +106,6 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         ),
         sources=new.sources != old.sources,
         sources_removed=tuple(sorted(old_names - new_names)),
+        listeners=plan_listeners(old, new),
         problems=tuple(problems),
     )

@@ -7,6 +7,7 @@ rejected with every problem and the old config keeps serving, and SIGHUP never k
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from tests.e2e.harness import Overlay, make_topology, open_overlay
 
 HTTP_PORT = 15080
 OLD_PORT, NEW_PORT = 18080, 18081
+EXTRA_PORT, SERVICE_PORT = 15090, 16090
 AUTHORITY = "whoami.default.isthmus"
 WORKERS = 4
 MAX_REQUESTS = 2000  # per worker: the loop is bounded in count...
@@ -217,3 +219,74 @@ async def test_sighup_reloads_and_never_kills_the_gateway(tmp_path: Path) -> Non
         await ov.wait("solo", "/config", lambda d: d["last_reload"]["result"] == "applied")
         assert await _whoami_site(ov) == "blue"
         assert process.returncode is None
+
+
+def _keepalive_get(conn: http.client.HTTPConnection) -> tuple[int, Any]:
+    conn.request("GET", "/", headers={"Host": AUTHORITY})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+async def test_listeners_are_added_and_removed_without_dropping_live_connections(
+    tmp_path: Path,
+) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        host = _addr(ov)
+        assert await _whoami_site(ov) == "solo"
+        # A caller keeps one HTTP/1.1 connection open across the reload.
+        live = http.client.HTTPConnection(host, HTTP_PORT, timeout=20)
+        try:
+            assert (await trio.to_thread.run_sync(_keepalive_get, live))[0] == 200
+            text = _config(ov).read_text("utf-8")
+            sni = ov.topology.sni_port
+            assert text.count(f"port = {sni}") == 1
+            extra = (
+                f'\n[[listeners]]\nname = "http-extra"\nkind = "http"\naddress = "{host}"\n'
+                f"port = {EXTRA_PORT}\n"
+                f'\n[[service_ports]]\nname = "whoami-port"\naddress = "{host}"\n'
+                f'port = {SERVICE_PORT}\ntarget = "{AUTHORITY}"\nprotocol = "http"\n'
+            )
+            # Add an http listener and a service port, remove the sni listener.
+            without_sni = text.replace(
+                f'[[listeners]]\nname = "sni"\nkind = "sni"\naddress = "{host}"\nport = {sni}\n',
+                "",
+            )
+            assert without_sni != text
+            _config(ov).write_text(without_sni + extra)
+            status, doc = await _admin_reload(ov)
+            assert status == 200 and doc["result"] == "applied", doc
+            assert doc["changes"] == ["listeners"]
+            # The live connection on the untouched listener still works...
+            assert (await trio.to_thread.run_sync(_keepalive_get, live))[0] == 200
+        finally:
+            live.close()
+        # ...the new ones serve...
+        reply = await h1_request(host, EXTRA_PORT, authority=AUTHORITY)
+        assert reply.status == 200 and reply.json()["site"] == "solo"
+        reply = await h1_request(host, SERVICE_PORT, authority="anything")
+        assert reply.status == 200 and reply.json()["site"] == "solo"
+        # ...and the removed one no longer accepts.
+        try:
+            await trio.to_thread.run_sync(_open_close, host, sni)
+        except ConnectionRefusedError:
+            pass
+        else:
+            raise AssertionError("the removed sni listener still accepts connections")
+        # A listener whose address cannot be bound rejects the reload whole.
+        text = _config(ov).read_text("utf-8")
+        busy = text.replace(f"port = {EXTRA_PORT}", f"port = {EXTRA_PORT + 1}").replace(
+            'name = "http-extra"', 'name = "http-busy"'
+        )
+        blocker = trio.socket.socket()
+        await blocker.bind((host, EXTRA_PORT + 1))
+        blocker.listen()
+        try:
+            _config(ov).write_text(busy)
+            status, doc = await _admin_reload(ov)
+        finally:
+            blocker.close()
+        assert status == 422 and doc["result"] == "rejected", doc
+        assert [p["path"] for p in doc["problems"]] == ["listeners[3].port"]
+        assert "already in use" in doc["problems"][0]["message"]
+        # Nothing of it applied: the old extra listener still serves.
+        assert (await h1_request(host, EXTRA_PORT, authority=AUTHORITY)).status == 200
