@@ -213,6 +213,9 @@ class ConfigReloader:
         """The swaps of values requests read when they start (no await: one atomic step)."""
         if plan.policies:
             self.gw.east_west.policies = tuple(config.policies)
+        if plan.exports:
+            self.gw.east_west.export_rules = tuple(config.exports)
+            self.gw.peering.set_export_rules(config.exports)
         if plan.caller_headers:
             self.gw.cluster.caller_headers = CallerHeaderRules(
                 config.site.caller_headers, config.caller_headers

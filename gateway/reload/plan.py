@@ -10,6 +10,8 @@ errors do) and the whole reload is rejected, so the running config is never half
 What applies live today (each read per request or swapped whole):
 
 * ``[[policies]]`` -- the east-west admission reads them per request;
+* ``[[exports]]`` -- read per request by admission; each live export stream recomputes its
+  view and sends peers the difference on the same link (links and tunnels stay up);
 * ``[[caller_headers]]`` and ``[site] caller_headers`` -- read per request by the local cluster;
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
   serving the last snapshot until the new sources have resynced, so no request sees a gap;
@@ -33,7 +35,6 @@ _RESTART_ONLY: tuple[tuple[str, str], ...] = (
     ("identity", "identity file paths"),
     ("peers", "peers"),
     ("peering", "peering timing"),
-    ("exports", "exports"),
     ("mdns_announce", "mDNS announcements"),
     ("limits", "limits"),
 )
@@ -53,6 +54,7 @@ class ReloadPlan:
     """The difference between the running config and a new valid one, as work to do."""
 
     policies: bool  # swap the admission policies
+    exports: bool  # swap the export rules (admission and the live export streams)
     caller_headers: bool  # swap the caller-header rules
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
@@ -65,6 +67,8 @@ class ReloadPlan:
         out = []
         if self.policies:
             out.append("policies")
+        if self.exports:
+            out.append("exports")
         if self.caller_headers:
             out.append("caller_headers")
         if self.sources:
@@ -100,6 +104,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
     new_names = {s.name for s in new.sources}
     return ReloadPlan(
         policies=new.policies != old.policies,
+        exports=new.exports != old.exports,
         caller_headers=(
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers

@@ -133,6 +133,12 @@ class Peering:
         state = self._peers.get(peer)
         return None if state is None else state.outbound()
 
+    def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
+        """New export rules (a config reload): every live export stream sends the difference;
+        links stay up."""
+        self.export_rules = tuple(rules)
+        self._federation.export_rules.publish(self.export_rules)
+
     def status(self) -> dict[str, Any]:
         """Per-peer link status, for the admin API."""
         now = self._clock()

@@ -22,7 +22,7 @@ import trio
 from gateway.demo.runner import service_argv, start_child
 from gateway.demo.topology import DemoService
 from tests.e2e.clients import h1_request
-from tests.e2e.harness import Overlay, make_topology, open_overlay
+from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 
 HTTP_PORT = 15080
 OLD_PORT, NEW_PORT = 18080, 18081
@@ -290,3 +290,75 @@ async def test_listeners_are_added_and_removed_without_dropping_live_connections
         assert "already in use" in doc["problems"][0]["message"]
         # Nothing of it applied: the old extra listener still serves.
         assert (await h1_request(host, EXTRA_PORT, authority=AUTHORITY)).status == 200
+
+
+async def test_exports_and_policies_change_for_new_requests_links_stay_up(
+    tmp_path: Path,
+) -> None:
+    topology = make_topology(
+        ["east", "west"],
+        {
+            "west": (
+                DemoService("whoami", "http", OLD_PORT),
+                DemoService("reports", "http", 18090),
+            )
+        },
+    )
+    async with open_overlay(tmp_path, topology, services=True) as ov:
+        east, west = str(ov.built["east"].site.address), ov.built["west"]
+        await ov.wait("east", "/routes", lambda d: routes_of(d, "reports.default.isthmus"))
+        await ov.wait("east", "/routes", lambda d: routes_of(d, AUTHORITY))
+        links_before = (await ov.get("east", "/links"))["west"]["links_established"]
+        failures: list[str] = []
+        answered = 0
+        done = trio.Event()
+
+        async def steady() -> None:  # whoami stays exported and allowed throughout
+            nonlocal answered
+            for _ in range(MAX_REQUESTS):
+                if done.is_set():
+                    return
+                try:
+                    reply = await h1_request(east, HTTP_PORT, authority=AUTHORITY)
+                    assert reply.status == 200, (reply.status, reply.body[:200])
+                    answered += 1
+                except (AssertionError, OSError) as exc:
+                    failures.append(repr(exc))
+
+        text = west.config_path.read_text("utf-8")
+        exports_all = '[[exports]]\nservice = "*"'
+        assert exports_all in text
+        restricted = text.replace(exports_all, '[[exports]]\nservice = "whoami"')
+        with trio.fail_after(LOAD_WITHIN_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(steady)
+                west.config_path.write_text(restricted)
+                status, doc = await trio.to_thread.run_sync(
+                    _post, ov.url("west") + "/config/reload"
+                )
+                assert status == 200 and doc["changes"] == ["exports"], doc
+                await ov.wait(
+                    "east", "/routes", lambda d: not routes_of(d, "reports.default.isthmus")
+                )
+                done.set()
+        assert failures == [] and answered > 0
+        assert (await h1_request(east, HTTP_PORT, authority="reports.default.isthmus")).status in (
+            404,
+            503,
+        )
+        # A policy that no longer lets east in: new requests are refused at west.
+        no_policy = restricted.replace('[[policies]]\nallow_sites = ["*"]', "")
+        assert no_policy != restricted
+        west.config_path.write_text(no_policy)
+        status, doc = await trio.to_thread.run_sync(_post, ov.url("west") + "/config/reload")
+        assert status == 200 and doc["changes"] == ["policies"], doc
+        refused = await h1_request(east, HTTP_PORT, authority=AUTHORITY)
+        assert refused.status == 403, (refused.status, refused.body[:200])
+        # Back to the first config: both services again, over the same link all along.
+        west.config_path.write_text(text)
+        status, doc = await trio.to_thread.run_sync(_post, ov.url("west") + "/config/reload")
+        assert status == 200 and doc["changes"] == ["policies", "exports"], doc
+        await ov.wait("east", "/routes", lambda d: routes_of(d, "reports.default.isthmus"))
+        assert (await h1_request(east, HTTP_PORT, authority=AUTHORITY)).status == 200
+        links_after = (await ov.get("east", "/links"))["west"]["links_established"]
+        assert links_after == links_before
