@@ -49,6 +49,7 @@ from gateway.observe.state_gauges import (
 )
 from gateway.reload.apply import ConfigReloader
 from gateway.reload.catalog import CatalogRunner
+from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watcher
 from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
 from gateway.reload.scoped import ScopedTasks
@@ -56,7 +57,7 @@ from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
-from overlay.identity.rotation import Identity, serve_identity
+from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
 from overlay.peering.config import PeeringSettings, PeerSpec
 from overlay.peering.peers import Peering
@@ -87,7 +88,7 @@ class Gateway:
     cluster: LocalCluster
     east_west: EastWestHandler
     sources: CatalogRunner  # discovery in its own cancel scope (a reload restarts it)
-    callers: ScopedTasks  # caller listeners and service ports, each in its own cancel scope
+    scoped: ScopedTasks  # caller listeners, service ports, identity watcher: one scope each
 
 
 def peering_settings(config: GatewayConfig) -> PeeringSettings:
@@ -185,7 +186,7 @@ async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSou
     """Build step 1: the identity files, loaded and verified off the event loop (a gateway
     that cannot prove who it is must not start)."""
     ident = config.identity
-    bundles = [BundleSource(b.trust_domain, b.path, b.format) for b in ident.bundles]
+    bundles = bundle_sources(ident)
     state = await trio.to_thread.run_sync(
         functools.partial(load_identity_state, ident.svid, ident.key, bundles)
     )
@@ -261,16 +262,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
     """Start step 1: identity rotation and expiry, discovery, mDNS announcements, the pool."""
     config, ident = gw.config, gw.config.identity
-    await nursery.start(
-        functools.partial(
-            serve_identity,
-            gw.identity,
-            svid_path=ident.svid,
-            key_path=ident.key,
-            bundles=bundles,
-            poll_interval_s=ident.poll_interval_s,
-        )
-    )
+    await gw.scoped.start(nursery, WATCHER_KEY, identity_watcher(gw.identity, ident))
     await nursery.start(watch_own_identity, gw.identity)
     await gw.sources.start(nursery, config.sources)
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
@@ -310,7 +302,7 @@ async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
 
 
 async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> int:
-    """One caller listener or service port, in its own cancel scope (``gw.callers``) so a
+    """One caller listener or service port, in its own cancel scope (``gw.scoped``) so a
     reload can stop or replace it alone; its bound port."""
     router, lim, site = gw.router, gw.config.limits, gw.config.site.name
     serve: Any
@@ -325,7 +317,7 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
     else:
         what = f"listener {bind.name}"
         serve = functools.partial(serve_sni_listener, bind, router, limits=lim, local_site=site)
-    port: int = await gw.callers.start(
+    port: int = await gw.scoped.start(
         nursery,
         bind_key(bind),
         serve,

@@ -28,8 +28,10 @@ from gateway.config.load import load_text, read_config_text
 from gateway.config.model import GatewayConfig, ServicePortConfig
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.reload.catalog import CatalogRunner
+from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
+from overlay.identity.state import IdentityState
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -137,6 +139,11 @@ class ConfigReloader:
                 self.version, self.applied_at = version, now
             log.info("config reload (%s): no change; version %s", trigger, self.version)
             return ReloadOutcome("unchanged", trigger, self.version, version, (), (), now)
+        new_identity = None
+        if plan.identity:
+            new_identity, problems = await load_new_identity(self.gw.identity, config.identity)
+            if problems:
+                return self._rejected(trigger, version, problems, now)
         # From here on the swaps run to the end even if the caller gives up: a reload is
         # applied whole or not at all.
         with trio.CancelScope(shield=True):
@@ -144,15 +151,17 @@ class ConfigReloader:
             failed = await self._start_binds(early, config)
             if failed:  # nothing else is applied yet: undo the new listeners, reject
                 for bind in early:
-                    await self.gw.callers.stop(bind_key(bind))
+                    await self.gw.scoped.stop(bind_key(bind))
                 return self._rejected(trigger, version, failed, now)
             for key in plan.listeners.stop:
-                await self.gw.callers.stop(key)
+                await self.gw.scoped.stop(key)
                 log.info("%s stopped", key)
             problems = await self._start_binds(late, config)
             if problems:  # a replaced listener that cannot bind again: keep the old one
                 await self._restore(plan.listeners, late)
             self._apply(plan, config)
+            if new_identity is not None:
+                await self._swap_identity(new_identity, config)
             if plan.sources:
                 await self.catalog.restart(
                     self.nursery, self.gw.config.sources, config.sources, plan.sources_removed
@@ -185,9 +194,22 @@ class ConfigReloader:
         late = [b for b in plan.start if b not in early]
         return early, late
 
+    async def _swap_identity(self, state: IdentityState, config: GatewayConfig) -> None:
+        """The new identity for new connections, and the file watcher on the new paths."""
+        await self.gw.scoped.stop(WATCHER_KEY)
+        revoked = self.gw.identity.swap(state)
+        watcher = identity_watcher(self.gw.identity, config.identity)
+        await self.gw.scoped.start(self.nursery, WATCHER_KEY, watcher)
+        log.info(
+            "identity files changed: %s, %d trust bundle(s), %d link(s) closed",
+            state.spiffe_id,
+            len(state.bundles),
+            revoked,
+        )
+
     async def _restore(self, plan: ListenerPlan, late: list[CallerBind]) -> None:
         """Start again the old form of each replaced listener whose new form did not start."""
-        started = set(self.gw.callers.keys())
+        started = set(self.gw.scoped.keys())
         for old in caller_binds(self.gw.config):
             key = bind_key(old)
             if key in plan.stop and key not in started and any(bind_key(b) == key for b in late):

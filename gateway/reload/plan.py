@@ -13,6 +13,8 @@ What applies live today (each read per request or swapped whole):
 * ``[[exports]]`` -- read per request by admission; each live export stream recomputes its
   view and sends peers the difference on the same link (links and tunnels stay up);
 * ``[[caller_headers]]`` and ``[site] caller_headers`` -- read per request by the local cluster;
+* ``[identity]`` -- new SVID, key and bundle paths are loaded and verified first (the SPIFFE ID
+  must stay the same), then swapped in as a rotation would (:mod:`gateway.reload.identity`);
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
   serving the last snapshot until the new sources have resynced, so no request sees a gap;
 * ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
@@ -32,7 +34,6 @@ from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_
 
 # Sections that cannot change under a running gateway yet, with the reason shown to the operator.
 _RESTART_ONLY: tuple[tuple[str, str], ...] = (
-    ("identity", "identity file paths"),
     ("peers", "peers"),
     ("peering", "peering timing"),
     ("mdns_announce", "mDNS announcements"),
@@ -55,6 +56,7 @@ class ReloadPlan:
 
     policies: bool  # swap the admission policies
     exports: bool  # swap the export rules (admission and the live export streams)
+    identity: bool  # load the identity from the new paths and swap it in
     caller_headers: bool  # swap the caller-header rules
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
@@ -71,6 +73,8 @@ class ReloadPlan:
             out.append("exports")
         if self.caller_headers:
             out.append("caller_headers")
+        if self.identity:
+            out.append("identity")
         if self.sources:
             out.append("sources")
         if not self.listeners.empty:
@@ -105,6 +109,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
     return ReloadPlan(
         policies=new.policies != old.policies,
         exports=new.exports != old.exports,
+        identity=new.identity != old.identity,
         caller_headers=(
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers

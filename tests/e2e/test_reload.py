@@ -362,3 +362,39 @@ async def test_exports_and_policies_change_for_new_requests_links_stay_up(
         assert (await h1_request(east, HTTP_PORT, authority=AUTHORITY)).status == 200
         links_after = (await ov.get("east", "/links"))["west"]["links_established"]
         assert links_after == links_before
+
+
+async def test_identity_file_paths_change_without_restart(tmp_path: Path) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        built = ov.built["solo"]
+        old_dir = built.directory / "identity"
+        new_dir = built.directory / "identity-moved"
+        new_dir.mkdir()
+        for name in ("svid.pem", "svid_key.pem"):
+            (new_dir / name).write_bytes((old_dir / name).read_bytes())
+        text = _config(ov).read_text("utf-8")
+        assert text.count(str(old_dir / "svid.pem")) == 1
+        moved = text.replace(str(old_dir / "svid"), str(new_dir / "svid")).replace(
+            "poll_interval_s = 1.0", "poll_interval_s = 0.1"
+        )
+        # A path that does not exist: rejected with the reason, the old identity serves.
+        _config(ov).write_text(moved.replace("svid_key.pem", "missing_key.pem"))
+        status, doc = await _admin_reload(ov)
+        assert status == 422 and [p["path"] for p in doc["problems"]] == ["identity"], doc
+        assert "not usable" in doc["problems"][0]["message"]
+        # The moved files: applied; callers keep being served.
+        _config(ov).write_text(moved)
+        status, doc = await _admin_reload(ov)
+        assert status == 200 and doc["changes"] == ["identity"], doc
+        assert await _whoami_site(ov) == "solo"
+        health = await ov.get("solo", "/healthz")
+        assert health["status"] == "ok"
+        # The watcher follows the new paths: a bad file there is noticed (and refused).
+        (new_dir / "svid.pem").write_text("not a certificate\n")
+        for _ in range(300):  # hang guard: 30 s for a 0.1 s poll
+            if "rejected new identity files" in ov.log("solo"):
+                break
+            await trio.sleep(0.1)
+        else:
+            raise AssertionError("the identity watcher did not look at the new paths")
+        assert await _whoami_site(ov) == "solo"
