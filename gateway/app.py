@@ -47,7 +47,7 @@ from gateway.observe.state_gauges import (
     import_gauges,
     link_gauges,
 )
-from gateway.reload.apply import ConfigReloader
+from gateway.reload.apply import ConfigReloader, peer_specs
 from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watcher
 from gateway.reload.listeners import CallerBind, bind_key, caller_binds
@@ -59,7 +59,7 @@ from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
-from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.config import PeeringSettings
 from overlay.peering.peers import Peering
 
 log = logging.getLogger("isthmus.gateway")
@@ -198,9 +198,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     """Build step 2: the parts wired together, nothing started (the local cluster and the
     inbound side, peering, the router)."""
     catalog: Watch[Catalog] = Watch(Catalog())
-    peers = [
-        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
-    ]
+    peers = peer_specs(config)
     lim = config.limits
     pool = UpstreamPool(h1_limits=h1_limits(lim))
     cluster = LocalCluster(

@@ -32,6 +32,7 @@ from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_iden
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
 from overlay.identity.state import IdentityState
+from overlay.peering.config import PeerSpec
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -46,6 +47,13 @@ def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
     text = read_config_text(path)
     config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
     return config, config_version(text)
+
+
+def peer_specs(config: GatewayConfig) -> list[PeerSpec]:
+    """The config's peers as peering takes them."""
+    return [
+        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
+    ]
 
 
 def _bind_path(config: GatewayConfig, bind: CallerBind) -> str:
@@ -162,6 +170,11 @@ class ConfigReloader:
             self._apply(plan, config)
             if new_identity is not None:
                 await self._swap_identity(new_identity, config)
+            if plan.peers:
+                relinked = await self.gw.peering.set_peers(peer_specs(config))
+                self.gw.router.peer_sites = frozenset(p.name for p in config.peers)
+                if relinked:
+                    log.info("links closed by reload (peer removed or changed): %s", relinked)
             if plan.sources:
                 await self.catalog.restart(
                     self.nursery, self.gw.config.sources, config.sources, plan.sources_removed

@@ -15,6 +15,8 @@ What applies live today (each read per request or swapped whole):
 * ``[[caller_headers]]`` and ``[site] caller_headers`` -- read per request by the local cluster;
 * ``[identity]`` -- new SVID, key and bundle paths are loaded and verified first (the SPIFFE ID
   must stay the same), then swapped in as a rotation would (:mod:`gateway.reload.identity`);
+* ``[[peers]]`` -- added peers are dialed, removed ones unlinked and their imports withdrawn,
+  changed ones relinked (a priority change alone keeps the links); other peers' links stay;
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
   serving the last snapshot until the new sources have resynced, so no request sees a gap;
 * ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
@@ -34,7 +36,6 @@ from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_
 
 # Sections that cannot change under a running gateway yet, with the reason shown to the operator.
 _RESTART_ONLY: tuple[tuple[str, str], ...] = (
-    ("peers", "peers"),
     ("peering", "peering timing"),
     ("mdns_announce", "mDNS announcements"),
     ("limits", "limits"),
@@ -57,6 +58,7 @@ class ReloadPlan:
     policies: bool  # swap the admission policies
     exports: bool  # swap the export rules (admission and the live export streams)
     identity: bool  # load the identity from the new paths and swap it in
+    peers: bool  # add, remove or change peers (only the changed ones' links are touched)
     caller_headers: bool  # swap the caller-header rules
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
@@ -75,6 +77,8 @@ class ReloadPlan:
             out.append("caller_headers")
         if self.identity:
             out.append("identity")
+        if self.peers:
+            out.append("peers")
         if self.sources:
             out.append("sources")
         if not self.listeners.empty:
@@ -110,6 +114,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         policies=new.policies != old.policies,
         exports=new.exports != old.exports,
         identity=new.identity != old.identity,
+        peers=new.peers != old.peers,
         caller_headers=(
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers

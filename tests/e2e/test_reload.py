@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from gateway.demo.runner import service_argv, start_child
-from gateway.demo.topology import DemoService
+from gateway.demo.topology import DemoService, gateway_config_text
 from tests.e2e.clients import h1_request
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 
@@ -398,3 +398,50 @@ async def test_identity_file_paths_change_without_restart(tmp_path: Path) -> Non
         else:
             raise AssertionError("the identity watcher did not look at the new paths")
         assert await _whoami_site(ov) == "solo"
+
+
+def _peer_block(text: str, name: str) -> str:
+    """The ``[[peers]]`` table named ``name`` in a generated config (through its last line)."""
+    start = text.index(f'[[peers]]\nname = "{name}"')
+    end = text.index("\ndial = ", start)
+    end = text.index("\n", end + 1) + 1
+    return text[start:end]
+
+
+async def test_peers_are_added_and_removed_other_links_stay_up(tmp_path: Path) -> None:
+    whoami = DemoService("whoami", "http", OLD_PORT)
+    topology = make_topology(["east", "west", "north"], {"west": (whoami,), "north": (whoami,)})
+
+    def without_north(site: str, text: str) -> str:
+        return text.replace(_peer_block(text, "north"), "") if site == "east" else text
+
+    async with open_overlay(tmp_path, topology, patch=without_north, services=True) as ov:
+        east = str(ov.built["east"].site.address)
+        config = ov.built["east"].config_path
+        await ov.wait("east", "/routes", lambda d: routes_of(d, AUTHORITY) == ["west"])
+        assert "north" not in await ov.get("east", "/links")
+        west_links = (await ov.get("east", "/links"))["west"]["links_established"]
+        # Add north: east links to it and routes to it; the link to west stays.
+        east_site = ov.built["east"].site
+        text_with_north = gateway_config_text(topology, east_site, ov.root.resolve())
+        assert _peer_block(text_with_north, "north") not in config.read_text("utf-8")
+        config.write_text(text_with_north)
+        status, doc = await trio.to_thread.run_sync(_post, ov.url("east") + "/config/reload")
+        assert status == 200 and doc["changes"] == ["peers"], doc
+        await ov.wait(
+            "east", "/routes", lambda d: sorted(routes_of(d, AUTHORITY) or []) == ["north", "west"]
+        )
+        reply = await h1_request(east, HTTP_PORT, authority="whoami.default.north.isthmus")
+        assert reply.status == 200 and reply.json()["site"] == "north"
+        assert (await ov.get("east", "/links"))["west"]["links_established"] == west_links
+        north_links = (await ov.get("east", "/links"))["north"]["links_established"]
+        # Remove west: its link closes, its imports leave at once, north's link stays.
+        config.write_text(text_with_north.replace(_peer_block(text_with_north, "west"), ""))
+        status, doc = await trio.to_thread.run_sync(_post, ov.url("east") + "/config/reload")
+        assert status == 200 and doc["changes"] == ["peers"], doc
+        await ov.wait("east", "/routes", lambda d: routes_of(d, AUTHORITY) == ["north"])
+        links = await ov.get("east", "/links")
+        assert "west" not in links and links["north"]["links_established"] == north_links
+        pinned = await h1_request(east, HTTP_PORT, authority="whoami.default.west.isthmus")
+        assert pinned.status == 404
+        assert (await h1_request(east, HTTP_PORT, authority=AUTHORITY)).json()["site"] == "north"
