@@ -31,7 +31,12 @@ from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.local import LocalCluster
 from gateway.commands.catalog import catalog_json
-from gateway.config.model import AnnounceServiceConfig, GatewayConfig, ServicePortConfig
+from gateway.config.model import (
+    AnnounceServiceConfig,
+    GatewayConfig,
+    LimitsConfig,
+    ServicePortConfig,
+)
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -304,17 +309,31 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
     reload can stop or replace it alone; its bound port."""
     router, lim, site = gw.router, gw.config.limits, gw.config.site.name
     serve: Any
+
+    def live_limits() -> LimitsConfig:  # read per new connection: a reload may change them
+        return gw.config.limits
+
     if isinstance(bind, ServicePortConfig):
         what = f"service port {bind.name}"
-        serve = functools.partial(serve_service_port, bind, router, limits=lim, local_site=site)
+        serve = functools.partial(
+            serve_service_port, bind, router, limits=lim, live_limits=live_limits, local_site=site
+        )
     elif bind.kind == "http":
         what = f"listener {bind.name}"
         serve = functools.partial(
-            serve_http_listener, bind, router, identity=gw.identity, limits=lim, local_site=site
+            serve_http_listener,
+            bind,
+            router,
+            identity=gw.identity,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
         )
     else:
         what = f"listener {bind.name}"
-        serve = functools.partial(serve_sni_listener, bind, router, limits=lim, local_site=site)
+        serve = functools.partial(
+            serve_sni_listener, bind, router, limits=lim, live_limits=live_limits, local_site=site
+        )
     port: int = await gw.scoped.start(
         nursery,
         bind_key(bind),

@@ -27,6 +27,7 @@ from gateway.config.errors import ConfigInvalid, Problem
 from gateway.config.load import load_text, read_config_text
 from gateway.config.model import GatewayConfig, ServicePortConfig
 from gateway.http.caller_headers import CallerHeaderRules
+from gateway.listener.h1 import h1_limits
 from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
@@ -251,6 +252,16 @@ class ConfigReloader:
         if plan.exports:
             self.gw.east_west.export_rules = tuple(config.exports)
             self.gw.peering.set_export_rules(config.exports)
+        if plan.limits:
+            lim = config.limits
+            ew = self.gw.east_west
+            self.gw.router.route_timeout = lim.route_timeout_s
+            ew.route_timeout = lim.route_timeout_s
+            ew.tunnel_idle_timeout = lim.idle_timeout_s
+            ew.tunnel_buffer_bytes = lim.tunnel_buffer_bytes
+            ew.stream_idle_timeout = lim.stream_idle_timeout_s
+            ew.max_stream_duration = lim.max_stream_duration_s
+            self.gw.pool.h1_limits = h1_limits(lim)
         if plan.caller_headers:
             self.gw.cluster.caller_headers = CallerHeaderRules(
                 config.site.caller_headers, config.caller_headers

@@ -15,6 +15,9 @@ What applies live today (each read per request or swapped whole):
 * ``[[caller_headers]]`` and ``[site] caller_headers`` -- read per request by the local cluster;
 * ``[identity]`` -- new SVID, key and bundle paths are loaded and verified first (the SPIFFE ID
   must stay the same), then swapped in as a rotation would (:mod:`gateway.reload.identity`);
+* ``[limits]`` -- the per-connection and per-request ones (header sizes and timeouts, idle and
+  stream timeouts, the route timeout, tunnel buffers, caller HTTP/2 windows) for connections
+  accepted and requests started after the reload; :data:`RESTART_LIMITS` need a restart;
 * ``[[peers]]`` -- added peers are dialed, removed ones unlinked and their imports withdrawn,
   changed ones relinked (a priority change alone keeps the links); other peers' links stay;
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
@@ -38,7 +41,21 @@ from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_
 _RESTART_ONLY: tuple[tuple[str, str], ...] = (
     ("peering", "peering timing"),
     ("mdns_announce", "mDNS announcements"),
-    ("limits", "limits"),
+)
+
+
+# Limits held by a listener or a link for its whole life (the connection cap, the send timeout,
+# the TLS handshake bound shared with links, the HTTP/2 settings links announce once).
+RESTART_LIMITS: tuple[str, ...] = (
+    "max_connections",
+    "send_timeout_s",
+    "tls_handshake_timeout_s",
+    "h2_max_concurrent_streams",
+    "h2_max_header_list_bytes",
+    "link_stream_window",
+    "link_connection_window",
+    "link_max_frame_size",
+    "link_outbound_buffer",
 )
 
 
@@ -59,6 +76,7 @@ class ReloadPlan:
     exports: bool  # swap the export rules (admission and the live export streams)
     identity: bool  # load the identity from the new paths and swap it in
     peers: bool  # add, remove or change peers (only the changed ones' links are touched)
+    limits: bool  # per-connection and per-request limits, for new connections and requests
     caller_headers: bool  # swap the caller-header rules
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
@@ -77,6 +95,8 @@ class ReloadPlan:
             out.append("caller_headers")
         if self.identity:
             out.append("identity")
+        if self.limits:
+            out.append("limits")
         if self.peers:
             out.append("peers")
         if self.sources:
@@ -104,6 +124,14 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
             problems.append(
                 Problem(section, f"changing {what} needs a restart (not applied live yet)")
             )
+    for name in RESTART_LIMITS:
+        if getattr(new.limits, name) != getattr(old.limits, name):
+            problems.append(
+                Problem(
+                    f"limits.{name}",
+                    "changing it needs a restart (listeners or links hold it for their lifetime)",
+                )
+            )
     for name in fixed_listener_changes(old, new):
         problems.append(
             Problem("listeners", f"changing listener {name!r} (east-west or admin) needs a restart")
@@ -115,6 +143,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         exports=new.exports != old.exports,
         identity=new.identity != old.identity,
         peers=new.peers != old.peers,
+        limits=new.limits != old.limits,
         caller_headers=(
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers

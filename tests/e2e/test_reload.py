@@ -178,11 +178,11 @@ async def test_invalid_reload_is_rejected_with_every_problem_and_old_config_serv
         # Valid, but not applicable live: rejected whole, nothing of it applied.
         _config(ov).write_text(
             good.replace(f"port = {OLD_PORT}", f"port = {NEW_PORT}")
-            + "\n[limits]\nmax_headers = 50\n"
+            + "\n[limits]\nmax_connections = 50\n"
         )
         status, doc = await _admin_reload(ov)
         assert status == 422
-        assert [p["path"] for p in doc["problems"]] == ["limits"]
+        assert [p["path"] for p in doc["problems"]] == ["limits.max_connections"]
         # The old config still serves, unchanged.
         assert await _whoami_site(ov) == "solo"
         after = await ov.get("solo", "/config")
@@ -445,3 +445,18 @@ async def test_peers_are_added_and_removed_other_links_stay_up(tmp_path: Path) -
         pinned = await h1_request(east, HTTP_PORT, authority="whoami.default.west.isthmus")
         assert pinned.status == 404
         assert (await h1_request(east, HTTP_PORT, authority=AUTHORITY)).json()["site"] == "north"
+
+
+async def test_limits_apply_to_connections_accepted_after_the_reload(tmp_path: Path) -> None:
+    async with open_overlay(tmp_path, _topology(), services=True) as ov:
+        host = _addr(ov)
+        big = {"x-padding": "p" * 3000}
+        before = await h1_request(host, HTTP_PORT, authority=AUTHORITY, headers=big)
+        assert before.status == 200
+        text = _config(ov).read_text("utf-8")
+        _config(ov).write_text(text + "\n[limits]\nmax_header_bytes = 2048\n")
+        status, doc = await _admin_reload(ov)
+        assert status == 200 and doc["changes"] == ["limits"], doc
+        after = await h1_request(host, HTTP_PORT, authority=AUTHORITY, headers=big)
+        assert after.status == 431, (after.status, after.body[:200])
+        assert (await h1_request(host, HTTP_PORT, authority=AUTHORITY)).status == 200

@@ -58,6 +58,12 @@ def test_a_changed_listener_is_replaced() -> None:
     assert [b.port for b in plan.listeners.start] == [15081]
 
 
+def test_per_request_limits_are_live() -> None:
+    new = GOOD + "\n[limits]\nmax_header_bytes = 2048\nroute_timeout_s = 5.0\n"
+    plan = plan_reload(_config(GOOD), _config(new))
+    assert plan.problems == () and plan.changes == ("limits",)
+
+
 def test_peers_are_live() -> None:
     new = GOOD.replace('address = "127.0.2.1"', 'address = "127.0.2.2"')
     plan = plan_reload(_config(GOOD), _config(new))
@@ -74,7 +80,7 @@ def test_identity_paths_are_live() -> None:
     [
         (lambda t: t.replace('name = "aws-east"', 'name = "aws-east2"'), "site.name"),
         (lambda t: t.replace("15443\n\n[[peers]]", "15444\n\n[[peers]]"), "listeners"),
-        (lambda t: t + "\n[limits]\nmax_headers = 50\n", "limits"),
+        (lambda t: t + "\n[limits]\nmax_connections = 50\n", "limits.max_connections"),
         (lambda t: t + "\n[peering]\nping_interval_s = 1.0\n", "peering"),
     ],
 )
@@ -87,6 +93,6 @@ def test_sections_that_need_a_restart_reject_the_reload(edit: object, path: str)
 
 def test_every_problem_is_reported_at_once() -> None:
     new = GOOD.replace('name = "aws-east"', 'name = "aws-east2"')
-    new += "\n[limits]\nmax_headers = 50\n"
+    new += "\n[limits]\nlink_max_frame_size = 32768\n"
     plan = plan_reload(_config(GOOD), _config(new))
-    assert sorted(p.path for p in plan.problems) == ["limits", "site.name"]
+    assert sorted(p.path for p in plan.problems) == ["limits.link_max_frame_size", "site.name"]
