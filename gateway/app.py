@@ -7,6 +7,10 @@ discovery, the east-west listener and the dialers, the listeners of local caller
 API (one ``start_*`` function each).  ``task_status.started`` receives the
 bound ports, so tests and the demo can use port 0.  Shutdown is cancellation of the root
 nursery: every task ends, every link is closed, nothing is left behind.
+
+Parts a config reload may stop or replace alone (each caller listener and service port, the
+identity watcher, discovery, each peer's dialer) run in their own cancel scope inside the root
+nursery; :mod:`gateway.reload` plans and applies a reload.
 """
 
 from __future__ import annotations
