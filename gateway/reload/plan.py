@@ -31,16 +31,29 @@ Everything else needs a restart for now and is reported as a problem of the relo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from gateway.config.errors import Problem
 from gateway.config.model import GatewayConfig
 from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
 
-# Sections that cannot change under a running gateway yet, with the reason shown to the operator.
-_RESTART_ONLY: tuple[tuple[str, str], ...] = (
-    ("peering", "peering timing"),
-    ("mdns_announce", "mDNS announcements"),
+# The sections a reload applies live; every other section of GatewayConfig (``[peering]``,
+# ``[mdns_announce]``, ``[metrics]``, ``[access_log]``, and any section added later until
+# someone teaches the reload about it) needs a restart: unknown means "not live", never
+# "silently ignored".
+LIVE_SECTIONS = frozenset(
+    {
+        "site",  # only caller_headers; its identity fields are checked on their own
+        "identity",
+        "listeners",
+        "service_ports",
+        "peers",
+        "sources",
+        "exports",
+        "policies",
+        "caller_headers",
+        "limits",
+    }
 )
 
 
@@ -119,10 +132,10 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
                 problems.append(
                     Problem(f"site.{name}", "a site's identity cannot change; restart the gateway")
                 )
-    for section, what in _RESTART_ONLY:
-        if getattr(new, section) != getattr(old, section):
+    for section in (f.name for f in fields(GatewayConfig)):
+        if section not in LIVE_SECTIONS and getattr(new, section) != getattr(old, section):
             problems.append(
-                Problem(section, f"changing {what} needs a restart (not applied live yet)")
+                Problem(section, f"changing [{section}] needs a restart (not applied live yet)")
             )
     for name in RESTART_LIMITS:
         if getattr(new.limits, name) != getattr(old.limits, name):

@@ -82,6 +82,7 @@ def test_identity_paths_are_live() -> None:
         (lambda t: t.replace("15443\n\n[[peers]]", "15444\n\n[[peers]]"), "listeners"),
         (lambda t: t + "\n[limits]\nmax_connections = 50\n", "limits.max_connections"),
         (lambda t: t + "\n[peering]\nping_interval_s = 1.0\n", "peering"),
+        (lambda t: t + "\n[metrics]\nenabled = false\n", "metrics"),
     ],
 )
 def test_sections_that_need_a_restart_reject_the_reload(edit: object, path: str) -> None:
