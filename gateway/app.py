@@ -7,6 +7,10 @@ discovery, the east-west listener and the dialers, the listeners of local caller
 API (one ``start_*`` function each).  ``task_status.started`` receives the
 bound ports, so tests and the demo can use port 0.  Shutdown is cancellation of the root
 nursery: every task ends, every link is closed, nothing is left behind.
+
+Parts a config reload may stop or replace alone (each caller listener and service port, the
+identity watcher, discovery, each peer's dialer) run in their own cancel scope inside the root
+nursery; :mod:`gateway.reload` plans and applies a reload.
 """
 
 from __future__ import annotations
@@ -16,18 +20,18 @@ import functools
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import immutables
 import trio
 
 from discovery.backoff import Backoff
-from discovery.service import serve_catalog
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin.health import healthz_view
-from gateway.admin.server import Text, serve_admin
+from gateway.admin.server import Action, Reply, Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.balancer import balancer_resolver
 from gateway.cluster.fair_share import SiteShares
@@ -36,7 +40,12 @@ from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
-from gateway.config.model import AnnounceServiceConfig, GatewayConfig
+from gateway.config.model import (
+    AnnounceServiceConfig,
+    GatewayConfig,
+    LimitsConfig,
+    ServicePortConfig,
+)
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -52,13 +61,19 @@ from gateway.observe.state_gauges import (
     import_gauges,
     link_gauges,
 )
+from gateway.reload.apply import ConfigReloader, peer_specs
+from gateway.reload.catalog import CatalogRunner
+from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watcher
+from gateway.reload.listeners import CallerBind, bind_key, caller_binds
+from gateway.reload.plan import config_version
+from gateway.reload.scoped import ScopedTasks
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
-from overlay.identity.rotation import Identity, serve_identity
+from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
-from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.config import PeeringSettings
 from overlay.peering.peers import Peering
 
 log = logging.getLogger("isthmus.gateway")
@@ -70,6 +85,7 @@ class GatewayPorts:
 
     east_west: int | None
     admin: int | None
+    reloader: ConfigReloader | None = None  # None when not started from a file
 
 
 @dataclass
@@ -83,6 +99,10 @@ class Gateway:
     pool: UpstreamPool
     router: Router
     observer: Observer | None
+    cluster: LocalCluster
+    east_west: EastWestHandler
+    sources: CatalogRunner  # discovery in its own cancel scope (a reload restarts it)
+    scoped: ScopedTasks  # caller listeners, service ports, identity watcher: one scope each
     #: ``catalog`` with the endpoints outlier detection ejected marked (what peers and
     #: ``/catalog`` see), kept up to date by :func:`serve_effective_catalog`.
     effective_catalog: Watch[Catalog] = field(default_factory=lambda: Watch(Catalog()))
@@ -128,7 +148,7 @@ def announced(a: AnnounceServiceConfig) -> AnnouncedService:
     )
 
 
-def admin_views(gw: Gateway) -> dict[str, Any]:
+def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str, Any]:
     config = gw.config
     views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
@@ -142,6 +162,8 @@ def admin_views(gw: Gateway) -> dict[str, Any]:
         views["/metrics"] = lambda: Text(
             registry.render(), "text/plain; version=0.0.4; charset=utf-8"
         )
+    if reloader is not None:
+        views["/config"] = reloader.status
     return views
 
 
@@ -168,11 +190,23 @@ def observer_for(
     return observer
 
 
+def admin_actions(reloader: ConfigReloader | None) -> dict[str, Action]:
+    """The admin API's POST paths: ``/config/reload`` (200 applied/unchanged, 422 rejected)."""
+    if reloader is None:
+        return {}
+
+    async def reload() -> Reply:
+        outcome = await reloader.reload("admin API")
+        return Reply(422 if outcome.result == "rejected" else 200, outcome.json())
+
+    return {"/config/reload": reload}
+
+
 async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSource]]:
     """Build step 1: the identity files, loaded and verified off the event loop (a gateway
     that cannot prove who it is must not start)."""
     ident = config.identity
-    bundles = [BundleSource(b.trust_domain, b.path, b.format) for b in ident.bundles]
+    bundles = bundle_sources(ident)
     state = await trio.to_thread.run_sync(
         functools.partial(load_identity_state, ident.svid, ident.key, bundles)
     )
@@ -184,9 +218,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     """Build step 2: the parts wired together, nothing started (the local cluster and the
     inbound side, peering, the router)."""
     catalog: Watch[Catalog] = Watch(Catalog())
-    peers = [
-        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
-    ]
+    peers = peer_specs(config)
     lim = config.limits
     pool = UpstreamPool(h1_limits=h1_limits(lim))
     outlier = OutlierDetector(policy_resolver(config.outlier_detection, config.service_traffic))
@@ -246,6 +278,10 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         pool,
         router,
         observer,
+        cluster,
+        east_west,
+        CatalogRunner(catalog),
+        ScopedTasks(),
         effective_catalog=effective,
         outlier=outlier,
         failing=failing,
@@ -255,18 +291,9 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
 async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
     """Start step 1: identity rotation and expiry, discovery, mDNS announcements, the pool."""
     config, ident = gw.config, gw.config.identity
-    await nursery.start(
-        functools.partial(
-            serve_identity,
-            gw.identity,
-            svid_path=ident.svid,
-            key_path=ident.key,
-            bundles=bundles,
-            poll_interval_s=ident.poll_interval_s,
-        )
-    )
+    await gw.scoped.start(nursery, WATCHER_KEY, identity_watcher(gw.identity, ident))
     await nursery.start(watch_own_identity, gw.identity)
-    await nursery.start(serve_catalog, config.sources, gw.catalog)
+    await gw.sources.start(nursery, config.sources)
     await nursery.start(
         serve_effective_catalog,
         gw.catalog,
@@ -310,65 +337,85 @@ async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:
 
 async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
     """Start step 3: the listeners local callers use (http, sni) and the service ports."""
-    config, router, lim, site = gw.config, gw.router, gw.config.limits, gw.config.site.name
-    for li in config.listeners:
-        if li.kind == "http":
-            port = await start_listener(
-                nursery,
-                functools.partial(
-                    serve_http_listener,
-                    li,
-                    router,
-                    identity=gw.identity,
-                    limits=lim,
-                    local_site=site,
-                ),
-                what=f"listener {li.name}",
-                address=str(li.address),
-                port=li.port,
-            )
-            log.info(
-                "http listener %s on %s:%d%s",
-                li.name,
-                li.address,
-                port,
-                " (TLS)" if li.tls else "",
-            )
-        elif li.kind == "sni":
-            port = await start_listener(
-                nursery,
-                functools.partial(serve_sni_listener, li, router, limits=lim, local_site=site),
-                what=f"listener {li.name}",
-                address=str(li.address),
-                port=li.port,
-            )
-            log.info("sni listener %s on %s:%d", li.name, li.address, port)
-    for sp in config.service_ports:
-        port = await start_listener(
-            nursery,
-            functools.partial(serve_service_port, sp, router, limits=lim, local_site=site),
-            what=f"service port {sp.name}",
-            address=str(sp.address),
-            port=sp.port,
+    for bind in caller_binds(gw.config):
+        await start_caller(nursery, gw, bind)
+
+
+async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> int:
+    """One caller listener or service port, in its own cancel scope (``gw.scoped``) so a
+    reload can stop or replace it alone; its bound port."""
+    router, lim, site = gw.router, gw.config.limits, gw.config.site.name
+    serve: Any
+
+    def live_limits() -> LimitsConfig:  # read per new connection: a reload may change them
+        return gw.config.limits
+
+    if isinstance(bind, ServicePortConfig):
+        what = f"service port {bind.name}"
+        serve = functools.partial(
+            serve_service_port, bind, router, limits=lim, live_limits=live_limits, local_site=site
         )
+    elif bind.kind == "http":
+        what = f"listener {bind.name}"
+        serve = functools.partial(
+            serve_http_listener,
+            bind,
+            router,
+            identity=gw.identity,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
+        )
+    else:
+        what = f"listener {bind.name}"
+        serve = functools.partial(
+            serve_sni_listener, bind, router, limits=lim, live_limits=live_limits, local_site=site
+        )
+    port: int = await gw.scoped.start(
+        nursery,
+        bind_key(bind),
+        serve,
+        starter=functools.partial(
+            _start_bound, what=what, address=str(bind.address), port=bind.port
+        ),
+    )
+    if isinstance(bind, ServicePortConfig):
         log.info(
             "service port %s on %s:%d -> %s (%s)",
-            sp.name,
-            sp.address,
+            bind.name,
+            bind.address,
             port,
-            sp.target,
-            sp.protocol,
+            bind.target,
+            bind.protocol,
         )
+    else:
+        tls = " (TLS)" if bind.tls else ""
+        log.info("%s listener %s on %s:%d%s", bind.kind, bind.name, bind.address, port, tls)
+    return port
 
 
-async def start_admin(nursery: trio.Nursery, gw: Gateway) -> int | None:
+async def _start_bound(
+    nursery: trio.Nursery, run: Any, *, what: str, address: str, port: int
+) -> Any:
+    return await start_listener(nursery, run, what=what, address=address, port=port)
+
+
+async def start_admin(
+    nursery: trio.Nursery, gw: Gateway, reloader: ConfigReloader | None = None
+) -> int | None:
     """Start step 4: the admin API, last (it reports on everything above); its port."""
     admin = gw.config.listener("admin")
     if admin is None:
         return None
     port: int = await start_listener(
         nursery,
-        functools.partial(serve_admin, admin_views(gw), host=str(admin.address), port=admin.port),
+        functools.partial(
+            serve_admin,
+            admin_views(gw, reloader),
+            actions=admin_actions(reloader),
+            host=str(admin.address),
+            port=admin.port,
+        ),
         what=f"listener {admin.name}",
         address=str(admin.address),
         port=admin.port,
@@ -380,14 +427,30 @@ async def start_admin(nursery: trio.Nursery, gw: Gateway) -> int | None:
 async def serve_gateway(
     config: GatewayConfig,
     *,
+    config_path: Path | None = None,
+    version: str | None = None,
     task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway described by ``config`` until cancelled: build, then start in order."""
+    """Run the gateway described by ``config`` until cancelled: build, then start in order.
+
+    With ``config_path`` (the file ``config`` came from, and its ``version``), the gateway can
+    reload it: ``GatewayPorts.reloader`` and the admin API's ``POST /config/reload``.
+    """
     identity, bundles = await load_identity(config)
     gw = build_gateway(config, identity)
     async with trio.open_nursery() as nursery:
+        reloader = None
+        if config_path is not None:
+            reloader = ConfigReloader(
+                gw,
+                config_path,
+                version or config_version(""),
+                nursery,
+                gw.sources,
+                functools.partial(start_caller, nursery, gw),
+            )
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)
         await start_callers(nursery, gw)
-        admin_port = await start_admin(nursery, gw)
-        task_status.started(GatewayPorts(ew_port, admin_port))
+        admin_port = await start_admin(nursery, gw, reloader)
+        task_status.started(GatewayPorts(ew_port, admin_port, reloader))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.run",
     "gateway.commands.config",
+    "gateway.commands.reload",
     "gateway.commands.ca",
     "gateway.commands.catalog",
     "gateway.commands.demo",

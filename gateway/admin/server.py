@@ -1,19 +1,23 @@
 """The admin API: a small JSON-over-HTTP/1.1 endpoint for operators and tests.
 
 Why its own tiny server: the admin port must keep answering when the data path is under
-stress, so it shares no code path (and no limits) with the traffic listeners.  It is read-only:
-``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes`` and ``/metrics`` (whatever
-views the gateway registered).  A view answers 200 with its JSON, returns :class:`Text` for
-another format, or a :class:`Reply` to choose the status (``/healthz`` answers 503 when the
-gateway is not healthy).  Bounded everywhere: request head <= 16 KiB, no request bodies,
-10 s to send a request, one response per request, connection closed after ``max_requests``.
+stress, so it shares no code path (and no limits) with the traffic listeners.  It reads:
+``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes``, ``/metrics`` and
+``/config`` (whatever views the gateway registered); and it has a few *actions*, ``POST`` paths
+the gateway registered (``POST /config/reload``), which take no request body and answer a
+:class:`Reply`.  Actions live only here, on the admin listener, never on a traffic listener.  A
+view answers 200 with its JSON, returns :class:`Text` for another format, or a :class:`Reply` to
+choose the status (``/healthz`` answers 503 when the gateway is not healthy).  Bounded
+everywhere: request head <= 16 KiB, bodies <= 64 KiB (read and ignored), 10 s to send a
+request, 60 s for an action, one response per request, connection closed after
+``max_requests``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +45,11 @@ class Text:
     content_type: str = "text/plain; charset=utf-8"
 
 
+Action = Callable[[], Awaitable[Reply]]  # a POST path: does something, says what
+
 MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024  # actions take no body; a small one is read and ignored
+ACTION_TIMEOUT_S = 60.0  # a reload reads and validates a file: generous, still bounded
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUESTS_PER_CONNECTION = 100
 MAX_CONNECTIONS = 64
@@ -50,6 +58,7 @@ MAX_CONNECTIONS = 64
 async def serve_admin(
     views: Mapping[str, View],
     *,
+    actions: Mapping[str, Action] | None = None,
     host: str,
     port: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -65,7 +74,7 @@ async def serve_admin(
     async def handle(stream: trio.SocketStream) -> None:
         async with limiter:
             try:
-                await _serve_connection(stream, views)
+                await _serve_connection(stream, views, actions or {})
             except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
                 pass
             finally:
@@ -76,7 +85,9 @@ async def serve_admin(
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
 
-async def _serve_connection(stream: trio.abc.Stream, views: Mapping[str, View]) -> None:
+async def _serve_connection(
+    stream: trio.abc.Stream, views: Mapping[str, View], actions: Mapping[str, Action]
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     for _ in range(MAX_REQUESTS_PER_CONNECTION):
         request: h11.Request | None = None
@@ -93,15 +104,23 @@ async def _serve_connection(stream: trio.abc.Stream, views: Mapping[str, View]) 
                     return
         if request is None:
             return
-        status, body = _dispatch(request, views)
         # Admin requests never carry bodies we care about; drain to EndOfMessage (bounded).
+        body_bytes = 0
         with trio.move_on_after(REQUEST_TIMEOUT_S):
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     conn.receive_data(bytes(await stream.receive_some(MAX_HEAD_BYTES)))
+                elif isinstance(event, h11.Data):
+                    body_bytes += len(event.data)
+                    if body_bytes > MAX_BODY_BYTES:
+                        return
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
+        if request.method == b"POST":
+            status, body = await _act(request, actions)
+        else:
+            status, body = _dispatch(request, views, actions)
         content_type = "application/json"
         if isinstance(body, Text):
             payload, content_type = body.body.encode("utf-8"), body.content_type
@@ -120,11 +139,36 @@ async def _serve_connection(stream: trio.abc.Stream, views: Mapping[str, View]) 
         conn.start_next_cycle()
 
 
-def _dispatch(request: h11.Request, views: Mapping[str, View]) -> tuple[int, Any]:
+def _path(request: h11.Request) -> str:
+    return request.target.decode("ascii", "replace").split("?", 1)[0]
+
+
+async def _act(request: h11.Request, actions: Mapping[str, Action]) -> tuple[int, Any]:
+    path = _path(request)
+    action = actions.get(path)
+    if action is None:
+        return 404, {"error": f"no admin action at {path}", "actions": sorted(actions)}
+    try:
+        with trio.fail_after(ACTION_TIMEOUT_S):
+            reply = await action()
+    except trio.TooSlowError:
+        log.error("admin action %s did not finish in %.0fs", path, ACTION_TIMEOUT_S)
+        return 504, {"error": f"{path} did not finish in {ACTION_TIMEOUT_S:.0f}s"}
+    except Exception as exc:  # a broken action must not take the admin port down
+        log.exception("admin action %s failed", path)
+        return 500, {"error": f"{type(exc).__name__}: {exc}"}
+    return reply.status, reply.body
+
+
+def _dispatch(
+    request: h11.Request, views: Mapping[str, View], actions: Mapping[str, Action]
+) -> tuple[int, Any]:
+    path = _path(request)
     if request.method != b"GET":
-        return 405, {"error": "admin API is read-only; use GET"}
-    path = request.target.decode("ascii", "replace").split("?", 1)[0]
+        return 405, {"error": "admin views answer GET; actions POST", "actions": sorted(actions)}
     view = views.get(path)
+    if path in actions and view is None:
+        return 405, {"error": f"{path} is an action: use POST"}
     if view is None:
         return 404, {"error": f"no admin view at {path}", "views": sorted(views)}
     try:

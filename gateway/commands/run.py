@@ -1,8 +1,9 @@
-"""``isthmus run CONFIG``: run one gateway until SIGINT/SIGTERM."""
+"""``isthmus run CONFIG``: run one gateway until SIGINT/SIGTERM; SIGHUP reloads CONFIG."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -16,8 +17,8 @@ from foundation.errors import ConfigError, IdentityError, IsthmusError
 from foundation.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
-from gateway.config.load import load_file
 from gateway.logs import LogSpec, parse_log_spec, setup_logging
+from gateway.reload.apply import ConfigReloader, load_versioned
 
 E = TypeVar("E", bound=BaseException)
 
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        config = load_file(args.config)
+        config, version = load_versioned(args.config)
     except ConfigInvalid as exc:
         print(exc.report(), file=sys.stderr)
         return 2
@@ -49,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     for path, message in config.warnings():  # as `isthmus config check` prints them
         logging.getLogger("isthmus.gateway").warning("config %s: %s", path, message)
     try:
-        trio.run(_main, config)
+        trio.run(_main, config, args.config, version)
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -91,10 +92,28 @@ def _isthmus_error(exc: BaseException) -> IsthmusError | None:
     return _leaf(exc, IsthmusError)
 
 
-async def _main(config: Any) -> None:
+async def _main(config: Any, path: Path, version: str) -> None:
+    """Serve until SIGTERM/SIGINT.  SIGHUP reloads the config file (see docs/reload.md); the
+    receiver is open before the gateway starts, so an early SIGHUP never kills the process
+    (the default action of SIGHUP)."""
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await nursery.start(serve_gateway, config)
-            async for _ in signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            ports = await nursery.start(
+                functools.partial(serve_gateway, config, config_path=path, version=version)
+            )
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if ports.reloader is not None:
+                        nursery.start_soon(_reload_on_signal, ports.reloader)
+                    continue
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _reload_on_signal(reloader: ConfigReloader) -> None:
+    """A SIGHUP reload; the outcome is logged by the reloader, and a bug costs this reload
+    only, never the gateway."""
+    try:
+        await reloader.reload("SIGHUP")
+    except Exception:
+        logging.getLogger("isthmus.reload").exception("config reload (SIGHUP) failed")

@@ -24,6 +24,7 @@ connection:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -106,9 +107,14 @@ async def serve_http_listener(
     identity: Identity | None,
     limits: LimitsConfig,
     local_site: str,
+    live_limits: Callable[[], LimitsConfig] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run an ``http`` listener until cancelled; ``started`` gets the bound port."""
+    """Run an ``http`` listener until cancelled; ``started`` gets the bound port.
+
+    ``live_limits``: read once per new connection (a config reload changes the limits of
+    connections accepted after it); ``limits`` otherwise, and always for the listener's own
+    ``max_connections`` and ``send_timeout_s``."""
     tls: DownstreamTls | None = None
     if config.tls:
         if identity is None:
@@ -118,7 +124,8 @@ async def serve_http_listener(
 
     async def on_connection(tcp: CallerStream) -> None:
         LISTENER.set(config.name)  # labels this connection's requests (metrics, access log)
-        await serve_http_connection(tcp, router, tls=tls, limits=limits, local_site=local_site)
+        lim = limits if live_limits is None else live_limits()
+        await serve_http_connection(tcp, router, tls=tls, limits=lim, local_site=local_site)
 
     await serve_tcp(
         on_connection,

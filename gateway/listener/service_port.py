@@ -10,6 +10,7 @@ deadlines and caller identity work as for any routed request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -44,6 +45,7 @@ async def serve_service_port(
     *,
     limits: LimitsConfig,
     local_site: str,
+    live_limits: Callable[[], LimitsConfig] | None = None,  # per new connection (reload)
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one service port until cancelled; ``started`` gets the bound port."""
@@ -51,13 +53,14 @@ async def serve_service_port(
 
     async def on_connection(tcp: CallerStream) -> None:
         LISTENER.set(config.name)  # labels this connection's requests (metrics, access log)
+        lim = limits if live_limits is None else live_limits()
         if config.protocol == "tcp":
             await serve_tcp_service_connection(
-                tcp, router, target, limits=limits, local_site=local_site
+                tcp, router, target, limits=lim, local_site=local_site
             )
         else:
             await serve_h1_connection(
-                tcp, router, limits=limits, local_site=local_site, target=target
+                tcp, router, limits=lim, local_site=local_site, target=target
             )
 
     await serve_tcp(

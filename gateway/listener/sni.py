@@ -14,6 +14,7 @@ ours in which an error page could be sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -51,13 +52,15 @@ async def serve_sni_listener(
     *,
     limits: LimitsConfig,
     local_site: str,
+    live_limits: Callable[[], LimitsConfig] | None = None,  # per new connection (reload)
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an ``sni`` listener until cancelled; ``started`` gets the bound port."""
 
     async def on_connection(tcp: CallerStream) -> None:
         LISTENER.set(config.name)  # labels this connection's tunnel (metrics, access log)
-        await serve_sni_connection(tcp, router, limits=limits, local_site=local_site)
+        lim = limits if live_limits is None else live_limits()
+        await serve_sni_connection(tcp, router, limits=lim, local_site=local_site)
 
     await serve_tcp(
         on_connection,

@@ -78,6 +78,11 @@ class PeerExport:
         self.view: ExportView = EMPTY_VIEW
         self._catalog: Catalog | None = None
 
+    def set_rules(self, rules: Sequence[ExportConfig]) -> None:
+        """New export rules (a config reload): the next update recomputes the whole view."""
+        self.rules = tuple(rules)
+        self._catalog = None
+
     def update(self, catalog: Catalog, now: float) -> frozenset[ServiceName] | None:
         """Fold ``catalog`` in; return the services whose export changed (None: recomputed)."""
         return complete(self.update_steps(catalog, now, slice_items=UNSLICED))

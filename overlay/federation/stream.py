@@ -64,12 +64,15 @@ async def run_export(
     local_site: str,
     peer_site: str,
     catalog: Watch[Catalog],
-    rules: Sequence[ExportConfig],
+    rules: Sequence[ExportConfig] | Watch[tuple[ExportConfig, ...]],
     ack_timeout: float = ACK_TIMEOUT_S,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     clock: Callable[[], float] = trio.current_time,
 ) -> None:
     """Export this site's consented catalog to ``peer_site`` until the stream fails.
+
+    ``rules`` may be a watch: new rules (a config reload) recompute the view and send the
+    difference on the same stream, so the link and its tunnels are untouched.
 
     Always raises when it ends: the stream reset (``StreamReset``/``ConnectionGone``), a
     protocol error, or :class:`FederationTimeout`.
@@ -91,7 +94,9 @@ async def run_export(
         session = ExportSession(
             local_site, secrets.token_hex(8), max_message_bytes=max_message_bytes
         )
-        export = PeerExport(peer_site, rules)
+        rule_watch = rules if isinstance(rules, Watch) else Watch(tuple(rules))
+        export = PeerExport(peer_site, rule_watch.latest)
+        rules_applied = rule_watch.count
         send_kick, receive_kick = trio.open_memory_channel[None](1)
 
         def kick() -> None:
@@ -116,11 +121,22 @@ async def run_export(
                 seen, _ = await catalog.wait_newer(seen)
                 kick()
 
+        async def watch_rules() -> None:
+            seen = rules_applied
+            while True:
+                seen, _ = await rule_watch.wait_newer(seen)
+                kick()
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_replies)
             nursery.start_soon(watch_catalog)
+            nursery.start_soon(watch_rules)
             applied = -1
             while True:
+                if rule_watch.count != rules_applied:
+                    rules_applied = rule_watch.count
+                    export.set_rules(rule_watch.latest)
+                    applied = -1  # recompute the whole view under the new rules
                 if catalog.count != applied:
                     applied = catalog.count
                     update = export.update_steps(catalog.latest, clock(), slice_items=SLICE_ITEMS)

@@ -58,7 +58,8 @@ class PeerFederation:
     ) -> None:
         self.local_site = local_site
         self.catalog = catalog
-        self.export_rules = tuple(export_rules)
+        # A watch, so a config reload can swap the rules under live export streams.
+        self.export_rules: Watch[tuple[ExportConfig, ...]] = Watch(tuple(export_rules))
         self.imports = imports
         self._ack_timeout = ack_timeout
         self._on_change = on_change

@@ -163,6 +163,11 @@ class LinkKeeper:
         self._dial = dial
         self.source_address: str | None = None
 
+    def refresh_ids(self) -> None:
+        """Re-read the peers' SPIFFE IDs after the peer set changed (a config reload): links
+        from a removed peer are refused from now on, a new peer's are accepted."""
+        self._by_id = {st.spec.spiffe_id: name for name, st in self._peers.items()}
+
     async def serve_links(
         self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
     ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -61,6 +62,8 @@ class Peering:
         self.export_rules = tuple(export_rules)
         self._clock = clock
         self._peers = {p.name: PeerLinks(p) for p in peers}
+        self._dialers: dict[str, trio.CancelScope] = {}
+        self._run_nursery: trio.Nursery | None = None
         self.imports: Watch[ImportTable] = Watch(ImportTable(grace=self.settings.import_grace))
         self._publisher = RoutePublisher(
             local_site=local_site,
@@ -119,10 +122,67 @@ class Peering:
         to :meth:`accept`.
         """
         async with trio.open_nursery() as nursery:
+            self._run_nursery = nursery
             nursery.start_soon(self._publisher.run)
             for state in self._peers.values():
                 if state.spec.dial:
-                    nursery.start_soon(self._links.dial_loop, state)
+                    self._start_dialer(state)
+
+    def _start_dialer(self, state: PeerLinks) -> None:
+        """The dial loop of one peer, in its own cancel scope (a reload may remove the peer)."""
+        if self._run_nursery is None:
+            raise RuntimeError("peering is not running: no east-west listener")
+        scope = trio.CancelScope()
+        self._dialers[state.spec.name] = scope
+
+        async def dial() -> None:
+            with scope:
+                await self._links.dial_loop(state)
+
+        self._run_nursery.start_soon(dial)
+
+    async def set_peers(self, specs: Sequence[PeerSpec]) -> tuple[str, ...]:
+        """Make ``specs`` the configured peers (a config reload); the names whose links closed.
+
+        A new peer is dialed (or accepted) from now on.  A removed one has its dialer stopped,
+        its links closed and its imports withdrawn at once.  A peer whose priority alone
+        changed keeps its links (the routing view is recomputed); one whose address, port,
+        SPIFFE ID or dial direction changed is removed and added again, since its links were
+        made, and verified, for the old values.  Every other peer's links are untouched.
+        """
+        wanted = {p.name: p for p in specs}
+        closed: list[str] = []
+        for name, state in list(self._peers.items()):
+            spec = wanted.get(name)
+            if spec == state.spec:
+                continue
+            if spec is not None and replace(state.spec, priority=spec.priority) == spec:
+                state.spec = spec
+                continue
+            await self._remove_peer(name)
+            closed.append(name)
+        for name, spec in wanted.items():
+            if name not in self._peers:
+                state = PeerLinks(spec)
+                self._peers[name] = state
+                if spec.dial:
+                    self._start_dialer(state)
+        self._links.refresh_ids()
+        self._publisher.kick()
+        return tuple(closed)
+
+    async def _remove_peer(self, name: str) -> None:
+        state = self._peers.pop(name)
+        scope = self._dialers.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        if state.import_scope is not None:
+            state.import_scope.cancel()
+        for session in (state.dialed, state.accepted):
+            if session is not None:
+                with trio.CancelScope(shield=True):
+                    await session.aclose()
+        self.imports.publish(self.imports.latest.withdraw(name))
 
     async def accept(self, link: Link) -> None:
         """Run a verified link a configured peer dialed to us, until it closes."""
@@ -132,6 +192,12 @@ class Peering:
         """The client-role HTTP/2 connection to ``peer`` this gateway sends on, if up."""
         state = self._peers.get(peer)
         return None if state is None else state.outbound()
+
+    def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
+        """New export rules (a config reload): every live export stream sends the difference;
+        links stay up."""
+        self.export_rules = tuple(rules)
+        self._federation.export_rules.publish(self.export_rules)
 
     def status(self) -> dict[str, Any]:
         """Per-peer link status, for the admin API."""

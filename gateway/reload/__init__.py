@@ -1,0 +1,1 @@
+"""Configuration without restart: a pure plan (old config -> new config) and its Trio adapter."""

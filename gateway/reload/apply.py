@@ -1,0 +1,285 @@
+"""Apply a config reload to a running gateway (the Trio adapter of :mod:`gateway.reload.plan`).
+
+Theory of operation: a reload (SIGHUP, ``isthmus reload``, ``POST /config/reload``) reads the
+file the gateway was started with, off the event loop, and validates it whole with the same
+loader as ``isthmus run``.  An invalid file, or a valid one whose plan has problems (a change
+that cannot be applied live), is rejected: every problem is logged and returned, and nothing
+changes.  A valid plan is applied as a few swaps of whole values that requests read when they
+start (policies, caller-header rules) and a restart of discovery (sources), so live
+connections, tunnels and links are untouched and every new request sees either the old config
+or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from foundation.errors import ConfigError
+from gateway.config.errors import ConfigInvalid, Problem
+from gateway.config.load import load_text, read_config_text
+from gateway.config.model import GatewayConfig, ServicePortConfig
+from gateway.http.caller_headers import CallerHeaderRules
+from gateway.listener.h1 import h1_limits
+from gateway.reload.catalog import CatalogRunner
+from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
+from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
+from gateway.reload.plan import ReloadPlan, config_version, plan_reload
+from overlay.identity.state import IdentityState
+from overlay.peering.config import PeerSpec
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("isthmus.reload")
+
+Result = Literal["applied", "unchanged", "rejected"]
+
+
+def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
+    """The config at ``path`` and its version; :class:`ConfigInvalid` with every problem."""
+    text = read_config_text(path)
+    config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
+    return config, config_version(text)
+
+
+def peer_specs(config: GatewayConfig) -> list[PeerSpec]:
+    """The config's peers as peering takes them."""
+    return [
+        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
+    ]
+
+
+def _bind_path(config: GatewayConfig, bind: CallerBind) -> str:
+    """The config path of ``bind``'s port (as config errors name it)."""
+    if isinstance(bind, ServicePortConfig):
+        return f"service_ports[{config.service_ports.index(bind)}].port"
+    return f"listeners[{config.listeners.index(bind)}].port"
+
+
+def _iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What one reload did, as the admin API and ``isthmus reload`` show it."""
+
+    result: Result
+    trigger: str
+    version: str  # the version running after this reload
+    attempted: str | None  # the version of the file read (None: it could not be read)
+    changes: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    at: float  # wall clock
+    filename: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "trigger": self.trigger,
+            "version": self.version,
+            "attempted_version": self.attempted,
+            "changes": list(self.changes),
+            "problems": [
+                {"path": p.path or "<root>", "line": p.line, "message": p.message}
+                for p in self.problems
+            ],
+            "at": _iso(self.at),
+        }
+
+
+@dataclass
+class ConfigReloader:
+    """Owns the running config's version and applies reloads to ``gw``."""
+
+    gw: Gateway
+    path: Path
+    version: str
+    nursery: trio.Nursery
+    catalog: CatalogRunner
+    start_caller: Callable[[CallerBind], Awaitable[int]]  # app.start_caller, bound
+    wall_clock: Callable[[], float] = time.time
+    applied_at: float = 0.0
+    last: ReloadOutcome | None = None
+    _lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def __post_init__(self) -> None:
+        self.applied_at = self.applied_at or self.wall_clock()
+        log.info("config version %s applied (%s)", self.version, self.path)
+
+    def status(self) -> dict[str, Any]:
+        """The ``/config`` admin view: which config runs, since when, and the last reload."""
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "applied_at": _iso(self.applied_at),
+            "last_reload": None if self.last is None else self.last.json(),
+        }
+
+    async def reload(self, trigger: str) -> ReloadOutcome:
+        """Read, validate and (if valid and applicable) apply the config file; never raises
+        for a bad file -- the outcome says what happened."""
+        async with self._lock:
+            outcome = await self._reload(trigger)
+        self.last = outcome
+        return outcome
+
+    async def _reload(self, trigger: str) -> ReloadOutcome:
+        now = self.wall_clock()
+        try:
+            config, version = await trio.to_thread.run_sync(load_versioned, self.path)
+        except ConfigInvalid as exc:
+            return self._rejected(trigger, None, exc.problems, now)
+        plan = plan_reload(self.gw.config, config)
+        if plan.problems:
+            return self._rejected(trigger, version, plan.problems, now)
+        for path, message in config.warnings():
+            log.warning("config %s: %s", path, message)
+        if plan.empty:
+            if version != self.version:  # e.g. a comment changed: the new text is what runs
+                self.version, self.applied_at = version, now
+            log.info("config reload (%s): no change; version %s", trigger, self.version)
+            return ReloadOutcome("unchanged", trigger, self.version, version, (), (), now)
+        new_identity = None
+        if plan.identity:
+            new_identity, problems = await load_new_identity(self.gw.identity, config.identity)
+            if problems:
+                return self._rejected(trigger, version, problems, now)
+        # From here on the swaps run to the end even if the caller gives up: a reload is
+        # applied whole or not at all.
+        with trio.CancelScope(shield=True):
+            early, late = self._split_binds(plan.listeners)
+            failed = await self._start_binds(early, config)
+            if failed:  # nothing else is applied yet: undo the new listeners, reject
+                for bind in early:
+                    await self.gw.scoped.stop(bind_key(bind))
+                return self._rejected(trigger, version, failed, now)
+            for key in plan.listeners.stop:
+                await self.gw.scoped.stop(key)
+                log.info("%s stopped", key)
+            problems = await self._start_binds(late, config)
+            if problems:  # a replaced listener that cannot bind again: keep the old one
+                await self._restore(plan.listeners, late)
+            self._apply(plan, config)
+            if new_identity is not None:
+                await self._swap_identity(new_identity, config)
+            if plan.peers:
+                relinked = await self.gw.peering.set_peers(peer_specs(config))
+                self.gw.router.peer_sites = frozenset(p.name for p in config.peers)
+                if relinked:
+                    log.info("links closed by reload (peer removed or changed): %s", relinked)
+            if plan.sources:
+                await self.catalog.restart(
+                    self.nursery, self.gw.config.sources, config.sources, plan.sources_removed
+                )
+            self.gw.config = config
+        previous, self.version, self.applied_at = self.version, version, now
+        log.info(
+            "config reloaded (%s): version %s -> %s; changed: %s",
+            trigger,
+            previous,
+            version,
+            ", ".join(plan.changes),
+        )
+        for problem in problems:
+            log.error("config reload: applied, but %s", problem.render(str(self.path)))
+        return ReloadOutcome(
+            "applied", trigger, version, version, plan.changes, problems, now, str(self.path)
+        )
+
+    def _split_binds(self, plan: ListenerPlan) -> tuple[list[CallerBind], list[CallerBind]]:
+        """The binds that can start before anything stops (a new address), and the rest (a
+        replaced listener, or a new one on an address a stopped one frees)."""
+        running = caller_binds(self.gw.config)
+        freed = {(b.address, b.port) for b in running if bind_key(b) in plan.stop}
+        early = [
+            b
+            for b in plan.start
+            if bind_key(b) not in plan.stop and (b.address, b.port) not in freed
+        ]
+        late = [b for b in plan.start if b not in early]
+        return early, late
+
+    async def _swap_identity(self, state: IdentityState, config: GatewayConfig) -> None:
+        """The new identity for new connections, and the file watcher on the new paths."""
+        await self.gw.scoped.stop(WATCHER_KEY)
+        revoked = self.gw.identity.swap(state)
+        watcher = identity_watcher(self.gw.identity, config.identity)
+        await self.gw.scoped.start(self.nursery, WATCHER_KEY, watcher)
+        log.info(
+            "identity files changed: %s, %d trust bundle(s), %d link(s) closed",
+            state.spiffe_id,
+            len(state.bundles),
+            revoked,
+        )
+
+    async def _restore(self, plan: ListenerPlan, late: list[CallerBind]) -> None:
+        """Start again the old form of each replaced listener whose new form did not start."""
+        started = set(self.gw.scoped.keys())
+        for old in caller_binds(self.gw.config):
+            key = bind_key(old)
+            if key in plan.stop and key not in started and any(bind_key(b) == key for b in late):
+                try:
+                    await self.start_caller(old)
+                    log.warning("%s kept with its old settings", key)
+                except ConfigError as exc:
+                    log.error("%s could not be restored: %s", key, exc)
+
+    async def _start_binds(
+        self, binds: list[CallerBind], config: GatewayConfig
+    ) -> tuple[Problem, ...]:
+        """Start each of ``binds``; the problems of those that could not bind."""
+        problems: list[Problem] = []
+        for bind in binds:
+            try:
+                await self.start_caller(bind)
+            except ConfigError as exc:
+                problems.append(Problem(_bind_path(config, bind), str(exc)))
+        return tuple(problems)
+
+    def _apply(self, plan: ReloadPlan, config: GatewayConfig) -> None:
+        """The swaps of values requests read when they start (no await: one atomic step)."""
+        if plan.policies:
+            self.gw.east_west.policies = tuple(config.policies)
+        if plan.exports:
+            self.gw.east_west.export_rules = tuple(config.exports)
+            self.gw.peering.set_export_rules(config.exports)
+        if plan.limits:
+            lim = config.limits
+            ew = self.gw.east_west
+            self.gw.router.route_timeout = lim.route_timeout_s
+            ew.route_timeout = lim.route_timeout_s
+            ew.tunnel_idle_timeout = lim.idle_timeout_s
+            ew.tunnel_buffer_bytes = lim.tunnel_buffer_bytes
+            ew.stream_idle_timeout = lim.stream_idle_timeout_s
+            ew.max_stream_duration = lim.max_stream_duration_s
+            self.gw.pool.h1_limits = h1_limits(lim)
+        if plan.caller_headers:
+            self.gw.cluster.caller_headers = CallerHeaderRules(
+                config.site.caller_headers, config.caller_headers
+            )
+
+    def _rejected(
+        self, trigger: str, attempted: str | None, problems: tuple[Problem, ...], now: float
+    ) -> ReloadOutcome:
+        n = len(problems)
+        log.warning(
+            "config reload (%s) rejected, %d problem%s; version %s keeps running",
+            trigger,
+            n,
+            "" if n == 1 else "s",
+            self.version,
+        )
+        for problem in problems:
+            log.warning("config reload: %s", problem.render(str(self.path)))
+        return ReloadOutcome(
+            "rejected", trigger, self.version, attempted, (), problems, now, str(self.path)
+        )
