@@ -11,7 +11,7 @@ from gateway.cluster.outlier import OutlierPolicy
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
 from overlay.federation.config import ExportConfig
-from overlay.federation.stream import PeerExport
+from overlay.federation.export_feed import PeerExport
 from tests.gateway.upstream.upstream_kit import SVC, watch_of
 
 POLICY = OutlierPolicy(consecutive_5xx=3, base_ejection_time=30.0, max_ejected_percent=50)
