@@ -76,22 +76,31 @@ async def _victim(east: str, victim: str) -> tuple[int, int, float]:
     return outcome.ok, len(outcome.statuses), outcome.p99()
 
 
+async def _open_idle_tunnels(
+    east: str, attacker: str, held: list[trio.SocketStream], count: int
+) -> tuple[list[int], list[bytes]]:
+    """Open ``count`` idle CONNECT tunnels from ``attacker`` at once; their statuses and answers
+    (the open ones stay in ``held``)."""
+    statuses: list[int] = []
+    answers: list[bytes] = []
+
+    async def tunnel() -> None:
+        status, answer = await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held)
+        statuses.append(status)
+        answers.append(answer)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(tunnel)
+    return statuses, answers
+
+
 async def test_idle_tunnels_of_one_caller_do_not_take_the_link(tmp_path: Path) -> None:
     async with _two_sites(tmp_path) as (_ov, east):
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
-        statuses: list[int] = []
-        answers: list[bytes] = []
-
-        async def tunnel() -> None:
-            status, answer = await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held)
-            statuses.append(status)
-            answers.append(answer)
-
         with trio.fail_after(HANG_GUARD_S):
-            async with trio.open_nursery() as nursery:
-                for _ in range(100):
-                    nursery.start_soon(tunnel)
+            statuses, _answers = await _open_idle_tunnels(east, attacker, held, 100)
             assert len(statuses) == 100 and set(statuses) <= {200, 503}, statuses
             ok, done, _p99 = await _victim(east, victim)
         for stream in held:
@@ -170,18 +179,8 @@ async def test_a_caller_over_its_share_of_the_link_gets_a_503_not_the_others(
     async with _two_sites(tmp_path, limits) as (_ov, east):
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
-        statuses: list[int] = []
-        answers: list[bytes] = []
-
-        async def tunnel() -> None:
-            status, answer = await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", attacker, held)
-            statuses.append(status)
-            answers.append(answer)
-
         with trio.fail_after(HANG_GUARD_S):
-            async with trio.open_nursery() as nursery:
-                for _ in range(40):
-                    nursery.start_soon(tunnel)
+            statuses, answers = await _open_idle_tunnels(east, attacker, held, 40)
             ok, done, _p99 = await _victim(east, victim)
         for stream in held:
             await stream.aclose()
