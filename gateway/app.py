@@ -31,6 +31,8 @@ from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
 from gateway.admin.health import healthz_view
+from gateway.admin.overlay_view import overlay_view
+from gateway.admin.page import page_views
 from gateway.admin.server import Action, Reply, Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.balancer import balancer_resolver
@@ -162,6 +164,9 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
         views["/metrics"] = lambda: Text(
             registry.render(), "text/plain; version=0.0.4; charset=utf-8"
         )
+    counted = gw.observer if registry is not None and config.metrics.enabled else None
+    views["/overlay"] = overlay_view(config.site.name, gw.peering, gw.effective_catalog, counted)
+    views.update(page_views())  # the overlay map page at "/" (docs/overlay-map.md)
     if reloader is not None:
         views["/config"] = reloader.status
     return views

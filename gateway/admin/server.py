@@ -2,8 +2,9 @@
 
 Why its own tiny server: the admin port must keep answering when the data path is under
 stress, so it shares no code path (and no limits) with the traffic listeners.  It reads:
-``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes``, ``/metrics`` and
-``/config`` (whatever views the gateway registered); and it has a few *actions*, ``POST`` paths
+``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes``, ``/metrics``,
+``/config``, ``/overlay`` and the overlay map page at ``/`` (whatever views the gateway
+registered); and it has a few *actions*, ``POST`` paths
 the gateway registered (``POST /config/reload``), which take no request body and answer a
 :class:`Reply`.  Actions live only here, on the admin listener, never on a traffic listener.  A
 view answers 200 with its JSON, returns :class:`Text` for another format, or a :class:`Reply` to
@@ -43,6 +44,8 @@ class Text:
 
     body: str
     content_type: str = "text/plain; charset=utf-8"
+    #: More response headers (the map page's Content-Security-Policy).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 Action = Callable[[], Awaitable[Reply]]  # a POST path: does something, says what
@@ -122,14 +125,19 @@ async def _serve_connection(
         else:
             status, body = _dispatch(request, views, actions)
         content_type = "application/json"
+        extra: tuple[tuple[str, str], ...] = ()
         if isinstance(body, Text):
             payload, content_type = body.body.encode("utf-8"), body.content_type
+            extra = body.headers
         else:
             payload = (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
         headers = [
             ("content-type", content_type),
             ("content-length", str(len(payload))),
             ("cache-control", "no-store"),
+            # A browser may reach this port (the map page): never sniff a JSON body as HTML.
+            ("x-content-type-options", "nosniff"),
+            *extra,
         ]
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
         await stream.send_all(conn.send(h11.Data(data=payload)) or b"")
