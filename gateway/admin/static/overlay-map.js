@@ -74,8 +74,11 @@
     const r = peers.length > 12 ? 220 : 190;
     const pos = new Map();
     for (const n of nodes) if (n.local) pos.set(n.site, [cx, cy]);
+    // Peers on an ellipse around this site; one or two peers sit left and right, so the
+    // labels of a link (mid-line) and of a site (under it) never overlap.
+    const start = peers.length <= 2 ? 0 : -Math.PI / 2 + Math.PI / peers.length;
     peers.forEach((n, i) => {
-      const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(peers.length, 1);
+      const a = start + (2 * Math.PI * i) / Math.max(peers.length, 1);
       pos.set(n.site, [cx + r * 1.45 * Math.cos(a), cy + r * Math.sin(a)]);
     });
     return pos;
@@ -133,6 +136,14 @@
       nodesLayer.appendChild(g);
     });
     map.replaceChildren(edgesLayer, nodesLayer);
+    // Fit the drawing: a few sites need less height than a ring of many.
+    const xs = Array.from(pos.values(), (p) => p[0]);
+    const ys = Array.from(pos.values(), (p) => p[1]);
+    const x0 = Math.min(...xs) - 120;
+    const y0 = Math.min(...ys) - 60;
+    const w = Math.max(Math.max(...xs) + 120 - x0, 400);
+    const h = Math.max(...ys) + 90 - y0;
+    map.setAttribute("viewBox", [x0, y0, w, h].join(" "));
   }
 
   // -- the tables ------------------------------------------------------------------------
@@ -197,7 +208,7 @@
         }
         tr.appendChild(state);
         let to;
-        if (svc.exported_to === null) to = n.local ? "unknown (catalog too large to check)" : "imported here";
+        if (svc.exported_to === null) to = n.local ? "unknown (catalog too large to check)" : "imported from " + n.site;
         else if (svc.exported_to.length === 0) to = "not exported";
         else to = svc.exported_to.join(", ");
         tr.appendChild(el("td", {}, to));
@@ -286,6 +297,7 @@
     drawSites(doc);
     drawServices(doc);
     restoreFocus(saved);
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
     const down = doc.nodes.filter((n) => n.state === "down").map((n) => n.site);
     const degraded = doc.nodes.filter((n) => n.state === "degraded").map((n) => n.site);
     let summary = doc.nodes.length + " sites";
