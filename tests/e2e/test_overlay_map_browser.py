@@ -25,6 +25,7 @@ from tests.e2e.browser import (
     save_page,
     wait_until,
 )
+from tests.e2e.clients import h1_request
 from tests.e2e.harness import make_topology, open_overlay
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,14 @@ def chromium() -> tuple[str, str]:
     return browser_or_skip()
 
 
+TRAFFIC_JS = """
+const row = Array.from(document.querySelectorAll('#sites tbody tr'))
+  .find(r => r.getAttribute('data-site') === arguments[0]);
+return row ? row.querySelector('td:nth-child(5)').textContent : '';
+"""
+REQUESTS = 20
+
+
 def _by_site(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i["site"]: i for i in items}
 
@@ -62,7 +71,7 @@ async def test_the_map_shows_three_sites_then_a_killed_one_as_down(
     tmp_path: Path, chromium: tuple[str, str]
 ) -> None:
     topology = make_topology(SITES, {"east": WEB + API, "west": WEB, "north": WEB})
-    async with open_overlay(tmp_path, topology) as ov:
+    async with open_overlay(tmp_path, topology, services=True) as ov:
         await ov.wait(
             "east",
             "/overlay",
@@ -74,6 +83,15 @@ async def test_the_map_shows_three_sites_then_a_killed_one_as_down(
         browser = await trio.to_thread.run_sync(open_chromium, *chromium, tmp_path / "p")
         try:
             await trio.to_thread.run_sync(_check_all_up, browser, ov.url("east") + "/")
+            # Traffic from east to west: the map shows a rate on that link once the page's
+            # next poll has counted it (the rate's size is not checked: that would be timed).
+            east = str(ov.built["east"].site.address)
+            for _ in range(REQUESTS):
+                reply = await h1_request(
+                    east, topology.http_port, authority="web.default.west.isthmus"
+                )
+                assert reply.status == 200
+            await trio.to_thread.run_sync(_check_traffic_to_west, browser)
             await ov.kill("north")
             await trio.to_thread.run_sync(_check_north_down, browser)
         finally:
@@ -105,6 +123,19 @@ def _check_all_up(browser: Any, url: str) -> None:
     assert "west, north" in services or "north, west" in services  # exported to both peers
     assert "Content Security Policy" not in " ".join(console_errors(browser))
     save_page(browser, "overlay-map-all-up.png")
+
+
+def _check_traffic_to_west(browser: Any) -> None:
+    def traffic(b: Any) -> str:
+        return str(b.execute_script(TRAFFIC_JS, "west"))
+
+    wait_until(
+        browser,
+        lambda b: "req/s" in traffic(b) and not traffic(b).startswith("0.0 req/s"),
+        "a non-zero rate from east to west after the requests",
+    )
+    edges = browser.find_element("css selector", "#map").text
+    assert edges.count("req/s") == 2  # a rate on each link
 
 
 def _check_north_down(browser: Any) -> None:
