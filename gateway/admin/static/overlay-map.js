@@ -8,7 +8,7 @@
   const FETCH_TIMEOUT_MS = 5000;
   const MAX_NODES = 64;
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const ICON = { up: "\u2713", degraded: "!", down: "\u2715" };
+  const ICON = { up: "\u2713", degraded: "!", down: "\u2715", unknown: "?" };
 
   let lastOk = null; // Date of the last good answer
   let timer = null;
@@ -29,7 +29,7 @@
   }
 
   function stateName(state) {
-    return Object.prototype.hasOwnProperty.call(ICON, state) ? state : "down";
+    return Object.prototype.hasOwnProperty.call(ICON, state) ? state : "unknown";
   }
 
   function badge(state, label) {
@@ -199,7 +199,7 @@
         tr.appendChild(el("td", {}, n.site));
         tr.appendChild(el("th", { scope: "row" }, svc.service));
         tr.appendChild(el("td", {}, svc.namespace));
-        tr.appendChild(el("td", {}, svc.healthy + " / " + svc.total));
+        tr.appendChild(el("td", {}, (svc.healthy === null ? "?" : svc.healthy) + " / " + svc.total));
         const state = el("td");
         state.appendChild(badge(svc.state));
         if (svc.stale) {

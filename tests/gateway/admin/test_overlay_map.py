@@ -13,7 +13,13 @@ from discovery.events import Added, SourceStale
 from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
-from gateway.admin.overlay_map import MAX_SERVICES_PER_SITE, MAX_TEXT, overlay_json
+from gateway.admin.overlay_map import (
+    MAX_ENDPOINTS_CHECKED,
+    MAX_SERVICE_ROWS,
+    MAX_SERVICES_PER_SITE,
+    MAX_TEXT,
+    overlay_json,
+)
 from gateway.admin.page import ASSETS, CONTENT_SECURITY_POLICY, page_views
 from gateway.admin.server import serve_admin
 from gateway.admin.traffic import FROM_PEERS, RateWindow, SiteTotals, site_totals
@@ -162,6 +168,39 @@ def test_size_is_bounded_and_long_texts_cut() -> None:
     (edge,) = [e for e in doc["edges"] if e["to"] == "b"]
     assert len(edge["last_error"]) == MAX_TEXT
     assert len(json.dumps(doc)) < 64 * 1024
+
+
+def test_the_work_on_a_large_catalog_is_bounded_and_the_rest_unknown() -> None:
+    # 150 services of 100 endpoints; a tag rule no endpoint has: every endpoint is checked
+    # for both peers, so the budget runs out part-way through the listed services.
+    per = 100
+    many = [
+        ep(ServiceName(f"svc-{i:03d}", "default"), f"10.0.{j // 250}.{j % 250}")
+        for i in range(150)
+        for j in range(per)
+    ]
+    doc = doc_for(catalog=catalog(*many), export_rules=(ExportConfig(tags=("public",)),))
+    services = node(doc, "a")["services"]
+    known = [s for s in services if s["healthy"] is not None]
+    unknown = [s for s in services if s["healthy"] is None]
+    assert services[: len(known)] == known  # the first ones, in order, then unknown ones
+    assert len(known) <= MAX_ENDPOINTS_CHECKED // (per * 3) + 1
+    assert unknown and all(
+        (s["exported_to"], s["state"], s["total"]) == (None, None, per) for s in unknown
+    )
+    assert all((s["healthy"], s["exported_to"]) == (per, []) for s in known)
+    assert node(doc, "a")["state"] == "up"  # unknown is not counted as unhealthy
+
+
+def test_service_rows_are_bounded_in_all() -> None:
+    imported = tuple(exported(ServiceName(f"s{i:03d}", "default"), 1, 1) for i in range(150))
+    table = imports(**{f"p{k:02d}": imported for k in range(20)})
+    links = {f"p{k:02d}": link(True) for k in range(20)}
+    doc = doc_for(imports=table, links=links)
+    rows = sum(len(n["services"]) for n in doc["nodes"])
+    assert rows == MAX_SERVICE_ROWS
+    assert sum(len(n["services"]) + n["more_services"] for n in doc["nodes"]) == 1 + 20 * 150
+    assert len(json.dumps(doc)) < 512 * 1024
 
 
 def test_rates_come_from_counter_deltas_over_the_window() -> None:
