@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
 
 from discovery.catalog import apply_many
@@ -292,3 +293,49 @@ async def _get(port: int, path: str) -> tuple[bytes, bytes]:
                 data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return head, body
+
+
+def test_the_view_reuses_costly_parts_only_while_the_snapshots_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from discovery.watch import Watch
+    from gateway.admin import overlay_view as adapter
+
+    calls: list[str] = []
+    real_local, real_imported = adapter.local_part, adapter.imported_part
+
+    def counted_local(*args: Any) -> Any:
+        calls.append("local")
+        return real_local(*args)
+
+    def counted_imported(*args: Any) -> Any:
+        calls.append("imported")
+        return real_imported(*args)
+
+    monkeypatch.setattr(adapter, "local_part", counted_local)
+    monkeypatch.setattr(adapter, "imported_part", counted_imported)
+    snapshot = Watch(catalog(ep(API, "10.0.0.1")))
+    imported = Watch(imports(b=(exported(WEB, 1, 1),)))
+    peering = SimpleNamespace(
+        status=lambda: {"b": link(True)}, imports=imported, export_rules=(ExportConfig(),)
+    )
+    now = [100.0]
+    view = adapter.overlay_view("a", peering, snapshot, None, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    first = view()
+    assert calls == ["local", "imported"]
+    now[0] += 1.0
+    assert view() == first  # nothing changed: both parts reused
+    assert calls == ["local", "imported"]
+    snapshot.publish(catalog(ep(API, "10.0.0.1"), ep(API, "10.0.0.2", healthy=False)))
+    assert node(view(), "a")["services"][0]["healthy"] == 1  # a new catalog: recomputed
+    assert calls == ["local", "imported", "local"]
+    now[0] += adapter.LOCAL_REUSE_S  # routability may change with time alone
+    view()
+    assert calls == ["local", "imported", "local", "local"]
+    imported.publish(imported.latest.link_down("b", now=now[0]))
+    assert node(view(), "b")["services"][0]["stale"] is True
+    assert calls[-1] == "imported"
+    assert view()["metrics"] is False  # no observer: metrics off, no rates
