@@ -151,8 +151,31 @@ def _path(request: h11.Request) -> str:
     return request.target.decode("ascii", "replace").split("?", 1)[0]
 
 
+def _cross_site(request: h11.Request) -> bool:
+    """Whether a browser sent this request on behalf of another site's page.
+
+    The admin listener serves a page (the overlay map), so browsers come here; a page of any
+    other origin could make a browser POST an action (a "simple" request needs no CORS
+    consent).  Browsers name the origin of every cross-origin POST in ``Origin``: refuse one
+    that is not this listener's own (``Host``).  Clients that are not browsers
+    (``isthmus reload``, curl) send no ``Origin`` and are not affected.
+    """
+    origin = host = None
+    for name, value in request.headers:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    if origin is None:
+        return False
+    scheme, _, rest = origin.partition("://")
+    return scheme != "http" or host is None or rest.lower() != host.lower()
+
+
 async def _act(request: h11.Request, actions: Mapping[str, Action]) -> tuple[int, Any]:
     path = _path(request)
+    if _cross_site(request):
+        return 403, {"error": "admin actions refuse cross-origin requests from browsers"}
     action = actions.get(path)
     if action is None:
         return 404, {"error": f"no admin action at {path}", "actions": sorted(actions)}
