@@ -1,9 +1,10 @@
 """The overlay map page in a real headless browser (Debian's chromium via chromedriver).
 
 Three real gateway processes; the page at ``/`` of one of them must show the three sites and
-the two links up, then a killed site as down (its link dashed and labelled), by text and not
-by colour only.  A second test feeds the page a hostile document from the real admin server
-to check that names are shown as text, never run as markup, and drives it by keyboard.
+the two links up, a rate on a link that requests crossed, then a killed site as down (its link
+dashed and labelled), by text and not by colour only, and the whole picture marked stale once
+its own gateway is gone.  A second test feeds the page a hostile document from the real admin
+server to check that names are shown as text, never run as markup, and drives it by keyboard.
 Screenshots are saved as test artifacts (see :func:`tests.e2e.browser.artifact_dir`).
 """
 
@@ -94,6 +95,8 @@ async def test_the_map_shows_three_sites_then_a_killed_one_as_down(
             await trio.to_thread.run_sync(_check_traffic_to_west, browser)
             await ov.kill("north")
             await trio.to_thread.run_sync(_check_north_down, browser)
+            await ov.kill("east")  # the page's own gateway: the picture is kept, marked stale
+            await trio.to_thread.run_sync(_check_marked_stale, browser)
         finally:
             await trio.to_thread.run_sync(browser.quit)
 
@@ -158,6 +161,17 @@ def _check_north_down(browser: Any) -> None:
     status = browser.find_element("id", "status").text
     assert "down: north" in status
     save_page(browser, "overlay-map-north-down.png")
+
+
+def _check_marked_stale(browser: Any) -> None:
+    wait_until(
+        browser,
+        lambda b: "STALE" in b.find_element("id", "status").text,
+        "the page says STALE once its gateway stopped answering",
+    )
+    assert "stale" in (browser.find_element("tag name", "body").get_attribute("class") or "")
+    assert len(browser.execute_script(NODES_JS)) == 3  # the last picture is kept
+    save_page(browser, "overlay-map-stale.png")
 
 
 HOSTILE = "<img src=x onerror=window.pwned=1>"

@@ -54,8 +54,14 @@
     return rate.requests_per_s.toFixed(1) + " req/s, " + bytes(rate.bytes_per_s);
   }
 
+  function short(name, most) {
+    // The drawing has room for so much; the full name is in the node's title, label and table.
+    return name.length <= most ? name : name.slice(0, most - 1) + "\u2026";
+  }
+
   function servicesSummary(node) {
     const all = node.services.length + (node.more_services || 0);
+    if (all === 0) return "no services";
     const healthy = node.services.filter((s) => s.state === "up").length;
     const more = node.more_services ? " (first " + node.services.length + " shown)" : "";
     return healthy + " of " + all + " fully healthy" + more;
@@ -131,7 +137,7 @@
       g.appendChild(svg("title", {}, n.site + ": " + s));
       g.appendChild(svg("circle", { class: "ring", r: 30 }));
       g.appendChild(svg("text", { class: "icon", y: 0, "aria-hidden": "true" }, ICON[s]));
-      g.appendChild(svg("text", { class: "name", y: 50 }, n.site + (n.local ? " (this site)" : "")));
+      g.appendChild(svg("text", { class: "name", y: 50 }, short(n.site, 24) + (n.local ? " (this site)" : "")));
       g.appendChild(svg("text", { class: "state", y: 67 }, s));
       nodesLayer.appendChild(g);
     });
