@@ -30,6 +30,7 @@ from discovery.backoff import Backoff
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
+from gateway.admin.explain_view import explain_query
 from gateway.admin.health import healthz_view
 from gateway.admin.server import Action, Reply, Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
@@ -413,6 +414,7 @@ async def start_admin(
             serve_admin,
             admin_views(gw, reloader),
             actions=admin_actions(reloader),
+            queries={"/explain": explain_query(gw.router, gw.cluster, lambda: gw.config.limits)},
             host=str(admin.address),
             port=admin.port,
         ),

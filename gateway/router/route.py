@@ -46,7 +46,6 @@ from foundation.errors import UpstreamError
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
-from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -59,25 +58,15 @@ from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
-from gateway.router.failover import (
-    Attempt,
-    candidate_sites,
-    describe,
-    may_fail_over,
-)
-from overlay.address import AddressError, L7Address, parse_authority_cached
+from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
+from gateway.router.failover import Attempt, describe, may_fail_over
+from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
 from overlay.peering.route_table import RouteView
 
 T = TypeVar("T")
-
-
-class NoHealthySite(UpstreamError):
-    """The service is known, but no site could take the request."""
-
-    http_status = 503
 
 
 class RouteTimeout(UpstreamError):
@@ -218,33 +207,17 @@ class Router:
     # -- addresses ---------------------------------------------------------------------------
 
     def resolve(self, authority: bytes) -> tuple[L7Address, int | None, tuple[str, ...]]:
-        """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite."""
-        text = authority.decode("ascii", "replace")
-        try:
-            address, port = parse_authority_cached(text, mesh_domain=self.mesh_domain)
-        except AddressError as exc:
-            raise UnknownAddress(
-                f"{text!r} is not a service address of this mesh "
-                f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
-            ) from None
-        pinned = address.site
-        if (
-            pinned is not None
-            and pinned != self.local_site
-            and self.peer_sites is not None
-            and pinned not in self.peer_sites
-        ):
-            raise UnknownAddress(
-                f"{text!r} names site {pinned!r}, which is neither this site "
-                f"({self.local_site!r}) nor a configured peer (unknown site)"
-            )
-        sites = candidate_sites(self.routes.latest.sites_for(address))
-        if not sites:
-            if not self.known(address.service_name):
-                raise UnknownAddress(f"no site knows the service {address}")
-            where = f"site {address.site}" if address.site else "any site"
-            raise NoHealthySite(f"{address}: no healthy endpoint in {where}")
-        return address, port, sites
+        """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite
+        (:func:`gateway.router.decide.resolve`, which ``explain`` shares)."""
+        found = resolve(
+            authority,
+            mesh_domain=self.mesh_domain,
+            local_site=self.local_site,
+            peer_sites=self.peer_sites,
+            view=self.routes.latest,
+            known=self.known,
+        )
+        return found.address, found.port, found.sites
 
     def _bounded(self, ctx: CallContext) -> CallContext:
         """``ctx`` with its deadline no later than ``now + route_timeout``."""
@@ -285,9 +258,9 @@ class Router:
         for site in sites:
             cluster = self._cluster(site, address, port)
             if cluster is None:
-                attempts.append(Attempt(site, "link down"))
+                attempts.append(Attempt(site, LINK_DOWN))
                 if rec is not None:
-                    rec.tried.append((site, "link down"))
+                    rec.tried.append((site, LINK_DOWN))
                 continue
             if rec is not None:
                 rec.site = site

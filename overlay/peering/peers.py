@@ -208,6 +208,7 @@ class Peering:
             live = st.live()
             out[name] = {
                 "spiffe_id": str(st.spec.spiffe_id),
+                "trust_domain": st.spec.spiffe_id.trust_domain.name,
                 "address": f"{st.spec.host}:{st.spec.port}",
                 "dial": st.spec.dial,
                 "dialed_link": st.dialed_client is not None,
