@@ -46,6 +46,7 @@ from foundation.errors import UpstreamError
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
+from gateway.config.debug import DebugConfig
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -58,6 +59,7 @@ from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
+from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trace
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
 from overlay.address import L7Address
@@ -182,6 +184,8 @@ class Router:
         peer_sites: Collection[str] | None = None,
         observer: Observer | None = None,
         caller_shares: SiteShares | None = None,
+        debug: DebugConfig | None = None,
+        explainer: Explainer | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -191,7 +195,9 @@ class Router:
         ``peer_sites``: the configured peers' names; an address pinned to any other site
         (not this one) is a 404.  None skips that check (tests of other parts).
         ``observer``: metrics and access log of each request (None: not observed).
-        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded)."""
+        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded).
+        ``debug``/``explainer``: who may ask for a request's trace, and how it is computed
+        (:mod:`gateway.router.debug`; None: never traced)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -203,6 +209,8 @@ class Router:
         self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
         self.observer = observer
         self.caller_shares = caller_shares
+        self.debug = debug if debug is not None else DebugConfig()
+        self.explainer = explainer
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -306,6 +314,8 @@ class Router:
         ctx: CallContext,
         rec: ExchangeRecord | None,
     ) -> None:
+        if self.explainer is not None and wants_trace(request, ctx, self.debug):
+            writer = TraceWriter(writer, trace_field(await self.explainer(request, ctx)))
         address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
         timer = ExchangeTimer(ctx)

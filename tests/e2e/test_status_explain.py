@@ -148,3 +148,52 @@ async def test_explain_traces_without_sending(tmp_path: Path) -> None:
             "explain", "http://api.default.isthmus/", "--admin", ov.url("a"), "--from", "b"
         )
         assert rc == 2 and "ask its admin API" in err
+
+
+async def _get_from(
+    source: str, host: str, port: int, headers: dict[str, str]
+) -> tuple[str, dict[str, str], Any]:
+    """GET api.default.isthmus through the HTTP listener from source address ``source``."""
+    sock = trio.socket.socket()
+    with sock:
+        await sock.bind((source, 0))
+        await sock.connect((host, port))
+        stream = trio.SocketStream(sock)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = f"GET /hi HTTP/1.1\r\nHost: api.default.isthmus\r\n{extra}Connection: close\r\n"
+        await stream.send_all(f"{request}\r\n".encode())
+        data = b""
+        with trio.fail_after(30):
+            while piece := await stream.receive_some(65536):
+                data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    return status, fields, json.loads(body)
+
+
+async def test_the_debug_header_is_honoured_only_for_an_allowed_caller(tmp_path: Path) -> None:
+    topology = make_topology(["a", "b"], {"b": (API,)})
+    block = str(topology.sites[0].address).split(".")[1]
+    allowed, other = f"127.{block}.8.1", f"127.{block}.9.1"
+
+    def patch(site: str, text: str) -> str:
+        return text + f'\n[debug]\nallow_cidrs = ["{allowed}/32"]\n' if site == "a" else text
+
+    async with open_overlay(tmp_path, topology, services=True, patch=patch) as ov:
+        await ov.wait("a", "/routes", lambda d: routes_of(d, "api.default.isthmus") == ["b"])
+        host = str(ov.built["a"].site.address)
+        ask = {"x-isthmus-debug": "trace", "authorization": "Bearer s3cr3t-0001"}
+
+        status, fields, body = await _get_from(allowed, host, topology.http_port, ask)
+        assert status.startswith("HTTP/1.1 200"), status
+        trace = fields["x-isthmus-trace"]
+        assert "b=chosen" in trace and f"to=b/{ov.built['b'].site.address}:{API.port}" in trace
+        assert "s3cr3t" not in trace
+        sent = {name for name, _ in body["headers"]}
+        assert "x-isthmus-debug" not in sent  # never reaches the endpoint
+
+        status, fields, body = await _get_from(other, host, topology.http_port, ask)
+        assert status.startswith("HTTP/1.1 200"), status
+        assert "x-isthmus-trace" not in fields  # ignored for a caller not on the list
+        assert "x-isthmus-debug" not in {name for name, _ in body["headers"]}
