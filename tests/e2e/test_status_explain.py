@@ -78,6 +78,19 @@ async def test_status_is_healthy_then_shows_the_killed_peer_down(tmp_path: Path)
         assert imported["peer"] == "b" and imported["stale"] is False
         rc, out, _ = await cli("status", "--admin", ov.url("a"))  # the table
         assert rc == 0 and "healthy" in out and "b" in out
+        # The link and federation figures are metrics too (one series per configured peer).
+        found = await scrape(ov, "a")
+        for name in (
+            "isthmus_link_open_streams",
+            "isthmus_link_flow_control_stalls_total",
+            "isthmus_link_reconnects_total",
+            "isthmus_link_abuse_goaways_total",
+            "isthmus_export_ack_lag_seconds",
+            "isthmus_export_version",
+        ):
+            assert any(n == name and lab == {"peer": "b"} for n, lab, _ in found), name
+        assert value(found, "isthmus_link_reconnects_total", peer="b") == 0
+        assert value(found, "isthmus_link_abuse_goaways_total", peer="b") == 0
 
         await ov.kill("b")
         # Wait on behaviour (the PING timeout retires the link); 30 s is only a hang-guard.
