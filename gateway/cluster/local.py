@@ -57,6 +57,7 @@ from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.websocket import UpgradeNotSupported
+from gateway.observe.record import note_endpoint
 from gateway.upstream.endpoint_h1 import forward_h1
 from gateway.upstream.endpoint_h2 import forward_h2
 from gateway.upstream.pool import (
@@ -292,6 +293,7 @@ class LocalCluster:
         with timer.scope as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
+                note_endpoint(endpoint.address, endpoint.port)  # the access line's endpoint
                 forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
                 if counted:
                     slot = (endpoint.address, endpoint.port)
@@ -360,6 +362,7 @@ class LocalCluster:
         with trio.move_on_at(ctx.deadline):
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
+                note_endpoint(endpoint.address, endpoint.port)
                 try:
                     return await upgrade_h1_endpoint(
                         endpoint,
@@ -394,6 +397,7 @@ class LocalCluster:
             budget = self._connect_budget(ctx.deadline)
             if budget <= 0:
                 raise UpstreamTimeout(f"no time left to connect to {service}")
+            note_endpoint(endpoint.address, endpoint.port)
             try:
                 stream = await open_tcp(endpoint, connect_timeout=budget)
             except EndpointConnectFailed as exc:
