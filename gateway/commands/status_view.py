@@ -42,6 +42,9 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
                 "trust_domain": link.get("trust_domain"),
                 "up_for_s": link.get("up_for_s"),
                 "last_error": link.get("last_error"),
+                "open_streams": link.get("open_streams"),
+                "reconnects": link.get("reconnects"),
+                "export_ack_lag_s": link.get("export_ack_lag_s"),
             }
         )
         if not link.get("up"):
@@ -113,9 +116,17 @@ def render(status: Mapping[str, Any]) -> str:
     out = [f"site {status.get('site')}: {'healthy' if status['healthy'] else 'DEGRADED'}"]
     out.append("links")
     out += _table(
-        ("PEER", "STATE", "RTT_MS", "TRUST_DOMAIN", "UP_FOR_S"),
+        ("PEER", "STATE", "RTT_MS", "TRUST_DOMAIN", "UP_FOR_S", "STREAMS", "RECONNECTS"),
         [
-            (lk["peer"], lk["state"], _f(lk["rtt_ms"]), _f(lk["trust_domain"]), _f(lk["up_for_s"]))
+            (
+                lk["peer"],
+                lk["state"],
+                _f(lk["rtt_ms"]),
+                _f(lk["trust_domain"]),
+                _f(lk["up_for_s"]),
+                _f(lk.get("open_streams")),
+                _f(lk.get("reconnects")),
+            )
             for lk in status["links"]
         ],
     )

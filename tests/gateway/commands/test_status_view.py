@@ -37,6 +37,9 @@ def test_healthy_overlay() -> None:
         "trust_domain": "b.test",
         "up_for_s": 3.0,
         "last_error": None,
+        "open_streams": None,
+        "reconnects": None,
+        "export_ack_lag_s": None,
     }
     assert status["routes"] == {"api.default.isthmus": ["a", "b"]}
     text = render(status)
