@@ -11,6 +11,10 @@ context (:func:`gateway.http.overlay_headers.decode_context`) and the admission
 
 Theory of operation (one stream, in order; the first failure answers and ends the stream)
 ------------------------------------------------------------------------------------------
+0. **A question, not a request**: a stream carrying the internal ``isthmus-explain`` field
+   (``isthmus explain`` at the origin) is answered with this site's verdict and the endpoint
+   it would choose (:mod:`gateway.inbound.explain_answer`): the same steps 1-5 below, then a
+   preview of the pick; nothing is forwarded and nothing is counted or logged.
 1. **Header block**, strictly (:func:`~gateway.inbound.request.parse_request`):
    pseudo-headers, connection-specific fields, CR/LF/NUL, oversize ``:method``/``:path`` ->
    400 with a body saying why; nothing malformed is ever forwarded.

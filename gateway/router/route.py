@@ -5,6 +5,11 @@ Theory of operation
 ``forward`` (an :data:`~gateway.http.exchange.Upstream`), ``open_l4`` and ``open_websocket``
 share one walk:
 
+Steps 1-3 are :func:`gateway.router.decide.resolve`, shared with ``isthmus explain``
+(:mod:`gateway.router.explain`), so a trace cannot drift from what the router does.  A caller
+``[debug]`` allows may send ``x-isthmus-debug: trace`` to get that trace on the response head
+(:mod:`gateway.router.debug`).
+
 1. parse the authority as an L7 address of this mesh; anything else is a 404 that names it;
 2. an address pinned to a site that is neither this one nor a configured peer is a 404
    (unknown site): no configuration change short of adding that peer could make it work,
