@@ -194,8 +194,9 @@ def explain(
 ) -> Trace:
     """The trace of a resolved request: each site in order with what the walk does there.
 
-    ``probes`` holds the sites probed up to the first that takes the request (the later ones
-    are ``not reached``).  No site takes it: 503 naming each, as the router answers.
+    ``probes`` holds the sites probed up to the first that takes the request; the later ones
+    are ``not reached`` (a probe given for one says only its link state).  No site takes it:
+    503 naming each, as the router answers.
     """
     candidates: list[Candidate] = []
     attempts: list[Attempt] = []
@@ -203,7 +204,8 @@ def explain(
     for site in resolution.sites:
         probe = probes.get(site)
         if taken is not None or probe is None:
-            candidates.append(Candidate(site, "not reached", "an earlier site takes it", "up"))
+            link: LinkState = "up" if probe is None else probe.link
+            candidates.append(Candidate(site, "not reached", "an earlier site takes it", link))
             continue
         takes = site_takes(probe)
         candidates.append(

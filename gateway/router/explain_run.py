@@ -181,4 +181,9 @@ async def run_explain(
         probes[site] = probe
         if site_takes(probe):
             break
+    for site in found.sites:  # the sites not reached: their link state only, nothing asked
+        if site not in probes:
+            up = site == router.local_site or router.outbound(site) is not None
+            local = site == router.local_site
+            probes[site] = SiteProbe(site, "local" if local else ("up" if up else "down"))
     return explain(request.authority, found, probes, limits=limits)

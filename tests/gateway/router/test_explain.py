@@ -64,6 +64,10 @@ def test_a_denial_at_the_destination_stands_and_later_sites_are_not_reached() ->
     assert [c.decision for c in trace.candidates] == ["skipped", "chosen", "not reached"]
     assert trace.status == 403 and trace.site == "b" and "may not call" in trace.outcome
     assert trace.candidates[1].policy == "denied"
+    assert trace.candidates[2].link == "up"  # no probe: nothing known, nothing asked
+    probes["c"] = SiteProbe("c", "down")  # the adapter's link state for a site not reached
+    later = explain(b"api.default.isthmus", found, probes)
+    assert later.candidates[2].decision == "not reached" and later.candidates[2].link == "down"
 
 
 def test_every_site_failing_is_the_routers_503_naming_each() -> None:
