@@ -30,6 +30,7 @@ from discovery.backoff import Backoff
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
 from discovery.watch import Watch
+from gateway.admin.explain_view import explain_query
 from gateway.admin.health import healthz_view
 from gateway.admin.overlay_view import overlay_view
 from gateway.admin.page import page_views
@@ -69,6 +70,7 @@ from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watche
 from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
 from gateway.reload.scoped import ScopedTasks
+from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
@@ -274,6 +276,10 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         peer_sites=[p.name for p in config.peers],
         observer=observer,
         caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
+        debug=config.debug,
+    )
+    router.explainer = functools.partial(
+        run_explain, router, cluster, limits=limits_of(lim, cluster.connect_timeout)
     )
     return Gateway(
         config,
@@ -418,6 +424,7 @@ async def start_admin(
             serve_admin,
             admin_views(gw, reloader),
             actions=admin_actions(reloader),
+            queries={"/explain": explain_query(gw.router, gw.cluster, lambda: gw.config.limits)},
             host=str(admin.address),
             port=admin.port,
         ),

@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.run",
     "gateway.commands.config",
     "gateway.commands.reload",
+    "gateway.commands.status",
+    "gateway.commands.explain",
     "gateway.commands.ca",
     "gateway.commands.catalog",
     "gateway.commands.demo",

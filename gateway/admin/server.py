@@ -4,7 +4,8 @@ Why its own tiny server: the admin port must keep answering when the data path i
 stress, so it shares no code path (and no limits) with the traffic listeners.  It reads:
 ``GET /healthz``, ``/catalog``, ``/links``, ``/imports``, ``/routes``, ``/metrics``,
 ``/config``, ``/overlay`` and the overlay map page at ``/`` (whatever views the gateway
-registered); and it has a few *actions*, ``POST`` paths
+registered); a few *queries*, ``GET`` paths that read their query string and may wait
+(``/explain?url=...``, bounded like an action); and it has a few *actions*, ``POST`` paths
 the gateway registered (``POST /config/reload``), which take no request body and answer a
 :class:`Reply`.  Actions live only here, on the admin listener, never on a traffic listener.  A
 view answers 200 with its JSON, returns :class:`Text` for another format, or a :class:`Reply` to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,8 @@ class Text:
 
 
 Action = Callable[[], Awaitable[Reply]]  # a POST path: does something, says what
+#: A GET path that reads its query string (name -> values) and may wait (``/explain``).
+Query = Callable[[Mapping[str, list[str]]], Awaitable[Any]]
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024  # actions take no body; a small one is read and ignored
@@ -56,12 +60,14 @@ ACTION_TIMEOUT_S = 60.0  # a reload reads and validates a file: generous, still 
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUESTS_PER_CONNECTION = 100
 MAX_CONNECTIONS = 64
+MAX_QUERY_FIELDS = 64
 
 
 async def serve_admin(
     views: Mapping[str, View],
     *,
     actions: Mapping[str, Action] | None = None,
+    queries: Mapping[str, Query] | None = None,
     host: str,
     port: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -77,7 +83,7 @@ async def serve_admin(
     async def handle(stream: trio.SocketStream) -> None:
         async with limiter:
             try:
-                await _serve_connection(stream, views, actions or {})
+                await _serve_connection(stream, views, actions or {}, queries or {})
             except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
                 pass
             finally:
@@ -89,7 +95,10 @@ async def serve_admin(
 
 
 async def _serve_connection(
-    stream: trio.abc.Stream, views: Mapping[str, View], actions: Mapping[str, Action]
+    stream: trio.abc.Stream,
+    views: Mapping[str, View],
+    actions: Mapping[str, Action],
+    queries: Mapping[str, Query] | None = None,
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     for _ in range(MAX_REQUESTS_PER_CONNECTION):
@@ -122,6 +131,8 @@ async def _serve_connection(
                     break
         if request.method == b"POST":
             status, body = await _act(request, actions)
+        elif request.method == b"GET" and queries and _path(request) in queries:
+            status, body = await _ask(request, queries[_path(request)])
         else:
             status, body = _dispatch(request, views, actions)
         content_type = "application/json"
@@ -189,6 +200,24 @@ async def _act(request: h11.Request, actions: Mapping[str, Action]) -> tuple[int
         log.exception("admin action %s failed", path)
         return 500, {"error": f"{type(exc).__name__}: {exc}"}
     return reply.status, reply.body
+
+
+async def _ask(request: h11.Request, query: Query) -> tuple[int, Any]:
+    target = request.target.decode("ascii", "replace")
+    params = urllib.parse.parse_qs(target.partition("?")[2], max_num_fields=MAX_QUERY_FIELDS)
+    try:
+        with trio.fail_after(ACTION_TIMEOUT_S):
+            result = await query(params)
+    except ValueError as exc:  # parse_qs: too many fields
+        return 400, {"error": str(exc)}
+    except trio.TooSlowError:
+        return 504, {"error": f"{_path(request)} did not finish in {ACTION_TIMEOUT_S:.0f}s"}
+    except Exception as exc:  # a broken query must not take the admin port down
+        log.exception("admin query %s failed", _path(request))
+        return 500, {"error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(result, Reply):
+        return result.status, result.body
+    return 200, result
 
 
 def _dispatch(

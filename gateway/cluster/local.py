@@ -57,6 +57,7 @@ from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.websocket import UpgradeNotSupported
+from gateway.observe.record import note_endpoint
 from gateway.upstream.endpoint_h1 import forward_h1
 from gateway.upstream.endpoint_h2 import forward_h2
 from gateway.upstream.pool import (
@@ -159,8 +160,11 @@ class LocalCluster:
         *,
         http: bool,
         request: Request | None = None,
+        commit: bool = True,
     ) -> tuple[tuple[Endpoint, ...], bool]:
-        """The endpoints to try, the pick first; and whether to count requests in flight."""
+        """The endpoints to try, the pick first; and whether to count requests in flight.
+
+        ``commit=False`` is a preview (:meth:`preview`): the balancer's state does not move."""
         candidates = self.endpoints(service, only)
         if not candidates:
             raise NoHealthyEndpoint(f"no healthy endpoint of {service} in site {self.local_site}")
@@ -184,12 +188,15 @@ class LocalCluster:
             )
         choice = self.balancer_for(service)
         if choice.kind == "least_request":
+            # A preview draws nothing (the same two first candidates each time): the pick of a
+            # real request is random by design, the preview shows one such pick.
+            r1, r2 = (self._rng.getrandbits(32), self._rng.getrandbits(32)) if commit else (0, 0)
             order = p2c(
                 candidates,
                 [self._in_flight.get((ep.address, ep.port), 0) for ep in candidates],
                 [ep.weight for ep in candidates],
-                self._rng.getrandbits(32),
-                self._rng.getrandbits(32),
+                r1,
+                r2,
             )
             return (*order, *others)[:MAX_CONNECT_ATTEMPTS], True
         if choice.kind == "ring_hash" and request is not None:
@@ -198,13 +205,36 @@ class LocalCluster:
                 ring = self._ring(service, candidates)
                 picks = ring_order(ring, hash64(key), MAX_CONNECT_ATTEMPTS)
                 return (*(candidates[i] for i in picks), *others)[:MAX_CONNECT_ATTEMPTS], False
-        order, self._wrr[service] = smooth_wrr(
+        order, state = smooth_wrr(
             candidates,
             [(ep.address, ep.port) for ep in candidates],
             [ep.weight for ep in candidates],
             self._wrr.get(service, _NO_WRR),
         )
+        if commit:
+            self._wrr[service] = state
         return (*order, *others)[:MAX_CONNECT_ATTEMPTS], False
+
+    def preview(
+        self,
+        service: ServiceName,
+        only: EndpointFilter | None = None,
+        *,
+        request: Request | None = None,
+        http: bool = True,
+    ) -> tuple[Endpoint, ...]:
+        """The endpoints the next request would try, the pick first, without sending it.
+
+        For ``isthmus explain``: the same choice as :meth:`forward` (catalog, ejections,
+        failing health checks, export filter, locality, balancer) but nothing moves -- the
+        round-robin state stays, no request is counted, no outcome is recorded.  Raises
+        :class:`NoHealthyEndpoint` / :class:`ProtocolMismatch` as ``forward`` would.
+        """
+        return self._order(service, only, http=http, request=request, commit=False)[0]
+
+    def balancer_kind(self, service: ServiceName) -> str:
+        """The balancer ``service`` uses (``[[service_traffic]] lb``), for a trace."""
+        return self.balancer_for(service).kind
 
     def _ring(self, service: ServiceName, candidates: tuple[Endpoint, ...]) -> Ring:
         """The service's ring, rebuilt only when its endpoints (or weights) changed."""
@@ -263,6 +293,7 @@ class LocalCluster:
         with timer.scope as scope:
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
+                note_endpoint(endpoint.address, endpoint.port)  # the access line's endpoint
                 forward = forward_h2 if endpoint.protocol == "http2" else forward_h1
                 if counted:
                     slot = (endpoint.address, endpoint.port)
@@ -331,6 +362,7 @@ class LocalCluster:
         with trio.move_on_at(ctx.deadline):
             failure: EndpointConnectFailed | None = None
             for endpoint in order:
+                note_endpoint(endpoint.address, endpoint.port)
                 try:
                     return await upgrade_h1_endpoint(
                         endpoint,
@@ -365,6 +397,7 @@ class LocalCluster:
             budget = self._connect_budget(ctx.deadline)
             if budget <= 0:
                 raise UpstreamTimeout(f"no time left to connect to {service}")
+            note_endpoint(endpoint.address, endpoint.port)
             try:
                 stream = await open_tcp(endpoint, connect_timeout=budget)
             except EndpointConnectFailed as exc:

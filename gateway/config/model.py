@@ -17,6 +17,7 @@ from typing import Literal
 from discovery.sources.config import SourceConfig
 from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, TrustDomain
+from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from overlay.federation.config import ExportConfig
 
@@ -453,6 +454,7 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode

@@ -39,7 +39,10 @@ CALLER_ID = b"x-isthmus-caller-id"
 CALLER_SITE = b"x-isthmus-caller-site"
 DEADLINE_MS = b"x-isthmus-deadline-ms"
 WORKLOAD_HEADERS = frozenset({CALLER_ID, CALLER_SITE, DEADLINE_MS})
-_REMOVED = WORKLOAD_HEADERS | INTERNAL_HEADERS
+#: A caller's request for its decision trace (:mod:`gateway.router.debug`): for the gateway
+#: only, never passed to an endpoint.
+DEBUG_HEADER = b"x-isthmus-debug"
+_REMOVED = WORKLOAD_HEADERS | INTERNAL_HEADERS | {DEBUG_HEADER}
 WILDCARD = "*"
 
 

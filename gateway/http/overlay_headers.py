@@ -34,10 +34,21 @@ REASON_HEADER = b"isthmus-reason"
 #: The request ID of the origin gateway's access line (32 hex digits), so the destination's
 #: line joins it.
 REQUEST_ID_HEADER = b"isthmus-request-id"
+#: Marks a stream as a question, not a request: "what would you do with this request?"
+#: (``isthmus explain``; :mod:`gateway.inbound.explain_answer`).  Internal, so a caller can
+#: never turn its request into one.
+EXPLAIN_HEADER = b"isthmus-explain"
 #: Accepted only from an authenticated peer gateway, stripped from every other caller and
 #: never sent to an endpoint.
 INTERNAL_HEADERS = frozenset(
-    {CALLER_ID_HEADER, CALLER_SITE_HEADER, DEADLINE_HEADER, REASON_HEADER, REQUEST_ID_HEADER}
+    {
+        CALLER_ID_HEADER,
+        CALLER_SITE_HEADER,
+        DEADLINE_HEADER,
+        REASON_HEADER,
+        REQUEST_ID_HEADER,
+        EXPLAIN_HEADER,
+    }
 )
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")

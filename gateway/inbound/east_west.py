@@ -11,6 +11,10 @@ context (:func:`gateway.http.overlay_headers.decode_context`) and the admission
 
 Theory of operation (one stream, in order; the first failure answers and ends the stream)
 ------------------------------------------------------------------------------------------
+0. **A question, not a request**: a stream carrying the internal ``isthmus-explain`` field
+   (``isthmus explain`` at the origin) is answered with this site's verdict and the endpoint
+   it would choose (:mod:`gateway.inbound.explain_answer`): the same steps 1-5 below, then a
+   preview of the pick; nothing is forwarded and nothing is counted or logged.
 1. **Header block**, strictly (:func:`~gateway.inbound.request.parse_request`):
    pseudo-headers, connection-specific fields, CR/LF/NUL, oversize ``:method``/``:path`` ->
    400 with a body saying why; nothing malformed is ever forwarded.
@@ -44,6 +48,7 @@ Every failure stays inside the stream: nothing here may take the link down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -66,12 +71,13 @@ from gateway.http.overlay_headers import decode_context
 from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.websocket import websocket_request_from_h2
 from gateway.inbound.admission import admit, exported_to
+from gateway.inbound.explain_answer import answer, is_question, verdict
 from gateway.inbound.request import is_extended_connect, parse_request
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
 from gateway.relay import abort_on_close, splice
 from overlay.federation.config import ExportConfig
-from overlay.h2.stream import H2Stream, StreamReset
+from overlay.h2.stream import H2Stream, StreamReset, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,9 @@ class EastWestHandler:
         self.observer = observer
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
+        if is_question(stream.request_headers):  # isthmus explain: not a request, not counted
+            await self._answer(peer_site, stream)
+            return
         observer = self.observer
         if observer is None:
             await self._serve(peer_site, stream, None)
@@ -120,6 +129,25 @@ class EastWestHandler:
             observer.finish(rec, exc)
             raise
         observer.finish(rec, failure)
+
+    async def _answer(self, peer_site: str, stream: H2Stream) -> None:
+        """What this site would do with the request in the question (nothing is sent)."""
+        raw = stream.request_headers
+        with contextlib.suppress(TunnelError, trio.BrokenResourceError, trio.ClosedResourceError):
+            await answer(
+                stream,
+                lambda: verdict(
+                    raw,
+                    peer_site=peer_site,
+                    local_site=self.local_site,
+                    mesh_domain=self.mesh_domain,
+                    cluster=self.cluster,
+                    export_rules=self.export_rules,
+                    policies=self.policies,
+                    now=self._clock(),
+                    route_timeout=self.route_timeout,
+                ),
+            )
 
     async def _serve(
         self, peer_site: str, stream: H2Stream, rec: ExchangeRecord | None

@@ -29,7 +29,7 @@ from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
 from gateway.http.rescue import Answer, rescue
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import OTHER, GaugeFamily, Registry
-from gateway.observe.record import ExchangeRecord, access_line, status_class
+from gateway.observe.record import CURRENT_RECORD, ExchangeRecord, access_line, status_class
 from gateway.observe.request_id import is_request_id, new_request_id, request_id_for
 from overlay.address import AddressError, parse_authority_cached
 
@@ -38,6 +38,12 @@ __all__ = ["LISTENER", "AccessLog", "Observer", "sampled"]
 #: The listener serving the current connection (set once per connection by the listener; the
 #: tasks it spawns inherit it).
 LISTENER: contextvars.ContextVar[str] = contextvars.ContextVar("isthmus_listener", default="")
+
+
+def _track(rec: ExchangeRecord) -> ExchangeRecord:
+    """``rec``, as the current task's record (:data:`~gateway.observe.record.CURRENT_RECORD`)."""
+    CURRENT_RECORD.set(rec)
+    return rec
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -218,38 +224,42 @@ class Observer:
         """The record of a request entering the overlay here; its request ID is the caller's
         valid ``traceparent`` trace ID or a new one."""
         authority = request.authority.decode("ascii", "replace")
-        return ExchangeRecord(
-            side="origin",
-            listener=LISTENER.get() or OTHER,
-            request_id=request_id_for(request.headers),
-            started=self.clock(),
-            wall_time=time.time(),
-            method=request.method.decode("ascii", "replace"),
-            authority=authority,
-            path=request.path.decode("ascii", "replace"),
-            caller_site=ctx.caller_site,
-            caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
-            service=_service_of(authority, self.mesh_domain),
-            tunnel=request.method == b"CONNECT",
+        return _track(
+            ExchangeRecord(
+                side="origin",
+                listener=LISTENER.get() or OTHER,
+                request_id=request_id_for(request.headers),
+                started=self.clock(),
+                wall_time=time.time(),
+                method=request.method.decode("ascii", "replace"),
+                authority=authority,
+                path=request.path.decode("ascii", "replace"),
+                caller_site=ctx.caller_site,
+                caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
+                service=_service_of(authority, self.mesh_domain),
+                tunnel=request.method == b"CONNECT",
+            )
         )
 
     def begin_tunnel(self, authority: bytes, ctx: CallContext) -> ExchangeRecord:
         """The record of an L4 tunnel entering the overlay here (``CONNECT``, SNI, a TCP
         service port): it has no headers, so its request ID is always new."""
         text = authority.decode("ascii", "replace")
-        return ExchangeRecord(
-            side="origin",
-            listener=LISTENER.get() or OTHER,
-            request_id=new_request_id(),
-            started=self.clock(),
-            wall_time=time.time(),
-            method="CONNECT",
-            authority=text,
-            path="",
-            caller_site=ctx.caller_site,
-            caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
-            service=_service_of(text, self.mesh_domain),
-            tunnel=True,
+        return _track(
+            ExchangeRecord(
+                side="origin",
+                listener=LISTENER.get() or OTHER,
+                request_id=new_request_id(),
+                started=self.clock(),
+                wall_time=time.time(),
+                method="CONNECT",
+                authority=text,
+                path="",
+                caller_site=ctx.caller_site,
+                caller_id=None if ctx.caller_id is None else str(ctx.caller_id),
+                service=_service_of(text, self.mesh_domain),
+                tunnel=True,
+            )
         )
 
     def tunnel(
@@ -279,20 +289,22 @@ class Observer:
         authority = fields.get(b":authority", b"").decode("ascii", "replace")
         rid = fields.get(REQUEST_ID_HEADER, b"").decode("ascii", "replace")
         method = fields.get(b":method", b"")
-        return ExchangeRecord(
-            side="destination",
-            listener="east-west",
-            request_id=rid if is_request_id(rid) else new_request_id(),
-            started=self.clock(),
-            wall_time=time.time(),
-            method=method.decode("ascii", "replace"),
-            authority=authority,
-            path=fields.get(b":path", b"").decode("ascii", "replace"),
-            caller_site=peer_site,
-            caller_id=_caller_id(fields.get(CALLER_ID_HEADER)),
-            service=_service_of(authority, self.mesh_domain),
-            site=self.local_site,
-            tunnel=method == b"CONNECT",
+        return _track(
+            ExchangeRecord(
+                side="destination",
+                listener="east-west",
+                request_id=rid if is_request_id(rid) else new_request_id(),
+                started=self.clock(),
+                wall_time=time.time(),
+                method=method.decode("ascii", "replace"),
+                authority=authority,
+                path=fields.get(b":path", b"").decode("ascii", "replace"),
+                caller_site=peer_site,
+                caller_id=_caller_id(fields.get(CALLER_ID_HEADER)),
+                service=_service_of(authority, self.mesh_domain),
+                site=self.local_site,
+                tunnel=method == b"CONNECT",
+            )
         )
 
     def rejected(self, exc: BaseException, *, caller_site: str, caller_id: SpiffeId | None) -> None:

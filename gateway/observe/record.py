@@ -9,12 +9,13 @@ an access line.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ExchangeRecord", "access_line", "status_class"]
+__all__ = ["CURRENT_RECORD", "ExchangeRecord", "access_line", "note_endpoint", "status_class"]
 
 MAX_PATH_CHARS = 512
 MAX_REASON_CHARS = 200
@@ -49,6 +50,21 @@ class ExchangeRecord:
     @property
     def failovers(self) -> int:
         return len(self.tried)
+
+
+#: The record of the exchange the current task serves (set when the observer begins one), so
+#: the part that picks the endpoint -- the local cluster, several calls down -- can name it on
+#: the access line without every layer between passing the record along.
+CURRENT_RECORD: contextvars.ContextVar[ExchangeRecord | None] = contextvars.ContextVar(
+    "isthmus_current_record", default=None
+)
+
+
+def note_endpoint(address: str, port: int) -> None:
+    """Name the endpoint the current exchange goes to (the last one tried), if observed."""
+    rec = CURRENT_RECORD.get()
+    if rec is not None:
+        rec.endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def status_class(status: int) -> str:

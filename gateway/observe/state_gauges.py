@@ -48,6 +48,54 @@ def link_gauges(status: Mapping[str, Mapping[str, Any]]) -> Iterator[GaugeFamily
         kind="counter",
     )
     yield GaugeFamily(
+        "isthmus_link_open_streams",
+        "Streams open on the peer's links (both directions, both HTTP/2 connections).",
+        ("peer",),
+        tuple(((p,), float(status[p].get("open_streams", 0))) for p in peers),
+    )
+    yield GaugeFamily(
+        "isthmus_link_flow_control_stalls_total",
+        "Sends on the peer's links that waited for the peer's HTTP/2 flow-control window.",
+        ("peer",),
+        tuple(((p,), float(status[p].get("flow_control_stalls", 0))) for p in peers),
+        kind="counter",
+    )
+    yield GaugeFamily(
+        "isthmus_link_reconnects_total",
+        "Links established to the peer after the first one (each a reconnect).",
+        ("peer",),
+        tuple(((p,), float(status[p].get("reconnects", 0))) for p in peers),
+        kind="counter",
+    )
+    yield GaugeFamily(
+        "isthmus_link_abuse_goaways_total",
+        "Links to the peer this gateway closed with GOAWAY ENHANCE_YOUR_CALM (a frame flood).",
+        ("peer",),
+        tuple(((p,), float(status[p].get("abuse_goaways", 0))) for p in peers),
+        kind="counter",
+    )
+    yield GaugeFamily(
+        "isthmus_export_ack_lag_seconds",
+        "Age of the oldest export batch the peer has not acknowledged (0: all acknowledged; "
+        "absent while no export runs).",
+        ("peer",),
+        tuple(
+            ((p,), float(status[p]["export_ack_lag_s"]))
+            for p in peers
+            if status[p].get("export_ack_lag_s") is not None
+        ),
+    )
+    yield GaugeFamily(
+        "isthmus_export_version",
+        "Catalog version last exported to the peer (absent while no export runs).",
+        ("peer",),
+        tuple(
+            ((p,), float(status[p]["export_version"]))
+            for p in peers
+            if status[p].get("export_version") is not None
+        ),
+    )
+    yield GaugeFamily(
         "isthmus_link_failed_attempts",
         "Consecutive failed attempts to link to the peer (0 once a link is up).",
         ("peer",),

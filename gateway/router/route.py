@@ -5,6 +5,11 @@ Theory of operation
 ``forward`` (an :data:`~gateway.http.exchange.Upstream`), ``open_l4`` and ``open_websocket``
 share one walk:
 
+Steps 1-3 are :func:`gateway.router.decide.resolve`, shared with ``isthmus explain``
+(:mod:`gateway.router.explain`), so a trace cannot drift from what the router does.  A caller
+``[debug]`` allows may send ``x-isthmus-debug: trace`` to get that trace on the response head
+(:mod:`gateway.router.debug`).
+
 1. parse the authority as an L7 address of this mesh; anything else is a 404 that names it;
 2. an address pinned to a site that is neither this one nor a configured peer is a 404
    (unknown site): no configuration change short of adding that peer could make it work,
@@ -46,7 +51,7 @@ from foundation.errors import UpstreamError
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
-from gateway.http.errors import UnknownAddress
+from gateway.config.debug import DebugConfig
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -59,25 +64,16 @@ from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
-from gateway.router.failover import (
-    Attempt,
-    candidate_sites,
-    describe,
-    may_fail_over,
-)
-from overlay.address import AddressError, L7Address, parse_authority_cached
+from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trace
+from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
+from gateway.router.failover import Attempt, describe, may_fail_over
+from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
 from overlay.peering.route_table import RouteView
 
 T = TypeVar("T")
-
-
-class NoHealthySite(UpstreamError):
-    """The service is known, but no site could take the request."""
-
-    http_status = 503
 
 
 class RouteTimeout(UpstreamError):
@@ -193,6 +189,8 @@ class Router:
         peer_sites: Collection[str] | None = None,
         observer: Observer | None = None,
         caller_shares: SiteShares | None = None,
+        debug: DebugConfig | None = None,
+        explainer: Explainer | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -202,7 +200,9 @@ class Router:
         ``peer_sites``: the configured peers' names; an address pinned to any other site
         (not this one) is a 404.  None skips that check (tests of other parts).
         ``observer``: metrics and access log of each request (None: not observed).
-        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded)."""
+        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded).
+        ``debug``/``explainer``: who may ask for a request's trace, and how it is computed
+        (:mod:`gateway.router.debug`; None: never traced)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -214,37 +214,23 @@ class Router:
         self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
         self.observer = observer
         self.caller_shares = caller_shares
+        self.debug = debug if debug is not None else DebugConfig()
+        self.explainer = explainer
 
     # -- addresses ---------------------------------------------------------------------------
 
     def resolve(self, authority: bytes) -> tuple[L7Address, int | None, tuple[str, ...]]:
-        """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite."""
-        text = authority.decode("ascii", "replace")
-        try:
-            address, port = parse_authority_cached(text, mesh_domain=self.mesh_domain)
-        except AddressError as exc:
-            raise UnknownAddress(
-                f"{text!r} is not a service address of this mesh "
-                f"(<service>.<namespace>[.<site>].{self.mesh_domain}): {exc}"
-            ) from None
-        pinned = address.site
-        if (
-            pinned is not None
-            and pinned != self.local_site
-            and self.peer_sites is not None
-            and pinned not in self.peer_sites
-        ):
-            raise UnknownAddress(
-                f"{text!r} names site {pinned!r}, which is neither this site "
-                f"({self.local_site!r}) nor a configured peer (unknown site)"
-            )
-        sites = candidate_sites(self.routes.latest.sites_for(address))
-        if not sites:
-            if not self.known(address.service_name):
-                raise UnknownAddress(f"no site knows the service {address}")
-            where = f"site {address.site}" if address.site else "any site"
-            raise NoHealthySite(f"{address}: no healthy endpoint in {where}")
-        return address, port, sites
+        """The address, its port and the sites to try; raises UnknownAddress/NoHealthySite
+        (:func:`gateway.router.decide.resolve`, which ``explain`` shares)."""
+        found = resolve(
+            authority,
+            mesh_domain=self.mesh_domain,
+            local_site=self.local_site,
+            peer_sites=self.peer_sites,
+            view=self.routes.latest,
+            known=self.known,
+        )
+        return found.address, found.port, found.sites
 
     def _bounded(self, ctx: CallContext) -> CallContext:
         """``ctx`` with its deadline no later than ``now + route_timeout``."""
@@ -285,9 +271,9 @@ class Router:
         for site in sites:
             cluster = self._cluster(site, address, port)
             if cluster is None:
-                attempts.append(Attempt(site, "link down"))
+                attempts.append(Attempt(site, LINK_DOWN))
                 if rec is not None:
-                    rec.tried.append((site, "link down"))
+                    rec.tried.append((site, LINK_DOWN))
                 continue
             if rec is not None:
                 rec.site = site
@@ -333,6 +319,8 @@ class Router:
         ctx: CallContext,
         rec: ExchangeRecord | None,
     ) -> None:
+        if self.explainer is not None and wants_trace(request, ctx, self.debug):
+            writer = TraceWriter(writer, trace_field(await self.explainer(request, ctx)))
         address, port, sites = self.resolve(request.authority)
         ctx = self._bounded(ctx)
         timer = ExchangeTimer(ctx)

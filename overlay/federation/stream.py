@@ -68,8 +68,12 @@ async def run_export(
     ack_timeout: float = ACK_TIMEOUT_S,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     clock: Callable[[], float] = trio.current_time,
+    on_session: Callable[[ExportSession], None] | None = None,
 ) -> None:
     """Export this site's consented catalog to ``peer_site`` until the stream fails.
+
+    ``on_session`` hears of the export session once it exists (for its statistics: versions
+    sent and acknowledged, the oldest unacknowledged batch).
 
     ``rules`` may be a watch: new rules (a config reload) recompute the view and send the
     difference on the same stream, so the link and its tunnels are untouched.
@@ -94,6 +98,8 @@ async def run_export(
         session = ExportSession(
             local_site, secrets.token_hex(8), max_message_bytes=max_message_bytes
         )
+        if on_session is not None:
+            on_session(session)
         rule_watch = rules if isinstance(rules, Watch) else Watch(tuple(rules))
         export = PeerExport(peer_site, rule_watch.latest)
         rules_applied = rule_watch.count

@@ -167,6 +167,8 @@ class H2Connection(H2StreamIO):
         self._streams_refused = 0
         self._premature_resets = 0
         self._control_frames = 0
+        self._flow_stalls = 0  # sends that waited for the peer's flow-control window
+        self._abuse_goaway = False  # we closed it with GOAWAY ENHANCE_YOUR_CALM (a flood)
         self._handlers_running = 0
         self._handler_scopes: dict[int, trio.CancelScope] = {}
 
@@ -261,6 +263,8 @@ class H2Connection(H2StreamIO):
             handlers_running=self._handlers_running,
             premature_resets=self._premature_resets,
             control_frames=self._control_frames,
+            flow_control_stalls=self._flow_stalls,
+            abuse_goaway=self._abuse_goaway,
             last_ping_rtt=None if state is None else state.last_rtt,
             closed=self._closed.is_set(),
             close_reason=None if reason is None else f"{type(reason).__name__}: {reason}",
@@ -334,6 +338,7 @@ class H2Connection(H2StreamIO):
 
     def _calm_down(self, why: str) -> None:
         log.warning("closing HTTP/2 connection: %s", why)
+        self._abuse_goaway = True
         self._begin_close(
             PeerMisbehaved(why, error_code=H2_ENHANCE_YOUR_CALM), goaway=H2_ENHANCE_YOUR_CALM
         )

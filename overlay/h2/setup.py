@@ -52,6 +52,8 @@ class H2ConnectionStatistics:
     last_ping_rtt: float | None
     closed: bool
     close_reason: str | None
+    flow_control_stalls: int = 0
+    abuse_goaway: bool = False
 
 
 class MalformedHeaderBlock(h2.events.Event):

@@ -72,6 +72,7 @@ class H2StreamIO:
     _close_reason: ConnectionGone | None
     _peer_settings_seen: bool
     _streams_opened: int
+    _flow_stalls: int
     _idle_since: float
 
     # -- client role ------------------------------------------------------------------------
@@ -146,6 +147,8 @@ class H2StreamIO:
                 if room:
                     send_data_frame(self._h2, self._outbuf, stream.stream_id, view[:frame])
             if not room:
+                if window <= 0:  # the peer's flow-control window, not our buffer, is full
+                    self._flow_stalls += 1
                 await self._room_lot.park()
                 parked = True
                 continue

@@ -117,6 +117,8 @@ class LinkSession:
         self._reverse_seen = False
         self._pinging = ping_interval is not None
         self._client: H2Connection | None = None
+        #: The reverse connection, once set up (for statistics: a link is both connections).
+        self.reverse: H2Connection | None = None
         self._client_ready = trio.Event()
         if dialed:
             self.outer = H2Connection(
@@ -201,6 +203,7 @@ class LinkSession:
             limits=self._limits,
             ping_interval=None,
         )
+        self.reverse = reverse
         await nursery.start(reverse.serve)
 
     async def _accept_stream(self, stream: H2Stream) -> None:
@@ -215,6 +218,7 @@ class LinkSession:
         reverse = H2Connection(
             _Carrier(stream), client_side=True, limits=self._limits, ping_interval=None
         )
+        self.reverse = reverse
         async with trio.open_nursery() as nursery:
             await nursery.start(reverse.serve)
             self._client = reverse

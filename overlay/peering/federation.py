@@ -28,6 +28,7 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import first_leaf
 from overlay.federation.config import ExportConfig
+from overlay.federation.export import ExportSession
 from overlay.federation.import_ import ImportTable, ImportUpdate
 from overlay.federation.protocol import FederationProtocolError
 from overlay.federation.stream import FEDERATION_PATH, run_export, serve_import
@@ -85,6 +86,10 @@ class PeerFederation:
 
     async def _export(self, state: PeerLinks, session: LinkSession, client: H2Connection) -> None:
         site = state.spec.name
+
+        def on_session(export: ExportSession) -> None:
+            state.export_session = export
+
         try:
             await run_export(
                 client,
@@ -94,6 +99,7 @@ class PeerFederation:
                 rules=self.export_rules,
                 ack_timeout=self._ack_timeout,
                 clock=self._clock,
+                on_session=on_session,
             )
         except* FederationProtocolError as group:
             log.warning("export to %s failed, closing the link: %s", site, first_leaf(group))
@@ -103,6 +109,7 @@ class PeerFederation:
         except* Exception as group:  # a bug must cost this link, never the gateway
             log.error("export to %s failed unexpectedly", site, exc_info=first_leaf(group))
         finally:
+            state.export_session = None
             with trio.CancelScope(shield=True):
                 await session.aclose()
 

@@ -37,6 +37,7 @@ import trio
 
 from foundation.errors import IsthmusError, first_leaf
 from foundation.spiffe_id import SpiffeId
+from overlay.federation.export import ExportSession
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream, TunnelError
 from overlay.identity.rotation import Identity
@@ -86,6 +87,11 @@ def dial_failure_level(*, links_established: int, since_start: float, grace: flo
     return logging.WARNING
 
 
+def connections_of(session: LinkSession) -> list[H2Connection]:
+    """Both HTTP/2 connections of a link (the reverse one once it is set up)."""
+    return [session.outer] if session.reverse is None else [session.outer, session.reverse]
+
+
 @dataclass
 class PeerLinks:
     """One peer's link slots and what runs on them (the export's link, the import's scope)."""
@@ -101,6 +107,11 @@ class PeerLinks:
     up_since: float | None = None
     import_scope: trio.CancelScope | None = None
     exporting: LinkSession | None = None  # the link our export to this peer runs on
+    #: The export session on ``exporting`` (its acks give the ack lag), None when not exporting.
+    export_session: ExportSession | None = None
+    #: Counts from links that closed (a live link's own counts are added when read).
+    closed_flow_stalls: int = 0
+    abuse_goaways: int = 0  # links we closed with GOAWAY ENHANCE_YOUR_CALM (a flood)
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
 
     def live(self) -> list[tuple[LinkSession, H2Connection]]:
@@ -114,6 +125,18 @@ class PeerLinks:
         """The connection this gateway sends on to the peer: any live link, whoever dialed."""
         live = self.live()
         return live[0][1] if live else None
+
+    def sessions(self) -> list[LinkSession]:
+        """The links in the slots (live or closing)."""
+        return [s for s in (self.dialed, self.accepted) if s is not None]
+
+    def fold_closed(self, session: LinkSession) -> None:
+        """Keep the counts of a link that ended (its connections go with it)."""
+        for conn in connections_of(session):
+            stats = conn.statistics()
+            self.closed_flow_stalls += stats.flow_control_stalls
+            if stats.abuse_goaway:
+                self.abuse_goaways += 1
 
     def export_wanted_on(self, session: LinkSession) -> bool:
         """Whether the export should (re)start on ``session``: nobody exports on a link still
@@ -285,6 +308,7 @@ class LinkKeeper:
             current = state.dialed if dialed else state.accepted
             if current is session or current is None:
                 self._set_link(state, dialed, None, None)
+            state.fold_closed(session)
             reason = session.outer.close_reason
             state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
             if dialed and not session.established:

@@ -33,9 +33,35 @@ from overlay.link.dial import open_link
 from overlay.link.link import Link
 from overlay.peering.config import PeeringSettings, PeerSpec
 from overlay.peering.federation import PeerFederation, StreamHandler
-from overlay.peering.links import LinkKeeper, OpenLink, PeerLinks, source_address_for
+from overlay.peering.links import (
+    LinkKeeper,
+    OpenLink,
+    PeerLinks,
+    connections_of,
+    source_address_for,
+)
 from overlay.peering.route_table import RouteView
 from overlay.peering.routes import RoutePublisher
+
+
+def link_counts(st: PeerLinks, now: float) -> dict[str, Any]:
+    """A peer's stream, flow-control, reconnect, abuse and export-ack figures (for status and
+    metrics): counts of links that closed plus those of the links in the slots."""
+    conns = [c.statistics() for s in st.sessions() for c in connections_of(s)]
+    export = st.export_session
+    oldest = None if export is None else export.oldest_unacked_at()
+    stats = None if export is None else export.statistics()
+    return {
+        "open_streams": sum(c.open_streams for c in conns if not c.closed),
+        "flow_control_stalls": st.closed_flow_stalls + sum(c.flow_control_stalls for c in conns),
+        "reconnects": max(0, st.links_established - 1),
+        "abuse_goaways": st.abuse_goaways + sum(1 for c in conns if c.abuse_goaway),
+        "export_version": None if stats is None else stats.last_sent_version,
+        "export_acked_version": None if stats is None else stats.acked_version,
+        "export_ack_lag_s": None
+        if export is None
+        else (0.0 if oldest is None else round(now - oldest, 3)),
+    }
 
 
 class Peering:
@@ -208,6 +234,7 @@ class Peering:
             live = st.live()
             out[name] = {
                 "spiffe_id": str(st.spec.spiffe_id),
+                "trust_domain": st.spec.spiffe_id.trust_domain.name,
                 "address": f"{st.spec.host}:{st.spec.port}",
                 "dial": st.spec.dial,
                 "dialed_link": st.dialed_client is not None,
@@ -222,5 +249,6 @@ class Peering:
                 "last_error": st.last_error,
                 # PINGs run on the link's outer connection (the reverse one has none).
                 "ping_rtt_s": (live[0][0].outer.statistics().last_ping_rtt if live else None),
+                **link_counts(st, now),
             }
         return out

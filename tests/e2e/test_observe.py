@@ -137,6 +137,9 @@ async def test_access_lines_join_across_gateways_and_metrics_parse(tmp_path: Pat
     assert origin["listener"] == "http" and dest["listener"] == "east-west"
     assert origin["head_ms"] is not None and origin["duration_ms"] >= origin["head_ms"]
     assert origin["tried"] == []
+    # The endpoint is named by the gateway that chose it: b (a handed the request to b).
+    b_endpoint = f"{ov.built['b'].site.address}:{API_PORT}"
+    assert dest["endpoint"] == b_endpoint and origin["endpoint"] is None
 
     # Every request that reached b has the same request ID on both sides.
     ids_b = {line["request_id"] for line in lines_b}
@@ -160,6 +163,7 @@ async def test_access_lines_join_across_gateways_and_metrics_parse(tmp_path: Pat
     assert t_origin["bytes_in"] == t_dest["bytes_in"] == len(TUNNELED)
     assert t_origin["bytes_out"] == t_dest["bytes_out"] > 0
     assert t_origin["destination_site"] == "b" and t_dest["origin_site"] == "a"
+    assert t_dest["endpoint"] == b_endpoint
 
     for text in (logs["a"].read_text("utf-8"), logs["b"].read_text("utf-8")):
         assert "s3cr3t" not in text

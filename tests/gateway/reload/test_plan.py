@@ -91,6 +91,7 @@ def test_identity_paths_are_live() -> None:
             "site.locality",
         ),
         (lambda t: t + "\n[outlier_detection]\nconsecutive_5xx = 3\n", "outlier_detection"),
+        (lambda t: t + '\n[debug]\nallow_cidrs = ["10.0.0.0/8"]\n', "debug"),
     ],
 )
 def test_sections_that_need_a_restart_reject_the_reload(edit: object, path: str) -> None:

@@ -127,6 +127,7 @@ async def test_control_frame_floods_close_the_connection(kind: str) -> None:
         assert reason.error_code == H2_ENHANCE_YOUR_CALM
         stats = conn.statistics()
         assert stats.control_frames == limits.max_control_frames + 1
+        assert stats.abuse_goaway  # counted as an abuse GOAWAY for the link metrics
         assert stats.max_outbound_buffered <= 2 * limits.max_outbound_buffer + limits.read_size
         assert await good_request(server.port) == b"fine"
 

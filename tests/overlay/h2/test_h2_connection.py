@@ -183,6 +183,8 @@ async def test_slow_reader_slows_the_writer(window: int, autojump_clock: trio.ab
             nursery.start_soon(writer)
             await trio.sleep(30)  # the reader does not read: the writer must be stuck
             assert not done
+            # The wait was for the peer's flow-control window (counted for the link metrics).
+            assert client.statistics().flow_control_stalls >= 1
             [peer] = server_streams
             buffered = peer.statistics().buffered
             assert 0 < buffered <= bound

@@ -1,0 +1,172 @@
+"""``isthmus status``'s judgement and table, as pure functions of the admin API's documents.
+
+Why pure: what counts as *degraded* is a rule operators script against (the exit code), so it
+is one function of the documents the gateway serves (``/healthz``, ``/links``, ``/imports``,
+``/routes``, ``/catalog``), tested without a gateway.  Degraded means any of: the gateway's
+own identity is not ok; a configured peer's link is down; a peer's imports are stale (its
+federation stream ended, the grace is running); a discovery source is stale or expired; an
+endpoint of the local catalog is stale (its source stopped confirming it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Exit codes of ``isthmus status`` (and ``isthmus explain`` for the last two).
+EXIT_OK = 0
+EXIT_DEGRADED = 1
+EXIT_USAGE = 2  # bad arguments or config
+EXIT_UNREACHABLE = 3  # the admin API did not answer, or answered something unexpected
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
+    """The status document: the parts of each admin view an operator reads, and ``problems``
+    (empty: healthy).  ``docs`` maps each admin path to its JSON."""
+    problems: list[str] = []
+    health = docs.get("/healthz") or {}
+    if health.get("status") != "ok":
+        problems.append(f"identity: {health.get('reason', 'not ok')}")
+    links = []
+    for name, link in sorted((docs.get("/links") or {}).items()):
+        rtt = link.get("ping_rtt_s")
+        links.append(
+            {
+                "peer": name,
+                "state": "up" if link.get("up") else "down",
+                "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
+                "trust_domain": link.get("trust_domain"),
+                "up_for_s": link.get("up_for_s"),
+                "last_error": link.get("last_error"),
+                "open_streams": link.get("open_streams"),
+                "reconnects": link.get("reconnects"),
+                "export_ack_lag_s": link.get("export_ack_lag_s"),
+            }
+        )
+        if not link.get("up"):
+            why = link.get("last_error") or "no live link"
+            problems.append(f"link to {name} is down ({why})")
+    imports = []
+    for peer in (docs.get("/imports") or {}).get("peers", []):
+        imports.append(
+            {
+                "peer": peer.get("site"),
+                "version": peer.get("version"),
+                "stale": bool(peer.get("stale")),
+                "confirmed_age_s": peer.get("confirmed_age_s"),
+                "withdraw_in_s": peer.get("withdraw_in_s"),
+                "services": len(peer.get("services", [])),
+            }
+        )
+        if peer.get("stale"):
+            problems.append(f"imports from {peer.get('site')} are stale")
+    catalog = docs.get("/catalog") or {}
+    sources = []
+    for source in catalog.get("sources", []):
+        sources.append(
+            {
+                "name": source.get("name"),
+                "stale": bool(source.get("stale")),
+                "expired": bool(source.get("expired")),
+                "confirmed_age_s": source.get("confirmed_age_s"),
+            }
+        )
+        if source.get("stale") or source.get("expired"):
+            state = "expired" if source.get("expired") else "stale"
+            why = f": {source['reason']}" if source.get("reason") else ""
+            problems.append(f"source {source.get('name')} is {state}{why}")
+    endpoints = catalog.get("endpoints", [])
+    counts = {
+        "endpoints": len(endpoints),
+        "healthy": sum(1 for e in endpoints if e.get("healthy") and not e.get("stale")),
+        "unhealthy": sum(1 for e in endpoints if not e.get("healthy")),
+        "stale": sum(1 for e in endpoints if e.get("stale")),
+        "ejected": sum(1 for e in endpoints if e.get("ejected")),
+    }
+    if counts["stale"]:
+        problems.append(f"catalog: {counts['stale']} stale endpoint(s)")
+    routes = (docs.get("/routes") or {}).get("routes", {})
+    return {
+        "site": health.get("site") or (docs.get("/routes") or {}).get("local_site"),
+        "healthy": not problems,
+        "problems": problems,
+        "links": links,
+        "imports": imports,
+        "routes": {address: list(sites) for address, sites in sorted(routes.items())},
+        "catalog": {"version": catalog.get("version"), "sources": sources, **counts},
+    }
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def render(status: Mapping[str, Any]) -> str:
+    """The readable table of :func:`assess`'s document."""
+    out = [f"site {status.get('site')}: {'healthy' if status['healthy'] else 'DEGRADED'}"]
+    out.append("links")
+    out += _table(
+        ("PEER", "STATE", "RTT_MS", "TRUST_DOMAIN", "UP_FOR_S", "STREAMS", "RECONNECTS"),
+        [
+            (
+                lk["peer"],
+                lk["state"],
+                _f(lk["rtt_ms"]),
+                _f(lk["trust_domain"]),
+                _f(lk["up_for_s"]),
+                _f(lk.get("open_streams")),
+                _f(lk.get("reconnects")),
+            )
+            for lk in status["links"]
+        ],
+    )
+    out.append("imports")
+    out += _table(
+        ("PEER", "VERSION", "FRESH", "CONFIRMED_AGO_S", "SERVICES"),
+        [
+            (
+                _f(i["peer"]),
+                _f(i["version"]),
+                "stale" if i["stale"] else "fresh",
+                _f(i["confirmed_age_s"]),
+                str(i["services"]),
+            )
+            for i in status["imports"]
+        ],
+    )
+    out.append("routes (sites in failover order)")
+    out += _table(
+        ("ADDRESS", "SITES"),
+        [(address, " > ".join(sites)) for address, sites in status["routes"].items()],
+    )
+    cat = status["catalog"]
+    out.append(
+        f"catalog version {_f(cat['version'])}: {cat['endpoints']} endpoints, "
+        f"{cat['healthy']} healthy, {cat['unhealthy']} unhealthy, {cat['stale']} stale, "
+        f"{cat['ejected']} ejected"
+    )
+    out += _table(
+        ("SOURCE", "STATE", "CONFIRMED_AGO_S"),
+        [
+            (
+                _f(s["name"]),
+                "expired" if s["expired"] else ("stale" if s["stale"] else "ok"),
+                _f(s["confirmed_age_s"]),
+            )
+            for s in cat["sources"]
+        ],
+    )
+    if status["problems"]:
+        out.append("problems")
+        out += [f"  - {p}" for p in status["problems"]]
+    return "\n".join(out)

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""CPU per request of ``isthmus explain``'s data-path parts, on against off, same run.
+
+Three copies of one topology (real gateway processes: site ``a`` -> link -> site ``b`` -> the
+whoami service ``api``), identical but for ``[debug]`` and the requests:
+
+* ``off``         the default: ``[debug]`` allows nobody (the check is two attribute reads);
+* ``debug-on``    ``[debug] allow_cidrs = ["127.0.0.0/8"]``, requests without the header
+                  (the header-name scan every request pays once someone may trace);
+* ``traced``      the same, every request carrying ``x-isthmus-debug: trace`` (each one also
+                  asks ``b`` over the link for its verdict: a debug tool, not a data path).
+
+A keep-alive HTTP/1.1 client sends the same number of requests through each copy, in rounds
+that rotate the order; gateway CPU (``/proc/<pid>/stat``, both gateways) per request is the
+figure, median over rounds, with the difference to ``off``.  Then, in this process, the two
+always-on additions are timed alone against the same ``off`` figure: the destination's scan
+for the ``isthmus-explain`` marker on a typical peer header block, and naming the endpoint on
+the access-log record (a ContextVar read and a string format).
+
+    .venv/bin/python scripts/bench_debug_trace.py                  # ~1-2 minutes
+    .venv/bin/python scripts/bench_debug_trace.py --requests 5000 --rounds 5
+
+Only loopback addresses (127.0.51.1 - 127.0.56.1); every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import statistics
+import sys
+import tempfile
+import timeit
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import h11  # noqa: E402
+import trio  # noqa: E402
+from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
+
+from foundation.spiffe_id import TrustDomain  # noqa: E402
+from gateway.demo.runner import gateway_argv, service_argv  # noqa: E402
+from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology  # noqa: E402
+from gateway.inbound.explain_answer import is_question  # noqa: E402
+from gateway.observe.record import CURRENT_RECORD, ExchangeRecord, note_endpoint  # noqa: E402
+
+API = "api.default.isthmus"
+API_PORT = 18096
+DEBUG_ON = '\n[debug]\nallow_cidrs = ["127.0.0.0/8"]\n'
+VARIANTS = {"off": ("", False), "debug-on": (DEBUG_ON, False), "traced": (DEBUG_ON, True)}
+
+
+@dataclass
+class Copy:
+    name: str
+    a_host: str
+    http_port: int
+    pids: list[int]
+    traced: bool
+
+
+async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
+    base = 51 + 2 * index
+    sites = tuple(
+        DemoSite(
+            name=site,
+            trust_domain=TrustDomain(f"{site}.bench-debug.test"),
+            address=ipaddress.IPv4Address(f"127.0.{base + i}.1"),
+            services=(DemoService("api", "http", API_PORT),) if site == "b" else (),
+            priority=10 * (i + 1),
+        )
+        for i, site in enumerate(("a", "b"))
+    )
+    topology = Topology(sites=sites, ping_interval_s=1.0, ping_timeout_s=2.0)
+    built = await trio.to_thread.run_sync(build_topology, topology, root / name)
+    config, traced = VARIANTS[name]
+    pids = []
+    for b in built:
+        with b.config_path.open("a", encoding="utf-8") as f:
+            f.write(config)
+        child = await fleet.start(
+            f"{name}-{b.site.name}", [*gateway_argv(b.config_path), "--log-level", "warning"]
+        )
+        pids.append(child.process.pid)
+        for svc in b.site.services:
+            argv = service_argv(svc.kind, str(b.site.address), svc.port, b.site.name)
+            await fleet.start(f"{name}-{b.site.name}-{svc.service}", argv)
+    copy = Copy(name, str(sites[0].address), topology.http_port, pids, traced)
+    with trio.move_on_after(60):
+        while True:
+            fleet.check_alive()
+            try:
+                if await run_requests(copy, 1, 1) == 1:
+                    return copy
+            except (OSError, trio.BrokenResourceError, h11.ProtocolError, BenchError):
+                pass
+            await trio.sleep(0.2)
+    raise BenchError(f"{name}: no 200 through {copy.a_host}:{copy.http_port} within 60 s")
+
+
+async def _client(copy: Copy, count: int, ok: list[int]) -> None:
+    stream = await trio.open_tcp_stream(copy.a_host, copy.http_port)
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", API)] + ([("x-isthmus-debug", "trace")] if copy.traced else [])
+    try:
+        for _ in range(count):
+            request = h11.Request(method="GET", target="/", headers=headers)
+            await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+            status, traced = 0, False
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        raise BenchError("gateway closed the connection")
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    traced = any(n == b"x-isthmus-trace" for n, _ in event.headers)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            if status != 200 or traced != copy.traced:
+                raise BenchError(f"{copy.name}: status {status}, traced {traced}")
+            ok[0] += 1
+            conn.start_next_cycle()
+    finally:
+        await stream.aclose()
+
+
+async def run_requests(copy: Copy, total: int, connections: int) -> int:
+    ok = [0]
+    with trio.fail_after(300):
+        if connections == 1:
+            await _client(copy, total, ok)
+            return ok[0]
+        async with trio.open_nursery() as nursery:
+            for i in range(connections):
+                share = total // connections + (1 if i < total % connections else 0)
+                nursery.start_soon(_client, copy, share, ok)
+    return ok[0]
+
+
+async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    async with Fleet(root / "logs") as fleet:
+        copies = [await start_copy(fleet, root, i, name) for i, name in enumerate(VARIANTS)]
+        for copy in copies:
+            await run_requests(copy, min(300, args.requests), args.connections)
+        for r in range(args.rounds):
+            order = copies[r % len(copies) :] + copies[: r % len(copies)]
+            for copy in order:
+                before = cpu_seconds(copy.pids)
+                done = await run_requests(copy, args.requests, args.connections)
+                per = (cpu_seconds(copy.pids) - before) / done * 1e6
+                results[copy.name].append(per)
+                print(f"round {r + 1} {copy.name:9s} {done} requests, {per:7.1f} us CPU/request")
+    return results
+
+
+def micro() -> dict[str, float]:
+    """Microseconds per call of the always-on additions, timed alone in this process."""
+    block = [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"api.default.isthmus"),
+        (b":path", b"/"),
+        (b"user-agent", b"curl/8"),
+        (b"accept", b"*/*"),
+        (b"isthmus-caller-site", b"a"),
+        (b"isthmus-deadline-ms", b"15000"),
+        (b"isthmus-request-id", b"0" * 32),
+    ]
+    n = 200_000
+    scan = min(timeit.repeat(lambda: is_question(block), number=n, repeat=5)) / n * 1e6
+    rec = ExchangeRecord("destination", "east-west", "0" * 32, 0.0, 0.0, "GET", API, "/", "a", None)
+    CURRENT_RECORD.set(rec)
+    note = min(timeit.repeat(lambda: note_endpoint("10.0.0.7", 8080), number=n, repeat=5)) / n
+    return {"isthmus-explain scan": scan, "access-log endpoint": note * 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=2000, help="per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=4)
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="isthmus-bench-debug-"))
+    try:
+        results = trio.run(bench, args, root)
+    except BenchError as exc:
+        print(f"bench_debug_trace: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    off = statistics.median(results["off"])
+    print("\nmedian gateway CPU per request (both gateways of the 2-hop path):")
+    for name, samples in results.items():
+        med = statistics.median(samples)
+        print(f"  {name:9s} {med:7.1f} us  ({med - off:+6.1f} us, {100 * (med / off - 1):+5.1f} %)")
+    print("always-on additions, timed alone (per request, against 'off'):")
+    for name, us in micro().items():
+        print(f"  {name:22s} {us:6.3f} us  ({100 * us / off:.3f} % of {off:.1f} us)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

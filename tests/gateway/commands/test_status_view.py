@@ -1,0 +1,71 @@
+"""``isthmus status``'s judgement: healthy, or degraded and why (pure, from admin documents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.commands.status_view import assess, render
+
+
+def docs(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "/healthz": {"status": "ok", "site": "a"},
+        "/links": {
+            "b": {"up": True, "ping_rtt_s": 0.0012, "trust_domain": "b.test", "up_for_s": 3.0}
+        },
+        "/imports": {
+            "peers": [{"site": "b", "version": 4, "stale": False, "confirmed_age_s": 0.2}]
+        },
+        "/routes": {"local_site": "a", "routes": {"api.default.isthmus": ["a", "b"]}},
+        "/catalog": {
+            "version": 2,
+            "endpoints": [{"healthy": True, "stale": False, "ejected": None}],
+            "sources": [{"name": "local", "stale": False, "expired": False}],
+        },
+    }
+    base.update(changes)
+    return base
+
+
+def test_healthy_overlay() -> None:
+    status = assess(docs())
+    assert status["healthy"] and status["problems"] == []
+    assert status["links"][0] == {
+        "peer": "b",
+        "state": "up",
+        "rtt_ms": 1.2,
+        "trust_domain": "b.test",
+        "up_for_s": 3.0,
+        "last_error": None,
+        "open_streams": None,
+        "reconnects": None,
+        "export_ack_lag_s": None,
+    }
+    assert status["routes"] == {"api.default.isthmus": ["a", "b"]}
+    text = render(status)
+    assert text.startswith("site a: healthy") and "a > b" in text
+
+
+def test_each_degradation_is_named() -> None:
+    status = assess(
+        docs(
+            **{
+                "/healthz": {"status": "not ok", "site": "a", "reason": "SVID expired"},
+                "/links": {"b": {"up": False, "last_error": "LinkDown: ping timeout"}},
+                "/imports": {"peers": [{"site": "b", "version": 4, "stale": True}]},
+                "/catalog": {
+                    "endpoints": [{"healthy": True, "stale": True}],
+                    "sources": [{"name": "consul", "stale": True, "reason": "HTTP 500"}],
+                },
+            }
+        )
+    )
+    assert not status["healthy"]
+    assert status["problems"] == [
+        "identity: SVID expired",
+        "link to b is down (LinkDown: ping timeout)",
+        "imports from b are stale",
+        "source consul is stale: HTTP 500",
+        "catalog: 1 stale endpoint(s)",
+    ]
+    assert "DEGRADED" in render(status)
