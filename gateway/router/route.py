@@ -46,6 +46,7 @@ from foundation.errors import UpstreamError
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
+from gateway.http.deadline import check_not_expired, from_caller
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
     Body,
@@ -65,6 +66,7 @@ from gateway.router.failover import (
     describe,
     may_fail_over,
 )
+from gateway.router.retry import Resilience
 from overlay.address import AddressError, L7Address, parse_authority_cached
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
@@ -193,6 +195,7 @@ class Router:
         peer_sites: Collection[str] | None = None,
         observer: Observer | None = None,
         caller_shares: SiteShares | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -202,7 +205,9 @@ class Router:
         ``peer_sites``: the configured peers' names; an address pinned to any other site
         (not this one) is a 404.  None skips that check (tests of other parts).
         ``observer``: metrics and access log of each request (None: not observed).
-        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded)."""
+        ``caller_shares``: each caller's share of a peer's link slots (None: unbounded).
+        ``resilience``: retries, retry budgets and breakers per service (None: a failure
+        only fails over, as :mod:`gateway.router.failover` says)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -214,6 +219,7 @@ class Router:
         self.peer_sites = None if peer_sites is None else frozenset(peer_sites)
         self.observer = observer
         self.caller_shares = caller_shares
+        self.resilience = resilience
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -334,9 +340,33 @@ class Router:
         rec: ExchangeRecord | None,
     ) -> None:
         address, port, sites = self.resolve(request.authority)
-        ctx = self._bounded(ctx)
+        now = self.clock()
+        ctx = self._bounded(from_caller(request.headers, ctx, now=now))
+        check_not_expired(ctx, now=now, what=str(address))
         timer = ExchangeTimer(ctx)
         writer = timer.writer(writer)
+        if self.resilience is not None:
+            with timer.scope:
+                await self.resilience.forward(
+                    service=address.service_name,
+                    sites=sites,
+                    cluster_for=lambda site: self._cluster(site, address, port),
+                    request=request,
+                    body=body if isinstance(body, EmptyBody) else timer.body(body),
+                    writer=writer,
+                    ctx=ctx,
+                    did_no_work=lambda exc: did_no_work(
+                        exc, idempotent=request.method in IDEMPOTENT_METHODS
+                    ),
+                    what=str(address),
+                    exhausted=NoHealthySite,
+                    rec=rec,
+                )
+                return
+            cut = timer.expired(str(address))
+            if cut is not None:
+                raise cut
+            raise RouteTimeout(f"{address}: no response head within the route timeout")
         # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
         # to send the request head with END_STREAM, without a body task.
         tracked = body if isinstance(body, EmptyBody) else _TrackedBody(timer.body(body))
