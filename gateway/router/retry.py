@@ -383,22 +383,26 @@ class Resilience:
                 breakers.admit(policy.breakers, service, site, kind)
                 held.append(kind)
             per_try = policy.rules.per_try_timeout
+            scope: trio.CancelScope | None = None
             attempt_ctx = ctx
-            scope = trio.CancelScope()
             if per_try is not None:
                 deadline = min(ctx.deadline, self.clock() + per_try)
                 attempt_ctx = replace(ctx, deadline=deadline)
-                scope.deadline = deadline
+                scope = trio.CancelScope(deadline=deadline)
 
             def head() -> None:
                 if "pending_requests" in held:
                     held.remove("pending_requests")
                     breakers.release(service, site, "pending_requests")
-                scope.deadline = math.inf  # the per-try bound is to the head only
+                if scope is not None:
+                    scope.deadline = math.inf  # the per-try bound is to the head only
                 if replay is not None:
                     replay.forget()  # no retry after a head: the kept body is not needed
 
             writer._on_head = head
+            if scope is None:
+                await cluster.forward(request, body, writer, attempt_ctx, service=service)
+                return
             with scope:
                 await cluster.forward(request, body, writer, attempt_ctx, service=service)
             if scope.cancelled_caught:
