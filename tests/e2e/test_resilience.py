@@ -12,7 +12,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -24,6 +28,18 @@ from tests.gateway.cluster.status_server import serve_held
 
 HTTP_PORT = 15080
 WHOAMI = (DemoService("whoami", "http", 18080),)
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+
+
+def _post(url: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with _OPENER.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def _endpoint(service: str, address: str, port: int) -> str:
@@ -94,27 +110,49 @@ async def test_a_full_breaker_answers_503_at_once_naming_it(tmp_path: Path) -> N
 
         async with open_overlay(tmp_path, topology, patch=patch) as ov:
             await ov.wait("east", "/routes", lambda d: routes_of(d, "busy.default.isthmus"))
-            first: list[int] = []
+            done: list[int] = []
 
             async def held() -> None:
                 reply = await h1_request(addr, HTTP_PORT, authority="busy.default.isthmus")
-                first.append(reply.status)
+                done.append(reply.status)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(held)
-                for _ in range(400):  # bounded: at most 20 s for the first to arrive
-                    if seen:
+            async def arrived(count: int) -> None:
+                for _ in range(400):  # bounded: at most 20 s for the held one to arrive
+                    if len(seen) >= count:
                         break
                     await trio.sleep(0.05)
-                assert seen == [200]
+                assert len(seen) == count
+
+            async def refused(limit: int) -> None:
                 reply = await h1_request(
                     addr, HTTP_PORT, authority="busy.default.isthmus", request_timeout_s=10.0
                 )
                 assert reply.status == 503
-                assert b"circuit breaker max_requests of busy.default in site east" in reply.body
-                assert seen == [200]  # the endpoint was not called for it
+                assert (
+                    b"circuit breaker max_requests of busy.default in site east is full (%d in"
+                    % limit
+                ) in reply.body
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(held)
+                await arrived(1)
+                await refused(1)
+                assert len(seen) == 1  # the endpoint was not called for it
+                # Live: a reload that only raises the breaker applies to the next request.
+                config = ov.built["east"].config_path
+                config.write_text(
+                    config.read_text("utf-8").replace("max_requests = 1\n", "max_requests = 2\n")
+                )
+                status, doc = await trio.to_thread.run_sync(
+                    _post, ov.url("east") + "/config/reload"
+                )
+                assert status == 200 and doc["changes"] == ["service_traffic"], doc
+                nursery.start_soon(held)
+                await arrived(2)
+                await refused(2)
+                assert len(seen) == 2
                 release.set()
-            assert first == [200]
+            assert done == [200, 200]
             metrics = await _metrics(ov, addr)
             assert 'breaker="max_requests"' in metrics
         servers.cancel_scope.cancel()
