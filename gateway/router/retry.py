@@ -75,6 +75,7 @@ from gateway.http.exchange import (
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
 from gateway.router.failover import Attempt, describe
+from gateway.router.flow_breaker import BreakerCluster, FlowCluster
 from gateway.router.replay import ReplayBody
 from gateway.upstream.pool import EndpointConnectFailed
 from overlay.h2.stream import ConnectionGone, StreamReset
@@ -229,6 +230,13 @@ class Resilience:
         self.rng = rng if rng is not None else random.Random()
         self.breakers = Breakers()
         self._budgets: dict[ServiceName, RetryBudget] = {}
+
+    def flows(self, cluster: FlowCluster, site: str) -> BreakerCluster:
+        """``cluster`` with its L4 and WebSocket flows counted against ``max_connections``."""
+        return BreakerCluster(cluster, site, self.breakers, self._breaker_config)
+
+    def _breaker_config(self, service: ServiceName) -> BreakerConfig:
+        return self.policy_for(service).breakers
 
     def budget(self, service: ServiceName, policy: ServicePolicy) -> RetryBudget:
         """The service's budget (a new one when its rule changed or it was forgotten)."""

@@ -43,6 +43,7 @@ from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
+from gateway.cluster.breaker import BreakerOpen
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
@@ -290,6 +291,8 @@ class Router:
         attempts: list[Attempt] = []
         for site in sites:
             cluster = self._cluster(site, address, port)
+            if cluster is not None and self.resilience is not None:
+                cluster = self.resilience.flows(cluster, site)  # max_connections per flow
             if cluster is None:
                 attempts.append(Attempt(site, "link down"))
                 if rec is not None:
@@ -300,6 +303,10 @@ class Router:
             try:
                 return await step(cluster)
             except (UpstreamError, OSError) as exc:
+                if isinstance(exc, BreakerOpen):  # a full breaker answers at once
+                    if rec is not None:
+                        rec.breaker = exc.breaker
+                    raise
                 if not may_retry(exc):
                     raise
                 attempts.append(Attempt(site, _reason(exc)))
