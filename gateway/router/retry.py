@@ -359,7 +359,8 @@ class Resilience:
                 granted = grant(failure_matches(rules, kind))
             if not granted:
                 if failure is None or (no_work and body_ok):
-                    raise exhausted(f"{what}: every site failed ({describe(attempts)})")
+                    once = list(dict.fromkeys(attempts))  # a retried pass repeats them
+                    raise exhausted(f"{what}: every site failed ({describe(once)})")
                 raise failure
             retries += 1
             if rec is not None:
