@@ -23,7 +23,7 @@ copy's site ``a`` in rounds that rotate the order; the CPU seconds of the copy's
     .venv/bin/python scripts/bench_resilience.py                  # ~1 minute
     .venv/bin/python scripts/bench_resilience.py --requests 5000 --rounds 5
 
-Only loopback addresses (127.0.51.1 - 127.0.56.1); every process it starts is stopped by PID.
+Only loopback addresses (127.0.71.1 - 127.0.77.1); every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ from gateway.router.retry import Resilience, resilience_resolver  # noqa: E402
 from gateway.router.route import NoHealthySite, did_no_work  # noqa: E402
 
 API = "api.default.isthmus"
-API_PORT = 18096
-FLOOR_PORT = 18097
+API_PORT = 18116
+FLOOR_PORT = 18117
 CONFIGURED = """
 [[service_traffic]]
 service = "*"
@@ -94,7 +94,7 @@ class Copy:
 
 
 async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
-    base = 51 + 2 * index
+    base = 71 + 2 * index
     sites = tuple(
         DemoSite(
             name=site,
@@ -179,7 +179,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
         copies = [await start_copy(fleet, root, i, name) for i, name in enumerate(VARIANTS)]
         # The floor: one minimal trio hop in front of the first copy's whoami in site b.
         b_host = str(ipaddress.IPv4Address(copies[0].a_host) + 256)
-        floor_host = "127.0.57.1"
+        floor_host = "127.0.77.1"
         floor = await fleet.start(
             "trio-floor",
             [
