@@ -285,16 +285,16 @@ class Resilience:
             delay = backoff(rules, retries + 1, self.rng.random())
 
             def grant(
-                failure_ok: bool, *, site: str = site, retries: int = retries, delay: float = delay
+                failure_ok: bool, target: int, *, retries: int = retries, delay: float = delay
             ) -> bool:
-                """Check and take a retry now (no await between the two)."""
+                """Check and take a retry to ``sites[target]`` now (no await between)."""
                 if not failure_ok or retries >= rules.max_retries:
                     return False
                 if replay is not None and replay.consumed and not replay.replayable:
                     return False
                 if writer.head_sent or self.clock() + delay >= ctx.deadline:
                     return False
-                if not self.breakers.room(policy.breakers, service, site, "retries"):
+                if not self.breakers.room(policy.breakers, service, sites[target], "retries"):
                     if rec is not None:
                         rec.retry_denied = "breaker"
                     return False
@@ -304,8 +304,11 @@ class Resilience:
                     return False
                 return True
 
-            def grant_status(status: int) -> bool:
-                return grant(status_matches(rules, status))
+            def grant_status(status: int, *, i: int = i) -> bool:
+                # The site did work: a retry crosses to the next site only for a safe method.
+                return grant(
+                    status_matches(rules, status), next_site(i, len(sites), may_cross=safe)
+                )
 
             cluster = cluster_for(site)
             failure: BaseException | None = None
@@ -355,8 +358,9 @@ class Resilience:
                 i, hops = (i + 1) % len(sites), hops + 1
                 continue
             # 2. Retry.
+            target = next_site(i, len(sites), may_cross=safe or no_work)
             if not granted:
-                granted = grant(failure_matches(rules, kind))
+                granted = grant(failure_matches(rules, kind), target)
             if not granted:
                 if failure is None or (no_work and body_ok):
                     once = list(dict.fromkeys(attempts))  # a retried pass repeats them
@@ -366,8 +370,7 @@ class Resilience:
             if rec is not None:
                 rec.retries = retries
             await trio.sleep(delay)
-            i = next_site(i, len(sites), may_cross=safe or no_work)
-            hops = 0
+            i, hops = target, 0
 
     async def _attempt(
         self,
