@@ -83,18 +83,19 @@ class Breakers:
     __slots__ = ("_counts",)
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[ServiceName, str], Counts] = {}
+        # Keyed by plain strings: their hashes are cached, a ServiceName's is computed anew.
+        self._counts: dict[tuple[str, str, str], Counts] = {}
 
     def room(self, config: BreakerConfig, service: ServiceName, site: str, kind: Kind) -> bool:
         """Whether one more ``kind`` fits (nothing counted)."""
-        counts = self._counts.get((service, site))
+        counts = self._counts.get((service.name, service.namespace, site))
         used = 0 if counts is None else getattr(counts, kind)
         return bool(used < _limit(config, kind))
 
     def admit(self, config: BreakerConfig, service: ServiceName, site: str, kind: Kind) -> None:
         """Count one ``kind`` in, or raise :class:`BreakerOpen` when its ceiling is reached."""
         limit = _limit(config, kind)
-        key = (service, site)
+        key = (service.name, service.namespace, site)
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = Counts()
@@ -107,7 +108,7 @@ class Breakers:
 
     def release(self, service: ServiceName, site: str, kind: Kind) -> None:
         """Count one ``kind`` out (once per :meth:`admit` that did not raise)."""
-        key = (service, site)
+        key = (service.name, service.namespace, site)
         counts = self._counts.get(key)
         if counts is None:
             return
@@ -117,5 +118,5 @@ class Breakers:
 
     def in_flight(self, service: ServiceName, site: str) -> Counts:
         """A copy of the counts of ``service`` in ``site`` (zeros when nothing is in flight)."""
-        counts = self._counts.get((service, site))
+        counts = self._counts.get((service.name, service.namespace, site))
         return Counts() if counts is None else Counts(**{k: getattr(counts, k) for k in KINDS})
