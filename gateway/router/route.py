@@ -19,9 +19,14 @@ share one walk:
    (nothing of the body consumed, no response head sent, and the site did no work:
    :func:`did_no_work`, over the typed marker :class:`~gateway.cluster.errors.SiteDidNoWork`);
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
+6. with ``resilience`` (:mod:`gateway.router.retry`), HTTP requests are walked there instead:
+   the same failover, plus retries within the service's budget, per-try timeouts and circuit
+   breakers per service and site; L4 and WebSocket flows count against ``max_connections``.
 
 The route to the response *head* is bounded by ``ctx.deadline`` (set by the listener at
-``now + route_timeout``; never later than the router's own ``route_timeout`` from now);
+``now + route_timeout``; never later than the router's own ``route_timeout`` from now, nor
+than a caller's ``x-isthmus-deadline-ms``; an expired one is a 504 before any site is tried:
+:mod:`gateway.http.deadline`);
 running past it is a 504.  Once the head went out, a streamed body lives as long as bytes
 move (``ctx.idle_timeout``), up to ``ctx.max_deadline``
 (:class:`~gateway.http.exchange_timer.ExchangeTimer`).  ``open_l4`` bounds only the
