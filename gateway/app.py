@@ -71,6 +71,7 @@ from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
 from gateway.reload.scoped import ScopedTasks
 from gateway.router.explain_run import limits_of, run_explain
+from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.limits import H2Limits
@@ -276,6 +277,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         peer_sites=[p.name for p in config.peers],
         observer=observer,
         caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
+        resilience=Resilience(resilience_resolver(config.service_traffic)),
         debug=config.debug,
     )
     router.explainer = functools.partial(

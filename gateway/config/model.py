@@ -19,6 +19,7 @@ from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
+from gateway.config.resilience import BreakerConfig, RetryConfig
 from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -306,6 +307,9 @@ class ServiceTrafficConfig:
     hash_cookie: str | None = field(default=None, metadata={"check": _cookie_name})
     outlier_detection: OutlierOverrideConfig = field(default_factory=OutlierOverrideConfig)
     health_check: HealthCheckConfig | None = None
+    # The router's side, for calls to the service in any site (gateway/config/resilience.py).
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    breakers: BreakerConfig = field(default_factory=BreakerConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         keys = (self.hash_header is not None) + (self.hash_cookie is not None)

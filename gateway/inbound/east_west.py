@@ -58,6 +58,7 @@ from discovery.model import Endpoint, ServiceName
 from foundation.errors import H2_CANCEL, H2_CONNECT_ERROR, IsthmusError, first_leaf
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
+from gateway.http.deadline import check_not_expired
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
     Body,
@@ -173,6 +174,10 @@ class EastWestHandler:
                 route_timeout=self.route_timeout,
                 idle_timeout=self.stream_idle_timeout,
                 max_duration=self.max_stream_duration,
+            )
+            # A deadline spent on the way here: 504 at once, the endpoint is not called.
+            check_not_expired(
+                ctx, now=self._clock(), what=request.authority.decode("ascii", "replace")
             )
             service = admit(
                 request,

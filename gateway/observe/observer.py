@@ -217,6 +217,23 @@ class Observer:
             "Sites skipped while routing a request, by the site that was skipped.",
             labels,
         )
+        self.retries = r.counter(
+            "isthmus_retries_total",
+            "Attempts made again after a failure (a retry, not a failover).",
+            labels,
+        )
+        self.retries_denied = r.counter(
+            "isthmus_retries_denied_total",
+            "Retries a request qualified for but did not get: the service's retry budget "
+            "was spent (budget) or its retries breaker was full (breaker).",
+            (*labels, "reason"),
+        )
+        self.breaker_overflows = r.counter(
+            "isthmus_breaker_overflows_total",
+            "Requests refused at once (503) because a circuit breaker of the service in a "
+            "site was full, by breaker.",
+            (*labels, "breaker"),
+        )
 
     # -- begin -----------------------------------------------------------------------------
 
@@ -359,6 +376,12 @@ class Observer:
         if rec.head_at is not None:
             self.head_seconds.observe(labels, rec.head_at - rec.started)
         self.total_seconds.observe(labels, rec.ended - rec.started)
+        if rec.retries:
+            self.retries.inc(labels, rec.retries)
+        if rec.retry_denied:
+            self.retries_denied.inc((*labels, rec.retry_denied))
+        if rec.breaker:
+            self.breaker_overflows.inc((*labels, rec.breaker))
         for skipped, _why in rec.tried:
             where = skipped if skipped in self.sites else OTHER
             self.failovers.inc((rec.side, rec.listener, service, where))

@@ -46,6 +46,9 @@ class ExchangeRecord:
     ended: float | None = None
     tunnel: bool = False
     tried: list[tuple[str, str]] = field(default_factory=list)  # (site, why it was skipped)
+    retries: int = 0  # attempts made again after a failure (gateway/router/retry.py)
+    retry_denied: str = ""  # why the last retry was refused: "budget" or "breaker"
+    breaker: str = ""  # the circuit breaker that refused the request (max_requests...)
 
     @property
     def failovers(self) -> int:
@@ -107,6 +110,7 @@ def access_line(rec: ExchangeRecord, local_site: str) -> str:
         "duration_ms": _ms(ended - rec.started),
         "head_ms": _ms(None if rec.head_at is None else rec.head_at - rec.started),
         "failovers": rec.failovers,
+        "retries": rec.retries,
         "tried": [{"site": s, "skipped": _clip(why, MAX_REASON_CHARS)} for s, why in rec.tried],
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True)

@@ -32,6 +32,7 @@ from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
+from gateway.router.retry import resilience_resolver
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
 
@@ -266,6 +267,8 @@ class ConfigReloader:
             self.gw.cluster.caller_headers = CallerHeaderRules(
                 config.site.caller_headers, config.caller_headers
             )
+        if plan.resilience and self.gw.router.resilience is not None:
+            self.gw.router.resilience.policy_for = resilience_resolver(config.service_traffic)
 
     def _rejected(
         self, trigger: str, attempted: str | None, problems: tuple[Problem, ...], now: float

@@ -23,7 +23,11 @@ What applies live today (each read per request or swapped whole):
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
   serving the last snapshot until the new sources have resynced, so no request sees a gap;
 * ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
-  (:mod:`gateway.reload.listeners`); the others keep their live connections.
+  (:mod:`gateway.reload.listeners`); the others keep their live connections;
+* ``[[service_traffic]]`` -- only when nothing but the rules' ``retries`` and ``breakers``
+  changed: the router's per-service policies are swapped for requests that start after the
+  reload (breaker counts in flight carry over; a changed budget starts afresh).  Any other
+  change to a rule (``lb``, outlier detection, health checks, the rules' order) needs a restart.
 
 Everything else needs a restart for now and is reported as a problem of the reload.
 """
@@ -31,10 +35,10 @@ Everything else needs a restart for now and is reported as a problem of the relo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from gateway.config.errors import Problem
-from gateway.config.model import GatewayConfig
+from gateway.config.model import GatewayConfig, ServiceTrafficConfig
 from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
 
 # The sections a reload applies live; every other section of GatewayConfig (``[peering]``,
@@ -91,6 +95,7 @@ class ReloadPlan:
     peers: bool  # add, remove or change peers (only the changed ones' links are touched)
     limits: bool  # per-connection and per-request limits, for new connections and requests
     caller_headers: bool  # swap the caller-header rules
+    resilience: bool  # swap the router's retries/breakers per service
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
     listeners: ListenerPlan  # caller listeners and service ports to stop and start
@@ -106,6 +111,8 @@ class ReloadPlan:
             out.append("exports")
         if self.caller_headers:
             out.append("caller_headers")
+        if self.resilience:
+            out.append("service_traffic")
         if self.identity:
             out.append("identity")
         if self.limits:
@@ -137,7 +144,10 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
                 problems.append(
                     Problem(f"site.{name}", "changing it needs a restart (not applied live yet)")
                 )
+    resilience = _only_resilience_changed(old.service_traffic, new.service_traffic)
     for section in (f.name for f in fields(GatewayConfig)):
+        if section == "service_traffic" and resilience:
+            continue
         if section not in LIVE_SECTIONS and getattr(new, section) != getattr(old, section):
             problems.append(
                 Problem(section, f"changing [{section}] needs a restart (not applied live yet)")
@@ -166,8 +176,25 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers
         ),
+        resilience=resilience,
         sources=new.sources != old.sources,
         sources_removed=tuple(sorted(old_names - new_names)),
         listeners=plan_listeners(old, new),
         problems=tuple(problems),
     )
+
+
+def _only_resilience_changed(
+    old: tuple[ServiceTrafficConfig, ...], new: tuple[ServiceTrafficConfig, ...]
+) -> bool:
+    """True when the rules differ, but only in their ``retries``/``breakers`` tables (the
+    part the router reads per request; the rest is held by the local cluster)."""
+    if old == new or len(old) != len(new):
+        return False
+
+    def rest(rule: ServiceTrafficConfig) -> ServiceTrafficConfig:
+        return replace(
+            rule, retries=ServiceTrafficConfig().retries, breakers=ServiceTrafficConfig().breakers
+        )
+
+    return all(rest(a) == rest(b) for a, b in zip(old, new, strict=True))

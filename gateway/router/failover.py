@@ -8,7 +8,8 @@ caller sent can have been acted on and nothing of a response has reached the cal
 
 * the failure came before the response head was sent downstream, and
 * no byte of the request body was consumed (bodies are streamed, never buffered whole, so a
-  consumed body cannot be replayed), and
+  consumed body cannot be replayed -- unless :mod:`gateway.router.replay` still keeps all of
+  it, which the retrying walk of :mod:`gateway.router.retry` checks), and
 * the failure says "this site did no work": the link was down or closing when the stream was
   to be opened, the peer refused the stream (``REFUSED_STREAM``), the local cluster has no
   healthy endpoint, a connection attempt failed, or a tunnel's ``CONNECT`` was answered

@@ -24,9 +24,14 @@ Steps 1-3 are :func:`gateway.router.decide.resolve`, shared with ``isthmus expla
    (nothing of the body consumed, no response head sent, and the site did no work:
    :func:`did_no_work`, over the typed marker :class:`~gateway.cluster.errors.SiteDidNoWork`);
    otherwise it stands.  When every site failed that way the answer is 503 naming each.
+6. with ``resilience`` (:mod:`gateway.router.retry`), HTTP requests are walked there instead:
+   the same failover, plus retries within the service's budget, per-try timeouts and circuit
+   breakers per service and site; L4 and WebSocket flows count against ``max_connections``.
 
 The route to the response *head* is bounded by ``ctx.deadline`` (set by the listener at
-``now + route_timeout``; never later than the router's own ``route_timeout`` from now);
+``now + route_timeout``; never later than the router's own ``route_timeout`` from now, nor
+than a caller's ``x-isthmus-deadline-ms``; an expired one is a 504 before any site is tried:
+:mod:`gateway.http.deadline`);
 running past it is a 504.  Once the head went out, a streamed body lives as long as bytes
 move (``ctx.idle_timeout``), up to ``ctx.max_deadline``
 (:class:`~gateway.http.exchange_timer.ExchangeTimer`).  ``open_l4`` bounds only the
@@ -48,10 +53,12 @@ from discovery.model import ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from foundation.errors import UpstreamError
+from gateway.cluster.breaker import BreakerOpen
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
 from gateway.config.debug import DebugConfig
+from gateway.http.deadline import check_not_expired, from_caller
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -67,6 +74,7 @@ from gateway.observe.record import ExchangeRecord
 from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trace
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
+from gateway.router.retry import Resilience
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
@@ -191,6 +199,7 @@ class Router:
         caller_shares: SiteShares | None = None,
         debug: DebugConfig | None = None,
         explainer: Explainer | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -202,7 +211,9 @@ class Router:
         ``observer``: metrics and access log of each request (None: not observed).
         ``caller_shares``: each caller's share of a peer's link slots (None: unbounded).
         ``debug``/``explainer``: who may ask for a request's trace, and how it is computed
-        (:mod:`gateway.router.debug`; None: never traced)."""
+        (:mod:`gateway.router.debug`; None: never traced).
+        ``resilience``: retries, retry budgets and breakers per service (None: a failure
+        only fails over, as :mod:`gateway.router.failover` says)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -216,6 +227,7 @@ class Router:
         self.caller_shares = caller_shares
         self.debug = debug if debug is not None else DebugConfig()
         self.explainer = explainer
+        self.resilience = resilience
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -270,6 +282,8 @@ class Router:
         attempts: list[Attempt] = []
         for site in sites:
             cluster = self._cluster(site, address, port)
+            if cluster is not None and self.resilience is not None:
+                cluster = self.resilience.flows(cluster, site)  # max_connections per flow
             if cluster is None:
                 attempts.append(Attempt(site, LINK_DOWN))
                 if rec is not None:
@@ -280,6 +294,10 @@ class Router:
             try:
                 return await step(cluster)
             except (UpstreamError, OSError) as exc:
+                if isinstance(exc, BreakerOpen):  # a full breaker answers at once
+                    if rec is not None:
+                        rec.breaker = exc.breaker
+                    raise
                 if not may_retry(exc):
                     raise
                 attempts.append(Attempt(site, _reason(exc)))
@@ -322,9 +340,33 @@ class Router:
         if self.explainer is not None and wants_trace(request, ctx, self.debug):
             writer = TraceWriter(writer, trace_field(await self.explainer(request, ctx)))
         address, port, sites = self.resolve(request.authority)
-        ctx = self._bounded(ctx)
+        now = self.clock()
+        ctx = self._bounded(from_caller(request.headers, ctx, now=now))
+        check_not_expired(ctx, now=now, what=str(address))
         timer = ExchangeTimer(ctx)
         writer = timer.writer(writer)
+        if self.resilience is not None:
+            with timer.scope:
+                await self.resilience.forward(
+                    service=address.service_name,
+                    sites=sites,
+                    cluster_for=lambda site: self._cluster(site, address, port),
+                    request=request,
+                    body=body if isinstance(body, EmptyBody) else timer.body(body),
+                    writer=writer,
+                    ctx=ctx,
+                    did_no_work=lambda exc: did_no_work(
+                        exc, idempotent=request.method in IDEMPOTENT_METHODS
+                    ),
+                    what=str(address),
+                    exhausted=NoHealthySite,
+                    rec=rec,
+                )
+                return
+            cut = timer.expired(str(address))
+            if cut is not None:
+                raise cut
+            raise RouteTimeout(f"{address}: no response head within the route timeout")
         # An EmptyBody stays one (it can never be consumed): tunnels and endpoints test for it
         # to send the request head with END_STREAM, without a body task.
         tracked = body if isinstance(body, EmptyBody) else _TrackedBody(timer.body(body))

@@ -187,6 +187,14 @@ async def test_deadline_header_gives_504() -> None:
         assert answer.status == 504
 
 
+async def test_an_expired_deadline_is_504_before_any_endpoint_is_tried() -> None:
+    async with site() as s:
+        headers = get("api.default.isthmus", ("isthmus-deadline-ms", "0"))
+        answer = await call(s.client, headers)
+        assert answer.status == 504
+        assert b"deadline had passed; not sent" in answer.body  # not an endpoint's timeout
+
+
 async def _connect(client: H2Connection, authority: str) -> H2Stream:
     stream = await client.open_stream([(":method", "CONNECT"), (":authority", authority)])
     raw = dict(await stream.response_headers())

@@ -106,3 +106,31 @@ def test_every_problem_is_reported_at_once() -> None:
     new += "\n[limits]\nlink_max_frame_size = 32768\n"
     plan = plan_reload(_config(GOOD), _config(new))
     assert sorted(p.path for p in plan.problems) == ["limits.link_max_frame_size", "site.name"]
+
+
+RULE = '\n[[service_traffic]]\nservice = "api"\n'
+
+
+def test_retries_and_breakers_alone_apply_live() -> None:
+    old = _config(GOOD + RULE + "[service_traffic.retries]\nmax_retries = 1\n")
+    new = _config(
+        GOOD
+        + RULE
+        + '[service_traffic.retries]\nmax_retries = 3\non = ["5xx"]\n'
+        + "[service_traffic.breakers]\nmax_requests = 10\n"
+    )
+    plan = plan_reload(old, new)
+    assert plan.problems == () and plan.changes == ("service_traffic",)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        RULE + 'lb = "least_request"\n',  # the local cluster holds the balancer
+        RULE + RULE,  # another rule: the order of rules is not only retries
+        '\n[[service_traffic]]\nservice = "db"\n',
+    ],
+)
+def test_any_other_service_traffic_change_needs_a_restart(changed: str) -> None:
+    plan = plan_reload(_config(GOOD + RULE), _config(GOOD + changed))
+    assert [p.path for p in plan.problems] == ["service_traffic"]

@@ -1,0 +1,127 @@
+"""The ``max_connections`` breaker: L4 tunnels and WebSocket flows open to a service in a site.
+
+Why a cluster wrapper: a flow holds its connection (a TCP connection to an endpoint, or a
+tunnel on a link) for as long as its owner keeps the stream, long after the router's walk
+returned.  So the count is taken when the flow is opened and given back when its stream is
+closed (its owner always closes it); over the ceiling the flow is refused at once with
+:class:`~gateway.cluster.breaker.BreakerOpen` (503 naming ``max_connections``), without
+dialling anything.  HTTP requests are counted by :mod:`gateway.router.retry` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+import trio
+
+from discovery.model import ServiceName
+from gateway.cluster.breaker import Breakers
+from gateway.config.resilience import BreakerConfig
+from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
+
+
+class FlowCluster(Protocol):
+    """What the router asks of a site's cluster (``gateway.router.route.Cluster``)."""
+
+    async def forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+    ) -> None: ...
+
+    async def open_l4(
+        self, ctx: CallContext, *, service: ServiceName
+    ) -> trio.abc.HalfCloseableStream: ...
+
+    async def open_websocket(
+        self, request: Request, ctx: CallContext, *, service: ServiceName
+    ) -> UpgradeResult: ...
+
+
+class HeldStream(trio.abc.HalfCloseableStream):
+    """A flow's stream that gives its breaker count back once, when it is closed."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+class BreakerCluster:
+    """``inner`` (one site's cluster) with its flows counted against ``max_connections``."""
+
+    __slots__ = ("breakers", "config_for", "inner", "site")
+
+    def __init__(
+        self,
+        inner: FlowCluster,
+        site: str,
+        breakers: Breakers,
+        config_for: Callable[[ServiceName], BreakerConfig],
+    ) -> None:
+        self.inner = inner
+        self.site = site
+        self.breakers = breakers
+        self.config_for = config_for
+
+    def _admit(self, service: ServiceName) -> Callable[[], None]:
+        self.breakers.admit(self.config_for(service), service, self.site, "connections")
+        return lambda: self.breakers.release(service, self.site, "connections")
+
+    async def forward(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        *,
+        service: ServiceName,
+    ) -> None:
+        await self.inner.forward(request, body, writer, ctx, service=service)
+
+    async def open_l4(
+        self, ctx: CallContext, *, service: ServiceName
+    ) -> trio.abc.HalfCloseableStream:
+        release = self._admit(service)
+        try:
+            stream = await self.inner.open_l4(ctx, service=service)
+        except BaseException:
+            release()
+            raise
+        return HeldStream(stream, release)
+
+    async def open_websocket(
+        self, request: Request, ctx: CallContext, *, service: ServiceName
+    ) -> UpgradeResult:
+        release = self._admit(service)
+        try:
+            result = await self.inner.open_websocket(request, ctx, service=service)
+        except BaseException:
+            release()
+            raise
+        return replace(result, stream=HeldStream(result.stream, release))

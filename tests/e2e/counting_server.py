@@ -1,0 +1,71 @@
+"""A real HTTP/1.1 endpoint that answers every request with one fixed status and keeps what
+it was sent (method, headers, body): the counter the retry and deadline tests read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class Seen:
+    """One request as the endpoint got it."""
+
+    method: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Counting:
+    status: int
+    name: str
+    seen: list[Seen] = field(default_factory=list)
+
+
+async def _connection(stream: trio.SocketStream, *, endpoint: Counting) -> None:
+    buffer = b""
+    with trio.move_on_after(30):  # hang guard: no test keeps a connection this long
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                if len(buffer) > MAX_HEAD:
+                    return
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method = lines[0].split(" ", 1)[0]
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = min(int(headers.get("content-length", "0")), MAX_BODY)
+            while len(buffer) < length:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            body, buffer = buffer[:length], buffer[length:]
+            endpoint.seen.append(Seen(method, headers, body))
+            reply = endpoint.name.encode()
+            await stream.send_all(
+                b"HTTP/1.1 %d Counted\r\ncontent-length: %d\r\n\r\n%s"
+                % (endpoint.status, len(reply), reply)
+            )
+
+
+async def serve_counting(
+    host: str, endpoint: Counting, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Listen on ``host`` (a free port) as ``endpoint``; ``task_status.started(port)``."""
+    listeners = await trio.open_tcp_listeners(0, host=host)
+    port: int = listeners[0].socket.getsockname()[1]
+    task_status.started(port)
+    await trio.serve_listeners(partial(_connection, endpoint=endpoint), listeners)
