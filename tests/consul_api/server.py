@@ -17,6 +17,8 @@ which follows HashiCorp's HTTP API documentation for the parts the source uses:
   ``true``); ``PUT /v1/agent/service/register`` and ``/v1/agent/service/deregister/:id`` on the
   agent's own node (which also runs the ``consul`` service and a passing ``serfHealth`` check);
   ``PUT /v1/agent/check/{pass,warn,fail}/:check_id``; ``GET /v1/status/leader``;
+* the KV store, ``GET``/``PUT``/``DELETE /v1/kv/:key`` with ``recurse``, ``keys``,
+  ``separator``, ``raw``, ``cas``, ``flags`` and blocking reads (:mod:`tests.consul_api.kv`);
 * ACLs (``acl_token`` set): the token comes from ``X-Consul-Token``, ``Authorization: Bearer``
   or ``?token=``.  An unknown token -> 403 ``ACL not found``.  No token means the anonymous
   token, which (default policy deny) sees *filtered* reads -- an empty result with
@@ -52,6 +54,7 @@ import h11
 import trio
 import trio.lowlevel
 
+from tests.consul_api.kv import KvApi
 from tests.consul_api.store import STATUSES, BadRequest, Store
 
 _MAX_BODY = 1024 * 1024
@@ -93,6 +96,13 @@ class _Reply(Exception):
         self.status, self.body = status, body
 
 
+class _KvAnswer(Exception):
+    """A whole KV answer (status, headers, body): a 404 there still carries X-Consul-Index."""
+
+    def __init__(self, answer: tuple[int, list[tuple[str, str]], bytes]) -> None:
+        self.answer = answer
+
+
 class ConsulApiServer:
     def __init__(
         self,
@@ -124,6 +134,7 @@ class ConsulApiServer:
         self.host, self.port = "127.0.0.1", 0
         self._nursery: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
+        self.kv = KvApi(self)  # /v1/kv/ (tests/consul_api/kv.py)
         self.store.register(
             {
                 "Node": node_name,
@@ -303,6 +314,8 @@ class ConsulApiServer:
                 result = await self._api(method, path, query, body, token, headers)
         except _Reply as reply:
             return reply.status, _TEXT, reply.body.encode()
+        except _KvAnswer as kv:
+            return kv.answer
         except BadRequest as err:
             return 400, _TEXT, str(err).encode()
         return 200, headers, result.encode()
@@ -349,6 +362,9 @@ class ConsulApiServer:
             raise _Reply(500, "No path to datacenter")
         if "filter" in params:
             raise _Reply(400, "filter expressions are not supported by this test server")
+        if path.startswith("/v1/kv/"):
+            full_view = self._acl(token, write=method != "GET")
+            raise _KvAnswer(await self.kv.respond(method, path[7:], params, body, full_view))
         if method == "GET" and path == "/v1/status/leader":
             return json.dumps(f"{self.node_address}:8300")
         if method == "GET" and path == "/v1/catalog/services":
