@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import gc
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,15 @@ from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.commands.catalog import catalog_json
+from gateway.config.fleet import fleet_consul
 from gateway.config.model import (
     AnnounceServiceConfig,
     GatewayConfig,
     LimitsConfig,
     ServicePortConfig,
 )
+from gateway.fleet.state import FleetState
+from gateway.fleet.watch import serve_fleet
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.listener.bind import start_listener
@@ -172,6 +176,8 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
     views.update(page_views())  # the overlay map page at "/" (docs/overlay-map.md)
     if reloader is not None:
         views["/config"] = reloader.status
+        if reloader.fleet is not None:
+            views["/fleet"] = reloader.fleet.status
     return views
 
 
@@ -463,8 +469,25 @@ async def serve_gateway(
                 gw.sources,
                 functools.partial(start_caller, nursery, gw),
             )
+        fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
+        if reloader is not None and fleet_source is not None:
+            reloader.fleet = FleetState("consul", config.fleet.prefix)
+            if gw.observer is not None:
+                gw.observer.registry.collector(reloader.fleet.gauges)
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)
         await start_callers(nursery, gw)
         admin_port = await start_admin(nursery, gw, reloader)
+        if reloader is not None and reloader.fleet is not None and fleet_source is not None:
+            # Last: each fleet version is applied to a gateway that is fully up.
+            await nursery.start(
+                functools.partial(
+                    serve_fleet,
+                    fleet_source,
+                    config.fleet,
+                    reloader.fleet,
+                    reloader.apply_fleet,
+                    wall_clock=time.time,
+                )
+            )
         task_status.started(GatewayPorts(ew_port, admin_port, reloader))

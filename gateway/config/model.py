@@ -19,6 +19,7 @@ from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
+from gateway.config.fleet import FleetConfig, fleet_problems
 from gateway.config.resilience import BreakerConfig, RetryConfig
 from overlay.federation.config import ExportConfig
 
@@ -459,6 +460,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
@@ -468,6 +470,7 @@ class GatewayConfig:
             self._peer_problems,
             self._export_problems,
             self._service_traffic_problems,
+            lambda: fleet_problems(self),
         )
 
     def _service_traffic_problems(self) -> list[tuple[str, str]]:

@@ -26,6 +26,9 @@ from foundation.errors import ConfigError
 from gateway.config.errors import ConfigInvalid, Problem
 from gateway.config.load import load_text, read_config_text
 from gateway.config.model import GatewayConfig, ServicePortConfig
+from gateway.fleet.document import FleetDocument
+from gateway.fleet.merge import load_with_fleet
+from gateway.fleet.state import FleetState
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.listener.h1 import h1_limits
 from gateway.reload.catalog import CatalogRunner
@@ -110,6 +113,8 @@ class ConfigReloader:
     wall_clock: Callable[[], float] = time.time
     applied_at: float = 0.0
     last: ReloadOutcome | None = None
+    #: The fleet document merged into the file on every reload (None: no ``[fleet]`` source).
+    fleet: FleetState | None = None
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
     def __post_init__(self) -> None:
@@ -123,7 +128,38 @@ class ConfigReloader:
             "version": self.version,
             "applied_at": _iso(self.applied_at),
             "last_reload": None if self.last is None else self.last.json(),
+            "fleet": None if self.fleet is None else self.fleet.status(),
         }
+
+    async def apply_fleet(self, doc: FleetDocument) -> ReloadOutcome:
+        """Apply fleet document ``doc`` merged with the site's own file, as a reload does;
+        rejected whole (the running version stays) when the merge is invalid here or needs a
+        restart.  The outcome is recorded in :attr:`fleet`."""
+        assert self.fleet is not None, "apply_fleet needs a [fleet] source"
+        async with self._lock:
+            outcome = await self._reload(f"fleet version {doc.version}", doc)
+        self.last = outcome
+        if outcome.result == "rejected":
+            self.fleet.record_rejected(doc.version, outcome.problems, outcome.at)
+            log.warning(
+                "fleet version %s rejected; version %s keeps running",
+                doc.version,
+                self.fleet.version,
+            )
+        else:
+            self.fleet.record_applied(doc, outcome.at)
+            log.info("fleet version %s applied", doc.version)
+        return outcome
+
+    def _load(self, doc: FleetDocument | None) -> tuple[GatewayConfig, str]:
+        """The file (plus the fleet document, if any) decoded and validated; off the loop."""
+        if doc is None:
+            return load_versioned(self.path)
+        text = read_config_text(self.path)
+        base = self.path.parent.resolve()
+        return load_with_fleet(text, doc, base_dir=base, filename=str(self.path)), config_version(
+            text
+        )
 
     async def reload(self, trigger: str) -> ReloadOutcome:
         """Read, validate and (if valid and applicable) apply the config file; never raises
@@ -133,10 +169,12 @@ class ConfigReloader:
         self.last = outcome
         return outcome
 
-    async def _reload(self, trigger: str) -> ReloadOutcome:
+    async def _reload(self, trigger: str, fleet: FleetDocument | None = None) -> ReloadOutcome:
         now = self.wall_clock()
+        if fleet is None and self.fleet is not None:
+            fleet = self.fleet.document  # a file reload keeps the fleet resources that run
         try:
-            config, version = await trio.to_thread.run_sync(load_versioned, self.path)
+            config, version = await trio.to_thread.run_sync(self._load, fleet)
         except ConfigInvalid as exc:
             return self._rejected(trigger, None, exc.problems, now)
         plan = plan_reload(self.gw.config, config)

@@ -1,0 +1,1 @@
+"""Fleet-wide settings pushed from one authority to every site (docs/fleet.md)."""
