@@ -471,7 +471,7 @@ async def serve_gateway(
             )
         fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
         if reloader is not None and fleet_source is not None:
-            reloader.fleet = FleetState("consul", config.fleet.prefix)
+            reloader.fleet = FleetState("consul", config.fleet.prefix, config.site.name)
             if gw.observer is not None:
                 gw.observer.registry.collector(reloader.fleet.gauges)
         await start_background(nursery, gw, bundles)

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.config",
     "gateway.commands.reload",
     "gateway.commands.status",
+    "gateway.commands.fleet",
     "gateway.commands.explain",
     "gateway.commands.ca",
     "gateway.commands.catalog",

@@ -37,6 +37,15 @@ def register(sub: Any) -> None:
     )
     add_admin_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument(
+        "--fleet",
+        nargs="*",
+        metavar="ADMIN_URL",
+        help="list the sites whose fleet version differs, and why (docs/fleet.md)",
+    )
+    parser.add_argument("--consul", metavar="URL", help="with --fleet: the fleet authority")
+    parser.add_argument("--token-file", type=Path, help="with --consul: its ACL token file")
+    parser.add_argument("--prefix", help="with --consul: the fleet KV prefix")
     parser.set_defaults(func=_status)
 
 
@@ -66,6 +75,10 @@ def _status(args: argparse.Namespace) -> int:
     url = admin_base(args, "status")
     if url is None:
         return EXIT_USAGE
+    if args.fleet is not None:
+        from gateway.commands import fleet_status
+
+        return fleet_status.main(args, url)
     docs: dict[str, Any] = {}
     try:
         for path in PATHS:

@@ -59,13 +59,21 @@ class ConsulKv:
         if code == 404:
             return received, None
         try:
-            doc = json.loads(body)
-            entry = doc[0]
-            raw = entry.get("Value")
-            value = base64.b64decode(raw, validate=True) if raw else b""
-            return received, KvEntry(str(entry["Key"]), value, int(entry["ModifyIndex"]))
+            return received, _entry(json.loads(body)[0])
         except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error) as err:
             raise ConsulMalformedResponse(f"GET /v1/kv/{key}: {type(err).__name__}") from None
+
+    async def entries(self, prefix: str) -> list[KvEntry]:
+        """Every entry under ``prefix`` (``?recurse``), sorted by key; empty when none."""
+        code, _, body = await self._call("GET", prefix, [("recurse", "")], b"")
+        if code == 404:
+            return []
+        try:
+            return [_entry(item) for item in json.loads(body)]
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as err:
+            raise ConsulMalformedResponse(
+                f"GET /v1/kv/{prefix}?recurse: {type(err).__name__}"
+            ) from None
 
     async def keys(self, prefix: str) -> list[str]:
         """The keys under ``prefix`` (empty when none)."""
@@ -120,6 +128,13 @@ class ConsulKv:
         if answer.code >= 400 and not (answer.code == 404 and method == "GET"):
             raise status_error(answer.code, method, path, answer.body)
         return answer.code, answer.headers, answer.body
+
+
+def _entry(item: Any) -> KvEntry:
+    """One documented KV entry: ``Key``, ``ModifyIndex``, ``Value`` (base64 or null)."""
+    raw = item.get("Value")
+    value = base64.b64decode(raw, validate=True) if raw else b""
+    return KvEntry(str(item["Key"]), value, int(item["ModifyIndex"]))
 
 
 async def read_token(config: ConsulSourceConfig) -> str | None:

@@ -53,6 +53,7 @@ class Rejection:
 class FleetState:
     source: str
     prefix: str
+    site: str = ""
     document: FleetDocument = EMPTY
     applied_at: float | None = None  # None: no version applied yet
     latest: str | None = None  # the version last read from the authority
@@ -92,6 +93,7 @@ class FleetState:
     def status(self) -> dict[str, Any]:
         """The ``/fleet`` admin view."""
         return {
+            "site": self.site,
             "source": self.source,
             "prefix": self.prefix,
             "version": self.version,
