@@ -51,6 +51,7 @@ from gateway.config.model import (
     LimitsConfig,
     ServicePortConfig,
 )
+from gateway.fleet.document import FleetDocument
 from gateway.fleet.state import FleetState
 from gateway.fleet.watch import serve_fleet
 from gateway.http.caller_headers import CallerHeaderRules
@@ -449,12 +450,14 @@ async def serve_gateway(
     *,
     config_path: Path | None = None,
     version: str | None = None,
+    fleet: FleetDocument | None = None,
     task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway described by ``config`` until cancelled: build, then start in order.
 
     With ``config_path`` (the file ``config`` came from, and its ``version``), the gateway can
     reload it: ``GatewayPorts.reloader`` and the admin API's ``POST /config/reload``.
+    ``fleet`` is the fleet document already merged into ``config`` (read at start).
     """
     identity, bundles = await load_identity(config)
     gw = build_gateway(config, identity)
@@ -472,6 +475,9 @@ async def serve_gateway(
         fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
         if reloader is not None and fleet_source is not None:
             reloader.fleet = FleetState("consul", config.fleet.prefix, config.site.name)
+            if fleet is not None:
+                reloader.fleet.record_read(fleet.version)
+                reloader.fleet.record_applied(fleet, time.time())
             if gw.observer is not None:
                 gw.observer.registry.collector(reloader.fleet.gauges)
         await start_background(nursery, gw, bundles)

@@ -8,7 +8,8 @@ written: its structure and each resource's spec, and -- with ``--check-site CONF
 as wanted -- the result merged into each of those sites' own files.  The sites validate again
 when they read it (they know their own file); a version one of them rejects is reported by
 ``isthmus status --fleet``.  Exit codes: 0 done (or nothing to do), 1 the authority
-unreachable, 2 invalid input, 3 refused (a concurrent apply changed the document first).
+unreachable, 2 invalid input, 3 refused (a concurrent apply changed the document first, or
+the authority's ACLs deny the token).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import trio
 
 from discovery.sources.config import ConsulSourceConfig
-from discovery.sources.consul_parse import ConsulError
+from discovery.sources.consul_parse import ConsulAclDenied, ConsulError
 from foundation.redact import remember_secret
 from gateway.config.errors import ConfigInvalid
 from gateway.config.fleet import FleetConfig, fleet_consul
@@ -46,7 +47,7 @@ from gateway.fleet.document import (
 )
 from gateway.fleet.merge import load_with_fleet
 
-EXIT_OK, EXIT_UNREACHABLE, EXIT_INVALID, EXIT_CONFLICT = 0, 1, 2, 3
+EXIT_OK, EXIT_UNREACHABLE, EXIT_INVALID, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_CONSUL = "http://127.0.0.1:8500"
 
 
@@ -125,10 +126,13 @@ def _run(
         return trio.run(main)
     except Conflict as exc:
         print(f"isthmus {command}: refused: {exc}", file=sys.stderr)
-        return EXIT_CONFLICT
+        return EXIT_REFUSED
     except AuthorityError as exc:
         print(f"isthmus {command}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except ConsulAclDenied as exc:
+        print(f"isthmus {command}: refused by the authority (ACL token): {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except ConsulError as exc:
         print(f"isthmus {command}: the authority at {source.address}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -51,13 +51,13 @@ async def _read_current(source: ConsulSourceConfig, prefix: str) -> Current:
 
 
 def fetch(urls: list[str]) -> dict[str, Any]:
-    """Each admin URL's ``/fleet`` view, or ``{"error": why}``."""
+    """Each admin URL's ``/fleet`` view, or ``{"admin_unreachable": why}``."""
     out: dict[str, Any] = {}
     for url in urls:
         try:
             out[url] = get_json(url.rstrip("/") + "/fleet", timeout=TIMEOUT_S)
         except AdminError as exc:
-            out[url] = {"error": str(exc)}
+            out[url] = {"admin_unreachable": str(exc)}
     return out
 
 
@@ -71,8 +71,9 @@ def assess(views: dict[str, Any], expected: str | None) -> dict[str, Any]:
         expected = Counter(read).most_common(1)[0][0] if read else None
     rows = []
     for url, view in views.items():
-        if "error" in view:
-            rows.append(_row(url, "?", None, "unreachable", view["error"], True))
+        if "admin_unreachable" in view:
+            why = f"admin API: {view['admin_unreachable']}"
+            rows.append(_row(url, "?", None, "unreachable", why, True))
             continue
         version, state = view.get("version"), str(view.get("state", "pending"))
         why = ""

@@ -17,6 +17,7 @@ from foundation.errors import ConfigError, IdentityError, IsthmusError
 from foundation.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
+from gateway.fleet.startup import start_config
 from gateway.logs import LogSpec, parse_log_spec, setup_logging
 from gateway.reload.apply import ConfigReloader, load_versioned
 
@@ -98,8 +99,11 @@ async def _main(config: Any, path: Path, version: str) -> None:
     (the default action of SIGHUP)."""
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            config, fleet = await start_config(config, path)  # docs/fleet.md
             ports = await nursery.start(
-                functools.partial(serve_gateway, config, config_path=path, version=version)
+                functools.partial(
+                    serve_gateway, config, config_path=path, version=version, fleet=fleet
+                )
             )
             async for signum in signals:
                 if signum == signal.SIGHUP:

@@ -1,0 +1,69 @@
+"""The fleet document read once before a gateway starts.
+
+Why: a gateway that starts on its own file alone and applies the fleet document later would
+have to apply it as a reload -- and a reload cannot add what needs a restart (a new
+``[[service_traffic]]`` rule), so a restarted site could never run such a version again.
+Reading it first makes a restart start on the same config the site ran.  Bounded: when
+Consul does not answer in time, or the version is invalid for this site, the gateway starts
+on its own file (logged) and the watch catches up or reports the rejection.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from discovery.sources.consul_parse import ConsulConfigError, ConsulError
+from gateway.config.errors import ConfigInvalid
+from gateway.config.fleet import fleet_consul
+from gateway.config.load import read_config_text
+from gateway.config.model import GatewayConfig
+from gateway.fleet.authority import read_current
+from gateway.fleet.consul_kv import open_kv
+from gateway.fleet.document import FleetDocument
+from gateway.fleet.merge import load_with_fleet
+
+log = logging.getLogger("isthmus.fleet")
+
+
+async def start_config(
+    config: GatewayConfig, path: Path
+) -> tuple[GatewayConfig, FleetDocument | None]:
+    """``config`` merged with the current fleet document, and that document; ``config`` and
+    None when there is no ``[fleet]`` source or the document cannot be had or used now."""
+    source = fleet_consul(config) if config.fleet.source == "consul" else None
+    if source is None:
+        return config, None
+    timeout = source.connect_timeout_s + source.request_margin_s
+    try:
+        with trio.fail_after(timeout):
+            current = await read_current(await open_kv(source), config.fleet.prefix)
+    except (ConsulError, ConsulConfigError, trio.TooSlowError) as err:
+        log.warning(
+            "fleet: cannot read the fleet document at start (%s); starting on %s",
+            err or "timeout",
+            path,
+        )
+        return config, None
+    if current.problems:
+        log.warning("fleet: the current document is unusable: %s", " ".join(current.problems))
+        return config, None
+    if current.modify_index == 0:
+        return config, current.document
+    try:
+        text = await trio.to_thread.run_sync(read_config_text, path)
+        merged = load_with_fleet(
+            text, current.document, base_dir=path.parent.resolve(), filename=str(path)
+        )
+    except ConfigInvalid as exc:
+        log.warning(
+            "fleet version %s is invalid for this site; starting on %s:\n%s",
+            current.document.version,
+            path,
+            exc.report(),
+        )
+        return config, None
+    log.info("fleet version %s read at start", current.document.version)
+    return merged, current.document
