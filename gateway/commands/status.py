@@ -91,5 +91,18 @@ def _status(args: argparse.Namespace) -> int:
     except (AttributeError, TypeError, KeyError) as exc:
         print(f"isthmus status: {url} answered something unexpected: {exc!r}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    fleet = _fleet_view(url)  # None: this gateway has no [fleet] source
+    if fleet is not None:
+        status["fleet"] = fleet
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else render(status))
+    if fleet is not None and not args.json:
+        print(f"fleet: version {fleet.get('version') or '-'} ({fleet.get('state')})")
     return EXIT_OK if status["healthy"] else EXIT_DEGRADED
+
+
+def _fleet_view(url: str) -> Any:
+    """The gateway's ``/fleet`` view, or None when it has none (or does not answer it)."""
+    try:
+        return get_json(url + "/fleet", timeout=TIMEOUT_S)
+    except AdminError:
+        return None

@@ -1,0 +1,57 @@
+"""``isthmus status --fleet``: which sites differ from the expected version, and why (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.commands.fleet_status import EXIT_DIFFERS, EXIT_OK, EXIT_UNREACHABLE, assess, exit_code
+
+
+def _view(site: str, version: str | None, state: str, **extra: Any) -> dict[str, Any]:
+    # The shape of FleetState.status(): "error" is always present (None when reads succeed).
+    view = {"site": site, "version": version, "latest": version, "state": state, "error": None}
+    view["rejected"] = None
+    view.update(extra)
+    return view
+
+
+def test_every_site_on_the_expected_version() -> None:
+    status = assess({"u1": _view("a", "v2", "current"), "u2": _view("b", "v2", "current")}, "v2")
+    assert status["consistent"] and exit_code(status) == EXIT_OK
+    assert [r["state"] for r in status["sites"]] == ["current", "current"]
+
+
+def test_rejected_unreachable_and_pending_sites_are_listed_with_why() -> None:
+    rejected = {
+        "version": "v3",
+        "problems": [{"path": "fleet.resources[0].spec.peers[0]", "message": "no peer"}],
+    }
+    views = {
+        "u1": _view("a", "v2", "rejected", latest="v3", rejected=rejected),
+        "u2": _view("b", "v2", "unreachable", error="ConsulUnavailable: down"),
+        "u3": _view("c", "v2", "current"),  # has not read v3 yet
+        "u4": {"admin_unreachable": "cannot reach"},
+        "u5": _view("d", "v3", "current", latest="v3"),
+    }
+    status = assess(views, "v3")
+    rows = {r["url"]: r for r in status["sites"]}
+    assert (
+        rows["u1"]["state"] == "rejected"
+        and "fleet.resources[0].spec.peers[0]" in rows["u1"]["why"]
+    )
+    assert rows["u2"]["state"] == "unreachable" and "down" in rows["u2"]["why"]
+    assert rows["u3"]["state"] == "pending"
+    assert rows["u4"]["state"] == "unreachable" and rows["u4"]["site"] == "?"
+    assert not rows["u5"]["differs"] and rows["u1"]["differs"]
+    assert exit_code(status) == EXIT_DIFFERS
+
+
+def test_without_an_authority_the_most_read_version_is_expected() -> None:
+    views = {
+        "u1": _view("a", "v2", "current"),
+        "u2": _view("b", "v2", "current"),
+        "u3": _view("c", "v1", "current", latest="v1"),
+    }
+    status = assess(views, None)
+    assert status["expected"] == "v2" and exit_code(status) == EXIT_DIFFERS
+    assert exit_code(assess({"u": {"admin_unreachable": "x"}}, None)) == EXIT_UNREACHABLE
