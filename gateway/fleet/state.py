@@ -98,6 +98,7 @@ class FleetState:
             "prefix": self.prefix,
             "version": self.version,
             "applied_at": _iso(self.applied_at),
+            "applied_unix": self.applied_at,  # wall clock, for measuring push latency
             "latest": self.latest,
             "state": self.state,
             "resources": [f"{r.kind}/{r.name}" for r in self.document.resources],
