@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,7 +47,7 @@ def _doc(n: int) -> str:
     )
 
 
-def _patch(url: str):  # type: ignore[no-untyped-def]
+def _patch(url: str) -> Callable[[str, str], str]:
     def patch(site: str, text: str) -> str:
         return text + (
             f'\n[[sources]]\nkind = "consul"\nname = "consul"\naddress = "{url}"\n'
