@@ -163,3 +163,20 @@ def test_diff_names_each_resource() -> None:
         ("changed", "service_traffic", "api-retries"),
     ]
     assert diff(old, old) == []
+
+
+def test_fleet_section_is_validated_with_its_paths() -> None:
+    from gateway.config.load import load_text
+
+    base = Path("/etc/isthmus")
+    with pytest.raises(ConfigInvalid) as err:
+        load_text(GOOD + '\n[fleet]\nsource = "consul"\nprefix = "/bad/"\n', base_dir=base)
+    assert {p.path for p in err.value.problems} == {"fleet.prefix", "fleet.source"}
+    consul = '\n[[sources]]\nkind = "consul"\nname = "c"\n'
+    with pytest.raises(ConfigInvalid) as err:
+        load_text(
+            GOOD + consul + '\n[fleet]\nsource = "consul"\nconsul_source = "x"\n', base_dir=base
+        )
+    assert [p.path for p in err.value.problems] == ["fleet.consul_source"]
+    config = load_text(GOOD + consul + '\n[fleet]\nsource = "consul"\n', base_dir=base)
+    assert config.fleet.prefix == "isthmus/fleet"
