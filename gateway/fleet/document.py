@@ -205,13 +205,14 @@ def load_document_text(text: str, *, filename: str = "") -> FleetDocument:
 def diff(old: FleetDocument, new: FleetDocument) -> list[tuple[Change, str, str]]:
     """Per resource: (added | removed | changed, kind, name), in canonical order."""
     out: list[tuple[Change, str, str]] = []
-    keys = sorted({(r.kind, r.name) for r in (*old.resources, *new.resources)})
-    for kind, name in keys:
-        a, b = old.get(kind, name), new.get(kind, name)
+    before = {(r.kind, r.name): r for r in old.resources}
+    after = {(r.kind, r.name): r for r in new.resources}
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key), after.get(key)
         if a is None:
-            out.append(("added", kind, name))
+            out.append(("added", *key))
         elif b is None:
-            out.append(("removed", kind, name))
+            out.append(("removed", *key))
         elif a != b:
-            out.append(("changed", kind, name))
+            out.append(("changed", *key))
     return out
