@@ -155,7 +155,12 @@ class FleetWatch:
             return
         if doc.version == self.state.version:
             return
-        await self.apply(doc)
+        try:
+            await self.apply(doc)
+        except Exception:  # a bug costs this version only, never the gateway (as SIGHUP)
+            log.exception("fleet version %s: applying it failed", doc.version)
+            problem = Problem("fleet", "applying it failed (see the gateway's log)")
+            self.state.record_rejected(doc.version, (problem,), self.wall_clock())
 
     async def _failed(self, err: ConsulError, attempt: int) -> None:
         reason = f"{type(err).__name__}: {err}"[:_REASON_CHARS]

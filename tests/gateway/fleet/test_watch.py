@@ -160,3 +160,26 @@ async def test_writes_need_the_token(server: ConsulApiServer) -> None:
 
     with pytest.raises(ConsulAclDenied):
         await write(anonymous, PREFIX, _doc(1), await read_current(await _kv(server), PREFIX))
+
+
+async def test_a_failing_apply_costs_that_version_only(server: ConsulApiServer) -> None:
+    kv = await _kv(server)
+    state = FleetState("consul", PREFIX)
+    calls: list[FleetDocument] = []
+
+    async def broken(doc: FleetDocument) -> None:
+        calls.append(doc)
+        if doc == _doc(1):
+            raise RuntimeError("a bug")
+        state.record_applied(doc, time.time())
+
+    watch = FleetWatch(kv, FleetConfig(source="consul"), state, broken, wall_clock=time.time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch.run)
+        await _until(lambda: state.version == EMPTY.version)
+        await write(kv, PREFIX, _doc(1), await read_current(kv, PREFIX))
+        await _until(lambda: state.rejected is not None)
+        assert state.state == "rejected" and state.version == EMPTY.version
+        await write(kv, PREFIX, _doc(2), await read_current(kv, PREFIX))
+        await _until(lambda: state.version == _doc(2).version)
+        nursery.cancel_scope.cancel()
