@@ -61,6 +61,9 @@ class FleetState:
     rejected_total: int = 0
     error: str | None = None
     applied_total: int = 0
+    #: The latest version read, when this site rejected it after decoding it (the merge with
+    #: its file was invalid or needs a restart): a file reload tries it again.
+    waiting: FleetDocument | None = None
 
     @property
     def version(self) -> str | None:
@@ -80,12 +83,19 @@ class FleetState:
         self.latest, self.error = version, None
 
     def record_applied(self, doc: FleetDocument, now: float) -> None:
-        self.document, self.applied_at = doc, now
+        self.document, self.applied_at, self.waiting = doc, now, None
         self.applied_total += 1
 
-    def record_rejected(self, version: str, problems: tuple[Problem, ...], now: float) -> None:
+    def record_rejected(
+        self,
+        version: str,
+        problems: tuple[Problem, ...],
+        now: float,
+        doc: FleetDocument | None = None,
+    ) -> None:
         self.rejected = Rejection(version, problems, now)
         self.rejected_total += 1
+        self.waiting = doc
 
     def record_error(self, reason: str) -> None:
         self.error = reason

@@ -140,7 +140,7 @@ class ConfigReloader:
             outcome = await self._reload(f"fleet version {doc.version}", doc)
         self.last = outcome
         if outcome.result == "rejected":
-            self.fleet.record_rejected(doc.version, outcome.problems, outcome.at)
+            self.fleet.record_rejected(doc.version, outcome.problems, outcome.at, doc)
             log.warning(
                 "fleet version %s rejected; version %s keeps running",
                 doc.version,
@@ -165,9 +165,27 @@ class ConfigReloader:
         """Read, validate and (if valid and applicable) apply the config file; never raises
         for a bad file -- the outcome says what happened."""
         async with self._lock:
-            outcome = await self._reload(trigger)
+            outcome = await self._with_waiting_fleet(trigger)
+            if outcome is None:
+                outcome = await self._reload(trigger)
         self.last = outcome
         return outcome
+
+    async def _with_waiting_fleet(self, trigger: str) -> ReloadOutcome | None:
+        """A file reload first tries the latest fleet version this site rejected: the file
+        may have been changed to let it in (a peer an export names).  None: still rejected."""
+        waiting = None if self.fleet is None else self.fleet.waiting
+        if self.fleet is None or waiting is None:
+            return None
+        attempt = await self._reload(f"{trigger}, with fleet version {waiting.version}", waiting)
+        if attempt.result == "rejected":
+            log.info(
+                "fleet version %s still does not fit; reloading the file alone", waiting.version
+            )
+            return None
+        self.fleet.record_applied(waiting, attempt.at)
+        log.info("fleet version %s applied with the reloaded file", waiting.version)
+        return attempt
 
     async def _reload(self, trigger: str, fleet: FleetDocument | None = None) -> ReloadOutcome:
         now = self.wall_clock()

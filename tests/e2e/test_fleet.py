@@ -42,6 +42,15 @@ BAD_FOR_SITES = (
     + '\n[[resources]]\nkind = "exports"\nname = "x"\n[resources.spec]\npeers = ["nowhere"]\n'
 )
 
+NOWHERE_PEER = """
+[[peers]]
+name = "nowhere"
+address = "127.0.0.1"
+port = 9
+spiffe_id = "spiffe://nowhere.e2e.test/isthmus/gateway/nowhere"
+dial = false
+"""
+
 
 def _patch(url: str) -> Any:
     def patch(site: str, text: str) -> str:
@@ -164,6 +173,18 @@ async def test_fleet_apply_reject_rollback_catch_up(tmp_path: Path) -> None:
             "c": "rejected",
         }
         assert all("no peer is named 'nowhere'" in r["why"] for r in report["sites"])
+
+        # Site a changes its own file to let v3 in (it gets the peer v3 names): its file
+        # reload applies v3 there; b and c still reject it.
+        config_a = ov.built["a"].config_path
+        await trio.Path(config_a).write_text(
+            await trio.Path(config_a).read_text("utf-8") + NOWHERE_PEER, "utf-8"
+        )
+        reloaded = await cli("reload", str(config_a))
+        assert reloaded.returncode == 0, reloaded.stderr
+        view = await ov.get("a", "/fleet")
+        assert view["version"] == v3 and view["state"] == "current", view
+        assert (await ov.get("b", "/fleet"))["state"] == "rejected"
 
         # A document that is invalid on its own never reaches the authority.
         doc.write_text(ALLOW_ALL.replace("allow_sites", "allow_sitez"), "utf-8")
