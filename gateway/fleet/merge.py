@@ -72,7 +72,7 @@ def load_with_fleet(
         for path, message in decoder.problems:
             moved = fleet_path(path, owners)
             if moved is not None:
-                problems.append(Problem(moved, message))
+                problems.append(Problem(moved, _named(moved, message, doc)))
             else:
                 problems.append(Problem(path, message, find_line(index, path)))
         problems.sort(key=lambda p: (p.line or 0, p.path))
@@ -87,4 +87,18 @@ def warnings_with_fleet(config: GatewayConfig, doc: FleetDocument) -> list[tuple
         mine = tuple(i for i, r in doc.for_site(config.site.name) if r.kind == kind)
         if mine:
             owners[kind] = (len(getattr(config, kind)) - len(mine), mine)
-    return [(fleet_path(p, owners) or p, m) for p, m in config.warnings()]
+    out = []
+    for path, message in config.warnings():
+        moved = fleet_path(path, owners)
+        out.append((path, message) if moved is None else (moved, _named(moved, message, doc)))
+    return out
+
+
+def _named(path: str, message: str, doc: FleetDocument) -> str:
+    """``message`` naming the resource of ``path`` (its index is the canonical one, which
+    may differ from its place in the file an operator applied)."""
+    match = re.match(r"^fleet\.resources\[(\d+)\]", path)
+    if match is None:
+        return message
+    resource = doc.resources[int(match.group(1))]
+    return f"{message} (resource {resource.kind}/{resource.name})"

@@ -124,7 +124,7 @@ def test_local_tables_come_first_and_keep_their_paths() -> None:
     merged = load_with_fleet(text, warn, base_dir=Path("/etc/isthmus"))
     assert (
         "fleet.resources[0].spec.allow_sites[0]",
-        "no peer is named 'x': this entry allows nobody",
+        "no peer is named 'x': this entry allows nobody (resource policies/p)",
     ) in warnings_with_fleet(merged, warn)
 
 
