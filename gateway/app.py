@@ -74,6 +74,7 @@ from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
 from gateway.upstream.pool import UpstreamPool
+from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity
@@ -130,6 +131,8 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
         h2_limits=H2Limits(
             max_concurrent_streams=lim.link_max_concurrent_streams,
             stream_window=lim.link_stream_window,
+            stream_window_max=lim.link_stream_window_max,
+            window_budget=BufferBudget(lim.buffer_budget),  # one per gateway: all its links
             connection_window=lim.link_connection_window,
             max_header_list_size=lim.h2_max_header_list_bytes,
             max_frame_size=lim.link_max_frame_size,

@@ -1,0 +1,69 @@
+"""One stream's receive window: the window policy's state, the clock and the budget together.
+
+Why apart from ``H2Stream``: the stream only says what happened to its bytes (arrived,
+consumed, ended, gone) and sends the credit it is told to; the decisions are
+``window_policy.py``'s (pure) and the accounting the budget's.  Nothing here knows which
+HTTP/2 engine is underneath: whatever delivers DATA and sends WINDOW_UPDATE can use it.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from overlay.h2.buffer_budget import BufferBudget
+from overlay.h2.window_policy import (
+    Step,
+    WindowSettings,
+    WindowState,
+    on_close,
+    on_consume,
+    on_end,
+    on_receive,
+    start,
+)
+
+#: Growth is never limited without a budget (fixed windows never grow anyway).
+UNLIMITED = 1 << 62
+
+
+class ReceiveWindow:
+    __slots__ = ("_budget", "_settings", "_state")
+
+    def __init__(self, settings: WindowSettings, budget: BufferBudget | None) -> None:
+        self._settings = settings
+        self._budget = budget
+        self._state = start(settings, trio.current_time())
+        if budget is not None:
+            budget.take(settings.initial)
+
+    @property
+    def state(self) -> WindowState:
+        return self._state
+
+    def received(self, nbytes: int) -> None:
+        self._state = on_receive(self._state, self._settings, nbytes, trio.current_time())
+
+    def consumed(self, nbytes: int) -> int:
+        """The consumer took ``nbytes``: the credit to send the peer now (0: none)."""
+        budget = self._budget
+        available = UNLIMITED if budget is None else budget.available()
+        step = on_consume(self._state, self._settings, nbytes, trio.current_time(), available)
+        self._apply(step)
+        return step.credit
+
+    def ended(self) -> None:
+        self._apply(on_end(self._state))
+
+    def closed(self) -> None:
+        self._apply(on_close(self._state))
+
+    def _apply(self, step: Step) -> None:
+        self._state = step.state
+        budget = self._budget
+        if budget is not None:
+            if step.take:
+                budget.take(step.take)
+            if step.give_back:
+                budget.give_back(step.give_back)
+            if step.refused:
+                budget.note_refused()
