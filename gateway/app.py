@@ -59,6 +59,7 @@ from gateway.listener.sni import serve_sni_listener
 from gateway.observe.access_log import AccessLog
 from gateway.observe.observer import Observer
 from gateway.observe.state_gauges import (
+    buffer_budget_gauges,
     catalog_gauges,
     identity_gauges,
     import_gauges,
@@ -198,6 +199,8 @@ def observer_for(
     registry.collector(lambda: import_gauges(peering.imports.latest, trio.current_time()))
     registry.collector(lambda: catalog_gauges(catalog.latest, trio.current_time()))
     registry.collector(lambda: identity_gauges(peering.identity.state, dt.datetime.now(dt.UTC)))
+    budget = peering.settings.h2_limits.window_budget if peering.settings.h2_limits else None
+    registry.collector(lambda: buffer_budget_gauges(budget))
     return observer
 
 
