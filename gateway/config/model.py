@@ -437,12 +437,12 @@ class LimitsConfig:
     link_max_frame_size: int = field(default=64 * 1024, metadata={"min": 16384, "max": 16777215})
     # Stream slots of one link: a link carries a whole site's cross-site traffic (every
     # caller's requests and tunnels), so it has far more slots than one caller's connection.
-    # Each holds at most ``link_stream_window`` of buffered data.
+    # Each holds at most ``link_stream_window_max`` of buffered data.
     link_max_concurrent_streams: int = field(default=1000, metadata={"min": 1, "max": 2**31 - 1})
     # One caller's share (its SPIFFE ID, else the address it connects from) of the streams
     # towards one peer site, across that peer's links: over it, a new stream waits up to
     # ``link_caller_wait_s`` for one of the caller's own to end, then gets a 503.  With it, a
-    # caller buffers at most this many ``link_stream_window``s per peer.
+    # caller buffers at most this many ``link_stream_window_max``s per peer.
     link_caller_max_streams: int = field(default=100, metadata={"min": 1, "max": 2**31 - 1})
     link_caller_wait_s: float = field(default=1.0, metadata={"min": 0.0, "max": 60.0})
     link_outbound_buffer: int = field(default=1024 * 1024, metadata={"min": 16384})
