@@ -27,24 +27,34 @@ UNLIMITED = 1 << 62
 
 
 class ReceiveWindow:
-    __slots__ = ("_budget", "_settings", "_state")
+    """Arrivals are only added up here (this runs for every DATA frame) and handed to the
+    policy, as one receipt at the time of the first, before the next read, end or close:
+    nothing looks at the policy's state in between."""
+
+    __slots__ = ("_arrived", "_budget", "_first_arrival", "_settings", "_state")
 
     def __init__(self, settings: WindowSettings, budget: BufferBudget | None) -> None:
         self._settings = settings
         self._budget = budget
         self._state = start(settings, trio.current_time())
+        self._arrived = 0
+        self._first_arrival = 0.0
         if budget is not None:
             budget.take(settings.initial)
 
     @property
     def state(self) -> WindowState:
+        self._settle()
         return self._state
 
     def received(self, nbytes: int) -> None:
-        self._state = on_receive(self._state, self._settings, nbytes, trio.current_time())
+        if not self._arrived:
+            self._first_arrival = trio.current_time()
+        self._arrived += nbytes
 
     def consumed(self, nbytes: int) -> int:
         """The consumer took ``nbytes``: the credit to send the peer now (0: none)."""
+        self._settle()
         budget = self._budget
         available = UNLIMITED if budget is None else budget.available()
         step = on_consume(self._state, self._settings, nbytes, trio.current_time(), available)
@@ -52,10 +62,17 @@ class ReceiveWindow:
         return step.credit
 
     def ended(self) -> None:
+        self._settle()
         self._apply(on_end(self._state))
 
     def closed(self) -> None:
+        self._settle()
         self._apply(on_close(self._state))
+
+    def _settle(self) -> None:
+        if self._arrived:
+            arrived, self._arrived = self._arrived, 0
+            self._state = on_receive(self._state, self._settings, arrived, self._first_arrival)
 
     def _apply(self, step: Step) -> None:
         self._state = step.state

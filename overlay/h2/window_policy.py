@@ -41,7 +41,8 @@ the budget's ``reserved`` is always the sum of the windows of its streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Keeping up: at most ``window // KEEPING_UP_FRACTION`` left buffered after a read.
 KEEPING_UP_FRACTION = 4
@@ -68,8 +69,10 @@ class WindowSettings:
         return self.maximum > self.initial
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
+class WindowState(NamedTuple):
+    """Immutable like the house's frozen dataclasses, but a NamedTuple: one is built per read
+    of every tunnel's bulk data, and a NamedTuple is built about three times faster."""
+
     target: int
     window: int
     buffered: int = 0
@@ -85,10 +88,10 @@ class WindowState:
         return self.window - self.buffered - self.owed
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """The new state; ``credit`` to send the peer now (0: no WINDOW_UPDATE); bytes to
-    ``take`` from and ``give_back`` to the budget; whether growth was ``refused``."""
+    ``take`` from and ``give_back`` to the budget; whether growth was ``refused``.  (A
+    NamedTuple for the same reason as :class:`WindowState`.)"""
 
     state: WindowState
     credit: int = 0
@@ -105,15 +108,19 @@ def start(settings: WindowSettings, now: float) -> WindowState:
 
 def _after_idle(s: WindowState, settings: WindowSettings, now: float) -> WindowState:
     if s.target > settings.initial and now - s.last_active >= settings.idle_after:
-        return replace(s, target=settings.initial, epoch_start=None, epoch_bytes=0)
+        return s._replace(target=settings.initial, epoch_start=None, epoch_bytes=0)
     return s
 
 
 def on_receive(s: WindowState, settings: WindowSettings, nbytes: int, now: float) -> WindowState:
-    """``nbytes`` of DATA arrived into the stream's buffer."""
+    """``nbytes`` of DATA arrived into the stream's buffer (the first of them at ``now``: an
+    adapter may add up the arrivals between two reads and apply them at once)."""
     s = _after_idle(s, settings, now)
     start = now if s.epoch_start is None else s.epoch_start
-    return replace(s, buffered=s.buffered + nbytes, epoch_start=start, last_active=now)
+    # Built directly, not with ``dataclasses.replace``: this runs for every DATA frame.
+    return WindowState(
+        s.target, s.window, s.buffered + nbytes, s.owed, start, s.epoch_bytes, now, s.ended
+    )
 
 
 def on_consume(
@@ -124,7 +131,7 @@ def on_consume(
     buffered = s.buffered - nbytes
     if s.ended:  # no more credit: the window is what is still buffered
         give_back = min(nbytes, s.window)
-        state = replace(s, buffered=buffered, window=s.window - give_back, last_active=now)
+        state = WindowState(s.target, s.window - give_back, buffered, s.owed, None, 0, now, s.ended)
         return Step(state, give_back=give_back)
     owed = s.owed + nbytes
     target, refused = s.target, False
@@ -158,10 +165,10 @@ def on_end(s: WindowState) -> Step:
     if s.ended:
         return Step(s)
     window = min(s.window, s.buffered)
-    state = replace(s, window=window, owed=0, ended=True)
+    state = s._replace(window=window, owed=0, ended=True)
     return Step(state, give_back=s.window - window)
 
 
 def on_close(s: WindowState) -> Step:
     """The stream is gone (closed, reset, connection lost): nothing stays promised."""
-    return Step(replace(s, window=0, buffered=0, owed=0, ended=True), give_back=s.window)
+    return Step(s._replace(window=0, buffered=0, owed=0, ended=True), give_back=s.window)
