@@ -22,8 +22,17 @@ from overlay.h2.window_policy import (
     start,
 )
 
-#: Growth is never limited without a budget (fixed windows never grow anyway).
+#: Growth is never limited without a budget.
 UNLIMITED = 1 << 62
+
+
+def receive_window(settings: WindowSettings, budget: BufferBudget | None) -> ReceiveWindow:
+    """The window of a new stream: adaptive (or counted against a budget) through the policy;
+    a fixed one without a budget (callers' connections) by :class:`FixedWindow`, which gives
+    the same credit at a fraction of the cost per read."""
+    if settings.adaptive or budget is not None:
+        return ReceiveWindow(settings, budget)
+    return FixedWindow(settings, budget)
 
 
 class ReceiveWindow:
@@ -84,3 +93,40 @@ class ReceiveWindow:
                 budget.give_back(step.give_back)
             if step.refused:
                 budget.note_refused()
+
+
+class FixedWindow(ReceiveWindow):
+    """A window that never grows and counts against no budget: consumed bytes go back once
+    they reach half the window (what the policy decides for such a window, without building
+    its state per read)."""
+
+    __slots__ = ("_ended", "_owed", "_size")
+
+    def __init__(self, settings: WindowSettings, budget: BufferBudget | None) -> None:
+        super().__init__(settings, None)
+        self._size = settings.initial
+        self._owed = 0
+        self._ended = False
+
+    def received(self, nbytes: int) -> None:
+        pass
+
+    def consumed(self, nbytes: int) -> int:
+        if self._ended:
+            return 0
+        owed = self._owed + nbytes
+        if owed >= self._size // 2:
+            self._owed = 0
+            return owed
+        self._owed = owed
+        return 0
+
+    def ended(self) -> None:
+        self._ended = True
+
+    def closed(self) -> None:
+        self._ended = True
+
+    @property
+    def state(self) -> WindowState:
+        return self._state._replace(owed=self._owed, ended=self._ended)

@@ -43,7 +43,7 @@ from foundation.errors import (
     UpstreamError,
 )
 from overlay.h2.limits import H2Limits
-from overlay.h2.receive_window import ReceiveWindow
+from overlay.h2.receive_window import receive_window
 
 #: Headers as they arrive: lowercase names and values as bytes, pseudo-headers first.
 HeaderList = list[tuple[bytes, bytes]]
@@ -179,7 +179,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._sending = False
         self._lot = trio.lowlevel.ParkingLot()
-        self._window = ReceiveWindow(owner.limits.window_settings, owner.limits.window_budget)
+        self._window = receive_window(owner.limits.window_settings, owner.limits.window_budget)
         # A client's request headers go out with the stream; a server must send its response
         # headers before any DATA (h2 would let it, and the peer would kill the connection).
         self._headers_sent = client_side

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlay.h2.buffer_budget import BufferBudget
+from overlay.h2.receive_window import FixedWindow, ReceiveWindow, receive_window
 from overlay.h2.window_policy import (
     Step,
     WindowSettings,
@@ -235,3 +236,20 @@ def test_growth_never_exceeds_the_budget_whatever_the_stream_count(
     for j in list(live):
         models[j].apply(on_close(models[j].s))
     assert budget.reserved == 0
+
+
+async def test_the_fixed_window_fast_path_credits_what_the_policy_would() -> None:
+    """Callers' connections (fixed windows, no budget) skip the policy's state per read; the
+    credit they give back must be the policy's to the byte."""
+    fixed_settings = WindowSettings(initial=64 * KIB, maximum=64 * KIB)
+    fast = receive_window(fixed_settings, None)
+    slow = ReceiveWindow(fixed_settings, None)
+    assert isinstance(fast, FixedWindow) and not isinstance(slow, FixedWindow)
+    sizes = [1, 100, 16 * KIB, 7, 32 * KIB, 32 * KIB - 1, 2, 64 * KIB, 5 * KIB, 30 * KIB] * 20
+    for n in sizes:
+        for w in (fast, slow):
+            w.received(n)
+        assert fast.consumed(n) == slow.consumed(n)
+    fast.ended()
+    slow.ended()
+    assert fast.consumed(10) == slow.consumed(10) == 0
