@@ -421,24 +421,37 @@ class LimitsConfig:
     send_timeout_s: float = field(default=30.0, metadata={"min": 0.01})
     # Links between gateways carry many tunnels of bulk data between trusted peers: larger
     # windows and frames than for callers (measured: 64 KiB windows cap a tunnel at ~60 MB/s
-    # on loopback, 1 MiB about doubles it).  Still bounded: at most the connection window of
-    # unread data per link.
-    link_stream_window: int = field(default=1024 * 1024, metadata={"min": 65535, "max": 2**31 - 1})
+    # on loopback, 1 MiB about doubles it).  A tunnel's window starts at ``link_stream_window``
+    # and grows (doubling) up to ``link_stream_window_max`` while its consumer keeps it full;
+    # back to the start when idle.  Still bounded: at most the connection window of unread
+    # data per link, and ``buffer_budget`` for all links' windows together.
+    link_stream_window: int = field(default=64 * 1024, metadata={"min": 65535, "max": 2**31 - 1})
+    link_stream_window_max: int = field(
+        default=1024 * 1024, metadata={"min": 65535, "max": 2**31 - 1}
+    )
+    # Bytes every tunnel's receive window may hold together, gateway-wide: past it, windows
+    # stay at ``link_stream_window`` (nothing fails; tunnels are only slower).
+    buffer_budget: int = field(default=256 * 1024 * 1024, metadata={"min": 0, "max": 2**48})
     link_connection_window: int = field(
         default=8 * 1024 * 1024, metadata={"min": 65535, "max": 2**31 - 1}
     )
     link_max_frame_size: int = field(default=64 * 1024, metadata={"min": 16384, "max": 16777215})
     # Stream slots of one link: a link carries a whole site's cross-site traffic (every
     # caller's requests and tunnels), so it has far more slots than one caller's connection.
-    # Each holds at most ``link_stream_window`` of buffered data.
+    # Each holds at most ``link_stream_window_max`` of buffered data.
     link_max_concurrent_streams: int = field(default=1000, metadata={"min": 1, "max": 2**31 - 1})
     # One caller's share (its SPIFFE ID, else the address it connects from) of the streams
     # towards one peer site, across that peer's links: over it, a new stream waits up to
     # ``link_caller_wait_s`` for one of the caller's own to end, then gets a 503.  With it, a
-    # caller buffers at most this many ``link_stream_window``s per peer.
+    # caller buffers at most this many ``link_stream_window_max``s per peer.
     link_caller_max_streams: int = field(default=100, metadata={"min": 1, "max": 2**31 - 1})
     link_caller_wait_s: float = field(default=1.0, metadata={"min": 0.0, "max": 60.0})
     link_outbound_buffer: int = field(default=1024 * 1024, metadata={"min": 16384})
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.link_stream_window_max < self.link_stream_window:
+            return [("link_stream_window_max", "must be at least link_stream_window")]
+        return []
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,16 @@ from typing import Any
 from discovery.snapshot import Catalog
 from gateway.observe.metrics import GaugeFamily
 from overlay.federation.import_ import ImportTable
+from overlay.h2.buffer_budget import BufferBudget
 from overlay.identity.state import IdentityState
 
-__all__ = ["catalog_gauges", "identity_gauges", "import_gauges", "link_gauges"]
+__all__ = [
+    "buffer_budget_gauges",
+    "catalog_gauges",
+    "identity_gauges",
+    "import_gauges",
+    "link_gauges",
+]
 
 
 def link_gauges(status: Mapping[str, Mapping[str, Any]]) -> Iterator[GaugeFamily]:
@@ -182,4 +189,35 @@ def identity_gauges(state: IdentityState, wall: dt.datetime) -> Iterator[GaugeFa
         "Seconds until this gateway's own X509-SVID expires (negative: expired).",
         ("trust_domain",),
         (((state.spiffe_id.trust_domain.name,), left),),
+    )
+
+
+def buffer_budget_gauges(budget: BufferBudget | None) -> Iterator[GaugeFamily]:
+    """The gateway-wide budget of tunnel receive windows (``[limits] buffer_budget``)."""
+    if budget is None:
+        return
+    yield GaugeFamily(
+        "isthmus_buffer_budget_bytes",
+        "Bytes all tunnels' receive windows may hold together ([limits] buffer_budget).",
+        (),
+        (((), float(budget.limit)),),
+    )
+    yield GaugeFamily(
+        "isthmus_buffer_budget_reserved_bytes",
+        "Bytes of receive window promised to peers now, across every link's tunnels.",
+        (),
+        (((), float(budget.reserved)),),
+    )
+    yield GaugeFamily(
+        "isthmus_buffer_budget_peak_bytes",
+        "The most receive window ever promised at once since start.",
+        (),
+        (((), float(budget.peak)),),
+    )
+    yield GaugeFamily(
+        "isthmus_window_growth_refused_total",
+        "Times a tunnel's window stayed small because the buffer budget was spent.",
+        (),
+        (((), float(budget.growth_refused)),),
+        kind="counter",
     )

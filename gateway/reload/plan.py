@@ -70,6 +70,8 @@ RESTART_LIMITS: tuple[str, ...] = (
     "h2_max_concurrent_streams",
     "h2_max_header_list_bytes",
     "link_stream_window",
+    "link_stream_window_max",
+    "buffer_budget",
     "link_connection_window",
     "link_max_frame_size",
     "link_outbound_buffer",

@@ -14,11 +14,14 @@ every other stream of that connection stalls with them.  Here the two are credit
 Memory stays bounded: at most ``max_concurrent_streams * stream_window`` of buffered data per
 connection (each stream's buffer is bounded by the window we advertised, which h2 enforces).
 
-Both use h2 4.x's window managers exactly as ``acknowledge_received_data`` does (same
-WINDOW_UPDATE thresholds); the dependency is pinned below 5 for that reason.
+The connection window uses h2 4.x's window manager exactly as ``acknowledge_received_data``
+does (same WINDOW_UPDATE thresholds); a stream's is credited by the exact increments its
+window policy decides.  The dependency is pinned below 5 for these private calls.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import h2.connection
 import h2.exceptions
@@ -37,16 +40,20 @@ def credit_connection(conn: h2.connection.H2Connection, nbytes: int) -> None:
         conn._prepare_for_sending([frame])
 
 
-def credit_stream(conn: h2.connection.H2Connection, stream_id: int, nbytes: int) -> None:
-    """The consumer of ``stream_id`` took ``nbytes``: hand them back to that stream's window
-    (nothing for a stream that is closed: its window no longer matters)."""
-    if nbytes <= 0:
+def credit_stream(conn: h2.connection.H2Connection, stream_id: int, increment: int) -> None:
+    """Give ``stream_id``'s peer exactly ``increment`` more window, now (a WINDOW_UPDATE).
+
+    How much, and when, is the stream's window policy's decision (``window_policy.py``: it
+    batches, grows and shrinks), not h2's window manager's, whose ``max_window_size`` would cap
+    a window that grew.  Nothing for a stream that is closed: its window no longer matters.
+    """
+    if increment <= 0:
         return
     try:
         stream = conn._get_stream_by_id(stream_id)
     except h2.exceptions.StreamClosedError:
         return
     if stream.open:
-        frames = stream.acknowledge_received_data(nbytes)
-        if frames:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            frames = stream.increase_flow_control_window(increment)
             conn._prepare_for_sending(frames)

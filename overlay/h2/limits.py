@@ -37,7 +37,10 @@ half-way, which leaves the table unusable: GOAWAY ENHANCE_YOUR_CALM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from overlay.h2.buffer_budget import BufferBudget
+from overlay.h2.window_policy import WindowSettings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -90,6 +93,8 @@ class H2Limits:
     close_timeout: float = 1.0
     enable_connect_protocol: bool = False
     count_peer_resets: bool = True
+    stream_window_max: int | None = None
+    window_budget: BufferBudget | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrent_streams < 2**31:
@@ -112,6 +117,16 @@ class H2Limits:
             raise ValueError("flood budgets must be positive")
         if not 0 <= self.max_continuation_frames <= 32:
             raise ValueError("max_continuation_frames must be in [0, 32] (h2 stops at 64)")
+        if self.stream_window_max is not None and not (
+            self.stream_window <= self.stream_window_max < 2**31
+        ):
+            raise ValueError("stream_window_max must be in [stream_window, 2**31)")
+
+    @property
+    def window_settings(self) -> WindowSettings:
+        """What every stream's receive window policy works with."""
+        top = self.stream_window if self.stream_window_max is None else self.stream_window_max
+        return WindowSettings(initial=self.stream_window, maximum=top)
 
     @property
     def max_header_block_bytes(self) -> int:

@@ -9,18 +9,21 @@ Theory of operation
 The connection (``overlay.h2.connection.H2Connection``) owns the h2 state machine and the
 transport; this object owns one stream's *buffers and waiting*.  The connection delivers what
 arrives (``_on_headers``, ``_on_data``, ``_on_trailers``, ``_on_eof``, ``_on_reset``,
-``_on_gone``); the consumer takes it (``receive_some``) and only then is the data acknowledged
-to the peer (``StreamOwner.stream_acknowledge``), which is what opens the peer's *stream*
+``_on_gone``); the consumer takes it (``receive_some``) and only then is credit handed back
+to the peer (``StreamOwner.stream_credit``), which is what opens the peer's *stream*
 flow-control window again (the connection window was credited on arrival, so a stalled
-consumer stalls only its own stream).  The peer may therefore never have more than one
-stream window of unconsumed data here: the receive buffer is bounded by the window we
-advertised, and a slow reader slows its writer.  Sending goes through the connection, which
-waits for the peer's window and for room in its bounded outbound buffer.
+consumer stalls only its own stream).  How much credit, and so how large the window is, is
+the stream's ``ReceiveWindow``'s decision (``window_policy.py``: it grows while the consumer
+keeps the window full and drains it, within the gateway-wide budget).  The peer may therefore
+never have more than one stream window of unconsumed data here: the receive buffer is bounded
+by the window we advertised, and a slow reader slows its writer.  Sending goes through the
+connection, which waits for the peer's window and for room in its bounded outbound buffer.
 
 States, per direction: receiving is open until EOF (END_STREAM) or reset; sending is open until
 ``send_eof()``/trailers or reset.  ``aclose()`` ends both: if either direction is still open the
 stream is reset (CANCEL if we had not finished sending, NO_ERROR if only the peer had not), and
-unconsumed data is acknowledged so the connection window does not leak.
+unconsumed data is dropped and the window handed back to the budget (the connection window
+was credited on arrival, so nothing leaks).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from foundation.errors import (
     DownstreamError,
     UpstreamError,
 )
+from overlay.h2.limits import H2Limits
+from overlay.h2.receive_window import receive_window
 
 #: Headers as they arrive: lowercase names and values as bytes, pseudo-headers first.
 HeaderList = list[tuple[bytes, bytes]]
@@ -89,6 +94,9 @@ class InvalidHeaders(DownstreamError):
 class StreamOwner(Protocol):
     """What a stream needs from its connection.  Implemented by H2Connection only."""
 
+    #: ``window_settings`` and ``window_budget`` size each stream's receive window.
+    limits: H2Limits
+
     async def stream_send_data(
         self, stream: H2Stream, data: bytes | bytearray | memoryview
     ) -> None:
@@ -109,8 +117,10 @@ class StreamOwner(Protocol):
     def stream_reset(self, stream: H2Stream, error_code: int) -> None:
         """Send RST_STREAM."""
 
-    def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
-        """Hand ``nbytes`` of window back to the peer: the consumer took them."""
+    def stream_credit(self, stream: H2Stream, increment: int) -> None:
+        """Send the peer a WINDOW_UPDATE of exactly ``increment`` for ``stream`` (now, no
+        batching of its own: the stream's window policy decided it); nothing if the stream
+        is gone."""
 
     async def stream_wait_writable(self, stream: H2Stream) -> None:
         """Return when the stream has send window (or has failed)."""
@@ -125,6 +135,10 @@ class H2StreamStatistics:
     bytes_sent: int
     local_ended: bool
     remote_ended: bool
+    #: The receive window the peer was given (what it may send or have in flight, plus what
+    #: is buffered and not yet credited back) and the size the window policy aims at.
+    receive_window: int = 0
+    receive_window_target: int = 0
 
 
 def encode_headers(headers: HeaderInput) -> HeaderList:
@@ -165,6 +179,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._sending = False
         self._lot = trio.lowlevel.ParkingLot()
+        self._window = receive_window(owner.limits.window_settings, owner.limits.window_budget)
         # A client's request headers go out with the stream; a server must send its response
         # headers before any DATA (h2 would let it, and the peer would kill the connection).
         self._headers_sent = client_side
@@ -310,6 +325,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
             bytes_sent=self._bytes_sent,
             local_ended=self._local_ended,
             remote_ended=self._remote_ended,
+            receive_window=self._window.state.window,
+            receive_window_target=self._window.state.target,
         )
 
     @property
@@ -329,9 +346,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def _on_data(self, data: bytes) -> None:
         if self._closed or self._failure is not None:
-            self._owner.stream_acknowledge(self, len(data))
-            return
+            return  # dropped: the connection window was credited, this one no longer matters
         if data:
+            self._window.received(len(data))
             self._chunks.append(data)
             self._buffered += len(data)
             self._bytes_received += len(data)
@@ -344,6 +361,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def _on_eof(self) -> None:
         self._remote_ended = True
+        self._window.ended()
         self._lot.unpark_all()
 
     def _on_local_end(self) -> None:
@@ -380,10 +398,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         )
 
     def _release_buffer(self) -> None:
-        if self._buffered:
-            n, self._buffered = self._buffered, 0
-            self._chunks.clear()
-            self._owner.stream_acknowledge(self, n)
+        self._buffered = 0
+        self._chunks.clear()
+        self._window.closed()
 
     def _take(self, max_bytes: int | None) -> bytes:
         limit = self._buffered if max_bytes is None else min(max_bytes, self._buffered)
@@ -400,7 +417,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
                 self._chunks[0] = chunk[want:]
                 taken += want
         self._buffered -= taken
-        self._owner.stream_acknowledge(self, taken)
+        credit = self._window.consumed(taken)
+        if credit:
+            self._owner.stream_credit(self, credit)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _raise_if_failed(self) -> None:

@@ -2,7 +2,8 @@
 
 Why apart: this is the flow-control policy -- a sender waits for the peer's window *and* for
 room in the bounded outbound buffer; a stream's window is credited only when its consumer took
-the data (the connection window on receipt: ``overlay.h2.credit``) -- kept
+the data, as much as its window policy says (the connection window on receipt:
+``overlay.h2.credit``) -- kept
 in one short file.  ``H2Connection`` (h2_connection.py) inherits it and owns the lifetime,
 the tasks and the closing; the attributes below are set in its ``__init__``.
 """
@@ -214,11 +215,11 @@ class H2StreamIO:
             self._pump()
         self._forget(stream)
 
-    def stream_acknowledge(self, stream: H2Stream, nbytes: int) -> None:
+    def stream_credit(self, stream: H2Stream, increment: int) -> None:
         # The stream's window only: the connection window was credited when the bytes
         # arrived (``overlay.h2.credit``), so a consumer that stalls stalls only its stream.
-        if nbytes and not self._closing:
-            credit_stream(self._h2, stream.stream_id, nbytes)
+        if increment and not self._closing:
+            credit_stream(self._h2, stream.stream_id, increment)
             self._pump()
 
     async def stream_wait_writable(self, stream: H2Stream) -> None:

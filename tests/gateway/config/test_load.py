@@ -161,3 +161,15 @@ def test_stream_and_send_timeouts_decode_with_defaults_and_bounds() -> None:
     bad = GOOD + "\n[limits]\nsend_timeout_s = 0\nstream_idle_timeout_s = -1\n"
     problems = _problems(bad)
     assert "limits.send_timeout_s" in problems and "limits.stream_idle_timeout_s" in problems
+
+
+def test_tunnel_windows_and_buffer_budget_decode_with_defaults_and_bounds() -> None:
+    limits = load_text(GOOD, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.link_stream_window, limits.link_stream_window_max) == (64 * 1024, 1 << 20)
+    assert limits.buffer_budget == 256 * 1024 * 1024
+    set_ = GOOD + "\n[limits]\nlink_stream_window_max = 4194304\nbuffer_budget = 0\n"
+    limits = load_text(set_, base_dir=Path("/etc/isthmus")).limits
+    assert (limits.link_stream_window_max, limits.buffer_budget) == (4 << 20, 0)
+    bad = GOOD + "\n[limits]\nlink_stream_window = 1048576\nlink_stream_window_max = 65536\n"
+    assert "limits.link_stream_window_max" in _problems(bad)
+    assert "limits.buffer_budget" in _problems(GOOD + "\n[limits]\nbuffer_budget = -1\n")

@@ -81,6 +81,11 @@ def test_identity_paths_are_live() -> None:
         (lambda t: t.replace('name = "aws-east"', 'name = "aws-east2"'), "site.name"),
         (lambda t: t.replace("15443\n\n[[peers]]", "15444\n\n[[peers]]"), "listeners"),
         (lambda t: t + "\n[limits]\nmax_connections = 50\n", "limits.max_connections"),
+        (lambda t: t + "\n[limits]\nbuffer_budget = 1048576\n", "limits.buffer_budget"),
+        (
+            lambda t: t + "\n[limits]\nlink_stream_window_max = 2097152\n",
+            "limits.link_stream_window_max",
+        ),
         (lambda t: t + "\n[peering]\nping_interval_s = 1.0\n", "peering"),
         (lambda t: t + "\n[metrics]\nenabled = false\n", "metrics"),
         (
