@@ -10,6 +10,7 @@ and the victim's p99 latency is printed (``pytest -s``) for the README's figures
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,7 +73,8 @@ async def _victim(east: str, victim: str) -> tuple[int, int, float]:
     outcome = await victim_load(
         east, HTTP_PORT, SERVICE, victim, total=VICTIM_REQUESTS, concurrency=10
     )
-    print(f"victim: {outcome.ok}/{len(outcome.statuses)} ok, p99 {outcome.p99():.3f} s")
+    statuses = sorted(Counter(outcome.statuses).items())  # which failure, when one shows
+    print(f"victim: {outcome.ok}/{len(outcome.statuses)} ok, p99 {outcome.p99():.3f} s, {statuses}")
     return outcome.ok, len(outcome.statuses), outcome.p99()
 
 
