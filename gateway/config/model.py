@@ -20,6 +20,7 @@ from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from gateway.config.resilience import BreakerConfig, RetryConfig
+from gateway.config.routes import RouteConfig
 from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -459,6 +460,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    routes: tuple[RouteConfig, ...] = ()  # docs/routes.md
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
