@@ -324,7 +324,9 @@ class RouteRules:
         return self.draw() * 100 < percent
 
     def _rewrite(self, route: CompiledRoute, actions: _Actions, request: Request) -> Request:
-        host = route.pick(self.draw())
+        hosts = route.hosts
+        # No draw unless there is a choice (one backend, or none: the address itself).
+        host = None if not hosts else hosts[0] if len(hosts) == 1 else route.pick(self.draw())
         authority = request.authority
         if host is not None:
             _, colon, port = authority.rpartition(b":")
