@@ -11,7 +11,10 @@ Two parts:
 
    * ``spread``: 100 addresses x 10 routes; the request's address has 10, the last matches;
    * ``1000 prefix``: 1 000 routes on one address, the request matches the last (999 missed);
-   * ``1000 regex``: the same with a regular expression per route (the bounded engine);
+   * ``1000 regex``: the same with a regular expression per route (the bounded engine),
+     each with a literal start (``/r12/[a-z]+``: the path index skips it by a lookup);
+   * ``1000 open regex``: regexes without a literal start (``(?:/r12|/q12)/...``): each is
+     run, the worst case;
    * ``no route``: an address without routes (what every other request pays).
 
 2. **Data path** (``--dataplane``; needs wrk and nginx, as ``scripts/bench_dataplane.py``):
@@ -30,6 +33,7 @@ Run: ``.venv/bin/python scripts/bench_routes.py`` (engine, ~20 s) or with ``--da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import statistics
@@ -75,6 +79,8 @@ def _miss(i: int, kind: str) -> RouteConfig:
     """A route that the benchmark's request does not match (on its path or a header)."""
     if kind == "regex":
         path = PathMatch(regex=f"/r{i}/[a-z]+/[0-9]+")
+    elif kind == "open regex":  # no literal start: no index can skip it
+        path = PathMatch(regex=f"(?:/r{i}|/q{i})/[a-z]+/[0-9]+")
     elif i % 3 == 0:
         path = PathMatch(exact=f"/e{i}")
     else:
@@ -112,7 +118,7 @@ def route_set(kind: str, *, site: str = "bencha", total: int = 1000) -> tuple[Ro
             out.append(_hit(address, site) if address == target else _miss_on(address, a))
         return tuple(out)
     for i in range(total - 1):
-        r = _miss(i, "regex" if kind == "1000 regex" else "prefix")
+        r = _miss(i, {"1000 regex": "regex", "1000 open regex": "open regex"}.get(kind, "prefix"))
         out.append(RouteConfig(address=target, match=r.match))
     out.append(_hit(target, site))
     return tuple(out)
@@ -196,7 +202,7 @@ def engine(n: int) -> dict[str, dict[str, float]]:
     )
     other = Request(b"GET", b"http", b"elsewhere.default.isthmus", b"/orders/1", request.headers)
     out: dict[str, dict[str, float]] = {}
-    for kind in ("spread", "1000 prefix", "1000 regex"):
+    for kind in ("spread", "1000 prefix", "1000 regex", "1000 open regex"):
         rules = RouteRules.build(
             route_set(kind), mesh_domain="isthmus", mirrors=Mirrors(), clock=time.monotonic
         )
@@ -206,10 +212,8 @@ def engine(n: int) -> dict[str, dict[str, float]]:
 
         def routed(rules: RouteRules = rules) -> None:
             coro = rules.forward(request, EmptyBody(), None, ctx, None, _noop)  # type: ignore[arg-type]
-            try:
+            with contextlib.suppress(StopIteration):
                 coro.send(None)
-            except StopIteration:
-                pass
 
         out[kind] = {
             "decide_us": _cpu_us(lambda rules=rules: rules.decide(request, ctx), n),
@@ -287,7 +291,9 @@ async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[f
             )
             cpu = cpu_seconds([pid]) - before
             if result.non_2xx or result.socket_errors:
-                raise RuntimeError(f"{name}: {result.non_2xx} non-2xx, {result.socket_errors} errors")
+                raise RuntimeError(
+                    f"{name}: {result.non_2xx} non-2xx, {result.socket_errors} errors"
+                )
             us = cpu / result.requests * 1e6
             figures.setdefault(name, []).append(us)
             print(f"  {name:32s} {result.rps:9.0f} req/s  {us:7.1f} us CPU/request", flush=True)
@@ -295,7 +301,10 @@ async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[f
         for round_no in range(rounds):
             print(f"-- round {round_no + 1} of {rounds}", flush=True)
             await measure(
-                "trio floor", FLOOR_HOST, FLOOR_PORT, f"{SITE_A_HOST}:{BACKEND.http_port}",
+                "trio floor",
+                FLOOR_HOST,
+                FLOOR_PORT,
+                f"{SITE_A_HOST}:{BACKEND.http_port}",
                 floor.process.pid,
             )
             for name, text in variants.items():
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("engine: CPU per request, 1000 routes (this process, no I/O)", flush=True)
     for kind, fig in engine(args.matches).items():
-        line = f"  {kind:12s} decide {fig['decide_us']:7.2f} us"
+        line = f"  {kind:16s} decide {fig['decide_us']:7.2f} us"
         if fig["forward_us"] == fig["forward_us"]:
             line += f"   decide + actions {fig['forward_us']:7.2f} us"
         print(line, flush=True)
@@ -332,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in figures.items():
         us = statistics.median(values)
         print(
-            f"  {name:32s} {us:7.1f} us   x{us / floor:5.2f} the floor   x{us / off:5.3f} no routes",
+            f"  {name:32s} {us:7.1f} us   x{us / floor:5.2f} the floor"
+            f"   x{us / off:5.3f} no routes",
             flush=True,
         )
     return 0

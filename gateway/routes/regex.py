@@ -297,10 +297,26 @@ class _Dfa:
 class Regex:
     """A compiled pattern; :meth:`fullmatch` says whether a whole value matches."""
 
-    __slots__ = ("_dfa", "_kind", "_match", "_out1", "_out2", "_sets", "_start", "pattern", "steps")
+    __slots__ = (
+        "_dfa",
+        "_kind",
+        "_match",
+        "_out1",
+        "_out2",
+        "_sets",
+        "_start",
+        "pattern",
+        "prefix",
+        "steps",
+    )
 
-    def __init__(self, pattern: str, builder: _Builder, start: int, match: int) -> None:
+    def __init__(
+        self, pattern: str, builder: _Builder, start: int, match: int, prefix: bytes = b""
+    ) -> None:
         self.pattern = pattern
+        #: Bytes every match starts with (``/api/`` of ``/api/v[0-9]+``): lets a route table
+        #: skip the pattern for values that cannot match, by a dictionary lookup.
+        self.prefix = prefix
         self._kind = builder.kind
         self._sets = builder.sets
         self._out1 = builder.out1
@@ -397,7 +413,18 @@ def compile_pattern(pattern: str) -> Regex:
     builder = _Builder()
     match = builder.add(_MATCH, frozenset(), -1, -1)
     start = builder.build(node, match)
-    return Regex(pattern, builder, start, match)
+    return Regex(pattern, builder, start, match, _literal_prefix(node))
+
+
+def _literal_prefix(node: Node) -> bytes:
+    """The literal bytes at the start of every match of ``node`` (b"" if none)."""
+    items = node[1] if node[0] == "cat" else [node]
+    out = bytearray()
+    for item in items:
+        if item[0] != "set" or len(item[1]) != 1:
+            break
+        out += bytes(item[1])
+    return bytes(out)
 
 
 def pattern_problem(pattern: str) -> str | None:

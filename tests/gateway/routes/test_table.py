@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foundation.spiffe_id import SpiffeId
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_text
 from gateway.config.model import GatewayConfig
-from gateway.routes.table import RequestView, compile_routes, view_of
+from gateway.config.routes import PathMatch, RouteConfig, RouteMatch
+from gateway.routes.table import INDEX_MIN_ROUTES, RequestView, compile_routes, view_of
 from tests.gateway.config.config_kit import GOOD
 
 WEB = SpiffeId.parse("spiffe://aws-east.isthmus.test/ns/shop/sa/web")
@@ -164,3 +167,36 @@ def test_a_rewrite_needs_a_prefix_match() -> None:
 
 def test_no_routes_is_the_default() -> None:
     assert _config("").routes == ()
+
+
+GATES = st.one_of(
+    st.none(),
+    st.builds(lambda p: PathMatch(exact=p), st.sampled_from(["/", "/a", "/a/b", "/ab", "/b"])),
+    st.builds(lambda p: PathMatch(prefix=p), st.sampled_from(["/", "/a", "/a/", "/ab", "/b/"])),
+    st.builds(
+        lambda p: PathMatch(regex=p),
+        st.sampled_from(["/a/[a-z]*", "/a.*", "(?:/a|/b)/.*", "[/ab]+", "/b/?"]),
+    ),
+)
+ROUTE = st.builds(
+    lambda path, methods: RouteConfig(address="x.y", match=RouteMatch(path=path, methods=methods)),
+    GATES,
+    st.sampled_from([(), ("GET",), ("POST",)]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(ROUTE, min_size=INDEX_MIN_ROUTES + 1, max_size=60),
+    st.lists(st.tuples(st.text("/ab?", max_size=6), st.sampled_from([b"GET", b"POST"]))),
+)
+def test_the_path_index_finds_the_same_first_match_as_a_walk(
+    routes: list[RouteConfig], requests: list[tuple[str, bytes]]
+) -> None:
+    table = compile_routes(tuple(routes), "isthmus")
+    key = ("x", "y", None)
+    assert key in table.indexes
+    for path, method in requests:
+        view = _view(("/" + path).encode(), method)
+        walked = next((r for r in table.by_address[key] if r.matches(view)), None)
+        assert table.match(key, view) is walked
