@@ -20,7 +20,7 @@ from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from gateway.config.resilience import BreakerConfig, RetryConfig
-from gateway.config.routes import RouteConfig
+from gateway.config.routes import RouteConfig, route_site_problems
 from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -470,7 +470,12 @@ class GatewayConfig:
             self._peer_problems,
             self._export_problems,
             self._service_traffic_problems,
+            self._route_problems,
         )
+
+    def _route_problems(self) -> list[tuple[str, str]]:
+        peers = frozenset(p.name for p in self.peers)
+        return route_site_problems(self.routes, self.site.name, peers)
 
     def _service_traffic_problems(self) -> list[tuple[str, str]]:
         """A per-service override must leave max_ejection_time_s >= base_ejection_time_s."""

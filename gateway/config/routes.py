@@ -286,3 +286,25 @@ class RouteConfig:
         ):
             out.append(("rewrite_prefix", "needs match.path.prefix (the prefix it replaces)"))
         return out
+
+
+def route_site_problems(
+    routes: tuple[RouteConfig, ...], local_site: str, peers: frozenset[str]
+) -> list[tuple[str, str]]:
+    """Backends and mirrors pinned to a site must name this site or a configured peer (any
+    other is a 404 on every request: a typo, caught at load time instead)."""
+    known = peers | {local_site}
+    out: list[tuple[str, str]] = []
+    for i, route in enumerate(routes):
+        pinned = [(f"backends[{j}].site", b.site) for j, b in enumerate(route.backends)]
+        if route.mirror is not None:
+            pinned.append(("mirror.site", route.mirror.site))
+        for path, site in pinned:
+            if site is not None and site not in known:
+                out.append(
+                    (
+                        f"routes[{i}].{path}",
+                        f"{site!r} is neither this site ({local_site!r}) nor a configured peer",
+                    )
+                )
+    return out

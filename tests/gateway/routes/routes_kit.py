@@ -11,9 +11,14 @@ from gateway.config.routes import RouteConfig
 from gateway.routes.forward import Mirrors, RouteRules
 from tests.gateway.config.config_kit import GOOD
 
+#: The good config as site "a" with peer "b" (the sites of the router kit).
+SITES_AB = GOOD.replace('name = "aws-east"', 'name = "a"').replace(
+    'name = "gcp-west"', 'name = "b"'
+)
+
 
 def routes(toml: str) -> tuple[RouteConfig, ...]:
-    return load_text(GOOD + toml, base_dir=Path("/etc/isthmus")).routes
+    return load_text(SITES_AB + toml, base_dir=Path("/etc/isthmus")).routes
 
 
 def draws(values: Iterable[float]) -> Callable[[], float]:

@@ -200,3 +200,18 @@ def test_the_path_index_finds_the_same_first_match_as_a_walk(
         view = _view(("/" + path).encode(), method)
         walked = next((r for r in table.by_address[key] if r.matches(view)), None)
         assert table.match(key, view) is walked
+
+
+def test_a_pinned_backend_must_name_this_site_or_a_peer() -> None:
+    found = _problems(
+        '[[routes]]\naddress = "a.b"\n'
+        'backends = [{ service = "a.b", site = "aws-east" },'
+        ' { service = "a.b", site = "gcp-west" }, { service = "a.b", site = "nowhere" }]\n'
+        'mirror = { service = "a.b", site = "elsewhere" }\n'
+    )
+    assert found == [
+        "routes[0].backends[2].site: 'nowhere' is neither this site ('aws-east') "
+        "nor a configured peer",
+        "routes[0].mirror.site: 'elsewhere' is neither this site ('aws-east') "
+        "nor a configured peer",
+    ]
