@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from foundation.spiffe_id import SpiffeId
 from gateway.config.routes import FieldMatch, RouteConfig
 from gateway.http.message import Headers
-from gateway.routes.regex import compile_pattern
+from gateway.routes.regex import Regex, compile_pattern
 
 #: ``(service, namespace, site or None)``: the key of an L7 address.
 AddressKey = tuple[str, str, str | None]
@@ -70,7 +70,7 @@ class CompiledRoute:
     mirror_host: bytes | None
     #: What the path must be (``exact``) or start with (``prefix``, also a regex's literal
     #: start) for the route to have a chance: the key of :class:`PathIndex`.
-    gate: tuple[str, bytes] | None = None
+    gate: tuple[str, tuple[bytes, ...]] | None = None
 
     @property
     def label(self) -> str:
@@ -98,8 +98,16 @@ def _field_check(match: FieldMatch) -> Callable[[list[bytes]], bool]:
         want = match.exact.encode("latin-1", "replace")
         return lambda values: want in values
     assert match.regex is not None
-    regex = compile_pattern(match.regex)
-    return lambda values: any(regex.fullmatch(v) for v in values)
+    test = _regex_test(compile_pattern(match.regex))
+    return lambda values: any(test(v) for v in values)
+
+
+def _regex_test(regex: Regex) -> Callable[[bytes], bool]:
+    """``regex.fullmatch``, after a cheap ``in`` for the bytes every match contains."""
+    required = regex.required
+    if len(required) < 2:
+        return regex.fullmatch
+    return lambda value: required in value and regex.fullmatch(value)
 
 
 def _header_check(match: FieldMatch) -> Check:
@@ -114,17 +122,17 @@ def _query_check(match: FieldMatch) -> Check:
     return lambda view: test([v for k, v in view.query() if k == name])
 
 
-def _gate(route: RouteConfig) -> tuple[str, bytes] | None:
+def _gate(route: RouteConfig) -> tuple[str, tuple[bytes, ...]] | None:
     path = route.match.path
     if path is None:
         return None
     if path.exact is not None:
-        return "exact", path.exact.encode()
+        return "exact", (path.exact.encode(),)
     if path.prefix is not None:
-        return "prefix", path.prefix.encode()
+        return "prefix", (path.prefix.encode(),)
     assert path.regex is not None
-    start = compile_pattern(path.regex).prefix
-    return ("prefix", start) if start else None
+    starts = compile_pattern(path.regex).prefix
+    return ("prefix", starts) if starts else None
 
 
 def _checks(route: RouteConfig) -> tuple[Check, ...]:
@@ -142,7 +150,13 @@ def _checks(route: RouteConfig) -> tuple[Check, ...]:
         else:
             assert p.regex is not None
             regex = compile_pattern(p.regex)
-            out.append(lambda view: regex.fullmatch(view.path_only))
+            required = regex.required
+            if len(required) >= 2:  # one call per route: the common refusal stays cheap
+                out.append(
+                    lambda view: required in view.path_only and regex.fullmatch(view.path_only)
+                )
+            else:
+                out.append(lambda view: regex.fullmatch(view.path_only))
     if m.methods:
         methods = frozenset(x.encode() for x in m.methods)
         out.append(lambda view: view.method in methods)
@@ -219,8 +233,10 @@ class PathIndex:
             if route.gate is None:
                 open_.append(i)
             else:
-                kind, value = route.gate
-                (self.exact if kind == "exact" else self.prefixes).setdefault(value, []).append(i)
+                kind, values = route.gate
+                where = self.exact if kind == "exact" else self.prefixes
+                for value in values:
+                    where.setdefault(value, []).append(i)
         self.open = tuple(open_)
         self.lengths = tuple(sorted({len(p) for p in self.prefixes}))
 
@@ -234,7 +250,9 @@ class PathIndex:
             hit = prefixes.get(path[:length])
             if hit is not None:
                 found += hit
-        candidates = heapq.merge(sorted(found), self.open) if self.open else sorted(found)
+        # A route found under two of its starts (``/a`` and ``/a/``) is tried once.
+        hits = sorted(set(found)) if len(found) > 1 else found
+        candidates = heapq.merge(hits, self.open) if self.open else hits
         routes = self.routes
         for i in candidates:
             if routes[i].matches(view):

@@ -118,3 +118,40 @@ def test_refuses_what_it_cannot_bound_or_does_not_support(pattern: str, why: str
     with pytest.raises(PatternRefused, match=re.escape(why)):
         compile_pattern(pattern)
     assert pattern_problem(pattern) is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(PATTERNS, st.lists(INPUTS, min_size=1, max_size=8))
+def test_every_match_starts_with_one_of_the_literal_starts(pattern: str, texts: list[str]) -> None:
+    """The route table's index skips a pattern for a path without one of these starts."""
+    compiled = compile_pattern(pattern)
+    if not compiled.prefix:
+        return
+    assert b"" not in compiled.prefix
+    for text in texts:
+        if re.fullmatch(pattern, text):
+            assert text.encode().startswith(compiled.prefix), (pattern, text)
+
+
+def test_literal_starts() -> None:
+    assert compile_pattern("/api/v[0-9]+/.*").prefix == (b"/api/v",)
+    assert compile_pattern("(?:/r1|/q1)/[a-z]+").prefix == (b"/q1/", b"/r1/")
+    assert compile_pattern("/[ab]c*").prefix == (b"/a", b"/b")
+    assert compile_pattern("[^?]*/x").prefix == ()
+    assert compile_pattern("a?b").prefix == ()
+
+
+@settings(max_examples=400, deadline=None)
+@given(PATTERNS, st.lists(INPUTS, min_size=1, max_size=8))
+def test_every_match_contains_the_required_bytes(pattern: str, texts: list[str]) -> None:
+    """The route table refuses a value without them before running the automaton."""
+    compiled = compile_pattern(pattern)
+    for text in texts:
+        if re.fullmatch(pattern, text):
+            assert compiled.required in text.encode(), (pattern, text)
+
+
+def test_required_bytes() -> None:
+    assert compile_pattern("[^?]*/r12/[a-z]+").required == b"/r12/"
+    assert compile_pattern("a|bcd").required == b""
+    assert compile_pattern("x*abc(?:d|e)fg").required == b"abc"

@@ -175,7 +175,9 @@ GATES = st.one_of(
     st.builds(lambda p: PathMatch(prefix=p), st.sampled_from(["/", "/a", "/a/", "/ab", "/b/"])),
     st.builds(
         lambda p: PathMatch(regex=p),
-        st.sampled_from(["/a/[a-z]*", "/a.*", "(?:/a|/b)/.*", "[/ab]+", "/b/?"]),
+        st.sampled_from(
+            ["/a/[a-z]*", "/a.*", "(?:/a|/b)/.*", "[/ab]+", "/b/?", "/[ab]/.*", "(?:/a/|/b)b*"]
+        ),
     ),
 )
 ROUTE = st.builds(
