@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from discovery.model import ServiceName
 from gateway.http.errors import RateLimited, ResetInstead
 from gateway.http.exchange import Body, CallContext, EmptyBody, Request, ResponseWriter
 from gateway.http.headers import error_response
 from gateway.http.rescue import Close, Reset, rescue
 from gateway.observe.record import ExchangeRecord
 from gateway.routes.forward import Mirrors
+from overlay.h2.stream import H2Stream
 from tests.gateway.router.router_kit import (
     API,
     BytesBody,
@@ -30,6 +32,7 @@ from tests.gateway.router.router_kit import (
 )
 from tests.gateway.routes.routes_kit import draws, rules
 
+SHADOW = ServiceName("shadow", "default")
 CANARY = """
 [[routes]]
 address = "api.default"
@@ -234,3 +237,37 @@ def _split(main: Recorder, mirror: Recorder) -> Recorder:
             await target(request, body, writer, ctx, rec)
 
     return Split()
+
+
+async def test_a_mirror_copy_crosses_a_real_link_and_its_answer_is_discarded() -> None:
+    seen: list[bytes] = []
+    echo = peer_echo("b")
+
+    async def recording(stream: H2Stream) -> None:
+        seen.append(dict(stream.request_headers)[b":authority"])
+        await echo(stream)
+
+    mirrors = Mirrors()
+    async with serving(http_echo_backend) as port, peer(recording) as link:
+        router = make_router(
+            {API: ("a", "b"), SHADOW: ("b",)},
+            cluster=StandInCluster(http={API: port}),
+            links={"b": link},
+        )
+        router.rules = rules(
+            '[[routes]]\naddress = "api.default"\n'
+            'mirror = { service = "shadow.default", site = "b" }\n',
+            mirrors=mirrors,
+            draw=draws([0.0]),
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mirrors.serve)
+            out = Collect()
+            await router.forward(get(b"api.default.isthmus", b"/m"), EmptyBody(), out, ctx())
+            assert out.json()["site"] == "a"  # the caller's answer: the local endpoint
+            with trio.fail_after(10):  # hang guard only
+                while mirrors.in_flight or not seen:  # noqa: ASYNC110 (a counter, no event)
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert seen == [b"shadow.default.b.isthmus"]
+    assert (mirrors.started, mirrors.failed, mirrors.dropped) == (1, 0, 0)
