@@ -173,6 +173,19 @@ class _EditedWriter:
     async def send_end(self, trailers: Headers = ()) -> None:
         await self.inner.send_end(trailers)
 
+    async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
+        """Keep the inner writer's one-write fast path (``getattr`` by the forwarders): a
+        wrapper without it would cost every small response that path."""
+        edited = replace(response, headers=self.edits.apply(response.headers))
+        whole = getattr(self.inner, "send_whole", None)
+        if whole is not None:
+            await whole(edited, body, trailers)
+            return
+        await self.inner.send_head(edited)
+        if body:
+            await self.inner.send_data(body)
+        await self.inner.send_end(trailers)
+
 
 class _Actions:
     """A route's per-route state and pre-encoded actions (built with the table)."""

@@ -11,8 +11,16 @@ import trio
 
 from discovery.model import ServiceName
 from gateway.http.errors import RateLimited, ResetInstead
-from gateway.http.exchange import Body, CallContext, EmptyBody, Request, ResponseWriter
+from gateway.http.exchange import (
+    Body,
+    CallContext,
+    EmptyBody,
+    Request,
+    Response,
+    ResponseWriter,
+)
 from gateway.http.headers import error_response
+from gateway.http.message import Headers
 from gateway.http.rescue import Close, Reset, rescue
 from gateway.observe.record import ExchangeRecord
 from gateway.routes.forward import Mirrors
@@ -271,3 +279,41 @@ async def test_a_mirror_copy_crosses_a_real_link_and_its_answer_is_discarded() -
             nursery.cancel_scope.cancel()
     assert seen == [b"shadow.default.b.isthmus"]
     assert (mirrors.started, mirrors.failed, mirrors.dropped) == (1, 0, 0)
+
+
+class WholeCollect(Collect):
+    """A writer with the one-write fast path (as the listeners' writers have)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.whole = 0
+
+    async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
+        self.whole += 1
+        await self.send_head(response)
+        await self.send_data(body)
+        await self.send_end(trailers)
+
+
+async def test_response_edits_keep_the_writers_fast_path() -> None:
+    """An HTTP/1.1 endpoint answers a small response in one write when the writer offers
+    ``send_whole``; the route's header-editing wrapper must offer it too."""
+    edited = rules(
+        '[[routes]]\naddress = "api.default"\nresponse_headers = { add = { "x-r" = "1" } }\n'
+    )
+
+    async def endpoint(
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        rec: ExchangeRecord | None,
+    ) -> None:
+        whole = getattr(writer, "send_whole", None)
+        assert whole is not None
+        await whole(Response(200, ((b"x-e", b"2"),)), b"ok")
+
+    out = WholeCollect()
+    await edited.forward(get(b"api.default.isthmus"), EmptyBody(), out, ctx(), None, endpoint)
+    assert out.response is not None and out.response.headers == ((b"x-e", b"2"), (b"x-r", b"1"))
+    assert out.whole == 1 and bytes(out.body) == b"ok"
