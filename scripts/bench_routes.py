@@ -22,8 +22,9 @@ Two parts:
    nginx, the minimal trio proxy (the floor: the least any trio proxy can do per request) and
    the two-site Isthmus topology of ``bench_dataplane.py``; wrk drives ``web.default.bencha``
    (one hop) through site A's gateway, whose config is swapped by live reloads between
-   measurements: no routes; 1 000 routes (``spread``, with a rate limit, a 90/10 weighted pair,
-   header edits and a rewrite on the matching route); 1 000 routes on that one address
+   measurements: no routes; 1 000 routes on other addresses (what holding them costs);
+   1 000 routes (``spread``, with a rate limit, a 90/10 weighted pair,
+   header edits on the matching route); 1 000 routes on that one address
    (999 walked).  Each figure is site A's gateway CPU per request (from /proc), and its ratio
    to the floor's, all in the same run (alternated for ``--rounds``).
 
@@ -284,6 +285,7 @@ async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[f
         host = IsthmusSites.host_header(SITE_A)
         variants = {
             "no routes": "",
+            "1000 routes, none for it": routes_toml(route_set("spread", site="benchb")),
             "1000 routes (spread)": routes_toml(route_set("spread")),
             "1000 routes on the address": routes_toml(route_set("1000 prefix")),
         }
