@@ -26,7 +26,7 @@ Two parts:
    1 000 routes (``spread``, with a rate limit, a 90/10 weighted pair,
    header edits on the matching route); 1 000 routes on that one address
    (999 walked).  Each figure is site A's gateway CPU per request (from /proc), and its ratio
-   to the floor's, all in the same run (alternated for ``--rounds``).
+   to the floor's, all in the same run (the order rotated each of ``--rounds``).
 
 Run: ``.venv/bin/python scripts/bench_routes.py`` (engine, ~20 s) or with ``--dataplane``
 (~2 minutes).  Only loopback addresses; every process started is stopped by PID.
@@ -319,7 +319,10 @@ async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[f
                 f"{SITE_A_HOST}:{BACKEND.http_port}",
                 floor.process.pid,
             )
-            for name, text in variants.items():
+            # Rotated each round: no variant always runs first or last (drift, heap growth).
+            order = list(variants.items())
+            order = order[round_no % len(order) :] + order[: round_no % len(order)]
+            for name, text in order:
                 config.write_text(base + text, "utf-8")
                 await trio.to_thread.run_sync(_reload, admin)
                 await measure(name, SITE_A_HOST, sites.http_port, host, sites.pids[0])
