@@ -75,8 +75,8 @@ from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trac
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
 from gateway.router.retry import Resilience
-from overlay.address import L7Address
 from gateway.routes.forward import Mirrors, RouteRules
+from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
