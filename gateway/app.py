@@ -79,6 +79,7 @@ from gateway.reload.scoped import ScopedTasks
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
+from gateway.routes.forward import rules_for
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits
@@ -304,6 +305,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     router.explainer = functools.partial(
         run_explain, router, cluster, limits=limits_of(lim, cluster.connect_timeout)
     )
+    router.rules = rules_for(config, router.mirrors)
     return Gateway(
         config,
         identity,
@@ -349,6 +351,7 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
             )
         )
     await nursery.start(gw.pool.serve)
+    await nursery.start(gw.router.mirrors.serve)
     if gw.observer is not None and gw.observer.access_log is not None:
         await nursery.start(gw.observer.access_log.serve)
 

@@ -21,6 +21,7 @@ from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from gateway.config.fleet import FleetConfig, fleet_problems
 from gateway.config.resilience import BreakerConfig, RetryConfig
+from gateway.config.routes import RouteConfig, route_site_problems
 from overlay.federation.config import ExportConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -474,6 +475,7 @@ class GatewayConfig:
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    routes: tuple[RouteConfig, ...] = ()  # docs/routes.md
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
@@ -484,7 +486,12 @@ class GatewayConfig:
             self._export_problems,
             self._service_traffic_problems,
             lambda: fleet_problems(self),
+            self._route_problems,
         )
+
+    def _route_problems(self) -> list[tuple[str, str]]:
+        peers = frozenset(p.name for p in self.peers)
+        return route_site_problems(self.routes, self.site.name, peers)
 
     def _service_traffic_problems(self) -> list[tuple[str, str]]:
         """A per-service override must leave max_ejection_time_s >= base_ejection_time_s."""

@@ -10,7 +10,16 @@ own.
 
 from __future__ import annotations
 
-from foundation.errors import H2_PROTOCOL_ERROR, DownstreamError, UpstreamError
+import math
+
+from foundation.errors import (
+    H2_INTERNAL_ERROR,
+    H2_PROTOCOL_ERROR,
+    H2_REFUSED_STREAM,
+    DownstreamError,
+    IsthmusError,
+    UpstreamError,
+)
 
 
 class BadRequest(DownstreamError):
@@ -83,3 +92,27 @@ class UnknownAddress(DownstreamError):
     endpoint of it is exported to that peer."""
 
     http_status = 404
+
+
+class RateLimited(DownstreamError):
+    """A route's rate limit for this caller is used up (429); ``retry_after_s`` says when a
+    token is back (sent as ``Retry-After``, whole seconds rounded up, RFC 9110 section 10.2.3)."""
+
+    http_status = 429
+    h2_error_code = H2_REFUSED_STREAM
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return ((b"retry-after", b"%d" % max(1, math.ceil(self.retry_after_s))),)
+
+
+class ResetInstead(IsthmusError):
+    """End the exchange without an answer: an HTTP/2 stream is reset, an HTTP/1.1 connection
+    closed (a route's injected ``abort_reset`` fault)."""
+
+    http_status = 502
+    h2_error_code = H2_INTERNAL_ERROR

@@ -246,6 +246,7 @@ REASONS = {
     404: b"Not Found",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",
@@ -277,6 +278,8 @@ def error_response(exc: BaseException) -> tuple[ResponseHead, bytes]:
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            # A typed error may add fields of its own (429: Retry-After).
+            *getattr(exc, "response_headers", ()),
         ),
     )
     return head, body

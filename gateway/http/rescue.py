@@ -25,6 +25,7 @@ from typing import Literal
 import trio
 
 from foundation.errors import H2_INTERNAL_ERROR, H2_REFUSED_STREAM, DownstreamError, IsthmusError
+from gateway.http.errors import ResetInstead
 from gateway.http.exchange import Response
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.h2_adapter import H2ResponseWriter
@@ -67,6 +68,8 @@ def rescue(exc: BaseException, *, head_sent: bool, wire: Wire, to_peer: bool = F
             return Close()
         mapped = DownstreamError if to_peer else IsthmusError
         return Reset(exc.h2_error_code if isinstance(exc, mapped) else H2_INTERNAL_ERROR)
+    if isinstance(exc, ResetInstead):
+        return Close() if wire == "h1" else Reset(exc.h2_error_code)
     if to_peer and isinstance(exc, UpstreamUnavailable):
         return Reset(H2_REFUSED_STREAM)
     head, body = error_response(exc)
@@ -80,6 +83,9 @@ async def rescue_h1(
     connection's ``send_error`` does both, lingering so the caller can read the answer)."""
     if isinstance(rescue(exc, head_sent=head_sent, wire="h1"), Close):
         mark_failed(stream)  # a response cut short: never a clean ending
+        if not head_sent:  # ResetInstead: close without an answer
+            await conn.aclose()
+            return
     await conn.send_error(exc)
 
 

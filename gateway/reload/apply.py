@@ -36,6 +36,7 @@ from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_iden
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
 from gateway.router.retry import resilience_resolver
+from gateway.routes.forward import rules_for
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
 
@@ -309,6 +310,8 @@ class ConfigReloader:
         if plan.exports:
             self.gw.east_west.export_rules = tuple(config.exports)
             self.gw.peering.set_export_rules(config.exports)
+        if plan.routes:
+            self.gw.router.rules = rules_for(config, self.gw.router.mirrors)
         if plan.limits:
             lim = config.limits
             ew = self.gw.east_west

@@ -22,6 +22,8 @@ What applies live today (each read per request or swapped whole):
   changed ones relinked (a priority change alone keeps the links); other peers' links stay;
 * ``[[sources]]`` -- the discovery sources are restarted with the new list; the catalog keeps
   serving the last snapshot until the new sources have resynced, so no request sees a gap;
+* ``[[routes]]`` -- recompiled and swapped whole for requests that start after the reload
+  (their rate-limit buckets start full again; requests under way keep the route they got);
 * ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
   (:mod:`gateway.reload.listeners`); the others keep their live connections;
 * ``[[service_traffic]]`` -- only when nothing but the rules' ``retries`` and ``breakers``
@@ -57,6 +59,7 @@ LIVE_SECTIONS = frozenset(
         "policies",
         "caller_headers",
         "limits",
+        "routes",
     }
 )
 
@@ -102,6 +105,7 @@ class ReloadPlan:
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
     listeners: ListenerPlan  # caller listeners and service ports to stop and start
     problems: tuple[Problem, ...]  # why it cannot be applied live (empty: it can)
+    routes: bool = False  # recompile [[routes]] and swap them into the router
 
     @property
     def changes(self) -> tuple[str, ...]:
@@ -119,6 +123,8 @@ class ReloadPlan:
             out.append("identity")
         if self.limits:
             out.append("limits")
+        if self.routes:
+            out.append("routes")
         if self.peers:
             out.append("peers")
         if self.sources:
@@ -183,6 +189,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         sources_removed=tuple(sorted(old_names - new_names)),
         listeners=plan_listeners(old, new),
         problems=tuple(problems),
+        routes=new.routes != old.routes or new.site.mesh_domain != old.site.mesh_domain,
     )
 
 

@@ -75,6 +75,7 @@ from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trac
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
 from gateway.router.retry import Resilience
+from gateway.routes.forward import Mirrors, RouteRules
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
@@ -228,6 +229,10 @@ class Router:
         self.debug = debug if debug is not None else DebugConfig()
         self.explainer = explainer
         self.resilience = resilience
+        #: ``[[routes]]`` (None: none configured); swapped whole by a reload.
+        self.rules: RouteRules | None = None
+        #: Where the routes' mirror copies run (served by the gateway's root nursery).
+        self.mirrors = Mirrors()
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -313,11 +318,11 @@ class Router:
         """Route ``request`` by its authority; the response goes to ``writer``."""
         observer = self.observer
         if observer is None:
-            await self._forward(request, body, writer, ctx, None)
+            await self._routed(request, body, writer, ctx, None)
             return
         rec = observer.begin_origin(request, ctx)
         try:
-            await self._forward(
+            await self._routed(
                 request,
                 observer.body(rec, body),
                 observer.writer(rec, writer),
@@ -328,6 +333,22 @@ class Router:
             observer.finish(rec, exc)
             raise
         observer.finish(rec)
+
+    async def _routed(
+        self,
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        rec: ExchangeRecord | None,
+    ) -> None:
+        """The hook of ``[[routes]]``: the route table decides first (:mod:`gateway.routes`),
+        then hands the request -- perhaps with another address -- to :meth:`_forward`."""
+        rules = self.rules
+        if rules is None:
+            await self._forward(request, body, writer, ctx, rec)
+        else:
+            await rules.forward(request, body, writer, ctx, rec, self._forward)
 
     async def _forward(
         self,

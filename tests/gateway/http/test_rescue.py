@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import trio
+import trio.testing
+
 from foundation.errors import (
     H2_CONNECT_ERROR,
     H2_INTERNAL_ERROR,
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
-from gateway.http.errors import BadRequest, UnknownAddress, UpstreamProtocolError
-from gateway.http.rescue import Answer, Close, Reset, rescue
+from gateway.http.errors import (
+    BadRequest,
+    RateLimited,
+    ResetInstead,
+    UnknownAddress,
+    UpstreamProtocolError,
+)
+from gateway.http.h1_server import H1ServerConnection
+from gateway.http.rescue import Answer, Close, Reset, rescue, rescue_h1
 from gateway.upstream.pool import EndpointConnectFailed
 
 
@@ -48,3 +58,25 @@ def test_a_site_that_did_no_work_refuses_a_peers_stream_but_answers_a_caller() -
     assert rescue(exc, head_sent=False, wire="h2", to_peer=True) == Reset(H2_REFUSED_STREAM)
     answer = rescue(exc, head_sent=False, wire="h2")
     assert isinstance(answer, Answer) and answer.head.status == 503
+
+
+def test_an_injected_reset_resets_or_closes_instead_of_answering() -> None:
+    exc = ResetInstead("fault injected")
+    assert rescue(exc, head_sent=False, wire="h2") == Reset(H2_INTERNAL_ERROR)
+    assert rescue(exc, head_sent=False, wire="h2", to_peer=True) == Reset(H2_INTERNAL_ERROR)
+    assert isinstance(rescue(exc, head_sent=False, wire="h1"), Close)
+
+
+async def test_an_injected_reset_closes_an_http1_caller_without_an_answer() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    conn = H1ServerConnection(server)
+    await client.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert await conn.next_request() is not None
+    await rescue_h1(conn, server, ResetInstead("fault injected"), head_sent=False)
+    assert await client.receive_some(1024) == b""  # closed, not a 502
+
+
+def test_rate_limited_is_a_429_with_retry_after() -> None:
+    action = rescue(RateLimited("over", retry_after_s=2.2), head_sent=False, wire="h1")
+    assert isinstance(action, Answer) and action.head.status == 429
+    assert action.head.get(b"retry-after") == b"3"

@@ -139,3 +139,10 @@ def test_retries_and_breakers_alone_apply_live() -> None:
 def test_any_other_service_traffic_change_needs_a_restart(changed: str) -> None:
     plan = plan_reload(_config(GOOD + RULE), _config(GOOD + changed))
     assert [p.path for p in plan.problems] == ["service_traffic"]
+
+
+def test_routes_are_live() -> None:
+    route = '\n[[routes]]\naddress = "api.payments"\ndirect_response = { status = 503 }\n'
+    plan = plan_reload(_config(GOOD), _config(GOOD + route))
+    assert plan.problems == () and plan.changes == ("routes",)
+    assert plan_reload(_config(GOOD + route), _config(GOOD + route)).empty

@@ -1,0 +1,1 @@
+"""Routes: per L7 address, first match wins (see docs/routes.md)."""
