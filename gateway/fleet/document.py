@@ -36,8 +36,15 @@ from gateway.config.decode import Decoder
 from gateway.config.model import GatewayConfig
 
 #: The config sections fleet resources may add to.  Open: a section joins when the reload
-#: applies it live (routes will, once they have landed).
-FLEET_KINDS: tuple[str, ...] = ("policies", "exports", "service_traffic", "caller_headers")
+#: applies it live.  Routes are first-match per address: a site's own routes come first, the
+#: fleet's follow in name order.
+FLEET_KINDS: tuple[str, ...] = (
+    "policies",
+    "exports",
+    "service_traffic",
+    "caller_headers",
+    "routes",
+)
 ALL_SITES = "*"
 #: Consul's default bound on one KV value; the document is one value.
 MAX_DOCUMENT_BYTES = 512 * 1024

@@ -42,6 +42,17 @@ BAD_FOR_SITES = (
     + '\n[[resources]]\nkind = "exports"\nname = "x"\n[resources.spec]\npeers = ["nowhere"]\n'
 )
 
+# A route for every site: all of whoami's traffic to site c (a canary at 100 %).
+SHIFT_TO_C = """
+[[resources]]
+kind = "routes"
+name = "whoami-to-c"
+targets = ["*"]
+[resources.spec]
+address = "whoami.default"
+backends = [{ service = "whoami.default", site = "c", weight = 100 }]
+"""
+
 NOWHERE_PEER = """
 [[peers]]
 name = "nowhere"
@@ -105,6 +116,18 @@ async def status_from(ov: Overlay, caller: str, target: str) -> int:
     return reply.status
 
 
+async def whoami_site(ov: Overlay, caller: str) -> str:
+    """The site whose endpoint answered ``whoami.default`` (unpinned) called at ``caller``."""
+    reply = await h1_request(
+        str(ov.built[caller].site.address),
+        ov.topology.http_port,
+        authority="whoami.default.isthmus",
+        request_timeout_s=20,
+    )
+    assert reply.status == 200, (caller, reply.status, reply.body)
+    return str(reply.json()["site"])
+
+
 async def all_run(ov: Overlay, version: str) -> None:
     for site in SITES:
         await ov.wait(site, "/fleet", lambda d: d["version"] == version, within_s=WITHIN_S)
@@ -135,6 +158,14 @@ async def test_fleet_apply_reject_rollback_catch_up(tmp_path: Path) -> None:
             assert await status_from(ov, caller, target) == 200, (caller, target)
         metrics = await trio.to_thread.run_sync(_text, ov.url("b") + "/metrics")
         assert f'isthmus_fleet_version_info{{version="{v1}"}} 1' in metrics
+
+        # A traffic shift applied once: every site sends whoami (unpinned) to site c, whose
+        # endpoint names itself in its answer.  Without the route a and b answer locally.
+        assert (await whoami_site(ov, "a")) == "a"
+        v_shift = await apply(consul, doc, ALLOW_ALL + SHIFT_TO_C)
+        await all_run(ov, v_shift)
+        for caller in SITES:
+            assert (await whoami_site(ov, caller)) == "c", caller
 
         # 2. Targets: the policy for b only.  c refuses again, b still allows.
         v2 = await apply(consul, doc, ONLY_B)
