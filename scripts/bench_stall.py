@@ -100,7 +100,8 @@ def window(path: Path, start: float, end: float) -> dict[str, Any]:
         rss = int(parts[5])
         wall = max(wall, float(parts[6]))
         if float(parts[1]) > step:
-            step, task = float(parts[1]), parts[4]
+            step = float(parts[1])
+            task = f"{parts[7] if len(parts) > 7 else '?'} | {parts[4]}"
         batch = max(batch, float(parts[2]))
         gcmax = max(gcmax, float(parts[3]))
     return {

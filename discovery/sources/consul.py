@@ -11,15 +11,18 @@ its last answer (``index``) and a ``wait``; Consul answers when something change
 
 The watchers only record results in a :class:`_View` and wake the *emitter*, a single task that
 turns the view into events.  Because the emitter reads the whole view after each wake-up,
-bursts coalesce and the catalog sees one :class:`Resynced` with the complete set, ``version``
-= the ``X-Consul-Index`` of the latest answer.  Rules the emitter follows:
+bursts coalesce; ``version`` is the ``X-Consul-Index`` of the latest answer.  The catalog first
+sees one :class:`Resynced` with the complete set, then Added / Updated / Removed for the
+endpoints of the services that changed (:func:`decide`): a 1 % churn over a 100k-endpoint
+catalog costs the catalog 1k endpoint updates, not a full-set compare per wake-up.  Rules the
+emitter follows:
 
 * nothing is announced before the services list and every watched service answered once
   (or failed);
 * any failing query (agent unreachable, 5xx, 403, malformed answer) -> :class:`SourceStale`
   once, with the reason; the last good endpoints of every service stay in the view and in the
   catalog -- a failure never removes anything;
-* when every query succeeds again -> :class:`Resynced` if the set changed, else
+* when every query succeeds again -> the endpoint events of what changed meanwhile, then
   :class:`SourceFresh`;
 * each successful services-list round (at least every ``wait_s``) without a change confirms
   the view with :class:`SourceFresh`, so the catalog can tell a quiet source from a dead one.
@@ -59,6 +62,7 @@ from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint
 from discovery.pacing import DUTY, MAX_REST_S
 from discovery.sources.config import ConsulSourceConfig
+from discovery.sources.consul_delta import view_deltas
 from discovery.sources.consul_http import TrioHTTPClient
 from discovery.sources.consul_parse import (
     ConsulAclDenied,
@@ -210,31 +214,53 @@ class _View:
 class _Announced:
     """What the catalog was last told."""
 
-    endpoints: tuple[Endpoint, ...] | None = None
+    announced: bool = False  # a first Resynced went out
     stale: bool = False
     per_service: dict[str, tuple[Endpoint, ...] | None] = field(default_factory=dict)
 
 
-def decide(view: _View, told: _Announced, source: str, at: float) -> list[Event]:
-    """The events that bring the catalog from ``told`` to ``view`` (updates ``told``)."""
+RESYNC_ABOVE = 20_000
+"""More endpoint events than this for one wake-up: send one :class:`Resynced` instead (the
+catalog compares a full set in one pass, cheaper than that many single upserts)."""
+
+
+def decide(
+    view: _View, told: _Announced, source: str, at: float, *, resync_above: int = RESYNC_ABOVE
+) -> list[Event]:
+    """The events that bring the catalog from ``told`` to ``view`` (updates ``told``).
+
+    The first announcement is one :class:`Resynced` with the full set; after that a change is
+    sent as Added / Updated / Removed events for the endpoints of the services that changed
+    (:mod:`discovery.sources.consul_delta`), so the catalog's work is proportional to the
+    change, not to the catalog.  Endpoint events do not confirm a stale source, so a
+    recovery or a services-list round sends :class:`SourceFresh` after them.
+    """
     if not view.ready():
         return []
     events: list[Event] = []
-    changed = view.watched is not None and (
-        told.endpoints is None or view.differs(told.per_service)
-    )
+    changed = view.watched is not None and (not told.announced or view.differs(told.per_service))
+    resynced = False
     if changed:
-        current = view.full_set()
-        events.append(Resynced(source, current, view.version(), at))
-        told.endpoints = current
-        told.per_service = {n: view.endpoints.get(n) for n in view.names()}
-        told.stale = False
+        current = {n: view.endpoints.get(n) for n in view.names()}
+        deltas = None
+        if told.announced:
+            version = view.version()
+            deltas = view_deltas(
+                told.per_service, current, source=source, version=version, at=at, limit=resync_above
+            )
+        if deltas is None:
+            events.append(Resynced(source, view.full_set(), view.version(), at))
+            told.announced = resynced = True
+            told.stale = False
+        else:
+            events += deltas
+        told.per_service = current
     if view.failing:
-        if not told.stale or changed:
+        if not told.stale or resynced:
             reasons = "; ".join(f"{q}: {r}" for q, r in sorted(view.failing.items())[:3])
             events.append(SourceStale(source, reasons[:_REASON_CHARS], at))
             told.stale = True
-    elif not changed and (told.stale or view.confirm) and told.endpoints is not None:
+    elif not resynced and (told.stale or view.confirm) and told.announced:
         events.append(SourceFresh(source, view.version(), at))
         told.stale = False
     view.confirm = False

@@ -7,7 +7,8 @@ the loop's thread: nothing else ran meanwhile, a request that became ready waite
 the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's own work, not
 the time the OS gave the core to other processes), the longest cyclic-GC pass, the tasks that
 took most of the longest batch (``name:ms``), the RSS in MB and the longest batch in wall
-time (which includes time the process waited for a core on a shared machine).
+time (which includes time the process waited for a core on a shared machine), and the task
+of the longest step.
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys.
@@ -35,6 +36,7 @@ class StallProbe(trio.abc.Instrument):
         self.step0 = self.batch0 = time.perf_counter()
         self.max_step = self.max_batch = self.max_gc = 0.0
         self.task = ""
+        self.step_task = ""
         self.flushed = time.time()
         self.gc0 = 0.0
         self.batch_cpu0 = 0.0
@@ -57,6 +59,7 @@ class StallProbe(trio.abc.Instrument):
         self.in_batch[name] = self.in_batch.get(name, 0.0) + took
         if took > self.max_step:
             self.max_step = took
+            self.step_task = name
         self.maybe_flush()
 
     def after_io_wait(self, timeout: float) -> None:
@@ -82,7 +85,7 @@ class StallProbe(trio.abc.Instrument):
             self.out.write(
                 f"{now:.3f}\t{self.max_step * 1e3:.2f}\t{self.max_batch * 1e3:.2f}\t"
                 f"{self.max_gc * 1e3:.2f}\t{self.task}\t{rss:.0f}\t"
-                f"{self.max_batch_wall * 1e3:.2f}\n"
+                f"{self.max_batch_wall * 1e3:.2f}\t{self.step_task}\n"
             )
             self.flushed = now
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
