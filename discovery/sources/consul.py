@@ -41,14 +41,14 @@ Consul: a gateway must come up (with its other sources) while Consul is down.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import re
 import ssl
-import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -60,7 +60,7 @@ from consul import exceptions as consul_exceptions
 from discovery.backoff import Backoff
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint
-from discovery.pacing import DUTY, MAX_REST_S
+from discovery.offload import Offload
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul_delta import view_deltas
 from discovery.sources.consul_http import TrioHTTPClient
@@ -89,6 +89,7 @@ CATALOG = "catalog/services"
 _MIN_ROUND_S = 0.1
 _MIN_SHARED_WAIT_S = _MIN_ROUND_S
 _REASON_CHARS = 300
+EMIT_SLICE = 256  # events the emitter hands over per step of the event loop
 
 
 class TrioConsul(base.Consul):  # type: ignore[misc]
@@ -219,52 +220,46 @@ class _Announced:
     per_service: dict[str, tuple[Endpoint, ...] | None] = field(default_factory=dict)
 
 
-RESYNC_ABOVE = 20_000
-"""More endpoint events than this for one wake-up: send one :class:`Resynced` instead (the
-catalog compares a full set in one pass, cheaper than that many single upserts)."""
-
-
-def decide(
-    view: _View, told: _Announced, source: str, at: float, *, resync_above: int = RESYNC_ABOVE
-) -> list[Event]:
-    """The events that bring the catalog from ``told`` to ``view`` (updates ``told``).
+def decide(view: _View, told: _Announced, source: str, at: float) -> Iterator[Event]:
+    """The events that bring the catalog from ``told`` to ``view`` (updates ``told`` now).
 
     The first announcement is one :class:`Resynced` with the full set; after that a change is
     sent as Added / Updated / Removed events for the endpoints of the services that changed
     (:mod:`discovery.sources.consul_delta`), so the catalog's work is proportional to the
     change, not to the catalog.  Endpoint events do not confirm a stale source, so a
     recovery or a services-list round sends :class:`SourceFresh` after them.
+
+    The endpoint events are computed lazily, service by service, as the caller iterates: a
+    rollout that changed hundreds of services at once is many short steps of the emitter, not
+    one long one.  (``told`` is replaced, never mutated, so the lazy part reads a fixed state.)
     """
     if not view.ready():
-        return []
-    events: list[Event] = []
+        return iter(())
+    head: list[Event] = []
+    deltas: Iterator[Event] = iter(())
+    tail: list[Event] = []
     changed = view.watched is not None and (not told.announced or view.differs(told.per_service))
     resynced = False
     if changed:
         current = {n: view.endpoints.get(n) for n in view.names()}
-        deltas = None
         if told.announced:
             version = view.version()
-            deltas = view_deltas(
-                told.per_service, current, source=source, version=version, at=at, limit=resync_above
-            )
-        if deltas is None:
-            events.append(Resynced(source, view.full_set(), view.version(), at))
+            deltas = view_deltas(told.per_service, current, source=source, version=version, at=at)
+        else:
+            head.append(Resynced(source, view.full_set(), view.version(), at))
             told.announced = resynced = True
             told.stale = False
-        else:
-            events += deltas
         told.per_service = current
     if view.failing:
         if not told.stale or resynced:
             reasons = "; ".join(f"{q}: {r}" for q, r in sorted(view.failing.items())[:3])
-            events.append(SourceStale(source, reasons[:_REASON_CHARS], at))
+            tail.append(SourceStale(source, reasons[:_REASON_CHARS], at))
             told.stale = True
     elif not resynced and (told.stale or view.confirm) and told.announced:
-        events.append(SourceFresh(source, view.version(), at))
+        tail.append(SourceFresh(source, view.version(), at))
         told.stale = False
     view.confirm = False
-    return events
+    return chain(head, deltas, tail)
 
 
 class _ConsulWatch:
@@ -280,10 +275,7 @@ class _ConsulWatch:
         self.told = _Announced()
         self.wakeup = trio.Event()
         self.watchers: dict[str, trio.CancelScope] = {}
-        # One answer parsed per turn of the event loop: when Consul answers hundreds of
-        # parked queries at once (a rollout, a snapshot restore), parsing them all in one
-        # scheduler batch would hold every request until the last one is done.
-        self.parsing = trio.Lock()
+        self.parser = Offload()  # parses answers off the loop (see watch_service)
 
     async def token(self) -> str | None:
         """The ACL token (config or ``token_file``), registered so logs never show it."""
@@ -314,8 +306,17 @@ class _ConsulWatch:
         while True:
             await self.wakeup.wait()
             self.wakeup = trio.Event()
-            for event in decide(self.view, self.told, self.config.name, trio.current_time()):
-                await self.send.send(event)
+            events = decide(self.view, self.told, self.config.name, trio.current_time())
+            for count, event in enumerate(events, 1):
+                # A checkpoint per event would be 100k scheduler turns for a full rollout: put
+                # what fits, checkpoint every EMIT_SLICE events, wait only when the channel is
+                # full (the catalog is behind).
+                try:
+                    self.send.send_nowait(event)
+                except trio.WouldBlock:
+                    await self.send.send(event)
+                if count % EMIT_SLICE == 0:
+                    await trio.lowlevel.checkpoint()
 
     async def failed(self, query: str, err: ConsulError, attempt: int) -> None:
         reason = f"{type(err).__name__}: {err}"[:_REASON_CHARS]
@@ -412,9 +413,12 @@ class _ConsulWatch:
                         node_meta=dict(self.node_meta) or None,
                     )
                     received = parse_index(raw_index)
-                    async with self.parsing:  # acquiring yields: this parse gets its own turn
-                        began = time.perf_counter()
-                        report = parse_health_service(
+                    # In a worker thread, one answer at a time, with a rest after it: when
+                    # Consul answers hundreds of parked queries at once (a rollout, a churn
+                    # spread over every service), the loop keeps serving requests meanwhile.
+                    report = await self.parser.run(
+                        functools.partial(
+                            parse_health_service,
                             data,
                             service=name,
                             namespace=self.config.target_namespace,
@@ -422,10 +426,7 @@ class _ConsulWatch:
                             node_meta=self.node_meta,
                             known=known,
                         )
-                        # Rest as long as the parse took (lock held): a burst of answers gets
-                        # at most half of the loop's time, the data path the other half.
-                        rest = (time.perf_counter() - began) * (1 - DUTY) / DUTY
-                        await trio.sleep(min(rest, MAX_REST_S))
+                    )
                 except _PY_CONSUL_ERRORS as err:
                     if scope.cancel_called:
                         return  # the service left the catalog meanwhile: record nothing

@@ -17,7 +17,7 @@ the identity test settles almost every comparison.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from discovery.events import Added, Event, Removed, Updated
 from discovery.model import Endpoint
@@ -53,26 +53,15 @@ def service_deltas(
 
 
 def view_deltas(
-    told: PerService,
-    current: PerService,
-    *,
-    source: str,
-    version: str,
-    at: float,
-    limit: int,
-) -> list[Event] | None:
-    """Events for every service whose tuple in ``current`` is not the one in ``told``.
+    told: PerService, current: PerService, *, source: str, version: str, at: float
+) -> Iterator[Event]:
+    """Events for every service whose tuple in ``current`` is not the one in ``told``, lazily
+    (one service's worth of work per step of the caller).
 
     A service missing from ``current`` left the watched set: all of its told endpoints are
-    removed.  Returns None when more than ``limit`` events would be needed: past that point one
-    full :class:`~discovery.events.Resynced` is cheaper for the catalog than the deltas.
+    removed.  Neither mapping may change while this runs (the caller replaces, never mutates).
     """
-    events: list[Event] = []
     for name in sorted(told.keys() | current.keys()):
         old, new = told.get(name) or (), current.get(name) or ()
-        if old is new:
-            continue
-        events += service_deltas(old, new, source=source, version=version, at=at)
-        if len(events) > limit:
-            return None
-    return events
+        if old is not new:
+            yield from service_deltas(old, new, source=source, version=version, at=at)

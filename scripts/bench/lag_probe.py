@@ -91,8 +91,32 @@ class StallProbe(trio.abc.Instrument):
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
 
 
+def trace_memory(out: str, every_s: float = 5.0) -> None:
+    """Every ``every_s``, append the 12 largest allocation sites still alive to ``out``
+    (``ISTHMUS_TRACEMALLOC=OUT``: diagnosis only, tracing slows the gateway down a lot)."""
+    import threading
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def dump() -> None:
+        while True:
+            time.sleep(every_s)
+            snap = tracemalloc.take_snapshot()
+            top = snap.statistics("lineno")[:12]
+            total = sum(s.size for s in snap.statistics("filename"))
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(f"== {time.time():.0f} traced {total / 2**20:.0f} MB\n")
+                for stat in top:
+                    f.write(f"{stat.size / 2**20:8.1f} MB {stat.count:>9} {stat.traceback}\n")
+
+    threading.Thread(target=dump, daemon=True).start()
+
+
 def main() -> None:
     path, rest = sys.argv[1], sys.argv[2:]
+    if os.environ.get("ISTHMUS_TRACEMALLOC"):
+        trace_memory(os.environ["ISTHMUS_TRACEMALLOC"])
     if rest[:1] == ["--heap-budget"]:
         import discovery.heap
 
