@@ -55,7 +55,7 @@ class StallProbe(trio.abc.Instrument):
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         took = time.thread_time() - self.step0
-        name = task.name.rsplit(".", 1)[-1]
+        name = ".".join(task.name.rsplit(".", 2)[-2:])
         self.in_batch[name] = self.in_batch.get(name, 0.0) + took
         if took > self.max_step:
             self.max_step = took
