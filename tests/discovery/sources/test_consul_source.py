@@ -240,6 +240,9 @@ async def test_500_keeps_last_good_view_marked_stale_then_reconverges() -> None:
             srv.register_service("web", 8081)  # a change while Consul answers 500
             srv.fail_with_500(False)
             back = await events.resynced(lambda e: ports(e) == {8080, 8081})
+            # Endpoint events do not confirm the source: SourceFresh does, once every query
+            # (the services list too) answers again.
+            await events.next(lambda e: isinstance(e, SourceFresh))
             srv.fail_with_500(True)
             await events.next(lambda e: isinstance(e, SourceStale))
             srv.fail_with_500(False)  # unchanged set -> SourceFresh, no Resynced
