@@ -17,7 +17,8 @@ inf`` runs gateway A without the heap keeper, to measure what it buys.
 
 Each phase sends an open-loop load (``--rate`` GET/s over 8 connections) through A's http
 listener to the backend (one hop), and reports p50/p99/max request latency and the stall
-figures measured during the phase:
+figures measured during the phase, and gateway A's CPU seconds per second of the phase
+(``CPU/s``: what the phase's work costs, whatever else runs on the machine):
 
 * ``baseline``      nothing changes;
 * ``consul-resync`` every one of the N Consul instances changes at once (a big rollout, or a
@@ -100,7 +101,8 @@ def window(path: Path, start: float, end: float) -> dict[str, Any]:
         rss = int(parts[5])
         wall = max(wall, float(parts[6]))
         if float(parts[1]) > step:
-            step, task = float(parts[1]), parts[4]
+            step = float(parts[1])
+            task = f"{parts[7] if len(parts) > 7 else '?'} | {parts[4]}"
         batch = max(batch, float(parts[2]))
         gcmax = max(gcmax, float(parts[3]))
     return {
@@ -140,10 +142,18 @@ async def wait_routes(fleet: Fleet, base: str, at_least: int, within: float) -> 
     raise BenchError(f"{base}/routes lists {last} services, wanted >= {at_least}")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used: a figure other processes on a shared
+    machine do not inflate, unlike latencies."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def phase(
-    name: str, args: argparse.Namespace, lag: Path, action: Any = None
+    name: str, args: argparse.Namespace, lag: Path, pid: int, action: Any = None
 ) -> dict[str, Any]:
     start = time.time()
+    cpu0 = cpu_s(pid)
     try:
         async with trio.open_nursery() as nursery:
             if action is not None:
@@ -154,7 +164,9 @@ async def phase(
     except* trio.TooSlowError:  # the gateway did not keep up at all: no latency figures
         result = LatencyResult((), int(args.rate * args.seconds), int(args.rate * args.seconds))
     end = time.time()
+    cpu = cpu_s(pid) - cpu0
     row: dict[str, Any] = {
+        "cpu_per_s": cpu / (end - start),
         "phase": name,
         "requests": len(result.latencies),
         "errors": result.errors,
@@ -167,7 +179,7 @@ async def phase(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
         f"{row['p99_ms']:>7.1f} {row['max_ms']:>7.1f} {row['batch_ms']:>8.1f} "
         f"{row['batch_wall_ms']:>8.1f} {row['stall_ms']:>8.1f} {row['gc_ms']:>7.1f} "
-        f"{row['rss_mb']:>6}  "
+        f"{row['rss_mb']:>6} {row['cpu_per_s']:>6.2f}  "
         f"{row['task']}",
         flush=True,
     )
@@ -243,16 +255,16 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
             f"{'stall ms':>8} {'wall ms':>8} {'step ms':>8} {'gc ms':>7} {'RSS MB':>6} "
-            " tasks of the longest batch (ms)",
+            f"{'CPU/s':>6}  task of the longest step | tasks of the longest batch (ms)",
             flush=True,
         )
-        rows.append(await phase("baseline", args, lag))
+        rows.append(await phase("baseline", args, lag, child_a.process.pid))
 
         async def resync() -> None:
             await trio.sleep(1.0)
             os.kill(consul.process.pid, signal.SIGUSR1)
 
-        rows.append(await phase("consul-resync", args, lag, resync))
+        rows.append(await phase("consul-resync", args, lag, child_a.process.pid, resync))
         await fleet.stop(child_b)
         await trio.sleep(2.0)
         b_started = trio.Event()
@@ -263,11 +275,11 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             b_started.set()
 
         longer = argparse.Namespace(**{**vars(args), "seconds": max(args.seconds, args.peer_s)})
-        rows.append(await phase("peer-snapshot", longer, lag, restart_b))
+        rows.append(await phase("peer-snapshot", longer, lag, child_a.process.pid, restart_b))
         await wait_routes(fleet, base_a, services, 120)  # the snapshot did arrive
         os.kill(consul.process.pid, signal.SIGUSR2)
         try:
-            rows.append(await phase("churn", args, lag))
+            rows.append(await phase("churn", args, lag, child_a.process.pid))
         finally:
             os.kill(consul.process.pid, signal.SIGUSR2)
         print(f"# gateway A RSS {rss_mb(child_a.process.pid):.0f} MB", flush=True)

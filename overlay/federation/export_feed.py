@@ -17,15 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from discovery.model import Endpoint, ServiceName
-from discovery.snapshot import Catalog
+from discovery.snapshot import Catalog, CatalogEntry
 from discovery.steps import UNSLICED, Steps, complete
+from overlay.federation import export
 from overlay.federation.config import ExportConfig
-from overlay.federation.export import (
-    EMPTY_VIEW,
-    ExportView,
-    compute_export_steps,
-    update_export_steps,
-)
+from overlay.federation.export import EMPTY_VIEW, ExportView
+from overlay.federation.export_tally import ServiceTally
 
 
 def routable_endpoints(catalog: Catalog, now: float) -> Iterator[Endpoint]:
@@ -69,14 +66,34 @@ def changed_services(old: Catalog, new: Catalog) -> set[ServiceName] | None:
     return changed
 
 
+def _effective(catalog: Catalog, entry: CatalogEntry, now: float) -> Endpoint:
+    """The entry's endpoint, healthy only if the catalog would route to it now."""
+    ep = entry.endpoint
+    ok = catalog.is_routable(entry, now)
+    return ep if ok == ep.healthy else replace(ep, healthy=ok)
+
+
+def _ejection_services(old: Catalog, new: Catalog) -> set[ServiceName]:
+    """Services with an endpoint the gateway ejected or readmitted (same entry, new verdict)."""
+    if old.ejected is new.ejected:
+        return set()
+    return {k.service for k in set(old.ejected.keys()) ^ set(new.ejected.keys())}
+
+
 class PeerExport:
-    """The export view for one peer, kept up to date from catalog snapshots (pure)."""
+    """The export view for one peer, kept up to date from catalog snapshots (pure).
+
+    Per service it keeps a :class:`~overlay.federation.export_tally.ServiceTally`, so a change
+    re-tallies only the endpoints whose catalog entries changed (an identity check per entry:
+    the persistent maps keep an unchanged entry's object).
+    """
 
     def __init__(self, peer: str, rules: Sequence[ExportConfig]) -> None:
         self.peer = peer
         self.rules = tuple(rules)
         self.view: ExportView = EMPTY_VIEW
         self._catalog: Catalog | None = None
+        self._tallies: dict[ServiceName, ServiceTally] = {}
 
     def set_rules(self, rules: Sequence[ExportConfig]) -> None:
         """New export rules (a config reload): the next update recomputes the whole view."""
@@ -98,18 +115,72 @@ class PeerExport:
         previous = self._catalog
         changed = None if previous is None else changed_services(previous, catalog)
         if changed is None:
-            self.view = yield from compute_export_steps(
-                routable_endpoints(catalog, now), self.rules, self.peer, slice_items=slice_items
-            )
-            self._catalog = catalog
+            yield from self._recompute(catalog, now, slice_items)
             return None
+        assert previous is not None
         if not changed:
             self._catalog = catalog
             return frozenset()
-        # Each service's endpoints are gathered as the sliced loop reaches it, not up front.
-        per_service = ((s, _service_endpoints(catalog, s, now)) for s in changed)
-        view, touched = yield from update_export_steps(
-            self.view, per_service, self.rules, self.peer, slice_items=slice_items
-        )
+        rejudge = _ejection_services(previous, catalog)
+        staged: dict[ServiceName, ServiceTally] = {}
+        touched: set[ServiceName] = set()
+        work = 0
+        with self.view.mutate() as mutation:
+            for service in changed:
+                old = None if service in rejudge else previous.services.get(service)
+                new = catalog.services.get(service)
+                base = self._tallies.get(service) if old is not None else None
+                tally = base.copy() if base is not None else ServiceTally()
+                for key, entry in new.items() if new is not None else ():
+                    work += 1
+                    if work >= slice_items:
+                        yield work
+                        work = 0
+                    if old is not None and old.get(key) is entry:
+                        continue  # unchanged: counted (or not) as before
+                    ep = _effective(catalog, entry, now)
+                    if ep.service == service and export.consents(self.rules, ep, self.peer):
+                        tally.add(key, ep)
+                    else:
+                        tally.remove(key)
+                for key in [k for k in tally.contrib if new is None or k not in new]:
+                    tally.remove(key)  # the endpoint left the catalog
+                staged[service] = tally
+                agg = tally.result(service)
+                if agg == self.view.get(service):
+                    continue
+                touched.add(service)
+                if agg is None:
+                    del mutation[service]
+                else:
+                    mutation[service] = agg
+            view = mutation.finish()
+        for service, tally in staged.items():
+            if tally.contrib:
+                self._tallies[service] = tally
+            else:
+                self._tallies.pop(service, None)
         self.view, self._catalog = view, catalog
-        return touched
+        return frozenset(touched)
+
+    def _recompute(self, catalog: Catalog, now: float, slice_items: int) -> Steps[None]:
+        tallies: dict[ServiceName, ServiceTally] = {}
+        work = 0
+        for service, endpoints in catalog.services.items():
+            tally = ServiceTally()
+            for key, entry in endpoints.items():
+                work += 1
+                if work >= slice_items:
+                    yield work
+                    work = 0
+                ep = _effective(catalog, entry, now)
+                if export.consents(self.rules, ep, self.peer):
+                    tally.add(key, ep)
+            if tally.contrib:
+                tallies[service] = tally
+        mutation = EMPTY_VIEW.mutate()
+        for service, tally in tallies.items():
+            agg = tally.result(service)
+            if agg is not None:
+                mutation[service] = agg
+        self.view, self._tallies, self._catalog = mutation.finish(), tallies, catalog

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import immutables
 
 from discovery.model import Endpoint, ServiceName
+from discovery.steps import UNSLICED, Steps, complete
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable, PeerImports
 
@@ -72,6 +73,23 @@ def _usable(
     return max_silence is None or now - peer.confirmed_at <= max_silence
 
 
+def ordered_peers(
+    local_site: str,
+    imports: ImportTable | Iterable[PeerImports],
+    peer_priorities: Mapping[str, int],
+    now: float,
+    down_peers: Collection[str],
+    max_silence: float | None,
+    default_priority: int,
+) -> list[PeerImports]:
+    """The peers that can serve, in failover order (priority, then name)."""
+    peers = imports.peers.values() if isinstance(imports, ImportTable) else imports
+    return sorted(
+        (p for p in peers if p.site != local_site and _usable(p, down_peers, now, max_silence)),
+        key=lambda p: (peer_priorities.get(p.site, default_priority), p.site),
+    )
+
+
 def build_route_view(
     local_site: str,
     local_endpoints: Iterable[Endpoint],
@@ -84,17 +102,59 @@ def build_route_view(
     default_priority: int = DEFAULT_PEER_PRIORITY,
 ) -> RouteView:
     """Merge the local catalog and the imports into a :class:`RouteView` (see module doc)."""
+    steps = build_route_view_steps(
+        local_site,
+        local_endpoints,
+        imports,
+        peer_priorities,
+        now,
+        down_peers=down_peers,
+        max_silence=max_silence,
+        default_priority=default_priority,
+        slice_items=UNSLICED,
+    )
+    return complete(steps)
+
+
+def build_route_view_steps(
+    local_site: str,
+    local_endpoints: Iterable[Endpoint],
+    imports: ImportTable | Iterable[PeerImports],
+    peer_priorities: Mapping[str, int],
+    now: float,
+    *,
+    down_peers: Collection[str] = frozenset(),
+    max_silence: float | None = None,
+    default_priority: int = DEFAULT_PEER_PRIORITY,
+    slice_items: int,
+) -> Steps[RouteView]:
+    """:func:`build_route_view`, pausing every ``slice_items`` endpoints or imported services
+    (a peer exporting 10k services is 10k entries to merge)."""
     routes: dict[ServiceName, list[str]] = {}
+    work = 0
     for ep in local_endpoints:
+        work += 1
+        if work >= slice_items:
+            yield work
+            work = 0
         if ep.healthy and ep.service not in routes:
             routes[ep.service] = [local_site]
-    peers = imports.peers.values() if isinstance(imports, ImportTable) else imports
-    ordered = sorted(
-        (p for p in peers if p.site != local_site and _usable(p, down_peers, now, max_silence)),
-        key=lambda p: (peer_priorities.get(p.site, default_priority), p.site),
+    ordered = ordered_peers(
+        local_site, imports, peer_priorities, now, down_peers, max_silence, default_priority
     )
     for peer in ordered:
         for name, entry in peer.services.items():
+            work += 1
+            if work >= slice_items:
+                yield work
+                work = 0
             if entry.service.healthy_count > 0:
                 routes.setdefault(name, []).append(peer.site)
-    return RouteView(local_site, immutables.Map((k, tuple(v)) for k, v in routes.items()))
+    mutation = immutables.Map[ServiceName, tuple[str, ...]]().mutate()
+    for key, sites in routes.items():
+        work += 1
+        if work >= slice_items:
+            yield work
+            work = 0
+        mutation[key] = tuple(sites)
+    return RouteView(local_site, mutation.finish())

@@ -1,11 +1,14 @@
 """Route-view publishing: rebuild the routing view when its inputs change, and publish it.
 
-The view itself is the pure :func:`~overlay.peering.route_table.build_route_view`; this module
-is its thin Trio adapter.  It rebuilds on a *kick* (a link went up or down, an import changed,
-the local catalog moved) and at the next import expiry: stale imports are withdrawn on a timer
-owned here, so a peer whose link is gone leaves the import table ``import_grace`` seconds
-later even when nothing else happens.  Kicks coalesce (a channel of one): a burst of changes
-costs one rebuild, and the rebuild always reads the latest inputs.
+The view itself is the pure :func:`~overlay.peering.route_table.build_route_view`, kept current
+by :class:`~overlay.peering.route_fold.RouteFold` (only the changed local services when only
+the local catalog moved; a sliced full rebuild otherwise); this module is its thin Trio
+adapter, running the fold with :func:`~discovery.pacing.paced` so requests run between slices.
+It rebuilds on a *kick* (a link went up or down, an import changed, the local catalog moved)
+and at the next import expiry: stale imports are withdrawn on a timer owned here, so a peer
+whose link is gone leaves the import table ``import_grace`` seconds later even when nothing
+else happens. Kicks coalesce (a channel of one): a burst of changes costs one rebuild, and the
+rebuild always reads the latest inputs.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from collections.abc import Callable, Mapping
 import immutables
 import trio
 
-from discovery.catalog import serving_endpoints
+from discovery.pacing import paced
 from discovery.snapshot import Catalog
+from discovery.steps import SLICE_ITEMS
 from discovery.watch import Watch
 from overlay.federation.import_ import ImportTable
 from overlay.peering.links import PeerLinks
-from overlay.peering.route_table import RouteView, build_route_view
+from overlay.peering.route_fold import RouteFold
+from overlay.peering.route_table import RouteView
 
 
 class RoutePublisher:
@@ -35,12 +40,15 @@ class RoutePublisher:
         imports: Watch[ImportTable],
         peers: Mapping[str, PeerLinks],
         clock: Callable[[], float] = trio.current_time,
+        slice_items: int = SLICE_ITEMS,
     ) -> None:
         self.local_site = local_site
         self.catalog = catalog
         self.imports = imports
         self._peers = peers
         self._clock = clock
+        self._fold = RouteFold(local_site)
+        self._slice_items = slice_items
         self.routes: Watch[RouteView] = Watch(RouteView(local_site, immutables.Map()))
         self._kick_send, self._kick_receive = trio.open_memory_channel[None](1)
 
@@ -60,15 +68,17 @@ class RoutePublisher:
                 if expired is not table:
                     self.imports.publish(expired)
                     table = expired
-                down = {name for name, st in self._peers.items() if st.outbound() is None}
+                down = frozenset(n for n, st in self._peers.items() if st.outbound() is None)
                 priorities = {name: st.spec.priority for name, st in self._peers.items()}
-                view = build_route_view(
-                    self.local_site,
-                    serving_endpoints(self.catalog.latest, now),
-                    table,
-                    priorities,
-                    now,
-                    down_peers=down,
+                view = await paced(
+                    self._fold.fold_steps(
+                        self.catalog.latest,
+                        table,
+                        priorities,
+                        now,
+                        down_peers=down,
+                        slice_items=self._slice_items,
+                    )
                 )
                 if view != self.routes.latest:
                     self.routes.publish(view)

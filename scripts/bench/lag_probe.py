@@ -7,7 +7,8 @@ the loop's thread: nothing else ran meanwhile, a request that became ready waite
 the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's own work, not
 the time the OS gave the core to other processes), the longest cyclic-GC pass, the tasks that
 took most of the longest batch (``name:ms``), the RSS in MB and the longest batch in wall
-time (which includes time the process waited for a core on a shared machine).
+time (which includes time the process waited for a core on a shared machine), and the task
+of the longest step.
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys.
@@ -35,6 +36,7 @@ class StallProbe(trio.abc.Instrument):
         self.step0 = self.batch0 = time.perf_counter()
         self.max_step = self.max_batch = self.max_gc = 0.0
         self.task = ""
+        self.step_task = ""
         self.flushed = time.time()
         self.gc0 = 0.0
         self.batch_cpu0 = 0.0
@@ -53,10 +55,11 @@ class StallProbe(trio.abc.Instrument):
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         took = time.thread_time() - self.step0
-        name = task.name.rsplit(".", 1)[-1]
+        name = ".".join(task.name.rsplit(".", 2)[-2:])
         self.in_batch[name] = self.in_batch.get(name, 0.0) + took
         if took > self.max_step:
             self.max_step = took
+            self.step_task = name
         self.maybe_flush()
 
     def after_io_wait(self, timeout: float) -> None:
@@ -82,14 +85,38 @@ class StallProbe(trio.abc.Instrument):
             self.out.write(
                 f"{now:.3f}\t{self.max_step * 1e3:.2f}\t{self.max_batch * 1e3:.2f}\t"
                 f"{self.max_gc * 1e3:.2f}\t{self.task}\t{rss:.0f}\t"
-                f"{self.max_batch_wall * 1e3:.2f}\n"
+                f"{self.max_batch_wall * 1e3:.2f}\t{self.step_task}\n"
             )
             self.flushed = now
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
 
 
+def trace_memory(out: str, every_s: float = 5.0) -> None:
+    """Every ``every_s``, append the 12 largest allocation sites still alive to ``out``
+    (``ISTHMUS_TRACEMALLOC=OUT``: diagnosis only, tracing slows the gateway down a lot)."""
+    import threading
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def dump() -> None:
+        while True:
+            time.sleep(every_s)
+            snap = tracemalloc.take_snapshot()
+            top = snap.statistics("lineno")[:12]
+            total = sum(s.size for s in snap.statistics("filename"))
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(f"== {time.time():.0f} traced {total / 2**20:.0f} MB\n")
+                for stat in top:
+                    f.write(f"{stat.size / 2**20:8.1f} MB {stat.count:>9} {stat.traceback}\n")
+
+    threading.Thread(target=dump, daemon=True).start()
+
+
 def main() -> None:
     path, rest = sys.argv[1], sys.argv[2:]
+    if os.environ.get("ISTHMUS_TRACEMALLOC"):
+        trace_memory(os.environ["ISTHMUS_TRACEMALLOC"])
     if rest[:1] == ["--heap-budget"]:
         import discovery.heap
 

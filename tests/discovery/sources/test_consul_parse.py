@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.events import Resynced, SourceFresh, SourceStale
+from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint, ServiceName
 from discovery.sources.consul import _Announced, _View, decide
 from discovery.sources.consul_parse import (
@@ -286,6 +286,10 @@ def test_next_index_never_blocks_on_a_stale_or_zero_index(previous: int, receive
 
 
 # -- the emitter's decisions ---------------------------------------------------------------------
+def decided(view: _View, told: _Announced, source: str, at: float) -> list[Event]:
+    return list(decide(view, told, source, at))  # decide is lazy: the caller iterates
+
+
 def _ep(port: int) -> Endpoint:
     return Endpoint(ServiceName("web"), "10.0.0.1", port)
 
@@ -293,30 +297,30 @@ def _ep(port: int) -> Endpoint:
 def test_decide_announces_stale_once_and_fresh_on_recovery() -> None:
     view, told = _View(watched=("web",), last_index=7), _Announced()
     view.endpoints["web"] = (_ep(1),)
-    assert decide(view, told, "c", 1.0) == [Resynced("c", (_ep(1),), "7", 1.0)]
+    assert decided(view, told, "c", 1.0) == [Resynced("c", (_ep(1),), "7", 1.0)]
     view.failing["web"] = "ConsulUnavailable: down"
-    (stale,) = decide(view, told, "c", 2.0)
+    (stale,) = decided(view, told, "c", 2.0)
     assert isinstance(stale, SourceStale) and "down" in stale.reason
-    assert decide(view, told, "c", 3.0) == []  # stale is said once
+    assert decided(view, told, "c", 3.0) == []  # stale is said once
     del view.failing["web"]
-    assert decide(view, told, "c", 4.0) == [SourceFresh("c", "7", 4.0)]
-    assert decide(view, told, "c", 5.0) == []
+    assert decided(view, told, "c", 4.0) == [SourceFresh("c", "7", 4.0)]
+    assert decided(view, told, "c", 5.0) == []
     view.confirm = True  # a quiet successful round confirms the view
-    assert decide(view, told, "c", 6.0) == [SourceFresh("c", "7", 6.0)]
+    assert decided(view, told, "c", 6.0) == [SourceFresh("c", "7", 6.0)]
 
 
 def test_decide_waits_for_every_service_and_keeps_last_good_on_failure() -> None:
     view, told = _View(watched=("api", "web")), _Announced()
     view.endpoints["web"] = (_ep(1),)
-    assert decide(view, told, "c", 1.0) == []  # api has not answered yet
+    assert decided(view, told, "c", 1.0) == []  # api has not answered yet
     view.failing["api"] = "ConsulMalformedResponse: bad"
-    events = decide(view, told, "c", 2.0)
+    events = decided(view, told, "c", 2.0)
     assert [type(e) for e in events] == [Resynced, SourceStale]
     assert isinstance(events[0], Resynced) and events[0].endpoints == (_ep(1),)
 
 
 def test_decide_unreachable_from_the_start_is_stale() -> None:
     view, told = _View(), _Announced()
-    assert decide(view, told, "c", 1.0) == []
+    assert decided(view, told, "c", 1.0) == []
     view.failing["catalog/services"] = "ConsulUnavailable: refused"
-    assert [type(e) for e in decide(view, told, "c", 2.0)] == [SourceStale]
+    assert [type(e) for e in decided(view, told, "c", 2.0)] == [SourceStale]

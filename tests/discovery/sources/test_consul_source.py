@@ -25,7 +25,8 @@ import trio
 import trio.testing
 import trustme
 
-from discovery.events import Event, Resynced, SourceFresh, SourceStale
+from discovery.events import Added, Event, Removed, Resynced, SourceFresh, SourceStale, Updated
+from discovery.model import Endpoint, EndpointKey
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul import serve_consul_source
 from discovery.sources.consul_parse import ConsulAclDenied, ConsulConfigError
@@ -50,27 +51,50 @@ def make_config(url: str, **kwargs: Any) -> ConsulSourceConfig:
     return replace(base, **kwargs)
 
 
+ENDPOINT_EVENTS = (Resynced, Added, Updated, Removed)
+
+
 class Events:
-    """The source's channel, with helpers that wait (bounded) for a matching event."""
+    """The source's channel, with helpers that wait (bounded) for a matching event.
+
+    The source announces its full set once (Resynced), then only what changed (Added /
+    Updated / Removed); :meth:`resynced` folds those into the set the catalog would hold.
+    """
 
     def __init__(self, recv: trio.MemoryReceiveChannel[Event]) -> None:
         self.recv = recv
         self.seen: list[Event] = []
+        self.held: dict[EndpointKey, Endpoint] = {}
 
     async def next(self, predicate: Callable[[Event], bool], limit: float = BOUND) -> Event:
         with trio.fail_after(limit):
             while True:
                 event = await self.recv.receive()
-                self.seen.append(event)
+                self.fold(event)
                 if predicate(event):
                     return event
+
+    def fold(self, event: Event) -> None:
+        self.seen.append(event)
+        if isinstance(event, Resynced):
+            self.held = {e.key: e for e in event.endpoints}
+        elif isinstance(event, Added | Updated):
+            self.held[event.endpoint.key] = event.endpoint
+        elif isinstance(event, Removed):
+            self.held.pop(event.key, None)
 
     async def resynced(
         self, predicate: Callable[[Resynced], bool] = lambda e: True, limit: float = BOUND
     ) -> Resynced:
-        event = await self.next(lambda e: isinstance(e, Resynced) and predicate(e), limit)
-        assert isinstance(event, Resynced)
-        return event
+        """The announced set (as one Resynced) once, after an endpoint event, it matches."""
+        with trio.fail_after(limit):
+            while True:
+                event = await self.next(lambda e: True)
+                if isinstance(event, ENDPOINT_EVENTS):
+                    held = tuple(sorted(self.held.values(), key=lambda e: e.key))
+                    folded = Resynced(event.source, held, event.version, event.at)
+                    if predicate(folded):
+                        return folded
 
     async def quiet(self, seconds: float) -> list[Event]:
         """Everything emitted during ``seconds`` of real time."""
@@ -78,7 +102,8 @@ class Events:
         with trio.move_on_after(seconds):
             while True:
                 got.append(await self.recv.receive())
-        self.seen.extend(got)
+        for event in got:
+            self.fold(event)
         return got
 
 
@@ -195,7 +220,7 @@ async def test_acl_token_accepted_and_wrong_token_is_a_typed_error(tmp_path: Pat
             stale = await events.next(lambda e: isinstance(e, SourceStale))
             assert isinstance(stale, SourceStale)
             assert "ConsulAclDenied" in stale.reason and "ACL not found" in stale.reason
-            assert not any(isinstance(e, Resynced) for e in await events.quiet(0.3))
+            assert not any(isinstance(e, ENDPOINT_EVENTS) for e in await events.quiet(0.3))
         # Faithful to Consul: the anonymous token sees filtered (empty) reads, not a 403.
         async with running(make_config(srv.url)) as events:
             assert (await events.resynced()).endpoints == ()
@@ -211,14 +236,17 @@ async def test_500_keeps_last_good_view_marked_stale_then_reconverges() -> None:
             stale = await events.next(lambda e: isinstance(e, SourceStale))
             assert isinstance(stale, SourceStale) and "500" in stale.reason
             during = await events.quiet(0.5)  # retries keep failing; nothing is dropped
-            assert not any(isinstance(e, Resynced) for e in during)
+            assert not any(isinstance(e, ENDPOINT_EVENTS) for e in during)
             srv.register_service("web", 8081)  # a change while Consul answers 500
             srv.fail_with_500(False)
             back = await events.resynced(lambda e: ports(e) == {8080, 8081})
+            # Endpoint events do not confirm the source: SourceFresh does, once every query
+            # (the services list too) answers again.
+            await events.next(lambda e: isinstance(e, SourceFresh))
             srv.fail_with_500(True)
             await events.next(lambda e: isinstance(e, SourceStale))
             srv.fail_with_500(False)  # unchanged set -> SourceFresh, no Resynced
-            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+            fresh = await events.next(lambda e: isinstance(e, (SourceFresh, *ENDPOINT_EVENTS)))
     assert ports(back) == {8080, 8081}
     assert isinstance(fresh, SourceFresh)
 
@@ -232,7 +260,7 @@ async def test_agent_going_away_and_coming_back() -> None:
             await srv.go_away()
             stale = await events.next(lambda e: isinstance(e, SourceStale))
             assert isinstance(stale, SourceStale) and "ConsulUnavailable" in stale.reason
-            assert not any(isinstance(e, Resynced) for e in await events.quiet(0.5))
+            assert not any(isinstance(e, ENDPOINT_EVENTS) for e in await events.quiet(0.5))
             srv.register_service("api", 9090)
             await srv.come_back()
             back = await events.resynced(lambda e: 9090 in ports(e))
@@ -298,13 +326,13 @@ async def test_malformed_answers_are_typed_errors_and_change_nothing(
                     await events.quiet(0.05)
             await events.quiet(0.6)
             span = trio.current_time() - start
-            assert not any(isinstance(e, Resynced) for e in events.seen[mark:])
+            assert not any(isinstance(e, ENDPOINT_EVENTS) for e in events.seen[mark:])
             # Backoff capped at 0.2 s with full jitter: ~10 retries a second on average; a busy
             # loop would make thousands.  The bound scales with the time that really passed,
             # so a slow machine (fewer retries) cannot fail it.
             assert srv.requests[path] - before <= 5 + 50 * span
             srv.clear_injections()
-            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+            fresh = await events.next(lambda e: isinstance(e, (SourceFresh, *ENDPOINT_EVENTS)))
             assert isinstance(fresh, SourceFresh)
 
 
@@ -322,7 +350,7 @@ async def test_a_404_names_the_status_and_the_request() -> None:
             assert "HTTP 404 from GET /v1/health/service/web: 404 page not found" in stale.reason
             assert "object at 0x" not in stale.reason and "index header" not in stale.reason
             srv.clear_injections()
-            fresh = await events.next(lambda e: isinstance(e, SourceFresh | Resynced))
+            fresh = await events.next(lambda e: isinstance(e, (SourceFresh, *ENDPOINT_EVENTS)))
             assert isinstance(fresh, SourceFresh)
 
 
