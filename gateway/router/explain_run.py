@@ -14,6 +14,7 @@ hang), its answer is read up to :data:`~gateway.inbound.explain_answer.MAX_ANSWE
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -149,6 +150,14 @@ async def run_explain(
     ask_timeout: float = ASK_TIMEOUT_S,
 ) -> Trace:
     """The trace of ``request`` as ``router`` would route it now (nothing is sent)."""
+    route = route_of(router, request, ctx)
+    if route is not None:
+        label, answer, request = route
+        if answer is not None:
+            status, why = answer
+            return dataclasses.replace(refused(request.authority, status, why, limits), route=label)
+    else:
+        label = None
     try:
         found = resolve(
             request.authority,
@@ -159,7 +168,8 @@ async def run_explain(
             known=router.known,
         )
     except IsthmusError as exc:
-        return refused(request.authority, exc.http_status, str(exc), limits)
+        trace = refused(request.authority, exc.http_status, str(exc), limits)
+        return dataclasses.replace(trace, route=label)
     probes: dict[str, SiteProbe] = {}
     for site in found.sites:
         if site == router.local_site:
@@ -186,4 +196,51 @@ async def run_explain(
             up = site == router.local_site or router.outbound(site) is not None
             local = site == router.local_site
             probes[site] = SiteProbe(site, "local" if local else ("up" if up else "down"))
-    return explain(request.authority, found, probes, limits=limits)
+    return explain(request.authority, found, probes, limits=limits, route=label)
+
+
+def route_of(
+    router: Router, request: Request, ctx: CallContext
+) -> tuple[str, tuple[int, str] | None, Request] | None:
+    """The ``[[routes]]`` entry that takes ``request`` (None: no route, the default walk).
+
+    Returns its label, the answer the gateway itself would give (a direct response or an
+    injected abort for every request: nothing is forwarded) or None, and the request the walk
+    goes on with: the heaviest backend's address (a split names every backend and weight).
+    Pure: no token is taken from a rate limit, no draw is made.
+    """
+    rules = router.rules
+    if rules is None:
+        return None
+    route = rules.decide(request, ctx)
+    if route is None:
+        return None
+    config = route.config
+    label = route.label
+    extras = []
+    if config.rate_limit is not None:
+        extras.append("rate limited")
+    fault = config.fault
+    if fault is not None:
+        extras.append(f"faults for {fault.percent:g} %")
+    if config.direct_response is not None:
+        why = f"route {label} answers itself (direct_response {config.direct_response.status})"
+        return label, (config.direct_response.status, why), request
+    aborts = fault is not None and fault.percent >= 100 and fault.header is None
+    if aborts and fault is not None and fault.abort_status is not None:
+        why = f"route {label} injects {fault.abort_status} into every request"
+        return label, (fault.abort_status, why), request
+    if route.hosts:
+        weights = [
+            b - a for a, b in zip((0, *route.cumulative[:-1]), route.cumulative, strict=True)
+        ]
+        total = route.cumulative[-1]
+        heaviest = max(range(len(weights)), key=weights.__getitem__)
+        split = ", ".join(
+            f"{host.decode()} {w}/{total}" for host, w in zip(route.hosts, weights, strict=True)
+        )
+        label = f"{label} (backends {split}; explained: the heaviest)"
+        request = dataclasses.replace(request, authority=route.hosts[heaviest])
+    if extras:
+        label = f"{label}; {', '.join(extras)}"
+    return label, None, request
