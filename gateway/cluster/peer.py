@@ -70,8 +70,8 @@ from gateway.http.transcode import (
 )
 from gateway.http.websocket import ACCEPT_HEADER
 from overlay.address import L7Address
-from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream, StreamReset
+from overlay.peering.pool import StreamOpener
 
 _BODYLESS_STATUS = frozenset({204, 304})
 #: The port put in a CONNECT ``:authority`` when the caller named none (a service port's
@@ -108,7 +108,7 @@ class LinkUnavailable(SiteDidNoWork):
     http_status = 503
 
 
-async def _open(conn: H2Connection, headers: Headers, *, end_stream: bool) -> H2Stream:
+async def _open(conn: StreamOpener, headers: Headers, *, end_stream: bool) -> H2Stream:
     try:
         return await conn.open_stream(headers, end_stream=end_stream)
     except ConnectionGone as exc:
@@ -206,7 +206,7 @@ async def _relay_response(stream: H2Stream, writer: ResponseWriter, *, head_requ
 
 
 async def forward_over_link(
-    conn: H2Connection,
+    conn: StreamOpener,
     request: Request,
     body: Body,
     writer: ResponseWriter,
@@ -247,7 +247,7 @@ async def forward_over_link(
 
 
 async def open_connect_tunnel(
-    conn: H2Connection,
+    conn: StreamOpener,
     authority: bytes,
     ctx: CallContext,
     *,
@@ -275,7 +275,7 @@ async def open_connect_tunnel(
 
 
 async def open_websocket_tunnel(
-    conn: H2Connection,
+    conn: StreamOpener,
     request: Request,
     ctx: CallContext,
     *,
@@ -311,7 +311,9 @@ async def open_websocket_tunnel(
 
 class PeerCluster:
     """A peer site seen as a cluster beside the local one: what the router asks of a site
-    (``forward``, ``open_l4``, ``open_websocket``), carried as tunnels on the link ``conn``.
+    (``forward``, ``open_l4``, ``open_websocket``), carried as tunnels on ``conn``: the link's
+    connection, or the peer's link pool (:mod:`overlay.peering.pool`), which puts each stream
+    on the least loaded of the peer's links.
 
     ``address`` and ``port`` are the route being walked: the peer's cluster picks its own
     endpoints, so it is told the L7 address (a ``CONNECT`` needs a port too), not a service.
@@ -323,7 +325,7 @@ class PeerCluster:
 
     def __init__(
         self,
-        conn: H2Connection,
+        conn: StreamOpener,
         *,
         address: L7Address,
         port: int | None,

@@ -441,6 +441,10 @@ class LimitsConfig:
     # caller's requests and tunnels), so it has far more slots than one caller's connection.
     # Each holds at most ``link_stream_window_max`` of buffered data.
     link_max_concurrent_streams: int = field(default=1000, metadata={"min": 1, "max": 2**31 - 1})
+    # Links this site may hold to each peer it dials: another is opened when every link has
+    # 80 % of the peer's stream slots in use, and an extra one idle for a minute is drained
+    # and closed (docs/link-fair-sharing.md).  1: one link per peer, no pool.
+    link_max_per_peer: int = field(default=4, metadata={"min": 1, "max": 64})
     # One caller's share (its SPIFFE ID, else the address it connects from) of the streams
     # towards one peer site, across that peer's links: over it, a new stream waits up to
     # ``link_caller_wait_s`` for one of the caller's own to end, then gets a 503.  With it, a

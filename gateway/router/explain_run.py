@@ -41,8 +41,8 @@ from gateway.router.explain import (
     site_takes,
 )
 from gateway.router.route import Router
-from overlay.h2.connection import H2Connection
 from overlay.h2.stream import TunnelError
+from overlay.peering.pool import StreamOpener
 
 #: How long a peer has to answer the question (bounded again by the caller's deadline).
 ASK_TIMEOUT_S = 5.0
@@ -95,7 +95,7 @@ def probe_from_answer(site: str, doc: Any) -> SiteProbe:
 
 
 async def ask_peer(
-    conn: H2Connection,
+    conn: StreamOpener,
     site: str,
     request: Request,
     ctx: CallContext,

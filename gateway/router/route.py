@@ -78,8 +78,8 @@ from gateway.router.retry import Resilience
 from gateway.routes.forward import Mirrors, RouteRules
 from overlay.address import L7Address
 from overlay.federation.import_ import ImportTable
-from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, StreamReset
+from overlay.peering.pool import StreamOpener
 from overlay.peering.route_table import RouteView
 
 T = TypeVar("T")
@@ -190,7 +190,7 @@ class Router:
         local_site: str,
         mesh_domain: str,
         routes: Watch[RouteView],
-        outbound: Callable[[str], H2Connection | None],
+        outbound: Callable[[str], StreamOpener | None],
         local: LocalCluster,
         route_timeout: float = 15.0,
         clock: Callable[[], float] = trio.current_time,

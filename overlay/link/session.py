@@ -42,6 +42,10 @@ log = logging.getLogger("isthmus.link")
 #: The CONNECT target of the reverse connection.  ``.invalid`` (RFC 6761) can never be a real
 #: service's L7 address, so a tunnel request cannot be mistaken for it.
 REVERSE_AUTHORITY = "reverse.isthmus.invalid:1"
+#: Sent on the reverse CONNECT of an *extra* link (a second or later link the dialer opened to
+#: the same peer for more stream slots): the acceptor keeps it beside the peer's primary link
+#: instead of taking it for a newer primary (see :mod:`overlay.peering.pool`).
+EXTRA_LINK_HEADER = (b"isthmus-link", b"extra")
 SETUP_TIMEOUT_S = 10.0
 
 StreamHandler = Callable[[H2Stream], Awaitable[None]]
@@ -101,9 +105,12 @@ class LinkSession:
         ping_interval: float | None = 10.0,
         ping_timeout: float = 5.0,
         setup_timeout: float = SETUP_TIMEOUT_S,
+        extra: bool = False,
     ) -> None:
         self.link = link
         self.dialed = dialed
+        #: An extra link of a pool (the dialer says so; the acceptor learns it at set-up).
+        self.extra = extra
         self._handler = handler
         # Every link carries WebSocket as RFC 8441 extended CONNECT: both server-role
         # connections (outer on the acceptor, reversed on the dialer) advertise it.  A reset
@@ -190,8 +197,9 @@ class LinkSession:
         nursery.cancel_scope.cancel()
 
     async def _open_reverse(self, nursery: trio.Nursery) -> None:
+        request = [(b":method", b"CONNECT"), (b":authority", REVERSE_AUTHORITY.encode())]
         carrier = await self.outer.open_stream(
-            [(":method", "CONNECT"), (":authority", REVERSE_AUTHORITY)]
+            [*request, EXTRA_LINK_HEADER] if self.extra else request
         )
         headers = dict(await carrier.response_headers())
         if headers.get(b":status") != b"200":
@@ -214,6 +222,7 @@ class LinkSession:
             stream.reset(H2_REFUSED_STREAM)
             return
         self._reverse_seen = True
+        self.extra = EXTRA_LINK_HEADER in stream.request_headers
         await stream.send_headers([(":status", "200")])
         reverse = H2Connection(
             _Carrier(stream), client_side=True, limits=self._limits, ping_interval=None

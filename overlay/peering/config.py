@@ -32,3 +32,6 @@ class PeeringSettings:
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.25, cap_s=30.0))
     h2_limits: H2Limits | None = None
     startup_grace: float = 30.0
+    #: Links this side may hold to each peer it dials (1: one link, no pool); see
+    #: :mod:`overlay.peering.pool`.
+    max_links_per_peer: int = 1

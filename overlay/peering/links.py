@@ -92,6 +92,23 @@ def connections_of(session: LinkSession) -> list[H2Connection]:
     return [session.outer] if session.reverse is None else [session.outer, session.reverse]
 
 
+@dataclass(eq=False)
+class ExtraLink:
+    """A link beside the peer's primary one, for stream slots only (never federation): one
+    this side dialed for its pool (:mod:`overlay.peering.pool`), or one the peer dialed for
+    its own."""
+
+    session: LinkSession
+    client: H2Connection
+    dialed: bool
+    draining: bool = False  # the pool is closing it: no new streams
+    idle_since: float | None = None  # last seen without a stream by the pool (None: busy)
+
+    @property
+    def live(self) -> bool:
+        return not self.draining and not self.client.is_closing
+
+
 @dataclass
 class PeerLinks:
     """One peer's link slots and what runs on them (the export's link, the import's scope)."""
@@ -113,6 +130,11 @@ class PeerLinks:
     closed_flow_stalls: int = 0
     abuse_goaways: int = 0  # links we closed with GOAWAY ENHANCE_YOUR_CALM (a flood)
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
+    #: Links beside the primary ones (see :class:`ExtraLink`), and how many are being dialed.
+    extras: list[ExtraLink] = field(default_factory=list)
+    opening: int = 0
+    #: Set when the pool wants one more link (the pool's dialer replaces it once it acts).
+    want_link: trio.Event = field(default_factory=trio.Event)
 
     def live(self) -> list[tuple[LinkSession, H2Connection]]:
         """Live links in order of preference: the dialed one first when we dial the peer."""
@@ -122,13 +144,18 @@ class PeerLinks:
         return [(s, c) for s, c in slots if s is not None and c is not None and not c.is_closing]
 
     def outbound(self) -> H2Connection | None:
-        """The connection this gateway sends on to the peer: any live link, whoever dialed."""
+        """The connection this gateway sends on to the peer: any live link, whoever dialed;
+        an extra link's when no primary one is up (the peer is down only when every link is)."""
         live = self.live()
-        return live[0][1] if live else None
+        if live:
+            return live[0][1]
+        extra = next((x for x in self.extras if x.live), None)
+        return None if extra is None else extra.client
 
     def sessions(self) -> list[LinkSession]:
-        """The links in the slots (live or closing)."""
-        return [s for s in (self.dialed, self.accepted) if s is not None]
+        """The links in the slots and the extra ones (live or closing)."""
+        primary = [s for s in (self.dialed, self.accepted) if s is not None]
+        return primary + [x.session for x in self.extras]
 
     def fold_closed(self, session: LinkSession) -> None:
         """Keep the counts of a link that ended (its connections go with it)."""
@@ -191,9 +218,7 @@ class LinkKeeper:
         from a removed peer are refused from now on, a new peer's are accepted."""
         self._by_id = {st.spec.spiffe_id: name for name, st in self._peers.items()}
 
-    async def serve_links(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
-    ) -> None:
+    async def serve_links(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
         """Accept the configured peers on ``host:port`` (``task_status``: the listeners)."""
         await serve_links(
             self.accept,
@@ -255,8 +280,19 @@ class LinkKeeper:
             return
         await self._run_session(self._peers[name], link, dialed=False)
 
-    async def _run_session(self, state: PeerLinks, link: Link, *, dialed: bool) -> bool:
-        """Run one link until it closes; return whether it was ever established."""
+    async def run_extra(self, state: PeerLinks, link: Link) -> None:
+        """Run an extra link this side dialed for its pool until it closes."""
+        await self._run_session(state, link, dialed=True, extra=True)
+
+    async def _run_session(
+        self, state: PeerLinks, link: Link, *, dialed: bool, extra: bool = False
+    ) -> bool:
+        """Run one link until it closes; return whether it was ever established.
+
+        ``extra``: a link this side dialed for its pool (the peer learns it from the reverse
+        connection's request; a link the peer dialed says it is one once set up).  An extra
+        link carries streams only: no export, and it never takes a primary slot.
+        """
         s = self.settings
         holder: list[LinkSession] = []
 
@@ -270,8 +306,10 @@ class LinkKeeper:
             limits=s.h2_limits,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
+            extra=extra,
         )
         holder.append(session)
+        slot: list[ExtraLink] = []
 
         async def run_link(nursery: trio.Nursery, *, task_status: trio.TaskStatus[Any]) -> None:
             # The link's end ends every task that lives for it (the export, or the wait to
@@ -289,16 +327,29 @@ class LinkKeeper:
                     state.last_error = f"link setup: {exc}"
                     log.warning("link with %s failed during set-up: %s", state.spec.name, exc)
                     return False
+                finally:
+                    if extra:
+                        state.opening -= 1
                 state.last_error = None
-                self._set_link(state, dialed, session, client)
-                log.info(
-                    "link %s %s is up (%s, %s)",
-                    "to" if dialed else "from",
-                    state.spec.name,
-                    link.peer_id,
-                    link.remote_address,
-                )
-                nursery.start_soon(self._on_up, state, session, client)
+                if session.extra:  # streams only: no export, never a primary slot
+                    slot.append(ExtraLink(session, client, dialed=dialed))
+                    self._set_extra(state, slot[0], add=True)
+                    log.info(
+                        "extra link %s %s is up (%d links)",
+                        "to" if dialed else "from",
+                        state.spec.name,
+                        len(state.extras) + len(state.live()),
+                    )
+                else:
+                    self._set_link(state, dialed, session, client)
+                    log.info(
+                        "link %s %s is up (%s, %s)",
+                        "to" if dialed else "from",
+                        state.spec.name,
+                        link.peer_id,
+                        link.remote_address,
+                    )
+                    nursery.start_soon(self._on_up, state, session, client)
         except* TunnelError as group:  # the link died under one of its tasks: it is down
             log.debug("link with %s ended: %s", state.spec.name, first_leaf(group))
         finally:
@@ -306,30 +357,53 @@ class LinkKeeper:
             # (its new inbound link can arrive before the PING deadline retires this one):
             # only clear the slot if it still holds this session.
             current = state.dialed if dialed else state.accepted
-            if current is session or current is None:
+            if slot:
+                self._set_extra(state, slot[0], add=False)
+            elif current is session or current is None:
                 self._set_link(state, dialed, None, None)
             state.fold_closed(session)
             reason = session.outer.close_reason
-            state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
-            if dialed and not session.established:
-                # Under TLS 1.3 a peer rejects our certificate only after our handshake
-                # finished: all we see is the link closing at once.  Say what it likely means.
-                own = self.identity.state
-                log.warning(
-                    "link to %s closed before it was established (%s): the peer may reject"
-                    " our certificate -- our SVID %s is valid until %s; is trust domain %s in"
-                    " the peer's bundles?",
+            if slot:
+                # The pool closed it (drained, idle) or it died: the peer stays up while
+                # another link is, so this is no "is down".
+                log.info(
+                    "extra link %s %s closed: %s",
+                    "to" if dialed else "from",
                     state.spec.name,
-                    reason,
-                    own.spiffe_id,
-                    f"{own.svid.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
-                    own.spiffe_id.trust_domain,
+                    "drained" if slot[0].draining else reason,
                 )
             else:
-                log.info(
-                    "link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason
-                )
+                self._log_down(state, session, dialed=dialed)
         return session.established
+
+    def _log_down(self, state: PeerLinks, session: LinkSession, *, dialed: bool) -> None:
+        """Say that a primary link went down (and why it likely did, if never established)."""
+        reason = session.outer.close_reason
+        state.last_error = None if reason is None else f"{type(reason).__name__}: {reason}"
+        if dialed and not session.established:
+            # Under TLS 1.3 a peer rejects our certificate only after our handshake
+            # finished: all we see is the link closing at once.  Say what it likely means.
+            own = self.identity.state
+            log.warning(
+                "link to %s closed before it was established (%s): the peer may reject"
+                " our certificate -- our SVID %s is valid until %s; is trust domain %s in"
+                " the peer's bundles?",
+                state.spec.name,
+                reason,
+                own.spiffe_id,
+                f"{own.svid.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+                own.spiffe_id.trust_domain,
+            )
+        else:
+            log.info("link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason)
+
+    def _set_extra(self, state: PeerLinks, extra: ExtraLink, *, add: bool) -> None:
+        was_up = state.outbound() is not None
+        if add:
+            state.extras.append(extra)
+        elif extra in state.extras:
+            state.extras.remove(extra)
+        self._up_changed(state, was_up)
 
     def _set_link(
         self,
@@ -343,6 +417,9 @@ class LinkKeeper:
             state.dialed, state.dialed_client = session, client
         else:
             state.accepted, state.accepted_client = session, client
+        self._up_changed(state, was_up)
+
+    def _up_changed(self, state: PeerLinks, was_up: bool) -> None:
         is_up = state.outbound() is not None
         if is_up and (not was_up or state.up_since is None):
             state.up_since = self._clock()

@@ -8,6 +8,8 @@
 * :mod:`overlay.peering.federation` -- **federation lifetimes**: the export to a peer runs on
   one link at a time and ends with it; the newest import stream from a peer wins, and its end
   marks the peer's imports stale.
+* :mod:`overlay.peering.pool` -- **the link pool**: a dial-peer may get extra links when its
+  links' stream slots fill up (``max_links_per_peer``); streams go to the least loaded one.
 * :mod:`overlay.peering.routes` -- **route-view publishing**: the routing view (pure
   :func:`~overlay.peering.route_table.build_route_view`) is rebuilt whenever the catalog, the
   import table or a link's state changes, and published through a
@@ -33,6 +35,7 @@ from overlay.link.dial import open_link
 from overlay.link.link import Link
 from overlay.peering.config import PeeringSettings, PeerSpec
 from overlay.peering.federation import PeerFederation, StreamHandler
+from overlay.peering.link_pool import PoolPolicy
 from overlay.peering.links import (
     LinkKeeper,
     OpenLink,
@@ -40,6 +43,7 @@ from overlay.peering.links import (
     connections_of,
     source_address_for,
 )
+from overlay.peering.pool import PeerPool, StreamOpener, load_of, run_pool
 from overlay.peering.route_table import RouteView
 from overlay.peering.routes import RoutePublisher
 
@@ -62,6 +66,33 @@ def link_counts(st: PeerLinks, now: float) -> dict[str, Any]:
         if export is None
         else (0.0 if oldest is None else round(now - oldest, 3)),
     }
+
+
+def links_of(st: PeerLinks) -> list[dict[str, Any]]:
+    """Each link to the peer (for ``/links``): primary or extra, who dialed it, the streams
+    open on this side's client connection over the peer's limit on them, draining or not."""
+    rows: list[tuple[str, bool, Any, H2Connection | None, bool]] = [
+        ("primary", True, st.dialed, st.dialed_client, False),
+        ("primary", False, st.accepted, st.accepted_client, False),
+    ]
+    rows += [("extra", x.dialed, x.session, x.client, x.draining) for x in st.extras]
+    out: list[dict[str, Any]] = []
+    for role, dialed, session, client, draining in rows:
+        if session is None or client is None:
+            continue
+        load = load_of(client, None)
+        out.append(
+            {
+                "role": role,
+                "dialed": dialed,
+                "remote": session.link.remote_address,
+                "open_streams": load.open_streams,
+                "max_streams": load.max_streams,
+                "draining": draining,
+                "closing": client.is_closing,
+            }
+        )
+    return out
 
 
 class Peering:
@@ -88,6 +119,9 @@ class Peering:
         self.export_rules = tuple(export_rules)
         self._clock = clock
         self._peers = {p.name: PeerLinks(p) for p in peers}
+        self._pools: dict[str, PeerPool] = {}
+        self._dial = dial
+        self._rng = rng
         self._dialers: dict[str, trio.CancelScope] = {}
         self._run_nursery: trio.Nursery | None = None
         self.imports: Watch[ImportTable] = Watch(ImportTable(grace=self.settings.import_grace))
@@ -160,12 +194,47 @@ class Peering:
             raise RuntimeError("peering is not running: no east-west listener")
         scope = trio.CancelScope()
         self._dialers[state.spec.name] = scope
+        pool = None
+        if self.settings.max_links_per_peer > 1:
+            policy = PoolPolicy(max_links=self.settings.max_links_per_peer)
+            pool = self._pools[state.spec.name] = PeerPool(state, policy)
 
         async def dial() -> None:
             with scope:
-                await self._links.dial_loop(state)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._links.dial_loop, state)
+                    if pool is not None:
+                        nursery.start_soon(self._run_pool, pool)
 
         self._run_nursery.start_soon(dial)
+
+    async def _run_pool(self, pool: PeerPool) -> None:
+        """Dial ``pool``'s extra links (the primary's dial code, timeout, source address and
+        backoff) and close the idle ones; until cancelled."""
+        state = pool.state
+        spec = state.spec
+        s = self.settings
+
+        async def dial() -> Link:
+            return await self._dial(
+                spec.host,
+                spec.port,
+                identity=self.identity,
+                expected=spec.spiffe_id,
+                timeout=s.connect_timeout,
+                local_address=self._links.source_address,
+            )
+
+        async def run_extra(link: Link) -> None:
+            await self._links.run_extra(state, link)
+
+        await run_pool(
+            pool,
+            dial=dial,
+            run_extra=run_extra,
+            delay=lambda attempt: s.backoff.delay(attempt, self._rng()),
+            clock=self._clock,
+        )
 
     async def set_peers(self, specs: Sequence[PeerSpec]) -> tuple[str, ...]:
         """Make ``specs`` the configured peers (a config reload); the names whose links closed.
@@ -199,25 +268,30 @@ class Peering:
 
     async def _remove_peer(self, name: str) -> None:
         state = self._peers.pop(name)
+        self._pools.pop(name, None)
         scope = self._dialers.pop(name, None)
         if scope is not None:
             scope.cancel()
         if state.import_scope is not None:
             state.import_scope.cancel()
-        for session in (state.dialed, state.accepted):
-            if session is not None:
-                with trio.CancelScope(shield=True):
-                    await session.aclose()
+        for session in state.sessions():
+            with trio.CancelScope(shield=True):
+                await session.aclose()
         self.imports.publish(self.imports.latest.withdraw(name))
 
     async def accept(self, link: Link) -> None:
         """Run a verified link a configured peer dialed to us, until it closes."""
         await self._links.accept(link)
 
-    def outbound(self, peer: str) -> H2Connection | None:
-        """The client-role HTTP/2 connection to ``peer`` this gateway sends on, if up."""
+    def outbound(self, peer: str) -> StreamOpener | None:
+        """What this gateway opens its streams to ``peer`` on, if a link is up: the peer's
+        pool when it may have extra links, else the one client-role connection."""
         state = self._peers.get(peer)
-        return None if state is None else state.outbound()
+        if state is None:
+            return None
+        conn = state.outbound()
+        pool = self._pools.get(peer)
+        return conn if conn is None or pool is None else pool
 
     def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
         """New export rules (a config reload): every live export stream sends the difference;
@@ -246,6 +320,7 @@ class Peering:
                 ),
                 "failed_attempts": st.attempts,
                 "links_established": st.links_established,
+                "links": links_of(st),
                 "last_error": st.last_error,
                 # PINGs run on the link's outer connection (the reverse one has none).
                 "ping_rtt_s": (live[0][0].outer.statistics().last_ping_rtt if live else None),

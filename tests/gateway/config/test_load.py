@@ -173,3 +173,12 @@ def test_tunnel_windows_and_buffer_budget_decode_with_defaults_and_bounds() -> N
     bad = GOOD + "\n[limits]\nlink_stream_window = 1048576\nlink_stream_window_max = 65536\n"
     assert "limits.link_stream_window_max" in _problems(bad)
     assert "limits.buffer_budget" in _problems(GOOD + "\n[limits]\nbuffer_budget = -1\n")
+
+
+def test_links_per_peer_decode_with_a_default_and_bounds() -> None:
+    assert load_text(GOOD, base_dir=Path("/etc/isthmus")).limits.link_max_per_peer == 4
+    one = load_text(GOOD + "\n[limits]\nlink_max_per_peer = 1\n", base_dir=Path("/etc/isthmus"))
+    assert one.limits.link_max_per_peer == 1
+    for bad in ("0", "65", '"two"'):
+        problems = _problems(GOOD + f"\n[limits]\nlink_max_per_peer = {bad}\n")
+        assert "limits.link_max_per_peer" in problems, (bad, problems)

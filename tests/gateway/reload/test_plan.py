@@ -86,6 +86,7 @@ def test_identity_paths_are_live() -> None:
             lambda t: t + "\n[limits]\nlink_stream_window_max = 2097152\n",
             "limits.link_stream_window_max",
         ),
+        (lambda t: t + "\n[limits]\nlink_max_per_peer = 2\n", "limits.link_max_per_peer"),
         (lambda t: t + "\n[peering]\nping_interval_s = 1.0\n", "peering"),
         (lambda t: t + "\n[metrics]\nenabled = false\n", "metrics"),
         (

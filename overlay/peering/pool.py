@@ -1,0 +1,235 @@
+"""A peer's link pool: new streams go to the least loaded of its links; more links are dialed
+as they fill up, idle extra ones are drained and closed.
+
+The decisions are the pure :mod:`overlay.peering.link_pool`; this module reads the links'
+loads and acts.
+
+* **Which links.**  The links this side sends on: the primary one (the one
+  :meth:`~overlay.peering.links.PeerLinks.outbound` names, which also carries federation) and
+  the extra links this side dialed.  Extra links the *peer* dialed serve the peer's streams;
+  this side sends on them only while it has no link of its own up, so closing them stays the
+  peer's business.
+* **Opening.**  Only a side that dials a peer (``dial = true``) opens extra links to it, with
+  the same dial code, timeout and backoff as its primary link; an accept-only side keeps one
+  link (the peer's extra links add slots for the peer's traffic, not its own).  The request
+  that finds every link over the high-water mark sets ``want_link``; :func:`run_pool` dials.
+* **Waiting.**  A stream that finds every link full waits on the least loaded one and, at the
+  same time, for a link to come up with room; whichever gives it a slot first wins (a slot
+  won by both is given back at once).  The caller's deadline bounds the wait, as before.
+* **Closing.**  Every ``idle_close_s / 2`` the pool looks for an extra link that has had no
+  stream since the previous look; it is drained (no new streams on either connection) and
+  closed once its streams have finished.
+
+Liveness and failover stay per link: each link has its own PING deadline, and the peer is down
+only when every link is (``outbound()`` falls back to any live extra link).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import trio
+
+from foundation.errors import IsthmusError, first_leaf
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import ConnectionGone, H2Stream, HeaderInput
+from overlay.link.link import Link
+from overlay.peering.link_pool import (
+    LinkLoad,
+    PoolPolicy,
+    least_loaded,
+    pick,
+    to_close,
+    want_more,
+)
+from overlay.peering.links import ExtraLink, PeerLinks, connections_of
+
+log = logging.getLogger("isthmus.peering")
+
+#: A drained link whose streams have not finished by then is closed anyway.  Streams end by
+#: their own timeouts long before (the stream idle timeout, the longest stream duration).
+DRAIN_GRACE_S = 600.0
+
+
+class StreamOpener(Protocol):
+    """What a peer cluster opens its streams on: one link's connection, or a peer's pool."""
+
+    async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream: ...
+
+    async def peer_accepts_extended_connect(self) -> bool: ...
+
+
+def load_of(conn: H2Connection, link: ExtraLink | None) -> LinkLoad:
+    """One link's load: its open streams and the peer's stream limit on it."""
+    # The engine's limit on our outbound streams (the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
+    # ours until the peer's arrive) has no public accessor yet: read it here, in one place.
+    limit = conn._outbound_stream_limit()
+    return LinkLoad(
+        open_streams=conn.statistics().open_streams,
+        max_streams=max(1, limit),
+        extra=link is not None,
+        draining=link is not None and link.draining,
+        idle_since=None if link is None else link.idle_since,
+    )
+
+
+class PeerPool:
+    """Opens a stream on the best of a peer's links; see the module docstring."""
+
+    def __init__(self, state: PeerLinks, policy: PoolPolicy) -> None:
+        self.state = state
+        self.policy = policy
+
+    def links(self) -> list[tuple[ExtraLink | None, H2Connection]]:
+        """The links this side sends on (None: the primary one), primary first."""
+        state = self.state
+        live = state.live()
+        own: list[tuple[ExtraLink | None, H2Connection]] = [(None, live[0][1])] if live else []
+        own += [(x, x.client) for x in state.extras if x.dialed and x.live]
+        if not own:  # only the peer's extra links are left: still up
+            own = [(x, x.client) for x in state.extras if x.live]
+        return own
+
+    def loads(self) -> tuple[list[tuple[ExtraLink | None, H2Connection]], list[LinkLoad]]:
+        links = self.links()
+        return links, [load_of(conn, extra) for extra, conn in links]
+
+    def note_load(self, loads: Sequence[LinkLoad]) -> None:
+        """Ask for another link when the pool is full enough (the pool's dialer acts)."""
+        # Count every link this side dialed (draining ones too): they all hold a connection.
+        dialed = [x for x in self.state.extras if x.dialed and not x.live]
+        counted = list(loads) + [LinkLoad(0, 1, extra=True, draining=True)] * len(dialed)
+        if want_more(counted, opening=self.state.opening, policy=self.policy):
+            self.state.want_link.set()
+
+    async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream:
+        """Open a stream on the least loaded link with room (waiting if every one is full)."""
+        links, loads = self.loads()
+        if not links:
+            raise ConnectionGone("no link to the peer is up")
+        self.note_load(loads)
+        chosen = pick(loads)
+        if chosen is not None:
+            extra, conn = links[chosen]
+            if extra is not None:
+                extra.idle_since = None
+            return await conn.open_stream(headers, end_stream=end_stream)
+        return await self._open_when_room(headers, end_stream, links[least_loaded(loads) or 0][1])
+
+    async def _open_when_room(
+        self, headers: HeaderInput, end_stream: bool, full: H2Connection
+    ) -> H2Stream:
+        opened: list[H2Stream] = []
+
+        async def on(conn: H2Connection, cancel: trio.CancelScope) -> None:
+            opened.append(await conn.open_stream(headers, end_stream=end_stream))
+            cancel.cancel()
+
+        async def on_new_link(cancel: trio.CancelScope) -> None:
+            while True:
+                await self.state.changed.wait()
+                links, loads = self.loads()
+                chosen = pick(loads)
+                if chosen is not None and links[chosen][1] is not full:
+                    await on(links[chosen][1], cancel)
+                    return
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(on, full, nursery.cancel_scope)
+                nursery.start_soon(on_new_link, nursery.cancel_scope)
+        except BaseExceptionGroup as group:
+            for stream in opened:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            first = first_leaf(group, skip=(trio.Cancelled,))
+            if first is None:
+                raise
+            raise first  # noqa: B904 -- the group stays its context
+        for spare in opened[1:]:  # both got a slot in the same tick: give one back
+            with trio.CancelScope(shield=True):
+                await spare.aclose()
+        if not opened:  # defensive: each task ends only with a stream or an error
+            raise ConnectionGone("no stream slot on any link to the peer")
+        return opened[0]
+
+    async def peer_accepts_extended_connect(self) -> bool:
+        links = self.links()
+        if not links:
+            raise ConnectionGone("no link to the peer is up")
+        return await links[0][1].peer_accepts_extended_connect()
+
+
+async def run_pool(
+    pool: PeerPool,
+    *,
+    dial: Callable[[], Awaitable[Link]],
+    run_extra: Callable[[Link], Awaitable[None]],
+    delay: Callable[[int], float],
+    clock: Callable[[], float] = trio.current_time,
+) -> None:
+    """Dial extra links when the pool asks for one, close idle ones; until cancelled.
+
+    ``dial()`` returns a verified link (raising ``IsthmusError``), ``run_extra(link)`` runs it
+    as an extra link until it closes, ``delay(attempt)`` is the backoff after a failed dial.
+    """
+    state = pool.state
+    attempts = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_close_idle, pool, clock)
+        while True:
+            await state.want_link.wait()
+            state.want_link = trio.Event()
+            _links, loads = pool.loads()
+            pool.note_load(loads)  # still wanted? (sets the new event if so)
+            if not state.want_link.is_set() or state.outbound() is None:
+                continue
+            state.want_link = trio.Event()
+            state.opening += 1
+            try:
+                link = await dial()
+            except IsthmusError as exc:
+                state.opening -= 1
+                log.info("cannot open an extra link to %s: %s", state.spec.name, exc)
+                await trio.sleep(delay(attempts))
+                attempts += 1
+                state.want_link.set()  # try again if still wanted (checked above)
+                continue
+            attempts = 0
+            nursery.start_soon(run_extra, link)  # it counts ``opening`` down once set up
+
+
+async def _close_idle(pool: PeerPool, clock: Callable[[], float]) -> None:
+    """Every half idle period: mark extra links seen idle, drain one idle long enough."""
+    state = pool.state
+    period = max(0.05, pool.policy.idle_close_s / 2)
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.sleep(period)
+            now = clock()
+            links, loads = pool.loads()
+            for (extra, _conn), load in zip(links, loads, strict=True):
+                if extra is not None:
+                    if load.open_streams:
+                        extra.idle_since = None
+                    elif extra.idle_since is None:
+                        extra.idle_since = now
+            _links, loads = pool.loads()
+            chosen = to_close(loads, now=now, policy=pool.policy)
+            if chosen is None:
+                continue
+            extra = links[chosen][0]
+            assert extra is not None
+            extra.draining = True
+            state.notify()
+            nursery.start_soon(_drain, extra)
+
+
+async def _drain(extra: ExtraLink) -> None:
+    """No new streams on either connection of ``extra``; close it once they are done."""
+    with trio.move_on_after(DRAIN_GRACE_S):
+        for conn in connections_of(extra.session):
+            await conn.drain()
+    await extra.session.aclose()
