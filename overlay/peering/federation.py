@@ -139,9 +139,7 @@ class PeerFederation:
             with scope:
                 await serve_import(stream, peer_site=site, on_update=on_update)
         except* FederationProtocolError as group:
-            log.warning(
-                "bad federation input from %s, disconnecting: %s", site, first_leaf(group)
-            )
+            log.warning("bad federation input from %s, disconnecting: %s", site, first_leaf(group))
             state.last_error = f"import: {first_leaf(group)}"
             failed = True
         except* TunnelError as group:

@@ -39,6 +39,9 @@ class LinkLoad:
     extra: bool = False  # opened by the pool (may be closed when idle); False: the primary
     draining: bool = False  # takes no new stream; closes when its streams are done
     idle_since: float | None = None  # when it was last seen without a stream (None: busy)
+    #: Streams the link holds for itself, not for traffic (a dialer's reverse connection
+    #: rides on one): counted against the slots, but a link with only these is idle.
+    fixed_streams: int = 0
 
     @property
     def room(self) -> int:
@@ -47,6 +50,10 @@ class LinkLoad:
     @property
     def usable(self) -> bool:
         return not self.draining
+
+    @property
+    def idle(self) -> bool:
+        return self.open_streams <= self.fixed_streams
 
     def over(self, high_water: float) -> bool:
         return self.open_streams >= high_water * self.max_streams
@@ -109,7 +116,7 @@ def to_close(links: Sequence[LinkLoad], *, now: float, policy: PoolPolicy) -> in
     best: int | None = None
     for i in usable:
         link = links[i]
-        if not link.extra or link.open_streams or link.idle_since is None:
+        if not link.extra or not link.idle or link.idle_since is None:
             continue
         if now - link.idle_since < policy.idle_close_s:
             continue

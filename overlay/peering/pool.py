@@ -32,25 +32,25 @@ from typing import Protocol
 
 import trio
 
-from foundation.errors import IsthmusError, first_leaf
+from foundation.errors import IsthmusError
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import ConnectionGone, H2Stream, HeaderInput
 from overlay.link.link import Link
 from overlay.peering.link_pool import (
     LinkLoad,
     PoolPolicy,
-    least_loaded,
     pick,
     to_close,
     want_more,
 )
-from overlay.peering.links import ExtraLink, PeerLinks, connections_of
+from overlay.peering.links import ExtraLink, PeerLinks
 
 log = logging.getLogger("isthmus.peering")
 
 #: A drained link whose streams have not finished by then is closed anyway.  Streams end by
 #: their own timeouts long before (the stream idle timeout, the longest stream duration).
 DRAIN_GRACE_S = 600.0
+DRAIN_POLL_S = 0.5
 
 
 class StreamOpener(Protocol):
@@ -61,17 +61,20 @@ class StreamOpener(Protocol):
     async def peer_accepts_extended_connect(self) -> bool: ...
 
 
-def load_of(conn: H2Connection, link: ExtraLink | None) -> LinkLoad:
-    """One link's load: its open streams and the peer's stream limit on it."""
+def load_of(conn: H2Connection, link: ExtraLink | None, opening: int = 0) -> LinkLoad:
+    """One link's load: its open streams (and ``opening``, about to be) and the peer's stream
+    limit on it."""
     # The engine's limit on our outbound streams (the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
     # ours until the peer's arrive) has no public accessor yet: read it here, in one place.
     limit = conn._outbound_stream_limit()
     return LinkLoad(
-        open_streams=conn.statistics().open_streams,
+        open_streams=conn.statistics().open_streams + opening,
         max_streams=max(1, limit),
         extra=link is not None,
         draining=link is not None and link.draining,
         idle_since=None if link is None else link.idle_since,
+        # a dialer's reverse connection rides on a stream of its outer (client) connection
+        fixed_streams=1 if link is not None and link.dialed else 0,
     )
 
 
@@ -81,6 +84,7 @@ class PeerPool:
     def __init__(self, state: PeerLinks, policy: PoolPolicy) -> None:
         self.state = state
         self.policy = policy
+        self._opening: dict[int, int] = {}  # id(connection) -> our opens not yet sent
 
     def links(self) -> list[tuple[ExtraLink | None, H2Connection]]:
         """The links this side sends on (None: the primary one), primary first."""
@@ -94,7 +98,9 @@ class PeerPool:
 
     def loads(self) -> tuple[list[tuple[ExtraLink | None, H2Connection]], list[LinkLoad]]:
         links = self.links()
-        return links, [load_of(conn, extra) for extra, conn in links]
+        return links, [
+            load_of(conn, extra, self._opening.get(id(conn), 0)) for extra, conn in links
+        ]
 
     def note_load(self, loads: Sequence[LinkLoad]) -> None:
         """Ask for another link when the pool is full enough (the pool's dialer acts)."""
@@ -111,55 +117,72 @@ class PeerPool:
             raise ConnectionGone("no link to the peer is up")
         self.note_load(loads)
         chosen = pick(loads)
-        if chosen is not None:
-            extra, conn = links[chosen]
-            if extra is not None:
-                extra.idle_since = None
-            return await conn.open_stream(headers, end_stream=end_stream)
-        return await self._open_when_room(headers, end_stream, links[least_loaded(loads) or 0][1])
-
-    async def _open_when_room(
-        self, headers: HeaderInput, end_stream: bool, full: H2Connection
-    ) -> H2Stream:
-        opened: list[H2Stream] = []
-
-        async def on(conn: H2Connection, cancel: trio.CancelScope) -> None:
-            opened.append(await conn.open_stream(headers, end_stream=end_stream))
-            cancel.cancel()
-
-        async def on_new_link(cancel: trio.CancelScope) -> None:
-            while True:
-                await self.state.changed.wait()
-                links, loads = self.loads()
-                chosen = pick(loads)
-                if chosen is not None and links[chosen][1] is not full:
-                    await on(links[chosen][1], cancel)
-                    return
-
+        if chosen is None:
+            return await self._open_when_room(headers, end_stream)
+        extra, conn = links[chosen]
+        if extra is not None:
+            extra.idle_since = None
+        # Opens under way count as load: a burst of opens in one scheduler pass must spread
+        # over the links, not all take the slot that was free when each one looked.
+        key = id(conn)
+        self._opening[key] = self._opening.get(key, 0) + 1
         try:
+            return await conn.open_stream(headers, end_stream=end_stream)
+        finally:
+            left = self._opening[key] - 1
+            if left:
+                self._opening[key] = left
+            else:
+                del self._opening[key]
+
+    async def _open_when_room(self, headers: HeaderInput, end_stream: bool) -> H2Stream:
+        """Every link is full: wait for a slot on any of them, or a change of the links (one
+        came up, or went), and take the first slot there is.  Waiting on one link alone would
+        miss a new link; the caller's deadline bounds the wait."""
+        while True:
+            links, loads = self.loads()
+            if not links:
+                raise ConnectionGone("no link to the peer is up")
+            self.note_load(loads)
+            changed = self.state.changed
+            opened: list[H2Stream] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(on, full, nursery.cancel_scope)
-                nursery.start_soon(on_new_link, nursery.cancel_scope)
-        except BaseExceptionGroup as group:
-            for stream in opened:
+                for (_extra, conn), load in zip(links, loads, strict=True):
+                    if load.usable:
+                        nursery.start_soon(_race_open, conn, headers, end_stream, opened, nursery)
+                nursery.start_soon(_cancel_on, changed, nursery)
+            for spare in opened[1:]:  # two links gave a slot in the same pass: give one back
                 with trio.CancelScope(shield=True):
-                    await stream.aclose()
-            first = first_leaf(group, skip=(trio.Cancelled,))
-            if first is None:
-                raise
-            raise first  # noqa: B904 -- the group stays its context
-        for spare in opened[1:]:  # both got a slot in the same tick: give one back
-            with trio.CancelScope(shield=True):
-                await spare.aclose()
-        if not opened:  # defensive: each task ends only with a stream or an error
-            raise ConnectionGone("no stream slot on any link to the peer")
-        return opened[0]
+                    await spare.aclose()
+            if opened:
+                self.note_load(self.loads()[1])  # the slot it took may be the last one
+                return opened[0]
 
     async def peer_accepts_extended_connect(self) -> bool:
         links = self.links()
         if not links:
             raise ConnectionGone("no link to the peer is up")
         return await links[0][1].peer_accepts_extended_connect()
+
+
+async def _race_open(
+    conn: H2Connection,
+    headers: HeaderInput,
+    end_stream: bool,
+    opened: list[H2Stream],
+    nursery: trio.Nursery,
+) -> None:
+    """One contender of :meth:`PeerPool._open_when_room`: the first stream opened wins."""
+    try:
+        opened.append(await conn.open_stream(headers, end_stream=end_stream))
+    except ConnectionGone:
+        return  # the link is going: the links' ``changed`` event follows
+    nursery.cancel_scope.cancel()
+
+
+async def _cancel_on(event: trio.Event, nursery: trio.Nursery) -> None:
+    await event.wait()
+    nursery.cancel_scope.cancel()
 
 
 async def run_pool(
@@ -212,7 +235,7 @@ async def _close_idle(pool: PeerPool, clock: Callable[[], float]) -> None:
             links, loads = pool.loads()
             for (extra, _conn), load in zip(links, loads, strict=True):
                 if extra is not None:
-                    if load.open_streams:
+                    if not load.idle:
                         extra.idle_since = None
                     elif extra.idle_since is None:
                         extra.idle_since = now
@@ -228,8 +251,18 @@ async def _close_idle(pool: PeerPool, clock: Callable[[], float]) -> None:
 
 
 async def _drain(extra: ExtraLink) -> None:
-    """No new streams on either connection of ``extra``; close it once they are done."""
+    """No new streams on ``extra``; close it once those under way are done.
+
+    The pool no longer picks it (``draining``); the peer's streams on its reverse connection
+    are refused from now on and waited for (``drain``).  Our own side's connection also
+    carries the reverse connection's stream, which never ends by itself, so its streams are
+    looked at every :data:`DRAIN_POLL_S` (it was idle when chosen: this is a guard for a
+    stream opened in the same instant, rarely more than one look).
+    """
+    session = extra.session
     with trio.move_on_after(DRAIN_GRACE_S):
-        for conn in connections_of(extra.session):
-            await conn.drain()
-    await extra.session.aclose()
+        if session.reverse is not None:
+            await session.reverse.drain()
+        while extra.client.statistics().open_streams > (1 if extra.dialed else 0):  # noqa: ASYNC110 -- no event for a stream ending
+            await trio.sleep(DRAIN_POLL_S)
+    await session.aclose()

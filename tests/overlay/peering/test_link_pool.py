@@ -20,6 +20,7 @@ from overlay.peering.link_pool import (
 def link_loads(draw: st.DrawFn) -> LinkLoad:
     max_streams = draw(st.integers(1, 50))
     return LinkLoad(
+        fixed_streams=draw(st.integers(0, 1)),
         open_streams=draw(st.integers(0, max_streams)),
         max_streams=max_streams,
         extra=draw(st.booleans()),
@@ -74,7 +75,7 @@ def test_never_closes_the_last_link_the_primary_or_a_busy_one(
     if chosen is None:
         return
     link = links[chosen]
-    assert link.extra and link.usable and link.open_streams == 0
+    assert link.extra and link.usable and link.open_streams <= link.fixed_streams
     assert link.idle_since is not None and now - link.idle_since >= policy.idle_close_s
     rest = [other for i, other in enumerate(links) if i != chosen and other.usable]
     assert rest, "the last usable link must stay"
@@ -106,6 +107,8 @@ def test_an_idle_extra_link_goes_after_its_idle_time() -> None:
     links = [LinkLoad(1, 8), LinkLoad(0, 8, extra=True, idle_since=100.0)]
     assert to_close(links, now=129.0, policy=policy) is None
     assert to_close(links, now=130.0, policy=policy) == 1
+    carrier_only = [LinkLoad(1, 8), LinkLoad(1, 8, extra=True, idle_since=100.0, fixed_streams=1)]
+    assert to_close(carrier_only, now=130.0, policy=policy) == 1
     busy_primary = [LinkLoad(8, 8), LinkLoad(0, 8, extra=True, idle_since=0.0)]
     assert to_close(busy_primary, now=130.0, policy=policy) is None
 
