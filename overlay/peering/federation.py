@@ -150,8 +150,11 @@ class PeerFederation:
         finally:
             if state.import_scope is scope:
                 state.import_scope = None
-                self.imports.publish(self.imports.latest.link_down(site, self._clock()))
-                self._on_change()
+                # While another link to the peer is up its export resumes there at once (an
+                # extra link takes the primary's place): the imports stay fresh meanwhile.
+                if failed or not state.up_without(session):
+                    self.imports.publish(self.imports.latest.link_down(site, self._clock()))
+                    self._on_change()
         if failed:
             with trio.CancelScope(shield=True):
                 await session.aclose()

@@ -152,6 +152,12 @@ class PeerLinks:
         extra = next((x for x in self.extras if x.live), None)
         return None if extra is None else extra.client
 
+    def up_without(self, session: LinkSession) -> bool:
+        """Whether a live link other than ``session`` (one going away) is up to the peer."""
+        if any(s is not session for s, _c in self.live()):
+            return True
+        return any(x.live and x.session is not session for x in self.extras)
+
     def sessions(self) -> list[LinkSession]:
         """The links in the slots and the extra ones (live or closing)."""
         primary = [s for s in (self.dialed, self.accepted) if s is not None]
@@ -245,6 +251,8 @@ class LinkKeeper:
         s = self.settings
         started = self._clock()
         while True:
+            while state.dialed is not None:  # an extra link took the primary's place
+                await state.changed.wait()
             established = False
             try:
                 link = await self._dial(
@@ -331,7 +339,7 @@ class LinkKeeper:
                     if extra:
                         state.opening -= 1
                 state.last_error = None
-                if session.extra:  # streams only: no export, never a primary slot
+                if session.extra:  # streams only, until it takes the primary's place
                     slot.append(ExtraLink(session, client, dialed=dialed))
                     self._set_extra(state, slot[0], add=True)
                     log.info(
@@ -340,6 +348,9 @@ class LinkKeeper:
                         state.spec.name,
                         len(state.extras) + len(state.live()),
                     )
+                    # The export waits until this link is the one to export on (never while
+                    # it is an extra one; see _set_link).
+                    nursery.start_soon(self._on_up, state, session, client)
                 else:
                     self._set_link(state, dialed, session, client)
                     log.info(
@@ -357,7 +368,7 @@ class LinkKeeper:
             # (its new inbound link can arrive before the PING deadline retires this one):
             # only clear the slot if it still holds this session.
             current = state.dialed if dialed else state.accepted
-            if slot:
+            if slot and slot[0] in state.extras:
                 self._set_extra(state, slot[0], add=False)
             elif current is session or current is None:
                 self._set_link(state, dialed, None, None)
@@ -413,6 +424,18 @@ class LinkKeeper:
         client: H2Connection | None,
     ) -> None:
         was_up = state.outbound() is not None
+        if session is None:
+            # The primary link went: a live extra link of the same direction takes its place
+            # (and the export with it), so federation goes on while any link is up.
+            heir = next((x for x in state.extras if x.dialed == dialed and x.live), None)
+            if heir is not None:
+                state.extras.remove(heir)
+                session, client = heir.session, heir.client
+                log.info(
+                    "extra link %s %s takes the primary's place",
+                    "to" if dialed else "from",
+                    state.spec.name,
+                )
         if dialed:
             state.dialed, state.dialed_client = session, client
         else:
