@@ -61,6 +61,12 @@ def link_gauges(status: Mapping[str, Mapping[str, Any]]) -> Iterator[GaugeFamily
         tuple(((p,), float(status[p].get("open_streams", 0))) for p in peers),
     )
     yield GaugeFamily(
+        "isthmus_link_connections",
+        "Links (TCP connections) to the peer: the primary ones and the extra ones of its pool.",
+        ("peer",),
+        tuple(((p,), float(len(status[p].get("links", ())))) for p in peers),
+    )
+    yield GaugeFamily(
         "isthmus_link_flow_control_stalls_total",
         "Sends on the peer's links that waited for the peer's HTTP/2 flow-control window.",
         ("peer",),

@@ -20,6 +20,7 @@ STATUS = {
         "export_version": 12,
         "export_acked_version": 11,
         "export_ack_lag_s": 0.25,
+        "links": [{"role": "primary"}, {"role": "extra"}],
     },
     "c": {"up": False, "links_established": 0, "export_ack_lag_s": None},
 }
@@ -39,4 +40,6 @@ def test_link_gauges_cover_streams_stalls_reconnects_abuse_and_ack_lag() -> None
     assert found[("isthmus_export_ack_lag_seconds", "b")] == 0.25
     assert found[("isthmus_export_version", "b")] == 12
     assert found[("isthmus_link_open_streams", "c")] == 0
+    assert found[("isthmus_link_connections", "b")] == 2  # the primary and an extra link
+    assert found[("isthmus_link_connections", "c")] == 0
     assert ("isthmus_export_ack_lag_seconds", "c") not in found  # no export runs to c
