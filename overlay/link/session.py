@@ -106,11 +106,14 @@ class LinkSession:
         ping_timeout: float = 5.0,
         setup_timeout: float = SETUP_TIMEOUT_S,
         extra: bool = False,
+        accept_extra: Callable[[], bool] | None = None,
     ) -> None:
         self.link = link
         self.dialed = dialed
         #: An extra link of a pool (the dialer says so; the acceptor learns it at set-up).
         self.extra = extra
+        #: Acceptor: may the peer have one more extra link now?  (None: always.)
+        self._accept_extra = accept_extra
         self._handler = handler
         # Every link carries WebSocket as RFC 8441 extended CONNECT: both server-role
         # connections (outer on the acceptor, reversed on the dialer) advertise it.  A reset
@@ -186,6 +189,8 @@ class LinkSession:
             with trio.CancelScope(shield=True):
                 await self.link.aclose()
         reason = self.outer.close_reason
+        if self._client is None:  # closed during set-up (e.g. the acceptor refused it)
+            raise LinkSetupFailed(f"link closed during set-up: {reason}")
         return reason if reason is not None else ConnectionGone("link closed")
 
     async def aclose(self) -> None:
@@ -223,6 +228,9 @@ class LinkSession:
             return
         self._reverse_seen = True
         self.extra = EXTRA_LINK_HEADER in stream.request_headers
+        if self.extra and self._accept_extra is not None and not self._accept_extra():
+            stream.reset(H2_REFUSED_STREAM)  # the dialer's set-up fails; it backs off
+            return
         await stream.send_headers([(":status", "200")])
         reverse = H2Connection(
             _Carrier(stream), client_side=True, limits=self._limits, ping_interval=None

@@ -35,3 +35,7 @@ class PeeringSettings:
     #: Links this side may hold to each peer it dials (1: one link, no pool); see
     #: :mod:`overlay.peering.pool`.
     max_links_per_peer: int = 1
+    #: Extra links a peer may open to this side at once (beyond its primary one); more are
+    #: closed at once.  The config allows at most 64 links per peer, so 63 never refuses a
+    #: well-behaved peer; it bounds a misbehaving one.
+    max_accepted_extras: int = 63

@@ -288,9 +288,10 @@ class LinkKeeper:
             return
         await self._run_session(self._peers[name], link, dialed=False)
 
-    async def run_extra(self, state: PeerLinks, link: Link) -> None:
-        """Run an extra link this side dialed for its pool until it closes."""
-        await self._run_session(state, link, dialed=True, extra=True)
+    async def run_extra(self, state: PeerLinks, link: Link) -> bool:
+        """Run an extra link this side dialed for its pool until it closes; return whether
+        it was ever established."""
+        return await self._run_session(state, link, dialed=True, extra=True)
 
     async def _run_session(
         self, state: PeerLinks, link: Link, *, dialed: bool, extra: bool = False
@@ -315,6 +316,7 @@ class LinkKeeper:
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             extra=extra,
+            accept_extra=None if dialed else lambda: self._may_accept_extra(state),
         )
         holder.append(session)
         slot: list[ExtraLink] = []
@@ -374,14 +376,14 @@ class LinkKeeper:
                 self._set_link(state, dialed, None, None)
             state.fold_closed(session)
             reason = session.outer.close_reason
-            if slot:
-                # The pool closed it (drained, idle) or it died: the peer stays up while
-                # another link is, so this is no "is down".
+            if slot or extra:
+                # The pool closed it (drained, idle), the peer refused it, or it died: the
+                # peer stays up while another link is, so this is no "is down".
                 log.info(
                     "extra link %s %s closed: %s",
                     "to" if dialed else "from",
                     state.spec.name,
-                    "drained" if slot[0].draining else reason,
+                    "drained" if slot and slot[0].draining else reason,
                 )
             else:
                 self._log_down(state, session, dialed=dialed)
@@ -407,6 +409,19 @@ class LinkKeeper:
             )
         else:
             log.info("link %s %s is down: %s", "to" if dialed else "from", state.spec.name, reason)
+
+    def _may_accept_extra(self, state: PeerLinks) -> bool:
+        """Whether the peer may open one more extra link to us (a bound on a misbehaving
+        peer's connections; see ``PeeringSettings.max_accepted_extras``)."""
+        accepted = sum(1 for x in state.extras if not x.dialed)
+        if accepted < self.settings.max_accepted_extras:
+            return True
+        log.warning(
+            "extra link from %s refused: it has %d extra links to us already",
+            state.spec.name,
+            accepted,
+        )
+        return False
 
     def _set_extra(self, state: PeerLinks, extra: ExtraLink, *, add: bool) -> None:
         was_up = state.outbound() is not None

@@ -225,8 +225,8 @@ class Peering:
                 local_address=self._links.source_address,
             )
 
-        async def run_extra(link: Link) -> None:
-            await self._links.run_extra(state, link)
+        async def run_extra(link: Link) -> bool:
+            return await self._links.run_extra(state, link)
 
         await run_pool(
             pool,

@@ -189,21 +189,34 @@ async def run_pool(
     pool: PeerPool,
     *,
     dial: Callable[[], Awaitable[Link]],
-    run_extra: Callable[[Link], Awaitable[None]],
+    run_extra: Callable[[Link], Awaitable[bool]],
     delay: Callable[[int], float],
     clock: Callable[[], float] = trio.current_time,
 ) -> None:
     """Dial extra links when the pool asks for one, close idle ones; until cancelled.
 
     ``dial()`` returns a verified link (raising ``IsthmusError``), ``run_extra(link)`` runs it
-    as an extra link until it closes, ``delay(attempt)`` is the backoff after a failed dial.
+    as an extra link until it closes and says whether it was ever established, and
+    ``delay(attempt)`` is the backoff.  A failed dial and an extra link that closed before it
+    was established (the peer refused it) both count as a failure: the next dial waits
+    ``delay(failures - 1)``; an established extra link starts the count again.
     """
     state = pool.state
-    attempts = 0
+    failures = 0
+
+    async def run_one(link: Link) -> None:
+        nonlocal failures
+        established = await run_extra(link)
+        failures = 0 if established else failures + 1
+        if not established:
+            state.want_link.set()  # try again, after the backoff, if still wanted
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_close_idle, pool, clock)
         while True:
             await state.want_link.wait()
+            if failures:
+                await trio.sleep(delay(failures - 1))
             state.want_link = trio.Event()
             _links, loads = pool.loads()
             pool.note_load(loads)  # still wanted? (sets the new event if so)
@@ -215,13 +228,11 @@ async def run_pool(
                 link = await dial()
             except IsthmusError as exc:
                 state.opening -= 1
+                failures += 1
                 log.info("cannot open an extra link to %s: %s", state.spec.name, exc)
-                await trio.sleep(delay(attempts))
-                attempts += 1
-                state.want_link.set()  # try again if still wanted (checked above)
+                state.want_link.set()  # try again, after the backoff, if still wanted
                 continue
-            attempts = 0
-            nursery.start_soon(run_extra, link)  # it counts ``opening`` down once set up
+            nursery.start_soon(run_one, link)  # it counts ``opening`` down once set up
 
 
 async def _close_idle(pool: PeerPool, clock: Callable[[], float]) -> None:

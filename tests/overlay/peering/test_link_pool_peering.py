@@ -10,6 +10,7 @@ duplicated onto an extra link; an idle extra link is drained and closed, never t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from discovery.watch import Watch
 from foundation.spiffe_id import SpiffeId
 from overlay.federation.config import ExportConfig
 from overlay.h2.limits import H2Limits
-from overlay.h2.stream import H2Stream
+from overlay.h2.stream import H2Stream, TunnelError
 from overlay.peering.config import PeeringSettings, PeerSpec
 from overlay.peering.link_pool import IDLE_CLOSE_S
 from overlay.peering.peers import Peering
@@ -54,7 +55,7 @@ async def hold(site: str, stream: H2Stream) -> None:
 
 
 @asynccontextmanager
-async def pooled_sites(max_links: int = 3) -> AsyncIterator[Sites]:
+async def pooled_sites(max_links: int = 3, accepted_extras: int = 63) -> AsyncIterator[Sites]:
     ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
     base = PeeringSettings(ping_interval=1.0, ping_timeout=1.0, import_grace=10.0)
     async with trio.open_nursery() as nursery:
@@ -85,6 +86,7 @@ async def pooled_sites(max_links: int = 3) -> AsyncIterator[Sites]:
                 ping_timeout=base.ping_timeout,
                 import_grace=base.import_grace,
                 h2_limits=H2Limits(max_concurrent_streams=SLOTS),
+                max_accepted_extras=accepted_extras,
             ),
             stream_handler=hold,
         )
@@ -209,3 +211,26 @@ async def test_an_idle_extra_link_is_drained_and_closed_never_the_primary(
         await trio.sleep(3 * IDLE_CLOSE_S)
         assert len(links(sites.east, "west")) == 1  # the last link stays
         assert sites.east.status()["west"]["links_established"] == 1
+
+
+async def load(east: Peering) -> None:
+    """One held stream, or none: a stream may land on a link the peer refuses a moment later
+    (the router would try it elsewhere)."""
+    with contextlib.suppress(TunnelError):
+        await open_held(east, 1)
+
+
+async def test_a_peer_gets_no_more_extra_links_than_allowed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with pooled_sites(max_links=4, accepted_extras=1) as sites:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3 * SLOTS):  # more than two links take: east wants a third and more
+                nursery.start_soon(load, sites.east)
+            await trio.sleep(30.0)  # (virtual) east tries again and again on its backoff
+            west_rows = links(sites.west, "east")
+            east_rows = links(sites.east, "west")
+            nursery.cancel_scope.cancel()
+        assert [r["role"] for r in west_rows] == ["primary", "extra"], west_rows
+        assert len(east_rows) == 2, east_rows
+        assert sites.east.status()["west"]["up"] is True
