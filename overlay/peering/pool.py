@@ -13,9 +13,10 @@ loads and acts.
   the same dial code, timeout and backoff as its primary link; an accept-only side keeps one
   link (the peer's extra links add slots for the peer's traffic, not its own).  The request
   that finds every link over the high-water mark sets ``want_link``; :func:`run_pool` dials.
-* **Waiting.**  A stream that finds every link full waits on the least loaded one and, at the
-  same time, for a link to come up with room; whichever gives it a slot first wins (a slot
-  won by both is given back at once).  The caller's deadline bounds the wait, as before.
+* **Waiting.**  A stream that finds every link full waits for a slot on the least loaded one
+  and, at the same time, for a change of the links (one came up with room, or one went);
+  after a change it looks again.  Only one link's open is ever under way for one stream, so
+  a request is never sent twice.  The caller's deadline bounds the wait, as before.
 * **Closing.**  Every ``idle_close_s / 2`` the pool looks for an extra link that has had no
   stream since the previous look; it is drained (no new streams on either connection) and
   closed once its streams have finished.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import trio
@@ -39,6 +41,7 @@ from overlay.link.link import Link
 from overlay.peering.link_pool import (
     LinkLoad,
     PoolPolicy,
+    least_loaded,
     pick,
     to_close,
     want_more,
@@ -111,17 +114,46 @@ class PeerPool:
             self.state.want_link.set()
 
     async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream:
-        """Open a stream on the least loaded link with room (waiting if every one is full)."""
-        links, loads = self.loads()
-        if not links:
-            raise ConnectionGone("no link to the peer is up")
-        self.note_load(loads)
-        chosen = pick(loads)
-        if chosen is None:
-            return await self._open_when_room(headers, end_stream)
-        extra, conn = links[chosen]
-        if extra is not None:
-            extra.idle_since = None
+        """Open a stream on the least loaded link with room; when every link is full, wait
+        for a slot on the least loaded one or for the links to change (one came up or went),
+        whichever is first, and look again.  The caller's deadline bounds the wait.
+
+        Only one ``open_stream`` of a link is ever under way for one call: two racing on two
+        links could both send their request, and a request sent whole (END_STREAM) would run
+        twice at the peer.
+        """
+        while True:
+            links, loads = self.loads()
+            if not links:
+                raise ConnectionGone("no link to the peer is up")
+            chosen = pick(loads)
+            if chosen is not None:  # ask for a link when this stream fills the pool up
+                taken = replace(loads[chosen], open_streams=loads[chosen].open_streams + 1)
+                self.note_load([*loads[:chosen], taken, *loads[chosen + 1 :]])
+            else:
+                self.note_load(loads)
+            if chosen is not None:
+                extra, conn = links[chosen]
+                if extra is not None:
+                    extra.idle_since = None
+                return await self._open_on(conn, headers, end_stream)
+            index = least_loaded(loads)
+            if index is None:  # every link is draining: a new one is on its way
+                await self.state.changed.wait()
+                continue
+            opened: list[H2Stream] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _open_into, links[index][1], headers, end_stream, opened, nursery
+                )
+                nursery.start_soon(_cancel_on, self.state.changed, nursery)
+            if opened:
+                self.note_load(self.loads()[1])  # the slot it took may have been the last
+                return opened[0]
+
+    async def _open_on(
+        self, conn: H2Connection, headers: HeaderInput, end_stream: bool
+    ) -> H2Stream:
         # Opens under way count as load: a burst of opens in one scheduler pass must spread
         # over the links, not all take the slot that was free when each one looked.
         key = id(conn)
@@ -135,29 +167,6 @@ class PeerPool:
             else:
                 del self._opening[key]
 
-    async def _open_when_room(self, headers: HeaderInput, end_stream: bool) -> H2Stream:
-        """Every link is full: wait for a slot on any of them, or a change of the links (one
-        came up, or went), and take the first slot there is.  Waiting on one link alone would
-        miss a new link; the caller's deadline bounds the wait."""
-        while True:
-            links, loads = self.loads()
-            if not links:
-                raise ConnectionGone("no link to the peer is up")
-            self.note_load(loads)
-            changed = self.state.changed
-            opened: list[H2Stream] = []
-            async with trio.open_nursery() as nursery:
-                for (_extra, conn), load in zip(links, loads, strict=True):
-                    if load.usable:
-                        nursery.start_soon(_race_open, conn, headers, end_stream, opened, nursery)
-                nursery.start_soon(_cancel_on, changed, nursery)
-            for spare in opened[1:]:  # two links gave a slot in the same pass: give one back
-                with trio.CancelScope(shield=True):
-                    await spare.aclose()
-            if opened:
-                self.note_load(self.loads()[1])  # the slot it took may be the last one
-                return opened[0]
-
     async def peer_accepts_extended_connect(self) -> bool:
         links = self.links()
         if not links:
@@ -165,14 +174,15 @@ class PeerPool:
         return await links[0][1].peer_accepts_extended_connect()
 
 
-async def _race_open(
+async def _open_into(
     conn: H2Connection,
     headers: HeaderInput,
     end_stream: bool,
     opened: list[H2Stream],
     nursery: trio.Nursery,
 ) -> None:
-    """One contender of :meth:`PeerPool._open_when_room`: the first stream opened wins."""
+    """Open a stream on ``conn`` (waiting for a slot there) unless ``nursery`` is cancelled
+    first; a cancelled wait sends nothing."""
     try:
         opened.append(await conn.open_stream(headers, end_stream=end_stream))
     except ConnectionGone:
