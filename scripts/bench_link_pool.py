@@ -39,7 +39,9 @@ from overlay.federation.config import ExportConfig
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream
 from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.link_pool import pick
 from overlay.peering.peers import Peering
+from overlay.peering.pool import PeerPool
 from tests.overlay.identity.cases import SERVER_CHAIN, SERVER_KEY, TRUSTED
 from tests.overlay.identity.certfactory import identity
 from tests.overlay.peering.memory_links import MemoryNetwork
@@ -48,6 +50,7 @@ from tests.overlay.peering.test_peering import catalog_with_api
 EAST_ID = SpiffeId.parse("spiffe://a.test/gateway/east")
 WEST_ID = SpiffeId.parse("spiffe://a.test/gateway/west")
 TUNNEL = [(b":method", b"CONNECT"), (b":authority", b"api.default:80")]
+DECIDE_OPS = 20_000
 REQUEST = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a")]
 
 
@@ -57,6 +60,7 @@ class Result:
     per_s: float
     timed_out: int
     links: int
+    decide_us: float  # the pool's choice alone (read the loads, pick, maybe ask for a link)
 
 
 async def _west_handler(site: str, stream: H2Stream) -> None:
@@ -121,6 +125,15 @@ async def _run(max_links: int, args: argparse.Namespace, held: int) -> Result:
                 if scope.cancelled_caught:
                     timed_out[0] += 1
 
+        pool = east.outbound("west")
+        decide_us = 0.0
+        if isinstance(pool, PeerPool):
+            start = time.process_time()
+            for _ in range(DECIDE_OPS):
+                _links, loads = pool.loads()
+                pick(loads)
+                pool.note_load(loads)
+            decide_us = (time.process_time() - start) / DECIDE_OPS * 1e6
         cpu, wall = time.process_time(), time.perf_counter()
         async with trio.open_nursery() as workers:
             for _ in range(args.concurrency):
@@ -130,7 +143,7 @@ async def _run(max_links: int, args: argparse.Namespace, held: int) -> Result:
         for stream in tunnels:
             await stream.aclose()
         nursery.cancel_scope.cancel()
-    return Result(cpu / args.requests * 1e6, args.requests / wall, timed_out[0], links)
+    return Result(cpu / args.requests * 1e6, args.requests / wall, timed_out[0], links, decide_us)
 
 
 def main() -> None:
@@ -156,7 +169,11 @@ def main() -> None:
             )
         one = statistics.median(r.cpu_us for r in results[1])
         four = statistics.median(r.cpu_us for r in results[4])
-        print(f"{load:11} CPU ratio pool/single {four / one:.2f}")
+        decide = statistics.median(r.decide_us for r in results[4])
+        print(
+            f"{load:11} CPU ratio pool/single {four / one:.2f}; "
+            f"the pool's choice alone: {decide:.1f} us per stream"
+        )
 
 
 if __name__ == "__main__":

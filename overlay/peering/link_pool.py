@@ -100,9 +100,13 @@ def least_loaded(links: Sequence[LinkLoad]) -> int | None:
     return min(usable, key=lambda i: links[i].open_streams - links[i].max_streams)
 
 
-def want_more(links: Sequence[LinkLoad], *, opening: int, policy: PoolPolicy) -> bool:
-    """Whether to open one more link now (see the module docstring)."""
-    if opening > 0 or len(links) + opening >= policy.max_links:
+def want_more(
+    links: Sequence[LinkLoad], *, opening: int, policy: PoolPolicy, closing: int = 0
+) -> bool:
+    """Whether to open one more link now (see the module docstring).  ``closing``: links not
+    in ``links`` that still hold a connection (drained, not yet closed): they count against
+    ``max_links`` too."""
+    if opening > 0 or len(links) + opening + closing >= policy.max_links:
         return False
     usable = [link for link in links if link.usable]
     return bool(usable) and all(link.over(policy.high_water) for link in usable)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 import trio
@@ -68,10 +67,12 @@ def load_of(conn: H2Connection, link: ExtraLink | None, opening: int = 0) -> Lin
     """One link's load: its open streams (and ``opening``, about to be) and the peer's stream
     limit on it."""
     # The engine's limit on our outbound streams (the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
-    # ours until the peer's arrive) has no public accessor yet: read it here, in one place.
+    # ours until the peer's arrive) and its open streams (``statistics().open_streams``,
+    # without building the whole statistics per request) have no public accessors yet: read
+    # here, in one place.
     limit = conn._outbound_stream_limit()
     return LinkLoad(
-        open_streams=conn.statistics().open_streams + opening,
+        open_streams=len(conn._streams) + opening,
         max_streams=max(1, limit),
         extra=link is not None,
         draining=link is not None and link.draining,
@@ -107,11 +108,13 @@ class PeerPool:
 
     def note_load(self, loads: Sequence[LinkLoad]) -> None:
         """Ask for another link when the pool is full enough (the pool's dialer acts)."""
+        state = self.state
+        if state.want_link.is_set():
+            return  # asked already
         # Count every link this side dialed (draining ones too): they all hold a connection.
-        dialed = [x for x in self.state.extras if x.dialed and not x.live]
-        counted = list(loads) + [LinkLoad(0, 1, extra=True, draining=True)] * len(dialed)
-        if want_more(counted, opening=self.state.opening, policy=self.policy):
-            self.state.want_link.set()
+        closing = sum(1 for x in state.extras if x.dialed and not x.live)
+        if want_more(loads, opening=state.opening, policy=self.policy, closing=closing):
+            state.want_link.set()
 
     async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream:
         """Open a stream on the least loaded link with room; when every link is full, wait
@@ -127,12 +130,16 @@ class PeerPool:
             if not links:
                 raise ConnectionGone("no link to the peer is up")
             chosen = pick(loads)
-            if chosen is not None:  # ask for a link when this stream fills the pool up
-                taken = replace(loads[chosen], open_streams=loads[chosen].open_streams + 1)
-                self.note_load([*loads[:chosen], taken, *loads[chosen + 1 :]])
-            else:
+            if chosen is None:
                 self.note_load(loads)
-            if chosen is not None:
+            else:
+                # Ask for a link when this stream fills the pool up.  The chosen link is the
+                # least loaded one: while it stays under the high-water mark with this
+                # stream, no usable link is over it, and nothing needs looking at.
+                load = loads[chosen]
+                if load.open_streams + 1 >= self.policy.high_water * load.max_streams:
+                    taken = LinkLoad(load.open_streams + 1, load.max_streams, extra=load.extra)
+                    self.note_load([*loads[:chosen], taken, *loads[chosen + 1 :]])
                 extra, conn = links[chosen]
                 if extra is not None:
                     extra.idle_since = None

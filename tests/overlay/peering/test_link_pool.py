@@ -57,12 +57,12 @@ def test_waits_on_a_usable_link(links: list[LinkLoad]) -> None:
     assert chosen is None or links[chosen].usable
 
 
-@given(pools, st.integers(0, 3), policies)
+@given(pools, st.integers(0, 3), policies, st.integers(0, 3))
 def test_never_opens_past_the_maximum(
-    links: list[LinkLoad], opening: int, policy: PoolPolicy
+    links: list[LinkLoad], opening: int, policy: PoolPolicy, closing: int
 ) -> None:
-    if want_more(links, opening=opening, policy=policy):
-        assert len(links) + opening + 1 <= policy.max_links
+    if want_more(links, opening=opening, policy=policy, closing=closing):
+        assert len(links) + opening + closing + 1 <= policy.max_links
         assert opening == 0
         assert all(link.over(policy.high_water) for link in links if link.usable)
 
