@@ -64,7 +64,9 @@ class Relay:
 
 
 @asynccontextmanager
-async def pooled_sites(tmp_path: Path) -> AsyncIterator[tuple[Overlay, str, Relay]]:
+async def pooled_sites(
+    tmp_path: Path, east_limits: str = ""
+) -> AsyncIterator[tuple[Overlay, str, Relay]]:
     topology = with_site(make_topology(["east", "west"]), "east", dial=False)
     east_addr = str(next(s for s in topology.sites if s.name == "east").address)
     west_addr = str(next(s for s in topology.sites if s.name == "west").address)
@@ -77,9 +79,10 @@ async def pooled_sites(tmp_path: Path) -> AsyncIterator[tuple[Overlay, str, Rela
         if site == "east":
             peer = f'name = "west"\naddress = "{west_addr}"\nport = {topology.east_west_port}\n'
             assert peer in text
-            return text.replace(
+            text = text.replace(
                 peer, f'name = "west"\naddress = "{relay_host}"\nport = {relay_port}\n'
             )
+            return text + (f"\n[limits]\n{east_limits}\n" if east_limits else "")
         return text + (
             f"\n[limits]\nlink_max_concurrent_streams = {SLOTS}\n"
             f'\n[[sources]]\nkind = "static"\nname = "slowsvc"\n[[sources.endpoints]]\n'
@@ -147,3 +150,30 @@ async def test_a_caller_over_one_links_slots_gets_an_extra_link_and_others_still
         assert after.ok == 20, after.statuses
         for stream in held:
             await stream.aclose()
+
+
+async def test_a_callers_share_holds_across_the_peers_links(tmp_path: Path) -> None:
+    """Share 10, links of 8 slots: the caller's 10 tunnels need two links and get them; its
+    11th on get the 503 naming the limit (after the short wait), and another caller passes."""
+    limits = "link_caller_max_streams = 10\nlink_caller_wait_s = 0.5"
+    async with pooled_sites(tmp_path, limits) as (ov, east, _relay):
+        prefix = east.rsplit(".", 1)[0]
+        caller, other = f"{prefix}.7", f"{prefix}.8"
+        held: list[trio.SocketStream] = []
+        results: list[tuple[int, bytes]] = []
+
+        async def tunnel() -> None:
+            results.append(await idle_tunnel(east, HTTP_PORT, SERVICE + b":80", caller, held))
+
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(16):
+                    nursery.start_soon(tunnel)
+            rows = _links(await ov.get("east", "/links"))
+            outcome = await victim_load(east, HTTP_PORT, SERVICE, other, total=50, concurrency=5)
+        for stream in held:
+            await stream.aclose()
+    assert sorted(status for status, _ in results) == [200] * 10 + [503] * 6, results
+    assert all(b"link_caller_max_streams = 10" in a for s, a in results if s == 503)
+    assert len(rows) >= 2, rows  # 10 tunnels do not fit on one link of 8 slots
+    assert outcome.ok == len(outcome.statuses) == 50, outcome.statuses
