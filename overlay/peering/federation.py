@@ -8,9 +8,10 @@ it ends with the link.
 
 Imports: a peer's export stream may arrive on either link.  The newest stream from a peer wins
 (the previous one is cancelled), because only one import session per origin can be applied to
-the import table.  When the stream carrying a peer's export ends, the peer's imports turn stale
-(kept for ``import_grace`` seconds, then withdrawn by :mod:`overlay.peering.routes`); the next
-snapshot restores them.
+the import table.  When the stream carrying a peer's export ends and no other link to the peer
+is up, the peer's imports turn stale (kept for ``import_grace`` seconds, then withdrawn by
+:mod:`overlay.peering.routes`); the next snapshot restores them.  While another link is up
+(an extra link of the peer's pool), they stay fresh: the export resumes on it at once.
 
 A federation failure costs the link it ran on (the link is closed, the dialer redials), never
 the gateway.

@@ -18,6 +18,13 @@ a TLS 1.3 server rejects our certificate only after our side of the handshake ha
 (an alert or EOF on the first read), so a successful handshake alone proves nothing and must
 not reset the backoff.  A peer that presents the wrong SPIFFE ID never gets a link.
 
+Beside these two *primary* links, a peer may have **extra links** (:class:`ExtraLink`): ones
+this side's link pool dialed for more stream slots (:mod:`overlay.peering.pool`), or ones the
+peer's pool dialed to us (its reverse connection's request says so).  They carry streams only.
+When a primary link goes while an extra link of the same direction is up, the extra one takes
+its place (and the export with it), so the peer is down only when every link is; the dial
+loop dials again only once the dialed slot is empty.
+
 What runs *on* a link (the export, the peer's streams) is not decided here: the keeper calls
 its ``on_up`` hook inside the link's nursery, so whatever it starts ends with the link, and
 hands every stream the peer opens to ``on_stream``.  ``on_change`` hears of every slot change
@@ -224,7 +231,9 @@ class LinkKeeper:
         from a removed peer are refused from now on, a new peer's are accepted."""
         self._by_id = {st.spec.spiffe_id: name for name, st in self._peers.items()}
 
-    async def serve_links(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
+    async def serve_links(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
         """Accept the configured peers on ``host:port`` (``task_status``: the listeners)."""
         await serve_links(
             self.accept,
