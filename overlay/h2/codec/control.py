@@ -88,6 +88,15 @@ class WindowUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameIgnored:
+    """A frame that carries nothing for us (PRIORITY, a frame of an unknown type): reported
+    only so that the owner can count it (a flood of them still costs us work)."""
+
+    frame_type: int
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFrameReceived:
     """A frame for a stream (HEADERS with its whole block, DATA, RST_STREAM, PRIORITY,
     WINDOW_UPDATE on a stream, PUSH_PROMISE), for the stream layer, in arrival order."""
@@ -102,6 +111,7 @@ Event = (
     | PingAckReceived
     | ConnectionTerminated
     | WindowUpdated
+    | FrameIgnored
     | StreamFrameReceived
 )
 
@@ -237,7 +247,9 @@ class ConnectionControl:
                 frame.error_code, frame.last_stream_id, frame.debug
             )
             emit(self.terminated)
-        elif not isinstance(frame, fr.UnknownFrame):
+        elif isinstance(frame, fr.UnknownFrame):
+            emit(FrameIgnored(frame.frame_type, frame.stream_id))
+        else:
             return False
         return True
 

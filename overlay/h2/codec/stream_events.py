@@ -49,6 +49,14 @@ class StreamEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRefused:
+    """A new stream over our MAX_CONCURRENT_STREAMS, refused (RST_STREAM REFUSED_STREAM) after
+    its header block was decoded: the owner may count it against the peer."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamReset:
     stream_id: int
     error_code: int
@@ -62,5 +70,6 @@ Event = (
     | TrailersReceived
     | DataReceived
     | StreamEnded
+    | StreamRefused
     | StreamReset
 )
