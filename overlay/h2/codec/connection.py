@@ -314,7 +314,7 @@ class Connection:
         while step(events):
             pass
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Take received bytes; :meth:`step` then handles the frames they complete.  An owner
         that must act on a frame before the next is looked at (a flood budget crossed) steps
         frame by frame instead of calling ``receive_data``."""
@@ -376,7 +376,8 @@ class Connection:
             self._window_update(frame, events)
         elif isinstance(frame, fr.PushPromiseFrame):
             raise CodecError("PUSH_PROMISE, but we never enable push")
-        else:  # PRIORITY: deprecated (RFC 9113 5.3.2), valid on any stream, ignored
+        elif isinstance(frame, fr.PriorityFrame):
+            # Deprecated (RFC 9113 5.3.2), valid on any stream: ignored, but reported.
             events.append(c.FrameIgnored(fr.PRIORITY, frame.stream_id))
 
     def _existing(self, stream_id: int) -> _Stream | None:
@@ -421,7 +422,7 @@ class Connection:
             stream.headers_in = 1
             events.append(RequestReceived(sid, headers, frame.end_stream))
         elif not stream.recv_open:
-            self._stream_closed(sid)
+            self._stream_error(sid, H2_STREAM_CLOSED, events)
             return
         elif stream.headers_in:
             if not frame.end_stream:
@@ -451,11 +452,13 @@ class Connection:
         if not stream.recv_open or not stream.headers_in:
             # After END_STREAM (half-closed remote) or before the response's HEADERS.
             self.credit_connection(n)
-            self.reset_stream(sid, H2_STREAM_CLOSED if stream.headers_in else H2_PROTOCOL_ERROR)
+            self._stream_error(
+                sid, H2_STREAM_CLOSED if stream.headers_in else H2_PROTOCOL_ERROR, events
+            )
             return
         if n > stream.recv_window:
             self.credit_connection(n)
-            self.reset_stream(sid, H2_FLOW_CONTROL_ERROR)
+            self._stream_error(sid, H2_FLOW_CONTROL_ERROR, events)
             return
         stream.recv_window -= n
         padding = n - len(frame.data)
@@ -473,11 +476,11 @@ class Connection:
         if stream is None:
             return
         if not frame.increment:
-            self.reset_stream(sid, H2_PROTOCOL_ERROR)
+            self._stream_error(sid, H2_PROTOCOL_ERROR, events)
             return
         window = stream.send_window + frame.increment
         if window > MAX_WINDOW:
-            self.reset_stream(sid, H2_FLOW_CONTROL_ERROR)
+            self._stream_error(sid, H2_FLOW_CONTROL_ERROR, events)
             return
         stream.send_window = window
         events.append(c.WindowUpdated(sid, frame.increment))
@@ -494,9 +497,10 @@ class Connection:
 
     # -- stream bookkeeping ---------------------------------------------------------------------
 
-    def _stream_closed(self, sid: int) -> None:
-        # Half-closed (remote) and the peer sends more: a stream error (RFC 9113 5.1).
-        self.reset_stream(sid, H2_STREAM_CLOSED)
+    def _stream_error(self, sid: int, code: int, events: list[Event]) -> None:
+        """A stream error (RFC 9113 5.4.2): reset the stream, and tell the owner."""
+        self.reset_stream(sid, code)
+        events.append(StreamReset(sid, code, remote=False))
 
     def _end_receiving(self, sid: int, stream: _Stream, events: list[Event]) -> None:
         stream.recv_open = False

@@ -60,6 +60,7 @@ class StreamRefused:
 class StreamReset:
     stream_id: int
     error_code: int
+    remote: bool = True  # False: we reset it, for a stream error of the peer's
 
 
 Event = (

@@ -29,6 +29,8 @@ from tests.overlay.h2.raw_peer import (
     wait_closed,
 )
 
+pytestmark = pytest.mark.usefixtures("any_engine")
+
 
 async def test_streams_over_the_limit_are_refused_not_fatal() -> None:
     release = trio.Event()

@@ -164,7 +164,8 @@ def _our_events(events: list[cn.Event]) -> list[tuple[object, ...]]:
         elif isinstance(e, cn.StreamEnded):
             out.append(("ended", e.stream_id))
         elif isinstance(e, cn.StreamReset):
-            out.append(("reset", e.stream_id, e.error_code))
+            if e.remote:  # (h2 reports only the peer's resets)
+                out.append(("reset", e.stream_id, e.error_code))
         elif isinstance(e, c.WindowUpdated):
             out.append(("window", e.stream_id, e.delta))
         elif isinstance(e, c.RemoteSettingsChanged):
@@ -305,7 +306,8 @@ def test_client_may_not_open_even_streams() -> None:
 def test_data_after_end_stream_resets_the_stream() -> None:
     conn, enc = _started()
     conn.receive_data(_request(enc, 1, end=True))
-    assert conn.receive_data(raw(fr.DATA, 0, 1, b"late")) == []
+    late = conn.receive_data(raw(fr.DATA, 0, 1, b"late"))
+    assert late == [cn.StreamReset(1, 0x5, remote=False)]  # the owner is told
     sent = fr.FrameReader().receive(conn.data_to_send())
     assert fr.RstStreamFrame(1, 0x5) in sent
     assert fr.WindowUpdateFrame(0, 4) in sent  # dropped bytes credited to the connection
@@ -347,7 +349,8 @@ def test_stream_window_overflow_resets_only_that_stream() -> None:
     conn.receive_data(raw(fr.SETTINGS, fr.FLAG_ACK, 0, b""))
     conn.receive_data(_request(enc, 1) + _request(enc, 3))
     assert conn.receive_data(raw(fr.DATA, 0, 1, b"x" * 11) + raw(fr.DATA, 0, 3, b"y" * 10)) == [
-        cn.DataReceived(3, b"y" * 10, 10, False)
+        cn.StreamReset(1, 0x3, remote=False),
+        cn.DataReceived(3, b"y" * 10, 10, False),
     ]
     assert fr.RstStreamFrame(1, 0x3) in fr.FrameReader().receive(conn.data_to_send())
 
