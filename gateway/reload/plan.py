@@ -78,6 +78,7 @@ RESTART_LIMITS: tuple[str, ...] = (
     "link_connection_window",
     "link_max_frame_size",
     "link_outbound_buffer",
+    "link_h2_engine",
 )
 
 
