@@ -63,10 +63,9 @@ async def test_both_connections_run_the_named_engine_and_interoperate(
     )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(accepted.run)  # started once the dialer has set up the link
-            await nursery.start(dialed.run)
-            while accepted.client is None:  # (bounded by fail_after)
-                await trio.sleep(0.01)
+            async with trio.open_nursery() as setup:  # each is up once the other has answered
+                setup.start_soon(nursery.start, accepted.run)
+                setup.start_soon(nursery.start, dialed.run)
             assert await _get(dialed) == b"from 3"  # stream 1 carries the reverse connection
             assert await _get(accepted) == b"from 1"  # through the reverse connection
             for session, engine in ((dialed, dialer), (accepted, acceptor)):
