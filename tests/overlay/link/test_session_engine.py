@@ -35,8 +35,14 @@ async def _get(session: LinkSession) -> bytes:
     return body
 
 
-def _limits(engine: EngineName | None) -> H2Limits | None:
-    return None if engine is None else H2Limits(engine=engine)
+def _session(stream: trio.abc.Stream, *, dialed: bool, engine: EngineName | None) -> LinkSession:
+    return LinkSession(
+        cast(Link, MemoryLink(stream, PEER)),
+        dialed=dialed,
+        handler=_answer,
+        limits=None if engine is None else H2Limits(engine=engine),
+        ping_interval=None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,20 +53,8 @@ async def test_both_connections_run_the_named_engine_and_interoperate(
     dialer: EngineName | None, acceptor: EngineName | None
 ) -> None:
     a, b = trio.testing.memory_stream_pair()
-    dialed = LinkSession(
-        cast(Link, MemoryLink(a, PEER)),
-        dialed=True,
-        handler=_answer,
-        limits=_limits(dialer),
-        ping_interval=None,
-    )
-    accepted = LinkSession(
-        cast(Link, MemoryLink(b, PEER)),
-        dialed=False,
-        handler=_answer,
-        limits=_limits(acceptor),
-        ping_interval=None,
-    )
+    dialed = _session(a, dialed=True, engine=dialer)
+    accepted = _session(b, dialed=False, engine=acceptor)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as setup:  # each is up once the other has answered
