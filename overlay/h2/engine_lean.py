@@ -173,7 +173,9 @@ class LeanEngine:
         if pending >= self._stream_due:
             credits.pop(stream_id, None)
             self.codec.credit_stream(stream_id, pending)
-        elif stream_id in self.codec.streams:
+            return
+        stream = self.codec.streams.get(stream_id)
+        if stream is not None and stream.recv_open:  # else the peer sends no more: drop it
             credits[stream_id] = pending
 
     def ping(self, payload: bytes) -> None:
