@@ -325,16 +325,25 @@ class Connection:
         frame = self.control.inbound.next_frame()
         if frame is None:
             return False
+        control = self.control
         before = len(events)
-        if not self.control.handle_frame(frame, events.append):
+        # DATA and HEADERS (most frames of a link) go straight to the stream layer once the
+        # peer's preface is in; the rest first passes the connection level.
+        if control.settled and type(frame) is fr.DataFrame:
+            self._data(frame, events)
+        elif control.settled and type(frame) is fr.HeadersFrame:
+            self._headers(frame, events)
+        elif control.handle_frame(frame, events.append):
+            if len(events) > before:
+                self._after_control(events[-1])
+            return True
+        else:
             self._stream_frame(frame, events)
-            if len(self._out) > self.max_queued_frames:
-                raise c.ControlFlood(
-                    f"over {self.max_queued_frames} frames queued: the peer makes us answer "
-                    "(resets, window updates) faster than what we write is taken"
-                )
-        elif len(events) > before:
-            self._after_control(events[-1])
+        if len(self._out) > self.max_queued_frames:
+            raise c.ControlFlood(
+                f"over {self.max_queued_frames} frames queued: the peer makes us answer "
+                "(resets, window updates) faster than what we write is taken"
+            )
         return True
 
     def _after_control(self, event: Event) -> None:

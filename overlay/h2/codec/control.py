@@ -171,6 +171,11 @@ class ConnectionControl:
         self._answers = 0  # answer frames (PING and SETTINGS ACKs) queued and not yet taken
         self._seen_settings = False
 
+    @property
+    def settled(self) -> bool:
+        """The peer's first SETTINGS (the end of its preface) has arrived."""
+        return self._seen_settings
+
     # -- sending ------------------------------------------------------------------------------
 
     def initiate(self) -> None:
