@@ -6,7 +6,7 @@ codec does per exchange (``scripts/bench_h2_codec.py``).  The driver's policy is
 this file only translates, and adds what h2 did for the driver that the codec leaves to its
 owner -- HTTP field rules on received blocks (``received_fields.py``: a malformed block resets
 its stream, as with h2), a header list over our advertised limit refused alone (431 for a
-request), and WINDOW_UPDATEs batched as h2's window manager batches them.
+request), and the connection's WINDOW_UPDATEs batched as h2's window manager batches them.
 
 Theory of operation
 -------------------
@@ -22,11 +22,11 @@ unknown-type and empty DATA frames (control frames); streams refused over our li
 and oversized blocks (premature resets).
 
 Window credit: the driver credits the connection on receipt and a stream on consumption
-(``credit.py``'s policy).  Credit is handed back once it reaches half of the window it
-belongs to (h2's ``WindowManager`` rule): the peer always has at least half a window left when
-our consumer has caught up, and a busy link sends a WINDOW_UPDATE per half window instead of
-one per DATA frame.  Pending stream credit is dropped when the stream can send no more
-(ended, reset), so the table is bounded by the open streams.
+(``credit.py``'s policy).  The connection's credit is handed back once it reaches half the
+connection window (h2's ``WindowManager`` rule: the peer always has at least half a window
+left, and a busy link sends a WINDOW_UPDATE per half window instead of one per DATA frame); a
+stream's, exactly as its window policy decides (``window_policy.py`` batches it the same way,
+and grows or shrinks the window).
 """
 
 from __future__ import annotations
@@ -76,8 +76,6 @@ class LeanEngine:
         self._events: list[se.Event] = []
         self._connection_credit = 0
         self._connection_due = limits.connection_window // 2
-        self._stream_credit: dict[int, int] = {}
-        self._stream_due = max(1, limits.stream_window // 2)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -154,7 +152,6 @@ class LeanEngine:
             raise EngineStreamClosed(str(exc)) from exc
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        self._stream_credit.pop(stream_id, None)
         if stream_id in self.codec.streams:
             self.codec.reset_stream(stream_id, error_code)
 
@@ -166,17 +163,10 @@ class LeanEngine:
         self._connection_credit = pending
 
     def credit_stream(self, stream_id: int, nbytes: int) -> None:
-        if nbytes <= 0:
-            return
-        credits = self._stream_credit
-        pending = credits.get(stream_id, 0) + nbytes
-        if pending >= self._stream_due:
-            credits.pop(stream_id, None)
-            self.codec.credit_stream(stream_id, pending)
-            return
-        stream = self.codec.streams.get(stream_id)
-        if stream is not None and stream.recv_open:  # else the peer sends no more: drop it
-            credits[stream_id] = pending
+        # Exactly ``nbytes``, now: how much and when is the stream's window policy's call
+        # (``window_policy.py`` batches, grows and shrinks).  Nothing for a stream the peer
+        # can no longer send on.
+        self.codec.credit_stream(stream_id, nbytes)
 
     def ping(self, payload: bytes) -> None:
         self.codec.ping(payload)
@@ -215,7 +205,6 @@ class LeanEngine:
                     conn._note_control_frame(now)  # empty DATA frames carry nothing
                 stream._on_data(event.data)
         elif isinstance(event, se.StreamEnded):
-            self._stream_credit.pop(event.stream_id, None)
             if (stream := streams.get(event.stream_id)) is not None:
                 stream._on_eof()
                 conn._forget_if_finished(stream)
@@ -224,7 +213,6 @@ class LeanEngine:
         elif isinstance(event, se.ResponseReceived | se.TrailersReceived):
             self._response_or_trailers(event, conn, now)
         elif isinstance(event, se.StreamReset):
-            self._stream_credit.pop(event.stream_id, None)
             if (stream := streams.get(event.stream_id)) is not None:
                 conn._stream_was_reset(stream, event.error_code, event.remote, now)
         elif isinstance(event, c.WindowUpdated):
