@@ -153,6 +153,7 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
             # cuts most frames in two (two pieces to deliver, joined again by the reader);
             # measured with scripts/bench_link.py: ~8 % less CPU per byte of a bulk tunnel.
             read_size=LINK_READ_SIZE,
+            engine=lim.link_h2_engine,
         ),
     )
 

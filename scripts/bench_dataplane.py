@@ -307,7 +307,7 @@ async def bench(
     *,
     skip_isthmus: bool,
     profile: bool,
-    limits: dict[str, int | float],
+    limits: dict[str, int | float | str],
     out: list[Sample],
     problems: list[str],
 ) -> None:
@@ -492,13 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be 1..120")
     if not 1 <= args.rate <= 5000 or not 1 <= args.connections <= 1000:
         parser.error("--rate must be 1..5000 and --connections 1..1000")
-    limits: dict[str, int | float] = {}
+    limits: dict[str, int | float | str] = {}
     for item in args.limit:
         key, sep, value = item.partition("=")
         try:
             limits[key.strip()] = float(value) if "." in value else int(value)
         except ValueError:
-            sep = ""
+            limits[key.strip()] = value.strip()  # a word: link_h2_engine=h2
         if not sep or not key.strip():
             parser.error(f"--limit {item!r}: use KEY=NUMBER")
     tests = [t.strip() for t in args.tests.split(",") if t.strip()]

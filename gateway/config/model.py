@@ -452,6 +452,10 @@ class LimitsConfig:
     link_caller_max_streams: int = field(default=100, metadata={"min": 1, "max": 2**31 - 1})
     link_caller_wait_s: float = field(default=1.0, metadata={"min": 0.0, "max": 60.0})
     link_outbound_buffer: int = field(default=1024 * 1024, metadata={"min": 16384})
+    # The HTTP/2 protocol engine of links: "lean" (our codec, several times cheaper per
+    # exchange; both ends are Isthmus gateways) or "h2" (python-hyper h2, the fallback).  The
+    # two ends of a link may differ: both speak plain RFC 9113.
+    link_h2_engine: Literal["lean", "h2"] = "lean"
 
     def problems(self) -> list[tuple[str, str]]:
         if self.link_stream_window_max < self.link_stream_window:

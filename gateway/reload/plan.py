@@ -79,6 +79,7 @@ RESTART_LIMITS: tuple[str, ...] = (
     "link_max_frame_size",
     "link_outbound_buffer",
     "link_max_per_peer",  # each peer's pool is made with its maximum when its dialer starts
+    "link_h2_engine",
 )
 
 

@@ -47,7 +47,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import h2.exceptions
 import trio
 
 from foundation.errors import (
@@ -57,9 +56,10 @@ from foundation.errors import (
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
-from overlay.h2.data import CLIENT_PREFACE, FrameSplitter, feed_splitter, receive_segment
-from overlay.h2.events import dispatch_event
-from overlay.h2.limits import H2Limits, WindowCounter
+from overlay.h2.engine import EngineRefused, EngineStreamClosed, PeerProtocolError, ProtocolEngine
+from overlay.h2.engine_h2 import HyperEngine
+from overlay.h2.engine_lean import LeanEngine
+from overlay.h2.limits import EngineName, H2Limits, WindowCounter
 from overlay.h2.liveness import (
     DeclareDown,
     LivenessPolicy,
@@ -69,7 +69,7 @@ from overlay.h2.liveness import (
     poll,
     start,
 )
-from overlay.h2.setup import H2ConnectionStatistics, new_h2_state, start_h2_state
+from overlay.h2.setup import H2ConnectionStatistics
 from overlay.h2.stream import (
     ConnectionGone,
     H2Stream,
@@ -83,6 +83,16 @@ from overlay.h2.stream_io import H2StreamIO
 log = logging.getLogger(__name__)
 
 Handler = Callable[[H2Stream], Awaitable[None]]
+
+DEFAULT_ENGINE: EngineName = "h2"
+"""The protocol engine of a connection whose limits name none (see ``engine.py``)."""
+
+
+def new_engine(name: EngineName, *, client_side: bool, limits: H2Limits) -> ProtocolEngine:
+    """The protocol state machine called ``name`` (``engine.py``), set up for ``limits``."""
+    if name == "lean":
+        return LeanEngine(client_side=client_side, limits=limits)
+    return HyperEngine(client_side=client_side, limits=limits)
 
 
 def _why(exc: BaseException) -> str:
@@ -137,14 +147,8 @@ class H2Connection(H2StreamIO):
         self._on_close = on_close
         self._idle_since = 0.0
         lim = self.limits
-        self._h2 = new_h2_state(client_side=client_side, limits=lim)
-        preface = 0 if client_side else len(CLIENT_PREFACE)
-        self._splitter = FrameSplitter(
-            preface=preface,
-            max_frame_size=lim.max_frame_size,
-            max_continuation_frames=lim.max_continuation_frames,
-            max_header_block_bytes=lim.max_header_block_bytes,
-        )
+        self.engine_name: EngineName = lim.engine or DEFAULT_ENGINE
+        self._engine = new_engine(self.engine_name, client_side=client_side, limits=lim)
         self._streams: dict[int, H2Stream] = {}
         self._outbuf = bytearray()
         self._in_flight = 0
@@ -179,7 +183,7 @@ class H2Connection(H2StreamIO):
         if self._started:
             raise RuntimeError("serve() may run once")
         self._started = True
-        start_h2_state(self._h2, self.limits)
+        self._engine.start()
         self._pump()
         try:
             async with trio.open_nursery() as nursery:
@@ -275,9 +279,8 @@ class H2Connection(H2StreamIO):
     def _accept_stream(self, stream_id: int, headers: HeaderList, now: float) -> H2Stream | None:
         """A request arrived (server role): start its handler, or refuse it."""
         if self.is_closing or len(self._streams) >= self.limits.max_concurrent_streams:
-            self._h2.reset_stream(stream_id, H2_REFUSED_STREAM)
-            self._streams_refused += 1
-            self._note_premature_reset(now)
+            self._engine.reset_stream(stream_id, H2_REFUSED_STREAM)
+            self._count_refused(now)
             return None
         stream = H2Stream(self, stream_id, client_side=False, request_headers=headers)
         self._streams[stream_id] = stream
@@ -299,17 +302,35 @@ class H2Connection(H2StreamIO):
             size,
             limit,
         )
-        h2c = self._h2
+        engine = self._engine
         head = [(b":status", b"431"), (b"content-type", b"text/plain; charset=utf-8")]
-        with contextlib.suppress(h2.exceptions.ProtocolError):  # e.g. the peer reset it
-            if h2c.local_flow_control_window(stream_id) >= len(body):
-                h2c.send_headers(stream_id, [*head, (b"content-length", b"%d" % len(body))])
-                h2c.send_data(stream_id, body, end_stream=True)
+        with contextlib.suppress(EngineRefused, EngineStreamClosed):  # e.g. the peer reset it
+            if engine.send_window(stream_id) >= len(body):
+                length = (b"content-length", b"%d" % len(body))
+                engine.send_headers(stream_id, [*head, length], end_stream=False)
+                engine.send_data(self._outbuf, stream_id, body, end_stream=True)
+                self._queued()
             else:
-                h2c.send_headers(stream_id, [*head, (b"content-length", b"0")], end_stream=True)
+                length = (b"content-length", b"0")
+                engine.send_headers(stream_id, [*head, length], end_stream=True)
             if not stream_ended:
-                h2c.reset_stream(stream_id, H2_NO_ERROR)
+                engine.reset_stream(stream_id, H2_NO_ERROR)
         self._note_premature_reset(now)
+
+    def _count_refused(self, now: float) -> None:
+        """A new stream refused over our limit: it cost a decode and did no work."""
+        self._streams_refused += 1
+        self._note_premature_reset(now)
+
+    def _note_malformed(self, stream_id: int, why: str, now: float) -> None:
+        """A header block that decoded but is not a well-formed message (the engine reset its
+        stream, PROTOCOL_ERROR): fail the stream; a request that never reached a handler
+        still cost us a decode, so it counts against the peer's premature-reset budget."""
+        log.debug("stream %d reset: malformed header block: %s", stream_id, why)
+        if (stream := self._streams.get(stream_id)) is not None:
+            self._stream_was_reset(stream, H2_PROTOCOL_ERROR, False, now)
+        else:
+            self._note_premature_reset(now)
 
     def _stream_was_reset(
         self, stream: H2Stream, error_code: int, remote: bool, now: float
@@ -394,21 +415,13 @@ class H2Connection(H2StreamIO):
                 self._begin_close(ConnectionGone("peer closed the transport"), flush=False)
                 return
             self._bytes_received += len(data)
-            now = trio.current_time()
             try:
                 # Frame by frame: a frame that crosses a budget closes the connection before
-                # h2 has seen (answered, opened a stream for) any frame after it.
-                for segment in feed_splitter(self._h2, self._splitter, data):
-                    for event in receive_segment(self._h2, segment):
-                        dispatch_event(self, event, now)
-                        if self._closing:
-                            break
-                    if self._closing:
-                        break
-            except h2.exceptions.ProtocolError as exc:
-                code = int(getattr(exc, "error_code", H2_PROTOCOL_ERROR))
-                self._pump()  # h2 queued a GOAWAY carrying ``code``
-                self._begin_close(PeerMisbehaved(f"HTTP/2 protocol error: {exc}", error_code=code))
+                # the engine has seen (answered, opened a stream for) any frame after it.
+                self._engine.receive(data, self, trio.current_time())
+            except PeerProtocolError as exc:
+                self._pump()  # the engine queued a GOAWAY carrying ``exc.error_code``
+                self._begin_close(PeerMisbehaved(str(exc), error_code=exc.error_code))
                 return
             self._pump()
 
@@ -432,7 +445,7 @@ class H2Connection(H2StreamIO):
         while True:
             self._liveness, action = poll(self._liveness, policy, trio.current_time())
             if isinstance(action, SendPing):
-                self._h2.ping(action.payload)
+                self._engine.ping(action.payload)
                 self._pump()
             elif isinstance(action, DeclareDown):
                 bound = policy.detection_bound
@@ -467,9 +480,7 @@ class H2Connection(H2StreamIO):
         self._closing = True
         self._close_reason = reason
         if goaway is not None:
-            # ProtocolError: already closed inside h2 (e.g. after the peer's GOAWAY).
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self._h2.close_connection(error_code=goaway)
+            self._engine.close_connection(goaway)
             self._pump()
         for stream in list(self._streams.values()):
             stream._on_gone(reason)

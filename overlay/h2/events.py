@@ -1,17 +1,18 @@
 """Route h2 events to the streams of an ``H2Connection``; count the ones that cost us work.
 
 Why a separate module: this is the table of "what each h2 event means to us", kept apart from
-the trio driver so each file stays one concept.  It runs synchronously inside the reader task.
+the trio driver so each file stays one concept.  It runs synchronously inside the reader task,
+called by the h2 engine (``engine_h2.py``); the lean engine has its own table
+(``engine_lean.py``) calling the same driver methods.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
+import h2.connection
 import h2.events
 
-from foundation.errors import H2_PROTOCOL_ERROR
 from overlay.h2.credit import credit_connection, credit_stream
 from overlay.h2.setup import MalformedHeaderBlock, OversizedHeaders
 from overlay.h2.stream import HeaderList
@@ -19,27 +20,27 @@ from overlay.h2.stream import HeaderList
 if TYPE_CHECKING:
     from overlay.h2.connection import H2Connection
 
-log = logging.getLogger(__name__)
-
 
 def _headers(raw: object) -> HeaderList:
     assert isinstance(raw, list)
     return [(bytes(n), bytes(v)) for n, v in raw]
 
 
-def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> None:
+def dispatch_event(
+    conn: H2Connection, h2c: h2.connection.H2Connection, event: h2.events.Event, now: float
+) -> None:
     streams = conn._streams
     if isinstance(event, h2.events.DataReceived):
         data = event.data or b""
         padding = event.flow_controlled_length - len(data)
         # Off the wire into the stream's bounded buffer (or dropped): the connection window is
         # credited now, whatever the stream's consumer does (``overlay.h2.credit``).
-        credit_connection(conn._h2, event.flow_controlled_length)
+        credit_connection(h2c, event.flow_controlled_length)
         stream = streams.get(event.stream_id)
         if stream is None:
             return  # not (or no longer) ours: its stream window no longer matters
         if padding:
-            credit_stream(conn._h2, event.stream_id, padding)
+            credit_stream(h2c, event.stream_id, padding)
         if not data and event.stream_ended is None:
             conn._note_control_frame(now)  # empty DATA frames carry nothing but cost work
         stream._on_data(data)
@@ -62,11 +63,7 @@ def dispatch_event(conn: H2Connection, event: h2.events.Event, now: float) -> No
     elif isinstance(event, MalformedHeaderBlock):
         # h2_setup reset the stream (PROTOCOL_ERROR); a request that never reached a handler
         # still cost us a decode, so it counts against the peer's premature-reset budget.
-        log.debug("stream %d reset: malformed header block: %s", event.stream_id, event.reason)
-        if (stream := streams.get(event.stream_id)) is not None:
-            conn._stream_was_reset(stream, H2_PROTOCOL_ERROR, False, now)
-        else:
-            conn._note_premature_reset(now)
+        conn._note_malformed(event.stream_id, event.reason, now)
     elif isinstance(event, OversizedHeaders):
         conn._refuse_oversized(event.stream_id, event.size, event.limit, event.stream_ended, now)
     elif isinstance(event, h2.events.WindowUpdated):

@@ -38,12 +38,16 @@ half-way, which leaves the table unusable: GOAWAY ENHANCE_YOUR_CALM.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.window_policy import WindowSettings
 
 KIB = 1024
 MIB = 1024 * KIB
+
+#: The protocol engines an ``H2Connection`` can run (``overlay/h2/engine.py``).
+EngineName = Literal["h2", "lean"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class H2Limits:
     * ``enable_connect_protocol``: a server-role connection advertises
       SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441): the peer may open extended CONNECT
       streams (``:protocol websocket``).  On for links, off towards callers and endpoints.
+    * ``engine``: the protocol state machine (``overlay/h2/engine.py``): ``"lean"`` (our
+      codec) for links, ``"h2"`` (python-hyper) towards callers; None: the driver's default.
     """
 
     max_concurrent_streams: int = 100
@@ -95,6 +101,7 @@ class H2Limits:
     count_peer_resets: bool = True
     stream_window_max: int | None = None
     window_budget: BufferBudget | None = field(default=None, compare=False, repr=False)
+    engine: EngineName | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrent_streams < 2**31:

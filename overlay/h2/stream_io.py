@@ -13,14 +13,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import h2.exceptions
 import trio
 
-from overlay.h2.credit import credit_stream
-from overlay.h2.data import send_data_frame
+from overlay.h2.engine import EngineRefused, EngineStreamClosed, ProtocolEngine
 from overlay.h2.fields import HeaderBlockError, check_block
 from overlay.h2.limits import H2Limits
-from overlay.h2.setup import RefusingH2
 from overlay.h2.stream import (
     ConnectionGone,
     H2Stream,
@@ -36,13 +33,13 @@ H2_STREAM_CLOSED = 0x5
 
 @contextlib.contextmanager
 def _h2_stream_errors() -> Iterator[None]:
-    """Keep h2's exception types inside the connection: a closed stream is a reset one, any
-    other refusal is a caller bug (e.g. response DATA before response headers)."""
+    """Keep the engine's exception types inside the connection: a closed stream is a reset
+    one, any other refusal is a caller bug (e.g. response DATA before response headers)."""
     try:
         yield
-    except h2.exceptions.StreamClosedError as exc:
+    except EngineStreamClosed as exc:
         raise StreamReset(H2_STREAM_CLOSED, remote=True) from exc
-    except h2.exceptions.ProtocolError as exc:
+    except EngineRefused as exc:
         raise RuntimeError(f"HTTP/2 does not allow this now: {exc}") from exc
 
 
@@ -60,7 +57,7 @@ class H2StreamIO:
 
     client_side: bool
     limits: H2Limits
-    _h2: RefusingH2
+    _engine: ProtocolEngine
     _streams: dict[int, H2Stream]
     _outbuf: bytearray
     _in_flight: int
@@ -93,15 +90,13 @@ class H2StreamIO:
             self._raise_if_closing()
             if self._draining:
                 raise ConnectionGone("connection is draining: open the stream elsewhere")
-            if self._h2.open_outbound_streams < self._outbound_stream_limit():
+            if self._engine.open_outbound_streams < self._outbound_stream_limit():
                 break
             await self._slot_lot.park()
-        stream_id = self._h2.get_next_available_stream_id()
         encoded = _checked(headers, trailers=False)
         try:
-            self._h2.send_headers(stream_id, encoded, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            self._h2.streams.pop(stream_id, None)  # never sent: do not hold a slot
+            stream_id = self._engine.open_stream(encoded, end_stream)
+        except EngineRefused as exc:
             raise InvalidHeaders(f"cannot send request headers: {exc}") from exc
         stream = H2Stream(self, stream_id, client_side=True, request_headers=encoded)
         if end_stream:
@@ -119,12 +114,12 @@ class H2StreamIO:
         while not self._peer_settings_seen:
             self._raise_if_closing()
             await self._room_lot.park()
-        return int(self._h2.remote_settings.enable_connect_protocol) == 1
+        return self._engine.peer_enables_connect_protocol
 
     def _outbound_stream_limit(self) -> int:
         # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
         # as most stacks do) so a burst of opens at start-up is not met with refusals.
-        limit = int(self._h2.remote_settings.max_concurrent_streams)
+        limit = self._engine.peer_max_concurrent_streams
         if not self._peer_settings_seen:
             limit = min(limit, self.limits.max_concurrent_streams)
         return limit
@@ -142,11 +137,11 @@ class H2StreamIO:
         while view:
             self._raise_for_send(stream)
             with _h2_stream_errors():  # once per frame: it sits on the bulk path
-                window = self._h2.local_flow_control_window(stream.stream_id)
-                frame = min(len(view), window, self._h2.max_outbound_frame_size)
+                window = self._engine.send_window(stream.stream_id)
+                frame = min(len(view), window, self._engine.max_outbound_frame_size)
                 room = frame > 0 and self._pending + frame <= self.limits.max_outbound_buffer
                 if room:
-                    send_data_frame(self._h2, self._outbuf, stream.stream_id, view[:frame])
+                    self._engine.send_data(self._outbuf, stream.stream_id, view[:frame])
             if not room:
                 if window <= 0:  # the peer's flow-control window, not our buffer, is full
                     self._flow_stalls += 1
@@ -169,8 +164,8 @@ class H2StreamIO:
         # After the request (client) or the response head (server), a block is trailers.
         block = _checked(headers, trailers=stream._headers_sent)
         try:
-            self._h2.send_headers(stream.stream_id, block, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
+            self._engine.send_headers(stream.stream_id, block, end_stream)
+        except EngineRefused as exc:
             raise InvalidHeaders(f"cannot send headers: {exc}") from exc
         self._pump()
         if end_stream:
@@ -181,19 +176,19 @@ class H2StreamIO:
         await trio.lowlevel.checkpoint()
         self._raise_for_send(stream)
         with _h2_stream_errors():
-            window = self._h2.local_flow_control_window(stream.stream_id)
+            window = self._engine.send_window(stream.stream_id)
         if (
-            len(body) > min(window, self._h2.max_outbound_frame_size)
+            len(body) > min(window, self._engine.max_outbound_frame_size)
             or self._pending + len(body) > self.limits.max_outbound_buffer
         ):
             return False
         block = _checked(headers, trailers=False)
         try:
-            self._h2.send_headers(stream.stream_id, block)
-        except h2.exceptions.ProtocolError as exc:
+            self._engine.send_headers(stream.stream_id, block, False)
+        except EngineRefused as exc:
             raise InvalidHeaders(f"cannot send headers: {exc}") from exc
         with _h2_stream_errors():
-            send_data_frame(self._h2, self._outbuf, stream.stream_id, body, end_stream=True)
+            self._engine.send_data(self._outbuf, stream.stream_id, body, end_stream=True)
         self._queued()
         stream._on_local_end()
         self._forget_if_finished(stream)
@@ -203,15 +198,13 @@ class H2StreamIO:
         if self._closing:
             return
         with _h2_stream_errors():
-            self._h2.end_stream(stream.stream_id)
+            self._engine.end_stream(stream.stream_id)
         self._pump()
         self._forget_if_finished(stream)
 
     def stream_reset(self, stream: H2Stream, error_code: int) -> None:
         if not self._closing:
-            # StreamClosedError: the peer closed it in the meantime, nothing to reset.
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self._h2.reset_stream(stream.stream_id, error_code)
+            self._engine.reset_stream(stream.stream_id, error_code)
             self._pump()
         self._forget(stream)
 
@@ -219,7 +212,7 @@ class H2StreamIO:
         # The stream's window only: the connection window was credited when the bytes
         # arrived (``overlay.h2.credit``), so a consumer that stalls stalls only its stream.
         if increment and not self._closing:
-            credit_stream(self._h2, stream.stream_id, increment)
+            self._engine.credit_stream(stream.stream_id, increment)
             self._pump()
 
     async def stream_wait_writable(self, stream: H2Stream) -> None:
@@ -227,7 +220,7 @@ class H2StreamIO:
         while True:
             self._raise_for_send(stream)
             with _h2_stream_errors():
-                window = self._h2.local_flow_control_window(stream.stream_id)
+                window = self._engine.send_window(stream.stream_id)
             if window > 0 and self._pending < self.limits.max_outbound_buffer:
                 return
             await self._room_lot.park()
@@ -250,7 +243,7 @@ class H2StreamIO:
         return len(self._outbuf) + self._in_flight
 
     def _pump(self) -> None:
-        data = self._h2.data_to_send()
+        data = self._engine.data_to_send()
         if data:
             self._outbuf += data
             self._queued()

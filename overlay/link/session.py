@@ -33,7 +33,7 @@ import trio
 
 from foundation.errors import H2_PROTOCOL_ERROR, H2_REFUSED_STREAM
 from overlay.h2.connection import H2Connection
-from overlay.h2.limits import H2Limits
+from overlay.h2.limits import EngineName, H2Limits
 from overlay.h2.stream import ConnectionGone, H2Stream, TunnelError
 from overlay.link.link import Link
 
@@ -47,6 +47,8 @@ REVERSE_AUTHORITY = "reverse.isthmus.invalid:1"
 #: instead of taking it for a newer primary (see :mod:`overlay.peering.pool`).
 EXTRA_LINK_HEADER = (b"isthmus-link", b"extra")
 SETUP_TIMEOUT_S = 10.0
+#: The protocol engine of a link whose limits name none (``[limits] link_h2_engine``).
+LINK_ENGINE: EngineName = "lean"
 
 StreamHandler = Callable[[H2Stream], Awaitable[None]]
 
@@ -119,8 +121,13 @@ class LinkSession:
         # connections (outer on the acceptor, reversed on the dialer) advertise it.  A reset
         # the peer forwards for one of its callers is normal traffic, never the peer's abuse:
         # the origin gateway holds each caller to its own reset budget.
+        # Both ends are Isthmus gateways: the lean engine unless the limits name one.
+        limits = limits or H2Limits()
         limits = replace(
-            limits or H2Limits(), enable_connect_protocol=True, count_peer_resets=False
+            limits,
+            enable_connect_protocol=True,
+            count_peer_resets=False,
+            engine=limits.engine or LINK_ENGINE,
         )
         self._limits = limits
         self._setup_timeout = setup_timeout

@@ -116,7 +116,7 @@ async def start_isthmus(
     root: Path,
     *,
     profile: bool = False,
-    limits: dict[str, int | float] | None = None,
+    limits: dict[str, int | float | str] | None = None,
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
@@ -126,10 +127,13 @@ async def test_slow_bodies_of_one_caller_do_not_take_the_link(tmp_path: Path) ->
     assert done == VICTIM_REQUESTS and ok >= 0.99 * VICTIM_REQUESTS, (ok, done)
 
 
+@pytest.mark.parametrize("engine", ["lean", "h2"])
 async def test_responses_one_caller_does_not_read_do_not_stall_the_link(
-    tmp_path: Path,
+    tmp_path: Path, engine: str
 ) -> None:
-    async with _two_sites(tmp_path) as (_ov, east):
+    """On either HTTP/2 engine of links (``link_h2_engine``): the connection window is
+    credited on receipt, so what one caller leaves unread stalls only its own tunnels."""
+    async with _two_sites(tmp_path, f'link_h2_engine = "{engine}"') as (_ov, east):
         attacker, victim = _callers(east)
         held: list[trio.SocketStream] = []
         with trio.fail_after(HANG_GUARD_S):

@@ -64,7 +64,13 @@ from dataclasses import replace
 from foundation.errors import H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM
 from overlay.h2.codec import control as c
 from overlay.h2.codec import frames as fr
-from overlay.h2.codec.errors import CodecError
+from overlay.h2.codec.errors import (
+    H2_STREAM_CLOSED,
+    CodecError,
+    FlowControlError,
+    LocalStreamError,
+    StreamClosedError,
+)
 from overlay.h2.codec.hpack import Decoder, Encoder, Header
 from overlay.h2.codec.settings import MAX_WINDOW, Settings
 from overlay.h2.codec.stream_events import (
@@ -74,6 +80,7 @@ from overlay.h2.codec.stream_events import (
     RequestReceived,
     ResponseReceived,
     StreamEnded,
+    StreamRefused,
     StreamReset,
     TrailersReceived,
 )
@@ -89,27 +96,12 @@ __all__ = [
     "ResponseReceived",
     "StreamClosedError",
     "StreamEnded",
+    "StreamRefused",
     "StreamReset",
     "TrailersReceived",
 ]
 
-H2_STREAM_CLOSED = 0x5
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
-
-
-class StreamClosedError(CodecError):
-    """A frame on a stream that is closed and that we did not reset (RFC 9113 5.1)."""
-
-    h2_error_code = H2_STREAM_CLOSED
-
-
-class FlowControlError(CodecError):
-    h2_error_code = H2_FLOW_CONTROL_ERROR
-
-
-class LocalStreamError(Exception):
-    """Our own call was wrong (a stream not open for sending, a stream ID out of order): a bug
-    in the owner, not the peer's fault, so not a CodecError."""
 
 
 class _Stream:
@@ -133,6 +125,7 @@ class Connection:
         local: Settings,
         max_header_list_size: int = 64 * 1024,
         max_reset_memory: int = 1000,
+        header_list_cap: int | None = None,
     ) -> None:
         # Push is never accepted; and a link always states its bounds (the RFC's "unlimited"
         # defaults would let a peer open streams and send header lists without end).
@@ -154,9 +147,14 @@ class Connection:
         self.client = client
         self.control = c.ConnectionControl(client=client, local=local)
         self.encoder = Encoder()
-        self.decoder = Decoder(max_header_list_size=max_header_list_size)
+        # ``header_list_cap``: where decoding stops, if above the advertised limit.  The owner
+        # then sees a list over the limit whole (``decoder.list_size``) and may refuse that
+        # stream alone; only a list past the cap (an HPACK bomb) ends the connection.
+        self.header_list_cap = header_list_cap
+        self.decoder = Decoder(max_header_list_size=header_list_cap or max_header_list_size)
         self.hard_header_list_size = max_header_list_size
         self.streams: dict[int, _Stream] = {}
+        self._open = [0, 0]  # open streams by parity: [even, odd]
         self.recv_window = 65535
         self._highest_in = 0
         self._next_out = 1 if client else 2
@@ -196,6 +194,7 @@ class Connection:
                 self.control.remote.initial_window_size, self.control.local.initial_window_size
             )
             self.streams[stream_id] = stream
+            self._open[stream_id & 1] += 1
         elif not stream.send_open:
             raise LocalStreamError(f"stream {stream_id} is closed for sending")
         block = self.encoder.encode(headers)
@@ -239,8 +238,39 @@ class Connection:
             self._end_sending(stream_id, stream)
         return take
 
+    def send_data_into(
+        self,
+        out: bytearray,
+        stream_id: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        end_stream: bool = False,
+    ) -> None:
+        """Append what is queued, then ``payload`` as one DATA frame, to ``out``: the bulk
+        path, one copy of the payload.  The caller keeps ``payload`` within :meth:`sendable`
+        and the peer's frame size (``ValueError`` otherwise); the wire is what
+        :meth:`send_data` would give for it."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.send_open:
+            raise LocalStreamError(f"stream {stream_id} is not open for sending")
+        size = len(payload)
+        control = self.control
+        if size > control.send_window or size > stream.send_window:
+            raise ValueError(f"{size} bytes on stream {stream_id}: over the send window")
+        if size > control.remote.max_frame_size:
+            raise ValueError(f"a DATA frame of {size} bytes: over the peer's frame size")
+        queued = self.data_to_send()
+        if queued:
+            out += queued
+        out += fr.frame_header(size, fr.DATA, fr.FLAG_END_STREAM if end_stream else 0, stream_id)
+        out += payload
+        control.send_window -= size
+        stream.send_window -= size
+        if end_stream:
+            self._end_sending(stream_id, stream)
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        if self.streams.pop(stream_id, None) is None:
+        if self._drop(stream_id) is None:
             raise LocalStreamError(f"stream {stream_id} is not open")
         self._out.append(fr.rst_stream_frame(stream_id, error_code))
         self._remember_reset(stream_id)
@@ -279,22 +309,42 @@ class Connection:
     def receive_data_into(self, data: bytes, events: list[Event]) -> None:
         """Process received bytes, appending each frame's events as it is handled (after an
         error, ``events`` holds those of every frame before the bad one)."""
+        self.feed(data)
+        step = self.step
+        while step(events):
+            pass
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Take received bytes; :meth:`step` then handles the frames they complete.  An owner
+        that must act on a frame before the next is looked at (a flood budget crossed) steps
+        frame by frame instead of calling ``receive_data``."""
+        self.control.inbound.receive_data(data)
+
+    def step(self, events: list[Event]) -> bool:
+        """Handle the next complete frame, appending its events; False when none is left."""
+        frame = self.control.inbound.next_frame()
+        if frame is None:
+            return False
         control = self.control
-        inbound = control.inbound
-        inbound.receive_data(data)
-        handle = control.handle_frame
-        out = self._out
-        while (frame := inbound.next_frame()) is not None:
-            before = len(events)
-            if not handle(frame, events.append):
-                self._stream_frame(frame, events)
-                if len(out) > self.max_queued_frames:
-                    raise c.ControlFlood(
-                        f"over {self.max_queued_frames} frames queued: the peer makes us answer "
-                        "(resets, window updates) faster than what we write is taken"
-                    )
-            elif len(events) > before:
+        before = len(events)
+        # DATA and HEADERS (most frames of a link) go straight to the stream layer once the
+        # peer's preface is in; the rest first passes the connection level.
+        if control.settled and type(frame) is fr.DataFrame:
+            self._data(frame, events)
+        elif control.settled and type(frame) is fr.HeadersFrame:
+            self._headers(frame, events)
+        elif control.handle_frame(frame, events.append):
+            if len(events) > before:
                 self._after_control(events[-1])
+            return True
+        else:
+            self._stream_frame(frame, events)
+        if len(self._out) > self.max_queued_frames:
+            raise c.ControlFlood(
+                f"over {self.max_queued_frames} frames queued: the peer makes us answer "
+                "(resets, window updates) faster than what we write is taken"
+            )
+        return True
 
     def _after_control(self, event: Event) -> None:
         if isinstance(event, c.RemoteSettingsChanged):
@@ -310,7 +360,7 @@ class Connection:
         elif isinstance(event, c.SettingsAcknowledged):
             ours = event.settings
             self.decoder.max_allowed_table_size = ours.header_table_size
-            if ours.max_header_list_size is not None:
+            if ours.max_header_list_size is not None and self.header_list_cap is None:
                 self.decoder.max_header_list_size = min(
                     ours.max_header_list_size, self.hard_header_list_size
                 )
@@ -325,7 +375,7 @@ class Connection:
         elif isinstance(frame, fr.HeadersFrame):
             self._headers(frame, events)
         elif isinstance(frame, fr.RstStreamFrame):
-            stream = self.streams.pop(frame.stream_id, None)
+            stream = self._drop(frame.stream_id)
             if stream is not None:
                 events.append(StreamReset(frame.stream_id, frame.error_code))
             elif self._is_idle(frame.stream_id):
@@ -335,7 +385,9 @@ class Connection:
             self._window_update(frame, events)
         elif isinstance(frame, fr.PushPromiseFrame):
             raise CodecError("PUSH_PROMISE, but we never enable push")
-        # PRIORITY: deprecated (RFC 9113 5.3.2), valid on any stream, ignored.
+        elif isinstance(frame, fr.PriorityFrame):
+            # Deprecated (RFC 9113 5.3.2), valid on any stream: ignored, but reported.
+            events.append(c.FrameIgnored(fr.PRIORITY, frame.stream_id))
 
     def _existing(self, stream_id: int) -> _Stream | None:
         """The stream, or None for one we reset (drop the frame); raises for a stream that is
@@ -369,15 +421,17 @@ class Connection:
             if limit is not None and self._open_streams(local=False) >= limit:
                 self._out.append(fr.rst_stream_frame(sid, H2_REFUSED_STREAM))
                 self._remember_reset(sid)
+                events.append(StreamRefused(sid))
                 return
             stream = _Stream(
                 self.control.remote.initial_window_size, self.control.local.initial_window_size
             )
             self.streams[sid] = stream
+            self._open[sid & 1] += 1
             stream.headers_in = 1
             events.append(RequestReceived(sid, headers, frame.end_stream))
         elif not stream.recv_open:
-            self._stream_closed(sid)
+            self._stream_error(sid, H2_STREAM_CLOSED, events)
             return
         elif stream.headers_in:
             if not frame.end_stream:
@@ -407,11 +461,13 @@ class Connection:
         if not stream.recv_open or not stream.headers_in:
             # After END_STREAM (half-closed remote) or before the response's HEADERS.
             self.credit_connection(n)
-            self.reset_stream(sid, H2_STREAM_CLOSED if stream.headers_in else H2_PROTOCOL_ERROR)
+            self._stream_error(
+                sid, H2_STREAM_CLOSED if stream.headers_in else H2_PROTOCOL_ERROR, events
+            )
             return
         if n > stream.recv_window:
             self.credit_connection(n)
-            self.reset_stream(sid, H2_FLOW_CONTROL_ERROR)
+            self._stream_error(sid, H2_FLOW_CONTROL_ERROR, events)
             return
         stream.recv_window -= n
         padding = n - len(frame.data)
@@ -429,11 +485,11 @@ class Connection:
         if stream is None:
             return
         if not frame.increment:
-            self.reset_stream(sid, H2_PROTOCOL_ERROR)
+            self._stream_error(sid, H2_PROTOCOL_ERROR, events)
             return
         window = stream.send_window + frame.increment
         if window > MAX_WINDOW:
-            self.reset_stream(sid, H2_FLOW_CONTROL_ERROR)
+            self._stream_error(sid, H2_FLOW_CONTROL_ERROR, events)
             return
         stream.send_window = window
         events.append(c.WindowUpdated(sid, frame.increment))
@@ -450,20 +506,21 @@ class Connection:
 
     # -- stream bookkeeping ---------------------------------------------------------------------
 
-    def _stream_closed(self, sid: int) -> None:
-        # Half-closed (remote) and the peer sends more: a stream error (RFC 9113 5.1).
-        self.reset_stream(sid, H2_STREAM_CLOSED)
+    def _stream_error(self, sid: int, code: int, events: list[Event]) -> None:
+        """A stream error (RFC 9113 5.4.2): reset the stream, and tell the owner."""
+        self.reset_stream(sid, code)
+        events.append(StreamReset(sid, code, remote=False))
 
     def _end_receiving(self, sid: int, stream: _Stream, events: list[Event]) -> None:
         stream.recv_open = False
         events.append(StreamEnded(sid))
         if not stream.send_open:
-            del self.streams[sid]
+            self._drop(sid)
 
     def _end_sending(self, sid: int, stream: _Stream) -> None:
         stream.send_open = False
         if not stream.recv_open:
-            del self.streams[sid]
+            self._drop(sid)
 
     def _remember_reset(self, sid: int) -> None:
         self._reset.append(sid)
@@ -471,9 +528,14 @@ class Connection:
         if len(self._reset) > self.max_reset_memory:
             self._reset_set.discard(self._reset.popleft())
 
+    def _drop(self, sid: int) -> _Stream | None:
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            self._open[sid & 1] -= 1
+        return stream
+
     def _open_streams(self, *, local: bool) -> int:
-        parity = 1 if local == self.client else 0
-        return sum(1 for sid in self.streams if sid % 2 == parity)
+        return self._open[1 if local == self.client else 0]
 
 
 def _informational(headers: list[Header]) -> bool:

@@ -88,6 +88,15 @@ class WindowUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameIgnored:
+    """A frame that carries nothing for us (PRIORITY, a frame of an unknown type): reported
+    only so that the owner can count it (a flood of them still costs us work)."""
+
+    frame_type: int
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFrameReceived:
     """A frame for a stream (HEADERS with its whole block, DATA, RST_STREAM, PRIORITY,
     WINDOW_UPDATE on a stream, PUSH_PROMISE), for the stream layer, in arrival order."""
@@ -102,6 +111,7 @@ Event = (
     | PingAckReceived
     | ConnectionTerminated
     | WindowUpdated
+    | FrameIgnored
     | StreamFrameReceived
 )
 
@@ -160,6 +170,11 @@ class ConnectionControl:
         self._out: list[bytes] = []
         self._answers = 0  # answer frames (PING and SETTINGS ACKs) queued and not yet taken
         self._seen_settings = False
+
+    @property
+    def settled(self) -> bool:
+        """The peer's first SETTINGS (the end of its preface) has arrived."""
+        return self._seen_settings
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -237,7 +252,9 @@ class ConnectionControl:
                 frame.error_code, frame.last_stream_id, frame.debug
             )
             emit(self.terminated)
-        elif not isinstance(frame, fr.UnknownFrame):
+        elif isinstance(frame, fr.UnknownFrame):
+            emit(FrameIgnored(frame.frame_type, frame.stream_id))
+        else:
             return False
         return True
 

@@ -9,10 +9,16 @@ GOAWAY or RST_STREAM that answers it.
 
 from __future__ import annotations
 
-from foundation.errors import H2_ENHANCE_YOUR_CALM, H2_PROTOCOL_ERROR, IsthmusError
+from foundation.errors import (
+    H2_ENHANCE_YOUR_CALM,
+    H2_FLOW_CONTROL_ERROR,
+    H2_PROTOCOL_ERROR,
+    IsthmusError,
+)
 
 H2_FRAME_SIZE_ERROR = 0x6
 H2_COMPRESSION_ERROR = 0x9
+H2_STREAM_CLOSED = 0x5
 
 
 class CodecError(IsthmusError):
@@ -60,3 +66,18 @@ class HeaderListTooLarge(HpackError):
 
     http_status = 431
     h2_error_code = H2_ENHANCE_YOUR_CALM
+
+
+class StreamClosedError(CodecError):
+    """A frame on a stream that is closed and that we did not reset (RFC 9113 5.1)."""
+
+    h2_error_code = H2_STREAM_CLOSED
+
+
+class FlowControlError(CodecError):
+    h2_error_code = H2_FLOW_CONTROL_ERROR
+
+
+class LocalStreamError(Exception):
+    """Our own call was wrong (a stream not open for sending, a stream ID out of order): a bug
+    in the owner, not the peer's fault, so not a CodecError."""

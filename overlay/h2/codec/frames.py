@@ -325,7 +325,7 @@ class FrameReader:
         """Bytes received and not yet returned as frames (headers of pending frames excluded)."""
         return len(self._buf) - self._pos + self._tail_len
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Take the next bytes received.  The caller takes the frames they complete before it
         reads more, so what is held stays under one frame plus one read."""
         if not data:

@@ -202,6 +202,7 @@ class Decoder:
         "_entries",
         "_size",
         "_table_size",
+        "list_size",
         "max_allowed_table_size",
         "max_header_list_size",
         "never_indexed",
@@ -218,6 +219,9 @@ class Decoder:
         self._table_size = DEFAULT_TABLE_SIZE
         self.max_allowed_table_size = max_allowed_table_size
         self.max_header_list_size = max_header_list_size
+        self.list_size = 0
+        """The size of the last decoded list as RFC 9113 6.5.2 counts it (name + value + 32
+        per field): an owner may refuse a list over its advertised limit."""
         self.never_indexed: list[int] = []
         """Positions, in the last decoded list, of the fields sent as never indexed: a hop that
         forwards them must keep that representation (RFC 7541 7.1.3)."""
@@ -326,6 +330,7 @@ class Decoder:
                 f"the peer left its table at {self._table_size}, above our limit of "
                 f"{self.max_allowed_table_size}"
             )
+        self.list_size = listed
         return headers
 
 

@@ -100,7 +100,7 @@ class InboundFrames:
     def in_header_block(self) -> bool:
         return self._first is not None
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if self._preface_left:
             n = min(len(self._preface_left), len(data))
             if data[:n] != self._preface_left[:n]:

@@ -49,9 +49,18 @@ class StreamEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRefused:
+    """A new stream over our MAX_CONCURRENT_STREAMS, refused (RST_STREAM REFUSED_STREAM) after
+    its header block was decoded: the owner may count it against the peer."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamReset:
     stream_id: int
     error_code: int
+    remote: bool = True  # False: we reset it, for a stream error of the peer's
 
 
 Event = (
@@ -62,5 +71,6 @@ Event = (
     | TrailersReceived
     | DataReceived
     | StreamEnded
+    | StreamRefused
     | StreamReset
 )

@@ -147,3 +147,9 @@ def test_routes_are_live() -> None:
     plan = plan_reload(_config(GOOD), _config(GOOD + route))
     assert plan.problems == () and plan.changes == ("routes",)
     assert plan_reload(_config(GOOD + route), _config(GOOD + route)).empty
+
+
+def test_a_new_link_engine_needs_a_restart() -> None:
+    """Links hold their HTTP/2 engine for life: switching it is refused, not half-applied."""
+    plan = plan_reload(_config(GOOD), _config(GOOD + '\n[limits]\nlink_h2_engine = "h2"\n'))
+    assert [p.path for p in plan.problems] == ["limits.link_h2_engine"]

@@ -29,8 +29,21 @@ from tests.overlay.h2.raw_peer import (
     wait_closed,
 )
 
+pytestmark = pytest.mark.usefixtures("any_engine")
 
-async def test_streams_over_the_limit_are_refused_not_fatal() -> None:
+
+class _Overreaching(h2.connection.H2Connection):
+    """An h2 client that ignores the server's MAX_CONCURRENT_STREAMS."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("settled", [False, True])
+async def test_streams_over_the_limit_are_refused_not_fatal(settled: bool) -> None:
+    """``settled``: the client has taken (and acknowledged) the server's SETTINGS first, so
+    the limit is in force on both sides (the lean codec then refuses the excess itself)."""
     release = trio.Event()
 
     async def hold(stream: H2Stream) -> None:
@@ -40,7 +53,14 @@ async def test_streams_over_the_limit_are_refused_not_fatal() -> None:
     limits = H2Limits(max_concurrent_streams=10)
     async with h2_server(hold, limits) as server:
         raw = await RawClient.connect(server.port)
-        # Send 13 requests before reading the server's SETTINGS: 3 are over the limit.
+        if settled:
+            await raw.flush()
+            await raw.read_events(h2.events.RemoteSettingsChanged)
+            raw.h2.ping(b"settled!")  # answered after our SETTINGS ACK was taken
+            await raw.flush()
+            await raw.read_events(h2.events.PingAckReceived)
+            raw.h2.__class__ = _Overreaching  # now knows the limit: make it go past it
+        # 13 requests (before reading the server's SETTINGS unless settled): 3 over the limit.
         for i in range(13):
             sid = 1 + 2 * i
             raw.h2.send_headers(sid, REQ, end_stream=True)
@@ -100,7 +120,10 @@ async def test_rapid_reset_closes_the_connection_but_not_others(variant: str) ->
             assert await good_request(server.port) == b"fine"
 
 
-@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
+UNKNOWN_FRAME = b"\x00\x00\x00\xfa\x00\x00\x00\x00\x00"  # type 0xfa, empty, stream 0
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data", "priority", "unknown"])
 async def test_control_frame_floods_close_the_connection(kind: str) -> None:
     limits = H2Limits(max_control_frames=200)
     async with h2_server(limits=limits) as server:
@@ -116,6 +139,11 @@ async def test_control_frame_floods_close_the_connection(kind: str) -> None:
                             raw.h2.ping(sent.to_bytes(8, "big"))
                         elif kind == "settings":
                             raw.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+                        elif kind == "priority":
+                            raw.h2.prioritize(1 + 2 * (sent % 50), weight=16)
+                        elif kind == "unknown":
+                            await raw.flush()
+                            await raw.sock.send_all(UNKNOWN_FRAME)
                         else:
                             raw.h2.send_data(1, b"")
                         sent += 1

@@ -21,6 +21,8 @@ from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import ConnectionGone, H2Stream, InvalidHeaders, StreamReset
 
+pytestmark = pytest.mark.usefixtures("any_engine")
+
 Handler = Callable[[H2Stream], Awaitable[None]]
 
 GET = [(":method", "GET"), (":scheme", "https"), (":path", "/x"), (":authority", "a.b.isthmus")]

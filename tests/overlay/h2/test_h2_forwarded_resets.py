@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 
 import h2.events
+import pytest
 import trio
 from hyperframe.frame import WindowUpdateFrame
 
 from foundation.errors import H2_ENHANCE_YOUR_CALM
 from overlay.h2.limits import H2Limits
 from tests.overlay.h2.raw_peer import REQ, RawClient, good_request, h2_server, wait_closed
+
+pytestmark = pytest.mark.usefixtures("any_engine")
 
 LINK = H2Limits(max_premature_resets=50, count_peer_resets=False)
 

@@ -9,11 +9,14 @@ still hold no more than its own window.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import H2Stream
 from tests.overlay.h2.test_h2_connection import POST, h2_pair, read_all
+
+pytestmark = pytest.mark.usefixtures("any_engine")
 
 WINDOW = 65_535
 STALLED = 4  # four stream windows: twice the connection window below

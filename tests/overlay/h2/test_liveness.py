@@ -25,6 +25,8 @@ from overlay.h2.liveness import (
 )
 from overlay.h2.stream import H2Stream, LinkDown
 
+pytestmark = pytest.mark.usefixtures("any_engine")
+
 POLICY = LivenessPolicy(ping_interval=2.0, ping_timeout=1.0)
 REQ = [(":method", "POST"), (":scheme", "https"), (":path", "/"), (":authority", "a.b.isthmus")]
 

@@ -145,7 +145,9 @@ def _h2_events(events: list[h2e.Event]) -> list[tuple[object, ...]]:
             out.append(("ping", e.ping_data))
         elif isinstance(e, h2e.ConnectionTerminated):
             out.append(("goaway", int(e.error_code), e.last_stream_id))
-        elif not isinstance(e, h2e.PriorityUpdated):
+        elif isinstance(e, h2e.PriorityUpdated | h2e.UnknownFrameReceived):
+            out.append(("ignored", e.stream_id if isinstance(e, h2e.PriorityUpdated) else None))
+        else:
             raise AssertionError(f"unexpected h2 event {e!r}")
     return out
 
@@ -162,7 +164,8 @@ def _our_events(events: list[cn.Event]) -> list[tuple[object, ...]]:
         elif isinstance(e, cn.StreamEnded):
             out.append(("ended", e.stream_id))
         elif isinstance(e, cn.StreamReset):
-            out.append(("reset", e.stream_id, e.error_code))
+            if e.remote:  # (h2 reports only the peer's resets)
+                out.append(("reset", e.stream_id, e.error_code))
         elif isinstance(e, c.WindowUpdated):
             out.append(("window", e.stream_id, e.delta))
         elif isinstance(e, c.RemoteSettingsChanged):
@@ -171,7 +174,9 @@ def _our_events(events: list[cn.Event]) -> list[tuple[object, ...]]:
             out.append(("ping", e.opaque))
         elif isinstance(e, c.ConnectionTerminated):
             out.append(("goaway", e.error_code, e.last_stream_id))
-        else:
+        elif isinstance(e, c.FrameIgnored):
+            out.append(("ignored", e.stream_id if e.frame_type == fr.PRIORITY else None))
+        elif not isinstance(e, cn.StreamRefused):  # h2 raises instead (see the tests below)
             raise AssertionError(f"unexpected event {e!r}")
     return out
 
@@ -301,7 +306,8 @@ def test_client_may_not_open_even_streams() -> None:
 def test_data_after_end_stream_resets_the_stream() -> None:
     conn, enc = _started()
     conn.receive_data(_request(enc, 1, end=True))
-    assert conn.receive_data(raw(fr.DATA, 0, 1, b"late")) == []
+    late = conn.receive_data(raw(fr.DATA, 0, 1, b"late"))
+    assert late == [cn.StreamReset(1, 0x5, remote=False)]  # the owner is told
     sent = fr.FrameReader().receive(conn.data_to_send())
     assert fr.RstStreamFrame(1, 0x5) in sent
     assert fr.WindowUpdateFrame(0, 4) in sent  # dropped bytes credited to the connection
@@ -343,7 +349,8 @@ def test_stream_window_overflow_resets_only_that_stream() -> None:
     conn.receive_data(raw(fr.SETTINGS, fr.FLAG_ACK, 0, b""))
     conn.receive_data(_request(enc, 1) + _request(enc, 3))
     assert conn.receive_data(raw(fr.DATA, 0, 1, b"x" * 11) + raw(fr.DATA, 0, 3, b"y" * 10)) == [
-        cn.DataReceived(3, b"y" * 10, 10, False)
+        cn.StreamReset(1, 0x3, remote=False),
+        cn.DataReceived(3, b"y" * 10, 10, False),
     ]
     assert fr.RstStreamFrame(1, 0x3) in fr.FrameReader().receive(conn.data_to_send())
 
@@ -352,7 +359,8 @@ def test_concurrency_limit_refuses_the_stream_and_keeps_the_table() -> None:
     conn, enc = _started(local=Settings(max_concurrent_streams=1))
     conn.receive_data(raw(fr.SETTINGS, fr.FLAG_ACK, 0, b""))
     events = conn.receive_data(_request(enc, 1) + _request(enc, 3) + _request(enc, 5, end=True))
-    assert [type(e) for e in events] == [cn.RequestReceived]
+    assert [type(e) for e in events] == [cn.RequestReceived, cn.StreamRefused, cn.StreamRefused]
+    assert events[1:] == [cn.StreamRefused(3), cn.StreamRefused(5)]  # the owner may count them
     assert fr.RstStreamFrame(3, 0x7) in fr.FrameReader().receive(conn.data_to_send())
     conn.reset_stream(1, 8)
     events = conn.receive_data(_request(enc, 7))
@@ -560,7 +568,8 @@ def test_bounds_always_advertised() -> None:
     conn, enc = _started()
     conn.receive_data(raw(fr.SETTINGS, fr.FLAG_ACK, 0, b""))
     events = conn.receive_data(b"".join(_request(enc, sid) for sid in range(1, 204, 2)))
-    assert len(events) == 100  # the 101st and 102nd are refused
+    assert len(events) == 102
+    assert events[100:] == [cn.StreamRefused(201), cn.StreamRefused(203)]  # over 100: refused
     refused = [
         f for f in fr.FrameReader().receive(conn.data_to_send()) if isinstance(f, fr.RstStreamFrame)
     ]

@@ -71,7 +71,7 @@ def _h2_event(event: h2e.Event) -> tuple[object, ...] | None:
     if isinstance(event, h2e.ConnectionTerminated):
         return ("goaway", int(event.error_code), event.last_stream_id, event.additional_data or b"")
     if isinstance(event, h2e.UnknownFrameReceived):
-        return None  # RFC 9113 4.1: ignored; we report nothing
+        return ("ignored",)  # RFC 9113 4.1: ignored, reported so that floods can be counted
     raise AssertionError(f"unexpected h2 event {event!r}")
 
 
@@ -88,6 +88,8 @@ def _our_event(event: c.Event) -> tuple[object, ...]:
         return ("window", event.stream_id, event.delta)
     if isinstance(event, c.ConnectionTerminated):
         return ("goaway", event.error_code, event.last_stream_id, event.debug)
+    if isinstance(event, c.FrameIgnored):
+        return ("ignored",)
     raise AssertionError(f"unexpected event {event!r}")
 
 
