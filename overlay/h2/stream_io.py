@@ -116,6 +116,12 @@ class H2StreamIO:
             await self._room_lot.park()
         return self._engine.peer_enables_connect_protocol
 
+    @property
+    def stream_room(self) -> tuple[int, int]:
+        """(streams open now, how many the peer lets us have open): what a pool of links
+        weighs when it picks one for a new stream."""
+        return len(self._streams), self._outbound_stream_limit()
+
     def _outbound_stream_limit(self) -> int:
         # Until the peer's SETTINGS arrive its limit is formally unbounded; assume our own (100,
         # as most stacks do) so a burst of opens at start-up is not met with refusals.

@@ -66,13 +66,12 @@ class StreamOpener(Protocol):
 def load_of(conn: H2Connection, link: ExtraLink | None, opening: int = 0) -> LinkLoad:
     """One link's load: its open streams (and ``opening``, about to be) and the peer's stream
     limit on it."""
-    # The engine's limit on our outbound streams (the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
-    # ours until the peer's arrive) and its open streams (``statistics().open_streams``,
-    # without building the whole statistics per request) have no public accessors yet: read
-    # here, in one place.
-    limit = conn._outbound_stream_limit()
+    # ``stream_room``: the open streams and the engine's limit on our outbound streams (the
+    # peer's SETTINGS_MAX_CONCURRENT_STREAMS, ours until the peer's arrive), without building
+    # the whole statistics per request.
+    in_use, limit = conn.stream_room
     return LinkLoad(
-        open_streams=len(conn._streams) + opening,
+        open_streams=in_use + opening,
         max_streams=max(1, limit),
         extra=link is not None,
         draining=link is not None and link.draining,
