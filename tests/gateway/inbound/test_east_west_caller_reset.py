@@ -40,10 +40,13 @@ HANG_GUARD_S = 30.0
 
 
 async def _endpoint(
-    held: trio.MemorySendChannel[trio.SocketStream], stream: trio.SocketStream
+    held: trio.MemorySendChannel[trio.SocketStream],
+    paths: list[bytes],
+    stream: trio.SocketStream,
 ) -> None:
     """HTTP/1.1: ``/hold`` is kept open (never answered; told on ``held``), anything else
-    is ``200 ok``."""
+    is ``200 ok``; ``paths`` lists the connections it took (``b""``) and the requests."""
+    paths.append(b"")
     head = b""
     with trio.move_on_after(HANG_GUARD_S):
         while b"\r\n\r\n" not in head and len(head) < 65536:
@@ -51,7 +54,9 @@ async def _endpoint(
             if not data:
                 return
             head += data
-        if head.split(b" ", 2)[1] == b"/hold":
+        path = head.split(b" ", 2)[1]
+        paths.append(path)
+        if path == b"/hold":
             await held.send(stream)
             await trio.sleep_forever()
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -64,6 +69,7 @@ class Site:
     server: H2Connection
     endpoint: Endpoint
     held: trio.MemoryReceiveChannel[trio.SocketStream]
+    paths: list[bytes]
 
 
 @asynccontextmanager
@@ -71,9 +77,10 @@ async def _site(
     link: trio.abc.Stream,
 ) -> AsyncIterator[Site]:
     held_in, held = trio.open_memory_channel[trio.SocketStream](RESETS)
+    paths: list[bytes] = []
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        nursery.start_soon(trio.serve_listeners, partial(_endpoint, held_in), listeners)
+        nursery.start_soon(trio.serve_listeners, partial(_endpoint, held_in, paths), listeners)
         endpoint = Endpoint(SERVICE, "127.0.0.1", listeners[0].socket.getsockname()[1])
         pool = UpstreamPool()
         await nursery.start(pool.serve)
@@ -92,7 +99,7 @@ async def _site(
             link, client_side=False, handler=lambda s: handler("origin", s), ping_interval=None
         )
         await nursery.start(server.serve)
-        yield Site(cluster, server, endpoint, held)
+        yield Site(cluster, server, endpoint, held, paths)
         assert server.close_reason is None, "a forwarded reset must never take the link down"
         nursery.cancel_scope.cancel()
 
@@ -199,3 +206,17 @@ async def test_resets_while_the_endpoint_is_answering_are_not_charged_to_it() ->
             await _settle(s.server)
             assert s.cluster.outlier.health(s.endpoint.key) is None
             assert await origin.status_of(await origin.open(b"/", reset_at_once=False)) == b"200"
+
+
+async def test_a_request_reset_before_its_handler_ran_is_not_forwarded() -> None:
+    """The reset cancels the handler before it starts: the endpoint never gets the request
+    (no work for nobody), and the site keeps serving the next one."""
+    with trio.fail_after(HANG_GUARD_S):
+        async with _link() as (s, origin):
+            for _ in range(RESETS):
+                await origin.open(b"/hold", reset_at_once=True)
+            await _settle(s.server)
+            assert s.paths == []  # not even a connection to the endpoint
+            assert s.server.statistics().open_streams == 0
+            assert await origin.status_of(await origin.open(b"/", reset_at_once=False)) == b"200"
+            assert s.paths == [b"", b"/"]
