@@ -1,9 +1,10 @@
 """A caller that goes away while a real endpoint answers costs the endpoint nothing.
 
 Real endpoint on loopback (answers 200), real local cluster and outlier detector; the
-caller's writer is one whose connection is gone (it raises what a closed trio socket
-raises).  Each such exchange ends with :class:`CallerGone` -- a caller fault, no
-``UpstreamError`` -- and outlier detection never hears of it.
+caller's side is gone: its request body is a reset HTTP/2 stream (it raises what
+``H2Stream`` raises then), or its writer's connection is closed (it raises what a closed
+trio socket raises).  Each such exchange ends with :class:`CallerGone` -- a caller fault,
+no ``UpstreamError`` -- and outlier detection never hears of it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from foundation.errors import DownstreamError, UpstreamError
+from foundation.errors import H2_CANCEL, DownstreamError, UpstreamError
 from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier import OutlierPolicy
 from gateway.cluster.outlier_detector import OutlierDetector
@@ -20,9 +21,21 @@ from gateway.http.caller_side import CallerGone
 from gateway.http.exchange import CallContext, EmptyBody, Request, Response
 from gateway.http.message import Headers
 from gateway.upstream.pool import UpstreamPool
-from tests.gateway.upstream.upstream_kit import SVC, endpoint, watch_of
+from overlay.h2.stream import StreamReset
+from tests.gateway.upstream.upstream_kit import SVC, RecordingWriter, endpoint, watch_of
 
 POLICY = OutlierPolicy(consecutive_5xx=3, consecutive_connect_failures=3, max_ejected_percent=100)
+
+
+class ResetBody:
+    """The request body of a caller that reset its HTTP/2 stream (or whose origin gateway
+    forwarded that reset over the link)."""
+
+    trailers: Headers = ()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        raise StreamReset(H2_CANCEL, remote=True)
 
 
 class GoneWriter:
@@ -44,7 +57,8 @@ class GoneWriter:
         await self.send_head(response)
 
 
-async def test_a_caller_gone_while_the_endpoint_answers_is_not_charged_to_it() -> None:
+@pytest.mark.parametrize("gone", ["body reset", "writer closed"])
+async def test_a_caller_gone_while_the_endpoint_answers_is_not_charged_to_it(gone: str) -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_http_echo, "127.0.0.1", 0, "here")
         pool = UpstreamPool()
@@ -56,12 +70,21 @@ async def test_a_caller_gone_while_the_endpoint_answers_is_not_charged_to_it() -
             outlier=OutlierDetector(lambda _svc: POLICY),
         )
         request = Request(b"GET", b"http", b"api.default.isthmus", b"/", ())
+        failures: list[Exception] = []
         for _ in range(3 * POLICY.consecutive_5xx):
             ctx = CallContext("here", None, trio.current_time() + 30)
-            with pytest.raises(CallerGone) as caught:
-                await cluster.forward(request, EmptyBody(), GoneWriter(), ctx, service=SVC)
-            assert isinstance(caught.value, DownstreamError)
-            assert not isinstance(caught.value, UpstreamError)
+            try:
+                if gone == "body reset":
+                    await cluster.forward(request, ResetBody(), RecordingWriter(), ctx, service=SVC)
+                else:
+                    await cluster.forward(request, EmptyBody(), GoneWriter(), ctx, service=SVC)
+            except Exception as exc:  # which one: asserted below
+                failures.append(exc)
         assert cluster.outlier.health(endpoint(port).key) is None
         assert cluster.endpoints(SVC) == (endpoint(port),)
+        # A caller fault, typed as one: nothing that handles upstream failures takes it.
+        assert len(failures) == 3 * POLICY.consecutive_5xx
+        assert all(isinstance(f, CallerGone) for f in failures), failures
+        assert all(isinstance(f, DownstreamError) for f in failures)
+        assert not any(isinstance(f, UpstreamError) for f in failures)
         nursery.cancel_scope.cancel()
