@@ -58,7 +58,6 @@ from discovery.model import Endpoint, ServiceName
 from foundation.errors import H2_CANCEL, H2_CONNECT_ERROR, IsthmusError, first_leaf
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import PolicyConfig
-from gateway.http.caller_side import CallerGone
 from gateway.http.deadline import check_not_expired
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import (
@@ -198,9 +197,6 @@ class EastWestHandler:
                 await self._connect(stream, out, ctx, service, only, rec)
             else:
                 await self.cluster.forward(request, body, out, ctx, service=service, only=only)
-        except CallerGone as exc:
-            stream.reset(H2_CANCEL)  # the peer reset (its caller left): nobody to answer
-            return exc
         except StreamReset as exc:
             if stream.finished:
                 return exc  # the peer gave up on this stream: nobody is left to answer

@@ -12,10 +12,9 @@ import logging
 
 import trio
 
-from foundation.errors import H2_CANCEL, H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
+from foundation.errors import H2_INTERNAL_ERROR, H2_NO_ERROR, IsthmusError
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
-from gateway.http.caller_side import CallerGone
 from gateway.http.errors import MalformedHeaders
 from gateway.http.exchange import EmptyBody, Request
 from gateway.http.h2_adapter import H2ResponseWriter
@@ -105,8 +104,6 @@ async def serve_h2_stream(
             else _H2RequestBody(stream, declared)
         )
         await router.forward(request, body, writer, ctx)
-    except CallerGone:
-        stream.reset(H2_CANCEL)  # the caller reset or left: nobody is left to answer
     except IsthmusError as exc:
         log.debug("h2 request failed: %r", exc)
         await rescue_h2(stream, writer, exc)
