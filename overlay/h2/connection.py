@@ -284,10 +284,7 @@ class H2Connection(H2StreamIO):
         self._streams_opened += 1
         self._idle_since = now
         assert self._nursery is not None and self._handler is not None
-        # The scope exists before the task runs: a reset read in the same batch as the
-        # request (a forwarded rapid reset) cancels a handler that has not started yet.
-        scope = self._handler_scopes[stream_id] = trio.CancelScope()
-        self._nursery.start_soon(self._run_handler, self._handler, stream, scope)
+        self._nursery.start_soon(self._run_handler, self._handler, stream)
         return stream
 
     def _refuse_oversized(
@@ -359,15 +356,18 @@ class H2Connection(H2StreamIO):
 
     # -- tasks ------------------------------------------------------------------------------
 
-    async def _run_handler(
-        self, handler: Handler, stream: H2Stream, scope: trio.CancelScope
-    ) -> None:
+    async def _run_handler(self, handler: Handler, stream: H2Stream) -> None:
         """Run one request's handler.  A peer reset cancels it (see ``_stream_was_reset``):
         its work is unwanted, and this keeps the number of live handlers near the number of
         open streams even under Rapid Reset."""
         self._handlers_running += 1
         try:
-            with scope:
+            if stream.reset_by_peer:
+                # Reset in the same read as its request (a forwarded rapid reset): the reset
+                # found no handler to cancel, and nobody is left to answer.
+                return
+            with trio.CancelScope() as scope:
+                self._handler_scopes[stream.stream_id] = scope
                 await handler(stream)
         except (StreamReset, ConnectionGone):
             pass  # the peer or the link went away: nobody is left to answer
