@@ -54,6 +54,7 @@ from gateway.cluster.ring import Ring, build_ring, hash64, ring_order
 from gateway.cluster.status_writer import StatusWriter
 from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
+from gateway.http.caller_side import CallerWriter, caller_body
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.websocket import UpgradeNotSupported
@@ -287,8 +288,10 @@ class LocalCluster:
             request, ctx, now=self._clock(), enabled=self.caller_headers.enabled(service)
         )
         timer = ExchangeTimer(ctx)
-        status = StatusWriter(timer.writer(writer))
-        body = timer.body(body)
+        # The caller's side failing (a reset, a closed connection) raises CallerGone, which
+        # is no UpstreamError: it ends the exchange without counting against the endpoint.
+        status = StatusWriter(timer.writer(CallerWriter(writer)))
+        body = timer.body(caller_body(body))
         endpoint = order[0]
         with timer.scope as scope:
             failure: EndpointConnectFailed | None = None

@@ -43,6 +43,7 @@ from discovery.model import ServiceName
 from foundation.errors import H2_NO_ERROR, first_leaf
 from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import CallerShares, SlotStream, caller_key
+from gateway.http.caller_side import CallerWriter, caller_body
 from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import (
     READ_SIZE,
@@ -356,8 +357,16 @@ class PeerCluster:
     ) -> None:
         release = await self._hold(ctx)
         try:
+            # The caller's side failing raises CallerGone (no UpstreamError): a caller's
+            # reset is neither the peer's failure nor one for the retry layer to retry.
             await forward_over_link(
-                self.conn, request, body, writer, ctx, local_site=self.local_site, clock=self.clock
+                self.conn,
+                request,
+                caller_body(body),
+                CallerWriter(writer),
+                ctx,
+                local_site=self.local_site,
+                clock=self.clock,
             )
         finally:
             release()

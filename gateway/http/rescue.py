@@ -10,6 +10,9 @@ by :func:`rescue` (pure) and carried out by a thin adapter per wire:
   (:class:`~gateway.upstream.pool.UpstreamUnavailable`: no endpoint, none accepted a
   connection) is not answered but refused: RST_STREAM ``REFUSED_STREAM`` tells the origin it
   may try the next site at once (RFC 9113 section 8.7), where a 503 would end the request.
+* **The caller is gone** (:class:`~gateway.http.caller_side.CallerGone`: it reset its stream,
+  closed its connection): nothing is answered, before the head or after; the stream is reset
+  (``CANCEL``), an HTTP/1.1 connection closed.
 * **After the response head** nothing can be answered any more: HTTP/1.1 closes the
   connection (marked failed: a cut response is never a clean ending), HTTP/2 resets the
   stream.  The reset code is the error's own for a local caller; to a peer only the caller's
@@ -25,6 +28,7 @@ from typing import Literal
 import trio
 
 from foundation.errors import H2_INTERNAL_ERROR, H2_REFUSED_STREAM, DownstreamError, IsthmusError
+from gateway.http.caller_side import CallerGone
 from gateway.http.errors import ResetInstead
 from gateway.http.exchange import Response
 from gateway.http.h1_server import H1ServerConnection
@@ -63,6 +67,8 @@ Rescue = Answer | Reset | Close
 
 def rescue(exc: BaseException, *, head_sent: bool, wire: Wire, to_peer: bool = False) -> Rescue:
     """What ``exc`` does to the exchange it ended (see the module docstring)."""
+    if isinstance(exc, CallerGone):  # nobody is left to read an answer
+        return Close() if wire == "h1" else Reset(exc.h2_error_code)
     if head_sent:
         if wire == "h1":
             return Close()

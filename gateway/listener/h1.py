@@ -21,6 +21,7 @@ import trio
 from foundation.errors import IsthmusError
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
+from gateway.http.caller_side import CallerGone
 from gateway.http.errors import BadRequest
 from gateway.http.exchange import Body, CallContext, EmptyBody, Request
 from gateway.http.framing import FramingKind, request_framing
@@ -127,6 +128,10 @@ async def serve_h1_connection(
                     return
                 writer = H1ResponseWriter(conn)
                 await router.forward(request, h1_body(conn, head), writer, ctx)
+            except CallerGone as exc:
+                log.debug("caller went away: %r", exc)  # nobody left to answer
+                mark_failed(stream)
+                return
             except IsthmusError as exc:
                 log.debug("request failed: %r", exc)
                 await rescue_h1(

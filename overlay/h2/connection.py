@@ -383,6 +383,10 @@ class H2Connection(H2StreamIO):
         open streams even under Rapid Reset."""
         self._handlers_running += 1
         try:
+            if stream.reset_by_peer:
+                # Reset in the same read as its request (a forwarded rapid reset): the reset
+                # found no handler to cancel, and nobody is left to answer.
+                return
             with trio.CancelScope() as scope:
                 self._handler_scopes[stream.stream_id] = scope
                 await handler(stream)

@@ -338,6 +338,12 @@ class H2Stream(trio.abc.HalfCloseableStream):
     def local_ended(self) -> bool:
         return self._local_ended
 
+    @property
+    def reset_by_peer(self) -> bool:
+        """The peer reset this stream (RST_STREAM received): nobody wants its answer."""
+        failure = self._failure
+        return isinstance(failure, StreamReset) and failure.remote
+
     # -- connection side ---------------------------------------------------------------------
 
     def _on_headers(self, headers: HeaderList) -> None:

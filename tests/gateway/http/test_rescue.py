@@ -6,11 +6,13 @@ import trio
 import trio.testing
 
 from foundation.errors import (
+    H2_CANCEL,
     H2_CONNECT_ERROR,
     H2_INTERNAL_ERROR,
     H2_PROTOCOL_ERROR,
     H2_REFUSED_STREAM,
 )
+from gateway.http.caller_side import CallerGone
 from gateway.http.errors import (
     BadRequest,
     RateLimited,
@@ -80,3 +82,13 @@ def test_rate_limited_is_a_429_with_retry_after() -> None:
     action = rescue(RateLimited("over", retry_after_s=2.2), head_sent=False, wire="h1")
     assert isinstance(action, Answer) and action.head.status == 429
     assert action.head.get(b"retry-after") == b"3"
+
+
+def test_a_caller_that_is_gone_gets_no_answer_only_a_reset_or_a_close() -> None:
+    """Before the head too: nobody is left to read an error response (and the access line's
+    status stays null: the caller got none)."""
+    gone = CallerGone("the caller reset its stream")
+    for head_sent in (False, True):
+        assert rescue(gone, head_sent=head_sent, wire="h1") == Close()
+        assert rescue(gone, head_sent=head_sent, wire="h2") == Reset(H2_CANCEL)
+        assert rescue(gone, head_sent=head_sent, wire="h2", to_peer=True) == Reset(H2_CANCEL)
