@@ -203,7 +203,10 @@ async def test_growth_stops_at_the_budget_across_streams(autojump_clock: trio.ab
                         await s.response_headers()
 
                     nursery.start_soon(upload)
-        # Never more than one doubling at a time (a stream that ended gave its share back),
-        # never past the budget, and the others were told no while it held it.
-        assert max(max(w) for w in up.windows.values()) == 2 * INITIAL
+        # A window grew, the total never went past the budget, and the others were told no
+        # while one held the room.  How far one grows depends on which stream ends first (an
+        # ended stream gives its share back, and trio picks the order of a batch at random),
+        # so the largest window is only bounded by the budget, not fixed.
+        largest = max(max(w) for w in up.windows.values())
+        assert 2 * INITIAL <= largest < budget.limit
         assert budget.peak <= budget.limit and budget.growth_refused > 0
