@@ -47,6 +47,7 @@ def h1_limits(limits: LimitsConfig) -> H1Limits:
         max_headers=limits.max_headers,
         head_timeout_s=limits.header_timeout_s,
         idle_timeout_s=limits.idle_timeout_s,
+        parser=limits.http1_parser,
     )
 
 

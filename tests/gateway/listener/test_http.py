@@ -39,6 +39,9 @@ from tests.gateway.router.router_kit import (
     tcp_echo_backend,
 )
 
+#: Every test here runs with llhttp and with the pure-Python head parser.
+pytestmark = pytest.mark.usefixtures("h1_parser")
+
 WEB = type(API)("web", "default")
 
 
