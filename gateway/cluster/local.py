@@ -39,7 +39,6 @@ from collections.abc import Callable
 
 import trio
 
-from discovery.catalog import routable
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch

@@ -150,7 +150,8 @@ def parse_response_head_fast(raw: bytes, *, max_headers: int = 100) -> ResponseH
     if version is None or len(collected.fields) > max_headers or not 100 <= status <= 999:
         return parse_response_head(raw, max_headers=max_headers)
     reason = collected.text
-    if not raw.startswith(b"HTTP/%s %03d%s%s\r\n" % (version, status, b" " if reason else b"", reason)):
+    line = b"HTTP/%s %03d %s\r\n" % (version, status, reason) if reason else None
+    if line is None or not raw.startswith(line):  # no reason, odd spacing: the reference
         return parse_response_head(raw, max_headers=max_headers)
     head = ResponseHead(status, _normalised(collected.fields), reason, version)
     check_response_head(head)
