@@ -105,3 +105,16 @@ def test_rules_first_match_then_the_site_default() -> None:
     assert not rules.enabled(ServiceName("api", "internal"))
     assert rules.enabled(ServiceName("api", "payments"))
     assert not CallerHeaderRules(default=False).enabled(ServiceName("api"))
+
+
+def test_the_debug_request_reaches_neither_an_endpoint_nor_past_a_peers_entry() -> None:
+    """``x-isthmus-debug`` is kept at a caller's entry (the router reads it) and removed from
+    what an endpoint gets, locally and at a peer's entry."""
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
+    debug = (b"x-isthmus-debug", b"trace")
+    for enabled in (True, False):
+        out = for_endpoint(_request(debug, h1=True), ctx, now=0.0, enabled=enabled)
+        assert debug not in out.headers
+        assert out.h1_head is not None and debug not in out.h1_head.headers
+    assert debug in request_from_h2_block((*H2_PSEUDO, debug)).headers  # for the router
+    assert debug not in parse_request((*H2_PSEUDO, debug)).headers
