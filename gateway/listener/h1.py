@@ -69,18 +69,19 @@ def request_from_h1(head: RequestHead, *, scheme: bytes, target: bytes | None = 
     block = h1_request_to_h2(
         RequestHead(head.method, path, head.http_version, fields), scheme=scheme
     )
-    request = request_from_h2_block(block)
-    if request.method == b"CONNECT":
-        return request
+    if head.method == b"CONNECT":
+        return request_from_h2_block(block)
+    # The block is ours: :method :scheme :authority :path, then regular fields that are
+    # already without host and the entry-stripped ones (what request_from_h2_block gives).
+    (_, method), (_, scheme), (_, authority), (_, path) = block[:4]
+    regular = block[4:]
     return Request(
-        request.method,
-        request.scheme,
-        request.authority,
-        request.path,
-        request.headers,
-        h1_head=h1_head_for_transcoded(
-            request.method, request.authority, request.path, request.headers
-        ),
+        method,
+        scheme,
+        authority,
+        path,
+        regular,
+        h1_head=h1_head_for_transcoded(method, authority, path, regular),
     )
 
 

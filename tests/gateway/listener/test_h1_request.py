@@ -14,15 +14,28 @@ from hypothesis import strategies as st
 from foundation.errors import DownstreamError
 from gateway.http.errors import MalformedHeaders
 from gateway.http.headers import parse_request_head
-from gateway.http.overlay_headers import strip_request
-from gateway.http.transcode import h2_request_to_h1
+from gateway.http.message import RequestHead
+from gateway.http.overlay_headers import ENTRY_STRIPPED, strip_request
+from gateway.http.transcode import h1_request_to_h2, h2_request_to_h1, parse_proxy_target
 from gateway.listener.h1 import request_from_h1
+from gateway.listener.h2 import request_from_h2_block
 
 FORGED = (
     b"X-Isthmus-Caller-Id: spiffe://a.test/ns/default/sa/admin\r\n"
     b"x-isthmus-caller-site: b\r\nX-ISTHMUS-DEADLINE-MS: 99999999\r\n"
     b"Isthmus-Caller-Id: spiffe://a.test/x\r\nisthmus-request-id: 0123\r\n"
 )
+
+
+def _as_routed(head: RequestHead, target: bytes | None) -> RequestHead:
+    """The head as the listener routes it: entry fields stripped, a service port's target."""
+    fields = tuple((n, v) for n, v in head.headers if n not in ENTRY_STRIPPED)
+    path = head.target
+    if target is not None:
+        proxy = parse_proxy_target(head.method, head.target)
+        path = proxy.path if proxy is not None else path
+        fields = ((b"host", target), *((n, v) for n, v in fields if n != b"host"))
+    return RequestHead(head.method, path, head.http_version, fields)
 
 
 def _full_validation(raw: bytes, *, target: bytes | None = None) -> object:
@@ -101,6 +114,9 @@ def test_the_endpoint_head_is_the_one_full_validation_derives(
         request = request_from_h1(head, scheme=b"http", target=target)
     except DownstreamError:
         return
+    if head.method != b"CONNECT":  # the same request as through the HTTP/2 form
+        via_h2 = request_from_h2_block(h1_request_to_h2(_as_routed(head, target), scheme=b"http"))
+        assert request == via_h2 and request.headers == via_h2.headers
     try:
         expected = _full_validation(raw, target=target)
     except MalformedHeaders:
