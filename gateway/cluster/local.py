@@ -39,7 +39,6 @@ from collections.abc import Callable
 
 import trio
 
-from discovery.catalog import routable
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
@@ -51,6 +50,7 @@ from gateway.cluster.outlier import Outcome
 from gateway.cluster.outlier_detector import OutlierDetector
 from gateway.cluster.p2c import p2c
 from gateway.cluster.ring import Ring, build_ring, hash64, ring_order
+from gateway.cluster.routable_memo import RoutableMemo
 from gateway.cluster.status_writer import StatusWriter
 from gateway.cluster.wrr import WrrState, smooth_wrr
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
@@ -133,6 +133,8 @@ class LocalCluster:
         #: Requests in flight per endpoint, kept for least_request services only.
         self._in_flight: dict[tuple[str, int], int] = {}
         self._rng = random.Random()
+        #: The catalog's answer per service, kept while it cannot change (routable_memo.py).
+        self._routable = RoutableMemo()
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -141,7 +143,7 @@ class LocalCluster:
     ) -> tuple[Endpoint, ...]:
         """The routable endpoints of ``service`` now (filtered by ``only``)."""
         found = self.outlier.routable(
-            service, routable(self.catalog.latest, service, self._clock())
+            service, self._routable.get(self.catalog.latest, service, self._clock())
         )
         if self.failing is not None and self.failing.latest:
             failing = self.failing.latest
@@ -251,7 +253,7 @@ class LocalCluster:
         """Tell outlier detection how ``endpoint`` did (free for a success with no record)."""
         if outcome == "success" and self.outlier.health(endpoint.key) is None:
             return
-        size = len(routable(self.catalog.latest, endpoint.service, self._clock()))
+        size = len(self._routable.get(self.catalog.latest, endpoint.service, self._clock()))
         self.outlier.record(endpoint, outcome, service_size=size)
 
     def _done(self, endpoint: Endpoint) -> None:

@@ -31,8 +31,7 @@ another cannot duplicate work).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -41,9 +40,9 @@ K = TypeVar("K", bound=Hashable)
 MAX_WEIGHT = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class WrrState(Generic[K]):
-    """The current weights of one service's candidates, aligned with ``keys``."""
+class WrrState(NamedTuple, Generic[K]):
+    """The current weights of one service's candidates, aligned with ``keys`` (a named
+    tuple: one is built per request, and a tuple is the cheapest immutable record)."""
 
     keys: tuple[K, ...] = ()
     current: tuple[int, ...] = ()
@@ -51,6 +50,8 @@ class WrrState(Generic[K]):
 
 def effective_weights(weights: Sequence[int]) -> tuple[int, ...]:
     """Clamp to ``[0, MAX_WEIGHT]``; all zero (or negative) means equal shares."""
+    if weights and min(weights) > 0 and max(weights) <= MAX_WEIGHT:  # the usual case
+        return tuple(weights)
     out = tuple(w if 0 < w <= MAX_WEIGHT else (MAX_WEIGHT if w > 0 else 0) for w in weights)
     if not any(out):
         return (1,) * len(out)
@@ -87,6 +88,8 @@ def smooth_wrr(
     if n == 0:
         return (), state
     key_tuple = tuple(keys)
+    if n == 1:  # the pick is the one candidate, and its current weight stays 0
+        return tuple(candidates), state if state.keys == key_tuple else WrrState(key_tuple, (0,))
     eff = effective_weights(weights)
     current = _carry(state, key_tuple)
     best = -1

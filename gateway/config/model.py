@@ -8,6 +8,7 @@ production gateway should run with; see ``configs/`` for examples that run as th
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,12 @@ def _label(value: str) -> str | None:
 
 def _label_or_any(value: str) -> str | None:
     return None if value == "*" else label_problem(value)
+
+
+def _parser_available(value: str) -> str | None:
+    if value == "httptools" and importlib.util.find_spec("httptools") is None:
+        return "httptools is not installed (use 'auto' or 'python')"
+    return None
 
 
 def _mesh_domain(value: str) -> str | None:
@@ -456,6 +463,12 @@ class LimitsConfig:
     # exchange; both ends are Isthmus gateways) or "h2" (python-hyper h2, the fallback).  The
     # two ends of a link may differ: both speak plain RFC 9113.
     link_h2_engine: Literal["lean", "h2"] = "lean"
+    # Who tokenises HTTP/1.1 heads (callers' requests, endpoints' responses): ``auto`` is
+    # llhttp (httptools) when installed, else the pure-Python parser; the same rules and
+    # errors either way (gateway/http/h1_fast.py).
+    http1_parser: Literal["auto", "httptools", "python"] = field(
+        default="auto", metadata={"check": _parser_available}
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         if self.link_stream_window_max < self.link_stream_window:

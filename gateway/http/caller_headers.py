@@ -15,10 +15,11 @@ peer link, or the caller itself), so it and only it writes them:
                             site passed on less)
 ==========================  ============================================================
 
-Any of these a caller sent itself is removed first, always -- also for a service with the
-headers turned off -- so an endpoint never reads a value that a caller typed.  The
-gateway-to-gateway headers (``isthmus-*``, :data:`~gateway.http.overlay_headers.INTERNAL_HEADERS`)
-are removed too; they never reach an endpoint.
+Any of these a caller sent itself is removed where the request enters the gateway, always
+-- also for a service with the headers turned off -- so an endpoint never reads a value that
+a caller typed, and a peer never receives one.  The gateway-to-gateway headers
+(``isthmus-*``, :data:`~gateway.http.overlay_headers.INTERNAL_HEADERS`) are removed there too;
+they never reach an endpoint (:data:`~gateway.http.overlay_headers.ENTRY_STRIPPED`).
 
 Turned on or off per service by ``[site] caller_headers`` (default on) and
 ``[[caller_headers]]`` rules (see :class:`~gateway.config.model.CallerHeadersConfig`).
@@ -27,22 +28,25 @@ Turned on or off per service by ``[site] caller_headers`` (default on) and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from discovery.model import ServiceName
 from gateway.config.model import CallerHeadersConfig
 from gateway.http.exchange import CallContext, Request
-from gateway.http.message import Headers
-from gateway.http.overlay_headers import INTERNAL_HEADERS
+from gateway.http.message import Headers, RequestHead
+from gateway.http.overlay_headers import ENTRY_STRIPPED, WORKLOAD_CALLER_HEADERS
 
 CALLER_ID = b"x-isthmus-caller-id"
 CALLER_SITE = b"x-isthmus-caller-site"
 DEADLINE_MS = b"x-isthmus-deadline-ms"
-WORKLOAD_HEADERS = frozenset({CALLER_ID, CALLER_SITE, DEADLINE_MS})
+WORKLOAD_HEADERS = WORKLOAD_CALLER_HEADERS
 #: A caller's request for its decision trace (:mod:`gateway.router.debug`): for the gateway
-#: only, never passed to an endpoint.
+#: only, never passed to an endpoint.  The one ``x-isthmus-*`` field the entry keeps (the
+#: router reads it), so the only one the endpoint's view still removes; a peer's tunnel drops
+#: it at its entry (:data:`PEER_ENTRY_STRIPPED`).
 DEBUG_HEADER = b"x-isthmus-debug"
-_REMOVED = WORKLOAD_HEADERS | INTERNAL_HEADERS | {DEBUG_HEADER}
+PEER_ENTRY_STRIPPED = ENTRY_STRIPPED | {DEBUG_HEADER}
+_REMOVED = PEER_ENTRY_STRIPPED
 WILDCARD = "*"
 
 
@@ -80,16 +84,50 @@ def _without(headers: Headers) -> Headers:
 
 
 def for_endpoint(request: Request, ctx: CallContext, *, now: float, enabled: bool) -> Request:
-    """``request`` as an endpoint gets it: caller-sent ``x-isthmus-*``/``isthmus-*`` fields
-    removed, then (if ``enabled``) the gateway's own caller headers appended."""
-    kept = _without(request.headers)
-    added = caller_fields(ctx, now=now) if enabled else ()
-    if not added and len(kept) == len(request.headers):
+    """``request`` as an endpoint gets it: (if ``enabled``) the gateway's own caller headers
+    appended.
+
+    Appending is enough: every entry (the listeners, a peer's tunnel, a WebSocket handshake)
+    removed what a caller or peer sent of these and of the ``isthmus-*`` fields
+    (:data:`~gateway.http.overlay_headers.ENTRY_STRIPPED`) before the request was routed, so
+    nothing is copied here on each request; only ``x-isthmus-debug``, which the router reads,
+    is looked for (one scan of the names) and dropped in the rare request that has it.
+    """
+    if any(name == DEBUG_HEADER for name, _ in request.headers):
+        request = _without_debug(request)
+    if not enabled:
         return request
+    added = caller_fields(ctx, now=now)
     head = request.h1_head
     if head is not None:  # keep the validated HTTP/1.1 head in step (our fields are valid)
-        head = replace(head, headers=_without(head.headers) + added)
-    return replace(request, headers=kept + added, h1_head=head)
+        head = RequestHead(head.method, head.target, head.http_version, head.headers + added)
+    return Request(
+        request.method,
+        request.scheme,
+        request.authority,
+        request.path,
+        request.headers + added,
+        request.protocol,
+        head,
+    )
+
+
+def _without_debug(request: Request) -> Request:
+    def kept(headers: Headers) -> Headers:
+        return tuple((n, v) for n, v in headers if n != DEBUG_HEADER)
+
+    head = request.h1_head
+    if head is not None:
+        head = RequestHead(head.method, head.target, head.http_version, kept(head.headers))
+    return Request(
+        request.method,
+        request.scheme,
+        request.authority,
+        request.path,
+        kept(request.headers),
+        request.protocol,
+        head,
+    )
 
 
 def strip_all(headers: Sequence[tuple[bytes, bytes]]) -> Headers:

@@ -89,8 +89,8 @@ class ExchangeTimer:
     def head(self) -> None:
         """The response head is going out: from now on idle and maximum apply."""
         if self.head_at is None:
-            self.head_at = trio.current_time()
-            self.moved()
+            self.head_at = now = trio.current_time()
+            self.scope.deadline = exchange_deadline(self.ctx, head_at=now, last_activity=now)
 
     def moved(self) -> None:
         """A byte moved (after the head: the idle clock restarts)."""

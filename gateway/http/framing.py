@@ -50,6 +50,11 @@ class Framing:
     length: int = 0
 
 
+#: Shared (a ``Framing`` is immutable): building one costs about as much as the checks.
+_NONE = Framing(FramingKind.NONE)
+_CHUNKED = Framing(FramingKind.CHUNKED)
+
+
 def request_framing(head: RequestHead) -> Framing:
     """How the request body is delimited; raises BadFraming on anything ambiguous."""
     framing = message_framing(head.headers, head.http_version, BadFraming)
@@ -69,7 +74,7 @@ def message_framing(headers: Headers, version: bytes, error: type[IsthmusError])
             raise error("Transfer-Encoding in an HTTP/1.0 message")
         joined = b",".join(te).lower()
         if len(te) == 1 and te[0].lower() == b"chunked":
-            return Framing(FramingKind.CHUNKED)
+            return _CHUNKED
         if b"chunked" in joined or b"," in joined or len(te) > 1:
             raise error(f"obfuscated or stacked Transfer-Encoding {joined[:64]!r}")
         if error is BadFraming:
@@ -81,4 +86,4 @@ def message_framing(headers: Headers, version: bytes, error: type[IsthmusError])
         if _DIGITS_RE.fullmatch(cl[0]) is None:
             raise error(f"invalid Content-Length {cl[0][:32]!r}")
         return Framing(FramingKind.LENGTH, int(cl[0]))
-    return Framing(FramingKind.NONE)
+    return _NONE

@@ -17,7 +17,6 @@ from gateway.http.framing import FramingKind
 from gateway.http.h1_body import body_decoder, keeps_alive, response_body_framing
 from gateway.http.h1_connection import H1Connection, H1Limits, hop_safe
 from gateway.http.h1_encode import NO_BODY, LocalFramingError, encode_request_head
-from gateway.http.headers import parse_response_head
 from gateway.http.message import Headers, RequestHead, ResponseHead
 
 # We accept trailers in the response (they are carried on to HTTP/2 callers); TE is
@@ -143,7 +142,7 @@ class H1ClientConnection(H1Connection):
                 )
             self._response_seen = True
             try:
-                head = parse_response_head(raw, max_headers=limits.max_headers)
+                head = self._parse_response(raw, max_headers=limits.max_headers)
             except IsthmusError:
                 self._reusable = False
                 raise

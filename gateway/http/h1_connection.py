@@ -43,6 +43,7 @@ import trio
 from foundation.errors import IsthmusError
 from gateway.http.h1_body import BodyDecoder, has_bad_line_byte
 from gateway.http.h1_encode import NO_BODY, BodyEncoder, LocalFramingError
+from gateway.http.h1_fast import ParserChoice, head_parsers
 from gateway.http.headers import strip_connection_specific
 from gateway.http.message import Headers
 
@@ -61,6 +62,9 @@ class H1Limits:
     head_timeout_s: float = 10.0
     idle_timeout_s: float = 300.0
     read_size: int = 64 * 1024
+    #: Who tokenises heads: llhttp (``h1_fast.py``) when installed, or the pure-Python
+    #: parser; the same rules and typed errors either way.
+    parser: ParserChoice = "auto"
 
 
 def hop_safe(headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -83,6 +87,7 @@ class H1Connection:
         self._encoder: BodyEncoder = NO_BODY
         self._sent_end = False
         self._expect_continue = False
+        self._parse_request, self._parse_response = head_parsers(limits.parser)
 
     @property
     def trailers(self) -> Headers:

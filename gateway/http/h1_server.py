@@ -19,7 +19,7 @@ from gateway.http.h1_body import body_decoder, expects_continue, keeps_alive, re
 from gateway.http.h1_connection import H1Connection, H1Limits, hop_safe
 from gateway.http.h1_encode import NO_BODY, LocalFramingError, encode_response_head
 from gateway.http.headers import encode_response_head as encode_error_head
-from gateway.http.headers import error_response, parse_request_head
+from gateway.http.headers import error_response
 from gateway.http.message import Headers, RequestHead, ResponseHead
 
 _LINGER_S = 0.5
@@ -86,7 +86,7 @@ class H1ServerConnection(H1Connection):
             self._reusable = False
             return None
         try:
-            head = parse_request_head(raw, max_headers=limits.max_headers)
+            head = self._parse_request(raw, max_headers=limits.max_headers)
         except IsthmusError:
             self._reusable = False
             raise

@@ -54,6 +54,8 @@ __all__ = [
     "FIELD_VALUE_RE",
     "REASONS",
     "TOKEN_RE",
+    "check_request_head",
+    "check_response_head",
     "encode_head",
     "encode_response_head",
     "error_response",
@@ -152,14 +154,20 @@ def parse_request_head(raw: bytes, *, max_headers: int = 100) -> RequestHead:
             lines[1:], max_headers=max_headers, error=BadRequest, too_many=HeadersTooLarge
         ),
     )
+    check_request_head(head)
+    return head
+
+
+def check_request_head(head: RequestHead) -> None:
+    """The rules on a parsed request head as a whole: target form, one valid Host for
+    HTTP/1.1, unambiguous framing (shared with ``h1_fast.py``'s parser)."""
     _check_target_form(head)
     hosts = header_values(head.headers, b"host")
-    if len(hosts) > 1 or (version == b"1.1" and not hosts):
+    if len(hosts) > 1 or (head.http_version == b"1.1" and not hosts):
         raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
     if hosts and hosts[0] and _AUTHORITY_RE.fullmatch(hosts[0]) is None:
         raise BadRequest(f"invalid Host header {hosts[0][:100]!r}")
     request_framing(head)
-    return head
 
 
 def _check_target_form(head: RequestHead) -> None:
@@ -194,10 +202,16 @@ def parse_response_head(raw: bytes, *, max_headers: int = 100) -> ResponseHead:
             too_many=UpstreamProtocolError,
         ),
     )
+    check_response_head(head)
+    return head
+
+
+def check_response_head(head: ResponseHead) -> None:
+    """The rules on a parsed response head as a whole: a valid status, unambiguous framing
+    (shared with ``h1_fast.py``'s parser)."""
     if head.status < 100:
         raise UpstreamProtocolError(f"invalid status code {head.status}")
     message_framing(head.headers, head.http_version, UpstreamProtocolError)
-    return head
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,17 @@ INTERNAL_HEADERS = frozenset(
         EXPLAIN_HEADER,
     }
 )
+#: What the gateway that delivers a request tells the endpoint about its caller
+#: (:mod:`gateway.http.caller_headers`); no caller or peer may set them.
+WORKLOAD_CALLER_HEADERS = frozenset(
+    {b"x-isthmus-caller-id", b"x-isthmus-caller-site", b"x-isthmus-deadline-ms"}
+)
+#: Removed from every request where it enters the gateway (the HTTP/1.1 and HTTP/2
+#: listeners, a peer's tunnel, a WebSocket handshake), once: everything downstream of the
+#: entry -- the router, a peer's link, an endpoint -- then never sees a value a caller typed,
+#: and the local cluster only appends its own caller headers instead of copying and
+#: filtering every request's fields again.
+ENTRY_STRIPPED = INTERNAL_HEADERS | WORKLOAD_CALLER_HEADERS
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
 _REQUEST_ID_RE = re.compile(rb"[0-9a-f]{32}")

@@ -40,11 +40,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from foundation.errors import DownstreamError
+from gateway.http.caller_headers import PEER_ENTRY_STRIPPED
 from gateway.http.errors import BadRequest, MalformedHeaders, UpstreamProtocolError
 from gateway.http.exchange import Request
 from gateway.http.headers import encode_head
 from gateway.http.message import Headers, RequestHead, ResponseHead, comma_tokens
-from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.transcode import h2_request_to_h1
 
 WEBSOCKET = b"websocket"
@@ -120,7 +120,7 @@ def websocket_request_from_h2(block: Iterable[tuple[bytes, bytes]]) -> Request:
     it stands for), and ``sec-websocket-key`` must be a valid key.  ``h1_head`` is the
     validated GET (without the upgrade fields, which :func:`h1_upgrade_head` adds).
     """
-    pairs = [(n, v) for n, v in block if n not in INTERNAL_HEADERS]
+    pairs = [(n, v) for n, v in block if n not in PEER_ENTRY_STRIPPED]
     protocols = [v for n, v in pairs if n == b":protocol"]
     if len(protocols) != 1:
         raise MalformedHeaders("extended CONNECT carries exactly one :protocol")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from gateway.http.caller_headers import PEER_ENTRY_STRIPPED as ENTRY_STRIPPED
 from gateway.http.exchange import Request
-from gateway.http.overlay_headers import INTERNAL_HEADERS
 from gateway.http.transcode import h2_request_to_h1
 
 
@@ -24,11 +24,11 @@ def parse_request(raw: Sequence[tuple[bytes, bytes]]) -> Request:
     """
     head = h2_request_to_h1(raw)  # strict validation; raises MalformedHeaders
     pseudo = {n: v for n, v in raw if n.startswith(b":")}
-    regular = tuple((n, v) for n, v in raw if not n.startswith(b":") and n not in INTERNAL_HEADERS)
+    regular = tuple((n, v) for n, v in raw if not n.startswith(b":") and n not in ENTRY_STRIPPED)
     authority = pseudo.get(b":authority")
     if authority is None:
         authority = next((v for n, v in regular if n == b"host"), b"")
-    fields = tuple((n, v) for n, v in head.headers if n not in INTERNAL_HEADERS)
+    fields = tuple((n, v) for n, v in head.headers if n not in ENTRY_STRIPPED)
     return Request(
         method=pseudo[b":method"],
         scheme=pseudo.get(b":scheme", b""),

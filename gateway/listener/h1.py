@@ -1,8 +1,8 @@
 """HTTP/1.1 from local callers, with ``CONNECT`` and the WebSocket upgrade.
 
-Each request becomes a :class:`~gateway.http.exchange.Request` (caller-set ``isthmus-*``
-headers removed first: only gateways may set them; an absolute-form target is HTTP proxy mode,
-its authority is the route).  ``CONNECT <l7-address>:<port>`` opens an L4 tunnel
+Each request becomes a :class:`~gateway.http.exchange.Request` (caller-set ``isthmus-*`` and
+``x-isthmus-*`` headers removed first: only gateways may set them; an absolute-form target is
+HTTP proxy mode, its authority is the route).  ``CONNECT <l7-address>:<port>`` opens an L4 tunnel
 (``router.open_l4``) and relays the connection to it.  ``Upgrade: websocket`` is carried
 (:mod:`gateway.http.websocket`): the handshake is routed like an L4 tunnel
 (``router.open_websocket``, bounded by the route timeout); the endpoint's ``101`` goes back to
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
 
 import trio
 
@@ -29,9 +28,9 @@ from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.message import RequestHead
-from gateway.http.overlay_headers import INTERNAL_HEADERS
+from gateway.http.overlay_headers import ENTRY_STRIPPED
 from gateway.http.rescue import rescue_h1
-from gateway.http.transcode import h1_request_to_h2, parse_proxy_target
+from gateway.http.transcode import h1_head_for_transcoded, h1_request_to_h2, parse_proxy_target
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
 from gateway.listener.caller_stream import mark_failed
 from gateway.listener.h2 import request_from_h2_block
@@ -48,22 +47,42 @@ def h1_limits(limits: LimitsConfig) -> H1Limits:
         max_headers=limits.max_headers,
         head_timeout_s=limits.header_timeout_s,
         idle_timeout_s=limits.idle_timeout_s,
+        parser=limits.http1_parser,
     )
 
 
 def request_from_h1(head: RequestHead, *, scheme: bytes, target: bytes | None = None) -> Request:
     """The internal request for an HTTP/1.1 head; ``target`` (a service port's L7 address)
-    replaces whatever authority the caller named."""
-    fields = tuple((n, v) for n, v in head.headers if n not in INTERNAL_HEADERS)
+    replaces whatever authority the caller named.
+
+    Caller-set ``isthmus-*`` and ``x-isthmus-*`` fields are removed here, at the entry
+    (:data:`~gateway.http.overlay_headers.ENTRY_STRIPPED`).  The request carries the
+    HTTP/1.1 head an HTTP/1.1 endpoint gets (``h1_head``), derived from this already
+    validated head rather than validated again from its HTTP/2 form at the endpoint."""
+    fields = tuple((n, v) for n, v in head.headers if n not in ENTRY_STRIPPED)
+    path = head.target
     if target is not None:
-        path = head.target
         proxy = parse_proxy_target(head.method, head.target)
         if proxy is not None and head.method != b"CONNECT":
             path = proxy.path
         fields = ((b"host", target), *((n, v) for n, v in fields if n != b"host"))
-        head = replace(head, target=path)
-    head = replace(head, headers=fields)
-    return request_from_h2_block(h1_request_to_h2(head, scheme=scheme))
+    block = h1_request_to_h2(
+        RequestHead(head.method, path, head.http_version, fields), scheme=scheme
+    )
+    if head.method == b"CONNECT":
+        return request_from_h2_block(block)
+    # The block is ours: :method :scheme :authority :path, then regular fields that are
+    # already without host and the entry-stripped ones (what request_from_h2_block gives).
+    (_, method), (_, scheme), (_, authority), (_, path) = block[:4]
+    regular = block[4:]
+    return Request(
+        method,
+        scheme,
+        authority,
+        path,
+        regular,
+        h1_head=h1_head_for_transcoded(method, authority, path, regular),
+    )
 
 
 def h1_body(conn: H1ServerConnection, head: RequestHead) -> Body:

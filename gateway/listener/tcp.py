@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import errno
 import logging
+import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,6 @@ import trio
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import CallContext
-from gateway.http.exchange_timer import with_stream_limits
 from gateway.listener.caller_stream import CallerStream
 from overlay.link.socket_opts import tune_relay_socket
 
@@ -152,14 +152,13 @@ def call_context(
     """The context of a request or flow a local caller starts now: the route timeout to the
     response head, then the stream limits (:mod:`gateway.http.exchange_timer`)."""
     now = trio.current_time()
-    return with_stream_limits(
-        CallContext(
-            local_site,
-            caller_id,
-            now + limits.route_timeout_s,
-            caller_address=DOWNSTREAM_ADDRESS.get(),
-        ),
-        now=now,
+    # Built in one call (with_stream_limits' dataclasses.replace cost ~2 us per request).
+    max_duration = limits.max_stream_duration_s
+    return CallContext(
+        local_site,
+        caller_id,
+        now + limits.route_timeout_s,
         idle_timeout=limits.stream_idle_timeout_s,
-        max_duration=limits.max_stream_duration_s,
+        max_deadline=math.inf if max_duration is None else now + max_duration,
+        caller_address=DOWNSTREAM_ADDRESS.get(),
     )

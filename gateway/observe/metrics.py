@@ -2,7 +2,10 @@
 
 Why not ``prometheus-client``: its metrics take a lock and build a child object per label
 set on every update; here an update is one dict lookup and a float add, which is what the
-data path can afford per request (``scripts/bench_observe.py`` measures it).  The text
+data path can afford per request (``scripts/bench_observe.py`` measures it).  A caller that
+updates the same label set on every request resolves it once (:meth:`Counter.cell`,
+:meth:`Histogram.series`) and then only adds: no label tuple, no lookup, no bound check per
+update.  The exposition is computed at scrape time only.  The text
 format (version 0.0.4) is small; the tests check it with prometheus-client's own parser.
 
 Label sets are bounded twice: the data path passes only bounded values (see
@@ -24,6 +27,7 @@ __all__ = [
     "Counter",
     "GaugeFamily",
     "Histogram",
+    "HistogramSeries",
     "Registry",
 ]
 
@@ -97,23 +101,55 @@ class Counter(_Family):
         if not name.endswith("_total"):
             raise ValueError(f"counter {name} must end in _total")
         super().__init__(name, help, labelnames, max_series)
-        self.values: dict[Labels, float] = {}
+        #: per label set: a one-element list, the count (shared with :meth:`cell`'s callers).
+        self._cells: dict[Labels, list[float]] = {}
+
+    @property
+    def values(self) -> dict[Labels, float]:
+        """Label set -> count (a copy, for reading)."""
+        return {labels: cell[0] for labels, cell in self._cells.items()}
+
+    def cell(self, labels: Labels) -> list[float]:
+        """The one-element count of ``labels`` (bounded: past ``max_series`` the ``other``
+        set's); add to ``cell[0]`` to count.  For a hot path that counts the same label set
+        again and again: resolve it once, then each update is one addition."""
+        cells = self._cells
+        cell = cells.get(labels)
+        if cell is None:
+            labels = self._bounded(labels, cells)
+            cell = cells.setdefault(labels, [0.0])
+        return cell
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
-        values = self.values
-        if labels not in values:
-            labels = self._bounded(labels, values)
-        values[labels] = values.get(labels, 0.0) + amount
+        self.cell(labels)[0] += amount
 
     def get(self, labels: Labels) -> float:
-        return self.values.get(labels, 0.0)
+        cell = self._cells.get(labels)
+        return 0.0 if cell is None else cell[0]
 
     def lines(self) -> list[str]:
         out = self.header()
-        for labels in sorted(self.values):
-            value = _number(self.values[labels])
+        cells = self._cells
+        for labels in sorted(cells):
+            value = _number(cells[labels][0])
             out.append(f"{self.name}{_labels(self.labelnames, labels)} {value}")
         return out
+
+
+class HistogramSeries:
+    """One label set of a :class:`Histogram`, resolved once (:meth:`Histogram.series`):
+    an observation is a bisect and two additions."""
+
+    __slots__ = ("_buckets", "_row")
+
+    def __init__(self, buckets: tuple[float, ...], row: list[float]) -> None:
+        self._buckets = buckets
+        self._row = row
+
+    def observe(self, value: float) -> None:
+        row = self._row
+        row[bisect_left(self._buckets, value)] += 1
+        row[-1] += value
 
 
 class Histogram(_Family):
@@ -135,14 +171,22 @@ class Histogram(_Family):
         #: per label set: one count per bucket, then +Inf's own, then the sum.
         self.values: dict[Labels, list[float]] = {}
 
-    def observe(self, labels: Labels, value: float) -> None:
+    def _row(self, labels: Labels) -> list[float]:
         values = self.values
         row = values.get(labels)
         if row is None:
             labels = self._bounded(labels, values)
             row = values.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        return row
+
+    def observe(self, labels: Labels, value: float) -> None:
+        row = self._row(labels)
         row[bisect_left(self.buckets, value)] += 1
         row[-1] += value
+
+    def series(self, labels: Labels) -> HistogramSeries:
+        """``labels`` resolved once (bounded like :meth:`observe`), for a hot path."""
+        return HistogramSeries(self.buckets, self._row(labels))
 
     def count(self, labels: Labels) -> int:
         row = self.values.get(labels)

@@ -15,6 +15,7 @@ Label values are bounded: ``service`` is a service some site knows (``known``) o
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from collections.abc import Callable, Collection, Sequence
 
@@ -28,7 +29,7 @@ from gateway.http.message import Headers
 from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
 from gateway.http.rescue import Answer, rescue
 from gateway.observe.access_log import AccessLog
-from gateway.observe.metrics import OTHER, GaugeFamily, Registry
+from gateway.observe.metrics import OTHER, GaugeFamily, HistogramSeries, Labels, Registry
 from gateway.observe.record import CURRENT_RECORD, ExchangeRecord, access_line, status_class
 from gateway.observe.request_id import is_request_id, new_request_id, request_id_for
 from overlay.address import AddressError, parse_authority_cached
@@ -183,6 +184,7 @@ class Observer:
         self.access_log = access_log
         self.clock = clock
         self.registry = registry if registry is not None else Registry()
+        self._series: dict[Labels, _Series] = {}
         r = self.registry
         labels = ("side", "listener", "service", "site")
         self.requests = r.counter(
@@ -362,29 +364,38 @@ class Observer:
             elif not head_sent:
                 rec.status = 0
             rec.error = type(exc).__name__
-        service = rec.service
-        if not service or not self._known(service):
-            service = OTHER
-        site = rec.site if rec.site in self.sites else (OTHER if rec.site else "none")
-        labels = (rec.side, rec.listener, service, site)
-        self.requests.inc(labels)
-        self.responses.inc((*labels, status_class(rec.status)))
+        series = self._series_for(rec)
+        series.requests[0] += 1
+        code = status_class(rec.status)
+        cell = series.responses.get(code)
+        if cell is None:
+            cell = series.responses[code] = self.responses.cell((*series.labels, code))
+        cell[0] += 1
         if rec.bytes_in:
-            self.bytes_in.inc(labels, rec.bytes_in)
+            if series.bytes_in is None:
+                series.bytes_in = self.bytes_in.cell(series.labels)
+            series.bytes_in[0] += rec.bytes_in
         if rec.bytes_out:
-            self.bytes_out.inc(labels, rec.bytes_out)
+            if series.bytes_out is None:
+                series.bytes_out = self.bytes_out.cell(series.labels)
+            series.bytes_out[0] += rec.bytes_out
         if rec.head_at is not None:
-            self.head_seconds.observe(labels, rec.head_at - rec.started)
-        self.total_seconds.observe(labels, rec.ended - rec.started)
+            if series.head is None:
+                series.head = self.head_seconds.series(series.labels)
+            series.head.observe(rec.head_at - rec.started)
+        series.total.observe(rec.ended - rec.started)
+        labels = series.labels
         if rec.retries:
             self.retries.inc(labels, rec.retries)
         if rec.retry_denied:
             self.retries_denied.inc((*labels, rec.retry_denied))
         if rec.breaker:
             self.breaker_overflows.inc((*labels, rec.breaker))
-        for skipped, _why in rec.tried:
-            where = skipped if skipped in self.sites else OTHER
-            self.failovers.inc((rec.side, rec.listener, service, where))
+        if rec.tried:
+            side, listener, service, _site = labels
+            for skipped, _why in rec.tried:
+                where = skipped if skipped in self.sites else OTHER
+                self.failovers.inc((side, listener, service, where))
         log = self.access_log
         if log is not None and sampled(rec.request_id, log.sample_rate):
             if rec.tried:
@@ -392,8 +403,53 @@ class Observer:
             log.write(access_line(rec, self.local_site))
 
     def _known(self, service: str) -> bool:
-        name, _, namespace = service.partition(".")
-        return self.known(ServiceName(name, namespace))
+        return self.known(_service_name(service))
+
+    def _series_for(self, rec: ExchangeRecord) -> _Series:
+        """The resolved metric series of ``rec``'s label set.  The labels are bounded first
+        (unknown services and sites are ``other``), so the cache holds at most one entry per
+        bounded label set; it is also emptied when it grows past ``_MAX_CACHED_SERIES``
+        (the counts stay in the families, only the resolution is redone)."""
+        service = rec.service
+        if not service or not self._known(service):
+            service = OTHER
+        site = rec.site
+        site = site if site in self.sites else (OTHER if site else "none")
+        labels = (rec.side, rec.listener, service, site)
+        series = self._series.get(labels)
+        if series is None:
+            if len(self._series) >= _MAX_CACHED_SERIES:
+                self._series.clear()
+            series = _Series(labels, self.requests.cell(labels), self.total_seconds.series(labels))
+            self._series[labels] = series
+        return series
+
+
+class _Series:
+    """One bounded label set's counters and histograms, resolved once: an exchange's
+    accounting is then a few additions (the families' own cells and rows)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "head", "labels", "requests", "responses", "total")
+
+    def __init__(self, labels: Labels, requests: list[float], total: HistogramSeries) -> None:
+        self.labels = labels
+        self.requests = requests
+        self.total = total
+        self.responses: dict[str, list[float]] = {}
+        self.bytes_in: list[float] | None = None
+        self.bytes_out: list[float] | None = None
+        self.head: HistogramSeries | None = None
+
+
+_MAX_CACHED_SERIES = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _service_name(service: str) -> ServiceName:
+    """``name.namespace`` as a :class:`ServiceName` (bounded memo: the same few names come
+    back on every request)."""
+    name, _, namespace = service.partition(".")
+    return ServiceName(name, namespace)
 
 
 _DESTINATION_FIELDS = frozenset(

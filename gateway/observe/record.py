@@ -72,9 +72,10 @@ def note_endpoint(address: str, port: int) -> None:
 
 def status_class(status: int) -> str:
     """``2xx``...``5xx``, or ``none`` when no response went out (reset, caller gone)."""
-    if 100 <= status <= 599:
-        return f"{status // 100}xx"
-    return "none"
+    return _STATUS_CLASS[status // 100] if 100 <= status <= 599 else "none"
+
+
+_STATUS_CLASS = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def _clip(text: str, limit: int) -> str:

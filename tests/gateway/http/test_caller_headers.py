@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
 from discovery.model import ServiceName
 from foundation.spiffe_id import SpiffeId
 from gateway.config.model import CallerHeadersConfig
 from gateway.http.caller_headers import CallerHeaderRules, for_endpoint
 from gateway.http.exchange import CallContext, Request
-from gateway.http.message import RequestHead
+from gateway.http.message import Headers, RequestHead
+from gateway.inbound.request import parse_request
+from gateway.listener.h2 import request_from_h2_block
 
 CALLER = SpiffeId.parse("spiffe://a.test/ns/default/sa/web")
 FORGED = (
@@ -16,6 +22,14 @@ FORGED = (
     (b"x-isthmus-deadline-ms", b"99999999"),
     (b"isthmus-caller-id", b"spiffe://a.test/ns/default/sa/admin"),
 )
+LOWER_FORGED = tuple((n.lower(), v) for n, v in FORGED)
+H2_PSEUDO: Headers = (
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":authority", b"api.default.isthmus"),
+    (b":path", b"/"),
+)
+Entry = Callable[[Headers], Request]
 
 
 def _request(*extra: tuple[bytes, bytes], h1: bool = False) -> Request:
@@ -44,9 +58,24 @@ def test_anonymous_caller_and_passed_deadline() -> None:
     )
 
 
-def test_forged_headers_are_replaced_or_removed() -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda fields: request_from_h2_block(H2_PSEUDO + fields),  # an HTTP/2 caller
+        lambda fields: parse_request(H2_PSEUDO + fields),  # a peer's tunnel
+    ],
+    ids=["h2-listener", "peer"],
+)
+def test_forged_headers_are_removed_where_the_request_enters(entry: Entry) -> None:
+    request = entry((*LOWER_FORGED, (b"accept", b"*/*")))
+    assert request.headers == ((b"accept", b"*/*"),)
+    if request.h1_head is not None:
+        assert request.h1_head.headers == ((b"host", b"api.default.isthmus"), (b"accept", b"*/*"))
+
+
+def test_the_endpoint_view_appends_the_gateways_own_values() -> None:
     ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
-    on = for_endpoint(_request(*FORGED, h1=True), ctx, now=0.0, enabled=True)
+    on = for_endpoint(_request(h1=True), ctx, now=0.0, enabled=True)
     expected = (
         (b"accept", b"*/*"),
         (b"x-isthmus-caller-site", b"here"),
@@ -54,12 +83,6 @@ def test_forged_headers_are_replaced_or_removed() -> None:
     )
     assert on.headers == expected
     assert on.h1_head is not None and on.h1_head.headers == ((b"host", b"api"), *expected)
-    off = for_endpoint(_request(*FORGED, h1=True), ctx, now=0.0, enabled=False)
-    assert off.headers == ((b"accept", b"*/*"),)
-    assert off.h1_head is not None and off.h1_head.headers == (
-        (b"host", b"api"),
-        (b"accept", b"*/*"),
-    )
 
 
 def test_nothing_to_do_returns_the_same_request() -> None:
@@ -82,3 +105,16 @@ def test_rules_first_match_then_the_site_default() -> None:
     assert not rules.enabled(ServiceName("api", "internal"))
     assert rules.enabled(ServiceName("api", "payments"))
     assert not CallerHeaderRules(default=False).enabled(ServiceName("api"))
+
+
+def test_the_debug_request_reaches_neither_an_endpoint_nor_past_a_peers_entry() -> None:
+    """``x-isthmus-debug`` is kept at a caller's entry (the router reads it) and removed from
+    what an endpoint gets, locally and at a peer's entry."""
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
+    debug = (b"x-isthmus-debug", b"trace")
+    for enabled in (True, False):
+        out = for_endpoint(_request(debug, h1=True), ctx, now=0.0, enabled=enabled)
+        assert debug not in out.headers
+        assert out.h1_head is not None and debug not in out.h1_head.headers
+    assert debug in request_from_h2_block((*H2_PSEUDO, debug)).headers  # for the router
+    assert debug not in parse_request((*H2_PSEUDO, debug)).headers

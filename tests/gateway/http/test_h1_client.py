@@ -13,6 +13,10 @@ from gateway.http.h1_connection import H1Limits
 from gateway.http.headers import parse_request_head
 from gateway.http.message import RequestHead
 
+#: Every test here runs with llhttp and with the pure-Python head parser.
+pytestmark = pytest.mark.usefixtures("h1_parser")
+
+
 HEAD = RequestHead(
     b"POST",
     b"/p",

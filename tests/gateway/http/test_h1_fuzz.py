@@ -9,6 +9,7 @@ since the upstream only ever receives messages we re-serialise, it cannot see a 
 from __future__ import annotations
 
 import h11
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -19,6 +20,10 @@ from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.headers import parse_request_head
 from gateway.http.message import ResponseHead
+
+#: Every test here runs with llhttp and with the pure-Python head parser.
+pytestmark = pytest.mark.usefixtures("h1_parser")
+
 
 Seen = list[tuple[bytes, bytes, bytes]]  # (method, target, body)
 

@@ -13,6 +13,10 @@ from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.message import RequestHead, ResponseHead
 
+#: Every test here runs with llhttp and with the pure-Python head parser.
+pytestmark = pytest.mark.usefixtures("h1_parser")
+
+
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 
 

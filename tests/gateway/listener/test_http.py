@@ -39,6 +39,9 @@ from tests.gateway.router.router_kit import (
     tcp_echo_backend,
 )
 
+#: Every test here runs with llhttp and with the pure-Python head parser.
+pytestmark = pytest.mark.usefixtures("h1_parser")
+
 WEB = type(API)("web", "default")
 
 
@@ -115,6 +118,34 @@ async def test_caller_set_isthmus_headers_never_reach_upstream() -> None:
             else:  # a peer sees only the gateway's own values
                 assert header(doc, "isthmus-caller-site") == ["a"]
                 assert int(header(doc, "isthmus-deadline-ms")[0]) <= 5000
+
+
+async def test_caller_set_x_isthmus_caller_headers_reach_neither_endpoint_nor_peer() -> None:
+    """The ``x-isthmus-*`` values an endpoint reads are the delivering gateway's: what a
+    caller typed is removed at the entry, so neither a local endpoint nor a peer gets it."""
+    forged = [
+        (b"x-isthmus-caller-id", b"spiffe://evil.test/admin"),
+        (b"x-isthmus-caller-site", b"evil"),
+        (b"x-isthmus-deadline-ms", b"99999999"),
+    ]
+    raw = b"".join(n.upper() + b": " + v + b"\r\n" for n, v in forged)
+    async with gateway() as (port, _):
+        for host, site in ((b"api.default.isthmus", "a"), (b"web.default.isthmus", "b")):
+            status, _, body = await raw_exchange(
+                port, b"GET / HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (host, raw)
+            )
+            doc = json.loads(body)
+            assert status == 200 and doc["site"] == site
+            assert not [n for n in names(doc) if n.startswith("x-isthmus-")], doc["headers"]
+            response, data = await h2c_request(
+                port,
+                [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", host),
+                 (b":path", b"/h2"), *forged],
+                b"",
+            )  # fmt: skip
+            doc = json.loads(data)
+            assert response[b":status"] == b"200" and doc["site"] == site
+            assert not [n for n in names(doc) if n.startswith("x-isthmus-")], doc["headers"]
 
 
 async def test_proxy_mode_absolute_form() -> None:

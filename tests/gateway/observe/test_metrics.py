@@ -64,3 +64,24 @@ def test_wrong_label_count_and_counter_names_are_refused() -> None:
         c.inc(("only-one",))
     with pytest.raises(ValueError, match="_total"):
         reg.counter("isthmus_z", "Z.", ())
+
+
+def test_resolved_cells_and_series_count_into_the_family_and_stay_bounded() -> None:
+    reg = Registry(max_series=3)
+    c = reg.counter("isthmus_c_total", "C.", ("service",))
+    h = reg.histogram("isthmus_h_seconds", "H.", ("service",), buckets=(0.1, 1.0))
+    cell = c.cell(("api",))
+    cell[0] += 2
+    c.inc(("api",))
+    assert c.cell(("api",)) is cell and c.get(("api",)) == 3
+    series = h.series(("api",))
+    series.observe(0.05)
+    h.observe(("api",), 5.0)
+    assert h.count(("api",)) == 2
+    for name in ("b", "c", "d"):  # past max_series: the rest share the "other" cell and row
+        c.cell((name,))[0] += 1
+        h.series((name,)).observe(0.5)
+    assert c.cell(("d",)) is c.cell((OTHER,)) and c.get((OTHER,)) == 2
+    assert h.count((OTHER,)) == 2 and len(h.values) == 3
+    families = parse(reg.render())
+    assert ("isthmus_c_total", {"service": "api"}, 3.0) in families["isthmus_c"]

@@ -17,6 +17,7 @@ from gateway.config.load import load_text
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import CallContext, Request
 from gateway.http.message import Headers
+from gateway.observe import observer as observer_module
 from gateway.observe.access_log import AccessLog
 from gateway.observe.observer import Observer, sampled
 from gateway.observe.state_gauges import catalog_gauges, import_gauges, link_gauges
@@ -133,3 +134,21 @@ async def test_queued_lines_are_written_in_batches_and_on_shutdown(tmp_path: Pat
         log.write('{"n":2}')
         nursery.cancel_scope.cancel()  # shutdown: what queued is written
     assert path.read_text().splitlines() == ['{"n":1}', '{"n":2}']
+
+
+def test_resolved_series_survive_their_cache_being_emptied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-label-set cache is bounded; emptying it loses no count."""
+    monkeypatch.setattr(observer_module, "_MAX_CACHED_SERIES", 2)
+    obs = Observer(
+        local_site="a", mesh_domain="isthmus", sites=["b"], known=lambda s: True, clock=lambda: 1.0
+    )
+    for i in range(30):
+        rec = obs.begin_tunnel(b"svc%d.default.isthmus:80" % (i % 5), CallContext("a", None, 9.0))
+        rec.status, rec.site, rec.bytes_out = 200, "b", 10
+        obs.finish(rec)
+    assert len(obs._series) <= 2
+    assert sum(obs.requests.values.values()) == 30
+    assert sum(obs.bytes_out.values.values()) == 300
+    assert obs.responses.get(("origin", "other", "svc0.default", "b", "2xx")) == 6
