@@ -47,6 +47,9 @@ WORKLOAD_HEADERS = WORKLOAD_CALLER_HEADERS
 DEBUG_HEADER = b"x-isthmus-debug"
 PEER_ENTRY_STRIPPED = ENTRY_STRIPPED | {DEBUG_HEADER}
 _REMOVED = PEER_ENTRY_STRIPPED
+#: What a local caller's entry keeps for the router and the endpoint's view drops: the debug
+#: request and the caller's own deadline budget (:mod:`gateway.http.deadline`).
+_KEPT_AT_ENTRY = frozenset({DEBUG_HEADER, DEADLINE_MS})
 WILDCARD = "*"
 
 
@@ -90,11 +93,12 @@ def for_endpoint(request: Request, ctx: CallContext, *, now: float, enabled: boo
     Appending is enough: every entry (the listeners, a peer's tunnel, a WebSocket handshake)
     removed what a caller or peer sent of these and of the ``isthmus-*`` fields
     (:data:`~gateway.http.overlay_headers.ENTRY_STRIPPED`) before the request was routed, so
-    nothing is copied here on each request; only ``x-isthmus-debug``, which the router reads,
-    is looked for (one scan of the names) and dropped in the rare request that has it.
+    nothing is copied here on each request; only ``x-isthmus-debug`` and a caller's own
+    ``x-isthmus-deadline-ms``, which the router reads, are looked for (one scan of the
+    names) and dropped in the rare request that has them.
     """
-    if any(name == DEBUG_HEADER for name, _ in request.headers):
-        request = _without_debug(request)
+    if any(name in _KEPT_AT_ENTRY for name, _ in request.headers):
+        request = without_kept(request)
     if not enabled:
         return request
     added = caller_fields(ctx, now=now)
@@ -112,9 +116,12 @@ def for_endpoint(request: Request, ctx: CallContext, *, now: float, enabled: boo
     )
 
 
-def _without_debug(request: Request) -> Request:
+def without_kept(request: Request) -> Request:
+    """``request`` without the fields a caller's entry kept for the router (the debug request,
+    the caller's own deadline budget): what goes on to an endpoint or a peer."""
+
     def kept(headers: Headers) -> Headers:
-        return tuple((n, v) for n, v in headers if n != DEBUG_HEADER)
+        return tuple((n, v) for n, v in headers if n not in _KEPT_AT_ENTRY)
 
     head = request.h1_head
     if head is not None:

@@ -61,6 +61,11 @@ WORKLOAD_CALLER_HEADERS = frozenset(
 #: and the local cluster only appends its own caller headers instead of copying and
 #: filtering every request's fields again.
 ENTRY_STRIPPED = INTERNAL_HEADERS | WORKLOAD_CALLER_HEADERS
+#: A local caller's ``x-isthmus-deadline-ms`` is its own time budget, which the router reads to
+#: shorten the request's deadline (:mod:`gateway.http.deadline`; never to extend it): kept at
+#: a caller's entry like ``x-isthmus-debug``, dropped before an endpoint (which gets the
+#: gateway's own value) and at a peer's entry (the link carries ``isthmus-deadline-ms``).
+CALLER_ENTRY_STRIPPED = ENTRY_STRIPPED - {b"x-isthmus-deadline-ms"}
 
 _DEADLINE_RE = re.compile(rb"[0-9]{1,12}")
 _REQUEST_ID_RE = re.compile(rb"[0-9a-f]{32}")

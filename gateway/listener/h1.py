@@ -28,7 +28,7 @@ from gateway.http.h1_adapter import H1Body, H1ResponseWriter
 from gateway.http.h1_connection import H1Limits
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.message import RequestHead
-from gateway.http.overlay_headers import ENTRY_STRIPPED
+from gateway.http.overlay_headers import CALLER_ENTRY_STRIPPED
 from gateway.http.rescue import rescue_h1
 from gateway.http.transcode import h1_head_for_transcoded, h1_request_to_h2, parse_proxy_target
 from gateway.http.websocket import encode_switch, requested_upgrade, websocket_request
@@ -56,10 +56,10 @@ def request_from_h1(head: RequestHead, *, scheme: bytes, target: bytes | None = 
     replaces whatever authority the caller named.
 
     Caller-set ``isthmus-*`` and ``x-isthmus-*`` fields are removed here, at the entry
-    (:data:`~gateway.http.overlay_headers.ENTRY_STRIPPED`).  The request carries the
+    (:data:`~gateway.http.overlay_headers.CALLER_ENTRY_STRIPPED`).  The request carries the
     HTTP/1.1 head an HTTP/1.1 endpoint gets (``h1_head``), derived from this already
     validated head rather than validated again from its HTTP/2 form at the endpoint."""
-    fields = tuple((n, v) for n, v in head.headers if n not in ENTRY_STRIPPED)
+    fields = tuple((n, v) for n, v in head.headers if n not in CALLER_ENTRY_STRIPPED)
     path = head.target
     if target is not None:
         proxy = parse_proxy_target(head.method, head.target)

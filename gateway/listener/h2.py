@@ -19,7 +19,7 @@ from gateway.http.errors import MalformedHeaders
 from gateway.http.exchange import EmptyBody, Request
 from gateway.http.h2_adapter import H2ResponseWriter
 from gateway.http.message import Headers
-from gateway.http.overlay_headers import ENTRY_STRIPPED
+from gateway.http.overlay_headers import CALLER_ENTRY_STRIPPED
 from gateway.http.rescue import rescue_h2
 from gateway.http.transcode import (
     ContentLengthCounter,
@@ -44,7 +44,7 @@ def request_from_h2_block(block: Headers) -> Request:
     for name, value in block:
         if name.startswith(b":"):
             pseudo[name] = value
-        elif name not in ENTRY_STRIPPED and name != b"host":
+        elif name not in CALLER_ENTRY_STRIPPED and name != b"host":
             regular.append((name, value))
     authority = pseudo.get(b":authority")
     if authority is None:

@@ -58,7 +58,8 @@ from gateway.cluster.errors import SiteDidNoWork
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.peer import PeerCluster
 from gateway.config.debug import DebugConfig
-from gateway.http.deadline import check_not_expired, from_caller
+from gateway.http.caller_headers import without_kept
+from gateway.http.deadline import CALLER_DEADLINE_HEADER, check_not_expired, from_caller
 from gateway.http.exchange import (
     Body,
     CallContext,
@@ -363,6 +364,8 @@ class Router:
         address, port, sites = self.resolve(request.authority)
         now = self.clock()
         ctx = self._bounded(from_caller(request.headers, ctx, now=now))
+        if any(name == CALLER_DEADLINE_HEADER for name, _ in request.headers):
+            request = without_kept(request)  # read: the caller's budget goes no further
         check_not_expired(ctx, now=now, what=str(address))
         timer = ExchangeTimer(ctx)
         writer = timer.writer(writer)

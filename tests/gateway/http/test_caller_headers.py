@@ -58,19 +58,37 @@ def test_anonymous_caller_and_passed_deadline() -> None:
     )
 
 
+def peer_entry(fields: Headers) -> Request:
+    return parse_request(H2_PSEUDO + fields)  # a peer's tunnel
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         lambda fields: request_from_h2_block(H2_PSEUDO + fields),  # an HTTP/2 caller
-        lambda fields: parse_request(H2_PSEUDO + fields),  # a peer's tunnel
+        peer_entry,
     ],
     ids=["h2-listener", "peer"],
 )
 def test_forged_headers_are_removed_where_the_request_enters(entry: Entry) -> None:
     request = entry((*LOWER_FORGED, (b"accept", b"*/*")))
-    assert request.headers == ((b"accept", b"*/*"),)
+    # A local caller's own deadline budget stays for the router (it can only shorten the
+    # deadline, gateway/http/deadline.py); a peer's entry drops it with the rest.
+    kept = () if entry is peer_entry else ((b"x-isthmus-deadline-ms", b"99999999"),)
+    assert request.headers == (*kept, (b"accept", b"*/*"))
     if request.h1_head is not None:
         assert request.h1_head.headers == ((b"host", b"api.default.isthmus"), (b"accept", b"*/*"))
+
+
+def test_a_callers_own_deadline_never_reaches_the_endpoint() -> None:
+    ctx = CallContext(caller_site="here", caller_id=None, deadline=5.0)
+    request = _request((b"x-isthmus-deadline-ms", b"99999999"), h1=True)
+    for enabled, added in ((True, ((b"x-isthmus-caller-site", b"here"),)), (False, ())):
+        out = for_endpoint(request, ctx, now=0.0, enabled=enabled)
+        own = ((b"x-isthmus-deadline-ms", b"5000"),) if enabled else ()
+        assert out.headers == ((b"accept", b"*/*"), *added, *own)
+        assert out.h1_head is not None
+        assert out.h1_head.headers == ((b"host", b"api"), (b"accept", b"*/*"), *added, *own)
 
 
 def test_the_endpoint_view_appends_the_gateways_own_values() -> None:
