@@ -50,7 +50,7 @@ class ExchangeRecord:
     retry_denied: str = ""  # why the last retry was refused: "budget" or "breaker"
     breaker: str = ""  # the circuit breaker that refused the request (max_requests...)
     route: str = ""  # the ``[[routes]]`` entry that took the request (its label), if any
-    fault: str = ""  # the fault that route injected: "delay", "abort", "reset" (or both)
+    fault: str = ""  # the fault that route injected: "delay", "abort" (after any delay), "reset"
 
     @property
     def failovers(self) -> int:
