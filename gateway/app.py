@@ -43,6 +43,7 @@ from gateway.cluster.health_checker import Failing, serve_health_checks
 from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
+from gateway.cluster.outlier_metrics import outlier_gauges
 from gateway.commands.catalog import catalog_json
 from gateway.config.fleet import fleet_consul
 from gateway.config.model import (
@@ -289,6 +290,8 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         stream_handler=east_west,
     )
     observer = observer_for(config, catalog, peering)
+    if observer is not None:
+        observer.registry.collector(lambda: outlier_gauges(outlier))
     east_west.observer = observer  # built before peering, which hands it the streams
     router = Router(
         local_site=config.site.name,

@@ -33,6 +33,13 @@ h2_stream_window=1048576`` appends a ``[limits]`` setting to both gateways' conf
 such a run are not results); ``--json FILE`` writes every sample; ``--keep`` keeps the work
 directory (configs, certificates, logs).
 
+``--observe`` measures what metrics and access logs cost, in the same run: the Isthmus
+targets run with ``[metrics]`` on and ``[access_log]`` on (to a file), and a second copy of
+topology C (the same sites on other ports, in front of the same backend) with ``[metrics]
+enabled = false`` and no access log adds the L7 targets ``isthmus 1-hop off`` and ``isthmus
+2-hop off``; the summary then gives the gateway CPU per request on and off, and both as
+ratios to the minimal trio proxy's (``--tests small`` is enough for that figure).
+
 What it prints: one line per measurement (``[test] target  figure  proxy CPU s -> per core``),
 then a summary whose lines read like ``L7 small req/s per core: isthmus 1-hop X, 2-hop Y;
 haproxy 1-hop W, 2-hop Z; ratio 2-hop Y/Z (target >= 0.25)`` and ``L4 bulk up MB/s (1 TCP
@@ -77,6 +84,7 @@ from bench.h2_floor import h2_exchange_cpu_us  # noqa: E402
 from bench.haproxy import HaproxyAddrs, bench_identity, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
+from bench.observe import OFF, OFF_SUFFIX, ON, VARIANTS, observe_summary  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools, wait_port  # noqa: E402
 from bench.report import Sample, combine, summary  # noqa: E402
 
@@ -108,7 +116,11 @@ TARGETS = (
     "trio floor 2-hop",
     "isthmus 1-hop",
     "isthmus 2-hop",
+    f"isthmus 1-hop{OFF_SUFFIX}",
+    f"isthmus 2-hop{OFF_SUFFIX}",
 )
+#: ``--observe``: the copy with observation off listens on the same addresses, these ports on.
+OFF_PORT_OFFSET = 300
 LOCK_PATH = Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock"
 #: The minimal trio proxy (scripts/bench/floor.py) in front of site A's nginx.
 FLOOR_HOST, FLOOR_PORT = "127.0.15.1", 18090
@@ -146,7 +158,11 @@ class Target:
 
 
 def l7_targets(
-    chain_pids: tuple[int, int], floor_pid: int, sites: IsthmusSites | None, why: str
+    chain_pids: tuple[int, int],
+    floor_pid: int,
+    sites: IsthmusSites | None,
+    why: str,
+    off_sites: IsthmusSites | None = None,
 ) -> list[Target]:
     backend = f"{SITE_B_HOST}:{BACKEND.http_port}"
     h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
@@ -162,6 +178,9 @@ def l7_targets(
             targets.append(Target(name, SITE_A_HOST, 0, header, (), why))
         else:
             targets.append(Target(name, SITE_A_HOST, sites.http_port, header, sites.pids))
+        if off_sites is not None:  # --observe: the same target with observation off
+            off = (name + OFF_SUFFIX, SITE_A_HOST, off_sites.http_port, header, off_sites.pids)
+            targets.append(Target(*off))
     return targets
 
 
@@ -310,6 +329,7 @@ async def bench(
     limits: dict[str, int | float | str],
     out: list[Sample],
     problems: list[str],
+    observe: bool = False,
 ) -> None:
     async with Fleet(root / "logs") as fleet:
         await start_backend(fleet, BACKEND, root / "backend")
@@ -328,6 +348,7 @@ async def bench(
         unit = int(limits.get("tunnel_buffer_bytes", LimitsConfig().tunnel_buffer_bytes))
         floor_pids = await start_floor_l4(fleet, root / "floor", unit)
         sites: IsthmusSites | None = None
+        off_sites: IsthmusSites | None = None
         why = "skipped (--skip-isthmus)"
         if not skip_isthmus:
             try:
@@ -339,8 +360,23 @@ async def bench(
                     root / "isthmus",
                     profile=profile,
                     limits=limits,
+                    extra=VARIANTS[ON] if observe else "",
                 )
+                if observe:
+                    off_sites = await start_isthmus(
+                        fleet,
+                        SITE_A_HOST,
+                        SITE_B_HOST,
+                        BACKEND,
+                        root / "isthmus-off",
+                        profile=profile,
+                        limits=limits,
+                        port_offset=OFF_PORT_OFFSET,
+                        extra=VARIANTS[OFF],
+                        name="gateway-off",
+                    )
             except BenchError as exc:
+                sites = off_sites = None
                 problems.append(f"Isthmus topology unavailable: {exc}")
                 why = "Isthmus topology unavailable (reason above and at the end)"
                 print(f"!! {problems[-1]}\n!! going on with topologies A and B only", flush=True)
@@ -361,7 +397,9 @@ async def bench(
         for round_no in range(1, settings.rounds + 1):
             if settings.rounds > 1:
                 print(f"-- round {round_no} of {settings.rounds}", flush=True)
-            await one_round(settings, series, chain_pids, floor.process.pid, floor_pids, sites, why)
+            await one_round(
+                settings, series, chain_pids, floor.process.pid, floor_pids, sites, why, off_sites
+            )
         if "L7 small" in settings.tests:
             # In this process, between measurements: nothing else of ours is running.
             codec_us = h2_exchange_cpu_us()
@@ -377,9 +415,10 @@ async def one_round(
     floor_pids: tuple[int, int],
     sites: IsthmusSites | None,
     why: str,
+    off_sites: IsthmusSites | None = None,
 ) -> None:
     """Every test once, each over all its targets back to back (so they share conditions)."""
-    l7 = l7_targets(chain_pids, floor_pid, sites, why)
+    l7 = l7_targets(chain_pids, floor_pid, sites, why, off_sites)
     await series(
         "L7 small",
         l7,
@@ -483,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a gateway [limits] setting for both sites, e.g. h2_stream_window=1048576 (repeat)",
     )
+    parser.add_argument(
+        "--observe",
+        action="store_true",
+        help="metrics + access log on for the Isthmus targets, and a second copy with both "
+        "off (targets 'isthmus 1-hop off', 'isthmus 2-hop off'): their CPU per request",
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -553,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             limits=limits,
             out=samples,
             problems=problems,
+            observe=args.observe,
         )
         trio.run(until_signal, work)
     except (KeyboardInterrupt, Stopped) as exc:
@@ -571,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
             print(sample.line())
     for line in summary(samples):
         print("  " + line)
+    if args.observe:
+        for line in observe_summary(samples):
+            print("  " + line)
     failed = [s for s in samples if (s.failed and not s.failed.startswith("skipped")) or s.errors]
     if failed:
         status = 1

@@ -35,6 +35,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import h11  # noqa: E402
 import trio  # noqa: E402
+from bench.observe import VARIANTS  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
 
 from foundation.spiffe_id import TrustDomain  # noqa: E402
@@ -43,11 +44,6 @@ from gateway.demo.topology import DemoService, DemoSite, Topology, build_topolog
 
 API = "api.default.isthmus"
 API_PORT = 18095
-VARIANTS = {
-    "off": "\n[metrics]\nenabled = false\n",
-    "metrics": "",
-    "metrics+log": '\n[access_log]\nenabled = true\npath = "{dir}/access.log"\n',
-}
 
 
 @dataclass

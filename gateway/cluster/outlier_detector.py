@@ -26,6 +26,7 @@ from discovery.watch import Watch, WatchClosed
 from gateway.cluster.outlier import EndpointHealth, Outcome, OutlierPolicy, may_eject, observe
 
 MAX_TRACKED = 100_000
+MAX_COUNTED_SERVICES = 1000
 NO_MARKS: immutables.Map[EndpointKey, str] = immutables.Map()
 
 Ejections = immutables.Map[EndpointKey, EndpointHealth]
@@ -51,6 +52,9 @@ class OutlierDetector:
         self._active: dict[ServiceName, dict[EndpointKey, float]] = {}
         #: The ejections in force, keyed by endpoint (published on every eject and release).
         self.ejections: Watch[Ejections] = Watch(immutables.Map())
+        #: Ejections since start, by ``name.namespace`` (``isthmus_outlier_ejections_total``):
+        #: local services only, and at most ``MAX_COUNTED_SERVICES`` of them, then ``other``.
+        self.ejected_total: dict[str, int] = {}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -98,6 +102,7 @@ class OutlierDetector:
         if after.ejected(now) and not (before is not None and before.ejected(now)):
             assert after.ejected_until is not None
             self._active.setdefault(endpoint.service, {})[key] = after.ejected_until
+            self._count_ejection(endpoint.service)
             self._publish()
 
     # -- internals --------------------------------------------------------------------------
@@ -114,6 +119,13 @@ class OutlierDetector:
         if not active:
             del self._active[service]
         self._publish()
+
+    def _count_ejection(self, service: ServiceName) -> None:
+        name = f"{service.name}.{service.namespace}"
+        counts = self.ejected_total
+        if name not in counts and len(counts) >= MAX_COUNTED_SERVICES:
+            name = "other"
+        counts[name] = counts.get(name, 0) + 1
 
     def _trim(self, now: float) -> None:
         for k in [k for k, h in self._health.items() if not h.ejected(now)]:

@@ -9,7 +9,9 @@ is the one :func:`gateway.http.rescue.rescue` gives that error (the response the
 gets), ``none`` when it was reset.
 
 Label values are bounded: ``service`` is a service some site knows (``known``) or ``other``,
-``site`` a configured site or ``other``, ``listener`` a configured listener name.
+``site`` a configured site or ``other``, ``listener`` a configured listener name, ``route``
+the label of a configured ``[[routes]]`` entry (``none``: no route took the request; past
+``MAX_ROUTE_LABELS`` distinct ones, which only many reloads of new names reach, ``other``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import trio
 from discovery.model import ServiceName
 from foundation.redact import redact
 from foundation.spiffe_id import SpiffeId, SpiffeIdError
+from gateway.http.errors import RateLimited
 from gateway.http.exchange import Body, CallContext, EmptyBody, Request, Response, ResponseWriter
 from gateway.http.message import Headers
 from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
@@ -185,8 +188,9 @@ class Observer:
         self.clock = clock
         self.registry = registry if registry is not None else Registry()
         self._series: dict[Labels, _Series] = {}
+        self._routes: set[str] = set()
         r = self.registry
-        labels = ("side", "listener", "service", "site")
+        labels = ("side", "listener", "service", "site", "route")
         self.requests = r.counter(
             "isthmus_requests_total", "Requests and tunnels that ended.", labels
         )
@@ -235,6 +239,17 @@ class Observer:
             "Requests refused at once (503) because a circuit breaker of the service in a "
             "site was full, by breaker.",
             (*labels, "breaker"),
+        )
+        self.rate_limited = r.counter(
+            "isthmus_rate_limited_total",
+            "Requests refused (429) by their route's rate limit, by route.",
+            ("route",),
+        )
+        self.faults = r.counter(
+            "isthmus_faults_injected_total",
+            "Requests a route's fault injection acted on, by route and kind (abort: an "
+            "answer with the abort status, reset: a reset, delay: a delay alone).",
+            ("route", "kind"),
         )
 
     # -- begin -----------------------------------------------------------------------------
@@ -392,10 +407,15 @@ class Observer:
         if rec.breaker:
             self.breaker_overflows.inc((*labels, rec.breaker))
         if rec.tried:
-            side, listener, service, _site = labels
+            side, listener, service, _site, route = labels
             for skipped, _why in rec.tried:
                 where = skipped if skipped in self.sites else OTHER
-                self.failovers.inc((side, listener, service, where))
+                self.failovers.inc((side, listener, service, where, route))
+        if rec.route:
+            if rec.fault:
+                self.faults.inc((labels[4], rec.fault))
+            if isinstance(exc, RateLimited):
+                self.rate_limited.inc((labels[4],))
         log = self.access_log
         if log is not None and sampled(rec.request_id, log.sample_rate):
             if rec.tried:
@@ -415,7 +435,12 @@ class Observer:
             service = OTHER
         site = rec.site
         site = site if site in self.sites else (OTHER if site else "none")
-        labels = (rec.side, rec.listener, service, site)
+        route = rec.route
+        if not route:
+            route = "none"
+        elif route not in self._routes:
+            route = self._admit_route(route)
+        labels = (rec.side, rec.listener, service, site, route)
         series = self._series.get(labels)
         if series is None:
             if len(self._series) >= _MAX_CACHED_SERIES:
@@ -423,6 +448,14 @@ class Observer:
             series = _Series(labels, self.requests.cell(labels), self.total_seconds.series(labels))
             self._series[labels] = series
         return series
+
+    def _admit_route(self, route: str) -> str:
+        """A route label not seen before: itself while fewer than ``MAX_ROUTE_LABELS`` are
+        (they come from the config, so only reloads with ever new names get further)."""
+        if len(self._routes) >= MAX_ROUTE_LABELS:
+            return OTHER
+        self._routes.add(route)
+        return route
 
 
 class _Series:
@@ -442,6 +475,8 @@ class _Series:
 
 
 _MAX_CACHED_SERIES = 4096
+#: Distinct ``route`` label values (the config's ``[[routes]]`` labels) before ``other``.
+MAX_ROUTE_LABELS = 500
 
 
 @functools.lru_cache(maxsize=4096)

@@ -49,6 +49,8 @@ class ExchangeRecord:
     retries: int = 0  # attempts made again after a failure (gateway/router/retry.py)
     retry_denied: str = ""  # why the last retry was refused: "budget" or "breaker"
     breaker: str = ""  # the circuit breaker that refused the request (max_requests...)
+    route: str = ""  # the ``[[routes]]`` entry that took the request (its label), if any
+    fault: str = ""  # the fault that route injected: "delay", "abort" (after any delay), "reset"
 
     @property
     def failovers(self) -> int:
@@ -100,6 +102,7 @@ def access_line(rec: ExchangeRecord, local_site: str) -> str:
         "caller_id": rec.caller_id,
         "address": rec.authority,
         "service": rec.service or None,
+        "route": rec.route or None,
         "endpoint": rec.endpoint or None,
         "kind": "tunnel" if rec.tunnel else "request",
         "method": rec.method,

@@ -217,6 +217,12 @@ def _bucket_key(route: RouteConfig, request: Request, ctx: CallContext) -> bytes
     return b""
 
 
+def fault_kind(reset: bool, abort_status: int | None) -> str:
+    """What an injected fault did, for ``isthmus_faults_injected_total`` (a delay followed by
+    an abort counts as the abort)."""
+    return "reset" if reset else "abort" if abort_status is not None else "delay"
+
+
 async def write_direct(
     writer: ResponseWriter, status: int, body: bytes, content_type: bytes, *, head_only: bool
 ) -> None:
@@ -292,6 +298,8 @@ class RouteRules:
         if route is None:
             await unrouted(request, body, writer, ctx, rec)
             return
+        if rec is not None:
+            rec.route = route.label  # the access line's and the metrics' ``route``
         actions = self._actions[id(route)]
         config = actions.config
         if actions.buckets is not None:
@@ -301,6 +309,8 @@ class RouteRules:
         head_only = request.method == b"HEAD"
         fault = config.fault
         if fault is not None and self._faulted(fault.percent, fault.header, request):
+            if rec is not None:
+                rec.fault = fault_kind(fault.abort_reset, fault.abort_status)
             if fault.delay_ms:
                 await trio.sleep_until(min(self.clock() + fault.delay_ms / 1000, ctx.deadline))
             if fault.abort_reset:

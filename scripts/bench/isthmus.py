@@ -63,7 +63,12 @@ class IsthmusSites:
         return f"web.default.{site}.isthmus"
 
 
-def make_topology(a_host: str, b_host: str, backend: BackendAddrs) -> Topology:
+def make_topology(
+    a_host: str, b_host: str, backend: BackendAddrs, port_offset: int = 0
+) -> Topology:
+    """Both sites; ``port_offset`` moves every gateway port (a second copy on the same
+    addresses, in front of the same backend)."""
+    o = port_offset
     if a_host not in backend.http_hosts or b_host not in backend.http_hosts:
         raise BenchError("nginx must listen on both site addresses")
     if backend.tcp_alias_host != b_host or backend.iperf_host != b_host:
@@ -85,13 +90,13 @@ def make_topology(a_host: str, b_host: str, backend: BackendAddrs) -> Topology:
     )
     return Topology(
         sites=(site_a, site_b),
-        east_west_port=25443,
-        admin_port=25000,
-        http_port=25080,
-        sni_port=25444,
+        east_west_port=25443 + o,
+        admin_port=25000 + o,
+        http_port=25080 + o,
+        sni_port=25444 + o,
         service_ports=(
-            DemoServicePort(26001, f"iperf.default.{SITE_B}.isthmus", "tcp"),
-            DemoServicePort(26002, f"webtcp.default.{SITE_B}.isthmus", "tcp"),
+            DemoServicePort(26001 + o, f"iperf.default.{SITE_B}.isthmus", "tcp"),
+            DemoServicePort(26002 + o, f"webtcp.default.{SITE_B}.isthmus", "tcp"),
         ),
     )
 
@@ -117,15 +122,24 @@ async def start_isthmus(
     *,
     profile: bool = False,
     limits: dict[str, int | float | str] | None = None,
+    port_offset: int = 0,
+    extra: str = "",
+    name: str = "gateway",
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 
     ``limits``: ``[limits]`` keys (``h2_stream_window = 1048576``...) for both gateways.
     ``profile``: run each gateway under cProfile (written to :func:`profile_path` when the
     gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
+    ``port_offset``, ``extra`` (config text appended, ``{dir}``: the site's directory) and
+    ``name`` (of the processes) make a second copy (``bench_dataplane.py --observe``).
     """
-    topology = make_topology(a_host, b_host, backend)
+    topology = make_topology(a_host, b_host, backend, port_offset)
     built = await trio.to_thread.run_sync(build_topology, topology, root)
+    if extra:
+        for site in built:
+            with site.config_path.open("a", encoding="utf-8") as f:
+                f.write(extra.format(dir=site.directory))
     if limits:  # tuning experiments: a [limits] table appended to every gateway's config
         table = "\n[limits]\n" + "".join(f"{k} = {v!r}\n" for k, v in limits.items())
         for site in built:
@@ -137,7 +151,7 @@ async def start_isthmus(
         if profile:
             out = str(profile_path(root, site.site.name))
             argv[1:1] = ["-m", "cProfile", "-o", out]  # python -m cProfile -o F -m gateway.cli
-        children.append(await fleet.start(f"gateway-{site.site.name}", argv))
+        children.append(await fleet.start(f"{name}-{site.site.name}", argv))
     sites = IsthmusSites(
         topology,
         a_host,

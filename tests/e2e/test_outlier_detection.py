@@ -71,6 +71,12 @@ async def test_a_5xx_endpoint_is_ejected_and_leaves_the_peers_view(tmp_path: Pat
             reply = await h1_request(east_addr, HTTP_PORT, authority="flaky.default.isthmus")
             assert reply.status == 503 and reply.body != b"fail"  # the gateway's own answer
             assert seen == [503, 503]
+            reply = await h1_request(
+                east_addr, ov.topology.admin_port, authority="admin", path="/metrics"
+            )
+            assert 'isthmus_outlier_ejections_total{service="flaky.default"} 1\n' in (
+                reply.body.decode()
+            )
 
             # west: the exported counts show it as not routable, and west stops routing it.
             doc = await ov.wait(

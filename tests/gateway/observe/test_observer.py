@@ -12,6 +12,8 @@ import trio
 
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
+from gateway.cluster.outlier_detector import OutlierDetector
+from gateway.cluster.outlier_metrics import outlier_gauges
 from gateway.config.errors import ConfigInvalid
 from gateway.config.load import load_text
 from gateway.http.errors import UnknownAddress
@@ -57,10 +59,10 @@ def test_errors_count_as_the_response_they_became_and_unknown_names_are_other(
     rec = obs.begin_origin(request(b"api.default.isthmus"), ctx)
     rec.tried.append(("b", "link down"))
     obs.finish(rec, NoHealthySite("every site failed"))
-    labels = ("origin", "other", "other", "none", "4xx")
+    labels = ("origin", "other", "other", "none", "none", "4xx")
     assert obs.responses.get(labels) == 50
-    assert obs.responses.get(("origin", "other", "api.default", "none", "5xx")) == 1
-    assert obs.failovers.get(("origin", "other", "api.default", "b")) == 1
+    assert obs.responses.get(("origin", "other", "api.default", "none", "none", "5xx")) == 1
+    assert obs.failovers.get(("origin", "other", "api.default", "b", "none")) == 1
     assert {k[2] for k in obs.requests.values} == {"other", "api.default"}
     lines = [json.loads(x) for x in log.drain()]
     assert [x["status"] for x in lines] == [404] * 50 + [503]
@@ -106,8 +108,9 @@ def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     names |= {g.name for g in link_gauges(status)}
     names |= {g.name for g in import_gauges(ImportTable(grace=1.0), 0.0)}
     names |= {g.name for g in catalog_gauges(Catalog(), 0.0)}
+    names |= {g.name for g in outlier_gauges(OutlierDetector())}
     names.add("isthmus_svid_expiry_seconds")  # identity_gauges needs a real SVID
-    assert len(names) == 31
+    assert len(names) == 34
     doc = (ROOT / "docs" / "metrics.md").read_text("utf-8")
     documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
     assert names <= documented, names - documented
@@ -151,4 +154,4 @@ def test_resolved_series_survive_their_cache_being_emptied(
     assert len(obs._series) <= 2
     assert sum(obs.requests.values.values()) == 30
     assert sum(obs.bytes_out.values.values()) == 300
-    assert obs.responses.get(("origin", "other", "svc0.default", "b", "2xx")) == 6
+    assert obs.responses.get(("origin", "other", "svc0.default", "b", "none", "2xx")) == 6
