@@ -463,6 +463,10 @@ class LimitsConfig:
     # exchange; both ends are Isthmus gateways) or "h2" (python-hyper h2, the fallback).  The
     # two ends of a link may differ: both speak plain RFC 9113.
     link_h2_engine: Literal["lean", "h2"] = "lean"
+    # The HTTP/2 protocol engine of callers' connections (h2c and h2 over TLS): "lean" (our
+    # codec) or "h2" (python-hyper h2).  The same limits, flood guards and answers either way
+    # (tests/gateway/listener run on both); a listener reads it once, so it needs a restart.
+    caller_h2_engine: Literal["lean", "h2"] = "lean"
     # Who tokenises HTTP/1.1 heads (callers' requests, endpoints' responses): ``auto`` is
     # llhttp (httptools) when installed, else the pure-Python parser; the same rules and
     # errors either way (gateway/http/h1_fast.py).

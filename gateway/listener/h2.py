@@ -117,6 +117,7 @@ def h2_limits(limits: LimitsConfig) -> H2Limits:
         stream_window=limits.h2_stream_window,
         connection_window=limits.h2_connection_window,
         max_header_list_size=limits.h2_max_header_list_bytes,
+        engine=limits.caller_h2_engine,
     )
 
 

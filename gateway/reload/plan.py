@@ -80,6 +80,7 @@ RESTART_LIMITS: tuple[str, ...] = (
     "link_outbound_buffer",
     "link_max_per_peer",  # each peer's pool is made with its maximum when its dialer starts
     "link_h2_engine",
+    "caller_h2_engine",  # a caller listener builds its connections' HTTP/2 limits at start
 )
 
 

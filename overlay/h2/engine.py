@@ -4,11 +4,11 @@
 Why: the driver's policy -- when to credit a window, how much to buffer, when a peer is
 abusive or dead -- is the same whichever state machine keeps the protocol.  Two do:
 
-* ``"h2"`` (``engine_h2.HyperEngine``): python-hyper h2, general and battle-tested; every
-  caller-facing connection (downstream listeners, upstream endpoints) uses it;
+* ``"h2"`` (``engine_h2.HyperEngine``): python-hyper h2, general and battle-tested; upstream
+  HTTP/2 endpoints use it, and callers or links whose limits say ``"h2"``;
 * ``"lean"`` (``engine_lean.LeanEngine``): our own codec (``overlay/h2/codec``), several times
-  cheaper per exchange; links between gateways use it unless ``[limits] link_h2_engine``
-  says ``"h2"``.
+  cheaper per exchange; links between gateways and callers' connections use it unless
+  ``[limits] link_h2_engine`` / ``caller_h2_engine`` says ``"h2"``.
 
 Theory of operation
 -------------------

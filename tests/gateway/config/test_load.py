@@ -182,3 +182,14 @@ def test_links_per_peer_decode_with_a_default_and_bounds() -> None:
     for bad in ("0", "65", '"two"'):
         problems = _problems(GOOD + f"\n[limits]\nlink_max_per_peer = {bad}\n")
         assert "limits.link_max_per_peer" in problems, (bad, problems)
+
+
+def test_caller_h2_engine_decodes_and_rejects_unknown_engines() -> None:
+    """``[limits] caller_h2_engine``: the HTTP/2 engine of callers' connections."""
+    base = Path("/etc/isthmus")
+    assert load_text(GOOD, base_dir=base).limits.caller_h2_engine == "lean"
+    for name in ("lean", "h2"):
+        text = GOOD + f'\n[limits]\ncaller_h2_engine = "{name}"\n'
+        assert load_text(text, base_dir=base).limits.caller_h2_engine == name
+    problems = _problems(GOOD + '\n[limits]\ncaller_h2_engine = "nghttp2"\n')
+    assert "must be one of" in problems["limits.caller_h2_engine"][0]

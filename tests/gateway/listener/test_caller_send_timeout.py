@@ -142,6 +142,7 @@ async def _http_gateway() -> AsyncIterator[int]:
 
 
 @pytest.mark.parametrize("wire", ["http1", "h2c"])
+@pytest.mark.usefixtures("caller_engine")
 async def test_http_caller_that_never_reads_is_reset_after_send_timeout(wire: str) -> None:
     async with _http_gateway() as port:
         if wire == "http1":
@@ -152,6 +153,7 @@ async def test_http_caller_that_never_reads_is_reset_after_send_timeout(wire: st
 
 
 @pytest.mark.parametrize("alpn", ["http/1.1", "h2"])
+@pytest.mark.usefixtures("caller_engine")
 async def test_tls_caller_that_never_reads_is_reset(alpn: str) -> None:
     config = ListenerConfig(
         name="https", kind="http", address=IPv4Address("127.0.0.1"), port=0, tls=True

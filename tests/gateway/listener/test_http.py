@@ -239,6 +239,7 @@ async def test_unknown_address_404_and_unhealthy_503_with_clear_bodies() -> None
         assert status == 503 and b"no healthy endpoint" in body
 
 
+@pytest.mark.usefixtures("caller_engine")
 async def test_h2c_prior_knowledge_caller_reaches_local_and_remote() -> None:
     async with gateway() as (port, _):
         for authority, site in ((b"api.default.isthmus", "a"), (b"web.default.isthmus", "b")):
@@ -259,6 +260,7 @@ async def test_h2c_prior_knowledge_caller_reaches_local_and_remote() -> None:
             assert header(doc, "isthmus-caller-id") == []
 
 
+@pytest.mark.usefixtures("caller_engine")
 async def test_h2c_unknown_address_gets_404_response() -> None:
     async with gateway() as (port, _):
         response, data = await h2c_request(
@@ -273,6 +275,7 @@ async def test_h2c_unknown_address_gets_404_response() -> None:
     assert response[b":status"] == b"404" and b"nope.other" in data
 
 
+@pytest.mark.usefixtures("caller_engine")
 async def test_h2c_malformed_request_fails_alone_not_the_callers_connection() -> None:
     """RFC 9113 section 8.1.1: the bad request is reset; the caller's other request on the same
     connection is still answered (h2 on its own would have ended the whole connection)."""
@@ -311,6 +314,7 @@ async def test_h2c_malformed_request_fails_alone_not_the_callers_connection() ->
     assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
 
 
+@pytest.mark.usefixtures("caller_engine")
 async def test_h2c_request_over_the_header_limit_gets_431_alone() -> None:
     """A header list over ``h2_max_header_list_bytes`` that decoded whole is refused on its
     stream with 431; the caller's next request on the same connection (encoded against the

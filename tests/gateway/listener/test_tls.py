@@ -91,6 +91,7 @@ async def test_tls_caller_without_certificate_is_anonymous() -> None:
     assert head.startswith(b"HTTP/1.1 200") and caller_ids(doc) == []
 
 
+@pytest.mark.usefixtures("caller_engine")
 async def test_tls_alpn_h2_caller() -> None:
     chain, key = make_leaf(CA_B, uris=[WEB_CALLER])
     async with tls_gateway() as port:

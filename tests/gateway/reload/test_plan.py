@@ -153,3 +153,14 @@ def test_a_new_link_engine_needs_a_restart() -> None:
     """Links hold their HTTP/2 engine for life: switching it is refused, not half-applied."""
     plan = plan_reload(_config(GOOD), _config(GOOD + '\n[limits]\nlink_h2_engine = "h2"\n'))
     assert [p.path for p in plan.problems] == ["limits.link_h2_engine"]
+
+
+def test_a_new_caller_engine_needs_a_restart() -> None:
+    """A caller listener builds its connections' HTTP/2 limits once: switching is refused."""
+    plan = plan_reload(_config(GOOD), _config(GOOD + '\n[limits]\ncaller_h2_engine = "h2"\n'))
+    plan_back = plan_reload(
+        _config(GOOD + '\n[limits]\ncaller_h2_engine = "h2"\n'),
+        _config(GOOD + '\n[limits]\ncaller_h2_engine = "lean"\n'),
+    )
+    assert [p.path for p in plan.problems] == ["limits.caller_h2_engine"]
+    assert [p.path for p in plan_back.problems] == ["limits.caller_h2_engine"]
