@@ -178,3 +178,26 @@ async def test_caller_hpack_bomb_ends_its_connection_without_a_response(
         assert (await wait_closed(flooded)).error_code == H2_ENHANCE_YOUR_CALM
         assert flooded.statistics().streams_opened == 0
         assert await good_caller(port) == b"200"
+
+
+async def test_caller_stalled_header_block_is_closed_at_the_idle_timeout(
+    seen: list[H2Connection], caller_engine: EngineName
+) -> None:
+    """Slowloris on HTTP/2: a HEADERS frame without END_HEADERS and then silence.  No stream is
+    open yet, so the connection is idle: it is closed at ``idle_timeout_s`` (the hang guard is
+    ten times that), and another caller is served meanwhile."""
+    limits = replace(TEST_LIMITS, idle_timeout_s=0.5)
+    async with caller_gateway(limits) as port:
+        raw = await RawClient.connect(port)
+        await raw.flush()
+        await raw.read_events(h2.events.RemoteSettingsChanged)  # SETTINGS acknowledged
+        block = hpack.Encoder().encode(GET)
+        await raw.sock.send_all(HeadersFrame(1, data=block[:5]).serialize())
+        assert await good_caller(port) == b"200"
+        with trio.fail_after(10 * limits.idle_timeout_s):
+            while await raw.sock.receive_some(65536):  # read, never answer: the block stays open
+                pass
+        stalled = seen[0]
+        assert stalled.engine_name == caller_engine
+        assert str(stalled.close_reason) == f"idle for {limits.idle_timeout_s}s"
+        assert stalled.statistics().streams_opened == 0
