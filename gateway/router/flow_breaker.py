@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 import trio
 
@@ -20,28 +19,7 @@ from discovery.model import ServiceName
 from gateway.cluster.breaker import Breakers
 from gateway.config.resilience import BreakerConfig
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
-
-
-class FlowCluster(Protocol):
-    """What the router asks of a site's cluster (``gateway.router.route.Cluster``)."""
-
-    async def forward(
-        self,
-        request: Request,
-        body: Body,
-        writer: ResponseWriter,
-        ctx: CallContext,
-        *,
-        service: ServiceName,
-    ) -> None: ...
-
-    async def open_l4(
-        self, ctx: CallContext, *, service: ServiceName
-    ) -> trio.abc.HalfCloseableStream: ...
-
-    async def open_websocket(
-        self, request: Request, ctx: CallContext, *, service: ServiceName
-    ) -> UpgradeResult: ...
+from gateway.router.cluster import Cluster
 
 
 class HeldStream(trio.abc.HalfCloseableStream):
@@ -79,7 +57,7 @@ class BreakerCluster:
 
     def __init__(
         self,
-        inner: FlowCluster,
+        inner: Cluster,
         site: str,
         breakers: Breakers,
         config_for: Callable[[ServiceName], BreakerConfig],

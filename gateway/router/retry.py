@@ -74,8 +74,9 @@ from gateway.http.exchange import (
 )
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
+from gateway.router.cluster import Cluster
 from gateway.router.failover import Attempt, describe
-from gateway.router.flow_breaker import BreakerCluster, FlowCluster
+from gateway.router.flow_breaker import BreakerCluster
 from gateway.router.replay import ReplayBody
 from gateway.upstream.pool import EndpointConnectFailed
 from overlay.h2.stream import ConnectionGone, StreamReset
@@ -231,7 +232,7 @@ class Resilience:
         self.breakers = Breakers()
         self._budgets: dict[ServiceName, RetryBudget] = {}
 
-    def flows(self, cluster: FlowCluster, site: str) -> BreakerCluster:
+    def flows(self, cluster: Cluster, site: str) -> BreakerCluster:
         """``cluster`` with its L4 and WebSocket flows counted against ``max_connections``."""
         return BreakerCluster(cluster, site, self.breakers, self._breaker_config)
 

@@ -72,6 +72,7 @@ from gateway.http.exchange_timer import ExchangeTimer
 from gateway.http.message import IDEMPOTENT_METHODS, Headers
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
+from gateway.router.cluster import Cluster
 from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trace
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
@@ -90,30 +91,6 @@ class RouteTimeout(UpstreamError):
     """The route did not complete within its deadline."""
 
     http_status = 504
-
-
-class Cluster(Protocol):
-    """What the router needs of a site's cluster: the local one
-    (``gateway.cluster.local.LocalCluster``) or a peer's (``gateway.cluster.peer.PeerCluster``).
-    """
-
-    async def forward(
-        self,
-        request: Request,
-        body: Body,
-        writer: ResponseWriter,
-        ctx: CallContext,
-        *,
-        service: ServiceName,
-    ) -> None: ...
-
-    async def open_l4(
-        self, ctx: CallContext, *, service: ServiceName
-    ) -> trio.abc.HalfCloseableStream: ...
-
-    async def open_websocket(
-        self, request: Request, ctx: CallContext, *, service: ServiceName
-    ) -> UpgradeResult: ...
 
 
 class LocalCluster(Cluster, Protocol):
