@@ -31,14 +31,13 @@ import statistics
 import sys
 import tempfile
 import timeit
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import h11  # noqa: E402
 import trio  # noqa: E402
+from bench.keepalive import Copy, run_requests, wait_ready  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
 
 from foundation.spiffe_id import TrustDomain  # noqa: E402
@@ -53,13 +52,6 @@ DEBUG_ON = '\n[debug]\nallow_cidrs = ["127.0.0.0/8"]\n'
 VARIANTS = {"off": ("", False), "debug-on": (DEBUG_ON, False), "traced": (DEBUG_ON, True)}
 
 
-@dataclass
-class Copy:
-    name: str
-    a_host: str
-    http_port: int
-    pids: list[int]
-    traced: bool
 
 
 async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
@@ -88,59 +80,15 @@ async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
         for svc in b.site.services:
             argv = service_argv(svc.kind, str(b.site.address), svc.port, b.site.name)
             await fleet.start(f"{name}-{b.site.name}-{svc.service}", argv)
-    copy = Copy(name, str(sites[0].address), topology.http_port, pids, traced)
-    with trio.move_on_after(60):
-        while True:
-            fleet.check_alive()
-            try:
-                if await run_requests(copy, 1, 1) == 1:
-                    return copy
-            except (OSError, trio.BrokenResourceError, h11.ProtocolError, BenchError):
-                pass
-            await trio.sleep(0.2)
-    raise BenchError(f"{name}: no 200 through {copy.a_host}:{copy.http_port} within 60 s")
-
-
-async def _client(copy: Copy, count: int, ok: list[int]) -> None:
-    stream = await trio.open_tcp_stream(copy.a_host, copy.http_port)
-    conn = h11.Connection(h11.CLIENT)
-    headers = [("host", API)] + ([("x-isthmus-debug", "trace")] if copy.traced else [])
-    try:
-        for _ in range(count):
-            request = h11.Request(method="GET", target="/", headers=headers)
-            await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            status, traced = 0, False
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        raise BenchError("gateway closed the connection")
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    traced = any(n == b"x-isthmus-trace" for n, _ in event.headers)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-            if status != 200 or traced != copy.traced:
-                raise BenchError(f"{copy.name}: status {status}, traced {traced}")
-            ok[0] += 1
-            conn.start_next_cycle()
-    finally:
-        await stream.aclose()
-
-
-async def run_requests(copy: Copy, total: int, connections: int) -> int:
-    ok = [0]
-    with trio.fail_after(300):
-        if connections == 1:
-            await _client(copy, total, ok)
-            return ok[0]
-        async with trio.open_nursery() as nursery:
-            for i in range(connections):
-                share = total // connections + (1 if i < total % connections else 0)
-                nursery.start_soon(_client, copy, share, ok)
-    return ok[0]
+    copy = Copy(
+        name,
+        str(sites[0].address),
+        topology.http_port,
+        pids,
+        extra_headers=[("x-isthmus-debug", "trace")] if traced else (),
+        expect_field=b"x-isthmus-trace",
+    )
+    return await wait_ready(copy, API, fleet=fleet)
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
@@ -148,12 +96,12 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
     async with Fleet(root / "logs") as fleet:
         copies = [await start_copy(fleet, root, i, name) for i, name in enumerate(VARIANTS)]
         for copy in copies:
-            await run_requests(copy, min(300, args.requests), args.connections)
+            await run_requests(copy, API, min(300, args.requests), args.connections)
         for r in range(args.rounds):
             order = copies[r % len(copies) :] + copies[: r % len(copies)]
             for copy in order:
                 before = cpu_seconds(copy.pids)
-                done = await run_requests(copy, args.requests, args.connections)
+                done = await run_requests(copy, API, args.requests, args.connections)
                 per = (cpu_seconds(copy.pids) - before) / done * 1e6
                 results[copy.name].append(per)
                 print(f"round {r + 1} {copy.name:9s} {done} requests, {per:7.1f} us CPU/request")
