@@ -16,9 +16,9 @@ A request with neither (one handed over by a peer without a caller ID) is not co
 
 Theory of operation: ``CallerShares`` is a map caller -> streams held, for one peer site.
 ``hold`` takes a slot (waiting on a parking lot that every release wakes) and returns a
-``release`` callable; it is called exactly once, when the stream ends (``SlotStream`` calls it
-when its tunnel is closed).  The decision itself -- may this caller take another slot -- is the
-pure :func:`may_take`.
+``release`` callable; it is called exactly once, when the stream ends
+(:class:`~gateway.cluster.held_stream.HeldStream` calls it when its tunnel is closed).
+The decision itself -- may this caller take another slot -- is the pure :func:`may_take`.
 """
 
 from __future__ import annotations
@@ -123,27 +123,3 @@ class SiteShares:
         return shares
 
 
-class SlotStream(trio.abc.HalfCloseableStream):
-    """A tunnel that holds a caller's slot until it is closed."""
-
-    def __init__(self, inner: trio.abc.HalfCloseableStream, release: Callable[[], None]) -> None:
-        self.inner = inner
-        self._release = release
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.inner.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        try:
-            await self.inner.aclose()
-        finally:
-            self._release()

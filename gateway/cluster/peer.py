@@ -42,7 +42,8 @@ import trio
 from discovery.model import ServiceName
 from foundation.errors import H2_NO_ERROR, first_leaf
 from gateway.cluster.errors import SiteDidNoWork
-from gateway.cluster.fair_share import CallerShares, SlotStream, caller_key
+from gateway.cluster.fair_share import CallerShares, caller_key
+from gateway.cluster.held_stream import HeldStream
 from gateway.http.caller_side import CallerWriter, caller_body
 from gateway.http.errors import UpstreamProtocolError
 from gateway.http.exchange import (
@@ -383,7 +384,7 @@ class PeerCluster:
         except BaseException:
             release()
             raise
-        return stream if self.shares is None else SlotStream(stream, release)
+        return stream if self.shares is None else HeldStream(stream, release)
 
     async def open_websocket(
         self, request: Request, ctx: CallContext, *, service: ServiceName
@@ -399,7 +400,7 @@ class PeerCluster:
         if self.shares is None:
             return result
         return UpgradeResult(
-            result.response, SlotStream(result.stream, release), result.relay_refusal
+            result.response, HeldStream(result.stream, release), result.relay_refusal
         )
 
 

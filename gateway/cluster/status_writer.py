@@ -7,7 +7,7 @@ straight to the caller's writer.  This keeps the forwarders unaware of outlier d
 from __future__ import annotations
 
 from gateway.cluster.outlier import Outcome
-from gateway.http.exchange import Response, ResponseWriter
+from gateway.http.exchange import Response, ResponseWriter, send_whole_through
 from gateway.http.message import Headers
 
 
@@ -40,11 +40,4 @@ class StatusWriter:
     async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
         """Keeps the inner writer's one-write fast path (the forwarders look it up)."""
         self.status = response.status
-        whole = getattr(self.inner, "send_whole", None)
-        if whole is not None:
-            await whole(response, body, trailers)
-            return
-        await self.inner.send_head(response)
-        if body:
-            await self.inner.send_data(body)
-        await self.inner.send_end(trailers)
+        await send_whole_through(self.inner, response, body, trailers)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import trio
 
 from foundation.errors import H2_CANCEL, DownstreamError
-from gateway.http.exchange import Body, EmptyBody, Response, ResponseWriter
+from gateway.http.exchange import Body, EmptyBody, Response, ResponseWriter, send_whole_through
 from gateway.http.message import Headers
 from overlay.h2.stream import TunnelError
 
@@ -106,14 +106,7 @@ class CallerWriter:
     async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
         """Keeps the inner writer's one-write fast path (the forwarders look it up)."""
         try:
-            whole = getattr(self.inner, "send_whole", None)
-            if whole is not None:
-                await whole(response, body, trailers)
-                return
-            await self.inner.send_head(response)
-            if body:
-                await self.inner.send_data(body)
-            await self.inner.send_end(trailers)
+            await send_whole_through(self.inner, response, body, trailers)
         except CALLER_TRANSPORT_ERRORS as exc:
             raise _gone(exc) from exc
 

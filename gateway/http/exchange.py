@@ -170,6 +170,23 @@ class ResponseWriter(Protocol):
     async def send_end(self, trailers: Headers = ()) -> None: ...
 
 
+async def send_whole_through(
+    writer: ResponseWriter, response: Response, body: bytes, trailers: Headers = ()
+) -> None:
+    """A whole response through ``writer``: its one-write ``send_whole`` fast path when it has
+    one, else head, data and end.  Every writer wrapper's ``send_whole`` ends here, so a
+    wrapper keeps the fast path of the writer it wraps (the forwarders look it up with
+    ``getattr``; losing it cost every small response ~40 us)."""
+    whole = getattr(writer, "send_whole", None)
+    if whole is not None:
+        await whole(response, body, trailers)
+        return
+    await writer.send_head(response)
+    if body:
+        await writer.send_data(body)
+    await writer.send_end(trailers)
+
+
 class EmptyBody:
     """The body of a request without one."""
 

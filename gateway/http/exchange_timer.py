@@ -33,7 +33,14 @@ from dataclasses import replace
 import trio
 
 from foundation.errors import UpstreamError
-from gateway.http.exchange import Body, CallContext, EmptyBody, Response, ResponseWriter
+from gateway.http.exchange import (
+    Body,
+    CallContext,
+    EmptyBody,
+    Response,
+    ResponseWriter,
+    send_whole_through,
+)
 from gateway.http.message import Headers
 
 __all__ = [
@@ -145,14 +152,7 @@ class TimedWriter:
         """The inner writer's one-write fast path when it has one (``getattr`` by the
         forwarders), else the same response through the general path."""
         self.timer.head()
-        whole = getattr(self.inner, "send_whole", None)
-        if whole is not None:
-            await whole(response, body, trailers)
-            return
-        await self.inner.send_head(response)
-        if body:
-            await self.inner.send_data(body)
-        await self.inner.send_end(trailers)
+        await send_whole_through(self.inner, response, body, trailers)
 
 
 class TimedBody:

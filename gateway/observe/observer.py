@@ -27,7 +27,15 @@ from discovery.model import ServiceName
 from foundation.redact import redact
 from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from gateway.http.errors import RateLimited
-from gateway.http.exchange import Body, CallContext, EmptyBody, Request, Response, ResponseWriter
+from gateway.http.exchange import (
+    Body,
+    CallContext,
+    EmptyBody,
+    Request,
+    Response,
+    ResponseWriter,
+    send_whole_through,
+)
 from gateway.http.message import Headers
 from gateway.http.overlay_headers import CALLER_ID_HEADER, REQUEST_ID_HEADER
 from gateway.http.rescue import Answer, rescue
@@ -121,14 +129,7 @@ class _ObservedWriter:
         ``getattr``): without it every small response took the general path."""
         self.rec.status = response.status
         self.rec.head_at = self.clock()
-        whole = getattr(self.inner, "send_whole", None)
-        if whole is not None:
-            await whole(response, body, trailers)
-        else:
-            await self.inner.send_head(response)
-            if body:
-                await self.inner.send_data(body)
-            await self.inner.send_end(trailers)
+        await send_whole_through(self.inner, response, body, trailers)
         self.rec.bytes_out += len(body)
 
 

@@ -17,37 +17,10 @@ import trio
 
 from discovery.model import ServiceName
 from gateway.cluster.breaker import Breakers
+from gateway.cluster.held_stream import HeldStream
 from gateway.config.resilience import BreakerConfig
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter, UpgradeResult
 from gateway.router.cluster import Cluster
-
-
-class HeldStream(trio.abc.HalfCloseableStream):
-    """A flow's stream that gives its breaker count back once, when it is closed."""
-
-    def __init__(self, inner: trio.abc.HalfCloseableStream, release: Callable[[], None]) -> None:
-        self.inner = inner
-        self._release: Callable[[], None] | None = release
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.inner.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        try:
-            await self.inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
 
 
 class BreakerCluster:

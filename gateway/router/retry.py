@@ -71,6 +71,7 @@ from gateway.http.exchange import (
     Request,
     Response,
     ResponseWriter,
+    send_whole_through,
 )
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
@@ -206,14 +207,7 @@ class _AttemptWriter:
     async def send_whole(self, response: Response, body: bytes, trailers: Headers = ()) -> None:
         """Keeps the inner writer's one-write fast path (the forwarders look it up)."""
         self._check(response)
-        whole = getattr(self.inner, "send_whole", None)
-        if whole is not None:
-            await whole(response, body, trailers)
-            return
-        await self.inner.send_head(response)
-        if body:
-            await self.inner.send_data(body)
-        await self.inner.send_end(trailers)
+        await send_whole_through(self.inner, response, body, trailers)
 
 
 class Resilience:

@@ -47,6 +47,7 @@ from gateway.http.exchange import (
     Request,
     Response,
     ResponseWriter,
+    send_whole_through,
 )
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
@@ -177,14 +178,7 @@ class _EditedWriter:
         """Keep the inner writer's one-write fast path (``getattr`` by the forwarders): a
         wrapper without it would cost every small response that path."""
         edited = replace(response, headers=self.edits.apply(response.headers))
-        whole = getattr(self.inner, "send_whole", None)
-        if whole is not None:
-            await whole(edited, body, trailers)
-            return
-        await self.inner.send_head(edited)
-        if body:
-            await self.inner.send_data(body)
-        await self.inner.send_end(trailers)
+        await send_whole_through(self.inner, edited, body, trailers)
 
 
 class _Actions:

@@ -11,10 +11,10 @@ from gateway.cluster.fair_share import (
     CallerOverShare,
     CallerShares,
     SiteShares,
-    SlotStream,
     caller_key,
     may_take,
 )
+from gateway.cluster.held_stream import HeldStream
 from gateway.http.exchange import CallContext
 
 
@@ -90,7 +90,7 @@ async def test_a_tunnel_holds_its_slot_until_closed() -> None:
     assert shares.for_site("west") is west
     a, b = trio.testing.memory_stream_pair()
     release = await west.hold("a")
-    tunnel = SlotStream(a, release)
+    tunnel = HeldStream(a, release)
     await tunnel.send_all(b"x")
     assert await b.receive_some() == b"x"
     with pytest.raises(CallerOverShare):
