@@ -5,13 +5,15 @@ that stops reading would block a ``write`` -- and with it every request of the g
 the data path only appends a line to a list (:meth:`AccessLog.write`); :meth:`AccessLog.serve`
 writes what queued every ``flush_interval_s`` in a worker thread.  When the writer falls
 behind by more than ``max_buffer_bytes``, new lines are dropped and counted
-(``isthmus_access_log_dropped_total``), never waited for.  On shutdown what queued is written
-(bounded by ``close_timeout_s``).
+(``isthmus_access_log_dropped_total``), never waited for.  On shutdown what queued is written,
+and a write a cancelled flush left running finishes before the file is closed (both bounded
+by ``close_timeout_s``; past it the close still waits for that write, in its own thread).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import IO
 
 import trio
@@ -23,9 +25,15 @@ MAX_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_TIMEOUT_S = 2.0
 
 
-def _write(out: IO[str], text: str) -> None:
-    out.write(text)
-    out.flush()
+def _write(lock: threading.Lock, out: IO[str], text: str) -> None:
+    with lock:
+        out.write(text)
+        out.flush()
+
+
+def _close(lock: threading.Lock, out: IO[str]) -> None:
+    with lock:  # after a write still under way: its lines were drained, they must land
+        out.close()
 
 
 class AccessLog:
@@ -49,6 +57,9 @@ class AccessLog:
         self.write_errors = 0
         self._lines: list[str] = []
         self._size = 0
+        # A write abandoned by a cancelled flush (shutdown) still runs in its thread: the
+        # file is closed only after it, so the lines it carries are not lost.
+        self._io_lock = threading.Lock()
 
     def write(self, line: str) -> None:
         """Queue one line (the data path's whole cost); dropped when the queue is full."""
@@ -80,8 +91,10 @@ class AccessLog:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
                 await self._flush(out)
-            if owned:
-                out.close()
+                if owned:
+                    await trio.to_thread.run_sync(
+                        _close, self._io_lock, out, abandon_on_cancel=True
+                    )
 
     async def _flush(self, out: IO[str]) -> None:
         lines = self.drain()
@@ -90,6 +103,8 @@ class AccessLog:
         text = "\n".join(lines) + "\n"
         try:
             # A stuck pipe blocks the thread, not the gateway; abandoned on shutdown.
-            await trio.to_thread.run_sync(_write, out, text, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                _write, self._io_lock, out, text, abandon_on_cancel=True
+            )
         except (OSError, ValueError):
             self.write_errors += len(lines)  # a full disk must not fail requests
