@@ -26,27 +26,20 @@ Only loopback addresses (127.0.51.1 - 127.0.56.1); every process it starts is st
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import statistics
 import sys
-import tempfile
 import timeit
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import trio  # noqa: E402
-from bench.keepalive import Copy, run_requests, wait_ready  # noqa: E402
-from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
+from bench.keepalive import API, Copy, run_bench, run_requests, start_two_sites  # noqa: E402
+from bench.procs import Fleet, cpu_seconds  # noqa: E402
 
-from foundation.spiffe_id import TrustDomain  # noqa: E402
-from gateway.demo.runner import gateway_argv, service_argv  # noqa: E402
-from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology  # noqa: E402
 from gateway.inbound.explain_answer import is_question  # noqa: E402
 from gateway.observe.record import CURRENT_RECORD, ExchangeRecord, note_endpoint  # noqa: E402
 
-API = "api.default.isthmus"
 API_PORT = 18096
 DEBUG_ON = '\n[debug]\nallow_cidrs = ["127.0.0.0/8"]\n'
 VARIANTS = {"off": ("", False), "debug-on": (DEBUG_ON, False), "traced": (DEBUG_ON, True)}
@@ -55,40 +48,18 @@ VARIANTS = {"off": ("", False), "debug-on": (DEBUG_ON, False), "traced": (DEBUG_
 
 
 async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
-    base = 51 + 2 * index
-    sites = tuple(
-        DemoSite(
-            name=site,
-            trust_domain=TrustDomain(f"{site}.bench-debug.test"),
-            address=ipaddress.IPv4Address(f"127.0.{base + i}.1"),
-            services=(DemoService("api", "http", API_PORT),) if site == "b" else (),
-            priority=10 * (i + 1),
-        )
-        for i, site in enumerate(("a", "b"))
-    )
-    topology = Topology(sites=sites, ping_interval_s=1.0, ping_timeout_s=2.0)
-    built = await trio.to_thread.run_sync(build_topology, topology, root / name)
     config, traced = VARIANTS[name]
-    pids = []
-    for b in built:
-        with b.config_path.open("a", encoding="utf-8") as f:
-            f.write(config)
-        child = await fleet.start(
-            f"{name}-{b.site.name}", [*gateway_argv(b.config_path), "--log-level", "warning"]
-        )
-        pids.append(child.process.pid)
-        for svc in b.site.services:
-            argv = service_argv(svc.kind, str(b.site.address), svc.port, b.site.name)
-            await fleet.start(f"{name}-{b.site.name}-{svc.service}", argv)
-    copy = Copy(
+    return await start_two_sites(
+        fleet,
+        root,
         name,
-        str(sites[0].address),
-        topology.http_port,
-        pids,
+        subnet=51 + 2 * index,
+        label="bench-debug",
+        api_port=API_PORT,
+        config=lambda _directory: config,
         extra_headers=[("x-isthmus-debug", "trace")] if traced else (),
         expect_field=b"x-isthmus-trace",
     )
-    return await wait_ready(copy, API, fleet=fleet)
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
@@ -130,21 +101,9 @@ def micro() -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=2000, help="per variant and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=4)
-    args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="isthmus-bench-debug-"))
-    try:
-        results = trio.run(bench, args, root)
-    except BenchError as exc:
-        print(f"bench_debug_trace: {exc}", file=sys.stderr)
+    results = run_bench("bench_debug_trace", __doc__, bench, argv, requests=2000, connections=4)
+    if results is None:
         return 2
-    finally:
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
     off = statistics.median(results["off"])
     print("\nmedian gateway CPU per request (both gateways of the 2-hop path):")
     for name, samples in results.items():

@@ -23,59 +23,32 @@ Only loopback addresses (127.0.41.1 - 127.0.46.1); every process it starts is st
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import trio  # noqa: E402
-from bench.keepalive import Copy, run_requests, wait_ready  # noqa: E402
+from bench.keepalive import API, Copy, run_bench, run_requests, start_two_sites  # noqa: E402
 from bench.observe import VARIANTS  # noqa: E402
-from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
+from bench.procs import Fleet, cpu_seconds  # noqa: E402
 
-from foundation.spiffe_id import TrustDomain  # noqa: E402
-from gateway.demo.runner import gateway_argv, service_argv  # noqa: E402
-from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology  # noqa: E402
-
-API = "api.default.isthmus"
 API_PORT = 18095
 
 
 
 
 async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
-    base = 41 + 2 * index
-    sites = tuple(
-        DemoSite(
-            name=site,
-            trust_domain=TrustDomain(f"{site}.bench-observe.test"),
-            address=ipaddress.IPv4Address(f"127.0.{base + i}.1"),
-            services=(DemoService("api", "http", API_PORT),) if site == "b" else (),
-            priority=10 * (i + 1),
-        )
-        for i, site in enumerate(("a", "b"))
+    return await start_two_sites(
+        fleet,
+        root,
+        name,
+        subnet=41 + 2 * index,
+        label="bench-observe",
+        api_port=API_PORT,
+        config=lambda directory: VARIANTS[name].format(dir=directory),
     )
-    topology = Topology(sites=sites, ping_interval_s=1.0, ping_timeout_s=2.0)
-    directory = root / name.replace("+", "-")
-    built = await trio.to_thread.run_sync(build_topology, topology, directory)
-    pids = []
-    for b in built:
-        extra = VARIANTS[name].format(dir=b.directory)
-        with b.config_path.open("a", encoding="utf-8") as f:
-            f.write(extra)
-        child = await fleet.start(
-            f"{name}-{b.site.name}", [*gateway_argv(b.config_path), "--log-level", "warning"]
-        )
-        pids.append(child.process.pid)
-        for svc in b.site.services:
-            argv = service_argv(svc.kind, str(b.site.address), svc.port, b.site.name)
-            await fleet.start(f"{name}-{b.site.name}-{svc.service}", argv)
-    copy = Copy(name, str(sites[0].address), topology.http_port, pids)
-    return await wait_ready(copy, API, fleet=fleet)
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
@@ -97,23 +70,9 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=3000, help="per variant and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="isthmus-bench-observe-"))
-    try:
-        results = trio.run(bench, args, root)
-    except BenchError as exc:
-        print(f"bench_observe: {exc}", file=sys.stderr)
+    results = run_bench("bench_observe", __doc__, bench, argv)
+    if results is None:
         return 2
-    finally:
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
     off = statistics.median(results["off"])
     print("\nmedian gateway CPU per request (both gateways of the 2-hop path):")
     for name, samples in results.items():

@@ -32,23 +32,21 @@ import argparse
 import ipaddress
 import statistics
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import trio  # noqa: E402
-from bench.keepalive import Copy, run_requests, wait_ready  # noqa: E402
-from bench.procs import BenchError, Fleet, cpu_seconds  # noqa: E402
+from bench.keepalive import API, Copy, run_bench, run_requests, start_two_sites, wait_ready  # noqa: E402
+from bench.procs import Fleet, cpu_seconds  # noqa: E402
 
 from discovery.model import ServiceName  # noqa: E402
-from foundation.spiffe_id import TrustDomain  # noqa: E402
 from gateway.config.model import ServiceTrafficConfig  # noqa: E402
 from gateway.config.resilience import BreakerConfig, RetryConfig  # noqa: E402
-from gateway.demo.runner import gateway_argv, service_argv  # noqa: E402
-from gateway.demo.topology import DemoService, DemoSite, Topology, build_topology  # noqa: E402
+from gateway.demo.runner import gateway_argv  # noqa: E402
 from gateway.http.exchange import (  # noqa: E402
     Body,
     CallContext,
@@ -61,7 +59,6 @@ from gateway.http.message import Headers  # noqa: E402
 from gateway.router.retry import Resilience, resilience_resolver  # noqa: E402
 from gateway.router.route import NoHealthySite, did_no_work  # noqa: E402
 
-API = "api.default.isthmus"
 API_PORT = 18116
 FLOOR_PORT = 18117
 CONFIGURED = """
@@ -86,35 +83,27 @@ WITHOUT_RESILIENCE = (
 
 
 
+def _gateway(name: str) -> Callable[[Path], list[str]]:
+    """``isthmus run``, or for ``off`` the same with the resilience layer taken out."""
+
+    def argv(config: Path) -> list[str]:
+        run = gateway_argv(config)
+        return [sys.executable, "-c", WITHOUT_RESILIENCE, *run[3:]] if name == "off" else run
+
+    return argv
+
+
 async def start_copy(fleet: Fleet, root: Path, index: int, name: str) -> Copy:
-    base = 71 + 2 * index
-    sites = tuple(
-        DemoSite(
-            name=site,
-            trust_domain=TrustDomain(f"{site}.bench-resilience.test"),
-            address=ipaddress.IPv4Address(f"127.0.{base + i}.1"),
-            services=(DemoService("api", "http", API_PORT),) if site == "b" else (),
-            priority=10 * (i + 1),
-        )
-        for i, site in enumerate(("a", "b"))
+    return await start_two_sites(
+        fleet,
+        root,
+        name,
+        subnet=71 + 2 * index,
+        label="bench-resilience",
+        api_port=API_PORT,
+        config=lambda _directory: VARIANTS[name],
+        gateway=_gateway(name),
     )
-    topology = Topology(sites=sites, ping_interval_s=1.0, ping_timeout_s=2.0)
-    directory = root / name.replace("+", "-")
-    built = await trio.to_thread.run_sync(build_topology, topology, directory)
-    pids = []
-    for b in built:
-        with b.config_path.open("a", encoding="utf-8") as f:
-            f.write(VARIANTS[name])
-        argv = gateway_argv(b.config_path)
-        if name == "off":
-            argv = [sys.executable, "-c", WITHOUT_RESILIENCE, *argv[3:]]
-        child = await fleet.start(f"{name}-{b.site.name}", [*argv, "--log-level", "warning"])
-        pids.append(child.process.pid)
-        for svc in b.site.services:
-            argv = service_argv(svc.kind, str(b.site.address), svc.port, b.site.name)
-            await fleet.start(f"{name}-{b.site.name}-{svc.service}", argv)
-    copy = Copy(name, str(sites[0].address), topology.http_port, pids)
-    return await wait_ready(copy, API, fleet=fleet)
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
@@ -220,23 +209,9 @@ async def adapter_cost(count: int = 50_000) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=3000, help="per variant and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="isthmus-bench-resilience-"))
-    try:
-        results = trio.run(bench, args, root)
-    except BenchError as exc:
-        print(f"bench_resilience: {exc}", file=sys.stderr)
+    results = run_bench("bench_resilience", __doc__, bench, argv)
+    if results is None:
         return 2
-    finally:
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
     micro = trio.run(adapter_cost)
     off = statistics.median(results["off"])
     floor = statistics.median(results["floor"])
