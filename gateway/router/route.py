@@ -340,9 +340,10 @@ class Router:
             writer = TraceWriter(writer, trace_field(await self.explainer(request, ctx)))
         address, port, sites = self.resolve(request.authority)
         now = self.clock()
-        ctx = self._bounded(from_caller(request.headers, ctx, now=now))
-        if any(name == CALLER_DEADLINE_HEADER for name, _ in request.headers):
+        if any(name == CALLER_DEADLINE_HEADER for name, _ in request.headers):  # rare
+            ctx = from_caller(request.headers, ctx, now=now)
             request = without_kept(request)  # read: the caller's budget goes no further
+        ctx = self._bounded(ctx)
         check_not_expired(ctx, now=now, what=str(address))
         timer = ExchangeTimer(ctx)
         writer = timer.writer(writer)
