@@ -57,6 +57,7 @@ from gateway.fleet.state import FleetState
 from gateway.fleet.watch import serve_fleet
 from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
+from gateway.inbound.explain_from_answer import FromAnswerer
 from gateway.listener.bind import start_listener
 from gateway.listener.h1 import h1_limits
 from gateway.listener.http import serve_http_listener
@@ -309,6 +310,12 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     )
     router.explainer = functools.partial(
         run_explain, router, cluster, limits=limits_of(lim, cluster.connect_timeout)
+    )
+    east_west.explain_from = FromAnswerer(  # isthmus explain --from this site, asked at a peer
+        local_site=config.site.name,
+        peers=config.debug.explain_peers,
+        explainer=router.explainer,
+        route_timeout=lim.route_timeout_s,
     )
     router.rules = rules_for(config, router.mirrors)
     return Gateway(

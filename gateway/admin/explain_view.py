@@ -4,23 +4,31 @@ Query parameters: ``url`` (``http://api.default.isthmus/path`` or just the autho
 required), ``method`` (default ``GET``), ``header`` (``name: value``, repeatable: what
 ``[[routes]]`` header rules and hash keys would see), ``caller_id`` (the SPIFFE ID the caller
 would authenticate with: peers' ``allow_ids`` policies read it) and ``from`` (the site the
-request enters at: only this gateway's own site can be explained here; ask another site's
-admin API for its view).  The answer is :meth:`gateway.router.explain.Trace.as_json` (200),
-or 400 with ``error`` for a malformed question.  Header values are never echoed back.
+request enters at; default this one).  The answer is :meth:`gateway.router.explain.Trace.
+as_json` (200) plus ``computed_by`` (the site whose gateway computed it), or 400 with
+``error`` for a malformed question.  Header values are never echoed back.
+
+``from`` a peer site: that site routes the request, so the question goes to its gateway over
+the link (:mod:`gateway.router.explain_from`) and its trace is the answer, with
+``asked_through`` naming this site.  An unknown site is a 400 listing the known ones; a peer
+whose link is down, or that does not answer in time, a 503/504; a peer that refuses (its
+``[debug] explain_peers``) a 403; one that cannot answer (an older version) a 501.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, SpiffeIdError
 from gateway.admin.server import Query, Reply
 from gateway.cluster.local import LocalCluster
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import CallContext, Request
+from gateway.router.explain_from import FROM_TIMEOUT_S, ExplainFromError, ask_from
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.route import Router
 
@@ -98,13 +106,7 @@ def explain_query(
         except (BadQuestion, UnicodeError) as exc:
             return Reply(400, {"error": str(exc)})
         if origin is not None and origin != router.local_site:
-            return Reply(
-                400,
-                {
-                    "error": f"from: this is site {router.local_site!r}; a request entering "
-                    f"at {origin!r} is routed by that site's gateway: ask its admin API"
-                },
-            )
+            return await _explain_from(router, origin, request, caller_id)
         now = router.clock()
         ctx = CallContext(
             caller_site=router.local_site,
@@ -114,6 +116,42 @@ def explain_query(
         trace = await run_explain(
             router, cluster, request, ctx, limits=limits_of(limits(), cluster.connect_timeout)
         )
-        return trace.as_json()
+        return {**trace.as_json(), "computed_by": router.local_site}
 
     return query
+
+
+def unknown_site(origin: str, local_site: str, peers: Iterable[str]) -> str | None:
+    """Why ``origin`` cannot be asked (not a site name, or no such site), or None (pure)."""
+    problem = label_problem(origin)
+    if problem:
+        return f"from: {problem}"
+    known = sorted(peers)
+    if origin in known or origin == local_site:
+        return None
+    listed = ", ".join([f"{local_site} (this site)", *known])
+    return f"from: unknown site {origin!r}; known sites: {listed}"
+
+
+async def _explain_from(
+    router: Router, origin: str, request: Request, caller_id: SpiffeId | None
+) -> Any:
+    """The trace of ``request`` entering at peer site ``origin``, asked of its gateway."""
+    problem = unknown_site(origin, router.local_site, router.peer_sites or ())
+    if problem:
+        return Reply(400, {"error": problem})
+    conn = router.outbound(origin)
+    if conn is None:
+        why = f"site {origin} cannot be asked: the link to it is down"
+        return Reply(503, {"error": why, "site": origin})
+    now = router.clock()
+    ctx = CallContext(
+        caller_site=router.local_site, caller_id=caller_id, deadline=now + FROM_TIMEOUT_S
+    )
+    try:
+        trace = await ask_from(
+            conn, origin, request, ctx, local_site=router.local_site, clock=router.clock
+        )
+    except ExplainFromError as exc:
+        return Reply(exc.http_status, {"error": str(exc), "site": origin})
+    return {**trace, "computed_by": origin, "asked_through": router.local_site}

@@ -41,17 +41,24 @@ def base_url(admin: str | None, config: Path | None) -> str:
 def get_json(url: str, *, timeout: float, allow: tuple[int, ...] = ()) -> Any:
     """GET ``url`` and decode its JSON; an HTTP error status in ``allow`` still counts as an
     answer (``/healthz`` answers 503 when not ok, ``/explain`` 400 for a bad question)."""
+    return get_json_status(url, timeout=timeout, allow=allow)[1]
+
+
+def get_json_status(url: str, *, timeout: float, allow: tuple[int, ...] = ()) -> tuple[int, Any]:
+    """:func:`get_json` with the answer's HTTP status.  Error messages name the URL without
+    its query string: ``/explain``'s carries the ``-H`` header values (credentials, maybe)."""
+    shown = url.partition("?")[0]
     try:
         with _OPENER.open(url, timeout=timeout) as response:
-            return json.loads(response.read(MAX_REPLY_BYTES))
+            return response.status, json.loads(response.read(MAX_REPLY_BYTES))
     except urllib.error.HTTPError as exc:
         if exc.code in allow:
             try:
-                return json.loads(exc.read(MAX_REPLY_BYTES))
+                return exc.code, json.loads(exc.read(MAX_REPLY_BYTES))
             except ValueError:
                 pass
-        raise AdminError(f"{url}: HTTP {exc.code}") from None
+        raise AdminError(f"{shown}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise AdminError(f"cannot reach the admin API at {url}: {exc}") from None
+        raise AdminError(f"cannot reach the admin API at {shown}: {exc}") from None
     except ValueError as exc:
-        raise AdminError(f"{url}: not a JSON answer: {exc}") from None
+        raise AdminError(f"{shown}: not a JSON answer: {exc}") from None

@@ -5,8 +5,13 @@ trace: the route matched, each candidate site in failover order and why it was c
 skipped, the destination's policy verdict (asked of that gateway over the link), the endpoint
 that would be chosen, and the limits that apply.  ``-H 'name: value'`` adds request headers
 (they are sent to the admin API and to the destination gateway, never printed back).
+``--from SITE`` names the site the request enters at: a peer site's gateway computes the
+trace (asked over the link by the gateway of ``--admin``), and the output says which site
+computed it.
 Exit codes: 0 the request would reach an endpoint, 1 it would be refused (the trace says
-why), 2 bad arguments, 3 the admin API unreachable.
+why), 2 bad arguments or a question refused (an unknown ``--from`` site, a site that does not
+explain its routing to this one or cannot), 3 the admin API unreachable, or the ``--from``
+site unreachable (its link down, no answer in time).
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import sys
 import urllib.parse
 from typing import Any
 
-from gateway.commands.admin_api import AdminError, get_json
+from gateway.commands.admin_api import AdminError, get_json_status
 from gateway.commands.status import add_admin_arguments, admin_base
 from gateway.commands.status_view import EXIT_DEGRADED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
-TIMEOUT_S = 30.0  # a peer has 5 s to answer; the admin API bounds a query at 60 s
+TIMEOUT_S = 30.0  # a peer has 5 s (--from: 20 s) to answer; the admin API bounds a query at 60 s
+#: Answers of the admin API that are a refused question (exit 2) or an unreachable site (3).
+REFUSED = (400, 403, 501)
+UNREACHABLE = (502, 503, 504)
 
 
 def register(sub: Any) -> None:
@@ -44,7 +52,13 @@ def register(sub: Any) -> None:
 
 def render(trace: dict[str, Any]) -> str:
     """The readable trace."""
-    out = [f"request  {trace['authority']}  (route: {trace.get('route') or 'default'})"]
+    out = []
+    computed_by, through = trace.get("computed_by"), trace.get("asked_through")
+    if computed_by and through:
+        out.append(f"from     site {computed_by} (its gateway's trace, asked through {through})")
+    elif computed_by:
+        out.append(f"from     site {computed_by} (this gateway)")
+    out.append(f"request  {trace['authority']}  (route: {trace.get('route') or 'default'})")
     for i, c in enumerate(trace.get("candidates", []), 1):
         extra = []
         if c.get("policy"):
@@ -77,15 +91,17 @@ def _explain(args: argparse.Namespace) -> int:
         params.append(("caller_id", args.caller_id))
     query = urllib.parse.urlencode(params)
     try:
-        trace = get_json(f"{url}/explain?{query}", timeout=TIMEOUT_S, allow=(400,))
+        status, trace = get_json_status(
+            f"{url}/explain?{query}", timeout=TIMEOUT_S, allow=REFUSED + UNREACHABLE
+        )
     except AdminError as exc:
         print(f"isthmus explain: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if not isinstance(trace, dict):
-        print(f"isthmus explain: unexpected answer: {trace!r}", file=sys.stderr)
+        print("isthmus explain: unexpected answer (not a JSON object)", file=sys.stderr)
         return EXIT_UNREACHABLE
     if "error" in trace:
         print(f"isthmus explain: {trace['error']}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_UNREACHABLE if status in UNREACHABLE else EXIT_USAGE
     print(json.dumps(trace, indent=2, sort_keys=True) if args.json else render(trace))
     return EXIT_OK if trace.get("status") is None else EXIT_DEGRADED

@@ -14,7 +14,10 @@ Theory of operation (one stream, in order; the first failure answers and ends th
 0. **A question, not a request**: a stream carrying the internal ``isthmus-explain`` field
    (``isthmus explain`` at the origin) is answered with this site's verdict and the endpoint
    it would choose (:mod:`gateway.inbound.explain_answer`): the same steps 1-5 below, then a
-   preview of the pick; nothing is forwarded and nothing is counted or logged.
+   preview of the pick; nothing is forwarded and nothing is counted or logged.  A question
+   marked ``from-v1`` (``isthmus explain --from`` this site, asked at the peer) gets this
+   site's whole trace instead (:mod:`gateway.inbound.explain_from_answer`: only for the
+   peers ``[debug] explain_peers`` lists); any other version is a 400 answer.
 1. **Header block**, strictly (:func:`~gateway.inbound.request.parse_request`):
    pseudo-headers, connection-specific fields, CR/LF/NUL, oversize ``:method``/``:path`` ->
    400 with a body saying why; nothing malformed is ever forwarded.
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -72,11 +75,20 @@ from gateway.http.overlay_headers import decode_context
 from gateway.http.rescue import Reset, rescue_peer_stream
 from gateway.http.websocket import websocket_request_from_h2
 from gateway.inbound.admission import admit, exported_to
-from gateway.inbound.explain_answer import answer, is_question, verdict
+from gateway.inbound.explain_answer import (
+    EXPLAIN_VERSION,
+    MAX_ANSWER_BYTES,
+    answer,
+    is_question,
+    question_version,
+    send_json,
+    verdict,
+)
 from gateway.inbound.request import is_extended_connect, parse_request
 from gateway.observe.observer import Observer
 from gateway.observe.record import ExchangeRecord
 from gateway.relay import abort_on_close, splice
+from gateway.router.explain_from import FROM_VERSION
 from overlay.federation.config import ExportConfig
 from overlay.h2.stream import H2Stream, StreamReset, TunnelError
 
@@ -114,6 +126,8 @@ class EastWestHandler:
         self.max_stream_duration = max_stream_duration
         self._clock = clock
         self.observer = observer
+        #: Answers ``isthmus explain --from`` this site asked at a peer (None: not served).
+        self.explain_from: Callable[[str, H2Stream], Awaitable[None]] | None = None
 
     async def __call__(self, peer_site: str, stream: H2Stream) -> None:
         if is_question(stream.request_headers):  # isthmus explain: not a request, not counted
@@ -134,7 +148,16 @@ class EastWestHandler:
     async def _answer(self, peer_site: str, stream: H2Stream) -> None:
         """What this site would do with the request in the question (nothing is sent)."""
         raw = stream.request_headers
+        version = question_version(raw)
         with contextlib.suppress(TunnelError, trio.BrokenResourceError, trio.ClosedResourceError):
+            if version != EXPLAIN_VERSION:
+                if version == FROM_VERSION and self.explain_from is not None:
+                    await self.explain_from(peer_site, stream)
+                    return
+                shown = version.decode("ascii", "replace")[:16]
+                why = f"this gateway does not answer {shown!r} questions"
+                await send_json(stream, 400, {"error": why}, limit=MAX_ANSWER_BYTES)
+                return
             await answer(
                 stream,
                 lambda: verdict(

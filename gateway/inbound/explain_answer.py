@@ -47,6 +47,11 @@ def is_question(raw: Sequence[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def question_version(raw: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The value of a question's ``isthmus-explain`` field (the first one)."""
+    return next((value for name, value in raw if name == EXPLAIN_HEADER), b"")
+
+
 def verdict(
     raw: Sequence[tuple[bytes, bytes]],
     *,
@@ -106,9 +111,22 @@ async def answer(stream: H2Stream, body: Callable[[], dict[str, Any]]) -> None:
         doc = body()
     except Exception as exc:  # a bug must cost this answer, never the link
         doc = {"status": 500, "policy": "", "reason": f"{type(exc).__name__}", "endpoint": None}
-    payload = json.dumps(doc, sort_keys=True).encode()[:MAX_ANSWER_BYTES]
+    await _send(stream, 200, json.dumps(doc, sort_keys=True).encode()[:MAX_ANSWER_BYTES])
+
+
+async def send_json(stream: H2Stream, status: int, doc: Any, *, limit: int) -> None:
+    """Answer ``doc`` as JSON with ``status``; a body over ``limit`` bytes (the asker reads
+    no more) is replaced by a 503 saying so."""
+    payload = json.dumps(doc, sort_keys=True).encode()
+    if len(payload) > limit:
+        status = 503
+        payload = json.dumps({"error": f"the answer is larger than {limit} bytes"}).encode()
+    await _send(stream, status, payload)
+
+
+async def _send(stream: H2Stream, status: int, payload: bytes) -> None:
     head = [
-        (b":status", b"200"),
+        (b":status", b"%d" % status),
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(payload)),
     ]

@@ -35,3 +35,13 @@ def test_a_bad_network_names_its_field() -> None:
         load_text(text, base_dir=Path("/etc/isthmus"), filename="gw.toml")
     [problem] = info.value.problems
     assert problem.path == "debug.allow_cidrs[0]" and "host bits" in problem.message
+
+
+def test_explain_peers_decode_default_to_nobody_and_name_a_bad_site() -> None:
+    assert load_text(GOOD, base_dir=Path("/etc/isthmus")).debug.explain_peers == ()
+    text = GOOD + '\n[debug]\nexplain_peers = ["gcp-west", "*"]\n'
+    assert load_text(text, base_dir=Path("/etc/isthmus")).debug.explain_peers == ("gcp-west", "*")
+    with pytest.raises(ConfigInvalid) as info:
+        load_text(GOOD + '\n[debug]\nexplain_peers = ["Bad_Site"]\n', base_dir=Path("/e"))
+    [problem] = info.value.problems
+    assert problem.path == "debug.explain_peers" and "Bad_Site" in problem.message
