@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import trio
 
 from gateway.demo.topology import DemoService
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
