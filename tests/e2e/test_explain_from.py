@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from gateway.demo.topology import DemoService
 from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
 from tests.e2e.test_observe import scrape, value
