@@ -211,7 +211,7 @@ async def ask_from(
                 if not piece:
                     break
                 body += piece
-        except TunnelError as exc:
+        except (TunnelError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise FromSiteUnreachable(f"site {site} did not answer: {exc}") from None
         finally:
             with trio.CancelScope(shield=True):
