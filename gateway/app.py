@@ -39,9 +39,9 @@ from gateway.admin.server import Action, Reply, Text, serve_admin
 from gateway.admin.views import imports_json, routes_json
 from gateway.cluster.balancer import balancer_resolver
 from gateway.cluster.fair_share import SiteShares
-from gateway.cluster.health_checker import Failing, serve_health_checks
+from gateway.cluster.health_checker import CheckMemory, Failing
 from gateway.cluster.local import LocalCluster
-from gateway.cluster.outlier_config import check_resolver, policy_resolver
+from gateway.cluster.outlier_config import policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.cluster.outlier_metrics import outlier_gauges
 from gateway.commands.catalog import catalog_json
@@ -78,6 +78,7 @@ from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watche
 from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
 from gateway.reload.scoped import ScopedTasks
+from gateway.reload.traffic import start_health_checks
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
@@ -124,6 +125,8 @@ class Gateway:
     outlier: OutlierDetector = field(default_factory=OutlierDetector)
     #: Endpoints failing their active health check (key -> reason).
     failing: Watch[Failing] = field(default_factory=lambda: Watch(immutables.Map()))
+    #: The health checker's states, kept across a reload's restart of it.
+    checks: CheckMemory = field(default_factory=CheckMemory)
 
 
 #: Bytes a link asks of its TLS stream per read (fixed: docs/limits.md).
@@ -349,10 +352,7 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         gw.effective_catalog,
         gw.failing,
     )
-    if any(rule.health_check is not None for rule in config.service_traffic):
-        await nursery.start(
-            serve_health_checks, gw.catalog, check_resolver(config.service_traffic), gw.failing
-        )
+    await start_health_checks(nursery, gw, config.service_traffic)  # a reload restarts it
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(

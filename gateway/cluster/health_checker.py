@@ -14,7 +14,8 @@ kept only for endpoints listed in the catalog now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import immutables
 import trio
@@ -31,6 +32,23 @@ MAX_STATUS_LINE = 8192
 
 Failing = immutables.Map[EndpointKey, str]
 CheckFor = Callable[[ServiceName], CheckPolicy | None]
+
+
+@dataclass
+class CheckMemory:
+    """The checker's per-endpoint states and next-probe times.
+
+    Owned by the gateway, not by the checker task, so a checker restarted by a reload starts
+    from what the old one knew (as :func:`~gateway.cluster.traffic_carry.carry_checks`
+    decides) instead of calling every failing endpoint healthy again."""
+
+    states: dict[EndpointKey, CheckState] = field(default_factory=dict)
+    due: dict[EndpointKey, float] = field(default_factory=dict)
+
+
+def failing_of(states: Mapping[EndpointKey, CheckState]) -> Failing:
+    """The unhealthy endpoints of ``states`` and why (what the checker publishes)."""
+    return immutables.Map({k: s.reason for k, s in states.items() if not s.healthy})
 
 
 async def probe(endpoint: Endpoint, policy: CheckPolicy) -> str | None:
@@ -67,13 +85,15 @@ async def serve_health_checks(
     check_for: CheckFor,
     out: Watch[Failing],
     *,
+    memory: CheckMemory | None = None,
     tick: float = 0.1,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Probe every listed endpoint of each checked service every ``interval``; publish the
-    unhealthy ones into ``out`` when the set (or a reason) changes."""
-    states: dict[EndpointKey, CheckState] = {}
-    due: dict[EndpointKey, float] = {}
+    unhealthy ones into ``out`` when the set (or a reason) changes.  ``memory`` holds the
+    states (a fresh one when not given); the caller must not change it while this runs."""
+    memory = CheckMemory() if memory is None else memory
+    states, due = memory.states, memory.due
     limiter = trio.CapacityLimiter(MAX_PARALLEL)
     task_status.started()
 
@@ -114,7 +134,7 @@ async def serve_health_checks(
         for key in [k for k in due if k not in listed]:
             del due[key]
             states.pop(key, None)
-        failing = immutables.Map({k: s.reason for k, s in states.items() if not s.healthy})
+        failing = failing_of(states)
         if failing != out.latest:
             out.publish(failing)
         await trio.sleep(tick)

@@ -235,6 +235,19 @@ class LocalCluster:
         """
         return self._order(service, only, http=http, request=request, commit=False)[0]
 
+    def set_balancers(self, balancer_for: BalancerFor) -> None:
+        """Swap each service's balancer (a reload) for requests that start from now on; a
+        request under way keeps the order it was given (and its in-flight count).
+
+        Kept: a service's hash ring while it still balances by ring (the ring depends only on
+        the endpoints and weights, so a changed hash key moves nothing), and its round-robin
+        state unless it now balances by least request.  Requests already in flight are not
+        counted for a service that turns to least request: the counts start from its next
+        request."""
+        self.balancer_for = balancer_for
+        self._rings = {s: r for s, r in self._rings.items() if balancer_for(s).kind == "ring_hash"}
+        self._wrr = {s: w for s, w in self._wrr.items() if balancer_for(s).kind != "least_request"}
+
     def balancer_kind(self, service: ServiceName) -> str:
         """The balancer ``service`` uses (``[[service_traffic]] lb``), for a trace."""
         return self.balancer_for(service).kind

@@ -24,6 +24,7 @@ from discovery.model import Endpoint, EndpointKey, ServiceName
 from discovery.snapshot import Catalog
 from discovery.watch import Watch, WatchClosed
 from gateway.cluster.outlier import EndpointHealth, Outcome, OutlierPolicy, may_eject, observe
+from gateway.cluster.traffic_carry import carry_ejection
 
 MAX_TRACKED = 100_000
 MAX_COUNTED_SERVICES = 1000
@@ -104,6 +105,30 @@ class OutlierDetector:
             self._active.setdefault(endpoint.service, {})[key] = after.ejected_until
             self._count_ejection(endpoint.service)
             self._publish()
+
+    def set_policy(self, policy_for: PolicyFor) -> int:
+        """Swap in new settings (a reload), carrying each record over as
+        :func:`~gateway.cluster.traffic_carry.carry_ejection` decides; republishes the
+        ejections if any ended or got shorter.  Returns how many ejections were lifted."""
+        now = self._clock()
+        self.policy_for = policy_for
+        health: dict[EndpointKey, EndpointHealth] = {}
+        for key, record in self._health.items():
+            after = carry_ejection(record, policy_for(key.service), now)
+            if after is not None:
+                health[key] = after
+        active: dict[ServiceName, dict[EndpointKey, float]] = {}
+        for key, record in health.items():
+            if record.ejected(now) and record.ejected_until is not None:
+                active.setdefault(key.service, {})[key] = record.ejected_until
+        before = {k: until for keys in self._active.values() for k, until in keys.items()}
+        after_keys = {k for keys in active.values() for k in keys}
+        lifted = sum(1 for k, until in before.items() if now < until and k not in after_keys)
+        self._health = health
+        if active != self._active:
+            self._active = active
+            self._publish()
+        return lifted
 
     # -- internals --------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ file the gateway was started with, off the event loop, and validates it whole wi
 loader as ``isthmus run``.  An invalid file, or a valid one whose plan has problems (a change
 that cannot be applied live), is rejected: every problem is logged and returned, and nothing
 changes.  A valid plan is applied as a few swaps of whole values that requests read when they
-start (policies, caller-header rules) and a restart of discovery (sources), so live
+start (policies, caller-header rules, per-service balancers and outlier settings), a restart
+of discovery (sources) and of the active health checker, so live
 connections, tunnels and links are untouched and every new request sees either the old config
 or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
 """
@@ -35,7 +36,7 @@ from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
-from gateway.router.retry import resilience_resolver
+from gateway.reload.traffic import restart_health_checks, swap_traffic
 from gateway.routes.forward import rules_for
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
@@ -227,6 +228,10 @@ class ConfigReloader:
             if problems:  # a replaced listener that cannot bind again: keep the old one
                 await self._restore(plan.listeners, late)
             self._apply(plan, config)
+            if plan.traffic.health_checks:
+                await restart_health_checks(
+                    self.nursery, self.gw, self.gw.config.service_traffic, config.service_traffic
+                )
             if new_identity is not None:
                 await self._swap_identity(new_identity, config)
             if plan.peers:
@@ -247,6 +252,8 @@ class ConfigReloader:
             version,
             ", ".join(plan.changes),
         )
+        if plan.traffic.any:
+            log.info("service traffic applied: %s", "; ".join(plan.traffic.parts))
         for problem in problems:
             log.error("config reload: applied, but %s", problem.render(str(self.path)))
         return ReloadOutcome(
@@ -326,8 +333,8 @@ class ConfigReloader:
             self.gw.cluster.caller_headers = CallerHeaderRules(
                 config.site.caller_headers, config.caller_headers
             )
-        if plan.resilience and self.gw.router.resilience is not None:
-            self.gw.router.resilience.policy_for = resilience_resolver(config.service_traffic)
+        if plan.traffic.any:
+            swap_traffic(self.gw, plan.traffic, config)
 
     def _rejected(
         self, trigger: str, attempted: str | None, problems: tuple[Problem, ...], now: float

@@ -26,10 +26,11 @@ What applies live today (each read per request or swapped whole):
   (their rate-limit buckets start full again; requests under way keep the route they got);
 * ``http``/``sni`` listeners and ``[[service_ports]]`` -- added, removed or replaced one by one
   (:mod:`gateway.reload.listeners`); the others keep their live connections;
-* ``[[service_traffic]]`` -- only when nothing but the rules' ``retries`` and ``breakers``
-  changed: the router's per-service policies are swapped for requests that start after the
-  reload (breaker counts in flight carry over; a changed budget starts afresh).  Any other
-  change to a rule (``lb``, outlier detection, health checks, the rules' order) needs a restart.
+* ``[[service_traffic]]`` and ``[outlier_detection]`` -- rules added, removed, reordered or
+  changed: each part that reads them (balancers, outlier detection, health checks, retries
+  and breakers) is swapped for requests that start after the reload, only if its own
+  settings changed (:mod:`gateway.reload.traffic_plan`; the swap and what state it keeps:
+  :mod:`gateway.reload.traffic`).
 
 Everything else needs a restart for now and is reported as a problem of the reload.
 """
@@ -37,11 +38,12 @@ Everything else needs a restart for now and is reported as a problem of the relo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from gateway.config.errors import Problem
-from gateway.config.model import GatewayConfig, ServiceTrafficConfig
+from gateway.config.model import GatewayConfig
 from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
+from gateway.reload.traffic_plan import NO_CHANGE, TrafficPlan, plan_traffic
 
 # The sections a reload applies live; every other section of GatewayConfig (``[peering]``,
 # ``[mdns_announce]``, ``[metrics]``, ``[access_log]``, and any section added later until
@@ -60,6 +62,8 @@ LIVE_SECTIONS = frozenset(
         "caller_headers",
         "limits",
         "routes",
+        "service_traffic",  # planned part by part (traffic_plan.py)
+        "outlier_detection",
     }
 )
 
@@ -103,12 +107,15 @@ class ReloadPlan:
     peers: bool  # add, remove or change peers (only the changed ones' links are touched)
     limits: bool  # per-connection and per-request limits, for new connections and requests
     caller_headers: bool  # swap the caller-header rules
-    resilience: bool  # swap the router's retries/breakers per service
+    resilience: bool  # swap the router's retries/breakers per service (= traffic.resilience)
     sources: bool  # restart discovery with the new sources
     sources_removed: tuple[str, ...]  # names whose endpoints must leave the catalog
     listeners: ListenerPlan  # caller listeners and service ports to stop and start
     problems: tuple[Problem, ...]  # why it cannot be applied live (empty: it can)
     routes: bool = False  # recompile [[routes]] and swap them into the router
+    #: The [[service_traffic]] / [outlier_detection] parts to swap (balancers, outlier
+    #: detection, health checks, retries and breakers).
+    traffic: TrafficPlan = NO_CHANGE
 
     @property
     def changes(self) -> tuple[str, ...]:
@@ -120,8 +127,10 @@ class ReloadPlan:
             out.append("exports")
         if self.caller_headers:
             out.append("caller_headers")
-        if self.resilience:
+        if self.traffic.rules:
             out.append("service_traffic")
+        if self.traffic.site_outlier:
+            out.append("outlier_detection")
         if self.identity:
             out.append("identity")
         if self.limits:
@@ -155,10 +164,9 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
                 problems.append(
                     Problem(f"site.{name}", "changing it needs a restart (not applied live yet)")
                 )
-    resilience = _only_resilience_changed(old.service_traffic, new.service_traffic)
+    traffic, traffic_problems = plan_traffic(old, new)
+    problems.extend(traffic_problems)
     for section in (f.name for f in fields(GatewayConfig)):
-        if section == "service_traffic" and resilience:
-            continue
         if section not in LIVE_SECTIONS and getattr(new, section) != getattr(old, section):
             problems.append(
                 Problem(section, f"changing [{section}] needs a restart (not applied live yet)")
@@ -187,26 +195,11 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
             new.caller_headers != old.caller_headers
             or new.site.caller_headers != old.site.caller_headers
         ),
-        resilience=resilience,
+        resilience=traffic.resilience,
         sources=new.sources != old.sources,
         sources_removed=tuple(sorted(old_names - new_names)),
         listeners=plan_listeners(old, new),
         problems=tuple(problems),
         routes=new.routes != old.routes or new.site.mesh_domain != old.site.mesh_domain,
+        traffic=traffic,
     )
-
-
-def _only_resilience_changed(
-    old: tuple[ServiceTrafficConfig, ...], new: tuple[ServiceTrafficConfig, ...]
-) -> bool:
-    """True when the rules differ, but only in their ``retries``/``breakers`` tables (the
-    part the router reads per request; the rest is held by the local cluster)."""
-    if old == new or len(old) != len(new):
-        return False
-
-    def rest(rule: ServiceTrafficConfig) -> ServiceTrafficConfig:
-        return replace(
-            rule, retries=ServiceTrafficConfig().retries, breakers=ServiceTrafficConfig().breakers
-        )
-
-    return all(rest(a) == rest(b) for a, b in zip(old, new, strict=True))

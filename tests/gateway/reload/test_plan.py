@@ -96,7 +96,6 @@ def test_identity_paths_are_live() -> None:
             ),
             "site.locality",
         ),
-        (lambda t: t + "\n[outlier_detection]\nconsecutive_5xx = 3\n", "outlier_detection"),
         (lambda t: t + '\n[debug]\nallow_cidrs = ["10.0.0.0/8"]\n', "debug"),
     ],
 )
@@ -129,17 +128,26 @@ def test_retries_and_breakers_alone_apply_live() -> None:
     assert plan.problems == () and plan.changes == ("service_traffic",)
 
 
-@pytest.mark.parametrize(
-    "changed",
-    [
-        RULE + 'lb = "least_request"\n',  # the local cluster holds the balancer
-        RULE + RULE,  # another rule: the order of rules is not only retries
+def test_balancer_outlier_and_health_check_changes_and_new_rules_apply_live() -> None:
+    """The rest of a rule, and the rules' order, apply live too (traffic_plan.py)."""
+    for changed in (
+        RULE + 'lb = "least_request"\n',
+        RULE + RULE,
         '\n[[service_traffic]]\nservice = "db"\n',
-    ],
-)
-def test_any_other_service_traffic_change_needs_a_restart(changed: str) -> None:
-    plan = plan_reload(_config(GOOD + RULE), _config(GOOD + changed))
-    assert [p.path for p in plan.problems] == ["service_traffic"]
+        RULE + "[service_traffic.health_check]\ninterval_s = 5.0\n",
+        RULE + "outlier_detection = { consecutive_5xx = 2 }\n",
+        "",
+    ):
+        plan = plan_reload(_config(GOOD + RULE), _config(GOOD + changed))
+        assert plan.problems == () and plan.changes == ("service_traffic",), changed
+
+
+def test_site_outlier_detection_applies_live() -> None:
+    plan = plan_reload(
+        _config(GOOD), _config(GOOD + "\n[outlier_detection]\nconsecutive_5xx = 3\n")
+    )
+    assert plan.problems == () and plan.changes == ("outlier_detection",)
+    assert plan.traffic.outlier and not plan.traffic.balancers
 
 
 def test_routes_are_live() -> None:
