@@ -78,7 +78,7 @@ from gateway.reload.identity import WATCHER_KEY, bundle_sources, identity_watche
 from gateway.reload.listeners import CallerBind, bind_key, caller_binds
 from gateway.reload.plan import config_version
 from gateway.reload.scoped import ScopedTasks
-from gateway.reload.traffic import start_health_checks
+from gateway.reload.traffic import health_checks_of
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
@@ -352,7 +352,7 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         gw.effective_catalog,
         gw.failing,
     )
-    await start_health_checks(nursery, gw, config.service_traffic)  # a reload restarts it
+    await health_checks_of(gw).start(nursery, config.service_traffic)  # a reload restarts it
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
     if config.mdns_announce.services:
         await nursery.start(

@@ -36,7 +36,7 @@ from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
-from gateway.reload.traffic import restart_health_checks, swap_traffic
+from gateway.reload.traffic import health_checks_of, swap_traffic
 from gateway.routes.forward import rules_for
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
@@ -229,8 +229,8 @@ class ConfigReloader:
                 await self._restore(plan.listeners, late)
             self._apply(plan, config)
             if plan.traffic.health_checks:
-                await restart_health_checks(
-                    self.nursery, self.gw, self.gw.config.service_traffic, config.service_traffic
+                await health_checks_of(self.gw).restart(
+                    self.nursery, self.gw.config.service_traffic, config.service_traffic
                 )
             if new_identity is not None:
                 await self._swap_identity(new_identity, config)

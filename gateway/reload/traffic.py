@@ -16,15 +16,24 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
+from discovery.snapshot import Catalog
+from discovery.watch import Watch
 from gateway.cluster.balancer import balancer_resolver
-from gateway.cluster.health_checker import failing_of, serve_health_checks
+from gateway.cluster.health_checker import (
+    CheckMemory,
+    Failing,
+    failing_of,
+    serve_health_checks,
+)
 from gateway.cluster.outlier_config import check_resolver, policy_resolver
 from gateway.cluster.traffic_carry import carry_checks
 from gateway.config.model import GatewayConfig, ServiceTrafficConfig
+from gateway.reload.scoped import ScopedTasks
 from gateway.reload.traffic_plan import TrafficPlan
 from gateway.router.retry import resilience_resolver
 
@@ -50,33 +59,47 @@ def swap_traffic(gw: Gateway, plan: TrafficPlan, config: GatewayConfig) -> None:
             log.info("outlier detection turned off: %d ejection(s) lifted", lifted)
 
 
-async def start_health_checks(
-    nursery: trio.Nursery, gw: Gateway, rules: Sequence[ServiceTrafficConfig]
-) -> None:
-    """Start the active health checker for ``rules`` (if any asks for checks), from the
-    states in ``gw.checks``."""
-    if not any(rule.health_check is not None for rule in rules):
-        return
-    serve = functools.partial(
-        serve_health_checks, gw.catalog, check_resolver(rules), gw.failing, memory=gw.checks
-    )
-    await gw.scoped.start(nursery, HEALTH_CHECKS_KEY, serve)
+@dataclass(frozen=True, slots=True)
+class HealthChecks:
+    """The parts the active health checker runs with (the gateway's own)."""
+
+    scoped: ScopedTasks
+    catalog: Watch[Catalog]
+    failing: Watch[Failing]
+    memory: CheckMemory
+
+    async def start(self, nursery: trio.Nursery, rules: Sequence[ServiceTrafficConfig]) -> None:
+        """Start the checker for ``rules`` (if any asks for checks) from the states in
+        ``memory``, in its own cancel scope under ``nursery``."""
+        if not any(rule.health_check is not None for rule in rules):
+            return
+        serve = functools.partial(
+            serve_health_checks,
+            self.catalog,
+            check_resolver(rules),
+            self.failing,
+            memory=self.memory,
+        )
+        await self.scoped.start(nursery, HEALTH_CHECKS_KEY, serve)
+
+    async def restart(
+        self,
+        nursery: trio.Nursery,
+        old: Sequence[ServiceTrafficConfig],
+        new: Sequence[ServiceTrafficConfig],
+    ) -> None:
+        """Stop the checker for ``old``'s checks, carry its states over to ``new``'s, publish
+        the marks that remain (a removed check's clear at once) and start it again."""
+        await self.scoped.stop(HEALTH_CHECKS_KEY)
+        memory = self.memory
+        memory.states, memory.due = carry_checks(
+            memory.states, memory.due, check_resolver(old), check_resolver(new)
+        )
+        failing = failing_of(memory.states)
+        if failing != self.failing.latest:
+            self.failing.publish(failing)
+        await self.start(nursery, new)
 
 
-async def restart_health_checks(
-    nursery: trio.Nursery,
-    gw: Gateway,
-    old: Sequence[ServiceTrafficConfig],
-    new: Sequence[ServiceTrafficConfig],
-) -> None:
-    """Stop the checker for ``old``'s checks, carry its states over to ``new``'s, publish the
-    marks that remain (a removed check's clear at once) and start the checker again."""
-    await gw.scoped.stop(HEALTH_CHECKS_KEY)
-    memory = gw.checks
-    memory.states, memory.due = carry_checks(
-        memory.states, memory.due, check_resolver(old), check_resolver(new)
-    )
-    failing = failing_of(memory.states)
-    if failing != gw.failing.latest:
-        gw.failing.publish(failing)
-    await start_health_checks(nursery, gw, new)
+def health_checks_of(gw: Gateway) -> HealthChecks:
+    return HealthChecks(gw.scoped, gw.catalog, gw.failing, gw.checks)
