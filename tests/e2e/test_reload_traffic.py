@@ -216,3 +216,63 @@ async def test_a_changed_health_check_marks_a_dead_endpoint_without_restart(
         assert _dead_entry(catalog)["ejected"] is None
         assert process.returncode is None
         assert "rule removed: whoami.*" in ov.log("solo")
+
+
+def _fleet_patch(url: str) -> Callable[[str, str], str]:
+    """The dead endpoint, and the fleet document read from the Consul-API test server."""
+
+    def patch(site: str, text: str) -> str:
+        return _with_endpoint(DEAD_PORT)(site, text) + (
+            f'\n[[sources]]\nkind = "consul"\nname = "consul"\naddress = "{url}"\n'
+            f'token = "{FLEET_TOKEN}"\nservices = ["whoami-none"]\n'
+            '\n[fleet]\nsource = "consul"\nprefix = "isthmus/fleet"\n'
+        )
+
+    return patch
+
+
+FLEET_TOKEN = "fleet-e2e-token"
+FLEET_CHECK = """
+[[resources]]
+kind = "service_traffic"
+name = "whoami-checked"
+targets = ["*"]
+[resources.spec]
+service = "whoami"
+outlier_detection = { enabled = false }
+health_check = { kind = "tcp", interval_s = 0.1, timeout_s = 0.1, unhealthy_threshold = 2 }
+"""
+FLEET_NOTHING = """
+[[resources]]
+kind = "caller_headers"
+name = "placeholder"
+targets = ["*"]
+[resources.spec]
+service = "nothing-here"
+enabled = false
+"""
+
+
+async def test_a_fleet_service_traffic_rule_applies_without_restart(tmp_path: Path) -> None:
+    from tests.consul_api.server import open_consul_api_server
+    from tests.e2e.test_fleet import apply
+
+    async with (
+        open_consul_api_server(acl_token=FLEET_TOKEN) as consul,
+        open_overlay(tmp_path, _topology(), patch=_fleet_patch(consul.url), services=True) as ov,
+    ):
+        await ov.wait("solo", "/fleet", lambda d: d["state"] == "current")
+        process = ov.children["solo"].process
+        doc = tmp_path / "fleet.toml"
+        # A new [[service_traffic]] rule with a health check, from the fleet: applied live.
+        v1 = await apply(consul, doc, FLEET_CHECK)
+        await ov.wait("solo", "/fleet", lambda d: d["version"] == v1 and d["state"] == "current")
+        catalog = await ov.wait("solo", "/catalog", lambda d: _dead_entry(d)["ejected"] is not None)
+        assert _dead_entry(catalog)["ejected"].startswith("health check:")
+        assert await _site_of(ov, "anyone") == "solo"
+        # The rule gone from the fleet: the checker stops and the mark clears.
+        v2 = await apply(consul, doc, FLEET_NOTHING)
+        await ov.wait("solo", "/fleet", lambda d: d["version"] == v2 and d["state"] == "current")
+        assert _dead_entry(await ov.get("solo", "/catalog"))["ejected"] is None
+        assert process.returncode is None
+        assert "rule removed: whoami.*" in ov.log("solo")

@@ -143,10 +143,21 @@ def test_a_fleet_change_is_a_live_reload() -> None:
     )
     plan = plan_reload(running, load_with_fleet(text, newer, base_dir=base))
     assert plan.problems == () and set(plan.changes) == {"policies", "exports", "service_traffic"}
-    # As with a file, a new [[service_traffic]] rule needs a restart (the local cluster holds
-    # the rules' balancers): the reload machinery rejects it, so the fleet version is rejected.
+    # As with a file, a new [[service_traffic]] rule applies live (traffic_plan.py) ...
     plan = plan_reload(load_with_fleet(text, EMPTY, base_dir=base), running)
-    assert [p.path for p in plan.problems] == ["service_traffic"]
+    assert plan.problems == () and "service_traffic" in plan.changes
+    assert plan.traffic.added == ("api.*",)
+    # ... and so does a rule's balancer and health check.
+    hashed = load_document_text(
+        DOC.replace(
+            "max_retries = 2 }",
+            'max_retries = 2 }\nlb = "ring_hash"\nhash_header = "x-user"\n'
+            "health_check = { interval_s = 5.0 }",
+        )
+    )
+    plan = plan_reload(running, load_with_fleet(text, hashed, base_dir=base))
+    assert plan.problems == () and plan.changes == ("service_traffic",)
+    assert plan.traffic.balancers and plan.traffic.health_checks
 
 
 def test_diff_names_each_resource() -> None:
