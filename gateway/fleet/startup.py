@@ -1,9 +1,9 @@
 """The fleet document read once before a gateway starts.
 
 Why: a gateway that starts on its own file alone and applies the fleet document later would
-have to apply it as a reload -- and a reload cannot add what needs a restart (a new
-``[[service_traffic]]`` rule), so a restarted site could never run such a version again.
-Reading it first makes a restart start on the same config the site ran.  Bounded: when
+serve on a config it never ran for a moment, and a reload cannot add what needs a restart, so
+a restarted site could never run such a version again.  Reading it first makes a restart
+start on the same config the site ran.  Bounded: when
 Consul does not answer in time, or the version is invalid for this site, the gateway starts
 on its own file (logged) and the watch catches up or reports the rejection.
 """
