@@ -157,10 +157,10 @@ async def test_round_robin_to_hash_ring_under_load_with_no_failed_request(tmp_pa
         for i, sites in enumerate(seen):  # the ring: each user on one endpoint from now on
             after = {site for phase, site in sites if phase == "after"}
             assert len(after) == 1, (i, sites)
-        # Different users spread over both endpoints (16 users: all on one is ~2^-15).
-        where = {u: await _site_of(ov, f"spread-{u}") for u in range(16)}
+        # Different users spread over both endpoints (32 users: all on one is improbable).
+        where = {u: await _site_of(ov, f"spread-{u}") for u in range(32)}
         assert set(where.values()) == {"solo", "blue"}
-        assert {u: await _site_of(ov, f"spread-{u}") for u in range(16)} == where
+        assert {u: await _site_of(ov, f"spread-{u}") for u in range(32)} == where
         assert (
             ov.children["solo"].process.pid == pid
             and ov.children["solo"].process.returncode is None
@@ -206,7 +206,9 @@ async def test_a_changed_health_check_marks_a_dead_endpoint_without_restart(
         assert doc["changes"] == ["service_traffic"]
         catalog = await ov.wait("solo", "/catalog", lambda d: _dead_entry(d)["ejected"] is not None)
         dead = _dead_entry(catalog)
-        assert dead["ejected"].startswith("health check: 2 failed probes in a row")
+        # (the count goes on while the probes fail: 2 or more)
+        assert dead["ejected"].startswith("health check: ")
+        assert "failed probes in a row, last: connect failed" in dead["ejected"]
         assert dead["routable"] is False
         assert "health_check" in ov.log("solo").rsplit("config reloaded", 1)[1]
         # The check removed: the mark clears at once, still the same process.
