@@ -6,9 +6,8 @@ loader as ``isthmus run``.  An invalid file, or a valid one whose plan has probl
 that cannot be applied live), is rejected: every problem is logged and returned, and nothing
 changes.  A valid plan is applied as a few swaps of whole values that requests read when they
 start (policies, caller-header rules, per-service balancers and outlier settings), a restart
-of discovery (sources) and of the active health checker, so live
-connections, tunnels and links are untouched and every new request sees either the old config
-or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
+of discovery (sources) and one of the active health checker, so live connections, tunnels and
+links are untouched and every new request sees either the old config or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
 """
 
 from __future__ import annotations
