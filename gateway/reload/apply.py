@@ -7,7 +7,8 @@ that cannot be applied live), is rejected: every problem is logged and returned,
 changes.  A valid plan is applied as a few swaps of whole values that requests read when they
 start (policies, caller-header rules, per-service balancers and outlier settings), a restart
 of discovery (sources) and one of the active health checker, so live connections, tunnels and
-links are untouched and every new request sees either the old config or the new one.  Reloads are serialised by a lock: two at once would race on the swaps.
+links are untouched and every new request sees either the old config or the new one.
+Reloads are serialised by a lock: two at once would race on the swaps.
 """
 
 from __future__ import annotations
@@ -249,10 +250,9 @@ class ConfigReloader:
             trigger,
             previous,
             version,
-            ", ".join(plan.changes),
+            ", ".join(plan.changes)
+            + (f" ({'; '.join(plan.traffic.parts)})" if plan.traffic.any else ""),
         )
-        if plan.traffic.any:
-            log.info("service traffic applied: %s", "; ".join(plan.traffic.parts))
         for problem in problems:
             log.error("config reload: applied, but %s", problem.render(str(self.path)))
         return ReloadOutcome(

@@ -166,8 +166,10 @@ async def test_round_robin_to_hash_ring_under_load_with_no_failed_request(tmp_pa
             and ov.children["solo"].process.returncode is None
         )
         log = ov.log("solo")
-        assert "changed: service_traffic" in log
-        assert "service traffic applied: rule added: whoami.*; lb; outlier_detection" in log
+        assert (
+            "changed: service_traffic (rule added: whoami.*; lb; outlier_detection; "
+            "retries/breakers)" in log
+        )
 
 
 def _dead_entry(doc: Any) -> Any:

@@ -76,3 +76,46 @@ async def test_a_source_update_keeps_the_ejection_marked(autojump_clock: trio.ab
         view = rows(effective.latest)
         assert sorted(view) == [8001, 8002, 8003] and view[8001]["routable"] is False
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reload_keeps_or_lifts_the_ejection_in_the_view_and_export(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A policy swap (gateway/reload/traffic.py): an unrelated change keeps the ejection in
+    /catalog and the export; a shorter ejection time ends it sooner there; detection off
+    lifts it at once.  The ejection is counted once throughout."""
+    source = watch_of(A, B)
+    detector = OutlierDetector(lambda _svc: POLICY)
+    effective: Watch[Catalog] = Watch(Catalog())
+    export = PeerExport("west", [ExportConfig()])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_effective_catalog, source, detector.ejections, effective)
+        seen, catalog = await newer(effective, 0)
+        export.update(catalog, trio.current_time())
+        for _ in range(3):
+            detector.record(A, "5xx", service_size=2)
+        seen, catalog = await newer(effective, seen)
+        export.update(catalog, trio.current_time())
+        assert export.view[SVC].healthy_count == 1
+        # Unrelated: another service's settings.  Nothing republished, still ejected.
+        detector.set_policy(lambda svc: POLICY if svc == SVC else None)
+        await trio.sleep(1)
+        assert effective.count == seen and rows(effective.latest)[8001]["routable"] is False
+        # Shorter: ends 5 s after the reload, not 30 s after the ejection.
+        detector.set_policy(lambda _svc: OutlierPolicy(consecutive_5xx=3, max_ejection_time=5.0))
+        await trio.sleep(5)
+        seen, catalog = await newer(effective, seen)
+        assert all(r["routable"] for r in rows(catalog).values())
+        assert trio.current_time() < 30
+        # Ejected again, then detection turned off: lifted and re-exported as healthy at once.
+        for _ in range(3):
+            detector.record(A, "5xx", service_size=2)
+        seen, catalog = await newer(effective, seen)
+        assert rows(catalog)[8001]["routable"] is False
+        assert detector.set_policy(lambda _svc: None) == 1
+        seen, catalog = await newer(effective, seen)
+        assert all(r["routable"] and r["ejected"] is None for r in rows(catalog).values())
+        export.update(catalog, trio.current_time())
+        assert export.view[SVC].healthy_count == 2
+        assert detector.ejected_total == {"api.default": 2}
+        nursery.cancel_scope.cancel()
