@@ -82,7 +82,7 @@ from gateway.reload.traffic import health_checks_of
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
-from gateway.routes.forward import rules_for
+from gateway.routes.sources import RouteSources
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits
@@ -127,6 +127,8 @@ class Gateway:
     failing: Watch[Failing] = field(default_factory=lambda: Watch(immutables.Map()))
     #: The health checker's states, kept across a reload's restart of it.
     checks: CheckMemory = field(default_factory=CheckMemory)
+    #: Local and imported ``[[routes]]`` -> ``router.rules``; owned routes -> the exports.
+    route_sources: RouteSources | None = None
 
 
 #: Bytes a link asks of its TLS stream per read (fixed: docs/limits.md).
@@ -185,7 +187,8 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
         "/catalog": lambda: catalog_json(gw.effective_catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
-        "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain),
+        "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain)
+        | ({} if gw.route_sources is None else gw.route_sources.status()),
     }
     registry = None if gw.observer is None else gw.observer.registry
     if registry is not None and config.metrics.enabled:
@@ -320,7 +323,6 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         explainer=router.explainer,
         route_timeout=lim.route_timeout_s,
     )
-    router.rules = rules_for(config, router.mirrors)
     return Gateway(
         config,
         identity,
@@ -336,6 +338,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         effective_catalog=effective,
         outlier=outlier,
         failing=failing,
+        route_sources=RouteSources(router, peering, config),
     )
 
 
@@ -364,6 +367,8 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         )
     await nursery.start(gw.pool.serve)
     await nursery.start(gw.router.mirrors.serve)
+    if gw.route_sources is not None:
+        await nursery.start(gw.route_sources.run)
     if gw.observer is not None and gw.observer.access_log is not None:
         await nursery.start(gw.observer.access_log.serve)
 

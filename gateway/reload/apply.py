@@ -316,7 +316,9 @@ class ConfigReloader:
         if plan.exports:
             self.gw.east_west.export_rules = tuple(config.exports)
             self.gw.peering.set_export_rules(config.exports)
-        if plan.routes:
+        if self.gw.route_sources is not None:  # routes, peers: rebuilt only when they changed
+            self.gw.route_sources.set_config(config)
+        elif plan.routes:
             self.gw.router.rules = rules_for(config, self.gw.router.mirrors)
         if plan.limits:
             lim = config.limits

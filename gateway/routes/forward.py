@@ -243,14 +243,20 @@ class RouteRules:
         mirrors: Mirrors,
         clock: Callable[[], float] = trio.current_time,
         draw: Callable[[], float] = random.random,
+        previous: RouteRules | None = None,
     ) -> None:
+        """``previous``: the rules these replace; a route compiled once and kept (the same
+        :class:`CompiledRoute` object, e.g. every local route when only imported routes
+        changed) keeps its rate-limit buckets."""
         self.table = table
         self.mesh_domain = mesh_domain
         self.mirrors = mirrors
         self.clock = clock
         self.draw = draw
-        self._actions = {
-            id(route): _Actions(route.config)
+        # ``previous`` is alive here, so an id it knows is one of its own, still live routes.
+        old: dict[int, _Actions] = previous._actions if previous is not None else {}
+        self._actions: dict[int, _Actions] = {
+            id(route): old.get(id(route)) or _Actions(route.config)
             for routes in table.by_address.values()
             for route in routes
         }

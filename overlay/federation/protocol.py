@@ -19,6 +19,14 @@ a closed key set does not block upgrades)::
     {"type":"nack","epoch":E,"version":V,"reason":R}
     SVC = {"name":N,"namespace":NS,"protocols":[P...],"healthy":H,"total":T,
            "capacity":C,"spiffe_ids":[ID...]}
+    SVC (version 2) = the same, plus "routes":[TEXT...] when the service has routes
+
+Version 2 (the stream path ``/isthmus.federation.v2/export``) adds the owner's ``[[routes]]``
+for the service: each a string holding one route as canonical JSON (the TOML keys of
+``[[routes]]``).  This layer checks only their shape (a list of strings); what a route says is
+validated by the importing gateway, route by route, with its own config loader.  A version-1
+stream never carries the key (a version-1 peer would refuse it), so an exporter speaks
+version 1 to a peer that does not answer the version-2 path.
 
 An exporter picks a fresh random ``epoch`` each time it starts; ``version`` counts up from 1
 within an epoch.  A snapshot may be split into parts (same epoch and version, ``final`` false
@@ -74,6 +82,9 @@ class ExportedService:
     total_count: int
     capacity: int
     spiffe_ids: tuple[SpiffeId, ...] = ()
+    #: The owner's routes for the service's addresses, as canonical JSON texts in config
+    #: order (protocol version 2; always empty on version 1).
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +134,7 @@ Message = Snapshot | Delta | Ack | Nack
 
 
 def _service_json(svc: ExportedService) -> dict[str, Any]:
-    return {
+    out = {
         "name": svc.service.name,
         "namespace": svc.service.namespace,
         "protocols": list(svc.protocols),
@@ -132,6 +143,14 @@ def _service_json(svc: ExportedService) -> dict[str, Any]:
         "capacity": svc.capacity,
         "spiffe_ids": [str(i) for i in svc.spiffe_ids],
     }
+    if svc.routes:  # version 2 only: a version-1 exporter never attaches routes
+        out["routes"] = list(svc.routes)
+    return out
+
+
+def _text_wire_bound(text: str) -> int:
+    # ASCII-only (canonical JSON with ensure_ascii); only quotes and backslashes grow.
+    return len(text) + text.count('"') + text.count("\\") + 3
 
 
 def wire_size_bound(item: ExportedService | ServiceName) -> int:
@@ -149,6 +168,7 @@ def wire_size_bound(item: ExportedService | ServiceName) -> int:
         + len(str(item.capacity))
         + sum(len(p) + 3 for p in item.protocols)
         + sum(len(str(i)) + 3 for i in item.spiffe_ids)
+        + (12 + sum(_text_wire_bound(r) for r in item.routes) if item.routes else 0)
     )
 
 
@@ -249,6 +269,7 @@ def _list(value: Any, what: str) -> list[Any]:
 _SERVICE_KEYS = frozenset(
     ("name", "namespace", "protocols", "healthy", "total", "capacity", "spiffe_ids")
 )
+_SERVICE_KEYS_V2 = _SERVICE_KEYS | {"routes"}
 _NAME_KEYS = frozenset(("name", "namespace"))
 _ORDER = {p: i for i, p in enumerate(PROTOCOLS)}
 
@@ -266,8 +287,18 @@ def _spiffe_id(raw: str) -> SpiffeId:
     return SpiffeId.parse(raw)
 
 
-def _service(obj: Any) -> ExportedService:
-    d = _keys(obj, _SERVICE_KEYS, "service")
+def _route_texts(value: Any, name: ServiceName) -> tuple[str, ...]:
+    texts = _list(value, f"{name}: routes")
+    if not texts or not all(isinstance(t, str) and t.isascii() for t in texts):
+        _fail(f"{name}: routes must be a non-empty list of ASCII strings")
+    return tuple(texts)
+
+
+def _service(obj: Any, routes: bool = False) -> ExportedService:
+    if routes and isinstance(obj, dict) and "routes" in obj:
+        d = _keys(obj, _SERVICE_KEYS_V2, "service")
+    else:
+        d = _keys(obj, _SERVICE_KEYS, "service")
     name = ServiceName(
         _label(d["name"], "service.name"), _label(d["namespace"], "service.namespace")
     )
@@ -300,11 +331,12 @@ def _service(obj: Any) -> ExportedService:
         total_count=total,
         capacity=_int(d["capacity"], "service.capacity"),
         spiffe_ids=tuple(sorted(ids, key=str)),
+        routes=_route_texts(d["routes"], name) if "routes" in d else (),
     )
 
 
-def _services(value: Any, what: str) -> tuple[ExportedService, ...]:
-    out = tuple(_service(s) for s in _list(value, what))
+def _services(value: Any, what: str, routes: bool) -> tuple[ExportedService, ...]:
+    out = tuple(_service(s, routes) for s in _list(value, what))
     if len({s.service for s in out}) != len(out):
         _fail(f"{what} names a service twice")
     return out
@@ -318,8 +350,10 @@ _ACK_KEYS = frozenset(("type", "epoch", "version"))
 _NACK_KEYS = frozenset(("type", "epoch", "version", "reason"))
 
 
-def message_from_json(obj: Any) -> Message:
-    """Validate one decoded JSON object into a message (strict; see the module docstring)."""
+def message_from_json(obj: Any, *, routes: bool = False) -> Message:
+    """Validate one decoded JSON object into a message (strict; see the module docstring).
+
+    ``routes``: the stream is protocol version 2, whose services may carry routes."""
     if not isinstance(obj, dict):
         _fail("a frame must hold a JSON object")
     kind = obj.get("type")
@@ -331,7 +365,7 @@ def message_from_json(obj: Any) -> Message:
             origin_site=_label(d["origin_site"], "origin_site"),
             epoch=check_epoch(d["epoch"]),
             version=_int(d["version"], "version", minimum=1),
-            services=_services(d["services"], "services"),
+            services=_services(d["services"], "services", routes),
             final=d["final"],
         )
     if kind == "delta":
@@ -340,7 +374,7 @@ def message_from_json(obj: Any) -> Message:
         version = _int(d["version"], "version", minimum=1)
         if version <= base:
             _fail(f"delta version {version} is not after its base {base}")
-        upserts = _services(d["upserts"], "upserts")
+        upserts = _services(d["upserts"], "upserts", routes)
         removals = tuple(_service_name(r, "removal") for r in _list(d["removals"], "removals"))
         names = {s.service for s in upserts}
         if len(set(removals)) != len(removals) or names.intersection(removals):
@@ -365,8 +399,8 @@ def message_from_json(obj: Any) -> Message:
     _fail(f"unknown message type {kind!r}")
 
 
-def decode_body(body: bytes) -> Message:
-    """Decode one frame's body (without the length prefix)."""
+def decode_body(body: bytes, *, routes: bool = False) -> Message:
+    """Decode one frame's body (without the length prefix); ``routes``: protocol version 2."""
     try:
         text = body.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
@@ -377,7 +411,7 @@ def decode_body(body: bytes) -> Message:
         RecursionError,
     ) as exc:  # JSONDecodeError/UnicodeDecodeError are ValueErrors
         raise FederationProtocolError(f"malformed federation message: {exc}") from None
-    return message_from_json(obj)
+    return message_from_json(obj, routes=routes)
 
 
 class FrameDecoder:
@@ -387,8 +421,9 @@ class FrameDecoder:
     caller has just fed.  After an error the decoder stays broken: the stream must be closed.
     """
 
-    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES, routes: bool = False) -> None:
         self.max_message_bytes = max_message_bytes
+        self.routes = routes  # protocol version 2: services may carry routes
         self._buffer = bytearray()
         self._broken = False
 
@@ -409,7 +444,9 @@ class FrameDecoder:
                 start = pos + _HEADER.size
                 if len(self._buffer) < start + length:
                     break
-                out.append(decode_body(bytes(self._buffer[start : start + length])))
+                out.append(
+                    decode_body(bytes(self._buffer[start : start + length]), routes=self.routes)
+                )
                 pos = start + length
         except FederationProtocolError:
             self._broken = True

@@ -36,6 +36,7 @@ from discovery.watch import Watch
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import ExportSession
 from overlay.federation.export_feed import PeerExport
+from overlay.federation.export_routes import RoutedView, RouteTexts
 from overlay.federation.import_ import ImportSession, ImportUpdate
 from overlay.federation.protocol import (
     MAX_MESSAGE_BYTES,
@@ -49,6 +50,9 @@ from overlay.h2.stream import H2Stream
 log = logging.getLogger("isthmus.federation")
 
 FEDERATION_PATH = "/isthmus.federation.v1/export"
+#: Version 2: services carry the owner's routes.  An exporter asks for it first and falls back
+#: to version 1 when the peer does not answer it with 200 (a gateway from before routes).
+FEDERATION_PATH_V2 = "/isthmus.federation.v2/export"
 #: Bytes of federation frames (exports one way, acks the other) taken from the stream per read.
 FRAME_READ_SIZE = 64 * 1024
 ACK_TIMEOUT_S = 30.0
@@ -69,8 +73,14 @@ async def run_export(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     clock: Callable[[], float] = trio.current_time,
     on_session: Callable[[ExportSession], None] | None = None,
+    routes: Watch[RouteTexts] | None = None,
 ) -> None:
     """Export this site's consented catalog to ``peer_site`` until the stream fails.
+
+    ``routes``: the route texts to attach to the exported services (protocol version 2,
+    :mod:`overlay.federation.export_routes`); a new value re-exports the services whose
+    routes changed on the same stream.  A peer that refuses the version-2 path gets version
+    1, without routes.
 
     ``on_session`` hears of the export session once it exists (for its statistics: versions
     sent and acknowledged, the oldest unacknowledged batch).
@@ -81,20 +91,15 @@ async def run_export(
     Always raises when it ends: the stream reset (``StreamReset``/``ConnectionGone``), a
     protocol error, or :class:`FederationTimeout`.
     """
-    stream = await client.open_stream(
-        [
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":authority", peer_site),
-            (":path", FEDERATION_PATH),
-            ("content-type", "application/x-isthmus-federation"),
-            ("isthmus-site", local_site),
-        ]
-    )
+    path = FEDERATION_PATH if routes is None else FEDERATION_PATH_V2
+    stream = await _open_export(client, local_site, peer_site, path)
+    if stream is None:
+        log.info("%s does not take federation version 2: exporting without routes", peer_site)
+        routes = None
+        stream = await _open_export(client, local_site, peer_site, FEDERATION_PATH)
+        if stream is None:
+            raise FederationProtocolError("peer refused the export stream")
     try:
-        status = dict(await stream.response_headers()).get(b":status")
-        if status != b"200":
-            raise FederationProtocolError(f"peer answered the export stream with {status!r}")
         session = ExportSession(
             local_site, secrets.token_hex(8), max_message_bytes=max_message_bytes
         )
@@ -103,6 +108,9 @@ async def run_export(
         rule_watch = rules if isinstance(rules, Watch) else Watch(tuple(rules))
         export = PeerExport(peer_site, rule_watch.latest)
         rules_applied = rule_watch.count
+        routed = RoutedView()
+        route_watch: Watch[RouteTexts] = routes if routes is not None else Watch({})
+        routes_applied = route_watch.count
         send_kick, receive_kick = trio.open_memory_channel[None](1)
 
         def kick() -> None:
@@ -133,12 +141,24 @@ async def run_export(
                 seen, _ = await rule_watch.wait_newer(seen)
                 kick()
 
+        async def watch_routes() -> None:
+            seen = routes_applied
+            while True:
+                seen, _ = await route_watch.wait_newer(seen)
+                kick()
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_replies)
             nursery.start_soon(watch_catalog)
             nursery.start_soon(watch_rules)
+            if routes is not None:
+                nursery.start_soon(watch_routes)
             applied = -1
             while True:
+                if route_watch.count != routes_applied:
+                    routes_applied = route_watch.count
+                    changed = routed.update(export.view, None, route_watch.latest)
+                    session.set_view(routed.view, changed)
                 if rule_watch.count != rules_applied:
                     rules_applied = rule_watch.count
                     export.set_rules(rule_watch.latest)
@@ -148,7 +168,8 @@ async def run_export(
                     update = export.update_steps(catalog.latest, clock(), slice_items=SLICE_ITEMS)
                     changed = await paced(update)  # requests run between slices
                     if changed is None or changed:
-                        session.set_view(export.view, changed)
+                        changed = routed.update(export.view, changed, route_watch.latest)
+                        session.set_view(routed.view, changed)
                 while (msg := session.next_message(clock())) is not None:
                     await stream.send_all(encode_message(msg, max_message_bytes=max_message_bytes))
                 oldest = session.oldest_unacked_at()
@@ -162,14 +183,45 @@ async def run_export(
             await stream.aclose()
 
 
+async def _open_export(
+    client: H2Connection, local_site: str, peer_site: str, path: str
+) -> H2Stream | None:
+    """The export stream on ``path``, or None when the peer answers anything but 200."""
+    stream = await client.open_stream(
+        [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", peer_site),
+            (":path", path),
+            ("content-type", "application/x-isthmus-federation"),
+            ("isthmus-site", local_site),
+        ]
+    )
+    try:
+        status = dict(await stream.response_headers()).get(b":status")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+    if status == b"200":
+        return stream
+    log.debug("%s answered the export stream on %s with %r", peer_site, path, status)
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
+    return None
+
+
 async def serve_import(
     stream: H2Stream,
     *,
     peer_site: str,
     on_update: Callable[[ImportUpdate], None],
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    routes: bool = False,
 ) -> None:
     """Receive ``peer_site``'s export on ``stream`` and hand each applied change to ``on_update``.
+
+    ``routes``: the stream is protocol version 2 (services may carry the owner's routes).
 
     Returns when the peer ends the stream cleanly; raises :class:`FederationProtocolError` on
     malformed, oversized or out-of-protocol input (the owner disconnects the peer).
@@ -178,7 +230,7 @@ async def serve_import(
         [(":status", "200"), ("content-type", "application/x-isthmus-federation")]
     )
     session = ImportSession(peer_site)
-    decoder = FrameDecoder(max_message_bytes=max_message_bytes)
+    decoder = FrameDecoder(max_message_bytes=max_message_bytes, routes=routes)
     while True:
         data = await stream.receive_some(FRAME_READ_SIZE)
         if not data:

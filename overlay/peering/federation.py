@@ -30,9 +30,15 @@ from discovery.watch import Watch
 from foundation.errors import first_leaf
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import ExportSession
+from overlay.federation.export_routes import RouteTexts
 from overlay.federation.import_ import ImportTable, ImportUpdate
 from overlay.federation.protocol import FederationProtocolError
-from overlay.federation.stream import FEDERATION_PATH, run_export, serve_import
+from overlay.federation.stream import (
+    FEDERATION_PATH,
+    FEDERATION_PATH_V2,
+    run_export,
+    serve_import,
+)
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream, TunnelError
 from overlay.link.session import LinkSession
@@ -62,6 +68,9 @@ class PeerFederation:
         self.catalog = catalog
         # A watch, so a config reload can swap the rules under live export streams.
         self.export_rules: Watch[tuple[ExportConfig, ...]] = Watch(tuple(export_rules))
+        # The routes this site owns, attached to what it exports (federation version 2); a
+        # watch too, so a reload re-exports the changed ones on the live streams.
+        self.export_routes: Watch[RouteTexts] = Watch({})
         self.imports = imports
         self._ack_timeout = ack_timeout
         self._on_change = on_change
@@ -101,6 +110,7 @@ class PeerFederation:
                 ack_timeout=self._ack_timeout,
                 clock=self._clock,
                 on_session=on_session,
+                routes=self.export_routes,
             )
         except* FederationProtocolError as group:
             log.warning("export to %s failed, closing the link: %s", site, first_leaf(group))
@@ -117,14 +127,18 @@ class PeerFederation:
     async def on_stream(self, state: PeerLinks, session: LinkSession, stream: H2Stream) -> None:
         """Serve one stream the peer opened: its export, else traffic for the stream handler."""
         path = dict(stream.request_headers).get(b":path")
-        if path == FEDERATION_PATH.encode():
-            await self._import(state, session, stream)
+        if path == FEDERATION_PATH_V2.encode():
+            await self._import(state, session, stream, routes=True)
+        elif path == FEDERATION_PATH.encode():  # a peer from before routes
+            await self._import(state, session, stream, routes=False)
         elif self._stream_handler is not None:
             await self._stream_handler(state.spec.name, stream)
         else:
             await stream.send_headers([(":status", "404")], end_stream=True)
 
-    async def _import(self, state: PeerLinks, session: LinkSession, stream: H2Stream) -> None:
+    async def _import(
+        self, state: PeerLinks, session: LinkSession, stream: H2Stream, *, routes: bool
+    ) -> None:
         site = state.spec.name
         if state.import_scope is not None:
             state.import_scope.cancel()  # the newest export stream from a peer wins
@@ -138,7 +152,7 @@ class PeerFederation:
         failed = False
         try:
             with scope:
-                await serve_import(stream, peer_site=site, on_update=on_update)
+                await serve_import(stream, peer_site=site, on_update=on_update, routes=routes)
         except* FederationProtocolError as group:
             log.warning("bad federation input from %s, disconnecting: %s", site, first_leaf(group))
             state.last_error = f"import: {first_leaf(group)}"

@@ -28,6 +28,7 @@ import trio
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from overlay.federation.config import ExportConfig
+from overlay.federation.export_routes import RouteTexts
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
 from overlay.identity.rotation import Identity
@@ -292,6 +293,12 @@ class Peering:
         conn = state.outbound()
         pool = self._pools.get(peer)
         return conn if conn is None or pool is None else pool
+
+    def set_export_routes(self, routes: RouteTexts) -> None:
+        """The routes this site owns, by service, to attach to its exports (at start and on
+        a reload): every live export stream sends the services whose routes changed."""
+        if routes != self._federation.export_routes.latest:
+            self._federation.export_routes.publish(routes)
 
     def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
         """New export rules (a config reload): every live export stream sends the difference;

@@ -1,0 +1,197 @@
+"""Routes imported from the sites that own their addresses: validated, chosen (pure, no trio).
+
+Theory of operation
+-------------------
+An owner site attaches its routes to the services it exports (:mod:`gateway.routes.owned`).
+This module turns what the peers sent -- the import table's services with their route texts --
+into the routes this gateway applies, by three rules (docs/routes.md, "Where routes apply"):
+
+1. **Untrusted input, validated like local config.**  Each text is decoded by the same loader
+   and validators as a local ``[[routes]]`` table (bounded regex engine, header edits that
+   cannot touch ``isthmus-*`` or connection fields, weights, sizes...), then checked against
+   what the peer may speak for: the address must be the exported service's, in its any-site
+   form or pinned to the peer itself; a backend or mirror pinned to a site must name this site
+   or one of its peers.  Limits per peer: :data:`MAX_ROUTE_TEXT_BYTES` per route,
+   :data:`MAX_IMPORTED_ROUTES_PER_PEER` routes.  A bad route is rejected alone (reported with
+   the reason); the peer's other routes and services stay.
+2. **Local wins.**  An address with any local route (the operator's config, or the fleet
+   document's) takes none from peers.
+3. **One owner per address.**  When several sites send routes for one address, the first in
+   this site's failover order -- peer priority, then name, as
+   :func:`overlay.peering.route_table.ordered_peers` orders them -- is followed, and the
+   address is reported as a conflict when another site's routes differ.  A site that exports
+   the service without routes for the address has no say.  The order does not depend on link
+   health, so a flapping link does not flip the split.
+
+Decoding a route is the expensive part; :class:`RouteDecoder` remembers the verdict per text,
+so a delta that changes one service's health does not decode anything again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from discovery.model import ServiceName
+from gateway.config.decode import Decoder
+from gateway.config.routes import RouteConfig, route_site_problems
+from gateway.routes.owned import MAX_ROUTE_TEXT_BYTES
+from gateway.routes.table import AddressKey, address_key
+from overlay.federation.import_ import ImportTable
+
+MAX_IMPORTED_ROUTES_PER_PEER = 4096
+DEFAULT_PRIORITY = 100
+
+#: Per peer site: service -> its route texts (only services that carry routes).
+PeerRoutes = Mapping[ServiceName, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An imported route this gateway refused, and why (for the log and ``/routes``)."""
+
+    site: str
+    service: ServiceName
+    position: int  # its place in the service's routes, from 0
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedRoutes:
+    """What the peers' routes come to at this gateway."""
+
+    #: Address -> the routes followed for it (labelled ``<site>/<label>``), config order.
+    routes: Mapping[AddressKey, tuple[RouteConfig, ...]]
+    #: Address -> the site whose routes are followed.
+    origin: Mapping[AddressKey, str]
+    #: Address -> the other sites whose routes for it differ (not followed).
+    conflicts: Mapping[AddressKey, tuple[str, ...]]
+    #: Addresses a peer sent routes for that a local route overrides.
+    shadowed: frozenset[AddressKey]
+    rejected: tuple[Rejected, ...]
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.routes.values())
+
+
+NO_IMPORTED_ROUTES = ImportedRoutes({}, {}, {}, frozenset(), ())
+
+
+def peer_routes(table: ImportTable) -> dict[str, PeerRoutes]:
+    """Each peer's services that carry routes (a walk of every imported service)."""
+    out: dict[str, PeerRoutes] = {}
+    for site, peer in table.peers.items():
+        found = {n: e.service.routes for n, e in peer.services.items() if e.service.routes}
+        if found:
+            out[site] = found
+    return out
+
+
+class RouteDecoder:
+    """Decodes and checks imported route texts, remembering each verdict.
+
+    The verdict depends on the text, the peer and the service it came with, and this site's
+    name and peers (:meth:`reset` when those change).
+    """
+
+    def __init__(self, local_site: str, peers: Iterable[str]) -> None:
+        self.local_site = local_site
+        self.peers = frozenset(peers)
+        self._seen: dict[tuple[str, ServiceName, str], RouteConfig | str] = {}
+
+    def reset(self, local_site: str, peers: Iterable[str]) -> None:
+        self.local_site, self.peers, self._seen = local_site, frozenset(peers), {}
+
+    def keep_only(self, keys: set[tuple[str, ServiceName, str]]) -> None:
+        """Forget the texts no peer sends any more (the memory stays bounded by the imports)."""
+        if len(self._seen) > len(keys):
+            self._seen = {k: v for k, v in self._seen.items() if k in keys}
+
+    def decode(self, site: str, service: ServiceName, text: str) -> RouteConfig | str:
+        """The route (labelled ``<site>/<label>``), or why it is refused."""
+        key = (site, service, text)
+        verdict = self._seen.get(key)
+        if verdict is None:
+            verdict = self._seen[key] = self._decode(site, service, text)
+        return verdict
+
+    def _decode(self, site: str, service: ServiceName, text: str) -> RouteConfig | str:
+        if len(text) > MAX_ROUTE_TEXT_BYTES:
+            return f"{len(text)} bytes, over the {MAX_ROUTE_TEXT_BYTES}-byte limit"
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            return f"not JSON: {exc}"
+        decoder = Decoder(Path("."))
+        route = decoder.decode_root(RouteConfig, data)
+        if decoder.problems or route is None:
+            return "; ".join(f"{p or 'route'}: {m}" for p, m in decoder.problems[:3])
+        name, namespace, pinned = address_key(route.address)
+        if (name, namespace) != (service.name, service.namespace) or pinned not in (None, site):
+            return (
+                f"address {route.address!r} is not {service} or {service}.{site} "
+                f"(a site sends routes only for the addresses it exports)"
+            )
+        problems = route_site_problems((route,), self.local_site, self.peers)
+        if problems:
+            return problems[0][1].replace("a configured peer", "a peer of this site")
+        return replace(route, name=f"{site}/{route.name or 'route'}")
+
+
+def choose_routes(
+    peers: Mapping[str, PeerRoutes],
+    local: frozenset[AddressKey],
+    priorities: Mapping[str, int],
+    decoder: RouteDecoder,
+    *,
+    max_per_peer: int = MAX_IMPORTED_ROUTES_PER_PEER,
+) -> ImportedRoutes:
+    """The routes to follow from ``peers`` (site -> service -> texts); see the module doc."""
+    chosen: dict[AddressKey, tuple[RouteConfig, ...]] = {}
+    texts_of: dict[AddressKey, tuple[str, ...]] = {}
+    origin: dict[AddressKey, str] = {}
+    conflicts: dict[AddressKey, list[str]] = {}
+    shadowed: set[AddressKey] = set()
+    rejected: list[Rejected] = []
+    order = sorted(peers, key=lambda s: (priorities.get(s, DEFAULT_PRIORITY), s))
+    seen: set[tuple[str, ServiceName, str]] = set()
+    for site in order:
+        if site == decoder.local_site:
+            continue  # never our own routes back
+        count = 0
+        by_key: dict[AddressKey, list[tuple[str, RouteConfig]]] = {}
+        services = peers[site]
+        for service in sorted(services, key=str):
+            for position, text in enumerate(services[service]):
+                seen.add((site, service, text))
+                if count >= max_per_peer:
+                    reason = f"over the {max_per_peer} routes taken from one site"
+                    rejected.append(Rejected(site, service, position, reason))
+                    continue
+                verdict = decoder.decode(site, service, text)
+                if isinstance(verdict, str):
+                    rejected.append(Rejected(site, service, position, verdict))
+                    continue
+                count += 1
+                by_key.setdefault(address_key(verdict.address), []).append((text, verdict))
+        for key, items in by_key.items():
+            if key in local:
+                shadowed.add(key)
+                continue
+            texts = tuple(text for text, _ in items)
+            if key not in origin:
+                origin[key] = site
+                texts_of[key] = texts
+                chosen[key] = tuple(route for _, route in items)
+            elif texts_of[key] != texts:
+                conflicts.setdefault(key, []).append(site)
+    decoder.keep_only(seen)
+    return ImportedRoutes(
+        routes=chosen,
+        origin=origin,
+        conflicts={k: tuple(v) for k, v in conflicts.items()},
+        shadowed=frozenset(shadowed),
+        rejected=tuple(rejected),
+    )
