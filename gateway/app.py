@@ -187,8 +187,10 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
         "/catalog": lambda: catalog_json(gw.effective_catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
         "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
-        "/routes": lambda: routes_json(gw.peering.routes.latest, config.site.mesh_domain)
-        | ({} if gw.route_sources is None else gw.route_sources.status()),
+        "/routes": lambda: (
+            routes_json(gw.peering.routes.latest, config.site.mesh_domain)
+            | ({} if gw.route_sources is None else gw.route_sources.status())
+        ),
     }
     registry = None if gw.observer is None else gw.observer.registry
     if registry is not None and config.metrics.enabled:

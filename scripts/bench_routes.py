@@ -18,7 +18,11 @@ Two parts:
      the worst case;
    * ``no route``: an address without routes (what every other request pays).
 
-2. **Data path** (``--dataplane``; needs wrk and nginx, as ``scripts/bench_dataplane.py``):
+2. **Owned routes** (``--owned``, :mod:`bench.owner_routes`): the federation export with and
+   without 1 000 routes (bytes, export and import CPU) and the CPU per request of an imported
+   route against the same route defined locally.
+
+3. **Data path** (``--dataplane``; needs wrk and nginx, as ``scripts/bench_dataplane.py``):
    nginx, the minimal trio proxy (the floor: the least any trio proxy can do per request) and
    the two-site Isthmus topology of ``bench_dataplane.py``; wrk drives ``web.default.bencha``
    (one hop) through site A's gateway, whose config is swapped by live reloads between
@@ -336,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataplane", action="store_true", help="also the data path (wrk)")
     parser.add_argument("--seconds", type=float, default=5.0, help="each wrk run (5)")
     parser.add_argument("--rounds", type=int, default=2, help="data-path rounds (2)")
+    parser.add_argument(
+        "--owned", action="store_true", help="also routes in the federation export (in-process)"
+    )
     args = parser.parse_args(argv)
 
     print("engine: CPU per request, 1000 routes (this process, no I/O)", flush=True)
@@ -344,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         if fig["forward_us"] == fig["forward_us"]:
             line += f"   decide + actions {fig['forward_us']:7.2f} us"
         print(line, flush=True)
+    if args.owned:
+        from bench.owner_routes import report
+
+        report(args.matches)
     if not args.dataplane:
         return 0
     lock = open(Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock", "w")  # noqa: SIM115

@@ -28,6 +28,7 @@ rule that needs them skip itself), so fixing one problem never reveals another i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import types
 import typing
@@ -40,6 +41,17 @@ from gateway.config.errors import UnknownValue
 T = TypeVar("T")
 
 _MISSING = object()
+
+
+@functools.lru_cache(maxsize=512)
+def _type_hints(cls: Any) -> dict[str, Any]:
+    """``typing.get_type_hints``, once per class: evaluating the annotations was most of the
+    cost of decoding a route (a peer's thousand imported routes are decoded one by one)."""
+    return typing.get_type_hints(cls)
+
+
+def _any(value: object) -> Any:
+    return value
 
 
 class _Unknown:
@@ -148,7 +160,7 @@ class Decoder:
             return None
         if len(args) == 1:
             return self.decode(args[0], value, path)
-        if all(dataclasses.is_dataclass(a) and "kind" in typing.get_type_hints(a) for a in args):
+        if all(dataclasses.is_dataclass(a) and "kind" in _type_hints(_any(a)) for a in args):
             return self._tagged(args, value, path)
         if set(args) == {ipaddress.IPv4Address, ipaddress.IPv6Address}:
             return self._ip(None, value, path)
@@ -178,7 +190,7 @@ class Decoder:
             raise self.problem(path, f"must be a table, not {_tname(value)}")
         by_kind: dict[str, Any] = {}
         for cls in classes:
-            kind_tp = typing.get_type_hints(cls)["kind"]
+            kind_tp = _type_hints(cls)["kind"]
             for k in get_args(kind_tp):
                 by_kind[k] = cls
         kind = value.get("kind", _MISSING)
@@ -230,7 +242,7 @@ class Decoder:
     def _dataclass(self, cls: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise self.problem(path, f"must be a table, not {_tname(value)}")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         failed = False
         for key in value:
