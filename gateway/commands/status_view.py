@@ -90,6 +90,7 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
     if counts["stale"]:
         problems.append(f"catalog: {counts['stale']} stale endpoint(s)")
     routes = (docs.get("/routes") or {}).get("routes", {})
+    owned, warnings = owner_routes(docs.get("/routes") or {})
     return {
         "site": health.get("site") or (docs.get("/routes") or {}).get("local_site"),
         "healthy": not problems,
@@ -97,8 +98,30 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
         "links": links,
         "imports": imports,
         "routes": {address: list(sites) for address, sites in sorted(routes.items())},
+        "owner_routes": owned,
+        "route_warnings": warnings,
         "catalog": {"version": catalog.get("version"), "sources": sources, **counts},
     }
+
+
+def owner_routes(doc: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The routes followed from the sites that own their addresses, and what to look at: a
+    conflict (sites sending different routes for one address) or a rejected imported route.
+    Reported, not *degraded*: traffic flows, by the first site's routes or without the bad
+    one."""
+    rows, warnings = [], []
+    for address, entry in sorted((doc.get("imported_routes") or {}).items()):
+        rows.append({"address": address, **entry})
+        if entry.get("conflict"):
+            warnings.append(
+                f"routes for {address}: {', '.join(entry['conflict'])} differ from "
+                f"{entry['site']} (following {entry['site']})"
+            )
+    for r in doc.get("rejected_routes") or ():
+        warnings.append(
+            f"route {r['position']} of {r['service']} from {r['site']} rejected: {r['reason']}"
+        )
+    return rows, warnings
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -149,6 +172,16 @@ def render(status: Mapping[str, Any]) -> str:
         ("ADDRESS", "SITES"),
         [(address, " > ".join(sites)) for address, sites in status["routes"].items()],
     )
+    if status.get("owner_routes") or status.get("route_warnings"):
+        out.append("routes followed from the owning site")
+        out += _table(
+            ("ADDRESS", "SITE", "ROUTES", "CONFLICT"),
+            [
+                (r["address"], r["site"], ", ".join(r["routes"]), ", ".join(r["conflict"]))
+                for r in status.get("owner_routes", ())
+            ],
+        )
+        out += [f"  ! {w}" for w in status.get("route_warnings", ())]
     cat = status["catalog"]
     out.append(
         f"catalog version {_f(cat['version'])}: {cat['endpoints']} endpoints, "

@@ -69,3 +69,26 @@ def test_each_degradation_is_named() -> None:
         "catalog: 1 stale endpoint(s)",
     ]
     assert "DEGRADED" in render(status)
+
+
+def test_routes_followed_from_the_owner_and_their_conflicts_are_shown_not_degraded() -> None:
+    routes = {
+        "local_site": "c",
+        "routes": {},
+        "imported_routes": {
+            "api.default": {"site": "a", "routes": ["a/canary"], "conflict": ["b"]},
+        },
+        "rejected_routes": [
+            {"site": "b", "service": "web.default", "position": 2, "reason": "not JSON"}
+        ],
+    }
+    status = assess(docs(**{"/routes": routes}))
+    assert status["healthy"]
+    assert status["owner_routes"] == [
+        {"address": "api.default", "site": "a", "routes": ["a/canary"], "conflict": ["b"]}
+    ]
+    text = render(status)
+    assert "routes followed from the owning site" in text and "a/canary" in text
+    assert "routes for api.default: b differ from a (following a)" in text
+    assert "route 2 of web.default from b rejected: not JSON" in text
+    assert "owning site" not in render(assess(docs()))
