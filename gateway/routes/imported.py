@@ -11,8 +11,10 @@ into the routes this gateway applies, by three rules (docs/routes.md, "Where rou
    cannot touch ``isthmus-*`` or connection fields, weights, sizes...), then checked against
    what the peer may speak for: the address must be the exported service's, in its any-site
    form or pinned to the peer itself; a backend or mirror pinned to a site must name this site
-   or one of its peers.  Limits per peer: :data:`MAX_ROUTE_TEXT_BYTES` per route,
-   :data:`MAX_IMPORTED_ROUTES_PER_PEER` routes.  A bad route is rejected alone (reported with
+   or one of its peers; its name (a log field and a metrics label here) must be short
+   printable ASCII.  Limits per peer: :data:`MAX_ROUTE_TEXT_BYTES` per route,
+   :data:`MAX_IMPORTED_ROUTES_PER_PEER` routes and :data:`MAX_IMPORTED_ROUTE_BYTES_PER_PEER`
+   bytes of them.  A bad route is rejected alone (reported with
    the reason); the peer's other routes and services stay.
 2. **Local wins.**  An address with any local route (the operator's config, or the fleet
    document's) takes none from peers.
@@ -42,6 +44,8 @@ from gateway.routes.table import AddressKey, address_key
 from overlay.federation.import_ import ImportTable
 
 MAX_IMPORTED_ROUTES_PER_PEER = 4096
+MAX_IMPORTED_ROUTE_BYTES_PER_PEER = 16 * 1024 * 1024
+MAX_NAME_CHARS = 128  # an imported route's name becomes a log field and a metrics label
 DEFAULT_PRIORITY = 100
 
 #: Per peer site: service -> its route texts (only services that carry routes).
@@ -128,6 +132,9 @@ class RouteDecoder:
         route = decoder.decode_root(RouteConfig, data)
         if decoder.problems or route is None:
             return "; ".join(f"{p or 'route'}: {m}" for p, m in decoder.problems[:3])
+        label = route.name
+        if not 0 < len(label) <= MAX_NAME_CHARS or not all(0x20 < ord(c) < 0x7F for c in label):
+            return f"name: must be 1 to {MAX_NAME_CHARS} printable ASCII characters"
         name, namespace, pinned = address_key(route.address)
         if (name, namespace) != (service.name, service.namespace) or pinned not in (None, site):
             return (
@@ -137,7 +144,7 @@ class RouteDecoder:
         problems = route_site_problems((route,), self.local_site, self.peers)
         if problems:
             return problems[0][1].replace("a configured peer", "a peer of this site")
-        return replace(route, name=f"{site}/{route.name or 'route'}")
+        return replace(route, name=f"{site}/{label}")
 
 
 def choose_routes(
@@ -147,6 +154,7 @@ def choose_routes(
     decoder: RouteDecoder,
     *,
     max_per_peer: int = MAX_IMPORTED_ROUTES_PER_PEER,
+    max_bytes_per_peer: int = MAX_IMPORTED_ROUTE_BYTES_PER_PEER,
 ) -> ImportedRoutes:
     """The routes to follow from ``peers`` (site -> service -> texts); see the module doc."""
     chosen: dict[AddressKey, tuple[RouteConfig, ...]] = {}
@@ -160,14 +168,17 @@ def choose_routes(
     for site in order:
         if site == decoder.local_site:
             continue  # never our own routes back
-        count = 0
+        count = size = 0
         by_key: dict[AddressKey, list[tuple[str, RouteConfig]]] = {}
         services = peers[site]
         for service in sorted(services, key=str):
             for position, text in enumerate(services[service]):
                 seen.add((site, service, text))
-                if count >= max_per_peer:
-                    reason = f"over the {max_per_peer} routes taken from one site"
+                if count >= max_per_peer or size + len(text) > max_bytes_per_peer:
+                    reason = (
+                        f"over the {max_per_peer} routes or {max_bytes_per_peer} bytes "
+                        f"taken from one site"
+                    )
                     rejected.append(Rejected(site, service, position, reason))
                     continue
                 verdict = decoder.decode(site, service, text)
@@ -175,6 +186,7 @@ def choose_routes(
                     rejected.append(Rejected(site, service, position, verdict))
                     continue
                 count += 1
+                size += len(text)
                 by_key.setdefault(address_key(verdict.address), []).append((text, verdict))
         for key, items in by_key.items():
             if key in local:

@@ -172,6 +172,9 @@ BAD = {
     "backend at an unknown site": json.dumps(
         {"address": "api.payments", "backends": [{"service": "api.payments", "site": "zz"}]}
     ),
+    "a name that is no label": json.dumps(
+        {"address": "api.payments", "name": "a\nb", "direct_response": {}}
+    ),
     "not json": "{",
     "not a table": "[1, 2]",
     "too big": json.dumps({"address": "api.payments", "name": "x" * 90_000}),
@@ -193,6 +196,7 @@ def test_bad_imported_routes_are_rejected_alone_with_a_reason() -> None:
     assert "'zz'" in reasons["backend at an unknown site"]
     assert "not JSON" in reasons["not json"] and "table" in reasons["not a table"]
     assert "limit" in reasons["too big"]
+    assert "printable" in reasons["a name that is no label"]
     assert chosen_names(result) == {"api.payments": ["a/r"]}  # the good one is kept
 
 
@@ -201,6 +205,9 @@ def test_the_routes_taken_from_one_site_are_bounded() -> None:
     decoder = RouteDecoder("c", ["a", "b"])
     result = choose_routes({"a": {API: texts}}, frozenset(), {}, decoder, max_per_peer=3)
     assert len(result) == 3 and [r.position for r in result.rejected] == [3, 4]
+    limit = 2 * len(good()) + 1
+    result = choose_routes({"a": {API: texts}}, frozenset(), {}, decoder, max_bytes_per_peer=limit)
+    assert len(result) == 2 and "bytes" in result.rejected[0].reason
 
 
 def test_a_backend_pinned_to_the_entry_site_itself_is_accepted() -> None:
