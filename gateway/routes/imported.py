@@ -132,9 +132,9 @@ class RouteDecoder:
         route = decoder.decode_root(RouteConfig, data)
         if decoder.problems or route is None:
             return "; ".join(f"{p or 'route'}: {m}" for p, m in decoder.problems[:3])
-        label = route.name
-        if not 0 < len(label) <= MAX_NAME_CHARS or not all(0x20 < ord(c) < 0x7F for c in label):
-            return f"name: must be 1 to {MAX_NAME_CHARS} printable ASCII characters"
+        label = route.name or "route"
+        if len(label) > MAX_NAME_CHARS or not all(0x20 < ord(c) < 0x7F for c in label):
+            return f"name: must be at most {MAX_NAME_CHARS} printable ASCII characters"
         name, namespace, pinned = address_key(route.address)
         if (name, namespace) != (service.name, service.namespace) or pinned not in (None, site):
             return (
