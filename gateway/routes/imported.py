@@ -84,13 +84,8 @@ NO_IMPORTED_ROUTES = ImportedRoutes({}, {}, {}, frozenset(), ())
 
 
 def peer_routes(table: ImportTable) -> dict[str, PeerRoutes]:
-    """Each peer's services that carry routes (a walk of every imported service)."""
-    out: dict[str, PeerRoutes] = {}
-    for site, peer in table.peers.items():
-        found = {n: e.service.routes for n, e in peer.services.items() if e.service.routes}
-        if found:
-            out[site] = found
-    return out
+    """Each peer's services that carry routes (kept by the import table itself)."""
+    return {site: peer.routes for site, peer in table.peers.items() if peer.routes}
 
 
 class RouteDecoder:

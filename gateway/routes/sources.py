@@ -76,7 +76,6 @@ class RouteSources:
         self._local = RouteTable({})
         self._priorities: dict[str, int] = {}
         self._decoder = RouteDecoder(config.site.name, ())
-        self._peer_cache: dict[str, tuple[object, PeerRoutes]] = {}
         self._peer_routes: dict[str, PeerRoutes] = {}
         self._compiled: dict[int, tuple[RouteConfig, CompiledRoute]] = {}
         self._logged_rejects: set[Rejected] = set()
@@ -105,20 +104,16 @@ class RouteSources:
         self._rebuild()
 
     def _scan(self, table: ImportTable) -> bool:
-        """Refresh the peers' route texts from ``table``; True when they changed."""
-        fresh: dict[str, PeerRoutes] = {}
-        cache: dict[str, tuple[object, PeerRoutes]] = {}
-        for site, peer in table.peers.items():
-            hit = self._peer_cache.get(site)
-            if hit is not None and hit[0] is peer.services:
-                found = hit[1]
-            else:  # this peer's services changed: look at them again
-                found = {n: e.service.routes for n, e in peer.services.items() if e.service.routes}
-            cache[site] = (peer.services, found)
-            if found:
-                fresh[site] = found
-        self._peer_cache = cache
-        if fresh == self._peer_routes:
+        """Refresh the peers' route texts from ``table``; True when they changed.
+
+        O(peers): each peer's route map is the same object while its routes are unchanged
+        (:attr:`~overlay.federation.import_.PeerImports.routes`), so a health delta costs an
+        identity check, not a walk of the peer's services."""
+        fresh: dict[str, PeerRoutes] = {
+            site: peer.routes for site, peer in table.peers.items() if peer.routes
+        }
+        old = self._peer_routes
+        if fresh.keys() == old.keys() and all(fresh[s] is old[s] for s in fresh):
             return False
         self._peer_routes = fresh
         return True

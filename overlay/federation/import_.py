@@ -183,10 +183,34 @@ class PeerImports:
     services: immutables.Map[ServiceName, ImportedService]
     confirmed_at: float
     stale_since: float | None = None
+    #: The services that carry routes, and their route texts (federation version 2); kept
+    #: by :meth:`ImportTable.apply` from the changes alone, and the same object while no
+    #: route changed, so a reader sees a route change by identity, without a walk of every
+    #: service on every health delta.
+    routes: immutables.Map[ServiceName, tuple[str, ...]] = field(default_factory=immutables.Map)
 
     @property
     def stale(self) -> bool:
         return self.stale_since is not None
+
+
+def _routes_after(
+    routes: immutables.Map[ServiceName, tuple[str, ...]], update: ImportUpdate
+) -> immutables.Map[ServiceName, tuple[str, ...]]:
+    """``routes`` after a delta: the same object unless some service's routes changed."""
+    touched = [n for n in update.removals if n in routes]
+    touched += [s.service for s in update.upserts if s.routes != routes.get(s.service, ())]
+    if not touched:
+        return routes
+    m = routes.mutate()
+    for name in update.removals:
+        m.pop(name, None)
+    for svc in update.upserts:
+        if svc.routes:
+            m[svc.service] = svc.routes
+        else:
+            m.pop(svc.service, None)
+    return m.finish()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +236,10 @@ class ImportTable:
                     else ImportedService(site, svc, update.version)
                 )
             services = immutables.Map(entries)
+            fresh = {s.service: s.routes for s in update.upserts if s.routes}
+            old_routes = old.routes if old is not None else None
+            same = old_routes is not None and dict(old_routes) == fresh
+            routes = old_routes if same and old_routes is not None else immutables.Map(fresh)
         else:
             if old is None or old.epoch != update.epoch:
                 raise ValueError(f"delta for {site!r} without its snapshot")
@@ -221,7 +249,8 @@ class ImportTable:
                 for svc in update.upserts:
                     m[svc.service] = ImportedService(site, svc, update.version)
                 services = m.finish()
-        peer = PeerImports(site, update.epoch, update.version, services, now, None)
+            routes = _routes_after(old.routes, update)
+        peer = PeerImports(site, update.epoch, update.version, services, now, None, routes)
         return replace(self, peers=self.peers.set(site, peer))
 
     def confirm(self, site: str, now: float) -> ImportTable:

@@ -10,7 +10,7 @@ import pytest
 
 from discovery.model import ServiceName
 from overlay.federation.export import ExportSession
-from overlay.federation.import_ import ImportSession, ImportTable
+from overlay.federation.import_ import ImportSession, ImportTable, ImportUpdate
 from overlay.federation.protocol import (
     Ack,
     Delta,
@@ -101,3 +101,24 @@ def test_a_route_change_travels_as_a_delta_and_lands_in_the_import_table() -> No
         table = table.apply(result.update, float(i))
         assert table.peers["east"].services[API].service.routes == view[API].routes
     assert kinds == ["Snapshot", "Delta", "Delta"]
+
+
+def test_the_import_tables_route_map_changes_only_when_routes_do() -> None:
+    web = ServiceName("web", "payments")
+    table = ImportTable(grace=10.0).apply(
+        ImportUpdate(
+            "east", "e1", 1, True, (service(ROUTE), ExportedService(web, ("http1",), 1, 1, 1))
+        ),
+        0.0,
+    )
+    routes = table.peers["east"].routes
+    assert dict(routes) == {API: (ROUTE,)}
+    health = ImportUpdate("east", "e1", 2, False, (service(ROUTE, healthy=0),))
+    table = table.apply(health, 1.0)
+    assert table.peers["east"].routes is routes  # a health change: the same object
+    table = table.apply(ImportUpdate("east", "e1", 3, True, (service(ROUTE),)), 2.0)
+    assert table.peers["east"].routes is routes  # a resync with the same routes
+    table = table.apply(ImportUpdate("east", "e1", 4, False, (service("{}"),)), 3.0)
+    assert dict(table.peers["east"].routes) == {API: ("{}",)}
+    table = table.apply(ImportUpdate("east", "e1", 5, False, (), (API,)), 4.0)
+    assert dict(table.peers["east"].routes) == {}
