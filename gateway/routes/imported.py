@@ -14,8 +14,10 @@ into the routes this gateway applies, by three rules (docs/routes.md, "Where rou
    or one of its peers; its name (a log field and a metrics label here) must be short
    printable ASCII.  Limits per peer: :data:`MAX_ROUTE_TEXT_BYTES` per route,
    :data:`MAX_IMPORTED_ROUTES_PER_PEER` routes and :data:`MAX_IMPORTED_ROUTE_BYTES_PER_PEER`
-   bytes of them.  A bad route is rejected alone (reported with
-   the reason); the peer's other routes and services stay.
+   bytes of them.  A service's routes from one site are taken whole or not at all: without
+   one of them the others would take requests it should have (first match wins), so a bad
+   route costs its service's routes from that site (reported with the reason), and the
+   peer's other services and their routes stay.
 2. **Local wins.**  An address with any local route (the operator's config, or the fleet
    document's) takes none from peers.
 3. **One owner per address.**  When several sites send routes for one address, the first in
@@ -167,21 +169,34 @@ def choose_routes(
         by_key: dict[AddressKey, list[tuple[str, RouteConfig]]] = {}
         services = peers[site]
         for service in sorted(services, key=str):
-            for position, text in enumerate(services[service]):
-                seen.add((site, service, text))
-                if count >= max_per_peer or size + len(text) > max_bytes_per_peer:
-                    reason = (
-                        f"over the {max_per_peer} routes or {max_bytes_per_peer} bytes "
-                        f"taken from one site"
+            texts = services[service]
+            seen.update((site, service, text) for text in texts)
+            weight = sum(len(text) for text in texts)
+            if count + len(texts) > max_per_peer or size + weight > max_bytes_per_peer:
+                reason = (
+                    f"over the {max_per_peer} routes or {max_bytes_per_peer} bytes taken "
+                    f"from one site; none of the service's {len(texts)} routes is followed"
+                )
+                rejected.append(Rejected(site, service, 0, reason))
+                continue
+            verdicts = [decoder.decode(site, service, text) for text in texts]
+            bad = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, str)]
+            for position, reason in bad:
+                rejected.append(
+                    Rejected(
+                        site,
+                        service,
+                        position,
+                        f"{reason} (none of the service's {len(texts)} routes is followed: "
+                        f"without one of them the others would take other requests)",
                     )
-                    rejected.append(Rejected(site, service, position, reason))
-                    continue
-                verdict = decoder.decode(site, service, text)
-                if isinstance(verdict, str):
-                    rejected.append(Rejected(site, service, position, verdict))
-                    continue
-                count += 1
-                size += len(text)
+                )
+            if bad:
+                continue
+            count += len(texts)
+            size += weight
+            for text, verdict in zip(texts, verdicts, strict=True):
+                assert not isinstance(verdict, str)
                 by_key.setdefault(address_key(verdict.address), []).append((text, verdict))
         for key, items in by_key.items():
             if key in local:

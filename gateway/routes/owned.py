@@ -16,8 +16,9 @@ name for a backend) stays local.
 
 Limits, so that one service's routes always fit in a federation frame: at most
 :data:`MAX_ROUTES_PER_SERVICE` routes of at most :data:`MAX_ROUTE_TEXT_BYTES` each and
-:data:`MAX_SERVICE_ROUTE_BYTES` in all per service; routes past them stay local (and are
-named in the problems returned, which the gateway logs).
+:data:`MAX_SERVICE_ROUTE_BYTES` in all per service.  A service over them exports none of its
+routes -- whole or nothing, as an importer with some of them would take requests elsewhere
+than the owner does -- and is named in the problems returned (the gateway logs them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from foundation.spiffe_id import SpiffeId
 from gateway.config.routes import RouteConfig
 from gateway.routes.table import address_key
 
-MAX_ROUTES_PER_SERVICE = 64
+MAX_ROUTES_PER_SERVICE = 256
 MAX_ROUTE_TEXT_BYTES = 80 * 1024  # a 64 KiB direct response body and the rest
 MAX_SERVICE_ROUTE_BYTES = 1024 * 1024
 
@@ -73,27 +74,26 @@ def route_text(route: RouteConfig, label: str) -> str:
 def owned_route_texts(
     routes: tuple[RouteConfig, ...], local_site: str
 ) -> tuple[dict[ServiceName, tuple[str, ...]], list[str]]:
-    """Service -> the texts of its exportable routes (config order), and the routes left
-    local for the limits (as log lines)."""
+    """Service -> the texts of its exportable routes (config order), and the services whose
+    routes stay local for the limits (as log lines).  A service's routes go whole or not at
+    all: an importer with only some of them would send requests where the owner does not."""
     texts: dict[ServiceName, list[str]] = {}
-    sizes: dict[ServiceName, int] = {}
-    problems: list[str] = []
     for i, route in enumerate(routes):
         service, namespace, site = address_key(route.address)
         if site is not None and site != local_site:
             continue  # pinned to another site: that site's address, not ours
-        name = ServiceName(service, namespace)
-        label = route.name or f"routes[{i}]"
-        text = route_text(route, label)
-        have = texts.setdefault(name, [])
-        size = sizes.get(name, 0) + len(text)
-        if len(text) > MAX_ROUTE_TEXT_BYTES:
-            problems.append(f"{label}: {len(text)} bytes (over {MAX_ROUTE_TEXT_BYTES})")
-        elif len(have) >= MAX_ROUTES_PER_SERVICE:
-            problems.append(f"{label}: over {MAX_ROUTES_PER_SERVICE} routes for {name}")
-        elif size > MAX_SERVICE_ROUTE_BYTES:
-            problems.append(f"{label}: over {MAX_SERVICE_ROUTE_BYTES} bytes of routes for {name}")
+        text = route_text(route, route.name or f"routes[{i}]")
+        texts.setdefault(ServiceName(service, namespace), []).append(text)
+    out: dict[ServiceName, tuple[str, ...]] = {}
+    problems: list[str] = []
+    for name, items in texts.items():
+        biggest = max(len(t) for t in items)
+        if len(items) > MAX_ROUTES_PER_SERVICE:
+            problems.append(f"{name}: {len(items)} routes (over {MAX_ROUTES_PER_SERVICE})")
+        elif biggest > MAX_ROUTE_TEXT_BYTES:
+            problems.append(f"{name}: a route of {biggest} bytes (over {MAX_ROUTE_TEXT_BYTES})")
+        elif sum(len(t) for t in items) > MAX_SERVICE_ROUTE_BYTES:
+            problems.append(f"{name}: over {MAX_SERVICE_ROUTE_BYTES} bytes of routes")
         else:
-            have.append(text)
-            sizes[name] = size
-    return {name: tuple(t) for name, t in texts.items() if t}, problems
+            out[name] = tuple(items)
+    return out, problems

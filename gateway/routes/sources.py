@@ -95,7 +95,7 @@ class RouteSources:
             self._compiled.clear()
             owned, dropped = owned_route_texts(config.routes, site.name)
             for line in dropped:
-                log.warning("route not exported to peers: %s", line)
+                log.warning("routes not exported to peers: %s", line)
             self.peering.set_export_routes(owned)
         if old is None or peers != self._priorities or old.site.name != site.name:
             self._priorities = peers

@@ -80,11 +80,12 @@ backends = [{ service = "api.payments" }]
     }
 
 
-def test_routes_past_the_per_service_limit_stay_local_and_are_named() -> None:
-    one = '[[routes]]\naddress = "api.payments"\ndirect_response = { status = 503 }\n'
-    owned, problems = owned_route_texts(routes(one * (MAX_ROUTES_PER_SERVICE + 2)), "a")
-    assert len(owned[API]) == MAX_ROUTES_PER_SERVICE
-    assert len(problems) == 2 and "routes[64]" in problems[0]
+def test_a_service_over_the_limits_exports_none_of_its_routes_and_is_named() -> None:
+    one = '[[routes]]\naddress = "{}"\ndirect_response = {{ status = 503 }}\n'
+    toml = one.format("web.payments") + one.format("api.payments") * (MAX_ROUTES_PER_SERVICE + 1)
+    owned, problems = owned_route_texts(routes(toml), "a")
+    assert list(owned) == [WEB] and len(owned[WEB]) == 1
+    assert problems == [f"api.payments: {MAX_ROUTES_PER_SERVICE + 1} routes (over 256)"]
 
 
 def test_a_peer_sees_routes_only_for_the_services_it_may_import() -> None:
@@ -182,9 +183,11 @@ BAD = {
 }
 
 
-def test_bad_imported_routes_are_rejected_alone_with_a_reason() -> None:
+def test_bad_imported_routes_are_rejected_with_a_reason_and_cost_only_their_service() -> None:
     texts = (*BAD.values(), good())
-    result = choose_routes({"a": {API: texts}}, frozenset(), {}, RouteDecoder("c", ["a", "b"]))
+    web = json.dumps({"address": "web.payments", "name": "w", "direct_response": {}})
+    peers = {"a": {API: texts, WEB: (web,)}}
+    result = choose_routes(peers, frozenset(), {}, RouteDecoder("c", ["a", "b"]))
     assert [r.position for r in result.rejected] == list(range(len(BAD)))
     reasons = {name: r.reason for name, r in zip(BAD, result.rejected, strict=True)}
     assert "backreferences" in reasons["backreference"]
@@ -197,17 +200,28 @@ def test_bad_imported_routes_are_rejected_alone_with_a_reason() -> None:
     assert "not JSON" in reasons["not json"] and "table" in reasons["not a table"]
     assert "limit" in reasons["too big"]
     assert "printable" in reasons["a name that is no label"]
-    assert chosen_names(result) == {"api.payments": ["a/r"]}  # the good one is kept
+    assert "none of the service's 13 routes" in reasons["not json"]
+    # api's good route is not followed without the others (first match wins: a partial list
+    # would take requests elsewhere); the peer's other service keeps its route
+    assert chosen_names(result) == {"web.payments": ["a/w"]}
+    alone = choose_routes({"a": {API: (good(),)}}, frozenset(), {}, RouteDecoder("c", "ab"))
+    assert chosen_names(alone) == {"api.payments": ["a/r"]}
 
 
-def test_the_routes_taken_from_one_site_are_bounded() -> None:
-    texts = tuple(good() for _ in range(5))
+def test_the_routes_taken_from_one_site_are_bounded_by_whole_services() -> None:
+    def one(i: int) -> str:
+        return json.dumps({"address": f"s{i}.payments", "direct_response": {}})
+
+    peers = {"a": {ServiceName(f"s{i}", "payments"): (one(i),) * 2 for i in range(5)}}
     decoder = RouteDecoder("c", ["a", "b"])
-    result = choose_routes({"a": {API: texts}}, frozenset(), {}, decoder, max_per_peer=3)
-    assert len(result) == 3 and [r.position for r in result.rejected] == [3, 4]
-    limit = 2 * len(good()) + 1
-    result = choose_routes({"a": {API: texts}}, frozenset(), {}, decoder, max_bytes_per_peer=limit)
-    assert len(result) == 2 and "bytes" in result.rejected[0].reason
+    result = choose_routes(peers, frozenset(), {}, decoder, max_per_peer=7)
+    assert len(result) == 6 and [str(r.service) for r in result.rejected] == [
+        "s3.payments",
+        "s4.payments",
+    ]
+    limit = 4 * len(one(0)) + 1
+    result = choose_routes(peers, frozenset(), {}, decoder, max_bytes_per_peer=limit)
+    assert len(result) == 4 and "bytes" in result.rejected[0].reason
 
 
 def test_a_backend_pinned_to_the_entry_site_itself_is_accepted() -> None:

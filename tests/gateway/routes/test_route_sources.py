@@ -139,9 +139,14 @@ async def test_a_local_route_shadows_and_a_bad_import_is_logged_once(
         await settle(sources, peering, table)
         await settle(sources, peering, table.confirm("a", 1.0))
         assert sources.status()["rejected_routes"][0]["position"] == 0
+        assert router.rules is None  # the service's routes are taken whole or not at all
+        # the owner fixes its route: followed
+        table = table.apply(exported("a", 2, texts(TO_B, "a")), 2.0)
+        await settle(sources, peering, table)
         assert router.rules is not None and KEY in router.rules.table.by_address
         # a reload adds a local route for the address: it wins, and is exported
         sources.set_config(config(TO_B.replace('site = "b"', 'site = "c"')))
+        assert router.rules is not None
         assert router.rules.table.by_address[KEY][0].label == "to-b"
         assert sources.status()["shadowed_routes"] == ["api.payments"]
         assert list(peering.exported) == [API]
