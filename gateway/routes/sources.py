@@ -24,14 +24,14 @@ when they appear -- never per request.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from discovery.watch import Watch
 from gateway.config.model import GatewayConfig
 from gateway.config.routes import RouteConfig
-from gateway.routes.forward import RouteRules
+from gateway.routes.forward import Mirrors, RouteRules
 from gateway.routes.imported import (
     NO_IMPORTED_ROUTES,
     ImportedRoutes,
@@ -59,6 +59,13 @@ log = logging.getLogger("isthmus.routes")
 SLICE = 64
 
 
+class RulesHolder(Protocol):
+    """What the routes are for: the router (its rules swapped whole, its mirrors' nursery)."""
+
+    rules: RouteRules | None
+    mirrors: Mirrors
+
+
 def address_text(key: AddressKey) -> str:
     service, namespace, site = key
     return f"{service}.{namespace}" + (f".{site}" if site else "")
@@ -67,7 +74,7 @@ def address_text(key: AddressKey) -> str:
 class RouteSources:
     """Keeps ``router.rules`` and the exported routes current; see the module docstring."""
 
-    def __init__(self, router: Any, peering: Peering, config: GatewayConfig) -> None:
+    def __init__(self, router: RulesHolder, peering: Peering, config: GatewayConfig) -> None:
         self.router = router
         self.peering = peering
         self.imports: Watch[ImportTable] = peering.imports
