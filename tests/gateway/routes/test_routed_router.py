@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from discovery.model import ServiceName
+from gateway.config.routes import Backend, RouteConfig
 from gateway.http.errors import RateLimited, ResetInstead
 from gateway.http.exchange import (
     Body,
@@ -23,7 +24,10 @@ from gateway.http.headers import error_response
 from gateway.http.message import Headers
 from gateway.http.rescue import Close, Reset, rescue
 from gateway.observe.record import ExchangeRecord
-from gateway.routes.forward import Mirrors
+from gateway.routes.forward import Mirrors, RouteRules
+from gateway.routes.imported import RouteDecoder, choose_routes
+from gateway.routes.owned import route_text
+from gateway.routes.table import RouteTable, compile_route
 from overlay.h2.stream import H2Stream
 from tests.gateway.router.router_kit import (
     API,
@@ -317,3 +321,37 @@ async def test_response_edits_keep_the_writers_fast_path() -> None:
     await edited.forward(get(b"api.default.isthmus"), EmptyBody(), out, ctx(), None, endpoint)
     assert out.response is not None and out.response.headers == ((b"x-e", b"2"), (b"x-r", b"1"))
     assert out.whole == 1 and bytes(out.body) == b"ok"
+
+
+async def test_an_owners_route_with_a_backend_pinned_to_the_entry_site_itself_is_followed() -> None:
+    """Site b owns api.default and sends 90 % to a -- the entry site -- and 10 % to itself;
+    the router at a follows it: the pinned local backend is served here, the other over the
+    link."""
+    owned = RouteConfig(
+        "api.default",
+        backends=(Backend("api.default", "a", 90), Backend("api.default", "b", 10)),
+    )
+    chosen = choose_routes(
+        {"b": {API: (route_text(owned, "split"),)}}, frozenset(), {}, RouteDecoder("a", ["b"])
+    )
+    assert chosen.rejected == ()
+    table = RouteTable(
+        {
+            k: tuple(compile_route(i, r, "isthmus") for i, r in enumerate(v))
+            for k, v in chosen.routes.items()
+        }
+    )
+    async with serving(http_echo_backend) as port, peer(peer_echo("b")) as link:
+        router = make_router(
+            {API: ("a", "b")}, cluster=StandInCluster(http={API: port}), links={"b": link}
+        )
+        router.rules = RouteRules(
+            table, mesh_domain="isthmus", mirrors=Mirrors(), draw=draws([0.0, 0.95])
+        )
+        seen = []
+        for _ in range(2):
+            out = Collect()
+            await router.forward(get(b"api.default.isthmus", b"/"), BytesBody(), out, ctx())
+            assert out.response is not None and out.response.status == 200
+            seen.append(out.json()["site"])
+        assert seen == ["a", "b"]
