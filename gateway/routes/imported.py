@@ -90,6 +90,20 @@ def peer_routes(table: ImportTable) -> dict[str, PeerRoutes]:
     return {site: peer.routes for site, peer in table.peers.items() if peer.routes}
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _has_null(data: object) -> bool:
+    if data is None:
+        return True
+    if isinstance(data, list):
+        return any(_has_null(v) for v in data)
+    if isinstance(data, dict):
+        return any(_has_null(v) for v in data.values())
+    return False
+
+
 class RouteDecoder:
     """Decodes and checks imported route texts, remembering each verdict.
 
@@ -122,11 +136,16 @@ class RouteDecoder:
         if len(text) > MAX_ROUTE_TEXT_BYTES:
             return f"{len(text)} bytes, over the {MAX_ROUTE_TEXT_BYTES}-byte limit"
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
+            if _has_null(data):
+                return "null is not a value a route can hold (it is TOML data)"
         except (ValueError, RecursionError) as exc:
             return f"not JSON: {exc}"
         decoder = Decoder(Path("."))
-        route = decoder.decode_root(RouteConfig, data)
+        try:
+            route = decoder.decode_root(RouteConfig, data)
+        except Exception as exc:  # a peer's input must never take the gateway down
+            return f"refused by the config loader ({type(exc).__name__})"
         if decoder.problems or route is None:
             return "; ".join(f"{p or 'route'}: {m}" for p, m in decoder.problems[:3])
         label = route.name or "route"

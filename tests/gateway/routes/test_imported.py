@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from discovery.model import Endpoint, ServiceName
 from gateway.config.routes import Backend, RouteConfig
 from gateway.routes.forward import Mirrors, RouteRules
@@ -176,6 +179,8 @@ BAD = {
     "a name that is no label": json.dumps(
         {"address": "api.payments", "name": "a\nb", "direct_response": {}}
     ),
+    "null": json.dumps({"address": "api.payments", "rewrite_prefix": None}),
+    "NaN": '{"address": "api.payments", "timeouts": {"idle_s": NaN}}',
     "not json": "{",
     "not a table": "[1, 2]",
     "too big": json.dumps({"address": "api.payments", "name": "x" * 90_000}),
@@ -200,7 +205,8 @@ def test_bad_imported_routes_are_rejected_with_a_reason_and_cost_only_their_serv
     assert "not JSON" in reasons["not json"] and "table" in reasons["not a table"]
     assert "limit" in reasons["too big"]
     assert "printable" in reasons["a name that is no label"]
-    assert "none of the service's 13 routes" in reasons["not json"]
+    assert "null" in reasons["null"] and "NaN" in reasons["NaN"]
+    assert "none of the service's 15 routes" in reasons["not json"]
     # api's good route is not followed without the others (first match wins: a partial list
     # would take requests elsewhere); the peer's other service keeps its route
     assert chosen_names(result) == {"web.payments": ["a/w"]}
@@ -244,3 +250,39 @@ def test_an_imported_route_is_matched_like_a_local_one() -> None:
             assert hit.hosts == want.hosts and hit.cumulative == want.cumulative
     rules = RouteRules(imported, mesh_domain="isthmus", mirrors=Mirrors())
     assert rules.table.by_address[key][0].label == "a/canary"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+KEYS = st.sampled_from(
+    [
+        "address",
+        "name",
+        "match",
+        "backends",
+        "request_headers",
+        "direct_response",
+        "mirror",
+        "rewrite_prefix",
+        "timeouts",
+        "rate_limit",
+        "fault",
+        "path",
+        "regex",
+        "site",
+        "weight",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEYS, JSON, max_size=6))
+def test_any_json_from_a_peer_is_a_route_or_a_reason_never_an_exception(data: dict) -> None:
+    data.setdefault("address", "api.payments")
+    verdict = RouteDecoder("c", ["a", "b"]).decode("a", API, json.dumps(data))
+    assert isinstance(verdict, (RouteConfig, str))
