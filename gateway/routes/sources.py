@@ -200,10 +200,14 @@ class RouteSources:
         seen = -1
         while True:
             seen, table = await self.imports.wait_newer(seen)
-            if self._scan(table):
+            if not self._scan(table):
+                continue
+            try:
                 await self._prepare()
                 self._choose()
                 self._rebuild()
+            except Exception:  # a bug must cost the peers' routes, never the gateway
+                log.exception("following the peers' routes failed; keeping the last rules")
 
     # -- reporting -------------------------------------------------------------------------
 
