@@ -53,6 +53,7 @@ from gateway.config.model import (
     ServicePortConfig,
 )
 from gateway.fleet.document import FleetDocument
+from gateway.fleet.site_start import SiteFleet, site_state
 from gateway.fleet.state import FleetState
 from gateway.fleet.watch import serve_fleet
 from gateway.http.caller_headers import CallerHeaderRules
@@ -509,17 +510,22 @@ async def serve_gateway(
                 functools.partial(start_caller, nursery, gw),
             )
         fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
+        if reloader is not None and config.fleet.source == "site":
+            reloader.fleet = site_state(config)  # docs/fleet.md, "A control site"
         if reloader is not None and fleet_source is not None:
             reloader.fleet = FleetState("consul", config.fleet.prefix, config.site.name)
+        if reloader is not None and reloader.fleet is not None:
             if fleet is not None:
                 reloader.fleet.record_read(fleet.version)
                 reloader.fleet.record_applied(fleet, time.time())
             if gw.observer is not None:
                 gw.observer.registry.collector(reloader.fleet.gauges)
+        site_fleet = SiteFleet(gw, reloader)  # before the links: it serves the push path
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)
         await start_callers(nursery, gw)
         admin_port = await start_admin(nursery, gw, reloader)
+        await site_fleet.start(nursery, fleet)
         if reloader is not None and reloader.fleet is not None and fleet_source is not None:
             # Last: each fleet version is applied to a gateway that is fully up.
             await nursery.start(

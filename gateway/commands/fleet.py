@@ -15,6 +15,7 @@ the authority's ACLs deny the token).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ import trio
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul_parse import ConsulAclDenied, ConsulError
 from foundation.redact import remember_secret
+from gateway.commands import fleet_site
 from gateway.config.errors import ConfigInvalid
 from gateway.config.fleet import FleetConfig, fleet_consul
 from gateway.config.load import load_file, read_config_text
@@ -79,8 +81,12 @@ def _authority_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="Consul ACL token file")
     parser.add_argument("--prefix", help="KV prefix (default: [fleet] prefix, or isthmus/fleet)")
     parser.add_argument(
-        "-c", "--config", type=Path, help="a site's config: its [fleet] Consul source and prefix"
+        "-c",
+        "--config",
+        type=Path,
+        help="a site's config: its [fleet] Consul source and prefix, or its SVID for --site",
     )
+    fleet_site.add_arguments(parser)
 
 
 def authority(args: argparse.Namespace) -> tuple[ConsulSourceConfig, str]:
@@ -181,6 +187,8 @@ def _apply(args: argparse.Namespace) -> int:
     doc = read_document(args.file, args.check_site)
     if doc is None:
         return EXIT_INVALID
+    if fleet_site.wanted(args):
+        return _site_apply(args, doc)
 
     async def body(kv: ConsulKv, prefix: str) -> int:
         current = await read_current(kv, prefix)
@@ -201,6 +209,8 @@ def _diff(args: argparse.Namespace) -> int:
     doc = read_document(args.file, [])
     if doc is None:
         return EXIT_INVALID
+    if fleet_site.wanted(args):
+        return _site_diff(args, doc)
 
     async def body(kv: ConsulKv, prefix: str) -> int:
         current = await read_current(kv, prefix)
@@ -217,6 +227,9 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    if fleet_site.wanted(args):
+        return _site_rollback(args)
+
     async def body(kv: ConsulKv, prefix: str) -> int:
         if not args.version:
             kept = await history(kv, prefix)
@@ -233,3 +246,67 @@ def _rollback(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, "rollback", body)
+
+
+# -- a control site (docs/fleet.md, "A control site") ---------------------------------------
+
+
+def _site_apply(args: argparse.Namespace, doc: FleetDocument) -> int:
+    try:
+        to = fleet_site.target(args)
+        old = fleet_site.current(to)
+        if old == doc:
+            print(f"unchanged; version {doc.version} is current")
+            return EXIT_OK
+        body = {"document": json.loads(doc.canonical_json()), "expect": old.version}
+        fleet_site.write(to, "/fleet/apply", body)
+    except fleet_site.SiteCliError as err:
+        return fleet_site.fail("apply", err)
+    except FleetDocumentInvalid as err:
+        print(f"isthmus apply: the control site's current document: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"applied version {doc.version} (was {old.version})")
+    print_diff(old, doc)
+    return EXIT_OK
+
+
+def _site_diff(args: argparse.Namespace, doc: FleetDocument) -> int:
+    try:
+        old = fleet_site.current(fleet_site.target(args))
+    except fleet_site.SiteCliError as err:
+        return fleet_site.fail("diff", err)
+    except FleetDocumentInvalid as err:
+        print(f"isthmus diff: the control site's current document: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if old == doc:
+        print(f"no change; version {doc.version} is current")
+        return EXIT_OK
+    print(f"version {old.version} -> {doc.version}")
+    print_diff(old, doc)
+    return EXIT_OK
+
+
+def _site_rollback(args: argparse.Namespace) -> int:
+    try:
+        to = fleet_site.target(args)
+        if not args.version:
+            kept = fleet_site.call(to, "GET", "/fleet/history").get("versions") or []
+            print("\n".join(kept) if kept else "no versions kept")
+            return EXIT_OK
+        old = fleet_site.current(to)
+        if old.version == args.version:
+            print(f"unchanged; version {old.version} is current")
+            return EXIT_OK
+        answer = fleet_site.write(
+            to, "/fleet/rollback", {"version": args.version, "expect": old.version}
+        )
+    except fleet_site.SiteCliError as err:
+        return fleet_site.fail("rollback", err)
+    except FleetDocumentInvalid as err:
+        print(f"isthmus rollback: the control site's current document: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"rolled back to version {answer.get('version')} (was {old.version})")
+    for change, kind, name in answer.get("changes") or []:
+        mark = {"added": "+", "removed": "-", "changed": "~"}.get(change, "?")
+        print(f"  {mark} {kind}/{name} ({change})")
+    return EXIT_OK

@@ -66,6 +66,9 @@ def assess(views: dict[str, Any], expected: str | None) -> dict[str, Any]:
 
     Pure: ``views`` as :func:`fetch` returns them; ``expected`` from the authority or None.
     """
+    control = {u: v for u, v in views.items() if isinstance(v.get("sites"), list)}
+    if expected is None and control:
+        expected = next(iter(control.values())).get("version")  # the control site's
     if expected is None:
         read = [v.get("latest") for v in views.values() if isinstance(v.get("latest"), str)]
         expected = Counter(read).most_common(1)[0][0] if read else None
@@ -89,7 +92,31 @@ def assess(views: dict[str, Any], expected: str | None) -> dict[str, Any]:
             state = "pending"  # it has not read (or not yet applied) the expected version
         differs = version != expected
         rows.append(_row(url, str(view.get("site", "?")), version, state, why, differs))
+    rows += _reported(control, expected, {r["site"] for r in rows})
     return {"expected": expected, "sites": rows, "consistent": not any(r["differs"] for r in rows)}
+
+
+def _reported(
+    control: dict[str, Any], expected: str | None, asked: set[str]
+) -> list[dict[str, Any]]:
+    """Rows for the sites a control site reports on (its pushes' answers), except those
+    asked directly: which rejected its version and why, which it cannot reach."""
+    rows = []
+    for url, view in control.items():
+        for site in view["sites"]:
+            if not isinstance(site, dict) or site.get("site") in asked:
+                continue
+            name, version, state = str(site.get("site")), site.get("version"), site.get("state")
+            why = ""
+            if state == "rejected":
+                why = str(site.get("reason") or "")
+            elif state == "unreachable":
+                why = f"no push stream from the control site since {site.get('down_since')}"
+            elif state == "applied":
+                state = "current" if version == expected else "pending"
+            differs = not (state == "current" and version == expected)
+            rows.append(_row(f"{url} (reported)", name, version, str(state), why, differs))
+    return rows
 
 
 def _row(

@@ -17,13 +17,14 @@ import trio
 
 from discovery.sources.consul_parse import ConsulConfigError, ConsulError
 from gateway.config.errors import ConfigInvalid
-from gateway.config.fleet import fleet_consul
+from gateway.config.fleet import fleet_consul, is_authority
 from gateway.config.load import read_config_text
 from gateway.config.model import GatewayConfig
-from gateway.fleet.authority import read_current
+from gateway.fleet.authority import AuthorityError, read_current
 from gateway.fleet.consul_kv import open_kv
 from gateway.fleet.document import FleetDocument
 from gateway.fleet.merge import load_with_fleet
+from gateway.fleet.site_store import store_of
 
 log = logging.getLogger("isthmus.fleet")
 
@@ -33,6 +34,8 @@ async def start_config(
 ) -> tuple[GatewayConfig, FleetDocument | None]:
     """``config`` merged with the current fleet document, and that document; ``config`` and
     None when there is no ``[fleet]`` source or the document cannot be had or used now."""
+    if is_authority(config):
+        return await _from_store(config, path)
     source = fleet_consul(config) if config.fleet.source == "consul" else None
     if source is None:
         return config, None
@@ -52,18 +55,39 @@ async def start_config(
         return config, None
     if current.modify_index == 0:
         return config, current.document
+    return await _merged(config, path, current.document)
+
+
+async def _from_store(
+    config: GatewayConfig, path: Path
+) -> tuple[GatewayConfig, FleetDocument | None]:
+    """At the control site: the document it keeps (docs/fleet.md, "A control site")."""
+    try:
+        doc = await trio.to_thread.run_sync(store_of(config.fleet).read_current)
+    except (AuthorityError, OSError) as err:
+        log.warning(
+            "fleet: cannot read the stored document at start (%s); starting on %s", err, path
+        )
+        return config, None
+    if not doc.resources:
+        return config, doc
+    return await _merged(config, path, doc)
+
+
+async def _merged(
+    config: GatewayConfig, path: Path, doc: FleetDocument
+) -> tuple[GatewayConfig, FleetDocument | None]:
+    current = doc
     try:
         text = await trio.to_thread.run_sync(read_config_text, path)
-        merged = load_with_fleet(
-            text, current.document, base_dir=path.parent.resolve(), filename=str(path)
-        )
+        merged = load_with_fleet(text, current, base_dir=path.parent.resolve(), filename=str(path))
     except ConfigInvalid as exc:
         log.warning(
             "fleet version %s is invalid for this site; starting on %s:\n%s",
-            current.document.version,
+            current.version,
             path,
             exc.report(),
         )
         return config, None
-    log.info("fleet version %s read at start", current.document.version)
-    return merged, current.document
+    log.info("fleet version %s read at start", current.version)
+    return merged, current

@@ -14,6 +14,7 @@ Plain data, updated by the watcher and the reloader, read by ``/fleet``, ``/conf
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from gateway.observe.metrics import GaugeFamily
 MAX_SHOWN_PROBLEMS = 50
 
 
-def _iso(wall: float | None) -> str | None:
+def iso_time(wall: float | None) -> str | None:
     if wall is None:
         return None
     return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="seconds")
@@ -40,7 +41,7 @@ class Rejection:
     def json(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "at": _iso(self.at),
+            "at": iso_time(self.at),
             "problems": [
                 {"path": p.path or "<root>", "message": p.message}
                 for p in self.problems[:MAX_SHOWN_PROBLEMS]
@@ -64,6 +65,10 @@ class FleetState:
     #: The latest version read, when this site rejected it after decoding it (the merge with
     #: its file was invalid or needs a restart): a file reload tries it again.
     waiting: FleetDocument | None = None
+    #: At a control site (``source = "site"``, the authority): each site's answer to the
+    #: pushed versions, and the URL of the fleet API; shown in ``/fleet``.
+    sites: Callable[[], list[dict[str, Any]]] | None = None
+    api: str | None = None
 
     @property
     def version(self) -> str | None:
@@ -107,7 +112,7 @@ class FleetState:
             "source": self.source,
             "prefix": self.prefix,
             "version": self.version,
-            "applied_at": _iso(self.applied_at),
+            "applied_at": iso_time(self.applied_at),
             "applied_unix": self.applied_at,  # wall clock, for measuring push latency
             "latest": self.latest,
             "state": self.state,
@@ -115,6 +120,8 @@ class FleetState:
             "rejected": None if self.rejected is None else self.rejected.json(),
             "rejected_total": self.rejected_total,
             "error": self.error,
+            **({} if self.sites is None else {"sites": self.sites()}),
+            **({} if self.api is None else {"api": self.api}),
         }
 
     def gauges(self) -> list[GaugeFamily]:

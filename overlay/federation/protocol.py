@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -200,10 +200,16 @@ def message_json(msg: Message) -> dict[str, Any]:
 
 def encode_message(msg: Message, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """One frame: 4-byte big-endian length + compact JSON.  Refuses to exceed the limit."""
-    body = json.dumps(message_json(msg), separators=(",", ":"), ensure_ascii=True).encode()
+    return encode_frame(message_json(msg), type(msg).__name__, max_message_bytes=max_message_bytes)
+
+
+def encode_frame(obj: dict[str, Any], what: str, *, max_message_bytes: int) -> bytes:
+    """One frame holding the JSON object ``obj`` (``what`` names it in the error).  Shared with
+    the other streams that speak this framing (the fleet document's push)."""
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
     if len(body) > max_message_bytes:
         raise FederationProtocolError(
-            f"{type(msg).__name__} of {len(body)} bytes exceeds the {max_message_bytes}-byte limit"
+            f"{what} of {len(body)} bytes exceeds the {max_message_bytes}-byte limit"
         )
     return _HEADER.pack(len(body)) + body
 
@@ -399,11 +405,11 @@ def message_from_json(obj: Any, *, routes: bool = False) -> Message:
     _fail(f"unknown message type {kind!r}")
 
 
-def decode_body(body: bytes, *, routes: bool = False) -> Message:
-    """Decode one frame's body (without the length prefix); ``routes``: protocol version 2."""
+def load_json_body(body: bytes) -> Any:
+    """One frame's JSON (strict: no repeated keys, no ``NaN``/``Infinity``), not yet typed."""
     try:
         text = body.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except FederationProtocolError:
         raise
     except (
@@ -411,28 +417,37 @@ def decode_body(body: bytes, *, routes: bool = False) -> Message:
         RecursionError,
     ) as exc:  # JSONDecodeError/UnicodeDecodeError are ValueErrors
         raise FederationProtocolError(f"malformed federation message: {exc}") from None
-    return message_from_json(obj, routes=routes)
 
 
-class FrameDecoder:
-    """Incremental, bounded frame decoder (sans-IO: feed bytes, get messages).
+def decode_body(body: bytes, *, routes: bool = False) -> Message:
+    """Decode one frame's body (without the length prefix); ``routes``: protocol version 2."""
+    return message_from_json(load_json_body(body), routes=routes)
+
+
+class FrameReader:
+    """Incremental, bounded frame splitter (sans-IO: feed bytes, get decoded frames).
 
     Buffers at most one partial frame, i.e. ``4 + max_message_bytes`` bytes beyond what the
-    caller has just fed.  After an error the decoder stays broken: the stream must be closed.
+    caller has just fed.  ``decode`` turns each body into a message; after an error (an
+    oversized frame, a body ``decode`` refuses) the reader stays broken: the stream must be
+    closed.  The federation uses :class:`FrameDecoder`; other streams with this framing (the
+    fleet document's push) pass their own ``decode``.
     """
 
-    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES, routes: bool = False) -> None:
+    def __init__(
+        self, decode: Callable[[bytes], Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES
+    ) -> None:
         self.max_message_bytes = max_message_bytes
-        self.routes = routes  # protocol version 2: services may carry routes
+        self._decode = decode
         self._buffer = bytearray()
         self._broken = False
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> list[Any]:
         """Add received bytes; return every message they complete, in order."""
         if self._broken:
             raise FederationProtocolError("federation stream already failed")
         self._buffer += data
-        out: list[Message] = []
+        out: list[Any] = []
         pos = 0
         try:
             while len(self._buffer) - pos >= _HEADER.size:
@@ -444,9 +459,7 @@ class FrameDecoder:
                 start = pos + _HEADER.size
                 if len(self._buffer) < start + length:
                     break
-                out.append(
-                    decode_body(bytes(self._buffer[start : start + length]), routes=self.routes)
-                )
+                out.append(self._decode(bytes(self._buffer[start : start + length])))
                 pos = start + length
         except FederationProtocolError:
             self._broken = True
@@ -466,6 +479,20 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+
+class FrameDecoder(FrameReader):
+    """:class:`FrameReader` of federation messages (snapshots, deltas, acks, nacks)."""
+
+    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES, routes: bool = False) -> None:
+        self.routes = routes  # protocol version 2: services may carry routes
+        super().__init__(self._body, max_message_bytes=max_message_bytes)
+
+    def _body(self, body: bytes) -> Message:
+        return decode_body(body, routes=self.routes)
+
+    def feed(self, data: bytes) -> list[Message]:
+        return super().feed(data)
 
 
 def encode_all(messages: Iterable[Message], *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> bytes:

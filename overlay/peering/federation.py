@@ -76,6 +76,9 @@ class PeerFederation:
         self._on_change = on_change
         self._stream_handler = stream_handler
         self._clock = clock
+        #: Control streams other than the export, by ``:path`` (the fleet document's push):
+        #: served here, before the traffic handler, so a data-path stream pays no extra check.
+        self.paths: dict[bytes, StreamHandler] = {}
 
     async def export_when_chosen(
         self, state: PeerLinks, session: LinkSession, client: H2Connection
@@ -131,6 +134,8 @@ class PeerFederation:
             await self._import(state, session, stream, routes=True)
         elif path == FEDERATION_PATH.encode():  # a peer from before routes
             await self._import(state, session, stream, routes=False)
+        elif path is not None and (control := self.paths.get(path)) is not None:
+            await control(state.spec.name, stream)
         elif self._stream_handler is not None:
             await self._stream_handler(state.spec.name, stream)
         else:

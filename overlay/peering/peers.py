@@ -300,6 +300,16 @@ class Peering:
         if routes != self._federation.export_routes.latest:
             self._federation.export_routes.publish(routes)
 
+    def add_stream_path(self, path: str, handler: StreamHandler) -> None:
+        """Serve the streams peers open on ``path`` with ``handler(peer site, stream)``: a
+        control stream of the gateway's own (the fleet document's push), never traffic."""
+        self._federation.paths[path.encode()] = handler
+
+    def link_changed(self, peer: str) -> trio.Event | None:
+        """An event set at the next change of ``peer``'s links (None: no such peer)."""
+        state = self._peers.get(peer)
+        return None if state is None else state.changed
+
     def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
         """New export rules (a config reload): every live export stream sends the difference;
         links stay up."""
