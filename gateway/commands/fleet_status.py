@@ -68,7 +68,7 @@ def assess(views: dict[str, Any], expected: str | None) -> dict[str, Any]:
     """
     control = {u: v for u, v in views.items() if isinstance(v.get("sites"), list)}
     if expected is None and control:
-        expected = next(iter(control.values())).get("version")  # the control site's
+        expected = next(iter(control.values())).get("latest")  # the control site's document
     if expected is None:
         read = [v.get("latest") for v in views.values() if isinstance(v.get("latest"), str)]
         expected = Counter(read).most_common(1)[0][0] if read else None
