@@ -191,7 +191,9 @@ def _post_without_certificate(host: str, port: int) -> str:
 
 
 async def test_fleet_from_a_control_site(tmp_path: Path) -> None:
-    services = {s: (DemoService("whoami", "http", 18080),) for s in SITES}
+    services: dict[str, tuple[DemoService, ...]] = {
+        s: (DemoService("whoami", "http", 18080),) for s in SITES
+    }
     topology = with_site(make_topology(list(SITES), services), "c", dial=False)
     addr_a = str(topology.sites[0].address)
     relay = Relay((addr_a, topology.east_west_port))
