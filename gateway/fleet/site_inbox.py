@@ -144,7 +144,10 @@ class FleetInbox:
             return rejection_reason(version, problems)
         if decision == "apply":
             try:
-                await self.apply(doc)
+                # Shielded: a newer stream from the authority cancels this one, never a reload
+                # half-way (the reload is bounded: a file read and a validation).
+                with trio.CancelScope(shield=True):
+                    await self.apply(doc)
             except Exception:  # a bug costs this version only, never the gateway (as SIGHUP)
                 log.exception("fleet version %s: applying it failed", version)
                 problem = Problem("fleet", "applying it failed (see the gateway's log)")

@@ -55,3 +55,22 @@ def test_without_an_authority_the_most_read_version_is_expected() -> None:
     status = assess(views, None)
     assert status["expected"] == "v2" and exit_code(status) == EXIT_DIFFERS
     assert exit_code(assess({"u": {"admin_unreachable": "x"}}, None)) == EXIT_UNREACHABLE
+
+
+def test_a_control_site_reports_the_sites_it_pushes_to() -> None:
+    sites = [
+        {"site": "b", "state": "applied", "version": "v2", "reason": None, "down_since": None},
+        {"site": "c", "state": "rejected", "version": "v2", "reason": "version v2: no peer"},
+        {"site": "d", "state": "unreachable", "version": "v1", "down_since": "2026-01-01T00:00Z"},
+        {"site": "e", "state": "applied", "version": "v1"},
+    ]
+    hq = _view("hq", "v2", "current", sites=sites, api="https://127.0.0.1:9444")
+    status = assess({"u-hq": hq, "u-b": _view("b", "v2", "current")}, None)
+    assert status["expected"] == "v2"  # the control site's document, not a majority vote
+    rows = {r["site"]: r for r in status["sites"]}
+    assert rows["b"]["url"] == "u-b"  # asked directly: its own view wins
+    assert rows["c"]["state"] == "rejected" and rows["c"]["why"] == "version v2: no peer"
+    assert rows["d"]["state"] == "unreachable" and "2026-01-01T00:00Z" in rows["d"]["why"]
+    assert rows["e"]["state"] == "pending" and rows["e"]["differs"]
+    assert not rows["hq"]["differs"] and not rows["b"]["differs"]
+    assert exit_code(status) == EXIT_DIFFERS
