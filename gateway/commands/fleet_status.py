@@ -21,6 +21,7 @@ import trio
 
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul_parse import ConsulError
+from gateway.commands import fleet_site
 from gateway.commands.admin_api import AdminError, get_json
 from gateway.commands.fleet import authority
 from gateway.config.errors import ConfigInvalid
@@ -34,7 +35,7 @@ EXIT_OK, EXIT_DIFFERS, EXIT_UNREACHABLE = 0, 1, 3
 def main(args: argparse.Namespace, default_url: str) -> int:
     """``isthmus status --fleet``: the admin URLs given, else ``default_url``."""
     expected = None
-    if args.consul or args.config is not None:
+    if args.consul or (args.config is not None and not fleet_site.wanted(args)):
         try:
             source, prefix = authority(args)
             current = trio.run(_read_current, source, prefix)

@@ -89,6 +89,7 @@ class FleetAuthority:
         self.random = rng or random.Random()
         self.backoff = Backoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s)
         self._lock = trio.Lock()
+        self._refused: dict[str, str] = {}  # the last refusal logged per site
         state.sites = self.sites_view
 
     def sites_view(self) -> list[dict[str, Any]]:
@@ -177,7 +178,12 @@ class FleetAuthority:
         try:
             await self._run_stream(opener, site, on_answer)
         except* FleetPushRefused as group:
-            log.warning("fleet push to %s refused: %s", site, first_leaf(group))
+            # Once per site and reason (a peer that takes no pushes from us answers 403 at
+            # every retry; the retries back off to backoff_cap_s).
+            reason = str(first_leaf(group))
+            level = logging.DEBUG if self._refused.get(site) == reason else logging.WARNING
+            self._refused[site] = reason
+            log.log(level, "fleet push to %s refused: %s", site, reason)
         except* FederationProtocolError as group:
             log.warning("fleet push to %s failed: %s", site, first_leaf(group))
         except* TunnelError as group:
@@ -210,6 +216,7 @@ class FleetAuthority:
             if status != b"200":
                 raise FleetPushRefused(f"{site} answered the push stream with {status!r}")
             self.answers = self.answers.connected(site)
+            self._refused.pop(site, None)
             session = PushSession(self.site, secrets.token_hex(8))
             send_kick, receive_kick = trio.open_memory_channel[None](1)
 
@@ -248,8 +255,11 @@ class FleetAuthority:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_replies)
                 nursery.start_soon(watch_document)
+                seen = -1
                 while True:
-                    session.set_document(self.document.latest)
+                    if self.document.count != seen:
+                        seen = self.document.count
+                        session.set_document(self.document.latest)
                     push = session.next_message(trio.current_time())
                     if push is not None:
                         await stream.send_all(
