@@ -65,7 +65,9 @@ class FleetConfig:
     # another site's name must be a [[peers]] entry (its SPIFFE ID is the only one whose
     # pushes are taken).
     authority_site: str = field(default="", metadata={"check": _site_name})
-    # At the authority: the directory of the current document and its history.
+    # At the authority: the directory of the current document and its history.  At another
+    # site: where it keeps the last version it applied, to restart on while the authority is
+    # unreachable (unset: it restarts on its own file until the authority pushes).
     store_dir: Path | None = None
     # At the authority: the SPIFFE IDs whose client SVIDs may apply and roll back.
     writers: tuple[SpiffeId, ...] = ()
@@ -111,9 +113,8 @@ def _site_problems(config: GatewayConfig) -> list[tuple[str, str]]:
         out.append(
             ("fleet.authority_site", f"no [[peers]] entry is named {fleet.authority_site!r}")
         )
-    for name in ("store_dir", "writers"):
-        if getattr(fleet, name) not in (None, ()):
-            out.append((f"fleet.{name}", "only used at the authority site"))
+    if fleet.writers:
+        out.append(("fleet.writers", "only used at the authority site"))
     return out
 
 

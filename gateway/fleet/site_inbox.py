@@ -27,6 +27,7 @@ from foundation.errors import first_leaf
 from gateway.config.errors import Problem
 from gateway.fleet.document import FleetDocument
 from gateway.fleet.site_core import ReceiveSession, decide, rejection_reason, reply_for
+from gateway.fleet.site_store import SiteStore
 from gateway.fleet.site_wire import (
     CONTENT_TYPE,
     FleetPush,
@@ -57,8 +58,10 @@ class FleetInbox:
         max_resources: int,
         wall_clock: Callable[[], float],
         ready: trio.Event | None = None,
+        cache: SiteStore | None = None,
     ) -> None:
         self.ready = ready
+        self.cache = cache
         self.authority_site = authority_site
         self.state = state
         self.apply = apply
@@ -121,6 +124,16 @@ class FleetInbox:
                 rejected = await self._handle(push)
                 await stream.send_all(encode_reply(reply_for(push, rejected)))
 
+    async def _remember(self, doc: FleetDocument) -> None:
+        """Keep the version applied, to restart on (a failure costs the cache, logged)."""
+        assert self.cache is not None
+        try:
+            await trio.to_thread.run_sync(self.cache.remember, doc)
+        except OSError as err:
+            log.warning(
+                "fleet: cannot keep version %s in %s: %s", doc.version, self.cache.root, err
+            )
+
     async def _handle(self, push: FleetPush) -> str | None:
         """Apply ``push`` or reject it; the nack's reason, or None when this site runs it."""
         state = self.state
@@ -153,6 +166,8 @@ class FleetInbox:
                 problem = Problem("fleet", "applying it failed (see the gateway's log)")
                 state.record_rejected(version, (problem,), self.wall_clock())
         if state.version == version:
+            if decision == "apply" and self.cache is not None:
+                await self._remember(state.document)
             return None
         rejection = state.rejected
         found = rejection.problems if rejection is not None and rejection.version == version else ()

@@ -65,6 +65,7 @@ class SiteFleet:
                 max_resources=config.fleet.max_resources,
                 wall_clock=time.time,
                 ready=self.ready,
+                cache=None if config.fleet.store_dir is None else store_of(config.fleet),
             )
             gw.peering.add_stream_path(FLEET_PATH, inbox)
         else:

@@ -117,6 +117,12 @@ class SiteStore:
         _write_atomic(self.root / "current.json", data)
         return old
 
+    def remember(self, doc: FleetDocument) -> None:
+        """At a site that takes pushes: remember the version applied (``current.json`` only),
+        to restart on while the control site is unreachable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.root / "current.json", doc.canonical_json().encode())
+
 
 def _is_version(value: str) -> bool:
     return 0 < len(value) <= 64 and _VERSION_CHARS.issuperset(value)

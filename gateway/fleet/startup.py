@@ -34,7 +34,7 @@ async def start_config(
 ) -> tuple[GatewayConfig, FleetDocument | None]:
     """``config`` merged with the current fleet document, and that document; ``config`` and
     None when there is no ``[fleet]`` source or the document cannot be had or used now."""
-    if is_authority(config):
+    if is_authority(config) or (config.fleet.source == "site" and config.fleet.store_dir):
         return await _from_store(config, path)
     source = fleet_consul(config) if config.fleet.source == "consul" else None
     if source is None:
@@ -61,7 +61,8 @@ async def start_config(
 async def _from_store(
     config: GatewayConfig, path: Path
 ) -> tuple[GatewayConfig, FleetDocument | None]:
-    """At the control site: the document it keeps (docs/fleet.md, "A control site")."""
+    """At the control site: the document it keeps; at another site, the last version it
+    applied (docs/fleet.md, "A control site")."""
     try:
         doc = await trio.to_thread.run_sync(store_of(config.fleet).read_current)
     except (AuthorityError, OSError) as err:

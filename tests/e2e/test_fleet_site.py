@@ -108,7 +108,8 @@ def _patch(root: Path, relay: Relay, ew_port: int, addr_a: str) -> Any:
             peer_a = f'name = "a"\naddress = "{addr_a}"\nport = {ew_port}'
             assert peer_a in text
             text = text.replace(peer_a, f'name = "a"\naddress = "127.0.0.1"\nport = {relay.port}')
-        return text + '\n[fleet]\nsource = "site"\nauthority_site = "a"\n'
+        cache = f'store_dir = "{root.resolve() / "c-fleet"}"\n' if site == "c" else ""
+        return text + '\n[fleet]\nsource = "site"\nauthority_site = "a"\n' + cache
 
     return patch
 
@@ -305,6 +306,17 @@ async def _scenario(ov: Overlay, relay: Relay, tmp_path: Path) -> None:
     assert await status_from(ov, "b", "c") == 403
     fleet = await cli("status", "--fleet", ov.url("a"))
     assert fleet.returncode == 0, fleet.stdout
+
+    # 5. c restarts while cut off again: it starts on the version it kept (store_dir), not on
+    #    its own file alone, and says the authority is unreachable.
+    assert version_of(await apply(ov, deployer, doc, ALLOW_ALL)) == v1
+    await all_run(ov, v1)
+    relay.cut()
+    await ov.stop("c")
+    await ov.start("c")
+    view = await ov.get("c", "/fleet")
+    assert view["version"] == v1 and view["state"] == "unreachable", view
+    assert await status_from(ov, "b", "c") == 200  # v1's policy: c's own file has none
 
 
 def _metrics(url: str) -> str:

@@ -311,6 +311,7 @@ def test_site_source_config_problems(fleet: str, expected: dict[str, str]) -> No
     "fleet",
     [
         'source = "site"\nauthority_site = "hq"',
+        'source = "site"\nauthority_site = "hq"\nstore_dir = "cache"',
         'source = "site"\nauthority_site = "a"\nstore_dir = "s"\n'
         'writers = ["spiffe://a.test/ops/deployer"]\napi_port = 0',
     ],

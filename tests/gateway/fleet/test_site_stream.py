@@ -77,7 +77,7 @@ def authority(tmp_path: Path) -> FleetAuthority:
     )
 
 
-def inbox(state: FleetState, authority_site: str = "hq") -> FleetInbox:
+def inbox(state: FleetState, authority_site: str = "hq", cache: Path | None = None) -> FleetInbox:
     return FleetInbox(
         authority_site=authority_site,
         state=state,
@@ -85,6 +85,7 @@ def inbox(state: FleetState, authority_site: str = "hq") -> FleetInbox:
         max_document_bytes=64 * 1024,
         max_resources=100,
         wall_clock=lambda: 50.0,
+        cache=None if cache is None else SiteStore(cache, max_bytes=64 * 1024, max_resources=100),
     )
 
 
@@ -97,9 +98,10 @@ async def eventually(predicate: Callable[[], bool]) -> None:
 
 
 async def test_versions_are_pushed_applied_rejected_and_answered(tmp_path: Path) -> None:
-    auth = authority(tmp_path)
+    auth = authority(tmp_path / "hq")
     state = FleetState("site", "hq", "b")
-    box = inbox(state)
+    cache = SiteStore(tmp_path / "b", max_bytes=64 * 1024, max_resources=100)
+    box = inbox(state, cache=cache.root)
     assert state.state == "unreachable" and "authority hq unreachable since" in str(state.error)
 
     async with h2_pair(lambda stream: box("hq", stream)) as conn, trio.open_nursery() as nursery:
@@ -117,6 +119,7 @@ async def test_versions_are_pushed_applied_rejected_and_answered(tmp_path: Path)
         assert answer.version == BAD.version
         assert answer.reason == f"version {BAD.version}: fleet.x: no good here"
         assert state.version == DOC.version and state.state == "rejected"  # the old one serves
+        assert cache.read_current() == DOC  # the version applied is kept, to restart on
         nursery.cancel_scope.cancel()
     # The stream is gone: the site keeps its version and says since when it is cut off.
     assert state.version == DOC.version
