@@ -111,7 +111,7 @@ class BodyCopy:
     def copying(self) -> bool:
         return not self.complete and self.dropped is None
 
-    def feed(self, data: bytes) -> DropReason | None:
+    def feed(self, data: bytes | bytearray) -> DropReason | None:
         """Keep ``data`` (a piece the primary just read); the reason when it drops the copy
         (once: later pieces of a dropped copy return None)."""
         if not self.copying or not data:
