@@ -353,7 +353,8 @@ class RouteRules:
         if isinstance(body, EmptyBody):
             start(body, None)
             return None
-        refused = admit(declared_length(request.headers), mirror.max_body_bytes)
+        declared = declared_length(request.headers)
+        refused = admit(declared, mirror.max_body_bytes)
         if refused is not None:
             mirrors.note_drop(refused)
             return None
@@ -361,7 +362,8 @@ class RouteRules:
         def complete(kept: BodyCopy) -> None:
             start(HeldBody(kept.pieces(), kept.trailers), kept.release)
 
-        return TeeBody(body, BodyCopy(mirror.max_body_bytes, mirrors.budget), mirrors, complete)
+        held = BodyCopy(mirror.max_body_bytes, mirrors.budget, declared)
+        return TeeBody(body, held, mirrors, complete)
 
 
 def rules_for(config: GatewayConfig, mirrors: Mirrors) -> RouteRules | None:

@@ -17,7 +17,10 @@ the budget grants the bytes, else the copy turns *dropped* (its bytes go back to
 at once).  The end of the body (:meth:`BodyCopy.finish`) turns a copying copy *complete*: its
 bytes are held until the mirror has sent them (:meth:`BodyCopy.release`).  A copy whose
 primary stopped reading before the end (the primary failed, or answered without reading the
-whole body) is dropped as ``body_unfinished``: a mirror never sends a truncated body.
+whole body) is dropped as ``body_unfinished``: a mirror never sends a truncated body -- unless
+the body declared its length and every byte of it was copied (:attr:`BodyCopy.whole`): an
+endpoint that answers before the body's end is read is common, and the copy is whole then
+(only HTTP/2 trailers after such a body would be missing from it).
 """
 
 from __future__ import annotations
@@ -96,10 +99,23 @@ def admit(declared: int | None, cap: int) -> DropReason | None:
 class BodyCopy:
     """The bounded copy of one request body (see the module docstring for its states)."""
 
-    __slots__ = ("_budget", "_pieces", "cap", "complete", "dropped", "held", "trailers")
+    __slots__ = (
+        "_budget",
+        "_pieces",
+        "cap",
+        "complete",
+        "dropped",
+        "expected",
+        "held",
+        "trailers",
+    )
 
-    def __init__(self, cap: int, budget: MirrorBudget) -> None:
+    def __init__(self, cap: int, budget: MirrorBudget, expected: int | None = None) -> None:
         self.cap = cap
+        #: The declared ``content-length`` (None: unknown): once that many bytes were copied
+        #: the body is whole even if the primary never reads its end (an endpoint that
+        #: answered without waiting for it: the primary's forwarder then stops reading).
+        self.expected = expected
         self._budget = budget
         self._pieces: list[bytes] = []
         self.held = 0
@@ -124,6 +140,11 @@ class BodyCopy:
         self._pieces.append(data if type(data) is bytes else bytes(data))
         self.held += size
         return None
+
+    @property
+    def whole(self) -> bool:
+        """Every declared byte was copied (the end of the body may still be unread)."""
+        return self.expected is not None and self.held == self.expected and self.copying
 
     def finish(self, trailers: Headers = ()) -> bool:
         """The body ended: True when the copy is whole (and now complete)."""

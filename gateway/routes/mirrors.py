@@ -237,7 +237,13 @@ class TeeBody:
         return data
 
     def abandon(self) -> None:
-        """The primary is done with the body: a copy still short of its end is dropped."""
+        """The primary is done with the body: a copy with every declared byte is sent (the
+        endpoint answered before the body's end was read), one still short of it dropped."""
         copy, self._copy = self._copy, None
-        if copy is not None and copy.drop("body_unfinished") is not None:
+        if copy is None:
+            return
+        if copy.whole:
+            copy.finish()
+            self._on_complete(copy)
+        elif copy.drop("body_unfinished") is not None:
             self._mirrors.note_drop("body_unfinished")

@@ -75,6 +75,7 @@ class Backends:
     mirror_hangs: bool = False
     mirror_fails: bool = False
     primary_reads: int | None = None  # pieces the primary reads before failing (None: all)
+    primary_stops: int | None = None  # bytes after which the primary stops reading (answered)
 
     async def __call__(
         self,
@@ -96,6 +97,8 @@ class Backends:
             pieces += 1
             if not mirror and self.primary_reads is not None and pieces >= self.primary_reads:
                 raise OSError("the primary's backend went away mid-body")
+            if not mirror and self.primary_stops is not None and len(data) >= self.primary_stops:
+                break  # the endpoint answered before the body's end was read
         self.events.append("mirror" if mirror else "primary read")
         got = Got(request, bytes(data), body.trailers, ctx)
         self.got.setdefault(request.authority, []).append(got)
@@ -195,6 +198,28 @@ async def test_a_primary_that_stops_reading_sends_no_truncated_copy() -> None:
         nursery.cancel_scope.cancel()
     assert SHADOW not in backends.got
     assert mirrors.drops["body_unfinished"] == 1 and mirrors.budget.held == 0
+
+
+async def test_a_declared_body_copied_whole_is_sent_even_if_its_end_was_never_read() -> None:
+    mirrors = Mirrors()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mirrors.serve)
+        sized = Backends(primary_stops=10)  # every declared byte read, not the end
+        await _forward(
+            mirrors,
+            route(),
+            BytesBody(b"12345", b"67890"),
+            sized,
+            headers=((b"content-length", b"10"),),
+        )
+        chunked = Backends(primary_stops=5)  # no length declared: a copy short of the end
+        await _forward(mirrors, route(), BytesBody(b"12345", b"67890"), chunked)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [g.body for g in sized.got[SHADOW]] == [b"1234567890"]
+    assert SHADOW not in chunked.got
+    assert mirrors.drops["body_unfinished"] == 1 and mirrors.started == 1
+    assert mirrors.budget.held == 0
 
 
 async def test_a_hanging_mirror_is_cut_at_its_timeout_and_the_caller_never_waits(

@@ -55,6 +55,16 @@ def test_a_full_gateway_budget_drops_the_copy_that_does_not_fit_and_not_the_othe
     assert budget.held == 0 and BodyCopy(64, budget).feed(b"1") is None
 
 
+def test_a_copy_with_every_declared_byte_is_whole_before_the_end_is_read() -> None:
+    budget = MirrorBudget(100)
+    copy = BodyCopy(64, budget, expected=6)
+    assert copy.feed(b"abc") is None and not copy.whole
+    assert copy.feed(b"def") is None and copy.whole
+    assert copy.finish() is True and not copy.whole  # complete now, not "whole but open"
+    unknown = BodyCopy(64, budget)
+    assert unknown.feed(b"abcdef") is None and not unknown.whole
+
+
 def test_a_zero_cap_copies_no_body_but_an_empty_one() -> None:
     budget = MirrorBudget(10)
     assert BodyCopy(0, budget).finish() is True
