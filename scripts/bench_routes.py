@@ -295,18 +295,19 @@ def mirror_variants() -> dict[str, str]:
     }
 
 
-def _mirror_counts(admin: str) -> tuple[float, float]:
-    """Site A's mirror copies started and dropped so far (from /metrics)."""
+def _mirror_counts(admin: str) -> dict[str, float]:
+    """Site A's mirror copies started (``sent``) and dropped by reason so far (/metrics)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(admin + "/metrics", timeout=30) as response:
         text = response.read().decode("utf-8")
-    started = dropped = 0.0
+    out: dict[str, float] = {"sent": 0.0}
     for line in text.splitlines():
         if line.startswith("isthmus_route_mirror_started_total "):
-            started = float(line.split()[-1])
-        elif line.startswith("isthmus_route_mirror_dropped_total{"):
-            dropped += float(line.split()[-1])
-    return started, dropped
+            out["sent"] = float(line.split()[-1])
+        elif line.startswith('isthmus_route_mirror_dropped_total{reason="'):
+            reason = line.split('"')[1]
+            out[reason] = float(line.split()[-1])
+    return out
 
 
 async def tee_engine(n: int) -> dict[str, float]:
@@ -438,8 +439,12 @@ async def dataplane(
             line = f"  {name:32s} {result.rps:9.0f} req/s  {us:7.1f} us CPU/request"
             if copies is not None:  # how many copies the figure paid for
                 after = await trio.to_thread.run_sync(_mirror_counts, admin)
-                started, dropped = (a - b for a, b in zip(after, copies, strict=True))
-                line += f"  (copies sent {started:.0f}, dropped {dropped:.0f})"
+                moved = {k: v - copies.get(k, 0.0) for k, v in after.items()}
+                line += (
+                    "  (copies: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in moved.items() if v or k == "sent")
+                    + ")"
+                )
             print(line, flush=True)
 
         for round_no in range(rounds):
