@@ -422,6 +422,7 @@ async def dataplane(
                 raise RuntimeError(f"{name}: probe gave {status}, {length} bytes")
             copies = await trio.to_thread.run_sync(_mirror_counts, admin) if mirror else None
             before = cpu_seconds([pid])
+            before_b = cpu_seconds([sites.pids[1]])
             result = await run_wrk(
                 f"http://{url_host}:{port}{SMALL_PATH}",
                 host_header=header,
@@ -430,6 +431,7 @@ async def dataplane(
                 script=script if pid != floor.process.pid else None,
             )
             cpu = cpu_seconds([pid]) - before
+            busy_b = (cpu_seconds([sites.pids[1]]) - before_b) / result.seconds
             if result.non_2xx or result.socket_errors:
                 raise RuntimeError(
                     f"{name}: {result.non_2xx} non-2xx, {result.socket_errors} errors"
@@ -443,7 +445,7 @@ async def dataplane(
                 line += (
                     "  (copies: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in moved.items() if v or k == "sent")
-                    + ")"
+                    + f"; site B's gateway busy {busy_b:.0%} of a core)"
                 )
             print(line, flush=True)
 
