@@ -367,9 +367,7 @@ class RouteRules:
 
 
 def rules_for(config: GatewayConfig, mirrors: Mirrors) -> RouteRules | None:
-    """The router's rules for ``config`` (None without routes: today's behaviour, no cost);
-    the mirrors take the config's byte budget (live: copies already held stay counted)."""
-    mirrors.budget.limit = config.limits.mirror_buffer_budget
+    """The router's rules for ``config`` (None without routes: today's behaviour, no cost)."""
     if not config.routes:
         return None
     return RouteRules.build(config.routes, mesh_domain=config.site.mesh_domain, mirrors=mirrors)

@@ -8,15 +8,21 @@ HTTP/1.1 server that keeps what it was sent.
 * a body over ``max_body_bytes`` (declared, or chunked and growing past it) reaches the
   primary intact and the mirror not, and ``isthmus_route_mirror_dropped_total`` moves;
 * a mirror whose endpoint never answers, or is down, never touches the caller's answer; the
-  hung one is cut at its ``timeout_s`` (``isthmus_route_mirror_failed_total``).
+  hung one is cut at its ``timeout_s`` (``isthmus_route_mirror_failed_total``);
+* ``[limits] mirror_buffer_budget`` lowered by a live reload: with a copy held by a hung
+  mirror, the next body is not mirrored (``reason="buffer_budget"``), its request untouched.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -44,10 +50,29 @@ mirror = {{ service = "stuck.default", site = "b", timeout_s = 1 }}
 
 [[routes]]
 address = "orders.default"
+name = "held"
+match = {{ path = {{ prefix = "/held" }} }}
+mirror = {{ service = "stuck.default", site = "b", timeout_s = 60 }}
+
+[[routes]]
+address = "orders.default"
 name = "down"
 match = {{ path = {{ prefix = "/down" }} }}
 mirror = {{ service = "down.default", site = "b" }}
 """
+
+
+BUDGET = "\n[limits]\nmirror_buffer_budget = 4096\n"
+
+
+def _reload(url: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url + "/config/reload", data=b"", method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def _endpoint(service: str, address: str, port: int) -> str:
@@ -163,6 +188,20 @@ async def test_bodies_are_mirrored_bounded_and_never_in_the_callers_way(tmp_path
                 lambda: _failed(ov, a, "timeout"), "the hung mirror timed out at its timeout_s"
             )
             assert not down.seen
+
+            # 4. The gateway-wide budget, lowered by a live reload: a copy held by a hung
+            #    mirror (its timeout is 60 s) leaves no room for the next; that caller's
+            #    request is untouched.
+            config = ov.built["a"].config_path
+            config.write_text(config.read_text("utf-8") + BUDGET, "utf-8")
+            status, doc = await trio.to_thread.run_sync(_reload, ov.url("a"))
+            assert status == 200 and doc["changes"] == ["limits"], doc
+            await h1("/held", b"H" * 3000)
+            await _until(lambda: _ready(len(stuck) >= 2), "the held mirror's request arrived")
+            await h1("/mirrored/no-room", b"N" * 3000)
+            assert [s.body for s in orders.seen[7:]] == [b"H" * 3000, b"N" * 3000]
+            assert await _at_least(ov, a, "buffer_budget", 1)
+            assert len(shadow.seen) == 3
         servers.cancel_scope.cancel()
         closed.close()
 

@@ -7,21 +7,17 @@ then the trailers) and records it per authority; the last test crosses a real HT
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import trio
 import trio.testing
 
 from discovery.model import ServiceName
-from gateway.config.load import load_text
 from gateway.http.exchange import Body, CallContext, Request, ResponseWriter
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
-from gateway.routes.forward import rules_for
 from gateway.routes.mirrors import Mirrors, mirror_gauges
 from overlay.h2.stream import H2Stream
-from tests.gateway.config.config_kit import GOOD
 from tests.gateway.router.router_kit import (
     API,
     BytesBody,
@@ -35,15 +31,6 @@ from tests.gateway.router.router_kit import (
     serving,
 )
 from tests.gateway.routes.routes_kit import draws, rules
-
-
-def test_the_config_sets_the_mirrors_byte_budget_with_or_without_routes() -> None:
-    mirrors = Mirrors()
-    base = load_text(GOOD, base_dir=Path("/etc/isthmus"))
-    assert rules_for(base, mirrors) is None and mirrors.budget.limit == 16 * 1024 * 1024
-    small = replace(base, limits=replace(base.limits, mirror_buffer_budget=1024))
-    rules_for(small, mirrors)
-    assert mirrors.budget.limit == 1024
 
 
 def route(mirror: str = "") -> str:
