@@ -83,6 +83,7 @@ from gateway.reload.traffic import health_checks_of
 from gateway.router.explain_run import limits_of, run_explain
 from gateway.router.retry import Resilience, resilience_resolver
 from gateway.router.route import Router, known_services
+from gateway.routes.mirrors import mirror_gauges
 from gateway.routes.sources import RouteSources
 from gateway.upstream.pool import UpstreamPool
 from overlay.h2.buffer_budget import BufferBudget
@@ -326,6 +327,9 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         explainer=router.explainer,
         route_timeout=lim.route_timeout_s,
     )
+    router.mirrors.budget.limit = lim.mirror_buffer_budget  # live: the reload sets it too
+    if observer is not None:
+        observer.registry.collector(lambda: mirror_gauges(router.mirrors))
     return Gateway(
         config,
         identity,

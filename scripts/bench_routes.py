@@ -32,8 +32,18 @@ Two parts:
    (999 walked).  Each figure is site A's gateway CPU per request (from /proc), and its ratio
    to the floor's, all in the same run (the order rotated each of ``--rounds``).
 
+3. **Mirror with a body** (``--mirror``; wrk and nginx too): wrk POSTs a 1 KiB body to
+   ``web.default.bencha`` through site A's gateway, whose config is swapped by live reloads
+   between: a route without a mirror (the reference); the same route with a body mirror to
+   the same service in this site (every request is sent twice: the copy's whole exchange is
+   on site A's CPU); a mirror to the service in site B (the copy crosses the link); a mirror
+   whose ``max_body_bytes`` is under the body (refused at the declared length: the cost of
+   the check alone).  The figure is site A's gateway CPU per caller request, and its ratio to
+   the reference's, in the same run (order rotated each round).
+
 Run: ``.venv/bin/python scripts/bench_routes.py`` (engine, ~20 s) or with ``--dataplane``
-(~2 minutes).  Only loopback addresses; every process started is stopped by PID.
+(~2 minutes) or ``--mirror`` (~1 minute).  Only loopback addresses; every process started
+is stopped by PID.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +71,7 @@ from gateway.config.routes import (  # noqa: E402
     Backend,
     FieldMatch,
     HeaderEdits,
+    Mirror,
     PathMatch,
     RateLimit,
     RouteConfig,
@@ -72,6 +84,7 @@ from gateway.http.exchange import (  # noqa: E402
     Request,
     ResponseWriter,
 )
+from gateway.http.message import Headers  # noqa: E402
 from gateway.observe.record import ExchangeRecord  # noqa: E402
 from gateway.routes.forward import Mirrors, RouteRules  # noqa: E402
 
@@ -259,7 +272,108 @@ def _reload(url: str) -> dict[str, object]:
     return doc
 
 
-async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[float]]:
+MIRROR_BODY = 1024
+_POST_LUA = f"""wrk.method = "POST"
+wrk.body = string.rep("m", {MIRROR_BODY})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def mirror_variants() -> dict[str, str]:
+    """The ``--mirror`` configs: one route on the benchmark's address, with and without a
+    mirror (see the module docstring)."""
+    head = '\n[[routes]]\naddress = "web.default.bencha"\nname = "mirrored"\n'
+    head += 'backends = [{ service = "web.default", site = "bencha" }]\n'
+    return {
+        "POST, route, no mirror": head,
+        "POST, body mirror (this site)": head
+        + 'mirror = { service = "web.default", site = "bencha", max_in_flight = 64 }\n',
+        "POST, body mirror (site B)": head
+        + 'mirror = { service = "web.default", site = "benchb", max_in_flight = 64 }\n',
+        "POST, mirror, body over cap": head
+        + 'mirror = { service = "web.default", site = "bencha", max_body_bytes = 512 }\n',
+    }
+
+
+def _mirror_counts(admin: str) -> dict[str, float]:
+    """Site A's mirror copies started (``sent``) and dropped by reason so far (/metrics)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(admin + "/metrics", timeout=30) as response:
+        text = response.read().decode("utf-8")
+    out: dict[str, float] = {"sent": 0.0}
+    for line in text.splitlines():
+        if line.startswith("isthmus_route_mirror_started_total "):
+            out["sent"] = float(line.split()[-1])
+        elif line.startswith('isthmus_route_mirror_dropped_total{reason="'):
+            reason = line.split('"')[1]
+            out[reason] = float(line.split()[-1])
+    return out
+
+
+async def tee_engine(n: int) -> dict[str, float]:
+    """In this process: CPU per routed POST of ``MIRROR_BODY`` bytes (one piece) whose
+    forward reads the body, with a route without a mirror against one with a body mirror
+    (tee, copy, the copy's task started and run to a no-op) -- the mirror's own cost, not
+    its exchange's.  Each request yields once so the copies run as they would."""
+    ctx = CallContext("bencha", CALLER, deadline=1e12)
+    headers = ((b"content-length", b"%d" % MIRROR_BODY),)
+    request = Request(b"POST", b"http", b"web.default.bencha.isthmus", b"/orders", headers)
+    piece = b"m" * MIRROR_BODY
+
+    class OnePiece:
+        trailers: Headers = ()
+
+        def __init__(self) -> None:
+            self.left = True
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            if self.left:
+                self.left = False
+                return piece
+            return b""
+
+    async def drain(
+        request: Request,
+        body: Body,
+        writer: ResponseWriter,
+        ctx: CallContext,
+        rec: ExchangeRecord | None,
+    ) -> None:
+        while await body.receive_some(65536):
+            pass
+
+    base = RouteConfig(address="web.default.bencha", name="mirrored")
+    configs = {
+        "route, no mirror": base,
+        "route + body mirror": RouteConfig(
+            address=base.address,
+            name=base.name,
+            mirror=Mirror(service="web.default", site="bencha", max_in_flight=1024),
+        ),
+    }
+    out: dict[str, float] = {}
+    mirrors = Mirrors()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mirrors.serve)
+        for rounds in range(3):  # the order alternated, the best of three kept
+            items = list(configs.items())
+            for name, config in items if rounds % 2 == 0 else items[::-1]:
+                rules = RouteRules.build((config,), mesh_domain="isthmus", mirrors=mirrors)
+                begin = time.process_time()
+                for _ in range(n):
+                    await rules.forward(request, OnePiece(), None, ctx, None, drain)  # type: ignore[arg-type]
+                    await trio.lowlevel.checkpoint()
+                us = (time.process_time() - begin) / n * 1e6
+                out[name] = min(out.get(name, us), us)
+        nursery.cancel_scope.cancel()
+    if mirrors.dropped or mirrors.started != 3 * n:
+        raise RuntimeError(f"copies: {mirrors.started} started, {mirrors.drops} dropped")
+    return out
+
+
+async def dataplane(
+    seconds: float, rounds: int, root: Path, *, mirror: bool = False
+) -> dict[str, list[float]]:
     from bench.backend import SMALL_BODY, SMALL_PATH, start_backend
     from bench.isthmus import SITE_A, IsthmusSites, start_isthmus
     from bench.load import probe, run_wrk
@@ -287,42 +401,64 @@ async def dataplane(seconds: float, rounds: int, root: Path) -> dict[str, list[f
         base = config.read_text("utf-8")
         admin = f"http://{SITE_A_HOST}:{sites.topology.admin_port}"
         host = IsthmusSites.host_header(SITE_A)
-        variants = {
-            "no routes": "",
-            "1000 routes, none for it": routes_toml(route_set("spread", site="benchb")),
-            "1000 routes (spread)": routes_toml(route_set("spread")),
-            "1000 routes on the address": routes_toml(route_set("1000 prefix")),
-        }
+        script = None
+        if mirror:
+            script = root / "post.lua"
+            script.write_text(_POST_LUA, "utf-8")
+        variants = (
+            mirror_variants()
+            if mirror
+            else {
+                "no routes": "",
+                "1000 routes, none for it": routes_toml(route_set("spread", site="benchb")),
+                "1000 routes (spread)": routes_toml(route_set("spread")),
+                "1000 routes on the address": routes_toml(route_set("1000 prefix")),
+            }
+        )
 
         async def measure(name: str, url_host: str, port: int, header: str, pid: int) -> None:
             status, length = await probe(url_host, port, header, SMALL_PATH)
             if status != 200 or length != len(SMALL_BODY):
                 raise RuntimeError(f"{name}: probe gave {status}, {length} bytes")
+            copies = await trio.to_thread.run_sync(_mirror_counts, admin) if mirror else None
             before = cpu_seconds([pid])
+            before_b = cpu_seconds([sites.pids[1]])
             result = await run_wrk(
                 f"http://{url_host}:{port}{SMALL_PATH}",
                 host_header=header,
                 connections=16,
                 seconds=seconds,
+                script=script if pid != floor.process.pid else None,
             )
             cpu = cpu_seconds([pid]) - before
+            busy_b = (cpu_seconds([sites.pids[1]]) - before_b) / result.seconds
             if result.non_2xx or result.socket_errors:
                 raise RuntimeError(
                     f"{name}: {result.non_2xx} non-2xx, {result.socket_errors} errors"
                 )
             us = cpu / result.requests * 1e6
             figures.setdefault(name, []).append(us)
-            print(f"  {name:32s} {result.rps:9.0f} req/s  {us:7.1f} us CPU/request", flush=True)
+            line = f"  {name:32s} {result.rps:9.0f} req/s  {us:7.1f} us CPU/request"
+            if copies is not None:  # how many copies the figure paid for
+                after = await trio.to_thread.run_sync(_mirror_counts, admin)
+                moved = {k: v - copies.get(k, 0.0) for k, v in after.items()}
+                line += (
+                    "  (copies: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in moved.items() if v or k == "sent")
+                    + f"; site B's gateway busy {busy_b:.0%} of a core)"
+                )
+            print(line, flush=True)
 
         for round_no in range(rounds):
             print(f"-- round {round_no + 1} of {rounds}", flush=True)
-            await measure(
-                "trio floor",
-                FLOOR_HOST,
-                FLOOR_PORT,
-                f"{SITE_A_HOST}:{BACKEND.http_port}",
-                floor.process.pid,
-            )
+            if not mirror:  # the floor (GET only) is the reference of the routes' figures
+                await measure(
+                    "trio floor",
+                    FLOOR_HOST,
+                    FLOOR_PORT,
+                    f"{SITE_A_HOST}:{BACKEND.http_port}",
+                    floor.process.pid,
+                )
             # Rotated each round: no variant always runs first or last (drift, heap growth).
             order = list(variants.items())
             order = order[round_no % len(order) :] + order[: round_no % len(order)]
@@ -343,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--owned", action="store_true", help="also routes in the federation export (in-process)"
     )
+    parser.add_argument(
+        "--mirror", action="store_true", help="only: a route with a body mirror against without"
+    )
     args = parser.parse_args(argv)
+    if args.mirror:
+        return _mirror_main(args.seconds, args.rounds, args.matches)
 
     print("engine: CPU per request, 1000 routes (this process, no I/O)", flush=True)
     for kind, fig in engine(args.matches).items():
@@ -371,6 +512,31 @@ def main(argv: list[str] | None = None) -> int:
             f"   x{us / off:5.3f} no routes",
             flush=True,
         )
+    return 0
+
+
+def _mirror_main(seconds: float, rounds: int, n: int) -> int:
+    print(
+        f"mirror, in this process: CPU per routed POST of {MIRROR_BODY} bytes (best of 3)",
+        flush=True,
+    )
+    micro = trio.run(tee_engine, n)
+    ref_us = micro["route, no mirror"]
+    for name, us in micro.items():
+        print(f"  {name:32s} {us:7.2f} us   +{us - ref_us:5.2f} us", flush=True)
+    lock = open(Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock", "w")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the same addresses as bench_dataplane.py: one at a time
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-routes-") as tmp:
+        figures = trio.run(partial(dataplane, seconds, rounds, Path(tmp), mirror=True))
+    ref = statistics.median(figures["POST, route, no mirror"])
+    print(
+        f"mirror: site A's gateway CPU per caller request (median of rounds), POST of "
+        f"{MIRROR_BODY} bytes",
+        flush=True,
+    )
+    for name, values in figures.items():
+        us = statistics.median(values)
+        print(f"  {name:32s} {us:7.1f} us   x{us / ref:5.2f} the route without a mirror")
     return 0
 
 

@@ -440,6 +440,10 @@ class LimitsConfig:
     # Bytes every tunnel's receive window may hold together, gateway-wide: past it, windows
     # stay at ``link_stream_window`` (nothing fails; tunnels are only slower).
     buffer_budget: int = field(default=256 * 1024 * 1024, metadata={"min": 0, "max": 2**48})
+    # Bytes the routes' mirrors may hold together, gateway-wide: request bodies copied for
+    # a mirror until it has sent them.  Past it a request is not mirrored (the caller's own
+    # request is untouched); applied live by a reload.
+    mirror_buffer_budget: int = field(default=16 * 1024 * 1024, metadata={"min": 0, "max": 2**40})
     link_connection_window: int = field(
         default=8 * 1024 * 1024, metadata={"min": 65535, "max": 2**31 - 1}
     )

@@ -203,13 +203,18 @@ class DirectResponse:
 
 @dataclass(frozen=True)
 class Mirror:
-    """Copy ``percent`` of the requests (those without a body) to a second backend; its
-    answers are discarded, and at most ``max_in_flight`` copies run at once (more are dropped)."""
+    """Copy ``percent`` of the requests to a second backend; its answers are discarded, and
+    at most ``max_in_flight`` copies run at once (more are dropped).  A request body is
+    copied while it streams to the primary, up to ``max_body_bytes`` (a larger one: that
+    request is not mirrored); the copy goes out once the whole body was read and has
+    ``timeout_s`` in all, its own bound, never the caller's."""
 
     service: str = field(metadata={"check": _service})
     site: str | None = field(default=None, metadata={"check": _label})
     percent: float = field(default=100.0, metadata={"min": 0, "max": 100})
     max_in_flight: int = field(default=16, metadata={"min": 1, "max": 1024})
+    max_body_bytes: int = field(default=64 * 1024, metadata={"min": 0, "max": 16 * 1024 * 1024})
+    timeout_s: float = field(default=10.0, metadata={"min": 0.001, "max": 3600})
 
 
 @dataclass(frozen=True)

@@ -330,6 +330,7 @@ class ConfigReloader:
             ew.stream_idle_timeout = lim.stream_idle_timeout_s
             ew.max_stream_duration = lim.max_stream_duration_s
             self.gw.pool.h1_limits = h1_limits(lim)
+            self.gw.router.mirrors.budget.limit = lim.mirror_buffer_budget
         if plan.caller_headers:
             self.gw.cluster.caller_headers = CallerHeaderRules(
                 config.site.caller_headers, config.caller_headers

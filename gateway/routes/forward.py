@@ -19,9 +19,12 @@ forwarding: address -> sites in failover order -> cluster).  Here, in order:
    request to that site: its gateway applies its own policy and exports), the request header
    edits and path-prefix rewrite applied, the response header edits wrapped around the
    writer, and the route's timeouts tightening the context's;
-6. a **mirror** copy (body-less requests only: a body is streamed once, never buffered) is
-   started in :class:`Mirrors`' nursery before the main request, fire-and-forget: capped in
-   flight (over the cap it is dropped), its answer discarded, its failure only counted.
+6. a **mirror** copy is started in :class:`Mirrors`' nursery, fire-and-forget: capped in
+   flight (over the cap it is dropped), bounded by its own timeout, its answer discarded, its
+   failure only counted.  A body-less request's copy starts before the main request; a
+   body is streamed to the main request as always, through a :class:`TeeBody` that keeps a
+   bounded copy (``mirror.max_body_bytes``, ``[limits] mirror_buffer_budget``), and the copy
+   starts once the whole body was read -- a body over the bounds is simply not mirrored.
 
 A route is applied once: a backend's address is not matched against routes again, so routes
 cannot loop.
@@ -52,83 +55,18 @@ from gateway.http.exchange import (
 from gateway.http.message import Headers
 from gateway.observe.record import ExchangeRecord
 from gateway.routes.buckets import TokenBuckets
+from gateway.routes.mirror_copy import BodyCopy, admit, declared_length
+from gateway.routes.mirrors import DiscardWriter, HeldBody, Mirrors, TeeBody
 from gateway.routes.table import CompiledRoute, RouteTable, compile_routes, view_of
 from overlay.address import AddressError, parse_authority_cached
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Forward", "Mirrors", "RouteRules", "rules_for"]
+
 Forward = Callable[
     [Request, Body, ResponseWriter, CallContext, ExchangeRecord | None], Awaitable[None]
 ]
-
-#: Mirrors in flight across every route (each route also has its own ``max_in_flight``).
-MAX_MIRRORS = 256
-
-
-class Mirrors:
-    """The nursery mirror copies run in, and how many do (bounded; over the cap: dropped)."""
-
-    def __init__(self, *, limit: int = MAX_MIRRORS) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self.per_route: dict[str, int] = {}
-        self.started = 0
-        self.dropped = 0
-        self.failed = 0
-        self._nursery: trio.Nursery | None = None
-
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the mirrors' nursery until cancelled (started in the gateway's root nursery)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
-
-    def spawn(self, route: str, cap: int, run: Callable[[], Awaitable[None]]) -> bool:
-        """Start ``run`` unless a cap is reached (or nothing serves); False: dropped."""
-        nursery = self._nursery
-        busy = self.per_route.get(route, 0)
-        if nursery is None or self.in_flight >= self.limit or busy >= cap:
-            self.dropped += 1
-            return False
-        self.in_flight += 1
-        self.per_route[route] = busy + 1
-        self.started += 1
-        nursery.start_soon(self._run, route, run)
-        return True
-
-    async def _run(self, route: str, run: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await run()
-        except Exception as exc:  # a mirror's failure is never the caller's
-            self.failed += 1
-            log.debug("mirror of %s failed: %s", route, type(exc).__name__)
-        finally:
-            self.in_flight -= 1
-            left = self.per_route[route] - 1
-            if left:
-                self.per_route[route] = left
-            else:
-                del self.per_route[route]
-
-
-class _DiscardWriter:
-    """Where a mirror's answer goes: nowhere."""
-
-    head_sent = False
-
-    async def send_head(self, response: Response, *, end_stream: bool = False) -> None:
-        self.head_sent = True
-
-    async def send_data(self, data: bytes) -> None:
-        return None
-
-    async def send_end(self, trailers: Headers = ()) -> None:
-        return None
 
 
 def edit_headers(headers: Headers, remove: frozenset[bytes], add: Headers) -> Headers:
@@ -335,9 +273,17 @@ class RouteRules:
         ctx = self._timeouts(config, ctx)
         if actions.response_edits:
             writer = _EditedWriter(writer, actions.response_edits)
-        if config.mirror is not None and isinstance(body, EmptyBody):
-            self._mirror(route, config, routed, ctx, unrouted)
-        await unrouted(routed, body, writer, ctx, rec)
+        if config.mirror is None:
+            await unrouted(routed, body, writer, ctx, rec)
+            return
+        tee = self._mirror(route, config, routed, body, ctx, unrouted)
+        if tee is None:
+            await unrouted(routed, body, writer, ctx, rec)
+            return
+        try:
+            await unrouted(routed, tee, writer, ctx, rec)
+        finally:
+            tee.abandon()
 
     def _faulted(self, percent: float, header: str | None, request: Request) -> bool:
         if header is not None:
@@ -377,21 +323,47 @@ class RouteRules:
         route: CompiledRoute,
         config: RouteConfig,
         request: Request,
+        body: Body,
         ctx: CallContext,
         unrouted: Forward,
-    ) -> None:
+    ) -> TeeBody | None:
+        """Start the mirror copy of a body-less request; for one with a body, the tee that
+        starts it once the body was read (None: not mirrored, or nothing to tee)."""
         mirror = config.mirror
         assert mirror is not None and route.mirror_host is not None
         if self.draw() * 100 >= mirror.percent:
-            return
+            return None
         _, colon, port = request.authority.rpartition(b":")
         authority = route.mirror_host + (b":" + port if colon and port.isdigit() else b"")
         copy = replace(request, authority=authority, h1_head=None)
+        mirrors = self.mirrors
+        timeout_s = mirror.timeout_s
+        # The copy's own bounds, never the caller's: it starts when the caller's body has
+        # been read (the caller's deadline may be close by then) and ends at its timeout.
+        clock = self.clock
 
-        async def run() -> None:
-            await unrouted(copy, EmptyBody(), _DiscardWriter(), ctx, None)
+        def start(held: Body, done: Callable[[], None] | None) -> None:
+            async def run() -> None:
+                end = clock() + timeout_s
+                own = replace(ctx, deadline=end, max_deadline=end)
+                await unrouted(copy, held, DiscardWriter(), own, None)
 
-        self.mirrors.spawn(route.label, mirror.max_in_flight, run)
+            mirrors.spawn(route.label, mirror.max_in_flight, run, timeout_s=timeout_s, done=done)
+
+        if isinstance(body, EmptyBody):
+            start(body, None)
+            return None
+        declared = declared_length(request.headers)
+        refused = admit(declared, mirror.max_body_bytes)
+        if refused is not None:
+            mirrors.note_drop(refused)
+            return None
+
+        def complete(kept: BodyCopy) -> None:
+            start(HeldBody(kept.pieces(), kept.trailers), kept.release)
+
+        held = BodyCopy(mirror.max_body_bytes, mirrors.budget, declared)
+        return TeeBody(body, held, mirrors, complete)
 
 
 def rules_for(config: GatewayConfig, mirrors: Mirrors) -> RouteRules | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import h11
 import trio
@@ -61,11 +62,19 @@ def parse_wrk(out: str) -> WrkResult:
 
 
 async def run_wrk(
-    url: str, *, host_header: str | None, connections: int, seconds: float
+    url: str,
+    *,
+    host_header: str | None,
+    connections: int,
+    seconds: float,
+    script: Path | None = None,
 ) -> WrkResult:
+    """wrk's figures for ``url``; ``script``: a wrk Lua script (e.g. a POST with a body)."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
     if host_header:
         argv += ["-H", f"Host: {host_header}"]
+    if script is not None:
+        argv += ["-s", str(script)]
     argv.append(url)
     with trio.fail_after(seconds + 30):
         done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)

@@ -1,5 +1,6 @@
 """A real HTTP/1.1 endpoint that answers every request with one fixed status and keeps what
-it was sent (method, headers, body): the counter the retry and deadline tests read."""
+it was sent (method, headers, body; content-length or chunked): the counter the retry,
+deadline and mirror tests read."""
 
 from __future__ import annotations
 
@@ -46,19 +47,59 @@ async def _connection(stream: trio.SocketStream, *, endpoint: Counting) -> None:
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            length = min(int(headers.get("content-length", "0")), MAX_BODY)
-            while len(buffer) < length:
-                data = await stream.receive_some(65536)
-                if not data:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                chunked = await _read_chunked(stream, buffer)
+                if chunked is None:
                     return
-                buffer += data
-            body, buffer = buffer[:length], buffer[length:]
+                body, buffer = chunked
+            else:
+                length = min(int(headers.get("content-length", "0")), MAX_BODY)
+                while len(buffer) < length:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                body, buffer = buffer[:length], buffer[length:]
             endpoint.seen.append(Seen(method, headers, body))
             reply = endpoint.name.encode()
             await stream.send_all(
                 b"HTTP/1.1 %d Counted\r\ncontent-length: %d\r\n\r\n%s"
                 % (endpoint.status, len(reply), reply)
             )
+
+
+async def _read_chunked(stream: trio.SocketStream, buffer: bytes) -> tuple[bytes, bytes] | None:
+    """A chunked body (trailers skipped) and what follows it; None: the caller went away or
+    sent more than ``MAX_BODY``."""
+    body = b""
+
+    async def line() -> bytes | None:
+        nonlocal buffer
+        while b"\r\n" not in buffer:
+            if len(buffer) > MAX_HEAD:
+                return None
+            data = await stream.receive_some(65536)
+            if not data:
+                return None
+            buffer += data
+        out, buffer = buffer.split(b"\r\n", 1)
+        return out
+
+    while True:
+        size_line = await line()
+        if size_line is None:
+            return None
+        size = int(size_line.split(b";", 1)[0], 16)
+        if size == 0:
+            while (trailer := await line()) is not None and trailer:
+                pass
+            return body, buffer
+        while len(buffer) < size + 2:
+            data = await stream.receive_some(65536)
+            if not data or len(body) + size > MAX_BODY:
+                return None
+            buffer += data
+        body, buffer = body + buffer[:size], buffer[size + 2 :]
 
 
 async def serve_counting(

@@ -24,6 +24,7 @@ from gateway.observe.access_log import AccessLog
 from gateway.observe.observer import Observer, sampled
 from gateway.observe.state_gauges import catalog_gauges, import_gauges, link_gauges
 from gateway.router.route import NoHealthySite
+from gateway.routes.mirrors import Mirrors, mirror_gauges
 from overlay.federation.import_ import ImportTable
 from tests.gateway.config.config_kit import GOOD
 
@@ -109,8 +110,9 @@ def test_every_exported_metric_is_documented(tmp_path: Path) -> None:
     names |= {g.name for g in import_gauges(ImportTable(grace=1.0), 0.0)}
     names |= {g.name for g in catalog_gauges(Catalog(), 0.0)}
     names |= {g.name for g in outlier_gauges(OutlierDetector())}
+    names |= {g.name for g in mirror_gauges(Mirrors())}
     names.add("isthmus_svid_expiry_seconds")  # identity_gauges needs a real SVID
-    assert len(names) == 34
+    assert len(names) == 39
     doc = (ROOT / "docs" / "metrics.md").read_text("utf-8")
     documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
     assert names <= documented, names - documented

@@ -60,6 +60,7 @@ def test_a_changed_listener_is_replaced() -> None:
 
 def test_per_request_limits_are_live() -> None:
     new = GOOD + "\n[limits]\nmax_header_bytes = 2048\nroute_timeout_s = 5.0\n"
+    new += "mirror_buffer_budget = 1024\n"  # the routes' mirrors read it per copy
     plan = plan_reload(_config(GOOD), _config(new))
     assert plan.problems == () and plan.changes == ("limits",)
 

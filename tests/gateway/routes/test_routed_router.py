@@ -222,17 +222,22 @@ async def test_mirrors_are_fire_and_forget_and_capped() -> None:
             get(b"api.default.isthmus"), EmptyBody(), Collect(), ctx(), None, _split(main, nxt)
         )
         await trio.testing.wait_all_tasks_blocked()
-        # 2: the one slot is taken: dropped.  3: draw 0.9 is above 50 %: not mirrored.
+        # 2: the one slot is taken: dropped.
         await mirrored.forward(
             get(b"api.default.isthmus"), EmptyBody(), Collect(), ctx(), None, _split(main, nxt)
         )
-        # 4: a request with a body is never mirrored (a body is streamed once).
+        # 3: a request with a body whose main request never read it: no truncated copy.
         await mirrored.forward(
             get(b"api.default.isthmus"), BytesBody(b"x"), Collect(), ctx(), None, _split(main, nxt)
         )
-        assert len(main.calls) == 3
+        # 4: draw 0.9 is above 50 %: not mirrored.
+        await mirrored.forward(
+            get(b"api.default.isthmus"), EmptyBody(), Collect(), ctx(), None, _split(main, nxt)
+        )
+        assert len(main.calls) == 4
         assert [r.authority for r, _, _ in nxt.calls] == [b"shadow.default.b.isthmus"]
-        assert (mirrors.started, mirrors.dropped, mirrors.in_flight) == (1, 1, 1)
+        assert (mirrors.started, mirrors.dropped, mirrors.in_flight) == (1, 2, 1)
+        assert mirrors.drops["in_flight"] == mirrors.drops["body_unfinished"] == 1
         assert nxt.gate is not None
         nxt.gate.set()
         await trio.testing.wait_all_tasks_blocked()

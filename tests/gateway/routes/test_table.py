@@ -165,6 +165,21 @@ def test_a_rewrite_needs_a_prefix_match() -> None:
     assert found == ["routes[0].rewrite_prefix: needs match.path.prefix (the prefix it replaces)"]
 
 
+def test_a_mirrors_body_bounds_are_checked_with_their_field_paths() -> None:
+    found = _problems(
+        '[[routes]]\naddress = "a.b"\n'
+        'mirror = { service = "s.b", max_body_bytes = 16777217, timeout_s = 0 }\n'
+        "[limits]\nmirror_buffer_budget = -1\n"
+    )
+    assert sorted(found) == [
+        "limits.mirror_buffer_budget: must be >= 0, not -1",
+        "routes[0].mirror.max_body_bytes: must be <= 16777216, not 16777217",
+        "routes[0].mirror.timeout_s: must be >= 0.001, not 0.0",
+    ]
+    mirror = _config('[[routes]]\naddress = "a.b"\nmirror = { service = "s.b" }\n').routes[0].mirror
+    assert mirror is not None and (mirror.max_body_bytes, mirror.timeout_s) == (65536, 10.0)
+
+
 def test_no_routes_is_the_default() -> None:
     assert _config("").routes == ()
 
