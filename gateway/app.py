@@ -30,13 +30,15 @@ import trio
 from discovery.backoff import Backoff
 from discovery.snapshot import Catalog
 from discovery.sources.mdns_announce import AnnouncedService, serve_mdns_announcer
+from discovery.steps import Steps
 from discovery.watch import Watch
 from gateway.admin.explain_view import explain_query
 from gateway.admin.health import healthz_view
 from gateway.admin.overlay_view import overlay_view
 from gateway.admin.page import page_views
 from gateway.admin.server import Action, Reply, Text, serve_admin
-from gateway.admin.views import imports_json, routes_json
+from gateway.admin.sliced import Sliced
+from gateway.admin.views import imports_json_steps, routes_json_steps
 from gateway.cluster.balancer import balancer_resolver
 from gateway.cluster.fair_share import SiteShares
 from gateway.cluster.health_checker import CheckMemory, Failing
@@ -44,7 +46,7 @@ from gateway.cluster.local import LocalCluster
 from gateway.cluster.outlier_config import policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.cluster.outlier_metrics import outlier_gauges
-from gateway.commands.catalog import catalog_json
+from gateway.commands.catalog import catalog_answer
 from gateway.config.fleet import fleet_consul
 from gateway.config.model import (
     AnnounceServiceConfig,
@@ -65,10 +67,11 @@ from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
 from gateway.listener.sni import serve_sni_listener
 from gateway.observe.access_log import AccessLog
+from gateway.observe.metrics import Registry
 from gateway.observe.observer import Observer
 from gateway.observe.state_gauges import (
     buffer_budget_gauges,
-    catalog_gauges,
+    catalog_gauges_steps,
     identity_gauges,
     import_gauges,
     link_gauges,
@@ -186,19 +189,24 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
     config = gw.config
     views: dict[str, Any] = {
         "/healthz": healthz_view(config.site.name, gw.identity),
-        "/catalog": lambda: catalog_json(gw.effective_catalog.latest, trio.current_time()),
+        # Large on a large catalog: built and encoded a slice per loop step (admin/sliced.py)
+        # from the snapshots current when the request came.
+        "/catalog": lambda: catalog_answer(gw.effective_catalog.latest, trio.current_time()),
         "/links": gw.peering.status,
-        "/imports": lambda: imports_json(gw.peering.imports.latest, trio.current_time()),
-        "/routes": lambda: (
-            routes_json(gw.peering.routes.latest, config.site.mesh_domain)
-            | ({} if gw.route_sources is None else gw.route_sources.status())
+        "/imports": lambda: Sliced(
+            imports_json_steps(gw.peering.imports.latest, trio.current_time())
+        ),
+        "/routes": lambda: Sliced(
+            routes_json_steps(
+                gw.peering.routes.latest,
+                config.site.mesh_domain,
+                extra={} if gw.route_sources is None else gw.route_sources.status(),
+            )
         ),
     }
     registry = None if gw.observer is None else gw.observer.registry
     if registry is not None and config.metrics.enabled:
-        views["/metrics"] = lambda: Text(
-            registry.render(), "text/plain; version=0.0.4; charset=utf-8"
-        )
+        views["/metrics"] = lambda: Sliced(metrics_text(registry))
     counted = gw.observer if registry is not None and config.metrics.enabled else None
     views["/overlay"] = overlay_view(config.site.name, gw.peering, gw.effective_catalog, counted)
     views.update(page_views())  # the overlay map page at "/" (docs/overlay-map.md)
@@ -207,6 +215,12 @@ def admin_views(gw: Gateway, reloader: ConfigReloader | None = None) -> dict[str
         if reloader.fleet is not None:
             views["/fleet"] = reloader.fleet.status
     return views
+
+
+def metrics_text(registry: Registry) -> Steps[Text]:
+    """The ``/metrics`` answer, rendered a collector (or a slice of the catalog) per step."""
+    body = yield from registry.render_steps()
+    return Text(body, "text/plain; version=0.0.4; charset=utf-8")
 
 
 def observer_for(
@@ -227,7 +241,7 @@ def observer_for(
     registry = observer.registry
     registry.collector(lambda: link_gauges(peering.status()))
     registry.collector(lambda: import_gauges(peering.imports.latest, trio.current_time()))
-    registry.collector(lambda: catalog_gauges(catalog.latest, trio.current_time()))
+    registry.sliced_collector(lambda: catalog_gauges_steps(catalog.latest, trio.current_time()))
     registry.collector(lambda: identity_gauges(peering.identity.state, dt.datetime.now(dt.UTC)))
     budget = peering.settings.h2_limits.window_budget if peering.settings.h2_limits else None
     registry.collector(lambda: buffer_budget_gauges(budget))

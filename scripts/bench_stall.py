@@ -25,7 +25,10 @@ figures measured during the phase, and gateway A's CPU seconds per second of the
   reconnect that finds everything different): a source resync of N endpoints;
 * ``peer-snapshot`` site B restarts: its link comes back and A imports B's full snapshot
   (N endpoints, N/10 services);
-* ``churn``         1 % of the Consul instances change every second.
+* ``churn``         1 % of the Consul instances change every second;
+* ``admin``         nothing changes, and an operator reads every large admin answer in turn
+  (``/catalog``: 100k local endpoints, ``/imports``: the peer's 10k services, ``/routes``,
+  ``/overlay``, ``/metrics``), each from a fresh connection; the time each took is printed.
 
 Targets: no loop stall over 50 ms; request p99 during churn <= 1.5 x baseline p99.
 Run:  .venv/bin/python scripts/bench_stall.py [--endpoints 100000] [--seconds 8] [--rate 200]
@@ -140,6 +143,36 @@ async def wait_routes(fleet: Fleet, base: str, at_least: int, within: float) -> 
                 return last
             await trio.sleep(1.0)
     raise BenchError(f"{base}/routes lists {last} services, wanted >= {at_least}")
+
+
+ADMIN_PATHS = ("/catalog", "/imports", "/routes", "/overlay", "/metrics")
+ADMIN_MAX_BYTES = 1 << 30
+
+
+async def admin_body(host: str, port: int, path: str) -> int:
+    """GET ``path`` from the admin port; the body's size (read to the end, then dropped)."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+        )
+        size = 0
+        while size < ADMIN_MAX_BYTES:
+            data = await stream.receive_some(1 << 20)
+            if not data:
+                break
+            size += len(data)
+        return size
+
+
+async def read_admin(host: str, port: int, took: dict[str, tuple[float, float, int]]) -> None:
+    """Each admin answer in turn (0.5 s apart): wall-clock start, end and size of each."""
+    for path in ADMIN_PATHS:
+        await trio.sleep(0.5)
+        t0 = time.time()
+        with trio.fail_after(120):
+            size = await admin_body(host, port, path)
+        took[path] = (t0, time.time(), size)
 
 
 def cpu_s(pid: int) -> float:
@@ -282,6 +315,20 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             rows.append(await phase("churn", args, lag, child_a.process.pid))
         finally:
             os.kill(consul.process.pid, signal.SIGUSR2)
+        await trio.sleep(2.0)
+        took: dict[str, tuple[float, float, int]] = {}
+
+        async def admin() -> None:
+            await read_admin(A_HOST, topo.admin_port, took)
+
+        rows.append(await phase("admin", args, lag, child_a.process.pid, admin))
+        for path, (t0, t1, size) in took.items():
+            w = window(lag, t0, t1)
+            print(
+                f"#   {path:<9} {t1 - t0:6.2f} s {size / 2**20:6.1f} MiB  "
+                f"stall {w['batch_ms']:7.1f} ms  step {w['stall_ms']:7.1f} ms  | {w['task']}",
+                flush=True,
+            )
         print(f"# gateway A RSS {rss_mb(child_a.process.pid):.0f} MB", flush=True)
     return rows
 

@@ -17,7 +17,6 @@ request, 60 s for an action, one response per request, connection closed after
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,9 +26,12 @@ from typing import Any
 import h11
 import trio
 
+from discovery.pacing import paced
+from gateway.admin.sliced import Sliced, encode_json, is_large
+
 log = logging.getLogger("gateway.admin")  # the name it has always logged under
 
-View = Callable[[], Any]  # returns something json.dumps can encode, or a Reply
+View = Callable[[], Any]  # returns something json.dumps can encode, a Reply, Text or Sliced
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,13 @@ async def serve_admin(
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+    rendering = trio.Lock()
     bound = listeners[0].socket.getsockname()[1]
 
     async def handle(stream: trio.SocketStream) -> None:
         async with limiter:
             try:
-                await _serve_connection(stream, views, actions or {}, queries or {})
+                await _serve_connection(stream, views, actions or {}, queries or {}, rendering)
             except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
                 pass
             finally:
@@ -99,7 +102,9 @@ async def _serve_connection(
     views: Mapping[str, View],
     actions: Mapping[str, Action],
     queries: Mapping[str, Query] | None = None,
+    rendering: trio.Lock | None = None,
 ) -> None:
+    rendering = trio.Lock() if rendering is None else rendering
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     for _ in range(MAX_REQUESTS_PER_CONNECTION):
         request: h11.Request | None = None
@@ -135,27 +140,44 @@ async def _serve_connection(
             status, body = await _ask(request, queries[_path(request)])
         else:
             status, body = _dispatch(request, views, actions)
-        content_type = "application/json"
-        extra: tuple[tuple[str, str], ...] = ()
-        if isinstance(body, Text):
-            payload, content_type = body.body.encode("utf-8"), body.content_type
-            extra = body.headers
+        if is_large(body):
+            # One large answer rendered at a time, so their slices never pile up in one batch
+            # of the loop; small views (``/healthz``) never wait behind one.
+            async with rendering:
+                status, payload, content_type, extra = await _rendered(request, status, body)
         else:
-            payload = (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
+            status, payload, content_type, extra = await _rendered(request, status, body)
         headers = [
             ("content-type", content_type),
-            ("content-length", str(len(payload))),
+            ("content-length", str(sum(map(len, payload)))),
             ("cache-control", "no-store"),
             # A browser may reach this port (the map page): never sniff a JSON body as HTML.
             ("x-content-type-options", "nosniff"),
             *extra,
         ]
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        await stream.send_all(conn.send(h11.Data(data=payload)) or b"")
+        for chunk in payload:  # a large answer's chunks as they are: no copy of the whole
+            await stream.send_all(conn.send(h11.Data(data=chunk)) or b"")
         await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
+
+
+async def _rendered(
+    request: h11.Request, status: int, body: Any
+) -> tuple[int, list[bytes], str, tuple[tuple[str, str], ...]]:
+    """Status, payload, content type and extra headers of a view's answer; a :class:`Sliced`
+    body is built and any JSON body encoded a slice per loop step (small ones: in one)."""
+    if isinstance(body, Sliced):
+        try:
+            body = await paced(body.steps)
+        except Exception as exc:  # a broken view must not take the admin port down
+            log.exception("admin view %s failed", _path(request))
+            status, body = 500, {"error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(body, Text):
+        return status, [body.body.encode("utf-8")], body.content_type, body.headers
+    return status, await paced(encode_json(body)), "application/json", ()
 
 
 def _path(request: h11.Request) -> str:

@@ -21,6 +21,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from discovery.steps import Steps, complete
+
 __all__ = [
     "LATENCY_BUCKETS",
     "OTHER",
@@ -227,6 +229,14 @@ class GaugeFamily:
 
 
 Collector = Callable[[], Iterable[GaugeFamily]]
+SlicedCollector = Callable[[], Steps[Iterable[GaugeFamily]]]
+"""A collector whose work grows with the state it reads (the catalog's endpoints): a
+resumable computation (:mod:`discovery.steps`) that returns its gauges."""
+
+
+def _at_once(collect: Collector) -> Steps[Iterable[GaugeFamily]]:
+    yield from ()
+    return collect()
 
 
 class Registry:
@@ -235,7 +245,7 @@ class Registry:
     def __init__(self, *, max_series: int = DEFAULT_MAX_SERIES) -> None:
         self.max_series = max_series
         self._families: list[_Family] = []
-        self._collectors: list[Collector] = []
+        self._collectors: list[SlicedCollector] = []
 
     def counter(self, name: str, help: str, labelnames: Sequence[str]) -> Counter:
         family = Counter(name, help, labelnames, self.max_series)
@@ -255,14 +265,25 @@ class Registry:
 
     def collector(self, collect: Collector) -> None:
         """Add gauges computed at scrape time."""
+        self._collectors.append(lambda: _at_once(collect))
+
+    def sliced_collector(self, collect: SlicedCollector) -> None:
+        """Add gauges computed at scrape time in slices (:meth:`render_steps` pauses between
+        them, so a scrape of a 100k-endpoint catalog does not stall the loop)."""
         self._collectors.append(collect)
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) of every family."""
+        return complete(self.render_steps())
+
+    def render_steps(self) -> Steps[str]:
+        """:meth:`render`, pausing after each collector and within the sliced ones."""
         lines: list[str] = []
         for family in self._families:
             lines.extend(family.lines())
         for collect in self._collectors:
-            for gauge in collect():
+            families = yield from collect()
+            for gauge in families:
                 lines.extend(gauge.lines())
+            yield 1
         return "\n".join(lines) + "\n"

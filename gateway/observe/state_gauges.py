@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from discovery.snapshot import Catalog
+from discovery.steps import SLICE_ITEMS, UNSLICED, Steps, check_slice, complete
 from gateway.observe.metrics import GaugeFamily
 from overlay.federation.import_ import ImportTable
 from overlay.h2.buffer_budget import BufferBudget
@@ -22,6 +23,7 @@ from overlay.identity.state import IdentityState
 __all__ = [
     "buffer_budget_gauges",
     "catalog_gauges",
+    "catalog_gauges_steps",
     "identity_gauges",
     "import_gauges",
     "link_gauges",
@@ -148,8 +150,23 @@ def import_gauges(table: ImportTable, now: float) -> Iterator[GaugeFamily]:
 def catalog_gauges(catalog: Catalog, now: float) -> Iterator[GaugeFamily]:
     """Local endpoints by source and state (healthy, unhealthy, stale), and per source its
     staleness and the age of its last full confirmation."""
+    return iter(complete(catalog_gauges_steps(catalog, now, slice_rows=UNSLICED)))
+
+
+def catalog_gauges_steps(
+    catalog: Catalog, now: float, *, slice_rows: int = SLICE_ITEMS
+) -> Steps[tuple[GaugeFamily, ...]]:
+    """:func:`catalog_gauges`, yielding after every ``slice_rows`` endpoints counted (a scrape
+    of a 100k-endpoint catalog is ~0.1-0.3 s of CPU: one slice per loop step instead).  Reads
+    one snapshot, which nobody mutates between slices."""
+    check_slice(slice_rows)
     tally: Tally[tuple[str, str]] = Tally()
+    pending = 0
     for entry in catalog.entries():
+        if pending >= slice_rows:
+            yield pending
+            pending = 0
+        pending += 1
         state = (
             "stale"
             if catalog.is_stale(entry)
@@ -163,26 +180,28 @@ def catalog_gauges(catalog: Catalog, now: float) -> Iterator[GaugeFamily]:
         for source in sources
         for state in ("healthy", "unhealthy", "stale")
     ]
-    yield GaugeFamily(
-        "isthmus_catalog_endpoints",
-        "Local endpoints reported by each source, by state.",
-        ("source", "state"),
-        tuple(samples),
-    )
-    yield GaugeFamily(
-        "isthmus_source_stale",
-        "1 if the source is stale (its last good snapshot is served), else 0.",
-        ("source",),
-        tuple(((s,), 1.0 if catalog.sources[s].stale else 0.0) for s in sources),
-    )
-    yield GaugeFamily(
-        "isthmus_source_age_seconds",
-        "Seconds since the source last confirmed its full view.",
-        ("source",),
-        tuple(
-            ((s,), max(0.0, now - catalog.sources[s].confirmed_at))
-            for s in sources
-            if catalog.sources[s].confirmed_at
+    return (
+        GaugeFamily(
+            "isthmus_catalog_endpoints",
+            "Local endpoints reported by each source, by state.",
+            ("source", "state"),
+            tuple(samples),
+        ),
+        GaugeFamily(
+            "isthmus_source_stale",
+            "1 if the source is stale (its last good snapshot is served), else 0.",
+            ("source",),
+            tuple(((s,), 1.0 if catalog.sources[s].stale else 0.0) for s in sources),
+        ),
+        GaugeFamily(
+            "isthmus_source_age_seconds",
+            "Seconds since the source last confirmed its full view.",
+            ("source",),
+            tuple(
+                ((s,), max(0.0, now - catalog.sources[s].confirmed_at))
+                for s in sources
+                if catalog.sources[s].confirmed_at
+            ),
         ),
     )
 

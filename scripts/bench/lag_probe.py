@@ -5,8 +5,9 @@
 appends one line to OUT: wall time, the longest single task step in that window (CPU time of
 the loop's thread: nothing else ran meanwhile, a request that became ready waited that long),
 the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's own work, not
-the time the OS gave the core to other processes), the longest cyclic-GC pass, the tasks that
-took most of the longest batch (``name:ms``), the RSS in MB and the longest batch in wall
+the time the OS gave the core to other processes), the longest cyclic-GC pass, what ran in the
+longest batch (``N steps name:COUNTx=TOTAL(max LONGEST)`` for the four task names that took most
+of it, in ms), the RSS in MB and the longest batch in wall
 time (which includes time the process waited for a core on a shared machine), and the task
 of the longest step.
 
@@ -41,7 +42,7 @@ class StallProbe(trio.abc.Instrument):
         self.gc0 = 0.0
         self.batch_cpu0 = 0.0
         self.max_batch_wall = 0.0
-        self.in_batch: dict[str, float] = {}
+        self.in_batch: dict[str, list[float]] = {}
         gc.callbacks.append(self.on_gc)
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -56,7 +57,10 @@ class StallProbe(trio.abc.Instrument):
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         took = time.thread_time() - self.step0
         name = ".".join(task.name.rsplit(".", 2)[-2:])
-        self.in_batch[name] = self.in_batch.get(name, 0.0) + took
+        seen = self.in_batch.setdefault(name, [0.0, 0.0, 0.0])
+        seen[0] += 1
+        seen[1] += took
+        seen[2] = max(seen[2], took)
         if took > self.max_step:
             self.max_step = took
             self.step_task = name
@@ -73,8 +77,11 @@ class StallProbe(trio.abc.Instrument):
         self.max_batch_wall = max(self.max_batch_wall, took)
         if cpu > self.max_batch:
             self.max_batch = cpu
-            top = sorted(self.in_batch.items(), key=lambda kv: -kv[1])[:3]
-            self.task = ",".join(f"{n}:{t * 1e3:.0f}" for n, t in top)
+            top = sorted(self.in_batch.items(), key=lambda kv: -kv[1][1])[:4]
+            steps = sum(int(v[0]) for v in self.in_batch.values())
+            self.task = f"{steps} steps " + ",".join(
+                f"{n}:{int(c)}x={t * 1e3:.0f}(max {m * 1e3:.0f})" for n, (c, t, m) in top
+            )
         self.maybe_flush()
 
     def maybe_flush(self) -> None:
