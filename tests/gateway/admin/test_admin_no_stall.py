@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -178,6 +179,7 @@ async def test_large_answers_take_turns_and_a_broken_one_is_a_500() -> None:
     def rows(tag: str, fail: bool = False) -> Steps[dict[str, int]]:
         for i in range(5):
             order.append(tag)
+            time.sleep(0.02)  # a slice of real work: long enough for the other request to come
             if fail and i == 2:
                 raise RuntimeError("snapshot gone")
             yield 1
