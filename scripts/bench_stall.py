@@ -275,6 +275,9 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         ]
         child_b = await fleet.start("gateway-b", b_argv)
         child_a = await fleet.start("gateway-a", gw_a)
+        if args.pin:  # A alone on the last core; this process and the rest on the others
+            last = max(os.sched_getaffinity(0))
+            os.sched_setaffinity(child_a.process.pid, {last})
         base_a = f"http://{A_HOST}:{topo.admin_port}"
         services = 1 + 500 + args.endpoints // 10
         t0 = time.perf_counter()
@@ -347,7 +350,18 @@ def main() -> None:
         help="GC pass budget of A's heap keeper (inf: off)",
     )
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="gateway A alone on the last CPU, the load client and the other servers on the "
+        "others (other processes of the machine still run anywhere)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two CPUs")
+        os.sched_setaffinity(0, set(cpus[:-1]))  # inherited by every child started later
     with tempfile.TemporaryDirectory(prefix="isthmus-stall-") as tmp:
         root = Path(tmp)
         try:

@@ -5,9 +5,9 @@
 appends one line to OUT: wall time, the longest single task step in that window (CPU time of
 the loop's thread: nothing else ran meanwhile, a request that became ready waited that long),
 the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's own work, not
-the time the OS gave the core to other processes), the longest cyclic-GC pass, what ran in the
-longest batch (``N steps name:COUNTx=TOTAL(max LONGEST)`` for the four task names that took most
-of it, in ms), the RSS in MB and the longest batch in wall
+the time the OS gave the core to other processes), the longest cyclic-GC pass (CPU time of the
+thread that ran it), what ran in the longest batch (``N steps name:COUNTx=TOTAL(max LONGEST)``
+for the four task names that took most of it, in ms), the RSS in MB and the longest batch in wall
 time (which includes time the process waited for a core on a shared machine), and the task
 of the longest step.
 
@@ -46,10 +46,12 @@ class StallProbe(trio.abc.Instrument):
         gc.callbacks.append(self.on_gc)
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # CPU time of the collecting thread (the loop's or a decoder's: either way every
+        # thread waits for the GIL meanwhile); wall time would count other processes' turns.
         if phase == "start":
-            self.gc0 = time.perf_counter()
+            self.gc0 = time.thread_time()
         else:
-            self.max_gc = max(self.max_gc, time.perf_counter() - self.gc0)
+            self.max_gc = max(self.max_gc, time.thread_time() - self.gc0)
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.step0 = time.thread_time()
