@@ -248,6 +248,8 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         await wait_port(A_HOST, CONSUL_PORT, fleet=fleet, within_s=120)
         await wait_port(A_HOST, BACKEND_PORT, fleet=fleet, within_s=30)
         heap = ["--heap-budget", str(args.heap_budget)] if args.heap_budget is not None else []
+        if args.decoder is not None:
+            heap += ["--decoder", args.decoder]
         gw_a = [
             py,
             str(HERE / "bench" / "lag_probe.py"),
@@ -348,6 +350,9 @@ def main() -> None:
         type=float,
         default=None,
         help="GC pass budget of A's heap keeper (inf: off)",
+    )
+    parser.add_argument(
+        "--decoder", default=None, help="JSON decoder of A's Consul source (json, orjson)"
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(

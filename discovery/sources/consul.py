@@ -61,7 +61,9 @@ from discovery.backoff import Backoff
 from discovery.events import Event, Resynced, SourceFresh, SourceStale
 from discovery.model import Endpoint
 from discovery.offload import Offload
+from discovery.sources import consul_decode
 from discovery.sources.config import ConsulSourceConfig
+from discovery.sources.consul_decode import health_service
 from discovery.sources.consul_delta import view_deltas
 from discovery.sources.consul_http import TrioHTTPClient
 from discovery.sources.consul_parse import (
@@ -405,12 +407,17 @@ class _ConsulWatch:
             while True:
                 started = trio.current_time()
                 try:
-                    raw_index, data = await self.consul.health.service(
+                    # py-consul's query, decoded by orjson when installed (consul_decode.py)
+                    raw_index, data = await health_service(
+                        self.client,
                         name,
                         index=index or None,
                         wait=format_wait(self.service_wait()),
-                        tag=list(self.config.tags) or None,
-                        node_meta=dict(self.node_meta) or None,
+                        tags=self.config.tags,
+                        node_meta=dict(self.node_meta),
+                        dc=self.consul.dc,
+                        headers=self.consul.prepare_headers(),
+                        loads=consul_decode.DECODERS[consul_decode.DEFAULT_DECODER],
                     )
                     received = parse_index(raw_index)
                     # In a worker thread, one answer at a time, with a rest after it: when

@@ -12,7 +12,8 @@ time (which includes time the process waited for a core on a shared machine), an
 of the longest step.
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
-heap keeper), to measure what it buys.
+heap keeper), to measure what it buys; ``--decoder json`` (after it, before ``-m``) makes the
+Consul source decode with the standard library's json instead of orjson.
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ def main() -> None:
         defaults = discovery.heap.HeapKeeper.__init__.__defaults__
         assert defaults is not None
         discovery.heap.HeapKeeper.__init__.__defaults__ = (budget, *defaults[1:])
+        rest = rest[2:]
+    if rest[:1] == ["--decoder"]:
+        from discovery.sources import consul_decode
+
+        if rest[1] not in consul_decode.DECODERS:
+            raise SystemExit(f"--decoder: one of {sorted(consul_decode.DECODERS)}")
+        consul_decode.DEFAULT_DECODER = rest[1]
         rest = rest[2:]
     if rest[:1] != ["-m"] or len(rest) < 2:
         raise SystemExit("usage: lag_probe.py OUT -m MODULE [ARGS...]")

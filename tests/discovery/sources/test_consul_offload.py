@@ -17,6 +17,7 @@ import trio
 
 import discovery.sources.consul as consul_module
 from discovery.events import Event, Resynced
+from discovery.sources import consul_decode
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul import serve_consul_source
 from discovery.sources.consul_http import OFFLOAD_BYTES
@@ -54,19 +55,14 @@ class Gate:
 async def test_big_answers_are_decoded_and_parsed_while_the_loop_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import consul.callback
-
-    loads = Gate(json.loads)
+    loads = Gate(consul_decode.DECODERS[consul_decode.DEFAULT_DECODER])
     parse = Gate(parse_health_service)
 
-    class GatedJson:
-        JSONDecodeError = json.JSONDecodeError
+    def gated(text: str) -> Any:
+        return loads(text) if len(text) >= OFFLOAD_BYTES else json.loads(text)
 
-        @staticmethod
-        def loads(text: str) -> Any:
-            return loads(text) if len(text) >= OFFLOAD_BYTES else json.loads(text)
-
-    monkeypatch.setattr(consul.callback, "json", GatedJson)
+    monkeypatch.setitem(consul_decode.DECODERS, "gated", gated)
+    monkeypatch.setattr(consul_decode, "DEFAULT_DECODER", "gated")
     monkeypatch.setattr(consul_module, "parse_health_service", parse)
     async with open_consul_api_server() as srv:
         for i in range(INSTANCES):

@@ -27,10 +27,21 @@ import trustme
 
 from discovery.events import Added, Event, Removed, Resynced, SourceFresh, SourceStale, Updated
 from discovery.model import Endpoint, EndpointKey
+from discovery.sources import consul_decode
 from discovery.sources.config import ConsulSourceConfig
 from discovery.sources.consul import serve_consul_source
 from discovery.sources.consul_parse import ConsulAclDenied, ConsulConfigError
 from tests.consul_api.server import open_consul_api_server
+
+
+@pytest.fixture(autouse=True, params=sorted(consul_decode.DECODERS))
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each JSON decoder the source can use (orjson when installed,
+    and the standard library's, which stays for platforms without orjson)."""
+    name: str = request.param
+    monkeypatch.setattr(consul_decode, "DEFAULT_DECODER", name)
+    return name
+
 
 ROOT = Path(__file__).resolve().parents[3]
 # Hang guard for anything that should take milliseconds: at least 5x every timeout and backoff
@@ -291,8 +302,8 @@ async def test_index_going_backwards_resets_the_blocking_query() -> None:
     "body, fragment",
     [
         ("{not json", "ConsulMalformedResponse"),
-        ("[" * 100_000 + "]" * 100_000, "undecodable JSON: RecursionError"),
-        ('"\\ud800"', "expected an array"),
+        ("[" * 100_000 + "]" * 100_000, "undecodable JSON: "),  # too deep for either decoder
+        ('"\\ud800"', "ConsulMalformedResponse"),  # json: not an array; orjson: a lone surrogate
         ('{"Node": {}}', "expected an array"),
         (
             '[{"Node": {"Node": "n", "Address": "127.0.0.1"}, '
