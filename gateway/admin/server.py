@@ -9,7 +9,9 @@ registered); a few *queries*, ``GET`` paths that read their query string and may
 the gateway registered (``POST /config/reload``), which take no request body and answer a
 :class:`Reply`.  Actions live only here, on the admin listener, never on a traffic listener.  A
 view answers 200 with its JSON, returns :class:`Text` for another format, or a :class:`Reply` to
-choose the status (``/healthz`` answers 503 when the gateway is not healthy).  Bounded
+choose the status (``/healthz`` answers 503 when the gateway is not healthy), or
+:class:`~gateway.admin.sliced.Sliced` to be built a slice per loop step; every JSON answer is
+encoded that way, and large ones are rendered one at a time (:mod:`gateway.admin.sliced`).  Bounded
 everywhere: request head <= 16 KiB, bodies <= 64 KiB (read and ignored), 10 s to send a
 request, 60 s for an action, one response per request, connection closed after
 ``max_requests``.
