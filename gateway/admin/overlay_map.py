@@ -38,6 +38,8 @@ from typing import Any
 
 from discovery.model import ServiceName
 from discovery.snapshot import Catalog
+from discovery.steps import SLICE_ITEMS, UNSLICED, Steps, check_slice
+from discovery.steps import complete as run_to_end
 from gateway.admin.traffic import FROM_PEERS, TrafficRate
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import consents
@@ -111,9 +113,24 @@ def local_part(
     The work is bounded by :data:`MAX_ENDPOINTS_CHECKED`: each endpoint looked at costs one,
     plus one per peer whose consent is still to be checked.  A service reached when the budget
     is spent is listed with its total only (``healthy`` and ``exported_to`` None: unknown)."""
+    return run_to_end(local_part_steps(catalog, rules, peers, now, slice_units=UNSLICED))
+
+
+def local_part_steps(
+    catalog: Catalog,
+    rules: Sequence[ExportConfig],
+    peers: Sequence[str],
+    now: float,
+    *,
+    slice_units: int = SLICE_ITEMS,
+) -> Steps[LocalPart]:
+    """:func:`local_part`, yielding after every ``slice_units`` of its budget (the whole
+    budget is ~20-40 ms of CPU: the admin server runs it a slice per loop step)."""
+    check_slice(slice_units)
     budget = MAX_ENDPOINTS_CHECKED
     services: list[dict[str, Any]] = []
     not_healthy = 0
+    pending = 0
     for name in _first(catalog.services.keys()):
         entries = catalog.services[name]
         total = len(entries)
@@ -123,6 +140,10 @@ def local_part(
             if budget <= 0:  # out of work: unknown rather than wrong
                 complete = stale = False
                 break
+            if pending >= slice_units:
+                yield pending
+                pending = 0
+            pending += 1 + len(wanted)
             budget -= 1 + len(wanted)
             count += catalog.is_routable(entry, now)
             stale = stale and catalog.is_stale(entry)

@@ -19,14 +19,16 @@ from typing import Any
 import trio
 
 from discovery.snapshot import Catalog
+from discovery.steps import Steps
 from discovery.watch import Watch
 from gateway.admin.overlay_map import (
     ImportedPart,
     LocalPart,
     imported_part,
-    local_part,
+    local_part_steps,
     overlay_json,
 )
+from gateway.admin.sliced import Sliced
 from gateway.admin.traffic import FROM_PEERS, RateWindow, site_totals
 from gateway.observe.observer import Observer
 from overlay.federation.config import ExportConfig
@@ -53,15 +55,21 @@ def overlay_view(
     observer: Observer | None,
     *,
     clock: Callable[[], float] = trio.current_time,
-) -> Callable[[], dict[str, Any]]:
-    """The ``/overlay`` view; ``observer`` None means metrics are off (no traffic rates)."""
+) -> Callable[[], Sliced]:
+    """The ``/overlay`` view; ``observer`` None means metrics are off (no traffic rates).
+
+    Its answer is :class:`Sliced`: the local part (up to 20k endpoints checked) is computed a
+    slice per loop step by the admin server."""
     window = RateWindow()
     local_key: LocalKey | None = None
     local_at = 0.0
     local: LocalPart | None = None
     imported: dict[str, tuple[PeerImports, ImportedPart]] = {}
 
-    def view() -> dict[str, Any]:
+    def view() -> Sliced:
+        return Sliced(render(), exclusive=False)  # bounded work: never behind a /catalog
+
+    def render() -> Steps[dict[str, Any]]:
         nonlocal window, local_key, local_at, local, imported
         now = clock()
         links = peering.status()
@@ -73,7 +81,9 @@ def overlay_view(
         snapshot, rules, table = catalog.latest, peering.export_rules, peering.imports.latest
         key = (snapshot, rules, tuple(sorted(links)))
         if local is None or not _same(local_key, key) or now - local_at >= LOCAL_REUSE_S:
-            local, local_key, local_at = local_part(snapshot, rules, key[2], now), key, now
+            # the costly part, a slice per loop step; what it reads are frozen snapshots
+            fresh = yield from local_part_steps(snapshot, rules, key[2], now)
+            local, local_key, local_at = fresh, key, now
         kept: dict[str, tuple[PeerImports, ImportedPart]] = {}
         for site, peer in table.peers.items():
             old = imported.get(site)

@@ -50,9 +50,13 @@ class Sliced:
     """A view's answer built in slices: ``steps`` returns the body (JSON value or ``Text``).
 
     The generator must read only values that nobody mutates (snapshots taken by the view).
+    ``exclusive``: rendered one at a time with the other exclusive answers (those that grow
+    with the catalog); False for a bounded one that must not wait behind them (``/overlay``,
+    which the map page polls).
     """
 
     steps: Steps[Any]
+    exclusive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,9 @@ class Rows:
 
 
 def is_large(body: Any) -> bool:
-    """A :class:`Sliced` answer or a body with :class:`Rows`: rendered one at a time."""
-    return isinstance(body, Sliced) or _has_rows(body)
+    """An exclusive :class:`Sliced` answer or a body with :class:`Rows`: rendered one at a
+    time."""
+    return (isinstance(body, Sliced) and body.exclusive) or _has_rows(body)
 
 
 def _has_rows(body: Any) -> bool:

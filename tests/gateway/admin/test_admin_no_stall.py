@@ -26,7 +26,7 @@ from discovery.events import Resynced
 from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
-from discovery.steps import Steps, complete
+from discovery.steps import SLICE_ITEMS, Steps, complete
 from gateway.admin.server import View, serve_admin
 from gateway.admin.sliced import ENCODE_SLICE, Rows, Sliced, encode_json
 from gateway.admin.views import routes_json, routes_json_steps
@@ -226,3 +226,29 @@ def test_the_sliced_builders_give_what_the_plain_ones_give() -> None:
         "a", immutables.Map({ServiceName(f"s{i}", "ns"): ("a", "b") for i in range(30)})
     )
     assert complete(routes_json_steps(view, "mesh", slice_rows=4)) == routes_json(view, "mesh")
+
+
+async def test_the_overlay_answer_checks_a_slice_of_endpoints_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``/overlay`` checks up to 20k local endpoints (routable? exported?): a slice per step,
+    and it does not wait behind a large answer (it is not exclusive)."""
+    from types import SimpleNamespace
+
+    from discovery.watch import Watch
+    from gateway.admin.overlay_view import overlay_view
+    from overlay.federation.config import ExportConfig
+    from overlay.federation.import_ import ImportTable
+
+    probe = PerStep()
+    snapshot = catalog(ENDPOINTS)
+    monkeypatch.setattr(Catalog, "is_routable", probe.counting("routable", Catalog.is_routable))
+    peering = SimpleNamespace(
+        status=lambda: {}, imports=Watch(ImportTable(grace=60.0)), export_rules=(ExportConfig(),)
+    )
+    view = overlay_view("a", peering, Watch(snapshot), None)  # type: ignore[arg-type]
+    assert isinstance(view(), Sliced) and not view().exclusive
+    [(status, _, raw)] = await serve_and_get({"/overlay": view}, ["/overlay"], probe)
+    assert status == 200 and json.loads(raw)["nodes"][0]["site"] == "a"
+    assert probe.total["routable"] == ENDPOINTS
+    assert 0 < probe.most["routable"] <= SLICE_ITEMS  # ENDPOINTS in one step before slicing

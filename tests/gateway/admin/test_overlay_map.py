@@ -14,6 +14,7 @@ from discovery.events import Added, SourceStale
 from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
+from discovery.steps import complete
 from gateway.admin.overlay_map import (
     MAX_ENDPOINTS_CHECKED,
     MAX_SERVICE_ROWS,
@@ -304,7 +305,7 @@ def test_the_view_reuses_costly_parts_only_while_the_snapshots_are_the_same(
     from gateway.admin import overlay_view as adapter
 
     calls: list[str] = []
-    real_local, real_imported = adapter.local_part, adapter.imported_part
+    real_local, real_imported = adapter.local_part_steps, adapter.imported_part
 
     def counted_local(*args: Any) -> Any:
         calls.append("local")
@@ -314,7 +315,7 @@ def test_the_view_reuses_costly_parts_only_while_the_snapshots_are_the_same(
         calls.append("imported")
         return real_imported(*args)
 
-    monkeypatch.setattr(adapter, "local_part", counted_local)
+    monkeypatch.setattr(adapter, "local_part_steps", counted_local)
     monkeypatch.setattr(adapter, "imported_part", counted_imported)
     snapshot = Watch(catalog(ep(API, "10.0.0.1")))
     imported = Watch(imports(b=(exported(WEB, 1, 1),)))
@@ -322,7 +323,10 @@ def test_the_view_reuses_costly_parts_only_while_the_snapshots_are_the_same(
         status=lambda: {"b": link(True)}, imports=imported, export_rules=(ExportConfig(),)
     )
     now = [100.0]
-    view = adapter.overlay_view("a", peering, snapshot, None, clock=lambda: now[0])  # type: ignore[arg-type]
+    sliced = adapter.overlay_view("a", peering, snapshot, None, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    def view() -> Any:
+        return complete(sliced().steps)  # the admin server runs it a slice per step
 
     first = view()
     assert calls == ["local", "imported"]
