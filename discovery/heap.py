@@ -11,14 +11,18 @@ survived it.  The gateway freezes its start-up heap, but the catalog arrives *af
 Policy (:class:`HeapKeeper`): watch the full passes (``gc.callbacks``).  When one took longer
 than ``pass_budget_s``, freeze the heap at the end of that very pass -- the moment when
 everything left is alive, so nothing garbage is frozen -- and, at the end of the event loop's
-current task step (:meth:`tend`, called by the keeper as a trio instrument), run one full
-collection over what is still unfrozen (little: what was allocated since).  That
+next turn of the event loop (:meth:`tend`, queued with ``TrioToken.run_sync_soon`` by the
+freeze itself), run one full collection over what is still unfrozen (little: what was
+allocated since).  Queued, not a trio instrument: an instrument's hook runs after *every*
+task step of the gateway, several per proxied request, to find a flag that is set once in a
+long while.  That
 last step matters: CPython schedules the next full pass after a quarter of the *last* pass's
 survivors have been promoted again, so without it the next pass would come only after hundreds
 of thousands of new objects and be as long as the first.  After it, passes come early and stay
 short; whenever one grows past the budget again, what survived it is frozen too.
 
-One threshold is tuned as well: CPython considers a full pass only after every
+The two young thresholds are merged into one (:func:`young_thresholds`: a tenth as many
+young passes, the same pause bound).  And CPython considers a full pass only after every
 ``threshold2 + 1`` young (generation 1) passes, each promoting up to ~7 000 objects, so with
 the default (10) a pass right after a reset could still find ~80 000 new objects -- 20-40 ms.
 The keeper sets it to :data:`FULL_PASS_EVERY` (2) for its lifetime: passes come three times
@@ -37,6 +41,7 @@ at those moments.  ``pass_budget_s = inf`` disables the policy.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -53,11 +58,26 @@ PASS_BUDGET_S = 0.005
 takes about that long on a slow core)."""
 
 
-class HeapKeeper(trio.abc.Instrument):
+def young_thresholds(gen0: int, gen1: int) -> tuple[int, int]:
+    """CPython's two young thresholds, merged: one young pass per ``gen0 * gen1`` net new
+    objects, each a generation-1 pass (``gen1`` = 1).
+
+    Why: the default (700, 10) runs a generation-0 pass every 700 net new container objects;
+    a proxied request creates hundreds that die young through cycles (coroutines, trio's
+    cancel machinery, exceptions), so the collector ran every few requests and took 4-5 % of
+    a busy gateway's CPU.  With (7000, 1) a pass runs a tenth as often, each visits at most
+    as many objects as one of the old generation-1 passes did (7000), and full passes come
+    after as many promotions as before: the same pause bound, the same full-pass cadence."""
+    if gen0 <= 0:  # automatic collection is off: leave it off
+        return gen0, gen1
+    return gen0 * max(1, gen1), 1
+
+
+class HeapKeeper:
     """Freezes the heap after a slow full GC pass; :meth:`tend` resets CPython's schedule.
 
-    Used as a context manager (installs the ``gc`` callback) and as a trio instrument (tends
-    after every task step: a flag check, and the reset collection right after a freeze).
+    Used as a context manager (installs the ``gc`` callback); :meth:`attach` gives it the
+    event loop on which a freeze queues its :meth:`tend` (without one, call ``tend``).
     """
 
     def __init__(
@@ -78,13 +98,18 @@ class HeapKeeper(trio.abc.Instrument):
         self._started = 0.0
         self._reset_due = False
         self._thresholds: tuple[int, int, int] | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def attach(self, token: trio.lowlevel.TrioToken | None) -> None:
+        """The event loop that runs :meth:`tend` after a freeze (None: detach)."""
+        self._token = token
 
     def __enter__(self) -> HeapKeeper:
         if not math.isinf(self.pass_budget_s):
             gc.callbacks.append(self.on_gc)
             self._thresholds = gc.get_threshold()
             gen0, gen1, _ = self._thresholds
-            gc.set_threshold(gen0, gen1, FULL_PASS_EVERY)
+            gc.set_threshold(*young_thresholds(gen0, gen1), FULL_PASS_EVERY)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,10 +129,12 @@ class HeapKeeper(trio.abc.Instrument):
             self._freeze()  # the pass just ended: what is tracked now is alive
             self.freezes += 1
             self._reset_due = True
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if self._reset_due:
-            self.tend()
+            token = self._token
+            if token is not None:
+                # Thread-safe: the pass may have run in a worker thread; the run ended
+                # meanwhile -> nothing to tend.
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self.tend)
 
     def tend(self) -> bool:
         """After a freeze, one full collection of the (small) unfrozen rest; True if it ran.

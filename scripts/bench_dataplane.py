@@ -80,7 +80,7 @@ from bench.backend import (  # noqa: E402
     BackendAddrs,
     start_backend,
 )
-from bench.h2_floor import h2_exchange_cpu_us  # noqa: E402
+from bench.h2_floor import h2_exchange_cpu_us, lean_exchange_cpu_us  # noqa: E402
 from bench.haproxy import HaproxyAddrs, bench_identity, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
@@ -405,6 +405,9 @@ async def bench(
             codec_us = h2_exchange_cpu_us()
             print(f"[L7 small] h2 codec alone  {codec_us:10.1f} us CPU per exchange", flush=True)
             out.append(Sample("L7 small", "h2 codec", codec_us, "us/exchange"))
+            lean_us = lean_exchange_cpu_us()
+            print(f"[L7 small] lean codec alone {lean_us:9.1f} us CPU per exchange", flush=True)
+            out.append(Sample("L7 small", "lean codec", lean_us, "us/exchange"))
 
 
 async def one_round(

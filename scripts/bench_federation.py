@@ -111,11 +111,11 @@ async def run(size: int, rounds: int, root: Path, heap_budget: float) -> dict[st
     # Every gateway runs the catalog service's heap keeper: without it, a full GC pass over the
     # three sites' heaps (0.5-0.7 s here) lands in some rounds and decides the max.
     with HeapKeeper(heap_budget) as keeper:
-        trio.lowlevel.add_instrument(keeper)
+        keeper.attach(trio.lowlevel.current_trio_token())
         try:
             return await _run(size, rounds, root)
         finally:
-            trio.lowlevel.remove_instrument(keeper)
+            keeper.attach(None)
 
 
 async def _run(size: int, rounds: int, root: Path) -> dict[str, Any]:

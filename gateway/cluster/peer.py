@@ -244,8 +244,7 @@ async def forward_over_link(
                 raise
             raise first  # noqa: B904 -- the group stays its context, as it always was
     finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+        stream.close_now()
 
 
 async def open_connect_tunnel(

@@ -30,7 +30,7 @@ from enum import Enum
 
 from foundation.errors import IsthmusError
 from gateway.http.errors import BadFraming, UnsupportedTransferCoding
-from gateway.http.message import Headers, RequestHead, header_values
+from gateway.http.message import Headers, RequestHead
 
 _DIGITS_RE = re.compile(rb"[0-9]{1,18}")
 
@@ -65,8 +65,13 @@ def request_framing(head: RequestHead) -> Framing:
 
 def message_framing(headers: Headers, version: bytes, error: type[IsthmusError]) -> Framing:
     """The framing the fields declare; raises ``error`` on anything ambiguous."""
-    te = header_values(headers, b"transfer-encoding")
-    cl = header_values(headers, b"content-length")
+    te: list[bytes] = []
+    cl: list[bytes] = []
+    for name, value in headers:  # one pass: this runs for every head, both ways
+        if name == b"content-length":
+            cl.append(value)
+        elif name == b"transfer-encoding":
+            te.append(value)
     if te:
         if cl:
             raise error("Transfer-Encoding together with Content-Length (possible smuggling)")

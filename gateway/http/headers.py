@@ -237,6 +237,8 @@ _NEVER_HOP_BY_HOP = frozenset({b"host", b"content-length", b"authorization", b"c
 
 def strip_connection_specific(headers: Headers) -> Headers:
     """Drop hop-by-hop fields, including every field named in ``Connection``."""
+    if not any(name in CONNECTION_SPECIFIC for name, _ in headers):
+        return headers  # the usual head: nothing to drop (and no Connection to read)
     named = set(comma_tokens(headers, b"connection")) - _NEVER_HOP_BY_HOP
     return tuple(
         (name, value)

@@ -398,8 +398,7 @@ class H2Connection(H2StreamIO):
         finally:
             self._handlers_running -= 1
             self._handler_scopes.pop(stream.stream_id, None)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            stream.close_now()
 
     async def _read_loop(self) -> None:
         transport, read_size = self._transport, self.limits.read_size

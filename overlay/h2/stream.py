@@ -306,6 +306,14 @@ class H2Stream(trio.abc.HalfCloseableStream):
             self._fail(StreamReset(error_code, remote=False))
 
     async def aclose(self) -> None:
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    def close_now(self) -> None:
+        """:meth:`aclose` without its checkpoint, for cleanup paths: the work is synchronous
+        (an unfinished stream is reset -- ``NO_ERROR`` once our side ended, else ``CANCEL``
+        -- and its buffer released), so a handler's or a forwarder's ``finally`` needs no
+        shielded cancel scope and no trip through the scheduler per request."""
         if not self._closed:
             self._closed = True
             if self._failure is None and not (self._local_ended and self._remote_ended):
@@ -314,7 +322,6 @@ class H2Stream(trio.abc.HalfCloseableStream):
                 self._fail(StreamReset(code, remote=False))
             self._release_buffer()
             self._lot.unpark_all()
-        await trio.lowlevel.checkpoint()
 
     def statistics(self) -> H2StreamStatistics:
         return H2StreamStatistics(

@@ -1,4 +1,7 @@
-"""The HTTP/2 codec's share: CPU that python-hyper h2 alone spends per cross-site request.
+"""The HTTP/2 codec's share: CPU that a codec alone spends per cross-site request.
+
+Two figures: python-hyper h2 (:func:`h2_exchange_cpu_us`) and the project's own codec that
+links use by default (:func:`lean_exchange_cpu_us`).
 
 Why: a cross-site request crosses the link as one HTTP/2 exchange, which gateway A encodes and
 decodes as the client and gateway B as the server.  This measures exactly that, with the
@@ -63,5 +66,36 @@ def h2_exchange_cpu_us(exchanges: int = 20_000) -> float:
     return (time.process_time() - begin) / exchanges * 1e6
 
 
+def lean_exchange_cpu_us(exchanges: int = 20_000) -> float:
+    """The same exchange on the project's own codec (``overlay/h2/codec``): what a link costs
+    with the engine links use by default (``[limits] link_h2_engine = "lean"``)."""
+    from overlay.h2.codec import connection as cn
+    from overlay.h2.codec.settings import Settings
+
+    client = cn.Connection(client=True, local=Settings())
+    server = cn.Connection(client=False, local=Settings())
+    client.initiate()
+    server.initiate()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    begin = time.process_time()
+    for i in range(exchanges):
+        stream_id = client.next_stream_id()
+        request = [*REQUEST[:-1], (b"isthmus-deadline-ms", b"%d" % (30_000 - i % 1000))]
+        client.send_headers(stream_id, request, end_stream=True)
+        for event in server.receive_data(client.data_to_send()):
+            if isinstance(event, cn.RequestReceived):
+                server.send_headers(event.stream_id, RESPONSE, end_stream=False)
+                server.send_data(event.stream_id, BODY, end_stream=True)
+        for event in client.receive_data(server.data_to_send()):
+            if isinstance(event, cn.DataReceived):
+                client.credit_connection(event.flow_length)
+        server.receive_data(client.data_to_send())  # WINDOW_UPDATEs
+        server.data_to_send()
+    return (time.process_time() - begin) / exchanges * 1e6
+
+
 if __name__ == "__main__":
     print(f"h2 codec: {h2_exchange_cpu_us():.1f} us of CPU per exchange (both peers)")
+    print(f"lean codec: {lean_exchange_cpu_us():.1f} us of CPU per exchange (both peers)")

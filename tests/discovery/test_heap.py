@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from discovery.heap import FULL_PASS_EVERY, HeapKeeper
+from discovery.heap import FULL_PASS_EVERY, HeapKeeper, young_thresholds
 from discovery.merge import Policy
 from discovery.service import serve_catalog
 from discovery.snapshot import Catalog
@@ -48,6 +48,13 @@ def test_a_slow_full_pass_freezes_then_tend_collects_once() -> None:
     assert not keeper.tend()  # once per freeze
 
 
+def test_young_passes_are_merged_with_the_same_bound() -> None:
+    """One young pass per 7000 net new objects instead of one per 700 (and a generation-1
+    pass every tenth): each still visits at most 7000, ten times fewer passes."""
+    assert young_thresholds(700, 10) == (7000, 1)
+    assert young_thresholds(0, 10) == (0, 10)  # automatic collection stays off
+
+
 def test_budget_is_validated_and_inf_disables() -> None:
     with pytest.raises(ValueError):
         HeapKeeper(-1.0)
@@ -57,10 +64,31 @@ def test_budget_is_validated_and_inf_disables() -> None:
         assert keeper.on_gc not in gc.callbacks
 
 
+async def test_a_freeze_queues_the_tend_on_the_attached_event_loop() -> None:
+    """No per-task-step hook: the freeze itself queues the reset collection on the loop it
+    was attached to; a detached keeper queues nothing (its owner calls ``tend``)."""
+    fake = Fake()
+    keeper = fake.keeper(0.005)
+    keeper.attach(trio.lowlevel.current_trio_token())
+    full_pass(keeper, fake, 0.006)
+    assert fake.calls == ["freeze"]
+    for _ in range(1000):
+        if len(fake.calls) > 1:
+            break
+        await trio.lowlevel.checkpoint()
+    assert fake.calls == ["freeze", "collect"]
+    keeper.attach(None)
+    full_pass(keeper, fake, 0.006)
+    for _ in range(50):
+        await trio.lowlevel.checkpoint()
+    assert fake.calls == ["freeze", "collect", "freeze"]
+    assert keeper.tend() and fake.calls[-1] == "collect"
+
+
 async def test_the_catalog_service_keeps_the_heap() -> None:
     """serve_catalog installs its keeper for its lifetime and tends it: a real full pass (the
-    budget 0 makes every pass 'slow') freezes the heap, and the end of that task step runs the
-    reset collection."""
+    budget 0 makes every pass 'slow') freezes the heap, and the event loop runs the reset
+    collection soon after (queued by the freeze)."""
     fake = Fake()
     keeper = fake.keeper(0.0)
     before = gc.get_threshold()
@@ -71,10 +99,14 @@ async def test_the_catalog_service_keeps_the_heap() -> None:
                 lambda **kw: serve_catalog([], watch, policy=Policy(), heap=keeper, **kw)
             )
             assert keeper.on_gc in gc.callbacks
-            assert gc.get_threshold()[2] == FULL_PASS_EVERY
+            gen0, gen1, _ = before
+            assert gc.get_threshold() == (gen0 * gen1, 1, FULL_PASS_EVERY)
             gc.collect()  # a real full pass, seen through gc.callbacks
             assert fake.calls == ["freeze"]
-            await trio.lowlevel.checkpoint()  # the end of this task step tends the keeper
+            for _ in range(1000):  # the freeze queued the tend on the event loop
+                if len(fake.calls) > 1:
+                    break
+                await trio.lowlevel.checkpoint()
             assert fake.calls == ["freeze", "collect"]
             nursery.cancel_scope.cancel()
     assert keeper.on_gc not in gc.callbacks

@@ -255,6 +255,37 @@ async def test_reset_propagates_from_client_to_server() -> None:
         assert isinstance(exc, StreamReset) and exc.remote and exc.error_code == H2_CANCEL
 
 
+async def test_close_now_resets_an_unfinished_stream_without_a_checkpoint() -> None:
+    """The synchronous close a forwarder's ``finally`` uses (no shielded scope, no trip
+    through the scheduler): an unfinished request is reset with CANCEL at once; closing
+    again, or ``aclose`` after it, is a no-op."""
+    outcome: list[BaseException] = []
+    reading = trio.Event()
+
+    async def handler(stream: H2Stream) -> None:
+        reading.set()
+        try:
+            await read_all(stream)
+        except StreamReset as exc:
+            outcome.append(exc)
+            raise
+
+    async with h2_pair(handler) as (client, _server):
+        stream = await client.open_stream(POST)
+        await stream.send_all(b"partial")
+        await reading.wait()
+        stream.close_now()
+        assert stream.finished
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"x")
+        await eventually(lambda: bool(outcome))
+        [exc] = outcome
+        assert isinstance(exc, StreamReset) and exc.remote and exc.error_code == H2_CANCEL
+        stream.close_now()
+        await stream.aclose()
+        assert len(outcome) == 1
+
+
 async def test_reset_propagates_from_server_to_client() -> None:
     async def handler(stream: H2Stream) -> None:
         await stream.send_headers([(":status", "200")])
