@@ -21,6 +21,7 @@ from foundation.spiffe_id import SpiffeId, TrustDomain
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from gateway.config.fleet import FleetConfig, fleet_problems
+from gateway.config.replicas import host_port, replica_problems
 from gateway.config.resilience import BreakerConfig, RetryConfig
 from gateway.config.routes import RouteConfig, route_site_problems
 from overlay.federation.config import ExportConfig
@@ -334,18 +335,24 @@ class PeerConfig:
     """A peer gateway this site dials, and the exact SPIFFE ID it must present."""
 
     name: str = field(metadata={"check": _label})
-    address: str
-    port: int = field(metadata={"min": 1, "max": 65535})
     spiffe_id: SpiffeId
+    address: str = ""  # one gateway (with ``port``), or ``addresses``: the site's replicas
+    port: int = field(default=0, metadata={"min": 0, "max": 65535})
     priority: int = field(default=100, metadata={"min": 0, "max": 1_000_000})
     dial: bool = True  # false: the peer is outbound-only (behind NAT) and dials us
+    #: The site's replicas, ``"host:port"`` each (docs/replicas.md); instead of address/port.
+    addresses: tuple[str, ...] = ()
+
+    def replica_addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every gateway of the peer site as (host, port): ``addresses``, else the one."""
+        if not self.addresses:
+            return ((self.address, self.port),)
+        return tuple(host_port(a) for a in self.addresses)
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.spiffe_id.path:
             return [("spiffe_id", "a peer's SPIFFE ID needs a path (a workload, not a domain)")]
-        if not self.address or any(c.isspace() for c in self.address):
-            return [("address", f"{self.address!r} is not a host name or IP address")]
-        return []
+        return replica_problems(self.address, self.port, self.addresses)
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,14 @@ def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
 
 
 def peer_specs(config: GatewayConfig) -> list[PeerSpec]:
-    """The config's peers as peering takes them."""
-    return [
-        PeerSpec(p.name, p.address, p.port, p.spiffe_id, p.priority, p.dial) for p in config.peers
-    ]
+    """The config's peers as peering takes them: one spec per replica of a site."""
+    specs: list[PeerSpec] = []
+    for p in config.peers:
+        hosts = p.replica_addresses()
+        for host, port in hosts:
+            replica = f"{host}:{port}" if len(hosts) > 1 else ""
+            specs.append(PeerSpec(p.name, host, port, p.spiffe_id, p.priority, p.dial, replica))
+    return specs
 
 
 def _bind_path(config: GatewayConfig, bind: CallerBind) -> str:

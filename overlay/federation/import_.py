@@ -23,6 +23,7 @@ import immutables
 
 from discovery.model import ServiceName
 from foundation.names import label_problem
+from overlay.federation.import_merge import merge_site
 from overlay.federation.protocol import (
     Ack,
     Delta,
@@ -215,15 +216,35 @@ def _routes_after(
 
 @dataclass(frozen=True, slots=True)
 class ImportTable:
-    """All peers' imports (frozen; every method returns a new table)."""
+    """All peers' imports (frozen; every method returns a new table).
+
+    ``replicas`` holds one copy per replica of a peer site, keyed by the replica's key (the
+    site name for a one-gateway site); ``peers`` is the per-site view everyone reads, each
+    site merged from its copies by :func:`~overlay.federation.import_merge.merge_site`.
+    ``replica`` arguments name the copy (default: the site name, the one-gateway case).
+    """
 
     grace: float
     peers: immutables.Map[str, PeerImports] = field(default_factory=immutables.Map)
+    replicas: immutables.Map[str, PeerImports] = field(default_factory=immutables.Map)
 
-    def apply(self, update: ImportUpdate, now: float) -> ImportTable:
-        """Apply what an :class:`ImportSession` accepted; the peer becomes fresh."""
+    def _merged(self, replicas: immutables.Map[str, PeerImports], sites: set[str]) -> ImportTable:
+        """A table with ``replicas`` and ``sites`` merged again from their copies."""
+        peers = self.peers.mutate()
+        for site in sites:
+            copies = [(k, c) for k, c in replicas.items() if c.site == site]
+            merged = merge_site(copies, peers.get(site))
+            if merged is None:
+                peers.pop(site, None)
+            elif peers.get(site) is not merged:
+                peers[site] = merged
+        return replace(self, peers=peers.finish(), replicas=replicas)
+
+    def apply(self, update: ImportUpdate, now: float, replica: str | None = None) -> ImportTable:
+        """Apply what an :class:`ImportSession` accepted; the copy becomes fresh."""
         site = update.origin_site
-        old = self.peers.get(site)
+        key = site if replica is None else replica
+        old = self.replicas.get(key)
         if update.full:
             kept = old.services if old is not None and old.epoch == update.epoch else None
             entries: dict[ServiceName, ImportedService] = {}
@@ -242,7 +263,7 @@ class ImportTable:
             routes = old_routes if same and old_routes is not None else immutables.Map(fresh)
         else:
             if old is None or old.epoch != update.epoch:
-                raise ValueError(f"delta for {site!r} without its snapshot")
+                raise ValueError(f"delta for {key!r} without its snapshot")
             with old.services.mutate() as m:
                 for name in update.removals:
                     m.pop(name, None)
@@ -251,27 +272,40 @@ class ImportTable:
                 services = m.finish()
             routes = _routes_after(old.routes, update)
         peer = PeerImports(site, update.epoch, update.version, services, now, None, routes)
-        return replace(self, peers=self.peers.set(site, peer))
+        return self._merged(self.replicas.set(key, peer), {site})
 
-    def confirm(self, site: str, now: float) -> ImportTable:
-        """A live link vouches for ``site``'s state (e.g. a PING answered)."""
-        peer = self.peers.get(site)
+    def confirm(self, site: str, now: float, replica: str | None = None) -> ImportTable:
+        """A live link vouches for ``site``'s copy (e.g. a PING answered)."""
+        key = site if replica is None else replica
+        peer = self.replicas.get(key)
         if peer is None or peer.stale:
             return self
-        return replace(self, peers=self.peers.set(site, replace(peer, confirmed_at=now)))
+        return self._merged(self.replicas.set(key, replace(peer, confirmed_at=now)), {site})
 
-    def link_down(self, site: str, now: float) -> ImportTable:
-        """The link to ``site`` is down: keep its entries, stale, until ``now + grace``."""
-        peer = self.peers.get(site)
+    def link_down(self, site: str, now: float, replica: str | None = None) -> ImportTable:
+        """The link to ``site`` (its replica ``replica``) is down: keep its entries, stale,
+        until ``now + grace``; the site stays fresh while another replica's copy is."""
+        key = site if replica is None else replica
+        peer = self.replicas.get(key)
         if peer is None or peer.stale:
             return self
-        return replace(self, peers=self.peers.set(site, replace(peer, stale_since=now)))
+        return self._merged(self.replicas.set(key, replace(peer, stale_since=now)), {site})
 
-    def withdraw(self, site: str) -> ImportTable:
-        """Drop ``site`` at once (e.g. the peer was removed from config)."""
-        if site not in self.peers:
+    def withdraw(self, site: str, replica: str | None = None) -> ImportTable:
+        """Drop ``site`` at once, or only its replica ``replica``'s copy (e.g. the peer, or
+        that replica, was removed from config)."""
+        if replica is None:
+            gone = [k for k, c in self.replicas.items() if c.site == site]
+        else:
+            gone = [replica] if replica in self.replicas else []
+        if not gone:
+            if replica is None and site in self.peers:  # a table built from ``peers`` alone
+                return replace(self, peers=self.peers.delete(site))
             return self
-        return replace(self, peers=self.peers.delete(site))
+        m = self.replicas.mutate()
+        for key in gone:
+            del m[key]
+        return self._merged(m.finish(), {site})
 
     def expires_at(self, site: str) -> float | None:
         peer = self.peers.get(site)
@@ -279,19 +313,28 @@ class ImportTable:
             return None
         return peer.stale_since + self.grace
 
+    def _copy_expires_at(self, copy: PeerImports) -> float | None:
+        return None if copy.stale_since is None else copy.stale_since + self.grace
+
     def expire(self, now: float) -> ImportTable:
-        """Withdraw every peer that has been stale for ``grace`` seconds or more."""
-        gone = [s for s in self.peers if (t := self.expires_at(s)) is not None and now >= t]
+        """Withdraw every copy that has been stale for ``grace`` seconds or more (a site
+        goes with its last copy)."""
+        gone = [
+            k
+            for k, c in self.replicas.items()
+            if (t := self._copy_expires_at(c)) is not None and now >= t
+        ]
         if not gone:
             return self
-        m = self.peers.mutate()
-        for site in gone:
-            del m[site]
-        return replace(self, peers=m.finish())
+        sites = {self.replicas[k].site for k in gone}
+        m = self.replicas.mutate()
+        for key in gone:
+            del m[key]
+        return self._merged(m.finish(), sites)
 
     def next_expiry(self) -> float | None:
         """When :meth:`expire` next has something to do (for the owner's timer)."""
-        times = [t for s in self.peers if (t := self.expires_at(s)) is not None]
+        times = [t for c in self.replicas.values() if (t := self._copy_expires_at(c)) is not None]
         return min(times, default=None)
 
     def is_usable(self, site: str) -> bool:

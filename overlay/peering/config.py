@@ -19,6 +19,14 @@ class PeerSpec:
     spiffe_id: SpiffeId
     priority: int = 100
     dial: bool = True
+    #: ``"host:port"`` when the site has several replicas (each its own spec), else ``""``.
+    replica: str = ""
+
+    @property
+    def key(self) -> str:
+        """What peering keys this replica's links by: the site name for a one-gateway site
+        (as before replicas existed), ``site@host:port`` for each replica of a larger one."""
+        return f"{self.name}@{self.replica}" if self.replica else self.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ replaced in its slot by a newer link of the same direction), then moves to the r
 link.  It runs in the link's nursery (:class:`~overlay.peering.links.LinkKeeper` starts it), so
 it ends with the link.
 
+Each replica of a peer site is a peer of its own here: it gets our export, and its export is
+kept as its own copy in the import table (keyed by ``PeerSpec.key``), which presents the site
+merged from the copies (:mod:`overlay.federation.import_merge`).
+
 Imports: a peer's export stream may arrive on either link.  The newest stream from a peer wins
 (the previous one is cancelled), because only one import session per origin can be applied to
 the import table.  When the stream carrying a peer's export ends and no other link to the peer
@@ -151,7 +155,8 @@ class PeerFederation:
         state.import_scope = scope
 
         def on_update(update: ImportUpdate) -> None:
-            self.imports.publish(self.imports.latest.apply(update, self._clock()))
+            table = self.imports.latest.apply(update, self._clock(), replica=state.spec.key)
+            self.imports.publish(table)
             self._on_change()
 
         failed = False
@@ -173,7 +178,10 @@ class PeerFederation:
                 # While another link to the peer is up its export resumes there at once (an
                 # extra link takes the primary's place): the imports stay fresh meanwhile.
                 if failed or not state.up_without(session):
-                    self.imports.publish(self.imports.latest.link_down(site, self._clock()))
+                    table = self.imports.latest.link_down(
+                        site, self._clock(), replica=state.spec.key
+                    )
+                    self.imports.publish(table)
                     self._on_change()
         if failed:
             with trio.CancelScope(shield=True):

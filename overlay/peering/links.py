@@ -53,6 +53,7 @@ from overlay.link.dial import open_link
 from overlay.link.link import Link
 from overlay.link.session import LinkSession
 from overlay.peering.config import PeeringSettings, PeerSpec
+from overlay.peering.replicas import accept_replica
 
 log = logging.getLogger("isthmus.peering")
 
@@ -92,6 +93,14 @@ def dial_failure_level(*, links_established: int, since_start: float, grace: flo
     if links_established == 0 and since_start < grace:
         return logging.INFO
     return logging.WARNING
+
+
+def ids_of(peers: Mapping[str, PeerLinks]) -> dict[SpiffeId, list[str]]:
+    """The peer keys by SPIFFE ID (several when a site's replicas present the same one)."""
+    out: dict[SpiffeId, list[str]] = {}
+    for key, state in peers.items():
+        out.setdefault(state.spec.spiffe_id, []).append(key)
+    return out
 
 
 def connections_of(session: LinkSession) -> list[H2Connection]:
@@ -217,7 +226,7 @@ class LinkKeeper:
         self.identity = identity
         self.settings = settings
         self._peers = peers
-        self._by_id = {st.spec.spiffe_id: name for name, st in peers.items()}
+        self._by_id = ids_of(peers)
         self._on_up = on_up
         self._on_stream = on_stream
         self._on_change = on_change
@@ -229,7 +238,7 @@ class LinkKeeper:
     def refresh_ids(self) -> None:
         """Re-read the peers' SPIFFE IDs after the peer set changed (a config reload): links
         from a removed peer are refused from now on, a new peer's are accepted."""
-        self._by_id = {st.spec.spiffe_id: name for name, st in self._peers.items()}
+        self._by_id = ids_of(self._peers)
 
     async def serve_links(
         self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
@@ -250,9 +259,10 @@ class LinkKeeper:
         """The configured peer a connection comes from, for log lines: by SPIFFE ID when it
         verified, else by source address (peers dial from their east-west address)."""
         if spiffe_id is not None:
-            return self._by_id.get(spiffe_id)
-        names = [n for n, st in self._peers.items() if st.spec.host == host]
-        return names[0] if len(names) == 1 else None
+            keys = self._by_id.get(spiffe_id)
+            return None if not keys else self._peers[keys[0]].spec.name
+        names = {st.spec.name for st in self._peers.values() if st.spec.host == host}
+        return names.pop() if len(names) == 1 else None
 
     async def dial_loop(self, state: PeerLinks) -> None:
         """Dial ``state``'s peer, run each link until it closes, redial on the backoff."""
@@ -292,10 +302,16 @@ class LinkKeeper:
 
     async def accept(self, link: Link) -> None:
         """Run a link a peer dialed to us until it closes."""
-        name = self._by_id.get(link.peer_id)
-        if name is None:  # authorize() already refused unknown IDs; defensive
+        keys = self._by_id.get(link.peer_id)
+        if not keys:  # authorize() already refused unknown IDs; defensive
             return
-        await self._run_session(self._peers[name], link, dialed=False)
+        state = self._peers[keys[0]]
+        if len(keys) > 1:  # replicas share the SPIFFE ID: see accept_replica
+            states = [self._peers[k] for k in keys]
+            host = link.remote_address.rpartition(":")[0]
+            slots = [(st.spec.host, st.accepted is not None) for st in states]
+            state = states[accept_replica(slots, host) or 0]
+        await self._run_session(state, link, dialed=False)
 
     async def run_extra(self, state: PeerLinks, link: Link) -> bool:
         """Run an extra link this side dialed for its pool until it closes; return whether

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -45,8 +45,29 @@ from overlay.peering.links import (
     source_address_for,
 )
 from overlay.peering.pool import PeerPool, StreamOpener, load_of, run_pool
+from overlay.peering.replica_set import ReplicaSet
 from overlay.peering.route_table import RouteView
 from overlay.peering.routes import RoutePublisher
+
+#: A replica's own row in ``status()["<site>"]["replicas"]``.
+REPLICA_FIELDS = (
+    "address",
+    "up",
+    "up_for_s",
+    "dialed_link",
+    "accepted_link",
+    "links_established",
+    "failed_attempts",
+    "last_error",
+)
+
+
+def sites_of(peers: Mapping[str, PeerLinks]) -> dict[str, list[PeerLinks]]:
+    """Each peer site's replicas, in config order."""
+    out: dict[str, list[PeerLinks]] = {}
+    for state in peers.values():
+        out.setdefault(state.spec.name, []).append(state)
+    return out
 
 
 def link_counts(st: PeerLinks, now: float) -> dict[str, Any]:
@@ -119,7 +140,8 @@ class Peering:
         self.catalog = catalog
         self.export_rules = tuple(export_rules)
         self._clock = clock
-        self._peers = {p.name: PeerLinks(p) for p in peers}
+        self._peers = {p.key: PeerLinks(p) for p in peers}
+        self._sites = sites_of(self._peers)
         self._pools: dict[str, PeerPool] = {}
         self._dial = dial
         self._rng = rng
@@ -194,11 +216,11 @@ class Peering:
         if self._run_nursery is None:
             raise RuntimeError("peering is not running: no east-west listener")
         scope = trio.CancelScope()
-        self._dialers[state.spec.name] = scope
+        self._dialers[state.spec.key] = scope
         pool = None
         if self.settings.max_links_per_peer > 1:
             policy = PoolPolicy(max_links=self.settings.max_links_per_peer)
-            pool = self._pools[state.spec.name] = PeerPool(state, policy)
+            pool = self._pools[state.spec.key] = PeerPool(state, policy)
 
         async def dial() -> None:
             with scope:
@@ -245,32 +267,36 @@ class Peering:
         changed keeps its links (the routing view is recomputed); one whose address, port,
         SPIFFE ID or dial direction changed is removed and added again, since its links were
         made, and verified, for the old values.  Every other peer's links are untouched.
+        Replicas are peers of their own here (keyed by ``PeerSpec.key``): a replica added to
+        or removed from a site's ``addresses`` leaves the site's other replicas linked.
         """
-        wanted = {p.name: p for p in specs}
+        wanted = {p.key: p for p in specs}
         closed: list[str] = []
-        for name, state in list(self._peers.items()):
-            spec = wanted.get(name)
+        for key, state in list(self._peers.items()):
+            spec = wanted.get(key)
             if spec == state.spec:
                 continue
             if spec is not None and replace(state.spec, priority=spec.priority) == spec:
                 state.spec = spec
                 continue
-            await self._remove_peer(name)
-            closed.append(name)
-        for name, spec in wanted.items():
-            if name not in self._peers:
+            await self._remove_peer(key)
+            if state.spec.name not in closed:
+                closed.append(state.spec.name)
+        for key, spec in wanted.items():
+            if key not in self._peers:
                 state = PeerLinks(spec)
-                self._peers[name] = state
+                self._peers[key] = state
                 if spec.dial:
                     self._start_dialer(state)
+        self._sites = sites_of(self._peers)
         self._links.refresh_ids()
         self._publisher.kick()
         return tuple(closed)
 
-    async def _remove_peer(self, name: str) -> None:
-        state = self._peers.pop(name)
-        self._pools.pop(name, None)
-        scope = self._dialers.pop(name, None)
+    async def _remove_peer(self, key: str) -> None:
+        state = self._peers.pop(key)
+        self._pools.pop(key, None)
+        scope = self._dialers.pop(key, None)
         if scope is not None:
             scope.cancel()
         if state.import_scope is not None:
@@ -278,20 +304,29 @@ class Peering:
         for session in state.sessions():
             with trio.CancelScope(shield=True):
                 await session.aclose()
-        self.imports.publish(self.imports.latest.withdraw(name))
+        self.imports.publish(self.imports.latest.withdraw(state.spec.name, replica=key))
 
     async def accept(self, link: Link) -> None:
         """Run a verified link a configured peer dialed to us, until it closes."""
         await self._links.accept(link)
 
     def outbound(self, peer: str) -> StreamOpener | None:
-        """What this gateway opens its streams to ``peer`` on, if a link is up: the peer's
-        pool when it may have extra links, else the one client-role connection."""
-        state = self._peers.get(peer)
-        if state is None:
+        """What this gateway opens its streams to site ``peer`` on, if a link is up: the
+        peer's pool when it may have extra links, else the one client-role connection; for
+        a site with several live replicas, a :class:`ReplicaSet` spreading over them."""
+        states = self._sites.get(peer)
+        if not states:
             return None
+        if len(states) == 1:
+            return self._opener(states[0])
+        openers = [o for st in states if (o := self._opener(st)) is not None]
+        if len(openers) < 2:
+            return openers[0] if openers else None
+        return ReplicaSet(openers)
+
+    def _opener(self, state: PeerLinks) -> StreamOpener | None:
         conn = state.outbound()
-        pool = self._pools.get(peer)
+        pool = self._pools.get(state.spec.key)
         return conn if conn is None or pool is None else pool
 
     def set_export_routes(self, routes: RouteTexts) -> None:
@@ -317,30 +352,41 @@ class Peering:
         self._federation.export_rules.publish(self.export_rules)
 
     def status(self) -> dict[str, Any]:
-        """Per-peer link status, for the admin API."""
+        """Per-peer link status, for the admin API: per site, the figures of its first live
+        replica (else its first), ``up`` when any replica is, and each replica's own row."""
         now = self._clock()
         out: dict[str, Any] = {}
-        for name, st in sorted(self._peers.items()):
-            outbound = st.outbound()
-            live = st.live()
-            out[name] = {
-                "spiffe_id": str(st.spec.spiffe_id),
-                "trust_domain": st.spec.spiffe_id.trust_domain.name,
-                "address": f"{st.spec.host}:{st.spec.port}",
-                "dial": st.spec.dial,
-                "dialed_link": st.dialed_client is not None,
-                "accepted_link": st.accepted_client is not None,
-                "accepted_from": None if st.accepted is None else st.accepted.link.remote_address,
-                "up": outbound is not None,
-                "up_for_s": (
-                    None if outbound is None or st.up_since is None else round(now - st.up_since, 3)
-                ),
-                "failed_attempts": st.attempts,
-                "links_established": st.links_established,
-                "links": links_of(st),
-                "last_error": st.last_error,
-                # PINGs run on the link's outer connection (the reverse one has none).
-                "ping_rtt_s": (live[0][0].outer.statistics().last_ping_rtt if live else None),
-                **link_counts(st, now),
+        for site, states in sorted(self._sites.items()):
+            rows = [self._replica_status(st, now) for st in states]
+            first = next((r for r in rows if r["up"]), rows[0])
+            out[site] = {
+                **first,
+                "links": [link for r in rows for link in r["links"]],
+                "replicas": [{k: r[k] for k in REPLICA_FIELDS} for r in rows],
+                "replicas_up": sum(1 for r in rows if r["up"]),
             }
         return out
+
+    def _replica_status(self, st: PeerLinks, now: float) -> dict[str, Any]:
+        outbound = st.outbound()
+        live = st.live()
+        return {
+            "spiffe_id": str(st.spec.spiffe_id),
+            "trust_domain": st.spec.spiffe_id.trust_domain.name,
+            "address": f"{st.spec.host}:{st.spec.port}",
+            "dial": st.spec.dial,
+            "dialed_link": st.dialed_client is not None,
+            "accepted_link": st.accepted_client is not None,
+            "accepted_from": None if st.accepted is None else st.accepted.link.remote_address,
+            "up": outbound is not None,
+            "up_for_s": (
+                None if outbound is None or st.up_since is None else round(now - st.up_since, 3)
+            ),
+            "failed_attempts": st.attempts,
+            "links_established": st.links_established,
+            "links": links_of(st),
+            "last_error": st.last_error,
+            # PINGs run on the link's outer connection (the reverse one has none).
+            "ping_rtt_s": (live[0][0].outer.statistics().last_ping_rtt if live else None),
+            **link_counts(st, now),
+        }

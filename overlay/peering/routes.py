@@ -25,6 +25,7 @@ from discovery.steps import SLICE_ITEMS
 from discovery.watch import Watch
 from overlay.federation.import_ import ImportTable
 from overlay.peering.links import PeerLinks
+from overlay.peering.replicas import down_sites
 from overlay.peering.route_fold import RouteFold
 from overlay.peering.route_table import RouteView
 
@@ -68,8 +69,10 @@ class RoutePublisher:
                 if expired is not table:
                     self.imports.publish(expired)
                     table = expired
-                down = frozenset(n for n, st in self._peers.items() if st.outbound() is None)
-                priorities = {name: st.spec.priority for name, st in self._peers.items()}
+                # A site is down only when every replica is (docs/replicas.md).
+                states = self._peers.values()
+                down = down_sites((st.spec.name, st.outbound() is not None) for st in states)
+                priorities = {st.spec.name: st.spec.priority for st in states}
                 view = await paced(
                     self._fold.fold_steps(
                         self.catalog.latest,
