@@ -350,9 +350,14 @@ class PeerConfig:
         return tuple(host_port(a) for a in self.addresses)
 
     def problems(self) -> list[tuple[str, str]]:
-        if not self.spiffe_id.path:
-            return [("spiffe_id", "a peer's SPIFFE ID needs a path (a workload, not a domain)")]
-        return replica_problems(self.address, self.port, self.addresses)
+        out = replica_problems(self.address, self.port, self.addresses)
+        try:
+            if not self.spiffe_id.path:
+                why = "a peer's SPIFFE ID needs a path (a workload, not a domain)"
+                out.append(("spiffe_id", why))
+        except UnknownValue:  # its own problem is reported; the address ones still are
+            pass
+        return out
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,12 @@ def replica_problems(
                 out.append((f"addresses[{i}]", f"{text!r} is listed twice"))
             seen.add(hp)
         return out
-    if not address or any(c.isspace() for c in address):
-        return [("address", f"{address!r} is not a host name or IP address")]
+    # Without ``addresses`` the one-gateway form is required, as it always was.
+    out = []
+    if not address:
+        out.append(("address", "is required"))
+    elif any(c.isspace() for c in address):
+        out.append(("address", f"{address!r} is not a host name or IP address"))
     if port == 0:
-        return [("port", "a peer needs a port (1..65535), or addresses = [\"host:port\", ...]")]
-    return []
+        out.append(("port", "is required"))
+    return out
