@@ -331,6 +331,7 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         caller_shares=SiteShares(limit=lim.link_caller_max_streams, wait_s=lim.link_caller_wait_s),
         resilience=Resilience(resilience_resolver(config.service_traffic)),
         debug=config.debug,
+        replicas=peering.replica_count,
     )
     router.explainer = functools.partial(
         run_explain, router, cluster, limits=limits_of(lim, cluster.connect_timeout)

@@ -29,9 +29,7 @@ def host_port(text: str) -> tuple[str, int]:
     return host, port
 
 
-def replica_problems(
-    address: str, port: int, addresses: tuple[str, ...]
-) -> list[tuple[str, str]]:
+def replica_problems(address: str, port: int, addresses: tuple[str, ...]) -> list[tuple[str, str]]:
     """Problems of a peer's address fields (paths relative to the peer's table)."""
     if addresses:
         if address or port:

@@ -76,6 +76,7 @@ from gateway.router.cluster import Cluster
 from gateway.router.debug import Explainer, TraceWriter, trace_field, wants_trace
 from gateway.router.decide import LINK_DOWN, NoHealthySite, resolve
 from gateway.router.failover import Attempt, describe, may_fail_over
+from gateway.router.replica_order import attempt_order
 from gateway.router.retry import Resilience
 from gateway.routes.forward import Mirrors, RouteRules
 from overlay.address import L7Address
@@ -179,6 +180,7 @@ class Router:
         debug: DebugConfig | None = None,
         explainer: Explainer | None = None,
         resilience: Resilience | None = None,
+        replicas: Callable[[str], int] | None = None,
     ) -> None:
         """``known(service)``: does any site know the service, healthy or not (decides 404
         versus 503 when no site can serve)?  Use :func:`known_services`; the default (the
@@ -192,7 +194,9 @@ class Router:
         ``debug``/``explainer``: who may ask for a request's trace, and how it is computed
         (:mod:`gateway.router.debug`; None: never traced).
         ``resilience``: retries, retry budgets and breakers per service (None: a failure
-        only fails over, as :mod:`gateway.router.failover` says)."""
+        only fails over, as :mod:`gateway.router.failover` says).
+        ``replicas(site)``: a peer site's configured replicas, each a place to go before the
+        next site (:mod:`gateway.router.replica_order`; None: one each)."""
         self.local_site = local_site
         self.mesh_domain = mesh_domain
         self.routes = routes
@@ -207,6 +211,7 @@ class Router:
         self.debug = debug if debug is not None else DebugConfig()
         self.explainer = explainer
         self.resilience = resilience
+        self.replicas = replicas
         #: ``[[routes]]`` (None: none configured); swapped whole by a reload.
         self.rules: RouteRules | None = None
         #: Where the routes' mirror copies run (served by the gateway's root nursery).
@@ -225,7 +230,11 @@ class Router:
             view=self.routes.latest,
             known=self.known,
         )
-        return found.address, found.port, found.sites
+        return found.address, found.port, self._with_replicas(found.sites)
+
+    def _with_replicas(self, sites: tuple[str, ...]) -> tuple[str, ...]:
+        replicas = self.replicas
+        return sites if replicas is None else attempt_order(sites, replicas, self.local_site)
 
     def _bounded(self, ctx: CallContext) -> CallContext:
         """``ctx`` with its deadline no later than ``now + route_timeout``."""

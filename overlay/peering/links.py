@@ -145,6 +145,9 @@ class PeerLinks:
     #: Counts from links that closed (a live link's own counts are added when read).
     closed_flow_stalls: int = 0
     abuse_goaways: int = 0  # links we closed with GOAWAY ENHANCE_YOUR_CALM (a flood)
+    #: When an established link to the peer last broke (not drained): a replica that just
+    #: lost a link is tried last (:func:`overlay.peering.replicas.pick_replica`).
+    link_lost_at: float | None = None
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) per change
     #: Links beside the primary ones (see :class:`ExtraLink`), and how many are being dialed.
     extras: list[ExtraLink] = field(default_factory=list)
@@ -167,6 +170,13 @@ class PeerLinks:
             return live[0][1]
         extra = next((x for x in self.extras if x.live), None)
         return None if extra is None else extra.client
+
+    def losing_link(self) -> bool:
+        """Whether a primary link is breaking right now (its connection closes, the slot
+        still holds it): the moment before ``link_lost_at`` is set."""
+        return any(
+            c is not None and c.is_closing for c in (self.dialed_client, self.accepted_client)
+        )
 
     def up_without(self, session: LinkSession) -> bool:
         """Whether a live link other than ``session`` (one going away) is up to the peer."""
@@ -240,9 +250,7 @@ class LinkKeeper:
         from a removed peer are refused from now on, a new peer's are accepted."""
         self._by_id = ids_of(self._peers)
 
-    async def serve_links(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[Any]
-    ) -> None:
+    async def serve_links(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
         """Accept the configured peers on ``host:port`` (``task_status``: the listeners)."""
         await serve_links(
             self.accept,
@@ -401,6 +409,8 @@ class LinkKeeper:
                 self._set_link(state, dialed, None, None)
             state.fold_closed(session)
             reason = session.outer.close_reason
+            if session.established and not (slot and slot[0].draining):
+                state.link_lost_at = self._clock()
             if slot or extra:
                 # The pool closed it (drained, idle), the peer refused it, or it died: the
                 # peer stays up while another link is, so this is no "is down".

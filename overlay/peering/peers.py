@@ -46,6 +46,7 @@ from overlay.peering.links import (
 )
 from overlay.peering.pool import PeerPool, StreamOpener, load_of, run_pool
 from overlay.peering.replica_set import ReplicaSet
+from overlay.peering.replicas import is_suspect
 from overlay.peering.route_table import RouteView
 from overlay.peering.routes import RoutePublisher
 
@@ -319,10 +320,17 @@ class Peering:
             return None
         if len(states) == 1:
             return self._opener(states[0])
-        openers = [o for st in states if (o := self._opener(st)) is not None]
-        if len(openers) < 2:
-            return openers[0] if openers else None
-        return ReplicaSet(openers)
+        live = [(st, o) for st in states if (o := self._opener(st)) is not None]
+        if len(live) < 2:
+            return live[0][1] if live else None
+        now = self._clock()
+        window = self.settings.ping_interval + self.settings.ping_timeout
+        suspect = [is_suspect(st.link_lost_at, now, window) or st.losing_link() for st, _o in live]
+        return ReplicaSet([o for _st, o in live], suspect)
+
+    def replica_count(self, site: str) -> int:
+        """How many replicas site ``site`` has configured (0: not a peer)."""
+        return len(self._sites.get(site, ()))
 
     def _opener(self, state: PeerLinks) -> StreamOpener | None:
         conn = state.outbound()

@@ -27,36 +27,39 @@ from overlay.peering.replicas import ReplicaLoad, pick_replica
 _TURNS = itertools.count()
 
 
-def replica_load(opener: StreamOpener) -> ReplicaLoad:
+def replica_load(opener: StreamOpener, suspect: bool = False) -> ReplicaLoad:
     """The streams open on what ``opener`` sends on, over the peer's limit on them."""
     if isinstance(opener, H2Connection):
         in_use, limit = opener.stream_room
-        return ReplicaLoad(in_use, limit)
+        return ReplicaLoad(in_use, limit, suspect)
     if isinstance(opener, PeerPool):
         _links, loads = opener.loads()
-        return ReplicaLoad(
-            sum(x.open_streams for x in loads), sum(x.max_streams for x in loads) or 1
-        )
-    return ReplicaLoad(0, 1)
+        in_use = sum(x.open_streams for x in loads)
+        return ReplicaLoad(in_use, sum(x.max_streams for x in loads) or 1, suspect)
+    return ReplicaLoad(0, 1, suspect)
 
 
 class ReplicaSet:
     """The live replicas of one site as one :class:`~overlay.peering.pool.StreamOpener`."""
 
-    __slots__ = ("openers",)
+    __slots__ = ("openers", "suspect")
 
-    def __init__(self, openers: Sequence[StreamOpener]) -> None:
+    def __init__(
+        self, openers: Sequence[StreamOpener], suspect: Sequence[bool] | None = None
+    ) -> None:
+        """``suspect[i]``: replica ``i`` lost a link moments ago (it is tried last)."""
         if not openers:
             raise ValueError("a replica set needs a live replica")
         self.openers = tuple(openers)
+        self.suspect = tuple(suspect) if suspect is not None else (False,) * len(openers)
 
     async def open_stream(self, headers: HeaderInput, *, end_stream: bool = False) -> H2Stream:
-        left = list(self.openers)
+        left = list(zip(self.openers, self.suspect, strict=True))
         gone: ConnectionGone | None = None
         while left:
-            i = pick_replica([replica_load(o) for o in left], next(_TURNS))
+            i = pick_replica([replica_load(o, s) for o, s in left], next(_TURNS))
             assert i is not None
-            opener = left.pop(i)
+            opener, _suspect = left.pop(i)
             try:
                 return await opener.open_stream(headers, end_stream=end_stream)
             except ConnectionGone as exc:  # nothing was sent: the next replica takes it

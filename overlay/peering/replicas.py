@@ -9,7 +9,11 @@ across them.  Pure (no trio, no sockets), unit-tested directly
 
 * :func:`pick_replica` -- a new stream goes to the live replica with the smallest share of its
   stream slots in use; ties rotate with ``turn``, so an idle site's requests alternate
-  instead of all landing on the first replica.
+  instead of all landing on the first replica.  A *suspect* replica -- one that lost a link
+  moments ago -- comes last: a killed gateway's links break one by one (each is noticed when
+  its own socket read fails, or at its PING deadline), so the link still "live" to a replica
+  whose other link just broke is likely dead too, and a request sent again after the break
+  must go to another replica.
 * :func:`down_sites` -- a site is down only when *every* replica is: liveness stays per link,
   and failover to the next site happens only then.
 * :func:`accept_replica` -- a replica that dialed us is known by its SPIFFE ID, which replicas
@@ -30,6 +34,12 @@ class ReplicaLoad:
 
     open_streams: int
     max_streams: int
+    suspect: bool = False  # lost a link within the last PING deadline (see above)
+
+
+def is_suspect(link_lost_at: float | None, now: float, window: float) -> bool:
+    """Whether a replica that lost a link at ``link_lost_at`` is still suspect at ``now``."""
+    return link_lost_at is not None and now - link_lost_at < window
 
 
 def pick_replica(loads: Sequence[ReplicaLoad], turn: int) -> int | None:
@@ -40,12 +50,13 @@ def pick_replica(loads: Sequence[ReplicaLoad], turn: int) -> int | None:
     if n == 0:
         return None
     best: int | None = None
-    best_key = (0, 0.0, 0)
+    best_key = (0, 0, 0.0, 0)
     for k in range(n):
         i = (turn + k) % n
         load = loads[i]
         limit = max(1, load.max_streams)
-        key = (1 if load.open_streams >= limit else 0, load.open_streams / limit, k)
+        full = 1 if load.open_streams >= limit else 0
+        key = (1 if load.suspect else 0, full, load.open_streams / limit, k)
         if best is None or key < best_key:
             best, best_key = i, key
     return best

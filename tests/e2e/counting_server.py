@@ -27,6 +27,8 @@ class Counting:
     status: int
     name: str
     seen: list[Seen] = field(default_factory=list)
+    delay_s: float = 0.0  # held this long before the answer (a request in flight)
+    in_flight: int = 0
 
 
 async def _connection(stream: trio.SocketStream, *, endpoint: Counting) -> None:
@@ -61,6 +63,12 @@ async def _connection(stream: trio.SocketStream, *, endpoint: Counting) -> None:
                     buffer += data
                 body, buffer = buffer[:length], buffer[length:]
             endpoint.seen.append(Seen(method, headers, body))
+            if endpoint.delay_s:
+                endpoint.in_flight += 1
+                try:
+                    await trio.sleep(endpoint.delay_s)
+                finally:
+                    endpoint.in_flight -= 1
             reply = endpoint.name.encode()
             await stream.send_all(
                 b"HTTP/1.1 %d Counted\r\ncontent-length: %d\r\n\r\n%s"

@@ -51,8 +51,11 @@ def test_addresses_make_one_spec_per_replica_and_one_address_stays_one() -> None
         ('addresses = ["::1:7001"]\n', "addresses[0]", "in brackets"),
         ('addresses = ["a:1", "a:1"]\n', "addresses[1]", "listed twice"),
         ('addresses = ["a:1"]\naddress = "b"\nport = 2\n', "addresses", "not both"),
-        ("addresses = [" + ", ".join(f'"h:{i}"' for i in range(1, 18)) + "]\n", "addresses",
-         "at most 16"),
+        (
+            "addresses = [" + ", ".join(f'"h:{i}"' for i in range(1, 18)) + "]\n",
+            "addresses",
+            "at most 16",
+        ),
         ("", "address", "is required"),
     ],
 )
