@@ -8,8 +8,11 @@ across them.  Pure (no trio, no sockets), unit-tested directly
 (tests/overlay/peering/test_replicas.py):
 
 * :func:`pick_replica` -- a new stream goes to the live replica with the smallest share of its
-  stream slots in use; ties rotate with ``turn``, so an idle site's requests alternate
-  instead of all landing on the first replica.  A *suspect* replica -- one that lost a link
+  stream slots in use, counted in steps of :data:`LOAD_STEPS` of the slots; ties rotate with
+  ``turn``, so an idle site's requests alternate instead of all landing on the first
+  replica.  Why steps: a connection always holds a stream or two for itself (the export, a
+  dialer's reverse connection), and not the same number on every replica; compared stream by
+  stream, the replica with one fewer of those would take every request of a quiet site.  A *suspect* replica -- one that lost a link
   moments ago -- comes last: a killed gateway's links break one by one (each is noticed when
   its own socket read fails, or at its PING deadline), so the link still "live" to a replica
   whose other link just broke is likely dead too, and a request sent again after the break
@@ -42,6 +45,10 @@ def is_suspect(link_lost_at: float | None, now: float, window: float) -> bool:
     return link_lost_at is not None and now - link_lost_at < window
 
 
+#: Loads are compared in 1/LOAD_STEPS of a connection's stream slots (100 slots: steps of 6).
+LOAD_STEPS = 16
+
+
 def pick_replica(loads: Sequence[ReplicaLoad], turn: int) -> int | None:
     """The index of the replica a new stream goes to (see the module docstring); ``None``
     when there is none.  Full replicas are picked too (last): the chosen connection's own
@@ -50,13 +57,14 @@ def pick_replica(loads: Sequence[ReplicaLoad], turn: int) -> int | None:
     if n == 0:
         return None
     best: int | None = None
-    best_key = (0, 0, 0.0, 0)
+    best_key = (0, 0, 0, 0)
     for k in range(n):
         i = (turn + k) % n
         load = loads[i]
         limit = max(1, load.max_streams)
         full = 1 if load.open_streams >= limit else 0
-        key = (1 if load.suspect else 0, full, load.open_streams / limit, k)
+        step = load.open_streams * LOAD_STEPS // limit
+        key = (1 if load.suspect else 0, full, step, k)
         if best is None or key < best_key:
             best, best_key = i, key
     return best

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from overlay.peering.replicas import ReplicaLoad, accept_replica, down_sites, pick_replica
+from overlay.peering.replicas import (
+    ReplicaLoad,
+    accept_replica,
+    down_sites,
+    is_suspect,
+    pick_replica,
+)
 
 
 def test_least_loaded_replica_takes_the_stream() -> None:
-    loads = [ReplicaLoad(5, 100), ReplicaLoad(1, 100), ReplicaLoad(3, 100)]
+    loads = [ReplicaLoad(50, 100), ReplicaLoad(10, 100), ReplicaLoad(30, 100)]
     assert all(pick_replica(loads, turn) == 1 for turn in range(6))
     # A share, not a count: 10 of 20 slots is fuller than 20 of 100.
     assert pick_replica([ReplicaLoad(10, 20), ReplicaLoad(20, 100)], 0) == 1
@@ -18,6 +24,17 @@ def test_ties_rotate_so_idle_replicas_share_the_requests() -> None:
     loads = [ReplicaLoad(0, 100)] * 3
     picks = Counter(pick_replica(loads, turn) for turn in range(30))
     assert picks == Counter({0: 10, 1: 10, 2: 10})
+    # A stream or two a connection holds for itself (export, reverse connection) is no load.
+    uneven = [ReplicaLoad(2, 100), ReplicaLoad(1, 100)]
+    assert Counter(pick_replica(uneven, turn) for turn in range(10)) == Counter({0: 5, 1: 5})
+
+
+def test_a_suspect_replica_is_tried_last() -> None:
+    loads = [ReplicaLoad(0, 100, suspect=True), ReplicaLoad(90, 100)]
+    assert all(pick_replica(loads, turn) == 1 for turn in range(4))
+    assert pick_replica([ReplicaLoad(0, 100, suspect=True)], 0) == 0
+    assert is_suspect(10.0, now=11.0, window=1.5) and not is_suspect(10.0, now=11.5, window=1.5)
+    assert not is_suspect(None, now=11.0, window=1.5)
 
 
 def test_a_full_replica_is_picked_last_and_none_without_replicas() -> None:
