@@ -191,7 +191,6 @@ async def _run(
                 await count_at_least(len(served) + 40)
                 done.set()
 
-        print("FAILURES", *failures, sep="\n")
         assert failures == []
         # The slow requests held at b1's endpoint when it died were answered by b2's.
         assert slow[b1].seen and len(slow[b2].seen) > 0
