@@ -228,6 +228,12 @@ def _peer_node(
     reasons: list[str] = []
     if not link_up:
         reasons.append("link down")
+    # A site of several gateways (docs/replicas.md) is up while any is; fewer is degraded.
+    replicas: list[Mapping[str, Any]] = [] if link is None else list(link.get("replicas", ()))
+    replicas_up = sum(1 for r in replicas if r.get("up"))
+    missing = link_up and replicas_up < len(replicas)
+    if missing:
+        reasons.append(f"{replicas_up} of {len(replicas)} replicas up")
     if part is None:
         if link_up:
             reasons.append("no catalog imported yet")
@@ -243,7 +249,7 @@ def _peer_node(
             reasons.append(f"{part.not_healthy} of {shown} services not fully healthy")
     if not link_up:
         state = "down"
-    elif stale or (part is not None and part.not_healthy):
+    elif stale or missing or (part is not None and part.not_healthy):
         state = "degraded"
     else:
         state = "up"
@@ -258,6 +264,7 @@ def _peer_node(
         "services": services,
         "more_services": 0 if part is None else part.total_services - len(part.services),
         "traffic": None,
+        "replicas": {"up": replicas_up, "total": len(replicas)},
     }
 
 

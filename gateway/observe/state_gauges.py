@@ -63,6 +63,12 @@ def link_gauges(status: Mapping[str, Mapping[str, Any]]) -> Iterator[GaugeFamily
         tuple(((p,), float(status[p].get("open_streams", 0))) for p in peers),
     )
     yield GaugeFamily(
+        "isthmus_link_replicas_up",
+        "Gateways (replicas) of the peer site with a live link; the site is up while one is.",
+        ("peer",),
+        tuple(((p,), float(status[p].get("replicas_up", 0))) for p in peers),
+    )
+    yield GaugeFamily(
         "isthmus_link_connections",
         "Links (TCP connections) to the peer: the primary ones and the extra ones of its pool.",
         ("peer",),

@@ -63,6 +63,17 @@ REPLICA_FIELDS = (
 )
 
 
+#: Counts that add up over a site's replicas in ``status()`` (the rest: its first live one).
+SUMMED_FIELDS = (
+    "open_streams",
+    "flow_control_stalls",
+    "reconnects",
+    "abuse_goaways",
+    "links_established",
+    "failed_attempts",
+)
+
+
 def sites_of(peers: Mapping[str, PeerLinks]) -> dict[str, list[PeerLinks]]:
     """Each peer site's replicas, in config order."""
     out: dict[str, list[PeerLinks]] = {}
@@ -369,6 +380,7 @@ class Peering:
             first = next((r for r in rows if r["up"]), rows[0])
             out[site] = {
                 **first,
+                **{k: sum(r[k] for r in rows) for k in SUMMED_FIELDS},
                 "links": [link for r in rows for link in r["links"]],
                 "replicas": [{k: r[k] for k in REPLICA_FIELDS} for r in rows],
                 "replicas_up": sum(1 for r in rows if r["up"]),

@@ -21,6 +21,7 @@ STATUS = {
         "export_acked_version": 11,
         "export_ack_lag_s": 0.25,
         "links": [{"role": "primary"}, {"role": "extra"}],
+        "replicas_up": 2,
     },
     "c": {"up": False, "links_established": 0, "export_ack_lag_s": None},
 }
@@ -42,4 +43,6 @@ def test_link_gauges_cover_streams_stalls_reconnects_abuse_and_ack_lag() -> None
     assert found[("isthmus_link_open_streams", "c")] == 0
     assert found[("isthmus_link_connections", "b")] == 2  # the primary and an extra link
     assert found[("isthmus_link_connections", "c")] == 0
+    assert found[("isthmus_link_replicas_up", "b")] == 2  # a site of two gateways
+    assert found[("isthmus_link_replicas_up", "c")] == 0
     assert ("isthmus_export_ack_lag_seconds", "c") not in found  # no export runs to c
