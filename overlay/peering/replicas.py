@@ -12,8 +12,8 @@ across them.  Pure (no trio, no sockets), unit-tested directly
   ``turn``, so an idle site's requests alternate instead of all landing on the first
   replica.  Why steps: a connection always holds a stream or two for itself (the export, a
   dialer's reverse connection), and not the same number on every replica; compared stream by
-  stream, the replica with one fewer of those would take every request of a quiet site.  A *suspect* replica -- one that lost a link
-  moments ago -- comes last: a killed gateway's links break one by one (each is noticed when
+  stream, the replica with one fewer of those would take every request of a quiet site.
+  A *suspect* replica -- one that lost a link moments ago -- comes last: a killed gateway's links break one by one (each is noticed when
   its own socket read fails, or at its PING deadline), so the link still "live" to a replica
   whose other link just broke is likely dead too, and a request sent again after the break
   must go to another replica.

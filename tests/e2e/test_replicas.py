@@ -164,7 +164,7 @@ async def _run(
                 await trio.sleep(0.05)
 
         async def count_at_least(n: int) -> None:
-            while len(served) < n:  # noqa: ASYNC110 -- the callers append; bounded by fail_after
+            while len(served) < n:  # the callers append; bounded by fail_after
                 # Stop early once the outcome is known: failing requests count nothing.
                 assert len(failures) < 20 and len(route_losses) < 5, (failures, route_losses)
                 await trio.sleep(0.05)
