@@ -13,10 +13,10 @@ across them.  Pure (no trio, no sockets), unit-tested directly
   replica.  Why steps: a connection always holds a stream or two for itself (the export, a
   dialer's reverse connection), and not the same number on every replica; compared stream by
   stream, the replica with one fewer of those would take every request of a quiet site.
-  A *suspect* replica -- one that lost a link moments ago -- comes last: a killed gateway's links break one by one (each is noticed when
-  its own socket read fails, or at its PING deadline), so the link still "live" to a replica
-  whose other link just broke is likely dead too, and a request sent again after the break
-  must go to another replica.
+  A *suspect* replica -- one that lost a link moments ago -- comes last: a killed gateway's
+  links break one by one (each is noticed when its own socket read fails, or at its PING
+  deadline), so the link still "live" to a replica whose other link just broke is likely
+  dead too, and a request sent again after the break must go to another replica.
 * :func:`down_sites` -- a site is down only when *every* replica is: liveness stays per link,
   and failover to the next site happens only then.
 * :func:`accept_replica` -- a replica that dialed us is known by its SPIFFE ID, which replicas
