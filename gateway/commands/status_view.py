@@ -3,7 +3,8 @@
 Why pure: what counts as *degraded* is a rule operators script against (the exit code), so it
 is one function of the documents the gateway serves (``/healthz``, ``/links``, ``/imports``,
 ``/routes``, ``/catalog``), tested without a gateway.  Degraded means any of: the gateway's
-own identity is not ok; a configured peer's link is down; a peer's imports are stale (its
+own identity is not ok; a configured peer's link is down (or one of its replicas':
+docs/replicas.md); a peer's imports are stale (its
 federation stream ended, the grace is running); a discovery source is stale or expired; an
 endpoint of the local catalog is stale (its source stopped confirming it).
 """
@@ -50,6 +51,14 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
         if not link.get("up"):
             why = link.get("last_error") or "no live link"
             problems.append(f"link to {name} is down ({why})")
+        else:  # a site of several gateways is up while one is; fewer is still worth a look
+            replicas = link.get("replicas") or []
+            down = [r.get("address") for r in replicas if not r.get("up")]
+            if len(replicas) > 1 and down:
+                up = len(replicas) - len(down)
+                problems.append(
+                    f"{name}: {up} of {len(replicas)} replicas up ({', '.join(down)} down)"
+                )
     imports = []
     for peer in (docs.get("/imports") or {}).get("peers", []):
         imports.append(

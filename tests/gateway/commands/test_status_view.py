@@ -92,3 +92,16 @@ def test_routes_followed_from_the_owner_and_their_conflicts_are_shown_not_degrad
     assert "routes for api.default: b differ from a (following a)" in text
     assert "route 2 of web.default from b rejected: not JSON" in text
     assert "owning site" not in render(assess(docs()))
+
+
+def test_a_replica_down_is_named_while_its_site_is_up() -> None:
+    replicas = [
+        {"address": "10.0.0.1:15443", "up": True},
+        {"address": "10.0.0.2:15443", "up": False},
+    ]
+    link = {"up": True, "trust_domain": "b.test", "replicas": replicas, "replicas_up": 1}
+    status = assess(docs(**{"/links": {"b": link}}))
+    assert status["problems"] == ["b: 1 of 2 replicas up (10.0.0.2:15443 down)"]
+    assert status["links"][0]["state"] == "up"
+    replicas[1]["up"] = True
+    assert assess(docs(**{"/links": {"b": link}}))["healthy"]
