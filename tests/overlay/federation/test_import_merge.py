@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from discovery.model import ServiceName
 from overlay.federation.import_ import ImportTable, ImportUpdate
 from overlay.federation.import_merge import merge_site
@@ -87,3 +89,19 @@ def test_withdraw_one_replica_or_the_whole_site() -> None:
     assert one.withdraw("b", replica=R1) is one
     whole = table.withdraw("b")
     assert not whole.replicas and "b" not in whole.peers
+
+
+def test_route_texts_merge_and_keep_their_identity_while_unchanged() -> None:
+    api = replace(svc("api"), routes=('{"name": "canary"}',))
+    table = ImportTable(grace=30.0).apply(full("e1", 1, api), now=1.0, replica=R1)
+    table = table.apply(full("e2", 1, api), now=2.0, replica=R2)
+    routes = table.peers["b"].routes
+    assert dict(routes) == {API: ('{"name": "canary"}',)}
+    # A health change on one replica: the merged routes are the same object.
+    table = table.apply(
+        ImportUpdate("b", "e1", 2, False, (replace(api, healthy_count=0),)), now=3.0, replica=R1
+    )
+    assert table.peers["b"].routes is routes
+    # One replica gone: the other's routes stay.
+    down = table.link_down("b", now=4.0, replica=R2)
+    assert dict(down.peers["b"].routes) == {API: ('{"name": "canary"}',)}
