@@ -154,6 +154,8 @@ class Peering:
         self._clock = clock
         self._peers = {p.key: PeerLinks(p) for p in peers}
         self._sites = sites_of(self._peers)
+        #: Events for waiters on a replicated site's links (see link_changed).
+        self._site_events: dict[str, trio.Event] = {}
         self._pools: dict[str, PeerPool] = {}
         self._dial = dial
         self._rng = rng
@@ -184,7 +186,7 @@ class Peering:
             settings=self.settings,
             on_up=self._federation.export_when_chosen,
             on_stream=self._federation.on_stream,
-            on_change=self._publisher.kick,
+            on_change=self._links_changed,
             clock=clock,
             rng=rng,
             dial=dial,
@@ -360,9 +362,25 @@ class Peering:
         self._federation.paths[path.encode()] = handler
 
     def link_changed(self, peer: str) -> trio.Event | None:
-        """An event set at the next change of ``peer``'s links (None: no such peer)."""
-        state = self._peers.get(peer)
-        return None if state is None else state.changed
+        """An event set at the next change of site ``peer``'s links, any replica's (None: no
+        such peer)."""
+        states = self._sites.get(peer)
+        if not states:
+            return None
+        if len(states) == 1:
+            return states[0].changed
+        event = self._site_events.get(peer)
+        if event is None:
+            event = self._site_events[peer] = trio.Event()
+        return event
+
+    def _links_changed(self) -> None:
+        """A link came up or went: rebuild the view, wake whoever waits on a replicated site."""
+        self._publisher.kick()
+        if self._site_events:
+            events, self._site_events = self._site_events, {}
+            for event in events.values():
+                event.set()
 
     def set_export_rules(self, rules: Sequence[ExportConfig]) -> None:
         """New export rules (a config reload): every live export stream sends the difference;

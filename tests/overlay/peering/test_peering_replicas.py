@@ -124,6 +124,9 @@ async def test_one_replica_gone_keeps_the_site_routed_all_gone_withdraws_it(
                 seen, view = await west.routes.wait_newer(seen)
                 views.append(view.sites_for(API))
 
+        changed = west.link_changed("east")
+        assert changed is not None and not changed.is_set()
+        assert west.link_changed("nowhere") is None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(record)
             site.kill(HOSTS[0])  # replica 1 goes silent
@@ -131,6 +134,7 @@ async def test_one_replica_gone_keeps_the_site_routed_all_gone_withdraws_it(
             await trio.sleep(SETTINGS.import_grace + 1)  # past its copy's grace too
             nursery.cancel_scope.cancel()
         assert views and all(v == ("east",) for v in views)  # never dropped, never re-added
+        assert changed.is_set()  # a replica's link went: waiters on the site hear of it
         one = west.outbound("east")
         assert one is not None and not isinstance(one, ReplicaSet)
         table = west.imports.latest
