@@ -8,7 +8,9 @@ whoami service ``api``), identical but for site ``b``:
 * ``1-replica``  ``b`` is one gateway; ``a``'s ``[[peers]]`` names it by ``address``/``port``;
 * ``2-replica``  ``b`` is two gateways (same site name and trust domain, each its own SVID
                  and its own ``api`` endpoint); ``a`` names both in ``addresses``, links to
-                 each and spreads the requests over them (docs/replicas.md).
+                 each and spreads the requests over them (docs/replicas.md);
+* ``2-config-1-up``  ``a`` names two replicas, only the first runs: the replica bookkeeping
+                 without the spreading (requests take the one live replica's link).
 
 A keep-alive HTTP/1.1 client sends the same number of requests through each copy's ``a``, in
 rounds that alternate the order; the figure is ``a``'s CPU (``/proc/<pid>/stat``) per
@@ -18,7 +20,7 @@ together in ``2-replica``) is printed beside it.
     .venv/bin/python scripts/bench_replicas.py                  # ~1 minute
     .venv/bin/python scripts/bench_replicas.py --requests 5000 --rounds 5
 
-Only loopback addresses (127.0.61.1 - 127.0.64.2); every process it starts is stopped by PID.
+Only loopback addresses (127.0.61.1 - 127.0.66.2); every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ EW_PORT = 15443
 
 
 async def start_copy(
-    fleet: Fleet, root: Path, name: str, *, subnet: int, replicas: int
+    fleet: Fleet, root: Path, name: str, *, subnet: int, replicas: int, running: int
 ) -> tuple[Copy, list[int]]:
     """One copy; (the copy with ``a``'s PID, the PIDs of ``b``'s gateways)."""
     sites = tuple(
@@ -94,7 +96,7 @@ async def start_copy(
         f"{name}-a", [*gateway_argv(built["a"].config_path), "--log-level", "warning"]
     )
     b_pids = []
-    for i, (site, config) in enumerate(b_configs):
+    for i, (site, config) in enumerate(b_configs[:running]):
         child = await fleet.start(f"{name}-b{i}", [*gateway_argv(config), "--log-level", "warning"])
         b_pids.append(child.process.pid)
         argv = service_argv("http", str(site.address), API_PORT, f"b{i}")
@@ -104,19 +106,22 @@ async def start_copy(
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
-    names = ("1-replica", "2-replica")
+    names = ("1-replica", "2-replica", "2-config-1-up")
+    shapes = {"1-replica": (1, 1), "2-replica": (2, 2), "2-config-1-up": (2, 1)}
     results: dict[str, list[float]] = {n: [] for n in names}
     results.update({f"{n} b": [] for n in names})
     async with Fleet(root / "logs") as fleet:
         copies = [
-            await start_copy(fleet, root, n, subnet=61 + 2 * i, replicas=i + 1)
+            await start_copy(
+                fleet, root, n, subnet=61 + 2 * i, replicas=shapes[n][0], running=shapes[n][1]
+            )
             for i, n in enumerate(names)
         ]
         await trio.sleep(3.0)  # both replicas linked (the 2-replica copy's second one too)
         for copy, _b in copies:
             await run_requests(copy, API, min(300, args.requests), args.connections)
         for r in range(args.rounds):
-            order = copies if r % 2 == 0 else copies[::-1]
+            order = copies[r % len(copies) :] + copies[: r % len(copies)]
             for copy, b_pids in order:
                 before, b_before = cpu_seconds(copy.pids), cpu_seconds(b_pids)
                 done = await run_requests(copy, API, args.requests, args.connections)
@@ -125,7 +130,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
                 results[copy.name].append(per)
                 results[f"{copy.name} b"].append(b_per)
                 print(
-                    f"round {r + 1} {copy.name:9s} {done} requests, a {per:7.1f} us CPU/request,"
+                    f"round {r + 1} {copy.name:13s} {done} requests, a {per:7.1f} us CPU/request,"
                     f" b {b_per:7.1f} us"
                 )
     return results
@@ -176,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = statistics.median(results["1-replica"])
     b_ref = statistics.median(results["1-replica b"])
     print("\nmedian CPU per request (a: the calling gateway; b: site b's gateways together):")
-    for name in ("1-replica", "2-replica"):
+    for name in ("1-replica", "2-replica", "2-config-1-up"):
         med = statistics.median(results[name])
         b_med = statistics.median(results[f"{name} b"])
         a_part = f"a {med:7.1f} us ({med / ref:5.3f}x)"
-        print(f"  {name:9s} {a_part}   b {b_med:7.1f} us ({b_med / b_ref:5.3f}x)")
+        print(f"  {name:13s} {a_part}   b {b_med:7.1f} us ({b_med / b_ref:5.3f}x)")
     print("the replica choice alone, timed in this process (per request, against a's 1-replica):")
     for name, us in micro().items():
         print(f"  {name:26s} {us:6.2f} us  ({100 * us / ref:.2f} % of {ref:.1f} us)")
