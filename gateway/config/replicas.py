@@ -15,8 +15,10 @@ MAX_REPLICAS = 16
 def host_port(text: str) -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` as (host, port); ``ValueError`` saying what is wrong."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"{text!r} is not host:port")
+    if len(port_text) > 5:
+        raise ValueError(f"{text!r}: the port is not in 1..65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:

@@ -49,6 +49,8 @@ def test_addresses_make_one_spec_per_replica_and_one_address_stays_one() -> None
         ('addresses = ["127.0.0.1"]\n', "addresses[0]", "is not host:port"),
         ('addresses = ["127.0.0.1:0"]\n', "addresses[0]", "not in 1..65535"),
         ('addresses = ["::1:7001"]\n', "addresses[0]", "in brackets"),
+        ('addresses = ["a:' + "9" * 5000 + '"]\n', "addresses[0]", "not in 1..65535"),
+        ('addresses = ["a:\u00b2"]\n', "addresses[0]", "is not host:port"),
         ('addresses = ["a:1", "a:1"]\n', "addresses[1]", "listed twice"),
         ('addresses = ["a:1"]\naddress = "b"\nport = 2\n', "addresses", "not both"),
         (
