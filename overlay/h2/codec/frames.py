@@ -307,6 +307,12 @@ class FrameReader:
     returns None.  A bad frame raises :class:`FrameError` from ``next_frame`` at its place in
     the sequence, after every good frame before it has been returned, whatever the split.
     After an error the reader's state is undefined: the connection ends.
+
+    Copies: a payload inside the current read is one slice of it (none for a read that is
+    exactly that payload); one that spans reads is joined once from views of its pieces, and
+    the read it ends in becomes the current one.  (Joining the rest of a read with all later
+    ones first, as this did before, copied most bytes of a bulk link two or three times:
+    ~1.5x the CPU per 64 KiB DATA frame arriving in 256 KiB reads.)
     """
 
     __slots__ = ("_buf", "_header", "_pos", "_tail", "_tail_len", "max_frame_size")
@@ -316,7 +322,7 @@ class FrameReader:
         """The SETTINGS_MAX_FRAME_SIZE we advertised: the largest payload we accept."""
         self._buf = b""
         self._pos = 0
-        self._tail: list[bytes] = []  # chunks received after ``_buf``, not yet joined
+        self._tail: list[bytes] = []  # reads received after ``_buf``, not yet reached
         self._tail_len = 0
         self._header: tuple[int, int, int, int] | None = None  # length, type, flags, stream
 
@@ -337,27 +343,42 @@ class FrameReader:
             self._tail.append(bytes(data))
             self._tail_len += len(data)
 
-    def _merge(self) -> None:
-        self._buf = b"".join([self._buf[self._pos :], *self._tail])
-        self._pos = 0
-        self._tail.clear()
-        self._tail_len = 0
+    def _span(self, n: int) -> bytes:
+        """The next ``n`` bytes, which run past ``_buf`` (the caller checked they are held):
+        joined once; the read they end in becomes ``_buf``."""
+        parts: list[bytes | memoryview] = [memoryview(self._buf)[self._pos :]]
+        need = n - (len(self._buf) - self._pos)
+        tail = self._tail
+        used = 0
+        while True:
+            chunk = tail[used]
+            used += 1
+            self._tail_len -= len(chunk)
+            if len(chunk) >= need:
+                parts.append(memoryview(chunk)[:need])
+                self._buf, self._pos = chunk, need
+                break
+            parts.append(chunk)
+            need -= len(chunk)
+        del tail[:used]
+        return b"".join(parts)
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive."""
         header = self._header
         if header is None:
-            if len(self._buf) - self._pos < HEADER_SIZE:
-                if len(self._buf) - self._pos + self._tail_len < HEADER_SIZE:
-                    return None
-                self._merge()
-            length_type, flags, stream_id = _HEADER.unpack_from(self._buf, self._pos)
+            if len(self._buf) - self._pos >= HEADER_SIZE:
+                length_type, flags, stream_id = _HEADER.unpack_from(self._buf, self._pos)
+                self._pos += HEADER_SIZE
+            elif len(self._buf) - self._pos + self._tail_len >= HEADER_SIZE:
+                length_type, flags, stream_id = _HEADER.unpack(self._span(HEADER_SIZE))
+            else:
+                return None
             length = length_type >> 8
             if length > self.max_frame_size:
                 raise FrameTooLarge(
                     f"frame of {length} octets, over our limit of {self.max_frame_size}"
                 )
-            self._pos += HEADER_SIZE
             header = (length, length_type & 0xFF, flags, stream_id & MAX_STREAM_ID)
             self._header = header
         length, frame_type, flags, stream_id = header
@@ -365,8 +386,8 @@ class FrameReader:
         if len(self._buf) - pos < length:
             if len(self._buf) - pos + self._tail_len < length:
                 return None
-            self._merge()
-            pos = 0
+            self._header = None
+            return parse_frame(frame_type, flags, stream_id, self._span(length))
         self._header = None
         self._pos = pos + length
         return parse_frame(frame_type, flags, stream_id, self._buf[pos : pos + length])
