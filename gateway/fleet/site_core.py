@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-The authority site runs one :class:`PushSession` per peer and per push stream.  It holds the
+The authority site runs one :class:`PushSession` per replica of each peer site and per push
+stream.  It holds the
 latest document (``set_document``) and sends it when nothing is in flight and the peer has not
-answered that document yet: **one version in flight** per peer, and a burst of applies sends
+answered that document yet: **one version in flight** per replica, and a burst of applies sends
 only the newest once the previous push is answered (never a queue).  Every push is answered
 with the federation's ``ack`` (the site runs it) or ``nack`` (it rejected it; ``reason`` says
 why); a reply that names another push is a protocol error (the stream is torn down and the
@@ -17,21 +18,19 @@ with a push is :func:`decide`: decode the document with the same decoder as the 
 one it already runs is acknowledged at once, any other is handed to the reload (which merges
 it with the site's file and validates it with the loader of ``isthmus config check``).
 
-:class:`SiteAnswers` is what the authority shows in ``/fleet`` and ``isthmus status --fleet``:
-per site, the version it last answered, whether it applied or rejected it and why, and since
-when it is unreachable.  Pure: no I/O, ``now`` is a wall-clock argument.
+What the authority shows of the answers, per replica and per site, is
+:mod:`gateway.fleet.replica_answers`.  Pure: no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from gateway.config.errors import Problem
 from gateway.fleet.document import FleetDocument
 from gateway.fleet.site_wire import FleetPush, Reply
-from gateway.fleet.state import iso_time
 from gateway.fleet.watch import decode_value
 from overlay.federation.protocol import MAX_REASON_CHARS, Ack, FederationProtocolError, Nack
 
@@ -147,71 +146,3 @@ def reply_for(push: FleetPush, rejected: str | None) -> Reply:
     if rejected is None:
         return Ack(push.epoch, push.version)
     return Nack(push.epoch, push.version, rejected)
-
-
-SiteStatus = Literal["applied", "rejected", "pending", "unreachable"]
-
-
-@dataclass(frozen=True, slots=True)
-class SiteAnswer:
-    """What the authority knows of one site."""
-
-    site: str
-    status: SiteStatus = "pending"
-    version: str | None = None  # the document version the site last answered about
-    reason: str | None = None  # why it rejected it
-    at: float | None = None  # when it answered (wall clock)
-    down_since: float | None = None  # set while no push stream to it is up
-
-    def json(self) -> dict[str, Any]:
-        return {
-            "site": self.site,
-            "state": self.status,
-            "version": self.version,
-            "reason": self.reason,
-            "at": iso_time(self.at),
-            "down_since": iso_time(self.down_since),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SiteAnswers:
-    """Per site, its latest answer (immutable; each change returns a new value)."""
-
-    sites: tuple[SiteAnswer, ...] = ()
-
-    def get(self, site: str) -> SiteAnswer:
-        return next((s for s in self.sites if s.site == site), SiteAnswer(site))
-
-    def _put(self, answer: SiteAnswer) -> SiteAnswers:
-        others = tuple(s for s in self.sites if s.site != answer.site)
-        return SiteAnswers(tuple(sorted((*others, answer), key=lambda s: s.site)))
-
-    def answered(self, site: str, answer: Answer, now: float) -> SiteAnswers:
-        status: SiteStatus = "applied" if answer.applied else "rejected"
-        return self._put(
-            SiteAnswer(site, status, answer.version, answer.reason, now, down_since=None)
-        )
-
-    def connected(self, site: str) -> SiteAnswers:
-        old = self.get(site)
-        status: SiteStatus = "pending" if old.status == "unreachable" else old.status
-        return self._put(replace(old, status=status, down_since=None))
-
-    def disconnected(self, site: str, now: float) -> SiteAnswers:
-        old = self.get(site)
-        since = old.down_since if old.down_since is not None else now
-        return self._put(replace(old, status="unreachable", down_since=since))
-
-    def keep_only(self, sites: Iterable[str]) -> SiteAnswers:
-        wanted = set(sites)
-        return SiteAnswers(tuple(s for s in self.sites if s.site in wanted))
-
-    def json(self, current: str | None) -> list[dict[str, Any]]:
-        """Per site, its answer and whether it runs ``current`` (the authority's version)."""
-        out = []
-        for s in self.sites:
-            row = s.json()
-            row["current"] = s.status == "applied" and s.version == current
-            out.append(row)
-        return out

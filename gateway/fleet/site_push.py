@@ -3,20 +3,22 @@
 Theory of operation
 -------------------
 :class:`FleetAuthority` owns the store (:class:`~gateway.fleet.site_store.SiteStore`), the
-latest document as a :class:`~discovery.watch.Watch`, and each site's answer
-(:class:`~gateway.fleet.site_core.SiteAnswers`).  A write (``isthmus apply``/``rollback`` on
-the fleet API) is compare-and-set against the version the writer read, stored (history first),
+latest document as a :class:`~discovery.watch.Watch`, and each replica's answer
+(:class:`~gateway.fleet.replica_answers.SiteAnswers`).  A write (``isthmus apply``/``rollback``
+on the fleet API) is compare-and-set against the version the writer read, stored (history first),
 published, and applied here like any site's version.  Writes are serialised by one lock.
 
-Per peer, one task keeps one push stream open (``POST`` :data:`FLEET_PATH`) on the link this
-gateway sends on: it sends the latest version when nothing is in flight and the site has not
-answered it yet, records the ack or nack, and waits for the next version (push, not poll: a
-write wakes every peer's task at once).  A reply not received within ``ack_timeout_s`` ends
-the stream as wedged.  While a peer has no link the task waits for its links to change (an
-event of the peering), and reports the site ``unreachable`` since then; when a stream fails it
-retries after exponential backoff with full jitter.  A fresh stream starts a fresh epoch and
-pushes the current version at once, so a site that was cut off catches up when its link is
-back.  Peers added by a reload are picked up within :data:`PEER_RESCAN_S`.
+Per replica of every peer site (a site of one gateway has one), one task keeps one push
+stream open (``POST`` :data:`FLEET_PATH`) on that replica's own link -- never the site's
+spread over its replicas, which would reach one of them only: it sends the latest version
+when nothing is in flight and the replica has not answered it yet, records the ack or nack,
+and waits for the next version (push, not poll: a write wakes every replica's task at once).
+A reply not received within ``ack_timeout_s`` ends the stream as wedged.  While a replica has
+no link the task waits for its links to change (an event of the peering), and reports the
+replica ``unreachable`` since then; when a stream fails it retries after exponential backoff
+with full jitter.  A fresh stream starts a fresh epoch and pushes the current version at once,
+so a replica that was cut off or restarted catches up when its link is back.  Peers and
+replicas added by a reload are picked up within :data:`PEER_RESCAN_S`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from discovery.watch import Watch
 from foundation.errors import first_leaf
 from gateway.config.fleet import FleetConfig
 from gateway.fleet.document import FleetDocument
-from gateway.fleet.site_core import PushSession, SiteAnswers
+from gateway.fleet.replica_answers import SiteAnswers
+from gateway.fleet.site_core import PushSession
 from gateway.fleet.site_store import SiteStore
 from gateway.fleet.site_wire import (
     CONTENT_TYPE,
@@ -89,7 +92,7 @@ class FleetAuthority:
         self.random = rng or random.Random()
         self.backoff = Backoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s)
         self._lock = trio.Lock()
-        self._refused: dict[str, str] = {}  # the last refusal logged per site
+        self._refused: dict[str, str] = {}  # the last refusal logged per replica
         state.sites = self.sites_view
 
     def sites_view(self) -> list[dict[str, Any]]:
@@ -135,40 +138,47 @@ class FleetAuthority:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Push to every peer until cancelled (peers added later are picked up)."""
-        running: set[str] = set()
+        """Push to every replica of every peer until cancelled (peers and replicas added
+        later are picked up)."""
+        running: set[tuple[str, str]] = set()
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                self.answers = self.answers.keep_only(peer_names())
-                for name in peer_names():
-                    if name not in running:
-                        running.add(name)
-                        nursery.start_soon(self._serve_peer, peering, name, running)
+                keys = [(name, r) for name in peer_names() for r in peering.replicas(name)]
+                self.answers = self.answers.keep_only(keys)
+                for key in keys:
+                    if key not in running:
+                        running.add(key)
+                        nursery.start_soon(self._serve_replica, peering, key, running)
                 await trio.sleep(PEER_RESCAN_S)
 
-    async def _serve_peer(self, peering: Peering, site: str, running: set[str]) -> None:
+    async def _serve_replica(
+        self, peering: Peering, key: tuple[str, str], running: set[tuple[str, str]]
+    ) -> None:
+        site, replica = key
         try:
             attempt = 0
             while True:
-                opener = peering.outbound(site)
+                opener = peering.replica_outbound(site, replica)
                 if opener is None:
-                    self.answers = self.answers.disconnected(site, self.wall_clock())
-                    event = peering.link_changed(site)
+                    self.answers = self.answers.disconnected(site, replica, self.wall_clock())
+                    event = peering.replica_changed(site, replica)
                     if event is None:
-                        return  # no longer a peer
+                        return  # no longer a replica of a peer
                     with trio.move_on_after(LINK_WAIT_S):
                         await event.wait()
                     continue
-                answered = await self._push_over(opener, site)
-                self.answers = self.answers.disconnected(site, self.wall_clock())
+                answered = await self._push_over(opener, site, replica)
+                self.answers = self.answers.disconnected(site, replica, self.wall_clock())
                 attempt = 0 if answered else attempt + 1
                 await trio.sleep(self.backoff.delay(attempt, self.random.random()))
         finally:
-            running.discard(site)
+            running.discard(key)
 
-    async def _push_over(self, opener: StreamOpener, site: str) -> bool:
-        """Run one push stream to ``site`` until it fails; whether the site answered."""
+    async def _push_over(self, opener: StreamOpener, site: str, replica: str) -> bool:
+        """Run one push stream to ``replica`` of ``site`` until it fails; whether it
+        answered."""
+        where = f"{site} ({replica})"
         answered = False
 
         def on_answer() -> None:
@@ -176,27 +186,28 @@ class FleetAuthority:
             answered = True
 
         try:
-            await self._run_stream(opener, site, on_answer)
+            await self._run_stream(opener, site, replica, on_answer)
         except* FleetPushRefused as group:
             # Once per site and reason (a peer that takes no pushes from us answers 403 at
             # every retry; the retries back off to backoff_cap_s).
             reason = str(first_leaf(group))
-            level = logging.DEBUG if self._refused.get(site) == reason else logging.WARNING
-            self._refused[site] = reason
-            log.log(level, "fleet push to %s refused: %s", site, reason)
+            level = logging.DEBUG if self._refused.get(where) == reason else logging.WARNING
+            self._refused[where] = reason
+            log.log(level, "fleet push to %s refused: %s", where, reason)
         except* FederationProtocolError as group:
-            log.warning("fleet push to %s failed: %s", site, first_leaf(group))
+            log.warning("fleet push to %s failed: %s", where, first_leaf(group))
         except* TunnelError as group:
-            log.debug("fleet push stream to %s ended: %s", site, first_leaf(group))
+            log.debug("fleet push stream to %s ended: %s", where, first_leaf(group))
         except* trio.BrokenResourceError as group:
-            log.debug("fleet push stream to %s ended: %s", site, first_leaf(group))
+            log.debug("fleet push stream to %s ended: %s", where, first_leaf(group))
         except* Exception as group:  # a bug costs this stream, never the gateway
-            log.error("fleet push to %s failed unexpectedly", site, exc_info=first_leaf(group))
+            log.error("fleet push to %s failed unexpectedly", where, exc_info=first_leaf(group))
         return answered
 
     async def _run_stream(
-        self, opener: StreamOpener, site: str, on_answer: Callable[[], None]
+        self, opener: StreamOpener, site: str, replica: str, on_answer: Callable[[], None]
     ) -> None:
+        where = f"{site} ({replica})"
         stream = await opener.open_stream(
             [
                 (":method", "POST"),
@@ -215,8 +226,8 @@ class FleetAuthority:
                 raise FederationProtocolError(f"{site} did not answer the push stream")
             if status != b"200":
                 raise FleetPushRefused(f"{site} answered the push stream with {status!r}")
-            self.answers = self.answers.connected(site)
-            self._refused.pop(site, None)
+            self.answers = self.answers.connected(site, replica)
+            self._refused.pop(where, None)
             session = PushSession(self.site, secrets.token_hex(8))
             send_kick, receive_kick = trio.open_memory_channel[None](1)
 
@@ -233,15 +244,17 @@ class FleetAuthority:
                         raise FederationProtocolError(f"{site} ended the fleet push stream")
                     for reply in reader.feed(data):
                         answer = session.receive(reply)
-                        self.answers = self.answers.answered(site, answer, self.wall_clock())
+                        self.answers = self.answers.answered(
+                            site, replica, answer, self.wall_clock()
+                        )
                         on_answer()
                         if answer.applied:
-                            log.info("fleet version %s applied at %s", answer.version, site)
+                            log.info("fleet version %s applied at %s", answer.version, where)
                         else:
                             log.warning(
                                 "fleet version %s rejected at %s: %s",
                                 answer.version,
-                                site,
+                                where,
                                 answer.reason,
                             )
                     kick()

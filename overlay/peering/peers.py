@@ -345,6 +345,27 @@ class Peering:
         """How many replicas site ``site`` has configured (0: not a peer)."""
         return len(self._sites.get(site, ()))
 
+    def replicas(self, site: str) -> tuple[str, ...]:
+        """Site ``site``'s replicas' east-west addresses (``"host:port"``), config order."""
+        return tuple(f"{st.spec.host}:{st.spec.port}" for st in self._sites.get(site, ()))
+
+    def replica_outbound(self, site: str, replica: str) -> StreamOpener | None:
+        """What to open a stream to one replica on (a control stream that must reach every
+        replica, e.g. the fleet push), if a link to it is up; never another replica's."""
+        state = self._replica(site, replica)
+        return None if state is None else self._opener(state)
+
+    def replica_changed(self, site: str, replica: str) -> trio.Event | None:
+        """An event set at the next change of one replica's links (None: no such replica)."""
+        state = self._replica(site, replica)
+        return None if state is None else state.changed
+
+    def _replica(self, site: str, replica: str) -> PeerLinks | None:
+        return next(
+            (st for st in self._sites.get(site, ()) if f"{st.spec.host}:{st.spec.port}" == replica),
+            None,
+        )
+
     def _opener(self, state: PeerLinks) -> StreamOpener | None:
         conn = state.outbound()
         pool = self._pools.get(state.spec.key)

@@ -19,7 +19,6 @@ from gateway.fleet.site_core import (
     Answer,
     PushSession,
     ReceiveSession,
-    SiteAnswers,
     decide,
     rejection_reason,
     reply_for,
@@ -171,22 +170,6 @@ def test_reply_and_reason() -> None:
     assert reply_for(push, reason) == Nack("e", 7, reason)
     long = rejection_reason("abc", [Problem("p", "m" * 5000)])
     assert len(long) == MAX_REASON_CHARS and long.endswith("...")
-
-
-def test_answers_say_who_rejected_and_who_is_cut_off() -> None:
-    a = SiteAnswers()
-    a = a.answered("b", Answer("v1", True, None), 10.0)
-    a = a.answered("c", Answer("v1", False, "version v1: bad"), 11.0)
-    a = a.disconnected("b", 20.0).disconnected("b", 30.0)
-    rows = {r["site"]: r for r in a.json("v1")}
-    assert rows["c"]["state"] == "rejected" and rows["c"]["reason"] == "version v1: bad"
-    assert rows["b"]["state"] == "unreachable" and rows["b"]["down_since"].startswith("1970")
-    assert a.get("b").down_since == 20.0  # since the first time, not the last look
-    a = a.connected("b")
-    assert a.get("b").status == "pending" and a.get("b").down_since is None
-    a = a.answered("b", Answer("v1", True, None), 40.0)
-    assert {r["site"]: r["current"] for r in a.json("v1")} == {"b": True, "c": False}
-    assert [s.site for s in a.keep_only(["c"]).sites] == ["c"]
 
 
 # -- store ------------------------------------------------------------------------------------

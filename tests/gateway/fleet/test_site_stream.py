@@ -60,6 +60,9 @@ def site_apply(state: FleetState) -> Callable[[FleetDocument], Awaitable[None]]:
     return apply
 
 
+B1 = "127.0.0.2:15443"  # the replica of b the pushes go to
+
+
 def authority(tmp_path: Path) -> FleetAuthority:
     state = FleetState("site", "hq", "hq")
 
@@ -105,17 +108,17 @@ async def test_versions_are_pushed_applied_rejected_and_answered(tmp_path: Path)
     assert state.state == "unreachable" and "authority hq unreachable since" in str(state.error)
 
     async with h2_pair(lambda stream: box("hq", stream)) as conn, trio.open_nursery() as nursery:
-        nursery.start_soon(auth._push_over, conn, "b")
+        nursery.start_soon(auth._push_over, conn, "b", B1)
         await eventually(lambda: state.version == EMPTY.version)
         assert state.error is None and state.state == "current"
         await auth.write(DOC, EMPTY.version)  # push, not poll: the write wakes the stream
         await eventually(lambda: state.version == DOC.version)
-        await eventually(lambda: auth.answers.get("b").version == DOC.version)
-        assert auth.answers.get("b").status == "applied"
+        await eventually(lambda: auth.answers.get("b", B1).version == DOC.version)
+        assert auth.answers.get("b", B1).status == "applied"
 
         await auth.write(BAD, DOC.version)
-        await eventually(lambda: auth.answers.get("b").status == "rejected")
-        answer = auth.answers.get("b")
+        await eventually(lambda: auth.answers.get("b", B1).status == "rejected")
+        answer = auth.answers.get("b", B1)
         assert answer.version == BAD.version
         assert answer.reason == f"version {BAD.version}: fleet.x: no good here"
         assert state.version == DOC.version and state.state == "rejected"  # the old one serves
@@ -137,9 +140,9 @@ async def test_a_push_from_another_peer_is_refused_and_logged(
     caplog.set_level(logging.WARNING, "isthmus.fleet")
     async with h2_pair(lambda stream: box("c", stream)) as conn:
         with trio.fail_after(10):  # a hang guard: a refused stream ends at once
-            answered = await auth._push_over(conn, "b")
+            answered = await auth._push_over(conn, "b", B1)
     assert not answered
     assert box.refused_total == 1
     assert state.version is None and state.latest is None  # nothing was applied
     assert "fleet push from peer c refused: only hq" in caplog.text
-    assert "fleet push to b refused: b answered the push stream with b'403'" in caplog.text
+    assert f"fleet push to b ({B1}) refused: b answered the push stream with b'403'" in caplog.text
