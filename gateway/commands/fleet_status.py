@@ -101,11 +101,14 @@ def _reported(
     control: dict[str, Any], expected: str | None, asked: set[str]
 ) -> list[dict[str, Any]]:
     """Rows for the sites a control site reports on (its pushes' answers), except those
-    asked directly: which rejected its version and why, which it cannot reach."""
+    asked directly whose replicas all run its version: which rejected it and why, which it
+    cannot reach, and of a site with several gateways which replica lags or is cut off."""
     rows = []
     for url, view in control.items():
         for site in view["sites"]:
-            if not isinstance(site, dict) or site.get("site") in asked:
+            if not isinstance(site, dict):
+                continue
+            if site.get("site") in asked and not site.get("lagging"):
                 continue
             name, version, state = str(site.get("site")), site.get("version"), site.get("state")
             why = ""
@@ -115,9 +118,29 @@ def _reported(
                 why = f"no push stream from the control site since {site.get('down_since')}"
             elif state == "applied":
                 state = "current" if version == expected else "pending"
+            if state != "unreachable":
+                why = "; ".join(w for w in (why, *_replica_notes(site)) if w)
             differs = not (state == "current" and version == expected)
             rows.append(_row(f"{url} (reported)", name, version, str(state), why, differs))
     return rows
+
+
+def _replica_notes(site: dict[str, Any]) -> list[str]:
+    """Of a site with several gateways: each replica that lags (its state and version) and
+    each the control site cannot reach (since when; it holds nobody back)."""
+    replicas = site.get("replicas")
+    if not isinstance(replicas, list) or len(replicas) < 2:
+        return []
+    lagging = set(site.get("lagging") or [])
+    notes = []
+    for r in replicas:
+        if not isinstance(r, dict):
+            continue
+        if r.get("replica") in lagging:
+            notes.append(f"replica {r.get('replica')} lags: {r.get('state')} {r.get('version')}")
+        elif r.get("state") == "unreachable":
+            notes.append(f"replica {r.get('replica')} unreachable since {r.get('down_since')}")
+    return notes
 
 
 def _row(

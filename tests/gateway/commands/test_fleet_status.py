@@ -74,3 +74,42 @@ def test_a_control_site_reports_the_sites_it_pushes_to() -> None:
     assert rows["e"]["state"] == "pending" and rows["e"]["differs"]
     assert not rows["hq"]["differs"] and not rows["b"]["differs"]
     assert exit_code(status) == EXIT_DIFFERS
+
+
+def test_a_control_site_names_the_replica_that_lags() -> None:
+    def replica(address: str, state: str, version: str, since: str | None = None) -> Any:
+        return {"replica": address, "state": state, "version": version, "down_since": since}
+
+    sites = [
+        {
+            "site": "b",
+            "state": "applied",
+            "version": "v1",
+            "lagging": ["b2:1"],
+            "replicas": [replica("b1:1", "applied", "v2"), replica("b2:1", "applied", "v1")],
+        },
+        {
+            "site": "c",
+            "state": "applied",
+            "version": "v2",
+            "lagging": [],
+            "replicas": [
+                replica("c1:1", "applied", "v2"),
+                replica("c2:1", "unreachable", "v1", "2026-01-01T00:00Z"),
+            ],
+        },
+    ]
+    hq = _view("hq", "v2", "current", sites=sites, api="https://127.0.0.1:9444")
+    status = assess({"u-hq": hq, "u-b1": _view("b", "v2", "current")}, None)
+    rows = [r for r in status["sites"] if r["site"] in ("b", "c")]
+    by_url = {(r["site"], r["url"]): r for r in rows}
+    # b's replica asked directly runs v2, but the control site says its other one lags.
+    assert not by_url[("b", "u-b1")]["differs"]
+    lag = by_url[("b", "u-hq (reported)")]
+    assert lag["differs"] and lag["state"] == "pending"
+    assert lag["why"] == "replica b2:1 lags: applied v1"
+    # A replica that is down holds nobody back; the row says since when it is cut off.
+    c = by_url[("c", "u-hq (reported)")]
+    assert c["state"] == "current" and not c["differs"]
+    assert c["why"] == "replica c2:1 unreachable since 2026-01-01T00:00Z"
+    assert exit_code(status) == EXIT_DIFFERS
