@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import ssl
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 import trio
 
 from foundation.spiffe_id import SpiffeId
-from gateway.demo.topology import DemoService
+from gateway.demo.topology import BuiltSite, DemoService, gateway_config_text
 from overlay.identity.ca import SvidPaths, issue_svid
 from tests.e2e.clients import h1_request
 from tests.e2e.harness import Overlay, make_topology, open_overlay, with_site
@@ -325,3 +326,111 @@ def _metrics(url: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url + "/metrics", timeout=10) as response:
         return str(response.read().decode())
+
+
+# -- a site of two gateways ----------------------------------------------------------------
+
+
+def _replicated_patch(root: Path, addr_a: str, b1: str, b2: str, ew_port: int) -> Any:
+    """a: the control site, with peer b by its two replicas; b (each replica): a's pushes."""
+
+    def patch(site: str, text: str) -> str:
+        if site == "a":
+            one = f'address = "{b1}"\nport = {ew_port}\n'
+            assert text.count(one) == 1, text
+            text = text.replace(one, f'addresses = ["{b1}:{ew_port}", "{b2}:{ew_port}"]\n')
+            return text + (
+                '\n[fleet]\nsource = "site"\nauthority_site = "a"\n'
+                f'store_dir = "{root.resolve() / "fleet-store"}"\nwriters = ["{WRITER}"]\n'
+                f'api_address = "{addr_a}"\napi_port = 0\nack_timeout_s = 10.0\n'
+            )
+        return text + '\n[fleet]\nsource = "site"\nauthority_site = "a"\n'
+
+    return patch
+
+
+async def _start_second_replica(ov: Overlay, address: str, patch: Any) -> None:
+    """b's second gateway ("b2"): b's config on the next loopback address, its own SVID (the
+    same SPIFFE ID, issued by b's CA), the same fleet settings."""
+    b = ov.built["b"]
+    directory = ov.root / "b2"
+    ca_dir = ov.root / "ca" / b.site.trust_domain.name
+    await trio.to_thread.run_sync(issue_svid, ca_dir, b.site.gateway_id, directory / "identity")
+    site = type(b.site)(
+        name="b",
+        trust_domain=b.site.trust_domain,
+        address=ipaddress.IPv4Address(address),
+        services=b.site.services,
+        priority=b.site.priority,
+    )
+    text = gateway_config_text(ov.topology, site, ov.root.resolve())
+    text = text.replace(str(ov.root.resolve() / "b" / "identity"), str(directory / "identity"))
+    config = directory / "gateway.toml"
+    config.write_text(patch("b", text), "utf-8")
+    ov.built["b2"] = BuiltSite(site, config, directory)
+    await ov.start("b2")
+
+
+def _b_row(view: dict[str, Any]) -> dict[str, Any]:
+    return next((s for s in view["sites"] if s["site"] == "b"), {"replicas": [], "current": 0})
+
+
+async def test_one_apply_reaches_every_replica_of_a_site(tmp_path: Path) -> None:
+    topology = make_topology(["a", "b"])
+    addr_a = str(topology.sites[0].address)
+    b1 = str(topology.sites[1].address)
+    b2 = str(ipaddress.IPv4Address(int(topology.sites[1].address) + 1))
+    ew = topology.east_west_port
+    patch = _replicated_patch(tmp_path, addr_a, b1, b2, ew)
+    async with open_overlay(tmp_path, topology, patch=patch) as ov:
+        await _start_second_replica(ov, b2, patch)
+        await ov.wait("a", "/links", lambda d: d["b"]["replicas_up"] == 2, within_s=WITHIN_S)
+        view_a = await ov.wait("a", "/fleet", lambda d: d.get("api"), within_s=WITHIN_S)
+        _API[id(ov)] = view_a["api"]
+        deployer = issue_svid(
+            ov.root.resolve() / "ca" / "a.e2e.test", SpiffeId.parse(WRITER), tmp_path / "dep"
+        )
+        doc = tmp_path / "fleet.toml"
+
+        # 1. One apply at the control site: both of b's gateways run it, each says so in its
+        #    own /fleet, and the control site shows each replica's answer.
+        v1 = version_of(await apply(ov, deployer, doc, ALLOW_ALL))
+        await all_run(ov, v1, ("a", "b", "b2"))
+        for replica in ("b", "b2"):
+            assert (await ov.get(replica, "/fleet"))["state"] == "current"
+        view = await ov.wait("a", "/fleet", lambda d: _b_row(d)["current"], within_s=WITHIN_S)
+        row = _b_row(view)
+        assert row["lagging"] == [] and row["state"] == "applied" and row["version"] == v1
+        assert [(r["replica"], r["state"], r["version"]) for r in row["replicas"]] == [
+            (f"{b1}:{ew}", "applied", v1),
+            (f"{b2}:{ew}", "applied", v1),
+        ]
+
+        # 2. b2 stops: the next version reaches b's live replica, b counts as current (b2
+        #    holds nobody back) and the control site says since when b2 is cut off.
+        await ov.stop("b2")
+        await ov.wait("a", "/links", lambda d: d["b"]["replicas_up"] == 1, within_s=WITHIN_S)
+        v2 = version_of(await apply(ov, deployer, doc, ONLY_B))
+        await all_run(ov, v2, ("a", "b"))
+
+        def b2_cut_off(d: dict[str, Any]) -> bool:
+            row = _b_row(d)
+            states = {r["replica"]: r["state"] for r in row["replicas"]}
+            return bool(row["current"]) and states.get(f"{b2}:{ew}") == "unreachable"
+
+        view = await ov.wait("a", "/fleet", b2_cut_off, within_s=WITHIN_S)
+        down = next(r for r in _b_row(view)["replicas"] if r["replica"] == f"{b2}:{ew}")
+        assert down["version"] == v1 and down["down_since"]
+        fleet = await cli("status", "--fleet", ov.url("a"))
+        assert fleet.returncode == 0, fleet.stdout
+        assert f"replica {b2}:{ew} unreachable since" in fleet.stdout
+
+        # 3. b2 comes back (on its own file alone): it gets the current version.
+        await ov.start("b2")
+        await all_run(ov, v2, ("b2",))
+        await ov.wait(
+            "a",
+            "/fleet",
+            lambda d: all(r["version"] == v2 for r in _b_row(d)["replicas"]),
+            within_s=WITHIN_S,
+        )
