@@ -28,7 +28,7 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -49,7 +49,6 @@ from gateway.fleet.site_wire import (
 from gateway.fleet.state import FleetState
 from overlay.federation.protocol import FederationProtocolError, FrameReader
 from overlay.h2.stream import TunnelError
-from overlay.peering.peers import Peering
 from overlay.peering.pool import StreamOpener
 
 log = logging.getLogger("isthmus.fleet")
@@ -59,6 +58,17 @@ PEER_RESCAN_S = 5.0
 #: Longest wait for a peer's links to change before looking again (the event normally wakes).
 LINK_WAIT_S = 5.0
 Apply = Callable[[FleetDocument], Awaitable[object]]
+
+
+class ReplicaLinks(Protocol):
+    """What the push needs of the peering (:class:`~overlay.peering.peers.Peering`): each
+    replica of a site, its own link, and an event at its next link change."""
+
+    def replicas(self, site: str) -> tuple[str, ...]: ...
+
+    def replica_outbound(self, site: str, replica: str) -> StreamOpener | None: ...
+
+    def replica_changed(self, site: str, replica: str) -> trio.Event | None: ...
 
 
 class FleetPushRefused(FederationProtocolError):
@@ -133,7 +143,7 @@ class FleetAuthority:
     # -- push -----------------------------------------------------------------------------
     async def serve(
         self,
-        peering: Peering,
+        peering: ReplicaLinks,
         peer_names: Callable[[], Sequence[str]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -153,7 +163,7 @@ class FleetAuthority:
                 await trio.sleep(PEER_RESCAN_S)
 
     async def _serve_replica(
-        self, peering: Peering, key: tuple[str, str], running: set[tuple[str, str]]
+        self, peering: ReplicaLinks, key: tuple[str, str], running: set[tuple[str, str]]
     ) -> None:
         site, replica = key
         try:
