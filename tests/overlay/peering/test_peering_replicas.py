@@ -112,6 +112,14 @@ async def test_one_replica_gone_keeps_the_site_routed_all_gone_withdraws_it(
         await wait_status(west, lambda s: s["replicas_up"] == 2)
         assert isinstance(west.outbound("east"), ReplicaSet)
         assert west.replica_count("east") == 2
+        # One replica's own link (the fleet push must reach each one, never "any of them").
+        assert west.replicas("east") == tuple(f"{h}:1" for h in HOSTS)
+        own = [west.replica_outbound("east", f"{h}:1") for h in HOSTS]
+        assert None not in own and own[0] is not own[1]
+        assert not any(isinstance(o, ReplicaSet) for o in own)
+        assert west.replica_outbound("east", "elsewhere:1") is None
+        assert west.replica_changed("east", f"{HOSTS[0]}:1") is not None
+        assert west.replica_changed("nowhere", f"{HOSTS[0]}:1") is None
         await until(west.imports, lambda t: len(t.replicas) == 2)
         assert set(west.imports.latest.replicas) == {f"east@{h}:1" for h in HOSTS}
         assert list(west.imports.latest.peers) == ["east"]
@@ -135,6 +143,8 @@ async def test_one_replica_gone_keeps_the_site_routed_all_gone_withdraws_it(
             nursery.cancel_scope.cancel()
         assert views and all(v == ("east",) for v in views)  # never dropped, never re-added
         assert changed.is_set()  # a replica's link went: waiters on the site hear of it
+        assert west.replica_outbound("east", f"{HOSTS[0]}:1") is None
+        assert west.replica_outbound("east", f"{HOSTS[1]}:1") is not None
         one = west.outbound("east")
         assert one is not None and not isinstance(one, ReplicaSet)
         table = west.imports.latest
