@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Many sites on one machine: federation convergence, memory and idle CPU per peer, against N.
+
+For each N of ``--sites`` (in order), N real gateway processes (``isthmus run``) start on
+loopback addresses 127.<block>.<i>.1, each its own trust domain with a development CA and SVID
+(``gateway.demo.topology``), a few static services, and a full mesh of peers (``--shape hub``:
+one hub peered with every other site).  Measured in the same run, per N:
+
+* startup: from the first spawn until every ``/healthz`` says ok, and until every site's
+  ``/routes`` lists every peer's services (the federation converged);
+* one change: a service added at one site by a config reload (``POST /config/reload``), until
+  every peer's ``/routes`` lists it -- median and max over the sites, over ``--rounds`` rounds;
+* per gateway: RSS, open file descriptors, threads, links and open HTTP/2 streams (at rest
+  these are the federation streams), from ``/proc`` and ``/links``;
+* the CPU seconds all gateways spend in an idle window of ``--idle`` seconds (PINGs and
+  federation keepalive, nothing else runs), per gateway and per peer.
+
+Across N, least-squares lines give the growth per peer (bytes of RSS, fds, idle CPU).
+Times are upper bounds: the admin APIs are polled (``--poll-concurrency`` at a time), and the
+median gap between a site's last "not yet" and its first "yes" is printed as the resolution.
+
+Every process is a child of this script and is stopped by PID when a size ends, on an error,
+on the ``--deadline`` or on Ctrl-C.  Traffic goes to loopback only.
+
+    .venv/bin/python scripts/bench_sites.py --sites 5,10,25,50           # a few minutes
+    .venv/bin/python scripts/bench_sites.py --sites 3 --rounds 2 --idle 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trio
+
+from gateway.demo.admin_client import AdminUnavailable, admin_get
+from gateway.demo.preflight import PortUnavailable, check_binds, planned_binds
+from gateway.demo.runner import gateway_argv
+from gateway.demo.topology import DemoService, Topology, build_topology, gateway_config_text
+from scripts.bench.procs import BenchError, Fleet, cpu_seconds
+from scripts.bench.sites_plan import (
+    RSS_GUESS,
+    MachineLimits,
+    Shape,
+    address_of,
+    expected_routes,
+    fit_line,
+    limit_problems,
+    make_sites_topology,
+    missing_routes,
+    peer_map,
+    render_table,
+    site_view,
+    with_service,
+)
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def machine_limits() -> MachineLimits:
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    meminfo = dict(
+        line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+    )
+    available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    uid = os.getuid()
+    processes = sum(
+        1 for e in os.listdir("/proc") if e.isdigit() and _owner(Path("/proc", e)) == uid
+    )
+    return MachineLimits(
+        nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        port_range=(low, high),
+        mem_available=available,
+        max_processes=resource.getrlimit(resource.RLIMIT_NPROC)[0],
+        processes=processes,
+    )
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return -1
+
+
+def proc_figures(pid: int) -> dict[str, int]:
+    """RSS (bytes), threads and open file descriptors of one process, from /proc."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {
+        "rss": int(status["VmRSS"].split()[0]) * 1024,
+        "threads": int(status["Threads"]),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+def _post(url: str, timeout: float) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read(1 << 20))
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(1 << 16).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise AdminUnavailable(f"{url}: {exc}") from exc
+
+
+async def sweep(
+    urls: Mapping[str, str],
+    path: str,
+    done: Callable[[str, Any], bool],
+    *,
+    t0: float,
+    within_s: float,
+    limiter: trio.CapacityLimiter,
+    alive: Callable[[], None] = lambda: None,
+    describe: Callable[[str, Any], str] = lambda site, doc: repr(doc)[:200],
+) -> dict[str, tuple[float, float]]:
+    """Poll ``path`` of every site until ``done(site, doc)``: site -> (sent time of its last
+    "not yet", arrival of its first "yes"), seconds after ``t0``.  BenchError after
+    ``within_s`` naming the sites still waiting."""
+    pending = set(urls)
+    last_no = dict.fromkeys(urls, 0.0)
+    last_doc: dict[str, Any] = {}
+    result: dict[str, tuple[float, float]] = {}
+
+    async def one(site: str) -> None:
+        async with limiter:
+            sent = time.monotonic() - t0
+            try:
+                doc = await admin_get(urls[site], path, request_timeout_s=5.0)
+            except AdminUnavailable as exc:
+                doc = exc
+        if not isinstance(doc, AdminUnavailable) and done(site, doc):
+            result[site] = (last_no[site], time.monotonic() - t0)
+            pending.discard(site)
+        else:
+            last_no[site], last_doc[site] = sent, doc
+
+    with trio.move_on_after(within_s):
+        while pending:
+            alive()
+            async with trio.open_nursery() as nursery:
+                for site in sorted(pending):
+                    nursery.start_soon(one, site)
+            if pending:
+                await trio.sleep(0.02)
+        return result
+    waiting = sorted(pending)
+    details = "; ".join(f"{s}: {describe(s, last_doc.get(s))}" for s in waiting[:3])
+    raise BenchError(
+        f"{path}: {len(waiting)} of {len(urls)} sites not done within {within_s:g}s "
+        f"({', '.join(waiting[:10])}); {details}"
+    )
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def write_configs(topology: Topology, peers: Mapping[str, Sequence[str]], root: Path) -> None:
+    by_name = {s.name: s for s in topology.sites}
+    for name, others in peers.items():
+        view = site_view(topology, name, others)
+        text = gateway_config_text(view, by_name[name], root)
+        (root / name / "gateway.toml").write_text(text, "utf-8")
+
+
+async def run_size(
+    full: Topology, n: int, shape: Shape, root: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    topology = replace(full, sites=full.sites[:n])
+    names = [s.name for s in topology.sites]
+    peers = peer_map(names, shape)
+    peers_max = max((len(p) for p in peers.values()), default=0)
+    problems = limit_problems(n, peers_max, machine_limits(), args.rss_guess_mib * 2**20)
+    if problems:
+        raise BenchError(f"{n} sites cannot start here:\n  " + "\n  ".join(problems))
+    try:
+        check_binds(planned_binds(topology))
+    except PortUnavailable as exc:
+        raise BenchError(str(exc)) from None
+    write_configs(topology, peers, root)
+    urls = {s.name: f"http://{s.address}:{topology.admin_port}" for s in topology.sites}
+    limiter = trio.CapacityLimiter(args.poll_concurrency)
+    row: dict[str, Any] = {"sites": n, "shape": shape, "peers_max": peers_max}
+
+    async with Fleet(root / f"logs-{n}") as fleet:
+        t0 = time.monotonic()
+        for name in names:
+            await fleet.start(name, gateway_argv(root / name / "gateway.toml"))
+        pids = {c.name: c.process.pid for c in fleet.children}
+        bound = args.startup_s + 2.0 * n
+        up = await sweep(
+            urls, "/healthz", lambda s, d: d.get("status") == "ok",
+            t0=t0, within_s=bound, limiter=limiter, alive=fleet.check_alive,
+        )  # fmt: skip
+        want = expected_routes(topology, peers)
+        conv = await sweep(
+            urls, "/routes", lambda s, d: missing_routes(d, want[s]) == 0,
+            t0=t0, within_s=bound, limiter=limiter, alive=fleet.check_alive,
+            describe=lambda s, d: f"{missing_routes(d, want[s])} routes missing" if d else "-",
+        )  # fmt: skip
+        all_up = max(t for _, t in up.values())
+        row["up_s"] = all_up
+        row["converged_s"] = max(t for _, t in conv.values())
+        row["converged_after_up_s"] = row["converged_s"] - all_up
+        row["startup_resolution_s"] = _median([b - a for a, b in conv.values()])
+
+        await trio.sleep(args.settle)
+        fleet.check_alive()
+        figures = {name: proc_figures(pid) for name, pid in pids.items()}
+        links = {name: await admin_get(urls[name], "/links") for name in names}
+        per = [
+            {
+                "site": name,
+                "peers": len(peers[name]),
+                **figures[name],
+                "links": sum(len(p["links"]) for p in links[name].values()),
+                "peers_up": sum(1 for p in links[name].values() if p["up"]),
+                "streams": sum(p["open_streams"] for p in links[name].values()),
+            }
+            for name in names
+        ]
+
+        cpu0 = cpu_seconds(list(pids.values()))
+        w0 = time.monotonic()
+        await trio.sleep(args.idle)
+        cpu = cpu_seconds(list(pids.values())) - cpu0
+        window = time.monotonic() - w0
+        fleet.check_alive()
+        pairs = sum(len(p) for p in peers.values())
+        row["idle_cpu_cores"] = cpu / window
+        row["idle_cpu_ms_per_s_per_peer"] = 1000 * cpu / window / pairs if pairs else None
+
+        current = topology
+        arrivals: list[float] = []
+        maxima: list[float] = []
+        gaps: list[float] = []
+        reloads: list[float] = []
+        for r in range(args.rounds):
+            site = names[0] if shape == "hub" else names[(1 + 7 * r) % n]
+            service = DemoService(f"chg{r}", "http", 19000 + r)
+            current = with_service(current, site, service)
+            changed = {s.name: s for s in current.sites}[site]
+            view = site_view(current, site, peers[site])
+            (root / site / "gateway.toml").write_text(
+                gateway_config_text(view, changed, root), "utf-8"
+            )
+            address = address_of(service, topology.mesh_domain)
+            targets = {p: urls[p] for p in peers[site]}
+            start = time.monotonic()
+            got: dict[str, tuple[float, float]] = {}
+
+            async def spread(
+                targets: dict[str, str] = targets, address: str = address, site: str = site
+            ) -> None:
+                got.update(
+                    await sweep(
+                        targets, "/routes",
+                        lambda s, d: site in (d.get("routes", {}).get(address) or ()),
+                        t0=start, within_s=args.change_within, limiter=limiter,
+                        alive=fleet.check_alive,
+                    )
+                )  # fmt: skip
+
+            # Polling starts with the reload, so a peer that has the change before the reload's
+            # answer arrives is seen then, not one poll after it.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(spread)
+                status, answer = await trio.to_thread.run_sync(
+                    _post, urls[site] + "/config/reload", 60.0
+                )
+                reloads.append(time.monotonic() - start)
+                if status != 200:
+                    raise BenchError(f"reload of {site} answered {status}: {answer}")
+            times = [t for _, t in got.values()]
+            arrivals.append(statistics.median(times) if times else 0.0)
+            maxima.append(max(times, default=0.0))
+            gaps += [b - a for a, b in got.values()]
+        row["reload_s"] = _median(reloads)
+        row["change_median_s"] = _median(arrivals)
+        row["change_max_s"] = max(maxima, default=None)
+        row["change_resolution_s"] = _median(gaps)
+
+    for key in ("rss", "fds", "threads", "links", "streams", "peers_up"):
+        row[f"{key}_median"] = statistics.median(p[key] for p in per)
+    row["processes"] = per
+    return row
+
+
+def fits(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Growth per peer across every gateway of every size: RSS, fds; idle CPU per gateway."""
+    points = [p for row in rows for p in row["processes"]]
+    xs = [float(p["peers"]) for p in points]
+    out: dict[str, Any] = {}
+    for key in ("rss", "fds", "streams", "links"):
+        line = fit_line(xs, [float(p[key]) for p in points])
+        out[key] = None if line is None else {"per_peer": line[0], "at_zero": line[1]}
+    cpu = fit_line(
+        [float(r["peers_max"]) for r in rows], [r["idle_cpu_cores"] / r["sites"] for r in rows]
+    )
+    out["idle_cpu_cores_per_gateway"] = (
+        None if cpu is None else {"per_peer": cpu[0], "at_zero": cpu[1]}
+    )
+    return out
+
+
+COLUMNS = [
+    ("sites", "N"),
+    ("peers_max", "peers"),
+    ("up_s", "up s"),
+    ("converged_s", "conv s"),
+    ("converged_after_up_s", "conv-up s"),
+    ("change_median_s", "chg med s"),
+    ("change_max_s", "chg max s"),
+    ("change_resolution_s", "poll res s"),
+    ("reload_s", "reload s"),
+    ("rss_mib", "RSS MiB"),
+    ("fds_median", "fds"),
+    ("threads_median", "thr"),
+    ("links_median", "links"),
+    ("streams_median", "streams"),
+    ("idle_cpu_cores", "idle cores"),
+    ("idle_cpu_ms_per_s_per_peer", "ms/s/peer"),
+]
+
+
+def report(rows: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) -> str:
+    table = render_table(COLUMNS, [{**r, "rss_mib": r["rss_median"] / 2**20} for r in rows])
+    lines = [table, ""]
+    rss, fds, cpu = fit["rss"], fit["fds"], fit["idle_cpu_cores_per_gateway"]
+    if rss is not None:
+        lines.append(
+            f"RSS per gateway: {rss['per_peer'] / 1024:.0f} KiB per peer "
+            f"(fit at 0 peers: {rss['at_zero'] / 2**20:.1f} MiB)"
+        )
+    if fds is not None:
+        lines.append(f"file descriptors: {fds['per_peer']:.2f} per peer (+{fds['at_zero']:.0f})")
+    if cpu is not None:
+        lines.append(
+            f"idle CPU per gateway: {1000 * cpu['per_peer']:.3f} ms/s per peer "
+            f"(fit at 0 peers: {1000 * cpu['at_zero']:.2f} ms/s)"
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    sizes = sorted({int(x) for x in args.sites.split(",") if x.strip()})
+    full = make_sites_topology(
+        max(sizes),
+        block=args.block,
+        services_per_site=args.services,
+        ping_interval_s=args.ping_interval,
+        ping_timeout_s=args.ping_timeout,
+        import_grace_s=args.import_grace,
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-sites-") as tmp:
+        root = Path(tmp).resolve()
+        await trio.to_thread.run_sync(build_topology, full, root)
+        with trio.fail_after(args.deadline):
+            for n in sizes:
+                print(f"{n} sites ({args.shape}) ...", flush=True)
+                rows.append(await run_size(full, n, args.shape, root, args))
+    fit = fits(rows)
+    print(report(rows, fit), flush=True)
+    if args.json is not None:
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        doc = {"settings": settings, "sizes": rows, "fits": fit}
+        args.json.write_text(json.dumps(doc, indent=2, default=str), "utf-8")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--sites", default="5,10,25,50", help="site counts, comma-separated (default %(default)s)")
+    add("--shape", choices=("mesh", "hub"), default="mesh")
+    add("--services", type=int, default=2, help="static services per site")
+    add("--rounds", type=int, default=3, help="one-change rounds per size")
+    add("--idle", type=float, default=10.0, help="idle CPU window, seconds")
+    add("--settle", type=float, default=3.0, help="seconds after convergence before sampling")
+    add("--ping-interval", type=float, default=5.0)
+    add("--ping-timeout", type=float, default=3.0)
+    add("--import-grace", type=float, default=30.0)
+    add("--block", type=int, default=11, help="second octet of the sites' 127.x.y.1 addresses")
+    add("--poll-concurrency", type=int, default=8, help="admin requests in flight at once")
+    add("--startup-s", type=float, default=60.0, help="startup bound: this + 2 s per site")
+    add("--change-within", type=float, default=60.0, help="bound on one change's spread")
+    add("--deadline", type=float, default=1800.0, help="bound on the whole run, seconds")
+    add("--rss-guess-mib", type=int, default=RSS_GUESS // 2**20, help="for the memory check")
+    add("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    if args.rounds < 0 or args.idle <= 0 or args.poll_concurrency < 1:
+        parser.error("--rounds >= 0, --idle > 0 and --poll-concurrency >= 1")
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    try:
+        trio.run(main, arguments)
+    except BenchError as exc:
+        print(f"bench_sites: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except trio.TooSlowError:
+        print(f"bench_sites: the run passed --deadline {arguments.deadline:g}s", file=sys.stderr)
+        sys.exit(2)
