@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from scripts.bench.procs import BenchError, Fleet, cpu_seconds
 from scripts.bench.sites_plan import (
     RSS_GUESS,
     MachineLimits,
+    PeeringKnobs,
     Shape,
     address_of,
     expected_routes,
@@ -62,6 +63,7 @@ from scripts.bench.sites_plan import (
     limit_problems,
     make_sites_topology,
     missing_routes,
+    patch_peering,
     peer_map,
     render_table,
     site_view,
@@ -169,16 +171,112 @@ async def sweep(
     )
 
 
+async def change_round(
+    url: str,
+    targets: Mapping[str, str],
+    site: str,
+    address: str,
+    *,
+    within_s: float,
+    limiter: trio.CapacityLimiter,
+    alive: Callable[[], None],
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """Reload ``site`` (its config already names the new service at ``address``) and poll
+    ``targets`` until each routes ``address`` to ``site``: (the reload's answer time, the
+    sweep's brackets), both from the moment the reload was sent."""
+    start = time.monotonic()
+    got: dict[str, tuple[float, float]] = {}
+
+    def arrived(_: str, doc: Any) -> bool:
+        return site in (doc.get("routes", {}).get(address) or ())
+
+    async def spread() -> None:
+        got.update(
+            await sweep(
+                targets, "/routes", arrived,
+                t0=start, within_s=within_s, limiter=limiter, alive=alive,
+            )
+        )  # fmt: skip
+
+    # Polling starts with the reload, so a peer that has the change before the reload's
+    # answer arrives is seen then, not one poll after it.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spread)
+        status, answer = await trio.to_thread.run_sync(_post, url + "/config/reload", 60.0)
+        took = time.monotonic() - start
+        if status != 200:
+            raise BenchError(f"reload of {site} answered {status}: {answer}")
+    return took, got
+
+
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def write_configs(topology: Topology, peers: Mapping[str, Sequence[str]], root: Path) -> None:
-    by_name = {s.name: s for s in topology.sites}
+def config_text(
+    topology: Topology, site: str, peers: Sequence[str], root: Path, args: argparse.Namespace
+) -> str:
+    view = site_view(topology, site, peers, dial=args.dial)
+    knobs = PeeringKnobs(args.connect_timeout, args.backoff_base, args.backoff_cap)
+    return patch_peering(gateway_config_text(view, view.sites[0], root), knobs)
+
+
+def write_configs(
+    topology: Topology, peers: Mapping[str, Sequence[str]], root: Path, args: argparse.Namespace
+) -> None:
     for name, others in peers.items():
-        view = site_view(topology, name, others)
-        text = gateway_config_text(view, by_name[name], root)
+        text = config_text(topology, name, others, root, args)
         (root / name / "gateway.toml").write_text(text, "utf-8")
+
+
+LOG_SIGNS = {
+    "handshake_timeouts": "TLS handshake with",
+    "ping_timeouts": "PING unanswered",
+    "dial_failures": "cannot link to",
+}
+
+
+def _rss_of(pids: Iterable[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(proc_figures(pid)["rss"])
+        except OSError:
+            continue  # exited: the caller reports that separately
+    return out
+
+
+async def diagnose(
+    urls: Mapping[str, str], pids: Mapping[str, int], logs: Path, limiter: trio.CapacityLimiter
+) -> dict[str, Any]:
+    """Why a size did not converge: peers each site has a link to, RSS, and how often the logs
+    name handshake timeouts, unanswered PINGs and failed dials (per gateway, medians)."""
+    up: list[int] = []
+
+    async def one(site: str) -> None:
+        async with limiter:
+            try:
+                doc = await admin_get(urls[site], "/links", request_timeout_s=5.0)
+            except AdminUnavailable:
+                return
+        up.append(sum(1 for p in doc.values() if p["up"]))
+
+    with trio.move_on_after(30):
+        async with trio.open_nursery() as nursery:
+            for site in urls:
+                nursery.start_soon(one, site)
+    counts: dict[str, list[int]] = {k: [] for k in LOG_SIGNS}
+    for site in urls:
+        text = (logs / f"{site}.log").read_text("utf-8", "replace")
+        for key, sign in LOG_SIGNS.items():
+            counts[key].append(text.count(sign))
+    rss = _rss_of(pids.values())
+    return {
+        "peers_up_median": _median(up),
+        "peers_up_min": min(up, default=None),
+        "rss_median": _median(rss),
+        **{f"{k}_median": _median(v) for k, v in counts.items()},
+    }
 
 
 async def run_size(
@@ -195,32 +293,43 @@ async def run_size(
         check_binds(planned_binds(topology))
     except PortUnavailable as exc:
         raise BenchError(str(exc)) from None
-    write_configs(topology, peers, root)
+    write_configs(topology, peers, root, args)
     urls = {s.name: f"http://{s.address}:{topology.admin_port}" for s in topology.sites}
     limiter = trio.CapacityLimiter(args.poll_concurrency)
-    row: dict[str, Any] = {"sites": n, "shape": shape, "peers_max": peers_max}
+    row: dict[str, Any] = {"sites": n, "shape": shape, "dial": args.dial, "peers_max": peers_max}
+    logs = root / f"logs-{n}"
 
-    async with Fleet(root / f"logs-{n}") as fleet:
+    async with Fleet(logs) as fleet:
         t0 = time.monotonic()
         for name in names:
             await fleet.start(name, gateway_argv(root / name / "gateway.toml"))
+            await trio.sleep(args.stagger)
         pids = {c.name: c.process.pid for c in fleet.children}
         bound = args.startup_s + 2.0 * n
-        up = await sweep(
-            urls, "/healthz", lambda s, d: d.get("status") == "ok",
-            t0=t0, within_s=bound, limiter=limiter, alive=fleet.check_alive,
-        )  # fmt: skip
         want = expected_routes(topology, peers)
-        conv = await sweep(
-            urls, "/routes", lambda s, d: missing_routes(d, want[s]) == 0,
-            t0=t0, within_s=bound, limiter=limiter, alive=fleet.check_alive,
-            describe=lambda s, d: f"{missing_routes(d, want[s])} routes missing" if d else "-",
-        )  # fmt: skip
+        try:
+            up = await sweep(
+                urls, "/healthz", lambda s, d: d.get("status") == "ok",
+                t0=t0, within_s=bound, limiter=limiter, alive=fleet.check_alive,
+            )  # fmt: skip
+            conv = await sweep(
+                urls, "/routes", lambda s, d: missing_routes(d, want[s]) == 0,
+                t0=t0, within_s=bound - (time.monotonic() - t0), limiter=limiter,
+                alive=fleet.check_alive,
+                describe=lambda s, d: f"{missing_routes(d, want[s])} routes missing" if d else "-",
+            )  # fmt: skip
+        except BenchError as exc:
+            row["error"] = str(exc)
+            row["startup_cpu_s"] = cpu_seconds(list(pids.values()))
+            row["diagnosis"] = await diagnose(urls, pids, logs, limiter)
+            return row
+        row["startup_cpu_s"] = cpu_seconds(list(pids.values()))
         all_up = max(t for _, t in up.values())
         row["up_s"] = all_up
         row["converged_s"] = max(t for _, t in conv.values())
         row["converged_after_up_s"] = row["converged_s"] - all_up
         row["startup_resolution_s"] = _median([b - a for a, b in conv.values()])
+        row["diagnosis"] = await diagnose(urls, pids, logs, limiter)
 
         await trio.sleep(args.settle)
         fleet.check_alive()
@@ -257,38 +366,16 @@ async def run_size(
             site = names[0] if shape == "hub" else names[(1 + 7 * r) % n]
             service = DemoService(f"chg{r}", "http", 19000 + r)
             current = with_service(current, site, service)
-            changed = {s.name: s for s in current.sites}[site]
-            view = site_view(current, site, peers[site])
             (root / site / "gateway.toml").write_text(
-                gateway_config_text(view, changed, root), "utf-8"
+                config_text(current, site, peers[site], root, args), "utf-8"
             )
             address = address_of(service, topology.mesh_domain)
             targets = {p: urls[p] for p in peers[site]}
-            start = time.monotonic()
-            got: dict[str, tuple[float, float]] = {}
-
-            async def spread(
-                targets: dict[str, str] = targets, address: str = address, site: str = site
-            ) -> None:
-                got.update(
-                    await sweep(
-                        targets, "/routes",
-                        lambda s, d: site in (d.get("routes", {}).get(address) or ()),
-                        t0=start, within_s=args.change_within, limiter=limiter,
-                        alive=fleet.check_alive,
-                    )
-                )  # fmt: skip
-
-            # Polling starts with the reload, so a peer that has the change before the reload's
-            # answer arrives is seen then, not one poll after it.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(spread)
-                status, answer = await trio.to_thread.run_sync(
-                    _post, urls[site] + "/config/reload", 60.0
-                )
-                reloads.append(time.monotonic() - start)
-                if status != 200:
-                    raise BenchError(f"reload of {site} answered {status}: {answer}")
+            took, got = await change_round(
+                urls[site], targets, site, address,
+                within_s=args.change_within, limiter=limiter, alive=fleet.check_alive,
+            )  # fmt: skip
+            reloads.append(took)
             times = [t for _, t in got.values()]
             arrivals.append(statistics.median(times) if times else 0.0)
             maxima.append(max(times, default=0.0))
@@ -306,6 +393,7 @@ async def run_size(
 
 def fits(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Growth per peer across every gateway of every size: RSS, fds; idle CPU per gateway."""
+    rows = [r for r in rows if "error" not in r]
     points = [p for row in rows for p in row["processes"]]
     xs = [float(p["peers"]) for p in points]
     out: dict[str, Any] = {}
@@ -327,6 +415,7 @@ COLUMNS = [
     ("up_s", "up s"),
     ("converged_s", "conv s"),
     ("converged_after_up_s", "conv-up s"),
+    ("startup_cpu_s", "start cpu s"),
     ("change_median_s", "chg med s"),
     ("change_max_s", "chg max s"),
     ("change_resolution_s", "poll res s"),
@@ -342,8 +431,21 @@ COLUMNS = [
 
 
 def report(rows: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) -> str:
-    table = render_table(COLUMNS, [{**r, "rss_mib": r["rss_median"] / 2**20} for r in rows])
+    done = [r for r in rows if "error" not in r]
+    table = render_table(COLUMNS, [{**r, "rss_mib": r["rss_median"] / 2**20} for r in done])
     lines = [table, ""]
+    for r in rows:
+        if "error" in r:
+            d = r["diagnosis"]
+            lines += [
+                f"{r['sites']} sites did not converge: {r['error']}",
+                f"  gateways' CPU since spawn {r['startup_cpu_s']:.0f} s; peers linked per "
+                f"gateway median {d['peers_up_median']} (min {d['peers_up_min']}) of "
+                f"{r['peers_max']}; per gateway log: {d['handshake_timeouts_median']} handshake "
+                f"timeouts, {d['ping_timeouts_median']} unanswered PINGs, "
+                f"{d['dial_failures_median']} failed dials (medians)",
+                "",
+            ]
     rss, fds, cpu = fit["rss"], fit["fds"], fit["idle_cpu_cores_per_gateway"]
     if rss is not None:
         lines.append(
@@ -372,12 +474,14 @@ async def main(args: argparse.Namespace) -> None:
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-sites-") as tmp:
-        root = Path(tmp).resolve()
+        root = Path(tmp)
         await trio.to_thread.run_sync(build_topology, full, root)
         with trio.fail_after(args.deadline):
             for n in sizes:
-                print(f"{n} sites ({args.shape}) ...", flush=True)
+                print(f"{n} sites ({args.shape}, dial {args.dial}) ...", flush=True)
                 rows.append(await run_size(full, n, args.shape, root, args))
+                if "error" in rows[-1] and not args.keep_going:
+                    break  # a larger size would not converge either
     fit = fits(rows)
     print(report(rows, fit), flush=True)
     if args.json is not None:
@@ -395,9 +499,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="one-change rounds per size")
     add("--idle", type=float, default=10.0, help="idle CPU window, seconds")
     add("--settle", type=float, default=3.0, help="seconds after convergence before sampling")
+    add("--dial", choices=("both", "one"), default="both", help="who dials in each pair")
+    add("--stagger", type=float, default=0.0, help="seconds between two gateways' spawns")
     add("--ping-interval", type=float, default=5.0)
     add("--ping-timeout", type=float, default=3.0)
     add("--import-grace", type=float, default=30.0)
+    add("--connect-timeout", type=float, default=10.0, help="peering.connect_timeout_s")
+    add("--backoff-base", type=float, default=0.25, help="peering.backoff_base_s")
+    add("--backoff-cap", type=float, default=30.0, help="peering.backoff_cap_s")
+    add("--keep-going", action="store_true", help="try larger sizes after one failed")
     add("--block", type=int, default=11, help="second octet of the sites' 127.x.y.1 addresses")
     add("--poll-concurrency", type=int, default=8, help="admin requests in flight at once")
     add("--startup-s", type=float, default=60.0, help="startup bound: this + 2 s per site")
@@ -406,8 +516,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rss-guess-mib", type=int, default=RSS_GUESS // 2**20, help="for the memory check")
     add("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
-    if args.rounds < 0 or args.idle <= 0 or args.poll_concurrency < 1:
-        parser.error("--rounds >= 0, --idle > 0 and --poll-concurrency >= 1")
+    if args.rounds < 0 or args.idle <= 0 or args.poll_concurrency < 1 or args.stagger < 0:
+        parser.error("--rounds >= 0, --idle > 0, --stagger >= 0 and --poll-concurrency >= 1")
     return args
 
 

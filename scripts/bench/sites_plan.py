@@ -17,6 +17,7 @@ from foundation.spiffe_id import TrustDomain
 from gateway.demo.topology import DemoService, DemoSite, Topology
 
 Shape = Literal["mesh", "hub"]
+Dial = Literal["one", "both"]
 MAX_SITES = 250  # one /24 third octet per site: 127.<block>.<1..250>.1
 
 
@@ -72,11 +73,40 @@ def peer_map(names: Sequence[str], shape: Shape) -> dict[str, tuple[str, ...]]:
     return {hub: spokes, **{s: (hub,) for s in spokes}}
 
 
-def site_view(topology: Topology, site: str, peers: Sequence[str]) -> Topology:
+def site_view(
+    topology: Topology, site: str, peers: Sequence[str], *, dial: Dial = "both"
+) -> Topology:
     """The topology as ``site``'s config sees it: itself and its peers (bundles and
-    ``[[peers]]`` are generated for exactly these)."""
+    ``[[peers]]`` are generated for exactly these).  ``dial="one"``: of each pair only the
+    site with the lower name dials (one link per pair instead of two, half the handshakes)."""
     by_name = {s.name: s for s in topology.sites}
-    return replace(topology, sites=(by_name[site], *(by_name[p] for p in peers)))
+    others = [by_name[p] for p in peers]
+    if dial == "one":
+        others = [replace(o, dial=site < o.name) for o in others]
+    return replace(topology, sites=(by_name[site], *others))
+
+
+@dataclass(frozen=True)
+class PeeringKnobs:
+    """``[peering]`` settings the generated configs fix for test speed, set per run here."""
+
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 30.0
+
+
+def patch_peering(text: str, knobs: PeeringKnobs) -> str:
+    """A generated gateway config with ``knobs`` in its ``[peering]`` table (replacing the
+    demo's fast backoff); ValueError if the table is not where the generator puts it."""
+    fast = "backoff_base_s = 0.2\nbackoff_cap_s = 5.0\n"
+    if text.count(fast) != 1:
+        raise ValueError("the generated config's [peering] backoff lines were not found")
+    lines = (
+        f"backoff_base_s = {knobs.backoff_base_s}\n"
+        f"backoff_cap_s = {knobs.backoff_cap_s}\n"
+        f"connect_timeout_s = {knobs.connect_timeout_s}\n"
+    )
+    return text.replace(fast, lines)
 
 
 def with_service(topology: Topology, site: str, service: DemoService) -> Topology:
