@@ -17,11 +17,13 @@ from gateway.config.load import load_file
 from gateway.demo.topology import DemoService, build_topology, gateway_config_text
 from scripts.bench.sites_plan import (
     MachineLimits,
+    PeeringKnobs,
     expected_routes,
     fit_line,
     limit_problems,
     make_sites_topology,
     missing_routes,
+    patch_peering,
     peer_map,
     render_table,
     site_view,
@@ -132,3 +134,36 @@ def test_fit_line_recovers_slope_and_intercept() -> None:
 def test_render_table_aligns_and_marks_missing_values() -> None:
     text = render_table([("n", "N"), ("t", "time s")], [{"n": 5, "t": 0.1234}, {"n": 50}])
     assert text.splitlines() == [" N  time s", " 5   0.123", "50       -"]
+
+
+def test_one_sided_dial_has_exactly_one_dialer_per_pair() -> None:
+    t = _topology(4, services=0)
+    names = [s.name for s in t.sites]
+    peers = peer_map(names, "mesh")
+    dials = {
+        (site, other.name): other.dial
+        for site in names
+        for other in site_view(t, site, peers[site], dial="one").sites[1:]
+    }
+    for a in names:
+        for b in names:
+            if a < b:
+                assert dials[(a, b)] != dials[(b, a)]
+    assert all(site_view(t, "s001", peers["s001"]).sites[i].dial for i in range(1, 4))
+
+
+def test_patch_peering_sets_the_knobs_and_the_config_loads(tmp_path: Path) -> None:
+    t = _topology(2, services=1)
+    build_topology(t, tmp_path)
+    text = gateway_config_text(t, t.sites[0], tmp_path)
+    knobs = PeeringKnobs(connect_timeout_s=20.0, backoff_base_s=0.5, backoff_cap_s=60.0)
+    path = tmp_path / "patched.toml"
+    path.write_text(patch_peering(text, knobs), "utf-8")
+    peering = load_file(path).peering
+    assert (peering.connect_timeout_s, peering.backoff_base_s, peering.backoff_cap_s) == (
+        20.0,
+        0.5,
+        60.0,
+    )
+    with pytest.raises(ValueError, match="backoff"):
+        patch_peering(text.replace("backoff_cap_s = 5.0", "backoff_cap_s = 6.0"), knobs)
