@@ -34,7 +34,9 @@ async def test_three_sites_report_a_converged_mesh(tmp_path: Path) -> None:
     assert [p["site"] for p in processes] == ["s000", "s001", "s002"]
     for p in processes:
         assert p["peers_up"] == 2
-        assert p["links"] == 4  # both sides dial: one dialed and one accepted link per peer
+        # Both sides dial: one link per peer at least, a dialed and an accepted one once both
+        # dials went through (the second may still be on its way with --settle 0).
+        assert 2 <= p["links"] <= 4
         assert p["streams"] > 0  # the federation streams stay open at rest
         assert p["rss"] > 0 and p["fds"] > 0
     assert row["idle_cpu_cores"] >= 0
