@@ -404,8 +404,10 @@ def fits(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key in ("rss", "fds", "streams", "links"):
         line = fit_line(xs, [float(p[key]) for p in points])
         out[key] = None if line is None else {"per_peer": line[0], "at_zero": line[1]}
+    # x: the mean peers per gateway (every gateway's in a mesh; a hub's and its spokes' mean)
     cpu = fit_line(
-        [float(r["peers_max"]) for r in rows], [r["idle_cpu_cores"] / r["sites"] for r in rows]
+        [statistics.fmean(p["peers"] for p in r["processes"]) for r in rows],
+        [r["idle_cpu_cores"] / r["sites"] for r in rows],
     )
     out["idle_cpu_cores_per_gateway"] = (
         None if cpu is None else {"per_peer": cpu[0], "at_zero": cpu[1]}
