@@ -1,4 +1,4 @@
-"""The pure parts of ``scripts/bench_sites.py``: topology, expected routes, limits, fits, table.
+"""The pure parts of ``scripts/bench_sites.py``: topology, expected routes, limits, fits, report.
 
 Nothing here starts a process or opens a socket, so the test suite checks these parts on their
 own (``tests/scripts/test_bench_sites.py``); the script is the thin adapter that starts the
@@ -229,4 +229,79 @@ def render_table(columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str,
     ]
     lines = ["  ".join(head.rjust(w) for (_, head), w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def fits(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Growth per peer across every gateway of every size: RSS, fds; idle CPU per gateway."""
+    rows = [r for r in rows if "error" not in r]
+    points = [p for row in rows for p in row["processes"]]
+    xs = [float(p["peers"]) for p in points]
+    out: dict[str, Any] = {}
+    for key in ("rss", "fds", "streams", "links"):
+        line = fit_line(xs, [float(p[key]) for p in points])
+        out[key] = None if line is None else {"per_peer": line[0], "at_zero": line[1]}
+    # x: the mean peers per gateway (every gateway's in a mesh; a hub's and its spokes' mean)
+    cpu = fit_line(
+        [statistics.fmean(p["peers"] for p in r["processes"]) for r in rows],
+        [r["idle_cpu_cores"] / r["sites"] for r in rows],
+    )
+    out["idle_cpu_cores_per_gateway"] = (
+        None if cpu is None else {"per_peer": cpu[0], "at_zero": cpu[1]}
+    )
+    return out
+
+
+COLUMNS = [
+    ("sites", "N"),
+    ("peers_max", "peers"),
+    ("up_s", "up s"),
+    ("converged_s", "conv s"),
+    ("converged_after_up_s", "conv-up s"),
+    ("up_cpu_s", "up cpu s"),
+    ("federation_cpu_s", "fed cpu s"),
+    ("change_median_s", "chg med s"),
+    ("change_max_s", "chg max s"),
+    ("change_resolution_s", "poll res s"),
+    ("reload_s", "reload s"),
+    ("rss_mib", "RSS MiB"),
+    ("fds_median", "fds"),
+    ("threads_median", "thr"),
+    ("links_median", "links"),
+    ("streams_median", "streams"),
+    ("idle_cpu_cores", "idle cores"),
+    ("idle_cpu_ms_per_s_per_peer", "ms/s/peer"),
+]
+
+
+def report(rows: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) -> str:
+    done = [r for r in rows if "error" not in r]
+    table = render_table(COLUMNS, [{**r, "rss_mib": r["rss_median"] / 2**20} for r in done])
+    lines = [table, ""]
+    for r in rows:
+        if "error" in r:
+            d = r["diagnosis"]
+            lines += [
+                f"{r['sites']} sites did not converge: {r['error']}",
+                f"  gateways' CPU since spawn {r['startup_cpu_s']:.0f} s; peers linked per "
+                f"gateway median {d['peers_up_median']} (min {d['peers_up_min']}) of "
+                f"{r['peers_max']} ({d['links_answered']} of {r['sites']} answered /links); "
+                f"per gateway log: {d['handshake_timeouts_median']} handshake "
+                f"timeouts, {d['ping_timeouts_median']} unanswered PINGs, "
+                f"{d['dial_failures_median']} failed dials (medians)",
+                "",
+            ]
+    rss, fds, cpu = fit["rss"], fit["fds"], fit["idle_cpu_cores_per_gateway"]
+    if rss is not None:
+        lines.append(
+            f"RSS per gateway: {rss['per_peer'] / 1024:.0f} KiB per peer "
+            f"(fit at 0 peers: {rss['at_zero'] / 2**20:.1f} MiB)"
+        )
+    if fds is not None:
+        lines.append(f"file descriptors: {fds['per_peer']:.2f} per peer (+{fds['at_zero']:.0f})")
+    if cpu is not None:
+        lines.append(
+            f"idle CPU per gateway: {1000 * cpu['per_peer']:.3f} ms/s per peer "
+            f"(fit at 0 peers: {1000 * cpu['at_zero']:.2f} ms/s)"
+        )
     return "\n".join(lines)

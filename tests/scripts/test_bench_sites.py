@@ -20,12 +20,14 @@ from scripts.bench.sites_plan import (
     PeeringKnobs,
     expected_routes,
     fit_line,
+    fits,
     limit_problems,
     make_sites_topology,
     missing_routes,
     patch_peering,
     peer_map,
     render_table,
+    report,
     site_view,
     with_service,
 )
@@ -167,3 +169,34 @@ def test_patch_peering_sets_the_knobs_and_the_config_loads(tmp_path: Path) -> No
     )
     with pytest.raises(ValueError, match="backoff"):
         patch_peering(text.replace("backoff_cap_s = 5.0", "backoff_cap_s = 6.0"), knobs)
+
+
+def _row(n: int, rss_base: int, per_peer: int) -> dict[str, object]:
+    processes = [
+        {"site": f"s{i}", "peers": n - 1, "rss": rss_base + per_peer * (n - 1), "fds": 12 + n - 1,
+         "streams": 3 * (n - 1), "links": n - 1}
+        for i in range(n)
+    ]  # fmt: skip
+    return {
+        "sites": n, "peers_max": n - 1, "processes": processes, "rss_median": processes[0]["rss"],
+        "idle_cpu_cores": n * (0.001 + 0.0002 * (n - 1)),
+    }  # fmt: skip
+
+
+def test_fits_give_growth_per_peer_and_skip_failed_sizes() -> None:
+    failed = {
+        "sites": 50, "peers_max": 49, "error": "did not converge", "startup_cpu_s": 61.0,
+        "diagnosis": {"peers_up_median": 3, "peers_up_min": 0, "links_answered": 50,
+                      "handshake_timeouts_median": 276, "ping_timeouts_median": 27,
+                      "dial_failures_median": 313},
+    }  # fmt: skip
+    rows = [_row(5, 65 << 20, 170 << 10), _row(25, 65 << 20, 170 << 10), failed]
+    fit = fits(rows)
+    assert fit["rss"]["per_peer"] == pytest.approx(170 << 10)
+    assert fit["fds"]["per_peer"] == pytest.approx(1.0)
+    assert fit["idle_cpu_cores_per_gateway"]["per_peer"] == pytest.approx(0.0002)
+    text = report(rows, fit)
+    assert "RSS per gateway: 170 KiB per peer (fit at 0 peers: 65.0 MiB)" in text
+    assert "50 sites did not converge: did not converge" in text
+    assert "276 handshake timeouts" in text
+    assert len([line for line in text.splitlines() if line.lstrip().startswith(("5 ", "25 "))]) == 2
