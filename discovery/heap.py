@@ -21,8 +21,7 @@ survivors have been promoted again, so without it the next pass would come only 
 of thousands of new objects and be as long as the first.  After it, passes come early and stay
 short; whenever one grows past the budget again, what survived it is frozen too.
 
-The two young thresholds are merged into one (:func:`young_thresholds`: a tenth as many
-young passes, the same pause bound).  And CPython considers a full pass only after every
+One threshold is tuned as well: CPython considers a full pass only after every
 ``threshold2 + 1`` young (generation 1) passes, each promoting up to ~7 000 objects, so with
 the default (10) a pass right after a reset could still find ~80 000 new objects -- 20-40 ms.
 The keeper sets it to :data:`FULL_PASS_EVERY` (2) for its lifetime: passes come three times
@@ -56,21 +55,6 @@ FULL_PASS_EVERY = 2
 PASS_BUDGET_S = 0.005
 """A full GC pass longer than this freezes the heap (a pass over the objects of ~10k endpoints
 takes about that long on a slow core)."""
-
-
-def young_thresholds(gen0: int, gen1: int) -> tuple[int, int]:
-    """CPython's two young thresholds, merged: one young pass per ``gen0 * gen1`` net new
-    objects, each a generation-1 pass (``gen1`` = 1).
-
-    Why: the default (700, 10) runs a generation-0 pass every 700 net new container objects;
-    a proxied request creates hundreds that die young through cycles (coroutines, trio's
-    cancel machinery, exceptions), so the collector ran every few requests and took 4-5 % of
-    a busy gateway's CPU.  With (7000, 1) a pass runs a tenth as often, each visits at most
-    as many objects as one of the old generation-1 passes did (7000), and full passes come
-    after as many promotions as before: the same pause bound, the same full-pass cadence."""
-    if gen0 <= 0:  # automatic collection is off: leave it off
-        return gen0, gen1
-    return gen0 * max(1, gen1), 1
 
 
 class HeapKeeper:
@@ -109,7 +93,7 @@ class HeapKeeper:
             gc.callbacks.append(self.on_gc)
             self._thresholds = gc.get_threshold()
             gen0, gen1, _ = self._thresholds
-            gc.set_threshold(*young_thresholds(gen0, gen1), FULL_PASS_EVERY)
+            gc.set_threshold(gen0, gen1, FULL_PASS_EVERY)
         return self
 
     def __exit__(self, *exc: object) -> None:
