@@ -11,11 +11,8 @@ survived it.  The gateway freezes its start-up heap, but the catalog arrives *af
 Policy (:class:`HeapKeeper`): watch the full passes (``gc.callbacks``).  When one took longer
 than ``pass_budget_s``, freeze the heap at the end of that very pass -- the moment when
 everything left is alive, so nothing garbage is frozen -- and, at the end of the event loop's
-next turn of the event loop (:meth:`tend`, queued with ``TrioToken.run_sync_soon`` by the
-freeze itself), run one full collection over what is still unfrozen (little: what was
-allocated since).  Queued, not a trio instrument: an instrument's hook runs after *every*
-task step of the gateway, several per proxied request, to find a flag that is set once in a
-long while.  That
+current task step (:meth:`tend`, called by the keeper as a trio instrument), run one full
+collection over what is still unfrozen (little: what was allocated since).  That
 last step matters: CPython schedules the next full pass after a quarter of the *last* pass's
 survivors have been promoted again, so without it the next pass would come only after hundreds
 of thousands of new objects and be as long as the first.  After it, passes come early and stay
@@ -40,7 +37,6 @@ at those moments.  ``pass_budget_s = inf`` disables the policy.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import time
@@ -57,11 +53,11 @@ PASS_BUDGET_S = 0.005
 takes about that long on a slow core)."""
 
 
-class HeapKeeper:
+class HeapKeeper(trio.abc.Instrument):
     """Freezes the heap after a slow full GC pass; :meth:`tend` resets CPython's schedule.
 
-    Used as a context manager (installs the ``gc`` callback); :meth:`attach` gives it the
-    event loop on which a freeze queues its :meth:`tend` (without one, call ``tend``).
+    Used as a context manager (installs the ``gc`` callback) and as a trio instrument (tends
+    after every task step: a flag check, and the reset collection right after a freeze).
     """
 
     def __init__(
@@ -82,11 +78,6 @@ class HeapKeeper:
         self._started = 0.0
         self._reset_due = False
         self._thresholds: tuple[int, int, int] | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-
-    def attach(self, token: trio.lowlevel.TrioToken | None) -> None:
-        """The event loop that runs :meth:`tend` after a freeze (None: detach)."""
-        self._token = token
 
     def __enter__(self) -> HeapKeeper:
         if not math.isinf(self.pass_budget_s):
@@ -113,12 +104,10 @@ class HeapKeeper:
             self._freeze()  # the pass just ended: what is tracked now is alive
             self.freezes += 1
             self._reset_due = True
-            token = self._token
-            if token is not None:
-                # Thread-safe: the pass may have run in a worker thread; the run ended
-                # meanwhile -> nothing to tend.
-                with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(self.tend)
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._reset_due:
+            self.tend()
 
     def tend(self) -> bool:
         """After a freeze, one full collection of the (small) unfrozen rest; True if it ran.

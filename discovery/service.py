@@ -27,7 +27,7 @@ step of the applier handles more than that many catalog items, and requests in f
 between the slices.  Readers keep seeing the previous snapshot until the new one is complete
 and published.  The service also keeps the catalog's heap out of Python's full GC passes
 (:class:`~discovery.heap.HeapKeeper`, installed for the service's lifetime: freeze after a
-slow pass, reset CPython's GC schedule right after, on the event loop), which would otherwise
+slow pass, reset CPython's GC schedule at the end of that task step), which would otherwise
 walk the whole catalog again and again, each time a stall as long as the resync itself.
 
 Back-pressure: the channel is bounded; a source that outruns the applier blocks in ``send``
@@ -100,7 +100,7 @@ async def serve_catalog(
     send, receive = trio.open_memory_channel[Event | _Flush](channel_capacity)
     keeper = heap if heap is not None else HeapKeeper()
     with send, receive, keeper:
-        keeper.attach(trio.lowlevel.current_trio_token())
+        trio.lowlevel.add_instrument(keeper)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_apply_loop, receive, watch, policy, clock, slice_items)
@@ -113,7 +113,7 @@ async def serve_catalog(
                 await flush.done.wait()
                 task_status.started()
         finally:
-            keeper.attach(None)
+            trio.lowlevel.remove_instrument(keeper)
 
 
 class _Flush:

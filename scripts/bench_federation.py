@@ -111,11 +111,11 @@ async def run(size: int, rounds: int, root: Path, heap_budget: float) -> dict[st
     # Every gateway runs the catalog service's heap keeper: without it, a full GC pass over the
     # three sites' heaps (0.5-0.7 s here) lands in some rounds and decides the max.
     with HeapKeeper(heap_budget) as keeper:
-        keeper.attach(trio.lowlevel.current_trio_token())
+        trio.lowlevel.add_instrument(keeper)
         try:
             return await _run(size, rounds, root)
         finally:
-            keeper.attach(None)
+            trio.lowlevel.remove_instrument(keeper)
 
 
 async def _run(size: int, rounds: int, root: Path) -> dict[str, Any]:

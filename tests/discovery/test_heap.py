@@ -57,31 +57,10 @@ def test_budget_is_validated_and_inf_disables() -> None:
         assert keeper.on_gc not in gc.callbacks
 
 
-async def test_a_freeze_queues_the_tend_on_the_attached_event_loop() -> None:
-    """No per-task-step hook: the freeze itself queues the reset collection on the loop it
-    was attached to; a detached keeper queues nothing (its owner calls ``tend``)."""
-    fake = Fake()
-    keeper = fake.keeper(0.005)
-    keeper.attach(trio.lowlevel.current_trio_token())
-    full_pass(keeper, fake, 0.006)
-    assert fake.calls == ["freeze"]
-    for _ in range(1000):
-        if len(fake.calls) > 1:
-            break
-        await trio.lowlevel.checkpoint()
-    assert fake.calls == ["freeze", "collect"]
-    keeper.attach(None)
-    full_pass(keeper, fake, 0.006)
-    for _ in range(50):
-        await trio.lowlevel.checkpoint()
-    assert fake.calls == ["freeze", "collect", "freeze"]
-    assert keeper.tend() and fake.calls[-1] == "collect"
-
-
 async def test_the_catalog_service_keeps_the_heap() -> None:
     """serve_catalog installs its keeper for its lifetime and tends it: a real full pass (the
-    budget 0 makes every pass 'slow') freezes the heap, and the event loop runs the reset
-    collection soon after (queued by the freeze)."""
+    budget 0 makes every pass 'slow') freezes the heap, and the end of that task step runs the
+    reset collection."""
     fake = Fake()
     keeper = fake.keeper(0.0)
     before = gc.get_threshold()
@@ -95,10 +74,7 @@ async def test_the_catalog_service_keeps_the_heap() -> None:
             assert gc.get_threshold()[2] == FULL_PASS_EVERY
             gc.collect()  # a real full pass, seen through gc.callbacks
             assert fake.calls == ["freeze"]
-            for _ in range(1000):  # the freeze queued the tend on the event loop
-                if len(fake.calls) > 1:
-                    break
-                await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()  # the end of this task step tends the keeper
             assert fake.calls == ["freeze", "collect"]
             nursery.cancel_scope.cancel()
     assert keeper.on_gc not in gc.callbacks
