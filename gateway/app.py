@@ -47,6 +47,7 @@ from gateway.cluster.outlier_config import policy_resolver
 from gateway.cluster.outlier_detector import OutlierDetector, serve_effective_catalog
 from gateway.cluster.outlier_metrics import outlier_gauges
 from gateway.commands.catalog import catalog_answer
+from gateway.config.consul_gateways import gateways_consul, uses_consul
 from gateway.config.fleet import fleet_consul
 from gateway.config.model import (
     AnnounceServiceConfig,
@@ -54,6 +55,10 @@ from gateway.config.model import (
     LimitsConfig,
     ServicePortConfig,
 )
+from gateway.consul_gateways.agent import open_agent
+from gateway.consul_gateways.directory import PeerDirectory, watch_gateways
+from gateway.consul_gateways.meta import registration
+from gateway.consul_gateways.register import keep_registered
 from gateway.fleet.document import FleetDocument
 from gateway.fleet.site_start import SiteFleet, site_state
 from gateway.fleet.state import FleetState
@@ -134,6 +139,8 @@ class Gateway:
     checks: CheckMemory = field(default_factory=CheckMemory)
     #: Local and imported ``[[routes]]`` -> ``router.rules``; owned routes -> the exports.
     route_sources: RouteSources | None = None
+    #: Replicas discovered in Consul; every change of the peer set goes through it.
+    peer_directory: PeerDirectory = field(default_factory=PeerDirectory)
 
 
 #: Bytes a link asks of its TLS stream per read (fixed: docs/limits.md).
@@ -411,6 +418,42 @@ async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:
     return port
 
 
+async def start_consul_gateways(nursery: trio.Nursery, gw: Gateway, ew_port: int | None) -> None:
+    """Register this gateway in Consul and watch the peers' replicas there (docs/replicas.md)."""
+    config = gw.config
+    source = gateways_consul(config)
+    if source is None or not uses_consul(config):
+        return
+    section = config.consul_gateways
+    agent = await open_agent(source)
+    backoff = Backoff(base_s=section.backoff_base_s, cap_s=section.backoff_cap_s)
+    ew = config.listener("east-west")
+    if section.register and ew_port is not None and ew is not None:
+        body = registration(
+            site=config.site.name,
+            spiffe_id=gw.identity.state.spiffe_id,
+            host=section.address or str(ew.address),
+            port=ew_port,
+            ttl_s=section.ttl_s,
+            deregister_after_s=section.deregister_critical_after_s,
+        )
+        await nursery.start(
+            functools.partial(keep_registered, agent, body, ttl_s=section.ttl_s, backoff=backoff)
+        )
+    if any(p.discover == "consul" for p in config.peers):
+        await nursery.start(
+            functools.partial(
+                watch_gateways,
+                agent,
+                gw.peer_directory,
+                gw.peering,
+                lambda: gw.config,
+                wait_s=section.wait_s,
+                backoff=backoff,
+            )
+        )
+
+
 async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
     """Start step 3: the listeners local callers use (http, sni) and the service ports."""
     for bind in caller_binds(gw.config):
@@ -542,6 +585,7 @@ async def serve_gateway(
         site_fleet = SiteFleet(gw, reloader)  # before the links: it serves the push path
         await start_background(nursery, gw, bundles)
         ew_port = await start_east_west(nursery, gw)
+        await start_consul_gateways(nursery, gw, ew_port)
         await start_callers(nursery, gw)
         admin_port = await start_admin(nursery, gw, reloader)
         await site_fleet.start(nursery, fleet)

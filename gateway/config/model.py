@@ -18,6 +18,7 @@ from typing import Literal
 from discovery.sources.config import SourceConfig
 from foundation.names import label_problem
 from foundation.spiffe_id import SpiffeId, TrustDomain
+from gateway.config.consul_gateways import ConsulGatewaysConfig, consul_gateways_problems
 from gateway.config.debug import DebugConfig
 from gateway.config.errors import UnknownValue
 from gateway.config.fleet import FleetConfig, fleet_problems
@@ -342,15 +343,24 @@ class PeerConfig:
     dial: bool = True  # false: the peer is outbound-only (behind NAT) and dials us
     #: The site's replicas, ``"host:port"`` each (docs/replicas.md); instead of address/port.
     addresses: tuple[str, ...] = ()
+    #: "consul": also link to the replicas registered as ``isthmus-gateway`` for this site
+    #: (``[consul_gateways]``; docs/replicas.md); the static address(es) become optional.
+    discover: Literal["", "consul"] = ""
 
     def replica_addresses(self) -> tuple[tuple[str, int], ...]:
-        """Every gateway of the peer site as (host, port): ``addresses``, else the one."""
+        """Every configured gateway of the peer site as (host, port): ``addresses``, else
+        the one (none for a discovering peer without a static address)."""
         if not self.addresses:
+            if self.discover and not self.address and not self.port:
+                return ()
             return ((self.address, self.port),)
         return tuple(host_port(a) for a in self.addresses)
 
     def problems(self) -> list[tuple[str, str]]:
+        static = self.address or self.port or self.addresses
         out = replica_problems(self.address, self.port, self.addresses)
+        if self.discover and not static:
+            out = []
         try:
             if not self.spiffe_id.path:
                 why = "a peer's SPIFFE ID needs a path (a workload, not a domain)"
@@ -517,6 +527,7 @@ class GatewayConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     routes: tuple[RouteConfig, ...] = ()  # docs/routes.md
+    consul_gateways: ConsulGatewaysConfig = field(default_factory=ConsulGatewaysConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         # Independent rules, each skipped alone when it needs a value that did not decode
@@ -528,6 +539,7 @@ class GatewayConfig:
             self._service_traffic_problems,
             lambda: fleet_problems(self),
             self._route_problems,
+            lambda: consul_gateways_problems(self),
         )
 
     def _route_problems(self) -> list[tuple[str, str]]:

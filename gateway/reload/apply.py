@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +27,7 @@ from foundation.errors import ConfigError
 from gateway.config.errors import ConfigInvalid, Problem
 from gateway.config.load import load_text, read_config_text
 from gateway.config.model import GatewayConfig, ServicePortConfig
+from gateway.consul_gateways.meta import GatewayInstance, site_replicas
 from gateway.fleet.document import FleetDocument
 from gateway.fleet.merge import load_with_fleet
 from gateway.fleet.state import FleetState
@@ -56,13 +57,21 @@ def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
     return config, config_version(text)
 
 
-def peer_specs(config: GatewayConfig) -> list[PeerSpec]:
-    """The config's peers as peering takes them: one spec per replica of a site."""
+def peer_specs(
+    config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()
+) -> list[PeerSpec]:
+    """The config's peers as peering takes them: one spec per replica of a site; a peer with
+    ``discover = "consul"`` gets the replicas found in Consul (``discovered``) too, each keyed
+    by its address even when it is the only one (so a second one joining relinks nothing)."""
     specs: list[PeerSpec] = []
     for p in config.peers:
         hosts = p.replica_addresses()
+        if p.discover:
+            hosts, _skipped = site_replicas(
+                discovered, site=p.name, spiffe_id=p.spiffe_id, static=hosts
+            )
         for host, port in hosts:
-            replica = f"{host}:{port}" if len(hosts) > 1 else ""
+            replica = f"{host}:{port}" if len(hosts) > 1 or p.discover else ""
             specs.append(PeerSpec(p.name, host, port, p.spiffe_id, p.priority, p.dial, replica))
     return specs
 
@@ -239,7 +248,7 @@ class ConfigReloader:
             if new_identity is not None:
                 await self._swap_identity(new_identity, config)
             if plan.peers:
-                relinked = await self.gw.peering.set_peers(peer_specs(config))
+                relinked = await self.gw.peer_directory.apply(self.gw.peering, config)
                 self.gw.router.peer_sites = frozenset(p.name for p in config.peers)
                 if relinked:
                     log.info("links closed by reload (peer removed or changed): %s", relinked)

@@ -16,7 +16,10 @@ which follows HashiCorp's HTTP API documentation for the parts the source uses:
 * ``PUT /v1/catalog/register`` and ``/v1/catalog/deregister`` (documented bodies, answer
   ``true``); ``PUT /v1/agent/service/register`` and ``/v1/agent/service/deregister/:id`` on the
   agent's own node (which also runs the ``consul`` service and a passing ``serfHealth`` check);
-  ``PUT /v1/agent/check/{pass,warn,fail}/:check_id``; ``GET /v1/status/leader``;
+  ``PUT /v1/agent/check/{pass,warn,fail,update}/:check_id``, TTL checks that turn critical
+  (``TTL expired``) when not updated in time (:mod:`tests.consul_api.ttl`); an update that
+  changes neither status nor output changes nothing in the catalog (as the agent syncs only
+  changes); ``GET /v1/status/leader``;
 * the KV store, ``GET``/``PUT``/``DELETE /v1/kv/:key`` with ``recurse``, ``keys``,
   ``separator``, ``raw``, ``cas``, ``flags`` and blocking reads (:mod:`tests.consul_api.kv`);
 * ACLs (``acl_token`` set): the token comes from ``X-Consul-Token``, ``Authorization: Bearer``
@@ -56,6 +59,7 @@ import trio.lowlevel
 
 from tests.consul_api.kv import KvApi
 from tests.consul_api.store import STATUSES, BadRequest, Store
+from tests.consul_api.ttl import TtlChecks
 
 _MAX_BODY = 1024 * 1024
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
@@ -135,6 +139,8 @@ class ConsulApiServer:
         self._nursery: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
         self.kv = KvApi(self)  # /v1/kv/ (tests/consul_api/kv.py)
+        self.ttl_checks = TtlChecks()  # the agent's TTL checks (tests/consul_api/ttl.py)
+        self._ttl_changed = trio.Event()
         self.store.register(
             {
                 "Node": node_name,
@@ -233,8 +239,33 @@ class ConsulApiServer:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._listen, host, port)
+            nursery.start_soon(self._expire_ttls)
             task_status.started()
             await trio.sleep_forever()  # keeps the nursery open for come_back()
+
+    async def _expire_ttls(self) -> None:
+        """Set each TTL check whose TTL ran out without an update to critical."""
+        while True:
+            deadline = self.ttl_checks.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 60):
+                await self._ttl_changed.wait()
+            self._ttl_changed = trio.Event()
+            for check_id in self.ttl_checks.expired(trio.current_time()):
+                self.store.set_check_status(self.node_name, check_id, "critical", "TTL expired")
+                self._wake()
+
+    def _ttl_update(self, check_id: str, status: str, output: str) -> bool:
+        """An agent check update: re-arm its TTL; the catalog changes (and blocking reads
+        wake) only when the status or output did, as the agent syncs only changes."""
+        check = self.store.checks.get((self.node_name, check_id))
+        if check is None:
+            return False
+        self.ttl_checks.touch(check_id, trio.current_time())
+        self._ttl_changed.set()
+        if (check.status, check.output) != (status, output):
+            self.store.set_check_status(self.node_name, check_id, status, output)
+            self._wake()
+        return True
 
     async def _listen(
         self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -389,22 +420,50 @@ class ConsulApiServer:
             self.deregister(data)
             return "true"
         if path == "/v1/agent/service/register":
-            self.register(self._agent_body(data))
+            body = self._agent_body(data)
+            self.register(body)
+            for check, ttl in zip(body["Checks"], self._ttls(data), strict=True):
+                if ttl is not None:
+                    self.ttl_checks.arm(check["CheckID"], ttl, trio.current_time())
+                    self._ttl_changed.set()
             return ""
         if path.startswith("/v1/agent/service/deregister/"):
             service_id = path.removeprefix("/v1/agent/service/deregister/")
             if (self.node_name, service_id) not in self.store.services:
                 raise _Reply(404, f'Unknown service ID "{service_id}"')
+            for (node, check_id), check in list(self.store.checks.items()):
+                if node == self.node_name and check.service_id == service_id:
+                    self.ttl_checks.drop(check_id)
             self.deregister({"Node": self.node_name, "ServiceID": service_id})
             return ""
-        match = re.fullmatch(r"/v1/agent/check/(pass|warn|fail)/(.+)", path)
+        match = re.fullmatch(r"/v1/agent/check/(pass|warn|fail|update)/(.+)", path)
         if match:
-            status = {"pass": "passing", "warn": "warning", "fail": "critical"}[match.group(1)]
-            if not self.store.set_check_status(self.node_name, match.group(2), status):
-                raise _Reply(404, f'Unknown check ID "{match.group(2)}"')
-            self._wake()
+            verb, check_id = match.groups()
+            status = {"pass": "passing", "warn": "warning", "fail": "critical"}.get(verb, "")
+            output = ""
+            if verb == "update":  # body {"Status": ..., "Output": ...}
+                if not isinstance(data, dict) or data.get("Status") not in STATUSES[:3]:
+                    raise BadRequest("Status must be passing, warning or critical")
+                status, output = str(data["Status"]), str(data.get("Output") or "")
+            if not self._ttl_update(check_id, status, output):
+                raise _Reply(404, f'Unknown check ID "{check_id}"')
             return ""
         raise _Reply(404, "404 page not found")
+
+    def _ttls(self, data: dict[str, Any]) -> list[float | None]:
+        """Each registered check's ``TTL`` in seconds (None: not a TTL check), in the order
+        :meth:`_agent_body` lists the checks."""
+        checks = list(data.get("Checks") or [])
+        if data.get("Check"):
+            checks.insert(0, data["Check"])
+        out: list[float | None] = []
+        for check in checks:
+            ttl = check.get("TTL")
+            match = _GO_DURATION.match(str(ttl)) if ttl else None
+            if ttl and match is None:
+                raise BadRequest(f"Invalid TTL: {ttl!r}")
+            out.append(None if match is None else float(match.group(1)) * _UNIT_S[match.group(2)])
+        return out
 
     def _agent_body(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("Name"), str):

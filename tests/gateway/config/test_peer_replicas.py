@@ -71,3 +71,56 @@ def test_host_port() -> None:
     assert host_port("[fd00::1]:1") == ("fd00::1", 1)
     with pytest.raises(ValueError, match="not host:port"):
         host_port(":1")
+
+
+CONSUL = """
+[[sources]]
+kind = "consul"
+name = "consul"
+address = "http://127.0.0.1:8500"
+"""
+
+
+def test_a_discovering_peer_needs_no_static_address_and_a_consul_source() -> None:
+    problems = _problems('discover = "consul"\n')
+    assert "peers" in problems and "consul" in problems["peers"]
+    config = _load('discover = "consul"\n' + CONSUL)
+    assert [s for s in peer_specs(config) if s.name == "gcp-b"] == []
+    assert _problems('discover = "dns"\n' + CONSUL).keys() == {"peers[1].discover"}
+    named = _problems('discover = "consul"\n' + CONSUL + '[consul_gateways]\nconsul_source = "x"\n')
+    assert "no [[sources]]" in named["consul_gateways.consul_source"]
+
+
+def test_discovered_replicas_join_the_static_ones_keyed_by_address() -> None:
+    from foundation.spiffe_id import SpiffeId
+    from gateway.consul_gateways.meta import GatewayInstance
+
+    config = _load('discover = "consul"\naddresses = ["127.0.0.1:7001"]\n' + CONSUL)
+    b_id = SpiffeId.parse("spiffe://gcp-b.isthmus.test/isthmus/gateway/gcp-b")
+    found = [
+        GatewayInstance("x", "gcp-b", "127.0.0.2", 7001, b_id),
+        GatewayInstance("y", "gcp-west", "127.0.0.3", 7001, b_id),  # another site
+    ]
+    specs = [s for s in peer_specs(config, found) if s.name == "gcp-b"]
+    assert [s.key for s in specs] == ["gcp-b@127.0.0.1:7001", "gcp-b@127.0.0.2:7001"]
+    assert {s.spiffe_id for s in specs} == {b_id}  # the configured one, never Meta's
+    alone = _load('discover = "consul"\n' + CONSUL)
+    only = [s.key for s in peer_specs(alone, found[:1]) if s.name == "gcp-b"]
+    assert only == ["gcp-b@127.0.0.2:7001"]  # keyed by address even when alone
+
+
+def test_register_in_consul_config() -> None:
+    config = _load(
+        'address = "127.0.0.1"\nport = 7001\n'
+        + CONSUL
+        + "[consul_gateways]\nregister = true\nttl_s = 5\n"
+    )
+    assert config.consul_gateways.register and config.consul_gateways.ttl_s == 5
+    bad = _problems(
+        'address = "127.0.0.1"\nport = 7001\n[consul_gateways]\nregister = true\naddress = "0.0.0.0"\nttl_s = 0.5\n'
+    )
+    assert {
+        "consul_gateways.register",
+        "consul_gateways.address",
+        "consul_gateways.ttl_s",
+    } <= bad.keys()
