@@ -77,3 +77,17 @@ def consul_gateways_problems(config: GatewayConfig) -> list[tuple[str, str]]:
     where = "consul_gateways.register" if section.register else "peers"
     why = "Consul needs one [[sources]] of kind 'consul' (or consul_gateways.consul_source)"
     return [*out, (where, why)]
+
+
+def consul_gateways_restart(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, str]]:
+    """What a reload cannot change live here: the watch of ``isthmus-gateway`` runs only when
+    the gateway started with a discovering peer, and both tasks keep the Consul agent (address,
+    token, TLS) they started with.  (``[consul_gateways]`` itself is restart-only as a whole.)"""
+    watching = any(p.discover == "consul" for p in old.peers)
+    if not watching and any(p.discover == "consul" for p in new.peers):
+        why = "discover = 'consul' on a gateway started without it needs a restart"
+        return [("peers", why)]
+    if uses_consul(old) and gateways_consul(old) != gateways_consul(new):
+        why = "the Consul source used by [consul_gateways] changed: restart the gateway"
+        return [("sources", why)]
+    return []

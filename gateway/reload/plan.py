@@ -41,6 +41,7 @@ import hashlib
 from dataclasses import dataclass, fields
 
 from gateway.config.errors import Problem
+from gateway.config.consul_gateways import consul_gateways_restart
 from gateway.config.model import GatewayConfig
 from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
 from gateway.reload.traffic_plan import NO_CHANGE, TrafficPlan, plan_traffic
@@ -183,6 +184,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         problems.append(
             Problem("listeners", f"changing listener {name!r} (east-west or admin) needs a restart")
         )
+    problems += [Problem(path, msg) for path, msg in consul_gateways_restart(old, new)]
     old_names = {s.name for s in old.sources}
     new_names = {s.name for s in new.sources}
     return ReloadPlan(

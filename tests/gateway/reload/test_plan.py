@@ -173,3 +173,22 @@ def test_a_new_caller_engine_needs_a_restart() -> None:
     )
     assert [p.path for p in plan.problems] == ["limits.caller_h2_engine"]
     assert [p.path for p in plan_back.problems] == ["limits.caller_h2_engine"]
+
+
+CONSUL = '\n[[sources]]\nkind = "consul"\nname = "consul"\naddress = "http://127.0.0.1:8500"\n'
+DISCOVER = (
+    '\n[[peers]]\nname = "gcp-b"\ndiscover = "consul"\n'
+    'spiffe_id = "spiffe://gcp-b.isthmus.test/isthmus/gateway/gcp-b"\n'
+)
+
+
+def test_consul_discovery_of_replicas_on_reload() -> None:
+    """A discovering peer can be added live when the watch runs, not on a gateway without it;
+    the watch's Consul agent and [consul_gateways] need a restart."""
+    plain, watching = _config(GOOD + CONSUL), _config(GOOD + DISCOVER + CONSUL)
+    assert [p.path for p in plan_reload(plain, watching).problems] == ["peers"]
+    assert plan_reload(watching, plain).problems == ()
+    moved = _config(GOOD + DISCOVER + CONSUL.replace("8500", "8501"))
+    assert [p.path for p in plan_reload(watching, moved).problems] == ["sources"]
+    registering = _config(GOOD + CONSUL + "\n[consul_gateways]\nregister = true\n")
+    assert [p.path for p in plan_reload(plain, registering).problems] == ["consul_gateways"]
