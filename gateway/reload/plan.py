@@ -40,8 +40,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 
-from gateway.config.errors import Problem
 from gateway.config.consul_gateways import consul_gateways_restart
+from gateway.config.errors import Problem
 from gateway.config.model import GatewayConfig
 from gateway.reload.listeners import ListenerPlan, fixed_listener_changes, plan_listeners
 from gateway.reload.traffic_plan import NO_CHANGE, TrafficPlan, plan_traffic

@@ -117,7 +117,8 @@ def test_register_in_consul_config() -> None:
     )
     assert config.consul_gateways.register and config.consul_gateways.ttl_s == 5
     bad = _problems(
-        'address = "127.0.0.1"\nport = 7001\n[consul_gateways]\nregister = true\naddress = "0.0.0.0"\nttl_s = 0.5\n'
+        'address = "127.0.0.1"\nport = 7001\n[consul_gateways]\nregister = true\n'
+        'address = "0.0.0.0"\nttl_s = 0.5\n'
     )
     assert {
         "consul_gateways.register",
