@@ -420,9 +420,9 @@ class ConsulApiServer:
             self.deregister(data)
             return "true"
         if path == "/v1/agent/service/register":
-            agent_body = self._agent_body(data)
+            agent_body, ttls = self._agent_body(data), self._ttls(data)
             self.register(agent_body)
-            for check, ttl in zip(agent_body["Checks"], self._ttls(data), strict=True):
+            for check, ttl in zip(agent_body["Checks"], ttls, strict=True):
                 if ttl is not None:
                     self.ttl_checks.arm(check["CheckID"], ttl, trio.current_time())
                     self._ttl_changed.set()
