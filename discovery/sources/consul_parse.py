@@ -50,6 +50,9 @@ from foundation.spiffe_id import SpiffeId, SpiffeIdError
 META_PROTOCOL = "isthmus-protocol"
 META_SPIFFE_ID = "isthmus-spiffe-id"
 CHECK_STATUSES = ("passing", "warning", "critical", "maintenance")
+#: Registrations that are no routable service: Consul's own servers, and the gateways
+#: themselves (``isthmus-gateway``: their east-west port takes links, not requests).
+NOT_SERVICES = frozenset({"consul", "isthmus-gateway"})
 MAX_WEIGHT = 65535
 # Consul indexes are unsigned 64-bit Raft indexes.
 MAX_INDEX = 2**64 - 1
@@ -216,7 +219,7 @@ class Selection:
 def select_services(
     catalog: Mapping[str, tuple[str, ...]], *, wanted: tuple[str, ...], tags: tuple[str, ...]
 ) -> Selection:
-    """Services to watch: the configured list (or all but ``consul`` itself), tag-filtered.
+    """Services to watch: the configured list (or all but :data:`NOT_SERVICES`), tag-filtered.
 
     ``/v1/catalog/services`` lists the union of each service's tags, so a service lacking a
     required tag here has no instance carrying it and needs no query.  Names that are not DNS
@@ -227,8 +230,8 @@ def select_services(
     for name in sorted(catalog):
         if wanted and name not in wanted:
             continue
-        if not wanted and name == "consul":
-            continue  # the Consul servers themselves (RPC port 8300): not a routable service
+        if not wanted and name in NOT_SERVICES:
+            continue  # Consul's servers (RPC port 8300), gateways' east-west ports: not services
         if not set(tags) <= set(catalog[name]):
             continue
         problem = label_problem(name.lower())

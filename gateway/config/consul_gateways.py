@@ -67,8 +67,12 @@ def gateways_consul(config: GatewayConfig) -> ConsulSourceConfig | None:
 def consul_gateways_problems(config: GatewayConfig) -> list[tuple[str, str]]:
     section = config.consul_gateways
     out: list[tuple[str, str]] = []
-    if section.register and config.listener("east-west") is None and not section.address:
+    ew = config.listener("east-west")
+    if section.register and ew is None:
         out.append(("consul_gateways.register", "needs an east-west listener to register"))
+    elif section.register and not section.address and ew is not None and ew.address.is_unspecified:
+        why = "the east-west listener is on a wildcard address: give the address peers dial"
+        out.append(("consul_gateways.address", why))
     if not uses_consul(config) or gateways_consul(config) is not None:
         return out
     if section.consul_source:

@@ -324,3 +324,12 @@ def test_decide_unreachable_from_the_start_is_stale() -> None:
     assert decided(view, told, "c", 1.0) == []
     view.failing["catalog/services"] = "ConsulUnavailable: refused"
     assert [type(e) for e in decided(view, told, "c", 2.0)] == [SourceStale]
+
+
+def test_the_gateways_own_registrations_are_no_service() -> None:
+    """``isthmus-gateway`` (each gateway's east-west port, docs/replicas.md) is not imported
+    into the catalog unless listed by name."""
+    catalog = parse_catalog_services({"isthmus-gateway": [], "web": []})
+    assert select_services(catalog, wanted=(), tags=()).watch == ("web",)
+    named = select_services(catalog, wanted=("isthmus-gateway",), tags=())
+    assert named.watch == ("isthmus-gateway",)

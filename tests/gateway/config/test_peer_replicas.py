@@ -120,8 +120,22 @@ def test_register_in_consul_config() -> None:
         'address = "127.0.0.1"\nport = 7001\n[consul_gateways]\nregister = true\n'
         'address = "0.0.0.0"\nttl_s = 0.5\n'
     )
-    assert {
-        "consul_gateways.register",
-        "consul_gateways.address",
-        "consul_gateways.ttl_s",
-    } <= bad.keys()
+    assert {"consul_gateways.address", "consul_gateways.ttl_s"} <= bad.keys()
+    no_source = _problems(
+        'address = "127.0.0.1"\nport = 7001\n[consul_gateways]\nregister = true\n'
+    )
+    assert "consul" in no_source["consul_gateways.register"]
+
+
+def test_a_wildcard_east_west_listener_needs_the_address_to_register() -> None:
+    from gateway.config.load import load_text as load
+
+    text = GOOD.replace('address = "127.0.1.1"', 'address = "0.0.0.0"', 1)
+    text += PEER + 'address = "127.0.0.1"\nport = 7001\n' + CONSUL
+    with pytest.raises(ConfigInvalid) as info:
+        load(text + "[consul_gateways]\nregister = true\n", base_dir=Path("/etc/isthmus"))
+    assert "wildcard" in {p.path: p.message for p in info.value.problems}["consul_gateways.address"]
+    ok = load(
+        text + '[consul_gateways]\nregister = true\naddress = "10.0.0.5"\n', base_dir=Path("/e")
+    )
+    assert ok.consul_gateways.address == "10.0.0.5"
