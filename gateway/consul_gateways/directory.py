@@ -25,6 +25,7 @@ from discovery.sources.consul_parse import ConsulError, next_index
 from gateway.config.model import GatewayConfig
 from gateway.consul_gateways.agent import GatewayAgent
 from gateway.consul_gateways.meta import GatewayInstance, parse_instances, replica_diff
+from gateway.reload.apply import peer_specs
 
 if TYPE_CHECKING:
     from overlay.peering.peers import Peering
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("isthmus.consul_gateways")
 
 _MIN_ROUND_S = 0.1  # HashiCorp asks blocking-query clients not to spin on fast answers
+_MAX_SKIP_LINES = 10  # warnings per answer about skipped instances (then a count)
 
 
 class PeerDirectory:
@@ -44,8 +46,6 @@ class PeerDirectory:
     async def apply(self, peering: Peering, config: GatewayConfig) -> tuple[str, ...]:
         """Make peering's peers those of ``config`` plus the discovered replicas; the sites
         whose links closed (see :meth:`Peering.set_peers`)."""
-        from gateway.reload.apply import peer_specs  # the reload module imports this one
-
         async with self.lock:
             return await peering.set_peers(peer_specs(config, self.instances))
 
@@ -53,8 +53,6 @@ class PeerDirectory:
 def _replicas(
     config: GatewayConfig, instances: tuple[GatewayInstance, ...]
 ) -> dict[str, set[tuple[str, int]]]:
-    from gateway.reload.apply import peer_specs
-
     out: dict[str, set[tuple[str, int]]] = {}
     for spec in peer_specs(config, instances):
         out.setdefault(spec.name, set()).add((spec.host, spec.port))
@@ -100,8 +98,12 @@ async def watch_gateways(
         attempt, last_reason = 0, ""
         index = next_index(index, received)
         if instances != directory.instances:
-            for reason in skipped:
+            for reason in skipped[:_MAX_SKIP_LINES]:
                 log.warning("isthmus-gateway instance skipped: %s", reason)
+            if len(skipped) > _MAX_SKIP_LINES:
+                log.warning(
+                    "%d more isthmus-gateway instances skipped", len(skipped) - _MAX_SKIP_LINES
+                )
             cfg = config()
             before = _replicas(cfg, directory.instances)
             directory.instances = instances
