@@ -55,7 +55,7 @@ async def keep_registered(
                 else:
                     await agent.pass_check(check)
             except ConsulHttpError as exc:
-                if registered and " 404 " in f" {exc} ":
+                if registered and str(exc).startswith("HTTP 404 "):
                     registered = False  # the agent forgot us: register again at once
                     log.warning("Consul lost registration %s: registering again", sid)
                     continue
