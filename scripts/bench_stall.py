@@ -18,7 +18,10 @@ inf`` runs gateway A without the heap keeper, to measure what it buys.
 Each phase sends an open-loop load (``--rate`` GET/s over 8 connections) through A's http
 listener to the backend (one hop), and reports p50/p99/max request latency and the stall
 figures measured during the phase, and gateway A's CPU seconds per second of the phase
-(``CPU/s``: what the phase's work costs, whatever else runs on the machine):
+(``CPU/s``: what the phase's work costs, whatever else runs on the machine), the Consul
+stand-in's CPU seconds per second (``cons/s``: in production Consul runs elsewhere) and the
+whole machine's busy cores (``busy``: near the core count, latencies measure the machine's run
+queue, not the gateway):
 
 * ``baseline``      nothing changes;
 * ``consul-resync`` every one of the N Consul instances changes at once (a big rollout, or a
@@ -182,11 +185,37 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process): with the
+    Consul stand-in's own figure it shows when a phase asks more than the machine has, so that
+    its latencies measure the machine's queue rather than the gateway."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+OTHERS: dict[str, int] = {}
+"""Processes beside gateway A whose CPU each phase reports (the Consul stand-in)."""
+
+
+def others_cpu() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, other in OTHERS.items():
+        try:
+            out[name] = cpu_s(other)
+        except OSError:  # it was restarted or stopped: no figure
+            continue
+    return out
+
+
 async def phase(
     name: str, args: argparse.Namespace, lag: Path, pid: int, action: Any = None
 ) -> dict[str, Any]:
     start = time.time()
     cpu0 = cpu_s(pid)
+    busy0 = machine_busy_s()
+    others0 = others_cpu()
     try:
         async with trio.open_nursery() as nursery:
             if action is not None:
@@ -198,8 +227,13 @@ async def phase(
         result = LatencyResult((), int(args.rate * args.seconds), int(args.rate * args.seconds))
     end = time.time()
     cpu = cpu_s(pid) - cpu0
+    busy = machine_busy_s() - busy0
+    others1 = others_cpu()
+    consul_cpu = others1.get("consul", 0.0) - others0.get("consul", 0.0)
     row: dict[str, Any] = {
         "cpu_per_s": cpu / (end - start),
+        "consul_cpu_per_s": consul_cpu / (end - start),
+        "machine_busy_cores": busy / (end - start),
         "phase": name,
         "requests": len(result.latencies),
         "errors": result.errors,
@@ -212,8 +246,8 @@ async def phase(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
         f"{row['p99_ms']:>7.1f} {row['max_ms']:>7.1f} {row['batch_ms']:>8.1f} "
         f"{row['batch_wall_ms']:>8.1f} {row['stall_ms']:>8.1f} {row['gc_ms']:>7.1f} "
-        f"{row['rss_mb']:>6} {row['cpu_per_s']:>6.2f}  "
-        f"{row['task']}",
+        f"{row['rss_mb']:>6} {row['cpu_per_s']:>6.2f} {row['consul_cpu_per_s']:>6.2f} "
+        f"{row['machine_busy_cores']:>5.2f}/{os.cpu_count()}  {row['task']}",
         flush=True,
     )
     return row
@@ -244,6 +278,7 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 "500",
             ],
         )
+        OTHERS["consul"] = consul.process.pid
         await fleet.start("backend", service_argv("http", A_HOST, BACKEND_PORT, SITE_A))
         await wait_port(A_HOST, CONSUL_PORT, fleet=fleet, within_s=120)
         await wait_port(A_HOST, BACKEND_PORT, fleet=fleet, within_s=30)
@@ -293,7 +328,8 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
             f"{'stall ms':>8} {'wall ms':>8} {'step ms':>8} {'gc ms':>7} {'RSS MB':>6} "
-            f"{'CPU/s':>6}  task of the longest step | tasks of the longest batch (ms)",
+            f"{'CPU/s':>6} {'cons/s':>6} {'busy':>7}  "
+            "task of the longest step | tasks of the longest batch (ms)",
             flush=True,
         )
         rows.append(await phase("baseline", args, lag, child_a.process.pid))
