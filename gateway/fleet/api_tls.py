@@ -11,16 +11,15 @@ at-once-unlinked file as the gateway's own contexts; it is never logged.
 
 from __future__ import annotations
 
-import datetime as dt
 import ssl
 from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 
 from foundation.spiffe_id import SpiffeId
+from overlay.identity.errors import PeerRejected
 from overlay.identity.state import IdentityState
-from overlay.identity.tls_context import load_cert_chain, peer_chain_der
-from overlay.identity.verify import verify_peer
+from overlay.identity.tls_context import load_cert_chain
 
 ALPN = "http/1.1"
 
@@ -53,13 +52,8 @@ def client_context(state: IdentityState) -> ssl.SSLContext:
 
 def verified_peer_id(ssl_object: Any, state: IdentityState) -> SpiffeId:
     """The SPIFFE ID of the peer of a finished handshake, verified per trust domain
-    (:class:`~overlay.identity.errors.PeerRejected` when it does not hold)."""
-    presented, verified = peer_chain_der(cast(ssl.SSLObject, ssl_object))
-    peer = verify_peer(
-        presented,
-        bundles=state.bundles,
-        now=dt.datetime.now(dt.UTC),
-        openssl_chain=verified,
-        cache=state.verify_cache,
-    )
-    return peer.spiffe_id
+    (:class:`~overlay.identity.errors.PeerRejected` when it does not hold or is missing)."""
+    peer = state.handshake_peer_id(cast(ssl.SSLObject, ssl_object))
+    if peer is None:
+        raise PeerRejected("the peer presented no certificate")
+    return peer

@@ -8,7 +8,6 @@ set it.  The context is rebuilt when the identity rotates; live connections keep
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import ssl
 
@@ -21,8 +20,7 @@ from gateway.listener.caller_stream import CallerStream
 from gateway.listener.detect import ALPN_PROTOCOLS
 from overlay.identity.rotation import Identity
 from overlay.identity.state import IdentityState
-from overlay.identity.tls_context import load_cert_chain, peer_chain_der
-from overlay.identity.verify import verify_peer
+from overlay.identity.tls_context import load_cert_chain
 from overlay.link.link import tls_rejection_cause
 from overlay.link.tls_stream import TLSStream
 
@@ -85,17 +83,7 @@ class DownstreamTls:
 def caller_identity(stream: TLSStream[CallerStream], state: IdentityState) -> SpiffeId | None:
     """The SPIFFE ID of a caller that presented a certificate; raises PeerRejected if it does
     not verify against its own trust domain's bundle."""
-    presented, verified = peer_chain_der(stream.ssl_object)
-    if not presented:
-        return None
-    peer = verify_peer(
-        presented,
-        bundles=state.bundles,
-        now=dt.datetime.now(dt.UTC),
-        openssl_chain=verified,
-        cache=state.verify_cache,
-    )
-    return peer.spiffe_id
+    return state.handshake_peer_id(stream.ssl_object)
 
 
 async def accept_tls(

@@ -29,8 +29,12 @@ from overlay.identity.bundle import (
 )
 from overlay.identity.errors import IdentityLoadError
 from overlay.identity.svid import PrivateKey, X509Svid, parse_svid
-from overlay.identity.tls_context import build_client_context, build_server_context
-from overlay.identity.verify import VerifyCache
+from overlay.identity.tls_context import (
+    build_client_context,
+    build_server_context,
+    peer_chain_der,
+)
+from overlay.identity.verify import VerifyCache, verify_peer
 
 __all__ = [
     "BundleSource",
@@ -66,6 +70,25 @@ class IdentityState:
     client_ctx: ssl.SSLContext = field(repr=False, compare=False)
     digest: bytes = field(default=b"", repr=False)  # of the input bytes; detects real change
     verify_cache: VerifyCache = field(default_factory=VerifyCache, repr=False, compare=False)
+
+    def handshake_peer_id(self, ssl_object: ssl.SSLObject) -> SpiffeId | None:
+        """The SPIFFE ID of the peer of a finished handshake, or None when it presented no
+        certificate.  OpenSSL has checked the chain against every trusted anchor; this checks
+        it again strictly against the bundle of the peer's *own* trust domain (raises
+        :class:`~overlay.identity.errors.PeerRejected` when that does not hold), so one
+        domain's CA can never vouch for another's IDs.  One place for every listener that
+        names its callers by SVID."""
+        presented, verified = peer_chain_der(ssl_object)
+        if not presented:
+            return None
+        peer = verify_peer(
+            presented,
+            bundles=self.bundles,
+            now=dt.datetime.now(dt.UTC),
+            openssl_chain=verified,
+            cache=self.verify_cache,
+        )
+        return peer.spiffe_id
 
 
 def build_identity_state(
