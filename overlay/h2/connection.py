@@ -141,6 +141,10 @@ class H2Connection(H2StreamIO):
             None if ping_interval is None else LivenessPolicy(ping_interval, ping_timeout)
         )
         self._liveness: LivenessState | None = None
+        #: The liveness task's sleep while a PING is outstanding: an ack moves its deadline to
+        #: the next PING time, so an answered PING costs one wake-up, not two (see below).
+        self._liveness_sleep: trio.CancelScope | None = None
+        self._liveness_wakeups = 0  # times the liveness task woke (tests, bench_ping.py)
         self._ping_at_once = ping_at_once
         self._ping_answered = trio.Event()
         self._idle_timeout = idle_timeout
@@ -369,6 +373,8 @@ class H2Connection(H2StreamIO):
             self._liveness = on_ack(self._liveness, payload, now)
             if self._liveness.answered:
                 self._ping_answered.set()
+            if self._liveness.outstanding is None and self._liveness_sleep is not None:
+                self._liveness_sleep.deadline = self._liveness.next_ping_at
 
     def _on_goaway(self, error_code: int) -> None:
         # h2 refuses to send anything after a GOAWAY, so streams cannot drain: close now.
@@ -444,6 +450,13 @@ class H2Connection(H2StreamIO):
             self._room_lot.unpark_all()
 
     async def _liveness_loop(self, policy: LivenessPolicy) -> None:
+        """Send PINGs and enforce their deadline (the timing is ``liveness.py``'s).
+
+        Cost: at rest a link does nothing else, so this is a gateway's idle CPU (one link per
+        peer).  While a PING is outstanding the task sleeps until its deadline in a cancel
+        scope whose deadline the ack moves to the next PING time (``_on_ping_ack``): an
+        answered PING wakes this task once (to send the next one), not also at the deadline.
+        """
         self._liveness = start(policy, trio.current_time(), ping_at_once=self._ping_at_once)
         while True:
             self._liveness, action = poll(self._liveness, policy, trio.current_time())
@@ -457,7 +470,11 @@ class H2Connection(H2StreamIO):
                 self._begin_close(LinkDown(why), flush=False)
                 return
             else:
-                await trio.sleep_until(action.when)
+                with trio.CancelScope(deadline=action.when) as sleep:
+                    self._liveness_sleep = sleep
+                    await trio.sleep_forever()
+                self._liveness_sleep = None
+                self._liveness_wakeups += 1
 
     async def _idle_loop(self, idle_timeout: float) -> None:
         """Close (GOAWAY NO_ERROR) after ``idle_timeout`` seconds without an open stream."""

@@ -223,3 +223,14 @@ async def test_wait_ping_answered_needs_a_real_answer(autojump_clock: trio.abc.C
         assert not lonely.ping_answered
         nursery.cancel_scope.cancel()
     del d
+
+
+async def test_answered_ping_wakes_the_liveness_task_once(autojump_clock: trio.abc.Clock) -> None:
+    """Idle cost: an ack moves the liveness task's sleep to the next PING time, so a link at
+    rest wakes it once per PING (to send it), not also at the answered PING's deadline."""
+    async with linked() as (client, _server, _hole):
+        await trio.sleep(60)  # 30 PING intervals of virtual time
+        assert client._liveness is not None
+        pings = client._liveness.sequence
+        assert pings >= 29 and client.close_reason is None
+        assert client._liveness_wakeups <= pings + 1
