@@ -137,9 +137,7 @@ def main() -> int:
     current_loop = H2Connection._liveness_loop
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            idle, _, _ = trio.run(
-                _window, Path(tmp, f"i{r}"), args.links, None, args.seconds, None
-            )
+            idle, _, _ = trio.run(_window, Path(tmp, f"i{r}"), args.links, None, args.seconds, None)
             for name, loop in (("reference", _reference_loop), ("current", current_loop)):
                 H2Connection._liveness_loop = loop  # type: ignore[method-assign]
                 busy, pings, wakeups = trio.run(

@@ -116,6 +116,7 @@ class H2Connection(H2StreamIO):
         ping_timeout: float = 5.0,
         idle_timeout: float | None = None,
         ping_at_once: bool = False,
+        first_ping_timeout: float | None = None,
         on_close: Callable[[ConnectionGone], None] | None = None,
     ) -> None:
         """Wrap ``transport`` (already authenticated, e.g. a trio.SSLStream with ALPN h2).
@@ -128,6 +129,8 @@ class H2Connection(H2StreamIO):
         after that long without an open stream (None: never; links rely on PING instead).
         ``ping_at_once``: send the first PING as soon as the connection serves (links do, so
         :meth:`wait_ping_answered` tells early that the peer really talks HTTP/2 to us).
+        ``first_ping_timeout``: a longer deadline for the first PING (a peer still starting up;
+        see ``liveness.py``), which lengthens the detection bound to match.
         ``on_close(reason)`` runs just before the transport is closed (a listener uses it to
         close a caller's socket abortively after an error).
         """
@@ -138,7 +141,9 @@ class H2Connection(H2StreamIO):
         self._transport = transport
         self._handler = handler
         self._liveness_policy = (
-            None if ping_interval is None else LivenessPolicy(ping_interval, ping_timeout)
+            None
+            if ping_interval is None
+            else LivenessPolicy(ping_interval, ping_timeout, first_ping_timeout)
         )
         self._liveness: LivenessState | None = None
         #: The liveness task's sleep while a PING is outstanding: an ack moves its deadline to
@@ -465,7 +470,10 @@ class H2Connection(H2StreamIO):
                 self._pump()
             elif isinstance(action, DeclareDown):
                 bound = policy.detection_bound
-                why = f"PING unanswered for {policy.ping_timeout}s (detection bound {bound}s)"
+                waited = (
+                    policy.first_timeout if self._liveness.sequence == 1 else policy.ping_timeout
+                )
+                why = f"PING unanswered for {waited}s (detection bound {bound}s)"
                 log.warning("link down: %s", why)
                 self._begin_close(LinkDown(why), flush=False)
                 return

@@ -19,6 +19,15 @@ expires at t0 + timeout <= T + timeout, otherwise the next PING is sent by t0 + 
 T + interval and expires by T + interval + timeout.  So **a silent peer is declared down at most
 ``ping_interval + ping_timeout`` seconds after it went silent** (plus the driver's scheduling
 delay).  A peer that stops *reading* is caught the same way: our PING never reaches it.
+
+Slow start: a link's first PING goes out the moment the link is up, often while the peer is
+still busy bringing up its other links (a gateway with fifty peers starts fifty handshakes at
+once).  ``first_ping_timeout`` gives that first PING a longer deadline (peering uses the
+connect timeout: the peer was just given that long to finish its handshake), so a starved but
+live peer is not declared down before it had a chance to answer.  Every later PING has
+``ping_timeout``.  The bound becomes **``ping_interval + max(ping_timeout,
+first_ping_timeout)``**: a peer that goes silent before answering the first PING is caught by
+that PING's longer deadline, one that goes silent later by the ordinary bound above.
 """
 
 from __future__ import annotations
@@ -32,15 +41,25 @@ class LivenessPolicy:
 
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
+    #: The deadline of a link's first PING (None: ``ping_timeout``); never shorter than it.
+    first_ping_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
             raise ValueError("ping_interval and ping_timeout must be positive")
+        if self.first_ping_timeout is not None and self.first_ping_timeout <= 0:
+            raise ValueError("first_ping_timeout must be positive")
+
+    @property
+    def first_timeout(self) -> float:
+        """The first PING's deadline: the longer of ``ping_timeout`` and ``first_ping_timeout``."""
+        first = self.first_ping_timeout
+        return self.ping_timeout if first is None else max(first, self.ping_timeout)
 
     @property
     def detection_bound(self) -> float:
         """Worst-case seconds from a peer going silent to it being declared down."""
-        return self.ping_interval + self.ping_timeout
+        return self.ping_interval + self.first_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +114,11 @@ def poll(state: LivenessState, policy: LivenessPolicy, now: float) -> tuple[Live
     if now >= state.next_ping_at:
         sequence = state.sequence + 1
         payload = sequence.to_bytes(8, "big")
+        timeout = policy.first_timeout if sequence == 1 else policy.ping_timeout
         new = LivenessState(
             next_ping_at=now + policy.ping_interval,
             outstanding=payload,
-            deadline=now + policy.ping_timeout,
+            deadline=now + timeout,
             sequence=sequence,
             last_rtt=state.last_rtt,
             sent_at=now,

@@ -106,6 +106,7 @@ class LinkSession:
         limits: H2Limits | None = None,
         ping_interval: float | None = 10.0,
         ping_timeout: float = 5.0,
+        first_ping_timeout: float | None = None,
         setup_timeout: float = SETUP_TIMEOUT_S,
         extra: bool = False,
         accept_extra: Callable[[], bool] | None = None,
@@ -145,6 +146,7 @@ class LinkSession:
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
                 ping_at_once=True,
+                first_ping_timeout=first_ping_timeout,
             )
         else:
             self.outer = H2Connection(
@@ -155,6 +157,7 @@ class LinkSession:
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
                 ping_at_once=True,
+                first_ping_timeout=first_ping_timeout,
             )
 
     @property

@@ -348,6 +348,9 @@ class LinkKeeper:
             limits=s.h2_limits,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
+            # A peer bringing up many links at once may answer its first PING late; it had
+            # connect_timeout for its handshake, and gets as long for that (liveness.py).
+            first_ping_timeout=s.connect_timeout,
             extra=extra,
             accept_extra=None if dialed else lambda: self._may_accept_extra(state),
         )

@@ -71,9 +71,31 @@ def test_unanswered_ping_declares_down_at_its_deadline() -> None:
     assert action == DeclareDown(overdue_since=3.0)
 
 
-def simulate(policy: LivenessPolicy, silent_from: float, rtt: float) -> float:
+def test_first_ping_gets_the_longer_deadline() -> None:
+    """A just-established link's first PING waits ``first_ping_timeout``; later ones don't."""
+    policy = LivenessPolicy(ping_interval=2.0, ping_timeout=1.0, first_ping_timeout=10.0)
+    assert policy.detection_bound == 12.0
+    state = start(policy, now=0.0, ping_at_once=True)
+    state, action = poll(state, policy, 0.0)
+    assert isinstance(action, SendPing)
+    _, wait = poll(state, policy, 5.0)
+    assert wait == SleepUntil(10.0)  # a starved peer answering after 5 s keeps the link
+    state = on_ack(state, action.payload, 5.0)
+    state, action = poll(state, policy, 5.0)
+    assert isinstance(action, SendPing)  # the cadence is from the first send: overdue now
+    _, action = poll(state, policy, 6.0)
+    assert action == DeclareDown(overdue_since=6.0)  # the second PING: ping_timeout only
+    # Never shorter than ping_timeout, and unanswered it is still a DeclareDown.
+    short = LivenessPolicy(ping_interval=2.0, ping_timeout=3.0, first_ping_timeout=1.0)
+    state, action = poll(start(short, now=0.0, ping_at_once=True), short, 0.0)
+    assert poll(state, short, 3.0)[1] == DeclareDown(overdue_since=3.0)
+
+
+def simulate(
+    policy: LivenessPolicy, silent_from: float, rtt: float, *, ping_at_once: bool = False
+) -> float:
     """Drive the core like the trio loop does; the peer answers after ``rtt`` until silent."""
-    state: LivenessState = start(policy, 0.0)
+    state: LivenessState = start(policy, 0.0, ping_at_once=ping_at_once)
     now = 0.0
     pending_ack: tuple[float, bytes] | None = None
     for _ in range(10_000):
@@ -104,6 +126,28 @@ def test_detection_bound_holds(
     down_at = simulate(policy, silent_from, rtt=timeout * rtt_fraction)
     assert down_at <= silent_from + policy.detection_bound + 1e-9
     assert down_at >= silent_from  # never before the peer actually went quiet
+
+
+@given(
+    interval=st.floats(0.1, 30.0),
+    timeout=st.floats(0.1, 30.0),
+    first=st.floats(0.1, 60.0),
+    silent_from=st.floats(0.0, 200.0),
+    rtt_fraction=st.floats(0.0, 0.9),
+    at_once=st.booleans(),
+)
+def test_detection_bound_holds_with_a_first_ping_timeout(
+    interval: float,
+    timeout: float,
+    first: float,
+    silent_from: float,
+    rtt_fraction: float,
+    at_once: bool,
+) -> None:
+    policy = LivenessPolicy(interval, timeout, first_ping_timeout=first)
+    down_at = simulate(policy, silent_from, rtt=timeout * rtt_fraction, ping_at_once=at_once)
+    assert down_at <= silent_from + policy.detection_bound + 1e-9
+    assert down_at >= silent_from
 
 
 # -- trio driver -----------------------------------------------------------------------------
@@ -234,3 +278,74 @@ async def test_answered_ping_wakes_the_liveness_task_once(autojump_clock: trio.a
         pings = client._liveness.sequence
         assert pings >= 29 and client.close_reason is None
         assert client._liveness_wakeups <= pings + 1
+
+
+class SlowStart(trio.abc.Stream):
+    """Wrap a stream whose owner reads nothing for its first ``delay`` seconds (a gateway
+    starved by its other links' handshakes), then normally."""
+
+    def __init__(self, inner: trio.abc.Stream, delay: float) -> None:
+        self.inner = inner
+        self.until = trio.current_time() + delay
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_until(self.until)
+        return bytes(await self.inner.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("first_ping_timeout", [None, 10.0])
+async def test_slow_starting_peer_keeps_its_link_with_a_first_ping_timeout(
+    first_ping_timeout: float | None, autojump_clock: trio.abc.Clock
+) -> None:
+    """The peer answers its first PING only after 6 s (ping_timeout 1 s): with a 10 s first
+    deadline the link stays up and is established; without one it is declared down."""
+    a, b = trio.testing.memory_stream_pair()
+    client = H2Connection(
+        a,
+        client_side=True,
+        ping_interval=2.0,
+        ping_timeout=1.0,
+        ping_at_once=True,
+        first_ping_timeout=first_ping_timeout,
+    )
+    server = H2Connection(SlowStart(b, 6.0), client_side=False, handler=idle, ping_interval=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        await nursery.start(server.serve)
+        await trio.sleep(30)
+        if first_ping_timeout is None:
+            assert isinstance(client.close_reason, LinkDown)
+        else:
+            assert client.close_reason is None and client.ping_answered
+        nursery.cancel_scope.cancel()
+
+
+async def test_peer_silent_from_the_start_is_declared_down_within_the_first_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A dead peer is still caught: by the first PING's deadline (bounded, documented)."""
+    near, _far = trio.testing.memory_stream_pair()  # nobody ever answers
+    client = H2Connection(
+        near,
+        client_side=True,
+        ping_interval=2.0,
+        ping_timeout=1.0,
+        ping_at_once=True,
+        first_ping_timeout=10.0,
+    )
+    async with trio.open_nursery() as nursery:
+        started = trio.current_time()
+        await nursery.start(client.serve)
+        with trio.fail_after(60):
+            reason = await client.wait_closed()
+        assert isinstance(reason, LinkDown)
+        assert 10.0 <= trio.current_time() - started <= 2.0 + 10.0 + 0.01

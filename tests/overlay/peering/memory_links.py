@@ -70,10 +70,13 @@ class MemoryNetwork:
     """Dials from one Peering land on :meth:`Peering.accept` of another, over a new Wire.
 
     ``reachable = False`` makes every later dial fail as an unreachable peer would.
+    ``accept_delay``: seconds before the accepting side starts to serve a new link (a peer
+    starved by many handshakes at once: the dialer's first PING waits that long).
     """
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, *, accept_delay: float = 0.0) -> None:
         self._nursery = nursery
+        self.accept_delay = accept_delay
         self._sites: dict[str, tuple[Peering, SpiffeId]] = {}
         self.wires: list[Wire] = []
         self.reachable = True
@@ -101,7 +104,12 @@ class MemoryNetwork:
             wire = Wire()
             self.wires.append(wire)
             ours, theirs = wire.pair()
-            self._nursery.start_soon(peering.accept, cast(Link, MemoryLink(theirs, own_id)))
+            link = cast(Link, MemoryLink(theirs, own_id))
+            self._nursery.start_soon(self._accept_later, peering, link)
             return cast(Link, MemoryLink(ours, their_id))
 
         return open_link
+
+    async def _accept_later(self, peering: Peering, link: Link) -> None:
+        await trio.sleep(self.accept_delay)
+        await peering.accept(link)

@@ -59,10 +59,10 @@ class Sites:
 
 
 @asynccontextmanager
-async def linked_sites() -> AsyncIterator[Sites]:
+async def linked_sites(*, accept_delay: float = 0.0) -> AsyncIterator[Sites]:
     ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
     async with trio.open_nursery() as nursery:
-        network = MemoryNetwork(nursery)
+        network = MemoryNetwork(nursery, accept_delay=accept_delay)
         east = Peering(
             local_site="east",
             identity=ident,
@@ -110,6 +110,21 @@ async def test_a_link_up_publishes_the_peers_routes(autojump_clock: trio.abc.Clo
         assert not sites.west.imports.latest.peers["east"].stale
         # east's own view lists itself (local first); west exports nothing to it
         assert sites.east.routes.latest.sites_for(API) == ("east",)
+
+
+async def test_a_peer_slow_to_answer_its_first_ping_keeps_the_link(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A peer starved at start-up (it serves the new link only after 5 s, five PING
+    timeouts) keeps the link: the first PING's deadline is the connect timeout (10 s), so
+    east neither declares it down nor redials."""
+    assert SETTINGS.connect_timeout == 10.0
+    async with linked_sites(accept_delay=5.0) as sites:
+        await until(sites.west.routes, lambda v: v.sites_for(API) == ("east",))
+        await trio.sleep(30)
+        assert len(sites.network.wires) == 1  # one dial, never a redial
+        assert sites.east.outbound("west") is not None
+        assert sites.east.status()["west"]["up"] is True
 
 
 async def test_a_silent_link_withdraws_routes_at_the_ping_deadline_then_imports_after_grace(
