@@ -159,6 +159,7 @@ def peering_settings(config: GatewayConfig) -> PeeringSettings:
         backoff=Backoff(base_s=p.backoff_base_s, cap_s=p.backoff_cap_s, floor_s=p.backoff_floor_s),
         startup_grace=p.startup_grace_s,
         max_links_per_peer=lim.link_max_per_peer,
+        max_concurrent_handshakes=lim.max_concurrent_handshakes,
         h2_limits=H2Limits(
             max_concurrent_streams=lim.link_max_concurrent_streams,
             stream_window=lim.link_stream_window,

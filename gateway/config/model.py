@@ -439,6 +439,11 @@ class LimitsConfig:
     idle_timeout_s: float = field(default=300.0, metadata={"min": 0.01})
     tls_handshake_timeout_s: float = field(default=10.0, metadata={"min": 0.01})
     max_connections: int = field(default=10_000, metadata={"min": 1})
+    # TLS handshakes of links (dialed and accepted together) this gateway runs at once; the
+    # rest wait in arrival order within their timeout, and past 8 per slot waiting a new one is
+    # refused (closed; a dialer backs off).  A gateway with many peers that all start together
+    # then finishes a few handshakes quickly instead of losing them all to timeouts.
+    max_concurrent_handshakes: int = field(default=32, metadata={"min": 1, "max": 4096})
     # Time to the response *head* (504 when it passes); a streaming body is bounded by
     # ``stream_idle_timeout_s`` (no byte either way) and ``max_stream_duration_s`` instead.
     route_timeout_s: float = field(default=15.0, metadata={"min": 0.01})

@@ -84,6 +84,7 @@ RESTART_LIMITS: tuple[str, ...] = (
     "link_max_frame_size",
     "link_outbound_buffer",
     "link_max_per_peer",  # each peer's pool is made with its maximum when its dialer starts
+    "max_concurrent_handshakes",  # peering makes its one handshake gate at start
     "link_h2_engine",
     "caller_h2_engine",  # a caller listener builds its connections' HTTP/2 limits at start
 )

@@ -25,6 +25,7 @@ from foundation.spiffe_id import SpiffeId
 from overlay.identity.errors import NotAuthorized
 from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
+from overlay.link.handshake_gate import HandshakeGate
 from overlay.link.link import Link, LinkTimeout, handshake
 from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
@@ -62,15 +63,28 @@ async def serve_links(
     handshake_timeout: float = 10.0,
     wall_clock: Callable[[], dt.datetime] = _utcnow,
     site_of: SiteOf | None = None,
+    gate: HandshakeGate | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host:port`` (0 picks a port; see ``task_status.started`` listeners)."""
+    """Listen on ``host:port`` (0 picks a port; see ``task_status.started`` listeners).
+
+    ``gate``: at most so many handshakes at once (shared with the gateway's dials); a
+    connection waits for a slot within its ``handshake_timeout``, or is closed at once when
+    the gate's queue is full (``HandshakeBusy``, logged like any rejection)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     rejections = LogLimiter(window_s=REJECTION_LOG_WINDOW_S)
 
     async def on_connection(tcp: trio.SocketStream) -> None:
         await _accept_one(
-            tcp, handler, identity, authorize, handshake_timeout, wall_clock, rejections, site_of
+            tcp,
+            handler,
+            identity,
+            authorize,
+            handshake_timeout,
+            wall_clock,
+            rejections,
+            site_of,
+            gate,
         )
 
     await trio.serve_listeners(on_connection, listeners, task_status=task_status)
@@ -85,6 +99,7 @@ async def _accept_one(
     wall_clock: Callable[[], dt.datetime],
     rejections: LogLimiter,
     site_of: SiteOf | None = None,
+    gate: HandshakeGate | None = None,
 ) -> None:
     addr = _peer_addr(tcp)
 
@@ -97,8 +112,12 @@ async def _accept_one(
     stream = TLSStream(tcp, state.server_ctx, server_side=True)
     try:
         try:
-            with trio.fail_after(handshake_timeout):
-                peer = await handshake(stream, state, now=wall_clock())
+            with trio.fail_after(handshake_timeout):  # the wait for a slot included
+                if gate is None:
+                    peer = await handshake(stream, state, now=wall_clock())
+                else:
+                    async with gate.slot():
+                        peer = await handshake(stream, state, now=wall_clock())
         except trio.TooSlowError:
             raise LinkTimeout(f"TLS handshake took over {handshake_timeout}s") from None
         if not authorize(peer.spiffe_id):

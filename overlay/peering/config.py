@@ -47,3 +47,6 @@ class PeeringSettings:
     #: closed at once.  The config allows at most 64 links per peer, so 63 never refuses a
     #: well-behaved peer; it bounds a misbehaving one.
     max_accepted_extras: int = 63
+    #: TLS handshakes this gateway runs at once, dials and accepts together; the rest wait in
+    #: order (:mod:`overlay.link.handshake_gate`).
+    max_concurrent_handshakes: int = 32

@@ -50,7 +50,8 @@ from overlay.h2.stream import H2Stream, TunnelError
 from overlay.identity.rotation import Identity
 from overlay.link.accept import serve_links
 from overlay.link.dial import open_link
-from overlay.link.link import Link
+from overlay.link.handshake_gate import HandshakeGate
+from overlay.link.link import Link, LinkTimeout
 from overlay.link.session import LinkSession
 from overlay.peering.config import PeeringSettings, PeerSpec
 from overlay.peering.replicas import accept_replica
@@ -71,6 +72,45 @@ class OpenLink(Protocol):
         timeout: float,  # noqa: ASYNC109 -- open_link's one budget for connect + handshake
         local_address: str | None = None,
     ) -> Link: ...
+
+
+def gated(dial: OpenLink, gate: HandshakeGate) -> OpenLink:
+    """``dial`` holding one of ``gate``'s handshake slots from TCP connect to verified link.
+
+    The wait for a slot comes *before* the connect (no peer's handshake timer runs while we
+    wait) and is bounded by the dial's own ``timeout``; the dial then has its whole budget.
+    A full queue refuses the dial at once (``HandshakeBusy``): the dialer backs off.
+    """
+
+    async def open_gated(
+        host: str,
+        port: int,
+        *,
+        identity: Identity,
+        expected: SpiffeId,
+        timeout: float,  # noqa: ASYNC109 -- OpenLink's signature
+        local_address: str | None = None,
+    ) -> Link:
+        with trio.move_on_after(timeout) as waiting:
+            await gate.acquire()
+        if waiting.cancelled_caught:  # a cancelled wait took no slot
+            raise LinkTimeout(
+                f"waited over {timeout}s for a TLS handshake slot"
+                f" ({gate.running} running, limit {gate.limit})"
+            )
+        try:
+            return await dial(
+                host,
+                port,
+                identity=identity,
+                expected=expected,
+                timeout=timeout,
+                local_address=local_address,
+            )
+        finally:
+            gate.release()
+
+    return open_gated
 
 
 def source_address_for(host: str) -> str | None:
@@ -242,7 +282,11 @@ class LinkKeeper:
         self._on_change = on_change
         self._clock = clock
         self._rng = rng
-        self._dial = dial
+        #: One gate for this gateway's handshakes, dialed and accepted (a storm of peers
+        #: starting together must not start them all at once; see handshake_gate.py).
+        self.gate = HandshakeGate(settings.max_concurrent_handshakes)
+        #: How this gateway dials a peer (the pool's extra links too): through the gate.
+        self.dial: OpenLink = gated(dial, self.gate)
         self.source_address: str | None = None
 
     def refresh_ids(self) -> None:
@@ -260,6 +304,7 @@ class LinkKeeper:
             authorize=lambda sid: sid in self._by_id,
             site_of=self._site_of,
             handshake_timeout=self.settings.handshake_timeout,
+            gate=self.gate,
             task_status=task_status,
         )
 
@@ -282,7 +327,7 @@ class LinkKeeper:
                 await state.changed.wait()
             established = False
             try:
-                link = await self._dial(
+                link = await self.dial(
                     spec.host,
                     spec.port,
                     identity=self.identity,

@@ -253,7 +253,7 @@ class Peering:
         s = self.settings
 
         async def dial() -> Link:
-            return await self._dial(
+            return await self._links.dial(
                 spec.host,
                 spec.port,
                 identity=self.identity,
