@@ -374,7 +374,9 @@ class PeerConfig:
 class PeeringConfig:
     """Link liveness and federation timing.
 
-    A dead link is declared down at most ``ping_interval_s + ping_timeout_s`` after it died;
+    A dead link is declared down at most ``ping_interval_s + ping_timeout_s`` after it died
+    (a new link's first PING waits ``connect_timeout_s``: at most ``ping_interval_s +
+    connect_timeout_s`` for a peer silent from the start; see overlay/h2/liveness.py);
     its imports stay (stale, not routed to) for ``import_grace_s``, then are withdrawn.
     """
 
