@@ -57,6 +57,7 @@ from gateway.http.exchange import (
     UpgradeResult,
     no_refusal,
 )
+from gateway.http.held_body import held_whole
 from gateway.http.message import Headers
 from gateway.http.overlay_headers import (
     INTERNAL_HEADERS,
@@ -225,9 +226,12 @@ async def forward_over_link(
     """
     headers = tunnel_request_headers(request, ctx, local_site=local_site, now=clock())
     no_body = isinstance(body, EmptyBody)
+    whole = None if no_body else held_whole(body)
     stream = await _open(conn, headers, end_stream=no_body)
     try:
-        if no_body:
+        # A body held whole leaves with the HEADERS (no pass in between: one write), if the
+        # window allows; else it is streamed like any other.
+        if no_body or (whole and stream.send_final_now(whole)):
             await _relay_response(stream, writer, head_request=request.method == b"HEAD")
             return
         try:

@@ -24,6 +24,7 @@ import trio
 
 from foundation.errors import H2_CANCEL, DownstreamError
 from gateway.http.exchange import Body, EmptyBody, Response, ResponseWriter, send_whole_through
+from gateway.http.held_body import held_whole
 from gateway.http.message import Headers
 from overlay.h2.stream import TunnelError
 
@@ -63,6 +64,9 @@ class CallerBody:
     @property
     def trailers(self) -> Headers:
         return self.inner.trailers
+
+    def held_whole(self, limit: int) -> bytes | None:
+        return held_whole(self.inner, limit)
 
 
 def caller_body(body: Body) -> Body:

@@ -12,6 +12,7 @@ time: attempts run one after another.
 from __future__ import annotations
 
 from gateway.http.exchange import Body
+from gateway.http.held_body import held_whole
 from gateway.http.message import Headers
 
 
@@ -88,3 +89,10 @@ class _Reader:
     @property
     def trailers(self) -> Headers:
         return self._owner.trailers
+
+    def held_whole(self, limit: int) -> bytes | None:
+        """The caller's body held whole (nothing read from it: each attempt can take it)."""
+        owner = self._owner
+        if owner.consumed or self._index or self._offset:
+            return None
+        return held_whole(owner._inner, limit)

@@ -182,6 +182,14 @@ class HeldBody:
         self._offset = 0  # into the next piece, when a reader asked for less than it
         self.trailers = trailers
 
+    def held_whole(self, limit: int) -> bytes | None:
+        """The whole body at once (a link tunnel sends it with the request's HEADERS), when
+        nothing was read yet, it has no trailers and is at most ``limit`` bytes."""
+        pieces = self._pieces
+        if self._next or self._offset or self.trailers or sum(map(len, pieces)) > limit:
+            return None
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._next >= len(self._pieces):
             return b""

@@ -111,6 +111,10 @@ class StreamOwner(Protocol):
         """Send response headers, ``body`` and END_STREAM in one step if the window and the
         outbound buffer allow it right now; False (nothing sent) if not."""
 
+    def stream_send_final(self, stream: H2Stream, data: bytes) -> bool:
+        """Queue ``data`` and END_STREAM at once (no scheduler pass) if the window and the
+        outbound buffer allow it right now; False (nothing sent) if not."""
+
     def stream_end(self, stream: H2Stream) -> None:
         """Send END_STREAM (empty DATA frame)."""
 
@@ -294,6 +298,27 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if body:
             await self.send_all(body)
             await self.send_eof()
+
+    def send_final_now(self, data: bytes) -> bool:
+        """Client side, right after ``open_stream``: the whole request body and END_STREAM,
+        queued at once (synchronous: no scheduler pass) when the send window and the
+        outbound buffer have room for it now; False (nothing sent) if not, and the body is
+        to be streamed with ``send_all``/``send_eof``.
+
+        Why: a body already held whole (a route mirror's copy) then leaves with its HEADERS
+        in one write on the link and reaches the peer in one read: the peer's handler starts
+        with the whole request, where streaming it took a write (and a scheduler pass on each
+        side) per piece and another for END_STREAM, each holding the stream open longer."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        if not self._headers_sent or self._local_ended:
+            return False
+        if not self._owner.stream_send_final(self, data):
+            return False
+        self._bytes_sent += len(data)
+        return True
 
     async def send_trailers(self, headers: HeaderInput) -> None:
         """Send trailers; they end our direction of the stream."""

@@ -200,6 +200,22 @@ class H2StreamIO:
         self._forget_if_finished(stream)
         return True
 
+    def stream_send_final(self, stream: H2Stream, data: bytes) -> bool:
+        self._raise_for_send(stream)
+        with _h2_stream_errors():
+            window = self._engine.send_window(stream.stream_id)
+        if (
+            len(data) > min(window, self._engine.max_outbound_frame_size)
+            or self._pending + len(data) > self.limits.max_outbound_buffer
+        ):
+            return False
+        with _h2_stream_errors():
+            self._engine.send_data(self._outbuf, stream.stream_id, data, end_stream=True)
+        self._queued()
+        stream._on_local_end()
+        self._forget_if_finished(stream)
+        return True
+
     def stream_end(self, stream: H2Stream) -> None:
         if self._closing:
             return
