@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from discovery.catalog import apply, apply_many
-from discovery.events import Removed, Resynced, Updated
+from discovery.events import Event, Removed, Resynced, Updated
 from discovery.merge import Policy
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog
@@ -30,7 +30,7 @@ def catalog() -> Catalog:
 
 def test_changed_added_and_removed_services_are_found() -> None:
     old = catalog()
-    events = [
+    events: list[Event] = [
         Updated("static", endpoint(3, weight=9), "2", 1.0),
         Updated("static", endpoint(SERVICES + 5), "2", 1.0),  # a new service
         Removed("static", endpoint(7).key, "2", 1.0),  # its only endpoint: the service leaves
