@@ -83,8 +83,13 @@ class RoutePublisher:
                         slice_items=self._slice_items,
                     )
                 )
-                if view != self.routes.latest:
-                    self.routes.publish(view)
+                # Identity first: a fold that moved nothing returns its previous view, which is
+                # kept the published object, so no two equal views of every route are compared.
+                if view is not self.routes.latest:
+                    if view != self.routes.latest:
+                        self.routes.publish(view)
+                    else:
+                        self._fold.view = self.routes.latest
                 deadline = table.next_expiry()
                 with trio.move_on_at(float("inf") if deadline is None else deadline):
                     await self._kick_receive.receive()

@@ -24,7 +24,7 @@ from discovery.snapshot import Catalog
 from discovery.watch import Watch
 from overlay.federation.import_ import ImportedService, ImportTable, PeerImports
 from overlay.peering.route_fold import RouteFold
-from overlay.peering.route_table import build_route_view
+from overlay.peering.route_table import RouteView, build_route_view
 from overlay.peering.routes import RoutePublisher
 from tests.overlay.federation.strategies import svc
 
@@ -148,3 +148,59 @@ async def test_the_publisher_refolds_only_what_changed_in_slices(
             nursery.cancel_scope.cancel()
     finally:
         trio.lowlevel.remove_instrument(probe)
+
+
+def reweighted(i: int) -> Updated:
+    """A local endpoint's change that moves no route (its service stays served locally)."""
+    ep = Endpoint(ServiceName(f"svc{i}"), "10.0.0.1", 8000 + i, weight=7)
+    return Updated("static", ep, "3", 1.0)
+
+
+def test_a_fold_that_moves_no_route_returns_the_same_view_object() -> None:
+    from discovery.steps import complete
+
+    table, cat = imports([0]), catalog()
+    fold = RouteFold("home")
+    first = complete(
+        fold.fold_steps(cat, table, {}, 1.0, down_peers=frozenset(), slice_items=SLICE)
+    )
+    cat, _ = apply_many(cat, [reweighted(3), reweighted(40)], now=1.0, policy=POLICY)
+    again = complete(
+        fold.fold_steps(cat, table, {}, 1.0, down_peers=frozenset(), slice_items=SLICE)
+    )
+    assert fold.services_folded == 2 and fold.full_builds == 1
+    assert again is first  # an identity check for the publisher, not a compare of every route
+    assert again == reference(cat, table)
+
+
+async def test_the_publisher_does_not_compare_views_when_no_route_moved(
+    autojump_clock: trio.testing.MockClock, monkeypatch: Any
+) -> None:
+    catalogs = Watch(catalog())
+    publisher = RoutePublisher(
+        local_site="home", catalog=catalogs, imports=Watch(imports([0])), peers={}
+    )
+    compares = [0]
+    plain_eq = RouteView.__eq__
+
+    def counting_eq(self: RouteView, other: object) -> bool:
+        compares[0] += 1
+        return plain_eq(self, other)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        with trio.fail_after(60):
+            while publisher.routes.latest != reference(catalogs.latest, imports([0])):
+                await publisher.routes.wait_newer(publisher.routes.count)
+        published = publisher.routes.count
+        monkeypatch.setattr(RouteView, "__eq__", counting_eq)
+        for round_ in range(3):
+            folded = publisher._fold.services_folded
+            catalogs.publish(
+                apply(catalogs.latest, reweighted(3 + round_), now=1.0, policy=POLICY)[0]
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            assert publisher._fold.services_folded == folded + 1
+        assert compares[0] == 0  # each fold moved nothing: settled by identity
+        assert publisher.routes.count == published
+        nursery.cancel_scope.cancel()
