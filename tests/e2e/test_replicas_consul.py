@@ -94,13 +94,19 @@ def _registered(consul: ConsulApiServer) -> list[str]:
     return sorted(s.address for s in consul.store.services.values() if s.name == "isthmus-gateway")
 
 
-async def _served_by(ov: Overlay, want: set[str], tries: int = 200) -> set[str]:
-    """Call b's service until every replica in ``want`` answered (bounded); who answered."""
+async def _served_by(ov: Overlay, want: set[str], tries: int = 400) -> set[str]:
+    """Call b's service until every replica in ``want`` answered (bounded); who answered.
+
+    Paced, not a burst: a replica whose link was replaced moments ago (discovery taking over
+    the configured address) is tried last until its PING deadline passes, so a burst of calls
+    can all land on the other one; spread over up to ~40 s they reach both."""
     seen: set[str] = set()
     for _ in range(tries):
         seen.add(await _call(ov))
         if want <= seen:
             break
+        if want:
+            await trio.sleep(0.1)
     return seen
 
 
