@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.ca",
     "gateway.commands.catalog",
     "gateway.commands.demo",
+    "gateway.commands.worker",  # hidden: started by a supervisor (docs/workers.md)
 )
 
 

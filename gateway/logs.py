@@ -33,6 +33,11 @@ class LogSpec:
     level: str = "info"
     overrides: tuple[tuple[str, str], ...] = ()
 
+    def text(self) -> str:
+        """The spec as :func:`parse_log_spec` reads it (a supervisor hands it to its
+        workers' command lines)."""
+        return ",".join([self.level, *(f"{name}={level}" for name, level in self.overrides)])
+
 
 def parse_log_spec(text: str) -> LogSpec:
     """``"debug"``, ``"info,hpack=debug,zeroconf=info"``; ``ValueError`` saying what is wrong.
@@ -70,11 +75,18 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(spec: str | LogSpec = "info", *, site: str | None = None) -> None:
-    """Send every log line to stderr through :class:`RedactingFormatter`, levels per ``spec``."""
+def setup_logging(
+    spec: str | LogSpec = "info", *, site: str | None = None, worker: int | None = None
+) -> None:
+    """Send every log line to stderr through :class:`RedactingFormatter`, levels per ``spec``.
+
+    A worker process (``worker`` its index) shares the supervisor's stderr: its lines say
+    ``[site worker=i]`` so that one stream still tells the processes apart.
+    """
     if isinstance(spec, str):
         spec = parse_log_spec(spec)
-    prefix = f"[{site}] " if site else ""
+    tags = [t for t in (site, None if worker is None else f"worker={worker}") if t]
+    prefix = f"[{' '.join(tags)}] " if tags else ""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         RedactingFormatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")

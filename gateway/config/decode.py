@@ -9,6 +9,7 @@ value side by side:
 * ``bool``/``int``/``float``/``str`` are checked exactly (``true`` is not an int; an int is
   accepted for a float); ``Literal[...]`` must be one of the listed values;
 * ``tuple[X, ...]`` takes a TOML array; ``Mapping[str, X]`` a table; ``X | None`` allows absence;
+  a union of scalars (``int | Literal["auto"]``) takes the first arm that accepts the value;
 * a class with a ``parse(str)`` classmethod (SPIFFE IDs, trust domains) or ``ipaddress`` types
   take a string and turn the parser's error into a problem;
 * ``pathlib.Path`` is resolved relative to the config file's directory;
@@ -164,7 +165,21 @@ class Decoder:
             return self._tagged(args, value, path)
         if set(args) == {ipaddress.IPv4Address, ipaddress.IPv6Address}:
             return self._ip(None, value, path)
+        if all(_scalar(a) for a in args):
+            return self._scalar_union(args, value, path)
         raise TypeError(f"config schema uses an unsupported union {tp!r} at {path!r}")
+
+    def _scalar_union(self, args: list[Any], value: Any, path: str) -> Any:
+        """The first arm that takes ``value`` (``workers = "auto" | 4``); one problem naming
+        every arm when none does, never one per arm."""
+        for arm in args:
+            mark = len(self.problems)
+            try:
+                return self.decode(arm, value, path)
+            except _Fail:
+                del self.problems[mark:]
+        wanted = " or ".join(_describe(arm) for arm in args)
+        raise self.problem(path, f"must be {wanted}, not {value!r}")
 
     def _parsed(self, tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, str):
@@ -364,6 +379,24 @@ def _partial(
             value = UNKNOWN
         object.__setattr__(obj, name, value)
     return obj
+
+
+_SCALARS: dict[Any, str] = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
+
+
+def _scalar(tp: Any) -> bool:
+    return tp in _SCALARS or get_origin(tp) is Literal
+
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    return _SCALARS[tp]
 
 
 def _join(path: str, key: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,24 @@ def _locality(value: str) -> str | None:
     return None
 
 
+#: The most worker processes a gateway runs (``[site] workers``).
+MAX_WORKERS = 64
+
+
+def resolve_workers(value: int | Literal["auto"]) -> int:
+    """The number of worker processes ``[site] workers`` asks for: ``"auto"`` is one per
+    core this process may run on (its CPU affinity, which is what a container's cpuset
+    leaves it, not the host's core count), at most :data:`MAX_WORKERS`; a number is itself
+    (0: no workers, the gateway is one process)."""
+    if isinstance(value, int):
+        return value
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux: every core the OS reports
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str = field(metadata={"check": _label})
@@ -82,6 +101,9 @@ class SiteConfig:
     # get its traffic while at least locality_min_healthy_percent of them are routable.
     locality: str = field(default="", metadata={"check": _locality})
     locality_min_healthy_percent: int = field(default=70, metadata={"min": 0, "max": 100})
+    # Data-plane worker processes (docs/workers.md): "auto" (one per usable core) or a number;
+    # 0 runs the whole gateway in one process.  Read with resolve_workers(); restart to change.
+    workers: int | Literal["auto"] = field(default=0, metadata={"min": 0, "max": MAX_WORKERS})
 
 
 @dataclass(frozen=True)
@@ -506,6 +528,9 @@ class LimitsConfig:
     http1_parser: Literal["auto", "httptools", "python"] = field(
         default="auto", metadata={"check": _parser_available}
     )
+    # On shutdown (SIGTERM, SIGINT), how long callers' requests in flight may take to finish
+    # once the listeners have stopped accepting (docs/workers.md); then the rest are cut.
+    drain_grace_s: float = field(default=10.0, metadata={"min": 0.0, "max": 3600.0})
 
     def problems(self) -> list[tuple[str, str]]:
         if self.link_stream_window_max < self.link_stream_window:

@@ -1,0 +1,1 @@
+"""Worker processes: a supervisor and N data-plane workers sharing the gateway's ports."""

@@ -1,0 +1,74 @@
+"""``[site] workers`` and ``[limits] drain_grace_s``: decoded, validated with the field path,
+resolved to a worker count, and a change needs a restart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.config.errors import ConfigInvalid
+from gateway.config.load import load_text
+from gateway.config.model import MAX_WORKERS, GatewayConfig, resolve_workers
+from gateway.reload.plan import plan_reload
+from tests.gateway.config.config_kit import GOOD
+
+
+def _with_site(line: str) -> str:
+    return GOOD.replace("[site]\n", f"[site]\n{line}\n", 1)
+
+
+def _load(text: str) -> GatewayConfig:
+    return load_text(text, base_dir=Path("/etc/isthmus"), filename="gw.toml")
+
+
+def test_default_is_one_process_and_ten_seconds_of_drain() -> None:
+    config = _load(GOOD)
+    assert config.site.workers == 0 and resolve_workers(config.site.workers) == 0
+    assert config.limits.drain_grace_s == 10.0
+
+
+@pytest.mark.parametrize("value", [0, 1, 4, MAX_WORKERS])
+def test_a_number_is_that_many_workers(value: int) -> None:
+    config = _load(_with_site(f"workers = {value}"))
+    assert resolve_workers(config.site.workers) == value
+
+
+def test_auto_is_the_usable_cores() -> None:
+    config = _load(_with_site('workers = "auto"'))
+    assert config.site.workers == "auto"
+    assert resolve_workers("auto") == min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "must be >= 0, not -1"),
+        ("65", f"must be <= {MAX_WORKERS}, not 65"),
+        ('"many"', "must be an integer or 'auto', not 'many'"),
+        ("true", "must be an integer or 'auto', not True"),
+        ("2.5", "must be an integer or 'auto', not 2.5"),
+    ],
+)
+def test_a_bad_value_names_the_field_once(value: str, message: str) -> None:
+    with pytest.raises(ConfigInvalid) as info:
+        _load(_with_site(f"workers = {value}"))
+    [problem] = info.value.problems
+    assert problem.path == "site.workers"
+    assert problem.message == message
+
+
+def test_a_bad_drain_grace_names_the_field() -> None:
+    with pytest.raises(ConfigInvalid) as info:
+        _load(GOOD + "\n[limits]\ndrain_grace_s = -1\n")
+    [problem] = info.value.problems
+    assert problem.path == "limits.drain_grace_s"
+
+
+def test_changing_workers_needs_a_restart() -> None:
+    old = _load(GOOD)
+    new = _load(_with_site("workers = 2"))
+    plan = plan_reload(old, new)
+    assert [p.path for p in plan.problems] == ["site.workers"]
+    assert "restart" in plan.problems[0].message
