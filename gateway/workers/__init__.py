@@ -1,0 +1,1 @@
+"""Worker processes: a supervisor runs the control plane, N workers run the data plane."""
