@@ -69,7 +69,6 @@ def test_line_chunks_keep_lines_whole_and_bounded() -> None:
     assert access_log.line_chunks("a\n" + long_line + "b\n", limit=100) == ["a\n", long_line, "b\n"]
 
 
-
 WRITER = """
 import sys, trio
 from gateway.observe.access_log import AccessLog
@@ -80,7 +79,8 @@ async def main(tag: str) -> None:
         await nursery.start(sink.serve)
         for batch in range(40):
             for i in range(200):
-                sink.write('{"w": "%s", "b": %d, "i": %d, "pad": "%s"}' % (tag, batch, i, "z" * (i % 97)))
+                pad = "z" * (i % 97)
+                sink.write('{"w": "%s", "b": %d, "i": %d, "pad": "%s"}' % (tag, batch, i, pad))
             await trio.sleep(0.001)
         with trio.move_on_after(30):  # every queued line handed to the writer, then its write
             while sink._lines:
