@@ -8,7 +8,6 @@ from discovery.backoff import Backoff
 from foundation.spiffe_id import SpiffeId
 from overlay.h2.limits import H2Limits
 
-
 #: See ``PeeringSettings.max_accepted_extras``.
 MAX_ACCEPTED_EXTRAS = 1024
 

@@ -187,6 +187,7 @@ class Peering:
             imports=self.imports,
             peers=self._peers,
             clock=clock,
+            watch_imports=mode == "worker",
         )
         self.routes: Watch[RouteView] = self._publisher.routes
         self._federation = PeerFederation(

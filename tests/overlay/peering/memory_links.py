@@ -79,6 +79,8 @@ class MemoryNetwork:
         self.accept_delay = accept_delay
         self._sites: dict[str, tuple[Peering, SpiffeId]] = {}
         self.wires: list[Wire] = []
+        #: The TLS SNI each dial named (None: none), in dial order, beside ``wires``.
+        self.server_names: list[str | None] = []
         self.reachable = True
 
     def add(self, host: str, peering: Peering, spiffe_id: SpiffeId) -> None:
@@ -95,6 +97,7 @@ class MemoryNetwork:
             expected: SpiffeId,
             timeout: float,  # noqa: ASYNC109 -- OpenLink's signature
             local_address: str | None = None,
+            server_name: str | None = None,
         ) -> Link:
             if not self.reachable or host not in self._sites:
                 raise LinkError(f"no route to {host}")
@@ -103,6 +106,7 @@ class MemoryNetwork:
                 raise LinkError(f"{host} is {their_id}, not {expected}")
             wire = Wire()
             self.wires.append(wire)
+            self.server_names.append(server_name)
             ours, theirs = wire.pair()
             link = cast(Link, MemoryLink(theirs, own_id))
             self._nursery.start_soon(self._accept_later, peering, link)
