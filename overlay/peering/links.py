@@ -409,12 +409,22 @@ class LinkKeeper:
         if not keys:  # authorize() already refused unknown IDs; defensive
             return
         state = self._peers[keys[0]]
+        rehome: Callable[[LinkSession], PeerLinks] | None = None
         if len(keys) > 1:  # replicas share the SPIFFE ID: see accept_replica
             states = [self._peers[k] for k in keys]
             host = link.remote_address.rpartition(":")[0]
             slots = [(st.spec.host, st.accepted is not None) for st in states]
             state = states[accept_replica(slots, host) or 0]
-        await self._run_session(state, link, dialed=False)
+
+            def by_host(session: LinkSession) -> PeerLinks:
+                # A worker link takes no slot: it belongs to the replica at its source host,
+                # never to another one whose accepted slot happens to be free (known only
+                # once it is set up, from its reverse connection's request).
+                same = [st for st in states if st.spec.host == host]
+                return same[0] if session.pinned and same and state not in same else state
+
+            rehome = by_host
+        await self._run_session(state, link, dialed=False, rehome=rehome)
 
     async def run_extra(self, state: PeerLinks, link: Link) -> bool:
         """Run an extra link this side dialed for its pool until it closes; return whether
@@ -429,6 +439,7 @@ class LinkKeeper:
         dialed: bool,
         extra: bool = False,
         anchor: bool = False,
+        rehome: Callable[[LinkSession], PeerLinks] | None = None,
     ) -> bool:
         """Run one link until it closes; return whether it was ever established.
 
@@ -437,6 +448,7 @@ class LinkKeeper:
         link carries streams only: no export, and it never takes a primary slot.  In a
         worker every link is a *pinned* one (a worker link): an extra link that never takes
         a primary slot either; ``anchor``: the one its dial loop keeps (not the pool's).
+        ``rehome``: which replica an accepted link belongs to, once set up (see ``accept``).
         """
         s = self.settings
         holder: list[LinkSession] = []
@@ -480,6 +492,8 @@ class LinkKeeper:
                 finally:
                     if extra and not anchor:  # the pool counted it as being opened
                         state.opening -= 1
+                if rehome is not None:  # (the stream handler reads ``state`` from here on)
+                    state = rehome(session)
                 state.last_error = None
                 if session.extra:  # streams only, until it takes the primary's place
                     slot.append(ExtraLink(session, client, dialed=dialed, anchor=anchor))

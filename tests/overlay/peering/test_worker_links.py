@@ -333,3 +333,52 @@ async def test_a_workers_pool_links_are_worker_links_and_its_own_is_kept(
         assert rows(sites.worker, "west") == [("worker", True)]
         assert sites.worker.outbound("west") is worker_conn
         assert sites.network.server_names.count(None) == 1  # only the supervisor's dial
+
+
+async def test_a_worker_link_belongs_to_the_replica_it_comes_from(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """West lists east by two replicas that share a SPIFFE ID; only east1 runs (a supervisor
+    and a worker, both dialing from east1's address).  The worker link takes no slot, so it
+    must stay with east1 -- not fill east2's free one and make the absent east2 look up."""
+    ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    hosts = ("east1.test", "east2.test")
+    async with trio.open_nursery() as nursery:
+        network = MemoryNetwork(nursery)
+        west = Peering(
+            local_site="west",
+            identity=ident,
+            peers=[PeerSpec("east", h, 1, EAST_ID, dial=False, replica=f"{h}:1") for h in hosts],
+            catalog=Watch(catalog_with_api()),
+            export_rules=[ExportConfig()],
+            settings=SETTINGS,
+        )
+        network.add("west.test", west, WEST_ID)
+        common: dict[str, Any] = {
+            "local_site": "east",
+            "identity": ident,
+            "peers": [PeerSpec("west", "west.test", 1, WEST_ID)],
+            "catalog": Watch(Catalog()),
+            "export_rules": [ExportConfig()],
+            "settings": SETTINGS,
+            "rng": lambda: 0.5,
+            "dial": cast(Any, network.dialer(EAST_ID, source="east1.test:40000")),
+        }
+        sup = Peering(**common)
+        worker = Peering(**common, mode="worker", server_name=WORKER_SNI)
+        nursery.start_soon(sup.run)
+        await until(sup.routes, lambda v: "west" in v.sites_for(API))
+        nursery.start_soon(worker.run)
+        with trio.fail_after(HANG_GUARD):
+            while worker.status()["west"]["up"] is not True:  # noqa: ASYNC110 -- a status
+                await trio.sleep(0.1)
+        await trio.sleep(1.0)
+        status = west.status()["east"]
+        assert [(r["address"], r["up"]) for r in status["replicas"]] == [
+            ("east1.test:1", True),
+            ("east2.test:1", False),
+        ]
+        assert rows(west, "east") == [("primary", False), ("worker", False)]
+        assert len(west._peers["east@east2.test:1"].extras) == 0
+        assert west.replica_outbound("east", "east2.test:1") is None
+        nursery.cancel_scope.cancel()
