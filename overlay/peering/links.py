@@ -25,6 +25,13 @@ When a primary link goes while an extra link of the same direction is up, the ex
 its place (and the export with it), so the peer is down only when every link is; the dial
 loop dials again only once the dialed slot is empty.
 
+**Worker links** (``isthmus-link: worker``; docs/worker-links.md) are *pinned* extra links:
+a worker process's own links, streams only, never an heir to a primary slot (the primary's
+redial takes it back, and the export with it), never counted as a link the peer's export can
+resume on.  A worker's keeper (``worker=True``) makes every link it dials or accepts one: its
+dial loop keeps one (the *anchor*, dialed with the worker SNI) where a primary-mode keeper
+keeps the primary link.
+
 What runs *on* a link (the export, the peer's streams) is not decided here: the keeper calls
 its ``on_up`` hook inside the link's nursery, so whatever it starts ends with the link, and
 hands every stream the peer opens to ``on_stream``.  ``on_change`` hears of every slot change
