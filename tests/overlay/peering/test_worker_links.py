@@ -382,3 +382,73 @@ async def test_a_worker_link_belongs_to_the_replica_it_comes_from(
         assert len(west._peers["east@east2.test:1"].extras) == 0
         assert west.replica_outbound("east", "east2.test:1") is None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_accepts_a_peer_workers_link_and_keeps_every_link_pinned(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Worker to worker (both sites in worker mode): the accepting worker keeps the link as a
+    worker link too, streams flow, and neither side federates."""
+    ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    served: list[str] = []
+
+    async def answer(site: str, stream: H2Stream) -> None:
+        served.append(site)
+        await stream.send_headers([(":status", "200")], end_stream=True)
+
+    async with trio.open_nursery() as nursery:
+        network = MemoryNetwork(nursery)
+        east = Peering(
+            local_site="east",
+            identity=ident,
+            peers=[PeerSpec("west", "west.test", 1, WEST_ID)],
+            catalog=Watch(catalog_with_api()),
+            export_rules=[ExportConfig()],
+            settings=SETTINGS,
+            rng=lambda: 0.5,
+            dial=cast(Any, network.dialer(EAST_ID)),
+            mode="worker",
+            server_name=WORKER_SNI,
+        )
+        west = Peering(
+            local_site="west",
+            identity=ident,
+            peers=[PeerSpec("east", "east.test", 1, EAST_ID, dial=False)],
+            catalog=Watch(catalog_with_api()),
+            export_rules=[ExportConfig()],
+            settings=SETTINGS,
+            stream_handler=answer,
+            mode="worker",
+            server_name=WORKER_SNI,
+        )
+        network.add("west.test", west, WEST_ID)
+        nursery.start_soon(east.run)
+        nursery.start_soon(west.run)
+        with trio.fail_after(HANG_GUARD):
+            while west.status()["east"]["up"] is not True:  # noqa: ASYNC110 -- a status
+                await trio.sleep(0.1)
+        await trio.sleep(5.0)
+        assert rows(west, "east") == [("worker", False)]
+        assert rows(east, "west") == [("worker", True)]
+        assert len(west.imports.latest.peers) == 0 and len(east.imports.latest.peers) == 0
+        assert west.status()["east"]["export_version"] is None
+        conn = east.outbound("west")
+        assert conn is not None
+        with trio.fail_after(HANG_GUARD):
+            stream = await open_on(conn)
+            assert dict(await stream.response_headers())[b":status"] == b"200"
+        assert served == ["east"]
+        nursery.cancel_scope.cancel()
+
+
+def test_a_worker_mode_peering_must_name_the_worker_sni() -> None:
+    ident = identity(SERVER_CHAIN, SERVER_KEY, dict(TRUSTED))
+    with pytest.raises(ValueError, match="SNI"):
+        Peering(
+            local_site="east",
+            identity=ident,
+            peers=[],
+            catalog=Watch(Catalog()),
+            export_rules=[],
+            mode="worker",
+        )
