@@ -31,6 +31,7 @@ async def open_link(
     timeout: float = 10.0,  # noqa: ASYNC109 -- one budget for connect + handshake
     wall_clock: Callable[[], dt.datetime] = _utcnow,
     local_address: str | None = None,
+    server_name: str | None = None,
 ) -> Link:
     """Connect, handshake (TLS 1.3, ALPN h2), verify the peer per trust domain, authorize it.
 
@@ -39,6 +40,7 @@ async def open_link(
     ``SvidError``, ``NotAuthorized``) when the peer is not exactly ``expected``.  The link uses
     the identity state current at dial time for its whole life.  ``local_address``: the
     source IP of the connection (this site's east-west address), or the kernel's choice.
+    ``server_name``: the TLS SNI to send (a worker's link names ``WORKER_LINK_SNI``), else none.
     """
     state = identity.state
     deadline = trio.current_time() + timeout  # one budget for connect and handshake together
@@ -51,7 +53,7 @@ async def open_link(
     except trio.TooSlowError:
         raise LinkTimeout(f"connecting to {host}:{port} took over {timeout}s") from None
     tune_relay_socket(tcp)  # small HTTP/2 frames never wait for Nagle; bulk: no low-water mark
-    stream = TLSStream(tcp, state.client_ctx, server_hostname=None)
+    stream = TLSStream(tcp, state.client_ctx, server_hostname=server_name)
     try:
         with trio.fail_at(deadline):
             peer = await handshake(stream, state, now=wall_clock())

@@ -46,6 +46,10 @@ REVERSE_AUTHORITY = "reverse.isthmus.invalid:1"
 #: the same peer for more stream slots): the acceptor keeps it beside the peer's primary link
 #: instead of taking it for a newer primary (see :mod:`overlay.peering.pool`).
 EXTRA_LINK_HEADER = (b"isthmus-link", b"extra")
+#: Sent instead by a *worker link* (a worker process's own link to a peer, see
+#: docs/worker-links.md): the acceptor keeps it as a *pinned* extra link -- streams only, no
+#: federation or control stream, never promoted to a primary slot.
+WORKER_LINK_HEADER = (b"isthmus-link", b"worker")
 SETUP_TIMEOUT_S = 10.0
 #: The protocol engine of a link whose limits name none (``[limits] link_h2_engine``).
 LINK_ENGINE: EngineName = "lean"
@@ -109,12 +113,16 @@ class LinkSession:
         first_ping_timeout: float | None = None,
         setup_timeout: float = SETUP_TIMEOUT_S,
         extra: bool = False,
+        pinned: bool = False,
         accept_extra: Callable[[], bool] | None = None,
     ) -> None:
         self.link = link
         self.dialed = dialed
+        #: A worker link (the dialer says so; the acceptor learns it at set-up, or is told so
+        #: when it is a worker itself, whose every link is one).  Pinned implies extra.
+        self.pinned = pinned
         #: An extra link of a pool (the dialer says so; the acceptor learns it at set-up).
-        self.extra = extra
+        self.extra = extra or pinned
         #: Acceptor: may the peer have one more extra link now?  (None: always.)
         self._accept_extra = accept_extra
         self._handler = handler
@@ -213,9 +221,11 @@ class LinkSession:
 
     async def _open_reverse(self, nursery: trio.Nursery) -> None:
         request = [(b":method", b"CONNECT"), (b":authority", REVERSE_AUTHORITY.encode())]
-        carrier = await self.outer.open_stream(
-            [*request, EXTRA_LINK_HEADER] if self.extra else request
-        )
+        if self.pinned:
+            request.append(WORKER_LINK_HEADER)
+        elif self.extra:
+            request.append(EXTRA_LINK_HEADER)
+        carrier = await self.outer.open_stream(request)
         headers = dict(await carrier.response_headers())
         if headers.get(b":status") != b"200":
             raise LinkSetupFailed(f"peer refused the reverse connection: {headers!r}")
@@ -237,7 +247,8 @@ class LinkSession:
             stream.reset(H2_REFUSED_STREAM)
             return
         self._reverse_seen = True
-        self.extra = EXTRA_LINK_HEADER in stream.request_headers
+        self.pinned = self.pinned or WORKER_LINK_HEADER in stream.request_headers
+        self.extra = self.pinned or EXTRA_LINK_HEADER in stream.request_headers
         if self.extra and self._accept_extra is not None and not self._accept_extra():
             stream.reset(H2_REFUSED_STREAM)  # the dialer's set-up fails; it backs off
             return

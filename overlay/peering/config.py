@@ -8,6 +8,9 @@ from discovery.backoff import Backoff
 from foundation.spiffe_id import SpiffeId
 from overlay.h2.limits import H2Limits
 
+#: See ``PeeringSettings.max_accepted_extras``.
+MAX_ACCEPTED_EXTRAS = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class PeerSpec:
@@ -43,10 +46,13 @@ class PeeringSettings:
     #: Links this side may hold to each peer it dials (1: one link, no pool); see
     #: :mod:`overlay.peering.pool`.
     max_links_per_peer: int = 1
-    #: Extra links a peer may open to this side at once (beyond its primary one); more are
-    #: closed at once.  The config allows at most 64 links per peer, so 63 never refuses a
-    #: well-behaved peer; it bounds a misbehaving one.
-    max_accepted_extras: int = 63
+    #: Extra links a peer (one replica) may open to this side at once beyond its primary
+    #: one, its pool's and its workers' links together; more are closed at once.  A peer's
+    #: own pool opens at most 63 (``link_max_per_peer`` <= 64), each of its workers up to
+    #: its ``link_max_per_peer``: the sum must stay within this bound (e.g. 64 workers x 4
+    #: links, or 15 x 64) -- documented in docs/worker-links.md.  It bounds a misbehaving
+    #: peer, never a well-behaved one within those numbers.
+    max_accepted_extras: int = MAX_ACCEPTED_EXTRAS
     #: TLS handshakes this gateway runs at once, dials and accepts together; the rest wait in
     #: order (:mod:`overlay.link.handshake_gate`).
     max_concurrent_handshakes: int = 32

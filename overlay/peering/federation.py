@@ -31,7 +31,7 @@ import trio
 
 from discovery.snapshot import Catalog
 from discovery.watch import Watch
-from foundation.errors import first_leaf
+from foundation.errors import H2_REFUSED_STREAM, first_leaf
 from overlay.federation.config import ExportConfig
 from overlay.federation.export import ExportSession
 from overlay.federation.export_routes import RouteTexts
@@ -51,6 +51,9 @@ from overlay.peering.links import PeerLinks
 log = logging.getLogger("isthmus.peering")
 
 StreamHandler = Callable[[str, H2Stream], Any]  # (peer site, stream) -> awaitable
+
+#: The ``:path`` of every federation stream (refused on a worker link).
+_FEDERATION = frozenset({FEDERATION_PATH.encode(), FEDERATION_PATH_V2.encode()})
 
 
 class PeerFederation:
@@ -132,8 +135,22 @@ class PeerFederation:
                 await session.aclose()
 
     async def on_stream(self, state: PeerLinks, session: LinkSession, stream: H2Stream) -> None:
-        """Serve one stream the peer opened: its export, else traffic for the stream handler."""
+        """Serve one stream the peer opened: its export, else traffic for the stream handler.
+
+        A worker link (``session.pinned``) carries traffic only: a federation or control
+        stream on it is refused with a stream reset (REFUSED_STREAM) and the link stays up --
+        the peer's export and control streams belong on its primary link, and a worker has no
+        catalog of its own to import into.
+        """
         path = dict(stream.request_headers).get(b":path")
+        if session.pinned and path is not None and (path in _FEDERATION or path in self.paths):
+            log.warning(
+                "refused a %r stream from %s on a worker link (traffic only)",
+                path.decode("ascii", "replace")[:64],
+                state.spec.name,
+            )
+            stream.reset(H2_REFUSED_STREAM)
+            return
         if path == FEDERATION_PATH_V2.encode():
             await self._import(state, session, stream, routes=True)
         elif path == FEDERATION_PATH.encode():  # a peer from before routes

@@ -25,6 +25,13 @@ When a primary link goes while an extra link of the same direction is up, the ex
 its place (and the export with it), so the peer is down only when every link is; the dial
 loop dials again only once the dialed slot is empty.
 
+**Worker links** (``isthmus-link: worker``; docs/worker-links.md) are *pinned* extra links:
+a worker process's own links, streams only, never an heir to a primary slot (the primary's
+redial takes it back, and the export with it), never counted as a link the peer's export can
+resume on.  A worker's keeper (``worker=True``) makes every link it dials or accepts one: its
+dial loop keeps one (the *anchor*, dialed with the worker SNI) where a primary-mode keeper
+keeps the primary link.
+
 What runs *on* a link (the export, the peer's streams) is not decided here: the keeper calls
 its ``on_up`` hook inside the link's nursery, so whatever it starts ends with the link, and
 hands every stream the peer opens to ``on_stream``.  ``on_change`` hears of every slot change
@@ -71,6 +78,7 @@ class OpenLink(Protocol):
         expected: SpiffeId,
         timeout: float,  # noqa: ASYNC109 -- open_link's one budget for connect + handshake
         local_address: str | None = None,
+        server_name: str | None = None,
     ) -> Link: ...
 
 
@@ -90,6 +98,7 @@ def gated(dial: OpenLink, gate: HandshakeGate) -> OpenLink:
         expected: SpiffeId,
         timeout: float,  # noqa: ASYNC109 -- OpenLink's signature
         local_address: str | None = None,
+        server_name: str | None = None,
     ) -> Link:
         with trio.move_on_after(timeout) as waiting:
             await gate.acquire()
@@ -99,6 +108,15 @@ def gated(dial: OpenLink, gate: HandshakeGate) -> OpenLink:
                 f" ({gate.running} running, limit {gate.limit})"
             )
         try:
+            if server_name is None:  # (a dial function of before worker links takes none)
+                return await dial(
+                    host,
+                    port,
+                    identity=identity,
+                    expected=expected,
+                    timeout=timeout,
+                    local_address=local_address,
+                )
             return await dial(
                 host,
                 port,
@@ -106,6 +124,7 @@ def gated(dial: OpenLink, gate: HandshakeGate) -> OpenLink:
                 expected=expected,
                 timeout=timeout,
                 local_address=local_address,
+                server_name=server_name,
             )
         finally:
             gate.release()
@@ -159,10 +178,17 @@ class ExtraLink:
     dialed: bool
     draining: bool = False  # the pool is closing it: no new streams
     idle_since: float | None = None  # last seen without a stream by the pool (None: busy)
+    #: A worker's own link that its dial loop keeps (its pool's first link, never closed idle).
+    anchor: bool = False
 
     @property
     def live(self) -> bool:
         return not self.draining and not self.client.is_closing
+
+    @property
+    def pinned(self) -> bool:
+        """A worker link: streams only, never federation, never a primary's heir."""
+        return self.session.pinned
 
 
 @dataclass
@@ -204,11 +230,23 @@ class PeerLinks:
 
     def outbound(self) -> H2Connection | None:
         """The connection this gateway sends on to the peer: any live link, whoever dialed;
-        an extra link's when no primary one is up (the peer is down only when every link is)."""
+        an extra link's when no primary one is up (the peer is down only when every link is),
+        one this side dialed first (a worker's own link before those the peer's workers
+        dialed)."""
         live = self.live()
         if live:
             return live[0][1]
-        extra = next((x for x in self.extras if x.live), None)
+        extras = [x for x in self.extras if x.live]
+        extra = next((x for x in extras if x.dialed), None) or next(iter(extras), None)
+        return None if extra is None else extra.client
+
+    def control_outbound(self) -> H2Connection | None:
+        """The connection a control stream (one of ``Peering.add_stream_path``'s) goes on: a
+        live link that may carry one -- never a worker link, whose peer refuses them."""
+        live = self.live()
+        if live:
+            return live[0][1]
+        extra = next((x for x in self.extras if x.live and not x.pinned), None)
         return None if extra is None else extra.client
 
     def losing_link(self) -> bool:
@@ -219,10 +257,11 @@ class PeerLinks:
         )
 
     def up_without(self, session: LinkSession) -> bool:
-        """Whether a live link other than ``session`` (one going away) is up to the peer."""
+        """Whether a live link other than ``session`` (one going away) is up to the peer that
+        the peer's export can resume on: worker links never carry it, so they do not count."""
         if any(s is not session for s, _c in self.live()):
             return True
-        return any(x.live and x.session is not session for x in self.extras)
+        return any(x.live and not x.pinned and x.session is not session for x in self.extras)
 
     def sessions(self) -> list[LinkSession]:
         """The links in the slots and the extra ones (live or closing)."""
@@ -272,9 +311,15 @@ class LinkKeeper:
         clock: Callable[[], float] = trio.current_time,
         rng: Callable[[], float] = random.random,
         dial: OpenLink = open_link,
+        worker: bool = False,
+        server_name: str | None = None,
     ) -> None:
         self.identity = identity
         self.settings = settings
+        #: A worker process's keeper: every link it dials or accepts is a worker link.
+        self.worker = worker
+        #: The TLS SNI of every dial (a worker names ``WORKER_LINK_SNI``), else none.
+        self.server_name = server_name
         self._peers = peers
         self._by_id = ids_of(peers)
         self._on_up = on_up
@@ -317,8 +362,25 @@ class LinkKeeper:
         names = {st.spec.name for st in self._peers.values() if st.spec.host == host}
         return names.pop() if len(names) == 1 else None
 
+    async def dial_peer(self, spec: PeerSpec) -> Link:
+        """Dial ``spec``'s peer once (the dial loop's and the pool's dial): the configured
+        timeout, this site's source address, a worker's SNI."""
+        return await self.dial(
+            spec.host,
+            spec.port,
+            identity=self.identity,
+            expected=spec.spiffe_id,
+            timeout=self.settings.connect_timeout,
+            local_address=self.source_address,
+            server_name=self.server_name,
+        )
+
     async def dial_loop(self, state: PeerLinks) -> None:
-        """Dial ``state``'s peer, run each link until it closes, redial on the backoff."""
+        """Dial ``state``'s peer, run each link until it closes, redial on the backoff.
+
+        A worker's loop keeps its one *anchor* worker link instead of the primary one: a
+        pinned extra link (the pool's first), never in a primary slot.
+        """
         spec = state.spec
         s = self.settings
         started = self._clock()
@@ -327,14 +389,7 @@ class LinkKeeper:
                 await state.changed.wait()
             established = False
             try:
-                link = await self.dial(
-                    spec.host,
-                    spec.port,
-                    identity=self.identity,
-                    expected=spec.spiffe_id,
-                    timeout=s.connect_timeout,
-                    local_address=self.source_address,
-                )
+                link = await self.dial_peer(spec)
             except IsthmusError as exc:
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 level = dial_failure_level(
@@ -346,7 +401,9 @@ class LinkKeeper:
                     level, "cannot link to %s at %s:%d: %s", spec.name, spec.host, spec.port, exc
                 )
             else:
-                established = await self._run_session(state, link, dialed=True)
+                established = await self._run_session(
+                    state, link, dialed=True, extra=self.worker, anchor=self.worker
+                )
             if established:  # see the module docstring: a handshake alone proves nothing
                 state.attempts = 0
             delay = s.backoff.delay(state.attempts, self._rng())
@@ -359,12 +416,22 @@ class LinkKeeper:
         if not keys:  # authorize() already refused unknown IDs; defensive
             return
         state = self._peers[keys[0]]
+        rehome: Callable[[LinkSession], PeerLinks] | None = None
         if len(keys) > 1:  # replicas share the SPIFFE ID: see accept_replica
             states = [self._peers[k] for k in keys]
             host = link.remote_address.rpartition(":")[0]
             slots = [(st.spec.host, st.accepted is not None) for st in states]
             state = states[accept_replica(slots, host) or 0]
-        await self._run_session(state, link, dialed=False)
+
+            def by_host(session: LinkSession) -> PeerLinks:
+                # A worker link takes no slot: it belongs to the replica at its source host,
+                # never to another one whose accepted slot happens to be free (known only
+                # once it is set up, from its reverse connection's request).
+                same = [st for st in states if st.spec.host == host]
+                return same[0] if session.pinned and same and state not in same else state
+
+            rehome = by_host
+        await self._run_session(state, link, dialed=False, rehome=rehome)
 
     async def run_extra(self, state: PeerLinks, link: Link) -> bool:
         """Run an extra link this side dialed for its pool until it closes; return whether
@@ -372,13 +439,23 @@ class LinkKeeper:
         return await self._run_session(state, link, dialed=True, extra=True)
 
     async def _run_session(
-        self, state: PeerLinks, link: Link, *, dialed: bool, extra: bool = False
+        self,
+        state: PeerLinks,
+        link: Link,
+        *,
+        dialed: bool,
+        extra: bool = False,
+        anchor: bool = False,
+        rehome: Callable[[LinkSession], PeerLinks] | None = None,
     ) -> bool:
         """Run one link until it closes; return whether it was ever established.
 
         ``extra``: a link this side dialed for its pool (the peer learns it from the reverse
         connection's request; a link the peer dialed says it is one once set up).  An extra
-        link carries streams only: no export, and it never takes a primary slot.
+        link carries streams only: no export, and it never takes a primary slot.  In a
+        worker every link is a *pinned* one (a worker link): an extra link that never takes
+        a primary slot either; ``anchor``: the one its dial loop keeps (not the pool's).
+        ``rehome``: which replica an accepted link belongs to, once set up (see ``accept``).
         """
         s = self.settings
         holder: list[LinkSession] = []
@@ -397,6 +474,7 @@ class LinkKeeper:
             # connect_timeout for its handshake, and gets as long for that (liveness.py).
             first_ping_timeout=s.connect_timeout,
             extra=extra,
+            pinned=self.worker,
             accept_extra=None if dialed else lambda: self._may_accept_extra(state),
         )
         holder.append(session)
@@ -419,21 +497,25 @@ class LinkKeeper:
                     log.warning("link with %s failed during set-up: %s", state.spec.name, exc)
                     return False
                 finally:
-                    if extra:
+                    if extra and not anchor:  # the pool counted it as being opened
                         state.opening -= 1
+                if rehome is not None:  # (the stream handler reads ``state`` from here on)
+                    state = rehome(session)
                 state.last_error = None
                 if session.extra:  # streams only, until it takes the primary's place
-                    slot.append(ExtraLink(session, client, dialed=dialed))
+                    slot.append(ExtraLink(session, client, dialed=dialed, anchor=anchor))
                     self._set_extra(state, slot[0], add=True)
                     log.info(
-                        "extra link %s %s is up (%d links)",
+                        "%s link %s %s is up (%d links)",
+                        "worker" if session.pinned else "extra",
                         "to" if dialed else "from",
                         state.spec.name,
                         len(state.extras) + len(state.live()),
                     )
                     # The export waits until this link is the one to export on (never while
-                    # it is an extra one; see _set_link).
-                    nursery.start_soon(self._on_up, state, session, client)
+                    # it is an extra one; see _set_link).  A worker link never carries it.
+                    if not session.pinned:
+                        nursery.start_soon(self._on_up, state, session, client)
                 else:
                     self._set_link(state, dialed, session, client)
                     log.info(
@@ -459,11 +541,12 @@ class LinkKeeper:
             reason = session.outer.close_reason
             if session.established and not (slot and slot[0].draining):
                 state.link_lost_at = self._clock()
-            if slot or extra:
+            if (slot or extra) and not anchor:
                 # The pool closed it (drained, idle), the peer refused it, or it died: the
                 # peer stays up while another link is, so this is no "is down".
                 log.info(
-                    "extra link %s %s closed: %s",
+                    "%s link %s %s closed: %s",
+                    "worker" if session.pinned else "extra",
                     "to" if dialed else "from",
                     state.spec.name,
                     "drained" if slot and slot[0].draining else reason,
@@ -500,7 +583,7 @@ class LinkKeeper:
         if accepted < self.settings.max_accepted_extras:
             return True
         log.warning(
-            "extra link from %s refused: it has %d extra links to us already",
+            "extra link from %s refused: it has %d extra (pool and worker) links to us already",
             state.spec.name,
             accepted,
         )
@@ -524,8 +607,11 @@ class LinkKeeper:
         was_up = state.outbound() is not None
         if session is None:
             # The primary link went: a live extra link of the same direction takes its place
-            # (and the export with it), so federation goes on while any link is up.
-            heir = next((x for x in state.extras if x.dialed == dialed and x.live), None)
+            # (and the export with it), so federation goes on while any link is up.  Never a
+            # worker link (pinned): the primary's redial takes the slot back.
+            heir = next(
+                (x for x in state.extras if x.dialed == dialed and x.live and not x.pinned), None
+            )
             if heir is not None:
                 state.extras.remove(heir)
                 session, client = heir.session, heir.client

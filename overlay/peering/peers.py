@@ -14,6 +14,14 @@
   :func:`~overlay.peering.route_table.build_route_view`) is rebuilt whenever the catalog, the
   import table or a link's state changes, and published through a
   :class:`~discovery.watch.Watch`; stale imports expire on a timer owned there.
+
+**Worker mode** (``mode="worker"``, a worker process of a site that runs several; see
+docs/worker-links.md): every link is a *worker link* (pinned: streams only, no federation,
+never a primary slot).  For each dial-peer replica the dial loop keeps one (dialed with the
+worker SNI, ``server_name``), the pool adds more under load; the peer's workers' links are
+accepted beside them.  There is no export and no import: :attr:`Peering.imports` is published
+from outside (what the site's supervisor imported), the routing view is built from it and this
+process's own links.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -103,13 +111,16 @@ def link_counts(st: PeerLinks, now: float) -> dict[str, Any]:
 
 
 def links_of(st: PeerLinks) -> list[dict[str, Any]]:
-    """Each link to the peer (for ``/links``): primary or extra, who dialed it, the streams
+    """Each link to the peer (for ``/links``): primary, extra or worker, who dialed it, the streams
     open on this side's client connection over the peer's limit on them, draining or not."""
     rows: list[tuple[str, bool, Any, H2Connection | None, bool]] = [
         ("primary", True, st.dialed, st.dialed_client, False),
         ("primary", False, st.accepted, st.accepted_client, False),
     ]
-    rows += [("extra", x.dialed, x.session, x.client, x.draining) for x in st.extras]
+    rows += [
+        ("worker" if x.pinned else "extra", x.dialed, x.session, x.client, x.draining)
+        for x in st.extras
+    ]
     out: list[dict[str, Any]] = []
     for role, dialed, session, client, draining in rows:
         if session is None or client is None:
@@ -145,7 +156,15 @@ class Peering:
         clock: Callable[[], float] = trio.current_time,
         rng: Callable[[], float] = random.random,
         dial: OpenLink = open_link,
+        mode: Literal["primary", "worker"] = "primary",
+        server_name: str | None = None,
     ) -> None:
+        """``mode="worker"``: see the module docstring; ``server_name`` (the TLS SNI of every
+        dial) must then be the worker-link SNI, so a peer in worker mode keeps the link in
+        one of its workers rather than handing it to its supervisor."""
+        if mode == "worker" and server_name is None:
+            raise ValueError("a worker-mode Peering dials with the worker-link SNI: name it")
+        self.mode = mode
         self.local_site = local_site
         self.identity = identity
         self.settings = settings if settings is not None else PeeringSettings()
@@ -168,6 +187,7 @@ class Peering:
             imports=self.imports,
             peers=self._peers,
             clock=clock,
+            watch_imports=mode == "worker",
         )
         self.routes: Watch[RouteView] = self._publisher.routes
         self._federation = PeerFederation(
@@ -190,6 +210,8 @@ class Peering:
             clock=clock,
             rng=rng,
             dial=dial,
+            worker=mode == "worker",
+            server_name=server_name,
         )
 
     async def serve(
@@ -253,14 +275,7 @@ class Peering:
         s = self.settings
 
         async def dial() -> Link:
-            return await self._links.dial(
-                spec.host,
-                spec.port,
-                identity=self.identity,
-                expected=spec.spiffe_id,
-                timeout=s.connect_timeout,
-                local_address=self._links.source_address,
-            )
+            return await self._links.dial_peer(spec)
 
         async def run_extra(link: Link) -> bool:
             return await self._links.run_extra(state, link)
@@ -351,9 +366,14 @@ class Peering:
 
     def replica_outbound(self, site: str, replica: str) -> StreamOpener | None:
         """What to open a stream to one replica on (a control stream that must reach every
-        replica, e.g. the fleet push), if a link to it is up; never another replica's."""
+        replica, e.g. the fleet push), if a link to it is up; never another replica's, and
+        never a worker link (its peer refuses control streams)."""
         state = self._replica(site, replica)
-        return None if state is None else self._opener(state)
+        if state is None:
+            return None
+        conn = state.control_outbound()
+        pool = self._pools.get(state.spec.key)
+        return pool if conn is not None and pool is not None and state.live() else conn
 
     def replica_changed(self, site: str, replica: str) -> trio.Event | None:
         """An event set at the next change of one replica's links (None: no such replica)."""

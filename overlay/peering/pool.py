@@ -90,11 +90,17 @@ class PeerPool:
         self._opening: dict[int, int] = {}  # id(connection) -> our opens not yet sent
 
     def links(self) -> list[tuple[ExtraLink | None, H2Connection]]:
-        """The links this side sends on (None: the primary one), primary first."""
+        """The links this side sends on (None: the primary one), primary first.  A worker
+        has no primary link: the worker link its dial loop keeps (the *anchor*) plays that
+        part, so the pool never drains it as idle."""
         state = self.state
         live = state.live()
         own: list[tuple[ExtraLink | None, H2Connection]] = [(None, live[0][1])] if live else []
-        own += [(x, x.client) for x in state.extras if x.dialed and x.live]
+        if not own:
+            anchor = next((x for x in state.extras if x.anchor and x.live), None)
+            if anchor is not None:
+                own = [(None, anchor.client)]
+        own += [(x, x.client) for x in state.extras if x.dialed and x.live and not x.anchor]
         if not own:  # only the peer's extra links are left: still up
             own = [(x, x.client) for x in state.extras if x.live]
         return own

@@ -42,8 +42,12 @@ class RoutePublisher:
         peers: Mapping[str, PeerLinks],
         clock: Callable[[], float] = trio.current_time,
         slice_items: int = SLICE_ITEMS,
+        watch_imports: bool = False,
     ) -> None:
         self.local_site = local_site
+        #: Rebuild on every import-table publish too: a worker's table is published from
+        #: outside (the supervisor's), with no federation stream here to kick.
+        self._watch_imports = watch_imports
         self.catalog = catalog
         self.imports = imports
         self._peers = peers
@@ -62,6 +66,8 @@ class RoutePublisher:
         """Rebuild and publish on every kick and import expiry; until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._kick_on_catalog)
+            if self._watch_imports:
+                nursery.start_soon(self._kick_on_imports)
             while True:
                 now = self._clock()
                 table = self.imports.latest
@@ -98,4 +104,10 @@ class RoutePublisher:
         seen = -1
         while True:
             seen, _ = await self.catalog.wait_newer(seen)
+            self.kick()
+
+    async def _kick_on_imports(self) -> None:
+        seen = -1
+        while True:
+            seen, _ = await self.imports.wait_newer(seen)
             self.kick()

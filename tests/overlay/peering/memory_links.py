@@ -25,10 +25,12 @@ from overlay.peering.peers import Peering
 class MemoryLink:
     """A verified link's face over an in-memory stream."""
 
-    def __init__(self, stream: trio.abc.Stream, peer_id: SpiffeId) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, peer_id: SpiffeId, remote_address: str = "memory"
+    ) -> None:
         self.stream = stream
         self.peer_id = peer_id
-        self.remote_address = "memory"
+        self.remote_address = remote_address
         self.closed = False
 
     async def aclose(self) -> None:
@@ -79,13 +81,16 @@ class MemoryNetwork:
         self.accept_delay = accept_delay
         self._sites: dict[str, tuple[Peering, SpiffeId]] = {}
         self.wires: list[Wire] = []
+        #: The TLS SNI each dial named (None: none), in dial order, beside ``wires``.
+        self.server_names: list[str | None] = []
         self.reachable = True
 
     def add(self, host: str, peering: Peering, spiffe_id: SpiffeId) -> None:
         self._sites[host] = (peering, spiffe_id)
 
-    def dialer(self, own_id: SpiffeId) -> object:
-        """An ``OpenLink`` for the Peering whose SPIFFE ID is ``own_id``."""
+    def dialer(self, own_id: SpiffeId, source: str = "memory") -> object:
+        """An ``OpenLink`` for the Peering whose SPIFFE ID is ``own_id``; ``source``: the
+        ``host:port`` its links come from, as the accepting side sees it."""
 
         async def open_link(
             host: str,
@@ -95,6 +100,7 @@ class MemoryNetwork:
             expected: SpiffeId,
             timeout: float,  # noqa: ASYNC109 -- OpenLink's signature
             local_address: str | None = None,
+            server_name: str | None = None,
         ) -> Link:
             if not self.reachable or host not in self._sites:
                 raise LinkError(f"no route to {host}")
@@ -103,8 +109,9 @@ class MemoryNetwork:
                 raise LinkError(f"{host} is {their_id}, not {expected}")
             wire = Wire()
             self.wires.append(wire)
+            self.server_names.append(server_name)
             ours, theirs = wire.pair()
-            link = cast(Link, MemoryLink(theirs, own_id))
+            link = cast(Link, MemoryLink(theirs, own_id, source))
             self._nursery.start_soon(self._accept_later, peering, link)
             return cast(Link, MemoryLink(ours, their_id))
 
