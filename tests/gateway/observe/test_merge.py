@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -219,3 +220,16 @@ def test_links_show_each_worker_s_links_per_peer_site() -> None:
     }
     assert out["b"]["workers"][1]["last_error"] == "refused"
     assert out["c"]["workers_up"] == 0 and not out["c"]["workers"][0]["up"]
+
+
+def test_the_per_worker_families_are_documented() -> None:
+    text = complete(merged_metrics_steps(Registry(), [Report(0, 1, ())])).body
+    names = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
+    assert names == {
+        "isthmus_worker_requests_total",
+        "isthmus_worker_in_flight",
+        "isthmus_workers_reporting",
+    }
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text("utf-8")
+    documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
+    assert names <= documented, names - documented
