@@ -13,9 +13,10 @@ the site's view.
 
 :class:`StatsBook` is the supervisor's memory of the reports, pure: the last report of each
 worker (a worker that does not answer one scrape keeps its last counts in the sum, so the sum
-never dips), and the counts of workers that were replaced (a new pid at the same index): they
-are added to ``retired`` so the site's counters stay monotonic across a worker's crash.  What a
-worker counted after its last report and before it died is lost; scrapes bound that window.
+never dips, but not its gauges and links: :meth:`StatsBook.silent`), and the counts of
+workers that were replaced (a new pid at the same index): they are added to ``retired`` so
+the site's counters stay monotonic across a worker's crash.  What a worker counted after its
+last report and before it died is lost; scrapes bound that window.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gateway.cluster.outlier_metrics import outlier_gauges
@@ -118,6 +119,17 @@ class StatsBook:
         if old is not None and old.pid != stats.pid:
             self._retire(old)
         self._last[stats.index] = stats
+
+    def silent(self, indexes: Iterable[int]) -> None:
+        """Workers ``indexes`` did not answer a round: keep their counts (the site's sums must
+        not dip) but not their gauges, links or in-flight figures, which may be long gone (a
+        dead worker holds no link)."""
+        for index in indexes:
+            old = self._last.get(index)
+            if old is not None:
+                self._last[index] = replace(
+                    old, families=tuple(_counts(old.families)), links={}, in_flight={}
+                )
 
     def forget(self, index: int) -> None:
         """Worker ``index`` is gone for good (the pool shrank): its counts are retired."""
