@@ -286,14 +286,22 @@ class FamilySamples:
 
     def lines(self) -> list[str]:
         """The Prometheus text of the family, exactly as its live family renders it."""
-        out = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+        return [*self.header(), *self.sample_lines(self.samples)]
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+
+    def sample_lines(self, samples: Sequence[tuple[Labels, tuple[float, ...]]]) -> list[str]:
+        """The lines of ``samples`` (some of this family's: a large family is rendered in
+        parts, the header once)."""
+        out: list[str] = []
         name, names = self.name, self.labelnames
         if self.kind != "histogram":
-            for labels, values in self.samples:
+            for labels, values in samples:
                 out.append(f"{name}{_labels(names, labels)} {_number(values[0])}")
             return out
         bounds = (*self.buckets, math.inf)
-        for labels, row in self.samples:
+        for labels, row in samples:
             running = 0.0
             for bound, n in zip(bounds, row[:-1], strict=True):
                 running += n
