@@ -1,6 +1,6 @@
-"""A worker's report from a real gateway's parts, across a real socket pickled, merged by the
-supervisor; and the supervisor's book keeping the site's counters monotonic when a worker is
-replaced."""
+"""A worker's report from a real gateway's parts, across the real control channel, merged by
+the supervisor; and the supervisor's book keeping the site's counters monotonic when a worker
+is replaced."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pickle
 import socket
 from pathlib import Path
 
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from discovery.steps import complete
@@ -16,7 +17,10 @@ from gateway.config.load import load_text
 from gateway.http.exchange import CallContext, Request
 from gateway.observe.merge import merge_families, merged_links, merged_metrics_steps
 from gateway.observe.metrics import FamilySamples
+from gateway.workers.channel import Channel, channel_from_socket, channel_pair
+from gateway.workers.messages import StatsReply, StatsRequest
 from gateway.workers.stats import StatsBook, WorkerStats, worker_stats, workers_json
+from gateway.workers.stats_poll import StatsPoll
 from tests.gateway.config.config_kit import GOOD, write_identity
 
 REQUESTS = "isthmus_requests_total"
@@ -53,6 +57,45 @@ def over_a_socket(stats: WorkerStats) -> WorkerStats:
     out = pickle.loads(got)
     assert isinstance(out, WorkerStats)
     return out
+
+
+async def test_reports_cross_the_real_control_channel(tmp_path: Path) -> None:
+    """Two workers' parts answer ``StatsRequest`` on their end of a real socketpair; the
+    supervisor's poll gathers both and merges them."""
+    workers = [await gateway(tmp_path) for _ in range(2)]
+    serve(workers[0], 2)
+    serve(workers[1], 5)
+    poll = StatsPoll(StatsBook(), StatsRequest, timeout_s=5.0)
+    async with trio.open_nursery() as nursery:
+        sends = {}
+        for index, gw in enumerate(workers):
+            ours, theirs = channel_pair()
+            sends[index] = ours.send
+            worker_end = channel_from_socket(theirs)
+
+            async def answer(gw: Gateway = gw, end: Channel = worker_end, i: int = index) -> None:
+                while True:
+                    message = await end.receive()
+                    assert isinstance(message, StatsRequest)
+                    stats = worker_stats(gw, index=i, snapshot_version=7)
+                    await end.send(StatsReply(message.request_id, stats))
+
+            async def read(ours: Channel = ours, i: int = index) -> None:
+                while True:
+                    reply = await ours.receive()
+                    assert isinstance(reply, StatsReply)
+                    poll.answer(i, reply.request_id, reply.stats)
+
+            nursery.start_soon(answer)
+            nursery.start_soon(read)
+        with trio.fail_after(30):  # hang guard only
+            got = await poll.poll(sends)
+        nursery.cancel_scope.cancel()
+    assert [(s.index, requests(s.families), s.snapshot_version) for s in got] == [
+        (0, 2, 7),
+        (1, 5, 7),
+    ]
+    assert requests(tuple(merge_families([], [(str(s.index), s.families) for s in got]))) == 7
 
 
 def requests(families: tuple[FamilySamples, ...]) -> float:
