@@ -38,21 +38,25 @@ one holds at most N+1 times the supervisor's, each bounded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from discovery.steps import Steps, complete
 from gateway.admin.server import Text
 from gateway.observe.metrics import DEFAULT_MAX_SERIES, OTHER, FamilySamples, Labels, Registry
 
+log = logging.getLogger("isthmus.observe")
+
 __all__ = [
     "SUMMED_GAUGES",
     "SUPERVISOR_GAUGES",
     "ProcessStats",
+    "links_with_workers",
     "merge_families",
     "merge_families_steps",
-    "merged_links",
     "merged_metrics_steps",
+    "reports",
     "rule_of",
 ]
 
@@ -86,6 +90,7 @@ SUMMED_GAUGES = frozenset(
 )
 
 
+@runtime_checkable
 class ProcessStats(Protocol):
     """What the merge reads of one worker's report (:class:`gateway.workers.stats.WorkerStats`)."""
 
@@ -103,6 +108,24 @@ class ProcessStats(Protocol):
 
     @property
     def pid(self) -> int: ...
+
+
+def reports(stats: Iterable[object]) -> list[tuple[str, ProcessStats]]:
+    """The worker reports in ``stats`` by index, each with its ``worker`` label value: the
+    index, or ``index/pid`` when two reports claim one index (a replaced worker's last report
+    beside its successor's: two processes, never one series twice).  Anything that is not a
+    report (a reply from another version of the program) is left out and logged."""
+    rows: list[ProcessStats] = []
+    for st in stats:
+        if isinstance(st, ProcessStats):
+            rows.append(st)
+        else:
+            log.warning("a worker's stats reply is not a report: %s", type(st).__name__)
+    rows.sort(key=lambda s: (s.index, s.pid))
+    seen: dict[int, int] = {}
+    for st in rows:
+        seen[st.index] = seen.get(st.index, 0) + 1
+    return [(str(st.index) if seen[st.index] == 1 else f"{st.index}/{st.pid}", st) for st in rows]
 
 
 def rule_of(family: FamilySamples) -> str:
@@ -213,22 +236,20 @@ def _with(
     return FamilySamples(head.name, head.help, head.kind, labelnames, samples, head.buckets)
 
 
-def worker_families(stats: Sequence[ProcessStats]) -> list[FamilySamples]:
-    """Per-worker figures: its requests, what it has in flight, how many workers reported."""
-    rows = sorted(stats, key=lambda s: s.index)
+def worker_families(rows: Sequence[tuple[str, ProcessStats]]) -> list[FamilySamples]:
+    """Per-worker figures: its requests, what it has in flight, how many workers reported
+    (``rows``: :func:`reports`)."""
     requests = []
-    for st in rows:
+    for who, st in rows:
         counted = sum(
             values[0]
             for fam in st.families
             if fam.name == "isthmus_requests_total"
             for _labels, values in fam.samples
         )
-        requests.append(((str(st.index),), (counted,)))
+        requests.append(((who,), (counted,)))
     in_flight = tuple(
-        ((str(st.index), kind), (float(n),))
-        for st in rows
-        for kind, n in sorted(st.in_flight.items())
+        ((who, kind), (float(n),)) for who, st in rows for kind, n in sorted(st.in_flight.items())
     )
     return [
         FamilySamples(
@@ -259,18 +280,19 @@ def worker_families(stats: Sequence[ProcessStats]) -> list[FamilySamples]:
 
 def merged_metrics_steps(
     registry: Registry,
-    stats: Iterable[ProcessStats],
+    stats: Iterable[object],
     *,
     retired: Sequence[FamilySamples] = (),
 ) -> Steps[Text]:
     """The supervisor's ``/metrics`` answer: its own registry (exported in slices, like
-    :meth:`Registry.render_steps`) merged with its workers' ``stats`` and the ``retired``
-    counts of replaced workers."""
-    rows = sorted(stats, key=lambda s: s.index)
+    :meth:`Registry.render_steps`) merged with its workers' reports ``stats``
+    (:class:`ProcessStats`; anything else is left out) and the ``retired`` counts of
+    replaced workers."""
+    rows = reports(stats)
     own = yield from registry.export_steps()
     merged = yield from merge_families_steps(
         own,
-        [(str(st.index), st.families) for st in rows],
+        [(who, st.families) for who, st in rows],
         retired=retired,
         max_series=registry.max_series,
     )
@@ -284,15 +306,15 @@ def merged_metrics_steps(
     return Text("\n".join(lines) + "\n", "text/plain; version=0.0.4; charset=utf-8")
 
 
-def merged_links(status: Mapping[str, Any], stats: Iterable[ProcessStats]) -> dict[str, Any]:
+def links_with_workers(status: Mapping[str, Any], stats: Iterable[object]) -> dict[str, Any]:
     """The supervisor's ``/links`` (``Peering.status()``: its own links, the primary ones)
     with, per peer site, ``workers``: each worker's links to that site (``up``, how many of
     the site's replicas it reaches, its open streams, its link rows) and ``workers_up``."""
-    rows = sorted(stats, key=lambda s: s.index)
+    rows = reports(stats)
     out: dict[str, Any] = {}
     for site, entry in status.items():
         per_worker = []
-        for st in rows:
+        for _who, st in rows:
             mine = st.links.get(site) or {}
             per_worker.append(
                 {

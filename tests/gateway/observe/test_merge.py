@@ -16,7 +16,7 @@ from discovery.model import ServiceName
 from discovery.steps import complete
 from gateway.http.errors import UnknownAddress
 from gateway.http.exchange import CallContext, Request
-from gateway.observe.merge import merge_families, merged_links, merged_metrics_steps, rule_of
+from gateway.observe.merge import links_with_workers, merge_families, merged_metrics_steps, rule_of
 from gateway.observe.metrics import FamilySamples, GaugeFamily, Registry
 from gateway.observe.observer import Observer
 from gateway.observe.state_gauges import import_gauges, link_gauges
@@ -69,9 +69,12 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def one_header_per_family(text: str) -> None:
+    """One HELP and one TYPE per family, and no series twice."""
     types = re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE)
     helps = re.findall(r"^# HELP (\S+) ", text, re.MULTILINE)
     assert len(types) == len(set(types)) and sorted(types) == sorted(helps)
+    series = [line.rpartition(" ")[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
 
 
 ORIGIN = (("listener", "other"), ("route", "none"), ("service", "api.default"))
@@ -205,7 +208,7 @@ def test_links_show_each_worker_s_links_per_peer_site() -> None:
             },
         ),
     ]
-    out = merged_links(status, workers)
+    out = links_with_workers(status, workers)
     assert out["b"]["links"] == [{"role": "primary"}]  # the supervisor's own rows stay
     assert out["b"]["workers_up"] == 1
     assert [w["worker"] for w in out["b"]["workers"]] == [0, 1]
@@ -233,3 +236,18 @@ def test_the_per_worker_families_are_documented() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text("utf-8")
     documented = set(re.findall(r"^\| `(isthmus_[a-z_]+)` \|", doc, re.MULTILINE))
     assert names <= documented, names - documented
+
+
+def test_two_reports_at_one_index_and_garbage_still_make_valid_text() -> None:
+    up = gauges(*link_gauges(STATUS_UP))
+    counted = observer()
+    serve(counted, 2)
+    fams = (*counted.registry.export_families(), *up)
+    replies: list[object] = [Report(0, 7, fams), Report(0, 8, fams), {"not": "a report"}]
+    text = complete(merged_metrics_steps(Registry(), replies)).body
+    one_header_per_family(text)
+    found = parse(text)
+    workers = {dict(k[1])["worker"] for k in found if k[0] == "isthmus_link_up"}
+    assert workers == {"0/7", "0/8"}
+    assert found[("isthmus_workers_reporting", ())] == 2
+    assert sum(v for k, v in found.items() if k[0] == "isthmus_requests_total") == 4

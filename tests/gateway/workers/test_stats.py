@@ -15,7 +15,7 @@ from discovery.steps import complete
 from gateway.app import Gateway, build_gateway, load_identity
 from gateway.config.load import load_text
 from gateway.http.exchange import CallContext, Request
-from gateway.observe.merge import merge_families, merged_links, merged_metrics_steps
+from gateway.observe.merge import links_with_workers, merge_families, merged_metrics_steps
 from gateway.observe.metrics import FamilySamples
 from gateway.workers.channel import Channel, channel_from_socket, channel_pair
 from gateway.workers.messages import StatsReply, StatsRequest
@@ -140,7 +140,7 @@ async def test_the_supervisor_shows_the_site_s_sums(tmp_path: Path) -> None:
     assert up == {"supervisor": 0.0, "0": 0.0, "1": 0.0}
     [expiry] = families["isthmus_svid_expiry_seconds"].samples  # once: the supervisor's
     assert "worker" not in expiry.labels and expiry.value > 0
-    links = merged_links(supervisor.peering.status(), reports)
+    links = links_with_workers(supervisor.peering.status(), reports)
     assert [w["worker"] for w in links["gcp-west"]["workers"]] == [0, 1]
 
 
