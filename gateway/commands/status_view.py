@@ -122,17 +122,26 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def workers_of(doc: Any) -> dict[str, int] | None:
-    """How many worker processes there are, are up and were restarted, from ``/workers``
-    (a list of rows, or ``{"workers": [...]}``; a row is up when it says so, else when it has
-    a pid); None without worker processes (``/workers`` absent)."""
+    """How many worker processes there are, serve and were restarted, from ``/workers``
+    (``{"count": N, "workers": [...]}`` or a bare list of rows; a row is up when it says it
+    serves -- ``serving``, else ``up`` --, else when it has a pid); None without worker
+    processes (``/workers`` absent)."""
     if doc is None:
         return None
     rows = doc.get("workers", []) if isinstance(doc, Mapping) else doc
     if isinstance(rows, Mapping):
         rows = list(rows.values())
-    up = sum(1 for r in rows if (r.get("up") if "up" in r else r.get("pid") is not None))
+    up = sum(1 for r in rows if _serves(r))
     restarts = sum(int(r.get("restarts") or 0) for r in rows)
-    return {"count": len(rows), "up": up, "restarts": restarts}
+    count = doc.get("count", len(rows)) if isinstance(doc, Mapping) else len(rows)
+    return {"count": max(int(count), len(rows)), "up": up, "restarts": restarts}
+
+
+def _serves(row: Mapping[str, Any]) -> bool:
+    for key in ("serving", "up"):
+        if key in row:
+            return bool(row[key])
+    return row.get("pid") is not None
 
 
 def worker_link_problems(links: Mapping[str, Any]) -> list[str]:
