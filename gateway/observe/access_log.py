@@ -103,6 +103,8 @@ class AccessLog:
         text = "\n".join(lines) + "\n"
         try:
             # A stuck pipe blocks the thread, not the gateway; abandoned on shutdown.
-            await trio.to_thread.run_sync(_write, self._io_lock, out, text, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                _write, self._io_lock, out, text, abandon_on_cancel=True
+            )
         except (OSError, ValueError):
             self.write_errors += len(lines)  # a full disk must not fail requests
