@@ -86,6 +86,9 @@ def _status(args: argparse.Namespace) -> int:
     except AdminError as exc:
         print(f"isthmus status: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    workers = _optional_view(url, "/workers")  # None: no worker processes
+    if workers is not None:
+        docs["/workers"] = workers
     try:
         status = assess(docs)
     except (AttributeError, TypeError, KeyError) as exc:
@@ -102,7 +105,12 @@ def _status(args: argparse.Namespace) -> int:
 
 def _fleet_view(url: str) -> Any:
     """The gateway's ``/fleet`` view, or None when it has none (or does not answer it)."""
+    return _optional_view(url, "/fleet")
+
+
+def _optional_view(url: str, path: str) -> Any:
+    """A view only some gateways have (``/fleet``, ``/workers``), or None without it."""
     try:
-        return get_json(url + "/fleet", timeout=TIMEOUT_S)
+        return get_json(url + path, timeout=TIMEOUT_S)
     except AdminError:
         return None

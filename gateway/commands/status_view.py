@@ -6,7 +6,9 @@ is one function of the documents the gateway serves (``/healthz``, ``/links``, `
 own identity is not ok; a configured peer's link is down (or one of its replicas':
 docs/replicas.md); a peer's imports are stale (its
 federation stream ended, the grace is running); a discovery source is stale or expired; an
-endpoint of the local catalog is stale (its source stopped confirming it).
+endpoint of the local catalog is stale (its source stopped confirming it); with worker
+processes (``/workers``, docs/workers.md): a worker is not up, or a worker has no link to a
+peer site the supervisor reaches (the requests that worker takes to that site fail over).
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
         problems.append(f"catalog: {counts['stale']} stale endpoint(s)")
     routes = (docs.get("/routes") or {}).get("routes", {})
     owned, warnings = owner_routes(docs.get("/routes") or {})
+    workers = workers_of(docs.get("/workers"))
+    if workers is not None:
+        if workers["up"] < workers["count"]:
+            problems.append(f"workers: {workers['up']} of {workers['count']} up")
+        problems += worker_link_problems(docs.get("/links") or {})
     return {
         "site": health.get("site") or (docs.get("/routes") or {}).get("local_site"),
         "healthy": not problems,
@@ -110,7 +117,46 @@ def assess(docs: Mapping[str, Any]) -> dict[str, Any]:
         "owner_routes": owned,
         "route_warnings": warnings,
         "catalog": {"version": catalog.get("version"), "sources": sources, **counts},
+        **({} if workers is None else {"workers": workers}),
     }
+
+
+def workers_of(doc: Any) -> dict[str, int] | None:
+    """How many worker processes there are, serve and were restarted, from ``/workers``
+    (``{"count": N, "workers": [...]}`` or a bare list of rows; a row is up when it says it
+    serves -- ``serving``, else ``up`` --, else when it has a pid); None without worker
+    processes (``/workers`` absent)."""
+    if doc is None:
+        return None
+    rows = doc.get("workers", []) if isinstance(doc, Mapping) else doc
+    if isinstance(rows, Mapping):
+        rows = list(rows.values())
+    up = sum(1 for r in rows if _serves(r))
+    restarts = sum(int(r.get("restarts") or 0) for r in rows)
+    count = doc.get("count", len(rows)) if isinstance(doc, Mapping) else len(rows)
+    return {"count": max(int(count), len(rows)), "up": up, "restarts": restarts}
+
+
+def _serves(row: Mapping[str, Any]) -> bool:
+    for key in ("serving", "up"):
+        if key in row:
+            return bool(row[key])
+    return row.get("pid") is not None
+
+
+def worker_link_problems(links: Mapping[str, Any]) -> list[str]:
+    """A worker without a link to a peer site the supervisor reaches (``/links``'s
+    ``workers`` rows): that worker's requests to the site cannot use it."""
+    out = []
+    for name, link in sorted(links.items()):
+        rows = link.get("workers") or []
+        down = [str(w.get("worker")) for w in rows if not w.get("up")]
+        if link.get("up") and down:
+            out.append(
+                f"{name}: worker {', '.join(down)} has no link ({len(rows) - len(down)} "
+                f"of {len(rows)} workers linked)"
+            )
+    return out
 
 
 def owner_routes(doc: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -208,6 +254,13 @@ def render(status: Mapping[str, Any]) -> str:
             for s in cat["sources"]
         ],
     )
+    workers = status.get("workers")
+    if workers is not None:
+        restarts = workers["restarts"]
+        out.append(
+            f"workers: {workers['up']} of {workers['count']} up, "
+            f"{restarts} restart{'' if restarts == 1 else 's'}"
+        )
     if status["problems"]:
         out.append("problems")
         out += [f"  - {p}" for p in status["problems"]]

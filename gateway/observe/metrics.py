@@ -8,6 +8,10 @@ updates the same label set on every request resolves it once (:meth:`Counter.cel
 update.  The exposition is computed at scrape time only.  The text
 format (version 0.0.4) is small; the tests check it with prometheus-client's own parser.
 
+:class:`FamilySamples` is the same data as plain values (one family's samples, picklable):
+what a worker process sends its supervisor, which sums them with its own
+(:mod:`gateway.observe.merge`) and renders the sum with :meth:`FamilySamples.lines`.
+
 Label sets are bounded twice: the data path passes only bounded values (see
 :mod:`gateway.observe.observer`: services not in the catalog become ``other``), and every
 family holds at most ``max_series`` label sets -- past that, new ones are counted under all
@@ -27,6 +31,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "OTHER",
     "Counter",
+    "FamilySamples",
     "GaugeFamily",
     "Histogram",
     "HistogramSeries",
@@ -129,6 +134,17 @@ class Counter(_Family):
         cell = self._cells.get(labels)
         return 0.0 if cell is None else cell[0]
 
+    def export(self) -> FamilySamples:
+        """The family's samples now, as plain values."""
+        cells = self._cells
+        return FamilySamples(
+            self.name,
+            self.help,
+            self.kind,
+            self.labelnames,
+            tuple((labels, (cells[labels][0],)) for labels in sorted(cells)),
+        )
+
     def lines(self) -> list[str]:
         out = self.header()
         cells = self._cells
@@ -194,6 +210,19 @@ class Histogram(_Family):
         row = self.values.get(labels)
         return 0 if row is None else int(sum(row[:-1]))
 
+    def export(self) -> FamilySamples:
+        """The family's samples now, as plain values (each row: the per-bucket counts, not
+        cumulative, then +Inf's own, then the sum)."""
+        values = self.values
+        return FamilySamples(
+            self.name,
+            self.help,
+            self.kind,
+            self.labelnames,
+            tuple((labels, tuple(values[labels])) for labels in sorted(values)),
+            self.buckets,
+        )
+
     def lines(self) -> list[str]:
         out = self.header()
         names = self.labelnames
@@ -225,6 +254,61 @@ class GaugeFamily:
         out = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
         for labels, value in self.samples:
             out.append(f"{self.name}{_labels(self.labelnames, labels)} {_number(value)}")
+        return out
+
+    def export(self) -> FamilySamples:
+        return FamilySamples(
+            self.name,
+            self.help,
+            self.kind,
+            self.labelnames,
+            tuple((labels, (value,)) for labels, value in self.samples),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FamilySamples:
+    """One family's samples as plain values: what crosses from a worker process to its
+    supervisor (picklable, immutable), and what the supervisor renders after merging.
+
+    ``kind`` is ``counter``, ``gauge`` or ``histogram``.  Each sample is a label set and its
+    values: one value for a counter or a gauge; for a histogram, one count per bucket of
+    ``buckets`` (not cumulative), then the count above the last bucket, then the sum -- the
+    row :class:`Histogram` keeps, so rows of two processes add element by element.
+    """
+
+    name: str
+    help: str
+    kind: str
+    labelnames: tuple[str, ...]
+    samples: tuple[tuple[Labels, tuple[float, ...]], ...]
+    buckets: tuple[float, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The Prometheus text of the family, exactly as its live family renders it."""
+        return [*self.header(), *self.sample_lines(self.samples)]
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
+
+    def sample_lines(self, samples: Sequence[tuple[Labels, tuple[float, ...]]]) -> list[str]:
+        """The lines of ``samples`` (some of this family's: a large family is rendered in
+        parts, the header once)."""
+        out: list[str] = []
+        name, names = self.name, self.labelnames
+        if self.kind != "histogram":
+            for labels, values in samples:
+                out.append(f"{name}{_labels(names, labels)} {_number(values[0])}")
+            return out
+        bounds = (*self.buckets, math.inf)
+        for labels, row in samples:
+            running = 0.0
+            for bound, n in zip(bounds, row[:-1], strict=True):
+                running += n
+                le = 'le="+Inf"' if bound == math.inf else f'le="{float(bound)!r}"'
+                out.append(f"{name}_bucket{_labels(names, labels, le)} {_number(running)}")
+            out.append(f"{name}_sum{_labels(names, labels)} {_number(row[-1])}")
+            out.append(f"{name}_count{_labels(names, labels)} {_number(running)}")
         return out
 
 
@@ -271,6 +355,24 @@ class Registry:
         """Add gauges computed at scrape time in slices (:meth:`render_steps` pauses between
         them, so a scrape of a 100k-endpoint catalog does not stall the loop)."""
         self._collectors.append(collect)
+
+    def export_families(self) -> list[FamilySamples]:
+        """The counters and histograms (not the collectors' gauges), as plain values."""
+        out: list[FamilySamples] = []
+        for family in self._families:
+            if isinstance(family, Counter | Histogram):
+                out.append(family.export())
+        return out
+
+    def export_steps(self) -> Steps[list[FamilySamples]]:
+        """Every family as plain values, in :meth:`render`'s order: the counters and
+        histograms, then each collector's gauges (pausing like :meth:`render_steps`)."""
+        out = self.export_families()
+        for collect in self._collectors:
+            families = yield from collect()
+            out.extend(gauge.export() for gauge in families)
+            yield 1
+        return out
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) of every family."""

@@ -218,7 +218,7 @@ class Observer:
             labels,
         )
         if access_log is not None:
-            r.collector(lambda: _access_log_gauges(access_log))
+            r.collector(lambda: access_log_gauges(access_log))
         self.failovers = r.counter(
             "isthmus_failovers_total",
             "Sites skipped while routing a request, by the site that was skipped.",
@@ -502,7 +502,7 @@ def _caller_id(raw: bytes | None) -> str | None:
         return None
 
 
-def _access_log_gauges(log: AccessLog) -> list[GaugeFamily]:
+def access_log_gauges(log: AccessLog) -> list[GaugeFamily]:
     return [
         GaugeFamily(
             "isthmus_access_log_dropped_total",

@@ -105,3 +105,37 @@ def test_a_replica_down_is_named_while_its_site_is_up() -> None:
     assert status["links"][0]["state"] == "up"
     replicas[1]["up"] = True
     assert assess(docs(**{"/links": {"b": link}}))["healthy"]
+
+
+def test_workers_are_counted_and_a_worker_down_or_unlinked_is_degraded() -> None:
+    assert "workers" not in assess(docs())  # no /workers: no worker processes, no line
+    rows = [
+        {"index": 0, "pid": 41, "restarts": 0},
+        {"index": 1, "pid": 42, "restarts": 1},
+    ]
+    status = assess(docs(**{"/workers": {"count": 2, "workers": rows}}))
+    assert status["healthy"] and status["workers"] == {"count": 2, "up": 2, "restarts": 1}
+    assert "workers: 2 of 2 up, 1 restart" in render(status)
+    down = [rows[0], {"index": 1, "pid": None, "restarts": 3, "up": False}]
+    links = {
+        "b": {
+            "up": True,
+            "workers": [{"worker": 0, "up": True}, {"worker": 1, "up": False}],
+        }
+    }
+    status = assess(docs(**{"/workers": down, "/links": links}))
+    assert status["problems"] == [
+        "workers: 1 of 2 up",
+        "b: worker 1 has no link (1 of 2 workers linked)",
+    ]
+    assert "workers: 1 of 2 up, 3 restarts" in render(status)
+
+
+def test_a_worker_that_does_not_serve_yet_is_not_up() -> None:
+    rows = [
+        {"index": 0, "pid": 41, "restarts": 0, "connected": True, "serving": True},
+        {"index": 1, "pid": 42, "restarts": 2, "connected": True, "serving": False},
+    ]
+    status = assess(docs(**{"/workers": {"count": 3, "supervisor_pid": 40, "workers": rows}}))
+    assert status["workers"] == {"count": 3, "up": 1, "restarts": 2}
+    assert status["problems"] == ["workers: 1 of 3 up"]
