@@ -27,6 +27,7 @@ from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
 from overlay.link.handshake_gate import HandshakeGate
 from overlay.link.link import Link, LinkTimeout, handshake
+from overlay.link.listen import open_listeners
 from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
@@ -71,7 +72,7 @@ async def serve_links(
     ``gate``: at most so many handshakes at once (shared with the gateway's dials); a
     connection waits for a slot within its ``handshake_timeout``, or is closed at once when
     the gate's queue is full (``HandshakeBusy``, logged like any rejection)."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(port, host)
     rejections = LogLimiter(window_s=REJECTION_LOG_WINDOW_S)
 
     async def on_connection(tcp: trio.SocketStream) -> None:
