@@ -57,6 +57,7 @@ __all__ = [
     "HANDOFF_MESSAGE",
     "MAX_HANDOFF_CONNECTIONS",
     "WORKER_LINK_SNI",
+    "HandoffBusy",
     "HandoffFailed",
     "HandoffStats",
     "hand_off",
@@ -76,6 +77,8 @@ HANDOFF_MESSAGE = b"isthmus-handoff/1"
 MAX_HANDOFF_CONNECTIONS = 4096
 #: How long a worker waits for the supervisor to take a connection (its queue is full).
 HANDOFF_SEND_TIMEOUT_S = 5.0
+#: ClientHellos a worker waits for at once; more connections are refused at once.
+MAX_PENDING_HELLOS = 1024
 
 #: hand_off sends one fd; room for a few more, so that extras are received and closed.
 _ANCILLARY_BYTES = socket.CMSG_SPACE(8 * array.array("i").itemsize)
@@ -86,6 +89,10 @@ class HandoffFailed(IsthmusError):
     """The supervisor did not take a connection (gone, or its queue stayed full)."""
 
     http_status = 503
+
+
+class HandoffBusy(HandoffFailed):
+    """Too many connections are waiting for their ClientHello already: this one is refused."""
 
 
 async def is_worker_link(
@@ -150,13 +157,30 @@ def worker_handoff(
     timeout_s: float = CLIENT_HELLO_TIMEOUT_S,
     max_bytes: int = MAX_CLIENT_HELLO_BYTES,
     send_timeout_s: float = HANDOFF_SEND_TIMEOUT_S,
+    max_pending: int = MAX_PENDING_HELLOS,
 ) -> Callable[[trio.socket.SocketType], Awaitable[bool]]:
     """The ``handoff`` hook of a worker's ``serve_links``: False keeps a worker link here,
     True means the connection went to the supervisor.  A ClientHello error or a failed
-    hand-off raises (a typed ``IsthmusError``): the listener closes and logs the connection."""
+    hand-off raises (a typed ``IsthmusError``): the listener closes and logs the connection.
+
+    ``timeout_s`` bounds the wait for the ClientHello (then the link's own handshake timeout
+    runs); ``max_pending`` bounds the connections waiting for theirs: the peek comes before
+    the handshake gate, so without it connections that send nothing would pile up."""
+    pending = trio.CapacityLimiter(max_pending)
 
     async def handoff(sock: trio.socket.SocketType) -> bool:
-        if await is_worker_link(sock, timeout_s=timeout_s, max_bytes=max_bytes):
+        token = object()
+        try:
+            pending.acquire_on_behalf_of_nowait(token)
+        except trio.WouldBlock:
+            raise HandoffBusy(
+                f"{max_pending} connections wait for their ClientHello already: refused"
+            ) from None
+        try:
+            worker = await is_worker_link(sock, timeout_s=timeout_s, max_bytes=max_bytes)
+        finally:
+            pending.release_on_behalf_of(token)
+        if worker:
             return False
         try:
             with trio.fail_after(send_timeout_s):

@@ -34,6 +34,7 @@ from overlay.link.client_hello import (
 from overlay.link.dial import open_link
 from overlay.link.handoff import (
     WORKER_LINK_SNI,
+    HandoffBusy,
     HandoffFailed,
     HandoffStats,
     hand_off,
@@ -229,6 +230,7 @@ async def site(
     max_connections: int = 16,
     hold: trio.Event | None = None,
     peek_timeout_s: float = 5,
+    max_pending: int = 16,
     close_supervisor: bool = False,
 ) -> AsyncIterator[Site]:
     worker_end, supervisor_end = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -264,7 +266,9 @@ async def site(
                     identity=worker_id,
                     authorize=lambda _sid: True,
                     handshake_timeout=5,
-                    handoff=worker_handoff(worker_end, timeout_s=peek_timeout_s),
+                    handoff=worker_handoff(
+                        worker_end, timeout_s=peek_timeout_s, max_pending=max_pending
+                    ),
                 )
             )
             yield Site(listeners[0].socket.getsockname()[1], stats, served)
@@ -347,6 +351,29 @@ async def test_stalled_hello_on_the_east_west_port_is_closed_at_its_timeout(
             assert trio.current_time() - start == pytest.approx(7)
     assert [type(e) for e in rejections(caplog)] == [ClientHelloTimeout]
     assert s.stats.received == 0
+
+
+async def test_connections_waiting_for_a_hello_are_bounded(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "isthmus.link")
+    async with site(peek_timeout_s=7, max_pending=1) as s:
+        stalled = await trio.open_tcp_stream(HOST, s.port)
+        async with stalled:
+            await stalled.send_all(client_hello(WORKER_LINK_SNI)[:50])
+            await trio.sleep(1)  # the worker peeks it: the one pending slot is taken
+            start = trio.current_time()
+            extra = await trio.open_tcp_stream(HOST, s.port)
+            async with extra:
+                await extra.send_all(client_hello(WORKER_LINK_SNI))
+                with trio.fail_after(60):
+                    assert await closed_by_peer(extra)
+                assert trio.current_time() - start < 1  # refused at once, not at the timeout
+            with trio.fail_after(60):
+                assert await closed_by_peer(stalled)
+        # the slot is free again
+        assert await ask(s.port, WORKER_LINK_SNI) == b"worker:hi"
+    assert [type(e) for e in rejections(caplog)] == [HandoffBusy, ClientHelloTimeout]
 
 
 async def test_full_supervisor_refuses_at_once_and_keeps_serving_the_others() -> None:
