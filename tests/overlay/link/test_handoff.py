@@ -14,10 +14,13 @@ import contextlib
 import logging
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -44,13 +47,14 @@ from overlay.link.handoff import (
 )
 from overlay.link.link import Link, LinkError
 from tests.overlay.identity.cases import CA_B, SERVER_CHAIN, SERVER_ID, SERVER_KEY, TRUSTED
-from tests.overlay.identity.certfactory import identity, make_leaf
+from tests.overlay.identity.certfactory import identity, key_pem, make_leaf, pem
 
 HOST = "127.0.0.1"
 CLIENT_ID = "spiffe://b.test/gateway/client"
 CLIENT_CHAIN, CLIENT_KEY = make_leaf(CA_B, uris=[CLIENT_ID])
 EXPECTED = SpiffeId.parse(SERVER_ID)
 GUARD_S = 30  # hang guard for real-time waits (every configured timeout here is <= 5 s)
+ROOT = Path(__file__).resolve().parents[3]  # the repository: the child runs from it
 
 
 def server_identity() -> Identity:
@@ -478,3 +482,54 @@ async def test_handed_off_links_outlive_a_cancelled_receiver() -> None:
                 with trio.fail_after(GUARD_S):
                     await receiver_gone.wait()
                 assert await roundtrip(link, b"two") == b"two"
+
+
+async def test_a_connection_handed_to_another_process_becomes_a_verified_link(
+    tmp_path: Path,
+) -> None:
+    """The real boundary: the fd crosses into a separate process (the supervisor), which
+    runs the mTLS handshake and the SPIFFE checks on it."""
+    (tmp_path / "chain.pem").write_bytes(pem(SERVER_CHAIN))
+    (tmp_path / "key.pem").write_bytes(key_pem(SERVER_KEY))
+    for domain, anchors in TRUSTED.items():
+        (tmp_path / f"bundle-{domain}.pem").write_bytes(pem(anchors))
+    worker_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    argv = [sys.executable, "-m", "tests.overlay.link.handoff_child"]
+    with worker_end, child_end:
+        child = await trio.lowlevel.open_process(
+            [*argv, str(child_end.fileno()), str(tmp_path)],
+            cwd=ROOT,
+            pass_fds=[child_end.fileno()],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            said = b""
+            with trio.fail_after(GUARD_S):
+                while not said.endswith(b"\n") and (chunk := await child.stdout.receive_some()):
+                    said += chunk
+            assert said == b"ready\n"
+            child_end.close()  # the child holds its own copy
+            dgram = trio.socket.from_stdlib_socket(worker_end)
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    partial(
+                        serve_links,
+                        echo("worker", []),
+                        host=HOST,
+                        port=0,
+                        identity=server_identity(),
+                        authorize=lambda _sid: True,
+                        handshake_timeout=5,
+                        handoff=worker_handoff(dgram, timeout_s=5),
+                    )
+                )
+                port = listeners[0].socket.getsockname()[1]
+                assert await ask(port, None) == b"child:hi"
+                assert await ask(port, WORKER_LINK_SNI) == b"worker:hi"
+                nursery.cancel_scope.cancel()
+        finally:
+            child.kill()  # our own child, by its handle
+            with trio.CancelScope(shield=True), trio.move_on_after(GUARD_S):
+                await child.wait()
