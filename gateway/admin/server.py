@@ -30,6 +30,7 @@ import trio
 
 from discovery.pacing import paced
 from gateway.admin.sliced import Sliced, encode_json, is_large
+from overlay.link.listen import open_listeners
 
 log = logging.getLogger("gateway.admin")  # the name it has always logged under
 
@@ -80,7 +81,7 @@ async def serve_admin(
 
     ``task_status.started()`` receives the bound port (useful with ``port=0``).
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(port, host)
     limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
     rendering = trio.Lock()
     bound = listeners[0].socket.getsockname()[1]

@@ -42,6 +42,7 @@ from gateway.fleet.site_push import FleetAuthority
 from gateway.fleet.site_wire import max_frame_bytes
 from overlay.identity.rotation import Identity
 from overlay.link.link import tls_rejection_cause
+from overlay.link.listen import open_listeners
 from overlay.link.tls_stream import TLSStream
 
 log = logging.getLogger("isthmus.fleet")
@@ -104,7 +105,7 @@ class FleetApi:
     async def serve(
         self, *, host: str, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(port, host)
         limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
 
         async def handle(tcp: trio.SocketStream) -> None:

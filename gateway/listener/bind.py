@@ -1,10 +1,10 @@
 """Start a listener task and turn a failed bind into a message naming the address.
 
-Why: ``trio.open_tcp_listeners`` raises a bare ``OSError`` ("[Errno 98] Address already in
-use") that says neither which address nor which listener; with several listeners, service
-ports, the east-west listener and the admin API in one config, the operator cannot tell which
-line to fix.  Every listener the gateway starts goes through :func:`start_listener`, which
-knows both, so the message is written once, here.
+Why: a bind (``overlay.link.listen.open_listeners``) raises a bare ``OSError`` ("[Errno 98]
+Address already in use") that says neither which address nor which listener; with several
+listeners, service ports, the east-west listener and the admin API in one config, the
+operator cannot tell which line to fix.  Every listener the gateway starts goes through
+:func:`start_listener`, which knows both, so the message is written once, here.
 """
 
 from __future__ import annotations

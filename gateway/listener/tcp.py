@@ -35,6 +35,7 @@ from foundation.spiffe_id import SpiffeId
 from gateway.config.model import LimitsConfig
 from gateway.http.exchange import CallContext
 from gateway.listener.caller_stream import CallerStream
+from overlay.link.listen import open_listeners
 from overlay.link.socket_opts import tune_relay_socket
 
 log = logging.getLogger("isthmus.listener")
@@ -134,7 +135,7 @@ async def serve_tcp(
     running ``handler`` per connection, at most ``max_connections`` at a time; a caller that
     takes no sent byte for ``send_timeout`` seconds is reset."""
     cap = cap if cap is not None else ConnectionCap(max_connections)
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(port, host)
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:

@@ -9,6 +9,11 @@ redial many times a second.  Lines name the configured site a connection comes f
 can be told (by verified SPIFFE ID, else by source address).  The handler only ever sees
 verified, authorized links; its own errors are logged and end that link only, never the
 listener.
+
+Worker mode: a worker's listener gets a ``handoff`` hook, run on each TCP connection before
+TLS (:mod:`overlay.link.handoff`): a connection it hands to the supervisor is no longer the
+listener's business, and the supervisor accepts it with :func:`accept_link_stream`, which
+applies exactly the checks and logs of the listener.
 """
 
 from __future__ import annotations
@@ -27,18 +32,24 @@ from overlay.identity.rotation import Identity
 from overlay.identity.verify import Authorizer
 from overlay.link.handshake_gate import HandshakeGate
 from overlay.link.link import Link, LinkTimeout, handshake
+from overlay.link.listen import open_listeners
 from overlay.link.socket_opts import tune_relay_socket
 from overlay.link.tls_stream import TLSStream
 
-__all__ = ["LinkHandler", "serve_links"]
+__all__ = ["Handoff", "LinkHandler", "accept_link_stream", "serve_links"]
 
 log = logging.getLogger("isthmus.link")
 
 LinkHandler = Callable[[Link], Awaitable[None]]
 #: Which configured site a connection is from, for log lines: (verified ID or None, source IP).
 SiteOf = Callable[[SpiffeId | None, str], str | None]
+#: Run on each accepted TCP connection before TLS: True when it was handed to another
+#: process (and closed here); raises an ``IsthmusError`` to reject it.
+Handoff = Callable[[trio.socket.SocketType], Awaitable[bool]]
 
 REJECTION_LOG_WINDOW_S = 60.0  # one line per cause of rejection per minute, at most
+#: Rejections of handed-off connections, when the caller passes no limiter of its own.
+_HANDOFF_REJECTIONS = LogLimiter(window_s=REJECTION_LOG_WINDOW_S)
 
 
 def _utcnow() -> dt.datetime:
@@ -64,17 +75,22 @@ async def serve_links(
     wall_clock: Callable[[], dt.datetime] = _utcnow,
     site_of: SiteOf | None = None,
     gate: HandshakeGate | None = None,
+    handoff: Handoff | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` (0 picks a port; see ``task_status.started`` listeners).
 
     ``gate``: at most so many handshakes at once (shared with the gateway's dials); a
     connection waits for a slot within its ``handshake_timeout``, or is closed at once when
-    the gate's queue is full (``HandshakeBusy``, logged like any rejection)."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    the gate's queue is full (``HandshakeBusy``, logged like any rejection).  ``handoff``
+    (worker mode): see the module docstring; a connection it rejects is logged like one that
+    failed TLS."""
+    listeners = await open_listeners(port, host)
     rejections = LogLimiter(window_s=REJECTION_LOG_WINDOW_S)
 
     async def on_connection(tcp: trio.SocketStream) -> None:
+        if handoff is not None and await _handed_off(tcp, handoff, rejections, site_of):
+            return
         await _accept_one(
             tcp,
             handler,
@@ -88,6 +104,68 @@ async def serve_links(
         )
 
     await trio.serve_listeners(on_connection, listeners, task_status=task_status)
+
+
+async def accept_link_stream(
+    tcp: trio.SocketStream,
+    handler: LinkHandler,
+    *,
+    identity: Identity,
+    authorize: Authorizer,
+    handshake_timeout: float = 10.0,
+    site_of: SiteOf | None = None,
+    gate: HandshakeGate | None = None,
+    wall_clock: Callable[[], dt.datetime] = _utcnow,
+    rejections: LogLimiter | None = None,
+) -> None:
+    """Accept one link on a connection that came from elsewhere (a worker's hand-off):
+    the TLS handshake, the checks, the logs and the handler of :func:`serve_links`.
+
+    Returns when the link ends; ``tcp`` is closed by then.  ``rejections``: the limiter of
+    rejection lines (one per cause per minute), shared by default by every hand-off."""
+    await _accept_one(
+        tcp,
+        handler,
+        identity,
+        authorize,
+        handshake_timeout,
+        wall_clock,
+        _HANDOFF_REJECTIONS if rejections is None else rejections,
+        site_of,
+        gate,
+    )
+
+
+def _log_rejection(rejections: LogLimiter, exc: IsthmusError, who: str) -> None:
+    rejections.log(
+        log,
+        logging.WARNING,
+        f"{type(exc).__name__}: {exc}",
+        "rejected inbound link from %s: %s",
+        who,
+        exc,
+        now=trio.current_time(),
+        extra={"error": exc},
+    )
+
+
+async def _handed_off(
+    tcp: trio.SocketStream,
+    handoff: Handoff,
+    rejections: LogLimiter,
+    site_of: SiteOf | None,
+) -> bool:
+    """Run the hand-off hook: True when the connection is gone (handed off or rejected)."""
+    try:
+        return await handoff(tcp.socket)
+    except IsthmusError as exc:
+        addr = _peer_addr(tcp)
+        site = None if site_of is None else site_of(None, addr.rsplit(":", 1)[0])
+        _log_rejection(rejections, exc, addr if site is None else f"site {site} ({addr})")
+    except Exception as exc:  # a bug must cost one connection, never the listener
+        log.exception("hand-off of an inbound link failed unexpectedly", extra={"error": exc})
+    await trio.aclose_forcefully(tcp)
+    return True
 
 
 async def _accept_one(
@@ -123,16 +201,7 @@ async def _accept_one(
         if not authorize(peer.spiffe_id):
             raise NotAuthorized(f"peer {peer.spiffe_id} is not authorized to link")
     except IsthmusError as exc:
-        rejections.log(
-            log,
-            logging.WARNING,
-            f"{type(exc).__name__}: {exc}",
-            "rejected inbound link from %s: %s",
-            who(None),
-            exc,
-            now=trio.current_time(),
-            extra={"error": exc},
-        )
+        _log_rejection(rejections, exc, who(None))
         await trio.aclose_forcefully(stream)
         return
     except Exception as exc:  # a bug must cost one connection, never the listener

@@ -40,7 +40,9 @@ async def open_link(
     ``SvidError``, ``NotAuthorized``) when the peer is not exactly ``expected``.  The link uses
     the identity state current at dial time for its whole life.  ``local_address``: the
     source IP of the connection (this site's east-west address), or the kernel's choice.
-    ``server_name``: the TLS SNI to send (a worker's link names ``WORKER_LINK_SNI``), else none.
+    ``server_name``: the TLS SNI to send (a worker sends ``WORKER_LINK_SNI`` so the peer's
+    listener keeps the link in a worker, :mod:`overlay.link.handoff`); None sends no SNI.
+    It only sorts the connection: the peer is verified by its SPIFFE ID either way.
     """
     state = identity.state
     deadline = trio.current_time() + timeout  # one budget for connect and handshake together
