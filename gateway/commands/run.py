@@ -17,8 +17,8 @@ from foundation.errors import ConfigError, IdentityError, IsthmusError
 from foundation.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
-from gateway.fleet.startup import start_config
 from gateway.config.model import resolve_workers
+from gateway.fleet.startup import start_config
 from gateway.logs import LogSpec, parse_log_spec, setup_logging
 from gateway.reload.apply import ConfigReloader, load_versioned_text
 from gateway.workers.supervise import Supervisor

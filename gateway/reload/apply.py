@@ -38,8 +38,8 @@ from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_iden
 from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_binds
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
 from gateway.reload.traffic import health_checks_of, swap_traffic
-from gateway.workers.role import Role
 from gateway.routes.forward import rules_for
+from gateway.workers.role import Role
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
 
@@ -64,9 +64,7 @@ def load_versioned_text(path: Path) -> tuple[GatewayConfig, str, str]:
     return config, config_version(text), text
 
 
-def peer_specs(
-    config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()
-) -> list[PeerSpec]:
+def peer_specs(config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()) -> list[PeerSpec]:
     """The config's peers as peering takes them: one spec per replica of a site; a peer with
     ``discover = "consul"`` gets the replicas found in Consul (``discovered``) too, each keyed
     by its address even when it is the only one (so a second one joining relinks nothing)."""
@@ -260,10 +258,9 @@ class ConfigReloader:
         # applied whole or not at all.
         with trio.CancelScope(shield=True):
             early, late = self._split_binds(plan.listeners)
+            stop: tuple[str, ...] = tuple(plan.listeners.stop)
             if self.role == "supervisor":  # the workers' listeners: they apply it themselves
                 early, late, stop = [], [], ()
-            else:
-                stop = plan.listeners.stop
             failed = await self._start_binds(early, config)
             if failed:  # nothing else is applied yet: undo the new listeners, reject
                 for bind in early:
@@ -303,7 +300,7 @@ class ConfigReloader:
         )
         for problem in problems:
             log.error("config reload: applied, but %s", problem.render(str(self.path)))
-        if self.on_applied is not None:
+        if self.on_applied is not None and text is not None:
             await self.on_applied(trigger, text, fleet)
         return ReloadOutcome(
             "applied", trigger, version, version, plan.changes, problems, now, str(self.path)

@@ -46,7 +46,8 @@ from typing import Any
 import trio
 
 # Switch to gateway.workers.channel / .messages at the assembly (helper A's modules).
-from gateway.workers.interim import Channel, ChannelClosed, Drain, channel_from_socket
+from gateway.workers.channel import Channel, ChannelClosed, channel_from_socket
+from gateway.workers.messages import Drain
 
 log = logging.getLogger("isthmus.workers")
 
@@ -199,9 +200,7 @@ class WorkerPool:
             slot.process = None
             slot.stopped.set()
 
-    async def _spawn(
-        self, slot: _Slot
-    ) -> tuple[trio.Process, Channel, trio.socket.SocketType]:
+    async def _spawn(self, slot: _Slot) -> tuple[trio.Process, Channel, trio.socket.SocketType]:
         """Start worker ``slot.index`` with its two socketpair ends inherited."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         dgram_ours, dgram_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -350,4 +349,3 @@ class WorkerPool:
     def restart_delays(self, index: int) -> list[float]:
         """The backoff delays chosen for worker ``index``'s last restarts (oldest first)."""
         return list(self._slots[index].restart_delays)
-

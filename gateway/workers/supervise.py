@@ -114,6 +114,7 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.gw: Any = None
         self._nursery: trio.Nursery | None = None
+        self._ready_changed = trio.Event()
         self._handoff_slots = trio.CapacityLimiter(MAX_HANDOFF_CONNECTIONS)
         self.handoff_stats = HandoffStats()
 
@@ -147,14 +148,16 @@ class Supervisor:
         )
         await nursery.start(self.pool.run)
         with trio.move_on_after(READY_TIMEOUT_S) as waited:
-            for index in range(self.count):
-                while index not in self.conns:
-                    await trio.sleep(0.05)
-                await self.conns[index].ready.wait()
+            while self.serving() < self.count:
+                await self._ready_changed.wait()
         if waited.cancelled_caught:
             log.warning("not every worker is serving after %.0f s", READY_TIMEOUT_S)
-        log.info("%d workers serving", sum(1 for c in self.conns.values() if c.ready.is_set()))
+        log.info("%d of %d workers serving", self.serving(), self.count)
         return None if ew is None else self.ports[ew.name]
+
+    def serving(self) -> int:
+        """How many workers serve (applied their first snapshot, listeners up)."""
+        return sum(1 for c in self.conns.values() if c.ready.is_set())
 
     def _follow(self, nursery: trio.Nursery, watch: Watch[Any], publish: Any) -> None:
         """Publish each new value of ``watch`` into the feed and wake every worker's sender."""
@@ -221,6 +224,8 @@ class Supervisor:
             message = await conn.channel.receive()
             if isinstance(message, Ready):
                 conn.ready.set()
+                self._ready_changed.set()
+                self._ready_changed = trio.Event()
                 log.info("worker %d (pid %s) serves", conn.index, conn.pid)
             elif isinstance(message, Resync):
                 log.warning("worker %d asks for a full snapshot: %s", conn.index, message.reason)
@@ -291,4 +296,3 @@ class Supervisor:
         from gateway.workers.admin import worker_admin  # the merges: E's part
 
         worker_admin(self, views, queries)
-

@@ -13,6 +13,7 @@ killed with SIGKILL), the worker exits at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,15 +31,15 @@ from gateway.app import (
     start_callers,
     start_east_west,
 )
-from gateway.config.model import GatewayConfig
 from gateway.config.load import load_text
+from gateway.config.model import GatewayConfig
 from gateway.fleet.merge import load_with_fleet
 from gateway.fleet.state import FleetState
 from gateway.reload.apply import ConfigReloader
 from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.drain import Drain as DrainState
 from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.drain import Drain as DrainState
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
 from gateway.workers.stats import worker_stats
@@ -159,10 +160,8 @@ async def _control(
 
 async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:
     outcome = await reloader.apply_from_supervisor(message.trigger, message.text, message.fleet)
-    try:
+    with contextlib.suppress(ChannelClosed):
         await channel.send(ReloadDone(outcome.json()))
-    except ChannelClosed:
-        pass
 
 
 def handoff_socket(fd: int) -> trio.socket.SocketType:

@@ -57,4 +57,3 @@ def run_worker(
         logging.getLogger("isthmus.workers").warning("worker %d exits: %s", index, exc)
         return 1
     return 0
-
