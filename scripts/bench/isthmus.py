@@ -16,7 +16,7 @@ client at site A crosses the L4 tunnel.  Gateways log at ``warning`` (HAProxy lo
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -125,6 +125,7 @@ async def start_isthmus(
     port_offset: int = 0,
     extra: str = "",
     name: str = "gateway",
+    workers: int | None = None,
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 
@@ -133,8 +134,14 @@ async def start_isthmus(
     gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
     ``port_offset``, ``extra`` (config text appended, ``{dir}``: the site's directory) and
     ``name`` (of the processes) make a second copy (``bench_dataplane.py --observe``).
+    ``workers``: ``[site] workers`` of both gateways (None: the gateway's default); the pids
+    returned are the supervisors', and the CPU figures of :func:`.procs.cpu_seconds` add
+    their live descendants, so a worker-mode target is charged for its workers too.
     """
     topology = make_topology(a_host, b_host, backend, port_offset)
+    if workers is not None:
+        with_workers = tuple(replace(site, workers=workers) for site in topology.sites)
+        topology = replace(topology, sites=with_workers)
     built = await trio.to_thread.run_sync(build_topology, topology, root)
     if extra:
         for site in built:
