@@ -65,7 +65,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import trio  # noqa: E402
 from bench.load import LatencyResult, open_loop  # noqa: E402
-from bench.procs import BenchError, Fleet, cpu_seconds, wait_port  # noqa: E402
+from bench.procs import BenchError, Fleet, child_pids, cpu_seconds, wait_port  # noqa: E402
 
 from foundation.spiffe_id import TrustDomain  # noqa: E402
 from gateway.demo.admin_client import AdminUnavailable, admin_get  # noqa: E402
@@ -141,13 +141,7 @@ def rss_mb(pid: int) -> float:
 
 def worker_pids(pid: int) -> list[int]:
     """The live child processes of gateway A (its workers in worker mode; none otherwise)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the thread ended meanwhile
-            continue
-    return found
+    return child_pids(pid)
 
 
 def rss_line(pid: int) -> str:
