@@ -147,9 +147,12 @@ async def test_workers_killed_under_load(tmp_path: Path) -> None:
 
         return owner
 
+    guard = 2 * WITHIN_S  # the endpoints keep the gateways' pooled connections all along
     echo = {
-        "b": Counting(200, "b1", delay_s=HOLD_S, owner_of=owner_of("b")),
-        "b2": Counting(200, "b2", delay_s=HOLD_S, owner_of=owner_of("b2")),
+        "b": Counting(200, "b1", delay_s=HOLD_S, owner_of=owner_of("b"), connection_guard_s=guard),
+        "b2": Counting(
+            200, "b2", delay_s=HOLD_S, owner_of=owner_of("b2"), connection_guard_s=guard
+        ),
     }
     async with trio.open_nursery() as servers:
         ports = {
