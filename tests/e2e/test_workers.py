@@ -108,8 +108,8 @@ def _worker_rows(doc: Any) -> list[dict[str, Any]]:
 
 
 def _worker_pids(doc: Any) -> list[int]:
-    """The PIDs of the workers ``/workers`` lists as running."""
-    return sorted(int(r["pid"]) for r in _worker_rows(doc) if r.get("pid"))
+    """The PIDs of the workers ``/workers`` lists as serving (process up, channel ready)."""
+    return sorted(int(r["pid"]) for r in _worker_rows(doc) if r.get("pid") and r.get("serving"))
 
 
 def _all_up(doc: Any, count: int = WORKERS) -> bool:
