@@ -605,6 +605,8 @@ async def serve_gateway(
                 gw.sources,
                 functools.partial(start_caller, nursery, gw),
             )
+        if reloader is not None and workers is not None:
+            reloader.role = "supervisor"  # the caller listeners are the workers'
         fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
         if reloader is not None and config.fleet.source == "site":
             reloader.fleet = site_state(config)  # docs/fleet.md, "A control site"

@@ -203,7 +203,7 @@ class Supervisor:
                 nursery.start_soon(self._send_snapshots, conn)
                 await self._receive(conn)
                 nursery.cancel_scope.cancel()
-        except ChannelClosed:
+        except* ChannelClosed:  # the worker exited (the pool starts it again)
             pass
         finally:
             if self.conns.get(index) is conn:
