@@ -45,8 +45,8 @@ from typing import Any
 
 import trio
 
-# Switch to gateway.workers.channel / .messages at the assembly (helper A's modules).
-from gateway.workers.interim import Channel, ChannelClosed, Drain, channel_from_socket
+from gateway.workers.channel import Channel, ChannelClosed, channel_from_socket
+from gateway.workers.messages import Drain
 
 log = logging.getLogger("isthmus.workers")
 
