@@ -178,6 +178,7 @@ class WorkerPool:
                 first = False
                 slot.last_exit = outcome
                 if self._draining.is_set():
+                    log.info("worker %d stopped (%s)", slot.index, outcome)
                     break
                 up_for = trio.current_time() - slot.started_at
                 slot.streak, delay = self.backoff.after_exit(slot.streak, up_for)
