@@ -45,7 +45,6 @@ from typing import Any
 
 import trio
 
-# Switch to gateway.workers.channel / .messages at the assembly (helper A's modules).
 from gateway.workers.channel import Channel, ChannelClosed, channel_from_socket
 from gateway.workers.messages import Drain
 
@@ -179,6 +178,7 @@ class WorkerPool:
                 first = False
                 slot.last_exit = outcome
                 if self._draining.is_set():
+                    log.info("worker %d stopped (%s)", slot.index, outcome)
                     break
                 up_for = trio.current_time() - slot.started_at
                 slot.streak, delay = self.backoff.after_exit(slot.streak, up_for)
@@ -200,7 +200,9 @@ class WorkerPool:
             slot.process = None
             slot.stopped.set()
 
-    async def _spawn(self, slot: _Slot) -> tuple[trio.Process, Channel, trio.socket.SocketType]:
+    async def _spawn(
+        self, slot: _Slot
+    ) -> tuple[trio.Process, Channel, trio.socket.SocketType]:
         """Start worker ``slot.index`` with its two socketpair ends inherited."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         dgram_ours, dgram_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -349,3 +351,4 @@ class WorkerPool:
     def restart_delays(self, index: int) -> list[float]:
         """The backoff delays chosen for worker ``index``'s last restarts (oldest first)."""
         return list(self._slots[index].restart_delays)
+

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.workers.channel import Channel
 from gateway.workers.processes import (
-    Channel,
     RestartBackoff,
     WorkerPool,
     describe_exit,
