@@ -9,12 +9,8 @@ from pathlib import Path
 
 import trio
 
-<<<<<<< HEAD
-from gateway.workers.processes import Channel, WorkerPool
-=======
 from gateway.workers.channel import Channel
 from gateway.workers.processes import WorkerPool
->>>>>>> wk-procs
 
 STAND_IN = Path(__file__).with_name("stand_in_worker.py")
 

@@ -23,12 +23,8 @@ from pathlib import Path
 
 import trio
 
-<<<<<<< HEAD
-from gateway.workers.processes import ChannelClosed, Drain, channel_from_socket
-=======
 from gateway.workers.channel import ChannelClosed, channel_from_socket
 from gateway.workers.messages import Drain
->>>>>>> wk-procs
 
 HANG_GUARD_S = 120.0
 
