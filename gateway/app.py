@@ -94,6 +94,7 @@ from gateway.router.route import Router, known_services
 from gateway.routes.mirrors import mirror_gauges
 from gateway.routes.sources import RouteSources
 from gateway.upstream.pool import UpstreamPool
+from gateway.workers.drain import Drain
 from gateway.workers.role import Handoff, Role, Supervision
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits
@@ -114,6 +115,7 @@ class GatewayPorts:
     east_west: int | None
     admin: int | None
     reloader: ConfigReloader | None = None  # None when not started from a file
+    drain: Drain | None = None  # the caller listeners' (none in a supervisor: its workers')
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Gateway:
     route_sources: RouteSources | None = None
     #: Replicas discovered in Consul; every change of the peer set goes through it.
     peer_directory: PeerDirectory = field(default_factory=PeerDirectory)
+    #: Shutdown's drain: the caller listeners stop accepting, requests in flight finish.
+    drain: Drain = field(default_factory=Drain)
 
 
 #: Bytes a link asks of its TLS stream per read (fixed: docs/limits.md).
@@ -496,7 +500,13 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
     if isinstance(bind, ServicePortConfig):
         what = f"service port {bind.name}"
         serve = functools.partial(
-            serve_service_port, bind, router, limits=lim, live_limits=live_limits, local_site=site
+            serve_service_port,
+            bind,
+            router,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
+            drain=gw.drain,
         )
     elif bind.kind == "http":
         what = f"listener {bind.name}"
@@ -508,11 +518,18 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             limits=lim,
             live_limits=live_limits,
             local_site=site,
+            drain=gw.drain,
         )
     else:
         what = f"listener {bind.name}"
         serve = functools.partial(
-            serve_sni_listener, bind, router, limits=lim, live_limits=live_limits, local_site=site
+            serve_sni_listener,
+            bind,
+            router,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
+            drain=gw.drain,
         )
     port: int = await gw.scoped.start(
         nursery,
@@ -641,4 +658,6 @@ async def serve_gateway(
                     wall_clock=time.time,
                 )
             )
-        task_status.started(GatewayPorts(ew_port, admin_port, reloader))
+        task_status.started(
+            GatewayPorts(ew_port, admin_port, reloader, None if workers is not None else gw.drain)
+        )

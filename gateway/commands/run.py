@@ -128,15 +128,32 @@ async def _main(config: Any, path: Path, version: str, text: str, log_spec: str)
                     workers=supervisor,
                 )
             )
+            grace = config.limits.drain_grace_s
+            draining = False
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if ports.reloader is not None:
                         nursery.start_soon(_reload_on_signal, ports.reloader)
                     continue
-                if supervisor is not None:
-                    await supervisor.drain()
-                nursery.cancel_scope.cancel()
-                break
+                if draining:  # a second SIGTERM/SIGINT: stop now
+                    nursery.cancel_scope.cancel()
+                    break
+                draining = True
+                nursery.start_soon(_drain_then_stop, nursery.cancel_scope, supervisor, ports, grace)
+
+
+async def _drain_then_stop(
+    scope: trio.CancelScope, supervisor: Supervisor | None, ports: Any, grace_s: float
+) -> None:
+    """Shutdown: stop accepting callers, let requests in flight finish (up to ``grace_s``;
+    a supervisor's workers do it themselves), then stop everything."""
+    try:
+        if supervisor is not None:
+            await supervisor.drain(grace_s)
+        elif ports.drain is not None:
+            await ports.drain.start_and_wait(grace_s)
+    finally:
+        scope.cancel()
 
 
 async def _reload_on_signal(reloader: ConfigReloader) -> None:

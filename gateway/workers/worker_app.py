@@ -101,7 +101,6 @@ async def serve_worker(
         if isinstance(change, NeedResync):
             await channel.send(Resync(change.reason))
     publish(gw, receiver)
-    drain = DrainState()
 
     async with trio.open_nursery() as nursery:
         reloader = ConfigReloader(
@@ -121,7 +120,7 @@ async def serve_worker(
         await start_callers(nursery, gw)
         await channel.send(Ready())
         log.info("worker %d serves (pid %d)", index, os.getpid())
-        await _control(channel, gw, receiver, reloader, drain, nursery, index)
+        await _control(channel, gw, receiver, reloader, gw.drain, nursery, index)
         nursery.cancel_scope.cancel()
 
 
@@ -142,7 +141,12 @@ async def _control(
             log.warning("supervisor gone: worker exits")
             return
         if isinstance(message, StatsRequest):
-            stats = worker_stats(gw, index=index, snapshot_version=receiver.version)
+            stats = worker_stats(
+                gw,
+                index=index,
+                snapshot_version=receiver.version,
+                in_flight={"caller_connections": drain.open_connections},
+            )
             await channel.send(StatsReply(message.request_id, stats))
         elif isinstance(message, Apply):
             nursery.start_soon(_reload, channel, reloader, message)
