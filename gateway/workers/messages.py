@@ -54,24 +54,25 @@ class Ports:
 
 @dataclass(frozen=True, slots=True)
 class CatalogHeader:
-    """The small, whole-catalog fields (``sources`` and ``ejected`` whole: they are small)."""
+    """The whole-catalog fields (``sources`` whole: there are a few)."""
 
     version: int
     size: int
     sources: tuple[SourceState, ...]
-    ejected: tuple[tuple[EndpointKey, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogPart:
     """S->W, one part of a full catalog snapshot; a service may span several parts (its
-    entries are added up).  ``header`` is on the ``final`` part, which applies them all."""
+    entries are added up), and so may the gateway's ejections.  ``header`` is on the
+    ``final`` part, which applies them all."""
 
     epoch: str
     seq: int
     index: int
     final: bool
     services: tuple[tuple[ServiceName, tuple[CatalogEntry, ...]], ...]
+    ejected: tuple[tuple[EndpointKey, str], ...] = ()
     header: CatalogHeader | None = None
 
 

@@ -1,0 +1,319 @@
+"""The supervisor's half of the snapshot protocol: full snapshots in bounded parts, deltas.
+
+Pure functions from immutable values to the messages of :mod:`gateway.workers.messages`;
+:class:`gateway.workers.snapshot.SnapshotFeed` decides which to send when.
+
+Why a byte *estimate* bounds the parts: a full snapshot of a 100k-endpoint catalog pickles to
+tens of MiB, and one message that large would hold the channel (and the worker's event loop,
+while it unpickles) for a long time and need a frame limit as large.  Pickling to measure
+would double the cost, so each item is weighed by its variable-size fields (addresses,
+metadata, routes, reasons) plus a constant; a part is closed when its weight reaches
+``budget``.  The estimate errs high for plain entries, so real parts stay near the budget.
+
+Deltas diff by identity: the catalog's and the import table's maps are persistent, so an
+unchanged service (or site) is the same object in both snapshots and costs one ``is``.  A
+changed service is diffed endpoint by endpoint (again by identity) unless it is small or
+mostly changed, when it is sent whole.  A delta heavier than ``budget`` is not built
+(``None``): the caller sends a full snapshot, which is split into parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import immutables
+
+from discovery.model import EndpointKey, ServiceName
+from discovery.snapshot import Catalog, CatalogEntry
+from gateway.cluster.health_checker import Failing as FailingMarks
+from gateway.workers.messages import (
+    CatalogDelta,
+    CatalogHeader,
+    CatalogPart,
+    Failing,
+    FailingDelta,
+    ImportsDelta,
+    ImportsPart,
+    Routes,
+    ServicePatch,
+    SiteHeader,
+    SitePatch,
+)
+from overlay.federation.import_ import ImportedService, ImportTable, PeerImports
+
+DEFAULT_BUDGET = 1 << 20
+#: Services this small are sent whole when they change (a diff saves nothing).
+SMALL_SERVICE = 16
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+# --- weights (see the module docstring) ----------------------------------------------------
+
+
+def entry_weight(entry: CatalogEntry) -> int:
+    ep = entry.endpoint
+    weight = 96 + len(ep.address) + len(ep.locality) + 16 * len(entry.sources)
+    for k, v in ep.metadata:
+        weight += 8 + len(k) + len(v)
+    return weight if ep.spiffe_id is None else weight + 128
+
+
+def imported_weight(imp: ImportedService) -> int:
+    svc = imp.service
+    return 128 + 128 * len(svc.spiffe_ids) + sum(16 + len(r) for r in svc.routes)
+
+
+def _routes_weight(texts: tuple[str, ...]) -> int:
+    return 48 + sum(16 + len(t) for t in texts)
+
+
+def _mark_weight(reason: str) -> int:
+    return 96 + len(reason)
+
+
+# --- generic diff of two persistent maps ---------------------------------------------------
+
+
+def map_diff(
+    old: immutables.Map[K, V], new: immutables.Map[K, V]
+) -> tuple[list[tuple[K, V]], list[K]]:
+    """(upserts, removals) taking ``old`` to ``new``, by value identity; O(len(new)), plus
+    O(len(old)) only when some keys were removed."""
+    upserts: list[tuple[K, V]] = []
+    kept = 0
+    for key, value in new.items():
+        was = old.get(key)
+        if was is not None:
+            kept += 1
+        if was is not value:
+            upserts.append((key, value))
+    removals = [k for k in old if k not in new] if kept != len(old) else []
+    return upserts, removals
+
+
+# --- catalog -------------------------------------------------------------------------------
+
+
+def catalog_header(catalog: Catalog) -> CatalogHeader:
+    return CatalogHeader(catalog.version, catalog.size, tuple(catalog.sources.values()))
+
+
+def catalog_full(catalog: Catalog, epoch: str, seq: int, budget: int) -> list[CatalogPart]:
+    """The whole catalog in parts of about ``budget`` bytes (a big service spans parts)."""
+    parts: list[CatalogPart] = []
+    chunk: list[tuple[ServiceName, tuple[CatalogEntry, ...]]] = []
+    ejected: list[tuple[EndpointKey, str]] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal chunk, ejected, used
+        parts.append(CatalogPart(epoch, seq, len(parts), False, tuple(chunk), tuple(ejected)))
+        chunk, ejected, used = [], [], 0
+
+    for service, endpoints in catalog.services.items():
+        entries: list[CatalogEntry] = []
+        for entry in endpoints.values():
+            weight = entry_weight(entry)
+            if used + weight > budget and (entries or chunk):
+                if entries:
+                    chunk.append((service, tuple(entries)))
+                    entries = []
+                flush()
+            entries.append(entry)
+            used += weight
+        chunk.append((service, tuple(entries)))
+    for key, reason in catalog.ejected.items():
+        weight = _mark_weight(reason)
+        if used + weight > budget and (chunk or ejected):
+            flush()
+        ejected.append((key, reason))
+        used += weight
+    parts.append(
+        CatalogPart(
+            epoch, seq, len(parts), True, tuple(chunk), tuple(ejected), catalog_header(catalog)
+        )
+    )
+    return parts
+
+
+def _service_patch(
+    service: ServiceName,
+    was: immutables.Map[EndpointKey, CatalogEntry] | None,
+    now: immutables.Map[EndpointKey, CatalogEntry] | None,
+) -> ServicePatch:
+    if now is None:
+        return ServicePatch(service, True)
+    if was is None or len(now) <= SMALL_SERVICE:
+        return ServicePatch(service, True, tuple(now.values()))
+    upserts, removals = map_diff(was, now)
+    if len(upserts) + len(removals) >= len(now):
+        return ServicePatch(service, True, tuple(now.values()))
+    return ServicePatch(service, False, tuple(e for _k, e in upserts), tuple(removals))
+
+
+def catalog_delta(
+    old: Catalog, new: Catalog, epoch: str, base: int, seq: int, budget: int
+) -> CatalogDelta | None:
+    """The catalog from ``old`` (the worker's ``base``) to ``new``; None if over budget."""
+    used = 0
+    sources = tuple(new.sources.values()) if new.sources is not old.sources else None
+    ejected = tuple(new.ejected.items()) if new.ejected is not old.ejected else None
+    used += 128 * len(sources or ()) + sum(_mark_weight(r) for _k, r in ejected or ())
+    patches: list[ServicePatch] = []
+    olds, news = old.services, new.services
+    if olds is not news:
+        gone: Iterable[ServiceName] = ()
+        kept = 0
+        for service, endpoints in news.items():
+            was = olds.get(service)
+            if was is not None:
+                kept += 1
+            if was is endpoints:
+                continue
+            patch = _service_patch(service, was, endpoints)
+            used += 48 + sum(entry_weight(e) for e in patch.upserts) + 64 * len(patch.removals)
+            if used > budget:
+                return None
+            patches.append(patch)
+        if kept != len(olds):
+            gone = [s for s in olds if s not in news]
+        patches.extend(ServicePatch(s, True) for s in gone)
+        if used + 48 * len(patches) > budget:
+            return None
+    if used > budget:
+        return None
+    return CatalogDelta(epoch, base, seq, new.version, new.size, sources, ejected, tuple(patches))
+
+
+# --- import table --------------------------------------------------------------------------
+
+
+def site_header(peer: PeerImports) -> SiteHeader:
+    return SiteHeader(peer.site, peer.epoch, peer.version, peer.confirmed_at, peer.stale_since)
+
+
+def _routes(peer: PeerImports) -> Routes:
+    return tuple(peer.routes.items())
+
+
+def imports_full(table: ImportTable, epoch: str, seq: int, budget: int) -> list[ImportsPart]:
+    """The merged per-site view (``peers``) in parts of about ``budget`` bytes.  Replica
+    copies stay in the supervisor: a worker reads the merged view only (see the feed)."""
+    parts: list[ImportsPart] = []
+    headers = tuple(site_header(p) for p in table.peers.values())
+    services: list[tuple[str, tuple[ImportedService, ...]]] = []
+    routes: list[tuple[str, Routes]] = []
+    used = 96 * len(headers)
+
+    def flush(final: bool) -> None:
+        nonlocal services, routes, used
+        first = headers if not parts else ()
+        parts.append(
+            ImportsPart(
+                epoch, seq, len(parts), final, table.grace, first, tuple(services), tuple(routes)
+            )
+        )
+        services, routes, used = [], [], 0
+
+    for site, peer in table.peers.items():
+        batch: list[ImportedService] = []
+        for imp in peer.services.values():
+            weight = imported_weight(imp)
+            if used + weight > budget and (batch or services or routes):
+                if batch:
+                    services.append((site, tuple(batch)))
+                    batch = []
+                flush(False)
+            batch.append(imp)
+            used += weight
+        if batch:
+            services.append((site, tuple(batch)))
+        texts: list[tuple[ServiceName, tuple[str, ...]]] = []
+        for item in peer.routes.items():
+            weight = _routes_weight(item[1])
+            if used + weight > budget and (texts or services or routes):
+                if texts:
+                    routes.append((site, tuple(texts)))
+                    texts = []
+                flush(False)
+            texts.append(item)
+            used += weight
+        if texts:
+            routes.append((site, tuple(texts)))
+    flush(True)
+    return parts
+
+
+def _site_patch(was: PeerImports | None, peer: PeerImports) -> SitePatch:
+    header = site_header(peer)
+    routes = _routes(peer) if was is None or was.routes is not peer.routes else None
+    if was is None:
+        return SitePatch(header, True, tuple(peer.services.values()), (), routes)
+    if was.services is peer.services:
+        return SitePatch(header, False, (), (), routes)
+    upserts, removals = map_diff(was.services, peer.services)
+    if len(upserts) + len(removals) >= len(peer.services):
+        return SitePatch(header, True, tuple(peer.services.values()), (), routes)
+    return SitePatch(header, False, tuple(v for _k, v in upserts), tuple(removals), routes)
+
+
+def imports_delta(
+    old: ImportTable, new: ImportTable, epoch: str, base: int, seq: int, budget: int
+) -> ImportsDelta | None:
+    """The merged view from ``old`` to ``new`` by site; None if over budget."""
+    patches: list[SitePatch] = []
+    removed: list[str] = []
+    used = 0
+    if old.peers is not new.peers:
+        for site, peer in new.peers.items():
+            was = old.peers.get(site)
+            if was is peer:
+                continue
+            patch = _site_patch(was, peer)
+            used += 96 + sum(imported_weight(s) for s in patch.upserts) + 64 * len(patch.removals)
+            used += sum(_routes_weight(t) for _s, t in patch.routes or ())
+            if used > budget:
+                return None
+            patches.append(patch)
+        removed = [s for s in old.peers if s not in new.peers]
+    return ImportsDelta(epoch, base, seq, new.grace, tuple(patches), tuple(removed))
+
+
+# --- failing marks -------------------------------------------------------------------------
+
+
+def failing_full(marks: FailingMarks, epoch: str, seq: int, budget: int) -> list[Failing]:
+    parts: list[Failing] = []
+    for chunk, final in _chunks(marks.items(), lambda kv: _mark_weight(kv[1]), budget):
+        parts.append(Failing(seq, tuple(chunk), epoch, len(parts), final))
+    return parts
+
+
+def failing_delta(
+    old: FailingMarks, new: FailingMarks, epoch: str, base: int, seq: int, budget: int
+) -> FailingDelta | None:
+    upserts, removals = map_diff(old, new)
+    # Reasons are strings: an equal reason in a new object is no change.
+    marked = tuple((k, r) for k, r in upserts if old.get(k) != r)
+    if sum(_mark_weight(r) for _k, r in marked) + 64 * len(removals) > budget:
+        return None
+    return FailingDelta(epoch, base, seq, marked, tuple(removals))
+
+
+def _chunks(
+    items: Iterable[V], weigh: Callable[[V], int], budget: int
+) -> Iterator[tuple[list[V], bool]]:
+    """``items`` in lists of about ``budget`` weight; the last one (maybe empty) is final."""
+    chunk: list[V] = []
+    used = 0
+    for item in items:
+        weight = weigh(item)
+        if used + weight > budget and chunk:
+            yield chunk, False
+            chunk, used = [], 0
+        chunk.append(item)
+        used += weight
+    yield chunk, True
