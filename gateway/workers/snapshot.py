@@ -59,6 +59,7 @@ from gateway.workers.messages import (
     ImportsDelta,
     ImportsPart,
     SiteHeader,
+    entry_of,
 )
 from gateway.workers.snapshot_encode import (
     DEFAULT_BUDGET,
@@ -74,6 +75,7 @@ from overlay.federation.import_ import ImportedService, ImportTable, PeerImports
 T = TypeVar("T")
 DEFAULT_HISTORY = 8
 NO_MARKS: FailingMarks = immutables.Map()
+EMPTY_ENDPOINTS: immutables.Map[EndpointKey, CatalogEntry] = immutables.Map()
 SNAPSHOT_MESSAGES = (CatalogPart, CatalogDelta, ImportsPart, ImportsDelta, Failing, FailingDelta)
 
 
@@ -239,7 +241,7 @@ class _CatalogParts:
     epoch: str
     seq: int
     next_index: int
-    services: dict[ServiceName, dict[EndpointKey, CatalogEntry]]
+    services: dict[ServiceName, immutables.MapMutation[EndpointKey, CatalogEntry]]
     ejected: dict[EndpointKey, str]
 
 
@@ -361,10 +363,11 @@ class SnapshotReceiver:
             self._catalog_parts = None
             return self._gap("catalog", f"full catalog part {msg.index} out of order")
         parts.next_index += 1
-        for service, entries in msg.services:
-            into = parts.services.setdefault(service, {})
-            for entry in entries:
-                into[entry.endpoint.key] = entry
+        for service, rows in msg.services:
+            into = parts.services.get(service)
+            if into is None:
+                into = parts.services[service] = EMPTY_ENDPOINTS.mutate()
+            into.update(entry_of(service, row) for row in rows)
         parts.ejected.update(msg.ejected)
         if not msg.final:
             return Change()
@@ -375,7 +378,7 @@ class SnapshotReceiver:
         self.catalog = Catalog(
             version=header.version,
             sources=self._sources(header.sources),
-            services=immutables.Map({s: immutables.Map(e) for s, e in parts.services.items()}),
+            services=immutables.Map({s: m.finish() for s, m in parts.services.items()}),
             size=header.size,
             ejected=immutables.Map(parts.ejected),
         )
@@ -385,10 +388,11 @@ class SnapshotReceiver:
         old = self.catalog
         with old.services.mutate() as services:
             for patch in msg.services:
+                service = patch.service
                 if patch.replace:
                     if patch.upserts:
-                        services[patch.service] = immutables.Map(
-                            {e.endpoint.key: e for e in patch.upserts}
+                        services[service] = immutables.Map(
+                            entry_of(service, row) for row in patch.upserts
                         )
                     else:
                         services.pop(patch.service, None)
@@ -396,8 +400,7 @@ class SnapshotReceiver:
                 with services.get(patch.service, immutables.Map()).mutate() as endpoints:
                     for key in patch.removals:
                         endpoints.pop(key, None)
-                    for entry in patch.upserts:
-                        endpoints[entry.endpoint.key] = entry
+                    endpoints.update(entry_of(service, row) for row in patch.upserts)
                     changed = endpoints.finish()
                 if len(changed):
                     services[patch.service] = changed

@@ -8,7 +8,8 @@ tens of MiB, and one message that large would hold the channel (and the worker's
 while it unpickles) for a long time and need a frame limit as large.  Pickling to measure
 would double the cost, so each item is weighed by its variable-size fields (addresses,
 metadata, routes, reasons) plus a constant; a part is closed when its weight reaches
-``budget``.  The estimate errs high for plain entries, so real parts stay near the budget.
+``budget``.  The estimate errs high (a plain catalog entry pickles to about half its
+weight), so real parts stay under the budget.
 
 Deltas diff by identity: the catalog's and the import table's maps are persistent, so an
 unchanged service (or site) is the same object in both snapshots and costs one ``is``.  A
@@ -31,6 +32,7 @@ from gateway.workers.messages import (
     CatalogDelta,
     CatalogHeader,
     CatalogPart,
+    EntryRow,
     Failing,
     FailingDelta,
     ImportsDelta,
@@ -39,6 +41,7 @@ from gateway.workers.messages import (
     ServicePatch,
     SiteHeader,
     SitePatch,
+    entry_row,
 )
 from overlay.federation.import_ import ImportedService, ImportTable, PeerImports
 
@@ -53,12 +56,11 @@ V = TypeVar("V")
 # --- weights (see the module docstring) ----------------------------------------------------
 
 
-def entry_weight(entry: CatalogEntry) -> int:
-    ep = entry.endpoint
-    weight = 96 + len(ep.address) + len(ep.locality) + 16 * len(entry.sources)
-    for k, v in ep.metadata:
+def row_weight(row: EntryRow) -> int:
+    weight = 32 + len(row[0]) + len(row[6]) + 8 * len(row[8])
+    for k, v in row[7]:
         weight += 8 + len(k) + len(v)
-    return weight if ep.spiffe_id is None else weight + 128
+    return weight if row[5] is None else weight + 128
 
 
 def imported_weight(imp: ImportedService) -> int:
@@ -104,7 +106,7 @@ def catalog_header(catalog: Catalog) -> CatalogHeader:
 def catalog_full(catalog: Catalog, epoch: str, seq: int, budget: int) -> list[CatalogPart]:
     """The whole catalog in parts of about ``budget`` bytes (a big service spans parts)."""
     parts: list[CatalogPart] = []
-    chunk: list[tuple[ServiceName, tuple[CatalogEntry, ...]]] = []
+    chunk: list[tuple[ServiceName, tuple[EntryRow, ...]]] = []
     ejected: list[tuple[EndpointKey, str]] = []
     used = 0
 
@@ -114,15 +116,16 @@ def catalog_full(catalog: Catalog, epoch: str, seq: int, budget: int) -> list[Ca
         chunk, ejected, used = [], [], 0
 
     for service, endpoints in catalog.services.items():
-        entries: list[CatalogEntry] = []
+        entries: list[EntryRow] = []
         for entry in endpoints.values():
-            weight = entry_weight(entry)
+            row = entry_row(entry)
+            weight = row_weight(row)
             if used + weight > budget and (entries or chunk):
                 if entries:
                     chunk.append((service, tuple(entries)))
                     entries = []
                 flush()
-            entries.append(entry)
+            entries.append(row)
             used += weight
         chunk.append((service, tuple(entries)))
     for key, reason in catalog.ejected.items():
@@ -147,11 +150,11 @@ def _service_patch(
     if now is None:
         return ServicePatch(service, True)
     if was is None or len(now) <= SMALL_SERVICE:
-        return ServicePatch(service, True, tuple(now.values()))
+        return ServicePatch(service, True, tuple(map(entry_row, now.values())))
     upserts, removals = map_diff(was, now)
     if len(upserts) + len(removals) >= len(now):
-        return ServicePatch(service, True, tuple(now.values()))
-    return ServicePatch(service, False, tuple(e for _k, e in upserts), tuple(removals))
+        return ServicePatch(service, True, tuple(map(entry_row, now.values())))
+    return ServicePatch(service, False, tuple(entry_row(e) for _k, e in upserts), tuple(removals))
 
 
 def catalog_delta(
@@ -174,7 +177,7 @@ def catalog_delta(
             if was is endpoints:
                 continue
             patch = _service_patch(service, was, endpoints)
-            used += 48 + sum(entry_weight(e) for e in patch.upserts) + 64 * len(patch.removals)
+            used += 48 + sum(row_weight(r) for r in patch.upserts) + 64 * len(patch.removals)
             if used > budget:
                 return None
             patches.append(patch)
