@@ -51,6 +51,7 @@ import trio
 from discovery.model import EndpointKey, ServiceName
 from discovery.snapshot import Catalog, CatalogEntry, SourceState
 from gateway.cluster.health_checker import Failing as FailingMarks
+from gateway.workers.channel import encode
 from gateway.workers.messages import (
     CatalogDelta,
     CatalogPart,
@@ -161,12 +162,18 @@ class _Track(Generic[T]):
             self.fulls_built += 1
         return list(self._full[1])
 
+    def held(self) -> list[object]:
+        """The messages this track keeps (its steps and its full snapshot)."""
+        out = [delta for _s, _e, delta in self._steps if delta is not None]
+        return out + (self._full[1] if self._full is not None else [])
+
 
 class SnapshotFeed:
     """The supervisor's side: the current values and the messages each worker needs.
 
     ``publish_*`` only keep the new value (cheap, call it on every change); the work happens
-    in :meth:`messages_for`, once per version whatever the number of workers.
+    in :meth:`messages_for`, once per version whatever the number of workers (and in
+    :meth:`frames_for`, which pickles each message once too).
     """
 
     def __init__(
@@ -202,6 +209,7 @@ class SnapshotFeed:
             lambda value, seq: list(failing_full(value, e, seq, budget)),
             history,
         )
+        self._frames: dict[int, tuple[object, bytes]] = {}
 
     def publish_catalog(self, catalog: Catalog) -> None:
         self.catalog.publish(catalog)
@@ -231,6 +239,20 @@ class SnapshotFeed:
             *self.imports.messages(None if v is None else v.imports),
             *self.failing.messages(None if v is None else v.failing),
         ]
+
+    def frames_for(self, worker_version: SnapshotVersion | None) -> list[bytes]:
+        """:meth:`messages_for` as frames for :meth:`~gateway.workers.channel.Channel.
+        send_encoded`: each message is pickled once, however many workers it goes to."""
+        frames = []
+        for message in self.messages_for(worker_version):
+            hit = self._frames.get(id(message))
+            if hit is None or hit[0] is not message:
+                hit = self._frames[id(message)] = (message, encode(message))
+            frames.append(hit[1])
+        live = {id(m) for track in (self.catalog, self.imports, self.failing) for m in track.held()}
+        for key in [k for k in self._frames if k not in live]:
+            del self._frames[key]
+        return frames
 
 
 # --- the worker's side ---------------------------------------------------------------------

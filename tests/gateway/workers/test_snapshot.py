@@ -297,3 +297,17 @@ def test_other_messages_are_refused_and_the_budget_is_checked() -> None:
         SnapshotReceiver(clock_offset=0.0).apply("hello")
     with pytest.raises(ValueError, match="budget"):
         SnapshotFeed(budget=10)
+
+
+def test_frames_are_pickled_once_for_every_worker() -> None:
+    catalog = build(1000)
+    feed = SnapshotFeed(catalog=catalog, budget=8 << 10)
+    first, second = feed.frames_for(None), feed.frames_for(None)
+    assert len(first) > 2 and all(a is b for a, b in zip(first, second, strict=True))
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    deliver(rx, [pickle.loads(f) for f in first])
+    feed.publish_catalog(newer := churn(catalog, range(9), "2"))
+    d1, d2 = feed.frames_for(rx.version), feed.frames_for(rx.version)
+    assert len(d1) == 1 and d1[0] is d2[0]
+    deliver(rx, [pickle.loads(d1[0])])
+    same_catalog(rx.catalog, newer)
