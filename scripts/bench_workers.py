@@ -13,7 +13,10 @@ and :class:`gateway.workers.channel.Channel`; then it applies a 1% churn to the 
 * worker CPU: receiving + unpickling, and applying (``SnapshotReceiver.apply``), separately,
   measured in the child with ``time.process_time`` (other load on the machine does not count);
 * the wall time from the first byte sent to the worker's acknowledgement;
-* the child's RSS before the snapshot, after the full one and after the delta.
+* the child's RSS before the snapshot, after the full one and after the delta;
+* the reference, same run: the supervisor's own discovery work for the same change (building
+  the catalog from its Resynced events for the full snapshot, ``apply_many`` of the churn for
+  a delta), and each side's CPU as a ratio of it.
 
 Run:  .venv/bin/python scripts/bench_workers.py --snapshot 100000 [--rounds 3] [--json]
 """
@@ -126,7 +129,9 @@ async def send_phase(
 
 
 async def supervise(n: int, rounds: int) -> dict[str, Any]:
+    t0 = time.process_time()
     catalog, live = build(n)
+    build_cpu = time.process_time() - t0
     feed = SnapshotFeed(catalog=catalog)
     ours, theirs = channel_pair()
     cmd = [sys.executable, __file__, "--child-fd", str(theirs.fileno())]
@@ -139,6 +144,7 @@ async def supervise(n: int, rounds: int) -> dict[str, Any]:
                 assert isinstance(hello, Hello)
                 await ours.send(Welcome(clock_base()))
                 full = await send_phase(ours, feed, None, "full")
+                full["discovery_cpu_s"] = build_cpu
                 assert full["size"] == len(catalog), (full["size"], len(catalog))
                 rnd = random.Random(n)
                 deltas = []
@@ -147,9 +153,12 @@ async def supervise(n: int, rounds: int) -> dict[str, Any]:
                     held = feed.version
                     k = max(3, n // 100)
                     events, live, next_id = churn_events(live, next_id, k, rnd, str(r + 2))
+                    t0 = time.process_time()
                     catalog, _ = apply_many(catalog, events, now=float(r + 1), policy=POLICY)
+                    discovery_cpu = time.process_time() - t0
                     feed.publish_catalog(catalog)
                     delta = await send_phase(ours, feed, held, "delta")
+                    delta["discovery_cpu_s"] = discovery_cpu
                     assert delta["size"] == len(catalog) and delta["version"] == catalog.version
                     delta["events"] = k
                     deltas.append(delta)
@@ -161,6 +170,11 @@ async def supervise(n: int, rounds: int) -> dict[str, Any]:
             proc.kill()  # our own child, by its handle
             await proc.wait()
     return {"endpoints": n, "full": full, "deltas": deltas}
+
+
+def ratio(row: dict[str, Any], a: str, b: str) -> float:
+    """CPU of one side (``a`` + ``b``) against the discovery work of the same change."""
+    return float((row[a] + row[b]) / max(row["discovery_cpu_s"], 1e-9))
 
 
 def show(result: dict[str, Any]) -> None:
@@ -176,7 +190,8 @@ def show(result: dict[str, Any]) -> None:
     )
     print(
         f"{'phase':>8} {'msgs':>5} {'bytes':>11} {'max msg':>9} {'build ms':>9} "
-        f"{'pickle ms':>9} {'decode ms':>9} {'apply ms':>9} {'wall ms':>8} {'RSS MiB':>8}"
+        f"{'pickle ms':>9} {'decode ms':>9} {'apply ms':>9} {'wall ms':>8} {'RSS MiB':>8} "
+        f"{'disc. ms':>8} {'sup/disc':>8} {'wrk/disc':>8}"
     )
     rows = [("full", full)] + [(f"1% #{i + 1}", d) for i, d in enumerate(deltas)]
     for name, row in rows:
@@ -184,13 +199,16 @@ def show(result: dict[str, Any]) -> None:
             f"{name:>8} {row['messages']:>5} {row['bytes']:>11} {row['max_message_bytes']:>9} "
             f"{row['build_cpu_s'] * 1e3:>9.1f} {row['pickle_cpu_s'] * 1e3:>9.1f} "
             f"{row['decode_cpu_s'] * 1e3:>9.1f} {row['apply_cpu_s'] * 1e3:>9.1f} "
-            f"{row['wall_s'] * 1e3:>8.1f} {row['rss'] / mib:>8.1f}"
+            f"{row['wall_s'] * 1e3:>8.1f} {row['rss'] / mib:>8.1f} "
+            f"{row['discovery_cpu_s'] * 1e3:>8.1f} {ratio(row, 'build_cpu_s', 'pickle_cpu_s'):>8.2f} "
+            f"{ratio(row, 'decode_cpu_s', 'apply_cpu_s'):>8.2f}"
         )
     if deltas:
         print(
             f"1% delta median: {med('bytes') / 1024:.0f} KiB, supervisor "
             f"{(med('build_cpu_s') + med('pickle_cpu_s')) * 1e3:.1f} ms CPU, worker "
-            f"{(med('decode_cpu_s') + med('apply_cpu_s')) * 1e3:.1f} ms CPU"
+            f"{(med('decode_cpu_s') + med('apply_cpu_s')) * 1e3:.1f} ms CPU; discovery's "
+            f"apply of the same change {med('discovery_cpu_s') * 1e3:.1f} ms"
         )
 
 

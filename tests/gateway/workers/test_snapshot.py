@@ -6,6 +6,8 @@ import pickle
 
 import immutables
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from discovery.catalog import apply, apply_many, routable
 from discovery.events import Added, Event, Removed, Resynced, SourceStale, Updated
@@ -21,6 +23,7 @@ from gateway.workers.snapshot import (
     SnapshotReceiver,
     SnapshotVersion,
 )
+from gateway.workers.snapshot_encode import _map_diff_lookups, map_diff
 from overlay.peering.route_fold import RouteFold
 
 POLICY = Policy(order=("static", "consul", "mdns"))
@@ -311,3 +314,50 @@ def test_frames_are_pickled_once_for_every_worker() -> None:
     assert len(d1) == 1 and d1[0] is d2[0]
     deliver(rx, [pickle.loads(d1[0])])
     same_catalog(rx.catalog, newer)
+
+
+class Colliding:
+    """A key whose hash collides with every other's (the HAMT keeps them in one list)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Colliding) and other.name == self.name
+
+
+@given(
+    st.lists(st.integers(0, 300), max_size=200),
+    st.lists(st.tuples(st.sampled_from("aur"), st.integers(0, 400)), max_size=60),
+    st.booleans(),
+)
+def test_map_diff_equals_the_look_up_diff(
+    keys: list[int], edits: list[tuple[str, int]], collide: bool
+) -> None:
+    make = (
+        (lambda i: Colliding(str(i))) if collide else (lambda i: EndpointKey(SERVICES[0], "h", i))
+    )
+    old = immutables.Map({make(i): object() for i in keys})
+    m = old.mutate()
+    for op, i in edits:
+        key = make(i)
+        if op == "r":
+            m.pop(key, None)
+        elif op == "u" and key in m:
+            m[key] = object()
+        elif op == "a":
+            m[make(i)] = object()  # a new key object, equal to any old one
+    new = m.finish()
+    upserts, removals = map_diff(old, new)
+    want_up, want_rm = _map_diff_lookups(old, new)
+    assert dict(upserts) == dict(want_up) and len(upserts) == len(want_up)
+    assert set(removals) == set(want_rm) and len(removals) == len(want_rm)
+    rebuilt = old.mutate()
+    for key in removals:
+        del rebuilt[key]
+    for key, value in upserts:
+        rebuilt[key] = value
+    assert dict(rebuilt.finish().items()) == dict(new.items())
