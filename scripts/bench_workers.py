@@ -200,7 +200,8 @@ def show(result: dict[str, Any]) -> None:
             f"{row['build_cpu_s'] * 1e3:>9.1f} {row['pickle_cpu_s'] * 1e3:>9.1f} "
             f"{row['decode_cpu_s'] * 1e3:>9.1f} {row['apply_cpu_s'] * 1e3:>9.1f} "
             f"{row['wall_s'] * 1e3:>8.1f} {row['rss'] / mib:>8.1f} "
-            f"{row['discovery_cpu_s'] * 1e3:>8.1f} {ratio(row, 'build_cpu_s', 'pickle_cpu_s'):>8.2f} "
+            f"{row['discovery_cpu_s'] * 1e3:>8.1f} "
+            f"{ratio(row, 'build_cpu_s', 'pickle_cpu_s'):>8.2f} "
             f"{ratio(row, 'decode_cpu_s', 'apply_cpu_s'):>8.2f}"
         )
     if deltas:
