@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from discovery.model import EndpointKey, ServiceName
+from discovery.model import Endpoint, EndpointKey, Protocol, ServiceName
 from discovery.snapshot import CatalogEntry, SourceState
+from foundation.spiffe_id import SpiffeId
 from overlay.federation.import_ import ImportedService
 
 # --- the handshake -------------------------------------------------------------------------
@@ -51,6 +52,46 @@ class Ports:
 
 # --- catalog snapshots ---------------------------------------------------------------------
 
+#: A :class:`~discovery.snapshot.CatalogEntry` of a known service, flattened: address, port,
+#: protocol, healthy, weight, SPIFFE ID, locality, metadata, sources.  Why: pickling frozen
+#: slotted dataclasses runs Python code per object (about 10 us per entry, both ways); plain
+#: tuples pickle in C, 8 times faster for a 100k-endpoint snapshot, and a third smaller.
+EntryRow = tuple[
+    str,
+    int,
+    Protocol,
+    bool,
+    int,
+    SpiffeId | None,
+    str,
+    tuple[tuple[str, str], ...],
+    tuple[str, ...],
+]
+
+
+def entry_row(entry: CatalogEntry) -> EntryRow:
+    ep = entry.endpoint
+    return (
+        ep.address,
+        ep.port,
+        ep.protocol,
+        ep.healthy,
+        ep.weight,
+        ep.spiffe_id,
+        ep.locality,
+        ep.metadata,
+        entry.sources,
+    )
+
+
+def entry_of(service: ServiceName, row: EntryRow) -> tuple[EndpointKey, CatalogEntry]:
+    """The entry (and its key) that :func:`entry_row` flattened."""
+    address, port, protocol, healthy, weight, spiffe_id, locality, metadata, sources = row
+    endpoint = Endpoint(
+        service, address, port, protocol, healthy, weight, spiffe_id, locality, metadata
+    )
+    return EndpointKey(service, address, port), CatalogEntry(endpoint, sources)
+
 
 @dataclass(frozen=True, slots=True)
 class CatalogHeader:
@@ -71,7 +112,7 @@ class CatalogPart:
     seq: int
     index: int
     final: bool
-    services: tuple[tuple[ServiceName, tuple[CatalogEntry, ...]], ...]
+    services: tuple[tuple[ServiceName, tuple[EntryRow, ...]], ...]
     ejected: tuple[tuple[EndpointKey, str], ...] = ()
     header: CatalogHeader | None = None
 
@@ -83,7 +124,7 @@ class ServicePatch:
 
     service: ServiceName
     replace: bool
-    upserts: tuple[CatalogEntry, ...] = ()
+    upserts: tuple[EntryRow, ...] = ()
     removals: tuple[EndpointKey, ...] = ()
 
 
@@ -242,6 +283,7 @@ __all__ = [
     "CatalogHeader",
     "CatalogPart",
     "Drain",
+    "EntryRow",
     "Failing",
     "FailingDelta",
     "Hello",
@@ -258,4 +300,6 @@ __all__ = [
     "StatsReply",
     "StatsRequest",
     "Welcome",
+    "entry_of",
+    "entry_row",
 ]

@@ -6,6 +6,8 @@ import pickle
 
 import immutables
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from discovery.catalog import apply, apply_many, routable
 from discovery.events import Added, Event, Removed, Resynced, SourceStale, Updated
@@ -21,6 +23,7 @@ from gateway.workers.snapshot import (
     SnapshotReceiver,
     SnapshotVersion,
 )
+from gateway.workers.snapshot_encode import _map_diff_lookups, map_diff
 from overlay.peering.route_fold import RouteFold
 
 POLICY = Policy(order=("static", "consul", "mdns"))
@@ -297,3 +300,72 @@ def test_other_messages_are_refused_and_the_budget_is_checked() -> None:
         SnapshotReceiver(clock_offset=0.0).apply("hello")
     with pytest.raises(ValueError, match="budget"):
         SnapshotFeed(budget=10)
+
+
+def test_frames_are_pickled_once_for_every_worker() -> None:
+    catalog = build(1000)
+    feed = SnapshotFeed(catalog=catalog, budget=8 << 10)
+    first, second = feed.frames_for(None), feed.frames_for(None)
+    assert len(first) > 2 and all(a is b for a, b in zip(first, second, strict=True))
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    deliver(rx, [pickle.loads(f) for f in first])
+    feed.publish_catalog(newer := churn(catalog, range(9), "2"))
+    d1, d2 = feed.frames_for(rx.version), feed.frames_for(rx.version)
+    assert len(d1) == 1 and d1[0] is d2[0]
+    deliver(rx, [pickle.loads(d1[0])])
+    same_catalog(rx.catalog, newer)
+
+
+class Colliding:
+    """A key whose hash collides with every other's (the HAMT keeps them in one list)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Colliding) and other.name == self.name
+
+
+@given(
+    st.lists(st.integers(0, 40), max_size=40),
+    st.lists(st.tuples(st.sampled_from("aur"), st.integers(0, 50)), max_size=30),
+    st.booleans(),
+)
+def test_map_diff_equals_the_look_up_diff(
+    keys: list[int], edits: list[tuple[str, int]], collide: bool
+) -> None:
+    make = (
+        (lambda i: Colliding(str(i))) if collide else (lambda i: EndpointKey(SERVICES[0], "h", i))
+    )
+    old = immutables.Map({make(i): object() for i in keys})
+    m = old.mutate()
+    for op, i in edits:
+        key = make(i)
+        if op == "r":
+            m.pop(key, None)
+        elif op == "u" and key in m:
+            m[key] = object()
+        elif op == "a":
+            m[make(i)] = object()  # a new key object, equal to any old one
+    new = m.finish()
+    upserts, removals = map_diff(old, new)
+    want_up, want_rm = _map_diff_lookups(old, new)
+    assert dict(upserts) == dict(want_up) and len(upserts) == len(want_up)
+    assert set(removals) == set(want_rm) and len(removals) == len(want_rm)
+    rebuilt = old.mutate()
+    for key in removals:
+        del rebuilt[key]
+    for key, value in upserts:
+        rebuilt[key] = value
+    assert dict(rebuilt.finish().items()) == dict(new.items())
+
+
+def test_map_diff_falls_back_when_the_orders_differ() -> None:
+    x, y, z = Colliding("x"), Colliding("y"), Colliding("z")
+    old = immutables.Map({x: 1, y: 2, z: 3})
+    new = old.delete(x).set(Colliding("x"), 4)  # x moves behind y in the collision list
+    assert list(new.keys()) != list(old.keys())
+    assert map_diff(old, new) == ([(x, 4)], [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import trio
 
 from gateway.workers.channel import Channel, channel_from_socket, channel_pair
@@ -39,6 +41,13 @@ async def test_a_worker_syncs_over_a_socketpair_and_resyncs_after_a_gap() -> Non
     catalog = build(3000)
     feed = SnapshotFeed(catalog=catalog, budget=32 << 10)
     ours, theirs = channel_pair()
+    # A hang guard only (the exchange takes well under a second).
+    with trio.fail_after(30):
+        await exchange(feed, ours, theirs)
+
+
+async def exchange(feed: SnapshotFeed, ours: Channel, theirs: socket.socket) -> None:
+    catalog = feed.catalog.value
     send, receive = trio.open_memory_channel[SnapshotReceiver](1)
     async with ours, trio.open_nursery() as nursery:
         nursery.start_soon(worker, channel_from_socket(theirs), send)
