@@ -213,9 +213,8 @@ class Supervisor:
         while True:
             conn.wake = trio.Event()
             version = self.feed.version
-            messages = self.feed.messages_for(conn.version)
-            for message in messages:
-                await conn.channel.send(message)
+            for frame in self.feed.frames_for(conn.version):  # pickled once for every worker
+                await conn.channel.send_encoded(frame)
             conn.version = version
             await conn.wake.wait()
 
