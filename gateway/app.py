@@ -94,11 +94,14 @@ from gateway.router.route import Router, known_services
 from gateway.routes.mirrors import mirror_gauges
 from gateway.routes.sources import RouteSources
 from gateway.upstream.pool import UpstreamPool
+from gateway.workers.drain import Drain
+from gateway.workers.role import Handoff, Role, Supervision
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits
 from overlay.identity.expiry import watch_own_identity
 from overlay.identity.rotation import Identity
 from overlay.identity.state import BundleSource, load_identity_state
+from overlay.link.handoff import WORKER_LINK_SNI
 from overlay.peering.config import PeeringSettings
 from overlay.peering.peers import Peering
 
@@ -112,6 +115,7 @@ class GatewayPorts:
     east_west: int | None
     admin: int | None
     reloader: ConfigReloader | None = None  # None when not started from a file
+    drain: Drain | None = None  # the caller listeners' (none in a supervisor: its workers')
 
 
 @dataclass
@@ -141,6 +145,8 @@ class Gateway:
     route_sources: RouteSources | None = None
     #: Replicas discovered in Consul; every change of the peer set goes through it.
     peer_directory: PeerDirectory = field(default_factory=PeerDirectory)
+    #: Shutdown's drain: the caller listeners stop accepting, requests in flight finish.
+    drain: Drain = field(default_factory=Drain)
 
 
 #: Bytes a link asks of its TLS stream per read (fixed: docs/limits.md).
@@ -280,9 +286,13 @@ async def load_identity(config: GatewayConfig) -> tuple[Identity, list[BundleSou
     return Identity(state), bundles
 
 
-def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
+def build_gateway(config: GatewayConfig, identity: Identity, *, role: Role = "single") -> Gateway:
     """Build step 2: the parts wired together, nothing started (the local cluster and the
-    inbound side, peering, the router)."""
+    inbound side, peering, the router).
+
+    ``role`` "worker": a data-plane worker's parts (docs/workers.md): its peering keeps worker
+    links only (streams, never federation); its catalog and imports come from the supervisor.
+    """
     catalog: Watch[Catalog] = Watch(Catalog())
     peers = peer_specs(config)
     lim = config.limits
@@ -321,6 +331,8 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
         export_rules=config.exports,
         settings=peering_settings(config),
         stream_handler=east_west,
+        mode="worker" if role == "worker" else "primary",
+        server_name=WORKER_LINK_SNI if role == "worker" else None,
     )
     observer = observer_for(config, catalog, peering)
     if observer is not None:
@@ -372,12 +384,20 @@ def build_gateway(config: GatewayConfig, identity: Identity) -> Gateway:
     )
 
 
-async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource]) -> None:
-    """Start step 1: identity rotation and expiry, discovery, mDNS announcements, the pool."""
+async def start_background(
+    nursery: trio.Nursery, gw: Gateway, bundles: list[BundleSource], *, role: Role = "single"
+) -> None:
+    """Start step 1: identity rotation and expiry, discovery, mDNS announcements, the pool.
+
+    A worker (``role`` "worker") runs no discovery, health checks or announcements: the
+    supervisor does, once for the site, and sends the worker their results.
+    """
     config, ident = gw.config, gw.config.identity
+    control = role != "worker"
     await gw.scoped.start(nursery, WATCHER_KEY, identity_watcher(gw.identity, ident))
     await nursery.start(watch_own_identity, gw.identity)
-    await gw.sources.start(nursery, config.sources)
+    if control:
+        await gw.sources.start(nursery, config.sources)
     await nursery.start(
         serve_effective_catalog,
         gw.catalog,
@@ -385,9 +405,10 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         gw.effective_catalog,
         gw.failing,
     )
-    await health_checks_of(gw).start(nursery, config.service_traffic)  # a reload restarts it
+    if control:
+        await health_checks_of(gw).start(nursery, config.service_traffic)  # reload restarts it
     gc.freeze()  # the start-up heap is long-lived: keep it out of every later GC pass
-    if config.mdns_announce.services:
+    if control and config.mdns_announce.services:
         await nursery.start(
             functools.partial(
                 serve_mdns_announcer,
@@ -403,14 +424,20 @@ async def start_background(nursery: trio.Nursery, gw: Gateway, bundles: list[Bun
         await nursery.start(gw.observer.access_log.serve)
 
 
-async def start_east_west(nursery: trio.Nursery, gw: Gateway) -> int | None:
-    """Start step 2: the east-west listener peers dial (and the dialers); its port."""
+async def start_east_west(
+    nursery: trio.Nursery, gw: Gateway, *, handoff: Handoff | None = None
+) -> int | None:
+    """Start step 2: the east-west listener peers dial (and the dialers); its port.
+
+    ``handoff`` (a worker's): called with each accepted connection before TLS; it passes the
+    connections that are not worker links to the supervisor (docs/workers.md).
+    """
     ew = gw.config.listener("east-west")
     if ew is None:
         return None
     port: int = await start_listener(
         nursery,
-        functools.partial(gw.peering.serve, host=str(ew.address), port=ew.port),
+        functools.partial(gw.peering.serve, host=str(ew.address), port=ew.port, handoff=handoff),
         what=f"listener {ew.name}",
         address=str(ew.address),
         port=ew.port,
@@ -473,7 +500,13 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
     if isinstance(bind, ServicePortConfig):
         what = f"service port {bind.name}"
         serve = functools.partial(
-            serve_service_port, bind, router, limits=lim, live_limits=live_limits, local_site=site
+            serve_service_port,
+            bind,
+            router,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
+            drain=gw.drain,
         )
     elif bind.kind == "http":
         what = f"listener {bind.name}"
@@ -485,11 +518,18 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             limits=lim,
             live_limits=live_limits,
             local_site=site,
+            drain=gw.drain,
         )
     else:
         what = f"listener {bind.name}"
         serve = functools.partial(
-            serve_sni_listener, bind, router, limits=lim, live_limits=live_limits, local_site=site
+            serve_sni_listener,
+            bind,
+            router,
+            limits=lim,
+            live_limits=live_limits,
+            local_site=site,
+            drain=gw.drain,
         )
     port: int = await gw.scoped.start(
         nursery,
@@ -521,19 +561,26 @@ async def _start_bound(
 
 
 async def start_admin(
-    nursery: trio.Nursery, gw: Gateway, reloader: ConfigReloader | None = None
+    nursery: trio.Nursery,
+    gw: Gateway,
+    reloader: ConfigReloader | None = None,
+    workers: Supervision | None = None,
 ) -> int | None:
     """Start step 4: the admin API, last (it reports on everything above); its port."""
     admin = gw.config.listener("admin")
     if admin is None:
         return None
+    views = admin_views(gw, reloader)
+    queries = {"/explain": explain_query(gw.router, gw.cluster, lambda: gw.config.limits)}
+    if workers is not None:
+        workers.admin_views(views, queries)
     port: int = await start_listener(
         nursery,
         functools.partial(
             serve_admin,
-            admin_views(gw, reloader),
+            views,
             actions=admin_actions(reloader),
-            queries={"/explain": explain_query(gw.router, gw.cluster, lambda: gw.config.limits)},
+            queries=queries,
             host=str(admin.address),
             port=admin.port,
         ),
@@ -551,6 +598,7 @@ async def serve_gateway(
     config_path: Path | None = None,
     version: str | None = None,
     fleet: FleetDocument | None = None,
+    workers: Supervision | None = None,
     task_status: trio.TaskStatus[GatewayPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway described by ``config`` until cancelled: build, then start in order.
@@ -558,6 +606,8 @@ async def serve_gateway(
     With ``config_path`` (the file ``config`` came from, and its ``version``), the gateway can
     reload it: ``GatewayPorts.reloader`` and the admin API's ``POST /config/reload``.
     ``fleet`` is the fleet document already merged into ``config`` (read at start).
+    ``workers``: this process is the supervisor of worker processes (``[site] workers``):
+    they bind the east-west and caller listeners; this one keeps the control plane.
     """
     identity, bundles = await load_identity(config)
     gw = build_gateway(config, identity)
@@ -572,6 +622,8 @@ async def serve_gateway(
                 gw.sources,
                 functools.partial(start_caller, nursery, gw),
             )
+        if reloader is not None and workers is not None:
+            reloader.role = "supervisor"  # the caller listeners are the workers'
         fleet_source = fleet_consul(config) if config.fleet.source == "consul" else None
         if reloader is not None and config.fleet.source == "site":
             reloader.fleet = site_state(config)  # docs/fleet.md, "A control site"
@@ -585,10 +637,14 @@ async def serve_gateway(
                 gw.observer.registry.collector(reloader.fleet.gauges)
         site_fleet = SiteFleet(gw, reloader)  # before the links: it serves the push path
         await start_background(nursery, gw, bundles)
-        ew_port = await start_east_west(nursery, gw)
+        if workers is None:
+            ew_port = await start_east_west(nursery, gw)
+        else:
+            ew_port = await workers.start(nursery, gw, reloader)
         await start_consul_gateways(nursery, gw, ew_port)
-        await start_callers(nursery, gw)
-        admin_port = await start_admin(nursery, gw, reloader)
+        if workers is None:
+            await start_callers(nursery, gw)
+        admin_port = await start_admin(nursery, gw, reloader, workers)
         await site_fleet.start(nursery, fleet)
         if reloader is not None and reloader.fleet is not None and fleet_source is not None:
             # Last: each fleet version is applied to a gateway that is fully up.
@@ -602,4 +658,6 @@ async def serve_gateway(
                     wall_clock=time.time,
                 )
             )
-        task_status.started(GatewayPorts(ew_port, admin_port, reloader))
+        task_status.started(
+            GatewayPorts(ew_port, admin_port, reloader, None if workers is not None else gw.drain)
+        )

@@ -33,6 +33,17 @@ h2_stream_window=1048576`` appends a ``[limits]`` setting to both gateways' conf
 such a run are not results); ``--json FILE`` writes every sample; ``--keep`` keeps the work
 directory (configs, certificates, logs).
 
+``--workers`` adds the targets ``isthmus 1-hop w1``, ``isthmus 1-hop w2``, ``isthmus 2-hop w1``
+and ``isthmus 2-hop w2``: two more copies of topology C (the same sites on other ports) whose
+gateways run ``[site] workers = 1`` and ``2`` (a supervisor and that many data-plane worker
+processes sharing the listeners with SO_REUSEPORT); their CPU is the supervisor's plus its
+workers'.  The summary then compares 1 and 2 workers (and the single process, ``isthmus
+1-hop``) within the run: req/s and CPU per request.  Naming a worker target in ``--targets``
+starts its copy too; for the figure alone:
+
+    .venv/bin/python scripts/bench_dataplane.py --tests small \
+        --targets "isthmus 1-hop,isthmus 1-hop w1,isthmus 1-hop w2"
+
 ``--observe`` measures what metrics and access logs cost, in the same run: the Isthmus
 targets run with ``[metrics]`` on and ``[access_log]`` on (to a file), and a second copy of
 topology C (the same sites on other ports, in front of the same backend) with ``[metrics]
@@ -86,7 +97,7 @@ from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isth
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.observe import OFF, OFF_SUFFIX, ON, VARIANTS, observe_summary  # noqa: E402
 from bench.procs import BenchError, Fleet, cpu_seconds, need_tools, wait_port  # noqa: E402
-from bench.report import Sample, combine, summary  # noqa: E402
+from bench.report import Sample, combine, summary, workers_summary  # noqa: E402
 
 from gateway.config.model import LimitsConfig  # noqa: E402
 
@@ -118,7 +129,13 @@ TARGETS = (
     "isthmus 2-hop",
     f"isthmus 1-hop{OFF_SUFFIX}",
     f"isthmus 2-hop{OFF_SUFFIX}",
+    "isthmus 1-hop w1",
+    "isthmus 1-hop w2",
+    "isthmus 2-hop w1",
+    "isthmus 2-hop w2",
 )
+#: ``--workers``: ``[site] workers`` of each extra copy of topology C -> its port offset.
+WORKER_COPIES = {1: 600, 2: 900}
 #: ``--observe``: the copy with observation off listens on the same addresses, these ports on.
 OFF_PORT_OFFSET = 300
 LOCK_PATH = Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock"
@@ -163,6 +180,7 @@ def l7_targets(
     sites: IsthmusSites | None,
     why: str,
     off_sites: IsthmusSites | None = None,
+    worker_sites: dict[int, IsthmusSites] | None = None,
 ) -> list[Target]:
     backend = f"{SITE_B_HOST}:{BACKEND.http_port}"
     h = HaproxyAddrs(HAPROXY_A_HOST, HAPROXY_B_HOST)
@@ -181,6 +199,9 @@ def l7_targets(
         if off_sites is not None:  # --observe: the same target with observation off
             off = (name + OFF_SUFFIX, SITE_A_HOST, off_sites.http_port, header, off_sites.pids)
             targets.append(Target(*off))
+        for count, copy in sorted((worker_sites or {}).items()):  # --workers
+            w = (f"{name} w{count}", SITE_A_HOST, copy.http_port, header, copy.pids)
+            targets.append(Target(*w))
     return targets
 
 
@@ -330,6 +351,7 @@ async def bench(
     out: list[Sample],
     problems: list[str],
     observe: bool = False,
+    worker_counts: tuple[int, ...] = (),
 ) -> None:
     async with Fleet(root / "logs") as fleet:
         await start_backend(fleet, BACKEND, root / "backend")
@@ -349,6 +371,7 @@ async def bench(
         floor_pids = await start_floor_l4(fleet, root / "floor", unit)
         sites: IsthmusSites | None = None
         off_sites: IsthmusSites | None = None
+        worker_sites: dict[int, IsthmusSites] = {}
         why = "skipped (--skip-isthmus)"
         if not skip_isthmus:
             try:
@@ -375,8 +398,23 @@ async def bench(
                         extra=VARIANTS[OFF],
                         name="gateway-off",
                     )
+                for count in worker_counts:  # --workers: one more copy per worker count
+                    worker_sites[count] = await start_isthmus(
+                        fleet,
+                        SITE_A_HOST,
+                        SITE_B_HOST,
+                        BACKEND,
+                        root / f"isthmus-w{count}",
+                        profile=profile,
+                        limits=limits,
+                        port_offset=WORKER_COPIES[count],
+                        extra=VARIANTS[ON] if observe else "",
+                        name=f"gateway-w{count}",
+                        workers=count,
+                    )
             except BenchError as exc:
                 sites = off_sites = None
+                worker_sites = {}
                 problems.append(f"Isthmus topology unavailable: {exc}")
                 why = "Isthmus topology unavailable (reason above and at the end)"
                 print(f"!! {problems[-1]}\n!! going on with topologies A and B only", flush=True)
@@ -398,7 +436,15 @@ async def bench(
             if settings.rounds > 1:
                 print(f"-- round {round_no} of {settings.rounds}", flush=True)
             await one_round(
-                settings, series, chain_pids, floor.process.pid, floor_pids, sites, why, off_sites
+                settings,
+                series,
+                chain_pids,
+                floor.process.pid,
+                floor_pids,
+                sites,
+                why,
+                off_sites,
+                worker_sites,
             )
         if "L7 small" in settings.tests:
             # In this process, between measurements: nothing else of ours is running.
@@ -419,9 +465,10 @@ async def one_round(
     sites: IsthmusSites | None,
     why: str,
     off_sites: IsthmusSites | None = None,
+    worker_sites: dict[int, IsthmusSites] | None = None,
 ) -> None:
     """Every test once, each over all its targets back to back (so they share conditions)."""
-    l7 = l7_targets(chain_pids, floor_pid, sites, why, off_sites)
+    l7 = l7_targets(chain_pids, floor_pid, sites, why, off_sites, worker_sites)
     await series(
         "L7 small",
         l7,
@@ -531,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         help="metrics + access log on for the Isthmus targets, and a second copy with both "
         "off (targets 'isthmus 1-hop off', 'isthmus 2-hop off'): their CPU per request",
     )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="also the targets 'isthmus 1-hop w1', 'isthmus 1-hop w2', 'isthmus 2-hop w1', "
+        "'isthmus 2-hop w2': copies of topology C whose gateways run 1 and 2 worker processes",
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -555,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--tests: choose among {', '.join(TESTS)}")
     if any(t not in TARGETS for t in targets):
         parser.error(f"--targets: choose among {', '.join(TARGETS)}")
+    # A worker copy runs when --workers asks for all of them or --targets names one of it.
+    worker_counts = tuple(
+        count
+        for count in sorted(WORKER_COPIES)
+        if args.workers or any(t.endswith(f" w{count}") for t in targets)
+    )
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     settings = Settings(
         seconds=seconds,
@@ -602,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             out=samples,
             problems=problems,
             observe=args.observe,
+            worker_counts=worker_counts,
         )
         trio.run(until_signal, work)
     except (KeyboardInterrupt, Stopped) as exc:
@@ -623,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.observe:
         for line in observe_summary(samples):
             print("  " + line)
+    for line in workers_summary(samples):
+        print("  " + line)
     failed = [s for s in samples if (s.failed and not s.failed.startswith("skipped")) or s.errors]
     if failed:
         status = 1

@@ -33,8 +33,17 @@ queue, not the gateway):
   (``/catalog``: 100k local endpoints, ``/imports``: the peer's 10k services, ``/routes``,
   ``/overlay``, ``/metrics``), each from a fresh connection; the time each took is printed.
 
+``--workers N`` runs gateway A with ``[site] workers = N``: a supervisor (discovery, federation,
+the admin API: the Consul churn lands there) and N data-plane worker processes that serve the
+requests from the snapshots the supervisor pushes.  Then the request latencies are the
+workers', ``CPU/s`` and ``RSS`` are the supervisor's plus its workers', and the stall columns
+are the supervisor's loop only (the probe instruments the process it starts; the workers are
+plain ``gateway.cli worker`` children) -- the p99 ratio is the figure that tells whether churn
+still reaches the callers.
+
 Targets: no loop stall over 50 ms; request p99 during churn <= 1.5 x baseline p99.
 Run:  .venv/bin/python scripts/bench_stall.py [--endpoints 100000] [--seconds 8] [--rate 200]
+      [--workers N]
 Only loopback addresses (127.0.31.1, 127.0.32.1); every process it starts is stopped by PID.
 """
 
@@ -56,7 +65,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import trio  # noqa: E402
 from bench.load import LatencyResult, open_loop  # noqa: E402
-from bench.procs import BenchError, Fleet, wait_port  # noqa: E402
+from bench.procs import BenchError, Fleet, child_pids, cpu_seconds, wait_port  # noqa: E402
 
 from foundation.spiffe_id import TrustDomain  # noqa: E402
 from gateway.demo.admin_client import AdminUnavailable, admin_get  # noqa: E402
@@ -71,10 +80,12 @@ HOST_HEADER = f"web.default.{SITE_A}.isthmus"
 READY_S = 600.0
 
 
-def topology() -> Topology:
+def topology(workers: int | None = None) -> Topology:
+    """Both sites; ``workers``: ``[site] workers`` of gateway A (None: the gateway's default)."""
     web = DemoService("web", "http", BACKEND_PORT)
+    a_addr = ipaddress.IPv4Address(A_HOST)
     sites = (
-        DemoSite(SITE_A, TrustDomain(f"{SITE_A}.bench"), ipaddress.IPv4Address(A_HOST), (web,)),
+        DemoSite(SITE_A, TrustDomain(f"{SITE_A}.bench"), a_addr, (web,), workers=workers),
         DemoSite(SITE_B, TrustDomain(f"{SITE_B}.bench"), ipaddress.IPv4Address(B_HOST), ()),
     )
     return Topology(
@@ -128,6 +139,26 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The live child processes of gateway A (its workers in worker mode; none otherwise)."""
+    return child_pids(pid)
+
+
+def rss_line(pid: int) -> str:
+    """Gateway A's RSS, and its workers' when it has any (each worker holds its own copy of
+    the catalog and import table)."""
+    text = f"gateway A RSS {rss_mb(pid):.0f} MB"
+    workers = []
+    for child in worker_pids(pid):
+        try:
+            workers.append(rss_mb(child))
+        except OSError:
+            continue
+    if workers:
+        text += " (supervisor); workers " + ", ".join(f"{w:.0f}" for w in workers) + " MB"
+    return text
+
+
 async def routes_count(base: str) -> int:
     try:
         answer = await admin_get(base, "/routes", request_timeout_s=30.0)
@@ -146,6 +177,18 @@ async def wait_routes(fleet: Fleet, base: str, at_least: int, within: float) -> 
                 return last
             await trio.sleep(1.0)
     raise BenchError(f"{base}/routes lists {last} services, wanted >= {at_least}")
+
+
+async def wait_workers(pid: int, count: int, fleet: Fleet) -> None:
+    """Wait (a bounded while) until gateway A has ``count`` worker processes; BenchError if not:
+    a figure of worker mode measured without its workers would be a wrong figure."""
+    with trio.move_on_after(60):
+        while len(worker_pids(pid)) < count:
+            fleet.check_alive()
+            await trio.sleep(0.5)
+        print(f"# gateway A: supervisor {pid}, workers {worker_pids(pid)}", flush=True)
+        return
+    raise BenchError(f"gateway A has {len(worker_pids(pid))} worker processes, wanted {count}")
 
 
 ADMIN_PATHS = ("/catalog", "/imports", "/routes", "/overlay", "/metrics")
@@ -213,7 +256,7 @@ async def phase(
     name: str, args: argparse.Namespace, lag: Path, pid: int, action: Any = None
 ) -> dict[str, Any]:
     start = time.time()
-    cpu0 = cpu_s(pid)
+    cpu0 = cpu_seconds([pid])  # with its workers, in worker mode
     busy0 = machine_busy_s()
     others0 = others_cpu()
     try:
@@ -226,7 +269,7 @@ async def phase(
     except* trio.TooSlowError:  # the gateway did not keep up at all: no latency figures
         result = LatencyResult((), int(args.rate * args.seconds), int(args.rate * args.seconds))
     end = time.time()
-    cpu = cpu_s(pid) - cpu0
+    cpu = cpu_seconds([pid]) - cpu0
     busy = machine_busy_s() - busy0
     others1 = others_cpu()
     consul_cpu = others1.get("consul", 0.0) - others0.get("consul", 0.0)
@@ -254,7 +297,7 @@ async def phase(
 
 
 async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
-    topo = topology()
+    topo = topology(args.workers)
     built = await trio.to_thread.run_sync(build_topology, topo, root)
     a = built[0]
     with a.config_path.open("a") as f:
@@ -319,11 +362,9 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         services = 1 + 500 + args.endpoints // 10
         t0 = time.perf_counter()
         await wait_routes(fleet, base_a, services, READY_S)
-        print(
-            f"# ready after {time.perf_counter() - t0:.0f}s; gateway A RSS "
-            f"{rss_mb(child_a.process.pid):.0f} MB",
-            flush=True,
-        )
+        print(f"# ready after {time.perf_counter() - t0:.0f}s; {rss_line(child_a.process.pid)}")
+        if args.workers:
+            await wait_workers(child_a.process.pid, args.workers, fleet)
         await trio.sleep(3.0)
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -370,7 +411,7 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 f"stall {w['batch_ms']:7.1f} ms  step {w['stall_ms']:7.1f} ms  | {w['task']}",
                 flush=True,
             )
-        print(f"# gateway A RSS {rss_mb(child_a.process.pid):.0f} MB", flush=True)
+        print(f"# {rss_line(child_a.process.pid)}", flush=True)
     return rows
 
 
@@ -390,6 +431,12 @@ def main() -> None:
     parser.add_argument(
         "--decoder", default=None, help="JSON decoder of A's Consul source (json, orjson)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="[site] workers of gateway A (0: one process; default: the gateway's default)",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--pin",
@@ -398,6 +445,8 @@ def main() -> None:
         "others (other processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
+    if args.workers is not None and not 0 <= args.workers <= 64:
+        parser.error("--workers must be 0..64")
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:

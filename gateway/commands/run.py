@@ -17,9 +17,11 @@ from foundation.errors import ConfigError, IdentityError, IsthmusError
 from foundation.redact import remember_secret
 from gateway.app import serve_gateway
 from gateway.config.errors import ConfigInvalid
+from gateway.config.model import resolve_workers
 from gateway.fleet.startup import start_config
 from gateway.logs import LogSpec, parse_log_spec, setup_logging
-from gateway.reload.apply import ConfigReloader, load_versioned
+from gateway.reload.apply import ConfigReloader, load_versioned_text
+from gateway.workers.supervise import Supervisor
 
 E = TypeVar("E", bound=BaseException)
 
@@ -41,7 +43,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        config, version = load_versioned(args.config)
+        config, version, text = load_versioned_text(args.config)
     except ConfigInvalid as exc:
         print(exc.report(), file=sys.stderr)
         return 2
@@ -51,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     for path, message in config.warnings():  # as `isthmus config check` prints them
         logging.getLogger("isthmus.gateway").warning("config %s: %s", path, message)
     try:
-        trio.run(_main, config, args.config, version)
+        trio.run(_main, config, args.config, version, text, args.log_level.text())
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -93,25 +95,65 @@ def _isthmus_error(exc: BaseException) -> IsthmusError | None:
     return _leaf(exc, IsthmusError)
 
 
-async def _main(config: Any, path: Path, version: str) -> None:
+async def _main(config: Any, path: Path, version: str, text: str, log_spec: str) -> None:
     """Serve until SIGTERM/SIGINT.  SIGHUP reloads the config file (see docs/reload.md); the
     receiver is open before the gateway starts, so an early SIGHUP never kills the process
-    (the default action of SIGHUP)."""
+    (the default action of SIGHUP).
+
+    With ``[site] workers`` (docs/workers.md) this process is the supervisor: it starts the
+    worker processes, and on SIGTERM/SIGINT drains them (they finish what is in flight, up to
+    ``[limits] drain_grace_s``) before it stops.
+    """
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             config, fleet = await start_config(config, path)  # docs/fleet.md
+            count = resolve_workers(config.site.workers)
+            supervisor = None
+            if count > 0:
+                supervisor = Supervisor(
+                    count=count,
+                    config_path=path,
+                    text=text,
+                    fleet=fleet,
+                    worker_args=("--log-level", log_spec),
+                    drain_grace_s=config.limits.drain_grace_s,
+                )
             ports = await nursery.start(
                 functools.partial(
-                    serve_gateway, config, config_path=path, version=version, fleet=fleet
+                    serve_gateway,
+                    config,
+                    config_path=path,
+                    version=version,
+                    fleet=fleet,
+                    workers=supervisor,
                 )
             )
+            grace = config.limits.drain_grace_s
+            draining = False
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if ports.reloader is not None:
                         nursery.start_soon(_reload_on_signal, ports.reloader)
                     continue
-                nursery.cancel_scope.cancel()
-                break
+                if draining:  # a second SIGTERM/SIGINT: stop now
+                    nursery.cancel_scope.cancel()
+                    break
+                draining = True
+                nursery.start_soon(_drain_then_stop, nursery.cancel_scope, supervisor, ports, grace)
+
+
+async def _drain_then_stop(
+    scope: trio.CancelScope, supervisor: Supervisor | None, ports: Any, grace_s: float
+) -> None:
+    """Shutdown: stop accepting callers, let requests in flight finish (up to ``grace_s``;
+    a supervisor's workers do it themselves), then stop everything."""
+    try:
+        if supervisor is not None:
+            await supervisor.drain(grace_s)
+        elif ports.drain is not None:
+            await ports.drain.start_and_wait(grace_s)
+    finally:
+        scope.cancel()
 
 
 async def _reload_on_signal(reloader: ConfigReloader) -> None:

@@ -50,6 +50,9 @@ class DemoSite:
     services: tuple[DemoService, ...] = ()
     priority: int = 100
     dial: bool = True
+    # ``[site] workers`` of the site's gateway; None leaves the setting out (the gateway's
+    # default), so a topology written before worker processes reads the same.
+    workers: int | None = field(default=None, metadata={"min": 0, "max": 64})
 
     @property
     def gateway_id(self) -> SpiffeId:
@@ -118,6 +121,7 @@ def gateway_config_text(topology: Topology, site: DemoSite, root: Path) -> str:
         f"name = {_q(site.name)}",
         f"trust_domain = {_q(site.trust_domain)}",
         f"mesh_domain = {_q(t.mesh_domain)}",
+        *([] if site.workers is None else [f"workers = {site.workers}"]),
         "",
         "[identity]",
         f"svid = {_q(root / site.name / 'identity' / 'svid.pem')}",

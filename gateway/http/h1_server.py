@@ -10,6 +10,7 @@ operation, the buffer, the head reader and the body pump are ``h1_connection.py`
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import trio
 
@@ -35,12 +36,21 @@ def _caller_closed() -> IsthmusError:
 class H1ServerConnection(H1Connection):
     """The downstream side: read requests from a caller, write responses to it."""
 
-    def __init__(self, stream: trio.abc.Stream, limits: H1Limits | None = None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        limits: H1Limits | None = None,
+        *,
+        closing: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(stream, limits or H1Limits())
         self._request: RequestHead | None = None
         self._first = True
         self._keep_alive = True
         self._response_started = False
+        #: True when the server is shutting down: the next response says ``connection:
+        #: close`` and the connection carries no further request (a drain).
+        self._closing = closing
 
     @property
     def keep_alive(self) -> bool:
@@ -64,10 +74,8 @@ class H1ServerConnection(H1Connection):
         self._encoder = NO_BODY
         self._sent_end = self._response_started = self._expect_continue = False
         if not self._first and not self._buf:
-            with trio.move_on_after(self.limits.idle_timeout_s):
-                await self._fill()
+            await self.wait_for_request()
             if not self._buf:
-                self._reusable = False
                 return None
         self._first = False
         raw: bytes | None = None
@@ -101,6 +109,22 @@ class H1ServerConnection(H1Connection):
         self._decoder = decoder
         self._request = head
         return head
+
+    async def wait_for_request(self, scope: trio.CancelScope | None = None) -> None:
+        """Between requests, wait up to ``idle_timeout_s`` for the next one's first bytes;
+        nothing arrived (idle, the caller closed, ``scope`` cancelled): the connection is
+        over.  ``scope`` lets the server cancel the wait of an idle connection (a drain) and
+        only that: :meth:`next_request` reads a request that has begun without it."""
+        if self._first or self._buf or not self._reusable:
+            return
+        if self._request is not None and not self._exchange_done():
+            return  # next_request() ends the connection
+        scope = trio.CancelScope() if scope is None else scope
+        scope.deadline = trio.current_time() + self.limits.idle_timeout_s
+        with scope:
+            await self._fill()
+        if not self._buf:
+            self._reusable = False
 
     def _exchange_done(self) -> bool:
         decoder = self._decoder
@@ -138,6 +162,8 @@ class H1ServerConnection(H1Connection):
             raise RuntimeError("send_response() twice for one request")
         self._response_started = True
         self._expect_continue = False
+        if self._closing is not None and self._closing():
+            self._keep_alive = False
         try:
             out, encoder, self._keep_alive = encode_response_head(
                 head,

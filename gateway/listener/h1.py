@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -37,6 +38,9 @@ from gateway.listener.h2 import request_from_h2_block
 from gateway.listener.tcp import call_context
 from gateway.relay import relay_l4
 from gateway.router.route import Router, RouteTimeout
+
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
 
 log = logging.getLogger("isthmus.listener.http")
 
@@ -105,11 +109,19 @@ async def serve_h1_connection(
     caller_id: SpiffeId | None = None,
     scheme: bytes = b"http",
     target: bytes | None = None,
+    drain: Drain | None = None,
 ) -> None:
-    """Serve HTTP/1.1 requests on ``stream`` until the caller or an error ends it."""
-    conn = H1ServerConnection(stream, h1_limits(limits))
+    """Serve HTTP/1.1 requests on ``stream`` until the caller or an error ends it.
+
+    ``drain``: once it begins, the response under way says ``connection: close`` and the
+    connection ends after it; a connection idle between requests ends at once."""
+    closing = None if drain is None else (lambda: drain.draining)
+    conn = H1ServerConnection(stream, h1_limits(limits), closing=closing)
     try:
         while True:
+            if drain is not None:
+                with drain.waiting() as idle:
+                    await conn.wait_for_request(idle)
             try:
                 head = await conn.next_request()
             except IsthmusError as exc:

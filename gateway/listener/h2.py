@@ -9,6 +9,7 @@ the mapped response; after it the stream is reset.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,6 +34,9 @@ from gateway.router.route import Router
 from overlay.h2.connection import H2Connection
 from overlay.h2.limits import H2Limits
 from overlay.h2.stream import ConnectionGone, H2Stream
+
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
 
 log = logging.getLogger("isthmus.listener.http")
 
@@ -128,8 +132,12 @@ async def serve_h2_connection(
     limits: LimitsConfig,
     local_site: str,
     caller_id: SpiffeId | None = None,
+    drain: Drain | None = None,
 ) -> None:
-    """Serve an HTTP/2 connection from a local caller until it closes."""
+    """Serve an HTTP/2 connection from a local caller until it closes.
+
+    ``drain``: once it begins, new streams are refused (``REFUSED_STREAM``, safe to retry),
+    the open ones finish, then the connection closes with GOAWAY."""
 
     async def handler(h2_stream: H2Stream) -> None:
         await serve_h2_stream(
@@ -152,4 +160,16 @@ async def serve_h2_connection(
         idle_timeout=limits.idle_timeout_s,
         on_close=on_close,
     )
-    await conn.serve()
+    if drain is None:
+        await conn.serve()
+        return
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_close_on_drain, conn, drain)
+        await conn.serve()
+        nursery.cancel_scope.cancel()
+
+
+async def _close_on_drain(conn: H2Connection, drain: Drain) -> None:
+    await drain.wait_begun()
+    await conn.drain()  # the drain's owner bounds it with its grace
+    await conn.aclose()

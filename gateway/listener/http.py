@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -41,6 +42,9 @@ from gateway.prefixed import PrefixedStream
 from gateway.router.route import Router
 from overlay.identity.rotation import Identity
 
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
+
 log = logging.getLogger("isthmus.listener.http")
 
 
@@ -51,10 +55,13 @@ async def serve_http_connection(
     tls: DownstreamTls | None,
     limits: LimitsConfig,
     local_site: str,
+    drain: Drain | None = None,
 ) -> None:
     """Serve one accepted connection: TLS (optional), then HTTP/2 or HTTP/1.1."""
     try:
-        await _serve_http_connection(tcp, router, tls=tls, limits=limits, local_site=local_site)
+        await _serve_http_connection(
+            tcp, router, tls=tls, limits=limits, local_site=local_site, drain=drain
+        )
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.debug("caller connection broke: %r", exc)  # a reset caller is not an error of ours
 
@@ -66,6 +73,7 @@ async def _serve_http_connection(
     tls: DownstreamTls | None,
     limits: LimitsConfig,
     local_site: str,
+    drain: Drain | None,
 ) -> None:
     stream: trio.abc.Stream = tcp
     caller_id: SpiffeId | None = None
@@ -78,16 +86,22 @@ async def _serve_http_connection(
     scheme = b"https" if tls is not None else b"http"
     if alpn == "h2":
         await serve_h2_connection(
-            stream, router, limits=limits, local_site=local_site, caller_id=caller_id
+            stream, router, limits=limits, local_site=local_site, caller_id=caller_id, drain=drain
         )
         return
-    first = await peek_preface(stream, limits.header_timeout_s)
+    if drain is None:
+        first = await peek_preface(stream, limits.header_timeout_s)
+    else:  # a connection that has sent nothing yet closes when the drain begins
+        with drain.waiting() as idle, idle:
+            first = await peek_preface(stream, limits.header_timeout_s)
+        if idle.cancelled_caught:
+            return
     if not first:
         return
     wrapped = PrefixedStream(stream, first)
     if speaks_h2(first, alpn):
         await serve_h2_connection(
-            wrapped, router, limits=limits, local_site=local_site, caller_id=caller_id
+            wrapped, router, limits=limits, local_site=local_site, caller_id=caller_id, drain=drain
         )
     else:
         await serve_h1_connection(
@@ -97,6 +111,7 @@ async def _serve_http_connection(
             local_site=local_site,
             caller_id=caller_id,
             scheme=scheme,
+            drain=drain,
         )
 
 
@@ -108,13 +123,14 @@ async def serve_http_listener(
     limits: LimitsConfig,
     local_site: str,
     live_limits: Callable[[], LimitsConfig] | None = None,
+    drain: Drain | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an ``http`` listener until cancelled; ``started`` gets the bound port.
 
     ``live_limits``: read once per new connection (a config reload changes the limits of
     connections accepted after it); ``limits`` otherwise, and always for the listener's own
-    ``max_connections`` and ``send_timeout_s``."""
+    ``max_connections`` and ``send_timeout_s``.  ``drain``: docs/workers.md."""
     tls: DownstreamTls | None = None
     if config.tls:
         if identity is None:
@@ -125,7 +141,9 @@ async def serve_http_listener(
     async def on_connection(tcp: CallerStream) -> None:
         LISTENER.set(config.name)  # labels this connection's requests (metrics, access log)
         lim = limits if live_limits is None else live_limits()
-        await serve_http_connection(tcp, router, tls=tls, limits=lim, local_site=local_site)
+        await serve_http_connection(
+            tcp, router, tls=tls, limits=lim, local_site=local_site, drain=drain
+        )
 
     await serve_tcp(
         on_connection,
@@ -133,5 +151,6 @@ async def serve_http_listener(
         port=config.port,
         max_connections=limits.max_connections,
         send_timeout=limits.send_timeout_s,
+        drain=drain,
         task_status=task_status,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,6 +23,9 @@ from gateway.listener.tcp import call_context, serve_tcp
 from gateway.observe.observer import LISTENER
 from gateway.relay import relay_l4
 from gateway.router.route import Router
+
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
 
 log = logging.getLogger("isthmus.listener.service_port")
 
@@ -46,6 +50,7 @@ async def serve_service_port(
     limits: LimitsConfig,
     local_site: str,
     live_limits: Callable[[], LimitsConfig] | None = None,  # per new connection (reload)
+    drain: Drain | None = None,  # docs/workers.md
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one service port until cancelled; ``started`` gets the bound port."""
@@ -60,7 +65,7 @@ async def serve_service_port(
             )
         else:
             await serve_h1_connection(
-                tcp, router, limits=lim, local_site=local_site, target=target
+                tcp, router, limits=lim, local_site=local_site, target=target, drain=drain
             )
 
     await serve_tcp(
@@ -69,5 +74,6 @@ async def serve_service_port(
         port=config.port,
         max_connections=limits.max_connections,
         send_timeout=limits.send_timeout_s,
+        drain=drain,
         task_status=task_status,
     )

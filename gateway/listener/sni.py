@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,6 +27,9 @@ from gateway.listener.tcp import call_context, serve_tcp
 from gateway.observe.observer import LISTENER
 from gateway.relay import relay_l4
 from gateway.router.route import Router
+
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
 
 log = logging.getLogger("isthmus.listener.sni")
 
@@ -53,6 +57,7 @@ async def serve_sni_listener(
     limits: LimitsConfig,
     local_site: str,
     live_limits: Callable[[], LimitsConfig] | None = None,  # per new connection (reload)
+    drain: Drain | None = None,  # docs/workers.md
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an ``sni`` listener until cancelled; ``started`` gets the bound port."""
@@ -68,5 +73,6 @@ async def serve_sni_listener(
         port=config.port,
         max_connections=limits.max_connections,
         send_timeout=limits.send_timeout_s,
+        drain=drain,
         task_status=task_status,
     )

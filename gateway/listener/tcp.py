@@ -16,6 +16,10 @@ Every accepted socket reaches its handler as a
 :class:`~gateway.listener.caller_stream.CallerStream`: sends to the caller are bounded by
 ``send_timeout`` (no progress -> RST), and a connection that ends after an error is closed
 abortively when the kernel still holds data for the caller.
+
+With a :class:`~gateway.workers.drain.Drain`, every connection is counted in it while it is
+open, and when the drain begins the accept loops end and the listening sockets close (the
+connections already accepted run on: the drain waits for them).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -37,6 +42,9 @@ from gateway.http.exchange import CallContext
 from gateway.listener.caller_stream import CallerStream
 from overlay.link.listen import open_listeners
 from overlay.link.socket_opts import tune_relay_socket
+
+if TYPE_CHECKING:
+    from gateway.workers.drain import Drain
 
 log = logging.getLogger("isthmus.listener")
 
@@ -79,11 +87,17 @@ def _refuse(stream: trio.SocketStream) -> None:
     sock.close()
 
 
-async def _run(handler: ConnectionHandler, stream: CallerStream, cap: ConnectionCap) -> None:
+async def _run(
+    handler: ConnectionHandler, stream: CallerStream, cap: ConnectionCap, drain: Drain | None
+) -> None:
     with contextlib.suppress(OSError):  # (a socket the caller already reset has no peer)
         DOWNSTREAM_ADDRESS.set(str(stream.socket.getpeername()[0]))
     try:
-        await handler(stream)
+        if drain is None:
+            await handler(stream)
+        else:
+            with drain.connection():
+                await handler(stream)
     except* Exception:  # a bug must cost this connection, never the listener
         # ``except*``: errors that come in a group with the Cancelled of a listener being
         # shut down are handled here; the Cancelled part goes on to its cancel scope.
@@ -101,6 +115,7 @@ async def _accept_loop(
     cap: ConnectionCap,
     nursery: trio.Nursery,
     send_timeout: float,
+    drain: Drain | None,
 ) -> None:
     while True:
         try:
@@ -118,7 +133,13 @@ async def _accept_loop(
         tune_relay_socket(stream)
         cap.active += 1
         cap.accepted += 1
-        nursery.start_soon(_run, handler, CallerStream(stream, send_timeout=send_timeout), cap)
+        caller = CallerStream(stream, send_timeout=send_timeout)
+        nursery.start_soon(_run, handler, caller, cap, drain)
+
+
+async def _stop_accepting(drain: Drain, accepting: trio.CancelScope) -> None:
+    await drain.wait_begun()
+    accepting.cancel()
 
 
 async def serve_tcp(
@@ -129,18 +150,30 @@ async def serve_tcp(
     max_connections: int,
     send_timeout: float,
     cap: ConnectionCap | None = None,
+    drain: Drain | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on ``host:port`` (0 picks one; ``started`` gets the bound port) until cancelled,
     running ``handler`` per connection, at most ``max_connections`` at a time; a caller that
-    takes no sent byte for ``send_timeout`` seconds is reset."""
+    takes no sent byte for ``send_timeout`` seconds is reset.  ``drain``: see the module
+    docstring (after it began this serves the open connections until cancelled)."""
     cap = cap if cap is not None else ConnectionCap(max_connections)
     listeners = await open_listeners(port, host)
     try:
         async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(_accept_loop, listener, handler, cap, nursery, send_timeout)
-            task_status.started(listeners[0].socket.getsockname()[1])
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(
+                        _accept_loop, listener, handler, cap, nursery, send_timeout, drain
+                    )
+                if drain is not None:
+                    accepting.start_soon(_stop_accepting, drain, accepting.cancel_scope)
+                task_status.started(listeners[0].socket.getsockname()[1])
+            # Only a drain ends the accept loops: refuse new callers from here on.
+            with trio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+            await trio.sleep_forever()
     finally:
         for listener in listeners:
             with trio.CancelScope(shield=True):

@@ -25,10 +25,37 @@ MAX_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_TIMEOUT_S = 2.0
 
 
+#: The most bytes one write of whole lines carries: a pipe's atomic write size (PIPE_BUF).
+ATOMIC_WRITE_BYTES = 4096
+
+
+def line_chunks(text: str, limit: int = ATOMIC_WRITE_BYTES) -> list[str]:
+    """``text`` (whole lines) cut into runs of whole lines of at most ``limit`` characters
+    each (a longer line is a run of its own)."""
+    chunks: list[str] = []
+    start = size = 0
+    for line in text.splitlines(keepends=True):
+        if size and size + len(line) > limit:
+            chunks.append(text[start : start + size])
+            start, size = start + size, 0
+        size += len(line)
+    if size:
+        chunks.append(text[start : start + size])
+    return chunks
+
+
 def _write(lock: threading.Lock, out: IO[str], text: str) -> None:
+    """Write whole lines, one flush (one ``write`` system call) per run of lines.
+
+    Why: the workers of a gateway append to the same file (opened with O_APPEND) or the same
+    pipe.  An append is placed whole, and a pipe write of up to PIPE_BUF bytes is never
+    mixed with another's, but a text stream flushes wherever its buffer fills -- mid-line --
+    so one large write of several processes could interleave inside lines.
+    """
     with lock:
-        out.write(text)
-        out.flush()
+        for chunk in line_chunks(text):
+            out.write(chunk)
+            out.flush()
 
 
 def _close(lock: threading.Lock, out: IO[str]) -> None:
@@ -103,8 +130,6 @@ class AccessLog:
         text = "\n".join(lines) + "\n"
         try:
             # A stuck pipe blocks the thread, not the gateway; abandoned on shutdown.
-            await trio.to_thread.run_sync(
-                _write, self._io_lock, out, text, abandon_on_cancel=True
-            )
+            await trio.to_thread.run_sync(_write, self._io_lock, out, text, abandon_on_cancel=True)
         except (OSError, ValueError):
             self.write_errors += len(lines)  # a full disk must not fail requests

@@ -39,6 +39,7 @@ from gateway.reload.listeners import CallerBind, ListenerPlan, bind_key, caller_
 from gateway.reload.plan import ReloadPlan, config_version, plan_reload
 from gateway.reload.traffic import health_checks_of, swap_traffic
 from gateway.routes.forward import rules_for
+from gateway.workers.role import Role
 from overlay.identity.state import IdentityState
 from overlay.peering.config import PeerSpec
 
@@ -52,14 +53,18 @@ Result = Literal["applied", "unchanged", "rejected"]
 
 def load_versioned(path: Path) -> tuple[GatewayConfig, str]:
     """The config at ``path`` and its version; :class:`ConfigInvalid` with every problem."""
+    config, version, _text = load_versioned_text(path)
+    return config, version
+
+
+def load_versioned_text(path: Path) -> tuple[GatewayConfig, str, str]:
+    """The config at ``path``, its version and the text read (what workers start on)."""
     text = read_config_text(path)
     config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
-    return config, config_version(text)
+    return config, config_version(text), text
 
 
-def peer_specs(
-    config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()
-) -> list[PeerSpec]:
+def peer_specs(config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()) -> list[PeerSpec]:
     """The config's peers as peering takes them: one spec per replica of a site; a peer with
     ``discover = "consul"`` gets the replicas found in Consul (``discovered``) too, each keyed
     by its address even when it is the only one (so a second one joining relinks nothing)."""
@@ -130,6 +135,12 @@ class ConfigReloader:
     last: ReloadOutcome | None = None
     #: The fleet document merged into the file on every reload (None: no ``[fleet]`` source).
     fleet: FleetState | None = None
+    #: "supervisor": the caller listeners are the workers' (not started or stopped here);
+    #: "worker": discovery and health checks are the supervisor's (docs/workers.md).
+    role: Role = "single"
+    #: Called after each applied reload with the text applied and the fleet document merged
+    #: into it: the supervisor sends them to its workers, which apply the same version.
+    on_applied: Callable[[str, str, FleetDocument | None], Awaitable[None]] | None = None
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
     def __post_init__(self) -> None:
@@ -166,15 +177,31 @@ class ConfigReloader:
             log.info("fleet version %s applied", doc.version)
         return outcome
 
-    def _load(self, doc: FleetDocument | None) -> tuple[GatewayConfig, str]:
-        """The file (plus the fleet document, if any) decoded and validated; off the loop."""
-        if doc is None:
-            return load_versioned(self.path)
-        text = read_config_text(self.path)
+    def _load(
+        self, doc: FleetDocument | None, text: str | None = None
+    ) -> tuple[GatewayConfig, str, str]:
+        """The file (plus the fleet document, if any) decoded and validated, its version and
+        text; off the loop.  ``text``: the file's text as the supervisor read it (a worker
+        applies the supervisor's version, not whatever the file holds a moment later)."""
+        if text is None:
+            text = read_config_text(self.path)
         base = self.path.parent.resolve()
-        return load_with_fleet(text, doc, base_dir=base, filename=str(self.path)), config_version(
-            text
-        )
+        if doc is None:
+            config = load_text(text, base_dir=base, filename=str(self.path))
+        else:
+            config = load_with_fleet(text, doc, base_dir=base, filename=str(self.path))
+        return config, config_version(text), text
+
+    async def apply_from_supervisor(
+        self, trigger: str, text: str, fleet: FleetDocument | None
+    ) -> ReloadOutcome:
+        """A worker's reload: the text and fleet document its supervisor just applied."""
+        async with self._lock:
+            outcome = await self._reload(trigger, fleet, text=text)
+        self.last = outcome
+        if self.fleet is not None and fleet is not None and outcome.result != "rejected":
+            self.fleet.record_applied(fleet, outcome.at)
+        return outcome
 
     async def reload(self, trigger: str) -> ReloadOutcome:
         """Read, validate and (if valid and applicable) apply the config file; never raises
@@ -202,12 +229,14 @@ class ConfigReloader:
         log.info("fleet version %s applied with the reloaded file", waiting.version)
         return attempt
 
-    async def _reload(self, trigger: str, fleet: FleetDocument | None = None) -> ReloadOutcome:
+    async def _reload(
+        self, trigger: str, fleet: FleetDocument | None = None, *, text: str | None = None
+    ) -> ReloadOutcome:
         now = self.wall_clock()
         if fleet is None and self.fleet is not None:
             fleet = self.fleet.document  # a file reload keeps the fleet resources that run
         try:
-            config, version = await trio.to_thread.run_sync(self._load, fleet)
+            config, version, text = await trio.to_thread.run_sync(self._load, fleet, text)
         except ConfigInvalid as exc:
             return self._rejected(trigger, None, exc.problems, now)
         plan = plan_reload(self.gw.config, config)
@@ -229,19 +258,22 @@ class ConfigReloader:
         # applied whole or not at all.
         with trio.CancelScope(shield=True):
             early, late = self._split_binds(plan.listeners)
+            stop: tuple[str, ...] = tuple(plan.listeners.stop)
+            if self.role == "supervisor":  # the workers' listeners: they apply it themselves
+                early, late, stop = [], [], ()
             failed = await self._start_binds(early, config)
             if failed:  # nothing else is applied yet: undo the new listeners, reject
                 for bind in early:
                     await self.gw.scoped.stop(bind_key(bind))
                 return self._rejected(trigger, version, failed, now)
-            for key in plan.listeners.stop:
+            for key in stop:
                 await self.gw.scoped.stop(key)
                 log.info("%s stopped", key)
             problems = await self._start_binds(late, config)
             if problems:  # a replaced listener that cannot bind again: keep the old one
                 await self._restore(plan.listeners, late)
             self._apply(plan, config)
-            if plan.traffic.health_checks:
+            if plan.traffic.health_checks and self.role != "worker":
                 await health_checks_of(self.gw).restart(
                     self.nursery, self.gw.config.service_traffic, config.service_traffic
                 )
@@ -252,7 +284,7 @@ class ConfigReloader:
                 self.gw.router.peer_sites = frozenset(p.name for p in config.peers)
                 if relinked:
                     log.info("links closed by reload (peer removed or changed): %s", relinked)
-            if plan.sources:
+            if plan.sources and self.role != "worker":
                 await self.catalog.restart(
                     self.nursery, self.gw.config.sources, config.sources, plan.sources_removed
                 )
@@ -268,6 +300,8 @@ class ConfigReloader:
         )
         for problem in problems:
             log.error("config reload: applied, but %s", problem.render(str(self.path)))
+        if self.on_applied is not None and text is not None:
+            await self.on_applied(trigger, text, fleet)
         return ReloadOutcome(
             "applied", trigger, version, version, plan.changes, problems, now, str(self.path)
         )

@@ -55,7 +55,7 @@ from overlay.federation.export import ExportSession
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import H2Stream, TunnelError
 from overlay.identity.rotation import Identity
-from overlay.link.accept import serve_links
+from overlay.link.accept import Handoff, accept_link_stream, serve_links
 from overlay.link.dial import open_link
 from overlay.link.handshake_gate import HandshakeGate
 from overlay.link.link import Link, LinkTimeout
@@ -339,8 +339,16 @@ class LinkKeeper:
         from a removed peer are refused from now on, a new peer's are accepted."""
         self._by_id = ids_of(self._peers)
 
-    async def serve_links(self, host: str, port: int, *, task_status: trio.TaskStatus[Any]) -> None:
-        """Accept the configured peers on ``host:port`` (``task_status``: the listeners)."""
+    async def serve_links(
+        self,
+        host: str,
+        port: int,
+        *,
+        handoff: Handoff | None = None,
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        """Accept the configured peers on ``host:port`` (``task_status``: the listeners);
+        ``handoff``: a worker's hook, see :func:`overlay.link.accept.serve_links`."""
         await serve_links(
             self.accept,
             host=host,
@@ -350,7 +358,21 @@ class LinkKeeper:
             site_of=self._site_of,
             handshake_timeout=self.settings.handshake_timeout,
             gate=self.gate,
+            handoff=handoff,
             task_status=task_status,
+        )
+
+    async def accept_stream(self, tcp: trio.SocketStream) -> None:
+        """Accept a link on a connection a worker handed over (the supervisor's side): the
+        listener's TLS handshake, checks and logs, then :meth:`accept`."""
+        await accept_link_stream(
+            tcp,
+            self.accept,
+            identity=self.identity,
+            authorize=lambda sid: sid in self._by_id,
+            handshake_timeout=self.settings.handshake_timeout,
+            site_of=self._site_of,
+            gate=self.gate,
         )
 
     def _site_of(self, spiffe_id: SpiffeId | None, host: str) -> str | None:

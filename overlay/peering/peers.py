@@ -26,6 +26,7 @@ process's own links.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -40,6 +41,7 @@ from overlay.federation.export_routes import RouteTexts
 from overlay.federation.import_ import ImportTable
 from overlay.h2.connection import H2Connection
 from overlay.identity.rotation import Identity
+from overlay.link.accept import Handoff
 from overlay.link.dial import open_link
 from overlay.link.link import Link
 from overlay.peering.config import PeeringSettings, PeerSpec
@@ -219,6 +221,7 @@ class Peering:
         *,
         host: str,
         port: int,
+        handoff: Handoff | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept peers on ``host:port``, dial the dial-peers, keep the view; until cancelled.
@@ -227,19 +230,24 @@ class Peering:
         when it is one IP address (not a wildcard): peers see this site's east-west address as
         the source, not whatever the kernel picks (127.0.0.1 on loopback, the first address
         of a multi-homed host), so their logs and firewalls can tell sites apart.
+        ``handoff``: a worker's hook (:mod:`overlay.link.handoff`).
         """
-        self._links.source_address = source_address_for(host)
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(self._links.serve_links, host, port)
-            nursery.start_soon(self.run)
+            listeners = await nursery.start(
+                functools.partial(self._links.serve_links, host, port, handoff=handoff)
+            )
+            nursery.start_soon(self.run, host)
             task_status.started(listeners[0].socket.getsockname()[1])
 
-    async def run(self) -> None:
+    async def run(self, source_host: str | None = None) -> None:
         """Dial the dial-peers and keep the routing view, without listening; until cancelled.
 
         :meth:`serve` runs this beside its listener; links accepted some other way are handed
-        to :meth:`accept`.
+        to :meth:`accept` (or, a worker's hand-off, :meth:`accept_stream`).  ``source_host``:
+        the east-west address dials leave from (see :meth:`serve`).
         """
+        if source_host is not None:
+            self._links.source_address = source_address_for(source_host)
         async with trio.open_nursery() as nursery:
             self._run_nursery = nursery
             nursery.start_soon(self._publisher.run)
@@ -338,6 +346,10 @@ class Peering:
     async def accept(self, link: Link) -> None:
         """Run a verified link a configured peer dialed to us, until it closes."""
         await self._links.accept(link)
+
+    async def accept_stream(self, tcp: trio.SocketStream) -> None:
+        """Accept a link on a TCP connection a worker handed over, until it closes."""
+        await self._links.accept_stream(tcp)
 
     def outbound(self, peer: str) -> StreamOpener | None:
         """What this gateway opens its streams to site ``peer`` on, if a link is up: the

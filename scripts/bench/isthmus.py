@@ -16,7 +16,8 @@ client at site A crosses the L4 tunnel.  Gateways log at ``warning`` (HAProxy lo
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -34,7 +35,7 @@ from gateway.demo.topology import (
 
 from .backend import SMALL_PATH, BackendAddrs
 from .load import probe
-from .procs import BenchError, Fleet
+from .procs import BenchError, Fleet, child_pids
 
 READY_S = 45.0
 SITE_A = "bencha"
@@ -125,6 +126,7 @@ async def start_isthmus(
     port_offset: int = 0,
     extra: str = "",
     name: str = "gateway",
+    workers: int | None = None,
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 
@@ -133,8 +135,14 @@ async def start_isthmus(
     gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
     ``port_offset``, ``extra`` (config text appended, ``{dir}``: the site's directory) and
     ``name`` (of the processes) make a second copy (``bench_dataplane.py --observe``).
+    ``workers``: ``[site] workers`` of both gateways (None: the gateway's default); the pids
+    returned are the supervisors', and the CPU figures of :func:`.procs.cpu_seconds` add
+    their live descendants, so a worker-mode target is charged for its workers too.
     """
     topology = make_topology(a_host, b_host, backend, port_offset)
+    if workers is not None:
+        with_workers = tuple(replace(site, workers=workers) for site in topology.sites)
+        topology = replace(topology, sites=with_workers)
     built = await trio.to_thread.run_sync(build_topology, topology, root)
     if extra:
         for site in built:
@@ -164,6 +172,8 @@ async def start_isthmus(
     def logs() -> str:
         return "\n  ".join(f"{c.log_path}:\n    {_log_tail(c.log_path)}" for c in children)
 
+    if workers:  # a worker-mode figure measured without its workers would be a wrong figure
+        await _wait_workers(fleet, [c.process.pid for c in children], workers, logs)
     try:
         await _federated(fleet, topology, [str(site.site.address) for site in built])
     except BenchError as exc:
@@ -186,6 +196,22 @@ async def start_isthmus(
     raise IsthmusUnavailable(
         f"no 200 from http://{a_host}:{topology.http_port}{SMALL_PATH} with Host: "
         f"{sites.host_header(SITE_B)} within {READY_S}s (last: {last}).\n  {logs()}"
+    )
+
+
+async def _wait_workers(
+    fleet: Fleet, pids: list[int], workers: int, logs: Callable[[], str]
+) -> None:
+    """Wait until every gateway in ``pids`` runs ``workers`` worker processes (IsthmusUnavailable
+    after READY_S)."""
+    with trio.move_on_after(READY_S):
+        while any(len(child_pids(pid)) != workers for pid in pids):
+            fleet.check_alive()
+            await trio.sleep(0.2)
+        return
+    counts = {pid: len(child_pids(pid)) for pid in pids}
+    raise IsthmusUnavailable(
+        f"gateways (pid: workers) {counts}, wanted {workers} workers each\n  {logs()}"
     )
 
 

@@ -79,6 +79,21 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a gateway supervisor's: its workers)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by ``pids`` and their live descendants."""
     total = 0

@@ -217,3 +217,29 @@ def combine(samples: list[Sample]) -> list[Sample]:
             )
         )
     return merged
+
+
+def workers_summary(samples: list[Sample]) -> list[str]:
+    """``--workers``: 1 and 2 worker processes (and the single process) side by side, same run.
+
+    req/s is what the machine delivered (wrk shares the same cores, so 2 workers cannot show
+    a clean 2x here); CPU per request is the supervisor's plus its workers' CPU over the
+    requests served: what a request costs in worker mode, whatever the core count.
+    """
+    lines: list[str] = []
+    t = "L7 small"
+    for hop in ("1-hop", "2-hop"):
+        names = (f"isthmus {hop}", f"isthmus {hop} w1", f"isthmus {hop} w2")
+        found = [_get(samples, t, n) for n in names]
+        if found[1] is None and found[2] is None:
+            continue
+        rps = [_val(s, "value") for s in found]
+        per = [_val(s, "per_core") for s in found]
+        us = [1e6 / v if v and not math.isnan(v) else math.nan for v in per]
+        lines.append(
+            f"L7 small workers, {hop} (same run): req/s single process {_fmt(rps[0])}, "
+            f"w1 {_fmt(rps[1])}, w2 {_fmt(rps[2])} (w2/w1 {_ratio(rps[2], rps[1])}); "
+            f"CPU per request (us, supervisor + workers) single {_fmt(us[0])}, "
+            f"w1 {_fmt(us[1])}, w2 {_fmt(us[2])} (w2/w1 {_ratio(us[2], us[1])})"
+        )
+    return lines

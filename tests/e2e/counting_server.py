@@ -5,6 +5,7 @@ deadline and mirror tests read."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,6 +22,7 @@ class Seen:
     method: str
     headers: dict[str, str]
     body: bytes
+    owner: object = None  # what ``Counting.owner_of`` said of the connection
 
 
 @dataclass
@@ -30,17 +32,25 @@ class Counting:
     seen: list[Seen] = field(default_factory=list)
     delay_s: float = 0.0  # held this long before the answer (a request in flight)
     in_flight: int = 0
+    # Who opened a connection (e.g. which gateway worker process), asked once per connection;
+    # requests held now, by that owner.
+    owner_of: Callable[[trio.SocketStream], object] | None = None
+    in_flight_by: dict[object, int] = field(default_factory=dict)
+    # Hang guard of one connection; a gateway keeps its upstream connections for reuse, so a
+    # test that runs longer must not cut them while a request is held on one.
+    connection_guard_s: float = 30.0
 
 
 async def _connection(stream: trio.SocketStream, *, endpoint: Counting) -> None:
     # The caller may go away (a gateway killed by a test): the others are still served.
+    owner = endpoint.owner_of(stream) if endpoint.owner_of is not None else None
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await _serve(stream, endpoint)
+        await _serve(stream, endpoint, owner)
 
 
-async def _serve(stream: trio.SocketStream, endpoint: Counting) -> None:
+async def _serve(stream: trio.SocketStream, endpoint: Counting, owner: object = None) -> None:
     buffer = b""
-    with trio.move_on_after(30):  # hang guard: no test keeps a connection this long
+    with trio.move_on_after(endpoint.connection_guard_s):  # hang guard (see Counting)
         while True:
             while b"\r\n\r\n" not in buffer:
                 if len(buffer) > MAX_HEAD:
@@ -69,13 +79,16 @@ async def _serve(stream: trio.SocketStream, endpoint: Counting) -> None:
                         return
                     buffer += data
                 body, buffer = buffer[:length], buffer[length:]
-            endpoint.seen.append(Seen(method, headers, body))
+            endpoint.seen.append(Seen(method, headers, body, owner))
             if endpoint.delay_s:
                 endpoint.in_flight += 1
+                by = endpoint.in_flight_by
+                by[owner] = by.get(owner, 0) + 1
                 try:
                     await trio.sleep(endpoint.delay_s)
                 finally:
                     endpoint.in_flight -= 1
+                    by[owner] -= 1
             reply = endpoint.name.encode()
             await stream.send_all(
                 b"HTTP/1.1 %d Counted\r\ncontent-length: %d\r\n\r\n%s"

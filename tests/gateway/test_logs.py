@@ -112,3 +112,19 @@ def test_tracebacks_are_redacted() -> None:
         logging.getLogger("isthmus.gateway").exception("request failed")
     text = out.getvalue()
     assert "Traceback" in text and "s3cr3t-tb" not in text, text
+
+
+def test_a_workers_lines_say_which_worker() -> None:
+    setup_logging("info", site="s", worker=2)
+    out = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(out)
+    logging.getLogger("isthmus.gateway").info("serving")
+    assert " [s worker=2] isthmus.gateway: serving" in out.getvalue()
+    assert " [s] isthmus.gateway: ours" in _log_once(_capture("info"), "ours")
+
+
+def _log_once(out: io.StringIO, message: str) -> str:
+    logging.getLogger("isthmus.gateway").info(message)
+    return out.getvalue()

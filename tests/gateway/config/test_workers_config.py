@@ -72,3 +72,14 @@ def test_changing_workers_needs_a_restart() -> None:
     plan = plan_reload(old, new)
     assert [p.path for p in plan.problems] == ["site.workers"]
     assert "restart" in plan.problems[0].message
+
+
+def test_auto_follows_the_cpu_affinity_not_the_host() -> None:
+    usable = os.sched_getaffinity(0)
+    one = {min(usable)}
+    os.sched_setaffinity(0, one)  # as a container's cpuset would leave it
+    try:
+        assert resolve_workers("auto") == 1
+    finally:
+        os.sched_setaffinity(0, usable)
+    assert resolve_workers("auto") == min(len(usable), MAX_WORKERS)

@@ -57,3 +57,64 @@ def _write_done(sink: AccessLog) -> bool:
         return False
     sink._io_lock.release()
     return True
+
+
+def test_line_chunks_keep_lines_whole_and_bounded() -> None:
+    lines = [f'{{"n": {i}, "pad": "{"x" * (i % 300)}"}}\n' for i in range(200)]
+    text = "".join(lines)
+    chunks = access_log.line_chunks(text, limit=1000)
+    assert "".join(chunks) == text
+    assert all(len(c) <= 1000 and c.endswith("\n") for c in chunks)
+    long_line = "y" * 5000 + "\n"
+    assert access_log.line_chunks("a\n" + long_line + "b\n", limit=100) == ["a\n", long_line, "b\n"]
+
+
+WRITER = """
+import sys, trio
+from gateway.observe.access_log import AccessLog
+
+async def main(tag: str) -> None:
+    sink = AccessLog("-", 1.0, flush_interval_s=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sink.serve)
+        for batch in range(40):
+            for i in range(200):
+                pad = "z" * (i % 97)
+                sink.write('{"w": "%s", "b": %d, "i": %d, "pad": "%s"}' % (tag, batch, i, pad))
+            await trio.sleep(0.001)
+        with trio.move_on_after(30):  # every queued line handed to the writer, then its write
+            while sink._lines:
+                await trio.sleep(0.01)
+            await trio.to_thread.run_sync(sink._io_lock.acquire)
+            sink._io_lock.release()
+        nursery.cancel_scope.cancel()
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_processes_writing_to_one_pipe_never_mix_inside_a_line() -> None:
+    """Two real processes (as two workers) write their access logs to the same pipe (the
+    supervisor's stdout, read by a log collector): every line read is one whole JSON
+    object, and none is lost."""
+    import json
+    import os
+    import sys
+
+    read_fd, write_fd = os.pipe()
+    procs = [
+        await trio.lowlevel.open_process([sys.executable, "-c", WRITER, tag], stdout=write_fd)
+        for tag in ("a", "b")
+    ]
+    os.close(write_fd)
+    data = bytearray()
+    with trio.fail_after(60):  # a hang guard
+        async with trio.lowlevel.FdStream(read_fd) as pipe:
+            while chunk := await pipe.receive_some(16384):
+                data += chunk
+                await trio.sleep(0.004)  # a collector that reads a little late
+        for proc in procs:
+            assert await proc.wait() == 0
+    lines = data.decode("utf-8").splitlines()
+    parsed = [json.loads(line) for line in lines]  # a mixed line fails here
+    assert len(parsed) == 2 * 40 * 200

@@ -1,0 +1,43 @@
+"""The supervisor's admin API in worker mode: its own views, plus the workers' figures.
+
+Why queries: ``/metrics`` and ``/links`` need a round trip to every worker (each counts its
+own requests and keeps its own links), so they are answered as the admin server's *queries*
+(which may wait, bounded) instead of synchronous views.  A worker that does not answer in
+time is left out of that answer, and ``/workers`` says which ones serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway.admin.sliced import Sliced
+from gateway.observe.merge import links_with_workers, merged_metrics_steps
+
+if TYPE_CHECKING:
+    from gateway.workers.supervise import Supervisor
+
+
+def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]) -> None:
+    """Register ``/workers``, and answer ``/metrics`` and ``/links`` with the workers'."""
+    gw = sup.gw
+
+    async def workers(_query: Mapping[str, list[str]]) -> Any:
+        return sup.workers_view(await sup.stats())
+
+    queries["/workers"] = workers
+    if "/metrics" in views and gw.observer is not None:
+        registry = gw.observer.registry
+        del views["/metrics"]
+
+        async def metrics(_query: Mapping[str, list[str]]) -> Any:
+            got = await sup.stats()
+            return Sliced(merged_metrics_steps(registry, got, retired=sup.poll.book.retired))
+
+        queries["/metrics"] = metrics
+    del views["/links"]
+
+    async def links(_query: Mapping[str, list[str]]) -> Any:
+        return links_with_workers(gw.peering.status(), await sup.stats())
+
+    queries["/links"] = links

@@ -1,0 +1,41 @@
+"""The assembly's own control messages: a worker's start, its readiness, a config to apply.
+
+Why beside :mod:`gateway.workers.messages`: those carry the snapshots and counters; these
+carry what a worker runs -- the supervisor's config text and fleet document, so a worker
+always applies exactly the version its supervisor applied (never what the file holds a
+moment later), and the ports a port 0 was resolved to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.fleet.document import FleetDocument
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """S->W, the answer to ``Hello``: what to run.
+
+    ``clock_base`` is the supervisor's ``trio.current_time() - time.perf_counter()``: the
+    worker's clock offset is its own base minus this one (the times in the import table are
+    the supervisor's trio clock)."""
+
+    ports: dict[str, int]
+    clock_base: float
+    text: str
+    fleet: FleetDocument | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """W->S: the worker applied its first snapshot and its listeners accept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """S->W: the supervisor applied this config text (and fleet document): apply it too."""
+
+    trigger: str
+    text: str
+    fleet: FleetDocument | None

@@ -1,0 +1,297 @@
+"""The supervisor's side of worker mode: start the workers, feed them, hear from them.
+
+Why here and not in :mod:`gateway.app`: the supervisor is today's gateway (discovery,
+federation, health checks, fleet, admin API) minus the listeners, plus this.  It
+
+* resolves each listener's port once (a port 0 becomes one real port every worker binds,
+  kept reserved by a socket bound with SO_REUSEPORT that never listens);
+* runs the peering's dialers (its primary links: federation once per site pair) and accepts
+  the east-west connections its workers hand over (everything but worker links);
+* starts the workers (:class:`~gateway.workers.processes.WorkerPool` restarts a crashed one)
+  and serves each one's control channel: the snapshot feed (catalog, failing marks, import
+  table: deltas, a full copy to a new worker or on a resync), config reloads, counters;
+* drains them on shutdown.
+
+Nothing a worker needs on its request path waits for this process: a worker serves from the
+last snapshot it applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from discovery.watch import Watch, WatchClosed
+from gateway.config.model import GatewayConfig
+from gateway.fleet.document import FleetDocument
+from gateway.reload.listeners import caller_binds
+from gateway.workers.channel import Channel, ChannelClosed
+from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
+from gateway.workers.processes import WorkerPool
+from gateway.workers.snapshot import SnapshotFeed, clock_base
+from gateway.workers.stats import StatsBook, WorkerStats, workers_json
+from gateway.workers.stats_poll import StatsPoll
+from overlay.link.handoff import MAX_HANDOFF_CONNECTIONS, HandoffStats, receive_handoffs
+from overlay.link.listen import reserve_port
+
+log = logging.getLogger("isthmus.workers")
+
+#: How long ``start`` waits for every worker to say it serves before going on without it.
+READY_TIMEOUT_S = 60.0
+#: How long a round trip to the workers for their counters may take (``/metrics``).
+STATS_TIMEOUT_S = 2.0
+
+
+def listener_ports(config: GatewayConfig) -> dict[str, tuple[str, int]]:
+    """Each listener and service port the workers bind: name -> (address, configured port)."""
+    out: dict[str, tuple[str, int]] = {}
+    ew = config.listener("east-west")
+    if ew is not None:
+        out[ew.name] = (str(ew.address), ew.port)
+    for bind in caller_binds(config):
+        out[bind.name] = (str(bind.address), bind.port)
+    return out
+
+
+def with_ports(config: GatewayConfig, ports: dict[str, int]) -> GatewayConfig:
+    """``config`` with the ports the supervisor resolved (a port 0 made one real port)."""
+    listeners = tuple(
+        replace(item, port=ports[item.name]) if item.name in ports else item
+        for item in config.listeners
+    )
+    service_ports = tuple(
+        replace(item, port=ports[item.name]) if item.name in ports else item
+        for item in config.service_ports
+    )
+    return replace(config, listeners=listeners, service_ports=service_ports)
+
+
+class WorkerConn:
+    """One worker's control channel as the supervisor sees it."""
+
+    def __init__(self, index: int, channel: Channel) -> None:
+        self.index = index
+        self.channel = channel
+        self.pid: int | None = None
+        self.ready = trio.Event()
+        self.version: Any = None  # the snapshot version the worker holds (None: none)
+        self.wake = trio.Event()
+
+
+class Supervisor:
+    """Worker mode's supervisor side; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        count: int,
+        config_path: Path,
+        text: str,
+        fleet: FleetDocument | None = None,
+        worker_args: Sequence[str] = (),
+        drain_grace_s: float = 10.0,
+    ) -> None:
+        self.count = count
+        self.config_path = config_path
+        #: The config text and fleet document that run (a new worker starts on them).
+        self.text = text
+        self.fleet = fleet
+        self.worker_args = tuple(worker_args)
+        self.drain_grace_s = drain_grace_s
+        self.feed = SnapshotFeed()
+        self.conns: dict[int, WorkerConn] = {}
+        self.ports: dict[str, int] = {}
+        self._reserved: list[socket.socket] = []
+        self.poll = StatsPoll(StatsBook(), StatsRequest, timeout_s=STATS_TIMEOUT_S)
+        self.pool: WorkerPool | None = None
+        self.gw: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._ready_changed = trio.Event()
+        self._handoff_slots = trio.CapacityLimiter(MAX_HANDOFF_CONNECTIONS)
+        self.handoff_stats = HandoffStats()
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery, gw: Any, reloader: Any) -> int | None:
+        self.gw = gw
+        for name, (host, port) in listener_ports(gw.config).items():
+            if port == 0:
+                sock = reserve_port(host, 0)
+                self._reserved.append(sock)
+                port = sock.getsockname()[1]
+            self.ports[name] = port
+        ew = gw.config.listener("east-west")
+        # Primary links: dial the dial-peers (from the east-west address), the route view.
+        nursery.start_soon(gw.peering.run, None if ew is None else str(ew.address))
+        self._nursery = nursery
+        self._follow(nursery, gw.catalog, self.feed.publish_catalog)
+        self._follow(nursery, gw.failing, self.feed.publish_failing)
+        self._follow(
+            nursery, gw.peering.imports, lambda t: self.feed.publish_imports(t, trio.current_time())
+        )
+        if reloader is not None:
+            reloader.on_applied = self.reload_workers
+        self.pool = WorkerPool(
+            count=self.count,
+            config_path=self.config_path,
+            extra_args=self.worker_args,
+            on_channel=self._serve_channel,
+            on_handoff=self._serve_handoffs,
+        )
+        await nursery.start(self.pool.run)
+        with trio.move_on_after(READY_TIMEOUT_S) as waited:
+            while self.serving() < self.count:
+                await self._ready_changed.wait()
+        if waited.cancelled_caught:
+            log.warning("not every worker is serving after %.0f s", READY_TIMEOUT_S)
+        log.info("%d of %d workers serving", self.serving(), self.count)
+        return None if ew is None else self.ports[ew.name]
+
+    def serving(self) -> int:
+        """How many workers serve (applied their first snapshot, listeners up)."""
+        return sum(1 for c in self.conns.values() if c.ready.is_set())
+
+    def _follow(self, nursery: trio.Nursery, watch: Watch[Any], publish: Any) -> None:
+        """Publish each new value of ``watch`` into the feed and wake every worker's sender."""
+
+        async def follow() -> None:
+            seen = watch.count
+            publish(watch.latest)
+            while True:
+                try:
+                    seen, value = await watch.wait_newer(seen)
+                except WatchClosed:
+                    return
+                publish(value)
+                self._wake_all()
+
+        nursery.start_soon(follow)
+
+    def _wake_all(self) -> None:
+        for conn in self.conns.values():
+            conn.wake.set()
+
+    # -- one worker's channel --------------------------------------------------------------
+
+    async def _serve_channel(self, index: int, channel: Channel) -> None:
+        """Serve worker ``index``'s channel until it closes (the worker exited)."""
+        conn = WorkerConn(index, channel)
+        try:
+            hello = await channel.receive()
+            if not isinstance(hello, Hello):
+                log.warning("worker %d: expected hello, got %s", index, type(hello).__name__)
+                return
+            conn.pid = hello.pid
+            self.conns[index] = conn
+            await channel.send(
+                Start(
+                    ports=dict(self.ports),
+                    clock_base=clock_base(),
+                    text=self.text,
+                    fleet=self.fleet,
+                )
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_snapshots, conn)
+                await self._receive(conn)
+                nursery.cancel_scope.cancel()
+        except* ChannelClosed:  # the worker exited (the pool starts it again)
+            pass
+        finally:
+            if self.conns.get(index) is conn:
+                del self.conns[index]
+
+    async def _send_snapshots(self, conn: WorkerConn) -> None:
+        while True:
+            conn.wake = trio.Event()
+            version = self.feed.version
+            for frame in self.feed.frames_for(conn.version):  # pickled once for every worker
+                await conn.channel.send_encoded(frame)
+            conn.version = version
+            await conn.wake.wait()
+
+    async def _receive(self, conn: WorkerConn) -> None:
+        while True:
+            message = await conn.channel.receive()
+            if isinstance(message, Ready):
+                conn.ready.set()
+                self._ready_changed.set()
+                self._ready_changed = trio.Event()
+                log.info("worker %d (pid %s) serves", conn.index, conn.pid)
+            elif isinstance(message, Resync):
+                log.warning("worker %d asks for a full snapshot: %s", conn.index, message.reason)
+                conn.version = None
+                conn.wake.set()
+            elif isinstance(message, StatsReply):
+                self.poll.answer(conn.index, message.request_id, message.stats)
+            elif isinstance(message, ReloadDone):
+                result = message.outcome.get("result")
+                if result == "rejected":
+                    log.error("worker %d rejected the reload: %s", conn.index, message.outcome)
+            else:
+                log.warning("worker %d sent %s", conn.index, type(message).__name__)
+
+    async def _serve_handoffs(self, index: int, dgram: trio.socket.SocketType) -> None:
+        """The east-west connections worker ``index`` hands over: today's accept path."""
+        await receive_handoffs(
+            dgram,
+            self.gw.peering.accept_stream,
+            slots=self._handoff_slots,
+            stats=self.handoff_stats,
+            # The links handed over outlive this receiver (a worker's replacement starts a
+            # new one): they run in the supervisor's nursery.
+            handler_nursery=self._nursery,
+        )
+
+    # -- what the rest of the supervisor asks of the workers -------------------------------
+
+    async def reload_workers(self, trigger: str, text: str, fleet: FleetDocument | None) -> None:
+        """Send an applied reload to every worker (each applies the same text)."""
+        self.text, self.fleet = text, fleet
+        for conn in list(self.conns.values()):
+            try:
+                await conn.channel.send(Apply(trigger=trigger, text=text, fleet=fleet))
+            except ChannelClosed:
+                continue
+
+    async def stats(self) -> list[WorkerStats]:
+        """Every worker's last counters: one bounded round of requests (a worker that does
+        not answer in time keeps its last counts; a replaced one's stay in ``retired``)."""
+        return await self.poll.poll({i: c.channel.send for i, c in self.conns.items()})
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Stop the workers gracefully (they finish what is in flight, up to the grace)."""
+        if self.pool is not None:
+            await self.pool.drain(self.drain_grace_s if grace_s is None else grace_s)
+
+    def workers_view(self, reports: list[WorkerStats] | None = None) -> dict[str, Any]:
+        """``/workers``: each worker's process (pid, restarts, last exit), whether it serves,
+        and from its last report: requests served, what it has in flight, its snapshot."""
+        procs = {} if self.pool is None else self.pool.workers_status()
+        figures = workers_json(reports if reports is not None else self.poll.book.current())
+        rows = []
+        for index in range(self.count):
+            conn = self.conns.get(index)
+            row: dict[str, Any] = {"index": index}
+            row.update(figures.get(str(index), {}))
+            row.update(procs.get(index, {}))
+            row.update(
+                pid=None if conn is None else conn.pid,
+                connected=conn is not None,
+                serving=conn is not None and conn.ready.is_set(),
+            )
+            rows.append(row)
+        return {"count": self.count, "supervisor_pid": os.getpid(), "workers": rows}
+
+    def admin_views(self, views: dict[str, Any], queries: dict[str, Any]) -> None:
+        from gateway.workers.admin import worker_admin  # the merges: E's part
+
+        worker_admin(self, views, queries)

@@ -1,0 +1,173 @@
+"""A worker process: the data plane of a site, fed by its supervisor (docs/workers.md).
+
+Why it serves from snapshots: every request a worker routes reads only values the supervisor
+sent it (the catalog, the failing marks, the import table) and its own links.  Discovery, the
+federation and health checks run in the supervisor, so a 100k-endpoint resync or a peer's
+snapshot never stops this event loop for longer than applying a delta takes.
+
+Start-up order: say hello, learn the listener ports, apply the first full snapshot, then
+start the listeners (a worker never serves from an empty catalog), then tell the supervisor
+it serves.  The control channel's end is the worker's end: when the supervisor goes (even
+killed with SIGKILL), the worker exits at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+from pathlib import Path
+
+import trio
+
+from gateway.app import (
+    Gateway,
+    build_gateway,
+    load_identity,
+    start_background,
+    start_caller,
+    start_callers,
+    start_east_west,
+)
+from gateway.config.load import load_text
+from gateway.config.model import GatewayConfig
+from gateway.fleet.merge import load_with_fleet
+from gateway.fleet.state import FleetState
+from gateway.reload.apply import ConfigReloader
+from gateway.reload.plan import config_version
+from gateway.workers.channel import Channel, ChannelClosed
+from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.drain import Drain as DrainState
+from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
+from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
+from gateway.workers.stats import worker_stats
+from gateway.workers.supervise import with_ports
+from overlay.link.handoff import worker_handoff
+
+log = logging.getLogger("isthmus.workers")
+
+
+class WorkerExit(Exception):
+    """The supervisor is gone, or told this worker to stop: end the process."""
+
+
+def publish(gw: Gateway, receiver: SnapshotReceiver) -> None:
+    """Make what ``receiver`` holds the worker's live state (only the parts that changed)."""
+    if gw.catalog.latest is not receiver.catalog:
+        gw.catalog.publish(receiver.catalog)
+    if gw.failing.latest is not receiver.failing:
+        gw.failing.publish(receiver.failing)
+    if gw.peering.imports.latest is not receiver.imports:
+        gw.peering.imports.publish(receiver.imports)
+
+
+def load_start(config_path: Path, start: Start) -> tuple[GatewayConfig, str]:
+    """The config the supervisor runs (its text and fleet document), with its ports."""
+    base = config_path.parent.resolve()
+    if start.fleet is None:
+        config = load_text(start.text, base_dir=base, filename=str(config_path))
+    else:
+        config = load_with_fleet(start.text, start.fleet, base_dir=base, filename=str(config_path))
+    return with_ports(config, start.ports), config_version(start.text)
+
+
+def complete(receiver: SnapshotReceiver) -> bool:
+    """Whether every part of the first full snapshot has been applied."""
+    held = receiver.version
+    return min(held.catalog, held.imports, held.failing) >= 0
+
+
+async def serve_worker(
+    *,
+    config_path: Path,
+    index: int,
+    channel: Channel,
+    handoff: trio.socket.SocketType,
+) -> None:
+    """Run worker ``index`` until its supervisor goes or drains it."""
+    await channel.send(Hello(index=index, pid=os.getpid()))
+    start = await channel.receive()
+    if not isinstance(start, Start):
+        raise WorkerExit(f"expected start, got {type(start).__name__}")
+    config, version = await trio.to_thread.run_sync(load_start, config_path, start)
+    fleet = start.fleet
+    identity, bundles = await load_identity(config)
+    gw = build_gateway(config, identity, role="worker")
+    receiver = SnapshotReceiver(clock_offset=clock_base() - start.clock_base)
+    while not complete(receiver):  # the first full snapshot, before any listener
+        change = receiver.apply(await channel.receive())
+        if isinstance(change, NeedResync):
+            await channel.send(Resync(change.reason))
+    publish(gw, receiver)
+
+    async with trio.open_nursery() as nursery:
+        reloader = ConfigReloader(
+            gw,
+            config_path,
+            version,
+            nursery,
+            gw.sources,
+            functools.partial(start_caller, nursery, gw),
+            role="worker",
+        )
+        if fleet is not None:
+            reloader.fleet = FleetState(config.fleet.source, config.fleet.prefix, config.site.name)
+            reloader.fleet.record_applied(fleet, reloader.wall_clock())
+        await start_background(nursery, gw, bundles, role="worker")
+        await start_east_west(nursery, gw, handoff=worker_handoff(handoff))
+        await start_callers(nursery, gw)
+        await channel.send(Ready())
+        log.info("worker %d serves (pid %d)", index, os.getpid())
+        await _control(channel, gw, receiver, reloader, gw.drain, nursery, index)
+        nursery.cancel_scope.cancel()
+
+
+async def _control(
+    channel: Channel,
+    gw: Gateway,
+    receiver: SnapshotReceiver,
+    reloader: ConfigReloader,
+    drain: DrainState,
+    nursery: trio.Nursery,
+    index: int,
+) -> None:
+    """Serve the supervisor's messages until it drains us or goes."""
+    while True:
+        try:
+            message = await channel.receive()
+        except ChannelClosed:
+            log.warning("supervisor gone: worker exits")
+            return
+        if isinstance(message, StatsRequest):
+            stats = worker_stats(
+                gw,
+                index=index,
+                snapshot_version=receiver.version,
+                in_flight={"caller_connections": drain.open_connections},
+            )
+            await channel.send(StatsReply(message.request_id, stats))
+        elif isinstance(message, Apply):
+            nursery.start_soon(_reload, channel, reloader, message)
+        elif isinstance(message, Drain):
+            log.info("draining (grace %.1f s)", message.grace_s)
+            await drain.start_and_wait(message.grace_s)
+            return
+        else:
+            change = receiver.apply(message)
+            if isinstance(change, NeedResync):
+                await channel.send(Resync(change.reason))
+            else:
+                publish(gw, receiver)
+
+
+async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:
+    outcome = await reloader.apply_from_supervisor(message.trigger, message.text, message.fleet)
+    with contextlib.suppress(ChannelClosed):
+        await channel.send(ReloadDone(outcome.json()))
+
+
+def handoff_socket(fd: int) -> trio.socket.SocketType:
+    """The worker's end of the hand-off socketpair, from its inherited fd."""
+    return trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
