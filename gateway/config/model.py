@@ -632,7 +632,26 @@ class GatewayConfig:
 
     def warnings(self) -> list[tuple[str, str]]:
         """Settings that are valid but cannot do what they say (printed, never fatal)."""
-        return _each(self._policy_site_warnings, self._policy_id_warnings)
+        return _each(
+            self._policy_site_warnings, self._policy_id_warnings, self._worker_dial_warnings
+        )
+
+    def _worker_dial_warnings(self) -> list[tuple[str, str]]:
+        """A worker reaches a peer over the links it dials itself; a peer this site does not
+        dial is reached only by the links the peer's own workers open, which land on some of
+        this site's workers, not all (docs/workers.md, "Limits")."""
+        if self.site.workers == 0:
+            return []
+        return [
+            (
+                f"peers[{i}].dial",
+                f"peer {p.name!r} is not dialed and [site] workers is not 0: the workers "
+                "this site's requests run on have no link to it unless it dials them "
+                "(see docs/workers.md)",
+            )
+            for i, p in enumerate(self.peers)
+            if not p.dial
+        ]
 
     def _policy_site_warnings(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

@@ -83,3 +83,16 @@ def test_auto_follows_the_cpu_affinity_not_the_host() -> None:
     finally:
         os.sched_setaffinity(0, usable)
     assert resolve_workers("auto") == min(len(usable), MAX_WORKERS)
+
+
+def test_a_peer_not_dialed_is_a_warning_with_workers_only() -> None:
+    """With workers, a peer this site does not dial is reached only by the links its own
+    workers open (some of this site's workers, not all): ``config check`` says so."""
+    peer = 'spiffe_id = "spiffe://gcp-west.isthmus.test/isthmus/gateway/gcp-west"\n'
+    assert peer in GOOD
+    not_dialed = GOOD.replace(peer, peer + "dial = false\n", 1)
+    with_workers = _load(_with_site("workers = 2").replace(peer, peer + "dial = false\n", 1))
+    assert [path for path, _ in with_workers.warnings()] == ["peers[0].dial"]
+    assert "gcp-west" in with_workers.warnings()[0][1]
+    assert _load(not_dialed).warnings() == []  # one process: its links serve every request
+    assert _load(_with_site("workers = 2")).warnings() == []  # dialed: no warning
