@@ -250,11 +250,12 @@ class PeerLinks:
         return None if extra is None else extra.client
 
     def losing_link(self) -> bool:
-        """Whether a primary link is breaking right now (its connection closes, the slot
-        still holds it): the moment before ``link_lost_at`` is set."""
-        return any(
-            c is not None and c.is_closing for c in (self.dialed_client, self.accepted_client)
-        )
+        """Whether a link is breaking right now (its connection closes, the slot or the
+        extras still hold it): the moment before ``link_lost_at`` is set.  Extra links count
+        (a worker's links to a replica are all extra ones), unless the pool drains them."""
+        if any(c is not None and c.is_closing for c in (self.dialed_client, self.accepted_client)):
+            return True
+        return any(x.client.is_closing and not x.draining for x in self.extras)
 
     def up_without(self, session: LinkSession) -> bool:
         """Whether a live link other than ``session`` (one going away) is up to the peer that
