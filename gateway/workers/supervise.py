@@ -31,6 +31,7 @@ import trio
 from discovery.watch import Watch, WatchClosed
 from gateway.config.model import GatewayConfig
 from gateway.fleet.document import FleetDocument
+from gateway.listener.bind import bind_error
 from gateway.reload.listeners import caller_binds
 from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ready, Start
@@ -74,6 +75,19 @@ def with_ports(config: GatewayConfig, ports: dict[str, int]) -> GatewayConfig:
     return replace(config, listeners=listeners, service_ports=service_ports)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` as a worker's listener will (SO_REUSEADDR and SO_REUSEPORT), then
+    let it go: ``OSError`` when another program holds the port (or the address is not
+    local), so the supervisor fails at start instead of its workers failing over and over."""
+    family, type_, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, type_, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+
+
 class WorkerConn:
     """One worker's control channel as the supervisor sees it."""
 
@@ -83,6 +97,7 @@ class WorkerConn:
         self.pid: int | None = None
         self.ready = trio.Event()
         self.version: Any = None  # the snapshot version the worker holds (None: none)
+        self.resync = False  # the worker asked for full snapshots
         self.wake = trio.Event()
 
 
@@ -123,10 +138,15 @@ class Supervisor:
     async def start(self, nursery: trio.Nursery, gw: Any, reloader: Any) -> int | None:
         self.gw = gw
         for name, (host, port) in listener_ports(gw.config).items():
-            if port == 0:
-                sock = reserve_port(host, 0)
-                self._reserved.append(sock)
-                port = sock.getsockname()[1]
+            try:
+                if port == 0:
+                    sock = reserve_port(host, 0)
+                    self._reserved.append(sock)
+                    port = sock.getsockname()[1]
+                else:
+                    check_bindable(host, port)
+            except OSError as exc:  # fail at start, as one process does, not in every worker
+                raise bind_error(exc, what=f"listener {name}", address=host, port=port) from exc
             self.ports[name] = port
         ew = gw.config.listener("east-west")
         # Primary links: dial the dial-peers (from the east-west address), the route view.
@@ -212,10 +232,12 @@ class Supervisor:
     async def _send_snapshots(self, conn: WorkerConn) -> None:
         while True:
             conn.wake = trio.Event()
+            if conn.resync:  # the worker missed a step: everything whole
+                conn.version, conn.resync = None, False
             version = self.feed.version
             for frame in self.feed.frames_for(conn.version):  # pickled once for every worker
                 await conn.channel.send_encoded(frame)
-            conn.version = version
+            conn.version = version  # (a resync asked meanwhile resets it at the top)
             await conn.wake.wait()
 
     async def _receive(self, conn: WorkerConn) -> None:
@@ -228,7 +250,7 @@ class Supervisor:
                 log.info("worker %d (pid %s) serves", conn.index, conn.pid)
             elif isinstance(message, Resync):
                 log.warning("worker %d asks for a full snapshot: %s", conn.index, message.reason)
-                conn.version = None
+                conn.resync = True
                 conn.wake.set()
             elif isinstance(message, StatsReply):
                 self.poll.answer(conn.index, message.request_id, message.stats)

@@ -39,7 +39,6 @@ from gateway.reload.apply import ConfigReloader
 from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ready, Start
-from gateway.workers.drain import Drain as DrainState
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
 from gateway.workers.stats import worker_stats
@@ -96,12 +95,6 @@ async def serve_worker(
     identity, bundles = await load_identity(config)
     gw = build_gateway(config, identity, role="worker")
     receiver = SnapshotReceiver(clock_offset=clock_base() - start.clock_base)
-    while not complete(receiver):  # the first full snapshot, before any listener
-        change = receiver.apply(await channel.receive())
-        if isinstance(change, NeedResync):
-            await channel.send(Resync(change.reason))
-    publish(gw, receiver)
-
     async with trio.open_nursery() as nursery:
         reloader = ConfigReloader(
             gw,
@@ -115,51 +108,88 @@ async def serve_worker(
         if fleet is not None:
             reloader.fleet = FleetState(config.fleet.source, config.fleet.prefix, config.site.name)
             reloader.fleet.record_applied(fleet, reloader.wall_clock())
+        control = WorkerControl(channel, gw, receiver, reloader, nursery, index)
+        nursery.start_soon(control.run)
+        await control.snapshot.wait()  # the first full snapshot, before any listener
         await start_background(nursery, gw, bundles, role="worker")
         await start_east_west(nursery, gw, handoff=worker_handoff(handoff))
         await start_callers(nursery, gw)
-        await channel.send(Ready())
+        await control.serving()
         log.info("worker %d serves (pid %d)", index, os.getpid())
-        await _control(channel, gw, receiver, reloader, gw.drain, nursery, index)
-        nursery.cancel_scope.cancel()
 
 
-async def _control(
-    channel: Channel,
-    gw: Gateway,
-    receiver: SnapshotReceiver,
-    reloader: ConfigReloader,
-    drain: DrainState,
-    nursery: trio.Nursery,
-    index: int,
-) -> None:
-    """Serve the supervisor's messages until it drains us or goes."""
-    while True:
+class WorkerControl:
+    """A worker's side of its control channel, from its start until it drains or the
+    supervisor goes (then the whole worker ends: this task cancels its nursery).
+
+    Any message may come at any time: a stats request or a reload during the start is
+    answered (a reload waits until the listeners run, so it is applied to them).
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        gw: Gateway,
+        receiver: SnapshotReceiver,
+        reloader: ConfigReloader,
+        nursery: trio.Nursery,
+        index: int,
+    ) -> None:
+        self.channel = channel
+        self.gw = gw
+        self.receiver = receiver
+        self.reloader = reloader
+        self.nursery = nursery
+        self.index = index
+        self.snapshot = trio.Event()  # set once the first full snapshot is applied
+        self._ready = trio.Event()  # set once the listeners run
+        self._held: Apply | None = None  # the newest reload that came during the start
+
+    async def serving(self) -> None:
+        """The listeners run: tell the supervisor, apply a reload held meanwhile."""
+        await self.channel.send(Ready())
+        self._ready.set()
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.nursery.start_soon(_reload, self.channel, self.reloader, held)
+
+    async def run(self) -> None:
         try:
-            message = await channel.receive()
-        except ChannelClosed:
-            log.warning("supervisor gone: worker exits")
-            return
-        if isinstance(message, StatsRequest):
-            stats = worker_stats(
-                gw,
-                index=index,
-                snapshot_version=receiver.version,
-                in_flight={"caller_connections": drain.open_connections},
-            )
-            await channel.send(StatsReply(message.request_id, stats))
-        elif isinstance(message, Apply):
-            nursery.start_soon(_reload, channel, reloader, message)
-        elif isinstance(message, Drain):
-            log.info("draining (grace %.1f s)", message.grace_s)
-            await drain.start_and_wait(message.grace_s)
-            return
-        else:
-            change = receiver.apply(message)
-            if isinstance(change, NeedResync):
-                await channel.send(Resync(change.reason))
+            await self._serve()
+        finally:
+            self.nursery.cancel_scope.cancel()
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                message = await self.channel.receive()
+            except ChannelClosed:
+                log.warning("supervisor gone: worker exits")
+                return
+            if isinstance(message, StatsRequest):
+                stats = worker_stats(
+                    self.gw,
+                    index=self.index,
+                    snapshot_version=self.receiver.version,
+                    in_flight={"caller_connections": self.gw.drain.open_connections},
+                )
+                await self.channel.send(StatsReply(message.request_id, stats))
+            elif isinstance(message, Apply):
+                if self._ready.is_set():
+                    self.nursery.start_soon(_reload, self.channel, self.reloader, message)
+                else:
+                    self._held = message
+            elif isinstance(message, Drain):
+                log.info("draining (grace %.1f s)", message.grace_s)
+                await self.gw.drain.start_and_wait(message.grace_s)
+                return
             else:
-                publish(gw, receiver)
+                change = self.receiver.apply(message)
+                if isinstance(change, NeedResync):
+                    await self.channel.send(Resync(change.reason))
+                elif complete(self.receiver):
+                    publish(self.gw, self.receiver)
+                    self.snapshot.set()
 
 
 async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:
