@@ -103,7 +103,9 @@ class SiteConfig:
     locality_min_healthy_percent: int = field(default=70, metadata={"min": 0, "max": 100})
     # Data-plane worker processes (docs/workers.md): "auto" (one per usable core) or a number;
     # 0 runs the whole gateway in one process.  Read with resolve_workers(); restart to change.
-    workers: int | Literal["auto"] = field(default=0, metadata={"min": 0, "max": MAX_WORKERS})
+    workers: int | Literal["auto"] = field(
+        default="auto", metadata={"min": 0, "max": MAX_WORKERS}
+    )
 
 
 @dataclass(frozen=True)

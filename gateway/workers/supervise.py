@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from discovery.watch import Watch, WatchClosed
-from gateway.config.model import GatewayConfig
+from gateway.config.model import GatewayConfig, ServicePortConfig
 from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
 from gateway.reload.listeners import caller_binds
@@ -51,14 +51,16 @@ READY_TIMEOUT_S = 60.0
 STATS_TIMEOUT_S = 2.0
 
 
-def listener_ports(config: GatewayConfig) -> dict[str, tuple[str, int]]:
-    """Each listener and service port the workers bind: name -> (address, configured port)."""
-    out: dict[str, tuple[str, int]] = {}
+def listener_ports(config: GatewayConfig) -> dict[str, tuple[str, str, int]]:
+    """Each listener and service port the workers bind: name -> (what it is, for errors;
+    address; configured port)."""
+    out: dict[str, tuple[str, str, int]] = {}
     ew = config.listener("east-west")
     if ew is not None:
-        out[ew.name] = (str(ew.address), ew.port)
+        out[ew.name] = (f"listener {ew.name}", str(ew.address), ew.port)
     for bind in caller_binds(config):
-        out[bind.name] = (str(bind.address), bind.port)
+        kind = "service port" if isinstance(bind, ServicePortConfig) else "listener"
+        out[bind.name] = (f"{kind} {bind.name}", str(bind.address), bind.port)
     return out
 
 
@@ -137,7 +139,7 @@ class Supervisor:
 
     async def start(self, nursery: trio.Nursery, gw: Any, reloader: Any) -> int | None:
         self.gw = gw
-        for name, (host, port) in listener_ports(gw.config).items():
+        for name, (what, host, port) in listener_ports(gw.config).items():
             try:
                 if port == 0:
                     sock = reserve_port(host, 0)
@@ -146,7 +148,7 @@ class Supervisor:
                 else:
                     check_bindable(host, port)
             except OSError as exc:  # fail at start, as one process does, not in every worker
-                raise bind_error(exc, what=f"listener {name}", address=host, port=port) from exc
+                raise bind_error(exc, what=what, address=host, port=port) from exc
             self.ports[name] = port
         ew = gw.config.listener("east-west")
         # Primary links: dial the dial-peers (from the east-west address), the route view.

@@ -27,6 +27,12 @@ from gateway.demo.topology import BuiltSite, DemoService, DemoSite, Topology, bu
 
 _block = itertools.count()
 
+#: ``[site] workers`` of every site a test does not set itself.  One process (0) by default:
+#: the gateway's own default, one worker per core, makes every site three processes here and
+#: the suite several times slower; the worker tests set their sites' workers themselves.
+#: ``ISTHMUS_E2E_WORKERS=2 scripts/test`` runs the whole end-to-end suite in worker mode.
+E2E_WORKERS = int(os.environ.get("ISTHMUS_E2E_WORKERS", "0"))
+
 
 def loopback_block() -> int:
     """A second octet ``b`` for 127.<b>.x.y addresses no other test of this run uses."""
@@ -47,6 +53,7 @@ def make_topology(
             address=ipaddress.IPv4Address(f"127.{b}.{i + 1}.1"),
             services=(services or {}).get(name, ()),
             priority=10 * (i + 1),
+            workers=E2E_WORKERS,
         )
         for i, name in enumerate(names)
     )

@@ -23,9 +23,9 @@ def _load(text: str) -> GatewayConfig:
     return load_text(text, base_dir=Path("/etc/isthmus"), filename="gw.toml")
 
 
-def test_default_is_one_process_and_ten_seconds_of_drain() -> None:
+def test_default_is_a_worker_per_core_and_ten_seconds_of_drain() -> None:
     config = _load(GOOD)
-    assert config.site.workers == 0 and resolve_workers(config.site.workers) == 0
+    assert config.site.workers == "auto" and resolve_workers(config.site.workers) >= 1
     assert config.limits.drain_grace_s == 10.0
 
 
@@ -90,9 +90,11 @@ def test_a_peer_not_dialed_is_a_warning_with_workers_only() -> None:
     workers open (some of this site's workers, not all): ``config check`` says so."""
     peer = 'spiffe_id = "spiffe://gcp-west.isthmus.test/isthmus/gateway/gcp-west"\n'
     assert peer in GOOD
-    not_dialed = GOOD.replace(peer, peer + "dial = false\n", 1)
+    not_dialed = _with_site("workers = 0").replace(peer, peer + "dial = false\n", 1)
     with_workers = _load(_with_site("workers = 2").replace(peer, peer + "dial = false\n", 1))
     assert [path for path, _ in with_workers.warnings()] == ["peers[0].dial"]
     assert "gcp-west" in with_workers.warnings()[0][1]
     assert _load(not_dialed).warnings() == []  # one process: its links serve every request
     assert _load(_with_site("workers = 2")).warnings() == []  # dialed: no warning
+    default = _load(GOOD.replace(peer, peer + "dial = false\n", 1))  # "auto": workers
+    assert [path for path, _ in default.warnings()] == ["peers[0].dial"]
