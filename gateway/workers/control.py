@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from discovery.model import EndpointKey
 from gateway.fleet.document import FleetDocument
 
 
@@ -39,3 +40,25 @@ class Apply:
     trigger: str
     text: str
     fleet: FleetDocument | None
+
+
+@dataclass(frozen=True, slots=True)
+class EjectionEntry:
+    """One endpoint a worker's outlier detection ejected: for how much longer, and why.
+
+    A remaining time, not an end time: each process's trio clock has its own offset, and a
+    duration means the same in both."""
+
+    key: EndpointKey
+    remaining_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ejections:
+    """W->S: the ejections in force in this worker now (all of them: it replaces the last
+    report).  At most :data:`gateway.workers.ejections.MAX_REPORTED` entries, the longest
+    first; ``dropped`` counts those left out."""
+
+    entries: tuple[EjectionEntry, ...]
+    dropped: int = 0

@@ -40,6 +40,7 @@ from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ready, Start
 from gateway.workers.drain import Drain as DrainState
+from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
 from gateway.workers.stats import worker_stats
@@ -119,6 +120,7 @@ async def serve_worker(
         await start_east_west(nursery, gw, handoff=worker_handoff(handoff))
         await start_callers(nursery, gw)
         await channel.send(Ready())
+        nursery.start_soon(report_ejections, channel.send, gw.outlier.ejections)
         log.info("worker %d serves (pid %d)", index, os.getpid())
         await _control(channel, gw, receiver, reloader, gw.drain, nursery, index)
         nursery.cancel_scope.cancel()
