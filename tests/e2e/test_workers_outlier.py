@@ -4,7 +4,8 @@ Detection runs in each worker, from the requests that worker served; ``/catalog`
 export to peers are the supervisor's.  An endpoint that answers 5xx is ejected by the worker
 that saw the failures, and the site shows it exactly as a single-process gateway does
 (tests/e2e/test_outlier_detection.py): not routable in the supervisor's ``/catalog``, with the
-reason, and not healthy in the peer's ``/imports`` (so the peer stops routing it).  When the
+reason, and not healthy in the peer's ``/imports`` (so the peer stops routing it); and the
+overlay map's traffic figures (``/overlay``) count the workers' requests.  When the
 workers that ejected it are gone (killed: their replacements start with no record), the
 endpoint is routable again, at the site and at the peer.
 """
@@ -44,6 +45,13 @@ def _imported(doc: Any, site: str, service: str) -> dict[str, Any] | None:
 
 def _catalog_row(doc: Any, service: str) -> dict[str, Any] | None:
     return next((e for e in doc["endpoints"] if e["service"] == service), None)
+
+
+def _local_rate(doc: Any, site: str) -> float:
+    """Requests per second that ``site``'s own callers had answered at ``site`` (``/overlay``)."""
+    node = next(n for n in doc["nodes"] if n["site"] == site)
+    local = (node.get("traffic") or {}).get("local") or {}
+    return float(local.get("requests_per_s") or 0.0)
 
 
 def _worker_pids(doc: Any) -> list[int]:
@@ -87,6 +95,8 @@ async def test_a_workers_ejection_shows_at_the_supervisor_and_at_the_peer(
                 "west", "/routes", lambda d: routes_of(d, "flaky.default.isthmus") == ["east"]
             )
 
+            overlay = await ov.get("east", "/overlay")  # the map's first traffic sample
+            assert overlay["metrics"] is True
             for _ in range(REQUESTS):  # each on a new connection: spread over the workers
                 reply = await h1_request(east_addr, HTTP_PORT, authority="flaky.default.isthmus")
                 assert reply.status == 503
@@ -106,6 +116,10 @@ async def test_a_workers_ejection_shows_at_the_supervisor_and_at_the_peer(
             assert "2 consecutive 5xx" in row["ejected"]
             # whoami is untouched.
             assert (_catalog_row(doc, "whoami") or {}).get("routable") is True
+
+            # The map's traffic figures at east count the workers' requests (the supervisor's
+            # own counters saw none of them).
+            await ov.wait("east", "/overlay", lambda d: _local_rate(d, "east") > 0, within_s=WAIT_S)
 
             # west: the export shows it as not routable, and west stops routing it.
             doc = await ov.wait(
