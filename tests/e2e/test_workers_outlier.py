@@ -117,6 +117,18 @@ async def test_a_workers_ejection_shows_at_the_supervisor_and_at_the_peer(
             # whoami is untouched.
             assert (_catalog_row(doc, "whoami") or {}).get("routable") is True
 
+            # The workers' ejections are counted in the site's metrics (1 or 2 of them: the
+            # other worker may have seen two 503s in a row too).
+            reply = await h1_request(
+                east_addr, ov.topology.admin_port, authority="admin", path="/metrics"
+            )
+            counted = [
+                line
+                for line in reply.body.decode().splitlines()
+                if line.startswith('isthmus_outlier_ejections_total{service="flaky.default"} ')
+            ]
+            assert len(counted) == 1 and float(counted[0].split()[-1]) in (1.0, 2.0), counted
+
             # The map's traffic figures at east count the workers' requests (the supervisor's
             # own counters saw none of them).
             await ov.wait("east", "/overlay", lambda d: _local_rate(d, "east") > 0, within_s=WAIT_S)
