@@ -178,8 +178,9 @@ def merge_ejections(*sets: Ejections) -> Ejections:
     """The union of ``sets``: an endpoint in several keeps the ejection that ends last."""
     if not sets:
         return immutables.Map()
-    out = sets[0]
-    for more in sets[1:]:
+    ordered = sorted(sets, key=len, reverse=True)  # the largest is kept, the others go in
+    out = ordered[0]
+    for more in ordered[1:]:
         with out.mutate() as m:
             for key, health in more.items():
                 have = m.get(key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from discovery.model import EndpointKey
 from gateway.fleet.document import FleetDocument
 
 
@@ -42,16 +41,11 @@ class Apply:
     fleet: FleetDocument | None
 
 
-@dataclass(frozen=True, slots=True)
-class EjectionEntry:
-    """One endpoint a worker's outlier detection ejected: for how much longer, and why.
-
-    A remaining time, not an end time: each process's trio clock has its own offset, and a
-    duration means the same in both."""
-
-    key: EndpointKey
-    remaining_s: float
-    reason: str
+#: One endpoint a worker's outlier detection ejected: its service's name and namespace, its
+#: address and port, the seconds its ejection has to run, why.  A remaining time, not an end
+#: time: each process's trio clock has its own offset, and a duration means the same in
+#: both.  Plain values, not a dataclass: a report of thousands pickles ten times faster.
+EjectionEntry = tuple[str, str, str, int, float, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Hashable
 import immutables
 import trio
 
-from discovery.model import EndpointKey
+from discovery.model import EndpointKey, ServiceName
 from discovery.watch import Watch, WatchClosed
 from gateway.cluster.outlier import EndpointHealth
 from gateway.cluster.outlier_detector import Ejections as Ejected
@@ -63,14 +63,30 @@ NONE: Ejected = immutables.Map()
 def report(ejections: Ejected, now: float, *, limit: int = MAX_REPORTED) -> Ejections:
     """The message that tells the supervisor the ejections in force at ``now`` (the longest
     ``limit`` of them)."""
-    live = [
-        EjectionEntry(key, health.ejected_until - now, health.reason)
-        for key, health in ejections.items()
-        if health.ejected_until is not None and health.ejected_until > now
+    live: list[EjectionEntry] = [
+        (k.service.name, k.service.namespace, k.address, k.port, h.ejected_until - now, h.reason)
+        for k, h in ejections.items()
+        if h.ejected_until is not None and h.ejected_until > now
     ]
     if len(live) > limit:
-        live.sort(key=lambda e: e.remaining_s, reverse=True)
+        live.sort(key=lambda e: e[4], reverse=True)
     return Ejections(entries=tuple(live[:limit]), dropped=max(0, len(live) - limit))
+
+
+def _entry(entry: object) -> tuple[EndpointKey, float, str] | None:
+    """One entry of a report, checked (both ends are this program, but a report is input)."""
+    if not isinstance(entry, tuple) or len(entry) != 6:
+        return None
+    name, namespace, address, port, remaining, reason = entry
+    if not (isinstance(name, str) and isinstance(namespace, str) and isinstance(address, str)):
+        return None
+    if not isinstance(port, int) or not isinstance(remaining, float | int):
+        return None
+    if not math.isfinite(remaining) or remaining <= 0:
+        return None
+    why = reason[:MAX_REASON] if isinstance(reason, str) else ""
+    key = EndpointKey(ServiceName(name, namespace), address, port)
+    return key, min(float(remaining), MAX_REMAINING_S), why
 
 
 def from_report(message: Ejections, now: float, *, limit: int = MAX_REPORTED) -> Ejected:
@@ -78,18 +94,14 @@ def from_report(message: Ejections, now: float, *, limit: int = MAX_REPORTED) ->
     malformed, over ``limit`` or already ended are left out."""
     out: dict[EndpointKey, EndpointHealth] = {}
     for entry in message.entries[:limit]:
-        if not isinstance(entry, EjectionEntry) or not isinstance(entry.key, EndpointKey):
+        checked = _entry(entry)
+        if checked is None:
             continue
-        remaining = entry.remaining_s
-        if not isinstance(remaining, float | int) or not math.isfinite(remaining):
-            continue
-        if remaining <= 0:
-            continue
-        until = now + min(float(remaining), MAX_REMAINING_S)
-        reason = entry.reason[:MAX_REASON] if isinstance(entry.reason, str) else ""
-        have = out.get(entry.key)
+        key, remaining, reason = checked
+        until = now + remaining
+        have = out.get(key)
         if have is None or (have.ejected_until or 0.0) < until:
-            out[entry.key] = EndpointHealth(ejections=1, ejected_until=until, reason=reason)
+            out[key] = EndpointHealth(ejections=1, ejected_until=until, reason=reason)
     return immutables.Map(out)
 
 
@@ -134,7 +146,7 @@ class WorkerEjections:
                     self._by_worker[index] = kept
                 else:
                     del self._by_worker[index]
-        return merge_ejections(NONE, *self._by_worker.values())
+        return merge_ejections(*self._by_worker.values())
 
     def __len__(self) -> int:
         """How many workers have ejections in force (as last reported)."""

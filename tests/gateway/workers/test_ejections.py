@@ -53,6 +53,11 @@ def ejected(*items: tuple[Endpoint, float, str]) -> Ejected:
     )
 
 
+def entry(ep: Endpoint, remaining: float, reason: str) -> EjectionEntry:
+    k = ep.key
+    return (k.service.name, k.service.namespace, k.address, k.port, remaining, reason)
+
+
 def rows(catalog: Catalog, now: float) -> dict[int, dict[str, object]]:
     return {row["port"]: row for row in catalog_json(catalog, now)["endpoints"]}
 
@@ -64,7 +69,7 @@ def test_a_report_carries_remaining_times_that_the_supervisor_puts_on_its_own_cl
     # The worker's clock reads 1000 where the supervisor's reads 5: only durations cross.
     worker = ejected((A, 1030.0, "a: 2 consecutive 5xx"), (B, 999.0, "b: ended"))
     message = report(worker, 1000.0)
-    assert message == Ejections((EjectionEntry(A.key, 30.0, "a: 2 consecutive 5xx"),), 0)
+    assert message == Ejections((entry(A, 30.0, "a: 2 consecutive 5xx"),), 0)
     at_supervisor = from_report(message, 5.0)
     assert dict(at_supervisor) == {
         A.key: EndpointHealth(ejections=1, ejected_until=35.0, reason="a: 2 consecutive 5xx")
@@ -74,13 +79,15 @@ def test_a_report_carries_remaining_times_that_the_supervisor_puts_on_its_own_cl
 def test_a_report_is_bounded_keeping_the_longest_ejections() -> None:
     worker = ejected((A, 10.0, "a"), (B, 30.0, "b"), (C, 20.0, "c"))
     message = report(worker, 0.0, limit=2)
-    assert [e.key for e in message.entries] == [B.key, C.key] and message.dropped == 1
+    assert [e[3] for e in message.entries] == [B.port, C.port] and message.dropped == 1
     # The supervisor reads at most its own limit, and only sane entries.
     bad = Ejections(
         (
-            EjectionEntry(A.key, float("nan"), "nan"),
-            EjectionEntry(B.key, -1.0, "ended"),
-            EjectionEntry(C.key, 1e12, "x" * 10_000),
+            entry(A, float("nan"), "nan"),
+            entry(B, -1.0, "ended"),
+            entry(C, 1e12, "x" * 10_000),
+            ("api", "default", "127.0.0.1", "8004", 1.0, "a port that is no int"),  # type: ignore[arg-type]
+            ("too", "short"),  # type: ignore[arg-type],
         )
     )
     got = from_report(bad, 0.0)
@@ -208,17 +215,17 @@ async def test_the_reporter_sends_each_change_coalescing_a_burst(
         for _ in range(2):
             detector.record(A, "5xx", service_size=3)
         await trio.sleep(0.01)
-        assert [sorted(e.key.port for e in m.entries) for m in sent] == [[8001]]
+        assert [sorted(e[3] for e in m.entries) for m in sent] == [[8001]]
         # A burst within the interval: one more report, with both.
         for ep in (B, C):
             for _ in range(2):
                 detector.record(ep, "5xx", service_size=3)
         await trio.sleep(REPORT_INTERVAL_S * 4)
-        assert [sorted(e.key.port for e in m.entries) for m in sent] == [
+        assert [sorted(e[3] for e in m.entries) for m in sent] == [
             [8001],
             [8001, 8002, 8003],
         ]
-        assert 29.0 < sent[-1].entries[0].remaining_s <= 30.0
+        assert 29.0 < sent[-1].entries[0][4] <= 30.0
         # The ejections end; the next look at the service releases them: an empty report.
         await trio.sleep(30)
         assert detector.routable(SVC, (A, B, C)) == (A, B, C)
