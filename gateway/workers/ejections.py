@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("isthmus.workers")
 
-#: Entries in one report at most (each ~200 bytes pickled: a report stays under ~2 MiB).
+#: Entries in one report at most (each ~110 bytes pickled: a full report is ~1.1 MB).
 MAX_REPORTED = 10_000
 #: A worker sends at most one report per this many seconds (changes meanwhile coalesce).
 REPORT_INTERVAL_S = 0.25
