@@ -13,7 +13,7 @@ page left open, or several, cost the event loop little on a large catalog.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -29,7 +29,7 @@ from gateway.admin.overlay_map import (
     overlay_json,
 )
 from gateway.admin.sliced import Sliced
-from gateway.admin.traffic import FROM_PEERS, RateWindow, site_totals
+from gateway.admin.traffic import FROM_PEERS, RateWindow, SiteTotals, site_totals
 from gateway.observe.observer import Observer
 from overlay.federation.config import ExportConfig
 from overlay.federation.import_ import PeerImports
@@ -55,8 +55,13 @@ def overlay_view(
     observer: Observer | None,
     *,
     clock: Callable[[], float] = trio.current_time,
+    totals: Callable[[], Mapping[str, SiteTotals]] | None = None,
 ) -> Callable[[], Sliced]:
     """The ``/overlay`` view; ``observer`` None means metrics are off (no traffic rates).
+
+    ``totals`` (a supervisor's, in worker mode): the site's traffic totals when this process's
+    own ``observer`` does not count them all (its workers serve the requests); it must be
+    synchronous and cheap, like the view.
 
     Its answer is :class:`Sliced`: the local part (up to 20k endpoints checked) is computed a
     slice per loop step by the admin server."""
@@ -75,8 +80,12 @@ def overlay_view(
         links = peering.status()
         rates = None
         if observer is not None:
-            totals = site_totals(observer.requests, observer.bytes_in, observer.bytes_out)
-            window = window.add(now, totals)
+            counted = (
+                totals()
+                if totals is not None
+                else site_totals(observer.requests, observer.bytes_in, observer.bytes_out)
+            )
+            window = window.add(now, counted)
             rates = window.rates([local_site, FROM_PEERS, *links])
         snapshot, rules, table = catalog.latest, peering.export_rules, peering.imports.latest
         key = (snapshot, rules, tuple(sorted(links)))

@@ -19,9 +19,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.observe.metrics import Counter, Labels
+from gateway.observe.metrics import Counter, FamilySamples, Labels
 
-__all__ = ["FROM_PEERS", "RateWindow", "SiteTotals", "TrafficRate", "site_totals"]
+__all__ = [
+    "FROM_PEERS",
+    "RateWindow",
+    "SiteTotals",
+    "TrafficRate",
+    "add_totals",
+    "families_site_totals",
+    "site_totals",
+]
+
+#: The counters :func:`site_totals` reads, by family name (requests, then body bytes).
+REQUESTS_FAMILY = "isthmus_requests_total"
+BYTES_FAMILIES = ("isthmus_request_bytes_total", "isthmus_response_bytes_total")
 
 #: The key under which requests that peers sent to this site are summed.
 FROM_PEERS = "from_peers"
@@ -62,6 +74,40 @@ def site_totals(requests: Counter, bytes_in: Counter, bytes_out: Counter) -> dic
     """Per destination site (origin side) and :data:`FROM_PEERS` (destination side), the
     requests and body bytes counted so far.  Linear in the counters' label sets, which the
     registry bounds (``max_series``)."""
+    return _totals(
+        [(requests.labelnames, requests.values.items())],
+        [(c.labelnames, c.values.items()) for c in (bytes_in, bytes_out)],
+    )
+
+
+def families_site_totals(families: Iterable[FamilySamples]) -> dict[str, SiteTotals]:
+    """:func:`site_totals` of counters exported as plain values (a worker's report, in
+    worker mode: docs/workers.md); other families are skipped."""
+    requests, nbytes = [], []
+    for fam in families:
+        if fam.kind != "counter":
+            continue
+        rows = ((labels, values[0]) for labels, values in fam.samples if values)
+        if fam.name == REQUESTS_FAMILY:
+            requests.append((fam.labelnames, rows))
+        elif fam.name in BYTES_FAMILIES:
+            nbytes.append((fam.labelnames, rows))
+    return _totals(requests, nbytes)
+
+
+def add_totals(into: dict[str, SiteTotals], more: Mapping[str, SiteTotals]) -> None:
+    """Add ``more`` to ``into``, site by site (the totals of several processes)."""
+    for site, t in more.items():
+        into[site] = into.get(site, SiteTotals()).plus(t.requests, t.bytes)
+
+
+Rows = Iterable[tuple[Labels, float]]
+
+
+def _totals(
+    requests: Iterable[tuple[tuple[str, ...], Rows]],
+    nbytes: Iterable[tuple[tuple[str, ...], Rows]],
+) -> dict[str, SiteTotals]:
     out: dict[str, SiteTotals] = {}
 
     def key(labels: Labels, side_i: int, site_i: int) -> str | None:
@@ -72,17 +118,14 @@ def site_totals(requests: Counter, bytes_in: Counter, bytes_out: Counter) -> dic
             return FROM_PEERS
         return None
 
-    side_i, site_i = _side_site(requests.labelnames)
-    for labels, value in requests.values.items():
-        k = key(labels, side_i, site_i)
-        if k is not None:
-            out[k] = out.get(k, SiteTotals()).plus(value, 0.0)
-    for counter in (bytes_in, bytes_out):
-        side_i, site_i = _side_site(counter.labelnames)
-        for labels, value in counter.values.items():
-            k = key(labels, side_i, site_i)
-            if k is not None:
-                out[k] = out.get(k, SiteTotals()).plus(0.0, value)
+    for counts, is_bytes in ((requests, False), (nbytes, True)):
+        for labelnames, rows in counts:
+            side_i, site_i = _side_site(labelnames)
+            for labels, value in rows:
+                k = key(labels, side_i, site_i)
+                if k is not None:
+                    t = out.get(k, SiteTotals())
+                    out[k] = t.plus(0.0, value) if is_bytes else t.plus(value, 0.0)
     return out
 
 

@@ -51,8 +51,10 @@ class OutlierDetector:
         self._clock = clock
         self._health: dict[EndpointKey, EndpointHealth] = {}
         self._active: dict[ServiceName, dict[EndpointKey, float]] = {}
-        #: The ejections in force, keyed by endpoint (published on every eject and release).
+        #: The ejections in force, keyed by endpoint (published on every eject and release),
+        #: with those other processes reported (:meth:`set_reported`).
         self.ejections: Watch[Ejections] = Watch(immutables.Map())
+        self._reported: Ejections = immutables.Map()
         #: Ejections since start, by ``name.namespace`` (``isthmus_outlier_ejections_total``):
         #: local services only, and at most ``MAX_COUNTED_SERVICES`` of them, then ``other``.
         self.ejected_total: dict[str, int] = {}
@@ -130,6 +132,16 @@ class OutlierDetector:
             self._publish()
         return lifted
 
+    def set_reported(self, reported: Ejections) -> None:
+        """Ejections decided elsewhere -- a supervisor's workers, each with its own detector
+        (docs/workers.md) -- shown in :attr:`ejections` beside this detector's own, so the
+        effective catalog, ``/catalog`` and the export to peers mark them; this detector's
+        own routing does not use them.  Their ``ejected_until`` is on this process's clock."""
+        if reported == self._reported:
+            return
+        self._reported = reported
+        self._publish()
+
     # -- internals --------------------------------------------------------------------------
 
     def _release(self, service: ServiceName, now: float) -> None:
@@ -158,7 +170,24 @@ class OutlierDetector:
 
     def _publish(self) -> None:
         active = {k for keys in self._active.values() for k in keys}
-        self.ejections.publish(immutables.Map({k: self._health[k] for k in active}))
+        own: Ejections = immutables.Map({k: self._health[k] for k in active})
+        self.ejections.publish(merge_ejections(own, self._reported) if self._reported else own)
+
+
+def merge_ejections(*sets: Ejections) -> Ejections:
+    """The union of ``sets``: an endpoint in several keeps the ejection that ends last."""
+    if not sets:
+        return immutables.Map()
+    ordered = sorted(sets, key=len, reverse=True)  # the largest is kept, the others go in
+    out = ordered[0]
+    for more in ordered[1:]:
+        with out.mutate() as m:
+            for key, health in more.items():
+                have = m.get(key)
+                if have is None or (health.ejected_until or 0.0) > (have.ejected_until or 0.0):
+                    m[key] = health
+            out = m.finish()
+    return out
 
 
 def with_ejections(

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway.admin.overlay_view import overlay_view
 from gateway.admin.sliced import Sliced
 from gateway.observe.merge import links_with_workers, merged_metrics_steps
+from gateway.workers.overlay_traffic import WorkerTraffic
 
 if TYPE_CHECKING:
     from gateway.workers.supervise import Supervisor
@@ -41,3 +43,10 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         return links_with_workers(gw.peering.status(), await sup.stats())
 
     queries["/links"] = links
+    if "/overlay" in views and gw.observer is not None and gw.config.metrics.enabled:
+        # The map's traffic rates: the workers' counters (synchronous, from their last
+        # reports; a stale book is refreshed in the background, in the supervisor's nursery).
+        traffic = WorkerTraffic(gw.observer, sup.poll.book, sup.stats, sup._nursery)
+        views["/overlay"] = overlay_view(
+            gw.config.site.name, gw.peering, gw.effective_catalog, gw.observer, totals=traffic
+        )

@@ -34,7 +34,8 @@ from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
 from gateway.reload.listeners import caller_binds
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.control import Apply, Ejections, Ready, Start
+from gateway.workers.ejections import WorkerEjections
 from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.processes import WorkerPool
 from gateway.workers.snapshot import SnapshotFeed, clock_base
@@ -128,6 +129,8 @@ class Supervisor:
         self.ports: dict[str, int] = {}
         self._reserved: list[socket.socket] = []
         self.poll = StatsPoll(StatsBook(), StatsRequest, timeout_s=STATS_TIMEOUT_S)
+        #: Each worker's ejections in force: their union is marked in ``/catalog`` and exports.
+        self.ejections = WorkerEjections()
         self.pool: WorkerPool | None = None
         self.gw: Any = None
         self._nursery: trio.Nursery | None = None
@@ -230,6 +233,10 @@ class Supervisor:
         finally:
             if self.conns.get(index) is conn:
                 del self.conns[index]
+            if self.gw is not None:  # its ejections end with it (a new worker starts clean)
+                self.gw.outlier.set_reported(
+                    self.ejections.drop((index, conn.pid), trio.current_time())
+                )
 
     async def _send_snapshots(self, conn: WorkerConn) -> None:
         while True:
@@ -256,6 +263,9 @@ class Supervisor:
                 conn.wake.set()
             elif isinstance(message, StatsReply):
                 self.poll.answer(conn.index, message.request_id, message.stats)
+            elif isinstance(message, Ejections):
+                union = self.ejections.update((conn.index, conn.pid), message, trio.current_time())
+                self.gw.outlier.set_reported(union)
             elif isinstance(message, ReloadDone):
                 result = message.outcome.get("result")
                 if result == "rejected":

@@ -39,6 +39,7 @@ from gateway.reload.apply import ConfigReloader
 from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
 from gateway.workers.stats import worker_stats
@@ -115,6 +116,7 @@ async def serve_worker(
         await start_east_west(nursery, gw, handoff=worker_handoff(handoff))
         await start_callers(nursery, gw)
         await control.serving()
+        nursery.start_soon(report_ejections, channel.send, gw.outlier.ejections)
         log.info("worker %d serves (pid %d)", index, os.getpid())
 
 
