@@ -56,3 +56,11 @@ class Ejections:
 
     entries: tuple[EjectionEntry, ...]
     dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Redial:
+    """S->W: the supervisor's link to these peer sites just came up: a worker whose own link
+    to one of them is down dials it now instead of at the end of its backoff."""
+
+    sites: tuple[str, ...]

@@ -18,6 +18,7 @@ last snapshot it applied.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
 from gateway.reload.listeners import caller_binds
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.control import Apply, Ejections, Ready, Start
+from gateway.workers.control import Apply, Ejections, Ready, Redial, Start
 from gateway.workers.ejections import WorkerEjections
 from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.processes import WorkerPool
@@ -154,14 +155,13 @@ class Supervisor:
                 raise bind_error(exc, what=what, address=host, port=port) from exc
             self.ports[name] = port
         ew = gw.config.listener("east-west")
-        # Primary links: dial the dial-peers (from the east-west address), the route view.
-        nursery.start_soon(gw.peering.run, None if ew is None else str(ew.address))
         self._nursery = nursery
         self._follow(nursery, gw.catalog, self.feed.publish_catalog)
         self._follow(nursery, gw.failing, self.feed.publish_failing)
         self._follow(
             nursery, gw.peering.imports, lambda t: self.feed.publish_imports(t, trio.current_time())
         )
+        nursery.start_soon(self._redial_on_link_up, gw.peering)
         if reloader is not None:
             reloader.on_applied = self.reload_workers
         self.pool = WorkerPool(
@@ -178,6 +178,10 @@ class Supervisor:
         if waited.cancelled_caught:
             log.warning("not every worker is serving after %.0f s", READY_TIMEOUT_S)
         log.info("%d of %d workers serving", self.serving(), self.count)
+        # Primary links: dial the dial-peers (from the east-west address), the route view --
+        # once the workers listen on the east-west port, as one process listens before it
+        # dials: a peer dialing back at once finds the port open.
+        nursery.start_soon(gw.peering.run, None if ew is None else str(ew.address))
         return None if ew is None else self.ports[ew.name]
 
     def serving(self) -> int:
@@ -199,6 +203,24 @@ class Supervisor:
                 self._wake_all()
 
         nursery.start_soon(follow)
+
+    async def _redial_on_link_up(self, peering: Any) -> None:
+        """When a peer site's link comes up here (it restarted, or the network healed), tell
+        the workers: those whose own link to it is still down dial it now."""
+        up: set[str] = set()
+        seen = peering.routes.count
+        while True:
+            try:
+                seen, _view = await peering.routes.wait_newer(seen)  # links changed, or more
+            except WatchClosed:
+                return
+            now_up = {site for site, row in peering.status().items() if row.get("up")}
+            back = tuple(sorted(now_up - up))
+            up = now_up
+            if back:
+                for conn in list(self.conns.values()):
+                    with contextlib.suppress(ChannelClosed):
+                        await conn.channel.send(Redial(back))
 
     def _wake_all(self) -> None:
         for conn in self.conns.values():

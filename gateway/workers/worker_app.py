@@ -38,7 +38,7 @@ from gateway.fleet.state import FleetState
 from gateway.reload.apply import ConfigReloader
 from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.control import Apply, Ready, Start
+from gateway.workers.control import Apply, Ready, Redial, Start
 from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
@@ -181,6 +181,9 @@ class WorkerControl:
                     self.nursery.start_soon(_reload, self.channel, self.reloader, message)
                 else:
                     self._held = message
+            elif isinstance(message, Redial):
+                for site in message.sites:
+                    self.gw.peering.redial(site)
             elif isinstance(message, Drain):
                 log.info("draining (grace %.1f s)", message.grace_s)
                 await self.gw.drain.start_and_wait(message.grace_s)

@@ -220,6 +220,9 @@ class PeerLinks:
     opening: int = 0
     #: Set when the pool wants one more link (the pool's dialer replaces it once it acts).
     want_link: trio.Event = field(default_factory=trio.Event)
+    #: Set to cut the dial loop's backoff short (the peer is known to be back); replaced
+    #: by the loop each time it waits.
+    redial: trio.Event = field(default_factory=trio.Event)
 
     def live(self) -> list[tuple[LinkSession, H2Connection]]:
         """Live links in order of preference: the dialed one first when we dial the peer."""
@@ -431,7 +434,9 @@ class LinkKeeper:
                 state.attempts = 0
             delay = s.backoff.delay(state.attempts, self._rng())
             state.attempts += 1
-            await trio.sleep(delay)
+            state.redial = trio.Event()
+            with trio.move_on_after(delay):
+                await state.redial.wait()
 
     async def accept(self, link: Link) -> None:
         """Run a link a peer dialed to us until it closes."""

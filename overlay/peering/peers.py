@@ -368,6 +368,14 @@ class Peering:
         suspect = [is_suspect(st.link_lost_at, now, window) or st.losing_link() for st, _o in live]
         return ReplicaSet([o for _st, o in live], suspect)
 
+    def redial(self, site: str) -> None:
+        """Cut short the backoff of every dial loop to site ``site`` whose link is down: it
+        is known to be back (a worker hears it from its supervisor, whose link to the site
+        just came up), so the next dial need not wait up to ``backoff_cap_s``."""
+        for state in self._sites.get(site, ()):
+            if state.outbound() is None:
+                state.redial.set()
+
     def replica_count(self, site: str) -> int:
         """How many replicas site ``site`` has configured (0: not a peer)."""
         return len(self._sites.get(site, ()))
