@@ -166,3 +166,24 @@ async def test_both_links_leave_their_slots_and_the_dialer_redials_after_the_pee
         status = peering.status()["a"]
         nursery.cancel_scope.cancel()
     assert status["up"] is True
+
+
+async def test_redial_cuts_the_backoff_short_once(autojump_clock: trio.abc.Clock) -> None:
+    """``Peering.redial(site)`` (a worker told by its supervisor that the site is back) makes
+    a dial loop waiting out its backoff dial at once; the schedule then goes on as before."""
+    arrivals: list[float] = []
+    client = identity(CLIENT_CHAIN, CLIENT_KEY, dict(TRUSTED))
+    async with rejecting_peer(arrivals) as port, trio.open_nursery() as nursery:
+        peering = dialer(port, client)
+        await nursery.start(
+            lambda task_status: peering.serve(host="127.0.0.1", port=0, task_status=task_status)
+        )
+        await trio.sleep(60.0)  # the backoff has reached its cap: dials 15 s apart
+        before = len(arrivals)
+        assert before >= 2 and arrivals[-1] - arrivals[-2] >= 7.5
+        asked = trio.current_time()
+        peering.redial("a")
+        await until(lambda: len(arrivals) > before, within_s=1.0)  # not 15 s later
+        assert arrivals[before] - asked < 0.5
+        peering.redial("zz")  # no such site: nothing happens
+        nursery.cancel_scope.cancel()
