@@ -86,9 +86,7 @@ async def test_demo_serves_cross_site_traffic_and_stops_everything_on_sigint(
         assert "stopped: every process the demo started has been stopped." in log.read_text()
         assert not [pid for pid in children if _alive(pid)]
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await _stop(proc)
 
 
 async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works(
@@ -184,6 +182,20 @@ async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works
         assert proc.returncode == 0, log.read_text()
     finally:
         for p in (restarted, proc):
-            if p is not None and p.returncode is None:
-                p.kill()
-                await p.wait()
+            if p is not None:
+                await _stop(p)
+
+
+async def _stop(proc: trio.Process) -> None:
+    """Stop a demo (or a site it printed the command of) the way a user does: SIGINT, so it
+    stops the gateways and services it started; SIGKILL only if it has not ended in 30 s (a
+    SIGKILLed demo leaves its sites running: a failed assertion must not leak them into the
+    next tests, which may get the same loopback addresses)."""
+    with trio.CancelScope(shield=True):
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            with trio.move_on_after(30):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
