@@ -4,6 +4,8 @@ sockets, a real HTTP listener, a real endpoint that holds its answer.
 * the stop returns as soon as the listening socket is closed -- a replacement binds the same
   port at once and serves -- while the request in flight on the old listener finishes with
   ``connection: close``;
+* an HTTP/2 caller of the old listener finishes its open stream, a new one is refused
+  (``REFUSED_STREAM``), then it gets GOAWAY;
 * the grace bounds the old listener: what is still open is cut, and its task ends;
 * shutdown's drain begins every listener's part and waits for the draining ones too.
 """
@@ -20,11 +22,14 @@ import pytest
 import trio
 import trio.testing
 
+from foundation.errors import H2_REFUSED_STREAM
 from gateway.config.model import ListenerConfig
 from gateway.listener.http import serve_http_listener
 from gateway.reload.scoped import ScopedTasks
 from gateway.router.route import Router
 from gateway.workers.drain import Drain
+from overlay.h2.connection import H2Connection
+from overlay.h2.stream import StreamReset
 from tests.gateway.router.router_kit import API, TEST_LIMITS, StandInCluster, make_router, serving
 from tests.gateway.workers.test_drain import (
     GET_FAST,
@@ -119,6 +124,39 @@ async def test_a_stopped_listener_drains_while_its_replacement_serves_the_same_p
             assert not ls.parts["listener http"].draining
             await busy.aclose()
             await fresh.aclose()
+
+
+async def test_an_h2_caller_of_a_stopped_listener_finishes_its_stream_then_gets_goaway() -> None:
+    with trio.fail_after(HANG_GUARD_S):
+        async with listeners() as (ls, endpoint):
+            port = await ls.start("listener http")
+            tcp = await trio.open_tcp_stream("127.0.0.1", port)
+            client = H2Connection(tcp, client_side=True, ping_interval=None)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.serve)
+                headers = [
+                    (b":method", b"GET"),
+                    (b":scheme", b"http"),
+                    (b":authority", b"api.default.isthmus"),
+                    (b":path", b"/slow"),
+                ]
+                stream = await client.open_stream(headers, end_stream=True)
+                await endpoint.arrived.wait()
+                assert await ls.scoped.stop("listener http", grace_s=HANG_GUARD_S) == 1
+                await trio.testing.wait_all_tasks_blocked()
+                fast = [*headers[:3], (b":path", b"/fast")]
+                late = await client.open_stream(fast, end_stream=True)
+                with pytest.raises(StreamReset) as refused_stream:  # safe to send elsewhere
+                    await late.response_headers()
+                assert refused_stream.value.error_code == H2_REFUSED_STREAM
+                endpoint.release.set()
+                assert dict(await stream.response_headers())[b":status"] == b"200"
+                body = b""
+                while piece := await stream.receive_some():
+                    body += piece
+                assert body == b"done /slow"
+                assert str(await client.wait_closed()) == "peer sent GOAWAY 0x0"
+                nursery.cancel_scope.cancel()
 
 
 async def test_the_grace_bounds_a_drained_listener() -> None:
