@@ -6,11 +6,15 @@ answered, so the reload never waits for the requests in flight -- while a new co
 either port is refused right after the reload.  The same with ``workers = 2``: the workers
 apply the reload through the same reloader.  Without the drain, the reload cancels the
 listener's task and cuts both requests.
+
+``drain_grace_s`` applies live: a shutdown after a reload that shortened it cuts a request
+still in flight after the new grace (it waited for the grace the gateway started with).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import urllib.request
 from functools import partial
@@ -178,3 +182,74 @@ async def _until_every_worker_serves(ov: Overlay, workers: int) -> None:
         await ov.wait("solo", "/workers", serving, within_s=WAIT_S)
     for on_port in (EXTRA_PORT, SERVICE_PORT):
         assert await trio.to_thread.run_sync(_accepts, str(ov.built["solo"].site.address), on_port)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_shutdown_uses_the_grace_a_reload_set(tmp_path: Path, workers: int) -> None:
+    """``drain_grace_s`` applies live: a reload from 600 s to 0.5 s makes the next SIGTERM
+    cut a request that is still in flight after 0.5 s, instead of waiting 600 s for it."""
+    topology = with_site(make_topology(["solo"]), "solo", workers=workers)
+    address = str(topology.sites[0].address)
+    endpoint = HeldEndpoint()
+
+    def patch(site: str, text: str) -> str:
+        limits = "\n[limits]\ndrain_grace_s = 600\nroute_timeout_s = 600\n"  # never a 504
+        return _patch(address, port)(site, text) + limits
+
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(partial(trio.serve_tcp, endpoint.handler, 0, host=address))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_overlay(tmp_path, topology, patch=patch) as ov:
+            await _until_every_worker_serves(ov, workers)
+            config = ov.built["solo"].config_path
+            text = config.read_text("utf-8")
+            config.write_text(text.replace("drain_grace_s = 600", "drain_grace_s = 0.5"), "utf-8")
+            status, outcome = await trio.to_thread.run_sync(
+                _post, ov.url("solo") + "/config/reload"
+            )
+            assert status == 200 and outcome["changes"] == ["limits"], outcome
+            cut: list[BaseException] = []
+            answered: list[Reply] = []
+
+            async def held() -> None:
+                try:
+                    answered.append(
+                        await h1_request(
+                            address,
+                            HTTP_PORT,
+                            authority=AUTHORITY,
+                            path="/slow",
+                            request_timeout_s=WAIT_S,
+                        )
+                    )
+                except OSError as exc:  # (http.client's RemoteDisconnected is one)
+                    cut.append(exc)
+
+            async with trio.open_nursery() as callers:
+                callers.start_soon(held)
+
+                async def is_held() -> bool:
+                    return endpoint.held == 1
+
+                await _until(is_held, "the request at the endpoint")
+                if workers:  # the workers apply the reload a moment after the supervisor
+                    await _until(_logged(ov, "limits", workers + 1), "every worker reloaded")
+                supervisor = ov.children["solo"].process
+                supervisor.send_signal(signal.SIGTERM)
+                with trio.fail_after(WAIT_S):  # hang guard: 60 times the reloaded grace
+                    assert await supervisor.wait() == 0
+                assert not endpoint.release.is_set()  # still held when the gateway ended
+            assert len(cut) == 1 and not answered, (cut, answered)
+            assert "drain grace 0.5 s over: 1 caller connections cut" in ov.log("solo")
+        endpoint.release.set()
+        servers.cancel_scope.cancel()
+
+
+def _logged(ov: Overlay, changed: str, processes: int) -> Any:
+    """True once ``processes`` processes of the site logged a reload that changed ``changed``."""
+
+    async def logged() -> bool:
+        lines = [x for x in ov.log("solo").splitlines() if "config reloaded" in x]
+        return sum(f"changed: {changed}" in x for x in lines) >= processes
+
+    return logged
