@@ -490,9 +490,15 @@ async def start_callers(nursery: trio.Nursery, gw: Gateway) -> None:
 
 async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> int:
     """One caller listener or service port, in its own cancel scope (``gw.scoped``) so a
-    reload can stop or replace it alone; its bound port."""
+    reload can stop or replace it alone; its bound port.
+
+    It gets a drain of its own, a part of ``gw.drain``: shutdown drains every listener, a
+    reload that removes or replaces this one drains it alone (:mod:`gateway.reload.scoped`).
+    """
     router, lim, site = gw.router, gw.config.limits, gw.config.site.name
     serve: Any
+    key = bind_key(bind)
+    drain = gw.drain.part(key)
 
     def live_limits() -> LimitsConfig:  # read per new connection: a reload may change them
         return gw.config.limits
@@ -506,7 +512,7 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             limits=lim,
             live_limits=live_limits,
             local_site=site,
-            drain=gw.drain,
+            drain=drain,
         )
     elif bind.kind == "http":
         what = f"listener {bind.name}"
@@ -518,7 +524,7 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             limits=lim,
             live_limits=live_limits,
             local_site=site,
-            drain=gw.drain,
+            drain=drain,
         )
     else:
         what = f"listener {bind.name}"
@@ -529,16 +535,28 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             limits=lim,
             live_limits=live_limits,
             local_site=site,
-            drain=gw.drain,
+            drain=drain,
         )
-    port: int = await gw.scoped.start(
-        nursery,
-        bind_key(bind),
-        serve,
-        starter=functools.partial(
-            _start_bound, what=what, address=str(bind.address), port=bind.port
-        ),
-    )
+
+    async def serve_part(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await serve(task_status=task_status)
+        finally:
+            drain.detach()  # the gateway's part for as long as the listener runs
+
+    try:
+        port: int = await gw.scoped.start(
+            nursery,
+            key,
+            serve_part,
+            starter=functools.partial(
+                _start_bound, what=what, address=str(bind.address), port=bind.port
+            ),
+            drain=drain,
+        )
+    except BaseException:
+        drain.detach()
+        raise
     if isinstance(bind, ServicePortConfig):
         log.info(
             "service port %s on %s:%d -> %s (%s)",

@@ -128,7 +128,6 @@ async def _main(config: Any, path: Path, version: str, text: str, log_spec: str)
                     workers=supervisor,
                 )
             )
-            grace = config.limits.drain_grace_s
             draining = False
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -139,7 +138,16 @@ async def _main(config: Any, path: Path, version: str, text: str, log_spec: str)
                     nursery.cancel_scope.cancel()
                     break
                 draining = True
+                grace = _drain_grace(config, ports)
                 nursery.start_soon(_drain_then_stop, nursery.cancel_scope, supervisor, ports, grace)
+
+
+def _drain_grace(started: Any, ports: Any) -> float:
+    """``[limits] drain_grace_s`` of the config running now: a reload may have changed it
+    (it applies live, as it does to the listeners a reload drains)."""
+    running = started if ports.reloader is None else ports.reloader.gw.config
+    grace: float = running.limits.drain_grace_s
+    return grace
 
 
 async def _drain_then_stop(

@@ -19,7 +19,9 @@ abortively when the kernel still holds data for the caller.
 
 With a :class:`~gateway.workers.drain.Drain`, every connection is counted in it while it is
 open, and when the drain begins the accept loops end and the listening sockets close (the
-connections already accepted run on: the drain waits for them).
+connections already accepted run on: the drain waits for them); the drain knows when the
+sockets are closed (:meth:`~gateway.workers.drain.Drain.wait_closed`), so a reload can bind
+a replacement on the same address right after.
 """
 
 from __future__ import annotations
@@ -159,25 +161,32 @@ async def serve_tcp(
     docstring (after it began this serves the open connections until cancelled)."""
     cap = cap if cap is not None else ConnectionCap(max_connections)
     listeners = await open_listeners(port, host)
+    accepting_held = contextlib.nullcontext() if drain is None else drain.accepting()
     try:
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as accepting:
-                for listener in listeners:
-                    accepting.start_soon(
-                        _accept_loop, listener, handler, cap, nursery, send_timeout, drain
-                    )
-                if drain is not None:
-                    accepting.start_soon(_stop_accepting, drain, accepting.cancel_scope)
-                task_status.started(listeners[0].socket.getsockname()[1])
-            # Only a drain ends the accept loops: refuse new callers from here on.
-            with trio.CancelScope(shield=True):
-                for listener in listeners:
-                    await listener.aclose()
+            with accepting_held:  # until the sockets are closed: a replacement may bind then
+                try:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(
+                                _accept_loop, listener, handler, cap, nursery, send_timeout, drain
+                            )
+                        if drain is not None:
+                            accepting.start_soon(_stop_accepting, drain, accepting.cancel_scope)
+                        task_status.started(listeners[0].socket.getsockname()[1])
+                finally:
+                    # Only a drain (or a cancellation) ends the accept loops: refuse new
+                    # callers from here on.
+                    await _close_all(listeners)
             await trio.sleep_forever()
     finally:
+        await _close_all(listeners)
+
+
+async def _close_all(listeners: list[trio.SocketListener]) -> None:
+    with trio.CancelScope(shield=True):
         for listener in listeners:
-            with trio.CancelScope(shield=True):
-                await listener.aclose()
+            await listener.aclose()
 
 
 def call_context(

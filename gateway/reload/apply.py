@@ -7,7 +7,10 @@ that cannot be applied live), is rejected: every problem is logged and returned,
 changes.  A valid plan is applied as a few swaps of whole values that requests read when they
 start (policies, caller-header rules, per-service balancers and outlier settings), a restart
 of discovery (sources) and one of the active health checker, so live connections, tunnels and
-links are untouched and every new request sees either the old config or the new one.
+links are untouched and every new request sees either the old config or the new one.  A
+caller listener the reload removes or replaces is drained, not cut: it stops accepting at
+once, and its connections finish what is in flight (up to ``[limits] drain_grace_s``) in the
+background, after the reload has answered.
 Reloads are serialised by a lock: two at once would race on the swaps.
 """
 
@@ -266,9 +269,11 @@ class ConfigReloader:
                 for bind in early:
                     await self.gw.scoped.stop(bind_key(bind))
                 return self._rejected(trigger, version, failed, now)
-            for key in stop:
-                await self.gw.scoped.stop(key)
-                log.info("%s stopped", key)
+            grace = config.limits.drain_grace_s
+            for key in stop:  # drained: in flight finishes in the background (scoped.py)
+                left = await self.gw.scoped.stop(key, grace_s=grace)
+                draining = f"; {left} connection(s) draining (grace {grace:.1f} s)"
+                log.info("%s stopped%s", key, draining if left else "")
             problems = await self._start_binds(late, config)
             if problems:  # a replaced listener that cannot bind again: keep the old one
                 await self._restore(plan.listeners, late)

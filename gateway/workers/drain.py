@@ -2,12 +2,16 @@
 
 Theory of operation
 -------------------
-One :class:`Drain` per process, handed to every caller listener (``drain=``).  Until
-:meth:`Drain.begin` it only counts the caller connections that are open.  Then:
+One :class:`Drain` per process (``gw.drain``, shutdown's) and one *part* of it per caller
+listener (:meth:`Drain.part`), handed to that listener (``drain=``).  Until a drain begins it
+only counts the caller connections that are open (a part's count is also its whole's).
+:meth:`Drain.begin` on the whole begins every part -- shutdown; on one part it begins that
+listener alone -- a config reload that removes or replaces it (:mod:`gateway.reload.scoped`).
+Then, for each listener begun:
 
-* every listener stops accepting and closes its sockets (a new caller's connect is refused
-  by the kernel -- in worker mode another worker's socket on the same port, or the restarted
-  gateway's, takes it);
+* it stops accepting and closes its sockets (a new caller's connect is refused by the kernel
+  -- in worker mode another worker's socket on the same port, or the restarted gateway's,
+  takes it; after a reload, the listener that replaces it may bind the same address);
 * an HTTP/1.1 connection answers the request it is serving with ``connection: close`` and
   closes after it; one that waits for its next request (keep-alive) closes at once, while one
   whose next request has begun to arrive is served first;
@@ -16,7 +20,8 @@ One :class:`Drain` per process, handed to every caller listener (``drain=``).  U
 * an L4 tunnel (SNI, CONNECT, TCP service port) runs on until it ends or the grace is over.
 
 :meth:`Drain.wait_idle` returns once no caller connection is open or the grace has passed;
-the owner then ends the process (what is still open is cut).  ``[limits] drain_grace_s``.
+the owner then ends what is still open (the process, or the one listener's task).
+``[limits] drain_grace_s``.
 """
 
 from __future__ import annotations
@@ -31,12 +36,17 @@ log = logging.getLogger("isthmus.workers")
 
 
 class Drain:
-    """The drain state of one process's caller listeners; see the module docstring."""
+    """The drain state of a process's caller listeners, or of one listener (a part of the
+    process's: :meth:`part`); see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "", *, parent: Drain | None = None) -> None:
+        self.name = name
+        self._parent = parent
+        self._parts: set[Drain] = set()
         self._begun = trio.Event()
         self._open = 0
-        self._idle_lot = trio.lowlevel.ParkingLot()
+        self._listening = 0  # listeners whose sockets are still open (serve_tcp)
+        self._lot = trio.lowlevel.ParkingLot()  # woken on every count that reaches 0
         self._waiting: set[trio.CancelScope] = set()
 
     @property
@@ -46,27 +56,58 @@ class Drain:
 
     @property
     def open_connections(self) -> int:
+        """Caller connections open here and in every part (a draining one's included)."""
         return self._open
+
+    @property
+    def listening(self) -> bool:
+        """Whether a listener of this drain still holds its listening sockets open."""
+        return self._listening > 0
+
+    def part(self, name: str) -> Drain:
+        """A drain for one listener, counted in this one and begun with it until it is
+        :meth:`detach`-ed (a part made while this one drains drains from the start)."""
+        child = Drain(name, parent=self)
+        if self.draining:
+            child.begin()
+        self._parts.add(child)
+        return child
+
+    def detach(self) -> None:
+        """Forget this part in its whole (idempotent): its listener has ended."""
+        if self._parent is not None:
+            self._parent._parts.discard(self)
 
     def begin(self) -> None:
         """Start draining (idempotent): listeners close, idle connections close."""
         if self._begun.is_set():
             return
-        log.info("draining: no new caller connections; %d open", self._open)
+        if self._parent is None:
+            log.info("draining: no new caller connections; %d open", self._open)
         self._begun.set()
         for scope in self._waiting:
             scope.cancel()
+        for part in tuple(self._parts):
+            part.begin()
 
     async def wait_begun(self) -> None:
         await self._begun.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until no listener of this drain holds its sockets open (the port is free)."""
+        while self._listening:
+            await self._lot.park()
 
     async def wait_idle(self, grace_s: float) -> bool:
         """Wait until no caller connection is open (True) or ``grace_s`` passed (False)."""
         with trio.move_on_after(grace_s):
             while self._open:
-                await self._idle_lot.park()
+                await self._lot.park()
         if self._open:
-            log.warning("drain grace %.1f s over: %d caller connections cut", grace_s, self._open)
+            whose = f"{self.name}: " if self.name else ""
+            log.warning(
+                "%sdrain grace %.1f s over: %d caller connections cut", whose, grace_s, self._open
+            )
         return not self._open
 
     async def start_and_wait(self, grace_s: float) -> bool:
@@ -79,13 +120,29 @@ class Drain:
     @contextmanager
     def connection(self) -> Iterator[None]:
         """Count one caller connection for as long as the block runs."""
-        self._open += 1
+        self._count(1)
         try:
             yield
         finally:
-            self._open -= 1
-            if not self._open:
-                self._idle_lot.unpark_all()
+            self._count(-1)
+
+    def _count(self, delta: int) -> None:
+        self._open += delta
+        if not self._open:
+            self._lot.unpark_all()
+        if self._parent is not None:
+            self._parent._count(delta)
+
+    @contextmanager
+    def accepting(self) -> Iterator[None]:
+        """Held by a listener while its listening sockets are open (:meth:`wait_closed`)."""
+        self._listening += 1
+        try:
+            yield
+        finally:
+            self._listening -= 1
+            if not self._listening:
+                self._lot.unpark_all()
 
     @contextmanager
     def waiting(self) -> Iterator[trio.CancelScope]:
