@@ -35,6 +35,7 @@ from gateway.fleet.document import FleetDocument
 from gateway.fleet.merge import load_with_fleet
 from gateway.fleet.state import FleetState
 from gateway.http.caller_headers import CallerHeaderRules
+from gateway.listener.bind import bind_error
 from gateway.listener.h1 import h1_limits
 from gateway.reload.catalog import CatalogRunner
 from gateway.reload.identity import WATCHER_KEY, identity_watcher, load_new_identity
@@ -44,6 +45,7 @@ from gateway.reload.traffic import health_checks_of, swap_traffic
 from gateway.routes.forward import rules_for
 from gateway.workers.role import Role
 from overlay.identity.state import IdentityState
+from overlay.link.listen import check_bindable
 from overlay.peering.config import PeerSpec
 
 if TYPE_CHECKING:
@@ -65,6 +67,22 @@ def load_versioned_text(path: Path) -> tuple[GatewayConfig, str, str]:
     text = read_config_text(path)
     config = load_text(text, base_dir=path.parent.resolve(), filename=str(path))
     return config, config_version(text), text
+
+
+def _unbindable(binds: list[CallerBind], config: GatewayConfig) -> tuple[Problem, ...]:
+    """The supervisor's check of the caller listeners a reload adds (its workers bind them):
+    each one another program holds, as the problem a single process's failed bind gives."""
+    problems: list[Problem] = []
+    for bind in binds:
+        try:
+            check_bindable(str(bind.address), bind.port)
+        except OSError as exc:
+            kind = "service port" if isinstance(bind, ServicePortConfig) else "listener"
+            error = bind_error(
+                exc, what=f"{kind} {bind.name}", address=str(bind.address), port=bind.port
+            )
+            problems.append(Problem(_bind_path(config, bind), str(error)))
+    return tuple(problems)
 
 
 def peer_specs(config: GatewayConfig, discovered: Sequence[GatewayInstance] = ()) -> list[PeerSpec]:
@@ -263,6 +281,9 @@ class ConfigReloader:
             early, late = self._split_binds(plan.listeners)
             stop: tuple[str, ...] = tuple(plan.listeners.stop)
             if self.role == "supervisor":  # the workers' listeners: they apply it themselves
+                failed = _unbindable([*early, *late], config)
+                if failed:  # as one process rejects a listener it cannot bind
+                    return self._rejected(trigger, version, failed, now)
                 early, late, stop = [], [], ()
             failed = await self._start_binds(early, config)
             if failed:  # nothing else is applied yet: undo the new listeners, reject

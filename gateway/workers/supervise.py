@@ -43,12 +43,14 @@ from gateway.workers.snapshot import SnapshotFeed, clock_base
 from gateway.workers.stats import StatsBook, WorkerStats, workers_json
 from gateway.workers.stats_poll import StatsPoll
 from overlay.link.handoff import MAX_HANDOFF_CONNECTIONS, HandoffStats, receive_handoffs
-from overlay.link.listen import reserve_port
+from overlay.link.listen import check_bindable, reserve_port
 
 log = logging.getLogger("isthmus.workers")
 
 #: How long ``start`` waits for every worker to say it serves before going on without it.
 READY_TIMEOUT_S = 60.0
+#: How long the supervisor's reload waits for every worker to apply it too.
+RELOAD_TIMEOUT_S = 20.0
 #: How long a round trip to the workers for their counters may take (``/metrics``).
 STATS_TIMEOUT_S = 2.0
 
@@ -79,19 +81,6 @@ def with_ports(config: GatewayConfig, ports: dict[str, int]) -> GatewayConfig:
     return replace(config, listeners=listeners, service_ports=service_ports)
 
 
-def check_bindable(host: str, port: int) -> None:
-    """Bind ``host:port`` as a worker's listener will (SO_REUSEADDR and SO_REUSEPORT), then
-    let it go: ``OSError`` when another program holds the port (or the address is not
-    local), so the supervisor fails at start instead of its workers failing over and over."""
-    family, type_, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, type_, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(sockaddr)
-
-
 class WorkerConn:
     """One worker's control channel as the supervisor sees it."""
 
@@ -102,6 +91,7 @@ class WorkerConn:
         self.ready = trio.Event()
         self.version: Any = None  # the snapshot version the worker holds (None: none)
         self.resync = False  # the worker asked for full snapshots
+        self.reloaded = trio.Event()  # set when it answers the last reload sent to it
         self.wake = trio.Event()
 
 
@@ -253,6 +243,7 @@ class Supervisor:
         except* ChannelClosed:  # the worker exited (the pool starts it again)
             pass
         finally:
+            conn.reloaded.set()  # a reload waits for no worker that is gone
             if self.conns.get(index) is conn:
                 del self.conns[index]
             if self.gw is not None:  # its ejections end with it (a new worker starts clean)
@@ -292,6 +283,7 @@ class Supervisor:
                 result = message.outcome.get("result")
                 if result == "rejected":
                     log.error("worker %d rejected the reload: %s", conn.index, message.outcome)
+                conn.reloaded.set()
             else:
                 log.warning("worker %d sent %s", conn.index, type(message).__name__)
 
@@ -310,13 +302,26 @@ class Supervisor:
     # -- what the rest of the supervisor asks of the workers -------------------------------
 
     async def reload_workers(self, trigger: str, text: str, fleet: FleetDocument | None) -> None:
-        """Send an applied reload to every worker (each applies the same text)."""
+        """Send an applied reload to every worker (each applies the same text) and wait,
+        bounded, until each one says it applied it: a reload answered "applied" is in force
+        on every connection accepted after the answer, as with one process."""
         self.text, self.fleet = text, fleet
+        waiting = []
         for conn in list(self.conns.values()):
+            conn.reloaded = trio.Event()
             try:
                 await conn.channel.send(Apply(trigger=trigger, text=text, fleet=fleet))
             except ChannelClosed:
-                continue
+                continue  # it exits; its replacement starts on the new text
+            waiting.append(conn)
+        with trio.move_on_after(RELOAD_TIMEOUT_S) as waited:
+            for conn in waiting:
+                await conn.reloaded.wait()
+        if waited.cancelled_caught:
+            late = [c.index for c in waiting if not c.reloaded.is_set()]
+            log.warning(
+                "workers %s did not confirm the reload within %.0f s", late, RELOAD_TIMEOUT_S
+            )
 
     async def stats(self) -> list[WorkerStats]:
         """Every worker's last counters: one bounded round of requests (a worker that does

@@ -131,3 +131,16 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` as a worker's listener will (SO_REUSEADDR and SO_REUSEPORT), then
+    let it go: ``OSError`` when another program holds the port (or the address is not
+    local), so the supervisor fails at start instead of its workers failing over and over."""
+    family, type_, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, type_, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
