@@ -49,6 +49,8 @@ log = logging.getLogger("isthmus.workers")
 
 #: How long ``start`` waits for every worker to say it serves before going on without it.
 READY_TIMEOUT_S = 60.0
+#: How long the supervisor gathers changes before it sends them to a worker as one step.
+SNAPSHOT_COALESCE_S = 0.02
 #: How long the supervisor's reload waits for every worker to apply it too.
 RELOAD_TIMEOUT_S = 20.0
 #: How long a round trip to the workers for their counters may take (``/metrics``).
@@ -253,6 +255,9 @@ class Supervisor:
 
     async def _send_snapshots(self, conn: WorkerConn) -> None:
         while True:
+            # Changes that arrive together (a Consul answer of many services, a peer's
+            # snapshot in parts) make one step: fewer, larger deltas, each diffed once.
+            await trio.sleep(SNAPSHOT_COALESCE_S)
             conn.wake = trio.Event()
             if conn.resync:  # the worker missed a step: everything whole
                 conn.version, conn.resync = None, False

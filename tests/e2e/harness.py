@@ -12,12 +12,14 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from foundation.spiffe_id import TrustDomain
@@ -30,8 +32,18 @@ _block = itertools.count()
 #: ``[site] workers`` of every site a test does not set itself.  One process (0) by default:
 #: the gateway's own default, one worker per core, makes every site three processes here and
 #: the suite several times slower; the worker tests set their sites' workers themselves.
-#: ``ISTHMUS_E2E_WORKERS=2 scripts/test`` runs the whole end-to-end suite in worker mode.
+#: ``ISTHMUS_E2E_WORKERS=2 scripts/test`` runs the whole end-to-end suite in worker mode;
+#: a test module may run in both modes with :func:`both_modes`.
 E2E_WORKERS = int(os.environ.get("ISTHMUS_E2E_WORKERS", "0"))
+
+
+@pytest.fixture(params=[0, 2], ids=["one-process", "workers"])
+def both_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Use as ``pytestmark = pytest.mark.usefixtures("both_modes")``: every test of the
+    module runs with one process per site, then with two workers per site."""
+    workers = int(request.param) if E2E_WORKERS == 0 else E2E_WORKERS
+    monkeypatch.setattr(sys.modules[__name__], "E2E_WORKERS", workers)
+    return workers
 
 
 def loopback_block() -> int:

@@ -17,12 +17,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from gateway.demo.runner import service_argv, start_child
 from gateway.demo.topology import DemoService, gateway_config_text
 from tests.e2e.clients import h1_request
-from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
+from tests.e2e.harness import Overlay, both_modes, make_topology, open_overlay, routes_of
+
+# Every reload runs as well through a supervisor and its workers (they apply the text the
+# supervisor applied, before its answer).
+pytestmark = pytest.mark.usefixtures("both_modes")
+__all__ = ["both_modes"]  # the fixture, imported for the mark
 
 HTTP_PORT = 15080
 OLD_PORT, NEW_PORT = 18080, 18081

@@ -369,3 +369,24 @@ def test_map_diff_falls_back_when_the_orders_differ() -> None:
     new = old.delete(x).set(Colliding("x"), 4)  # x moves behind y in the collision list
     assert list(new.keys()) != list(old.keys())
     assert map_diff(old, new) == ([(x, 4)], [])
+
+
+def test_the_default_history_keeps_a_worker_busy_for_many_steps_on_deltas() -> None:
+    """Under churn every ask of the fastest worker is a step: a worker busy for 30 of them
+    (applying its own share) still gets the chain of deltas with the default history, not the
+    whole catalog again (with 8 steps it got the whole 100k catalog over and over in
+    bench_stall --workers 2, each time ~0.5 s of work that put it behind again)."""
+    catalog = build(500)
+    feed = SnapshotFeed(catalog=catalog)
+    slow, fast = SnapshotReceiver(clock_offset=OFFSET), SnapshotReceiver(clock_offset=OFFSET)
+    deliver(slow, feed.messages_for(None))
+    deliver(fast, feed.messages_for(None))
+    old, c = slow.version, catalog
+    for step in range(30):
+        c = churn(c, range(step * 5, step * 5 + 5), str(step + 2))
+        feed.publish_catalog(c)
+        deliver(fast, feed.messages_for(fast.version))
+    chain = feed.messages_for(old)
+    assert chain and all(isinstance(m, CatalogDelta) for m in chain)
+    deliver(slow, chain)
+    same_catalog(slow.catalog, c)
