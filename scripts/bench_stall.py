@@ -80,8 +80,9 @@ HOST_HEADER = f"web.default.{SITE_A}.isthmus"
 READY_S = 600.0
 
 
-def topology(workers: int | None = None) -> Topology:
-    """Both sites; ``workers``: ``[site] workers`` of gateway A (None: the gateway's default)."""
+def topology(workers: int = 0) -> Topology:
+    """Both sites; ``workers``: ``[site] workers`` of gateway A (written out: the gateway's
+    own default, ``auto``, depends on the machine)."""
     web = DemoService("web", "http", BACKEND_PORT)
     a_addr = ipaddress.IPv4Address(A_HOST)
     sites = (
@@ -434,8 +435,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="[site] workers of gateway A (0: one process; default: the gateway's default)",
+        default=0,
+        help="[site] workers of gateway A (default 0: one process, as every earlier run "
+        "measured, whatever the gateway's own default)",
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
@@ -445,7 +447,7 @@ def main() -> None:
         "others (other processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
-    if args.workers is not None and not 0 <= args.workers <= 64:
+    if not 0 <= args.workers <= 64:
         parser.error("--workers must be 0..64")
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))

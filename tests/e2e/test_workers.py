@@ -140,6 +140,7 @@ async def test_workers_killed_under_load(tmp_path: Path) -> None:
     topology = make_topology(["a", "b", "c"])
     topology = with_site(topology, "a", workers=WORKERS)
     topology = with_site(topology, "b", workers=WORKERS)
+    topology = with_site(topology, "c", workers=0)  # whatever ISTHMUS_E2E_WORKERS says
     b1, b2 = str(topology.sites[1].address), _b2_address(topology)
     supervisors: dict[str, int] = {}  # replica -> its supervisor's PID, once started
 
