@@ -36,7 +36,8 @@ queue, not the gateway):
 ``--workers N`` runs gateway A with ``[site] workers = N``: a supervisor (discovery, federation,
 the admin API: the Consul churn lands there) and N data-plane worker processes that serve the
 requests from the snapshots the supervisor pushes.  Then the request latencies are the
-workers', ``CPU/s`` and ``RSS`` are the supervisor's plus its workers', and the stall columns
+workers', ``CPU/s`` is the supervisor's plus its workers' (``wk/s``: the workers' part),
+``RSS`` the supervisor's (its workers' are printed before and after the phases), the stall columns
 are the supervisor's loop only (the probe instruments the process it starts; the workers are
 plain ``gateway.cli worker`` children) -- the p99 ratio is the figure that tells whether churn
 still reaches the callers.
@@ -80,8 +81,9 @@ HOST_HEADER = f"web.default.{SITE_A}.isthmus"
 READY_S = 600.0
 
 
-def topology(workers: int | None = None) -> Topology:
-    """Both sites; ``workers``: ``[site] workers`` of gateway A (None: the gateway's default)."""
+def topology(workers: int = 0) -> Topology:
+    """Both sites; ``workers``: ``[site] workers`` of gateway A (written out: the gateway's
+    own default, ``auto``, depends on the machine)."""
     web = DemoService("web", "http", BACKEND_PORT)
     a_addr = ipaddress.IPv4Address(A_HOST)
     sites = (
@@ -257,6 +259,7 @@ async def phase(
 ) -> dict[str, Any]:
     start = time.time()
     cpu0 = cpu_seconds([pid])  # with its workers, in worker mode
+    workers0 = cpu_seconds(child_pids(pid))
     busy0 = machine_busy_s()
     others0 = others_cpu()
     try:
@@ -270,11 +273,13 @@ async def phase(
         result = LatencyResult((), int(args.rate * args.seconds), int(args.rate * args.seconds))
     end = time.time()
     cpu = cpu_seconds([pid]) - cpu0
+    workers_cpu = cpu_seconds(child_pids(pid)) - workers0
     busy = machine_busy_s() - busy0
     others1 = others_cpu()
     consul_cpu = others1.get("consul", 0.0) - others0.get("consul", 0.0)
     row: dict[str, Any] = {
         "cpu_per_s": cpu / (end - start),
+        "workers_cpu_per_s": workers_cpu / (end - start),
         "consul_cpu_per_s": consul_cpu / (end - start),
         "machine_busy_cores": busy / (end - start),
         "phase": name,
@@ -289,7 +294,8 @@ async def phase(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
         f"{row['p99_ms']:>7.1f} {row['max_ms']:>7.1f} {row['batch_ms']:>8.1f} "
         f"{row['batch_wall_ms']:>8.1f} {row['stall_ms']:>8.1f} {row['gc_ms']:>7.1f} "
-        f"{row['rss_mb']:>6} {row['cpu_per_s']:>6.2f} {row['consul_cpu_per_s']:>6.2f} "
+        f"{row['rss_mb']:>6} {row['cpu_per_s']:>6.2f} {row['workers_cpu_per_s']:>6.2f} "
+        f"{row['consul_cpu_per_s']:>6.2f} "
         f"{row['machine_busy_cores']:>5.2f}/{os.cpu_count()}  {row['task']}",
         flush=True,
     )
@@ -369,7 +375,7 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
             f"{'stall ms':>8} {'wall ms':>8} {'step ms':>8} {'gc ms':>7} {'RSS MB':>6} "
-            f"{'CPU/s':>6} {'cons/s':>6} {'busy':>7}  "
+            f"{'CPU/s':>6} {'wk/s':>6} {'cons/s':>6} {'busy':>7}  "
             "task of the longest step | tasks of the longest batch (ms)",
             flush=True,
         )
@@ -434,8 +440,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="[site] workers of gateway A (0: one process; default: the gateway's default)",
+        default=0,
+        help="[site] workers of gateway A (default 0: one process, as every earlier run "
+        "measured, whatever the gateway's own default)",
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
@@ -445,7 +452,7 @@ def main() -> None:
         "others (other processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
-    if args.workers is not None and not 0 <= args.workers <= 64:
+    if not 0 <= args.workers <= 64:
         parser.error("--workers must be 0..64")
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))

@@ -126,7 +126,7 @@ async def start_isthmus(
     port_offset: int = 0,
     extra: str = "",
     name: str = "gateway",
-    workers: int | None = None,
+    workers: int = 0,
 ) -> IsthmusSites:
     """Build and start both sites; return once a two-hop request through them answers 200.
 
@@ -135,14 +135,17 @@ async def start_isthmus(
     gateway exits on SIGTERM); it slows the gateways, so figures of such a run are not results.
     ``port_offset``, ``extra`` (config text appended, ``{dir}``: the site's directory) and
     ``name`` (of the processes) make a second copy (``bench_dataplane.py --observe``).
-    ``workers``: ``[site] workers`` of both gateways (None: the gateway's default); the pids
-    returned are the supervisors', and the CPU figures of :func:`.procs.cpu_seconds` add
-    their live descendants, so a worker-mode target is charged for its workers too.
+    ``workers``: ``[site] workers`` of both gateways, written out: 0 (one process per site,
+    the figures every earlier run measured and what compares with HAProxy's ``nbthread 1``)
+    unless a worker-mode copy asks for more, whatever the gateway's own default (``auto``).
+    In worker mode the pids returned are the supervisors', and the CPU figures of
+    :func:`.procs.cpu_seconds` add their live descendants: a target pays for its workers.
     """
     topology = make_topology(a_host, b_host, backend, port_offset)
-    if workers is not None:
-        with_workers = tuple(replace(site, workers=workers) for site in topology.sites)
-        topology = replace(topology, sites=with_workers)
+    # Always written: the gateway's own default (auto) depends on the machine.
+    topology = replace(
+        topology, sites=tuple(replace(site, workers=workers) for site in topology.sites)
+    )
     built = await trio.to_thread.run_sync(build_topology, topology, root)
     if extra:
         for site in built:

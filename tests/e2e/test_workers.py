@@ -120,6 +120,13 @@ def _replicas_up(doc: dict[str, Any]) -> int:
     return int(doc.get("b", {}).get("replicas_up", 0))
 
 
+def _every_worker_reaches_both(doc: dict[str, Any]) -> bool:
+    """a's ``/links``: each of a's workers has its own links up to both replicas of b (the
+    supervisor's links say nothing of the workers', which dial on their own backoff)."""
+    rows = doc.get("b", {}).get("workers", [])
+    return len(rows) == WORKERS and all(r.get("replicas_up") == 2 for r in rows)
+
+
 async def _workers_of(ov: Overlay, replica: str) -> list[int]:
     """The replica's worker PIDs as ``/workers`` lists them, once all are up -- and they are
     the supervisor's child processes (the PIDs an operator reads are the real ones)."""
@@ -133,6 +140,7 @@ async def test_workers_killed_under_load(tmp_path: Path) -> None:
     topology = make_topology(["a", "b", "c"])
     topology = with_site(topology, "a", workers=WORKERS)
     topology = with_site(topology, "b", workers=WORKERS)
+    topology = with_site(topology, "c", workers=0)  # whatever ISTHMUS_E2E_WORKERS says
     b1, b2 = str(topology.sites[1].address), _b2_address(topology)
     supervisors: dict[str, int] = {}  # replica -> its supervisor's PID, once started
 
@@ -187,6 +195,7 @@ async def _run(ov: Overlay, echo: dict[str, Counting], leftovers: list[int]) -> 
     b1_workers = await _workers_of(ov, "b")
     b2_workers = await _workers_of(ov, "b2")
     await _workers_of(ov, "a")
+    await ov.wait("a", "/links", _every_worker_reaches_both, within_s=WAIT_S)
     leftovers += b2_workers
 
     served: list[str] = []  # the replica that answered each of a's GETs, in order
@@ -196,21 +205,31 @@ async def _run(ov: Overlay, echo: dict[str, Counting], leftovers: list[int]) -> 
     by_phase: dict[str, Counter[str]] = {}
     done = trio.Event()
     a_host = str(ov.built["a"].site.address)
+    t0 = trio.current_time()
+    timeline: list[str] = []  # when each phase began (for a failure's message)
+
+    def enter(name: str) -> None:
+        phase["name"] = name
+        timeline.append(f"{trio.current_time() - t0:.3f}s {name}")
 
     async def caller(i: int) -> None:
         for _ in range(MAX_REQUESTS):
             if done.is_set():
                 return
             name = phase["name"]
+            started = trio.current_time() - t0
             try:
                 reply = await h1_request(
                     a_host, HTTP_PORT, authority=AUTHORITY, request_timeout_s=20
                 )
             except OSError as exc:
-                failures.append(f"caller {i} ({name}): {exc!r}")
+                failures.append(f"caller {i} ({name}, {started:.3f}s): {exc!r}")
                 continue
             if reply.status != 200:
-                failures.append(f"caller {i} ({name}): {reply.status} {reply.body[:200]!r}")
+                failures.append(
+                    f"caller {i} ({name}, {started:.3f}s-{trio.current_time() - t0:.3f}s): "
+                    f"{reply.status} {reply.body[:1000]!r}"
+                )
                 continue
             served.append(reply.body.decode())
             by_phase.setdefault(name, Counter())[reply.body.decode()] += 1
@@ -225,7 +244,7 @@ async def _run(ov: Overlay, echo: dict[str, Counting], leftovers: list[int]) -> 
     async def count_at_least(n: int) -> None:
         while len(served) < n:  # the callers append; bounded by fail_after
             # Stop early once the outcome is known: failing requests count nothing.
-            assert len(failures) < 20 and len(route_losses) < 5, (failures, route_losses)
+            assert len(failures) < 20 and len(route_losses) < 5, (failures, route_losses, timeline)
             await trio.sleep(0.05)
 
     def a_requests_by_worker() -> Counter[object]:
@@ -245,7 +264,7 @@ async def _run(ov: Overlay, echo: dict[str, Counting], leftovers: list[int]) -> 
             assert isinstance(victim, int) and victim in b1_workers, (victim, b1_workers)
             while echo["b"].in_flight_by.get(victim, 0) == 0:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-            phase["name"] = "worker-killed"
+            enter("worker-killed")
             os.kill(victim, signal.SIGKILL)  # our grandchild: b1's supervisor started it
             # 2. b1's supervisor starts a new worker in its place.
             doc = await ov.wait(
@@ -257,22 +276,22 @@ async def _run(ov: Overlay, echo: dict[str, Counting], leftovers: list[int]) -> 
             restarted = sorted(set(_worker_pids(doc)) - set(b1_workers))
             assert len(restarted) == 1, (doc, b1_workers)
             b1_after = await _workers_of(ov, "b")
-            phase["name"] = "worker-restarted"
+            enter("worker-restarted")
             await count_at_least(len(served) + 40)
             # 3. the whole replica b2: its supervisor killed while a request is held there.
             while echo["b2"].in_flight == 0:  # noqa: ASYNC110 -- bounded by fail_after
                 await trio.sleep(0.01)
-            phase["name"] = "replica-killed"
+            enter("replica-killed")
             await ov.kill("b2")
             with trio.fail_after(WAIT_S):  # its workers notice their channel ended and exit
                 while any(alive(pid) for pid in b2_workers):  # noqa: ASYNC110
                     await trio.sleep(0.1)
             await ov.wait("a", "/links", lambda doc: _replicas_up(doc) == 1, within_s=WAIT_S)
-            phase["name"] = "replica-down"
+            enter("replica-down")
             await count_at_least(len(served) + 60)
             done.set()
 
-    assert failures == []
+    assert failures == [], "\n".join([*failures, "phases:", *timeline])
     assert route_losses == []
     assert set(by_phase["before"]) == {"b1", "b2"}, by_phase  # spread over both replicas
     assert set(by_phase["replica-down"]) == {"b1"}, by_phase  # the site stays up on b1
