@@ -131,6 +131,7 @@ async def link_cut_rounds(rounds: int, root: Path) -> list[float]:
                 trust_domain=TrustDomain(f"{name}.netns.test"),
                 address=ipaddress.IPv4Address(host.address),
                 services=web,
+                workers=0,  # one process, as the figures in the README were measured
             )
             for name, host in (("east", east_host), ("west", west_host))
         )

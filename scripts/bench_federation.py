@@ -121,7 +121,12 @@ async def run(size: int, rounds: int, root: Path, heap_budget: float) -> dict[st
 async def _run(size: int, rounds: int, root: Path) -> dict[str, Any]:
     topology = Topology(
         sites=tuple(
-            DemoSite(n, TrustDomain(f"{n}.bench.test"), ipaddress.IPv4Address(f"127.0.{90 + i}.1"))
+            DemoSite(
+                n,
+                TrustDomain(f"{n}.bench.test"),
+                ipaddress.IPv4Address(f"127.0.{90 + i}.1"),
+                workers=0,  # one process, as the figures in the README were measured
+            )
             for i, n in enumerate(SITES)
         )
     )

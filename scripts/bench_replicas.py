@@ -66,6 +66,7 @@ async def start_copy(
             address=ipaddress.IPv4Address(f"127.0.{subnet + i}.1"),
             services=(DemoService("api", "http", API_PORT),) if site == "b" else (),
             priority=10 * (i + 1),
+            workers=0,  # one process, as the figures in the README were measured
         )
         for i, site in enumerate(("a", "b"))
     )

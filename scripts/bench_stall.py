@@ -88,7 +88,9 @@ def topology(workers: int = 0) -> Topology:
     a_addr = ipaddress.IPv4Address(A_HOST)
     sites = (
         DemoSite(SITE_A, TrustDomain(f"{SITE_A}.bench"), a_addr, (web,), workers=workers),
-        DemoSite(SITE_B, TrustDomain(f"{SITE_B}.bench"), ipaddress.IPv4Address(B_HOST), ()),
+        DemoSite(
+            SITE_B, TrustDomain(f"{SITE_B}.bench"), ipaddress.IPv4Address(B_HOST), (), workers=0
+        ),
     )
     return Topology(
         sites=sites,

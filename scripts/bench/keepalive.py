@@ -129,6 +129,7 @@ async def start_two_sites(
             address=ipaddress.IPv4Address(f"127.0.{subnet + i}.1"),
             services=(DemoService("api", "http", api_port),) if site == "b" else (),
             priority=10 * (i + 1),
+            workers=0,  # one process, as the figures in the README were measured
         )
         for i, site in enumerate(("a", "b"))
     )

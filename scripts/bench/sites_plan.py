@@ -50,6 +50,7 @@ def make_sites_topology(
                 DemoService(f"svc{k}", "http", 18000 + k) for k in range(services_per_site)
             ),
             priority=10 + i,
+            workers=0,  # one process per site: the simulation measures many sites
         )
         for i in range(n)
     )
