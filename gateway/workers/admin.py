@@ -8,16 +8,39 @@ time is left out of that answer, and ``/workers`` says which ones serve.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.admin.overlay_view import overlay_view
+from gateway.admin.server import Reply
 from gateway.admin.sliced import Sliced
 from gateway.observe.merge import links_with_workers, merged_metrics_steps
 from gateway.workers.overlay_traffic import WorkerTraffic
 
 if TYPE_CHECKING:
     from gateway.workers.supervise import Supervisor
+
+
+def healthz_with_workers(
+    own: Callable[[], Any], serving: Callable[[], int], count: int
+) -> Callable[[], Any]:
+    """``/healthz`` of a supervisor: its own health (its identity), and how many workers
+    serve; with none serving the site takes no traffic here, so it answers 503 like an
+    expired identity (a load balancer or orchestrator then takes it out)."""
+
+    def healthz() -> Any:
+        answer = own()
+        up = serving()
+        if isinstance(answer, Reply):
+            answer.body["workers"] = {"serving": up, "count": count}
+            return answer
+        body = {**answer, "workers": {"serving": up, "count": count}}
+        if up > 0:
+            return body
+        body.update(status="not ok", reason=f"no worker serves (0 of {count})")
+        return Reply(503, body)
+
+    return healthz
 
 
 def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]) -> None:
@@ -28,6 +51,7 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         return sup.workers_view(await sup.stats())
 
     queries["/workers"] = workers
+    views["/healthz"] = healthz_with_workers(views["/healthz"], sup.serving, sup.count)
     if "/metrics" in views and gw.observer is not None:
         registry = gw.observer.registry
         del views["/metrics"]
