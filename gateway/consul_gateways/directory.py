@@ -42,6 +42,14 @@ class PeerDirectory:
     def __init__(self) -> None:
         self.instances: tuple[GatewayInstance, ...] = ()
         self.lock = trio.Lock()
+        #: Set (and replaced) each time ``instances`` changes: a supervisor passes the new
+        #: set on to its workers, whose links follow the same replicas.
+        self.changed = trio.Event()
+
+    def set_instances(self, instances: tuple[GatewayInstance, ...]) -> None:
+        self.instances = instances
+        self.changed.set()
+        self.changed = trio.Event()
 
     async def apply(self, peering: Peering, config: GatewayConfig) -> tuple[str, ...]:
         """Make peering's peers those of ``config`` plus the discovered replicas; the sites
@@ -106,7 +114,7 @@ async def watch_gateways(
                 )
             cfg = config()
             before = _replicas(cfg, directory.instances)
-            directory.instances = instances
+            directory.set_instances(instances)
             after = _replicas(cfg, instances)
             for site in sorted(set(before) | set(after)):
                 added, removed = replica_diff(before.get(site, ()), after.get(site, ()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.consul_gateways.meta import GatewayInstance
 from gateway.fleet.document import FleetDocument
 
 
@@ -64,3 +65,11 @@ class Redial:
     to one of them is down dials it now instead of at the end of its backoff."""
 
     sites: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateways:
+    """S->W: the peers' gateways the supervisor found in Consul (``[[peers]] discover =
+    "consul"``): the worker links to the same replicas."""
+
+    instances: tuple[GatewayInstance, ...]

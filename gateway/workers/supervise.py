@@ -35,7 +35,7 @@ from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
 from gateway.reload.listeners import caller_binds
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.control import Apply, Ejections, Ready, Redial, Start
+from gateway.workers.control import Apply, Ejections, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import WorkerEjections
 from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.processes import WorkerPool
@@ -154,6 +154,7 @@ class Supervisor:
             nursery, gw.peering.imports, lambda t: self.feed.publish_imports(t, trio.current_time())
         )
         nursery.start_soon(self._redial_on_link_up, gw.peering)
+        nursery.start_soon(self._pass_on_gateways, gw.peer_directory)
         if reloader is not None:
             reloader.on_applied = self.reload_workers
         self.pool = WorkerPool(
@@ -214,6 +215,14 @@ class Supervisor:
                     with contextlib.suppress(ChannelClosed):
                         await conn.channel.send(Redial(back))
 
+    async def _pass_on_gateways(self, directory: Any) -> None:
+        """Each new set of peer gateways found in Consul, to every worker."""
+        while True:
+            await directory.changed.wait()
+            for conn in list(self.conns.values()):
+                with contextlib.suppress(ChannelClosed):
+                    await conn.channel.send(Gateways(directory.instances))
+
     def _wake_all(self) -> None:
         for conn in self.conns.values():
             conn.wake.set()
@@ -238,6 +247,8 @@ class Supervisor:
                     fleet=self.fleet,
                 )
             )
+            if self.gw.peer_directory.instances:  # the replicas found in Consul
+                await channel.send(Gateways(self.gw.peer_directory.instances))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_snapshots, conn)
                 await self._receive(conn)

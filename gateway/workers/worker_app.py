@@ -38,7 +38,7 @@ from gateway.fleet.state import FleetState
 from gateway.reload.apply import ConfigReloader
 from gateway.reload.plan import config_version
 from gateway.workers.channel import Channel, ChannelClosed
-from gateway.workers.control import Apply, Ready, Redial, Start
+from gateway.workers.control import Apply, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import Drain, Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.snapshot import NeedResync, SnapshotReceiver, clock_base
@@ -146,6 +146,7 @@ class WorkerControl:
         self.snapshot = trio.Event()  # set once the first full snapshot is applied
         self._ready = trio.Event()  # set once the listeners run
         self._held: Apply | None = None  # the newest reload that came during the start
+        self._gateways: Gateways | None = None  # the newest replicas found, likewise
 
     async def serving(self) -> None:
         """The listeners run: tell the supervisor, apply a reload held meanwhile."""
@@ -154,6 +155,17 @@ class WorkerControl:
         if self._held is not None:
             held, self._held = self._held, None
             self.nursery.start_soon(_reload, self.channel, self.reloader, held)
+        if self._gateways is not None:
+            gateways, self._gateways = self._gateways, None
+            await self._follow_gateways(gateways)
+
+    async def _follow_gateways(self, message: Gateways) -> None:
+        """Link to the replicas the supervisor found in Consul (the peering must run)."""
+        directory = self.gw.peer_directory
+        directory.set_instances(message.instances)
+        relinked = await directory.apply(self.gw.peering, self.gw.config)
+        if relinked:
+            log.info("links closed: replicas gone from Consul (%s)", ", ".join(relinked))
 
     async def run(self) -> None:
         try:
@@ -181,6 +193,11 @@ class WorkerControl:
                     self.nursery.start_soon(_reload, self.channel, self.reloader, message)
                 else:
                     self._held = message
+            elif isinstance(message, Gateways):
+                if self._ready.is_set():
+                    await self._follow_gateways(message)
+                else:
+                    self._gateways = message
             elif isinstance(message, Redial):
                 for site in message.sites:
                     self.gw.peering.redial(site)

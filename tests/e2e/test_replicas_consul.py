@@ -16,6 +16,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from gateway.demo.runner import service_argv, start_child
@@ -23,7 +24,12 @@ from gateway.demo.topology import BuiltSite, DemoService, gateway_config_text
 from overlay.identity.ca import issue_svid
 from tests.consul_api.server import ConsulApiServer, open_consul_api_server
 from tests.e2e.clients import h1_request
-from tests.e2e.harness import Overlay, make_topology, open_overlay, routes_of
+from tests.e2e.harness import Overlay, both_modes, make_topology, open_overlay, routes_of
+
+# Also with two workers per site: the supervisor finds the replicas in Consul and passes
+# them on, and every worker links to them.
+pytestmark = pytest.mark.usefixtures("both_modes")
+__all__ = ["both_modes"]  # the fixture, imported for the mark
 
 HTTP_PORT = 15080
 EW_PORT = 15443
