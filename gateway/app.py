@@ -67,6 +67,7 @@ from gateway.http.caller_headers import CallerHeaderRules
 from gateway.inbound.east_west import EastWestHandler
 from gateway.inbound.explain_from_answer import FromAnswerer
 from gateway.listener.bind import start_listener
+from gateway.listener.drain import Drain
 from gateway.listener.h1 import h1_limits
 from gateway.listener.http import serve_http_listener
 from gateway.listener.service_port import serve_service_port
@@ -94,7 +95,6 @@ from gateway.router.route import Router, known_services
 from gateway.routes.mirrors import mirror_gauges
 from gateway.routes.sources import RouteSources
 from gateway.upstream.pool import UpstreamPool
-from gateway.workers.drain import Drain
 from gateway.workers.role import Handoff, Role, Supervision
 from overlay.h2.buffer_budget import BufferBudget
 from overlay.h2.limits import H2Limits

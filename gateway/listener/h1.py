@@ -40,7 +40,7 @@ from gateway.relay import relay_l4
 from gateway.router.route import Router, RouteTimeout
 
 if TYPE_CHECKING:
-    from gateway.workers.drain import Drain
+    from gateway.listener.drain import Drain
 
 log = logging.getLogger("isthmus.listener.http")
 

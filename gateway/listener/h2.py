@@ -36,7 +36,7 @@ from overlay.h2.limits import H2Limits
 from overlay.h2.stream import ConnectionGone, H2Stream
 
 if TYPE_CHECKING:
-    from gateway.workers.drain import Drain
+    from gateway.listener.drain import Drain
 
 log = logging.getLogger("isthmus.listener.http")
 

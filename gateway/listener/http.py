@@ -43,7 +43,7 @@ from gateway.router.route import Router
 from overlay.identity.rotation import Identity
 
 if TYPE_CHECKING:
-    from gateway.workers.drain import Drain
+    from gateway.listener.drain import Drain
 
 log = logging.getLogger("isthmus.listener.http")
 

@@ -17,10 +17,10 @@ Every accepted socket reaches its handler as a
 ``send_timeout`` (no progress -> RST), and a connection that ends after an error is closed
 abortively when the kernel still holds data for the caller.
 
-With a :class:`~gateway.workers.drain.Drain`, every connection is counted in it while it is
+With a :class:`~gateway.listener.drain.Drain`, every connection is counted in it while it is
 open, and when the drain begins the accept loops end and the listening sockets close (the
 connections already accepted run on: the drain waits for them); the drain knows when the
-sockets are closed (:meth:`~gateway.workers.drain.Drain.wait_closed`), so a reload can bind
+sockets are closed (:meth:`~gateway.listener.drain.Drain.wait_closed`), so a reload can bind
 a replacement on the same address right after.
 """
 
@@ -46,7 +46,7 @@ from overlay.link.listen import open_listeners
 from overlay.link.socket_opts import tune_relay_socket
 
 if TYPE_CHECKING:
-    from gateway.workers.drain import Drain
+    from gateway.listener.drain import Drain
 
 log = logging.getLogger("isthmus.listener")
 

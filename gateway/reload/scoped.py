@@ -7,7 +7,7 @@ scope and an "ended" event: :meth:`stop` cancels only that task and waits (bound
 has unwound, so a port it held is free again before its replacement binds.
 
 A caller listener is not cut that way: cancelling its task would cut the requests in flight
-on its connections.  Started with its :class:`~gateway.workers.drain.Drain`, it is *drained*
+on its connections.  Started with its :class:`~gateway.listener.drain.Drain`, it is *drained*
 instead: :meth:`stop` begins the drain (the listener closes its sockets at once, its
 connections finish what is in flight, exactly as on shutdown) and returns as soon as the
 sockets are closed -- the port is free for a replacement, and the reload does not wait for
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 if TYPE_CHECKING:
-    from gateway.workers.drain import Drain
+    from gateway.listener.drain import Drain
 
 STOP_TIMEOUT_S = 10.0  # a cancelled task unwinds at its next checkpoint; this is a hang guard
 

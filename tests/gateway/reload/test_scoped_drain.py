@@ -24,20 +24,20 @@ import trio.testing
 
 from foundation.errors import H2_REFUSED_STREAM
 from gateway.config.model import ListenerConfig
+from gateway.listener.drain import Drain
 from gateway.listener.http import serve_http_listener
 from gateway.reload.scoped import ScopedTasks
 from gateway.router.route import Router
-from gateway.workers.drain import Drain
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
-from tests.gateway.router.router_kit import API, TEST_LIMITS, StandInCluster, make_router, serving
-from tests.gateway.workers.test_drain import (
+from tests.gateway.listener.test_drain import (
     GET_FAST,
     GET_SLOW,
     HeldEndpoint,
     closed_by_peer,
     read_response,
 )
+from tests.gateway.router.router_kit import API, TEST_LIMITS, StandInCluster, make_router, serving
 
 HANG_GUARD_S = 30.0
 

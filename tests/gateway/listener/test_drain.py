@@ -18,8 +18,8 @@ from foundation.errors import H2_REFUSED_STREAM
 from gateway.config.model import ListenerConfig
 from gateway.http.h1_server import H1ServerConnection
 from gateway.http.message import ResponseHead
+from gateway.listener.drain import Drain
 from gateway.listener.http import serve_http_listener
-from gateway.workers.drain import Drain
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
 from tests.gateway.router.router_kit import (
