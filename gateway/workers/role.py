@@ -13,16 +13,17 @@ cycle.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 import trio
 
+from overlay.link.accept import Handoff
+
 Role = Literal["single", "supervisor", "worker"]
 
-#: A worker's east-west hook: given each accepted TCP socket before TLS, True when it was
-#: handed to the supervisor (not a worker link), False when the worker serves it itself.
-Handoff = Callable[[trio.socket.SocketType], Awaitable[bool]]
+#: A worker's east-west hook (:data:`overlay.link.accept.Handoff`): given each accepted TCP
+#: socket before TLS, True when it went to the supervisor (not a worker link).
+__all__ = ["Handoff", "Role", "Supervision"]
 
 
 class Supervision(Protocol):
