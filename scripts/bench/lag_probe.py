@@ -14,6 +14,14 @@ of the longest step.
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys; ``--decoder json`` (after it, before ``-m``) makes the
 Consul source decode with the standard library's json instead of orjson.
+
+``--worker-lag DIR`` (first, before the others) measures a worker-mode gateway's workers too:
+it puts ``scripts/bench/worker_lag`` on the ``PYTHONPATH`` this process hands down, whose
+``sitecustomize.py`` installs the same probe (:func:`install`) in every ``gateway.cli worker``
+process the supervisor starts, each writing ``DIR/worker-<index>-<pid>.tsv``.  ``--heap-budget``
+and ``--decoder`` change this process only (the supervisor in worker mode).
+
+Every file the probe writes stops growing at ``MAX_BYTES`` (about 4 days of lines).
 """
 
 from __future__ import annotations
@@ -30,11 +38,17 @@ import trio.lowlevel
 
 WINDOW_S = 0.1
 PAGE = os.sysconf("SC_PAGE_SIZE")
+#: A probe stops writing its TSV past this size (a line is ~150 bytes, ten a second).
+MAX_BYTES = 64 << 20
+#: The environment variable that tells ``worker_lag/sitecustomize.py`` where to write.
+WORKER_LAG_ENV = "ISTHMUS_BENCH_WORKER_LAG"
+WORKER_LAG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_lag")
 
 
 class StallProbe(trio.abc.Instrument):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int = MAX_BYTES) -> None:
         self.out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.room = max_bytes
         self.step0 = self.batch0 = time.perf_counter()
         self.max_step = self.max_batch = self.max_gc = 0.0
         self.task = ""
@@ -92,11 +106,14 @@ class StallProbe(trio.abc.Instrument):
         if now - self.flushed >= WINDOW_S:
             with open("/proc/self/statm") as statm:
                 rss = int(statm.read().split()[1]) * PAGE / 2**20
-            self.out.write(
+            line = (
                 f"{now:.3f}\t{self.max_step * 1e3:.2f}\t{self.max_batch * 1e3:.2f}\t"
                 f"{self.max_gc * 1e3:.2f}\t{self.task}\t{rss:.0f}\t"
                 f"{self.max_batch_wall * 1e3:.2f}\t{self.step_task}\n"
             )
+            if len(line) <= self.room:
+                self.room -= len(line)
+                self.out.write(line)
             self.flushed = now
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
 
@@ -123,8 +140,35 @@ def trace_memory(out: str, every_s: float = 5.0) -> None:
     threading.Thread(target=dump, daemon=True).start()
 
 
+def install(path: str) -> None:
+    """Add a :class:`StallProbe` writing to ``path`` to every later ``trio.run`` of this
+    process (one probe, made at the first run: a process that never runs trio writes nothing)."""
+    real_run = trio.run
+    probes: list[StallProbe] = []
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not probes:
+            probes.append(StallProbe(path))
+        kwargs["instruments"] = [*kwargs.get("instruments", ()), probes[0]]
+        return real_run(*args, **kwargs)
+
+    trio.run = run  # type: ignore[assignment]
+
+
+def hand_down_worker_lag(out_dir: str) -> None:
+    """Make the worker processes this process will start (they inherit its environment) load
+    ``worker_lag/sitecustomize.py``, which probes them into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    os.environ[WORKER_LAG_ENV] = out_dir
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = WORKER_LAG_PATH + (os.pathsep + old if old else "")
+
+
 def main() -> None:
     path, rest = sys.argv[1], sys.argv[2:]
+    if rest[:1] == ["--worker-lag"]:
+        hand_down_worker_lag(rest[1])
+        rest = rest[2:]
     if os.environ.get("ISTHMUS_TRACEMALLOC"):
         trace_memory(os.environ["ISTHMUS_TRACEMALLOC"])
     if rest[:1] == ["--heap-budget"]:
@@ -144,14 +188,7 @@ def main() -> None:
         rest = rest[2:]
     if rest[:1] != ["-m"] or len(rest) < 2:
         raise SystemExit("usage: lag_probe.py OUT -m MODULE [ARGS...]")
-    probe = StallProbe(path)
-    real_run = trio.run
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        kwargs["instruments"] = [*kwargs.get("instruments", ()), probe]
-        return real_run(*args, **kwargs)
-
-    trio.run = run  # type: ignore[assignment]
+    install(path)
     sys.argv = [rest[1], *rest[2:]]
     runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
 

@@ -1,0 +1,86 @@
+"""Reading the lag probe's TSV files (``scripts/bench/lag_probe.py``): the worst figures of a
+time window, for one process and over a gateway's worker processes.  BENCH-ONLY.
+
+Pure functions of the files' text: ``bench_stall.py``'s loop-stall columns are only as good
+as this, so tests/scripts/test_bench_lag.py checks them on hand-written lines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+#: ``worker-<index>-<pid>.tsv``, as ``worker_lag/sitecustomize.py`` names a worker's file.
+WORKER_FILE = re.compile(r"worker-(\d+)-(\d+)\.tsv")
+#: Lines past a window's end still counted: a line sums the 100 ms *before* its time stamp.
+LATE_S = 0.2
+
+
+def window(path: Path, start: float, end: float) -> dict[str, Any]:
+    """Worst stall figures of the lag probe's lines within [start, end] (wall time);
+    ``lines``: how many lines fell in it (0: the process wrote nothing then)."""
+    step = batch = gcmax = 0.0
+    task = ""
+    rss = 0
+    wall = 0.0
+    lines = 0
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 7 or not start <= float(parts[0]) <= end + LATE_S:
+            continue
+        lines += 1
+        rss = int(parts[5])
+        wall = max(wall, float(parts[6]))
+        if float(parts[1]) > step:
+            step = float(parts[1])
+            task = f"{parts[7] if len(parts) > 7 else '?'} | {parts[4]}"
+        batch = max(batch, float(parts[2]))
+        gcmax = max(gcmax, float(parts[3]))
+    return {
+        "stall_ms": step,
+        "batch_ms": batch,
+        "gc_ms": gcmax,
+        "task": task,
+        "rss_mb": rss,
+        "batch_wall_ms": wall,
+        "lines": lines,
+    }
+
+
+def worker_files(directory: Path) -> dict[int, Path]:
+    """Each worker's TSV in ``directory``, by pid."""
+    found: dict[int, Path] = {}
+    for path in sorted(directory.glob("worker-*.tsv")):
+        match = WORKER_FILE.fullmatch(path.name)
+        if match:
+            found[int(match.group(2))] = path
+    return found
+
+
+def workers_window(directory: Path, start: float, end: float) -> dict[str, Any]:
+    """The worst figures over every worker that wrote lines within [start, end], each figure
+    its own worst (the longest stall and the longest GC pass may be two workers'); ``task`` is
+    that of the longest step, named with its worker's pid; ``rss_mb``: each worker's, by pid;
+    ``workers``: how many workers wrote lines then."""
+    worst: dict[str, Any] = {
+        "stall_ms": 0.0,
+        "batch_ms": 0.0,
+        "gc_ms": 0.0,
+        "task": "",
+        "batch_wall_ms": 0.0,
+        "rss_mb": {},
+        "workers": 0,
+    }
+    for pid, path in worker_files(directory).items():
+        one = window(path, start, end)
+        if not one["lines"]:
+            continue
+        worst["workers"] += 1
+        worst["rss_mb"][pid] = one["rss_mb"]
+        for key in ("batch_ms", "gc_ms", "batch_wall_ms"):
+            worst[key] = max(worst[key], one[key])
+        if one["stall_ms"] >= worst["stall_ms"]:
+            worst["stall_ms"] = one["stall_ms"]
+            worst["task"] = f"[{pid}] {one['task']}"
+    return worst
