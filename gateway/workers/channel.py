@@ -17,6 +17,7 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
+from collections.abc import Callable
 
 import trio
 
@@ -55,6 +56,12 @@ class Channel:
         #: Bytes of payload sent and received (for the benchmark and /workers).
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: The payload size of the last frame received.
+        self.last_frame_bytes = 0
+        #: Called with a frame's size before it is unpickled, when the frame is at least
+        #: ``large_frame_bytes`` (a worker turns the cyclic GC off for a big snapshot).
+        self.on_large_frame: Callable[[int], None] | None = None
+        self.large_frame_bytes = 256 * 1024
 
     async def send(self, message: object) -> None:
         """Send ``message`` as one frame; :class:`ChannelClosed` if the other end is gone."""
@@ -84,6 +91,9 @@ class Channel:
                 raise ChannelClosed(f"frame of {length} bytes exceeds max_frame {self.max_frame}")
             end = _HEADER.size + length
             await self._fill(end)
+            self.last_frame_bytes = length
+            if self.on_large_frame is not None and length >= self.large_frame_bytes:
+                self.on_large_frame(length)
             try:
                 with memoryview(self._buffer) as view, view[_HEADER.size : end] as frame:
                     message = pickle.loads(frame)

@@ -51,7 +51,13 @@ from gateway.workers.messages import (
     StatsReply,
     StatsRequest,
 )
-from gateway.workers.snapshot import Change, NeedResync, SnapshotReceiver, clock_base
+from gateway.workers.snapshot import (
+    SNAPSHOT_MESSAGES,
+    Change,
+    NeedResync,
+    SnapshotReceiver,
+    clock_base,
+)
 from gateway.workers.stats import worker_stats
 from gateway.workers.supervise import with_ports
 from overlay.link.handoff import worker_handoff
@@ -119,6 +125,7 @@ async def serve_worker(
         if fleet is not None:
             reloader.fleet = FleetState(config.fleet.source, config.fleet.prefix, config.site.name)
             reloader.fleet.record_applied(fleet, reloader.wall_clock())
+        gc_off_for_large_frames(channel)
         control = WorkerControl(channel, gw, receiver, reloader, nursery, index)
         nursery.start_soon(control.run)
         await control.snapshot.wait()  # the first full snapshot, before any listener
@@ -190,6 +197,9 @@ class WorkerControl:
             except ChannelClosed:
                 log.warning("supervisor gone: worker exits")
                 return
+            large = self.channel.last_frame_bytes >= self.channel.large_frame_bytes
+            if large and not isinstance(message, SNAPSHOT_MESSAGES):
+                gc.enable()  # a large frame that was no snapshot (a long config text)
             if isinstance(message, StatsRequest):
                 stats = worker_stats(
                     self.gw,
@@ -216,7 +226,7 @@ class WorkerControl:
                 await self.gw.drain.start_and_wait(message.grace_s)
                 return
             else:
-                change = apply_snapshot(self.receiver, message)
+                change = apply_snapshot(self.receiver, message, large=large)
                 if isinstance(change, NeedResync):
                     await self.channel.send(Resync(change.reason))
                 elif complete(self.receiver):
@@ -224,26 +234,39 @@ class WorkerControl:
                     self.snapshot.set()
 
 
-def apply_snapshot(receiver: SnapshotReceiver, message: object) -> Change | NeedResync:
-    """Apply one snapshot message, keeping the cyclic GC off a full snapshot's objects: off
-    while its parts arrive, and at the final part ``gc.freeze()``, which moves what the worker
-    holds now -- the new catalog or import table, hundreds of thousands of long-lived objects
-    at 100k endpoints -- out of every later collection.
+def apply_snapshot(
+    receiver: SnapshotReceiver, message: object, *, large: bool = False
+) -> Change | NeedResync:
+    """Apply one snapshot message, keeping the cyclic GC off a big one's objects.
 
-    Why: unpickling a 100k-endpoint snapshot allocates ~400k objects; left to the collector,
-    the next full collection walks all of them on the worker's loop (bench_stall --workers 2:
-    220-320 ms stalls during a Consul resync and a peer's snapshot, all of it in the GC).
-    Frozen objects are still freed by their reference counts when the next snapshot replaces
-    them (catalog values hold no reference cycles); only cyclic garbage among them would stay.
+    ``large``: the message came in a large frame (the channel turned the GC off before
+    unpickling it, see :func:`gc_off_for_large_frames`).  A whole snapshot's parts keep it
+    off until the final one.  Then ``gc.freeze()`` moves what the worker holds now -- the new
+    catalog or import table, up to hundreds of thousands of long-lived objects at 100k
+    endpoints -- out of every later collection, and the GC runs again.
+
+    Why: unpickling and applying a 100k-endpoint snapshot or a peer's 100k-endpoint delta
+    allocates ~400k objects; left to the collector, its next full pass walks all of them on
+    the worker's loop (bench_stall --workers 2: 115-330 ms stalls during a Consul resync and
+    a peer's snapshot, nearly all of it GC).  Frozen objects are still freed by their
+    reference counts when a later snapshot replaces them (catalog values hold no reference
+    cycles); what cannot be collected any more is the cyclic garbage that existed at that
+    moment, once per large snapshot.
     """
-    whole = isinstance(message, CatalogPart | ImportsPart)
-    if whole:
+    part = isinstance(message, CatalogPart | ImportsPart)
+    if large or part:
         gc.disable()
     change = receiver.apply(message)
-    if whole and getattr(message, "final", False):
+    if (large and not part) or (part and getattr(message, "final", False)):
         gc.freeze()
         gc.enable()
     return change
+
+
+def gc_off_for_large_frames(channel: Channel) -> None:
+    """Turn the cyclic GC off before a large frame is unpickled (see :func:`apply_snapshot`,
+    which turns it on again once the message is applied)."""
+    channel.on_large_frame = lambda _size: gc.disable()
 
 
 async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:

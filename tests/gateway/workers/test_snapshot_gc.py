@@ -34,3 +34,47 @@ def test_a_full_snapshot_is_frozen_out_of_the_collector_and_gc_runs_again() -> N
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_a_large_delta_over_the_channel_is_frozen_and_gc_runs_again() -> None:
+    """A peer's 100k endpoints reach a worker that keeps up as one large delta, not a whole
+    snapshot: the channel turns the GC off before unpickling it, the apply freezes it."""
+    import socket
+
+    import trio
+
+    from gateway.workers.channel import channel_from_socket
+    from gateway.workers.messages import CatalogDelta
+    from gateway.workers.worker_app import gc_off_for_large_frames
+    from tests.gateway.workers.test_snapshot import churn
+
+    base = build(50)
+    feed = SnapshotFeed(catalog=base)
+    receiver = SnapshotReceiver(clock_offset=OFFSET)
+    for message in feed.messages_for(None):
+        apply_snapshot(receiver, message)
+    grown = churn(base, range(3000), "2")  # 3000 endpoints changed: one big delta
+    feed.publish_catalog(grown)
+    (delta,) = feed.messages_for(receiver.version)
+    assert isinstance(delta, CatalogDelta)
+
+    async def main() -> None:
+        left, right = socket.socketpair()
+        sender, receiving = channel_from_socket(left), channel_from_socket(right)
+        receiving.large_frame_bytes = 1024
+        gc_off_for_large_frames(receiving)
+        async with sender, receiving:
+            await sender.send(delta)
+            message = await receiving.receive()
+            assert not gc.isenabled()  # off before the frame was unpickled
+            large = receiving.last_frame_bytes >= receiving.large_frame_bytes
+            apply_snapshot(receiver, message, large=large)
+
+    gc.unfreeze()
+    try:
+        trio.run(main)
+        assert gc.isenabled() and gc.get_freeze_count() > 3000
+        same_catalog(receiver.catalog, grown)
+    finally:
+        gc.unfreeze()
+        gc.enable()
