@@ -130,7 +130,8 @@ async def serve_worker(
         nursery.start_soon(control.run)
         await control.snapshot.wait()  # the first full snapshot, before any listener
         await start_background(nursery, gw, bundles, role="worker")
-        await start_east_west(nursery, gw, handoff=worker_handoff(handoff))
+        hellos = worker_handoff(handoff, timeout_s=config.limits.tls_handshake_timeout_s)
+        await start_east_west(nursery, gw, handoff=hellos)
         await start_callers(nursery, gw)
         await control.serving()
         nursery.start_soon(report_ejections, channel.send, gw.outlier.ejections)
