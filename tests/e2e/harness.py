@@ -156,6 +156,16 @@ async def open_overlay(
                     nursery.start_soon(stop_child, child)
 
 
+def linked(links: Any, site: str) -> bool:
+    """Whether ``/links`` shows site ``site`` up -- and, for a gateway with workers, up from
+    every worker (requests run in the workers, each over its own links)."""
+    row = links.get(site) if isinstance(links, dict) else None
+    if not isinstance(row, dict) or not row.get("up"):
+        return False
+    workers = row.get("workers")
+    return workers is None or all(w.get("up") for w in workers)
+
+
 def routes_of(doc: Any, address: str) -> list[str] | None:
     routes: dict[str, list[str]] = doc.get("routes", {})
     return routes.get(address)

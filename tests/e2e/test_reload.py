@@ -23,7 +23,14 @@ import trio
 from gateway.demo.runner import service_argv, start_child
 from gateway.demo.topology import DemoService, gateway_config_text
 from tests.e2e.clients import h1_request
-from tests.e2e.harness import Overlay, both_modes, make_topology, open_overlay, routes_of
+from tests.e2e.harness import (
+    Overlay,
+    both_modes,
+    linked,
+    make_topology,
+    open_overlay,
+    routes_of,
+)
 
 # Every reload runs as well through a supervisor and its workers (they apply the text the
 # supervisor applied, before its answer).
@@ -438,6 +445,7 @@ async def test_peers_are_added_and_removed_other_links_stay_up(tmp_path: Path) -
         await ov.wait(
             "east", "/routes", lambda d: sorted(routes_of(d, AUTHORITY) or []) == ["north", "west"]
         )
+        await ov.wait("east", "/links", lambda d: linked(d, "north"))  # every worker's too
         reply = await h1_request(east, HTTP_PORT, authority="whoami.default.north.isthmus")
         assert reply.status == 200 and reply.json()["site"] == "north"
         assert (await ov.get("east", "/links"))["west"]["links_established"] == west_links

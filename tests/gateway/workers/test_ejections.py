@@ -22,6 +22,7 @@ from gateway.cluster.outlier_detector import (
     serve_effective_catalog,
 )
 from gateway.commands.catalog import catalog_json
+from gateway.consul_gateways.directory import PeerDirectory
 from gateway.workers.channel import Channel, channel_from_socket, channel_pair
 from gateway.workers.control import EjectionEntry, Ejections, Start
 from gateway.workers.ejections import (
@@ -251,7 +252,7 @@ async def fake_worker(channel: Channel, pid: int, eject: Ejected) -> None:
 async def test_the_supervisor_marks_a_workers_report_and_forgets_it_when_its_channel_ends() -> None:
     detector = OutlierDetector(lambda _svc: POLICY)
     sup = Supervisor(count=1, config_path=Path("unused.toml"), text="")
-    sup.gw = SimpleNamespace(outlier=detector)
+    sup.gw = SimpleNamespace(outlier=detector, peer_directory=PeerDirectory())
     ours, theirs = channel_pair()
     eject = ejected((A, trio.current_time() + 60.0, "worker 0: a"))
     with trio.fail_after(30):  # a hang guard only
