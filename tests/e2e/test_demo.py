@@ -19,7 +19,7 @@ import trio
 
 from gateway.demo.admin_client import wait_for
 from tests.e2e.clients import h1_request
-from tests.e2e.harness import loopback_block
+from tests.e2e.harness import linked, loopback_block
 
 
 def _demo_argv(state: Path, base: str, *extra: str) -> list[str]:
@@ -172,6 +172,8 @@ async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works
             lambda d: d["routes"].get("api.payments.isthmus") == ["gcp-west"],
             within_s=60,
         )
+        # The demo's sites run a worker per core: each worker links to gcp-west again too.
+        await wait_for(aws_admin, "/links", lambda d: linked(d, "gcp-west"), within_s=60)
         reply = await h1_request(base, 15180, authority="x", path="http://api.payments.isthmus/")
         assert reply.status == 200 and reply.json()["site"] == "gcp-west"
         assert proc.returncode is None, log.read_text()

@@ -64,6 +64,9 @@ async def test_black_holed_link_is_declared_down_within_the_ping_deadline(
                     trust_domain=TrustDomain(f"{name}.netns.test"),
                     address=ipaddress.IPv4Address(host.address),
                     services=web,
+                    # One process: one link each way to time (with workers every process has
+                    # its own links, with the same liveness, and logs its own "down").
+                    workers=0,
                 )
                 for name, host in (("east", east_host), ("west", west_host))
             ),
