@@ -504,7 +504,6 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
         return gw.config.limits
 
     if isinstance(bind, ServicePortConfig):
-        what = f"service port {bind.name}"
         serve = functools.partial(
             serve_service_port,
             bind,
@@ -515,7 +514,6 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             drain=drain,
         )
     elif bind.kind == "http":
-        what = f"listener {bind.name}"
         serve = functools.partial(
             serve_http_listener,
             bind,
@@ -527,7 +525,6 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             drain=drain,
         )
     else:
-        what = f"listener {bind.name}"
         serve = functools.partial(
             serve_sni_listener,
             bind,
@@ -550,7 +547,7 @@ async def start_caller(nursery: trio.Nursery, gw: Gateway, bind: CallerBind) -> 
             key,
             serve_part,
             starter=functools.partial(
-                _start_bound, what=what, address=str(bind.address), port=bind.port
+                _start_bound, what=key, address=str(bind.address), port=bind.port
             ),
             drain=drain,
         )

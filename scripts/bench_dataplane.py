@@ -91,8 +91,9 @@ from bench.backend import (  # noqa: E402
     BackendAddrs,
     start_backend,
 )
+from bench.floor_l4_start import FLOOR_L4_NEAR, start_floor_l4  # noqa: E402
 from bench.h2_floor import h2_exchange_cpu_us, lean_exchange_cpu_us  # noqa: E402
-from bench.haproxy import HaproxyAddrs, bench_identity, start_haproxy_chain  # noqa: E402
+from bench.haproxy import HaproxyAddrs, start_haproxy_chain  # noqa: E402
 from bench.isthmus import SITE_A, SITE_B, IsthmusSites, profile_path, start_isthmus  # noqa: E402
 from bench.load import open_loop, probe, run_iperf, run_wrk  # noqa: E402
 from bench.observe import OFF, OFF_SUFFIX, ON, VARIANTS, observe_summary  # noqa: E402
@@ -141,8 +142,6 @@ OFF_PORT_OFFSET = 300
 LOCK_PATH = Path(tempfile.gettempdir()) / "isthmus-bench-dataplane.lock"
 #: The minimal trio proxy (scripts/bench/floor.py) in front of site A's nginx.
 FLOOR_HOST, FLOOR_PORT = "127.0.15.1", 18090
-#: The minimal trio mTLS relay pair (scripts/bench/floor_l4.py) in front of the iperf3 sink.
-FLOOR_L4_NEAR, FLOOR_L4_FAR = ("127.0.15.1", 18201), ("127.0.16.1", 18202)
 TOOLS = {
     "haproxy": "haproxy",
     "wrk": "wrk",
@@ -232,37 +231,6 @@ def l4_targets(
 
 
 Measure = Callable[[Target], Awaitable[Sample]]
-
-
-def _hp(addr: tuple[str, int]) -> tuple[str, str]:
-    return addr[0], str(addr[1])
-
-
-async def start_floor_l4(fleet: Fleet, root: Path, read: int) -> tuple[int, int]:
-    """The minimal trio mTLS relay pair, with its own two trust domains like HAProxy's,
-    copying at most ``read`` bytes at a time (the gateways' ``tunnel_buffer_bytes``)."""
-    crt_near, bundle_near = await trio.to_thread.run_sync(bench_identity, root, "near")
-    crt_far, bundle_far = await trio.to_thread.run_sync(bench_identity, root, "far")
-    script = str(HERE / "bench" / "floor_l4.py")
-    certs_near = (str(crt_near), str(bundle_far))
-    iperf = (BACKEND.iperf_host, str(BACKEND.iperf_port))
-    far = await fleet.start(
-        "trio-floor-l4-far",
-        [
-            *(sys.executable, script, "far", *_hp(FLOOR_L4_FAR), *iperf),
-            *(str(crt_far), str(bundle_near), str(read)),
-        ],
-    )
-    near = await fleet.start(
-        "trio-floor-l4-near",
-        [
-            *(sys.executable, script, "near", *_hp(FLOOR_L4_NEAR), *_hp(FLOOR_L4_FAR)),
-            *(*certs_near, str(read)),
-        ],
-    )
-    await wait_port(*FLOOR_L4_FAR, fleet=fleet)
-    await wait_port(*FLOOR_L4_NEAR, fleet=fleet)
-    return near.process.pid, far.process.pid
 
 
 async def measured(fleet: Fleet, test: str, target: Target, run: Measure) -> Sample:
@@ -368,7 +336,7 @@ async def bench(
         )
         await wait_port(FLOOR_HOST, FLOOR_PORT, fleet=fleet)
         unit = int(limits.get("tunnel_buffer_bytes", LimitsConfig().tunnel_buffer_bytes))
-        floor_pids = await start_floor_l4(fleet, root / "floor", unit)
+        floor_pids = await start_floor_l4(fleet, root / "floor", unit, BACKEND)
         sites: IsthmusSites | None = None
         off_sites: IsthmusSites | None = None
         worker_sites: dict[int, IsthmusSites] = {}

@@ -77,10 +77,7 @@ def _unbindable(binds: list[CallerBind], config: GatewayConfig) -> tuple[Problem
         try:
             check_bindable(str(bind.address), bind.port)
         except OSError as exc:
-            kind = "service port" if isinstance(bind, ServicePortConfig) else "listener"
-            error = bind_error(
-                exc, what=f"{kind} {bind.name}", address=str(bind.address), port=bind.port
-            )
+            error = bind_error(exc, what=bind_key(bind), address=str(bind.address), port=bind.port)
             problems.append(Problem(_bind_path(config, bind), str(error)))
     return tuple(problems)
 

@@ -30,10 +30,10 @@ from typing import Any
 import trio
 
 from discovery.watch import Watch, WatchClosed
-from gateway.config.model import GatewayConfig, ServicePortConfig
+from gateway.config.model import GatewayConfig
 from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
-from gateway.reload.listeners import caller_binds
+from gateway.reload.listeners import bind_key, caller_binds
 from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ejections, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import WorkerEjections
@@ -65,8 +65,7 @@ def listener_ports(config: GatewayConfig) -> dict[str, tuple[str, str, int]]:
     if ew is not None:
         out[ew.name] = (f"listener {ew.name}", str(ew.address), ew.port)
     for bind in caller_binds(config):
-        kind = "service port" if isinstance(bind, ServicePortConfig) else "listener"
-        out[bind.name] = (f"{kind} {bind.name}", str(bind.address), bind.port)
+        out[bind.name] = (bind_key(bind), str(bind.address), bind.port)
     return out
 
 

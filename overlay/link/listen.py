@@ -118,6 +118,19 @@ def reserve_port(host: str, port: int) -> socket.socket:
     while no one listens on it yet, and the reservation would hold nothing.  ``host`` should
     be an address literal: the lookup is synchronous (this runs at start-up, before any
     traffic).  Raises ``OSError`` like a bind."""
+    return _bound(host, port, reuse_addr=False)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` as a worker's listener will (SO_REUSEADDR and SO_REUSEPORT), then
+    let it go: ``OSError`` when another program holds the port (or the address is not
+    local), so the supervisor fails at start instead of its workers failing over and over."""
+    _bound(host, port, reuse_addr=True).close()
+
+
+def _bound(host: str, port: int, *, reuse_addr: bool) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT``, not listening (``OSError`` like
+    a bind); ``host`` an address literal (a synchronous lookup: start-up and reloads only)."""
     if _REUSE_PORT is None:
         raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not supported on this platform")
     family, type_, proto, _, sockaddr = socket.getaddrinfo(
@@ -125,22 +138,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
     )[0]
     sock = socket.socket(family, type_, proto)
     try:
-        _prepare(sock, family, reuse_addr=False, reuse_port=True)
+        _prepare(sock, family, reuse_addr=reuse_addr, reuse_port=True)
         sock.bind(sockaddr)
     except BaseException:
         sock.close()
         raise
     return sock
-
-
-def check_bindable(host: str, port: int) -> None:
-    """Bind ``host:port`` as a worker's listener will (SO_REUSEADDR and SO_REUSEPORT), then
-    let it go: ``OSError`` when another program holds the port (or the address is not
-    local), so the supervisor fails at start instead of its workers failing over and over."""
-    family, type_, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, type_, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(sockaddr)
