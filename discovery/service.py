@@ -27,7 +27,7 @@ step of the applier handles more than that many catalog items, and requests in f
 between the slices.  Readers keep seeing the previous snapshot until the new one is complete
 and published.  The service also keeps the catalog's heap out of Python's full GC passes
 (:class:`~discovery.heap.HeapKeeper`, installed for the service's lifetime: freeze after a
-slow pass, reset CPython's GC schedule at the end of that task step), which would otherwise
+slow pass, reset CPython's GC schedule as soon as the loop gets to it), which would otherwise
 walk the whole catalog again and again, each time a stall as long as the resync itself.
 
 Back-pressure: the channel is bounded; a source that outruns the applier blocks in ``send``
@@ -100,20 +100,16 @@ async def serve_catalog(
     send, receive = trio.open_memory_channel[Event | _Flush](channel_capacity)
     keeper = heap if heap is not None else HeapKeeper()
     with send, receive, keeper:
-        trio.lowlevel.add_instrument(keeper)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_apply_loop, receive, watch, policy, clock, slice_items)
-                for config, serve in serves:
-                    await nursery.start(_supervise, config, serve, send.clone(), clock, rng)
-                # What the sources said while starting is in the catalog before we report
-                # started.
-                flush = _Flush()
-                await send.send(flush)
-                await flush.done.wait()
-                task_status.started()
-        finally:
-            trio.lowlevel.remove_instrument(keeper)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_apply_loop, receive, watch, policy, clock, slice_items)
+            for config, serve in serves:
+                await nursery.start(_supervise, config, serve, send.clone(), clock, rng)
+            # What the sources said while starting is in the catalog before we report
+            # started.
+            flush = _Flush()
+            await send.send(flush)
+            await flush.done.wait()
+            task_status.started()
 
 
 class _Flush:

@@ -78,3 +78,47 @@ def test_a_large_delta_over_the_channel_is_frozen_and_gc_runs_again() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_a_worker_loop_keeps_the_heap_as_one_process_does() -> None:
+    """A peer's snapshot makes objects after the apply's own freeze (the routing view, rebuilt
+    in other tasks): the worker's loop runs under a heap keeper, which freezes at the end of a
+    slow full pass and tends it right after from the loop, and puts everything back after."""
+    import trio
+
+    from discovery.heap import FULL_PASS_EVERY, HeapKeeper
+    from gateway.workers.worker_app import keep_heap
+
+    calls: list[str] = []
+    collected: list[trio.Event] = []  # the newest is set by the next tend
+
+    def collect() -> None:
+        calls.append("collect")
+        if collected:
+            collected[-1].set()
+
+    keeper = HeapKeeper(
+        0.0,  # every full pass is 'slow'
+        freeze=lambda: calls.append("freeze"),
+        collect=collect,
+    )
+    before = gc.get_threshold()
+
+    async def main() -> None:
+        with keep_heap(keeper):
+            assert gc.get_threshold()[2] == FULL_PASS_EVERY
+            # CPython's own passes may come before ours (every one is 'slow'): count from here.
+            seen = len(calls)
+            collected.append(trio.Event())
+            gc.collect()  # a real full pass, seen through gc.callbacks
+            assert calls[seen:] == ["freeze"]
+            with trio.fail_after(10):  # hang guard: the loop tends the keeper soon
+                await collected[-1].wait()
+            assert calls[seen:] == ["freeze", "collect"]
+        done = len(calls)
+        gc.collect()
+        assert calls[done:] == []  # uninstalled
+
+    trio.run(main)
+    assert keeper.on_gc not in gc.callbacks
+    assert gc.get_threshold() == before
