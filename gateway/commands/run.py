@@ -117,6 +117,7 @@ async def _main(config: Any, path: Path, version: str, text: str, log_spec: str)
                     fleet=fleet,
                     worker_args=("--log-level", log_spec),
                     drain_grace_s=config.limits.drain_grace_s,
+                    nice=config.site.supervisor_nice,
                 )
             ports = await nursery.start(
                 functools.partial(

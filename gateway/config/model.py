@@ -106,6 +106,10 @@ class SiteConfig:
     workers: int | Literal["auto"] = field(
         default="auto", metadata={"min": 0, "max": MAX_WORKERS}
     )
+    # With workers: how much lower the supervisor's CPU priority (Linux nice) is than its
+    # workers', so requests never wait for a core behind catalog work (docs/workers.md).
+    # 0 keeps them equal.  Restart to change.
+    supervisor_nice: int = field(default=10, metadata={"min": 0, "max": 19})
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
                 problems.append(
                     Problem(f"site.{name}", "a site's identity cannot change; restart the gateway")
                 )
-        for name in ("locality", "locality_min_healthy_percent", "workers"):
+        for name in ("locality", "locality_min_healthy_percent", "workers", "supervisor_nice"):
             if getattr(new.site, name) != getattr(old.site, name):
                 problems.append(
                     Problem(f"site.{name}", "changing it needs a restart (not applied live yet)")

@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -60,6 +60,28 @@ SEND_DRAIN_TIMEOUT_S = 1.0
 WORKER_PROGRAM: tuple[str, ...] = (sys.executable, "-m", "gateway.cli", "worker")
 
 OnChannel = Callable[[int, Channel], Awaitable[None]]
+
+
+class WorkerProcess(Protocol):
+    """What the pool uses of a worker's process: a ``trio.Process``, or a
+    :class:`~gateway.workers.priority.ChildProcess` when the supervisor runs at a lower
+    priority than its workers."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+#: How a worker process is started: ``trio.lowlevel.open_process``'s signature, no pipes.
+Spawn = Callable[..., Awaitable[WorkerProcess]]
 OnHandoff = Callable[[int, trio.socket.SocketType], Awaitable[None]]
 
 
@@ -101,7 +123,7 @@ class _Slot:
 
     index: int
     state: str = "starting"  # starting, running, restarting, stopping, stopped
-    process: trio.Process | None = None
+    process: WorkerProcess | None = None
     channel: Channel | None = None
     up_since: float | None = None  # wall clock, for people
     started_at: float = 0.0  # trio clock, for the backoff
@@ -133,6 +155,7 @@ class WorkerPool:
         program: Sequence[str] = WORKER_PROGRAM,
         backoff: RestartBackoff = RestartBackoff(),
         kill_after_s: float = KILL_AFTER_S,
+        spawn: Spawn = trio.lowlevel.open_process,
     ) -> None:
         if count < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {count}")
@@ -144,6 +167,9 @@ class WorkerPool:
         self.program = tuple(program)
         self.backoff = backoff
         self.kill_after_s = kill_after_s
+        #: ``SpawnThread.open_process`` when the supervisor runs at a lower priority than
+        #: its workers (gateway/workers/priority.py).
+        self.spawn = spawn
         self._slots = [_Slot(i) for i in range(count)]
         self._draining = trio.Event()
         self._grace_s = 0.0  # the drain's, for a worker (re)started while it runs
@@ -202,7 +228,7 @@ class WorkerPool:
 
     async def _spawn(
         self, slot: _Slot
-    ) -> tuple[trio.Process, Channel, trio.socket.SocketType]:
+    ) -> tuple[WorkerProcess, Channel, trio.socket.SocketType]:
         """Start worker ``slot.index`` with its two socketpair ends inherited."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         dgram_ours, dgram_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -218,7 +244,7 @@ class WorkerPool:
                 str(dgram_theirs.fileno()),
                 *self.extra_args,
             ]
-            process = await trio.lowlevel.open_process(
+            process = await self.spawn(
                 argv,
                 pass_fds=(theirs.fileno(), dgram_theirs.fileno()),
                 process_group=0,  # a terminal's Ctrl-C is the supervisor's to handle
@@ -242,7 +268,7 @@ class WorkerPool:
     async def _watch(
         self,
         slot: _Slot,
-        process: trio.Process,
+        process: WorkerProcess,
         channel: Channel,
         dgram: trio.socket.SocketType,
     ) -> str:
@@ -277,7 +303,7 @@ class WorkerPool:
         except Exception:
             log.exception("worker %d: serving its hand-offs failed", slot.index)
 
-    async def _stop(self, slot: _Slot, process: trio.Process, channel: Channel) -> None:
+    async def _stop(self, slot: _Slot, process: WorkerProcess, channel: Channel) -> None:
         """Make sure the process is gone: close its channel (it exits on the EOF), then
         SIGKILL it if it is still there after :attr:`kill_after_s`."""
         with trio.CancelScope(shield=True):

@@ -38,7 +38,8 @@ from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Ejections, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import WorkerEjections
 from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
-from gateway.workers.processes import WorkerPool
+from gateway.workers.priority import SpawnThread, lower_threads
+from gateway.workers.processes import Spawn, WorkerPool
 from gateway.workers.snapshot import SnapshotFeed, clock_base
 from gateway.workers.stats import StatsBook, WorkerStats, workers_json
 from gateway.workers.stats_poll import StatsPoll
@@ -108,8 +109,12 @@ class Supervisor:
         fleet: FleetDocument | None = None,
         worker_args: Sequence[str] = (),
         drain_grace_s: float = 10.0,
+        nice: int = 0,
     ) -> None:
         self.count = count
+        #: ``[site] supervisor_nice``: how much lower this process's priority is than its
+        #: workers' (gateway/workers/priority.py).
+        self.nice = nice
         self.config_path = config_path
         #: The config text and fleet document that run (a new worker starts on them).
         self.text = text
@@ -156,12 +161,19 @@ class Supervisor:
         nursery.start_soon(self._pass_on_gateways, gw.peer_directory)
         if reloader is not None:
             reloader.on_applied = self.reload_workers
+        spawn: Spawn = trio.lowlevel.open_process
+        if self.nice > 0:  # the workers fork from a thread that keeps today's priority
+            spawner = SpawnThread()
+            lower_threads(self.nice, keep=(spawner.native_id,))
+            spawn = spawner.open_process
+            log.info("supervisor runs at nice +%d from its workers", self.nice)
         self.pool = WorkerPool(
             count=self.count,
             config_path=self.config_path,
             extra_args=self.worker_args,
             on_channel=self._serve_channel,
             on_handoff=self._serve_handoffs,
+            spawn=spawn,
         )
         await nursery.start(self.pool.run)
         with trio.move_on_after(READY_TIMEOUT_S) as waited:

@@ -98,3 +98,19 @@ def test_a_peer_not_dialed_is_a_warning_with_workers_only() -> None:
     assert _load(_with_site("workers = 2")).warnings() == []  # dialed: no warning
     default = _load(GOOD.replace(peer, peer + "dial = false\n", 1))  # "auto": workers
     assert [path for path, _ in default.warnings()] == ["peers[0].dial"]
+
+
+def test_supervisor_nice_defaults_to_ten_and_is_a_nice_increment() -> None:
+    assert _load(GOOD).site.supervisor_nice == 10
+    assert _load(_with_site("supervisor_nice = 0")).site.supervisor_nice == 0
+    assert _load(_with_site("supervisor_nice = 19")).site.supervisor_nice == 19
+    for value, message in (("-1", "must be >= 0, not -1"), ("20", "must be <= 19, not 20")):
+        with pytest.raises(ConfigInvalid) as info:
+            _load(_with_site(f"supervisor_nice = {value}"))
+        [problem] = info.value.problems
+        assert (problem.path, problem.message) == ("site.supervisor_nice", message)
+
+
+def test_changing_supervisor_nice_needs_a_restart() -> None:
+    plan = plan_reload(_load(GOOD), _load(_with_site("supervisor_nice = 3")))
+    assert [p.path for p in plan.problems] == ["site.supervisor_nice"]
