@@ -299,10 +299,13 @@ class _ConsulWatch:
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         token = await self.token()
         self.consul = TrioConsul(self.client, token=token, dc=self.config.datacenter)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.emit)
-            nursery.start_soon(self.watch_catalog, nursery)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.emit)
+                nursery.start_soon(self.watch_catalog, nursery)
+                task_status.started()
+        finally:
+            await self.client.close()  # its idle keep-alive connections (cancel-safe)
 
     async def emit(self) -> None:
         while True:

@@ -10,9 +10,20 @@ the caller closes the socket at once.
 
 Theory of operation
 -------------------
-One request per connection (``Connection: close``): the only long-lived requests are blocking
-queries that last up to ``wait``, so connection set-up is amortised and there is no pool whose
-stale sockets need retry logic.  Two :class:`trio.CapacityLimiter` bound concurrent requests
+Connections are kept alive (HTTP/1.1, as Consul's Go ``net/http`` server allows).  A parked
+blocking query amortises its connection's set-up, but under churn every watched service's
+query returns often -- 1 % churn of 100k endpoints in 500 services is ~430 answers a second --
+and a connection per answer cost a getaddrinfo (in a thread), a TCP connect and a close each
+time, with ``https`` a whole TLS handshake.  So an answered request hands its connection to a
+bounded pool of idle ones (:mod:`discovery.sources.consul_pool`: at most ``max_connections``,
+none reused after ``idle_s`` unused, 20 s by default) and the next request takes it.  Only a
+complete answer that allows reuse puts a connection back: not after ``Connection: close``,
+any error, an oversize body, a timeout or a cancellation mid-request -- those close it.  The
+price of a pool is stale sockets: the server may close an idle connection at any time.  A GET
+on a reused connection that fails before any byte of the answer arrived is sent once more on
+a fresh connection (reads are idempotent); writes never take an idle connection, so they are
+never sent twice, and a fresh connection's failure is never retried.  ``close()`` closes
+the idle ones.  Two :class:`trio.CapacityLimiter` bound concurrent requests
 to ``max_connections`` (Consul limits connections per client IP, 200 by default): one for
 parked blocking queries, a tenth reserved for quick reads so those never queue behind them.
 With more watched services than blocking slots, watchers take turns (FIFO; the source then
@@ -36,6 +47,7 @@ import re
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -53,6 +65,7 @@ from discovery.sources.consul_parse import (
     ConsulUnavailable,
     request_deadline,
 )
+from discovery.sources.consul_pool import IDLE_S, IdlePool
 
 OFFLOAD_BYTES = 32 * 1024
 """Bodies at least this long are decoded in a worker thread (:mod:`discovery.offload`): ~0.2 ms
@@ -133,6 +146,7 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         request_timeout_s: float = 10.0,
         margin_s: float = 5.0,
         offload_bytes: int = OFFLOAD_BYTES,
+        idle_s: float = IDLE_S,
     ) -> None:
         super().__init__(host, port, scheme, verify=ssl_context is not None, cert=None)
         if scheme == "https" and ssl_context is None:
@@ -153,6 +167,9 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         # py-consul's callbacks decode the JSON body: a big one runs in a worker thread.
         self.offload_bytes = offload_bytes
         self.decoder = Offload()
+        # Idle keep-alive connections (discovery.sources.consul_pool): never more than the
+        # requests that may run at once, none reused after ``idle_s`` unused.
+        self.pool: IdlePool[_Conn] = IdlePool(max_connections, idle_s)
 
     # -- py-consul's interface ----------------------------------------------------------------
     def get(
@@ -200,7 +217,8 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         return self._call(callback, "POST", path, params, headers, data)
 
     def close(self) -> Awaitable[None]:
-        return _nothing()
+        """Close the idle keep-alive connections (requests in flight close theirs)."""
+        return _close_all(self.pool.drain())
 
     # -- the request --------------------------------------------------------------------------
     def target(self, path: str, params: list[tuple[str, Any]] | None) -> str:
@@ -240,18 +258,56 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
     async def request(
         self, method: str, target: str, headers: Mapping[str, str] | None, body: bytes
     ) -> base.Response:
-        """One HTTP/1.1 exchange on a fresh connection; raises typed errors only."""
+        """One HTTP/1.1 exchange on a kept-alive connection or a fresh one; typed errors only.
+
+        Only a GET takes an idle connection: if the server closed that one while it sat idle
+        (EOF or reset before any byte of the answer), the GET is sent once more on a fresh
+        connection -- a read is idempotent.  Writes (PUT, POST, DELETE: registrations, check
+        updates, KV compare-and-set) always open a fresh connection, so they never meet a
+        stale one and are never sent twice; afterwards that connection may be kept for reads.
+        """
+        if method == "GET":
+            conn = await self._take()
+            if conn is not None:
+                try:
+                    return await self._exchange_on(conn, method, target, headers or {}, body)
+                except _StaleConnection:
+                    pass  # closed by the server while idle: once more on a fresh connection
+        conn = await self._open()
+        return await self._exchange_on(conn, method, target, headers or {}, body)
+
+    async def _exchange_on(
+        self, conn: _Conn, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> base.Response:
+        """The exchange on ``conn``; then ``conn`` is kept for reuse if the answer allows, else
+        closed (after any error, a timeout or a cancellation it is always closed)."""
+        response: base.Response | None = None
         try:
-            stream = await self._connect()
-        except OSError as err:
-            raise ConsulUnavailable(f"cannot connect to {self.base_uri}: {err}") from err
-        try:
-            async with stream:
-                return await self._exchange(stream, method, target, headers or {}, body)
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as err:
+            response = await self._exchange(conn, method, target, headers, body)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as err:
             raise ConsulUnavailable(f"{method} {self.base_uri}: {err!r}") from err
         except h11.ProtocolError as err:
             raise ConsulMalformedResponse(f"{method} {self.base_uri}: bad HTTP: {err}") from err
+        finally:
+            if response is not None and _next_cycle(conn.http):
+                conn.reused = True
+                await _close_all(self.pool.put(conn, trio.current_time()))
+            else:
+                await trio.aclose_forcefully(conn.stream)
+        return response
+
+    async def _take(self) -> _Conn | None:
+        conn, stale = self.pool.take(trio.current_time())
+        await _close_all(stale)
+        return conn
+
+    async def _open(self) -> _Conn:
+        try:
+            stream = await self._connect()
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as err:
+            raise ConsulUnavailable(f"cannot connect to {self.base_uri}: {err}") from err
+        http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        return _Conn(stream, http)
 
     async def _connect(self) -> trio.abc.Stream:
         with trio.move_on_after(self.connect_timeout_s) as scope:
@@ -274,42 +330,55 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
 
     async def _exchange(
         self,
-        stream: trio.abc.Stream,
+        conn: _Conn,
         method: str,
         target: str,
         headers: Mapping[str, str],
         body: bytes,
     ) -> base.Response:
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        http, stream = conn.http, conn.stream
         wire_headers = [
             ("Host", f"{self.host}:{self.port}"),
             ("User-Agent", "isthmus-consul-source"),
             ("Accept", "application/json"),
-            ("Connection", "close"),
             *headers.items(),
         ]
         if method != "GET" or body:
             wire_headers.append(("Content-Length", str(len(body))))
-        out = conn.send(h11.Request(method=method, target=target, headers=wire_headers))
-        out += conn.send(h11.Data(data=body)) if body else b""
-        out += conn.send(h11.EndOfMessage())
-        await stream.send_all(out)
+        out = http.send(h11.Request(method=method, target=target, headers=wire_headers))
+        out += http.send(h11.Data(data=body)) if body else b""
+        out += http.send(h11.EndOfMessage())
+        try:
+            await stream.send_all(out)
+        except _TRANSPORT_ERRORS as err:
+            if conn.reused:
+                raise _StaleConnection from err
+            raise
 
         response: h11.Response | None = None
         chunks: list[bytes] = []
         size = 0
         eof = False
+        received = 0
         while True:
             try:
-                event = conn.next_event()
+                event = http.next_event()
             except h11.RemoteProtocolError as err:
                 if eof:  # the agent hung up mid-answer: a transport failure, not bad data
                     raise ConsulUnavailable(f"{self.base_uri} closed the connection early") from err
                 raise
             if event is h11.NEED_DATA:
-                data = bytes(await stream.receive_some(_BODY_READ_SIZE))
+                try:
+                    data = bytes(await stream.receive_some(_BODY_READ_SIZE))
+                except _TRANSPORT_ERRORS as err:
+                    if conn.reused and not received:
+                        raise _StaleConnection from err
+                    raise
+                if conn.reused and not received and not data:
+                    raise _StaleConnection
+                received += len(data)
                 eof = not data
-                conn.receive_data(data)
+                http.receive_data(data)
             elif isinstance(event, h11.Response):
                 response = event
                 length = Headers(event.headers).get("content-length")
@@ -337,5 +406,36 @@ class TrioHTTPClient(base.HTTPClient):  # type: ignore[misc]
         return base.Response(response.status_code, Headers(response.headers), text)
 
 
-async def _nothing() -> None:
-    return None
+@dataclass(slots=True)
+class _Conn:
+    """A connection to the agent and its h11 state, kept across requests while reusable."""
+
+    stream: trio.abc.Stream
+    http: h11.Connection
+    reused: bool = False  # it answered a request before: it may have gone stale since
+
+
+class _StaleConnection(Exception):
+    """A reused connection failed before any byte of the answer: the server closed it idle."""
+
+
+_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)
+
+
+def _next_cycle(http: h11.Connection) -> bool:
+    """Ready ``http`` for the next request if the exchange allows reuse; True if it does.
+
+    Not when either side said ``Connection: close`` (h11 then leaves ``MUST_CLOSE``, not
+    ``DONE``), nor when the server sent bytes after its answer or closed its side."""
+    if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+        return False
+    data, closed = http.trailing_data
+    if data or closed:
+        return False
+    http.start_next_cycle()  # both sides back to IDLE: ready for the next request
+    return True
+
+
+async def _close_all(conns: Iterable[_Conn]) -> None:
+    for conn in conns:
+        await trio.aclose_forcefully(conn.stream)

@@ -135,6 +135,9 @@ class ConsulApiServer:
         # Blocking reads waiting right now: tests wait for their clients to be parked by
         # watching this, not by sleeping for a guessed while.
         self.parked = 0
+        # Connections accepted so far (test-only, Consul has no such figure): tests of the
+        # client's keep-alive count how many connections their requests took.
+        self.accepted = 0
         self.host, self.port = "127.0.0.1", 0
         self._nursery: trio.Nursery | None = None
         self._listen_scope: trio.CancelScope | None = None
@@ -298,6 +301,7 @@ class ConsulApiServer:
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def _handle(self, stream: trio.abc.Stream) -> None:
+        self.accepted += 1
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
