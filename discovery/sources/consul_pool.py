@@ -27,10 +27,11 @@ IDLE_S = 20.0
 """How long an unused keep-alive connection may be reused.
 
 Below every idle timeout a connection to Consul is likely to meet: Go's ``http.Transport``
-drops its own idle connections after 90 s, load balancers in front of Consul commonly after
-60 s (AWS ELB/ALB) and proxies after 60-75 s (nginx ``keepalive_timeout``).  A connection the
-server closed sooner anyway is retried once on a fresh one (GET only), so this bound keeps
-that retry rare rather than being the only defence."""
+drops its own idle connections after 90 s (``IdleConnTimeout``), load balancers in front of
+Consul commonly after 60 s (AWS ELB/ALB's default) and nginx after 75 s
+(``keepalive_timeout``).  A connection the server closed sooner anyway is retried once on a
+fresh one (GET only), so this bound keeps that retry rare rather than being the only
+defence."""
 
 T = TypeVar("T")
 
