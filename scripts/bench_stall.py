@@ -47,7 +47,9 @@ workers in the phase (each figure its own worst) and ``wk RSS`` each worker's; t
 worker step is named after the supervisor's with its worker's pid.  The data path's loop is
 the process's in one-process mode and the workers' in worker mode: the summary's target line
 and the exit status use that one, and print the supervisor's worst beside it.
-``--heap-budget``/``--decoder`` change the supervisor only.
+``--heap-budget``/``--decoder`` change the supervisor only.  ``--supervisor-nice N`` sets
+gateway A's ``[site] supervisor_nice`` (the gateway's default is 10: the supervisor's threads
+run at a lower CPU priority than its workers); 0 to compare without.
 
 Targets: no loop stall over 50 ms on the data path's loop; request p99 during churn <= 1.5 x
 baseline p99.
@@ -123,6 +125,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def pin_threads(pids: list[int], cpus: set[int]) -> None:
+    """Pin every thread of ``pids`` (processes this bench started) to ``cpus``."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:
+                continue
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -338,6 +350,13 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     topo = topology(args.workers)
     built = await trio.to_thread.run_sync(build_topology, topo, root)
     a = built[0]
+    if args.supervisor_nice is not None:
+        text = a.config_path.read_text("utf-8")
+        line = f"workers = {args.workers}\n"
+        assert text.count(line) == 1, "A's [site] workers line"
+        a.config_path.write_text(
+            text.replace(line, f"{line}supervisor_nice = {args.supervisor_nice}\n"), "utf-8"
+        )
     with a.config_path.open("a") as f:
         f.write(consul_source())
     lag = root / "lag.tsv"
@@ -407,6 +426,8 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             await wait_workers(child_a.process.pid, args.workers, fleet)
         if lag_dir is not None:
             await wait_worker_probes(child_a.process.pid, lag_dir, fleet)
+        if args.pin:  # every thread of A's processes, the workers' too (affinity is per thread)
+            pin_threads([child_a.process.pid, *worker_pids(child_a.process.pid)], {last})
         await trio.sleep(3.0)
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -492,16 +513,25 @@ def main() -> None:
         help="[site] workers of gateway A (default 0: one process, as every earlier run "
         "measured, whatever the gateway's own default)",
     )
+    parser.add_argument(
+        "--supervisor-nice",
+        type=int,
+        default=None,
+        help="[site] supervisor_nice of gateway A in worker mode (default: the gateway's, 10)",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="gateway A alone on the last CPU, the load client and the other servers on the "
-        "others (other processes of the machine still run anywhere)",
+        help="gateway A alone on the last CPU (with --workers: its supervisor and workers, "
+        "every thread), the load client and the other servers on the others (other "
+        "processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
     if not 0 <= args.workers <= 64:
         parser.error("--workers must be 0..64")
+    if args.supervisor_nice is not None and not (args.workers and 0 <= args.supervisor_nice <= 19):
+        parser.error("--supervisor-nice needs --workers N (N >= 1) and a value in 0..19")
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
