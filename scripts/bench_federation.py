@@ -110,12 +110,8 @@ async def converged(peers: list[Peering], expected: Any, *, limit_s: float) -> f
 async def run(size: int, rounds: int, root: Path, heap_budget: float) -> dict[str, Any]:
     # Every gateway runs the catalog service's heap keeper: without it, a full GC pass over the
     # three sites' heaps (0.5-0.7 s here) lands in some rounds and decides the max.
-    with HeapKeeper(heap_budget) as keeper:
-        trio.lowlevel.add_instrument(keeper)
-        try:
-            return await _run(size, rounds, root)
-        finally:
-            trio.lowlevel.remove_instrument(keeper)
+    with HeapKeeper(heap_budget):
+        return await _run(size, rounds, root)
 
 
 async def _run(size: int, rounds: int, root: Path) -> dict[str, Any]:
