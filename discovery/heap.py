@@ -59,8 +59,8 @@ class HeapKeeper:
 
     Used as a context manager: it installs the ``gc`` callback and, entered inside a trio run,
     hands each :meth:`tend` to that run's loop.  Not a trio instrument: an ``after_task_step``
-    hook costs every task step of the data path ~0.3 us to check a flag that is set a few
-    times an hour (measured: 200k trio checkpoints took 2.9 us each without, 3.2 with it).
+    hook costs every task step of the data path ~0.3 us to check a flag that only a slow full
+    pass sets (measured: 200k trio checkpoints took 2.9 us each without, 3.2 with it).
     """
 
     def __init__(

@@ -60,6 +60,7 @@ SEND_DRAIN_TIMEOUT_S = 1.0
 WORKER_PROGRAM: tuple[str, ...] = (sys.executable, "-m", "gateway.cli", "worker")
 
 OnChannel = Callable[[int, Channel], Awaitable[None]]
+OnHandoff = Callable[[int, trio.socket.SocketType], Awaitable[None]]
 
 
 class WorkerProcess(Protocol):
@@ -82,7 +83,6 @@ class WorkerProcess(Protocol):
 
 #: How a worker process is started: ``trio.lowlevel.open_process``'s signature, no pipes.
 Spawn = Callable[..., Awaitable[WorkerProcess]]
-OnHandoff = Callable[[int, trio.socket.SocketType], Awaitable[None]]
 
 
 class WorkerStartError(Exception):
