@@ -28,7 +28,6 @@ workers must not inherit it in the first place.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import signal
@@ -38,8 +37,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
-
-log = logging.getLogger("isthmus.workers")
 
 MAX_NICE = 19
 """The highest nice value Linux has (the lowest priority)."""
