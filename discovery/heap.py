@@ -111,11 +111,12 @@ class HeapKeeper:
         elif self._clock() - self._started >= self.pass_budget_s:
             self._freeze()  # the pass just ended: what is tracked now is alive
             self.freezes += 1
-            if not self._reset_due and self._loop is not None:
-                # Thread-safe: a pass may run in a thread (the Consul decode offload).
+            # Due before the loop is asked: a pass may run in a thread (the Consul decode
+            # offload), and the loop may run tend() before this thread gets the GIL back.
+            already_due, self._reset_due = self._reset_due, True
+            if not already_due and self._loop is not None:
                 with contextlib.suppress(trio.RunFinishedError):
                     self._loop.run_sync_soon(self.tend)
-            self._reset_due = True
 
     def tend(self) -> bool:
         """After a freeze, one full collection of the (small) unfrozen rest; True if it ran.
