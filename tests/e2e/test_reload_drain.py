@@ -24,42 +24,15 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.http.h1_server import H1ServerConnection
-from gateway.http.message import ResponseHead
 from tests.e2e.clients import Reply, h1_request
 from tests.e2e.harness import Overlay, make_topology, open_overlay, with_site
+from tests.gateway.listener.held_endpoint import HeldEndpoint
 
 HTTP_PORT, EXTRA_PORT, SERVICE_PORT = 15080, 15090, 16090
 SERVICE = "held"
 AUTHORITY = f"{SERVICE}.default.isthmus"
 WAIT_S = 30.0  # hang guard for each state change
-HOLD_GUARD_S = 60.0  # the endpoint never holds a request longer than this
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class HeldEndpoint:
-    """A real HTTP/1.1 endpoint that answers ``/slow`` only once the test releases it."""
-
-    def __init__(self) -> None:
-        self.held = 0
-        self.release = trio.Event()
-
-    async def handler(self, stream: trio.SocketStream) -> None:
-        conn = H1ServerConnection(stream)
-        try:
-            while (head := await conn.next_request()) is not None:
-                if head.target == b"/slow":
-                    self.held += 1
-                    with trio.move_on_after(HOLD_GUARD_S):
-                        await self.release.wait()
-                body = b"done " + head.target
-                await conn.send_response(
-                    ResponseHead(200, ()), content_length=len(body), body=body, end=True
-                )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await conn.aclose()
 
 
 def _patch(address: str, port: int) -> Any:

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config.model import LimitsConfig, ListenerConfig
+from gateway.listener.drain import Drain
 from gateway.listener.http import serve_http_listener
 from gateway.router.route import Router
 from overlay.h2.connection import H2Connection
@@ -27,7 +28,7 @@ from tests.overlay.identity.certfactory import key_pem, pem
 
 @asynccontextmanager
 async def http_listener(
-    router: Router, *, limits: LimitsConfig = TEST_LIMITS
+    router: Router, *, limits: LimitsConfig = TEST_LIMITS, drain: Drain | None = None
 ) -> AsyncIterator[int]:
     config = ListenerConfig(name="http", kind="http", address=IPv4Address("127.0.0.1"), port=0)
     async with trio.open_nursery() as nursery:
@@ -39,6 +40,7 @@ async def http_listener(
                 identity=None,
                 limits=limits,
                 local_site="a",
+                drain=drain,
             )
         )
         yield port

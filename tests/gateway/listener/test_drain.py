@@ -7,78 +7,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from ipaddress import IPv4Address
 
 import pytest
 import trio
 import trio.testing
 
 from foundation.errors import H2_REFUSED_STREAM
-from gateway.config.model import ListenerConfig
-from gateway.http.h1_server import H1ServerConnection
-from gateway.http.message import ResponseHead
 from gateway.listener.drain import Drain
-from gateway.listener.http import serve_http_listener
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
+from tests.gateway.listener.held_endpoint import (
+    GET_FAST,
+    GET_SLOW,
+    H2_GET_SLOW,
+    HeldEndpoint,
+)
+from tests.gateway.listener.listener_kit import http_listener
 from tests.gateway.router.router_kit import (
     API,
-    TEST_LIMITS,
     StandInCluster,
     make_router,
     serving,
 )
 
 HANG_GUARD_S = 30.0
-GET_SLOW = b"GET /slow HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n"
-GET_FAST = b"GET /fast HTTP/1.1\r\nHost: api.default.isthmus\r\n\r\n"
-
-
-class HeldEndpoint:
-    """An HTTP/1.1 endpoint that answers ``/slow`` only once released."""
-
-    def __init__(self) -> None:
-        self.arrived = trio.Event()
-        self.release = trio.Event()
-
-    async def handler(self, stream: trio.SocketStream) -> None:
-        conn = H1ServerConnection(stream)
-        try:
-            while (head := await conn.next_request()) is not None:
-                if head.target == b"/slow":
-                    self.arrived.set()
-                    await self.release.wait()
-                body = b"done " + head.target
-                await conn.send_response(
-                    ResponseHead(200, ()), content_length=len(body), body=body, end=True
-                )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await conn.aclose()
 
 
 @asynccontextmanager
 async def draining_listener(drain: Drain) -> AsyncIterator[tuple[int, HeldEndpoint]]:
     endpoint = HeldEndpoint()
-    async with serving(endpoint.handler) as endpoint_port, trio.open_nursery() as nursery:
+    async with serving(endpoint.handler) as endpoint_port:
         router = make_router({API: ("a",)}, cluster=StandInCluster(http={API: endpoint_port}))
-        config = ListenerConfig("http", "http", IPv4Address("127.0.0.1"), 0)
-        port = await nursery.start(
-            partial(
-                serve_http_listener,
-                config,
-                router,
-                identity=None,
-                limits=TEST_LIMITS,
-                local_site="a",
-                drain=drain,
-            )
-        )
-        yield port, endpoint
-        endpoint.release.set()
-        nursery.cancel_scope.cancel()
+        async with http_listener(router, drain=drain) as port:
+            yield port, endpoint
+            endpoint.release.set()
 
 
 async def read_response(stream: trio.SocketStream) -> bytes:
@@ -168,12 +130,7 @@ async def test_an_h2_caller_finishes_its_stream_then_gets_goaway() -> None:
             client = H2Connection(tcp, client_side=True, ping_interval=None)
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.serve)
-                headers = [
-                    (b":method", b"GET"),
-                    (b":scheme", b"http"),
-                    (b":authority", b"api.default.isthmus"),
-                    (b":path", b"/slow"),
-                ]
+                headers = H2_GET_SLOW
                 stream = await client.open_stream(headers, end_stream=True)
                 await endpoint.arrived.wait()
                 drain.begin()

@@ -30,13 +30,8 @@ from gateway.reload.scoped import ScopedTasks
 from gateway.router.route import Router
 from overlay.h2.connection import H2Connection
 from overlay.h2.stream import StreamReset
-from tests.gateway.listener.test_drain import (
-    GET_FAST,
-    GET_SLOW,
-    HeldEndpoint,
-    closed_by_peer,
-    read_response,
-)
+from tests.gateway.listener.held_endpoint import GET_FAST, GET_SLOW, H2_GET_SLOW, HeldEndpoint
+from tests.gateway.listener.test_drain import closed_by_peer, read_response
 from tests.gateway.router.router_kit import API, TEST_LIMITS, StandInCluster, make_router, serving
 
 HANG_GUARD_S = 30.0
@@ -134,12 +129,7 @@ async def test_an_h2_caller_of_a_stopped_listener_finishes_its_stream_then_gets_
             client = H2Connection(tcp, client_side=True, ping_interval=None)
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.serve)
-                headers = [
-                    (b":method", b"GET"),
-                    (b":scheme", b"http"),
-                    (b":authority", b"api.default.isthmus"),
-                    (b":path", b"/slow"),
-                ]
+                headers = H2_GET_SLOW
                 stream = await client.open_stream(headers, end_stream=True)
                 await endpoint.arrived.wait()
                 assert await ls.scoped.stop("listener http", grace_s=HANG_GUARD_S) == 1

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -18,47 +19,44 @@ import trio
 from gateway.workers.priority import SpawnThread, lower_threads, nice_of, thread_ids
 
 
-async def test_run_sync_runs_on_the_spawn_thread_and_hands_back_results_and_errors() -> None:
-    spawner = SpawnThread()
-    try:
-        assert spawner.native_id in thread_ids()
-        assert await spawner.run_sync(threading.get_native_id) == spawner.native_id
-        with pytest.raises(ZeroDivisionError):
-            await spawner.run_sync(lambda: 1 // 0)
-        assert await spawner.run_sync(lambda: "still serving") == "still serving"
-    finally:
-        spawner.close()
+@pytest.fixture
+def spawner() -> Iterator[SpawnThread]:
+    thread = SpawnThread()
+    yield thread
+    thread.close()
 
 
-async def test_a_child_exits_or_is_killed_and_wait_reports_it() -> None:
-    spawner = SpawnThread()
-    try:
-        done = await spawner.open_process([sys.executable, "-c", "raise SystemExit(3)"])
-        with trio.fail_after(30):  # hang guard
-            assert await done.wait() == 3
-        assert done.returncode == 3
-        held = await spawner.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
-        assert held.returncode is None and held.pid > 0
-        held.kill()
-        with trio.fail_after(30):
-            assert await held.wait() == -signal.SIGKILL
-        held.send_signal(signal.SIGTERM)  # reaped: nothing is signalled any more
-    finally:
-        spawner.close()
+async def test_run_sync_runs_on_the_spawn_thread_and_hands_back_results_and_errors(
+    spawner: SpawnThread,
+) -> None:
+    assert spawner.native_id in thread_ids()
+    assert await spawner.run_sync(threading.get_native_id) == spawner.native_id
+    with pytest.raises(ZeroDivisionError):
+        await spawner.run_sync(lambda: 1 // 0)
+    assert await spawner.run_sync(lambda: "still serving") == "still serving"
 
 
-async def test_a_cancelled_wait_leaves_the_child_to_a_later_wait() -> None:
-    spawner = SpawnThread()
-    try:
-        child = await spawner.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
-        with trio.move_on_after(0.05):
-            await child.wait()
-        assert child.returncode is None
-        child.kill()
-        with trio.fail_after(30):
-            assert await child.wait() == -signal.SIGKILL
-    finally:
-        spawner.close()
+async def test_a_child_exits_or_is_killed_and_wait_reports_it(spawner: SpawnThread) -> None:
+    done = await spawner.open_process([sys.executable, "-c", "raise SystemExit(3)"])
+    with trio.fail_after(30):  # hang guard
+        assert await done.wait() == 3
+    assert done.returncode == 3
+    held = await spawner.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert held.returncode is None and held.pid > 0
+    held.kill()
+    with trio.fail_after(30):
+        assert await held.wait() == -signal.SIGKILL
+    held.send_signal(signal.SIGTERM)  # reaped: nothing is signalled any more
+
+
+async def test_a_cancelled_wait_leaves_the_child_to_a_later_wait(spawner: SpawnThread) -> None:
+    child = await spawner.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+    with trio.move_on_after(0.05):
+        await child.wait()
+    assert child.returncode is None
+    child.kill()
+    with trio.fail_after(30):
+        assert await child.wait() == -signal.SIGKILL
 
 
 def test_no_increment_changes_nothing() -> None:
