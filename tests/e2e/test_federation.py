@@ -102,8 +102,15 @@ async def test_killed_gateway_turns_stale_then_leaves_and_returns(tmp_path: Path
             lambda d: routes_of(d, "reports.default.isthmus") is None,
             within_s=5 * detect_bound_s,
         )
-        # ...while its imports are kept, marked stale, for the grace...
-        doc = await ov.get("east", "/imports")
+        # ...while its imports are kept, marked stale, for the grace (the mark lands when the
+        # import stream's task unwinds, a moment after the route view: wait for one of the two
+        # outcomes, a stale copy or none, and require the first)...
+        doc = await ov.wait(
+            "east",
+            "/imports",
+            lambda d: (r := _imported(d, "north", "reports")) is None or r["stale"] is True,
+            within_s=guard_s,
+        )
         reports = _imported(doc, "north", "reports")
         assert reports is not None and reports["stale"] is True
         # ...and then withdrawn, never before the grace has run out.
