@@ -47,7 +47,9 @@ workers in the phase (each figure its own worst) and ``wk RSS`` each worker's; t
 worker step is named after the supervisor's with its worker's pid.  The data path's loop is
 the process's in one-process mode and the workers' in worker mode: the summary's target line
 and the exit status use that one, and print the supervisor's worst beside it.
-``--heap-budget``/``--decoder`` change the supervisor only.  ``--supervisor-nice N`` sets
+``--heap-budget``/``--decoder`` change the supervisor only, ``--worker-heap-budget`` the
+workers' keeper.  ``gc/s``: the data path's loops' cyclic-GC CPU in ms per second of the phase
+(the workers' together in worker mode).  ``--supervisor-nice N`` sets
 gateway A's ``[site] supervisor_nice`` (the gateway's default is 10: the supervisor's threads
 run at a lower CPU priority than its workers); 0 to compare without.
 
@@ -284,6 +286,8 @@ def worker_columns(lag_dir: Path | None, start: float, end: float) -> dict[str, 
         "wk_gc_ms": w["gc_ms"],
         "wk_rss_mb": w["rss_mb"],
         "wk_probed": w["workers"],
+        "wk_gc_total_ms": w["gc_total_ms"],
+        "wk_gc_full": w["gc_full"],
         "wk_task": w["task"],
     }
 
@@ -330,6 +334,8 @@ async def phase(
         **window(lag, start, end),
         **worker_columns(lag_dir, start, end),
     }
+    gc_ms_s = row["wk_gc_total_ms"] if lag_dir is not None else row["gc_total_ms"]
+    row["dp_gc_ms_per_s"] = gc_ms_s / (end - start)
     wk_rss = ",".join(str(v) for v in row.get("wk_rss_mb", {}).values()) or "-"
     print(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
@@ -339,7 +345,8 @@ async def phase(
         f"{fmt_ms(row, 'wk_stall_ms', 8)} {fmt_ms(row, 'wk_gc_ms', 7)} {wk_rss:>9} "
         f"{row['cpu_per_s']:>6.2f} {row['workers_cpu_per_s']:>6.2f} "
         f"{row['consul_cpu_per_s']:>6.2f} "
-        f"{row['machine_busy_cores']:>5.2f}/{os.cpu_count()}  {row['task']}"
+        f"{row['machine_busy_cores']:>5.2f}/{os.cpu_count()} {row['dp_gc_ms_per_s']:>6.1f}  "
+        f"{row['task']}"
         + (f"  || wk: {row['wk_task']}" if row.get("wk_task") else ""),
         flush=True,
     )
@@ -363,6 +370,7 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     lag_dir = root / "worker-lag" if args.workers else None
     py = sys.executable
     rows: list[dict[str, Any]] = []
+    control_cpus = os.sched_getaffinity(0)  # with --split: all but the last
     async with Fleet(root) as fleet:
         consul = await fleet.start(
             "consul",
@@ -380,7 +388,7 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             ],
         )
         OTHERS["consul"] = consul.process.pid
-        await fleet.start("backend", service_argv("http", A_HOST, BACKEND_PORT, SITE_A))
+        backend = await fleet.start("backend", service_argv("http", A_HOST, BACKEND_PORT, SITE_A))
         await wait_port(A_HOST, CONSUL_PORT, fleet=fleet, within_s=120)
         await wait_port(A_HOST, BACKEND_PORT, fleet=fleet, within_s=30)
         heap = ["--heap-budget", str(args.heap_budget)] if args.heap_budget is not None else []
@@ -428,12 +436,17 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             await wait_worker_probes(child_a.process.pid, lag_dir, fleet)
         if args.pin:  # every thread of A's processes, the workers' too (affinity is per thread)
             pin_threads([child_a.process.pid, *worker_pids(child_a.process.pid)], {last})
+        if args.split:  # the data path's processes (and this client) on the last core
+            data_cpu = {args.data_cpu}
+            data_pids = [*worker_pids(child_a.process.pid), backend.process.pid, os.getpid()]
+            pin_threads(data_pids, data_cpu)
+            print(f"# split: workers, backend and load client on CPU {data_cpu}; the rest not")
         await trio.sleep(3.0)
         print(
             f"{'phase':<14} {'reqs':>6} {'errs':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
             f"{'stall ms':>8} {'wall ms':>8} {'step ms':>8} {'gc ms':>7} {'RSS MB':>6} "
             f"{'wk stall':>8} {'wk wall':>8} {'wk step':>8} {'wk gc':>7} {'wk RSS MB':>9} "
-            f"{'CPU/s':>6} {'wk/s':>6} {'cons/s':>6} {'busy':>7}  "
+            f"{'CPU/s':>6} {'wk/s':>6} {'cons/s':>6} {'busy':>7} {'gc/s':>6}  "
             "task of the longest step | tasks of the longest batch (ms)",
             flush=True,
         )
@@ -452,7 +465,9 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
 
         async def restart_b() -> None:
             await trio.sleep(0.5)
-            await fleet.start("gateway-b2", b_argv)
+            b2 = await fleet.start("gateway-b2", b_argv)
+            if args.split:  # started from this process, on the data path's core: move it back
+                pin_threads([b2.process.pid], control_cpus)
             b_started.set()
 
         longer = argparse.Namespace(**{**vars(args), "seconds": max(args.seconds, args.peer_s)})
@@ -519,7 +534,20 @@ def main() -> None:
         default=None,
         help="[site] supervisor_nice of gateway A in worker mode (default: the gateway's, 10)",
     )
+    parser.add_argument(
+        "--worker-heap-budget",
+        type=float,
+        default=None,
+        help="GC pass budget of the heap keeper in A's workers (default: the gateway's)",
+    )
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --workers: gateway A's workers, the backend and the load client on the last "
+        "CPU; its supervisor, the Consul stand-in and site B on the others (a data path with a "
+        "core of its own, as where Consul runs elsewhere and the control plane has its cpuset)",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -532,11 +560,23 @@ def main() -> None:
         parser.error("--workers must be 0..64")
     if args.supervisor_nice is not None and not (args.workers and 0 <= args.supervisor_nice <= 19):
         parser.error("--supervisor-nice needs --workers N (N >= 1) and a value in 0..19")
+    if args.split and (args.pin or not args.workers):
+        parser.error("--split needs --workers N and excludes --pin")
+    if args.split:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--split needs at least two CPUs")
+        os.sched_setaffinity(0, set(cpus[:-1]))  # every child starts on the control cores
+        args.data_cpu = cpus[-1]
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             raise SystemExit("--pin needs at least two CPUs")
         os.sched_setaffinity(0, set(cpus[:-1]))  # inherited by every child started later
+    if args.worker_heap_budget is not None:
+        if not args.workers:
+            parser.error("--worker-heap-budget needs --workers N")
+        os.environ["ISTHMUS_BENCH_WORKER_HEAP_BUDGET"] = str(args.worker_heap_budget)
     with tempfile.TemporaryDirectory(prefix="isthmus-stall-") as tmp:
         root = Path(tmp)
         try:

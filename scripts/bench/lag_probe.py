@@ -8,8 +8,9 @@ the longest scheduler batch (from one I/O wait to the next, CPU time: the loop's
 the time the OS gave the core to other processes), the longest cyclic-GC pass (CPU time of the
 thread that ran it), what ran in the longest batch (``N steps name:COUNTx=TOTAL(max LONGEST)``
 for the four task names that took most of it, in ms), the RSS in MB and the longest batch in wall
-time (which includes time the process waited for a core on a shared machine), and the task
-of the longest step.
+time (which includes time the process waited for a core on a shared machine), the task of
+the longest step, and the CPU time of all GC passes in the window with the number of full
+(generation 2) passes among them.
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys; ``--decoder json`` (after it, before ``-m``) makes the
@@ -62,6 +63,8 @@ class StallProbe(trio.abc.Instrument):
         self.gc0 = 0.0
         self.batch_cpu0 = 0.0
         self.max_batch_wall = 0.0
+        self.gc_total = 0.0  # every pass's CPU time in the window, young and full
+        self.gc_full = 0  # full (generation 2) passes in the window
         self.in_batch: dict[trio.lowlevel.Task, list[float]] = {}
         gc.callbacks.append(self.on_gc)
 
@@ -71,7 +74,10 @@ class StallProbe(trio.abc.Instrument):
         if phase == "start":
             self.gc0 = time.thread_time()
         else:
-            self.max_gc = max(self.max_gc, time.thread_time() - self.gc0)
+            took = time.thread_time() - self.gc0
+            self.max_gc = max(self.max_gc, took)
+            self.gc_total += took
+            self.gc_full += info.get("generation") == 2
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.step0 = time.thread_time()
@@ -126,13 +132,15 @@ class StallProbe(trio.abc.Instrument):
             line = (
                 f"{now:.3f}\t{self.max_step * 1e3:.2f}\t{self.max_batch * 1e3:.2f}\t"
                 f"{self.max_gc * 1e3:.2f}\t{self.task}\t{rss:.0f}\t"
-                f"{self.max_batch_wall * 1e3:.2f}\t{self.step_task}\n"
+                f"{self.max_batch_wall * 1e3:.2f}\t{self.step_task}\t"
+                f"{self.gc_total * 1e3:.2f}\t{self.gc_full}\n"
             )
             if len(line) <= self.room:
                 self.room -= len(line)
                 self.out.write(line)
             self.flushed = now
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
+            self.gc_total, self.gc_full = 0.0, 0
 
 
 def trace_memory(out: str, every_s: float = 5.0) -> None:
@@ -155,6 +163,15 @@ def trace_memory(out: str, every_s: float = 5.0) -> None:
                     f.write(f"{stat.size / 2**20:8.1f} MB {stat.count:>9} {stat.traceback}\n")
 
     threading.Thread(target=dump, daemon=True).start()
+
+
+def set_heap_budget(budget: float) -> None:
+    """Make ``budget`` the default GC pass budget of every heap keeper this process makes."""
+    import discovery.heap
+
+    defaults = discovery.heap.HeapKeeper.__init__.__defaults__
+    assert defaults is not None
+    discovery.heap.HeapKeeper.__init__.__defaults__ = (budget, *defaults[1:])
 
 
 def install(path: str) -> None:
@@ -189,12 +206,7 @@ def main() -> None:
     if os.environ.get("ISTHMUS_TRACEMALLOC"):
         trace_memory(os.environ["ISTHMUS_TRACEMALLOC"])
     if rest[:1] == ["--heap-budget"]:
-        import discovery.heap
-
-        budget = float(rest[1])
-        defaults = discovery.heap.HeapKeeper.__init__.__defaults__
-        assert defaults is not None
-        discovery.heap.HeapKeeper.__init__.__defaults__ = (budget, *defaults[1:])
+        set_heap_budget(float(rest[1]))
         rest = rest[2:]
     if rest[:1] == ["--decoder"]:
         from discovery.sources import consul_decode

@@ -25,6 +25,8 @@ def window(path: Path, start: float, end: float) -> dict[str, Any]:
     rss = 0
     wall = 0.0
     lines = 0
+    gc_total = 0.0
+    gc_full = 0
     for line in path.read_text().splitlines():
         parts = line.split("\t")
         if len(parts) < 7 or not start <= float(parts[0]) <= end + LATE_S:
@@ -37,6 +39,9 @@ def window(path: Path, start: float, end: float) -> dict[str, Any]:
             task = f"{parts[7] if len(parts) > 7 else '?'} | {parts[4]}"
         batch = max(batch, float(parts[2]))
         gcmax = max(gcmax, float(parts[3]))
+        if len(parts) > 9:  # files of probes before the GC totals have no such columns
+            gc_total += float(parts[8])
+            gc_full += int(parts[9])
     return {
         "stall_ms": step,
         "batch_ms": batch,
@@ -45,6 +50,8 @@ def window(path: Path, start: float, end: float) -> dict[str, Any]:
         "rss_mb": rss,
         "batch_wall_ms": wall,
         "lines": lines,
+        "gc_total_ms": gc_total,
+        "gc_full": gc_full,
     }
 
 
@@ -60,7 +67,8 @@ def worker_files(directory: Path) -> dict[int, Path]:
 
 def workers_window(directory: Path, start: float, end: float) -> dict[str, Any]:
     """The worst figures over every worker that wrote lines within [start, end], each figure
-    its own worst (the longest stall and the longest GC pass may be two workers'); ``task`` is
+    its own worst (the longest stall and the longest GC pass may be two workers'), but
+``gc_total_ms``/``gc_full`` are summed over the workers; ``task`` is
     that of the longest step, named with its worker's pid; ``rss_mb``: each worker's, by pid;
     ``workers``: how many workers wrote lines then."""
     worst: dict[str, Any] = {
@@ -71,6 +79,8 @@ def workers_window(directory: Path, start: float, end: float) -> dict[str, Any]:
         "batch_wall_ms": 0.0,
         "rss_mb": {},
         "workers": 0,
+        "gc_total_ms": 0.0,
+        "gc_full": 0,
     }
     for pid, path in worker_files(directory).items():
         one = window(path, start, end)
@@ -80,6 +90,8 @@ def workers_window(directory: Path, start: float, end: float) -> dict[str, Any]:
         worst["rss_mb"][pid] = one["rss_mb"]
         for key in ("batch_ms", "gc_ms", "batch_wall_ms"):
             worst[key] = max(worst[key], one[key])
+        worst["gc_total_ms"] += one["gc_total_ms"]
+        worst["gc_full"] += one["gc_full"]
         if one["stall_ms"] >= worst["stall_ms"]:
             worst["stall_ms"] = one["stall_ms"]
             worst["task"] = f"[{pid}] {one['task']}"

@@ -10,6 +10,7 @@ the worst of them is picked.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import subprocess
@@ -87,6 +88,40 @@ def test_workers_window_takes_each_figure_at_its_worst_worker(tmp_path: Path) ->
     assert worst["workers"] == 2
     assert workers_window(tmp_path, 30.0, 40.0)["workers"] == 0
     assert window(tmp_path / "worker-0-101.tsv", 9.9, 10.2)["lines"] == 2
+
+
+def test_gc_totals_add_up_over_lines_and_workers(tmp_path: Path) -> None:
+    """``gc/s`` in bench_stall: every pass's CPU in the window, summed over the workers (not
+    the worst, as the other figures); lines of a probe without the columns count nothing."""
+    line = _line(10.0, 1.0, 2.0, 3.0, 300, 4.0, "a.step").rstrip("\n")
+    (tmp_path / "worker-0-101.tsv").write_text(
+        f"{line}\t7.5\t1\n{line}\t2.5\t0\n" + _line(10.1, 1.0, 2.0, 3.0, 300, 4.0, "old")
+    )
+    (tmp_path / "worker-1-102.tsv").write_text(f"{line}\t4.0\t2\n")
+    assert window(tmp_path / "worker-0-101.tsv", 9.9, 10.2)["gc_total_ms"] == 10.0
+    worst = workers_window(tmp_path, 9.9, 10.2)
+    assert (worst["gc_total_ms"], worst["gc_full"]) == (14.0, 3)
+
+
+def test_the_probe_counts_every_gc_pass(tmp_path: Path) -> None:
+    """The probe's own line: a full collection run in the window is counted, with its time."""
+    spec = importlib.util.spec_from_file_location("bench_lag_probe", PROBE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "lag.tsv"
+    probe = module.StallProbe(str(out))
+    try:
+        gc.collect(2)
+        gc.collect(2)
+        probe.flushed = 0.0  # the window is over
+        probe.maybe_flush()
+    finally:
+        gc.callbacks.remove(probe.on_gc)
+        probe.out.close()
+    got = window(out, 0, 2e10)
+    assert got["gc_full"] >= 2
+    assert got["gc_total_ms"] > 0
 
 
 def test_a_process_that_is_not_a_worker_writes_nothing(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ a process whose ``PYTHONPATH`` names this directory runs this file before its ow
 supervisor starts its workers as ``python -m gateway.cli worker ...`` with its environment, so
 each worker loads this file and, if ``$ISTHMUS_BENCH_WORKER_LAG`` names a directory, installs
 ``lag_probe``'s stall probe in its ``trio.run``, writing ``DIR/worker-<index>-<pid>.tsv``
-(a restarted worker writes a new file).  Any other process (the supervisor, a test run that
-inherits the variable) is left alone.
+(a restarted worker writes a new file); if ``$ISTHMUS_BENCH_WORKER_HEAP_BUDGET`` is set,
+it becomes the GC pass budget of the worker's heap keeper.  Any other process (the supervisor,
+a test run that inherits the variable) is left alone.
 
 Bounded: at most ``MAX_FILES`` files in ``DIR`` (a worker that keeps crashing and restarting
 stops adding more), each capped by ``lag_probe.MAX_BYTES``.  A probe that cannot be installed
@@ -22,6 +23,7 @@ import os
 import sys
 
 ENV = "ISTHMUS_BENCH_WORKER_LAG"
+BUDGET_ENV = "ISTHMUS_BENCH_WORKER_HEAP_BUDGET"
 MAX_FILES = 256
 
 
@@ -56,6 +58,9 @@ def _install() -> None:
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     probe.install(os.path.join(out_dir, f"worker-{index}-{os.getpid()}.tsv"))
+    budget = os.environ.get(BUDGET_ENV)
+    if budget:
+        probe.set_heap_budget(float(budget))
 
 
 try:
