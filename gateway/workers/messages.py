@@ -131,7 +131,11 @@ class ServicePatch:
 @dataclass(frozen=True, slots=True)
 class CatalogDelta:
     """S->W, the catalog from ``base`` to ``seq``: the header fields always, ``sources`` /
-    ``ejected`` only when they changed (None: unchanged), and the changed services."""
+    ``ejected`` only when they changed (None: unchanged), and the changed services.
+
+    A delta heavier than one part comes as several messages (``index`` 0, 1, ...), each with
+    some of the service patches, applied in turn to a copy that is published at ``final``:
+    each message is one bounded step of the worker's loop, and no reader sees half of it."""
 
     epoch: str
     base: int
@@ -141,6 +145,8 @@ class CatalogDelta:
     sources: tuple[SourceState, ...] | None
     ejected: tuple[tuple[EndpointKey, str], ...] | None
     services: tuple[ServicePatch, ...]
+    index: int = 0
+    final: bool = True
 
 
 # --- import-table snapshots ----------------------------------------------------------------
@@ -189,7 +195,8 @@ class SitePatch:
 
 @dataclass(frozen=True, slots=True)
 class ImportsDelta:
-    """S->W, the import table from ``base`` to ``seq``: changed sites and removed ones."""
+    """S->W, the import table from ``base`` to ``seq``: changed sites and removed ones; in
+    several messages applied together at ``final``, as :class:`CatalogDelta`."""
 
     epoch: str
     base: int
@@ -197,6 +204,8 @@ class ImportsDelta:
     grace: float
     sites: tuple[SitePatch, ...]
     removed: tuple[str, ...] = ()
+    index: int = 0
+    final: bool = True
 
 
 # --- failing marks (active health checks) --------------------------------------------------

@@ -16,15 +16,18 @@ its version to the current one:
   anchor -> current is computed once (diffing persistent maps by identity, see
   :mod:`gateway.workers.snapshot_encode`), kept in the history and handed to every worker at
   the anchor; several publishes between two asks make one step, so a burst costs one diff.
-  A worker a few steps behind gets the chain of steps.
+  A worker a few steps behind gets the chain of steps.  A delta heavier than ``budget``
+  bytes comes in several messages (see :mod:`gateway.workers.snapshot_encode`).
 * **A full snapshot otherwise** (a new worker, another epoch, a version older than the
   history, a delta too heavy), split into parts of about ``budget`` bytes, built once per
   version and shared by every worker that needs it.
 
 The receiver applies a delta only when it holds exactly its ``base``; a gap or another epoch
 answers :class:`NeedResync` (once, until a full snapshot of that part arrives), and the
-worker sends :class:`~gateway.workers.messages.Resync`.  Full parts must come in order; the
-part marked ``final`` applies them all at once, so a reader never sees half a snapshot.
+worker sends :class:`~gateway.workers.messages.Resync`.  Parts must come in order; a full
+snapshot's are gathered and the one marked ``final`` applies them all at once, a delta's are
+applied in turn to a private copy that the ``final`` one makes current, so a reader never
+sees half a snapshot or half a delta.
 
 What the worker rebuilds is what the data plane reads: a :class:`~discovery.snapshot.Catalog`
 with ``services`` (an unchanged service keeps its map object, so the route fold's identity
@@ -41,7 +44,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import trio
@@ -86,7 +89,7 @@ def clock_base() -> float:
     return trio.current_time() - time.perf_counter()
 
 
-Diff = Callable[[T, T, int, int], object | None]
+Diff = Callable[[T, T, int, int], Sequence[object] | None]
 Full = Callable[[T, int], list[object]]
 
 
@@ -99,7 +102,8 @@ class _Track(Generic[T]):
         self._diff = diff
         self._full_of = full
         self._anchor: tuple[int, T] = (0, value)
-        self._steps: deque[tuple[int, int, object | None]] = deque(maxlen=history)
+        #: (from, to, the delta's messages; None: too heavy, a full snapshot instead)
+        self._steps: deque[tuple[int, int, Sequence[object] | None]] = deque(maxlen=history)
         self._full: tuple[int, list[object]] | None = None
         #: Work counters (the tests and the benchmark read them).
         self.deltas_built = 0
@@ -125,7 +129,7 @@ class _Track(Generic[T]):
             at = held
             for start, end, delta in self._steps:
                 if start == at and delta is not None:
-                    chain.append(delta)
+                    chain.extend(delta)
                     at = end
             if at == self.seq:
                 return chain
@@ -136,7 +140,7 @@ class _Track(Generic[T]):
 
     def held(self) -> list[object]:
         """The messages this track keeps (its steps and its full snapshot)."""
-        out = [delta for _s, _e, delta in self._steps if delta is not None]
+        out = [m for _s, _e, delta in self._steps if delta is not None for m in delta]
         return out + (self._full[1] if self._full is not None else [])
 
 

@@ -14,8 +14,15 @@ weight), so real parts stay under the budget.
 Deltas diff by identity: the catalog's and the import table's maps are persistent, so an
 unchanged service (or site) is the same object in both snapshots and costs one ``is``.  A
 changed service is diffed endpoint by endpoint (again by identity) unless it is small or
-mostly changed, when it is sent whole.  A delta heavier than ``budget`` is not built
-(``None``): the caller sends a full snapshot, which is split into parts.
+mostly changed, when it is sent whole.  A delta heavier than :data:`DELTA_PARTS` parts is
+not built (``None``): the caller sends a full snapshot instead.  A lighter one that still
+weighs more than ``budget`` is split like a full snapshot, into messages the worker applies
+in turn and publishes at the last (a big service or site spans messages).
+
+Why deltas are split too: the worker unpickles and applies a message in one step of its event
+loop, and every request it serves waits meanwhile.  A peer's 10k services in one 1 MiB
+message took 35 ms to unpickle alone on an idle core (frozen dataclasses are rebuilt field by
+field), 64 ms in ``bench_stall.py --workers 2`` -- over the 50 ms budget of a loop stall.
 """
 
 from __future__ import annotations
@@ -45,7 +52,10 @@ from gateway.workers.messages import (
 )
 from overlay.federation.import_ import ImportedService, ImportTable, PeerImports
 
-DEFAULT_BUDGET = 1 << 20
+DEFAULT_BUDGET = 256 << 10
+#: A delta weighs at most this many parts (``DELTA_PARTS * budget``); heavier, a full
+#: snapshot is cheaper to build than the diff is worth.
+DELTA_PARTS = 16
 #: Services this small are sent whole when they change (a diff saves nothing).
 SMALL_SERVICE = 16
 
@@ -199,10 +209,33 @@ def _service_patch(
     return ServicePatch(service, False, tuple(entry_row(e) for _k, e in upserts), tuple(removals))
 
 
+def _service_weight(patch: ServicePatch) -> int:
+    return 48 + sum(row_weight(r) for r in patch.upserts) + 64 * len(patch.removals)
+
+
+def _service_pieces(patch: ServicePatch, budget: int) -> Iterator[ServicePatch]:
+    """``patch`` in pieces of about ``budget`` weight, applied in turn: the first keeps
+    ``replace`` (it starts the service), the others add to it."""
+    if _service_weight(patch) <= budget:
+        yield patch
+        return
+    items = [*((key, None) for key in patch.removals), *((None, row) for row in patch.upserts)]
+    first = True
+    for chunk, _final in _chunks(
+        items, lambda kr: 64 if kr[1] is None else row_weight(kr[1]), budget
+    ):
+        removals = tuple(k for k, _r in chunk if k is not None)
+        upserts = tuple(r for _k, r in chunk if r is not None)
+        yield ServicePatch(patch.service, patch.replace and first, upserts, removals)
+        first = False
+
+
 def catalog_delta(
     old: Catalog, new: Catalog, epoch: str, base: int, seq: int, budget: int
-) -> CatalogDelta | None:
-    """The catalog from ``old`` (the worker's ``base``) to ``new``; None if over budget."""
+) -> list[CatalogDelta] | None:
+    """The catalog from ``old`` (the worker's ``base``) to ``new``, in messages of about
+    ``budget`` bytes; None if heavier than :data:`DELTA_PARTS` of them."""
+    cap = DELTA_PARTS * budget
     used = 0
     sources = tuple(new.sources.values()) if new.sources is not old.sources else None
     ejected = tuple(new.ejected.items()) if new.ejected is not old.ejected else None
@@ -219,18 +252,34 @@ def catalog_delta(
             if was is endpoints:
                 continue
             patch = _service_patch(service, was, endpoints)
-            used += 48 + sum(row_weight(r) for r in patch.upserts) + 64 * len(patch.removals)
-            if used > budget:
+            used += _service_weight(patch)
+            if used > cap:
                 return None
             patches.append(patch)
         if kept != len(olds):
             gone = [s for s in olds if s not in news]
         patches.extend(ServicePatch(s, True) for s in gone)
-        if used + 48 * len(patches) > budget:
+        if used + 48 * len(patches) > cap:
             return None
-    if used > budget:
+    if used > cap:
         return None
-    return CatalogDelta(epoch, base, seq, new.version, new.size, sources, ejected, tuple(patches))
+    pieces = [piece for patch in patches for piece in _service_pieces(patch, budget)]
+    chunks = list(_chunks(pieces, _service_weight, budget))
+    return [
+        CatalogDelta(
+            epoch,
+            base,
+            seq,
+            new.version,
+            new.size,
+            sources if final else None,
+            ejected if final else None,
+            tuple(chunk),
+            index,
+            final,
+        )
+        for index, (chunk, final) in enumerate(chunks)
+    ]
 
 
 # --- import table --------------------------------------------------------------------------
@@ -292,6 +341,35 @@ def imports_full(table: ImportTable, epoch: str, seq: int, budget: int) -> list[
     return parts
 
 
+def _site_weight(patch: SitePatch) -> int:
+    return (
+        96
+        + sum(imported_weight(s) for s in patch.upserts)
+        + 64 * len(patch.removals)
+        + sum(_routes_weight(t) for _s, t in patch.routes or ())
+    )
+
+
+def _site_pieces(patch: SitePatch, budget: int) -> Iterator[SitePatch]:
+    """``patch`` in pieces of about ``budget`` weight, as :func:`_service_pieces`; the routes
+    (whole) ride with the last piece."""
+    if _site_weight(patch) <= budget:
+        yield patch
+        return
+    items = [*((name, None) for name in patch.removals), *((None, s) for s in patch.upserts)]
+    chunks = list(
+        _chunks(items, lambda ni: 64 if ni[1] is None else imported_weight(ni[1]), budget)
+    )
+    for index, (chunk, final) in enumerate(chunks):
+        yield SitePatch(
+            patch.header,
+            patch.replace and index == 0,
+            tuple(s for _n, s in chunk if s is not None),
+            tuple(n for n, _s in chunk if n is not None),
+            patch.routes if final else None,
+        )
+
+
 def _site_patch(was: PeerImports | None, peer: PeerImports) -> SitePatch:
     header = site_header(peer)
     routes = _routes(peer) if was is None or was.routes is not peer.routes else None
@@ -307,8 +385,9 @@ def _site_patch(was: PeerImports | None, peer: PeerImports) -> SitePatch:
 
 def imports_delta(
     old: ImportTable, new: ImportTable, epoch: str, base: int, seq: int, budget: int
-) -> ImportsDelta | None:
-    """The merged view from ``old`` to ``new`` by site; None if over budget."""
+) -> list[ImportsDelta] | None:
+    """The merged view from ``old`` to ``new`` by site, in messages of about ``budget``
+    bytes; None if heavier than :data:`DELTA_PARTS` of them."""
     patches: list[SitePatch] = []
     removed: list[str] = []
     used = 0
@@ -318,13 +397,19 @@ def imports_delta(
             if was is peer:
                 continue
             patch = _site_patch(was, peer)
-            used += 96 + sum(imported_weight(s) for s in patch.upserts) + 64 * len(patch.removals)
-            used += sum(_routes_weight(t) for _s, t in patch.routes or ())
-            if used > budget:
+            used += _site_weight(patch)
+            if used > DELTA_PARTS * budget:
                 return None
             patches.append(patch)
         removed = [s for s in old.peers if s not in new.peers]
-    return ImportsDelta(epoch, base, seq, new.grace, tuple(patches), tuple(removed))
+    pieces = [piece for patch in patches for piece in _site_pieces(patch, budget)]
+    chunks = list(_chunks(pieces, _site_weight, budget))
+    return [
+        ImportsDelta(
+            epoch, base, seq, new.grace, tuple(chunk), tuple(removed) if final else (), index, final
+        )
+        for index, (chunk, final) in enumerate(chunks)
+    ]
 
 
 # --- failing marks -------------------------------------------------------------------------
@@ -339,13 +424,15 @@ def failing_full(marks: FailingMarks, epoch: str, seq: int, budget: int) -> list
 
 def failing_delta(
     old: FailingMarks, new: FailingMarks, epoch: str, base: int, seq: int, budget: int
-) -> FailingDelta | None:
+) -> list[FailingDelta] | None:
+    """The marks from ``old`` to ``new`` in one message; None if heavier than ``budget``
+    (marks are few: a full snapshot in parts is what a mass failure gets)."""
     upserts, removals = map_diff(old, new)
     # Reasons are strings: an equal reason in a new object is no change.
     marked = tuple((k, r) for k, r in upserts if old.get(k) != r)
     if sum(_mark_weight(r) for _k, r in marked) + 64 * len(removals) > budget:
         return None
-    return FailingDelta(epoch, base, seq, marked, tuple(removals))
+    return [FailingDelta(epoch, base, seq, marked, tuple(removals))]
 
 
 def _chunks(

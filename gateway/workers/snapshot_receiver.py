@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import immutables
 
@@ -78,6 +79,18 @@ class _ImportsParts:
 
 
 @dataclass
+class _DeltaParts:
+    """A delta that came in several messages, applied so far to a private copy (``into``:
+    the catalog's services or the import table's peers, being mutated)."""
+
+    epoch: str
+    base: int
+    seq: int
+    next_index: int
+    into: immutables.MapMutation[Any, Any]
+
+
+@dataclass
 class _FailingParts:
     epoch: str
     seq: int
@@ -99,6 +112,7 @@ class SnapshotReceiver:
         self._catalog_parts: _CatalogParts | None = None
         self._imports_parts: _ImportsParts | None = None
         self._failing_parts: _FailingParts | None = None
+        self._delta_parts: dict[str, _DeltaParts] = {}  # by part: "catalog", "imports"
 
     @property
     def version(self) -> SnapshotVersion:
@@ -116,43 +130,75 @@ class SnapshotReceiver:
             return self._catalog_part(message)
         if isinstance(message, CatalogDelta):
             return self._delta(
-                "catalog", message.epoch, message.base, lambda: self._catalog_delta(message)
+                "catalog",
+                (message.epoch, message.base, message.seq, message.index, message.final),
+                self.catalog.services.mutate,
+                lambda into: self._catalog_delta(message, into),
             )
         if isinstance(message, ImportsPart):
             return self._imports_part(message)
         if isinstance(message, ImportsDelta):
             return self._delta(
-                "imports", message.epoch, message.base, lambda: self._imports_delta(message)
+                "imports",
+                (message.epoch, message.base, message.seq, message.index, message.final),
+                self.imports.peers.mutate,
+                lambda into: self._imports_delta(message, into),
             )
         if isinstance(message, Failing):
             return self._failing_part(message)
         if isinstance(message, FailingDelta):
             return self._delta(
-                "failing", message.epoch, message.base, lambda: self._failing_delta(message)
+                "failing",
+                (message.epoch, message.base, message.version, 0, True),
+                self.failing.mutate,
+                lambda into: self._failing_delta(message, into),
             )
         raise ValueError(f"not a snapshot message: {type(message).__name__}")
 
     # -- common ---------------------------------------------------------------------------
 
     def _gap(self, part: str, reason: str) -> Change | NeedResync:
+        self._delta_parts.pop(part, None)
         if part in self._waiting:
             return Change()
         self._waiting.add(part)
         return NeedResync(f"{part}: {reason}")
 
     def _delta(
-        self, part: str, epoch: str, base: int, apply: Callable[[], int]
+        self,
+        part: str,
+        at: tuple[str, int, int, int, bool],
+        start: Callable[[], immutables.MapMutation[Any, Any]],
+        apply: Callable[[immutables.MapMutation[Any, Any]], None],
     ) -> Change | NeedResync:
+        """One message of a delta, ``at`` = (epoch, base, seq, index, final).
+
+        The first message starts a private copy of the current value (``start``: a map
+        mutation), each applies its patches to it (``apply``), the final one also makes it
+        current.  The held ``seq`` moves only then, so each message is checked against the
+        same ``base``: a delta never lands on a value it was not computed from."""
+        epoch, base, seq, index, final = at
         if part in self._waiting:
             return Change()
         if epoch != self._epochs[part]:
             return self._gap(part, f"delta of epoch {epoch!r}, holding {self._epochs[part]!r}")
         if base != self._seqs[part]:
             return self._gap(part, f"delta from {base}, holding {self._seqs[part]}")
-        self._seqs[part] = apply()
+        pending = self._delta_parts.get(part)
+        if index == 0:
+            pending = self._delta_parts[part] = _DeltaParts(epoch, base, seq, 0, start())
+        elif pending is None or (pending.seq, pending.next_index) != (seq, index):
+            return self._gap(part, f"delta part {index} out of order")
+        pending.next_index += 1
+        apply(pending.into)
+        if not final:
+            return Change()
+        del self._delta_parts[part]
+        self._seqs[part] = seq
         return Change(**{part: True})
 
     def _done(self, part: str, epoch: str, seq: int) -> Change:
+        self._delta_parts.pop(part, None)
         self._epochs[part], self._seqs[part] = epoch, seq
         self._waiting.discard(part)
         return Change(**{part: True})
@@ -206,37 +252,39 @@ class SnapshotReceiver:
         )
         return self._done("catalog", msg.epoch, msg.seq)
 
-    def _catalog_delta(self, msg: CatalogDelta) -> int:
-        old = self.catalog
-        with old.services.mutate() as services:
-            for patch in msg.services:
-                service = patch.service
-                if patch.replace:
-                    if patch.upserts:
-                        services[service] = immutables.Map(
-                            entry_of(service, row) for row in patch.upserts
-                        )
-                    else:
-                        services.pop(patch.service, None)
-                    continue
-                with services.get(patch.service, immutables.Map()).mutate() as endpoints:
-                    for key in patch.removals:
-                        endpoints.pop(key, None)
-                    endpoints.update(entry_of(service, row) for row in patch.upserts)
-                    changed = endpoints.finish()
-                if len(changed):
-                    services[patch.service] = changed
+    def _catalog_delta(
+        self,
+        msg: CatalogDelta,
+        services: immutables.MapMutation[ServiceName, immutables.Map[EndpointKey, CatalogEntry]],
+    ) -> None:
+        for patch in msg.services:
+            service = patch.service
+            if patch.replace:
+                if patch.upserts:
+                    services[service] = immutables.Map(
+                        entry_of(service, row) for row in patch.upserts
+                    )
                 else:
                     services.pop(patch.service, None)
-            new_services = services.finish()
-        self.catalog = Catalog(
-            version=msg.version,
-            sources=old.sources if msg.sources is None else self._sources(msg.sources),
-            services=new_services,
-            size=msg.size,
-            ejected=old.ejected if msg.ejected is None else immutables.Map(msg.ejected),
-        )
-        return msg.seq
+                continue
+            with services.get(patch.service, immutables.Map()).mutate() as endpoints:
+                for key in patch.removals:
+                    endpoints.pop(key, None)
+                endpoints.update(entry_of(service, row) for row in patch.upserts)
+                changed = endpoints.finish()
+            if len(changed):
+                services[patch.service] = changed
+            else:
+                services.pop(patch.service, None)
+        if msg.final:
+            old = self.catalog
+            self.catalog = Catalog(
+                version=msg.version,
+                sources=old.sources if msg.sources is None else self._sources(msg.sources),
+                services=services.finish(),
+                size=msg.size,
+                ejected=old.ejected if msg.ejected is None else immutables.Map(msg.ejected),
+            )
 
     # -- imports --------------------------------------------------------------------------
 
@@ -284,29 +332,29 @@ class SnapshotReceiver:
         self.imports = ImportTable(grace=msg.grace, peers=immutables.Map(peers))
         return self._done("imports", msg.epoch, msg.seq)
 
-    def _imports_delta(self, msg: ImportsDelta) -> int:
-        old = self.imports
-        with old.peers.mutate() as peers:
-            for patch in msg.sites:
-                was = peers.get(patch.header.site)
-                if patch.replace or was is None:
-                    services = immutables.Map({s.service.service: s for s in patch.upserts})
-                else:
-                    with was.services.mutate() as m:
-                        for name in patch.removals:
-                            m.pop(name, None)
-                        for imp in patch.upserts:
-                            m[imp.service.service] = imp
-                        services = m.finish()
-                if patch.routes is not None:
-                    routes = immutables.Map(patch.routes)
-                else:
-                    routes = was.routes if was is not None else immutables.Map()
-                peers[patch.header.site] = self._peer(patch.header, services, routes)
+    def _imports_delta(
+        self, msg: ImportsDelta, peers: immutables.MapMutation[str, PeerImports]
+    ) -> None:
+        for patch in msg.sites:
+            was = peers.get(patch.header.site)
+            if patch.replace or was is None:
+                services = immutables.Map({s.service.service: s for s in patch.upserts})
+            else:
+                with was.services.mutate() as m:
+                    for name in patch.removals:
+                        m.pop(name, None)
+                    for imp in patch.upserts:
+                        m[imp.service.service] = imp
+                    services = m.finish()
+            if patch.routes is not None:
+                routes = immutables.Map(patch.routes)
+            else:
+                routes = was.routes if was is not None else immutables.Map()
+            peers[patch.header.site] = self._peer(patch.header, services, routes)
+        if msg.final:
             for site in msg.removed:
                 peers.pop(site, None)
             self.imports = ImportTable(grace=msg.grace, peers=peers.finish())
-        return msg.seq
 
     # -- failing marks --------------------------------------------------------------------
 
@@ -329,11 +377,11 @@ class SnapshotReceiver:
         self.failing = immutables.Map(parts.marks)
         return self._done("failing", msg.epoch, msg.version)
 
-    def _failing_delta(self, msg: FailingDelta) -> int:
-        with self.failing.mutate() as m:
-            for key in msg.cleared:
-                m.pop(key, None)
-            for key, reason in msg.marked:
-                m[key] = reason
-            self.failing = m.finish()
-        return msg.version
+    def _failing_delta(
+        self, msg: FailingDelta, marks: immutables.MapMutation[EndpointKey, str]
+    ) -> None:
+        for key in msg.cleared:
+            marks.pop(key, None)
+        for key, reason in msg.marked:
+            marks[key] = reason
+        self.failing = marks.finish()

@@ -44,9 +44,11 @@ from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import (
+    CatalogDelta,
     CatalogPart,
     Drain,
     Hello,
+    ImportsDelta,
     ImportsPart,
     ReloadDone,
     Resync,
@@ -263,9 +265,10 @@ def apply_snapshot(
 
     ``large``: the message came in a large frame (the channel turned the GC off before
     unpickling it, see :func:`gc_off_for_large_frames`).  A whole snapshot's parts keep it
-    off until the final one.  Then ``gc.freeze()`` moves what the worker holds now -- the new
-    catalog or import table, up to hundreds of thousands of long-lived objects at 100k
-    endpoints -- out of every later collection, and the GC runs again.
+    off until the final one, and so do the messages of a delta that came in several.  Then
+    ``gc.freeze()`` moves what the worker holds now -- the new catalog or import table, up to
+    hundreds of thousands of long-lived objects at 100k endpoints -- out of every later
+    collection, and the GC runs again.
 
     Why: unpickling and applying a 100k-endpoint snapshot or a peer's 100k-endpoint delta
     allocates ~400k objects; left to the collector, its next full pass walks all of them on
@@ -275,7 +278,10 @@ def apply_snapshot(
     cycles); what cannot be collected any more is the cyclic garbage that existed at that
     moment, once per large snapshot.
     """
-    part = isinstance(message, CatalogPart | ImportsPart)
+    part = isinstance(message, CatalogPart | ImportsPart) or (
+        isinstance(message, CatalogDelta | ImportsDelta)
+        and not (message.index == 0 and message.final)
+    )
     if large or part:
         gc.disable()
     change = receiver.apply(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 
 import immutables
 import pytest
@@ -53,7 +54,7 @@ def build(n: int) -> Catalog:
     return catalog
 
 
-def churn(catalog: Catalog, ids: range, version: str) -> Catalog:
+def churn(catalog: Catalog, ids: Sequence[int], version: str) -> Catalog:
     events: list[Event] = [Updated("consul", endpoint(i, weight=7), version, 1.0) for i in ids[::3]]
     events += [Removed("consul", endpoint(i).key, version, 1.0) for i in ids[1::3]]
     events += [Added("consul", endpoint(10_000 + i), version, 1.0) for i in ids[2::3]]
@@ -224,15 +225,84 @@ def test_full_snapshots_come_in_bounded_parts_applied_at_the_final_one() -> None
 
 def test_a_delta_over_the_budget_is_sent_as_a_full_snapshot() -> None:
     catalog = build(5000)
-    feed = SnapshotFeed(catalog=catalog, budget=16 << 10)
+    feed = SnapshotFeed(catalog=catalog, budget=4 << 10)
     rx = SnapshotReceiver(clock_offset=OFFSET)
     deliver(rx, feed.messages_for(None))
-    big = churn(catalog, range(0, 1500), "2")  # ~1500 changes, far over 16 KiB
+    big = churn(catalog, range(0, 1500), "2")  # ~1500 changes, far over DELTA_PARTS * 4 KiB
     feed.publish_catalog(big)
     msgs = feed.messages_for(rx.version)
     assert msgs and all(isinstance(m, CatalogPart) for m in msgs)
     deliver(rx, msgs)
     same_catalog(rx.catalog, big)
+
+
+def test_a_delta_heavier_than_a_part_comes_in_bounded_messages_published_at_the_last() -> None:
+    """Why: the worker unpickles and applies each message in one step of its loop; a peer's
+    10k services in one delta message stalled it 64 ms (bench_stall --workers 2)."""
+    catalog = build(5000)  # 250 endpoints in each of 20 services
+    budget = 4 << 10
+    feed = SnapshotFeed(catalog=catalog, budget=budget)
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    deliver(rx, feed.messages_for(None))
+    # 100 of svc0's endpoints change (a diff, not the whole service), and 60 elsewhere; then
+    # all of svc0 is replaced (its patch is the whole service).
+    diffed = churn(catalog, [*range(0, 2000, 20), *range(1, 61)], "2")
+    replaced, _ = apply_many(
+        diffed,
+        [Updated("consul", endpoint(i, weight=9), "3", 1.0) for i in range(0, 5000, 20)],
+        now=1.0,
+        policy=POLICY,
+    )
+    for big in (diffed, replaced):
+        held, version = rx.catalog, rx.version
+        feed.publish_catalog(big)
+        msgs = feed.messages_for(rx.version)
+        deltas = [m for m in msgs if isinstance(m, CatalogDelta)]
+        assert len(deltas) == len(msgs) > 2
+        assert [m.index for m in deltas] == list(range(len(msgs)))
+        assert [m.final for m in deltas] == [False] * (len(msgs) - 1) + [True]
+        sizes = [len(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL)) for m in msgs]
+        assert max(sizes) <= 2 * budget, sizes
+        # svc0's patch is bigger than a part: it spans messages.
+        assert sum(1 for m in deltas for p in m.services if p.service == SERVICES[0]) > 1
+        for message in msgs[:-1]:
+            assert rx.apply(message) == Change()
+            assert rx.catalog is held and rx.version == version  # nothing before the last
+        assert rx.apply(msgs[-1]) == Change(catalog=True)
+        same_catalog(rx.catalog, big)
+    # The next delta is built from there: the worker is in step.
+    small = churn(big, range(3000, 3003), "small")
+    feed.publish_catalog(small)
+    step = feed.messages_for(rx.version)
+    assert [type(m) for m in step] == [CatalogDelta]
+    deliver(rx, step)
+    same_catalog(rx.catalog, small)
+
+
+def test_a_delta_message_out_of_order_is_a_gap_and_nothing_half_applied_shows() -> None:
+    catalog = build(5000)
+    feed = SnapshotFeed(catalog=catalog, budget=4 << 10)
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    deliver(rx, feed.messages_for(None))
+    held = rx.catalog
+    big = churn(catalog, [*range(0, 2000, 20), *range(1, 61)], "2")
+    feed.publish_catalog(big)
+    msgs = feed.messages_for(rx.version)
+    assert len(msgs) > 2 and all(isinstance(m, CatalogDelta) for m in msgs)
+    assert rx.apply(msgs[0]) == Change()
+    assert isinstance(rx.apply(msgs[2]), NeedResync)  # msgs[1] lost
+    assert isinstance(rx.apply(msgs[0]), Change) and rx.catalog is held  # waiting: ignored
+    assert rx.apply(msgs[-1]) == Change() and rx.catalog is held
+    # The full snapshot that answers the resync replaces everything.
+    deliver(rx, feed.messages_for(None))
+    same_catalog(rx.catalog, big)
+    # A delta that starts again from its first message drops the half it had.
+    rx2 = SnapshotReceiver(clock_offset=OFFSET)
+    deliver(rx2, SnapshotFeed(catalog=catalog, epoch=feed.epoch).messages_for(None))
+    rx2.apply(msgs[0])
+    rx2.apply(msgs[1])
+    deliver(rx2, msgs)
+    same_catalog(rx2.catalog, big)
 
 
 def test_source_staleness_and_ejections_cross_with_shifted_times() -> None:

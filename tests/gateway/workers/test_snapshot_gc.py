@@ -122,3 +122,31 @@ def test_a_worker_loop_keeps_the_heap_as_one_process_does() -> None:
     trio.run(main)
     assert keeper.on_gc not in gc.callbacks
     assert gc.get_threshold() == before
+
+
+def test_a_delta_in_several_messages_keeps_the_gc_off_until_its_last() -> None:
+    """As a full snapshot's parts: no collection walks the half-applied copy between the
+    messages, and the last one freezes what the worker now holds."""
+    from gateway.workers.messages import CatalogDelta
+    from tests.gateway.workers.test_snapshot import churn
+
+    base = build(5000)
+    feed = SnapshotFeed(catalog=base, budget=4 << 10)
+    receiver = SnapshotReceiver(clock_offset=OFFSET)
+    for message in feed.messages_for(None):
+        apply_snapshot(receiver, message)
+    grown = churn(base, [*range(0, 2000, 20), *range(1, 61)], "2")
+    feed.publish_catalog(grown)
+    msgs = feed.messages_for(receiver.version)
+    assert len(msgs) > 2 and all(isinstance(m, CatalogDelta) for m in msgs)
+    gc.unfreeze()
+    try:
+        for message in msgs[:-1]:
+            apply_snapshot(receiver, message)
+            assert not gc.isenabled()
+        apply_snapshot(receiver, msgs[-1])
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        same_catalog(receiver.catalog, grown)
+    finally:
+        gc.unfreeze()
+        gc.enable()

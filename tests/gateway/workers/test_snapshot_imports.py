@@ -101,3 +101,37 @@ def test_a_big_import_table_comes_in_bounded_parts() -> None:
         assert rx.apply(p) == Change()
     assert rx.apply(parts[-1]) == Change(imports=True)
     same_imports(rx.imports, t)
+
+
+def test_a_peer_arriving_whole_comes_as_a_delta_in_bounded_messages() -> None:
+    """A peer's snapshot reaches a worker that keeps up as a delta: a new site with all its
+    services (and later a big change of them) in messages of about ``budget`` bytes, each one
+    step of the worker's loop, published whole at the last (routes ride with it)."""
+    budget = 8 << 10
+    t = table()
+    feed = SnapshotFeed(imports=t, budget=budget)
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    for m in feed.messages_for(None):
+        rx.apply(m)
+    arrived = t.apply(full("d", "e4", 600), now=8.0)  # a new site: its whole table
+    changed = arrived.apply(
+        ImportUpdate("d", "e4", 2, False, tuple(svc(i, healthy=0) for i in range(0, 600, 3))),
+        now=9.0,
+    )  # a third of its services change: a diff, not the whole site
+    for step in (arrived, changed):
+        held, version = rx.imports, rx.version
+        feed.publish_imports(step, now=9.0)
+        msgs = feed.messages_for(rx.version)
+        deltas = [m for m in msgs if isinstance(m, ImportsDelta)]
+        assert len(deltas) == len(msgs) > 2
+        assert [m.index for m in deltas] == list(range(len(msgs)))
+        assert [m.final for m in deltas] == [False] * (len(msgs) - 1) + [True]
+        assert max(len(pickle.dumps(m)) for m in msgs) <= 2 * budget
+        assert all(p.header.site == "d" for m in deltas for p in m.sites)
+        for m in msgs[:-1]:
+            assert rx.apply(m) == Change()
+            assert rx.imports is held and rx.version == version  # nothing before the last
+        assert rx.apply(msgs[-1]) == Change(imports=True)
+        same_imports(rx.imports, step)
+    assert dict(rx.imports.peers["d"].routes.items()) == dict(changed.peers["d"].routes.items())
+    assert len(rx.imports.peers["d"].routes) > 0
