@@ -28,6 +28,10 @@ queue, not the gateway):
   reconnect that finds everything different): a source resync of N endpoints;
 * ``peer-snapshot`` site B restarts: its link comes back and A imports B's full snapshot
   (N endpoints, N/10 services);
+* ``burn``          (``--burn DUTY`` only, right after the baseline) nothing changes, and
+  ``scripts/bench/burner.py`` decodes JSON for DUTY of every 10 ms beside the gateway: the
+  latency that work of that size anywhere on the machine costs the data path -- the reference
+  for the churn's;
 * ``churn``         1 % of the Consul instances change every second;
 * ``admin``         nothing changes, and an operator reads every large admin answer in turn
   (``/catalog``: 100k local endpoints, ``/imports``: the peer's 10k services, ``/routes``,
@@ -77,7 +81,13 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import trio  # noqa: E402
-from bench.lag_window import window, worker_files, workers_window  # noqa: E402
+from bench.lag_window import (  # noqa: E402
+    task_cpu,
+    window,
+    worker_files,
+    workers_task_cpu,
+    workers_window,
+)
 from bench.load import LatencyResult, open_loop  # noqa: E402
 from bench.procs import BenchError, Fleet, child_pids, cpu_seconds, wait_port  # noqa: E402
 
@@ -336,6 +346,12 @@ async def phase(
     }
     gc_ms_s = row["wk_gc_total_ms"] if lag_dir is not None else row["gc_total_ms"]
     row["dp_gc_ms_per_s"] = gc_ms_s / (end - start)
+    tasks = (
+        workers_task_cpu(lag_dir, start, end)
+        if lag_dir is not None
+        else task_cpu(lag.with_name(lag.name + ".tasks"), start, end)
+    )
+    row["dp_task_ms_per_s"] = {n: ms / (end - start) for n, ms in tasks.items()}
     wk_rss = ",".join(str(v) for v in row.get("wk_rss_mb", {}).values()) or "-"
     print(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
@@ -451,6 +467,19 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             flush=True,
         )
         rows.append(await phase("baseline", args, lag, child_a.process.pid, lag_dir=lag_dir))
+        if args.burn is not None:  # the reference: as much CPU, no catalog change at all
+
+            async def burn() -> None:
+                # It would stop by itself a little after the phase (a bound if this run dies);
+                # stopped here at the phase's end, so that its exit is no failure.
+                argv = [py, str(HERE / "bench" / "burner.py"), "--seconds", str(args.seconds + 5)]
+                burner = await fleet.start("burner", [*argv, "--duty", str(args.burn)])
+                if args.split:
+                    pin_threads([burner.process.pid], control_cpus)
+                await trio.sleep(args.seconds)
+                await fleet.stop(burner)
+
+            rows.append(await phase("burn", args, lag, child_a.process.pid, burn, lag_dir=lag_dir))
 
         async def resync() -> None:
             await trio.sleep(1.0)
@@ -505,6 +534,19 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def print_task_cpu(base: dict[str, Any], churn: dict[str, Any], top: int = 10) -> None:
+    """Where the data path's loops spent their CPU, baseline against churn: the task names
+    whose CPU grew most (ms per second of the phase, all workers together)."""
+    was, now = base["dp_task_ms_per_s"], churn["dp_task_ms_per_s"]
+    grew = sorted(set(was) | set(now), key=lambda n: -(now.get(n, 0.0) - was.get(n, 0.0)))
+    total_was, total_now = sum(was.values()), sum(now.values())
+    print(
+        f"# data path's loops, CPU ms/s by task, baseline -> churn (all: {total_was:.1f} -> "
+        f"{total_now:.1f}): "
+        + ", ".join(f"{n} {was.get(n, 0.0):.1f} -> {now.get(n, 0.0):.1f}" for n in grew[:top])
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", type=int, default=100_000)
@@ -539,6 +581,15 @@ def main() -> None:
         type=float,
         default=None,
         help="GC pass budget of the heap keeper in A's workers (default: the gateway's)",
+    )
+    parser.add_argument(
+        "--burn",
+        type=float,
+        default=None,
+        metavar="DUTY",
+        help="add a phase 'burn' after the baseline: nothing changes, and a process beside the "
+        "gateway (with --split: on the control cores) burns DUTY of a core decoding JSON; "
+        "the latency any work of that size costs the data path, whoever does it",
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
@@ -605,6 +656,10 @@ def main() -> None:
         f"# worst loop stall on the data path {worst:.1f} ms (target <= 50; {where}); churn p99 "
         f"{churn['p99_vs_baseline']:.2f} x baseline (target <= 1.5)"
     )
+    print_task_cpu(base, churn)
+    burned = next((r for r in rows if r["phase"] == "burn"), None)
+    if burned is not None:
+        print(f"# burn p99 {burned['p99_vs_baseline']:.2f} x baseline (no catalog change)")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     raise SystemExit(0 if worst <= 50 and churn["p99_vs_baseline"] <= 1.5 else 1)

@@ -10,7 +10,9 @@ thread that ran it), what ran in the longest batch (``N steps name:COUNTx=TOTAL(
 for the four task names that took most of it, in ms), the RSS in MB and the longest batch in wall
 time (which includes time the process waited for a core on a shared machine), the task of
 the longest step, and the CPU time of all GC passes in the window with the number of full
-(generation 2) passes among them.
+(generation 2) passes among them.  Every second it appends to ``OUT.tasks`` the CPU time
+each task name's steps took since the line before, and the loop's own (``(loop)``:
+scheduling, I/O polling and the probe), to tell where a phase's CPU goes.
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys; ``--decoder json`` (after it, before ``-m``) makes the
@@ -38,6 +40,8 @@ import trio
 import trio.lowlevel
 
 WINDOW_S = 0.1
+#: How often the probe writes the CPU time of each task (``OUT.tasks``).
+TASKS_S = 1.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
 #: A probe stops writing its TSV past this size (a line is ~150 bytes, ten a second).
 MAX_BYTES = 64 << 20
@@ -66,6 +70,12 @@ class StallProbe(trio.abc.Instrument):
         self.gc_total = 0.0  # every pass's CPU time in the window, young and full
         self.gc_full = 0  # full (generation 2) passes in the window
         self.in_batch: dict[trio.lowlevel.Task, list[float]] = {}
+        # CPU by task over TASKS_S, and the loop's own (batches minus their task steps).
+        self.tasks_out = open(path + ".tasks", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.tasks_room = max_bytes
+        self.win_tasks: dict[trio.lowlevel.Task, float] = {}
+        self.loop_cpu = 0.0
+        self.tasks_flushed = time.time()
         gc.callbacks.append(self.on_gc)
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -109,6 +119,12 @@ class StallProbe(trio.abc.Instrument):
         took = time.perf_counter() - self.batch0
         cpu = time.thread_time() - self.batch_cpu0
         self.max_batch_wall = max(self.max_batch_wall, took)
+        stepped = 0.0
+        win = self.win_tasks
+        for task, seen in self.in_batch.items():
+            win[task] = win.get(task, 0.0) + seen[1]
+            stepped += seen[1]
+        self.loop_cpu += cpu - stepped
         if cpu > self.max_batch:
             self.max_batch = cpu
             named: dict[str, list[float]] = {}
@@ -141,6 +157,22 @@ class StallProbe(trio.abc.Instrument):
             self.flushed = now
             self.max_step = self.max_batch = self.max_gc = self.max_batch_wall = 0.0
             self.gc_total, self.gc_full = 0.0, 0
+        if now - self.tasks_flushed >= TASKS_S:
+            self.flush_tasks(now)
+
+    def flush_tasks(self, now: float) -> None:
+        """One line: the time, then ``name=ms`` for every task name that ran since the last
+        line (its steps' CPU time), and ``(loop)``: the scheduler's and I/O polling's own."""
+        named: dict[str, float] = {"(loop)": self.loop_cpu}
+        for task, cpu in self.win_tasks.items():
+            name = task_name(task)
+            named[name] = named.get(name, 0.0) + cpu
+        top = sorted(named.items(), key=lambda kv: -kv[1])
+        line = f"{now:.3f}\t" + ",".join(f"{n}={c * 1e3:.2f}" for n, c in top) + "\n"
+        if len(line) <= self.tasks_room:
+            self.tasks_room -= len(line)
+            self.tasks_out.write(line)
+        self.win_tasks, self.loop_cpu, self.tasks_flushed = {}, 0.0, now
 
 
 def trace_memory(out: str, every_s: float = 5.0) -> None:

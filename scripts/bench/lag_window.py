@@ -96,3 +96,32 @@ def workers_window(directory: Path, start: float, end: float) -> dict[str, Any]:
             worst["stall_ms"] = one["stall_ms"]
             worst["task"] = f"[{pid}] {one['task']}"
     return worst
+
+
+def task_cpu(path: Path, start: float, end: float) -> dict[str, float]:
+    """CPU ms by task name from a probe's ``.tasks`` lines within [start, end] (the lines of
+    ``lag_probe.py``'s ``flush_tasks``); a missing file counts nothing."""
+    totals: dict[str, float] = {}
+    if not path.exists():
+        return totals
+    for line in path.read_text().splitlines():
+        stamp, _, rest = line.partition("\t")
+        try:
+            if not start < float(stamp) <= end + 1.0:
+                continue
+        except ValueError:
+            continue
+        for item in rest.split(","):
+            name, _, ms = item.rpartition("=")
+            if name:
+                totals[name] = totals.get(name, 0.0) + float(ms)
+    return totals
+
+
+def workers_task_cpu(directory: Path, start: float, end: float) -> dict[str, float]:
+    """:func:`task_cpu` summed over every worker's file in ``directory``."""
+    totals: dict[str, float] = {}
+    for path in worker_files(directory).values():
+        for name, ms in task_cpu(path.with_name(path.name + ".tasks"), start, end).items():
+            totals[name] = totals.get(name, 0.0) + ms
+    return totals

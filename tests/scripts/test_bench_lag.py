@@ -23,7 +23,13 @@ import trio
 
 from gateway.demo.runner import gateway_argv, start_child, stop_child
 from gateway.demo.topology import build_topology
-from scripts.bench.lag_window import window, worker_files, workers_window
+from scripts.bench.lag_window import (
+    task_cpu,
+    window,
+    worker_files,
+    workers_task_cpu,
+    workers_window,
+)
 from tests.e2e.harness import make_topology
 from tests.e2e.proc_owner import children_of
 
@@ -119,9 +125,28 @@ def test_the_probe_counts_every_gc_pass(tmp_path: Path) -> None:
     finally:
         gc.callbacks.remove(probe.on_gc)
         probe.out.close()
+        probe.tasks_out.close()
     got = window(out, 0, 2e10)
     assert got["gc_full"] >= 2
     assert got["gc_total_ms"] > 0
+
+
+def test_task_cpu_adds_up_each_task_name_in_the_window(tmp_path: Path) -> None:
+    """The churn's CPU by task in bench_stall: lines within the window, summed by name and
+    over the workers; a name with ``=`` in it keeps its last ``=`` as the separator."""
+    (tmp_path / "worker-0-101.tsv").write_text("")
+    (tmp_path / "worker-0-101.tsv.tasks").write_text(
+        "10.0\ttcp._run=5.00,(loop)=1.00\n11.0\ttcp._run=7.00,a=b.run=2.00\n30.0\ttcp._run=99\n"
+    )
+    (tmp_path / "worker-1-102.tsv").write_text("")
+    (tmp_path / "worker-1-102.tsv.tasks").write_text("10.5\ttcp._run=3.00\nbad line\n")
+    assert task_cpu(tmp_path / "worker-0-101.tsv.tasks", 9.5, 11.0) == {
+        "tcp._run": 12.0,
+        "(loop)": 1.0,
+        "a=b.run": 2.0,
+    }
+    assert workers_task_cpu(tmp_path, 9.5, 11.0)["tcp._run"] == 15.0
+    assert task_cpu(tmp_path / "missing.tasks", 0, 1) == {}
 
 
 def test_a_process_that_is_not_a_worker_writes_nothing(tmp_path: Path) -> None:
@@ -172,7 +197,10 @@ async def test_every_worker_of_a_probed_supervisor_writes_its_own_file(tmp_path:
         assert set(files) == workers, f"files {sorted(os.listdir(out))}, workers {workers}"
         assert sorted(p.name.split("-")[1] for p in files.values()) == ["0", "1"]
         assert all(window(f, 0, 2e10)["lines"] for f in files.values())
-        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files.values())
+        # Each worker writes its lines and its CPU by task, nothing else.
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            name for p in files.values() for name in (p.name, p.name + ".tasks")
+        )
         assert window(own, 0, 2e10)["lines"]  # the supervisor's probe, as before
         assert child.process.pid not in files
     finally:
