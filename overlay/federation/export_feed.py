@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
+from discovery.map_diff import map_diff
 from discovery.model import Endpoint, ServiceName
 from discovery.snapshot import Catalog, CatalogEntry
 from discovery.steps import UNSLICED, Steps, complete
@@ -58,21 +59,16 @@ def changed_services(old: Catalog, new: Catalog) -> set[ServiceName] | None:
                 or (a.stale, a.expired, a.grace_until) != (b.stale, b.expired, b.grace_until)
             ):
                 return None
-    # One look-up per service of ``new`` (a ServiceName hash is Python code: the union of both
-    # key sets and two look-ups per name cost four, on every catalog publish of a churn); the
-    # old keys are walked only when some of them are missing from ``new``.
+    # Both maps walked in step (:func:`~discovery.map_diff.map_diff`): an unchanged service is
+    # one identity check, and only the changed ones are hashed (a ServiceName's hash is Python
+    # code).  One look-up per service of ``new`` cost twice as much on every catalog publish
+    # of a churn: 90 against 42 us for 500 services, one changed.
     olds, news = old.services, new.services
     changed: set[ServiceName] = set()
     if olds is not news:
-        kept = 0
-        for service, endpoints in news.items():
-            was = olds.get(service)
-            if was is not endpoints:
-                changed.add(service)
-            if was is not None:
-                kept += 1
-        if kept != len(olds):
-            changed.update(s for s in olds if s not in news)
+        upserts, removals = map_diff(olds, news)
+        changed.update(service for service, _endpoints in upserts)
+        changed.update(removals)
     if old.ejected is not new.ejected:  # the gateway's own ejections changed routability
         keys = set(old.ejected.keys()) ^ set(new.ejected.keys())
         changed.update(k.service for k in keys)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from discovery.catalog import apply, apply_many, routable
 from discovery.events import Added, Event, Removed, Resynced, SourceStale, Updated
+from discovery.map_diff import _map_diff_lookups, map_diff
 from discovery.merge import Policy
 from discovery.model import Endpoint, EndpointKey, ServiceName
 from discovery.snapshot import Catalog
@@ -24,7 +25,6 @@ from gateway.workers.snapshot import (
     SnapshotReceiver,
     SnapshotVersion,
 )
-from gateway.workers.snapshot_encode import _map_diff_lookups, map_diff
 from overlay.peering.route_fold import RouteFold
 
 POLICY = Policy(order=("static", "consul", "mdns"))
