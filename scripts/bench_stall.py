@@ -410,6 +410,8 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         heap = ["--heap-budget", str(args.heap_budget)] if args.heap_budget is not None else []
         if args.decoder is not None:
             heap += ["--decoder", args.decoder]
+        if args.snapshot_coalesce is not None:
+            heap += ["--snapshot-coalesce", str(args.snapshot_coalesce)]
         gw_a = [
             py,
             str(HERE / "bench" / "lag_probe.py"),
@@ -590,6 +592,14 @@ def main() -> None:
         help="add a phase 'burn' after the baseline: nothing changes, and a process beside the "
         "gateway (with --split: on the control cores) burns DUTY of a core decoding JSON; "
         "the latency any work of that size costs the data path, whoever does it",
+    )
+    parser.add_argument(
+        "--snapshot-coalesce",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how long A's supervisor gathers changes before it sends its workers a step "
+        "(default: the gateway's, 0.02)",
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(

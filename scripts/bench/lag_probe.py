@@ -12,11 +12,14 @@ time (which includes time the process waited for a core on a shared machine), th
 the longest step, and the CPU time of all GC passes in the window with the number of full
 (generation 2) passes among them.  Every second it appends to ``OUT.tasks`` the CPU time
 each task name's steps took since the line before, and the loop's own (``(loop)``:
-scheduling, I/O polling and the probe), to tell where a phase's CPU goes.
+scheduling, I/O polling and the probe), to tell where a phase's CPU goes.  A task step that
+runs for 40 ms gets the loop thread's stack written to ``OUT.slow`` (by a watching thread).
 
 ``--heap-budget S`` (before ``-m``) sets the catalog service's GC pass budget (``inf``: no
 heap keeper), to measure what it buys; ``--decoder json`` (after it, before ``-m``) makes the
-Consul source decode with the standard library's json instead of orjson.
+Consul source decode with the standard library's json instead of orjson;
+``--snapshot-coalesce S`` (last, before ``-m``) sets how long a supervisor gathers changes
+before it sends its workers a step.
 
 ``--worker-lag DIR`` (first, before the others) measures a worker-mode gateway's workers too:
 it puts ``scripts/bench/worker_lag`` on the ``PYTHONPATH`` this process hands down, whose
@@ -42,6 +45,9 @@ import trio.lowlevel
 WINDOW_S = 0.1
 #: How often the probe writes the CPU time of each task (``OUT.tasks``).
 TASKS_S = 1.0
+#: A task step this long (wall time) gets its stack written to ``OUT.slow``.
+SLOW_STEP_S = 0.04
+MAX_SLOW_DUMPS = 50
 PAGE = os.sysconf("SC_PAGE_SIZE")
 #: A probe stops writing its TSV past this size (a line is ~150 bytes, ten a second).
 MAX_BYTES = 64 << 20
@@ -76,6 +82,8 @@ class StallProbe(trio.abc.Instrument):
         self.win_tasks: dict[trio.lowlevel.Task, float] = {}
         self.loop_cpu = 0.0
         self.tasks_flushed = time.time()
+        self.stepping: trio.lowlevel.Task | None = None  # the task in its step, if any
+        self.step_wall0 = time.perf_counter()
         gc.callbacks.append(self.on_gc)
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -91,8 +99,41 @@ class StallProbe(trio.abc.Instrument):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.step0 = time.thread_time()
+        self.step_wall0 = time.perf_counter()
+        self.stepping = task
+
+    def watch_slow_steps(self, path: str, slow_s: float = SLOW_STEP_S) -> None:
+        """Start a thread that writes the loop thread's stack to ``path`` whenever one task
+        step has run for ``slow_s`` (once per step, at most ``MAX_SLOW_DUMPS``): where a long
+        stall's time goes, which the step's task name alone does not say."""
+        import threading
+        import traceback
+
+        loop_thread = threading.get_ident()
+
+        def watch() -> None:
+            dumped: object = None
+            dumps = 0
+            while dumps < MAX_SLOW_DUMPS:
+                time.sleep(slow_s / 5)
+                task = self.stepping
+                if task is None or task is dumped:
+                    continue
+                if time.perf_counter() - self.step_wall0 < slow_s:
+                    continue
+                frame = sys._current_frames().get(loop_thread)
+                if frame is None or self.stepping is not task:
+                    continue
+                dumped = task
+                dumps += 1
+                with open(path, "a", encoding="utf-8") as out:
+                    out.write(f"== {time.time():.3f} {task_name(task)}\n")
+                    out.write("".join(traceback.format_stack(frame)[-40:]))
+
+        threading.Thread(target=watch, name="slow-step-watch", daemon=True).start()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.stepping = None
         # Kept lean: it runs after every task step of the probed loop, and its own CPU is
         # load on the machine the bench measures (a py-spy profile of a supervisor in the
         # churn phase: 18 % of its samples in here when it named every step's task).  Tasks
@@ -215,6 +256,7 @@ def install(path: str) -> None:
     def run(*args: Any, **kwargs: Any) -> Any:
         if not probes:
             probes.append(StallProbe(path))
+            probes[0].watch_slow_steps(path + ".slow")
         kwargs["instruments"] = [*kwargs.get("instruments", ()), probes[0]]
         return real_run(*args, **kwargs)
 
@@ -246,6 +288,11 @@ def main() -> None:
         if rest[1] not in consul_decode.DECODERS:
             raise SystemExit(f"--decoder: one of {sorted(consul_decode.DECODERS)}")
         consul_decode.DEFAULT_DECODER = rest[1]
+        rest = rest[2:]
+    if rest[:1] == ["--snapshot-coalesce"]:
+        from gateway.workers import supervise
+
+        supervise.SNAPSHOT_COALESCE_S = float(rest[1])
         rest = rest[2:]
     if rest[:1] != ["-m"] or len(rest) < 2:
         raise SystemExit("usage: lag_probe.py OUT -m MODULE [ARGS...]")
