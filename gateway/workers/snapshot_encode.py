@@ -60,7 +60,6 @@ DELTA_PARTS = 16
 #: Services this small are sent whole when they change (a diff saves nothing).
 SMALL_SERVICE = 16
 
-K = TypeVar("K")
 V = TypeVar("V")
 
 
