@@ -317,8 +317,16 @@ async def _scenario(ov: Overlay, relay: Relay, tmp_path: Path) -> None:
     await ov.start("c")
     view = await ov.get("c", "/fleet")
     assert view["version"] == v1 and view["state"] == "unreachable", view
-    # b redials the restarted c on its own backoff: wait for that link, not a fixed time
+    # b redials the restarted c on its own backoff: wait for that link, not a fixed time, and
+    # then for c's services to be imported over it (a link is up a moment before its first
+    # import lands; one run under load asked in between and got 503)
     await ov.wait("b", "/links", lambda d: d.get("c", {}).get("up") is True, within_s=WITHIN_S)
+    await ov.wait(
+        "b",
+        "/routes",
+        lambda d: "c" in d["routes"].get("whoami.default.isthmus", []),
+        within_s=WITHIN_S,
+    )
     assert await status_from(ov, "b", "c") == 200  # v1's policy: c's own file has none
 
 
