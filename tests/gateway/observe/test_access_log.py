@@ -69,6 +69,23 @@ def test_line_chunks_keep_lines_whole_and_bounded() -> None:
     assert access_log.line_chunks("a\n" + long_line + "b\n", limit=100) == ["a\n", long_line, "b\n"]
 
 
+async def test_a_flush_cancelled_before_its_write_keeps_its_lines_for_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A shutdown that cancels a flush before its write started: the lines stay queued, and
+    the shutdown's own flush writes them (they used to be drained, then dropped)."""
+    path = tmp_path / "access.log"
+    sink = AccessLog(str(path), 1.0)
+    sink.write('{"n": 1}')
+    with open(path, "a", encoding="utf-8") as out:  # noqa: ASYNC230 -- a test's small file
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await sink._flush(out)
+        assert sink._lines == ['{"n": 1}']
+        await sink._flush(out)
+    assert path.read_text("utf-8") == '{"n": 1}\n'
+
+
 WRITER = """
 import sys, trio
 from gateway.observe.access_log import AccessLog
