@@ -63,6 +63,13 @@ def _close(lock: threading.Lock, out: IO[str]) -> None:
         out.close()
 
 
+def _settle(lock: threading.Lock, out: IO[str]) -> None:
+    """Return once no write is under way (stdout is not ours to close): a write abandoned by a
+    cancelled flush runs in a daemon thread, which the interpreter's exit would kill mid-way."""
+    with lock:
+        out.flush()
+
+
 class AccessLog:
     """JSON lines to stdout (``path = "-"``) or a file (appended)."""
 
@@ -118,10 +125,9 @@ class AccessLog:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout_s):
                 await self._flush(out)
-                if owned:
-                    await trio.to_thread.run_sync(
-                        _close, self._io_lock, out, abandon_on_cancel=True
-                    )
+                await trio.to_thread.run_sync(
+                    _close if owned else _settle, self._io_lock, out, abandon_on_cancel=True
+                )
 
     async def _flush(self, out: IO[str]) -> None:
         # Cancelled (shutdown) before its thread starts, ``to_thread.run_sync`` raises without

@@ -14,6 +14,7 @@ from typing import IO
 
 import pytest
 import trio
+import trio.testing
 
 from gateway.observe import access_log
 from gateway.observe.access_log import AccessLog
@@ -84,6 +85,55 @@ async def test_a_flush_cancelled_before_its_write_keeps_its_lines_for_shutdown(
         assert sink._lines == ['{"n": 1}']
         await sink._flush(out)
     assert path.read_text("utf-8") == '{"n": 1}\n'
+
+
+class _HeldStdout:
+    """A stdout whose write blocks until released: a pipe whose reader is slow."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.written: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        if not self.release.wait(timeout=30):  # a hang guard
+            raise OSError("never released")
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_stdout_shutdown_waits_for_a_write_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``path = "-"``: a shutdown during a write returns only when the write is done -- the
+    write runs in a daemon thread that the process's exit would kill mid-way, losing its lines
+    (two writer processes on one pipe lost a third of their lines now and then)."""
+    import sys
+
+    held = _HeldStdout()
+    monkeypatch.setattr(sys, "stdout", held)
+    sink = AccessLog("-", 1.0, flush_interval_s=0.001, close_timeout_s=30)
+    done = trio.Event()
+    scope = trio.CancelScope()
+
+    async def serve() -> None:
+        with scope:
+            await sink.serve()
+        done.set()
+
+    sink.write('{"n": 1}')
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.to_thread.run_sync(held.entered.wait, 30)
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # still waiting for the write
+        held.release.set()
+        with trio.fail_after(30):  # a hang guard
+            await done.wait()
+    assert held.written == ['{"n": 1}\n']
 
 
 WRITER = """
