@@ -60,6 +60,7 @@ DELTA_PARTS = 16
 #: Services this small are sent whole when they change (a diff saves nothing).
 SMALL_SERVICE = 16
 
+K = TypeVar("K")
 V = TypeVar("V")
 
 
@@ -151,21 +152,36 @@ def _service_weight(patch: ServicePatch) -> int:
     return 48 + sum(row_weight(r) for r in patch.upserts) + 64 * len(patch.removals)
 
 
+def _pieces(
+    removals: tuple[K, ...],
+    upserts: tuple[V, ...],
+    weigh: Callable[[V], int],
+    budget: int,
+) -> Iterator[tuple[bool, tuple[K, ...], tuple[V, ...]]]:
+    """A patch's removals then upserts in runs of about ``budget`` weight (a removal weighs
+    64): ``(final, removals, upserts)`` per run, applied in turn."""
+    items: list[tuple[K, None] | tuple[None, V]] = [
+        *((key, None) for key in removals),
+        *((None, value) for value in upserts),
+    ]
+    for chunk, final in _chunks(items, lambda kv: 64 if kv[1] is None else weigh(kv[1]), budget):
+        yield (
+            final,
+            tuple(k for k, _v in chunk if k is not None),
+            tuple(v for _k, v in chunk if v is not None),
+        )
+
+
 def _service_pieces(patch: ServicePatch, budget: int) -> Iterator[ServicePatch]:
     """``patch`` in pieces of about ``budget`` weight, applied in turn: the first keeps
     ``replace`` (it starts the service), the others add to it."""
     if _service_weight(patch) <= budget:
         yield patch
         return
-    items = [*((key, None) for key in patch.removals), *((None, row) for row in patch.upserts)]
-    first = True
-    for chunk, _final in _chunks(
-        items, lambda kr: 64 if kr[1] is None else row_weight(kr[1]), budget
+    for index, (_final, removals, upserts) in enumerate(
+        _pieces(patch.removals, patch.upserts, row_weight, budget)
     ):
-        removals = tuple(k for k, _r in chunk if k is not None)
-        upserts = tuple(r for _k, r in chunk if r is not None)
-        yield ServicePatch(patch.service, patch.replace and first, upserts, removals)
-        first = False
+        yield ServicePatch(patch.service, patch.replace and index == 0, upserts, removals)
 
 
 def catalog_delta(
@@ -294,16 +310,14 @@ def _site_pieces(patch: SitePatch, budget: int) -> Iterator[SitePatch]:
     if _site_weight(patch) <= budget:
         yield patch
         return
-    items = [*((name, None) for name in patch.removals), *((None, s) for s in patch.upserts)]
-    chunks = list(
-        _chunks(items, lambda ni: 64 if ni[1] is None else imported_weight(ni[1]), budget)
-    )
-    for index, (chunk, final) in enumerate(chunks):
+    for index, (final, removals, upserts) in enumerate(
+        _pieces(patch.removals, patch.upserts, imported_weight, budget)
+    ):
         yield SitePatch(
             patch.header,
             patch.replace and index == 0,
-            tuple(s for _n, s in chunk if s is not None),
-            tuple(n for n, _s in chunk if n is not None),
+            upserts,
+            removals,
             patch.routes if final else None,
         )
 

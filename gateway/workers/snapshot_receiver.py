@@ -83,8 +83,6 @@ class _DeltaParts:
     """A delta that came in several messages, applied so far to a private copy (``into``:
     the catalog's services or the import table's peers, being mutated)."""
 
-    epoch: str
-    base: int
     seq: int
     next_index: int
     into: immutables.MapMutation[Any, Any]
@@ -186,7 +184,7 @@ class SnapshotReceiver:
             return self._gap(part, f"delta from {base}, holding {self._seqs[part]}")
         pending = self._delta_parts.get(part)
         if index == 0:
-            pending = self._delta_parts[part] = _DeltaParts(epoch, base, seq, 0, start())
+            pending = self._delta_parts[part] = _DeltaParts(seq, 0, start())
         elif pending is None or (pending.seq, pending.next_index) != (seq, index):
             return self._gap(part, f"delta part {index} out of order")
         pending.next_index += 1
