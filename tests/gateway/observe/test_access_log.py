@@ -23,20 +23,20 @@ from gateway.observe.access_log import AccessLog
 async def test_a_write_cancelled_by_shutdown_still_lands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entered, gate = threading.Event(), threading.Event()
+    entered, gate, wrote = threading.Event(), threading.Event(), threading.Event()
     real_write = access_log._write
 
-    def slow_write(lock: threading.Lock, out: IO[str], text: str) -> None:
+    def slow_write(lock: threading.Lock, out: IO[str], batch: access_log._Batch) -> None:
         """The first write is slow (a busy disk, a pipe read late): it waits, under the
         sink's lock like any write, until the test lets it go."""
         if not entered.is_set():
             with lock:
                 entered.set()
                 assert gate.wait(30), "hang guard"
-                out.write(text)
-                out.flush()
+                access_log._put(out, batch)
+                wrote.set()
             return
-        real_write(lock, out, text)
+        real_write(lock, out, batch)
 
     monkeypatch.setattr(access_log, "_write", slow_write)
     path = tmp_path / "access.log"
@@ -49,7 +49,7 @@ async def test_a_write_cancelled_by_shutdown_still_lands(
             nursery.cancel_scope.cancel()  # shutdown: the flush is cancelled mid-write
         gate.set()  # only now may the abandoned write go on
         done = await trio.to_thread.run_sync(_write_done, sink)
-    assert done and path.read_text("utf-8") == '{"line": 1}\n'
+    assert done and wrote.is_set() and path.read_text("utf-8") == '{"line": 1}\n'
 
 
 def _write_done(sink: AccessLog) -> bool:
@@ -134,6 +134,96 @@ async def test_stdout_shutdown_waits_for_a_write_under_way(monkeypatch: pytest.M
         with trio.fail_after(30):  # a hang guard
             await done.wait()
     assert held.written == ['{"n": 1}\n']
+
+
+class _LateLock:
+    """The sink's lock, whose first taker (the flush's write thread) is held just before it
+    takes it -- a thread started but not yet run, as on a busy machine -- while any later
+    taker (the shutdown's) goes straight in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __enter__(self) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "hang guard"
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("to_stdout", [False, True], ids=["file", "stdout"])
+async def test_shutdown_writes_lines_whose_write_thread_has_not_taken_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_stdout: bool
+) -> None:
+    """Shutdown while the flush's write thread is started but has not yet taken the lock:
+    serve returns only with those lines written, once.  The shutdown used to take the lock
+    first, find no write under way and return (stdout: the process exits and kills the write
+    thread; a file: it is closed under the write) -- the pipe test lost a whole batch."""
+    import sys
+
+    path = tmp_path / "access.log"
+    out = open(path, "a", encoding="utf-8")  # noqa: SIM115,ASYNC230 -- the test's stdout
+    if to_stdout:
+        monkeypatch.setattr(sys, "stdout", out)
+    sink = AccessLog("-" if to_stdout else str(path), 1.0, flush_interval_s=0.001)
+    late = _LateLock()
+    sink._io_lock = late  # type: ignore[assignment]
+    sink.write('{"n": 1}')
+    try:
+        with trio.fail_after(30):  # a hang guard
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sink.serve)
+                await trio.to_thread.run_sync(late.entered.wait, 30)
+                nursery.cancel_scope.cancel()  # shutdown: the flush is abandoned
+            out.flush()
+            written_at_return = path.read_text("utf-8")
+            late.release.set()  # the abandoned thread now runs: it must not write again
+            await trio.to_thread.run_sync(_settled, late)
+    finally:
+        late.release.set()
+        out.close()
+    assert written_at_return == '{"n": 1}\n'
+    assert path.read_text("utf-8") == '{"n": 1}\n'
+
+
+def _settled(lock: _LateLock) -> None:
+    """Wait (in a thread) until the abandoned write thread has been through the lock."""
+    with lock:
+        pass
+
+
+async def test_shutdown_writes_lines_whose_write_thread_never_started(tmp_path: Path) -> None:
+    """A flush waiting for a thread (the default thread limiter, shared with the rest of the
+    process, is full) when shutdown comes: its thread never starts, yet its lines -- drained
+    already -- are written by the shutdown (they were dropped)."""
+    path = tmp_path / "access.log"
+    sink = AccessLog(str(path), 1.0, flush_interval_s=0.001, close_timeout_s=30)
+    limiter = trio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = 1
+    holder = object()
+    await limiter.acquire_on_behalf_of(holder)  # the one thread slot is busy
+    sink.write('{"n": 1}')
+    scope = trio.CancelScope()
+
+    async def serve() -> None:
+        with scope:
+            await sink.serve()
+
+    with trio.fail_after(30):  # a hang guard
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            while sink._lines:  # noqa: ASYNC110 -- no event marks a drain; the flush took the line
+                await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # shutdown: the waiting flush is cancelled
+            await trio.testing.wait_all_tasks_blocked()
+            limiter.release_on_behalf_of(holder)  # the shutdown's thread may start
+    assert path.read_text("utf-8") == '{"n": 1}\n'
 
 
 WRITER = """
