@@ -231,7 +231,9 @@ import sys, trio
 from gateway.observe.access_log import AccessLog
 
 async def main(tag: str) -> None:
-    sink = AccessLog("-", 1.0, flush_interval_s=0.001)
+    # The shutdown writes what queued and waits for a write under way, for up to
+    # close_timeout_s: here a hang guard, as the reader is slow on purpose.
+    sink = AccessLog("-", 1.0, flush_interval_s=0.001, close_timeout_s=30)
     async with trio.open_nursery() as nursery:
         await nursery.start(sink.serve)
         for batch in range(40):
@@ -239,12 +241,9 @@ async def main(tag: str) -> None:
                 pad = "z" * (i % 97)
                 sink.write('{"w": "%s", "b": %d, "i": %d, "pad": "%s"}' % (tag, batch, i, pad))
             await trio.sleep(0.001)
-        with trio.move_on_after(30):  # every queued line handed to the writer, then its write
-            while sink._lines:
-                await trio.sleep(0.01)
-            await trio.to_thread.run_sync(sink._io_lock.acquire)
-            sink._io_lock.release()
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the sink's shutdown, as the gateway's
+    if sink.dropped or sink.write_errors:
+        sys.exit(f"{tag}: {sink.dropped} lines dropped, {sink.write_errors} write errors")
 
 trio.run(main, sys.argv[1])
 """
@@ -253,7 +252,8 @@ trio.run(main, sys.argv[1])
 async def test_processes_writing_to_one_pipe_never_mix_inside_a_line() -> None:
     """Two real processes (as two workers) write their access logs to the same pipe (the
     supervisor's stdout, read by a log collector): every line read is one whole JSON
-    object, and none is lost."""
+    object, and none is lost -- the writers stop as a gateway does, by cancelling the sink,
+    most often while a write waits for the slow reader."""
     import json
     import os
     import sys
