@@ -58,10 +58,9 @@ class Channel:
         self.bytes_received = 0
         #: The payload size of the last frame received.
         self.last_frame_bytes = 0
-        #: Called with a frame's size before it is unpickled, when the frame is at least
-        #: ``large_frame_bytes`` (a worker turns the cyclic GC off for a big snapshot).
-        self.on_large_frame: Callable[[int], None] | None = None
-        self.large_frame_bytes = 256 * 1024
+        #: Called with a frame's size before it is unpickled (a worker's cyclic-GC policy,
+        #: :mod:`gateway.workers.snapshot_gc`).
+        self.on_frame: Callable[[int], None] | None = None
 
     async def send(self, message: object) -> None:
         """Send ``message`` as one frame; :class:`ChannelClosed` if the other end is gone."""
@@ -92,8 +91,8 @@ class Channel:
             end = _HEADER.size + length
             await self._fill(end)
             self.last_frame_bytes = length
-            if self.on_large_frame is not None and length >= self.large_frame_bytes:
-                self.on_large_frame(length)
+            if self.on_frame is not None:
+                self.on_frame(length)
             try:
                 with memoryview(self._buffer) as view, view[_HEADER.size : end] as frame:
                     message = pickle.loads(frame)

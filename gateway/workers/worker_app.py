@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import os
 import socket
@@ -44,12 +43,8 @@ from gateway.workers.channel import Channel, ChannelClosed
 from gateway.workers.control import Apply, Gateways, Ready, Redial, Start
 from gateway.workers.ejections import report_ejections
 from gateway.workers.messages import (
-    CatalogDelta,
-    CatalogPart,
     Drain,
     Hello,
-    ImportsDelta,
-    ImportsPart,
     ReloadDone,
     Resync,
     StatsReply,
@@ -57,11 +52,11 @@ from gateway.workers.messages import (
 )
 from gateway.workers.snapshot import (
     SNAPSHOT_MESSAGES,
-    Change,
     NeedResync,
     SnapshotReceiver,
     clock_base,
 )
+from gateway.workers.snapshot_gc import after_other, apply_snapshot, before_frame, completes
 from gateway.workers.stats import worker_stats
 from gateway.workers.supervise import with_ports
 from overlay.link.handoff import worker_handoff
@@ -103,10 +98,11 @@ def complete(receiver: SnapshotReceiver) -> bool:
 def keep_heap(keeper: HeapKeeper | None = None) -> Iterator[HeapKeeper]:
     """The worker's loop under a :class:`~discovery.heap.HeapKeeper`, as one process's is.
 
-    Why: :func:`apply_snapshot` freezes a large snapshot's own objects, but publishing it makes
-    more: the routing view of a peer's 10k services, rebuilt in other tasks once the apply has
-    returned.  Left to CPython's schedule, the next full pass walked all of them: 135 ms
-    stalls in a worker while a peer's 100k endpoints arrived (bench_stall --workers 2).  The
+    Why: :func:`~gateway.workers.snapshot_gc.apply_snapshot` freezes each change's own
+    objects, but publishing it makes more: the routing view of a peer's 10k services, rebuilt
+    in other tasks once the apply has returned.  Left to CPython's schedule, the next full
+    pass walked all of them: 135 ms stalls in a worker while a peer's 100k endpoints arrived
+    (bench_stall --workers 2).  The
     keeper freezes the heap at the end of the first slow pass and keeps later ones short
     (bench_stall --workers 2, same machine and hour: the worst worker stall 163 ms before,
     40 ms with it; the workers' longest GC pass 162 ms before, 20 ms).  ``keeper``: tests'.
@@ -148,7 +144,7 @@ async def serve_worker(
                     config.fleet.source, config.fleet.prefix, config.site.name
                 )
                 reloader.fleet.record_applied(fleet, reloader.wall_clock())
-            gc_off_for_large_frames(channel)
+            channel.on_frame = before_frame
             control = WorkerControl(channel, gw, receiver, reloader, nursery, index)
             nursery.start_soon(control.run)
             await control.snapshot.wait()  # the first full snapshot, before any listener
@@ -188,6 +184,7 @@ class WorkerControl:
         self._ready = trio.Event()  # set once the listeners run
         self._held: Apply | None = None  # the newest reload that came during the start
         self._gateways: Gateways | None = None  # the newest replicas found, likewise
+        self._changing = False  # a change in several messages is arriving (snapshot_gc)
 
     async def serving(self) -> None:
         """The listeners run: tell the supervisor, apply a reload held meanwhile."""
@@ -221,9 +218,8 @@ class WorkerControl:
             except ChannelClosed:
                 log.warning("supervisor gone: worker exits")
                 return
-            large = self.channel.last_frame_bytes >= self.channel.large_frame_bytes
-            if large and not isinstance(message, SNAPSHOT_MESSAGES):
-                gc.enable()  # a large frame that was no snapshot (a long config text)
+            if not isinstance(message, SNAPSHOT_MESSAGES):
+                after_other(self._changing)
             if isinstance(message, StatsRequest):
                 stats = worker_stats(
                     self.gw,
@@ -250,51 +246,13 @@ class WorkerControl:
                 await self.gw.drain.start_and_wait(message.grace_s)
                 return
             else:
-                change = apply_snapshot(self.receiver, message, large=large)
+                change = apply_snapshot(self.receiver, message)
+                self._changing = not completes(message) and not isinstance(change, NeedResync)
                 if isinstance(change, NeedResync):
                     await self.channel.send(Resync(change.reason))
                 elif complete(self.receiver):
                     publish(self.gw, self.receiver)
                     self.snapshot.set()
-
-
-def apply_snapshot(
-    receiver: SnapshotReceiver, message: object, *, large: bool = False
-) -> Change | NeedResync:
-    """Apply one snapshot message, keeping the cyclic GC off a big one's objects.
-
-    ``large``: the message came in a large frame (the channel turned the GC off before
-    unpickling it, see :func:`gc_off_for_large_frames`).  A whole snapshot's parts keep it
-    off until the final one, and so do the messages of a delta that came in several.  Then
-    ``gc.freeze()`` moves what the worker holds now -- the new catalog or import table, up to
-    hundreds of thousands of long-lived objects at 100k endpoints -- out of every later
-    collection, and the GC runs again.
-
-    Why: unpickling and applying a 100k-endpoint snapshot or a peer's 100k-endpoint delta
-    allocates ~400k objects; left to the collector, its next full pass walks all of them on
-    the worker's loop (bench_stall --workers 2: 115-330 ms stalls during a Consul resync and
-    a peer's snapshot, nearly all of it GC).  Frozen objects are still freed by their
-    reference counts when a later snapshot replaces them (catalog values hold no reference
-    cycles); what cannot be collected any more is the cyclic garbage that existed at that
-    moment, once per large snapshot.
-    """
-    part = isinstance(message, CatalogPart | ImportsPart) or (
-        isinstance(message, CatalogDelta | ImportsDelta)
-        and not (message.index == 0 and message.final)
-    )
-    if large or part:
-        gc.disable()
-    change = receiver.apply(message)
-    if (large and not part) or (part and getattr(message, "final", False)):
-        gc.freeze()
-        gc.enable()
-    return change
-
-
-def gc_off_for_large_frames(channel: Channel) -> None:
-    """Turn the cyclic GC off before a large frame is unpickled (see :func:`apply_snapshot`,
-    which turns it on again once the message is applied)."""
-    channel.on_large_frame = lambda _size: gc.disable()
 
 
 async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:
