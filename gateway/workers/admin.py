@@ -1,9 +1,10 @@
 """The supervisor's admin API in worker mode: its own views, plus the workers' figures.
 
-Why queries: ``/metrics`` and ``/links`` need a round trip to every worker (each counts its
-own requests and keeps its own links), so they are answered as the admin server's *queries*
-(which may wait, bounded) instead of synchronous views.  A worker that does not answer in
-time is left out of that answer, and ``/workers`` says which ones serve.
+Why queries: ``/metrics``, ``/links`` and ``/routes`` need a round trip to every worker (each
+counts its own requests, keeps its own links and routes with its own copy of the imports), so
+they are answered as the admin server's *queries* (which may wait, bounded) instead of
+synchronous views.  A worker that does not answer in time is left out of that answer, and
+``/workers`` says which ones serve.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from gateway.admin.overlay_view import overlay_view
 from gateway.admin.server import Reply
 from gateway.admin.sliced import Sliced
+from gateway.admin.views import routes_json_steps
 from gateway.observe.merge import links_with_workers, merged_metrics_steps
 from gateway.workers.overlay_traffic import WorkerTraffic
+from gateway.workers.routes_agreed import routes_in_every_worker
 
 if TYPE_CHECKING:
     from gateway.workers.supervise import Supervisor
@@ -44,7 +47,8 @@ def healthz_with_workers(
 
 
 def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]) -> None:
-    """Register ``/workers``, and answer ``/metrics`` and ``/links`` with the workers'."""
+    """Register ``/workers``, and answer ``/metrics``, ``/links`` and ``/routes`` with the
+    workers'."""
     gw = sup.gw
 
     async def workers(_query: Mapping[str, list[str]]) -> Any:
@@ -67,6 +71,27 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         return links_with_workers(gw.peering.status(), await sup.stats())
 
     queries["/links"] = links
+    del views["/routes"]
+
+    async def routes(_query: Mapping[str, list[str]]) -> Any:
+        view = gw.peering.routes.latest  # before the round: no worker is behind it for long
+        serving = sup.serving_indexes()
+        answered = {
+            st.index: st.routes
+            for st in await sup.stats(routes=True)
+            if st.routes is not None and st.index in serving
+        }
+        mesh = gw.config.site.mesh_domain
+        agreed, lacking = routes_in_every_worker(view, answered, mesh)
+        extra = {} if gw.route_sources is None else gw.route_sources.status()
+        extra = {
+            **extra,
+            "workers_routing": sorted(answered),
+            "workers_lacking": lacking,
+        }
+        return Sliced(routes_json_steps(agreed, mesh, extra=extra))
+
+    queries["/routes"] = routes
     if "/overlay" in views and gw.observer is not None and gw.config.metrics.enabled:
         # The map's traffic rates: the workers' counters (synchronous, from their last
         # reports; a stale book is refreshed in the background, in the supervisor's nursery).

@@ -57,6 +57,9 @@ class WorkerStats:
     snapshot_version: object = None
     #: Unix time the report was taken (for ``/workers``: how old the figures are).
     taken_at: float = 0.0
+    #: Its route view (service -> sites in failover order), when the request asked for it
+    #: (``/routes``); None otherwise, and once the report is no longer this round's.
+    routes: Mapping[Any, tuple[str, ...]] | None = None
 
 
 def worker_stats(
@@ -65,9 +68,11 @@ def worker_stats(
     index: int = 0,
     snapshot_version: object = None,
     in_flight: Mapping[str, int] | None = None,
+    routes: bool = False,
 ) -> WorkerStats:
     """The report of the worker whose parts are ``gw`` (its ``index`` among the workers;
-    ``in_flight`` adds counts the caller keeps, e.g. open caller connections)."""
+    ``in_flight`` adds counts the caller keeps, e.g. open caller connections; ``routes``: add
+    the route view the worker routes with now)."""
     links = gw.peering.status()
     gauges: list[GaugeFamily] = [*link_gauges(links)]
     settings = gw.peering.settings
@@ -96,6 +101,7 @@ def worker_stats(
         in_flight=counts,
         snapshot_version=snapshot_version,
         taken_at=time.time(),
+        routes=gw.peering.routes.latest.routes if routes else None,
     )
 
 
@@ -122,13 +128,17 @@ class StatsBook:
 
     def silent(self, indexes: Iterable[int]) -> None:
         """Workers ``indexes`` did not answer a round: keep their counts (the site's sums must
-        not dip) but not their gauges, links or in-flight figures, which may be long gone (a
-        dead worker holds no link)."""
+        not dip) but not their gauges, links, in-flight figures or routes, which may be long
+        gone (a dead worker holds no link)."""
         for index in indexes:
             old = self._last.get(index)
             if old is not None:
                 self._last[index] = replace(
-                    old, families=tuple(_counts(old.families)), links={}, in_flight={}
+                    old,
+                    families=tuple(_counts(old.families)),
+                    links={},
+                    in_flight={},
+                    routes=None,
                 )
 
     def forget(self, index: int) -> None:
