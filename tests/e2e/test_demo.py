@@ -166,6 +166,8 @@ async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works
             lambda d: d["gcp-west"]["up"] and d["gcp-west"]["links_established"] >= 2,
             within_s=60,
         )
+        # What a user waits for: /routes lists gcp-west again (in worker mode, once every
+        # worker routes there: a worker that has not applied the fresh import yet answers 503).
         await wait_for(
             aws_admin,
             "/routes",
@@ -175,7 +177,10 @@ async def test_demo_survives_a_killed_site_and_its_printed_restart_command_works
         # The demo's sites run a worker per core: each worker links to gcp-west again too.
         await wait_for(aws_admin, "/links", lambda d: linked(d, "gcp-west"), within_s=60)
         reply = await h1_request(base, 15180, authority="x", path="http://api.payments.isthmus/")
-        assert reply.status == 200 and reply.json()["site"] == "gcp-west"
+        assert reply.status == 200 and reply.json()["site"] == "gcp-west", (
+            reply.status,
+            reply.body,
+        )
         assert proc.returncode is None, log.read_text()
 
         proc.send_signal(signal.SIGINT)
