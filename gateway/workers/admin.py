@@ -12,16 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from discovery.steps import Steps
 from gateway.admin.overlay_view import overlay_view
 from gateway.admin.server import Reply
 from gateway.admin.sliced import Sliced
 from gateway.admin.views import routes_json_steps
 from gateway.observe.merge import links_with_workers, merged_metrics_steps
 from gateway.workers.overlay_traffic import WorkerTraffic
-from gateway.workers.routes_agreed import routes_in_every_worker
+from gateway.workers.routes_agreed import WorkerRoutes, routes_in_every_worker_steps
 
 if TYPE_CHECKING:
     from gateway.workers.supervise import Supervisor
+    from overlay.peering.route_table import RouteView
 
 
 def healthz_with_workers(
@@ -81,15 +83,8 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
             for st in await sup.stats(routes=True)
             if st.routes is not None and st.index in serving
         }
-        mesh = gw.config.site.mesh_domain
-        agreed, lacking = routes_in_every_worker(view, answered, mesh)
-        extra = {} if gw.route_sources is None else gw.route_sources.status()
-        extra = {
-            **extra,
-            "workers_routing": sorted(answered),
-            "workers_lacking": lacking,
-        }
-        return Sliced(routes_json_steps(agreed, mesh, extra=extra))
+        sources = {} if gw.route_sources is None else gw.route_sources.status()
+        return Sliced(_routes_steps(view, answered, gw.config.site.mesh_domain, sources))
 
     queries["/routes"] = routes
     if "/overlay" in views and gw.observer is not None and gw.config.metrics.enabled:
@@ -99,3 +94,15 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         views["/overlay"] = overlay_view(
             gw.config.site.name, gw.peering, gw.effective_catalog, gw.observer, totals=traffic
         )
+
+
+def _routes_steps(
+    view: RouteView, workers: Mapping[int, WorkerRoutes], mesh: str, sources: Mapping[str, Any]
+) -> Steps[dict[str, Any]]:
+    """``/routes`` of a supervisor: what every worker routes (:mod:`~gateway.workers.
+    routes_agreed`), rendered like a single gateway's, plus which workers were compared and
+    what some of them lack."""
+    agreed, lacking = yield from routes_in_every_worker_steps(view, workers, mesh)
+    extra = {**sources, "workers_routing": sorted(workers), "workers_lacking": lacking}
+    body: dict[str, Any] = yield from routes_json_steps(agreed, mesh, extra=extra)
+    return body

@@ -33,6 +33,7 @@ from gateway.observe.metrics import DEFAULT_MAX_SERIES, FamilySamples, GaugeFami
 from gateway.observe.observer import access_log_gauges
 from gateway.observe.state_gauges import buffer_budget_gauges, link_gauges
 from gateway.routes.mirrors import mirror_gauges
+from gateway.workers.routes_agreed import WorkerRoutes, worker_routes
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -57,9 +58,9 @@ class WorkerStats:
     snapshot_version: object = None
     #: Unix time the report was taken (for ``/workers``: how old the figures are).
     taken_at: float = 0.0
-    #: Its route view (service -> sites in failover order), when the request asked for it
-    #: (``/routes``); None otherwise, and once the report is no longer this round's.
-    routes: Mapping[Any, tuple[str, ...]] | None = None
+    #: Its route view (:data:`~gateway.workers.routes_agreed.WorkerRoutes`), when the request
+    #: asked for it (``/routes``); None otherwise, and once the report is no longer this round's.
+    routes: WorkerRoutes | None = None
 
 
 def worker_stats(
@@ -101,7 +102,7 @@ def worker_stats(
         in_flight=counts,
         snapshot_version=snapshot_version,
         taken_at=time.time(),
-        routes=gw.peering.routes.latest.routes if routes else None,
+        routes=worker_routes(gw.peering.routes.latest) if routes else None,
     )
 
 

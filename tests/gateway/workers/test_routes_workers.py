@@ -31,6 +31,11 @@ from gateway.config.load import load_text
 from gateway.workers.admin import worker_admin
 from gateway.workers.channel import Channel, channel_from_socket, channel_pair
 from gateway.workers.messages import StatsReply, StatsRequest
+from gateway.workers.routes_agreed import (
+    routes_in_every_worker,
+    routes_in_every_worker_steps,
+    worker_routes,
+)
 from gateway.workers.stats import StatsBook, WorkerStats, worker_stats
 from gateway.workers.stats_poll import StatsPoll
 from overlay.peering.route_table import RouteView
@@ -161,3 +166,27 @@ async def test_a_worker_that_does_not_serve_yet_is_not_waited_for(
     doc = await get(admin, "/routes")
     assert doc["routes"] == {"api.payments.isthmus": ["gcp-west"]}
     assert doc["workers_routing"] == [0] and doc["workers_lacking"] == {}
+
+
+def test_the_comparison_in_slices_gives_the_same_answer() -> None:
+    """Pure: the sliced comparison (run a service per slice) agrees with the one-go one, and
+    keeps the supervisor's failover order even when a worker lists the sites otherwise."""
+    supervisor = view({API: ("gcp-west", "onprem"), WHOAMI: ("aws-east", "gcp-west", "onprem")})
+    workers = {
+        0: worker_routes(view({API: ("onprem", "gcp-west"), WHOAMI: ("aws-east", "onprem")})),
+        1: worker_routes(supervisor),
+    }
+    steps = routes_in_every_worker_steps(supervisor, workers, "isthmus", slice_rows=1)
+    sliced, pauses = None, 0
+    while sliced is None:
+        try:
+            next(steps)
+            pauses += 1
+        except StopIteration as stop:
+            sliced = stop.value
+    assert pauses >= 2
+    assert sliced == routes_in_every_worker(supervisor, workers, "isthmus")
+    agreed, lacking = sliced
+    assert dict(agreed.routes) == {API: ("gcp-west", "onprem"), WHOAMI: ("aws-east", "onprem")}
+    assert lacking == {"whoami.default.isthmus": {"gcp-west": [0]}}
+    assert routes_in_every_worker(supervisor, {}, "isthmus") == (supervisor, {})
