@@ -76,7 +76,9 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
     del views["/routes"]
 
     async def routes(_query: Mapping[str, list[str]]) -> Any:
-        view = gw.peering.routes.latest  # before the round: no worker is behind it for long
+        # The supervisor's view as the request came, then the workers' (a moment later): a
+        # site is listed when the supervisor routes there and every serving worker does too.
+        view = gw.peering.routes.latest
         serving = sup.serving_indexes()
         answered = {
             st.index: st.routes
