@@ -4,7 +4,8 @@ Each site gets its own gateway process (``isthmus run``) and its example service
 (``python -m gateway.demo.services``), all on the site's loopback address.  The supervisor
 checks first that every address it needs is free, waits until every gateway's admin API answers
 and every site routes to every service, prints what to try, reports any process that exits
-afterwards (with the command that restarts it: killing a site is part of the demo), and on
+afterwards (with the command that restarts it: killing a site is part of the demo) and, for a
+site's gateway, when every site routes to every service again (it was restarted), and on
 Ctrl-C (or after ``duration``) stops everything it started -- by PID, SIGTERM first, SIGKILL
 after a grace.
 """
@@ -24,12 +25,14 @@ from typing import IO, Any
 
 import trio
 
-from gateway.demo.admin_client import wait_for
+from gateway.demo.admin_client import AdminUnavailable, admin_get, wait_for
 from gateway.demo.preflight import PortUnavailable, check_binds, planned_binds
 from gateway.demo.topology import BuiltSite, Topology, build_topology
 
 STOP_GRACE_S = 5.0
 READY_TIMEOUT_S = 60.0
+#: How often the demo looks whether a site whose gateway exited is back (every site's /routes).
+BACK_POLL_S = 1.0
 
 
 @dataclass
@@ -69,10 +72,14 @@ def exit_report(child: Child, returncode: int) -> str:
 
 
 async def _watch_children(
-    children: list[Child], ready: trio.Event, out: Callable[[str], None]
+    children: list[Child],
+    ready: trio.Event,
+    out: Callable[[str], None],
+    on_site_exit: Callable[[Child], None] | None = None,
 ) -> None:
     """Watch every child: before the overlay is up an exit fails the demo (port in use, bad
-    identity, crash...); afterwards each exit is reported once and the demo keeps running."""
+    identity, crash...); afterwards each exit is reported once and the demo keeps running.
+    ``on_site_exit``: called for a site gateway's exit once reported."""
     reported: set[int] = set()
     while True:
         for child in children:
@@ -87,7 +94,43 @@ async def _watch_children(
                 )
             reported.add(id(child))
             out(exit_report(child, code))
+            if on_site_exit is not None and "/" not in child.name:
+                on_site_exit(child)
         await trio.sleep(0.2)
+
+
+async def report_back(
+    site: str,
+    admin_urls: list[str],
+    check: Callable[[Any], bool],
+    out: Callable[[str], None],
+    *,
+    poll_s: float = BACK_POLL_S,
+) -> None:
+    """After ``site``'s gateway exited: say when every site (``site`` included, so its own
+    admin API must answer again) routes to every service again, as at the start.
+
+    Why: the guide tells the user to restart the site with the printed command; this line is
+    the moment calls to it work again, so nobody has to guess how long a rejoin takes (peers
+    redial with backoff, then import its services; with worker processes ``/routes`` lists a
+    site once every worker routes there).  It polls until then -- for as long as the demo runs,
+    like the watch on its children -- each look bounded by the admin client's timeout.
+    """
+    while True:
+        await trio.sleep(poll_s)
+        if await _all_converged(admin_urls, check):
+            break
+    out(f"site {site} is back: every site routes to every service again.")
+
+
+async def _all_converged(admin_urls: list[str], check: Callable[[Any], bool]) -> bool:
+    for url in admin_urls:
+        try:
+            if not check(await admin_get(url, "/routes")):
+                return False
+        except AdminUnavailable:
+            return False
+    return True
 
 
 def _say(text: str) -> None:
@@ -164,8 +207,8 @@ async def run_demo(
 
     Every address is checked before anything starts (``DemoFailed`` names a busy one).  Once
     the overlay is up, a process that exits is reported with its restart command and the demo
-    keeps running.  Returns the seconds it took from starting the gateways until every site
-    saw every route.
+    keeps running; for a site's gateway it also says when the site is back.  Returns the
+    seconds it took from starting the gateways until every site saw every route.
     """
     try:
         check_binds(planned_binds(topology))
@@ -190,7 +233,13 @@ async def run_demo(
         expected = all_services(topology)
         ready = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_children, children, ready, out)
+            urls = [admin_url(topology, site) for site in built]
+
+            def watch_return(child: Child) -> None:
+                check = converged(expected, len(built))
+                nursery.start_soon(report_back, child.name, urls, check, out)
+
+            nursery.start_soon(_watch_children, children, ready, out, watch_return)
             for site in built:
                 await wait_for(
                     admin_url(topology, site),
@@ -269,7 +318,8 @@ def _guide(
         "",
         f"Fail over: kill {pids[victim]}   # {victim}'s gateway; its routes leave within the PING",
         "  deadline and calls go to the next site.  This demo keeps running and prints the",
-        "  command that starts the gateway again (in another terminal); it rejoins by itself:",
+        "  command that starts the gateway again (in another terminal); it rejoins by itself,",
+        f'  and this demo says when every site routes to it again ("site {victim} is back"):',
         f"  {shlex.join(gateway_argv(second.config_path))}",
         "  A gateway you restart runs in your terminal: stop it there with Ctrl-C.",
         "",

@@ -1,9 +1,10 @@
 """The supervisor's admin API in worker mode: its own views, plus the workers' figures.
 
-Why queries: ``/metrics`` and ``/links`` need a round trip to every worker (each counts its
-own requests and keeps its own links), so they are answered as the admin server's *queries*
-(which may wait, bounded) instead of synchronous views.  A worker that does not answer in
-time is left out of that answer, and ``/workers`` says which ones serve.
+Why queries: ``/metrics``, ``/links`` and ``/routes`` need a round trip to every worker (each
+counts its own requests, keeps its own links and routes with its own copy of the imports), so
+they are answered as the admin server's *queries* (which may wait, bounded) instead of
+synchronous views.  A worker that does not answer in time is left out of that answer, and
+``/workers`` says which ones serve.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from discovery.steps import Steps
 from gateway.admin.overlay_view import overlay_view
 from gateway.admin.server import Reply
 from gateway.admin.sliced import Sliced
+from gateway.admin.views import routes_json_steps
 from gateway.observe.merge import links_with_workers, merged_metrics_steps
 from gateway.workers.overlay_traffic import WorkerTraffic
+from gateway.workers.routes_agreed import WorkerRoutes, routes_in_every_worker_steps
 
 if TYPE_CHECKING:
     from gateway.workers.supervise import Supervisor
+    from overlay.peering.route_table import RouteView
 
 
 def healthz_with_workers(
@@ -44,7 +49,8 @@ def healthz_with_workers(
 
 
 def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]) -> None:
-    """Register ``/workers``, and answer ``/metrics`` and ``/links`` with the workers'."""
+    """Register ``/workers``, and answer ``/metrics``, ``/links`` and ``/routes`` with the
+    workers'."""
     gw = sup.gw
 
     async def workers(_query: Mapping[str, list[str]]) -> Any:
@@ -67,6 +73,22 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         return links_with_workers(gw.peering.status(), await sup.stats())
 
     queries["/links"] = links
+    del views["/routes"]
+
+    async def routes(_query: Mapping[str, list[str]]) -> Any:
+        # The supervisor's view as the request came, then the workers' (a moment later): a
+        # site is listed when the supervisor routes there and every serving worker does too.
+        view = gw.peering.routes.latest
+        serving = sup.serving_indexes()
+        answered = {
+            st.index: st.routes
+            for st in await sup.stats(routes=True)
+            if st.routes is not None and st.index in serving
+        }
+        sources = {} if gw.route_sources is None else gw.route_sources.status()
+        return Sliced(_routes_steps(view, answered, gw.config.site.mesh_domain, sources))
+
+    queries["/routes"] = routes
     if "/overlay" in views and gw.observer is not None and gw.config.metrics.enabled:
         # The map's traffic rates: the workers' counters (synchronous, from their last
         # reports; a stale book is refreshed in the background, in the supervisor's nursery).
@@ -74,3 +96,15 @@ def worker_admin(sup: Supervisor, views: dict[str, Any], queries: dict[str, Any]
         views["/overlay"] = overlay_view(
             gw.config.site.name, gw.peering, gw.effective_catalog, gw.observer, totals=traffic
         )
+
+
+def _routes_steps(
+    view: RouteView, workers: Mapping[int, WorkerRoutes], mesh: str, sources: Mapping[str, Any]
+) -> Steps[dict[str, Any]]:
+    """``/routes`` of a supervisor: what every worker routes (:mod:`~gateway.workers.
+    routes_agreed`), rendered like a single gateway's, plus which workers were compared and
+    what some of them lack."""
+    agreed, lacking = yield from routes_in_every_worker_steps(view, workers, mesh)
+    extra = {**sources, "workers_routing": sorted(workers), "workers_lacking": lacking}
+    body: dict[str, Any] = yield from routes_json_steps(agreed, mesh, extra=extra)
+    return body

@@ -266,9 +266,11 @@ class ReloadDone:
 
 @dataclass(frozen=True, slots=True)
 class StatsRequest:
-    """S->W: send your counters (for /metrics, /links, status)."""
+    """S->W: send your counters (for /metrics, /links, status); with ``routes``, your route
+    view too (for ``/routes``: only on that request, as it grows with the routes)."""
 
     request_id: int
+    routes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

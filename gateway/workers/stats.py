@@ -33,6 +33,7 @@ from gateway.observe.metrics import DEFAULT_MAX_SERIES, FamilySamples, GaugeFami
 from gateway.observe.observer import access_log_gauges
 from gateway.observe.state_gauges import buffer_budget_gauges, link_gauges
 from gateway.routes.mirrors import mirror_gauges
+from gateway.workers.routes_agreed import WorkerRoutes, worker_routes
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -57,6 +58,9 @@ class WorkerStats:
     snapshot_version: object = None
     #: Unix time the report was taken (for ``/workers``: how old the figures are).
     taken_at: float = 0.0
+    #: Its route view (:data:`~gateway.workers.routes_agreed.WorkerRoutes`), when the request
+    #: asked for it (``/routes``); None otherwise, and once the report is no longer this round's.
+    routes: WorkerRoutes | None = None
 
 
 def worker_stats(
@@ -65,9 +69,11 @@ def worker_stats(
     index: int = 0,
     snapshot_version: object = None,
     in_flight: Mapping[str, int] | None = None,
+    routes: bool = False,
 ) -> WorkerStats:
     """The report of the worker whose parts are ``gw`` (its ``index`` among the workers;
-    ``in_flight`` adds counts the caller keeps, e.g. open caller connections)."""
+    ``in_flight`` adds counts the caller keeps, e.g. open caller connections; ``routes``: add
+    the route view the worker routes with now)."""
     links = gw.peering.status()
     gauges: list[GaugeFamily] = [*link_gauges(links)]
     settings = gw.peering.settings
@@ -96,6 +102,7 @@ def worker_stats(
         in_flight=counts,
         snapshot_version=snapshot_version,
         taken_at=time.time(),
+        routes=worker_routes(gw.peering.routes.latest) if routes else None,
     )
 
 
@@ -122,13 +129,17 @@ class StatsBook:
 
     def silent(self, indexes: Iterable[int]) -> None:
         """Workers ``indexes`` did not answer a round: keep their counts (the site's sums must
-        not dip) but not their gauges, links or in-flight figures, which may be long gone (a
-        dead worker holds no link)."""
+        not dip) but not their gauges, links, in-flight figures or routes, which may be long
+        gone (a dead worker holds no link)."""
         for index in indexes:
             old = self._last.get(index)
             if old is not None:
                 self._last[index] = replace(
-                    old, families=tuple(_counts(old.families)), links={}, in_flight={}
+                    old,
+                    families=tuple(_counts(old.families)),
+                    links={},
+                    in_flight={},
+                    routes=None,
                 )
 
     def forget(self, index: int) -> None:

@@ -51,9 +51,13 @@ class StatsPoll:
         self._answered = trio.Event()
         self._lock = trio.Lock()
 
-    async def poll(self, channels: Mapping[int, Send]) -> list[WorkerStats]:
+    async def poll(
+        self, channels: Mapping[int, Send], request: Callable[[int], object] | None = None
+    ) -> list[WorkerStats]:
         """One round: ask each worker in ``channels`` (index -> its send), wait until all
-        answered or ``timeout_s`` passed; the last answer of every worker, by index."""
+        answered or ``timeout_s`` passed; the last answer of every worker, by index.
+        ``request``: this round's message builder, instead of the poll's own."""
+        build = self.request if request is None else request
         async with self._lock:
             self._round += 1
             rid = self._round
@@ -62,7 +66,7 @@ class StatsPoll:
             with trio.move_on_after(self.timeout_s):
                 async with trio.open_nursery() as nursery:
                     for index, send in channels.items():
-                        nursery.start_soon(self._ask, index, send, rid)
+                        nursery.start_soon(self._ask, index, send, rid, build(rid))
                 if self._waiting:
                     await self._answered.wait()
             if self._waiting:
@@ -71,9 +75,9 @@ class StatsPoll:
             self._waiting = set()
             return self.book.current()
 
-    async def _ask(self, index: int, send: Send, rid: int) -> None:
+    async def _ask(self, index: int, send: Send, rid: int, message: object) -> None:
         try:
-            await send(self.request(rid))
+            await send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, IsthmusError) as exc:
             # A dead worker's channel: the pool restarts it; the round does not wait for it.
             log.debug("stats request to worker %d failed: %s", index, type(exc).__name__)

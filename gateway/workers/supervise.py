@@ -350,10 +350,18 @@ class Supervisor:
                 "workers %s did not confirm the reload within %.0f s", late, RELOAD_TIMEOUT_S
             )
 
-    async def stats(self) -> list[WorkerStats]:
+    async def stats(self, *, routes: bool = False) -> list[WorkerStats]:
         """Every worker's last counters: one bounded round of requests (a worker that does
-        not answer in time keeps its last counts; a replaced one's stay in ``retired``)."""
-        return await self.poll.poll({i: c.channel.send for i, c in self.conns.items()})
+        not answer in time keeps its last counts; a replaced one's stay in ``retired``).
+        ``routes``: each worker that answers adds its route view (``/routes``)."""
+        channels = {i: c.channel.send for i, c in self.conns.items()}
+        if not routes:
+            return await self.poll.poll(channels)
+        return await self.poll.poll(channels, lambda rid: StatsRequest(rid, routes=True))
+
+    def serving_indexes(self) -> set[int]:
+        """The workers that serve now (applied their first snapshot, listeners up)."""
+        return {i for i, c in self.conns.items() if c.ready.is_set()}
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop the workers gracefully (they finish what is in flight, up to the grace)."""

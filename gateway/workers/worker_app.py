@@ -226,6 +226,7 @@ class WorkerControl:
                     index=self.index,
                     snapshot_version=self.receiver.version,
                     in_flight={"caller_connections": self.gw.drain.open_connections},
+                    routes=message.routes,
                 )
                 await self.channel.send(StatsReply(message.request_id, stats))
             elif isinstance(message, Apply):
