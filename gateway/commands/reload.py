@@ -91,6 +91,8 @@ def _report(doc: dict[str, Any]) -> int:
         return 2
     if result == "applied":
         print(f"applied version {doc.get('version')} ({', '.join(doc.get('changes', []))})")
+        for p in doc.get("problems", []):  # applied, but not everywhere (a listener, a worker)
+            print(f"applied, but {p['path']}: {p['message']}", file=sys.stderr)
         return 0
     if result == "unchanged":
         print(f"unchanged; version {doc.get('version')} runs")

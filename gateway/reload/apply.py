@@ -157,8 +157,11 @@ class ConfigReloader:
     #: "worker": discovery and health checks are the supervisor's (docs/workers.md).
     role: Role = "single"
     #: Called after each applied reload with the text applied and the fleet document merged
-    #: into it: the supervisor sends them to its workers, which apply the same version.
-    on_applied: Callable[[str, str, FleetDocument | None], Awaitable[None]] | None = None
+    #: into it: the supervisor sends them to its workers, which apply the same version; the
+    #: answer's problems (workers that did not confirm in time) join the outcome's.
+    on_applied: (
+        Callable[[str, str, FleetDocument | None], Awaitable[tuple[Problem, ...]]] | None
+    ) = None
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
     def __post_init__(self) -> None:
@@ -321,10 +324,10 @@ class ConfigReloader:
             ", ".join(plan.changes)
             + (f" ({'; '.join(plan.traffic.parts)})" if plan.traffic.any else ""),
         )
+        if self.on_applied is not None and text is not None:
+            problems += await self.on_applied(trigger, text, fleet)
         for problem in problems:
             log.error("config reload: applied, but %s", problem.render(str(self.path)))
-        if self.on_applied is not None and text is not None:
-            await self.on_applied(trigger, text, fleet)
         return ReloadOutcome(
             "applied", trigger, version, version, plan.changes, problems, now, str(self.path)
         )

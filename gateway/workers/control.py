@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway.consul_gateways.meta import GatewayInstance
 from gateway.fleet.document import FleetDocument
+from gateway.workers.snapshot_receiver import SnapshotVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +36,18 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class Apply:
-    """S->W: the supervisor applied this config text (and fleet document): apply it too."""
+    """S->W: the supervisor applied this config text (and fleet document): apply it too.
+
+    ``snapshot``: the feed's version once the supervisor had applied it.  The catalog of the
+    new sources (and the marks and imports the reload changed) reach a worker as snapshots,
+    not with the text, so the worker answers :class:`~gateway.workers.messages.ReloadDone`
+    only once it holds that version too: a reload answered "applied" routes by the new
+    catalog in every worker (None: answer as soon as the text is applied)."""
 
     trigger: str
     text: str
     fleet: FleetDocument | None
+    snapshot: SnapshotVersion | None = None
 
 
 #: One endpoint a worker's outlier detection ejected: its service's name and namespace, its

@@ -42,6 +42,17 @@ class SnapshotVersion:
     failing: int
 
 
+def holds(held: SnapshotVersion, target: SnapshotVersion) -> bool:
+    """Whether a worker at ``held`` has every change of the feed up to ``target`` (the same
+    feed, each part at least as new): what a reload's answer waits for in each worker."""
+    return (
+        held.epoch == target.epoch
+        and held.catalog >= target.catalog
+        and held.imports >= target.imports
+        and held.failing >= target.failing
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """What a message changed (publish those parts); all False: nothing yet (a non-final

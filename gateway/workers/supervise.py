@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from discovery.watch import Watch, WatchClosed
+from gateway.config.errors import Problem
 from gateway.config.model import GatewayConfig
 from gateway.fleet.document import FleetDocument
 from gateway.listener.bind import bind_error
@@ -40,7 +41,7 @@ from gateway.workers.ejections import WorkerEjections
 from gateway.workers.messages import Hello, ReloadDone, Resync, StatsReply, StatsRequest
 from gateway.workers.priority import SpawnThread, lower_threads
 from gateway.workers.processes import Spawn, WorkerPool
-from gateway.workers.snapshot import SnapshotFeed, clock_base
+from gateway.workers.snapshot import SnapshotFeed, SnapshotVersion, clock_base
 from gateway.workers.stats import StatsBook, WorkerStats, workers_json
 from gateway.workers.stats_poll import StatsPoll
 from overlay.link.handoff import MAX_HANDOFF_CONNECTIONS, HandoffStats, receive_handoffs
@@ -56,6 +57,16 @@ SNAPSHOT_COALESCE_S = 0.02
 RELOAD_TIMEOUT_S = 20.0
 #: How long a round trip to the workers for their counters may take (``/metrics``).
 STATS_TIMEOUT_S = 2.0
+
+
+def late_workers_problem(late: Sequence[int], timeout_s: float) -> Problem:
+    """How an applied reload says that some workers did not confirm it in time."""
+    which = ", ".join(str(i) for i in late)
+    return Problem(
+        "site.workers",
+        f"worker(s) {which} did not confirm the reload within {timeout_s:.0f} s; "
+        "they may still route by the previous config",
+    )
 
 
 def listener_ports(config: GatewayConfig) -> dict[str, tuple[str, str, int]]:
@@ -328,27 +339,45 @@ class Supervisor:
 
     # -- what the rest of the supervisor asks of the workers -------------------------------
 
-    async def reload_workers(self, trigger: str, text: str, fleet: FleetDocument | None) -> None:
+    async def reload_workers(
+        self, trigger: str, text: str, fleet: FleetDocument | None
+    ) -> tuple[Problem, ...]:
         """Send an applied reload to every worker (each applies the same text) and wait,
-        bounded, until each one says it applied it: a reload answered "applied" is in force
-        on every connection accepted after the answer, as with one process."""
+        bounded, until each one says it applied it and holds the snapshot with its changes: a
+        reload answered "applied" is in force on every connection accepted after the answer,
+        as with one process.  The answer: a problem naming the workers that did not confirm
+        in time (the reload stays applied; they may still route by the old config)."""
         self.text, self.fleet = text, fleet
+        target = self._publish_latest()
         waiting = []
         for conn in list(self.conns.values()):
             conn.reloaded = trio.Event()
             try:
-                await conn.channel.send(Apply(trigger=trigger, text=text, fleet=fleet))
+                await conn.channel.send(
+                    Apply(trigger=trigger, text=text, fleet=fleet, snapshot=target)
+                )
             except ChannelClosed:
                 continue  # it exits; its replacement starts on the new text
             waiting.append(conn)
         with trio.move_on_after(RELOAD_TIMEOUT_S) as waited:
             for conn in waiting:
                 await conn.reloaded.wait()
-        if waited.cancelled_caught:
-            late = [c.index for c in waiting if not c.reloaded.is_set()]
-            log.warning(
-                "workers %s did not confirm the reload within %.0f s", late, RELOAD_TIMEOUT_S
-            )
+        if not waited.cancelled_caught:
+            return ()
+        late = [c.index for c in waiting if not c.reloaded.is_set()]
+        log.warning("workers %s did not confirm the reload within %.0f s", late, RELOAD_TIMEOUT_S)
+        return (late_workers_problem(late, RELOAD_TIMEOUT_S),)
+
+    def _publish_latest(self) -> SnapshotVersion:
+        """The feed's version with what the reload just changed (the catalog of its new
+        sources, marks, imports): published here, not left to the followers' tasks, which
+        may not have run yet; every worker's sender is woken to send it."""
+        gw = self.gw
+        self.feed.publish_catalog(gw.catalog.latest)
+        self.feed.publish_failing(gw.failing.latest)
+        self.feed.publish_imports(gw.peering.imports.latest, trio.current_time())
+        self._wake_all()
+        return self.feed.version
 
     async def stats(self, *, routes: bool = False) -> list[WorkerStats]:
         """Every worker's last counters: one bounded round of requests (a worker that does

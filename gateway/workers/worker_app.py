@@ -57,8 +57,9 @@ from gateway.workers.snapshot import (
     clock_base,
 )
 from gateway.workers.snapshot_gc import after_other, apply_snapshot, before_frame, completes
+from gateway.workers.snapshot_receiver import SnapshotVersion, holds
 from gateway.workers.stats import worker_stats
-from gateway.workers.supervise import with_ports
+from gateway.workers.supervise import RELOAD_TIMEOUT_S, with_ports
 from overlay.link.handoff import worker_handoff
 
 log = logging.getLogger("isthmus.workers")
@@ -181,6 +182,7 @@ class WorkerControl:
         self.nursery = nursery
         self.index = index
         self.snapshot = trio.Event()  # set once the first full snapshot is applied
+        self._published = trio.Event()  # set (and replaced) at each snapshot made live
         self._ready = trio.Event()  # set once the listeners run
         self._held: Apply | None = None  # the newest reload that came during the start
         self._gateways: Gateways | None = None  # the newest replicas found, likewise
@@ -192,7 +194,7 @@ class WorkerControl:
         self._ready.set()
         if self._held is not None:
             held, self._held = self._held, None
-            self.nursery.start_soon(_reload, self.channel, self.reloader, held)
+            self.nursery.start_soon(self._reload, held)
         if self._gateways is not None:
             gateways, self._gateways = self._gateways, None
             await self._follow_gateways(gateways)
@@ -231,7 +233,7 @@ class WorkerControl:
                 await self.channel.send(StatsReply(message.request_id, stats))
             elif isinstance(message, Apply):
                 if self._ready.is_set():
-                    self.nursery.start_soon(_reload, self.channel, self.reloader, message)
+                    self.nursery.start_soon(self._reload, message)
                 else:
                     self._held = message
             elif isinstance(message, Gateways):
@@ -254,12 +256,33 @@ class WorkerControl:
                 elif complete(self.receiver):
                     publish(self.gw, self.receiver)
                     self.snapshot.set()
+                    self._published.set()
+                    self._published = trio.Event()
 
+    async def _reload(self, message: Apply) -> None:
+        """Apply the supervisor's reload, then answer once the snapshot with its changes is
+        live here too (see :class:`~gateway.workers.control.Apply`)."""
+        outcome = await self.reloader.apply_from_supervisor(
+            message.trigger, message.text, message.fleet
+        )
+        if message.snapshot is not None:
+            await self._wait_snapshot(message.snapshot)
+        with contextlib.suppress(ChannelClosed):
+            await self.channel.send(ReloadDone(outcome.json()))
 
-async def _reload(channel: Channel, reloader: ConfigReloader, message: Apply) -> None:
-    outcome = await reloader.apply_from_supervisor(message.trigger, message.text, message.fleet)
-    with contextlib.suppress(ChannelClosed):
-        await channel.send(ReloadDone(outcome.json()))
+    async def _wait_snapshot(self, target: SnapshotVersion) -> None:
+        """Until the snapshot this worker routes by holds ``target`` (bounded: past the
+        supervisor's own wait the answer is late anyway, and it says so)."""
+        with trio.move_on_after(RELOAD_TIMEOUT_S) as waited:
+            while not (complete(self.receiver) and holds(self.receiver.version, target)):
+                await self._published.wait()
+        if waited.cancelled_caught:
+            log.warning(
+                "reload: snapshot %s not received within %.0f s (holding %s)",
+                target,
+                RELOAD_TIMEOUT_S,
+                self.receiver.version,
+            )
 
 
 def handoff_socket(fd: int) -> trio.socket.SocketType:

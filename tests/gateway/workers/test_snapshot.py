@@ -25,6 +25,7 @@ from gateway.workers.snapshot import (
     SnapshotReceiver,
     SnapshotVersion,
 )
+from gateway.workers.snapshot_receiver import holds
 from overlay.peering.route_fold import RouteFold
 
 POLICY = Policy(order=("static", "consul", "mdns"))
@@ -119,6 +120,23 @@ def test_a_new_worker_gets_the_full_catalog_then_deltas() -> None:
     untouched = [s for s in newer.services if newer.services[s] is catalog.services.get(s)]
     assert untouched
     assert all(rx.catalog.services[s] is before.services[s] for s in untouched)
+
+
+def test_a_worker_holds_a_version_once_it_applied_every_part_up_to_it() -> None:
+    """What a reload's answer waits for in each worker (``Apply.snapshot``)."""
+    feed = SnapshotFeed(catalog=build(50))
+    rx = SnapshotReceiver(clock_offset=OFFSET)
+    assert not holds(rx.version, feed.version)  # nothing yet
+    deliver(rx, feed.messages_for(None))
+    assert holds(rx.version, feed.version)
+    feed.publish_catalog(churn(feed.catalog.value, [3], "2"))  # the reload's new catalog
+    target = feed.version
+    assert not holds(rx.version, target)
+    feed.publish_failing(immutables.Map({endpoint(1).key: "down"}))  # a later change too
+    deliver(rx, feed.messages_for(rx.version))
+    assert holds(rx.version, target) and holds(rx.version, feed.version)
+    other = SnapshotVersion("another-feed", target.catalog, target.imports, target.failing)
+    assert not holds(rx.version, other)
 
 
 def test_a_delta_is_computed_once_for_every_worker_and_bursts_coalesce() -> None:
