@@ -33,11 +33,6 @@ queue, not the gateway):
   latency that work of that size anywhere on the machine costs the data path -- the reference
   for the churn's;
 * ``churn``         1 % of the Consul instances change every second;
-* ``churn-ab``      (``--ab-seconds``, default twice ``--seconds``; 0: none) the churn switched
-  on and off every ``--ab-period`` seconds (4), each request counted on the side it was sent
-  in once that side settled (``scripts/bench/interleave.py``): p99 with the churn against
-  p99 without, the same machine for both -- on a shared machine the baseline phase's p99
-  alone moved 3.4-256 ms between runs of one tree;
 * ``admin``         nothing changes, and an operator reads every large admin answer in turn
   (``/catalog``: 100k local endpoints, ``/imports``: the peer's 10k services, ``/routes``,
   ``/overlay``, ``/metrics``), each from a fresh connection; the time each took is printed.
@@ -63,8 +58,7 @@ gateway A's ``[site] supervisor_nice`` (the gateway's default is 10: the supervi
 run at a lower CPU priority than its workers); 0 to compare without.
 
 Targets: no loop stall over 50 ms on the data path's loop; request p99 during churn <= 1.5 x
-baseline p99 (the summary prints it against the baseline phase and, interleaved, against the
-requests of ``churn-ab`` sent without churn).
+baseline p99.
 Run:  .venv/bin/python scripts/bench_stall.py [--endpoints 100000] [--seconds 8] [--rate 200]
       [--workers N]
 Only loopback addresses (127.0.31.1, 127.0.32.1); every process it starts is stopped by PID.
