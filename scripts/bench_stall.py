@@ -81,7 +81,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import trio  # noqa: E402
-from bench.interleave import Sides, sides  # noqa: E402
 from bench.lag_window import (  # noqa: E402
     task_cpu,
     window,
@@ -310,7 +309,6 @@ async def phase(
     pid: int,
     action: Any = None,
     lag_dir: Path | None = None,
-    quiet: bool = False,
 ) -> dict[str, Any]:
     start = time.time()
     cpu0 = cpu_seconds([pid])  # with its workers, in worker mode
@@ -345,7 +343,6 @@ async def phase(
         "max_ms": (result.latencies[-1] if result.latencies else float("nan")) * 1e3,
         **window(lag, start, end),
         **worker_columns(lag_dir, start, end),
-        "timed": result.timed,
     }
     gc_ms_s = row["wk_gc_total_ms"] if lag_dir is not None else row["gc_total_ms"]
     row["dp_gc_ms_per_s"] = gc_ms_s / (end - start)
@@ -356,8 +353,6 @@ async def phase(
     )
     row["dp_task_ms_per_s"] = {n: ms / (end - start) for n, ms in tasks.items()}
     wk_rss = ",".join(str(v) for v in row.get("wk_rss_mb", {}).values()) or "-"
-    if quiet:  # the caller prints its own line
-        return row
     print(
         f"{name:<14} {row['requests']:>6} {row['errors']:>4} {row['p50_ms']:>7.1f} "
         f"{row['p99_ms']:>7.1f} {row['max_ms']:>7.1f} {row['batch_ms']:>8.1f} "
@@ -367,61 +362,8 @@ async def phase(
         f"{row['cpu_per_s']:>6.2f} {row['workers_cpu_per_s']:>6.2f} "
         f"{row['consul_cpu_per_s']:>6.2f} "
         f"{row['machine_busy_cores']:>5.2f}/{os.cpu_count()} {row['dp_gc_ms_per_s']:>6.1f}  "
-        f"{row['task']}" + (f"  || wk: {row['wk_task']}" if row.get("wk_task") else ""),
-        flush=True,
-    )
-    return row
-
-
-AB_SETTLE_ON_S = 1.0
-"""The churn's first change comes within a second of switching it on (it ticks every second)."""
-AB_SETTLE_OFF_S = 1.5
-"""The last change's work is over within this after switching the churn off (it converges in
-about 0.2 s)."""
-
-
-async def churn_ab(
-    args: argparse.Namespace, lag: Path, pid: int, consul_pid: int, lag_dir: Path | None
-) -> dict[str, Any]:
-    """Phase ``churn-ab``: the churn switched on and off every ``--ab-period`` seconds, each
-    request counted on the side it was sent in (``bench/interleave.py``): p99 with churn
-    against p99 without, under the same machine."""
-    toggles: list[tuple[float, bool]] = []
-    flips = max(2, int(args.ab_seconds / args.ab_period) // 2 * 2)  # ends switched off
-
-    async def toggle() -> None:
-        on = False
-        try:
-            for _ in range(flips):
-                await trio.sleep(args.ab_period)
-                os.kill(consul_pid, signal.SIGUSR2)
-                on = not on
-                toggles.append((trio.current_time(), on))
-        finally:
-            if on:
-                os.kill(consul_pid, signal.SIGUSR2)
-
-    longer = argparse.Namespace(**{**vars(args), "seconds": (flips + 1) * args.ab_period})
-    row = await phase("churn-ab", longer, lag, pid, toggle, lag_dir=lag_dir, quiet=True)
-    split = sides(row["timed"], toggles, settle_on_s=AB_SETTLE_ON_S, settle_off_s=AB_SETTLE_OFF_S)
-    on99, off99 = Sides.quantile(split.on, 0.99), Sides.quantile(split.off, 0.99)
-    row["ab"] = {
-        "on": len(split.on),
-        "off": len(split.off),
-        "left_out": split.left_out,
-        "on_p99_ms": on99 * 1e3,
-        "off_p99_ms": off99 * 1e3,
-        "on_p50_ms": Sides.quantile(split.on, 0.5) * 1e3,
-        "off_p50_ms": Sides.quantile(split.off, 0.5) * 1e3,
-        "p99_on_vs_off": on99 / off99 if off99 else float("nan"),
-    }
-    ab = row["ab"]
-    print(
-        f"{'churn-ab':<14} churn switched every {args.ab_period:g} s: on {ab['on']} requests "
-        f"p50 {ab['on_p50_ms']:.1f} p99 {ab['on_p99_ms']:.1f} ms, off {ab['off']} requests "
-        f"p50 {ab['off_p50_ms']:.1f} p99 {ab['off_p99_ms']:.1f} ms ({ab['left_out']} settling, "
-        f"left out); on/off p99 {ab['p99_on_vs_off']:.2f}; wk stall {fmt_ms(row, 'wk_batch_ms', 0)}"
-        f" ms, busy {row['machine_busy_cores']:.2f}/{os.cpu_count()}",
+        f"{row['task']}"
+        + (f"  || wk: {row['wk_task']}" if row.get("wk_task") else ""),
         flush=True,
     )
     return row
@@ -572,8 +514,6 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         finally:
             os.kill(consul.process.pid, signal.SIGUSR2)
         await trio.sleep(2.0)
-        if args.ab_seconds > 0:
-            rows.append(await churn_ab(args, lag, child_a.process.pid, consul.process.pid, lag_dir))
         took: dict[str, tuple[float, float, int]] = {}
 
         async def admin() -> None:
@@ -661,16 +601,6 @@ def main() -> None:
         help="how long A's supervisor gathers changes before it sends its workers a step "
         "(default: the gateway's, 0.02)",
     )
-    parser.add_argument(
-        "--ab-seconds",
-        type=float,
-        default=None,
-        metavar="S",
-        help="length of the phase 'churn-ab' after 'churn' (default: twice --seconds; 0: "
-        "none): the churn switched on and off every --ab-period seconds, p99 of the requests "
-        "sent with it against those sent without, the same machine for both",
-    )
-    parser.add_argument("--ab-period", type=float, default=4.0, metavar="S")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--split",
@@ -687,10 +617,6 @@ def main() -> None:
         "processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
-    if args.ab_seconds is None:
-        args.ab_seconds = 2 * args.seconds
-    if not args.ab_period > AB_SETTLE_OFF_S:
-        parser.error(f"--ab-period must be over {AB_SETTLE_OFF_S} s (the settling time)")
     if not 0 <= args.workers <= 64:
         parser.error("--workers must be 0..64")
     if args.supervisor_nice is not None and not (args.workers and 0 <= args.supervisor_nice <= 19):
@@ -744,14 +670,6 @@ def main() -> None:
     burned = next((r for r in rows if r["phase"] == "burn"), None)
     if burned is not None:
         print(f"# burn p99 {burned['p99_vs_baseline']:.2f} x baseline (no catalog change)")
-    ab = next((r for r in rows if r["phase"] == "churn-ab"), None)
-    if ab is not None:
-        print(
-            f"# interleaved: churn p99 {ab['ab']['p99_on_vs_off']:.2f} x the same phase's p99 "
-            "without churn (the same machine for both)"
-        )
-    for r in rows:
-        del r["timed"]
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     raise SystemExit(0 if worst <= 50 and churn["p99_vs_baseline"] <= 1.5 else 1)

@@ -172,9 +172,6 @@ class LatencyResult:
     latencies: tuple[float, ...]  # seconds, sorted
     errors: int
     sent: int
-    #: (dispatch time on the trio clock, latency) of each answered request, in answer order:
-    #: to tell apart requests sent while something was on from those sent while it was off.
-    timed: tuple[tuple[float, float], ...] = ()
 
     def quantile(self, q: float) -> float:
         if not self.latencies:
@@ -196,7 +193,6 @@ async def open_loop(
     total = max(1, int(rate * seconds))
     send, receive = trio.open_memory_channel[float](total)
     latencies: list[float] = []
-    timed: list[tuple[float, float]] = []
     errors = 0
 
     async def worker(
@@ -222,7 +218,6 @@ async def open_loop(
                         await client.close()
                         continue
                     latencies.append(trio.current_time() - intended)
-                    timed.append((intended, latencies[-1]))
                     if status != 200:
                         errors += 1
         finally:
@@ -242,4 +237,4 @@ async def open_loop(
                     # late (epoll's granularity), a client artefact; queueing behind busy
                     # connections still counts, the dispatcher never waits for answers.
                     send.send_nowait(trio.current_time())
-    return LatencyResult(tuple(sorted(latencies)), errors, total, tuple(timed))
+    return LatencyResult(tuple(sorted(latencies)), errors, total)
