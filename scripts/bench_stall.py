@@ -32,6 +32,11 @@ queue, not the gateway):
   ``scripts/bench/burner.py`` decodes JSON for DUTY of every 10 ms beside the gateway: the
   latency that work of that size anywhere on the machine costs the data path -- the reference
   for the churn's;
+* ``quiet``         nothing changes, as in ``baseline``, but after the resync and the peer's
+  snapshot: the state the churn starts from (the summary compares the churn with both; an
+  earlier attempt to switch the churn on and off within one phase measured nothing: the
+  supervisor, at a lower priority on a busy machine, was still catching up in the "off"
+  seconds);
 * ``churn``         1 % of the Consul instances change every second;
 * ``admin``         nothing changes, and an operator reads every large admin answer in turn
   (``/catalog``: 100k local endpoints, ``/imports``: the peer's 10k services, ``/routes``,
@@ -508,6 +513,9 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             )
         )
         await wait_routes(fleet, base_a, services, 120)  # the snapshot did arrive
+        # The same as the baseline, but in the state the churn starts from (after a resync and
+        # a peer's return): the churn's own reference.
+        rows.append(await phase("quiet", args, lag, child_a.process.pid, lag_dir=lag_dir))
         os.kill(consul.process.pid, signal.SIGUSR2)
         try:
             rows.append(await phase("churn", args, lag, child_a.process.pid, lag_dir=lag_dir))
@@ -665,6 +673,11 @@ def main() -> None:
     print(
         f"# worst loop stall on the data path {worst:.1f} ms (target <= 50; {where}); churn p99 "
         f"{churn['p99_vs_baseline']:.2f} x baseline (target <= 1.5)"
+    )
+    quiet = next(r for r in rows if r["phase"] == "quiet")
+    print(
+        f"# churn p99 {churn['p99_ms'] / quiet['p99_ms']:.2f} x the quiet phase's right before "
+        "it (nothing changes, the state the churn starts from)"
     )
     print_task_cpu(base, churn)
     burned = next((r for r in rows if r["phase"] == "burn"), None)
