@@ -393,9 +393,12 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     control_cpus = os.sched_getaffinity(0)  # with --split: all but the last
     async with Fleet(root) as fleet:
+        # ``nice`` execs the interpreter: the same pid, every thread at that priority.
+        niced = ["nice", "-n", str(args.consul_nice)] if args.consul_nice else []
         consul = await fleet.start(
             "consul",
             [
+                *niced,
                 py,
                 str(HERE / "bench" / "consul_bulk.py"),
                 "--host",
@@ -609,6 +612,15 @@ def main() -> None:
         help="how long A's supervisor gathers changes before it sends its workers a step "
         "(default: the gateway's, 0.02)",
     )
+    parser.add_argument(
+        "--consul-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the Consul stand-in at nice N (0..19): a Consul that does not compete with "
+        "the data path for the 2 cores at the workers' priority, as one on other machines "
+        "does not compete at all",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--split",
@@ -625,6 +637,8 @@ def main() -> None:
         "processes of the machine still run anywhere)",
     )
     args = parser.parse_args()
+    if not 0 <= args.consul_nice <= 19:
+        parser.error("--consul-nice must be 0..19")
     if not 0 <= args.workers <= 64:
         parser.error("--workers must be 0..64")
     if args.supervisor_nice is not None and not (args.workers and 0 <= args.supervisor_nice <= 19):
