@@ -34,22 +34,28 @@ def _supervisor(catalog: Watch[Catalog]) -> Supervisor:
     return sup
 
 
+def _connect(sup: Supervisor, nursery: trio.Nursery, count: int = 2) -> list[Channel]:
+    """``count`` workers' ends of real channels to ``sup``, whose receivers run in ``nursery``."""
+    workers = []
+    for index in range(count):
+        ours, theirs = trio.testing.memory_stream_pair()
+        conn = WorkerConn(index, Channel(ours))
+        sup.conns[index] = conn
+        workers.append(Channel(theirs))
+        nursery.start_soon(sup._receive, conn)
+    return workers
+
+
 async def test_a_reload_waits_for_every_worker_and_names_the_one_that_did_not_confirm(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     catalog: Watch[Catalog] = Watch(Catalog())
     sup = _supervisor(catalog)
-    workers: list[Channel] = []
     async with trio.open_nursery() as nursery:
-        for index in range(2):
-            ours, theirs = trio.testing.memory_stream_pair()
-            conn = WorkerConn(index, Channel(ours))
-            sup.conns[index] = conn
-            workers.append(Channel(theirs))
-            nursery.start_soon(sup._receive, conn)
+        workers = _connect(sup, nursery)
         # The reload's new sources are in the catalog watch, not yet in the feed (its
         # follower task has not run): the version sent must hold them all the same.
-        catalog.publish(Catalog(version="new"))
+        catalog.publish(Catalog(version=7))
         got: dict[str, object] = {}
 
         async def reload() -> None:
@@ -75,14 +81,8 @@ async def test_a_reload_confirmed_by_every_worker_answers_without_problems(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     sup = _supervisor(Watch(Catalog()))
-    workers: list[Channel] = []
     async with trio.open_nursery() as nursery:
-        for index in range(2):
-            ours, theirs = trio.testing.memory_stream_pair()
-            conn = WorkerConn(index, Channel(ours))
-            sup.conns[index] = conn
-            workers.append(Channel(theirs))
-            nursery.start_soon(sup._receive, conn)
+        workers = _connect(sup, nursery)
 
         async def confirm(worker: Channel) -> None:
             assert isinstance(await worker.receive(), Apply)
