@@ -103,10 +103,10 @@ def keep_heap(keeper: HeapKeeper | None = None) -> Iterator[HeapKeeper]:
     objects, but publishing it makes more: the routing view of a peer's 10k services, rebuilt
     in other tasks once the apply has returned.  Left to CPython's schedule, the next full
     pass walked all of them: 135 ms stalls in a worker while a peer's 100k endpoints arrived
-    (bench_stall --workers 2).  The
-    keeper freezes the heap at the end of the first slow pass and keeps later ones short
-    (bench_stall --workers 2, same machine and hour: the worst worker stall 163 ms before,
-    40 ms with it; the workers' longest GC pass 162 ms before, 20 ms).  ``keeper``: tests'.
+    (bench_stall --workers 2).  The keeper freezes the heap at the end of the first slow pass
+    and keeps later ones short (bench_stall --workers 2, same machine and hour: the worst
+    worker stall 163 ms before, 40 ms with it; the workers' longest GC pass 162 ms before,
+    20 ms).  ``keeper``: tests'.
     """
     with keeper if keeper is not None else HeapKeeper() as kept:
         yield kept
