@@ -94,7 +94,17 @@ from bench.lag_window import (  # noqa: E402
     workers_window,
 )
 from bench.load import LatencyResult, open_loop  # noqa: E402
-from bench.procs import BenchError, Fleet, child_pids, cpu_seconds, wait_port  # noqa: E402
+from bench.procs import (  # noqa: E402
+    BenchError,
+    Fleet,
+    child_pids,
+    cpu_seconds,
+    machine_busy_s,
+    pin_threads,
+    process_cpu_seconds,
+    rss_mb,
+    wait_port,
+)
 
 from foundation.spiffe_id import TrustDomain  # noqa: E402
 from gateway.demo.admin_client import AdminUnavailable, admin_get  # noqa: E402
@@ -137,34 +147,12 @@ def consul_source() -> str:
     )
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def pin_threads(pids: list[int], cpus: set[int]) -> None:
-    """Pin every thread of ``pids`` (processes this bench started) to ``cpus``."""
-    for pid in pids:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                os.sched_setaffinity(int(tid), cpus)
-            except ProcessLookupError:
-                continue
-
-
-def worker_pids(pid: int) -> list[int]:
-    """The live child processes of gateway A (its workers in worker mode; none otherwise)."""
-    return child_pids(pid)
-
-
 def rss_line(pid: int) -> str:
     """Gateway A's RSS, and its workers' when it has any (each worker holds its own copy of
     the catalog and import table)."""
     text = f"gateway A RSS {rss_mb(pid):.0f} MB"
     workers = []
-    for child in worker_pids(pid):
+    for child in child_pids(pid):
         try:
             workers.append(rss_mb(child))
         except OSError:
@@ -198,12 +186,12 @@ async def wait_workers(pid: int, count: int, fleet: Fleet) -> None:
     """Wait (a bounded while) until gateway A has ``count`` worker processes; BenchError if not:
     a figure of worker mode measured without its workers would be a wrong figure."""
     with trio.move_on_after(60):
-        while len(worker_pids(pid)) < count:
+        while len(child_pids(pid)) < count:
             fleet.check_alive()
             await trio.sleep(0.5)
-        print(f"# gateway A: supervisor {pid}, workers {worker_pids(pid)}", flush=True)
+        print(f"# gateway A: supervisor {pid}, workers {child_pids(pid)}", flush=True)
         return
-    raise BenchError(f"gateway A has {len(worker_pids(pid))} worker processes, wanted {count}")
+    raise BenchError(f"gateway A has {len(child_pids(pid))} worker processes, wanted {count}")
 
 
 async def wait_worker_probes(pid: int, lag_dir: Path, fleet: Fleet) -> None:
@@ -214,7 +202,7 @@ async def wait_worker_probes(pid: int, lag_dir: Path, fleet: Fleet) -> None:
         while True:
             fleet.check_alive()
             files = worker_files(lag_dir)
-            missing = [w for w in worker_pids(pid) if w not in files or not files[w].stat().st_size]
+            missing = [w for w in child_pids(pid) if w not in files or not files[w].stat().st_size]
             if not missing:
                 print(f"# worker lag files: {sorted(p.name for p in files.values())}", flush=True)
                 return
@@ -252,23 +240,6 @@ async def read_admin(host: str, port: int, took: dict[str, tuple[float, float, i
         took[path] = (t0, time.time(), size)
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used: a figure other processes on a shared
-    machine do not inflate, unlike latencies."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, every process): with the
-    Consul stand-in's own figure it shows when a phase asks more than the machine has, so that
-    its latencies measure the machine's queue rather than the gateway."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 OTHERS: dict[str, int] = {}
 """Processes beside gateway A whose CPU each phase reports (the Consul stand-in)."""
 
@@ -276,10 +247,9 @@ OTHERS: dict[str, int] = {}
 def others_cpu() -> dict[str, float]:
     out: dict[str, float] = {}
     for name, other in OTHERS.items():
-        try:
-            out[name] = cpu_s(other)
-        except OSError:  # it was restarted or stopped: no figure
-            continue
+        cpu = process_cpu_seconds(other)
+        if cpu is not None:  # else it was restarted or stopped: no figure
+            out[name] = cpu
     return out
 
 
@@ -461,10 +431,10 @@ async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         if lag_dir is not None:
             await wait_worker_probes(child_a.process.pid, lag_dir, fleet)
         if args.pin:  # every thread of A's processes, the workers' too (affinity is per thread)
-            pin_threads([child_a.process.pid, *worker_pids(child_a.process.pid)], {last})
+            pin_threads([child_a.process.pid, *child_pids(child_a.process.pid)], {last})
         if args.split:  # the data path's processes (and this client) on the last core
             data_cpu = {args.data_cpu}
-            data_pids = [*worker_pids(child_a.process.pid), backend.process.pid, os.getpid()]
+            data_pids = [*child_pids(child_a.process.pid), backend.process.pid, os.getpid()]
             pin_threads(data_pids, data_cpu)
             print(f"# split: workers, backend and load client on CPU {data_cpu}; the rest not")
         await trio.sleep(3.0)

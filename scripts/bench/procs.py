@@ -94,15 +94,49 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by ``pid`` alone (None: it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by ``pids`` and their live descendants."""
-    total = 0
+    total = 0.0
     for root in pids:
         for pid in _descendants(root):
-            fields = _stat_fields(pid)
-            if fields is not None:
-                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / CLK_TCK
+            total += process_cpu_seconds(pid) or 0.0
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process): beside a
+    process's own figure it shows when a phase asks more than the machine has, so that its
+    latencies measure the machine's queue rather than the process."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """``pid``'s resident set size in MB (NaN when /proc does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pin_threads(pids: list[int], cpus: set[int]) -> None:
+    """Pin every thread of ``pids`` (processes this bench started) to ``cpus``."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:
+                continue
 
 
 async def wait_port(
